@@ -1,0 +1,205 @@
+"""Rewrite an admitted aggregate query so that every output row carries its evidence.
+
+The output check (``policies.disclosure``) decides cell by cell what may leave;
+it needs, for each cell, how many entities contribute and how much the largest
+ones contribute (the evidence columns of ``policies.outputs``). Those numbers
+are computed by the same engine run as the visible result, in one SQL statement:
+
+``__base``
+    the original FROM / JOIN / WHERE, projecting each group key expression
+    (``__g0`` ...), the entity key of the first table in FROM (``__e``) and each
+    output aggregate's argument (``__a0`` ...).
+``__per_entity``
+    one row per (grouping set, group, entity): each grouping set S of the
+    original becomes S + (__e); GROUPING() over the keys tells a rolled-up key
+    from a real NULL. It holds each entity's own row count, non-null count and,
+    for SUM / AVG, its own sum.
+``__evidence``
+    one row per (group, grouping): distinct entities, per-cell contributors,
+    totals, the two largest per-entity sums, negatives and NULLs.
+``__visible``
+    the admitted query unchanged (HAVING included: it filters visible rows
+    only) plus ``GROUPING(keys) AS __grouping``.
+
+The result is ``__visible`` LEFT JOIN ``__evidence`` on every group key
+(``IS NOT DISTINCT FROM``, so NULL keys match) and ``__grouping``, ordered by
+the admitted ORDER BY. Aggregates such as COUNT(DISTINCT x) stay computed by
+the original query; only their evidence comes from the rewrite.
+
+Known shortcut: rows whose entity key is NULL count as one entity together.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from policies.admission import (
+    DIALECT,
+    AdmittedQuery,
+    QueryScope,
+    aggregate_argument,
+    unwrap_aggregate,
+)
+from policies.errors import PolicyRefusal
+from policies.outputs import evidence_name
+
+MAGNITUDE = frozenset({"sum", "avg"})
+
+
+def _q(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
+
+
+def _first_table_alias(tree: exp.Select) -> exp.Table:
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    return from_.this
+
+
+def evidence_columns(query: AdmittedQuery) -> list[str]:
+    """The names of the evidence columns :func:`with_evidence` adds, in order."""
+    names = [evidence_name("grouping"), evidence_name("n")]
+    for i, _ in query.spec.aggregates():
+        names += [evidence_name(kind, i) for kind in ("n", "total", "top1", "top2", "neg", "null")]
+    return names
+
+
+def with_evidence(query: AdmittedQuery, scope: QueryScope) -> str:
+    """DuckDB SQL yielding the admitted query's columns plus their evidence columns."""
+    tree = query.tree
+    spec = query.spec
+    projections = {p.alias: p.this for p in tree.expressions}
+    first = _first_table_alias(tree)
+    table = scope.tables.get(first.name)
+    if table is None:
+        raise PolicyRefusal(
+            "unknown_table", f"table '{first.name}' is not in the scope of this job (Art. 15)"
+        )
+    entity = exp.column(table.classification.entity_key, table=first.alias_or_name, quoted=True)
+
+    keys = [projections[name] for name in spec.group_keys]
+    key_cols = [f"__g{k}" for k in range(len(keys))]
+    aggregates = []  # (output index, family, argument column name or None)
+    base_items = [exp.alias_(k.copy(), c) for k, c in zip(keys, key_cols, strict=True)]
+    base_items.append(exp.alias_(entity, "__e"))
+    for i, column in spec.aggregates():
+        arg = aggregate_argument(unwrap_aggregate(projections[column.name]))
+        arg_col = None
+        if arg is not None and column.function != "count_star":
+            arg_col = f"__a{i}"
+            base_items.append(exp.alias_(arg.copy(), arg_col))
+        aggregates.append((i, column.function, arg_col))
+
+    base = tree.copy()
+    for clause in ("group", "having", "order", "distinct"):
+        base.set(clause, None)
+    base.set("expressions", base_items)
+    base_sql = base.sql(dialect=DIALECT)
+
+    # Per entity, per grouping set.
+    per_items = [*key_cols, "__e"]
+    grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
+    per_items.append(f"{grouping} AS __grouping")
+    per_items.append("COUNT(*) AS __rows")
+    for i, family, arg_col in aggregates:
+        if arg_col is not None:
+            per_items.append(f"COUNT({arg_col}) AS __c{i}")
+            if family in MAGNITUDE:
+                per_items.append(f"SUM({arg_col}) AS __s{i}")
+    sets = []
+    for grouping_set in spec.grouping_sets:
+        cols = [key_cols[spec.group_keys.index(name)] for name in grouping_set] + ["__e"]
+        sets.append(f"({', '.join(cols)})")
+    per_sql = (
+        f"SELECT {', '.join(per_items)} FROM __base GROUP BY GROUPING SETS ({', '.join(sets)})"
+    )
+
+    # Per row of the output.
+    ev_items = [*key_cols, "__grouping", f"COUNT(*) AS {evidence_name('n')}"]
+    for i, family, arg_col in aggregates:
+        ev_items += _cell_evidence(i, family, arg_col)
+    ev_group = ", ".join([*key_cols, "__grouping"])
+    ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
+
+    visible = tree.copy()
+    visible.set("order", None)
+    visible_grouping = (
+        exp.Anonymous(this="GROUPING", expressions=[k.copy() for k in keys])
+        if keys
+        else exp.Literal.number(0)
+    )
+    visible.set("expressions", [*visible.expressions, exp.alias_(visible_grouping, "__grouping")])
+
+    out_cols = [f"__v.{_q(c.name)}" for c in spec.columns]
+    out_cols.append("__v.__grouping")
+    # A visible row no base row contributes to (an empty input's total) has no
+    # evidence row: its counts are 0, not unknown.
+    counted = {evidence_name("n")}
+    for i, family, _arg_col in aggregates:
+        counted |= {evidence_name("n", i), evidence_name("null", i)}
+        if family in MAGNITUDE:
+            counted.add(evidence_name("neg", i))
+    for name in evidence_columns(query)[1:]:
+        column = f"__ev.{name}"
+        out_cols.append(f"COALESCE({column}, 0) AS {name}" if name in counted else column)
+    on = [
+        f"__v.{_q(name)} IS NOT DISTINCT FROM __ev.{col}"
+        for name, col in zip(spec.group_keys, key_cols, strict=True)
+    ]
+    on.append("__v.__grouping = __ev.__grouping")
+    order = tree.args.get("order")
+    order_sql = ""
+    if order is not None:
+        items = []
+        for ordered in order.expressions:
+            item = ordered.copy()
+            item.set("this", exp.column(ordered.this.name, table="__v", quoted=True))
+            items.append(item.sql(dialect=DIALECT))
+        order_sql = " ORDER BY " + ", ".join(items)
+    return (
+        f"WITH __base AS ({base_sql}), "
+        f"__per_entity AS ({per_sql}), "
+        f"__evidence AS ({ev_sql}), "
+        f"__visible AS ({visible.sql(dialect=DIALECT)}) "
+        f"SELECT {', '.join(out_cols)} FROM __visible AS __v "
+        f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}{order_sql}"
+    )
+
+
+def _cell_evidence(i: int, family: str, arg_col: str | None) -> list[str]:
+    """The evidence expressions of output column ``i`` over ``__per_entity``."""
+    n, total, top1, top2, neg, null = (
+        evidence_name(kind, i) for kind in ("n", "total", "top1", "top2", "neg", "null")
+    )
+    if arg_col is None:  # COUNT(*): every entity of the row contributes
+        return [
+            f"COUNT(*) AS {n}",
+            f"CAST(NULL AS DOUBLE) AS {total}",
+            f"CAST(NULL AS DOUBLE) AS {top1}",
+            f"CAST(NULL AS DOUBLE) AS {top2}",
+            f"CAST(NULL AS BIGINT) AS {neg}",
+            f"CAST(0 AS BIGINT) AS {null}",
+        ]
+    nulls = f"CAST(SUM(__rows - __c{i}) AS BIGINT) AS {null}"
+    if family not in MAGNITUDE:
+        return [
+            f"COUNT(*) FILTER (WHERE __c{i} > 0) AS {n}",
+            f"CAST(NULL AS DOUBLE) AS {total}",
+            f"CAST(NULL AS DOUBLE) AS {top1}",
+            f"CAST(NULL AS DOUBLE) AS {top2}",
+            f"CAST(NULL AS BIGINT) AS {neg}",
+            nulls,
+        ]
+    s = f"__s{i}"
+    contributors = (
+        f"COUNT(*) FILTER (WHERE {s} IS NOT NULL AND {s} <> 0)"
+        if family == "sum"
+        else f"COUNT(*) FILTER (WHERE __c{i} > 0)"
+    )
+    return [
+        f"{contributors} AS {n}",
+        f"CAST(SUM({s}) AS DOUBLE) AS {total}",
+        f"CAST((max({s}, 2))[1] AS DOUBLE) AS {top1}",
+        f"CAST((max({s}, 2))[2] AS DOUBLE) AS {top2}",
+        f"COUNT(*) FILTER (WHERE {s} < 0) AS {neg}",
+        nulls,
+    ]
