@@ -1,0 +1,121 @@
+"""The platform: its home folder, settings, store and signing key, opened once.
+
+Home layout::
+
+    sandbox.toml         optional settings
+    store.sqlite         metadata store and ledger
+    keys/platform.key    Ed25519 signing key (0600); keys/platform.pub
+    vault/               content-addressed Parquet snapshots of dataset versions
+    products/            released products, one folder each, with a signed manifest
+    tmp/                 work in progress; cleared at open (never holds anything released)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import Connection
+
+from policies.errors import ConfigError
+
+from . import keys, ledger
+from .ledger import Actor
+from .settings import Settings
+from .store import Store
+
+STORE_NAME = "store.sqlite"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SANDBOX_HOME", ".sandbox"))
+
+
+@dataclass
+class Platform:
+    home: Path
+    settings: Settings
+    store: Store
+    key: Ed25519PrivateKey
+
+    @classmethod
+    def init(cls, home: Path) -> Platform:
+        home = Path(home)
+        home.mkdir(parents=True, exist_ok=True)
+        for sub in ("vault", "products", "tmp"):
+            (home / sub).mkdir(exist_ok=True)
+        keys.create_key(home / "keys")
+        created = not (home / STORE_NAME).exists()
+        platform = cls.open(home, _create=True)
+        if created:
+            with platform.store.transaction() as conn:
+                platform.record(
+                    conn, ledger.SYSTEM, "platform.init", "platform", {"schema": "v1"}, "Art. 6"
+                )
+        return platform
+
+    @classmethod
+    def open(cls, home: Path, *, _create: bool = False) -> Platform:
+        home = Path(home)
+        if not home.is_dir():
+            raise ConfigError(f"no platform home at '{home}'; run 'sandbox init --home {home}'")
+        settings = Settings.load(home)
+        store = Store.open(home / STORE_NAME, create=_create)
+        key = keys.load_private(home / "keys")
+        platform = cls(home=home, settings=settings, store=store, key=key)
+        platform._clear_tmp()
+        return platform
+
+    def _clear_tmp(self) -> None:
+        # Work folders are named "<pid>-<random>". One whose process is gone is an
+        # interrupted ingestion or release: it is removed, never half-kept.
+        tmp = self.home / "tmp"
+        tmp.mkdir(exist_ok=True)
+        for child in tmp.iterdir():
+            pid = child.name.split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.home / "keys" / keys.PUBLIC_NAME
+
+    def record(
+        self,
+        conn: Connection,
+        actor: Actor,
+        action: str,
+        subject: str,
+        details: Mapping[str, Any] | None = None,
+        article: str = "Art. 7",
+    ) -> int:
+        return ledger.append(conn, self.key, actor, action, subject, details, article)
+
+    def work_dir(self) -> Path:
+        """A fresh private folder under tmp/ for one ingestion or release."""
+        path = self.home / "tmp" / f"{os.getpid()}-{secrets.token_hex(6)}"
+        path.mkdir(mode=0o700)
+        return path
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,229 @@
+"""Settings, declared once: name, type, default, help.
+
+They are read, in increasing priority, from the defaults below, from
+``sandbox.toml`` in the platform's home folder (dotted names map to tables:
+``job.time_limit_s`` is ``[job] time_limit_s``), and from environment variables
+``SANDBOX_<NAME>`` with dots as underscores (``SANDBOX_JOB_TIME_LIMIT_S``).
+Every value is validated at load; an error names the setting and its source.
+The resulting :class:`Settings` is immutable and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.classes import did_you_mean
+from policies.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    kind: type = str
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""  # what the check demands, in words
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _fraction(value: Any) -> bool:
+    return 0 < value <= 1
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "engine",
+        "duckdb",
+        "SQL engine for aggregate jobs",
+        str,
+        lambda v: v in {"duckdb"},
+        "one of: duckdb",
+    ),
+    Setting(
+        "job.time_limit_s",
+        60.0,
+        "wall-clock limit of one job's worker, seconds",
+        float,
+        _positive,
+        "a positive number",
+    ),
+    Setting(
+        "job.memory_limit_mb",
+        4096,
+        "address-space limit of one job's worker, MiB; DuckDB gets half of it",
+        int,
+        lambda v: v >= 3072,
+        "at least 3072 (pyarrow and DuckDB reserve address space up front)",
+    ),
+    Setting(
+        "job.max_output_rows",
+        10_000,
+        "most output rows a job may produce; more fails the job",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "job.threads",
+        2,
+        "DuckDB threads inside a worker",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "job.spare_worker",
+        True,
+        "keep one pre-started worker so jobs do not wait for imports",
+        bool,
+    ),
+    Setting(
+        "disclosure.min_entities",
+        10,
+        "platform minimum: distinct entities per released cell (agreements may only raise it)",
+        int,
+        lambda v: v >= 2,
+        "at least 2",
+    ),
+    Setting(
+        "disclosure.dominance_n",
+        2,
+        "platform default n of the (n, k) dominance rule",
+        int,
+        lambda v: v in (1, 2),
+        "1 or 2",
+    ),
+    Setting(
+        "disclosure.dominance_k",
+        0.9,
+        "platform maximum k of the (n, k) dominance rule (agreements may only lower it)",
+        float,
+        _fraction,
+        "a fraction in (0, 1]",
+    ),
+    Setting(
+        "disclosure.p_ratio",
+        0.1,
+        "platform minimum p of the p% rule (agreements may only raise it)",
+        float,
+        lambda v: 0 <= v < 1,
+        "a fraction in [0, 1)",
+    ),
+    Setting(
+        "ingest.batch_rows",
+        131_072,
+        "rows per Arrow batch when ingesting a source",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "ingest.compression",
+        "zstd",
+        "Parquet compression of dataset snapshots",
+        str,
+        lambda v: v in {"zstd", "snappy", "none"},
+        "one of: zstd, snappy, none",
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _convert(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        if setting.kind is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif str(raw).strip().lower() in {"1", "true", "yes", "on"}:
+                value = True
+            elif str(raw).strip().lower() in {"0", "false", "no", "off"}:
+                value = False
+            else:
+                raise ValueError(raw)
+        elif isinstance(raw, bool):
+            # int(True) == 1: a TOML true/false is never a number.
+            raise ValueError(raw)
+        elif setting.kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(raw)
+        else:
+            value = setting.kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting '{setting.name}' from {source}: expected {setting.kind.__name__}, got {raw!r}"
+        ) from None
+    if setting.check is not None and not setting.check(value):
+        raise ConfigError(
+            f"setting '{setting.name}' from {source}: must be {setting.rule}, got {raw!r}"
+        )
+    return value
+
+
+def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The platform's home folder and its validated settings."""
+
+    home: Path
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.values:
+            raise ConfigError(f"unknown setting '{name}'; " + did_you_mean(name, self.values))
+        return self.values[name]
+
+    @classmethod
+    def load(cls, home: Path, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {s.name: s.default for s in SETTINGS}
+        sources = {s.name: "default" for s in SETTINGS}
+        toml_path = Path(home) / "sandbox.toml"
+        if toml_path.exists():
+            try:
+                data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{toml_path.name}: not valid TOML: {exc}") from exc
+            for name, raw in _flatten(data).items():
+                if name not in _BY_NAME:
+                    raise ConfigError(
+                        f"{toml_path.name}: unknown setting '{name}'; "
+                        + did_you_mean(name, _BY_NAME)
+                    )
+                values[name] = _convert(_BY_NAME[name], raw, toml_path.name)
+                sources[name] = toml_path.name
+        env_names = {env_name(s.name): s for s in SETTINGS}
+        for key, raw in environ.items():
+            if not key.startswith("SANDBOX_") or key in {"SANDBOX_HOME", "SANDBOX_TOKEN"}:
+                continue
+            if key not in env_names:
+                raise ConfigError(
+                    f"environment variable {key} names no setting; " + did_you_mean(key, env_names)
+                )
+            setting = env_names[key]
+            values[setting.name] = _convert(setting, raw, f"environment variable {key}")
+            sources[setting.name] = key
+        return cls(home=Path(home), values=values, sources=sources)
+
+
+def env_name(name: str) -> str:
+    return "SANDBOX_" + name.upper().replace(".", "_")

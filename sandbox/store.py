@@ -1,0 +1,236 @@
+"""The metadata store: every object of the platform and its ledger.
+
+SQLite in WAL mode through SQLAlchemy Core, so that a PostgreSQL URL can take
+its place later (the SQL below is portable Core; only the pragmas are SQLite's).
+The schema is versioned in the ``meta`` table; :func:`Store.open` refuses a
+store written by a newer schema and upgrades an older one.
+
+Every state change happens inside :meth:`Store.transaction` together with its
+ledger entry (``sandbox.ledger.append``), so a crash leaves both or neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from policies.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("org", String(200), nullable=False),
+    Column("jurisdiction", String(32)),  # authorities: "city" or a county code
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("provider_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),  # relative to the platform home
+    Column("rows", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("schema_json", Text, nullable=False),
+    Column("classification_json", Text, nullable=False),
+    Column("profile_json", Text, nullable=False),
+    Column("source_uri", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("dataset_id", "version"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("columns_json", Text),  # null: every classified column
+    Column("extra_aggregates_json", Text, nullable=False),
+    Column("aggregate_expressions", Boolean, nullable=False),
+    Column("job_kinds_json", Text, nullable=False),
+    Column("disclosure_json", Text, nullable=False),  # overrides, only ever stricter
+    Column("valid_from", String(40), nullable=False),
+    Column("valid_until", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("granted_by", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason_json", Text),  # refusal or failure, user-safe
+    Column("inputs_json", Text),  # dataset versions read
+    Column("report_json", Text),  # output check report, user-safe
+    Column("runtime_json", Text),  # timings and isolation layers
+    Column("product_id", String(64)),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("verdict", String(40), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("article", String(32), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the signed head of the ledger (its last entry), rewritten by every
+# append in the same transaction. Truncating the ledger needs a head signature
+# the platform never made.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("ts", String(40), nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Transactions are begun by _sqlite_begin, not by the driver.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writing transaction takes SQLite's write lock at once, so concurrent
+    # writers queue (busy_timeout) instead of failing half-way; readers in WAL
+    # mode are never blocked.
+    if conn.get_execution_options().get("sandbox_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Store:
+    """A handle on the metadata store. Cheap to create; thread-safe via SQLAlchemy's pool."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> Store:
+        path = Path(path)
+        if not create and not path.exists():
+            raise ConfigError(
+                f"no platform store at {path.name} in this home; run 'sandbox init' first"
+            )
+        engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        store = cls(engine)
+        try:
+            store._migrate()
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"the platform store cannot be opened: {exc.__class__.__name__}"
+            ) from exc
+        return store
+
+    def _migrate(self) -> None:
+        metadata.create_all(self.engine)
+        with self.transaction() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            if row is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row.value) > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the store has schema version {row.value}, newer than this software "
+                    f"({SCHEMA_VERSION}); upgrade the platform"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One atomic unit: the state change and its ledger entry commit together."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sandbox_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

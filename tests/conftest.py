@@ -1,0 +1,98 @@
+"""Shared fixtures: a real platform home in ``tmp_path``, principals, the shared data sets.
+
+Everything here is real: the SQLite store, the signing key and the vault are files
+under ``tmp_path``; principals are inserted through ``sandbox.principals.insert``
+with their ledger entry, as ``sandbox principal add`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from policies.classes import Classification
+from sandbox import principals, vault
+from sandbox.ledger import now_utc
+from sandbox.platform import Platform
+from sandbox.principals import Principal, Role
+
+# The classification a provider would file with pums_1000_pid.csv.
+PUMS_CLASSIFICATION = {
+    "entity_key": "pid",
+    "columns": {
+        "age": "quasi",
+        "sex": "dimension",
+        "educ": "dimension",
+        "race": "dimension",
+        "income": "measure",
+        "married": "dimension",
+        "pid": "identifier",
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The third-party data sets beside the clone (``../shared/data``), never copied."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is not present")
+    return path
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    """A freshly initialised platform whose home is ``tmp_path / 'home'``."""
+    plat = Platform.init(tmp_path / "home")
+    yield plat
+    plat.close()
+
+
+@pytest.fixture
+def make_principal(platform: Platform) -> Callable[..., tuple[Principal, str]]:
+    """Add a principal as ``sandbox principal add`` does; returns (principal, token)."""
+
+    def make(
+        name: str, role: Role, *, org: str | None = None, jurisdiction: str | None = None
+    ) -> tuple[Principal, str]:
+        with platform.store.transaction() as conn:
+            principal, token = principals.insert(
+                conn, name, role, org or name, jurisdiction, now_utc()
+            )
+            platform.record(
+                conn,
+                principal.actor,
+                "principal.add",
+                f"principal:{name}",
+                {"role": role.value, "jurisdiction": jurisdiction},
+                "Art. 7",
+            )
+        return principal, token
+
+    return make
+
+
+@pytest.fixture
+def provider(make_principal) -> Principal:
+    """A provider principal named ``stats_bureau``."""
+    principal, _token = make_principal("stats_bureau", Role.PROVIDER, org="City Statistics Bureau")
+    return principal
+
+
+@pytest.fixture
+def pums_csv(shared_data: Path) -> Path:
+    return shared_data / "pums_1000_pid.csv"
+
+
+@pytest.fixture
+def pums_classification() -> Classification:
+    """Every column of pums_1000_pid.csv classified; the entity key is ``pid``."""
+    return Classification.from_dict(PUMS_CLASSIFICATION)
+
+
+@pytest.fixture
+def pums_dataset(platform, provider, pums_csv, pums_classification) -> vault.DatasetVersion:
+    """pums_1000_pid.csv registered as dataset ``pums`` (version 1) by ``provider``."""
+    return vault.register(platform, provider, "pums", str(pums_csv), pums_classification).version
