@@ -1,0 +1,67 @@
+"""SQL aggregate jobs: admission, evidence rewrite, output check.
+
+The request is ``{"sql": "..."}``. :meth:`SqlAggregate.plan` admits the query
+against the operator's scope (``policies.admission``) and rewrites it so each
+output cell also computes its evidence (``jobs.sql_evidence``); the worker runs
+the rewritten statement; :meth:`SqlAggregate.check` applies the disclosure
+rules (``policies.disclosure``), which drop every evidence column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit
+from policies.disclosure import CheckResult, DisclosureParams, check_output
+from policies.errors import InputError
+
+from .base import JobKind, JobPlan
+from .sql_evidence import with_evidence
+
+MAX_SQL_BYTES = 64 * 1024
+
+
+class SqlAggregate(JobKind):
+    name = "sql_aggregate"
+
+    @staticmethod
+    def _sql(request: Mapping[str, Any]) -> str:
+        sql = request.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise InputError("the job needs 'sql': one SELECT statement")
+        if len(sql.encode()) > MAX_SQL_BYTES:
+            raise InputError(f"the SQL is longer than {MAX_SQL_BYTES} bytes")
+        return sql
+
+    def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
+        try:
+            trees = sqlglot.parse(self._sql(request), dialect=DIALECT)
+        except SqlglotError:
+            return []
+        names: list[str] = []
+        for tree in trees:
+            if tree is None:
+                continue
+            for table in tree.find_all(exp.Table):
+                if isinstance(table.this, exp.Identifier) and table.name not in names:
+                    names.append(table.name)
+        return names
+
+    def plan(self, request: Mapping[str, Any], scope: QueryScope) -> JobPlan:
+        admitted: AdmittedQuery = admit(self._sql(request), scope)
+        return JobPlan(
+            kind=self.name,
+            tables=admitted.tables,
+            engine_sql=with_evidence(admitted, scope),
+            details={"sql": admitted.sql, "outputs": [c.name for c in admitted.spec.columns]},
+            payload=admitted,
+        )
+
+    def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
+        return check_output(raw, plan.payload.spec, params)
