@@ -1,0 +1,531 @@
+"""The ``sandbox`` command line.
+
+Every command acts on one platform home (``--home``, or ``SANDBOX_HOME``,
+default ``.sandbox``) and, except the host-level ones (``init``,
+``principal add``, ``ledger verify``, ``product verify``, ``demo-data``,
+``demo``), as one principal: ``--as TOKEN`` or ``SANDBOX_TOKEN``. Errors print
+one line, ``error [code]: message (Art. N)``, and exit non-zero; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from policies.errors import SandboxError
+
+from . import ledger as ledger_mod
+from .platform import Platform, default_home
+
+TOKEN_HELP = "the principal's token (or set SANDBOX_TOKEN)"
+
+
+class Context:
+    def __init__(self, home: Path, debug: bool):
+        self.home = home
+        self.debug = debug
+        self._platform: Platform | None = None
+
+    @property
+    def platform(self) -> Platform:
+        if self._platform is None:
+            self._platform = Platform.open(self.home)
+        return self._platform
+
+    def principal(self, token: str | None):
+        from .principals import authenticate
+
+        with self.platform.store.read() as conn:
+            return authenticate(conn, token)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def as_option(fn):
+    return click.option("--as", "token", envvar="SANDBOX_TOKEN", help=TOKEN_HELP)(fn)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(fn)
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text if text is not None else data)
+
+
+class SandboxGroup(click.Group):
+    """Turns every SandboxError into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SandboxError as exc:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            ctx.exit(2 if exc.code in {"bad_input", "bad_classification", "bad_source",
+                                       "config_error"} else 1)
+
+
+@click.group(cls=SandboxGroup)
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="platform home folder (default: $SANDBOX_HOME or .sandbox)")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, debug: bool) -> None:
+    """Privacy-computing public-data sandbox: raw data stays in, vetted aggregates leave."""
+    ctx.obj = Context(home or default_home(), debug)
+
+
+@main.command()
+@pass_ctx
+def init(obj: Context) -> None:
+    """Create a platform home: store, signing key, vault."""
+    platform = Platform.init(obj.home)
+    click.echo(f"platform home ready at {platform.home}")
+    click.echo(f"public key: {platform.public_key_path}")
+
+
+@main.command("settings")
+@json_option
+@pass_ctx
+def show_settings(obj: Context, as_json: bool) -> None:
+    """Show every setting, its value and where the value came from."""
+    s = obj.platform.settings
+    rows = [{"name": k, "value": v, "source": s.sources[k]} for k, v in s.values.items()]
+    emit(rows, as_json, "\n".join(f"{r['name']:<28} {r['value']!s:<10} ({r['source']})"
+                                  for r in rows))
+
+
+# --- principals ---------------------------------------------------------------
+
+@main.group()
+def principal() -> None:
+    """Accounts and their roles."""
+
+
+@principal.command("add")
+@click.option("--name", required=True)
+@click.option("--role", required=True,
+              help="provider, authority, reviewer, operator, consumer or auditor")
+@click.option("--org", default="", help="the organisation the principal belongs to")
+@click.option("--jurisdiction", default=None, help="authorities: 'city' or a county code")
+@json_option
+@pass_ctx
+def principal_add(obj: Context, name: str, role: str, org: str, jurisdiction: str | None,
+                  as_json: bool) -> None:
+    """Add a principal (host-level); prints its token once."""
+    from .principals import insert, parse_role
+
+    platform = obj.platform
+    role_value = parse_role(role)
+    with platform.store.transaction() as conn:
+        created, token = insert(conn, name, role_value, org, jurisdiction, ledger_mod.now_utc())
+        platform.record(conn, ledger_mod.SYSTEM, "principal.add", f"principal:{name}",
+                        {"role": role_value.value, "org": created.org,
+                         "jurisdiction": jurisdiction}, "Art. 5")
+    emit({"name": name, "role": role_value.value, "token": token}, as_json,
+         f"{token}\n(the token of {name}, {role_value.value}; shown once, keep it safe)")
+
+
+@principal.command("list")
+@as_option
+@json_option
+@pass_ctx
+def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
+    """List principals (authority or auditor)."""
+    from sqlalchemy import select
+
+    from .principals import Role, require_role
+    from .store import principals
+
+    me = obj.principal(token)
+    require_role(me, Role.AUTHORITY, Role.AUDITOR, action="list principals")
+    with obj.platform.store.read() as conn:
+        rows = [dict(r) for r in conn.execute(
+            select(principals.c.name, principals.c.role, principals.c.org,
+                   principals.c.jurisdiction)).mappings()]
+    emit(rows, as_json, "\n".join(f"{r['name']:<20} {r['role']:<10} {r['org']}" for r in rows))
+
+
+# --- datasets -----------------------------------------------------------------
+
+@main.group()
+def dataset() -> None:
+    """Register datasets and read their profiles."""
+
+
+class _Progress:
+    """Rows and bytes on stderr, at most twice a second, for long ingestions."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, rows: int, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.5:
+            return
+        self.last = now
+        size = f"{done / 1e6:,.1f} MB" + (f" of {total / 1e6:,.1f} MB" if total else "")
+        click.echo(f"\r  ingesting: {rows:,} rows, {size}", nl=False, err=True)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+@dataset.command("register")
+@click.argument("name")
+@click.option("--source", required=True, help="file path or URI (csv, parquet, jsonl, duckdb://, "
+              "postgresql://)")
+@click.option("--classification", "classification_path", required=True,
+              type=click.Path(path_type=Path), help="YAML: entity_key, columns, formats")
+@as_option
+@json_option
+@pass_ctx
+def dataset_register(obj: Context, name: str, source: str, classification_path: Path,
+                     token: str | None, as_json: bool) -> None:
+    """Register a dataset (a new version if its data changed)."""
+    from .vault import load_classification, register
+
+    me = obj.principal(token)
+    classification = load_classification(classification_path)
+    progress = _Progress()
+    try:
+        result = register(obj.platform, me, name, source, classification, progress)
+    finally:
+        progress.close()
+    v = result.version
+    data = {"dataset": name, "version": v.version, "changed": result.changed, "rows": v.rows,
+            "sha256": v.sha256}
+    word = "registered" if result.changed else "unchanged, kept"
+    emit(data, as_json, f"{name}: {word} version {v.version} ({v.rows:,} rows, "
+                        f"sha256 {v.sha256[:12]})")
+
+
+@dataset.command("list")
+@as_option
+@json_option
+@pass_ctx
+def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
+    """List datasets and their latest versions."""
+    from .vault import list_datasets
+
+    obj.principal(token)
+    with obj.platform.store.read() as conn:
+        rows = list_datasets(conn)
+    emit(rows, as_json, "\n".join(f"{r['name']:<20} v{r['version']:<3} {r['rows']:>12,} rows"
+                                  for r in rows) or "(no datasets)")
+
+
+@dataset.command("show")
+@click.argument("name")
+@click.option("--version", type=int, default=None)
+@as_option
+@json_option
+@pass_ctx
+def dataset_show(obj: Context, name: str, version: int | None, token: str | None,
+                 as_json: bool) -> None:
+    """Show a dataset's classification and quality profile (provider, authority, auditor)."""
+    from connectors.quality import format_profile
+
+    from .principals import Role, require_role
+    from .vault import get_version
+
+    me = obj.principal(token)
+    require_role(me, Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR,
+                 action="read quality profiles (they stay inside the platform)", article="Art. 14")
+    with obj.platform.store.read() as conn:
+        v = get_version(conn, obj.platform, name, version)
+    if me.role.value == "provider" and v.provider_id != me.id:
+        from policies.errors import PermissionDenied
+
+        raise PermissionDenied(f"dataset '{name}' belongs to another provider (Art. 14)",
+                               article="Art. 14")
+    data = {"dataset": name, "version": v.version, "sha256": v.sha256, "rows": v.rows,
+            "classification": v.classification.to_dict(), "profile": v.profile}
+    emit(data, as_json, f"{name} version {v.version} ({v.rows:,} rows, sha256 {v.sha256[:12]})\n"
+                        + format_profile(v.profile))
+
+
+# --- grants -------------------------------------------------------------------
+
+@main.group()
+def grant() -> None:
+    """Data grants (interim: made directly by an authority)."""
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@grant.command("add")
+@click.option("--operator", required=True)
+@click.option("--dataset", "dataset_name", required=True)
+@click.option("--until", required=True, help="end of the term, ISO date")
+@click.option("--from", "start", default=None, help="start of the term (default: now)")
+@click.option("--columns", default=None, help="comma-separated granted columns (default: all)")
+@click.option("--aggregates", default="", help="extra aggregates: min,max,median,quantile,"
+              "stddev,variance")
+@click.option("--expressions", is_flag=True, help="allow aggregates over expressions")
+@click.option("--disclosure", multiple=True, help="stricter disclosure parameter, NAME=VALUE")
+@as_option
+@json_option
+@pass_ctx
+def grant_add(obj: Context, operator: str, dataset_name: str, until: str, start: str | None,
+              columns: str | None, aggregates: str, expressions: bool, disclosure: tuple[str, ...],
+              token: str | None, as_json: bool) -> None:
+    """Grant an operator use of a dataset for a term."""
+    from policies.errors import InputError
+
+    from .grants import add_grant
+
+    me = obj.principal(token)
+    overrides: dict[str, Any] = {}
+    for item in disclosure:
+        if "=" not in item:
+            raise InputError(f"--disclosure '{item}': use NAME=VALUE, e.g. min_entities=20")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except ValueError:
+            overrides[key.strip()] = value.strip()
+    grant_id = add_grant(obj.platform, me, operator, dataset_name, until=until, start=start,
+                         columns=_split(columns), extra_aggregates=_split(aggregates) or [],
+                         aggregate_expressions=expressions, disclosure=overrides)
+    emit({"grant": grant_id}, as_json, f"grant {grant_id}: {operator} may use {dataset_name} "
+                                       f"until {until}")
+
+
+# --- jobs ---------------------------------------------------------------------
+
+@main.group()
+def job() -> None:
+    """Submit jobs and read their outcome."""
+
+
+def _outcome_dict(outcome) -> dict:
+    return {"job": outcome.job_id, "state": outcome.state.value, "reason": outcome.reason,
+            "report": outcome.report, "product": outcome.product_id}
+
+
+def _outcome_text(outcome) -> str:
+    lines = [f"job {outcome.job_id}: {outcome.state.value}"]
+    if outcome.reason:
+        r = outcome.reason
+        rule = f" [{r['rule']}]" if r.get("rule") else ""
+        article = f" ({r['article']})" if r.get("article") and r["article"] not in r["message"] \
+            else ""
+        lines.append(f"  {r.get('code', '')}{rule}: {r['message']}{article}")
+    if outcome.report:
+        lines.extend("  " + line for line in outcome.report["summary"].splitlines())
+        for cell in outcome.report.get("cells", [])[:20]:
+            lines.append(f"    row {cell['row']}, {cell['column']}: {cell['verdict']} "
+                         f"({', '.join(cell['rules'])})")
+    if outcome.product_id:
+        lines.append(f"  product: {outcome.product_id}")
+    return "\n".join(lines)
+
+
+@job.command("submit")
+@click.option("--sql", "sql_file", required=True, type=click.File("r"),
+              help="file with one SELECT, or - for standard input")
+@as_option
+@json_option
+@pass_ctx
+def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None:
+    """Submit an SQL aggregate job and wait for its outcome."""
+    from .execution import JobService
+
+    me = obj.principal(token)
+    service = JobService(obj.platform, spare=False)
+    try:
+        outcome = service.submit(me, {"sql": sql_file.read()})
+    finally:
+        service.close()
+    emit(_outcome_dict(outcome), as_json, _outcome_text(outcome))
+    if outcome.state.value in {"refused", "failed"}:
+        sys.exit(3)
+
+
+@job.command("show")
+@click.argument("job_id", type=int)
+@as_option
+@json_option
+@pass_ctx
+def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> None:
+    """Status, refusal or check report of a job."""
+    from .execution import job_outcome
+
+    me = obj.principal(token)
+    with obj.platform.store.read() as conn:
+        outcome = job_outcome(conn, me, job_id)
+    emit(_outcome_dict(outcome), as_json, _outcome_text(outcome))
+
+
+@job.command("list")
+@as_option
+@json_option
+@pass_ctx
+def job_list(obj: Context, token: str | None, as_json: bool) -> None:
+    """Your jobs (authorities and auditors: all jobs)."""
+    from .execution import list_jobs
+
+    me = obj.principal(token)
+    with obj.platform.store.read() as conn:
+        rows = list_jobs(conn, me)
+    emit(rows, as_json, "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}"
+                                  for r in rows) or "(no jobs)")
+
+
+# --- products -----------------------------------------------------------------
+
+@main.group()
+def product() -> None:
+    """Released products."""
+
+
+@product.command("list")
+@as_option
+@json_option
+@pass_ctx
+def product_list(obj: Context, token: str | None, as_json: bool) -> None:
+    """Products you may download."""
+    from .products import list_products
+
+    me = obj.principal(token)
+    with obj.platform.store.read() as conn:
+        rows = list_products(conn, me)
+    emit(rows, as_json, "\n".join(f"{r['id']:<14} job {r['job_id']:<5} {r['verdict']}"
+                                  for r in rows) or "(no products)")
+
+
+@product.command("get")
+@click.argument("product_id")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="folder to copy the product into")
+@as_option
+@pass_ctx
+def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> None:
+    """Download a released product (its files, manifest and signature)."""
+    from .products import fetch_product
+
+    me = obj.principal(token)
+    target = fetch_product(obj.platform, me, product_id, out)
+    click.echo(f"{product_id} copied to {target}")
+
+
+@product.command("verify")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--public-key", type=click.Path(path_type=Path), default=None,
+              help="the platform's public key (default: the one in --home)")
+@pass_ctx
+def product_verify(obj: Context, folder: Path, public_key: Path | None) -> None:
+    """Check a product's signature and the hash of every file."""
+    from .keys import load_public
+    from .release import verify_product
+
+    key_path = public_key or obj.home / "keys" / "platform.pub"
+    manifest = verify_product(folder, load_public(key_path))
+    click.echo(f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified")
+
+
+# --- ledger -------------------------------------------------------------------
+
+@main.group()
+def ledger() -> None:
+    """The audit ledger."""
+
+
+@ledger.command("verify")
+@pass_ctx
+def ledger_verify(obj: Context) -> None:
+    """Walk the hash chain and check the signed head."""
+    from .keys import load_public
+
+    platform = obj.platform
+    with platform.store.read() as conn:
+        report = ledger_mod.verify(conn, load_public(platform.public_key_path))
+    click.echo(f"ledger verified: {report.entries} entries, head {report.head_seq} "
+               f"{report.head_hash[:16]}")
+
+
+@ledger.command("show")
+@click.option("--actor")
+@click.option("--subject")
+@click.option("--action")
+@click.option("--since", help="ISO time")
+@click.option("--until", help="ISO time")
+@click.option("--limit", type=int, default=None)
+@as_option
+@json_option
+@pass_ctx
+def ledger_show(obj: Context, actor, subject, action, since, until, limit, token, as_json) -> None:
+    """Read ledger entries (auditor or authority)."""
+    from .principals import Role, require_role
+
+    me = obj.principal(token)
+    require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
+    with obj.platform.store.read() as conn:
+        rows = ledger_mod.query(conn, actor=actor, subject=subject, action=action, since=since,
+                                until=until, limit=limit)
+    emit(rows, as_json, "\n".join(
+        f"{r['seq']:>6} {r['ts'][:19]} {r['actor']:<14} {r['action']:<26} {r['subject']:<18} "
+        f"{r['article']}" for r in rows) or "(no entries)")
+
+
+@ledger.command("head")
+@pass_ctx
+def ledger_head_cmd(obj: Context) -> None:
+    """Print the signed head, to publish outside the platform."""
+    from sqlalchemy import select
+
+    from .store import ledger_head
+
+    with obj.platform.store.read() as conn:
+        head = conn.execute(select(ledger_head)).mappings().first()
+    click.echo(json.dumps(dict(head) if head else {}, indent=2))
+
+
+# --- demo ---------------------------------------------------------------------
+
+@main.command("demo-data")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--persons", type=int, default=100_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo_data(out: Path, persons: int, seed: int) -> None:
+    """Write deterministic synthetic public data of Jining."""
+    from .demo_data import write_demo_data
+
+    paths = write_demo_data(out, persons=persons, seed=seed)
+    for name, path in paths.items():
+        click.echo(f"{name:<18} {path}")
+
+
+@main.command()
+@click.option("--persons", type=int, default=100_000, show_default=True)
+@click.option("--keep", is_flag=True, help="keep the throw-away home (its path is printed)")
+@pass_ctx
+def demo(obj: Context, persons: int, keep: bool) -> None:
+    """Run the whole flow on a throw-away platform home."""
+    from .demo import run_demo
+
+    home = run_demo(persons=persons, echo=click.echo)
+    if not keep:
+        shutil.rmtree(home, ignore_errors=True)
