@@ -24,12 +24,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .errors import ClassificationError
 
 
-class ColumnClass(str, Enum):
+class ColumnClass(StrEnum):
     IDENTIFIER = "identifier"
     QUASI = "quasi"
     DIMENSION = "dimension"

@@ -40,12 +40,12 @@ Per aggregate output column ``i`` (its position in :attr:`OutputSpec.columns`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 EVIDENCE_PREFIX = "__"
 
 
-class OutputRole(str, Enum):
+class OutputRole(StrEnum):
     GROUP = "group"
     AGGREGATE = "aggregate"
 
