@@ -529,3 +529,7 @@ def demo(obj: Context, persons: int, keep: bool) -> None:
     home = run_demo(persons=persons, echo=click.echo)
     if not keep:
         shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":  # python -m sandbox.cli, as the console script does
+    main(prog_name="sandbox")

@@ -49,7 +49,7 @@ from .platform import Platform
 from .principals import Principal, Role
 from .release import write_product
 from .runner import Limits, Runner
-from .store import jobs
+from .store import datasets, jobs
 from .vault import DatasetVersion, get_version
 
 
@@ -168,6 +168,29 @@ def _scope(
     ), versions
 
 
+def _refuse_ungranted(
+    conn: Connection,
+    operator: Principal,
+    kind: JobKind,
+    request: Mapping[str, Any],
+    scope: QueryScope,
+) -> None:
+    """A registered dataset the operator holds no grant for is refused by the grant gate.
+
+    Without this, admission would call it an unknown table: the scope holds only
+    granted datasets. The rule that applies is ``not_granted`` (Art. 14).
+    """
+    outside = [n for n in kind.referenced_datasets(request) if n not in scope.tables]
+    if not outside:
+        return
+    registered = set(
+        conn.execute(select(datasets.c.name).where(datasets.c.name.in_(outside))).scalars()
+    )
+    missing = [n for n in outside if n in registered]
+    if missing:
+        may_run(conn, operator, missing, kind.name, datetime.now(UTC))
+
+
 def _params(platform: Platform, used: Mapping[str, Grant]) -> DisclosureParams:
     params = platform_minimums(platform)
     for grant in used.values():
@@ -258,6 +281,7 @@ class JobService:
         try:
             with platform.store.read() as conn:
                 scope, versions = _scope(conn, platform, operator, kind, request)
+                _refuse_ungranted(conn, operator, kind, request, scope)
                 plan = kind.plan(request, scope)
                 used = may_run(conn, operator, plan.tables, kind.name, datetime.now(UTC))
             params = _params(platform, used)
