@@ -132,7 +132,7 @@ def verify_product(folder: Path, public: Ed25519PublicKey) -> dict:
         raise IntegrityError(
             f"product {folder.name}: {Path(exc.filename).name} is missing"
         ) from None
-    keys.verify(public, body, signature, f"product {folder.name}: manifest")
+    keys.verify(public, body, signature, f"product {folder.name}: {MANIFEST} and {SIGNATURE}")
     manifest = json.loads(body)
     for name, meta in manifest.get("files", {}).items():
         path = folder / name

@@ -1,0 +1,211 @@
+"""The isolated runner, driven directly: limits, file and network isolation, its environment.
+
+Every test runs real worker processes (``python -m sandbox.worker``). What the
+tests look at from the outside is what the kernel shows of the test's own child
+processes (``/proc/<pid>/environ``, ``cwd``, ``maps``), never the runner's
+private state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from policies.errors import JobFailed
+from sandbox.runner import Limits, Runner
+
+REPO = Path(__file__).resolve().parents[1]
+PROC = Path("/proc")
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("runner") / "t.parquet"
+    pq.write_table(pa.table({"g": [i % 3 for i in range(100)], "x": list(range(100))}), path)
+    return path
+
+
+def _children() -> list[int]:
+    """Pids of this process's live (not zombie) child workers."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid = fields[0], int(fields[1])
+        if ppid == os.getpid() and state != "Z" and b"sandbox.worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_warm(pid: int, timeout: float = 20.0) -> None:
+    """Wait until a spare worker has DuckDB and pyarrow.dataset loaded (it then reads stdin)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        maps = (PROC / str(pid) / "maps").read_text()
+        if "duckdb" in maps and "_dataset" in maps:
+            time.sleep(0.05)
+            return
+        time.sleep(0.05)
+    raise AssertionError("the spare worker did not finish its imports")
+
+
+def test_a_query_runs_and_names_its_isolation_layers(table_path):
+    runner = Runner(Limits(time_s=30), spare=False)
+    result = runner.run("SELECT g, SUM(x) AS s FROM t GROUP BY g ORDER BY g", {"t": table_path})
+    assert result.table.to_pydict() == {"g": [0, 1, 2], "s": [1683, 1617, 1650]}
+    for layer in ("rlimit_cpu", "rlimit_as", "duckdb_external_access_off", "scrubbed_env"):
+        assert layer in result.layers
+    if os.geteuid() == 0:
+        assert "netns" in result.layers
+    assert result.spare_used is False
+
+
+def test_a_looping_query_is_stopped_at_the_time_limit(table_path):
+    runner = Runner(Limits(time_s=2), spare=False)
+    started = time.monotonic()
+    with pytest.raises(JobFailed) as caught:
+        runner.run("SELECT count(*) FROM range(10000000000)", {"t": table_path})
+    elapsed = time.monotonic() - started
+    assert caught.value.code == "time_limit", (caught.value.code, caught.value.message, elapsed)
+    assert "2 s" in caught.value.message
+    assert 2 <= elapsed < 7, elapsed
+    assert _children() == [], "the stopped worker must not outlive the job"
+
+
+def test_more_rows_than_the_cap_fail_the_job(table_path):
+    runner = Runner(Limits(time_s=30, max_rows=50), spare=False)
+    assert runner.run("SELECT * FROM range(50)", {"t": table_path}).table.num_rows == 50
+    with pytest.raises(JobFailed) as caught:
+        runner.run("SELECT * FROM range(51)", {"t": table_path})
+    assert caught.value.code == "output_rows"
+    assert "50" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT * FROM read_parquet('{table}')",
+        "COPY (SELECT 42 AS answer) TO '{leak}'",
+        "ATTACH '{other}' AS other",
+    ],
+    ids=["read_csv", "glob", "read_parquet_of_the_snapshot", "copy_to", "attach"],
+)
+def test_file_access_from_sql_is_denied(sql, table_path, tmp_path):
+    leak = tmp_path / "leak.csv"
+    other = tmp_path / "other.duckdb"
+    runner = Runner(Limits(time_s=30), spare=False)
+    with pytest.raises(JobFailed) as caught:
+        runner.run(sql.format(table=table_path, leak=leak, other=other), {"t": table_path})
+    assert caught.value.code == "access_denied"
+    assert caught.value.article == "Art. 15"
+    assert "passwd" not in caught.value.message
+    assert not leak.exists() and not other.exists()
+
+
+def test_the_engine_configuration_is_locked(table_path):
+    runner = Runner(Limits(time_s=30), spare=False)
+    with pytest.raises(JobFailed) as caught:
+        runner.run("SET enable_external_access = true", {"t": table_path})
+    assert caught.value.code == "engine_error"
+    # the engine's own message (which could quote data) does not travel back
+    assert "enable_external_access" not in caught.value.message
+
+
+NETWORK_PROBE = textwrap.dedent(
+    """
+    import socket, sys
+    from sandbox.worker import leave_network
+    if sys.argv[2] == "leave":
+        layer = leave_network()
+        print("layer", layer, flush=True)
+        if layer is None:
+            sys.exit(3)
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+    except OSError as exc:
+        print("blocked", type(exc).__name__, flush=True)
+        sys.exit(0)
+    print("connected", flush=True)
+    sys.exit(1)
+    """
+)
+
+
+def _probe(port: int, mode: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", NETWORK_PROBE, str(port), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_the_worker_leaves_the_network():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        control = _probe(port, "stay")
+        assert control.returncode == 1 and "connected" in control.stdout, control
+        probe = _probe(port, "leave")
+    if probe.returncode == 3:
+        pytest.skip("no network namespace available here (not root, no user namespaces)")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert "blocked" in probe.stdout
+
+
+def test_the_worker_environment_holds_nothing_of_the_platform(table_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_TOKEN", "sbx_secret_token_of_the_test")
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    runner = Runner(Limits(time_s=30), spare=True)
+    try:
+        [pid] = _children()
+        environ = (PROC / str(pid) / "environ").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+        assert not [k for k in env if k.startswith("SANDBOX_")], env
+        assert env["HOME"] != str(tmp_path)
+        assert not Path(env["HOME"]).exists()
+        workdir = Path(os.readlink(PROC / str(pid) / "cwd"))
+        assert workdir != Path.cwd()
+        assert workdir.stat().st_mode & 0o777 == 0o700
+        assert list(workdir.iterdir()) == []
+    finally:
+        runner.close()
+    assert _children() == []
+    assert not workdir.exists(), "the worker's folder is removed with it"
+
+
+def test_a_warm_spare_is_used_and_starts_faster(table_path):
+    sql = "SELECT COUNT(*) AS n FROM t"
+    cold = Runner(Limits(time_s=30), spare=False).run(sql, {"t": table_path})
+    assert cold.spare_used is False
+    runner = Runner(Limits(time_s=30), spare=True)
+    try:
+        first = runner.run(sql, {"t": table_path})
+        [spare] = _children()  # a new spare is started after each run
+        _wait_warm(spare)
+        second = runner.run(sql, {"t": table_path})
+    finally:
+        runner.close()
+    assert first.table.to_pydict() == second.table.to_pydict() == {"n": [100]}
+    assert second.spare_used is True
+    assert second.wait_s < cold.wait_s, (second.wait_s, cold.wait_s)
+    assert _children() == []
