@@ -1,16 +1,15 @@
 """The path of a job: submit, policy check, isolated run, output check, release.
 
-Job states (DESIGN.md) and the only allowed transitions::
-
-    submitted -> refused | queued
-    queued    -> running | failed
-    running   -> checking | failed
-    checking  -> released | withheld | failed
-
-Each transition is one ledger entry written in the same transaction as the
-state change, naming the operator responsible for the job (Art. 18). A refusal
-names the rule, the subject and the article; a failure names the limit; a
-withheld output says which rules fired, never the hidden values.
+:class:`JobService` moves a job through the state machine of
+:mod:`sandbox.jobstate`. :meth:`JobService.enqueue` records the submission and
+admits it (admission, the grants gate), leaving it ``refused`` or ``queued``
+with the dataset versions it was admitted against; :meth:`JobService.run`
+claims a queued job, checks it again (a grant may have been suspended
+meanwhile), runs it in an isolated worker, applies the output check and
+releases a signed product or withholds the output for review.
+:meth:`JobService.submit` does both, for the CLI. A refusal names the rule,
+the subject and the article; a failure names the limit; a withheld output says
+which rules fired, never the hidden values.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,90 +32,39 @@ from jobs.base import JobKind, JobPlan
 from policies.access import Grant
 from policies.admission import QueryScope, TableScope
 from policies.disclosure import CheckResult, DisclosureParams, OutputVerdict
-from policies.errors import (
-    Conflict,
-    JobFailed,
-    NotFound,
-    PermissionDenied,
-    PolicyRefusal,
-    SandboxError,
-)
+from policies.errors import Conflict, JobFailed, PermissionDenied, PolicyRefusal, SandboxError
 
 from .grants import grants_of, may_run
+from .jobstate import (  # noqa: F401  (re-exported: the job API lives here)
+    TRANSITIONS,
+    JobOutcome,
+    JobState,
+    cancel_operator_jobs,
+    job_outcome,
+    list_jobs,
+    may_transition,
+    next_queued,
+    recover,
+    state_of,
+    transition,
+)
 from .ledger import now_utc
 from .platform import Platform
-from .principals import Principal, Role
+from .principals import Principal, Role, by_id
 from .release import write_product
 from .runner import Limits, Runner
 from .store import datasets, jobs
 from .vault import DatasetVersion, get_version
 
 
-class JobState(StrEnum):
-    SUBMITTED = "submitted"
-    REFUSED = "refused"
-    QUEUED = "queued"
-    RUNNING = "running"
-    CHECKING = "checking"
-    RELEASED = "released"
-    WITHHELD = "withheld"
-    FAILED = "failed"
-
-
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.SUBMITTED: frozenset({JobState.REFUSED, JobState.QUEUED}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.FAILED}),
-    JobState.CHECKING: frozenset({JobState.RELEASED, JobState.WITHHELD, JobState.FAILED}),
-}
-
-ARTICLE_OF = {
-    JobState.REFUSED: "Art. 15",
-    JobState.RELEASED: "Art. 15",
-    JobState.WITHHELD: "Art. 15",
-}
-
-
-def may_transition(old: JobState, new: JobState) -> bool:
-    return new in TRANSITIONS.get(old, frozenset())
-
-
-def _transition(
-    platform: Platform,
-    conn: Connection,
-    job_id: int,
-    operator: Principal,
-    new: JobState,
-    details: Mapping[str, Any] | None = None,
-    article: str | None = None,
-    **columns: Any,
-) -> None:
-    row = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
-    old = JobState(row.status)
-    if not may_transition(old, new):
-        raise Conflict(f"job {job_id} cannot go from {old.value} to {new.value}")
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id == job_id)
-        .values(status=new.value, updated_at=now_utc(), **columns)
-    )
-    platform.record(
-        conn,
-        operator.actor,
-        f"job.{new.value}",
-        f"job:{job_id}",
-        {"from": old.value, **(details or {})},
-        article or ARTICLE_OF.get(new, "Art. 7"),
-    )
-
-
 @dataclass(frozen=True)
-class JobOutcome:
-    job_id: int
-    state: JobState
-    reason: dict | None = None
-    report: dict | None = None
-    product_id: str | None = None
+class Prepared:
+    """A job that passed admission and the grants gate, ready to run."""
+
+    plan: JobPlan
+    used: Mapping[str, Grant]
+    params: DisclosureParams
+    versions: Mapping[str, DatasetVersion]
 
 
 def _limits(platform: Platform) -> Limits:
@@ -146,8 +93,13 @@ def _scope(
     operator: Principal,
     kind: JobKind,
     request: Mapping[str, Any],
+    pinned: Mapping[str, int] | None = None,
 ) -> tuple[QueryScope, dict[str, DatasetVersion]]:
-    """Every dataset the operator holds any grant for (usable or not: decide() says why not)."""
+    """Every dataset the operator holds any grant for (usable or not: decide() says why not).
+
+    ``pinned`` names the dataset versions recorded when the job was queued, so a
+    queued job reads exactly what it was admitted against.
+    """
     mine = grants_of(conn, operator.id)
     named = set(kind.referenced_datasets(request))
     tables: dict[str, TableScope] = {}
@@ -155,7 +107,7 @@ def _scope(
     for grant in mine:
         if grant.dataset in tables:
             continue
-        version = get_version(conn, platform, grant.dataset)
+        version = get_version(conn, platform, grant.dataset, (pinned or {}).get(grant.dataset))
         versions[grant.dataset] = version
         tables[grant.dataset] = TableScope(grant.dataset, version.classification, grant.columns)
     relevant = [g for g in mine if g.dataset in named] or mine
@@ -198,6 +150,37 @@ def _params(platform: Platform, used: Mapping[str, Grant]) -> DisclosureParams:
     return params
 
 
+def _prepare(
+    conn: Connection,
+    platform: Platform,
+    operator: Principal,
+    kind: JobKind,
+    request: Mapping[str, Any],
+    pinned: Mapping[str, int] | None = None,
+) -> Prepared:
+    """Admission and the grants gate; raises PolicyRefusal naming rule and article."""
+    scope, versions = _scope(conn, platform, operator, kind, request, pinned)
+    _refuse_ungranted(conn, operator, kind, request, scope)
+    plan = kind.plan(request, scope)
+    used = may_run(conn, operator, plan.tables, kind.name, datetime.now(UTC))
+    return Prepared(plan, used, _params(platform, used), versions)
+
+
+def _safe_reason(exc: Exception) -> dict:
+    if isinstance(exc, SandboxError):
+        return exc.to_dict()
+    return {
+        "code": "internal_error",
+        "message": "the platform failed while running the job; nothing was released",
+        "article": "Art. 8",
+    }
+
+
+def _held_paths(platform: Platform, job_id: int) -> tuple[Path, Path]:
+    folder = platform.home / "held"
+    return folder / f"job-{job_id:06d}.parquet", folder / f"job-{job_id:06d}.json"
+
+
 class JobService:
     """Submits and runs jobs; owns one :class:`Runner` (and its spare worker)."""
 
@@ -209,46 +192,21 @@ class JobService:
     def close(self) -> None:
         self.runner.close()
 
+    # --- the two halves of a job -------------------------------------------
+
     def submit(
         self, operator: Principal, request: Mapping[str, Any], kind_name: str = "sql_aggregate"
     ) -> JobOutcome:
         """Submit and run to the end (released, withheld, refused or failed)."""
-        job_id, plan, used, versions = self._admit(operator, request, kind_name)
-        if plan is None:
-            return self.outcome(operator, job_id)
-        try:
-            self._execute(operator, job_id, get_kind(kind_name), plan, used, versions)
-        except Exception as exc:
-            self._fail(operator, job_id, exc)
-        return self.outcome(operator, job_id)
+        outcome = self.enqueue(operator, request, kind_name)
+        if outcome.state is JobState.QUEUED:
+            self.run(outcome.job_id)
+        return self.outcome(operator, outcome.job_id)
 
-    def _fail(self, operator: Principal, job_id: int, exc: Exception) -> None:
-        """Any unexpected error after admission fails the job; nothing is released."""
-        if isinstance(exc, SandboxError):
-            reason = exc.to_dict()
-        else:
-            reason = {
-                "code": "internal_error",
-                "message": "the platform failed while running the job; nothing was released",
-                "article": "Art. 8",
-            }
-        with self.platform.store.transaction() as conn:
-            state = JobState(
-                conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
-            )
-            if may_transition(state, JobState.FAILED):
-                _transition(
-                    self.platform,
-                    conn,
-                    job_id,
-                    operator,
-                    JobState.FAILED,
-                    {"code": reason["code"], "error": type(exc).__name__},
-                    "Art. 8",
-                    reason_json=json.dumps(reason),
-                )
-
-    def _admit(self, operator: Principal, request: Mapping[str, Any], kind_name: str):
+    def enqueue(
+        self, operator: Principal, request: Mapping[str, Any], kind_name: str = "sql_aggregate"
+    ) -> JobOutcome:
+        """Record the submission and admit it: the job ends ``refused`` or ``queued``."""
         platform = self.platform
         if operator.role is not Role.OPERATOR:
             raise PermissionDenied(
@@ -280,15 +238,10 @@ class JobService:
             )
         try:
             with platform.store.read() as conn:
-                scope, versions = _scope(conn, platform, operator, kind, request)
-                _refuse_ungranted(conn, operator, kind, request, scope)
-                plan = kind.plan(request, scope)
-                used = may_run(conn, operator, plan.tables, kind.name, datetime.now(UTC))
-            params = _params(platform, used)
+                prepared = _prepare(conn, platform, operator, kind, request)
         except PolicyRefusal as refusal:
-            reason = refusal.to_dict()
             with platform.store.transaction() as conn:
-                _transition(
+                transition(
                     platform,
                     conn,
                     job_id,
@@ -296,44 +249,80 @@ class JobService:
                     JobState.REFUSED,
                     {"rule": refusal.rule, "subject": refusal.subject},
                     refusal.article or "Art. 15",
-                    reason_json=json.dumps(reason),
+                    reason_json=json.dumps(refusal.to_dict()),
                 )
-            return job_id, None, None, None
-        inputs = {
-            t: {
+            return self.outcome(operator, job_id)
+        except Exception as exc:
+            self._fail(job_id, exc)
+            raise
+        inputs = [
+            {
                 "dataset": t,
-                "version": versions[t].version,
-                "sha256": versions[t].sha256,
-                "grant": used[t].id,
+                "version": prepared.versions[t].version,
+                "sha256": prepared.versions[t].sha256,
+                "grant": prepared.used[t].id,
             }
-            for t in plan.tables
-        }
+            for t in prepared.plan.tables
+        ]
         with platform.store.transaction() as conn:
-            _transition(
+            transition(
                 platform,
                 conn,
                 job_id,
                 operator,
                 JobState.QUEUED,
-                {"inputs": list(inputs.values()), "params": params.to_dict()},
+                {"inputs": inputs, "params": prepared.params.to_dict()},
                 "Art. 14",
-                inputs_json=json.dumps(list(inputs.values())),
+                inputs_json=json.dumps(inputs),
             )
-        return job_id, plan, (used, params), versions
+        return self.outcome(operator, job_id)
 
-    def _execute(
-        self,
-        operator: Principal,
-        job_id: int,
-        kind: JobKind,
-        plan: JobPlan,
-        used_params,
-        versions: Mapping[str, DatasetVersion],
-    ) -> None:
+    def run(self, job_id: int) -> JobOutcome | None:
+        """Claim a queued job and run it to its end; None if it was not queued."""
         platform = self.platform
-        used, params = used_params
         with platform.store.transaction() as conn:
-            _transition(platform, conn, job_id, operator, JobState.RUNNING, {"engine": "duckdb"})
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None or row.status != JobState.QUEUED.value:
+                return None
+            operator = by_id(conn, row.operator_id)
+            transition(platform, conn, job_id, operator, JobState.RUNNING, {"engine": "duckdb"})
+        kind = get_kind(row.kind)
+        request = json.loads(row.request_json)
+        pinned = {i["dataset"]: i["version"] for i in json.loads(row.inputs_json or "[]")}
+        try:
+            with platform.store.read() as conn:
+                prepared = _prepare(conn, platform, operator, kind, request, pinned)
+            self._execute(operator, job_id, kind, prepared)
+        except Exception as exc:
+            self._fail(job_id, exc)
+        return self.outcome(operator, job_id)
+
+    def run_next(self) -> JobOutcome | None:
+        """Run the oldest queued job, if any (the server's executor loop)."""
+        with self.platform.store.read() as conn:
+            job_id = next_queued(conn)
+        return None if job_id is None else self.run(job_id)
+
+    def _fail(self, job_id: int, exc: Exception) -> None:
+        """Any error after submission fails the job; nothing is released."""
+        reason = _safe_reason(exc)
+        with self.platform.store.transaction() as conn:
+            if not may_transition(state_of(conn, job_id), JobState.FAILED):
+                return
+            row = conn.execute(select(jobs.c.operator_id).where(jobs.c.id == job_id)).first()
+            transition(
+                self.platform,
+                conn,
+                job_id,
+                by_id(conn, row.operator_id),
+                JobState.FAILED,
+                {"code": reason["code"], "error": type(exc).__name__},
+                reason.get("article") or "Art. 8",
+                reason_json=json.dumps(reason),
+            )
+
+    def _execute(self, operator: Principal, job_id: int, kind: JobKind, prepared: Prepared) -> None:
+        platform = self.platform
         runtime: dict[str, Any] = {}
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
@@ -346,11 +335,12 @@ class JobService:
             )
             return result.table
 
+        snapshots = {t: v.path for t, v in prepared.versions.items()}
         try:
-            raw = kind.run(plan, execute, {t: v.path for t, v in versions.items()})
+            raw = kind.run(prepared.plan, execute, snapshots)
         except JobFailed as failure:
             with platform.store.transaction() as conn:
-                _transition(
+                transition(
                     platform,
                     conn,
                     job_id,
@@ -363,7 +353,7 @@ class JobService:
                 )
             return
         with platform.store.transaction() as conn:
-            _transition(
+            transition(
                 platform,
                 conn,
                 job_id,
@@ -372,57 +362,53 @@ class JobService:
                 {"rows": raw.num_rows, "isolation": runtime.get("layers", [])},
                 runtime_json=json.dumps(runtime),
             )
-        result = kind.check(plan, raw, params)
-        report = _report(result, params)
-        if result.verdict in (OutputVerdict.RELEASED, OutputVerdict.RELEASED_WITH_SUPPRESSIONS):
-            self._release(operator, job_id, plan, result, report, used, versions)
+        result = kind.check(prepared.plan, raw, prepared.params)
+        report = _report(result, prepared.params)
+        manifest = _manifest(job_id, operator, prepared, result, report)
+        releasable = result.verdict in (
+            OutputVerdict.RELEASED,
+            OutputVerdict.RELEASED_WITH_SUPPRESSIONS,
+        )
+        review = [g.id for g in prepared.used.values() if getattr(g, "review_required", False)]
+        if releasable and not review:
+            self._release(operator, job_id, result.released, report, manifest, JobState.CHECKING)
             return
-        self._withhold(operator, job_id, result, report)
+        self._withhold(operator, job_id, result, report, manifest, review_required=bool(review))
 
-    def _release(self, operator, job_id, plan, result: CheckResult, report, used, versions):
+    def _release(
+        self,
+        operator: Principal,
+        job_id: int,
+        table: pa.Table,
+        report: dict,
+        manifest: dict,
+        expected: JobState,
+        details: Mapping[str, Any] | None = None,
+    ) -> str:
         platform = self.platform
         product_id = f"prod-{job_id:06d}"
-        manifest = {
-            "job": {
-                "id": job_id,
-                "kind": plan.kind,
-                "operator": operator.name,
-                "sql": plan.details.get("sql"),
-            },
-            "datasets": [
-                {
-                    "name": t,
-                    "version": versions[t].version,
-                    "sha256": versions[t].sha256,
-                    "rows": versions[t].rows,
-                }
-                for t in plan.tables
-            ],
-            "grants": sorted({g.id for g in used.values()}),
-            "rules": report["params"],
-            "verdict": result.verdict.name.lower(),
-            "check": {"counts": report["counts"], "summary": report["summary"]},
-        }
         target = None
         try:
             with platform.store.transaction() as conn:
+                if state_of(conn, job_id) is not expected:
+                    raise Conflict(f"job {job_id} is no longer {expected.value}")
                 target = write_product(
                     platform,
                     conn,
                     product_id=product_id,
                     job_id=job_id,
                     operator=operator,
-                    table=result.released,
+                    table=table,
                     report=report,
                     manifest_fields=manifest,
                 )
-                _transition(
+                transition(
                     platform,
                     conn,
                     job_id,
                     operator,
                     JobState.RELEASED,
-                    {"product": product_id, "verdict": result.verdict.name.lower()},
+                    {"product": product_id, "verdict": manifest["verdict"], **(details or {})},
                     report_json=json.dumps(report),
                     product_id=product_id,
                 )
@@ -430,22 +416,38 @@ class JobService:
             if target is not None:
                 shutil.rmtree(target, ignore_errors=True)
             raise
+        return product_id
 
-    def _withhold(self, operator, job_id, result: CheckResult, report) -> None:
+    def _withhold(
+        self,
+        operator: Principal,
+        job_id: int,
+        result: CheckResult,
+        report: dict,
+        manifest: dict,
+        *,
+        review_required: bool,
+    ) -> None:
         platform = self.platform
-        # The checked table stays inside the platform for the output review.
-        held = platform.home / "held" / f"job-{job_id:06d}.parquet"
-        held.parent.mkdir(exist_ok=True)
-        pq.write_table(result.released, held)
+        # The checked table stays inside the platform, for the output review.
+        table_path, meta_path = _held_paths(platform, job_id)
+        table_path.parent.mkdir(exist_ok=True)
+        pq.write_table(result.released, table_path)
+        meta_path.write_text(json.dumps({"report": report, "manifest": manifest}, default=str))
+        why = (
+            "the agreement asks for human output review"
+            if review_required
+            else "the output check holds cells for review"
+        )
         with platform.store.transaction() as conn:
-            _transition(
+            transition(
                 platform,
                 conn,
                 job_id,
                 operator,
                 JobState.WITHHELD,
-                {"verdict": result.verdict.name.lower(), "counts": report["counts"]},
-                report_json=json.dumps(report),
+                {"verdict": result.verdict.name.lower(), "counts": report["counts"], "why": why},
+                report_json=json.dumps({**report, "withheld_because": why}),
             )
 
     def outcome(self, viewer: Principal, job_id: int) -> JobOutcome:
@@ -453,21 +455,70 @@ class JobService:
             return job_outcome(conn, viewer, job_id)
 
 
-def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-    if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
-        raise NotFound(f"no job {job_id} of yours")
-    if viewer.role not in (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR):
-        raise PermissionDenied(
-            f"a {viewer.role.value} may not read jobs (Art. 7)", article="Art. 7"
-        )
-    return JobOutcome(
-        job_id=row.id,
-        state=JobState(row.status),
-        reason=json.loads(row.reason_json) if row.reason_json else None,
-        report=json.loads(row.report_json) if row.report_json else None,
-        product_id=row.product_id,
+def release_held(platform: Platform, job_id: int, reviewers: list[str]) -> str:
+    """Release a withheld job's checked output after the output review approved it.
+
+    The released table is the one the output check produced (suppressed cells
+    stay empty); the manifest names the reviewers. Returns the product id.
+    """
+    table_path, meta_path = _held_paths(platform, job_id)
+    if not table_path.exists() or not meta_path.exists():
+        raise Conflict(f"job {job_id} has no held output to release")
+    held = json.loads(meta_path.read_text())
+    with platform.store.read() as conn:
+        row = conn.execute(select(jobs.c.operator_id).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise Conflict(f"no job {job_id}")
+        operator = by_id(conn, row.operator_id)
+    manifest = {**held["manifest"], "review": {"approved_by": list(reviewers)}}
+    service = JobService.__new__(JobService)
+    service.platform = platform
+    product_id = service._release(
+        operator,
+        job_id,
+        pq.read_table(table_path),
+        held["report"],
+        manifest,
+        JobState.WITHHELD,
+        {"reviewers": list(reviewers)},
     )
+    table_path.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+    return product_id
+
+
+def _manifest(
+    job_id: int,
+    operator: Principal,
+    prepared: Prepared,
+    result: CheckResult,
+    report: dict,
+) -> dict:
+    plan, versions = prepared.plan, prepared.versions
+    return {
+        "job": {
+            "id": job_id,
+            "kind": plan.kind,
+            "operator": operator.name,
+            "sql": plan.details.get("sql"),
+        },
+        "datasets": [
+            {
+                "name": t,
+                "version": versions[t].version,
+                "sha256": versions[t].sha256,
+                "rows": versions[t].rows,
+            }
+            for t in plan.tables
+        ],
+        "grants": sorted({g.id for g in prepared.used.values()}),
+        "agreements": sorted(
+            {g.agreement_id for g in prepared.used.values() if getattr(g, "agreement_id", None)}
+        ),
+        "rules": report["params"],
+        "verdict": result.verdict.name.lower(),
+        "check": {"counts": report["counts"], "summary": report["summary"]},
+    }
 
 
 def _report(result: CheckResult, params: DisclosureParams) -> dict:
@@ -487,21 +538,3 @@ def _report(result: CheckResult, params: DisclosureParams) -> dict:
             for c in result.cells
         ],
     }
-
-
-def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
-    stmt = select(
-        jobs.c.id,
-        jobs.c.kind,
-        jobs.c.status,
-        jobs.c.product_id,
-        jobs.c.created_at,
-        jobs.c.operator_id,
-    ).order_by(jobs.c.id)
-    if viewer.role is Role.OPERATOR:
-        stmt = stmt.where(jobs.c.operator_id == viewer.id)
-    elif viewer.role not in (Role.AUTHORITY, Role.AUDITOR):
-        raise PermissionDenied(
-            f"a {viewer.role.value} may not list jobs (Art. 7)", article="Art. 7"
-        )
-    return [dict(r) for r in conn.execute(stmt).mappings()]
