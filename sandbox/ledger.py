@@ -236,7 +236,10 @@ def query(
     rows = []
     for row in conn.execute(stmt).mappings():
         item = dict(row)
-        item["details"] = json.loads(item["details"])
+        try:
+            item["details"] = json.loads(item["details"])
+        except (TypeError, ValueError):
+            item["details"] = {"__unparsable__": item["details"]}  # verify() names the entry
         rows.append(item)
     return rows
 

@@ -105,6 +105,7 @@ def _write_snapshot(
     with open_source(uri, batch_rows=settings["ingest.batch_rows"]) as source:
         schema = source.schema
         classification.check_against(schema.names)
+        _check_format_types(classification, schema)
         writer = pq.ParquetWriter(
             out, schema, compression=None if compression == "none" else compression
         )
@@ -130,6 +131,18 @@ def _progress_of(source) -> tuple[int, int | None]:
     done = getattr(value, "bytes_read", None) or getattr(value, "done", 0) or 0
     total = getattr(value, "total_bytes", None) or getattr(value, "total", None)
     return int(done), total
+
+
+def _check_format_types(classification: Classification, schema: pa.Schema) -> None:
+    """An ID declared with a format must be read as text: as a number it loses its
+    leading zeros and its check character X, and every check would fail silently."""
+    for column, fmt in classification.formats.items():
+        kind = schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise ClassificationError(
+                f"column '{column}' is declared {fmt} but the source yields {kind}; "
+                f"read it as text (for a CSV source add ?text={column} to the URI)"
+            )
 
 
 def _sha256(path: Path) -> str:
@@ -208,6 +221,17 @@ def register(
             profile = profile_parquet(str(target), classification)
             size = target.stat().st_size
             with platform.store.transaction() as conn:
+                if existing is None:
+                    # Checked again under the write lock: another provider may
+                    # have taken the name since the first look.
+                    taken = conn.execute(select(datasets).where(datasets.c.name == name)).first()
+                    if taken is not None and taken.provider_id != provider.id:
+                        raise Conflict(
+                            f"dataset '{name}' belongs to another provider; choose another "
+                            "name (Art. 18)",
+                            article="Art. 18",
+                        )
+                    existing = taken
                 dataset_id = existing.id if existing is not None else None
                 if dataset_id is None:
                     dataset_id = conn.execute(

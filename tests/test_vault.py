@@ -283,6 +283,20 @@ def test_unclassified_column_is_refused(platform, provider, pums_csv, pums_class
     unchanged.check()
 
 
+def test_an_id_format_on_a_number_column_is_refused(
+    platform, provider, pums_csv, pums_classification
+):
+    # pid is read as a number: declaring it a resident ID must not pass silently.
+    base = pums_classification.to_dict()
+    wrong = Classification.from_dict({**base, "formats": {"pid": "cn_resident_id"}})
+    unchanged = Unchanged(platform)
+    with pytest.raises(ClassificationError) as err:
+        vault.register(platform, provider, "pums", str(pums_csv), wrong)
+    assert "column 'pid' is declared cn_resident_id but the source yields" in str(err.value)
+    assert "?text=pid" in str(err.value)
+    unchanged.check()
+
+
 def write_classification(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
