@@ -2,15 +2,16 @@
 
 :func:`may_run` is the platform's single policy gate for "may this operator
 run this kind of job on these datasets now?" (Art. 13, 14, 24). It loads the
-operator's grants and asks the pure :func:`policies.access.decide`. Until the
-workflow issue lands, an authority creates grants directly (``sandbox grant
-add``); the workflow will create them from approved data requests.
+operator's grants and the terms of the agreements they were made under, and
+asks the pure :func:`policies.access.decide`. Grants come from approved data
+requests under an agreement (``sandbox.workflow.requests``), or directly from
+an authority (``sandbox grant add``, no agreement).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from .platform import Platform
 from .principals import Principal, Role, by_name, require_role
 from .store import datasets, grants
 from .vault import get_version
+from .workflow.agreements import terms_of
 
 
 def _parse_time(text: str) -> datetime:
@@ -48,6 +50,8 @@ def _from_row(row, dataset_name: str) -> Grant:
         aggregate_expressions=bool(row.aggregate_expressions),
         job_kinds=frozenset(json.loads(row.job_kinds_json)),
         disclosure=json.loads(row.disclosure_json),
+        agreement_id=row.agreement_id,
+        review_required=bool(row.review_required),
     )
 
 
@@ -67,11 +71,23 @@ def may_run(
     dataset_names: Sequence[str],
     job_kind: str,
     now: datetime | None = None,
+    columns: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Grant]:
-    """The grant covering each dataset, or a PolicyRefusal naming rule and article."""
+    """The grant covering each dataset, or a PolicyRefusal naming rule and article.
+
+    A grant made under an agreement is usable only while the agreement is active,
+    in its term and covers the dataset, job kind (and, if named, the columns).
+    """
     require_role(operator, Role.OPERATOR, action="run jobs", article="Art. 14")
+    mine = grants_of(conn, operator.id)
     return decide(
-        grants_of(conn, operator.id), operator.id, dataset_names, job_kind, now or datetime.now(UTC)
+        mine,
+        operator.id,
+        dataset_names,
+        job_kind,
+        now or datetime.now(UTC),
+        terms_of(conn, (g.agreement_id for g in mine)),
+        columns,
     )
 
 

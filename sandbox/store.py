@@ -101,6 +101,8 @@ grants = Table(
     Column("status", String(20), nullable=False),
     Column("granted_by", Integer, ForeignKey("principals.id"), nullable=False),
     Column("created_at", String(40), nullable=False),
+    Column("agreement_id", Integer),  # null: an authority's direct grant (workflow: Art. 14)
+    Column("review_required", Boolean, default=False),  # outputs wait for the output review
 )
 
 jobs = Table(
@@ -208,6 +210,8 @@ class Store:
         return store
 
     def _migrate(self) -> None:
+        from .workflow import tables as _workflow_tables  # noqa: F401  (registers its tables)
+
         metadata.create_all(self.engine)
         with self.transaction() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()

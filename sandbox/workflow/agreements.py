@@ -1,0 +1,467 @@
+"""Operation agreements (Art. 13) and their lifecycle (Art. 24).
+
+An agreement follows a passed review and carries every field Art. 13 names:
+parties, scope (datasets and columns, job kinds, product kinds, disclosure
+parameters), term, rights and duties, security requirements, exit conditions,
+breach liability and the disposal of derived products at expiry. States::
+
+    active -> suspended -> active | terminated | expired;   active -> expired
+
+Suspension (failed evaluation or incident) cancels the operator's queued and
+running jobs and freezes its held outputs, in the same transaction. At expiry
+(and at termination) the disposal clause runs: the operator's products made
+under the agreement are deleted or handed to the signing authority, each
+recorded. :func:`terms_of` gives the job gate (:func:`sandbox.grants.may_run`)
+what it needs to refuse outside an active, in-term, in-scope agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Row
+
+from policies.access import AgreementTerms
+from policies.disclosure import DisclosureParams
+from policies.errors import Conflict, InputError, NotFound, PermissionDenied
+from policies.workflow import (
+    AgreementState,
+    ApplicationState,
+    Disposal,
+    EvaluationState,
+    covers,
+    refuse,
+)
+
+from ..ledger import SYSTEM, Actor, now_utc
+from ..platform import Platform
+from ..principals import Principal, Role, by_id
+from ..store import grants, jobs, products
+from .base import create, get, move, need_text, now_or, parse_time, require_authority
+from .tables import agreements, applications, evaluations, notices, product_dispositions
+
+
+def sign(
+    platform: Platform,
+    authority: Principal,
+    application_id: int,
+    *,
+    valid_from: str | datetime,
+    valid_until: str | datetime,
+    rights_duties: str,
+    security_requirements: str,
+    exit_conditions: str,
+    breach_liability: str,
+    disposal: Disposal,
+    review_required: bool = False,
+    disclosure: Mapping | None = None,
+    aggregates: Sequence[str] = (),
+) -> int:
+    """Sign the agreement of a passed application; it is active from signing."""
+    need_text(
+        {
+            "rights_duties": rights_duties,
+            "security_requirements": security_requirements,
+            "exit_conditions": exit_conditions,
+            "breach_liability": breach_liability,
+        },
+        "Art. 13",
+    )
+    disposal = Disposal(disposal)
+    start = parse_time(valid_from, "--from")
+    end = parse_time(valid_until, "--until")
+    if end <= start:
+        raise InputError(
+            "the agreement's term must end after it starts (Art. 13)", article="Art. 13"
+        )
+    overrides = dict(disclosure or {})
+    DisclosureParams().tightened(overrides)  # validates names and values
+    with platform.store.transaction() as conn:
+        app = get(conn, applications, application_id, "application")
+        notice = get(conn, notices, app.notice_id, "notice")
+        require_authority(authority, notice.jurisdiction, "sign agreements", "Art. 13")
+        if ApplicationState(app.status) is not ApplicationState.PASSED:
+            raise refuse(
+                "review_not_passed",
+                f"application {application_id} is {app.status}; an agreement needs a passed "
+                "qualification review",
+                "Art. 13",
+                f"application:{application_id}",
+            )
+        if not app.security_officer.strip():
+            raise refuse(
+                "security_officer_required",
+                "the operator names no data-security officer",
+                "Art. 20",
+                f"application:{application_id}",
+            )
+        if conn.execute(
+            select(agreements.c.id).where(agreements.c.application_id == application_id)
+        ).first():
+            raise Conflict(f"application {application_id} already has an agreement")
+        operator = by_id(conn, app.operator_id)
+        scope = {
+            "datasets": json.loads(app.datasets_json),
+            "job_kinds": json.loads(app.job_kinds_json),
+            "product_kinds": json.loads(app.product_kinds_json),
+            "disclosure": overrides,
+            "aggregates": sorted(set(aggregates)),
+        }
+        return create(
+            platform,
+            conn,
+            agreements,
+            "agreement",
+            AgreementState.ACTIVE,
+            authority.actor,
+            {
+                "application_id": application_id,
+                "operator_id": operator.id,
+                "signed_by": authority.id,
+                "jurisdiction": notice.jurisdiction,
+                "scope_json": json.dumps(scope, sort_keys=True),
+                "valid_from": start.isoformat(),
+                "valid_until": end.isoformat(),
+                "rights_duties": rights_duties,
+                "security_requirements": security_requirements,
+                "exit_conditions": exit_conditions,
+                "breach_liability": breach_liability,
+                "disposal": disposal.value,
+                "review_required": bool(review_required),
+            },
+            {
+                "parties": {"authority": authority.name, "operator": operator.name},
+                "application": application_id,
+                "scope": scope,
+                "term": [start.isoformat(), end.isoformat()],
+                "disposal": disposal.value,
+                "review_required": bool(review_required),
+            },
+        )
+
+
+# --- the gate's view ----------------------------------------------------------------------
+
+
+def _terms(row: Row) -> AgreementTerms:
+    scope = json.loads(row.scope_json)
+    return AgreementTerms(
+        id=row.id,
+        state=AgreementState(row.status),
+        valid_from=parse_time(row.valid_from),
+        valid_until=parse_time(row.valid_until),
+        datasets={
+            name: frozenset(cols) if cols is not None else None
+            for name, cols in scope["datasets"].items()
+        },
+        job_kinds=frozenset(scope["job_kinds"]),
+    )
+
+
+def terms_of(conn: Connection, agreement_ids: Iterable[int]) -> dict[int, AgreementTerms]:
+    ids = sorted({i for i in agreement_ids if i is not None})
+    if not ids:
+        return {}
+    rows = conn.execute(select(agreements).where(agreements.c.id.in_(ids))).all()
+    return {r.id: _terms(r) for r in rows}
+
+
+# --- suspension, restoration, termination -------------------------------------------------
+
+
+def _cancel_jobs(
+    platform: Platform, conn: Connection, operator_id: int, reason: str, article: str
+) -> list[int]:
+    """Queued and running jobs of the operator fail at once (Art. 24), via the job path."""
+    from ..execution import cancel_operator_jobs
+
+    return list(cancel_operator_jobs(platform, conn, operator_id, reason, article))
+
+
+def suspend_in(
+    platform: Platform,
+    conn: Connection,
+    actor: Actor,
+    agreement_id: int,
+    reason: str,
+    article: str = "Art. 24",
+    deadline: datetime | None = None,
+) -> None:
+    """Suspend inside the caller's transaction: cancel jobs, freeze held outputs."""
+    from .airlock import freeze
+
+    row = get(conn, agreements, agreement_id, "agreement")
+    move(
+        platform,
+        conn,
+        agreements,
+        "agreement",
+        agreement_id,
+        AgreementState.SUSPENDED,
+        actor,
+        {"reason": reason, "rectify_by": deadline.isoformat() if deadline else None},
+        article,
+        rectify_deadline=deadline.isoformat() if deadline else None,
+    )
+    _cancel_jobs(platform, conn, row.operator_id, reason, article)
+    freeze(platform, conn, actor, row.operator_id, agreement_id)
+
+
+def restore_in(
+    platform: Platform, conn: Connection, actor: Actor, agreement_id: int, reason: str
+) -> None:
+    from .airlock import unfreeze
+
+    row = get(conn, agreements, agreement_id, "agreement")
+    move(
+        platform,
+        conn,
+        agreements,
+        "agreement",
+        agreement_id,
+        AgreementState.ACTIVE,
+        actor,
+        {"reason": reason},
+        "Art. 24",
+        rectify_deadline=None,
+    )
+    unfreeze(platform, conn, actor, row.operator_id, agreement_id)
+
+
+def _authority_row(
+    conn: Connection, authority: Principal, agreement_id: int, action: str, article: str
+) -> Row:
+    row = get(conn, agreements, agreement_id, "agreement")
+    require_authority(authority, row.jurisdiction, action, article)
+    return row
+
+
+def suspend(
+    platform: Platform,
+    authority: Principal,
+    agreement_id: int,
+    reason: str,
+    deadline: str | datetime | None = None,
+) -> None:
+    need_text({"reason": reason}, "Art. 24")
+    until = parse_time(deadline, "--deadline") if deadline else None
+    with platform.store.transaction() as conn:
+        _authority_row(conn, authority, agreement_id, "suspend agreements", "Art. 24")
+        suspend_in(platform, conn, authority.actor, agreement_id, reason, "Art. 24", until)
+
+
+def restore(platform: Platform, authority: Principal, agreement_id: int, reason: str) -> None:
+    need_text({"reason": reason}, "Art. 24")
+    with platform.store.transaction() as conn:
+        _authority_row(conn, authority, agreement_id, "restore agreements", "Art. 24")
+        restore_in(platform, conn, authority.actor, agreement_id, reason)
+
+
+def terminate(
+    platform: Platform,
+    authority: Principal,
+    agreement_id: int,
+    reason: str,
+    now: datetime | None = None,
+) -> list[str]:
+    """End a suspended agreement whose rectification deadline passed (Art. 24)."""
+    need_text({"reason": reason}, "Art. 24")
+    with platform.store.transaction() as conn:
+        row = _authority_row(conn, authority, agreement_id, "terminate agreements", "Art. 24")
+        if row.rectify_deadline and now_or(now) < parse_time(row.rectify_deadline):
+            raise refuse(
+                "rectification_pending",
+                f"agreement {agreement_id} may be rectified until {row.rectify_deadline}",
+                "Art. 24",
+                f"agreement:{agreement_id}",
+                "terminate after the deadline, or mark it rectified",
+            )
+        move(
+            platform,
+            conn,
+            agreements,
+            "agreement",
+            agreement_id,
+            AgreementState.TERMINATED,
+            authority.actor,
+            {"reason": reason},
+        )
+        for ev in conn.execute(
+            select(evaluations.c.id).where(
+                evaluations.c.agreement_id == agreement_id,
+                evaluations.c.status == EvaluationState.FAILED.value,
+            )
+        ).all():
+            move(
+                platform,
+                conn,
+                evaluations,
+                "evaluation",
+                ev.id,
+                EvaluationState.TERMINATED,
+                authority.actor,
+                {"agreement": agreement_id},
+            )
+        return dispose_in(platform, conn, authority.actor, row)
+
+
+# --- expiry and disposal --------------------------------------------------------------------
+
+
+def products_under(conn: Connection, agreement_id: int) -> list[Row]:
+    """Products whose job read a dataset through a grant of this agreement."""
+    mine = {
+        r.id for r in conn.execute(select(grants.c.id).where(grants.c.agreement_id == agreement_id))
+    }
+    if not mine:
+        return []
+    found = []
+    rows = conn.execute(
+        select(products, jobs.c.inputs_json)
+        .join(jobs, jobs.c.id == products.c.job_id)
+        .order_by(products.c.id)
+    ).all()
+    for row in rows:
+        inputs = json.loads(row.inputs_json or "[]")
+        if any(item.get("grant") in mine for item in inputs):
+            found.append(row)
+    return found
+
+
+def dispose_in(platform: Platform, conn: Connection, actor: Actor, row: Row) -> list[str]:
+    """Carry out the disposal clause: delete or hand over each derived product (Art. 13)."""
+    disposal = Disposal(row.disposal)
+    done = []
+    for product in products_under(conn, row.id):
+        if conn.execute(
+            select(product_dispositions.c.product_id).where(
+                product_dispositions.c.product_id == product.id
+            )
+        ).first():
+            continue
+        custodian = None if disposal is Disposal.DELETE else row.signed_by
+        conn.execute(
+            product_dispositions.insert().values(
+                product_id=product.id,
+                agreement_id=row.id,
+                action=disposal.value,
+                custodian_id=custodian,
+                created_at=now_utc(),
+            )
+        )
+        if disposal is Disposal.DELETE:
+            shutil.rmtree(platform.home / product.path, ignore_errors=True)
+        platform.record(
+            conn,
+            actor,
+            f"product.{disposal.value}",
+            f"product:{product.id}",
+            {"agreement": row.id, "custodian": by_id(conn, custodian).name if custodian else None},
+            "Art. 13",
+        )
+        done.append(product.id)
+    return done
+
+
+def expire(
+    platform: Platform,
+    actor: Principal | None = None,
+    agreement_id: int | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Expire agreements whose term has ended and run their disposal clause."""
+    moment = now_or(now)
+    who = actor.actor if actor is not None else SYSTEM
+    if actor is not None and actor.role is not Role.AUTHORITY:
+        raise PermissionDenied(
+            f"{actor.name} is not an authority; only an authority (or the "
+            "platform) expires agreements (Art. 13)",
+            article="Art. 13",
+        )
+    expired = []
+    with platform.store.transaction() as conn:
+        stmt = select(agreements).where(
+            agreements.c.status.in_((AgreementState.ACTIVE.value, AgreementState.SUSPENDED.value))
+        )
+        if agreement_id is not None:
+            row = get(conn, agreements, agreement_id, "agreement")
+            if actor is not None:
+                require_authority(actor, row.jurisdiction, "expire agreements", "Art. 13")
+            if moment < parse_time(row.valid_until):
+                raise refuse(
+                    "agreement_in_term",
+                    f"agreement {agreement_id} runs until {row.valid_until}",
+                    "Art. 13",
+                    f"agreement:{agreement_id}",
+                )
+            stmt = stmt.where(agreements.c.id == agreement_id)
+        for row in conn.execute(stmt.order_by(agreements.c.id)).all():
+            if moment < parse_time(row.valid_until):
+                continue
+            if actor is not None and not covers(actor.jurisdiction, row.jurisdiction):
+                continue
+            move(
+                platform,
+                conn,
+                agreements,
+                "agreement",
+                row.id,
+                AgreementState.EXPIRED,
+                who,
+                {"term_end": row.valid_until},
+            )
+            dispose_in(platform, conn, who, row)
+            expired.append(row.id)
+    return expired
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def agreement_dict(conn: Connection, viewer: Principal, agreement_id: int) -> dict:
+    row = conn.execute(select(agreements).where(agreements.c.id == agreement_id)).first()
+    if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
+        raise NotFound(f"no agreement {agreement_id} that you may read")
+    if viewer.role is Role.AUTHORITY:
+        require_authority(viewer, row.jurisdiction, "read agreements", "Art. 5")
+    elif viewer.role not in (Role.OPERATOR, Role.AUDITOR):
+        raise PermissionDenied(
+            f"a {viewer.role.value} may not read agreements (Art. 13)", article="Art. 13"
+        )
+    return {
+        "id": row.id,
+        "status": row.status,
+        "parties": {
+            "authority": by_id(conn, row.signed_by).name,
+            "operator": by_id(conn, row.operator_id).name,
+        },
+        "application": row.application_id,
+        "jurisdiction": row.jurisdiction,
+        "scope": json.loads(row.scope_json),
+        "term": {"from": row.valid_from, "until": row.valid_until},
+        "rights_duties": row.rights_duties,
+        "security_requirements": row.security_requirements,
+        "exit_conditions": row.exit_conditions,
+        "breach_liability": row.breach_liability,
+        "disposal": row.disposal,
+        "review_required": bool(row.review_required),
+        "rectify_deadline": row.rectify_deadline,
+        "grants": [
+            r.id for r in conn.execute(select(grants.c.id).where(grants.c.agreement_id == row.id))
+        ],
+    }
+
+
+def active_of(conn: Connection, operator_id: int) -> list[Row]:
+    return conn.execute(
+        select(agreements)
+        .where(
+            agreements.c.operator_id == operator_id,
+            agreements.c.status == AgreementState.ACTIVE.value,
+        )
+        .order_by(agreements.c.id)
+    ).all()

@@ -1,0 +1,367 @@
+"""Supervision: evaluations (Art. 23, 24), incidents (Art. 21), inspections (Art. 22).
+
+* An authority records an evaluation of an agreement with figures drawn from
+  the ledger (:func:`sandbox.workflow.usage.figures`). A failed one sets a
+  rectification deadline, suspends the agreement and notifies the operator;
+  :func:`rectify` restores it; after the deadline the authority may terminate
+  it (:func:`sandbox.workflow.agreements.terminate`).
+* An incident (leak, damage, loss), reported by the operator or an authority,
+  suspends every active agreement and direct grant of the operator at once and
+  leaves a notification record for each responsible authority.
+* An inspection records findings and rectification tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from policies.access import GrantStatus
+from policies.errors import Conflict, InputError, NotFound
+from policies.workflow import EvaluationState, covers
+
+from ..ledger import Actor, now_utc
+from ..platform import Platform
+from ..principals import Principal, Role, by_id, by_name, require_role
+from ..store import grants, principals
+from .agreements import active_of, restore_in, suspend_in
+from .base import create, get, move, need_text, now_or, parse_time, require_authority
+from .tables import agreements, evaluations, incidents, inspections, notifications
+from .usage import figures
+
+
+class IncidentKind(StrEnum):
+    LEAK = "leak"
+    DAMAGE = "damage"
+    LOSS = "loss"
+
+
+def notify(
+    platform: Platform,
+    conn: Connection,
+    actor: Actor,
+    recipient_id: int,
+    kind: str,
+    subject: str,
+    body: dict,
+    article: str,
+) -> int:
+    """A notification record for a principal (read with ``sandbox notifications``)."""
+    nid = conn.execute(
+        notifications.insert().values(
+            recipient_id=recipient_id,
+            kind=kind,
+            subject=subject,
+            body_json=json.dumps(body),
+            created_at=now_utc(),
+        )
+    ).inserted_primary_key[0]
+    platform.record(
+        conn,
+        actor,
+        "notification.sent",
+        f"notification:{nid}",
+        {"recipient": by_id(conn, recipient_id).name, "kind": kind, "about": subject},
+        article,
+    )
+    return nid
+
+
+def evaluate(
+    platform: Platform,
+    authority: Principal,
+    agreement_id: int,
+    *,
+    passed: bool,
+    notes: str,
+    deadline: str | datetime | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Record an evaluation; a failed one suspends the agreement until rectified."""
+    moment = now_or(now)
+    need_text({"notes": notes}, "Art. 23")
+    until = None
+    if not passed:
+        if deadline is None:
+            raise InputError(
+                "a failed evaluation sets a rectification --deadline (Art. 24)", article="Art. 24"
+            )
+        until = parse_time(deadline, "--deadline")
+        if until <= moment:
+            raise InputError(
+                "the rectification deadline must be in the future (Art. 24)", article="Art. 24"
+            )
+    with platform.store.transaction() as conn:
+        row = get(conn, agreements, agreement_id, "agreement")
+        require_authority(authority, row.jurisdiction, "evaluate operators", "Art. 23")
+        operator = by_id(conn, row.operator_id)
+        facts = figures(conn, operator.name, parse_time(row.valid_from), moment)
+        facts.pop("weeks")
+        state = EvaluationState.PASSED if passed else EvaluationState.FAILED
+        ev = create(
+            platform,
+            conn,
+            evaluations,
+            "evaluation",
+            state,
+            authority.actor,
+            {
+                "agreement_id": agreement_id,
+                "authority_id": authority.id,
+                "figures_json": json.dumps(facts),
+                "notes": notes,
+                "deadline": until.isoformat() if until else None,
+            },
+            {
+                "agreement": agreement_id,
+                "operator": operator.name,
+                "figures": facts,
+                "deadline": until.isoformat() if until else None,
+            },
+        )
+        if not passed:
+            suspend_in(
+                platform,
+                conn,
+                authority.actor,
+                agreement_id,
+                f"failed evaluation {ev}",
+                "Art. 24",
+                until,
+            )
+            notify(
+                platform,
+                conn,
+                authority.actor,
+                operator.id,
+                "evaluation_failed",
+                f"agreement:{agreement_id}",
+                {"evaluation": ev, "rectify_by": until.isoformat(), "notes": notes},
+                "Art. 24",
+            )
+        return ev
+
+
+def rectify(platform: Platform, authority: Principal, agreement_id: int, notes: str) -> None:
+    """Mark the open failed evaluation rectified and restore the agreement (Art. 24)."""
+    need_text({"notes": notes}, "Art. 24")
+    with platform.store.transaction() as conn:
+        row = get(conn, agreements, agreement_id, "agreement")
+        require_authority(authority, row.jurisdiction, "accept rectifications", "Art. 24")
+        open_ev = (
+            conn.execute(
+                select(evaluations.c.id).where(
+                    evaluations.c.agreement_id == agreement_id,
+                    evaluations.c.status == EvaluationState.FAILED.value,
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not open_ev:
+            raise Conflict(f"agreement {agreement_id} has no failed evaluation to rectify")
+        for ev in open_ev:
+            move(
+                platform,
+                conn,
+                evaluations,
+                "evaluation",
+                ev,
+                EvaluationState.RECTIFIED,
+                authority.actor,
+                {"agreement": agreement_id, "notes": notes},
+            )
+        restore_in(platform, conn, authority.actor, agreement_id, f"rectified: {notes}")
+
+
+def report_incident(
+    platform: Platform, reporter: Principal, operator: str, kind: IncidentKind, description: str
+) -> dict:
+    """Suspend the operator's data use at once and notify the responsible authorities."""
+    kind = IncidentKind(kind)
+    need_text({"description": description}, "Art. 21")
+    require_role(
+        reporter, Role.OPERATOR, Role.AUTHORITY, action="report incidents", article="Art. 21"
+    )
+    with platform.store.transaction() as conn:
+        op = by_name(conn, operator, Role.OPERATOR)
+        if reporter.role is Role.OPERATOR and reporter.id != op.id:
+            raise NotFound(
+                "an operator reports its own incidents only; the authority reports "
+                "others' (Art. 21)"
+            )
+        mine = active_of(conn, op.id)
+        direct = (
+            conn.execute(
+                select(grants.c.id).where(
+                    grants.c.operator_id == op.id,
+                    grants.c.agreement_id.is_(None),
+                    grants.c.status == GrantStatus.ACTIVE.value,
+                )
+            )
+            .scalars()
+            .all()
+        )
+        incident = conn.execute(
+            incidents.insert().values(
+                operator_id=op.id,
+                reported_by=reporter.id,
+                kind=kind.value,
+                description=description,
+                suspended_json=json.dumps({"agreements": [a.id for a in mine], "grants": direct}),
+                created_at=now_utc(),
+            )
+        ).inserted_primary_key[0]
+        platform.record(
+            conn,
+            reporter.actor,
+            "incident.reported",
+            f"incident:{incident}",
+            {
+                "operator": op.name,
+                "kind": kind.value,
+                "agreements": [a.id for a in mine],
+                "grants": direct,
+            },
+            "Art. 21",
+        )
+        reason = f"incident {incident} ({kind.value})"
+        for agreement in mine:
+            suspend_in(platform, conn, reporter.actor, agreement.id, reason, "Art. 21")
+        for grant_id in direct:
+            conn.execute(
+                grants.update()
+                .where(grants.c.id == grant_id)
+                .values(status=GrantStatus.SUSPENDED.value)
+            )
+            platform.record(
+                conn,
+                reporter.actor,
+                "grant.suspended",
+                f"grant:{grant_id}",
+                {"from": "active", "to": "suspended", "reason": reason},
+                "Art. 21",
+            )
+        if not mine:  # no agreement-level suspension cancelled its jobs
+            from .agreements import _cancel_jobs
+
+            _cancel_jobs(platform, conn, op.id, reason, "Art. 21")
+        from .airlock import freeze
+
+        freeze(platform, conn, reporter.actor, op.id, None)
+        signers = {a.signed_by for a in mine} or set(
+            conn.execute(
+                select(principals.c.id).where(
+                    principals.c.role == Role.AUTHORITY.value, principals.c.jurisdiction == "city"
+                )
+            ).scalars()
+        )
+        notified = [
+            notify(
+                platform,
+                conn,
+                reporter.actor,
+                s,
+                "incident",
+                f"incident:{incident}",
+                {"operator": op.name, "kind": kind.value, "description": description},
+                "Art. 21",
+            )
+            for s in sorted(signers)
+        ]
+    return {
+        "incident": incident,
+        "suspended": [a.id for a in mine],
+        "grants": direct,
+        "notified": notified,
+    }
+
+
+def inspect(
+    platform: Platform,
+    authority: Principal,
+    operator: str,
+    findings: Sequence[str],
+    tasks: Sequence[str] = (),
+    deadline: str | datetime | None = None,
+) -> int:
+    """Record an inspection's findings and rectification tasks (Art. 22)."""
+    require_role(authority, Role.AUTHORITY, action="inspect operators", article="Art. 22")
+    found = [f.strip() for f in findings if f and f.strip()]
+    if not found:
+        raise InputError(
+            "an inspection records at least one --finding (Art. 22)", article="Art. 22"
+        )
+    until = parse_time(deadline, "--deadline") if deadline else None
+    if tasks and until is None:
+        raise InputError("rectification tasks need a --deadline (Art. 22)", article="Art. 22")
+    with platform.store.transaction() as conn:
+        op = by_name(conn, operator, Role.OPERATOR)
+        if authority.jurisdiction != "city":
+            places = conn.execute(
+                select(agreements.c.jurisdiction).where(agreements.c.operator_id == op.id)
+            ).scalars()
+            if not any(covers(authority.jurisdiction, p) for p in places):
+                require_authority(
+                    authority, "city", "inspect operators outside its county", "Art. 22"
+                )
+        todo = [t.strip() for t in tasks if t and t.strip()]
+        inspection = conn.execute(
+            inspections.insert().values(
+                operator_id=op.id,
+                authority_id=authority.id,
+                findings_json=json.dumps(found),
+                tasks_json=json.dumps(todo),
+                deadline=until.isoformat() if until else None,
+                created_at=now_utc(),
+            )
+        ).inserted_primary_key[0]
+        platform.record(
+            conn,
+            authority.actor,
+            "inspection.recorded",
+            f"inspection:{inspection}",
+            {
+                "operator": op.name,
+                "findings": found,
+                "tasks": todo,
+                "deadline": until.isoformat() if until else None,
+            },
+            "Art. 22",
+        )
+        if todo:
+            notify(
+                platform,
+                conn,
+                authority.actor,
+                op.id,
+                "inspection",
+                f"inspection:{inspection}",
+                {"tasks": todo, "deadline": until.isoformat()},
+                "Art. 22",
+            )
+        return inspection
+
+
+def notifications_of(platform: Platform, viewer: Principal) -> list[dict]:
+    with platform.store.read() as conn:
+        rows = conn.execute(
+            select(notifications)
+            .where(notifications.c.recipient_id == viewer.id)
+            .order_by(notifications.c.id)
+        ).all()
+    return [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "subject": r.subject,
+            "body": json.loads(r.body_json),
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
