@@ -12,20 +12,31 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.quality import format_profile
+from policies.workflow import Disposal
 
 from . import ledger
 from .demo_data import DEMO_TABLES, write_demo_data
 from .execution import JobService
-from .grants import add_grant
 from .keys import load_public
 from .ledger import now_utc
 from .platform import Platform
 from .principals import Principal, Role, insert
 from .release import verify_product
 from .vault import register
+from .workflow import (
+    agreements,
+    applications,
+    feedback,
+    notices,
+    requests,
+    reviews,
+    supervision,
+    usage,
+)
 
 PROVIDERS = {
     "persons": ("jining_public_security", "Jining Public Security Bureau"),
@@ -33,6 +44,12 @@ PROVIDERS = {
     "utility_payments": ("jining_utilities", "Jining water, power and gas utilities"),
     "social_insurance": ("jining_social_security", "Jining Social Security Bureau"),
     "bus_trips": ("jining_transit", "Jining Public Transport Group"),
+}
+
+GRANTED = {
+    "persons": ["pid", "county", "sex", "birth_date", "income", "name"],
+    "enterprises": ["credit_code", "county", "industry", "registered_capital", "status"],
+    "utility_payments": ["payer_id", "payer_kind", "county", "utility", "amount"],
 }
 
 RELEASED_QUERY = """\
@@ -56,58 +73,91 @@ ORDER BY county, utility"""
 
 ATTACKS = (
     ("a row-level select of names and incomes", "SELECT name, income FROM persons"),
-    ("one person singled out by ID number",
-     "SELECT COUNT(*) AS n, SUM(income) AS income FROM persons "
-     "WHERE pid = '370811199001011234'"),
-    ("the poorest income of each county", "SELECT county, MIN(income) AS lowest FROM persons "
-     "GROUP BY county"),
+    (
+        "one person singled out by ID number",
+        "SELECT COUNT(*) AS n, SUM(income) AS income FROM persons WHERE pid = '370811199001011234'",
+    ),
+    (
+        "the poorest income of each county",
+        "SELECT county, MIN(income) AS lowest FROM persons GROUP BY county",
+    ),
 )
 
 
-def _add(platform: Platform, name: str, role: Role, org: str,
-         jurisdiction: str | None = None) -> tuple[Principal, str]:
+def _add(
+    platform: Platform, name: str, role: Role, org: str, jurisdiction: str | None = None
+) -> tuple[Principal, str]:
     with platform.store.transaction() as conn:
         principal, token = insert(conn, name, role, org, jurisdiction, now_utc())
-        platform.record(conn, ledger.SYSTEM, "principal.add", f"principal:{name}",
-                        {"role": role.value, "org": org, "jurisdiction": jurisdiction}, "Art. 5")
+        platform.record(
+            conn,
+            ledger.SYSTEM,
+            "principal.add",
+            f"principal:{name}",
+            {"role": role.value, "org": org, "jurisdiction": jurisdiction},
+            "Art. 5",
+        )
     return principal, token
 
 
-def run_demo(persons: int = 100_000, echo: Callable[[str], None] = print,
-             home: Path | None = None) -> Path:
+def run_demo(
+    persons: int = 100_000, echo: Callable[[str], None] = print, home: Path | None = None
+) -> Path:
     """Run the demo; return the home folder it used."""
     home = Path(home or tempfile.mkdtemp(prefix="sandbox-demo-")) / "home"
     started = time.perf_counter()
     echo(f"== 1. A throw-away platform at {home}")
     platform = Platform.init(home)
 
-    echo("== 2. Principals (Art. 5): five providers, the city authority, an operator, an auditor")
-    providers = {table: _add(platform, name, Role.PROVIDER, org)[0]
-                 for table, (name, org) in PROVIDERS.items()}
+    echo(
+        "== 2. Principals (Art. 5): five providers, the city authority, two reviewers, "
+        "an operator, a consumer, an auditor"
+    )
+    providers = {
+        table: _add(platform, name, Role.PROVIDER, org)[0]
+        for table, (name, org) in PROVIDERS.items()
+    }
     authority, _ = _add(platform, "jining_bda", Role.AUTHORITY, "Jining Big Data Bureau", "city")
     operator, _ = _add(platform, "lucheng_credit", Role.OPERATOR, "Lucheng Credit Services Ltd")
     _add(platform, "city_audit", Role.AUDITOR, "Jining Cyberspace Administration")
+    reviewers = [
+        _add(platform, "reviewer_sdu", Role.REVIEWER, "Shandong University")[0],
+        _add(platform, "reviewer_qfnu", Role.REVIEWER, "Qufu Normal University")[0],
+    ]
+    consumer, _ = _add(platform, "jining_bank", Role.CONSUMER, "Jining Rural Commercial Bank")
 
     data_dir = home.parent / "data"
     t = time.perf_counter()
     paths = write_demo_data(data_dir, persons=persons)
-    echo(f"== 3. Synthetic public data of Jining: {persons:,} persons "
-         f"({time.perf_counter() - t:.1f} s)")
+    echo(
+        f"== 3. Synthetic public data of Jining: {persons:,} persons "
+        f"({time.perf_counter() - t:.1f} s)"
+    )
 
     echo("== 4. Providers register their data (Art. 14): streamed into versioned snapshots")
     summary = []
     for table, path in paths.items():
         t = time.perf_counter()
-        result = register(platform, providers[table], table, str(path),
-                          DEMO_TABLES[table].classification())
+        result = register(
+            platform, providers[table], table, str(path), DEMO_TABLES[table].classification()
+        )
         v = result.version
         summary.append((table, v.version, v.rows, v.sha256, providers[table].name))
-        echo(f"   {table:<17} v{v.version}  {v.rows:>10,} rows  sha256 {v.sha256[:12]}  "
-             f"({time.perf_counter() - t:.1f} s)")
-    again = register(platform, providers["persons"], "persons", str(paths["persons"]),
-                     DEMO_TABLES["persons"].classification())
-    echo(f"   re-registering unchanged persons keeps version {again.version.version} "
-         f"(changed: {again.changed})")
+        echo(
+            f"   {table:<17} v{v.version}  {v.rows:>10,} rows  sha256 {v.sha256[:12]}  "
+            f"({time.perf_counter() - t:.1f} s)"
+        )
+    again = register(
+        platform,
+        providers["persons"],
+        "persons",
+        str(paths["persons"]),
+        DEMO_TABLES["persons"].classification(),
+    )
+    echo(
+        f"   re-registering unchanged persons keeps version {again.version.version} "
+        f"(changed: {again.changed})"
+    )
     with platform.store.read() as conn:
         from .vault import get_version
 
@@ -116,14 +166,14 @@ def run_demo(persons: int = 100_000, echo: Callable[[str], None] = print,
             for line in format_profile(get_version(conn, platform, table).profile).splitlines():
                 echo("     " + line)
 
-    echo("== 5. The authority grants the operator three datasets until the end of 2027")
-    for table in ("persons", "enterprises", "utility_payments"):
-        add_grant(platform, authority, operator.name, table, until="2027-12-31")
+    agreement_id = _workflow(platform, echo, authority, operator, providers, reviewers)
 
     service = JobService(platform, spare=True)
     try:
-        echo("== 6. The operator's aggregate queries run in an isolated worker; "
-             "every cell is checked (Art. 15)")
+        echo(
+            "== 6. The operator's aggregate queries run in an isolated worker; "
+            "every cell is checked (Art. 15)"
+        )
         product_ids = []
         for sql in (RELEASED_QUERY, UTILITY_QUERY):
             echo("   " + "\n   ".join(sql.splitlines()))
@@ -138,18 +188,25 @@ def run_demo(persons: int = 100_000, echo: Callable[[str], None] = print,
         for label, sql in ATTACKS:
             outcome = service.submit(operator, {"sql": sql})
             reason = outcome.reason or {}
-            echo(f"   {label}:\n     {sql}\n   -> {outcome.state.value} "
-                 f"[{reason.get('rule')}]: {reason.get('message')}")
+            echo(
+                f"   {label}:\n     {sql}\n   -> {outcome.state.value} "
+                f"[{reason.get('rule')}]: {reason.get('message')}"
+            )
+        _supervision(
+            platform, echo, service, authority, operator, consumer, agreement_id, product_ids
+        )
     finally:
         service.close()
 
-    echo("== 8. Verification (Art. 7)")
+    echo("== 10. Verification (Art. 7)")
     public = load_public(platform.public_key_path)
     for product_id in product_ids:
         folder = home / "products" / product_id
         manifest = verify_product(folder, public)
-        echo(f"   product {product_id}: signature and {len(manifest['files'])} file hashes verified "
-             f"({folder})")
+        echo(
+            f"   product {product_id}: signature and {len(manifest['files'])} file hashes verified "
+            f"({folder})"
+        )
         preview = (folder / "output.csv").read_text(encoding="utf-8").splitlines()[:6]
         for line in preview:
             echo("     " + line)
@@ -164,3 +221,113 @@ def run_demo(persons: int = 100_000, echo: Callable[[str], None] = print,
     echo(f"demo finished in {time.perf_counter() - started:.1f} s")
     platform.close()
     return home.parent
+
+
+def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
+    """Art. 9 to 14: notice, application, review, agreement, data requests and approvals."""
+    now = datetime.now(UTC)
+    echo("== 5. The operation flow (Art. 9-14)")
+    notice_id = notices.publish(
+        platform,
+        authority,
+        title="Regional economy indicators for credit risk",
+        domain="finance",
+        scenario="county and industry aggregates for small-business lending",
+        datasets=list(GRANTED),
+        conditions="a licensed credit-information firm",
+        deadline=now + timedelta(days=30),
+    )
+    echo(f"   notice {notice_id} published by {authority.name} (Art. 10)")
+    application_id = applications.apply(
+        platform,
+        operator,
+        notice_id,
+        scenario="county x industry capital and household bills",
+        datasets=GRANTED,
+        security_measures="isolated analysts, MLPS level 3, staff training",
+        security_officer="Zhang Wei",
+        incident_plan="stop all jobs, report to the authority within one hour",
+        job_kinds=["sql_aggregate"],
+        product_kinds=["report"],
+    )
+    echo(
+        f"   application {application_id} by {operator.name}, with its data-security officer "
+        "(Art. 20) and incident-response plan (Art. 21) (Art. 11)"
+    )
+    reviews.appoint(platform, authority, application_id, [r.name for r in reviewers])
+    for reviewer, scores in zip(reviewers, ((82, 76, 88), (78, 81, 85)), strict=True):
+        state = reviews.score(
+            platform,
+            reviewer,
+            application_id,
+            capability=scores[0],
+            scenario=scores[1],
+            security=scores[2],
+        )
+        echo(
+            f"   {reviewer.name} scores capability {scores[0]}, scenario {scores[1]}, "
+            f"security {scores[2]} -> application {state.value} (Art. 12)"
+        )
+    agreement_id = agreements.sign(
+        platform,
+        authority,
+        application_id,
+        valid_from=now - timedelta(minutes=1),
+        valid_until=now + timedelta(days=365),
+        rights_duties="aggregate reports on the granted datasets only",
+        security_requirements="no raw data leaves the sandbox; products pass the output check",
+        exit_conditions="at term end, on breach, or on a failed evaluation not rectified",
+        breach_liability="suspension, then termination",
+        disposal=Disposal.DELETE,
+    )
+    echo(
+        f"   agreement {agreement_id} signed for one year; at expiry derived products are "
+        "deleted (Art. 13)"
+    )
+    for table in GRANTED:
+        request_id = requests.request_data(
+            platform, operator, agreement_id, table, purpose="county-level indicators"
+        )
+        grant_id = requests.approve(platform, providers[table], request_id)
+        echo(
+            f"   data request {request_id} for {table} approved by {providers[table].name} "
+            f"-> grant {grant_id} (Art. 14)"
+        )
+    return agreement_id
+
+
+def _supervision(
+    platform, echo, service, authority, operator, consumer, agreement_id, product_ids
+) -> None:
+    """Art. 16, 23, 24: feedback, a failed evaluation that suspends, rectification."""
+    echo("== 8. Feedback and supervision (Art. 16, 23, 24)")
+    if product_ids:
+        feedback.give(platform, consumer, product_ids[0], 4, "useful for county credit limits")
+        echo(f"   {consumer.name} rates {product_ids[0]} 4 of 5 (Art. 16)")
+    supervision.evaluate(
+        platform,
+        authority,
+        agreement_id,
+        passed=False,
+        notes="usage reports filed late",
+        deadline=datetime.now(UTC) + timedelta(days=30),
+    )
+    echo(f"   evaluation failed: agreement {agreement_id} suspended, rectification due in 30 days")
+    outcome = service.submit(operator, {"sql": UTILITY_QUERY})
+    reason = outcome.reason or {}
+    echo(
+        f"   the operator's next job -> {outcome.state.value} [{reason.get('rule')}]: "
+        f"{reason.get('message')} ({reason.get('article')})"
+    )
+    supervision.rectify(platform, authority, agreement_id, "reports filed; process fixed")
+    outcome = service.submit(operator, {"sql": UTILITY_QUERY})
+    echo(
+        f"   rectified and restored; the same job -> {outcome.state.value}, "
+        f"product {outcome.product_id}"
+    )
+    echo("== 9. Usage report of the operator from the ledger (Art. 16)")
+    period = f"{datetime.now(UTC).year}-Q{(datetime.now(UTC).month - 1) // 3 + 1}"
+    report = usage.usage_report(platform, authority, operator.name, period)
+    totals = report.get("totals", report)
+    shown = {k: v for k, v in totals.items() if isinstance(v, int | float)}
+    echo(f"   {period}: " + ", ".join(f"{k} {v}" for k, v in sorted(shown.items())))
