@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from policies.access import GrantStatus
 from policies.classes import Classification
-from policies.errors import Conflict, IntegrityError, NotFound, PermissionDenied
+from policies.errors import Conflict, IntegrityError, NotFound, PermissionDenied, PolicyRefusal
 from sandbox import ledger, principals, vault
 from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant
+from sandbox.grants import add_grant, grants_of, set_grant_status
 from sandbox.keys import load_public
 from sandbox.platform import Platform
 from sandbox.principals import Principal, Role
@@ -216,3 +217,20 @@ def test_a_product_tampered_in_the_platform_is_not_handed_out(released: Released
     finally:
         csv.write_bytes(original)
     verify_product(released.folder, released.public)
+
+
+def test_a_suspended_grant_stops_the_owners_download(released: Released, tmp_path: Path):
+    platform = released.platform
+    with platform.store.read() as conn:
+        [grant] = [g for g in grants_of(conn, released.owner.id)]
+    set_grant_status(platform, released.authority, grant.id, GrantStatus.SUSPENDED, "inspection")
+    try:
+        with pytest.raises(PolicyRefusal) as err:
+            fetch_product(platform, released.owner, released.product_id, tmp_path / "out")
+        assert err.value.rule == "grant_suspended" and err.value.article == "Art. 24"
+        assert not (tmp_path / "out").exists()
+        # The authority still may (supervision, Art. 5).
+        fetch_product(platform, released.authority, released.product_id, tmp_path / "auth")
+    finally:
+        set_grant_status(platform, released.authority, grant.id, GrantStatus.ACTIVE, "cleared")
+    fetch_product(platform, released.owner, released.product_id, tmp_path / "again")
