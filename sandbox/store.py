@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -34,7 +35,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after a schema version, as (version, table, column DDL): an older
+# store gains them at open. Version 2: grants name their agreement.
+ADDED_COLUMNS = (
+    (2, "grants", "agreement_id INTEGER"),
+    (2, "grants", "review_required BOOLEAN NOT NULL DEFAULT 0"),
+)
 
 metadata = MetaData()
 
@@ -184,6 +192,18 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+def _upgrade(conn: Connection, version: int) -> None:
+    """Bring an older store up to SCHEMA_VERSION, in the caller's transaction."""
+    for since, table, ddl in ADDED_COLUMNS:
+        name = ddl.split()[0]
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        if since > version and name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {ddl}")
+    conn.execute(
+        meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+    )
+
+
 class Store:
     """A handle on the metadata store. Cheap to create; thread-safe via SQLAlchemy's pool."""
 
@@ -222,6 +242,8 @@ class Store:
                     f"the store has schema version {row.value}, newer than this software "
                     f"({SCHEMA_VERSION}); upgrade the platform"
                 )
+            elif int(row.value) < SCHEMA_VERSION:
+                _upgrade(conn, int(row.value))
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
