@@ -531,6 +531,7 @@ def demo(obj: Context, persons: int, keep: bool) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+from . import cli_serve  # noqa: E402,F401,I001
 from . import cli_workflow  # noqa: E402,F401
 
 if __name__ == "__main__":  # python -m sandbox.cli, as the console script does

@@ -39,6 +39,21 @@ def _fraction(value: Any) -> bool:
     return 0 < value <= 1
 
 
+class PathList(tuple):
+    """A list of folders: a TOML array of strings, or one string split at ``os.pathsep``."""
+
+    def __new__(cls, raw: Any = ()):
+        if isinstance(raw, str):
+            raw = [part for part in raw.split(os.pathsep) if part.strip()]
+        if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
+            raise TypeError(raw)
+        return super().__new__(cls, (p.strip() for p in raw))
+
+
+def _absolute_paths(value: Any) -> bool:
+    return all(Path(p).is_absolute() for p in value)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "engine",
@@ -133,6 +148,40 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         lambda v: v in {"zstd", "snappy", "none"},
         "one of: zstd, snappy, none",
+    ),
+    Setting(
+        "api.max_body_mb",
+        1.0,
+        "largest HTTP request body the API reads, MiB (uploads have their own cap); more is 413",
+        float,
+        _positive,
+        "a positive number",
+    ),
+    Setting(
+        "api.max_upload_mb",
+        512.0,
+        "largest dataset upload the API accepts, MiB; more is 413",
+        float,
+        _positive,
+        "a positive number",
+    ),
+    Setting(
+        "api.rate_per_minute",
+        600,
+        "requests one principal may make per minute to one server process (token bucket); "
+        "more is 429",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "api.source_roots",
+        PathList(),
+        "folders whose files providers may register by server-side path through the API "
+        "(empty: none; database URIs are always allowed)",
+        PathList,
+        _absolute_paths,
+        "absolute folder paths (environment: separated by ':')",
     ),
 )
 

@@ -1,0 +1,167 @@
+"""Benchmark: the HTTP API against the in-process path, and status reads under load.
+
+Usage::
+
+    python bench/api.py [--runs 5] [--requests 4000] [--seconds 20] [--concurrency 64]
+
+``submit_inprocess``
+    :meth:`sandbox.execution.JobService.submit` of a small query (2,000 rows,
+    4 x 2 cells), with the spare worker: the reference.
+``submit_http``
+    the same query through a real ``sandbox serve`` on 127.0.0.1: ``POST
+    /v1/jobs`` (202), then ``GET /v1/jobs/{id}?wait=`` long-polls until it is
+    released (the server's executor thread runs it).
+``status_rps_w1`` / ``status_rps_w2``
+    requests per second of ``GET /v1/jobs/{id}`` from an asyncio httpx load
+    generator with ``--concurrency`` connections, against 1 and 2 uvicorn
+    workers; bounded by ``--requests`` and ``--seconds``, loopback only.
+
+Each latency is the median of ``--runs`` runs after one warm-up. Lines are
+``name: value unit``; ratios are against the in-process reference and against
+one worker. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import httpx  # noqa: E402
+from api_server import ApiServer, make_home, write_persons  # noqa: E402
+
+from sandbox.client import Client  # noqa: E402
+from sandbox.execution import JobService  # noqa: E402
+from sandbox.platform import Platform  # noqa: E402
+from sandbox.principals import authenticate  # noqa: E402
+from sandbox.vault import load_classification, register  # noqa: E402
+
+SQL = "SELECT county, sex, COUNT(*) AS n, SUM(income) AS income FROM persons GROUP BY county, sex"
+
+
+def setup(root: Path) -> tuple[Path, dict[str, str]]:
+    home = root / "home"
+    tokens = make_home(home, "[api]\nrate_per_minute = 10000000\n")
+    csv, yaml_path = write_persons(root / "data")
+    platform = Platform.open(home)
+    with platform.store.read() as conn:
+        provider = authenticate(conn, tokens["provider"])
+    register(platform, provider, "persons", str(csv), load_classification(yaml_path))
+    platform.close()
+    return home, tokens
+
+
+def grant(url: str, tokens: dict[str, str]) -> None:
+    with Client(url, tokens["authority"]) as c:
+        c.add_grant("operator", "persons", "2099-12-31")
+
+
+def inprocess(home: Path, token: str, runs: int) -> float:
+    platform = Platform.open(home)
+    with platform.store.read() as conn:
+        operator = authenticate(conn, token)
+    service = JobService(platform, spare=True)
+    times = []
+    try:
+        for i in range(runs + 1):
+            time.sleep(1.0)  # the spare worker finishes its imports, as between two jobs
+            start = time.perf_counter()
+            outcome = service.submit(operator, {"sql": SQL})
+            assert outcome.state.value == "released", outcome
+            if i:
+                times.append(time.perf_counter() - start)
+    finally:
+        service.close()
+        platform.close()
+    return statistics.median(times)
+
+
+def over_http(url: str, token: str, runs: int) -> tuple[float, int]:
+    times, last = [], 0
+    with Client(url, token) as c:
+        for i in range(runs + 1):
+            time.sleep(1.0)
+            start = time.perf_counter()
+            job = c.wait_job(c.submit_job(SQL).job, timeout=60)
+            assert job.state == "released", job
+            last = job.job
+            if i:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times), last
+
+
+async def _load(url: str, token: str, job_id: int, total: int, seconds: float, conns: int):
+    limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
+    headers = {"Authorization": f"Bearer {token}"}
+    done = {"ok": 0, "bad": 0}
+    deadline = time.perf_counter() + seconds
+    issued = 0
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as h:
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < total and time.perf_counter() < deadline:
+                issued += 1
+                response = await h.get(f"/v1/jobs/{job_id}")
+                done["ok" if response.status_code == 200 else "bad"] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conns)))
+        elapsed = time.perf_counter() - start
+    return done["ok"] / elapsed, done["bad"]
+
+
+def status_rps(home, tokens, workers, args) -> float:
+    with ApiServer(home, workers=workers) as server:
+        grant(server.url, tokens)
+        with Client(server.url, tokens["operator"]) as c:
+            job = c.wait_job(c.submit_job(SQL).job, timeout=60)
+        asyncio.run(_load(server.url, tokens["operator"], job.job, 200, 5, args.concurrency))
+        rps, bad = asyncio.run(
+            _load(
+                server.url,
+                tokens["operator"],
+                job.job,
+                args.requests,
+                args.seconds,
+                args.concurrency,
+            )
+        )
+    if bad:
+        print(f"status_errors_w{workers}: {bad} responses", flush=True)
+    return rps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        home, tokens = setup(Path(tmp))
+        with ApiServer(home) as server:
+            grant(server.url, tokens)
+            http_s, _ = over_http(server.url, tokens["operator"], args.runs)
+        local_s = inprocess(home, tokens["operator"], args.runs)
+        print(f"submit_inprocess: {local_s * 1000:.0f} ms", flush=True)
+        print(f"submit_http: {http_s * 1000:.0f} ms", flush=True)
+        print(f"submit_http_vs_inprocess: {http_s / local_s:.2f} x", flush=True)
+        rps1 = status_rps(home, tokens, 1, args)
+        print(f"status_rps_w1: {rps1:.0f} req/s ({args.concurrency} connections)", flush=True)
+        rps2 = status_rps(home, tokens, 2, args)
+        print(f"status_rps_w2: {rps2:.0f} req/s ({args.concurrency} connections)", flush=True)
+        print(f"status_rps_w2_vs_w1: {rps2 / rps1:.2f} x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

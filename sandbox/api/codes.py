@@ -1,0 +1,100 @@
+"""Error codes of the HTTP API: one table shared by the server and the client.
+
+The server answers every error with the envelope of :mod:`.errors`; its HTTP
+status comes from the code here. The client turns an envelope back into the
+same exception class by its code, so a caller of :class:`sandbox.client.Client`
+catches :class:`~policies.errors.NotFound` whether it ran in-process or over
+HTTP. Four conditions exist only at the HTTP boundary; their classes live here,
+below :class:`~policies.errors.SandboxError` like every other error::
+
+    SandboxError
+    +-- InputError
+    |   +-- InvalidRequest     the request does not fit the OpenAPI schema (422)
+    +-- LimitExceeded
+    |   +-- PayloadTooLarge    body or upload over its cap (413)
+    |   +-- RateLimited        too many requests of one principal (429)
+    +-- MethodNotAllowed       the route exists, the method does not (405)
+    +-- NotReady               the store or the key is not reachable (503)
+    +-- InternalError          anything unexpected; never a traceback (500)
+"""
+
+from __future__ import annotations
+
+from policies.errors import (
+    AuthError,
+    ClassificationError,
+    ConfigError,
+    Conflict,
+    InputError,
+    IntegrityError,
+    JobFailed,
+    NotFound,
+    PermissionDenied,
+    PolicyRefusal,
+    SandboxError,
+    SourceError,
+)
+
+
+class InvalidRequest(InputError):
+    code = "invalid_request"
+
+
+class LimitExceeded(SandboxError):
+    code = "limit_exceeded"
+
+
+class PayloadTooLarge(LimitExceeded):
+    code = "payload_too_large"
+
+
+class RateLimited(LimitExceeded):
+    code = "rate_limited"
+
+
+class MethodNotAllowed(SandboxError):
+    code = "method_not_allowed"
+
+
+class NotReady(SandboxError):
+    code = "not_ready"
+
+
+class InternalError(SandboxError):
+    code = "internal_error"
+
+
+# code -> (HTTP status, class the client raises)
+CODES: dict[str, tuple[int, type[SandboxError]]] = {
+    SandboxError.code: (400, SandboxError),
+    ConfigError.code: (500, ConfigError),
+    InputError.code: (400, InputError),
+    ClassificationError.code: (400, ClassificationError),
+    SourceError.code: (400, SourceError),
+    InvalidRequest.code: (422, InvalidRequest),
+    AuthError.code: (401, AuthError),
+    PermissionDenied.code: (403, PermissionDenied),
+    NotFound.code: (404, NotFound),
+    MethodNotAllowed.code: (405, MethodNotAllowed),
+    Conflict.code: (409, Conflict),
+    PolicyRefusal.code: (403, PolicyRefusal),
+    JobFailed.code: (409, JobFailed),
+    IntegrityError.code: (409, IntegrityError),
+    PayloadTooLarge.code: (413, PayloadTooLarge),
+    RateLimited.code: (429, RateLimited),
+    LimitExceeded.code: (429, LimitExceeded),
+    NotReady.code: (503, NotReady),
+    InternalError.code: (500, InternalError),
+}
+
+
+def status_of(code: str) -> int:
+    return CODES.get(code, (400, SandboxError))[0]
+
+
+def error_from(code: str, message: str, article: str | None) -> SandboxError:
+    """The exception a client raises for an envelope; unknown codes keep their code."""
+    status, cls = CODES.get(code, (400, SandboxError))
+    if cls is PolicyRefusal:
+        return PolicyRefusal("refused", message, article=article)
+    return cls(message, article=article, code=code)

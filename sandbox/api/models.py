@@ -1,0 +1,139 @@
+"""Pydantic models of request and response bodies: the API's OpenAPI schema.
+
+Free-form parts (a quality profile, a check report, a manifest, ledger details)
+stay ``dict``: their shape is owned by the module that writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+MAX_ID = 2**53
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    article: str | None
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Me(BaseModel):
+    id: int
+    name: str
+    role: str
+    org: str
+    jurisdiction: str | None
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    provider_id: int
+    version: int
+    rows: int
+    bytes: int
+    sha256: str
+    created_at: str
+
+
+class DatasetDetail(BaseModel):
+    dataset: str
+    version: int
+    rows: int
+    sha256: str
+    created_at: str
+    classification: dict[str, Any] | None
+    profile: dict[str, Any] | None
+
+
+class Registration(BaseModel):
+    dataset: str
+    version: int
+    changed: bool
+    rows: int
+    sha256: str
+
+
+class RegisterByUri(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME, max_length=100)
+    uri: str = Field(min_length=1, max_length=4096)
+    classification: dict[str, Any]
+
+
+class GrantRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    operator: str = Field(pattern=NAME, max_length=100)
+    dataset: str = Field(pattern=NAME, max_length=100)
+    until: str = Field(max_length=40, description="end of the term, ISO date")
+    start: str | None = Field(default=None, max_length=40)
+    columns: list[str] | None = Field(default=None, max_length=1000)
+    extra_aggregates: list[str] = Field(default_factory=list, max_length=20)
+    aggregate_expressions: bool = False
+    disclosure: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class GrantCreated(BaseModel):
+    grant: int
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sql: str = Field(min_length=1, max_length=100_000)
+    kind: str = Field(default="sql_aggregate", max_length=64)
+
+
+class Job(BaseModel):
+    job: int
+    state: str
+    reason: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    product: str | None = None
+
+
+class JobSummary(BaseModel):
+    id: int
+    kind: str
+    status: str
+    product_id: str | None
+    created_at: str
+    operator_id: int
+
+
+class Product(BaseModel):
+    id: str
+    job_id: int
+    operator_id: int
+    verdict: str
+    manifest_sha256: str
+    created_at: str
+
+
+class LedgerEntry(BaseModel):
+    seq: int
+    ts: str
+    actor: str
+    role: str
+    action: str
+    subject: str
+    details: Any
+    article: str
+    prev_hash: str
+    hash: str
+
+
+class LedgerVerification(BaseModel):
+    entries: int
+    head_seq: int
+    head_hash: str

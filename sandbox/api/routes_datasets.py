@@ -1,0 +1,175 @@
+"""Datasets (register by upload or server-side URI, list, show) and grants.
+
+Registration and grants call the same platform functions as the CLI
+(:func:`sandbox.vault.register`, :func:`sandbox.grants.add_grant`), which
+check the role. A quality profile stays inside the platform: only the owning
+provider, the authority and auditors see it; consumers see no classification
+either (they reach products, not datasets).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import yaml
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
+
+from policies.classes import Classification
+from policies.errors import ClassificationError, InputError, PermissionDenied
+
+from ..grants import add_grant
+from ..principals import Role, require_role
+from ..vault import get_version, list_datasets, register
+from .auth import CurrentPrincipal
+from .models import (
+    MAX_ID,
+    NAME,
+    DatasetDetail,
+    DatasetSummary,
+    GrantCreated,
+    GrantRequest,
+    RegisterByUri,
+    Registration,
+)
+from .sources import check_source
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+UPLOAD_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"}
+PROFILE_READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
+COPY_CHUNK = 1 << 20
+
+
+def _classification(data: Any) -> Classification:
+    try:
+        return Classification.from_dict(data)
+    except ClassificationError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ClassificationError(
+            "the classification must map 'columns' to classes and name an 'entity_key'"
+        ) from exc
+
+
+def _registration(name: str, result) -> Registration:
+    v = result.version
+    return Registration(
+        dataset=name, version=v.version, changed=result.changed, rows=v.rows, sha256=v.sha256
+    )
+
+
+@router.get("/datasets", response_model=list[DatasetSummary])
+def datasets_list(request: Request, me: CurrentPrincipal):
+    """Every dataset's latest version (names, sizes and hashes; never values)."""
+    with request.app.state.platform.store.read() as conn:
+        return list_datasets(conn)
+
+
+@router.get("/datasets/{name}", response_model=DatasetDetail)
+def datasets_show(
+    request: Request,
+    me: CurrentPrincipal,
+    name: str = PathParam(pattern=NAME, max_length=100),
+    version: int | None = Query(default=None, ge=1, le=MAX_ID),
+):
+    """A dataset version; its profile only for its provider, the authority and auditors."""
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        v = get_version(conn, platform, name, version)
+    if me.role is Role.PROVIDER and v.provider_id != me.id:
+        raise PermissionDenied(
+            f"dataset '{name}' belongs to another provider (Art. 14)", article="Art. 14"
+        )
+    sees_profile = me.role in PROFILE_READERS
+    return DatasetDetail(
+        dataset=name,
+        version=v.version,
+        rows=v.rows,
+        sha256=v.sha256,
+        created_at=v.created_at,
+        classification=None if me.role is Role.CONSUMER else v.classification.to_dict(),
+        profile=v.profile if sees_profile else None,
+    )
+
+
+@router.post("/datasets", response_model=Registration, status_code=201)
+def datasets_register_uri(request: Request, body: RegisterByUri, me: CurrentPrincipal):
+    """Register from a server-side source: a file under ``api.source_roots`` or a database URI."""
+    require_role(me, Role.PROVIDER, action="register datasets", article="Art. 14")
+    platform = request.app.state.platform
+    classification = _classification(body.classification)
+    check_source(body.uri, tuple(platform.settings["api.source_roots"]))
+    return _registration(body.name, register(platform, me, body.name, body.uri, classification))
+
+
+async def _save(upload: UploadFile, target: Path) -> None:
+    with open(target, "wb") as out:
+        while chunk := await upload.read(COPY_CHUNK):
+            out.write(chunk)
+
+
+@router.post("/datasets/upload", response_model=Registration, status_code=201)
+async def datasets_register_upload(
+    request: Request,
+    me: CurrentPrincipal,
+    file: Annotated[UploadFile, File(description="the data: .csv, .parquet, .jsonl")],
+    classification: Annotated[UploadFile, File(description="the classification YAML")],
+    name: str = Form(pattern=NAME, max_length=100),
+    text: str | None = Form(
+        default=None, max_length=10_000, description="CSV columns to read as text, comma-separated"
+    ),
+):
+    """Register an uploaded file with its classification (capped by ``api.max_upload_mb``)."""
+    from starlette.concurrency import run_in_threadpool
+
+    require_role(me, Role.PROVIDER, action="register datasets", article="Art. 14")
+    platform = request.app.state.platform
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise InputError(
+            f"the uploaded file's name must end in one of {', '.join(sorted(UPLOAD_SUFFIXES))}, "
+            "which tells its kind"
+        )
+    if text is not None and suffix != ".csv":
+        raise InputError("'text' applies to CSV uploads only")
+    raw = await classification.read(COPY_CHUNK + 1)
+    if len(raw) > COPY_CHUNK:
+        raise InputError("the classification file is over 1 MiB")
+    try:
+        parsed = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ClassificationError("the classification file is not valid UTF-8 YAML") from exc
+    parsed_classification = _classification(parsed)
+    work = platform.work_dir()
+    try:
+        target = work / f"upload{suffix}"
+        await _save(file, target)
+        uri = str(target)
+        if text is not None:
+            uri = f"csv://{target}?text={quote(text, safe=',')}"
+        result = await run_in_threadpool(register, platform, me, name, uri, parsed_classification)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _registration(name, result)
+
+
+@router.post("/grants", response_model=GrantCreated, status_code=201, tags=["grants"])
+def grants_add(request: Request, body: GrantRequest, me: CurrentPrincipal):
+    """An authority grants an operator use of a dataset for a term (Art. 14)."""
+    grant_id = add_grant(
+        request.app.state.platform,
+        me,
+        body.operator,
+        body.dataset,
+        until=body.until,
+        start=body.start,
+        columns=body.columns,
+        extra_aggregates=body.extra_aggregates,
+        aggregate_expressions=body.aggregate_expressions,
+        disclosure=dict(body.disclosure),
+    )
+    return GrantCreated(grant=grant_id)

@@ -1,0 +1,56 @@
+"""The ledger over HTTP: filtered reads for auditors and the authority, and verification.
+
+``GET /v1/ledger/verify`` walks the whole hash chain and the signed head, like
+``sandbox ledger verify``; a broken chain is a 409 ``integrity`` error naming
+the first bad entry. It reveals only counts and the head hash, so any
+authenticated principal may ask.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from .. import ledger as ledger_mod
+from ..principals import Role, require_role
+from .auth import CurrentPrincipal
+from .models import LedgerEntry, LedgerVerification
+
+router = APIRouter(prefix="/v1", tags=["ledger"])
+
+MAX_ENTRIES = 10_000
+
+
+@router.get("/ledger", response_model=list[LedgerEntry])
+def ledger_read(
+    request: Request,
+    me: CurrentPrincipal,
+    actor: str | None = Query(default=None, max_length=200),
+    subject: str | None = Query(default=None, max_length=200),
+    action: str | None = Query(default=None, max_length=64),
+    since: str | None = Query(default=None, max_length=40, description="ISO time"),
+    until: str | None = Query(default=None, max_length=40, description="ISO time"),
+    limit: int = Query(default=1000, ge=1, le=MAX_ENTRIES),
+):
+    """Ledger entries, oldest first (auditor or authority)."""
+    require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
+    with request.app.state.platform.store.read() as conn:
+        return ledger_mod.query(
+            conn,
+            actor=actor,
+            subject=subject,
+            action=action,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+
+@router.get("/ledger/verify", response_model=LedgerVerification)
+def ledger_verify(request: Request, me: CurrentPrincipal):
+    """Walk the hash chain and check the signed head."""
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        report = ledger_mod.verify(conn, platform.key.public_key())
+    return LedgerVerification(
+        entries=report.entries, head_seq=report.head_seq, head_hash=report.head_hash
+    )

@@ -1,0 +1,55 @@
+"""Liveness, readiness and "who am I": what a load balancer and a new client ask first."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from ..keys import sign
+from ..keys import verify as verify_signature
+from ..store import ledger_head
+from .auth import CurrentPrincipal
+from .codes import NotReady
+from .models import Health, Me
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, tags=["system"])
+async def healthz() -> Health:
+    """The process is up (no store access, no token)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, tags=["system"])
+def readyz(request: Request) -> Health:
+    """The store answers, the signing key signs, and the job executor runs."""
+    state = request.app.state
+    platform = getattr(state, "platform", None)
+    if platform is None:
+        raise NotReady("the platform is not open yet")
+    try:
+        with platform.store.read() as conn:
+            conn.execute(select(ledger_head.c.seq)).first()
+    except Exception as exc:
+        raise NotReady("the platform store does not answer") from exc
+    probe = b"readyz"
+    try:
+        verify_signature(platform.key.public_key(), probe, sign(platform.key, probe), "readyz")
+    except Exception as exc:
+        raise NotReady("the platform signing key is not usable") from exc
+    if not state.executor.running:
+        raise NotReady("the job executor is not running")
+    return Health(status="ready")
+
+
+@router.get("/v1/me", response_model=Me, tags=["system"])
+def me(principal: CurrentPrincipal) -> Me:
+    """The principal the token belongs to."""
+    return Me(
+        id=principal.id,
+        name=principal.name,
+        role=principal.role.value,
+        org=principal.org,
+        jurisdiction=principal.jurisdiction,
+    )
