@@ -10,6 +10,7 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -28,16 +29,31 @@ TOKEN_HELP = "the principal's token (or set SANDBOX_TOKEN)"
 
 
 class Context:
-    def __init__(self, home: Path, debug: bool):
+    def __init__(self, home: Path, debug: bool, server: str | None = None):
         self.home = home
         self.debug = debug
+        self.server = server
         self._platform: Platform | None = None
 
     @property
     def platform(self) -> Platform:
+        if self.server:
+            from policies.errors import InputError
+
+            command = click.get_current_context().command_path
+            raise InputError(
+                f"'{command}' runs on the platform's host only; drop --server "
+                "(and SANDBOX_SERVER) to run it there"
+            )
         if self._platform is None:
             self._platform = Platform.open(self.home)
         return self._platform
+
+    def client(self, token: str | None):
+        """The HTTP client for --server; the token is sent as a bearer token."""
+        from .client import Client
+
+        return Client(self.server, token)
 
     def principal(self, token: str | None):
         from .principals import authenticate
@@ -83,10 +99,13 @@ class SandboxGroup(click.Group):
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="platform home folder (default: $SANDBOX_HOME or .sandbox)")
 @click.option("--debug", is_flag=True, help="show tracebacks")
+@click.option("--server", envvar="SANDBOX_SERVER", default=None,
+              help="run through the HTTP API at this URL instead of on the platform's host "
+              "(dataset, grant, job, product and ledger commands)")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, debug: bool) -> None:
+def main(ctx: click.Context, home: Path | None, debug: bool, server: str | None) -> None:
     """Privacy-computing public-data sandbox: raw data stays in, vetted aggregates leave."""
-    ctx.obj = Context(home or default_home(), debug)
+    ctx.obj = Context(home or default_home(), debug, server)
 
 
 @main.command()
@@ -202,8 +221,19 @@ def dataset_register(obj: Context, name: str, source: str, classification_path: 
     """Register a dataset (a new version if its data changed)."""
     from .vault import load_classification, register
 
-    me = obj.principal(token)
     classification = load_classification(classification_path)
+    if obj.server:
+        with obj.client(token) as client:
+            if Path(source).is_file():  # a local file is uploaded; anything else the server reads
+                reg = client.register_upload(name, source, classification_path)
+            else:
+                reg = client.register_uri(name, source, classification.to_dict())
+        data = dataclasses.asdict(reg)
+        word = "registered" if reg.changed else "unchanged, kept"
+        emit(data, as_json, f"{name}: {word} version {reg.version} ({reg.rows:,} rows, "
+                            f"sha256 {reg.sha256[:12]})")
+        return
+    me = obj.principal(token)
     progress = _Progress()
     try:
         result = register(obj.platform, me, name, source, classification, progress)
@@ -225,9 +255,13 @@ def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
     """List datasets and their latest versions."""
     from .vault import list_datasets
 
-    obj.principal(token)
-    with obj.platform.store.read() as conn:
-        rows = list_datasets(conn)
+    if obj.server:
+        with obj.client(token) as client:
+            rows = [dataclasses.asdict(d) for d in client.list_datasets()]
+    else:
+        obj.principal(token)
+        with obj.platform.store.read() as conn:
+            rows = list_datasets(conn)
     emit(rows, as_json, "\n".join(f"{r['name']:<20} v{r['version']:<3} {r['rows']:>12,} rows"
                                   for r in rows) or "(no datasets)")
 
@@ -296,7 +330,6 @@ def grant_add(obj: Context, operator: str, dataset_name: str, until: str, start:
 
     from .grants import add_grant
 
-    me = obj.principal(token)
     overrides: dict[str, Any] = {}
     for item in disclosure:
         if "=" not in item:
@@ -306,9 +339,17 @@ def grant_add(obj: Context, operator: str, dataset_name: str, until: str, start:
             overrides[key.strip()] = json.loads(value)
         except ValueError:
             overrides[key.strip()] = value.strip()
-    grant_id = add_grant(obj.platform, me, operator, dataset_name, until=until, start=start,
-                         columns=_split(columns), extra_aggregates=_split(aggregates) or [],
-                         aggregate_expressions=expressions, disclosure=overrides)
+    if obj.server:
+        with obj.client(token) as client:
+            grant_id = client.add_grant(operator, dataset_name, until, start=start,
+                                        columns=_split(columns),
+                                        extra_aggregates=_split(aggregates) or [],
+                                        aggregate_expressions=expressions, disclosure=overrides)
+    else:
+        grant_id = add_grant(obj.platform, obj.principal(token), operator, dataset_name,
+                             until=until, start=start, columns=_split(columns),
+                             extra_aggregates=_split(aggregates) or [],
+                             aggregate_expressions=expressions, disclosure=overrides)
     emit({"grant": grant_id}, as_json, f"grant {grant_id}: {operator} may use {dataset_name} "
                                        f"until {until}")
 
@@ -325,21 +366,27 @@ def _outcome_dict(outcome) -> dict:
             "report": outcome.report, "product": outcome.product_id}
 
 
-def _outcome_text(outcome) -> str:
-    lines = [f"job {outcome.job_id}: {outcome.state.value}"]
-    if outcome.reason:
-        r = outcome.reason
+def _job_dict(job) -> dict:
+    """The same dict from a client's Job as _outcome_dict makes from a JobOutcome."""
+    return {"job": job.job, "state": job.state, "reason": job.reason, "report": job.report,
+            "product": job.product}
+
+
+def _outcome_text(data: dict) -> str:
+    lines = [f"job {data['job']}: {data['state']}"]
+    if data["reason"]:
+        r = data["reason"]
         rule = f" [{r['rule']}]" if r.get("rule") else ""
         article = f" ({r['article']})" if r.get("article") and r["article"] not in r["message"] \
             else ""
         lines.append(f"  {r.get('code', '')}{rule}: {r['message']}{article}")
-    if outcome.report:
-        lines.extend("  " + line for line in outcome.report["summary"].splitlines())
-        for cell in outcome.report.get("cells", [])[:20]:
+    if data["report"]:
+        lines.extend("  " + line for line in data["report"]["summary"].splitlines())
+        for cell in data["report"].get("cells", [])[:20]:
             lines.append(f"    row {cell['row']}, {cell['column']}: {cell['verdict']} "
                          f"({', '.join(cell['rules'])})")
-    if outcome.product_id:
-        lines.append(f"  product: {outcome.product_id}")
+    if data["product"]:
+        lines.append(f"  product: {data['product']}")
     return "\n".join(lines)
 
 
@@ -353,13 +400,21 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
     """Submit an SQL aggregate job and wait for its outcome."""
     from .execution import JobService
 
+    if obj.server:
+        with obj.client(token) as client:
+            job = client.submit_job(sql_file.read())
+            data = _job_dict(client.wait_job(job.job))
+        emit(data, as_json, _outcome_text(data))
+        if data["state"] in {"refused", "failed"}:
+            sys.exit(3)
+        return
     me = obj.principal(token)
     service = JobService(obj.platform, spare=False)
     try:
         outcome = service.submit(me, {"sql": sql_file.read()})
     finally:
         service.close()
-    emit(_outcome_dict(outcome), as_json, _outcome_text(outcome))
+    emit(_outcome_dict(outcome), as_json, _outcome_text(_outcome_dict(outcome)))
     if outcome.state.value in {"refused", "failed"}:
         sys.exit(3)
 
@@ -373,10 +428,15 @@ def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> Non
     """Status, refusal or check report of a job."""
     from .execution import job_outcome
 
+    if obj.server:
+        with obj.client(token) as client:
+            data = _job_dict(client.job(job_id))
+        emit(data, as_json, _outcome_text(data))
+        return
     me = obj.principal(token)
     with obj.platform.store.read() as conn:
         outcome = job_outcome(conn, me, job_id)
-    emit(_outcome_dict(outcome), as_json, _outcome_text(outcome))
+    emit(_outcome_dict(outcome), as_json, _outcome_text(_outcome_dict(outcome)))
 
 
 @job.command("list")
@@ -387,9 +447,13 @@ def job_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Your jobs (authorities and auditors: all jobs)."""
     from .execution import list_jobs
 
-    me = obj.principal(token)
-    with obj.platform.store.read() as conn:
-        rows = list_jobs(conn, me)
+    if obj.server:
+        with obj.client(token) as client:
+            rows = [dataclasses.asdict(j) for j in client.list_jobs()]
+    else:
+        me = obj.principal(token)
+        with obj.platform.store.read() as conn:
+            rows = list_jobs(conn, me)
     emit(rows, as_json, "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}"
                                   for r in rows) or "(no jobs)")
 
@@ -409,9 +473,13 @@ def product_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Products you may download."""
     from .products import list_products
 
-    me = obj.principal(token)
-    with obj.platform.store.read() as conn:
-        rows = list_products(conn, me)
+    if obj.server:
+        with obj.client(token) as client:
+            rows = [dataclasses.asdict(p) for p in client.list_products()]
+    else:
+        me = obj.principal(token)
+        with obj.platform.store.read() as conn:
+            rows = list_products(conn, me)
     emit(rows, as_json, "\n".join(f"{r['id']:<14} job {r['job_id']:<5} {r['verdict']}"
                                   for r in rows) or "(no products)")
 
@@ -426,8 +494,10 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> 
     """Download a released product (its files, manifest and signature)."""
     from .products import fetch_product
 
-    me = obj.principal(token)
-    target = fetch_product(obj.platform, me, product_id, out)
+    if obj.server:
+        target = _remote_get(obj, token, product_id, out)
+    else:
+        target = fetch_product(obj.platform, obj.principal(token), product_id, out)
     click.echo(f"{product_id} copied to {target}")
 
 
@@ -446,6 +516,28 @@ def product_verify(obj: Context, folder: Path, public_key: Path | None) -> None:
     click.echo(f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified")
 
 
+def _remote_get(obj: Context, token: str | None, product_id: str, out: Path) -> Path:
+    """Download a product's zip through the API and unpack it into ``out/<id>``."""
+    import tempfile
+    import zipfile
+
+    from policies.errors import Conflict
+
+    target = Path(out) / product_id
+    if target.exists():
+        raise Conflict(f"{target} exists already; choose another --out")
+    with tempfile.TemporaryDirectory() as tmp, obj.client(token) as client:
+        archive = client.download_zip(product_id, tmp)
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+            if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
+                raise Conflict(f"{product_id}: the archive names a path outside its folder")
+            target.mkdir(parents=True)
+            for name in names:
+                (target / Path(name).name).write_bytes(zf.read(name))
+    return target
+
+
 # --- ledger -------------------------------------------------------------------
 
 @main.group()
@@ -454,11 +546,18 @@ def ledger() -> None:
 
 
 @ledger.command("verify")
+@as_option
 @pass_ctx
-def ledger_verify(obj: Context) -> None:
-    """Walk the hash chain and check the signed head."""
+def ledger_verify(obj: Context, token: str | None) -> None:
+    """Walk the hash chain and check the signed head (host-level, or --server with a token)."""
     from .keys import load_public
 
+    if obj.server:
+        with obj.client(token) as client:
+            report = client.verify_ledger()
+        click.echo(f"ledger verified: {report.entries} entries, head {report.head_seq} "
+                   f"{report.head_hash[:16]}")
+        return
     platform = obj.platform
     with platform.store.read() as conn:
         report = ledger_mod.verify(conn, load_public(platform.public_key_path))
@@ -480,11 +579,16 @@ def ledger_show(obj: Context, actor, subject, action, since, until, limit, token
     """Read ledger entries (auditor or authority)."""
     from .principals import Role, require_role
 
-    me = obj.principal(token)
-    require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
-    with obj.platform.store.read() as conn:
-        rows = ledger_mod.query(conn, actor=actor, subject=subject, action=action, since=since,
-                                until=until, limit=limit)
+    filters = dict(actor=actor, subject=subject, action=action, since=since, until=until,
+                   limit=limit)
+    if obj.server:
+        with obj.client(token) as client:
+            rows = [dataclasses.asdict(e) for e in client.ledger(**filters)]
+    else:
+        me = obj.principal(token)
+        require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
+        with obj.platform.store.read() as conn:
+            rows = ledger_mod.query(conn, **filters)
     emit(rows, as_json, "\n".join(
         f"{r['seq']:>6} {r['ts'][:19]} {r['actor']:<14} {r['action']:<26} {r['subject']:<18} "
         f"{r['article']}" for r in rows) or "(no entries)")
