@@ -118,7 +118,9 @@ def run_demo(
         for table, (name, org) in PROVIDERS.items()
     }
     authority, _ = _add(platform, "jining_bda", Role.AUTHORITY, "Jining Big Data Bureau", "city")
-    operator, _ = _add(platform, "lucheng_credit", Role.OPERATOR, "Lucheng Credit Services Ltd")
+    operator, operator_token = _add(
+        platform, "lucheng_credit", Role.OPERATOR, "Lucheng Credit Services Ltd"
+    )
     _add(platform, "city_audit", Role.AUDITOR, "Jining Cyberspace Administration")
     reviewers = [
         _add(platform, "reviewer_sdu", Role.REVIEWER, "Shandong University")[0],
@@ -198,7 +200,9 @@ def run_demo(
     finally:
         service.close()
 
-    echo("== 10. Verification (Art. 7)")
+    product_ids.extend(_through_the_api(home, echo, operator_token))
+
+    echo("== 11. Verification (Art. 7)")
     public = load_public(platform.public_key_path)
     for product_id in product_ids:
         folder = home / "products" / product_id
@@ -331,3 +335,52 @@ def _supervision(
     totals = report.get("totals", report)
     shown = {k: v for k, v in totals.items() if isinstance(v, int | float)}
     echo(f"   {period}: " + ", ".join(f"{k} {v}" for k, v in sorted(shown.items())))
+
+
+def _through_the_api(home: Path, echo: Callable[[str], None], token: str) -> list[str]:
+    """The operator's job again, through `sandbox serve` on loopback and the Python client."""
+    import socket
+    import subprocess
+    import sys
+
+    from .client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    echo(f"== 10. The same service over HTTP (Art. 6): sandbox serve on {url}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--home", str(home), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with Client(url, token) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.ready()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        echo("   the server did not start; skipping this step")
+                        return []
+                    time.sleep(0.2)
+            job = client.submit_job(UTILITY_QUERY)
+            echo(f"   POST /v1/jobs -> 202, job {job.job} {job.state}")
+            done = client.wait_job(job.job)
+            echo(f"   GET /v1/jobs/{job.job}?wait=... -> {done.state}, product {done.product}")
+            refused = client.submit_job(ATTACKS[0][1])
+            echo(
+                f"   a row-level select over HTTP -> {refused.state} "
+                f"[{(refused.reason or {}).get('rule')}]"
+            )
+            return [done.product] if done.product else []
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
