@@ -94,18 +94,22 @@ def profile_parquet(path: str, classification: Classification) -> dict:
     exact = rows_total <= EXACT_DISTINCT_MAX_ROWS
     source = f"read_parquet({_sql_literal(path)})"
 
+    key = classification.entity_key
+    counted_exactly = {key, *classification.formats}  # by _grouped_counts, below
     select = ["count(*)"]
     for name in schema.names:
         col = quote_ident(name)
         select.append(f"count({col})")
-        select.append(f"count(DISTINCT {col})" if exact else f"approx_count_distinct({col})")
-    key = classification.entity_key
+        if name in counted_exactly:
+            select.append("0")  # not counted twice
+        else:
+            select.append(f"count(DISTINCT {col})" if exact else f"approx_count_distinct({col})")
     con = duckdb.connect()
     try:
         values = list(con.execute(f"SELECT {', '.join(select)} FROM {source}").fetchone())
         grouped = {
             name: _grouped_counts(con, source, name, classification.formats.get(name))
-            for name in {key, *classification.formats}
+            for name in counted_exactly
         }
     except duckdb.Error as exc:
         raise SourceError(f"{path}: profiling failed ({type(exc).__name__})") from exc
