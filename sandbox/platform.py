@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import ConfigError
 
-from . import keys, ledger
+from . import keys, ledger, storage
 from .ledger import Actor
 from .settings import Settings
 from .store import Store
@@ -80,6 +80,10 @@ class Platform:
         for child in tmp.iterdir():
             pid = child.name.split("-", 1)[0]
             if pid.isdigit() and _alive(int(pid)):
+                continue
+            if child.name.endswith(storage.INTENT_SUFFIX):
+                # A rename into vault/ or products/ whose commit never came.
+                storage.undo_unrecorded(self.home, self.store, child)
                 continue
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)

@@ -10,7 +10,9 @@ signature over the manifest's bytes).
 A product is written in a private work folder and renamed into
 ``products/<id>`` in one step, so no half product is ever visible; the store
 row and its ledger entry follow in one transaction, and a folder the store
-does not know (a crash between the two) is removed when the platform opens.
+does not know (a crash between the two) is removed when the platform opens
+(the placement intent of :mod:`sandbox.storage`). A full disk fails the
+release with ``disk_full`` and keeps nothing of it.
 :func:`verify_product` checks the signature and every file's hash.
 """
 
@@ -33,7 +35,7 @@ from sqlalchemy import select
 
 from policies.errors import IntegrityError
 
-from . import keys
+from . import keys, storage
 from .ledger import now_utc
 from .platform import Platform
 from .store import products
@@ -65,11 +67,12 @@ def write_product(
     """Write, sign and place a product; record it in the caller's transaction.
 
     The folder is renamed into place before the caller's transaction commits; if
-    the commit fails, :func:`remove_unrecorded` (run at platform open) or the
-    caller removes it.
+    the commit fails the caller removes it, and if the process dies first the
+    placement intent left in ``tmp/`` has it removed when the platform opens.
     """
     work = platform.work_dir()
     try:
+        storage.fault_point("release.write")
         pq.write_table(table, work / "output.parquet")
         pacsv.write_csv(table, work / "output.csv")
         (work / "report.json").write_bytes(
@@ -90,10 +93,16 @@ def write_product(
         ).encode()
         (work / MANIFEST).write_bytes(body)
         (work / SIGNATURE).write_text(keys.sign(platform.key, body) + "\n")
+        storage.fault_point("release.written")
         target = platform.home / "products" / product_id
+        intent = storage.intend(platform.home, Path("products") / product_id)
         os.replace(work, target)
-    except BaseException:
+        storage.settle_on_commit(conn, intent)
+        storage.fault_point("release.placed")
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, Exception) and storage.is_disk_full(exc):
+            raise storage.disk_full(f"product {product_id}") from exc
         raise
     manifest_sha = hashlib.sha256(body).hexdigest()
     conn.execute(

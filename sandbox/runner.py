@@ -10,12 +10,21 @@ line; anything else it wrote is dropped, never shown to the operator.
 
 Failures become :class:`~policies.errors.JobFailed` with a machine ``code``
 (``time_limit``, ``cpu_limit``, ``memory_limit``, ``output_rows``,
-``worker_died``, ``engine_error``) and a message that names the limit.
+``access_denied``, ``network_denied``, ``worker_died``, ``engine_error``) and a
+message that names the limit. The status line is read as untrusted: only known
+error kinds, known layer names and numbers are taken from it, so nothing a
+worker prints reaches the operator verbatim.
+
+At start-up the runner asks the kernel which isolation layers it can give
+(:func:`available_layers`) and logs one warning naming each one missing, so a
+platform on a host without Landlock, seccomp or network namespaces says so
+before its first job; each job's ledger entry lists the layers in force.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -32,9 +41,56 @@ import pyarrow.ipc
 
 from policies.errors import JobFailed
 
-from .worker import RESULT_NAME
+from . import worker as worker_mod
+from .worker import KNOWN_LAYERS, RESULT_NAME
+
+log = logging.getLogger("sandbox.runner")
 
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Keep the interpreter single-threaded until the worker confines itself (a thread
+# started before Landlock's restrict_self stays outside the domain).
+SINGLE_THREAD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
+WORKER_MODULE = "sandbox.worker"
+# The engine's error kinds a status line may name; anything else is "engine_error".
+ENGINE_ERRORS = frozenset(
+    {
+        "BinderException",
+        "CatalogException",
+        "ConstraintException",
+        "ConversionException",
+        "DataError",
+        "Error",
+        "InternalException",
+        "InvalidInputException",
+        "InvalidTypeException",
+        "IOException",
+        "NotImplementedException",
+        "OutOfRangeException",
+        "ParserException",
+        "ProgrammingError",
+        "SyntaxException",
+        "TypeMismatchException",
+        "ArrowInvalid",
+        "ArrowNotImplementedError",
+        "ArrowTypeError",
+        "AttributeError",
+        "TypeError",
+        "ValueError",
+        "KeyError",
+        "RuntimeError",
+    }
+)
+EXPECTED_LAYERS = {
+    "netns": "no network namespace (run as root or enable user namespaces): "
+    "a worker could reach the network",
+    "seccomp": "no seccomp filter (x86-64 Linux only): a worker could start processes",
+    "landlock_fs": "no Landlock (Linux 5.13+ with landlock in the LSM list): a worker "
+    "could read any file the platform's user can, DuckDB's external-access switch aside",
+}
 
 
 @dataclass(frozen=True)
@@ -61,11 +117,40 @@ def _scrubbed_env() -> dict[str, str]:
     # The worker imports this package; nothing else of the platform is passed.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(SINGLE_THREAD_ENV)
     return env
 
 
+def available_layers() -> list[str]:
+    """The kernel-dependent layers this host can give a worker (probed, nothing changed)."""
+    found = []
+    if os.geteuid() == 0 or _userns_possible():
+        found.append("netns")
+    if sys.platform == "linux" and os.uname().machine == "x86_64":
+        found.append("seccomp")
+    if worker_mod.landlock_abi() >= 1:
+        found.append("landlock_fs")
+    return found
+
+
+def _userns_possible() -> bool:
+    try:
+        return int(Path("/proc/sys/user/max_user_namespaces").read_text()) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def warn_missing_layers(*, quiet: bool = False) -> list[str]:
+    """Log one warning per missing layer (once per process); returns their names."""
+    have = set(available_layers())
+    missing = [name for name in EXPECTED_LAYERS if name not in have]
+    for name in [] if quiet else missing:
+        log.warning("job isolation degraded: %s", EXPECTED_LAYERS[name])
+    return missing
+
+
 class _Worker:
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, module: str = WORKER_MODULE):
         self.dir = Path(tempfile.mkdtemp(prefix="sandbox-worker-"))
         os.chmod(self.dir, 0o700)
         cpu = max(1, int(limits.time_s * max(1, limits.threads)) + 1)
@@ -74,7 +159,7 @@ class _Worker:
                 sys.executable,
                 "-s",
                 "-m",
-                "sandbox.worker",
+                module,
                 "--cpu",
                 str(cpu),
                 "--mem",
@@ -107,12 +192,21 @@ class _Worker:
 
 
 class Runner:
-    """Runs tasks in isolated workers, keeping one warm spare if asked."""
+    """Runs tasks in isolated workers, keeping one warm spare if asked.
 
-    def __init__(self, limits: Limits, *, spare: bool = False):
+    ``worker_module`` is the module the worker runs (``python -m``); only the
+    attack tests name another one, a harness built on :func:`sandbox.worker.serve`.
+    """
+
+    _warned = False
+
+    def __init__(self, limits: Limits, *, spare: bool = False, worker_module: str = WORKER_MODULE):
         self.limits = limits
         self.spare_enabled = spare
-        self._spare: _Worker | None = _Worker(limits) if spare else None
+        self.module = worker_module
+        self.missing_layers = warn_missing_layers(quiet=Runner._warned)
+        Runner._warned = True
+        self._spare: _Worker | None = _Worker(limits, self.module) if spare else None
 
     def _take(self) -> tuple[_Worker, bool]:
         spare = self._spare
@@ -122,7 +216,7 @@ class Runner:
         if spare is not None:
             spare.cleanup()
             self._spare = None
-        return _Worker(self.limits), False
+        return _Worker(self.limits, self.module), False
 
     def run(self, sql: str, tables: Mapping[str, Path]) -> RunResult:
         started = time.time()
@@ -132,7 +226,7 @@ class Runner:
         finally:
             worker.cleanup()
             if self.spare_enabled and self._spare is None:
-                self._spare = _Worker(self.limits)
+                self._spare = _Worker(self.limits, self.module)
 
     def _run_in(
         self,
@@ -187,20 +281,27 @@ class Runner:
                 )
             if kind == "access_denied":
                 raise JobFailed(
-                    "the job tried to reach a file outside its granted datasets",
+                    "the job tried to reach something outside its granted datasets (a file, "
+                    "a process or a system call the worker does not allow) and was stopped",
                     code="access_denied",
                     article="Art. 15",
                 )
-            raise JobFailed(
-                f"the engine could not run the query ({kind.split(':')[-1]})", code="engine_error"
-            )
+            if kind == "network_denied":
+                raise JobFailed(
+                    "the job tried to reach the network; job workers have none",
+                    code="network_denied",
+                    article="Art. 15",
+                )
+            engine = kind.split(":", 1)[-1]
+            named = f" ({engine})" if engine in ENGINE_ERRORS else ""
+            raise JobFailed(f"the engine could not run the query{named}", code="engine_error")
         with pa.memory_map(str(worker.dir / RESULT_NAME)) as source:
             table = pa.ipc.open_file(source).read_all()
         finished = time.time()
         return RunResult(
             table=table,
-            layers=tuple(status.get("layers", ())),
-            wait_s=max(0.0, float(status.get("woke_at", started)) - started),
+            layers=_layers(status.get("layers")),
+            wait_s=_wait(status.get("woke_at"), started, finished),
             total_s=finished - started,
             spare_used=spare_used,
         )
@@ -209,6 +310,18 @@ class Runner:
         if self._spare is not None:
             self._spare.cleanup()
             self._spare = None
+
+
+def _layers(value) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(dict.fromkeys(v for v in value if isinstance(v, str) and v in KNOWN_LAYERS))
+
+
+def _wait(woke, started: float, finished: float) -> float:
+    if not isinstance(woke, int | float) or isinstance(woke, bool):
+        return 0.0
+    return min(max(0.0, float(woke) - started), finished - started)
 
 
 def _status(out: str | None) -> dict | None:

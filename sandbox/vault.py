@@ -35,6 +35,7 @@ from connectors.quality import profile_parquet
 from policies.classes import Classification, did_you_mean
 from policies.errors import ClassificationError, Conflict, InputError, NotFound, SandboxError
 
+from . import storage
 from .ledger import now_utc
 from .platform import Platform
 from .principals import Principal, Role, require_role
@@ -215,12 +216,17 @@ def register(
         target = platform.home / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         placed_now = not target.exists()
+        intent = None
         if placed_now:
+            intent = storage.intend(platform.home, relative)
             os.replace(snapshot, target)
+            storage.fault_point("vault.placed")
         try:
             profile = profile_parquet(str(target), classification)
             size = target.stat().st_size
             with platform.store.transaction() as conn:
+                if intent is not None:
+                    storage.settle_on_commit(conn, intent)
                 if existing is None:
                     # Checked again under the write lock: another provider may
                     # have taken the name since the first look.
@@ -283,9 +289,11 @@ def register(
             raise
         with platform.store.read() as conn:
             return RegisterResult(get_version(conn, platform, name, version), changed=True)
-    except SandboxError:
-        raise
-    except (OSError, pa.ArrowException) as exc:
+    except Exception as exc:
+        if storage.is_disk_full(exc):
+            raise storage.disk_full(f"dataset '{name}'") from exc
+        if isinstance(exc, SandboxError) or not isinstance(exc, OSError | pa.ArrowException):
+            raise
         raise InputError(f"dataset '{name}' could not be ingested: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
