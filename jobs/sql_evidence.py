@@ -26,6 +26,13 @@ The result is ``__visible`` LEFT JOIN ``__evidence`` on every group key
 the admitted ORDER BY. Aggregates such as COUNT(DISTINCT x) stay computed by
 the original query; only their evidence comes from the rewrite.
 
+When the platform asks (``entities=True``, for the differencing defence),
+each output row also carries ``__entities``: the list of its distinct entity
+keys as text. When it asks for ``clamp`` (the DP mode), each SUM / AVG over a
+bounded plain column also carries ``__clamped_{i}``: the sum of the per-entity
+sums clamped to the declared bounds. Both are evidence columns: the output
+check drops them before release.
+
 Known shortcut: rows whose entity key is NULL count as one entity together.
 """
 
@@ -43,6 +50,7 @@ from policies.admission import (
 from policies.errors import PolicyRefusal
 from policies.outputs import evidence_name
 
+ENTITIES = evidence_name("entities")
 MAGNITUDE = frozenset({"sum", "avg"})
 
 
@@ -63,8 +71,28 @@ def evidence_columns(query: AdmittedQuery) -> list[str]:
     return names
 
 
-def with_evidence(query: AdmittedQuery, scope: QueryScope) -> str:
-    """DuckDB SQL yielding the admitted query's columns plus their evidence columns."""
+def argument_columns(query: AdmittedQuery) -> dict[int, str | None]:
+    """Each aggregate's argument as a plain column name, or None for an expression."""
+    projections = {p.alias: p.this for p in query.tree.expressions}
+    out: dict[int, str | None] = {}
+    for i, column in query.spec.aggregates():
+        arg = aggregate_argument(unwrap_aggregate(projections[column.name]))
+        out[i] = arg.name if isinstance(arg, exp.Column) else None
+    return out
+
+
+def with_evidence(
+    query: AdmittedQuery,
+    scope: QueryScope,
+    *,
+    entities: bool = False,
+    clamp: dict[str, tuple[float, float]] | None = None,
+) -> str:
+    """DuckDB SQL yielding the admitted query's columns plus their evidence columns.
+
+    ``entities`` adds ``__entities`` per row; ``clamp`` ({column: (lower, upper)})
+    adds ``__clamped_{i}`` for SUM / AVG over those plain columns.
+    """
     tree = query.tree
     spec = query.spec
     projections = {p.alias: p.this for p in tree.expressions}
@@ -115,8 +143,21 @@ def with_evidence(query: AdmittedQuery, scope: QueryScope) -> str:
 
     # Per row of the output.
     ev_items = [*key_cols, "__grouping", f"COUNT(*) AS {evidence_name('n')}"]
+    extra = []
+    if entities:
+        ev_items.append(f"list(CAST(__e AS VARCHAR)) AS {ENTITIES}")
+        extra.append(ENTITIES)
+    arguments = argument_columns(query) if clamp else {}
     for i, family, arg_col in aggregates:
         ev_items += _cell_evidence(i, family, arg_col)
+        bounds = (clamp or {}).get(arguments.get(i) or "")
+        if family in MAGNITUDE and arg_col is not None and bounds is not None:
+            lo, hi = (float(b) for b in bounds)
+            ev_items.append(
+                f"CAST(SUM(LEAST(GREATEST(__s{i}, {lo!r}), {hi!r})) AS DOUBLE) "
+                f"AS {evidence_name('clamped', i)}"
+            )
+            extra.append(evidence_name("clamped", i))
     ev_group = ", ".join([*key_cols, "__grouping"])
     ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
 
@@ -141,6 +182,7 @@ def with_evidence(query: AdmittedQuery, scope: QueryScope) -> str:
     for name in evidence_columns(query)[1:]:
         column = f"__ev.{name}"
         out_cols.append(f"COALESCE({column}, 0) AS {name}" if name in counted else column)
+    out_cols += [f"__ev.{name}" for name in extra]
     on = [
         f"__v.{_q(name)} IS NOT DISTINCT FROM __ev.{col}"
         for name, col in zip(spec.group_keys, key_cols, strict=True)

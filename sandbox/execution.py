@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ from policies.admission import QueryScope, TableScope
 from policies.disclosure import CheckResult, DisclosureParams, OutputVerdict
 from policies.errors import Conflict, JobFailed, PermissionDenied, PolicyRefusal, SandboxError
 
+from . import dp_budget
 from .grants import grants_of, may_run
+from .history import History, difference
 from .jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -65,6 +67,17 @@ class Prepared:
     used: Mapping[str, Grant]
     params: DisclosureParams
     versions: Mapping[str, DatasetVersion]
+    lineage: str | None = None  # the dataset whose entities the cells count (differencing)
+    dp: dp_budget.DpMode | None = None  # the agreement's differential-privacy mode
+
+
+class _Withhold(Exception):
+    """Raised inside a release transaction when the differencing check leaves nothing to
+    release: the transaction rolls back and the output is withheld instead."""
+
+    def __init__(self, result: CheckResult):
+        super().__init__("withhold")
+        self.result = result
 
 
 def _limits(platform: Platform) -> Limits:
@@ -163,7 +176,25 @@ def _prepare(
     _refuse_ungranted(conn, operator, kind, request, scope)
     plan = kind.plan(request, scope)
     used = may_run(conn, operator, plan.tables, kind.name, datetime.now(UTC))
-    return Prepared(plan, used, _params(platform, used), versions)
+    if plan.kind != "sql_aggregate":
+        return Prepared(plan, used, _params(platform, used), versions)
+    # Issue 11: the evidence the differencing defence and the DP mode need.
+    from jobs.sql_evidence import _first_table_alias, argument_columns, with_evidence
+    from policies.dp import refuse_unsupported
+
+    lineage = _first_table_alias(plan.payload.tree).name
+    mode = dp_budget.mode_for(conn, used, lineage)
+    if mode is not None:
+        refused = dp_budget.refusal(mode)
+        if refused is not None:
+            raise refused
+        refuse_unsupported(plan.payload.spec, argument_columns(plan.payload), mode.bounds)
+    entities = platform.settings["differencing.enabled"]
+    if entities or mode is not None:
+        clamp = {c: (b.lower, b.upper) for c, b in mode.bounds.items()} if mode else None
+        sql = with_evidence(plan.payload, scope, entities=entities, clamp=clamp)
+        plan = replace(plan, engine_sql=sql)
+    return Prepared(plan, used, _params(platform, used), versions, lineage, mode)
 
 
 def _safe_reason(exc: Exception) -> dict:
@@ -188,6 +219,7 @@ class JobService:
         self.platform = platform
         use_spare = platform.settings["job.spare_worker"] if spare is None else spare
         self.runner = Runner(_limits(platform), spare=use_spare)
+        self.history = History()
 
     def close(self) -> None:
         self.runner.close()
@@ -363,17 +395,132 @@ class JobService:
                 runtime_json=json.dumps(runtime),
             )
         result = kind.check(prepared.plan, raw, prepared.params)
-        report = _report(result, prepared.params)
-        manifest = _manifest(job_id, operator, prepared, result, report)
+        result = self._noise(prepared, raw, result)
+        guard = self._guard(operator, job_id, prepared, raw)
         releasable = result.verdict in (
             OutputVerdict.RELEASED,
             OutputVerdict.RELEASED_WITH_SUPPRESSIONS,
         )
         review = [g.id for g in prepared.used.values() if getattr(g, "review_required", False)]
         if releasable and not review:
-            self._release(operator, job_id, result.released, report, manifest, JobState.CHECKING)
-            return
+            finish = guard(result)
+            try:
+                if finish is None:
+                    report = _report(result, prepared.params)
+                    manifest = _manifest(job_id, operator, prepared, result, report)
+                    self._release(
+                        operator, job_id, result.released, report, manifest, JobState.CHECKING
+                    )
+                else:
+                    self._release(operator, job_id, None, {}, {}, JobState.CHECKING, finish=finish)
+                return
+            except _Withhold as held:
+                result = held.result
+        elif platform.settings["differencing.enabled"] and prepared.lineage is not None:
+            # The reviewer sees the cells the differencing defence holds back; the
+            # history is checked again, and written, when the review releases it.
+            with platform.store.transaction() as conn:
+                result, _cells = difference(
+                    conn,
+                    self.history,
+                    prepared.lineage,
+                    raw,
+                    prepared.plan.payload.spec,
+                    result,
+                    platform.settings["differencing.k"],
+                )
+        report = _report(result, prepared.params)
+        manifest = _manifest(job_id, operator, prepared, result, report)
         self._withhold(operator, job_id, result, report, manifest, review_required=bool(review))
+        self._hold_entities(job_id, prepared, raw, result)
+
+    # --- issue 11: DP noise, the differencing gate, the budget ---------------------
+
+    def _noise(self, prepared: Prepared, raw: pa.Table, result: CheckResult) -> CheckResult:
+        """In the DP mode, every released cell is replaced by its noisy value."""
+        mode = prepared.dp
+        if mode is None:
+            return result
+        from jobs.sql_evidence import argument_columns
+        from policies.dp import add_noise, rng
+
+        admitted = prepared.plan.payload
+        bounds = {
+            i: mode.bounds[name]
+            for i, name in argument_columns(admitted).items()
+            if name in mode.bounds
+        }
+        noisy = add_noise(result, raw, admitted.spec, mode.budget.per_query, rng(), bounds)
+        return noisy
+
+    def _guard(
+        self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table
+    ) -> Callable[[CheckResult], Callable]:
+        """What runs inside the release transaction: the differencing check against the
+        history as committed now, the history's new cells, the DP spend."""
+        platform = self.platform
+        differencing = platform.settings["differencing.enabled"] and prepared.lineage
+        if not differencing and prepared.dp is None:
+            return _unguarded
+        k = platform.settings["differencing.k"]
+
+        def bind(result: CheckResult):
+            def finish(conn: Connection) -> tuple[pa.Table, dict, dict, dict]:
+                checked, cells, details = result, [], {}
+                if differencing:
+                    checked, cells = difference(
+                        conn,
+                        self.history,
+                        prepared.lineage,
+                        raw,
+                        prepared.plan.payload.spec,
+                        result,
+                        k,
+                    )
+                    if checked.verdict not in (
+                        OutputVerdict.RELEASED,
+                        OutputVerdict.RELEASED_WITH_SUPPRESSIONS,
+                    ):
+                        raise _Withhold(checked)
+                    recorded = self.history.record(conn, prepared.lineage, job_id, cells, now_utc())
+                    details["differencing"] = {
+                        "k": k,
+                        "suppressed": checked.counts.get("differencing", 0),
+                        "recorded_cells": recorded,
+                    }
+                report = _report(checked, prepared.params)
+                if prepared.dp is not None:
+                    after = dp_budget.spend(platform, conn, operator.actor, prepared.dp, job_id)
+                    report["dp"] = details["dp"] = {
+                        "epsilon": prepared.dp.budget.per_query,
+                        "mechanism": "discrete Laplace",
+                        "remaining": after.remaining,
+                    }
+                manifest = _manifest(job_id, operator, prepared, checked, report)
+                return checked.released, report, manifest, details
+
+            return finish
+
+        return bind
+
+    def _hold_entities(
+        self, job_id: int, prepared: Prepared, raw: pa.Table, result: CheckResult
+    ) -> None:
+        """Keep what the release of a withheld output needs: contributors, DP mode."""
+        from jobs.sql_evidence import ENTITIES
+        from policies.differencing import released_rows
+
+        _table, meta_path = _held_paths(self.platform, job_id)
+        if not meta_path.exists():
+            return
+        held = {"lineage": prepared.lineage}
+        if ENTITIES in raw.column_names and prepared.lineage:
+            held["labels"] = _labels_of(raw, prepared.plan.payload.spec)
+            held["open_rows"] = released_rows(result, prepared.plan.payload.spec, raw.num_rows)
+            held["entities"] = raw.column(ENTITIES).to_pylist()
+        if prepared.dp is not None:
+            held["dp"] = {"agreement_id": prepared.dp.agreement_id, "dataset": prepared.dp.dataset}
+        meta_path.with_suffix(".entities.json").write_text(json.dumps(held, default=str))
 
     def _release(
         self,
@@ -384,6 +531,7 @@ class JobService:
         manifest: dict,
         expected: JobState,
         details: Mapping[str, Any] | None = None,
+        finish: Callable[[Connection], tuple] | None = None,
     ) -> str:
         platform = self.platform
         product_id = f"prod-{job_id:06d}"
@@ -392,6 +540,9 @@ class JobService:
             with platform.store.transaction() as conn:
                 if state_of(conn, job_id) is not expected:
                     raise Conflict(f"job {job_id} is no longer {expected.value}")
+                if finish is not None:
+                    table, report, manifest, more = finish(conn)
+                    details = {**(details or {}), **more}
                 target = write_product(
                     platform,
                     conn,
@@ -473,6 +624,8 @@ def release_held(platform: Platform, job_id: int, reviewers: list[str]) -> str:
     manifest = {**held["manifest"], "review": {"approved_by": list(reviewers)}}
     service = JobService.__new__(JobService)
     service.platform = platform
+    entities_path = meta_path.with_suffix(".entities.json")
+    finish = _held_finish(platform, operator, job_id, entities_path, held["report"], manifest)
     product_id = service._release(
         operator,
         job_id,
@@ -481,10 +634,85 @@ def release_held(platform: Platform, job_id: int, reviewers: list[str]) -> str:
         manifest,
         JobState.WITHHELD,
         {"reviewers": list(reviewers)},
+        finish=finish,
     )
     table_path.unlink(missing_ok=True)
     meta_path.unlink(missing_ok=True)
+    entities_path.unlink(missing_ok=True)
     return product_id
+
+
+def _unguarded(result: CheckResult) -> None:
+    return None
+
+
+def _labels_of(raw: pa.Table, spec) -> list[list]:
+    from .history import _labels
+
+    return _labels(raw, spec)
+
+
+def _held_finish(
+    platform: Platform,
+    operator: Principal,
+    job_id: int,
+    entities_path: Path,
+    report: dict,
+    manifest: dict,
+):
+    """The release transaction's part for a reviewed output: check the rows it releases
+    against the history as it is now (refuse if later releases make one disclosive),
+    record them, and spend the DP budget."""
+    if not entities_path.exists():
+        return None
+    held = json.loads(entities_path.read_text())
+    from policies.differencing import DiffVerdict, check_cells
+
+    def finish(conn: Connection) -> tuple:
+        table = pq.read_table(_held_paths(platform, job_id)[0])
+        details: dict = {}
+        lineage = held.get("lineage")
+        if platform.settings["differencing.enabled"] and lineage and "entities" in held:
+            open_rows = set(held["open_rows"])
+            history = History()
+            keys = held["entities"]
+            bitmaps = history.bitmaps(
+                conn, lineage, [keys[r] if r in open_rows else None for r in range(len(keys))]
+            )
+            k = platform.settings["differencing.k"]
+            findings = check_cells(bitmaps, history.index(conn, lineage), k)
+            if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
+                raise PolicyRefusal(
+                    "differencing",
+                    f"job {job_id}: since it was held, other releases make one of its cells "
+                    "single out a few entities together with them",
+                    article="Art. 15",
+                    subject=f"job:{job_id}",
+                    hint="submit the job again: the output check will suppress those cells",
+                )
+            cells = [(r, held["labels"][r], bitmaps[r]) for r in sorted(open_rows) if bitmaps[r]]
+            details["differencing"] = {
+                "k": k,
+                "recorded_cells": History().record(conn, lineage, job_id, cells, now_utc()),
+            }
+        if held.get("dp"):
+            from .grants import grants_of
+
+            mode = dp_budget.mode_for(
+                conn,
+                {
+                    g.dataset: g
+                    for g in grants_of(conn, operator.id)
+                    if g.agreement_id == held["dp"]["agreement_id"]
+                },
+                held["dp"]["dataset"],
+            )
+            if mode is not None:
+                after = dp_budget.spend(platform, conn, operator.actor, mode, job_id)
+                details["dp"] = {"epsilon": mode.budget.per_query, "remaining": after.remaining}
+        return table, report, manifest, details
+
+    return finish
 
 
 def _manifest(

@@ -1,0 +1,203 @@
+"""The released-cell history: who contributed to every cell that ever left, per dataset.
+
+The differencing defence (:mod:`policies.differencing`) judges a new cell
+against every cell released before it, of every operator, on the same dataset
+lineage (the dataset's name: all its versions number an entity alike). This
+module keeps that history in the store, inside the platform only:
+
+* ``entity_numbers``: a dense integer per entity key and dataset, appended as
+  new keys appear, so a cell's contributors fit a compressed roaring bitmap;
+* ``released_cells``: one row per released output row, its bitmap, its size
+  and its group-key label, indexed by dataset.
+
+:class:`History` caches both per dataset in memory (one per
+:class:`~sandbox.execution.JobService`) and refreshes from the store by id, so
+a check reads only rows committed since the last one. The check, the recording
+and the release run in one write transaction (SQLite's write lock), so two
+jobs cannot both pass against a history that lacks the other.
+
+Known shortcut: the first check of a dataset in a process loads all its entity
+numbers and cells (about a second per million entities); a server keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+
+from pyroaring import BitMap
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from policies.differencing import HistoryIndex
+
+from .history_tables import entity_numbers, released_cells
+
+NULL_KEY = "\x00null"  # rows whose entity key is NULL count as one entity together
+
+
+class History:
+    """Per-process cache of entity numbers and released cells, refreshed from the store."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._numbers: dict[str, dict[str, int]] = {}
+        self._top: dict[str, int] = {}
+        self._indexes: dict[str, HistoryIndex] = {}
+        self._last: dict[str, int] = {}
+
+    def _refresh_numbers(self, conn: Connection, dataset: str) -> dict[str, int]:
+        known = self._numbers.setdefault(dataset, {})
+        top = self._top.get(dataset, -1)
+        rows = conn.execute(
+            select(entity_numbers.c.entity_key, entity_numbers.c.number).where(
+                entity_numbers.c.dataset == dataset, entity_numbers.c.number > top
+            )
+        )
+        for key, number in rows:
+            known[key] = number
+            top = max(top, number)
+        self._top[dataset] = top
+        return known
+
+    def bitmaps(
+        self, conn: Connection, dataset: str, key_lists: Sequence[Sequence | None]
+    ) -> list[BitMap | None]:
+        """Each list of entity keys as a bitmap, numbering new keys (in ``conn``'s transaction).
+
+        New numbers are not cached until read back after commit, so a rolled-back
+        transaction leaves the cache consistent with the store.
+        """
+        with self._lock:
+            known = dict(self._refresh_numbers(conn, dataset))
+            top = self._top[dataset]
+        fresh = []
+        out: list[BitMap | None] = []
+        for keys in key_lists:
+            if keys is None:
+                out.append(None)
+                continue
+            numbers = []
+            for key in keys:
+                text = NULL_KEY if key is None else str(key)
+                number = known.get(text)
+                if number is None:
+                    top += 1
+                    number = known[text] = top
+                    fresh.append({"dataset": dataset, "entity_key": text, "number": number})
+                numbers.append(number)
+            out.append(BitMap(numbers))
+        for start in range(0, len(fresh), 5000):
+            conn.execute(entity_numbers.insert(), fresh[start : start + 5000])
+        return out
+
+    def index(self, conn: Connection, dataset: str) -> HistoryIndex:
+        """The released cells of ``dataset``, brought up to what ``conn`` sees."""
+        with self._lock:
+            index = self._indexes.setdefault(dataset, HistoryIndex())
+            last = self._last.get(dataset, 0)
+            rows = conn.execute(
+                select(released_cells.c.id, released_cells.c.bitmap)
+                .where(released_cells.c.dataset == dataset, released_cells.c.id > last)
+                .order_by(released_cells.c.id)
+            )
+            for cell_id, blob in rows:
+                index.add(BitMap.deserialize(blob))
+                last = cell_id
+            self._last[dataset] = last
+            return index
+
+    def record(
+        self,
+        conn: Connection,
+        dataset: str,
+        job_id: int,
+        cells: Sequence[tuple[int, Sequence, BitMap]],
+        now: str,
+    ) -> int:
+        """Store released cells as (row, group-key label, contributors); returns how many."""
+        values = [
+            {
+                "dataset": dataset,
+                "job_id": job_id,
+                "row": row,
+                "label": json.dumps(list(label), default=str),
+                "cardinality": len(bitmap),
+                "bitmap": bitmap.serialize(),
+                "created_at": now,
+            }
+            for row, label, bitmap in cells
+            if bitmap
+        ]
+        if values:
+            conn.execute(released_cells.insert(), values)
+        return len(values)
+
+
+def released_count(conn: Connection, dataset: str) -> int:
+    """How many cells of ``dataset`` the history holds."""
+    return conn.execute(
+        select(func.count()).select_from(released_cells).where(released_cells.c.dataset == dataset)
+    ).scalar_one()
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def _labels(table, spec) -> list[list]:
+    from policies.outputs import OutputRole
+
+    names = [c.name for c in spec.columns if c.role is OutputRole.GROUP]
+    columns = [table.column(n).to_pylist() for n in names if n in table.column_names]
+    grouping = (
+        table.column("__grouping").to_pylist() if "__grouping" in table.column_names else None
+    )
+    return [
+        [*(c[r] for c in columns), *([grouping[r]] if grouping else [])]
+        for r in range(table.num_rows)
+    ]
+
+
+def difference(
+    conn: Connection,
+    history: History,
+    dataset: str,
+    raw,
+    spec,
+    result,
+    k: int,
+):
+    """The differencing check of one output against the history ``conn`` sees.
+
+    Returns the (possibly further suppressed) check result and the cells to
+    record if it is released: (row, label, bitmap) of every row that still has a
+    released cell. ``raw`` must carry ``__entities``; a missing one refuses the
+    output (fail closed).
+    """
+    from jobs.sql_evidence import ENTITIES
+    from policies.differencing import DiffVerdict, check_cells, released_rows, suppress_rows
+    from policies.errors import PolicyRefusal
+
+    if ENTITIES not in raw.column_names:
+        raise PolicyRefusal(
+            "evidence_missing",
+            f"the output lacks the evidence column '{ENTITIES}', so it cannot be checked "
+            "against earlier releases",
+            subject=ENTITIES,
+            hint="this is a platform fault; report it with the job id",
+        )
+    keys = raw.column(ENTITIES).to_pylist()
+    rows = set(released_rows(result, spec, raw.num_rows))
+    bitmaps = history.bitmaps(
+        conn, dataset, [keys[r] if r in rows else None for r in range(len(keys))]
+    )
+    findings = check_cells(bitmaps, history.index(conn, dataset), k)
+    hit = {
+        r: f for r, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS
+    }
+    result = suppress_rows(result, raw, spec, hit, k)
+    labels = _labels(raw, spec)
+    keep = released_rows(result, spec, raw.num_rows)
+    cells = [(r, labels[r], bitmaps[r]) for r in keep if bitmaps[r] is not None]
+    return result, cells

@@ -1,0 +1,167 @@
+"""The differential-privacy mode: the noise, and a persistent budget that stops averaging.
+
+The mechanism is checked statistically with a seeded generator; the mode runs
+end to end through an agreement made by the real workflow, the real JobService
+and worker, and a platform reopened from its home.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from policies.disclosure import CheckResult, DisclosureParams, OutputVerdict
+from policies.dp import (
+    Bounds,
+    Budget,
+    add_noise,
+    discrete_laplace,
+    discrete_laplace_variance,
+    refuse_unsupported,
+    rng,
+)
+from policies.errors import PolicyRefusal
+from policies.outputs import OutputColumn, OutputRole, OutputSpec
+from sandbox import dp_budget, ledger
+from sandbox.execution import JobService, JobState
+from sandbox.platform import Platform
+from tests.workflow_helpers import granted, make_cast
+
+QUERY = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex ORDER BY sex"
+TRUE_N = {0: 486, 1: 514}
+
+
+def test_discrete_laplace_has_mean_zero_and_the_stated_variance():
+    for scale in (0.5, 4.0, 50.0):
+        draws = discrete_laplace(scale, rng(7), 200_000)
+        assert draws.dtype.kind == "i"
+        variance = discrete_laplace_variance(scale)
+        assert abs(draws.mean()) < 4 * math.sqrt(variance / draws.size)
+        assert abs(draws.var() / variance - 1) < 0.05
+
+
+def test_add_noise_is_unbiased_and_clamps_sums_to_the_declared_bounds():
+    spec = OutputSpec(
+        columns=(
+            OutputColumn("n", OutputRole.AGGREGATE, "count_star"),
+            OutputColumn("s", OutputRole.AGGREGATE, "sum"),
+        )
+    )
+    released = pa.table({"n": [100], "s": [1e9]})
+    raw = pa.table({"__n_0": [100], "__n_1": [100], "__clamped_1": [5000.0]})
+    result = CheckResult(OutputVerdict.RELEASED, released, (), {}, DisclosureParams())
+    generator = rng(11)
+    ns, ss = [], []
+    for _ in range(4000):
+        noisy = add_noise(result, raw, spec, 1.0, generator, {1: Bounds(0, 100)}).released
+        ns.append(noisy.column("n")[0].as_py())
+        ss.append(noisy.column("s")[0].as_py())
+    # epsilon 1 split over two measurements: scales 2 (count) and 2 * 101 (sum).
+    assert abs(np.mean(ns) - 100) < 0.3 and abs(np.mean(ss) - 5000) < 30
+    assert abs(np.var(ss) / discrete_laplace_variance(2 * 101) - 1) < 0.15
+    assert max(ss) < 1e6  # the unclamped 1e9 never leaks through
+
+
+def test_what_the_dp_mode_cannot_release_is_refused_with_the_article():
+    spec = OutputSpec(
+        columns=(
+            OutputColumn("m", OutputRole.AGGREGATE, "max"),
+            OutputColumn("s", OutputRole.AGGREGATE, "sum"),
+        )
+    )
+    with pytest.raises(PolicyRefusal) as refused:
+        refuse_unsupported(spec, {1: "income"}, {"income": Bounds(0, 1)})
+    assert refused.value.rule == "dp_unsupported" and refused.value.article == "Art. 15"
+    with pytest.raises(PolicyRefusal) as refused:
+        refuse_unsupported(OutputSpec(columns=spec.columns[1:]), {0: None}, {})
+    assert refused.value.rule == "dp_unbounded"
+    assert Budget(1.0, 0.9, 0.5).refusal().rule == "dp_budget_exhausted"
+    assert Budget(1.0, 0.5, 0.5).refusal() is None
+
+
+@pytest.fixture
+def dp_cast(platform, make_principal, provider, pums_dataset):
+    cast = make_cast(platform, make_principal, provider)
+    agreement_id, _grant = granted(cast)
+    dp_budget.configure(
+        platform,
+        cast.city,
+        agreement_id,
+        "pums",
+        epsilon=1.0,
+        per_query=0.5,
+        bounds={"income": (0, 200_000)},
+    )
+    return cast, agreement_id
+
+
+def _released(platform, outcome) -> list[dict]:
+    path = platform.home / "products" / outcome.product_id / "output.parquet"
+    return pq.read_table(path).to_pylist()
+
+
+def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(platform, dp_cast):
+    """Attacker: repeat the same count and average the answers until the noise cancels.
+
+    The budget allows epsilon 1.0 at 0.5 a job: two answers. Each count carries
+    discrete Laplace noise of scale 4 (0.5 split over two measurements), so the mean
+    of two keeps a standard deviation near 4: the exact counts stay unknown.
+    """
+    cast, agreement_id = dp_cast
+    service = JobService(platform, spare=False)
+    answers = []
+    try:
+        for remaining in (0.5, 0.0):
+            outcome = service.submit(cast.operator, {"sql": QUERY})
+            assert outcome.state is JobState.RELEASED, (outcome.reason, outcome.report)
+            assert outcome.report["dp"]["remaining"] == pytest.approx(remaining)
+            answers.append({r["sex"]: r["n"] for r in _released(platform, outcome)})
+        refused = service.submit(cast.operator, {"sql": QUERY})
+    finally:
+        service.close()
+    assert refused.state is JobState.REFUSED
+    assert refused.reason["rule"] == "dp_budget_exhausted"
+    assert refused.reason["article"] == "Art. 15"
+    assert "0 of 1 remains" in refused.reason["message"]
+    # What two answers allow: the mean's noise keeps a standard deviation of about 4.
+    sd_of_mean = math.sqrt(discrete_laplace_variance(1 / (0.5 / 2)) / len(answers))
+    assert sd_of_mean > 3
+    assert all(abs(a[s] - TRUE_N[s]) < 60 for a in answers for s in TRUE_N)
+    with platform.store.read() as conn:
+        spends = ledger.query(conn, action="dp.spend")
+    assert [e["details"]["epsilon"] for e in spends] == [0.5, 0.5]
+
+    # The budget is in the store: a restarted platform still refuses.
+    home = platform.home
+    platform.close()
+    reopened = Platform.open(home)
+    try:
+        with reopened.store.read() as conn:
+            shown = dp_budget.show(conn, cast.operator, agreement_id)
+        assert shown[0]["epsilon_spent"] == pytest.approx(1.0)
+        assert shown[0]["epsilon_remaining"] == 0
+        service = JobService(reopened, spare=False)
+        try:
+            again = service.submit(cast.operator, {"sql": QUERY})
+        finally:
+            service.close()
+        assert again.state is JobState.REFUSED and again.reason["rule"] == "dp_budget_exhausted"
+    finally:
+        reopened.close()
+
+
+def test_a_dp_job_summing_an_unbounded_measure_is_refused_and_spends_nothing(platform, dp_cast):
+    cast, agreement_id = dp_cast
+    service = JobService(platform, spare=False)
+    try:
+        outcome = service.submit(cast.operator, {"sql": "SELECT SUM(income * 2) AS s FROM pums"})
+    finally:
+        service.close()
+    assert outcome.state is JobState.REFUSED
+    assert outcome.reason["rule"] in ("dp_unbounded", "aggregate_expression")
+    with platform.store.read() as conn:
+        assert dp_budget.budget(conn, agreement_id, "pums").spent == 0
