@@ -1,0 +1,318 @@
+"""HE aggregate jobs: the policy, the request format, and the platform path in-process.
+
+Real parts throughout: TenSEAL contexts and ciphertexts, the vault's Parquet
+snapshot, DuckDB, the worker processes, the store and its ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from jobs.he_aggregate import (
+    GroupVerdict,
+    HeRequest,
+    Scheme,
+    check_security,
+    judge_groups,
+    plan_he,
+)
+from policies.disclosure import DisclosureParams
+from policies.errors import InputError, PolicyRefusal
+from sandbox import client_he, he
+from sandbox.principals import Role
+from tests.he_helpers import (
+    COUNTIES,
+    REGISTRY,
+    SMALL_COUNTY,
+    agreement_grant,
+    direct_grant,
+    expected_sums,
+    register_registry,
+)
+
+
+@pytest.fixture(scope="module")
+def ckks():
+    return client_he.make_context("ckks")
+
+
+@pytest.fixture(scope="module")
+def bfv():
+    return client_he.make_context("bfv")
+
+
+@pytest.fixture
+def bank(platform, provider, make_principal, tmp_path):
+    """A registry, an authority's direct HE grant to the operator ``bank``."""
+    table = register_registry(platform, provider, tmp_path)
+    authority, _ = make_principal("city", Role.AUTHORITY, jurisdiction="city")
+    operator, token = make_principal("bank", Role.OPERATOR)
+    direct_grant(platform, authority, "bank")
+    return platform, operator, table, token
+
+
+def _rows(table, n, extra_unknown=0):
+    keys = table.column("code").to_pylist()[:n] + [f"X{i:05d}" for i in range(extra_unknown)]
+    return keys
+
+
+def _ledger(platform, action):
+    from sandbox import ledger
+
+    with platform.store.read() as conn:
+        return [e for e in ledger.query(conn) if e["action"] == action]
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_plan_refuses_a_non_identifier_key_and_a_non_dimension_group():
+    params = DisclosureParams()
+    with pytest.raises(PolicyRefusal) as key:
+        plan_he(HeRequest("registry", "county", ("industry",)), REGISTRY, params)
+    assert key.value.rule == "he_key_not_identifier" and key.value.article == "Art. 15"
+    for column in ("capital", "founded", "name"):
+        with pytest.raises(PolicyRefusal) as group:
+            plan_he(HeRequest("registry", "code", (column,)), REGISTRY, params)
+        assert group.value.rule == "he_group_not_dimension" and group.value.subject == column
+    with pytest.raises(InputError, match="did you mean 'county'"):
+        plan_he(HeRequest("registry", "code", ("countyy",)), REGISTRY, params)
+    plan = plan_he(HeRequest("registry", "code", ("county", "industry")), REGISTRY, params)
+    assert plan.min_subjects == 10 and plan.entity_key == "code" and plan.scheme is Scheme.CKKS
+
+
+def test_security_floor_and_group_threshold():
+    check_security(Scheme.CKKS, 8192, [60, 40, 40, 60])
+    with pytest.raises(PolicyRefusal) as low:
+        check_security(Scheme.CKKS, 8192, [60, 60, 60, 60])
+    assert low.value.rule == "he_parameters_below_floor" and low.value.article == "Art. 19"
+    with pytest.raises(PolicyRefusal):
+        check_security(Scheme.BFV, 2048, [54])
+    decisions = judge_groups({("a",): 10, ("b",): 9, (None,): 30}, 10)
+    assert [(d.group, d.verdict) for d in decisions] == [
+        (("a",), GroupVerdict.RELEASE),
+        (("b",), GroupVerdict.REFUSE),
+        ((None,), GroupVerdict.RELEASE),
+    ]
+
+
+def test_unpack_refuses_malformed_bodies():
+    body = he.pack({"a": 1}, [b"xy", b"z"])
+    assert he.unpack(body, max_frames=2, max_frame=10)[0] == {"a": 1}
+    for bad in (b"nope", body[:-1], body + b"!", body[:8]):
+        with pytest.raises(InputError, match="malformed"):
+            he.unpack(bad, max_frames=2, max_frame=10)
+    with pytest.raises(InputError, match="frames"):
+        he.unpack(body, max_frames=1, max_frame=10)
+    with pytest.raises(InputError, match="size limit"):
+        he.unpack(body, max_frames=2, max_frame=1)
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def test_ckks_sums_match_plain_sums_and_small_groups_are_refused(bank, ckks):
+    platform, operator, table, _token = bank
+    rng = np.random.default_rng(11)
+    keys = _rows(table, 500, extra_unknown=40)
+    order = rng.permutation(len(keys))  # the operator's own order, unrelated to groups
+    keys = [keys[i] for i in order]
+    values = (rng.lognormal(11, 1.5, len(keys))).round(2).tolist()
+    body = client_he.build_request(ckks, "registry", "code", ["county"], keys, values)
+    answer = he.he_sum(platform, operator, body)
+    result = client_he.decrypt_answer(ckks, answer.to_bytes())
+    expected = expected_sums(table, "code", ["county"], keys, values)
+    got = {(g.group["county"],): g for g in result.groups}
+    assert set(got) == {(c,) for c in COUNTIES}  # the small county is not returned
+    for group, (total, count) in expected.items():
+        if group == (SMALL_COUNTY,):
+            continue
+        assert got[group].subjects == count
+        assert got[group].sum == pytest.approx(total, rel=1e-6)
+        assert got[group].mean == pytest.approx(total / count, rel=1e-6)
+    assert result.groups_refused == 1
+    # The small county's 4 entries would follow from the unmatched count: withheld.
+    assert result.unmatched is None and result.ambiguous is None
+    assert len(answer.to_bytes()) < 2 * 1024 * 1024
+    (entry,) = _ledger(platform, "he.sum")
+    details = entry["details"]
+    assert details["list_size"] == len(keys) and details["groups"] == 4
+    assert details["groups_refused"] == 1 and details["unmatched"] == 40
+    text = json.dumps(entry)
+    assert keys[0] not in text and str(values[0]) not in text
+
+
+def test_bfv_sums_are_exact_with_two_group_columns_and_unmatched_counts(bank, bfv):
+    platform, operator, table, _token = bank
+    rng = np.random.default_rng(5)
+    keys = table.column("code").to_pylist()[4:404] + [f"X{i}" for i in range(7)]
+    values = rng.integers(-5_000, 2_000_000, len(keys)).tolist()
+    body = client_he.build_request(
+        bfv, "registry", "code", ["county", "industry"], keys, values, "bfv"
+    )
+    result = client_he.decrypt_answer(bfv, he.he_sum(platform, operator, body).to_bytes())
+    expected = expected_sums(table, "code", ["county", "industry"], keys, values)
+    got = {(g.group["county"], g.group["industry"]): g for g in result.groups}
+    assert got and set(got) == {g for g, (_s, n) in expected.items() if n >= 10}
+    for group, g in got.items():
+        assert (g.sum, g.subjects) == expected[group]
+    assert result.unmatched == 7 and result.ambiguous == 0  # no refused group to give away
+
+
+def test_ambiguous_keys_join_no_group(bank, bfv):
+    platform, operator, table, _token = bank
+    names = list(dict.fromkeys(table.column("name").to_pylist()[8:300]))
+    values = [1] * len(names)
+    body = client_he.build_request(bfv, "registry", "name", ["county"], names, values, "bfv")
+    result = client_he.decrypt_answer(bfv, he.he_sum(platform, operator, body).to_bytes())
+    assert result.ambiguous == 5  # SHARED-0..4 name enterprises in two counties
+    assert sum(g.sum for g in result.groups) == sum(g.subjects for g in result.groups)
+    assert sum(g.subjects for g in result.groups) == len(names) - 5
+
+
+def _body_with_context(ctx_bytes, keys, values, scheme=Scheme.CKKS, by=("county",), ctx=None):
+    frames = [ctx_bytes, "\n".join(keys).encode()] + client_he.encrypt_values(ctx, values, scheme)
+    header = {
+        "dataset": "registry",
+        "key_column": "code",
+        "by": list(by),
+        "scheme": scheme.value,
+        "values": len(keys),
+        "sha256": he.frames_digest(frames),
+    }
+    return he.pack(header, frames)
+
+
+def test_a_context_with_its_secret_key_is_refused_and_ledgered(bank, ckks):
+    platform, operator, table, _token = bank
+    keys = _rows(table, 20)
+    private = ckks.serialize(save_secret_key=True)
+    body = _body_with_context(private, keys, [1.0] * 20, ctx=ckks)
+    with pytest.raises(PolicyRefusal) as refused:
+        he.he_sum(platform, operator, body)
+    assert refused.value.rule == "he_secret_key_sent" and refused.value.article == "Art. 19"
+    (entry,) = _ledger(platform, "he.refused")
+    assert entry["details"]["rule"] == "he_secret_key_sent"
+    assert not _ledger(platform, "he.sum")
+
+
+def test_the_platform_only_ever_holds_a_public_context(ckks, bfv, tmp_path):
+    for ctx, scheme in ((ckks, Scheme.CKKS), (bfv, Scheme.BFV)):
+        loaded = he.load_public_context(client_he.public_context(ctx), scheme)
+        assert loaded.is_private() is False and not loaded.has_secret_key()
+        assert loaded.has_galois_keys() and not loaded.has_relin_keys()
+    # The worker refuses a private context even if the caller's check were skipped.
+    with pytest.raises(PolicyRefusal):
+        he.evaluate_share(
+            ckks.serialize(save_secret_key=True),
+            [],
+            np.zeros(0, np.int32),
+            (0, 1),
+            1,
+            Scheme.CKKS,
+            tmp_path / "out.bin",
+        )
+    with pytest.raises(InputError, match="request says bfv"):
+        he.load_public_context(client_he.public_context(ckks), Scheme.BFV)
+
+
+def test_duplicate_keys_are_refused_as_a_count(bank, ckks):
+    platform, operator, table, _token = bank
+    keys = _rows(table, 30) + _rows(table, 2)
+    with pytest.raises(InputError, match="2 key"):
+        client_he.build_request(ckks, "registry", "code", ["county"], keys, [1.0] * 32)
+    body = _body_with_context(client_he.public_context(ckks), keys, [1.0] * 32, ctx=ckks)
+    with pytest.raises(InputError, match="2 key") as refused:
+        he.he_sum(platform, operator, body)
+    assert keys[0] not in str(refused.value)
+
+
+def test_tampered_bodies_and_ciphertexts_are_refused(bank, ckks):
+    platform, operator, table, _token = bank
+    keys = _rows(table, 50)
+    body = bytearray(
+        client_he.build_request(ckks, "registry", "code", ["county"], keys, [2.0] * 50)
+    )
+    body[-1000] ^= 0xFF  # inside the ciphertext: the frames no longer match their digest
+    with pytest.raises(InputError, match="SHA-256"):
+        he.he_sum(platform, operator, bytes(body))
+    # An attacker who also rewrites the digest: the ciphertext itself is refused.
+    header, frames = he.unpack(bytes(body), max_frames=10, max_frame=1 << 26)
+    frames = [bytes(f) for f in frames]
+    frames[2] = frames[2][:100] + bytes(len(frames[2]) - 100)
+    header["sha256"] = he.frames_digest(frames)
+    with pytest.raises(InputError, match="ciphertext 0"):
+        he.he_sum(platform, operator, he.pack(header, frames))
+
+
+def test_refused_without_grant_and_under_a_suspended_agreement(
+    platform, provider, make_principal, tmp_path, ckks
+):
+    from sandbox.workflow import supervision
+    from tests.workflow_helpers import make_cast
+
+    table = register_registry(platform, provider, tmp_path)
+    cast = make_cast(platform, make_principal, provider)
+    keys = _rows(table, 40)
+    body = client_he.build_request(ckks, "registry", "code", ["county"], keys, [1.0] * 40)
+    with pytest.raises(PolicyRefusal) as none:
+        he.he_sum(platform, cast.operator, body)
+    assert none.value.rule == "not_granted" and none.value.article == "Art. 14"
+    agreement_id = agreement_grant(cast)
+    he.he_sum(platform, cast.operator, body)  # active: runs
+    supervision.evaluate(
+        platform,
+        cast.city,
+        agreement_id,
+        passed=False,
+        notes="late reports",
+        deadline=datetime.now(UTC) + timedelta(days=30),
+    )
+    with pytest.raises(PolicyRefusal) as suspended:
+        he.he_sum(platform, cast.operator, body)
+    assert suspended.value.rule == "agreement_suspended"
+    assert suspended.value.article == "Art. 24"
+
+
+@pytest.mark.slow  # a fresh BFV context with Galois keys: several seconds
+def test_cli_he_sum_in_process(bank, tmp_path):
+    from click.testing import CliRunner
+
+    from sandbox.cli import main
+
+    platform, operator, table, token = bank
+    csv = tmp_path / "loans.csv"
+    lines = ["code,balance"] + [f"{k},{i}" for i, k in enumerate(_rows(table, 200))]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main,
+        [
+            "--home",
+            str(platform.home),
+            "he",
+            "sum",
+            "--dataset",
+            "registry",
+            "--key-column",
+            "code",
+            "--by",
+            "county",
+            "--keys-and-values",
+            str(csv),
+            "--scheme",
+            "bfv",
+            "--as",
+            token,
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    expected = expected_sums(table, "code", ["county"], _rows(table, 200), list(range(200)))
+    for row in data["groups"]:
+        assert (row["sum"], row["subjects"]) == expected[(row["county"],)]
+    assert data["groups_refused"] == 1
