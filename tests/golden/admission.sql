@@ -247,3 +247,6 @@ SELECT COUNT(*) FROM pums WHERE CAST(pid AS VARCHAR) LIKE '12%' ;; refused ident
 -- case: identifier probe hidden in HAVING
 -- scope: grant expressions
 SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING SUM(CASE WHEN pid = 3 THEN 1 ELSE 0 END) > 0 ;; refused identifier_literal
+
+-- case: IS NULL and IS NOT NULL filters on a dimension are admitted
+SELECT sex, COUNT(*) AS n FROM pums WHERE educ IS NOT NULL AND race IS NULL GROUP BY sex ;; admitted

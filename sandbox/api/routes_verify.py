@@ -1,0 +1,153 @@
+"""Verification products over HTTP (数据核验, docs/verification.md).
+
+``POST /v1/verify/{product}`` is the consumers' call: one subject (``keys``) or a batch
+(``items``, up to 1,000), with the consent reference (Art. 19). The answer comes after
+the call's ledger entry is durable (group commit). Definition, approval, stats and
+the auditor's "who verified this subject?" call the functions the CLI calls.
+
+Each server process keeps one :class:`sandbox.verification.VerificationService` on
+``app.state`` (its index readers and its group-commit thread), made on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.errors import InputError
+
+from .. import verification
+from .auth import CurrentPrincipal
+
+router = APIRouter(prefix="/v1/verify", tags=["verification"])
+PRODUCT = r"^[a-z][a-z0-9_]{0,63}$"
+_LOCK = threading.Lock()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DefinitionBody(_Body):
+    name: str = Field(pattern=PRODUCT)
+    dataset: str = Field(min_length=1, max_length=200)
+    keys: list[str] = Field(min_length=1, max_length=4)
+    codes: list[str] = Field(min_length=2, max_length=20)
+    rule: str = Field(min_length=1, max_length=20_000)
+    miss_codes: list[str] | None = Field(default=None, max_length=20)
+    person_level: bool | None = None
+    description: str = Field(default="", max_length=2000)
+
+
+class ReasonBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ConsentBody(_Body):
+    reference: str = Field(max_length=500)
+    who: str = Field(max_length=500)
+    purpose: str = Field(max_length=500)
+    given_at: str = Field(max_length=40)
+
+
+class ItemBody(_Body):
+    keys: dict[str, str] = Field(min_length=1, max_length=4)
+    consent: ConsentBody | None = None
+
+
+class CallBody(_Body):
+    keys: dict[str, str] | None = Field(default=None, max_length=4)
+    items: list[ItemBody] | None = Field(default=None, max_length=verification.MAX_BATCH)
+    consent: ConsentBody | None = None
+
+
+class WhoBody(_Body):
+    keys: dict[str, str] = Field(min_length=1, max_length=4)
+    product: str | None = Field(default=None, pattern=PRODUCT)
+
+
+def service(request: Request) -> verification.VerificationService:
+    state = request.app.state
+    current = getattr(state, "verification", None)
+    if current is None:
+        with _LOCK:
+            current = getattr(state, "verification", None)
+            if current is None:
+                current = state.verification = verification.VerificationService(state.platform)
+    return current
+
+
+@router.post("/products", status_code=201)
+def define(request: Request, me: CurrentPrincipal, body: DefinitionBody) -> dict[str, Any]:
+    """File a product definition (operators, under an agreement covering verification)."""
+    return verification.define(request.app.state.platform, me, body.model_dump())
+
+
+@router.get("/products")
+def products(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
+    """Products you may see: consumers the published ones, operators their own."""
+    return verification.list_products(request.app.state.platform, me)
+
+
+@router.post("/products/{name}/approve")
+def approve(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=PRODUCT)
+) -> dict[str, Any]:
+    """Publish a product: build its index (the authority)."""
+    return verification.approve(request.app.state.platform, me, name)
+
+
+@router.post("/products/{name}/reject")
+def reject(
+    request: Request, me: CurrentPrincipal, body: ReasonBody, name: str = PathParam(pattern=PRODUCT)
+) -> dict[str, Any]:
+    verification.reject(request.app.state.platform, me, name, body.reason)
+    return {"name": name, "state": "rejected"}
+
+
+@router.get("/products/{name}/stats")
+def stats(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=PRODUCT)
+) -> dict[str, Any]:
+    """Counts of calls, codes, refusals and throttled or blocked consumers."""
+    return verification.stats(request.app.state.platform, me, name)
+
+
+@router.post("/who")
+def who(request: Request, me: CurrentPrincipal, body: WhoBody) -> list[dict[str, Any]]:
+    """Who verified the subject with these keys? (auditors, the authority; ledgered)"""
+    return verification.who(request.app.state.platform, me, body.keys, body.product)
+
+
+@router.post("/{product}")
+def call(
+    request: Request,
+    me: CurrentPrincipal,
+    body: CallBody,
+    product: str = PathParam(pattern=PRODUCT),
+) -> dict[str, Any]:
+    """Verify one subject (``keys``) or up to 1,000 (``items``): codes, never values."""
+    if (body.keys is None) == (body.items is None):
+        raise InputError("send either 'keys' (one subject) or 'items' (a batch), not both")
+    consent = body.consent.model_dump() if body.consent else None
+    if body.keys is not None:
+        items = [{"keys": body.keys}]
+    else:
+        items = [
+            {"keys": i.keys, "consent": i.consent.model_dump() if i.consent else None}
+            for i in body.items
+        ]
+    result = service(request).call(me, product, items, consent)
+    out = result.to_dict()
+    if body.keys is not None:
+        only = result.results[0]
+        out["code"] = only.code
+        if only.refused:
+            from policies.errors import PolicyRefusal
+
+            raise PolicyRefusal(only.refused, only.message or "refused", article="Art. 19")
+    return out

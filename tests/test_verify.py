@@ -1,0 +1,382 @@
+"""Verification products in-process: correctness against the snapshot, consent, the
+agreement gate, limits, the enumeration defence, batches, audit, group commit."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from verify_helpers import (
+    CONSENT,
+    IDENTITY,
+    SOCIAL_INSURANCE,
+    World,
+    direct_identity,
+    direct_social_insurance,
+    make_world,
+)
+
+from connectors.validity import resident_id_check_char
+from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal
+from sandbox import ledger, vault, verification
+from sandbox.api.codes import RateLimited
+from sandbox.demo_data import DEMO_TABLES
+from sandbox.platform import Platform
+from sandbox.principals import Role
+from sandbox.workflow import agreements
+from sandbox.workflow.supervision import notifications_of
+
+RELAXED = """
+[verify]
+consumer_per_minute = 100000
+consumer_per_day = 1000000
+subject_per_day = 1000
+miss_min_calls = 100000
+guess_ids_throttle = 100000
+guess_ids_block = 100000
+"""
+
+
+def reopen(platform: Platform, toml: str) -> Platform:
+    (platform.home / "sandbox.toml").write_text(toml, encoding="utf-8")
+    return Platform.open(platform.home)
+
+
+@pytest.fixture
+def world(platform, make_principal, tmp_path) -> World:
+    w = make_world(platform, make_principal, tmp_path / "data")
+    verification.define(platform, w.operator, IDENTITY)
+    verification.define(platform, w.operator, SOCIAL_INSURANCE)
+    verification.approve(platform, w.city, "identity")
+    verification.approve(platform, w.city, "si_paid_6_of_12")
+    return w
+
+
+@pytest.fixture
+def relaxed(world) -> Platform:
+    plat = reopen(world.platform, RELAXED)
+    yield plat
+    verification.service_for(plat).close()
+    plat.close()
+
+
+def _persons(world: World) -> dict:
+    return world.tables["persons"].to_pydict()
+
+
+def _absent_pid(rng: random.Random, known: set[str]) -> str:
+    while True:
+        first = "370811" + f"{rng.randint(1950, 2005)}0101" + f"{rng.randint(0, 999):03d}"
+        pid = first + resident_id_check_char(first)
+        if pid not in known:
+            return pid
+
+
+def test_answers_equal_a_direct_computation_over_the_snapshot(world, relaxed):
+    rng = random.Random(5)
+    persons = _persons(world)
+    known = set(persons["pid"])
+    items, expected = [], []
+    for _ in range(60):
+        i = rng.randrange(len(persons["pid"]))
+        kind = rng.choice(["present", "mismatched", "absent"])
+        pid = persons["pid"][i]
+        name = persons["name"][i]
+        if kind == "mismatched":
+            name = persons["name"][rng.randrange(len(persons["name"]))]
+        if kind == "absent":
+            pid = _absent_pid(rng, known)
+        items.append({"keys": {"pid": pid, "name": name}})
+        expected.append(direct_identity(world.tables, pid, name))
+    assert {"match", "not_found"} <= set(expected)
+    result = verification.call(relaxed, world.consumer, "identity", items, CONSENT)
+    assert [r.code for r in result.results] == expected
+    assert result.versions == {"persons": 1}
+
+    codes = world.tables["enterprises"].column("credit_code").to_pylist()
+    codes = rng.sample(codes, 20) + ["91370800MA3C0000X1"]
+    result = verification.call(
+        relaxed, world.consumer, "si_paid_6_of_12", [{"keys": {"credit_code": c}} for c in codes]
+    )
+    wanted = [direct_social_insurance(world.tables, c) for c in codes]
+    assert [r.code for r in result.results] == wanted
+    assert "not_found" in wanted and "yes" in wanted
+
+
+def test_keys_are_normalised_the_same_way_at_definition_and_call(world, relaxed):
+    persons = _persons(world)
+    pid = next(p for p in persons["pid"] if p.endswith("X"))
+    name = persons["name"][persons["pid"].index(pid)]
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in pid[:6]) + pid[6:-1] + "x"
+    result = verification.call(
+        relaxed,
+        world.consumer,
+        "identity",
+        [{"keys": {"pid": f"  {full_width}\u3000", "name": name}}],
+        CONSENT,
+    )
+    assert result.code == "match"
+
+
+def test_person_level_calls_need_consent_and_enterprise_calls_do_not(world):
+    persons = _persons(world)
+    keys = {"pid": persons["pid"][0], "name": persons["name"][0]}
+    with pytest.raises(PolicyRefusal) as info:
+        verification.call(world.platform, world.consumer, "identity", [{"keys": keys}])
+    assert info.value.rule == "consent_required" and info.value.article == "Art. 19"
+    partial = dict(CONSENT, purpose="")
+    with pytest.raises(PolicyRefusal, match="purpose"):
+        verification.call(world.platform, world.consumer, "identity", [{"keys": keys}], partial)
+    leaky = dict(CONSENT, who=persons["name"][0])
+    with pytest.raises(InputError, match="must not repeat"):
+        verification.call(world.platform, world.consumer, "identity", [{"keys": keys}], leaky)
+    code = world.tables["enterprises"].column("credit_code")[0].as_py()
+    result = verification.call(
+        world.platform, world.consumer, "si_paid_6_of_12", [{"keys": {"credit_code": code}}]
+    )
+    assert result.code in {"yes", "no"}
+
+
+def test_a_suspended_agreement_withdraws_the_product(world):
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    assert (
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == "match"
+    )
+    agreements.suspend(world.platform, world.city, world.agreement, "failed evaluation")
+    with pytest.raises(PolicyRefusal) as info:
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    assert info.value.rule == "agreement_suspended" and info.value.article == "Art. 24"
+    with world.platform.store.read() as conn:
+        withdrawn = ledger.query(conn, action="verify.withdrawn", subject="verification:identity")
+    assert len(withdrawn) == 1 and withdrawn[0]["details"]["rule"] == "agreement_suspended"
+    agreements.restore(world.platform, world.city, world.agreement, "rectified")
+    with pytest.raises(PolicyRefusal) as info:
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    assert info.value.rule == "product_withdrawn"
+    verification.approve(world.platform, world.city, "identity")
+    assert (
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == "match"
+    )
+
+
+def test_definitions_need_an_agreement_covering_verification(world):
+    other = dict(IDENTITY, name="identity2")
+    with pytest.raises(PermissionDenied):
+        verification.define(world.platform, world.consumer, other)
+    bad = dict(IDENTITY, name="probe", rule=IDENTITY["rule"].replace("$name", "'王伟'"))
+    with pytest.raises(PolicyRefusal):
+        verification.define(world.platform, world.operator, bad)
+    with pytest.raises(PermissionDenied):
+        verification.approve(world.platform, world.operator, "identity")
+    with pytest.raises(NotFound):
+        verification.call(world.platform, world.consumer, "nothing_here", [{"keys": {}}])
+
+
+def test_consumer_rate_limit_per_minute(world):
+    plat = reopen(world.platform, "[verify]\nconsumer_per_minute = 5\n")
+    try:
+        codes = world.tables["enterprises"].column("credit_code").to_pylist()
+        for code in codes[:4]:
+            verification.call(
+                plat, world.consumer, "si_paid_6_of_12", [{"keys": {"credit_code": code}}]
+            )
+        batch = [{"keys": {"credit_code": c}} for c in codes[4:6]]
+        with pytest.raises(RateLimited, match="verify.consumer_per_minute"):
+            verification.call(plat, world.consumer, "si_paid_6_of_12", batch)
+        verification.call(plat, world.consumer, "si_paid_6_of_12", batch[:1])
+        with pytest.raises(RateLimited):
+            verification.call(plat, world.consumer, "si_paid_6_of_12", batch[:1])
+        # Another consumer has its own allowance.
+        verification.call(plat, world.consumer2, "si_paid_6_of_12", batch[:1])
+    finally:
+        verification.service_for(plat).close()
+        plat.close()
+
+
+def test_per_subject_daily_limit_across_consumers(world):
+    plat = reopen(world.platform, "[verify]\nsubject_per_day = 2\n")
+    try:
+        code = world.tables["enterprises"].column("credit_code")[3].as_py()
+        item = [{"keys": {"credit_code": code}}]
+        assert verification.call(plat, world.consumer, "si_paid_6_of_12", item).code
+        assert verification.call(plat, world.consumer2, "si_paid_6_of_12", item).code
+        third = verification.call(plat, world.consumer2, "si_paid_6_of_12", item)
+        assert third.code is None and third.results[0].refused == "subject_daily_limit"
+        other = world.tables["enterprises"].column("credit_code")[4].as_py()
+        batch = verification.call(
+            plat, world.consumer, "si_paid_6_of_12", item + [{"keys": {"credit_code": other}}]
+        )
+        assert [r.refused for r in batch.results] == ["subject_daily_limit", None]
+    finally:
+        verification.service_for(plat).close()
+        plat.close()
+
+
+def _enumerate(plat: Platform, world: World, seed: int, consumer) -> str:
+    """Try 1,000 candidate ID numbers for one name; 'found', 'blocked' or 'gave_up'."""
+    rng = random.Random(seed)
+    persons = _persons(world)
+    i = rng.randrange(len(persons["pid"]))
+    true_pid, name = persons["pid"][i], persons["name"][i]
+    candidates = set()
+    while len(candidates) < 999:
+        first = true_pid[:14] + f"{rng.randint(0, 999):03d}"
+        candidates.add(first + resident_id_check_char(first))
+    candidates.discard(true_pid)
+    order = sorted(candidates)[:999] + [true_pid]
+    rng.shuffle(order)
+    consent = dict(CONSENT, reference=f"GUESS-{seed}")
+    for pid in order:
+        try:
+            result = verification.call(
+                plat, consumer, "identity", [{"keys": {"pid": pid, "name": name}}], consent
+            )
+        except RateLimited:
+            continue  # a real script would wait; it is the same attempt either way
+        except PolicyRefusal as refusal:
+            assert refusal.rule == "enumeration_blocked"
+            return "blocked"
+        if result.code == "match" and pid == true_pid:
+            return "found"
+    return "gave_up"
+
+
+def test_an_enumeration_script_is_blocked_before_it_finds_the_id(world, make_principal):
+    outcomes = []
+    for seed in range(10):
+        guesser, _token = make_principal(f"guesser{seed}", Role.CONSUMER)
+        outcomes.append(_enumerate(world.platform, world, seed, guesser))
+    assert outcomes.count("blocked") >= 9, outcomes
+    with world.platform.store.read() as conn:
+        alerts = ledger.query(conn, action="verify.alert")
+    assert {a["details"]["standing"] for a in alerts} >= {"throttled", "blocked"}
+    notes = notifications_of(world.platform, world.city)
+    assert any(n["kind"] == "verification_alert" for n in notes)
+    stats = verification.stats(world.platform, world.city, "identity")
+    assert stats["codes"].get("not_found", 0) + stats["codes"].get("mismatch", 0) > 0
+
+
+def test_a_high_share_of_misses_blocks_a_consumer(world):
+    plat = reopen(world.platform, "[verify]\nmiss_min_calls = 10\n")
+    try:
+        rng = random.Random(1)
+        items = [
+            {"keys": {"credit_code": f"9137080{rng.randrange(10**10):010d}X"}} for _ in range(9)
+        ]
+        verification.call(plat, world.consumer, "si_paid_6_of_12", items)
+        with pytest.raises(PolicyRefusal) as info:
+            verification.call(plat, world.consumer, "si_paid_6_of_12", items[:2])
+        assert info.value.rule == "enumeration_blocked"
+        real = world.tables["enterprises"].column("credit_code")[0].as_py()
+        with pytest.raises(PolicyRefusal, match="blocked"):
+            verification.call(
+                plat, world.consumer, "si_paid_6_of_12", [{"keys": {"credit_code": real}}]
+            )
+    finally:
+        verification.service_for(plat).close()
+        plat.close()
+
+
+def test_batches_up_to_1000_subjects(world, relaxed):
+    persons = _persons(world)
+    n = len(persons["pid"])
+    items = [
+        {"keys": {"pid": persons["pid"][i % n], "name": persons["name"][(i * 7) % n]}}
+        for i in range(1000)
+    ]
+    result = verification.call(relaxed, world.consumer, "identity", items, CONSENT)
+    assert len(result.results) == 1000
+    expected = [
+        direct_identity(world.tables, it["keys"]["pid"], it["keys"]["name"]) for it in items
+    ]
+    assert [r.code for r in result.results] == expected
+    with pytest.raises(InputError, match="1 to 1000"):
+        verification.call(relaxed, world.consumer, "identity", items + items[:1], CONSENT)
+
+
+def test_auditor_finds_who_verified_a_subject_and_the_ledger_holds_no_key_value(world):
+    persons = _persons(world)
+    pid, name = persons["pid"][2], persons["name"][2]
+    keys = {"pid": pid, "name": name}
+    verification.call(world.platform, world.consumer, "identity", [{"keys": keys}], CONSENT)
+    consent2 = dict(CONSENT, reference="BANK2-77")
+    verification.call(world.platform, world.consumer2, "identity", [{"keys": keys}], consent2)
+    other = {"pid": persons["pid"][3], "name": persons["name"][3]}
+    verification.call(world.platform, world.consumer2, "identity", [{"keys": other}], consent2)
+    rows = verification.who(world.platform, world.auditor, {"pid": pid.lower()})
+    assert [(r["consumer"], r["consent"]["reference"], r["code"]) for r in rows] == [
+        ("consumer", "CONSENT-0001", "match"),
+        ("consumer2", "BANK2-77", "match"),
+    ]
+    assert all(r["in_ledger"] for r in rows)
+    with pytest.raises(PermissionDenied):
+        verification.who(world.platform, world.consumer, {"pid": pid})
+    with world.platform.store.read() as conn:
+        text = json.dumps(ledger.query(conn), ensure_ascii=False)
+        assert ledger.verify(conn, world.platform.key.public_key()).entries > 0
+    assert pid not in text and name not in text
+    assert "verify.who" in text
+
+
+def test_a_new_dataset_version_rebuilds_the_index(world, tmp_path):
+    persons = world.tables["persons"]
+    names = persons.column("name").to_pylist()
+    names[0] = "新名字"
+    changed = persons.set_column(persons.schema.get_field_index("name"), "name", pa.array(names))
+    path = tmp_path / "persons_v2.parquet"
+    pq.write_table(changed, path)
+    vault.register(
+        world.platform,
+        world.provider,
+        "persons",
+        str(path),
+        DEMO_TABLES["persons"].classification(),
+    )
+    keys = {"pid": persons.column("pid")[0].as_py(), "name": "新名字"}
+    result = verification.call(
+        world.platform, world.consumer, "identity", [{"keys": keys}], CONSENT
+    )
+    assert result.code == "match" and result.versions == {"persons": 2}
+    with world.platform.store.read() as conn:
+        assert ledger.query(conn, action="verify.index")
+
+
+def test_group_commit_batches_concurrent_calls_and_every_call_is_ledgered(world, relaxed):
+    codes = world.tables["enterprises"].column("credit_code").to_pylist()
+    errors: list[Exception] = []
+    answers: list[str] = []
+
+    def worker(k: int) -> None:
+        try:
+            for j in range(6):
+                code = codes[(k * 6 + j) % len(codes)]
+                r = verification.call(
+                    relaxed, world.consumer, "si_paid_6_of_12", [{"keys": {"credit_code": code}}]
+                )
+                answers.append(r.request_id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    service = verification.service_for(relaxed)
+    assert service.committer.units >= 72 and service.committer.batches < service.committer.units
+    with relaxed.store.read() as conn:
+        calls = ledger.query(conn, action="verify.call")
+        ledger.verify(conn, relaxed.key.public_key())
+    assert {c["details"]["request_id"] for c in calls} >= set(answers)
+
+
+def test_secret_file_is_private(world):
+    secret = Path(world.platform.home) / "keys" / "verify.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
