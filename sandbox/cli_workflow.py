@@ -3,7 +3,10 @@
 One command per action of docs/workflow.md; every one acts as the principal of
 ``--as TOKEN`` (or ``SANDBOX_TOKEN``) and prints JSON with ``--json``. The
 functions they call live in :mod:`sandbox.workflow`; this module only parses
-options and prints.
+options and prints. With ``--server URL`` (or ``SANDBOX_SERVER``) each command
+goes through :class:`sandbox.client.Client` to the route that calls the same
+function, and prints the same text and JSON: a file argument (``@file``) is
+read here, and the files of a usage report are written here.
 """
 
 from __future__ import annotations
@@ -110,24 +113,29 @@ def notice_publish(
     as_json,
 ) -> None:
     """Publish a notice with datasets in scope, conditions and a deadline."""
-    from .workflow.notices import notice_dict, publish
-
-    me = obj.principal(token)
-    rule = PassRule(pass_score, min_reviewers, Aggregate(aggregate))
-    nid = publish(
-        obj.platform,
-        me,
+    fields = dict(
         title=title,
         domain=domain,
         scenario=scenario,
-        datasets=datasets,
+        datasets=list(datasets),
         conditions=_text(conditions),
         deadline=deadline,
         jurisdiction=jurisdiction,
-        pass_rule=rule,
     )
-    with obj.platform.store.read() as conn:
-        data = notice_dict(conn, nid)
+    if obj.server:
+        with obj.client(token) as api:
+            nid = api.publish_notice(
+                **fields, min_score=pass_score, min_reviewers=min_reviewers, aggregate=aggregate
+            )
+            data = api.notice(nid)
+    else:
+        from .workflow.notices import notice_dict, publish
+
+        me = obj.principal(token)
+        rule = PassRule(pass_score, min_reviewers, Aggregate(aggregate))
+        nid = publish(obj.platform, me, **fields, pass_rule=rule)
+        with obj.platform.store.read() as conn:
+            data = notice_dict(conn, nid)
     emit(
         data,
         as_json,
@@ -142,11 +150,15 @@ def notice_publish(
 @pass_ctx
 def notice_show(obj: Context, notice_id: int, token, as_json) -> None:
     """Show a notice (any principal)."""
-    from .workflow.notices import notice_dict
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.notice(notice_id)
+    else:
+        from .workflow.notices import notice_dict
 
-    obj.principal(token)
-    with obj.platform.store.read() as conn:
-        data = notice_dict(conn, notice_id)
+        obj.principal(token)
+        with obj.platform.store.read() as conn:
+            data = notice_dict(conn, notice_id)
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
@@ -185,26 +197,51 @@ def apply_cmd(
     as_json,
 ) -> None:
     """Apply to a notice before its deadline (operators)."""
-    from .workflow.applications import apply
-
-    me = obj.principal(token)
-    aid = apply(
-        obj.platform,
-        me,
-        notice_id,
+    fields = dict(
         scenario=scenario,
         datasets=_datasets(datasets),
-        job_kinds=job_kinds,
-        product_kinds=product_kinds,
+        job_kinds=list(job_kinds),
+        product_kinds=list(product_kinds),
         security_measures=_text(security_measures),
         security_officer=security_officer,
         incident_plan=_text(incident_plan),
     )
+    if obj.server:
+        with obj.client(token) as api:
+            aid = api.apply(notice_id, **fields)
+    else:
+        from .workflow.applications import apply
+
+        aid = apply(obj.platform, obj.principal(token), notice_id, **fields)
     emit(
         {"application": aid, "status": "submitted"},
         as_json,
         f"application {aid} submitted to notice {notice_id}",
     )
+
+
+@main.group()
+def application() -> None:
+    """Applications to notices. Art. 11."""
+
+
+@application.command("show")
+@click.argument("application_id", type=int)
+@as_option
+@json_option
+@pass_ctx
+def application_show(obj: Context, application_id, token, as_json) -> None:
+    """An application (its operator, the notice's authority, its reviewers, auditors)."""
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.application(application_id)
+    else:
+        from .workflow.reading import application_for
+
+        me = obj.principal(token)
+        with obj.platform.store.read() as conn:
+            data = application_for(conn, me, application_id)
+    emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 # --- reviews (Art. 12) ----------------------------------------------------------------------------
@@ -223,9 +260,13 @@ def review() -> None:
 @pass_ctx
 def review_appoint(obj: Context, application_id, reviewers, token, as_json) -> None:
     """Appoint reviewers to an application (authorities)."""
-    from .workflow.reviews import appoint
+    if obj.server:
+        with obj.client(token) as api:
+            ids = api.appoint_reviewers(application_id, list(reviewers))
+    else:
+        from .workflow.reviews import appoint
 
-    ids = appoint(obj.platform, obj.principal(token), application_id, reviewers)
+        ids = appoint(obj.platform, obj.principal(token), application_id, reviewers)
     emit(
         {"application": application_id, "reviews": ids},
         as_json,
@@ -246,21 +287,18 @@ def review_score(
     obj: Context, application_id, capability, scenario, security, comment, token, as_json
 ) -> None:
     """Score an application 0-100 on capability, scenario and security (reviewers)."""
-    from .workflow.reviews import score
+    scores = dict(capability=capability, scenario=scenario, security=security, comment=comment)
+    if obj.server:
+        with obj.client(token) as api:
+            state = api.score(application_id, **scores)
+    else:
+        from .workflow.reviews import score
 
-    state = score(
-        obj.platform,
-        obj.principal(token),
-        application_id,
-        capability=capability,
-        scenario=scenario,
-        security=security,
-        comment=comment,
-    )
+        state = score(obj.platform, obj.principal(token), application_id, **scores).value
     emit(
-        {"application": application_id, "status": state.value},
+        {"application": application_id, "status": state},
         as_json,
-        f"scored; application {application_id} is {state.value}",
+        f"scored; application {application_id} is {state}",
     )
 
 
@@ -271,9 +309,13 @@ def review_score(
 @pass_ctx
 def review_show(obj: Context, application_id, token, as_json) -> None:
     """The scores of an application (authorities, auditors)."""
-    from .workflow.reviews import reviews_of
+    if obj.server:
+        with obj.client(token) as api:
+            rows = api.reviews(application_id)
+    else:
+        from .workflow.reviews import reviews_of
 
-    rows = reviews_of(obj.platform, obj.principal(token), application_id)
+        rows = reviews_of(obj.platform, obj.principal(token), application_id)
     emit(
         rows,
         as_json,
@@ -329,27 +371,30 @@ def agreement_sign(
     as_json,
 ) -> None:
     """Sign the agreement of a passed application (authorities)."""
-    from .workflow.agreements import sign
-    from .workflow.airlock import appoint_checkers
-
-    me = obj.principal(token)
-    aid = sign(
-        obj.platform,
-        me,
-        application_id,
+    terms = dict(
         valid_from=start,
         valid_until=until,
         rights_duties=_text(rights_duties),
         security_requirements=_text(security_requirements),
         exit_conditions=_text(exit_conditions),
         breach_liability=_text(breach_liability),
-        disposal=Disposal(disposal),
         review_required=review_required,
         disclosure=_pairs(disclosure, "--disclosure"),
         aggregates=[a.strip() for a in aggregates.split(",") if a.strip()],
     )
-    if checkers:
-        appoint_checkers(obj.platform, me, checkers, agreement_id=aid)
+    if obj.server:
+        with obj.client(token) as api:
+            aid = api.sign_agreement(application_id, **terms, disposal=disposal)
+            if checkers:
+                api.appoint_checkers(list(checkers), agreement_id=aid)
+    else:
+        from .workflow.agreements import sign
+        from .workflow.airlock import appoint_checkers
+
+        me = obj.principal(token)
+        aid = sign(obj.platform, me, application_id, **terms, disposal=Disposal(disposal))
+        if checkers:
+            appoint_checkers(obj.platform, me, checkers, agreement_id=aid)
     emit(
         {"agreement": aid, "status": "active"},
         as_json,
@@ -364,11 +409,15 @@ def agreement_sign(
 @pass_ctx
 def agreement_show(obj: Context, agreement_id, token, as_json) -> None:
     """Every field of an agreement (its parties, authorities, auditors)."""
-    from .workflow.agreements import agreement_dict
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.agreement(agreement_id)
+    else:
+        from .workflow.agreements import agreement_dict
 
-    me = obj.principal(token)
-    with obj.platform.store.read() as conn:
-        data = agreement_dict(conn, me, agreement_id)
+        me = obj.principal(token)
+        with obj.platform.store.read() as conn:
+            data = agreement_dict(conn, me, agreement_id)
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
@@ -380,12 +429,17 @@ def _agreement_action(name: str, help_text: str):
     @json_option
     @pass_ctx
     def command(obj: Context, agreement_id, reason, token, as_json) -> None:
-        from .workflow import agreements as mod
+        if obj.server:
+            with obj.client(token) as api:
+                getattr(api, f"{name}_agreement")(agreement_id, reason)
+                status = api.agreement(agreement_id)["status"]
+        else:
+            from .workflow import agreements as mod
 
-        me = obj.principal(token)
-        getattr(mod, name)(obj.platform, me, agreement_id, reason)
-        with obj.platform.store.read() as conn:
-            status = mod.agreement_dict(conn, me, agreement_id)["status"]
+            me = obj.principal(token)
+            getattr(mod, name)(obj.platform, me, agreement_id, reason)
+            with obj.platform.store.read() as conn:
+                status = mod.agreement_dict(conn, me, agreement_id)["status"]
         emit(
             {"agreement": agreement_id, "status": status},
             as_json,
@@ -410,9 +464,13 @@ _agreement_action(
 @pass_ctx
 def agreement_expire(obj: Context, agreement_id, token, as_json) -> None:
     """Expire agreements whose term ended and carry out their disposal clause. Art. 13."""
-    from .workflow.agreements import expire
+    if obj.server:
+        with obj.client(token) as api:
+            ids = api.expire_agreements(agreement_id)
+    else:
+        from .workflow.agreements import expire
 
-    ids = expire(obj.platform, obj.principal(token), agreement_id)
+        ids = expire(obj.platform, obj.principal(token), agreement_id)
     emit({"expired": ids}, as_json, f"expired: {', '.join(map(str, ids)) or 'none'}")
 
 
@@ -434,12 +492,16 @@ def request_group() -> None:
 @pass_ctx
 def request_data_cmd(obj: Context, agreement_id, dataset, columns, purpose, token, as_json) -> None:
     """Request a dataset under your agreement (operators)."""
-    from .workflow.requests import request_data
-
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    rid = request_data(
-        obj.platform, obj.principal(token), agreement_id, dataset, purpose=purpose, columns=cols
-    )
+    if obj.server:
+        with obj.client(token) as api:
+            rid = api.request_data(agreement_id, dataset, purpose=purpose, columns=cols)
+    else:
+        from .workflow.requests import request_data
+
+        rid = request_data(
+            obj.platform, obj.principal(token), agreement_id, dataset, purpose=purpose, columns=cols
+        )
     emit({"request": rid, "status": "submitted"}, as_json, f"data request {rid} submitted")
 
 
@@ -450,9 +512,13 @@ def request_data_cmd(obj: Context, agreement_id, dataset, columns, purpose, toke
 @pass_ctx
 def request_approve(obj: Context, request_id, token, as_json) -> None:
     """Approve a data request; creates the grant (the dataset's provider or an authority)."""
-    from .workflow.requests import approve
+    if obj.server:
+        with obj.client(token) as api:
+            gid = api.approve_request(request_id)
+    else:
+        from .workflow.requests import approve
 
-    gid = approve(obj.platform, obj.principal(token), request_id)
+        gid = approve(obj.platform, obj.principal(token), request_id)
     emit(
         {"request": request_id, "status": "approved", "grant": gid},
         as_json,
@@ -468,9 +534,13 @@ def request_approve(obj: Context, request_id, token, as_json) -> None:
 @pass_ctx
 def request_refuse(obj: Context, request_id, reason, token, as_json) -> None:
     """Refuse a data request with a reason."""
-    from .workflow.requests import refuse_request
+    if obj.server:
+        with obj.client(token) as api:
+            api.refuse_request(request_id, reason)
+    else:
+        from .workflow.requests import refuse_request
 
-    refuse_request(obj.platform, obj.principal(token), request_id, reason)
+        refuse_request(obj.platform, obj.principal(token), request_id, reason)
     emit(
         {"request": request_id, "status": "refused"}, as_json, f"data request {request_id} refused"
     )
@@ -489,9 +559,13 @@ def quality() -> None:
 @pass_ctx
 def quality_report(obj: Context, dataset, text, token, as_json) -> None:
     """Report a data-quality problem (operators)."""
-    from .workflow.requests import report_quality
+    if obj.server:
+        with obj.client(token) as api:
+            tid = api.report_quality(dataset, text)
+    else:
+        from .workflow.requests import report_quality
 
-    tid = report_quality(obj.platform, obj.principal(token), dataset, text)
+        tid = report_quality(obj.platform, obj.principal(token), dataset, text)
     emit({"ticket": tid, "status": "open"}, as_json, f"quality ticket {tid} open")
 
 
@@ -504,9 +578,13 @@ def quality_report(obj: Context, dataset, text, token, as_json) -> None:
 @pass_ctx
 def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> None:
     """Answer a quality ticket (the dataset's provider)."""
-    from .workflow.requests import answer_quality
+    if obj.server:
+        with obj.client(token) as api:
+            api.answer_quality(ticket_id, text, version)
+    else:
+        from .workflow.requests import answer_quality
 
-    answer_quality(obj.platform, obj.principal(token), ticket_id, text, version)
+        answer_quality(obj.platform, obj.principal(token), ticket_id, text, version)
     emit(
         {"ticket": ticket_id, "status": "answered"}, as_json, f"quality ticket {ticket_id} answered"
     )
@@ -525,16 +603,14 @@ def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> No
 @pass_ctx
 def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_json) -> None:
     """Evaluate an operator under an agreement; a failure suspends it (authorities)."""
-    from .workflow.supervision import evaluate
+    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline)
+    if obj.server:
+        with obj.client(token) as api:
+            eid = api.evaluate(agreement_id, **verdict)
+    else:
+        from .workflow.supervision import evaluate
 
-    eid = evaluate(
-        obj.platform,
-        obj.principal(token),
-        agreement_id,
-        passed=result == "pass",
-        notes=notes,
-        deadline=deadline,
-    )
+        eid = evaluate(obj.platform, obj.principal(token), agreement_id, **verdict)
     word = (
         "passed"
         if result == "pass"
@@ -555,9 +631,13 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
 @pass_ctx
 def rectify_cmd(obj: Context, agreement_id, notes, token, as_json) -> None:
     """Accept a rectification: the agreement is restored (authorities)."""
-    from .workflow.supervision import rectify
+    if obj.server:
+        with obj.client(token) as api:
+            api.rectify(agreement_id, notes)
+    else:
+        from .workflow.supervision import rectify
 
-    rectify(obj.platform, obj.principal(token), agreement_id, notes)
+        rectify(obj.platform, obj.principal(token), agreement_id, notes)
     emit(
         {"agreement": agreement_id, "status": "active"},
         as_json,
@@ -579,11 +659,15 @@ def incident() -> None:
 @pass_ctx
 def incident_report(obj: Context, operator, kind, description, token, as_json) -> None:
     """Report a leak, damage or loss: the operator's data use is suspended at once."""
-    from .workflow.supervision import IncidentKind, report_incident
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.report_incident(operator, kind, description)
+    else:
+        from .workflow.supervision import IncidentKind, report_incident
 
-    data = report_incident(
-        obj.platform, obj.principal(token), operator, IncidentKind(kind), description
-    )
+        data = report_incident(
+            obj.platform, obj.principal(token), operator, IncidentKind(kind), description
+        )
     emit(
         data,
         as_json,
@@ -602,9 +686,13 @@ def incident_report(obj: Context, operator, kind, description, token, as_json) -
 @pass_ctx
 def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_json) -> None:
     """Record an inspection's findings and rectification tasks (authorities). Art. 22."""
-    from .workflow.supervision import inspect
+    if obj.server:
+        with obj.client(token) as api:
+            iid = api.inspect(operator, list(findings), list(tasks), deadline)
+    else:
+        from .workflow.supervision import inspect
 
-    iid = inspect(obj.platform, obj.principal(token), operator, findings, tasks, deadline)
+        iid = inspect(obj.platform, obj.principal(token), operator, findings, tasks, deadline)
     emit({"inspection": iid}, as_json, f"inspection {iid} recorded")
 
 
@@ -614,9 +702,13 @@ def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_jso
 @pass_ctx
 def notifications_cmd(obj: Context, token, as_json) -> None:
     """Your notifications (failed evaluations, incidents, inspection tasks)."""
-    from .workflow.supervision import notifications_of
+    if obj.server:
+        with obj.client(token) as api:
+            rows = api.notifications()
+    else:
+        from .workflow.supervision import notifications_of
 
-    rows = notifications_of(obj.platform, obj.principal(token))
+        rows = notifications_of(obj.platform, obj.principal(token))
     emit(
         rows,
         as_json,
@@ -637,9 +729,13 @@ def notifications_cmd(obj: Context, token, as_json) -> None:
 @pass_ctx
 def feedback_cmd(obj: Context, product_id, rating, comment, token, as_json) -> None:
     """Rate and comment on a product (consumers)."""
-    from .workflow.feedback import give
+    if obj.server:
+        with obj.client(token) as api:
+            fid = api.give_feedback(product_id, rating, comment)
+    else:
+        from .workflow.feedback import give
 
-    fid = give(obj.platform, obj.principal(token), product_id, rating, comment)
+        fid = give(obj.platform, obj.principal(token), product_id, rating, comment)
     emit({"feedback": fid}, as_json, f"feedback {fid} on {product_id} recorded")
 
 
@@ -662,11 +758,17 @@ def report() -> None:
 @pass_ctx
 def report_usage(obj: Context, operator, period, out, token, as_json) -> None:
     """An operator's usage report: jobs, refusals, products, verifications, feedback."""
-    from .workflow.usage import usage_report, write_report
+    folder = out or Path(f"usage-{operator}-{period}")
+    if obj.server:
+        with obj.client(token) as api:
+            got = api.usage_report(operator, period)
+        data, files = got.report, got.write(folder)
+    else:
+        from .workflow.usage import usage_report, write_report
 
-    me = obj.principal(token)
-    data = usage_report(obj.platform, me, operator, period)
-    files = write_report(obj.platform, me, data, out or Path(f"usage-{operator}-{period}"))
+        me = obj.principal(token)
+        data = usage_report(obj.platform, me, operator, period)
+        files = write_report(obj.platform, me, data, folder)
     emit(
         {**data, "files": files},
         as_json,
@@ -696,11 +798,15 @@ def output() -> None:
 @pass_ctx
 def output_appoint(obj: Context, agreement_id, job_id, checkers, token, as_json) -> None:
     """Appoint two checkers for an agreement's (or one job's) held outputs (authorities)."""
-    from .workflow.airlock import appoint_checkers
+    if obj.server:
+        with obj.client(token) as api:
+            ids = api.appoint_checkers(list(checkers), agreement_id=agreement_id, job_id=job_id)
+    else:
+        from .workflow.airlock import appoint_checkers
 
-    ids = appoint_checkers(
-        obj.platform, obj.principal(token), checkers, agreement_id=agreement_id, job_id=job_id
-    )
+        ids = appoint_checkers(
+            obj.platform, obj.principal(token), checkers, agreement_id=agreement_id, job_id=job_id
+        )
     emit({"appointments": ids}, as_json, f"{len(ids)} checkers appointed")
 
 
@@ -711,9 +817,13 @@ def output_appoint(obj: Context, agreement_id, job_id, checkers, token, as_json)
 @pass_ctx
 def output_review(obj: Context, job_id, token, as_json) -> None:
     """Open (if needed) and show the review of a withheld job; votes stay sealed until both."""
-    from .workflow.airlock import open_review
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.open_review(job_id)
+    else:
+        from .workflow.airlock import open_review
 
-    data = open_review(obj.platform, obj.principal(token), job_id)
+        data = open_review(obj.platform, obj.principal(token), job_id)
     emit(data, as_json, f"job {job_id}: {data['status']} ({data['votes_in']} of 2 votes in)")
 
 
@@ -726,9 +836,13 @@ def output_review(obj: Context, job_id, token, as_json) -> None:
 @pass_ctx
 def output_vote(obj: Context, job_id, decision, reason, token, as_json) -> None:
     """Approve, return or reject a held output, with a reason (appointed checkers)."""
-    from .workflow.airlock import vote
+    if obj.server:
+        with obj.client(token) as api:
+            data = api.vote(job_id, decision, reason)
+    else:
+        from .workflow.airlock import vote
 
-    data = vote(obj.platform, obj.principal(token), job_id, Vote(decision), reason)
+        data = vote(obj.platform, obj.principal(token), job_id, Vote(decision), reason)
     emit(
         data,
         as_json,

@@ -147,6 +147,6 @@ def test_errors_come_back_as_one_line(served):
 
 def test_host_only_commands_say_so(served):
     server, tokens, *_ = served
-    done = cli(server, tokens["provider"], "dataset", "show", "persons")
+    done = cli(server, tokens["authority"], "principal", "list")
     assert done.returncode == 2
     assert "runs on the platform's host only" in done.stderr

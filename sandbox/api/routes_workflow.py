@@ -2,19 +2,23 @@
 
 Each route calls the function of :mod:`sandbox.workflow` that the CLI calls,
 which checks the role, the jurisdiction and the state, and writes the ledger.
-Bodies are checked for shape here; their meaning (dates, states) is checked
-there, and refused with the rule and the article.
+Bodies are checked for shape here (types and size caps); their meaning (empty
+texts, score ranges, dates, states) is checked there, and refused with the rule
+and the article, so ``sandbox --server URL ...`` prints what the host prints.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.workflow import Disposal, PassRule, Vote
+from policies.workflow import Aggregate, Disposal, PassRule, Vote
 
 from ..workflow import (
     agreements,
@@ -22,9 +26,11 @@ from ..workflow import (
     applications,
     feedback,
     notices,
+    reading,
     requests,
     reviews,
     supervision,
+    usage,
 )
 from .auth import CurrentPrincipal
 from .models import MAX_ID, NAME
@@ -32,6 +38,8 @@ from .models import MAX_ID, NAME
 router = APIRouter(prefix="/v1", tags=["workflow"])
 
 TEXT = 10_000
+Name = Annotated[str, Field(max_length=100)]
+Line = Annotated[str, Field(max_length=TEXT)]
 
 
 class _Body(BaseModel):
@@ -39,23 +47,24 @@ class _Body(BaseModel):
 
 
 class NoticeBody(_Body):
-    title: str = Field(min_length=1, max_length=500)
-    domain: str = Field(min_length=1, max_length=200)
-    scenario: str = Field(min_length=1, max_length=TEXT)
+    title: str = Field(max_length=500)
+    domain: str = Field(max_length=200)
+    scenario: str = Field(max_length=TEXT)
     datasets: list[str] = Field(min_length=1, max_length=100)
-    conditions: str = Field(min_length=1, max_length=TEXT)
+    conditions: str = Field(default="", max_length=TEXT)
     deadline: str = Field(max_length=40, description="ISO time")
     jurisdiction: str | None = Field(default=None, max_length=32)
-    min_score: int = Field(default=60, ge=0, le=100)
-    min_reviewers: int = Field(default=2, ge=1, le=20)
+    min_score: int = Field(default=60, ge=-MAX_ID, le=MAX_ID, description="0 to 100")
+    min_reviewers: int = Field(default=2, ge=-MAX_ID, le=MAX_ID, description="at least 1")
+    aggregate: Aggregate = Aggregate.MEAN
 
 
 class ApplicationBody(_Body):
-    scenario: str = Field(min_length=1, max_length=TEXT)
+    scenario: str = Field(max_length=TEXT)
     datasets: dict[str, list[str] | None] = Field(min_length=1, max_length=100)
-    security_measures: str = Field(min_length=1, max_length=TEXT)
-    security_officer: str = Field(min_length=1, max_length=200)
-    incident_plan: str = Field(min_length=1, max_length=TEXT)
+    security_measures: str = Field(max_length=TEXT)
+    security_officer: str = Field(default="", max_length=200, description="required (Art. 20)")
+    incident_plan: str = Field(default="", max_length=TEXT, description="required (Art. 21)")
     job_kinds: list[str] = Field(default=["sql_aggregate"], max_length=10)
     product_kinds: list[str] = Field(default=["report"], max_length=10)
 
@@ -65,19 +74,19 @@ class ReviewersBody(_Body):
 
 
 class ScoreBody(_Body):
-    capability: int = Field(ge=0, le=100)
-    scenario: int = Field(ge=0, le=100)
-    security: int = Field(ge=0, le=100)
+    capability: int = Field(ge=-MAX_ID, le=MAX_ID, description="0 to 100")
+    scenario: int = Field(ge=-MAX_ID, le=MAX_ID, description="0 to 100")
+    security: int = Field(ge=-MAX_ID, le=MAX_ID, description="0 to 100")
     comment: str = Field(default="", max_length=TEXT)
 
 
 class AgreementBody(_Body):
     valid_from: str = Field(max_length=40)
     valid_until: str = Field(max_length=40)
-    rights_duties: str = Field(min_length=1, max_length=TEXT)
-    security_requirements: str = Field(min_length=1, max_length=TEXT)
-    exit_conditions: str = Field(min_length=1, max_length=TEXT)
-    breach_liability: str = Field(min_length=1, max_length=TEXT)
+    rights_duties: str = Field(max_length=TEXT)
+    security_requirements: str = Field(max_length=TEXT)
+    exit_conditions: str = Field(max_length=TEXT)
+    breach_liability: str = Field(max_length=TEXT)
     disposal: Disposal
     review_required: bool = False
     disclosure: dict[str, float | int | str] = Field(default_factory=dict)
@@ -85,36 +94,72 @@ class AgreementBody(_Body):
 
 
 class ReasonBody(_Body):
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(max_length=TEXT)
     deadline: str | None = Field(default=None, max_length=40)
 
 
 class EvaluationBody(_Body):
     passed: bool
-    notes: str = Field(min_length=1, max_length=TEXT)
+    notes: str = Field(max_length=TEXT)
     deadline: str | None = Field(default=None, max_length=40)
 
 
 class DataRequestBody(_Body):
     dataset: str = Field(pattern=NAME, max_length=100)
-    purpose: str = Field(min_length=1, max_length=TEXT)
+    purpose: str = Field(max_length=TEXT)
     columns: list[str] | None = Field(default=None, max_length=1000)
 
 
 class VoteBody(_Body):
     decision: Vote
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(max_length=TEXT)
 
 
 class FeedbackBody(_Body):
-    rating: int = Field(ge=1, le=5)
+    rating: int = Field(ge=-MAX_ID, le=MAX_ID, description="1 to 5")
     comment: str = Field(default="", max_length=TEXT)
 
 
 class IncidentBody(_Body):
     operator: str = Field(pattern=NAME, max_length=100)
     kind: supervision.IncidentKind
-    description: str = Field(min_length=1, max_length=TEXT)
+    description: str = Field(max_length=TEXT)
+
+
+class RectifyBody(_Body):
+    notes: str = Field(max_length=TEXT)
+
+
+class ExpireBody(_Body):
+    agreement: int | None = Field(default=None, ge=1, le=MAX_ID, description="all if null")
+
+
+class InspectionBody(_Body):
+    operator: str = Field(pattern=NAME, max_length=100)
+    findings: list[Line] = Field(max_length=100)
+    tasks: list[Line] = Field(default_factory=list, max_length=100)
+    deadline: str | None = Field(default=None, max_length=40)
+
+
+class QualityBody(_Body):
+    dataset: str = Field(pattern=NAME, max_length=100)
+    text: str = Field(max_length=TEXT)
+
+
+class AnswerBody(_Body):
+    text: str = Field(max_length=TEXT)
+    version: int | None = Field(default=None, ge=1, le=MAX_ID, description="the fixing version")
+
+
+class CheckersBody(_Body):
+    checkers: list[Name] = Field(max_length=20)
+    agreement: int | None = Field(default=None, ge=1, le=MAX_ID)
+    job: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
+class UsageBody(_Body):
+    operator: str = Field(pattern=NAME, max_length=100)
+    period: str = Field(max_length=20, description="2026-Q3, 2026-07 or 2026")
 
 
 class Created(BaseModel):
@@ -142,9 +187,18 @@ def notice_publish(request: Request, me: CurrentPrincipal, body: NoticeBody):
         conditions=body.conditions,
         deadline=body.deadline,
         jurisdiction=body.jurisdiction,
-        pass_rule=PassRule(min_score=body.min_score, min_reviewers=body.min_reviewers),
+        pass_rule=PassRule(body.min_score, body.min_reviewers, body.aggregate),
     )
     return Created(id=notice_id)
+
+
+@router.get("/notices/{notice_id}")
+def notice_show(
+    request: Request, me: CurrentPrincipal, notice_id: int = PathParam(ge=1, le=MAX_ID)
+) -> dict[str, Any]:
+    """A notice: any principal may read a public call (Art. 10)."""
+    with _platform(request).store.read() as conn:
+        return notices.notice_dict(conn, notice_id)
 
 
 @router.post("/notices/{notice_id}/applications", response_model=Created, status_code=201)
@@ -374,3 +428,96 @@ def incident_report(request: Request, me: CurrentPrincipal, body: IncidentBody) 
 def notification_list(request: Request, me: CurrentPrincipal) -> list[dict]:
     """Notifications addressed to the viewer."""
     return supervision.notifications_of(_platform(request), me)
+
+
+# --- the rest of the CLI's workflow commands, so each one runs with --server ------------------
+
+
+@router.get("/applications/{application_id}")
+def application_show(
+    request: Request, me: CurrentPrincipal, application_id: int = PathParam(ge=1, le=MAX_ID)
+) -> dict[str, Any]:
+    """An application: its applicant, the authority of the notice, its reviewers, auditors."""
+    with _platform(request).store.read() as conn:
+        return reading.application_for(conn, me, application_id)
+
+
+@router.post("/agreements/expire")
+def agreement_expire(request: Request, me: CurrentPrincipal, body: ExpireBody) -> dict[str, list]:
+    """The authority expires agreements whose term ended; their disposal clause runs (Art. 13)."""
+    return {"expired": agreements.expire(_platform(request), me, body.agreement)}
+
+
+@router.post("/agreements/{agreement_id}/rectify", status_code=204)
+def agreement_rectify(
+    request: Request,
+    me: CurrentPrincipal,
+    body: RectifyBody,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
+) -> None:
+    """The authority accepts a rectification: the agreement is restored (Art. 24)."""
+    supervision.rectify(_platform(request), me, agreement_id, body.notes)
+
+
+@router.post("/inspections", response_model=Created, status_code=201)
+def inspection_record(request: Request, me: CurrentPrincipal, body: InspectionBody):
+    """The authority records an inspection's findings and rectification tasks (Art. 22)."""
+    inspection_id = supervision.inspect(
+        _platform(request), me, body.operator, body.findings, body.tasks, body.deadline
+    )
+    return Created(id=inspection_id)
+
+
+@router.post("/quality-tickets", response_model=Created, status_code=201)
+def quality_report(request: Request, me: CurrentPrincipal, body: QualityBody):
+    """An operator reports a data-quality problem to the dataset's provider (Art. 14)."""
+    return Created(id=requests.report_quality(_platform(request), me, body.dataset, body.text))
+
+
+@router.post("/quality-tickets/{ticket_id}/answer", status_code=204)
+def quality_answer(
+    request: Request,
+    me: CurrentPrincipal,
+    body: AnswerBody,
+    ticket_id: int = PathParam(ge=1, le=MAX_ID),
+) -> None:
+    """The dataset's provider answers a quality ticket, naming the fixing version (Art. 14)."""
+    requests.answer_quality(_platform(request), me, ticket_id, body.text, body.version)
+
+
+@router.post("/usage-reports", status_code=201)
+def usage_report(request: Request, me: CurrentPrincipal, body: UsageBody) -> dict[str, Any]:
+    """An operator's usage report (Art. 16), recorded in the ledger.
+
+    Answers ``report`` (the figures) and ``files``: usage.json, usage.csv and
+    usage.png, base64, byte for byte what the host writes (the ledger entry
+    holds the hash of usage.json), for the caller to save.
+    """
+    platform = _platform(request)
+    data = usage.usage_report(platform, me, body.operator, body.period)
+    with tempfile.TemporaryDirectory(prefix="usage-") as tmp:
+        written = usage.write_report(platform, me, data, Path(tmp))
+        files = {
+            name: base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            for name, path in written.items()
+        }
+    return {"report": data, "files": files}
+
+
+@router.post("/checkers", status_code=201)
+def checkers_appoint(
+    request: Request, me: CurrentPrincipal, body: CheckersBody
+) -> dict[str, list[int]]:
+    """The authority appoints two output checkers for an agreement or one job (Art. 15)."""
+    ids = airlock.appoint_checkers(
+        _platform(request), me, body.checkers, agreement_id=body.agreement, job_id=body.job
+    )
+    return {"appointments": ids}
+
+
+@router.post("/jobs/{job_id}/review/open")
+def output_review_open(
+    request: Request, me: CurrentPrincipal, job_id: int = PathParam(ge=1, le=MAX_ID)
+) -> dict[str, Any]:
+    """Open the review of a withheld job if none is open yet, and show it (votes sealed)."""
+    return airlock.open_review(_platform(request), me, job_id)
