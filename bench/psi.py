@@ -1,0 +1,226 @@
+"""Benchmark: PSI matches, the library used naively against the platform's path.
+
+Usage::
+
+    python bench/psi.py [--server-size 1000000] [--client-size 10000] [--processes 2]
+
+A registry of ``--server-size`` credit codes; an operator's list of
+``--client-size`` codes, half of them registered. Cardinality mode throughout.
+
+``ec_*`` (the reference)
+    the elliptic-curve work both sides cannot avoid for the client's list, in this
+    process: the client's request, the server's response, the client's
+    intersection against a tiny setup. Their sum is ``ec_sum``.
+``naive_*`` (a)
+    openmined-psi used as its README shows: a new server key and its setup built
+    from the whole set for the request (one core, the platform's RAW form), then
+    request, response, intersection.
+``cold_*`` (b)
+    the platform through a real ``sandbox serve`` on loopback: the first session on
+    a new dataset version builds the setup in ``--processes`` processes (inside
+    ``open``); then download, the client's work and the chunk exchange.
+``warm_*`` (c)
+    the same path once the setup is built: ``warm_new_client`` downloads the setup
+    (a new client); ``warm`` revalidates it by ETag (304) and reuses its copy.
+
+Each phase prints as ``name: value unit``; message sizes in bytes; ratios at the
+end against the aims of issue 7 (warm within 1.5x of ``ec_sum``, at least 20x
+faster than naive, the cold build at least 1.7x faster than one core's).
+Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import private_set_intersection.python as psi  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from api_server import ApiServer, make_home  # noqa: E402
+
+from policies.classes import Classification  # noqa: E402
+from sandbox.client import Client  # noqa: E402
+from sandbox.grants import add_grant  # noqa: E402
+from sandbox.platform import Platform  # noqa: E402
+from sandbox.principals import by_name  # noqa: E402
+from sandbox.psi import set_terms  # noqa: E402
+from sandbox.vault import register  # noqa: E402
+
+REGISTRY = Classification.from_dict(
+    {"entity_key": "code", "columns": {"code": "identifier", "county": "dimension"}}
+)
+
+
+def code(i: int) -> str:
+    return f"91370800MA{i:08d}"
+
+
+def line(name: str, value: float, unit: str = "s") -> None:
+    print(f"{name}: {value:.3f} {unit}" if unit == "s" else f"{name}: {value:,.0f} {unit}")
+
+
+def reference(client_items: list[str]) -> float:
+    key = psi.server.CreateWithNewKey(False)
+    setup = key.CreateSetupMessage(
+        1e-9, len(client_items), client_items[:10], psi.DataStructure.RAW
+    )
+    client = psi.client.CreateWithNewKey(False)
+    t = time.perf_counter()
+    request = client.CreateRequest(client_items)
+    request_s = time.perf_counter() - t
+    t = time.perf_counter()
+    response = key.ProcessRequest(request)
+    response_s = time.perf_counter() - t
+    t = time.perf_counter()
+    client.GetIntersectionSize(setup, response)
+    intersect_s = time.perf_counter() - t
+    line("ec_client_request", request_s)
+    line("ec_server_response", response_s)
+    line("ec_client_intersect", intersect_s)
+    total = request_s + response_s + intersect_s
+    line("ec_sum", total)
+    return total
+
+
+def naive(server_items: list[str], client_items: list[str]) -> tuple[float, float]:
+    started = time.perf_counter()
+    server = psi.server.CreateWithNewKey(False)
+    setup = server.CreateSetupMessage(1e-9, len(client_items), server_items, psi.DataStructure.RAW)
+    setup_s = time.perf_counter() - started
+    client = psi.client.CreateWithNewKey(False)
+    t = time.perf_counter()
+    request = client.CreateRequest(client_items)
+    request_s = time.perf_counter() - t
+    t = time.perf_counter()
+    response = server.ProcessRequest(request)
+    response_s = time.perf_counter() - t
+    t = time.perf_counter()
+    found = client.GetIntersectionSize(setup, response)
+    intersect_s = time.perf_counter() - t
+    total = time.perf_counter() - started
+    line("naive_setup_one_core", setup_s)
+    line("naive_client_request", request_s)
+    line("naive_server_response", response_s)
+    line("naive_client_intersect", intersect_s)
+    line("naive_total", total)
+    line("naive_setup_bytes", setup.ByteSize(), "bytes")
+    line("naive_request_bytes", request.ByteSize(), "bytes")
+    line("naive_response_bytes", response.ByteSize(), "bytes")
+    line("naive_found", found, "items")
+    return total, setup_s
+
+
+def prepare(root: Path, server_items: list[str], processes: int) -> tuple[Path, dict]:
+    home = root / "home"
+    toml = (
+        f"[psi]\nbuild_processes = {processes}\nchunk_items = 20000\n"
+        "[api]\nmax_body_mb = 2.0\nrate_per_minute = 100000\n"
+    )
+    tokens = make_home(home, toml)
+    data = root / "registry.parquet"
+    counties = ["370811", "370812", "370826", "370830"]
+    pq.write_table(
+        pa.table(
+            {
+                "code": server_items,
+                "county": [counties[i % 4] for i in range(len(server_items))],
+            }
+        ),
+        data,
+    )
+    platform = Platform.open(home)
+    try:
+        with platform.store.read() as conn:
+            provider = by_name(conn, "provider")
+            authority = by_name(conn, "authority")
+        t = time.perf_counter()
+        register(platform, provider, "registry", str(data), REGISTRY)
+        line("platform_register", time.perf_counter() - t)
+        grant = add_grant(
+            platform,
+            authority,
+            "operator",
+            "registry",
+            until=(datetime.now(UTC) + timedelta(days=2)).isoformat(),
+            job_kinds=("psi_match",),
+        )
+        set_terms(
+            platform,
+            authority,
+            dataset="registry",
+            column="code",
+            grant_id=grant,
+            min_items=100,
+            daily_cap=100,
+        )
+    finally:
+        platform.close()
+    return home, tokens
+
+
+def platform_run(label: str, api: Client, client_items: list[str]) -> tuple[float, object]:
+    t = time.perf_counter()
+    result = api.psi("registry", "code", client_items)
+    total = time.perf_counter() - t
+    for phase, seconds in result.timings.items():
+        line(f"{label}_{phase}", seconds)
+    line(f"{label}_total", total)
+    for name, size in result.sizes.items():
+        line(f"{label}_{name}", size, "chunks" if name == "chunks" else "bytes")
+    line(f"{label}_found", result.count, "items")
+    return total, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server-size", type=int, default=1_000_000)
+    parser.add_argument("--client-size", type=int, default=10_000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--skip-naive", action="store_true", help="skip (a), the slowest part")
+    args = parser.parse_args()
+
+    n_server, n_client = args.server_size, args.client_size
+    server_items = [code(i) for i in range(n_server)]
+    half = n_client // 2
+    client_items = [code(i) for i in range(n_server - half, n_server)] + [
+        code(n_server + 10 + i) for i in range(n_client - half)
+    ]
+    print(f"server_items: {n_server:,} items")
+    print(f"client_items: {n_client:,} items")
+    print(f"build_processes: {args.processes}")
+
+    ec_sum = reference(client_items)
+    naive_total = naive_setup = None
+    if not args.skip_naive:
+        naive_total, naive_setup = naive(server_items, client_items)
+
+    with tempfile.TemporaryDirectory(prefix="bench-psi-") as tmp:
+        home, tokens = prepare(Path(tmp), server_items, args.processes)
+        with ApiServer(home) as server:
+            with Client(server.url, tokens["operator"], timeout=900) as api:
+                _, cold = platform_run("cold", api, client_items)
+            with Client(server.url, tokens["operator"], timeout=900) as api:
+                platform_run("warm_new_client", api, client_items)
+                warm_total, _ = platform_run("warm", api, client_items)
+
+    cold_build = cold.timings["open"]
+    print("--- ratios")
+    print(f"warm_over_ec_sum: {warm_total / ec_sum:.2f} x (aim <= 1.5)")
+    if naive_total is not None:
+        print(f"naive_over_warm: {naive_total / warm_total:.1f} x (aim >= 20)")
+        print(
+            f"one_core_build_over_cold_build: {naive_setup / cold_build:.2f} x (aim >= 1.7; "
+            "the cold build includes reading and normalising the column)"
+        )
+
+
+if __name__ == "__main__":
+    main()
