@@ -68,7 +68,7 @@ def _grouped_counts(con, source: str, name: str, fmt: str | None) -> dict[str, i
     col = quote_ident(name)
     valid = f"coalesce(sum(n) FILTER (WHERE {_validity_sql(fmt, col)}), 0)" if fmt else "0"
     sql = (
-        "SELECT count(*), count_if(n > 1), coalesce(sum(n) FILTER (WHERE n > 1), 0), "
+        "SELECT count(*), coalesce(count_if(n > 1), 0), coalesce(sum(n) FILTER (WHERE n > 1), 0), "
         f"{valid} FROM (SELECT {col}, count(*) AS n FROM {source} "
         f"WHERE {col} IS NOT NULL GROUP BY {col})"
     )

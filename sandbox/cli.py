@@ -101,7 +101,8 @@ class SandboxGroup(click.Group):
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.option("--server", envvar="SANDBOX_SERVER", default=None,
               help="run through the HTTP API at this URL instead of on the platform's host "
-              "(dataset, grant, job, product and ledger commands)")
+              "(every command but the host-level ones: init, principal, settings, serve, "
+              "backup, restore, demo)")
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, debug: bool, server: str | None) -> None:
     """Privacy-computing public-data sandbox: raw data stays in, vetted aggregates leave."""
@@ -280,6 +281,17 @@ def dataset_show(obj: Context, name: str, version: int | None, token: str | None
     from .principals import Role, require_role
     from .vault import get_version
 
+    if obj.server:  # the route shows the profile only to the roles the host shows it to
+        with obj.client(token) as client:
+            d = client.show_dataset(name, version)
+        data = {"dataset": name, "version": d.version, "sha256": d.sha256, "rows": d.rows,
+                "classification": d.classification, "profile": d.profile}
+        profile = format_profile(d.profile) if d.profile else (
+            "(the quality profile is shown to the dataset's provider, the authority and "
+            "auditors only; Art. 14)")
+        emit(data, as_json, f"{name} version {d.version} ({d.rows:,} rows, sha256 "
+                            f"{d.sha256[:12]})\n" + profile)
+        return
     me = obj.principal(token)
     require_role(me, Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR,
                  action="read quality profiles (they stay inside the platform)", article="Art. 14")
@@ -398,8 +410,6 @@ def _outcome_text(data: dict) -> str:
 @pass_ctx
 def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None:
     """Submit an SQL aggregate job and wait for its outcome."""
-    from .execution import JobService
-
     if obj.server:
         with obj.client(token) as client:
             job = client.submit_job(sql_file.read())
@@ -409,6 +419,8 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
             sys.exit(3)
         return
     me = obj.principal(token)
+    from .execution import JobService
+
     service = JobService(obj.platform, spare=False)
     try:
         outcome = service.submit(me, {"sql": sql_file.read()})
@@ -426,8 +438,6 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
 @pass_ctx
 def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> None:
     """Status, refusal or check report of a job."""
-    from .execution import job_outcome
-
     if obj.server:
         with obj.client(token) as client:
             data = _job_dict(client.job(job_id))
@@ -435,6 +445,8 @@ def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> Non
         return
     me = obj.principal(token)
     with obj.platform.store.read() as conn:
+        from .execution import job_outcome
+
         outcome = job_outcome(conn, me, job_id)
     emit(_outcome_dict(outcome), as_json, _outcome_text(_outcome_dict(outcome)))
 
@@ -445,14 +457,14 @@ def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> Non
 @pass_ctx
 def job_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Your jobs (authorities and auditors: all jobs)."""
-    from .execution import list_jobs
-
     if obj.server:
         with obj.client(token) as client:
             rows = [dataclasses.asdict(j) for j in client.list_jobs()]
     else:
         me = obj.principal(token)
         with obj.platform.store.read() as conn:
+            from .execution import list_jobs
+
             rows = list_jobs(conn, me)
     emit(rows, as_json, "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}"
                                   for r in rows) or "(no jobs)")
@@ -637,6 +649,10 @@ def demo(obj: Context, persons: int, keep: bool) -> None:
 
 from . import cli_serve  # noqa: E402,F401,I001
 from . import cli_workflow  # noqa: E402,F401
+from . import cli_verify  # noqa: E402,F401
+from . import cli_psi  # noqa: E402,F401
+from . import cli_he  # noqa: E402,F401
+from . import cli_backup  # noqa: E402,F401
 
 if __name__ == "__main__":  # python -m sandbox.cli, as the console script does
     main(prog_name="sandbox")

@@ -126,10 +126,39 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class VerifyAnswer:
+    """A verification call's answer: ``code`` for one subject, ``results`` for each."""
+
+    request_id: str
+    product: str
+    versions: dict
+    results: list
+    code: str | None = None
+
+
+@dataclass(frozen=True)
 class LedgerVerification:
     entries: int
     head_seq: int
     head_hash: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """An operator's usage report: the figures, and its files by name (JSON, CSV, PNG bytes)."""
+
+    report: dict
+    files: dict[str, bytes]
+
+    def write(self, out: Path | str) -> dict[str, str]:
+        """Save the files into folder ``out``; returns name -> path, as the host's report does."""
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, content in self.files.items():
+            (folder / Path(name).name).write_bytes(content)
+            paths[name] = str(folder / Path(name).name)
+        return paths
 
 
 def raise_for_envelope(response: httpx.Response) -> None:
@@ -423,6 +452,185 @@ class Client:
 
     def notifications(self) -> list[dict]:
         return self._json("GET", "/v1/notifications")
+
+    def notice(self, notice_id: int) -> dict:
+        return self._json("GET", f"/v1/notices/{notice_id}")
+
+    def application(self, application_id: int) -> dict:
+        """The applicant, the notice's authority, appointed reviewers and auditors may read it."""
+        return self._json("GET", f"/v1/applications/{application_id}")
+
+    def expire_agreements(self, agreement_id: int | None = None) -> list[int]:
+        """Expire the (or every) agreement whose term ended; returns the expired ids."""
+        return self._json("POST", "/v1/agreements/expire", json={"agreement": agreement_id})[
+            "expired"
+        ]
+
+    def rectify(self, agreement_id: int, notes: str) -> None:
+        self._call("POST", f"/v1/agreements/{agreement_id}/rectify", json={"notes": notes})
+
+    def inspect(
+        self,
+        operator: str,
+        findings: list[str],
+        tasks: list[str] | None = None,
+        deadline: str | None = None,
+    ) -> int:
+        body = {
+            "operator": operator,
+            "findings": list(findings),
+            "tasks": list(tasks or []),
+            "deadline": deadline,
+        }
+        return self._json("POST", "/v1/inspections", json=body)["id"]
+
+    def report_quality(self, dataset: str, text: str) -> int:
+        body = {"dataset": dataset, "text": text}
+        return self._json("POST", "/v1/quality-tickets", json=body)["id"]
+
+    def answer_quality(self, ticket_id: int, text: str, version: int | None = None) -> None:
+        body = {"text": text, "version": version}
+        self._call("POST", f"/v1/quality-tickets/{ticket_id}/answer", json=body)
+
+    def usage_report(self, operator: str, period: str) -> UsageReport:
+        """The report (recorded in the ledger on the server) with its three files."""
+        import base64
+
+        body = {"operator": operator, "period": period}
+        body = self._json("POST", "/v1/usage-reports", json=body)
+        files = {name: base64.b64decode(data) for name, data in body["files"].items()}
+        return UsageReport(report=body["report"], files=files)
+
+    def appoint_checkers(
+        self, checkers: list[str], *, agreement_id: int | None = None, job_id: int | None = None
+    ) -> list[int]:
+        """Two checkers for an agreement's held outputs, or for one job's."""
+        body = {"checkers": list(checkers), "agreement": agreement_id, "job": job_id}
+        return self._json("POST", "/v1/checkers", json=body)["appointments"]
+
+    def open_review(self, job_id: int) -> dict:
+        """Open the review of a withheld job if needed, and show it (votes sealed)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/review/open")
+
+    # --- PSI matches (docs/psi.md) ------------------------------------------------
+
+    def psi(
+        self,
+        dataset: str,
+        column: str,
+        items: Iterable[object],
+        mode: str = "cardinality",
+        consent: str | None = None,
+        *,
+        group_by: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """Match your own ``items`` against a dataset column; the client half runs here.
+
+        Returns a :class:`sandbox.psi_client.PsiResult`: ``count`` always, ``items`` (the
+        matched items, normalised) in membership mode, ``groups`` with ``group_by``.
+        The platform's setup is fetched once per dataset version (ETag) and kept here.
+        """
+        from .psi_client import HttpTransport, run_psi
+
+        cache = self.__dict__.setdefault("_psi_setups", {})
+        return run_psi(
+            HttpTransport(self),
+            dataset,
+            column,
+            items,
+            mode=mode,
+            consent=consent,
+            group_by=group_by,
+            progress=progress,
+            cache=cache,
+        )
+
+    def set_psi_terms(
+        self,
+        dataset: str,
+        column: str,
+        *,
+        agreement: int | None = None,
+        grant: int | None = None,
+        mode: str = "cardinality",
+        **terms: Any,
+    ) -> int:
+        """The authority's PSI terms: min_items, max_items, daily_cap, group_dimensions,
+        group_threshold, consent_required."""
+        body = {"dataset": dataset, "column": column, "agreement": agreement, "grant": grant}
+        body.update(mode=mode, **terms)
+        return self._json("POST", "/v1/psi/terms", json=body)["id"]
+
+    # --- HE aggregate (docs/he.md) ------------------------------------------------
+
+    def he_sum(
+        self,
+        dataset: str,
+        key_column: str,
+        by: str | list[str],
+        keys: list[str],
+        values: list,
+        scheme: str = "ckks",
+        *,
+        context=None,
+    ):
+        """Encrypted sums of ``values`` per group of ``by``; the secret key stays here.
+
+        Returns a :class:`sandbox.client_he.HeResult` (decrypted sums, subjects per
+        released group, refused-group count). ``context``: a private TenSEAL context
+        of :func:`sandbox.client_he.make_context` to reuse (making one takes seconds).
+        """
+        from . import client_he
+
+        ctx = context or client_he.make_context(scheme)
+        by = [by] if isinstance(by, str) else list(by)
+        body = client_he.build_request(ctx, dataset, key_column, by, keys, values, scheme)
+        response = self._call(
+            "POST",
+            "/v1/he/sum",
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=max(600.0, self._http.timeout.read or 0),
+        )
+        return client_he.decrypt_answer(ctx, response.content)
+
+    # --- verification products (docs/verification.md) ------------------------------
+
+    def define_verification(self, **definition: Any) -> dict:
+        """name, dataset, keys, codes, rule[, miss_codes, person_level, description]"""
+        return self._json("POST", "/v1/verify/products", json=definition)
+
+    def verification_products(self) -> list[dict]:
+        return self._json("GET", "/v1/verify/products")
+
+    def approve_verification(self, name: str) -> dict:
+        return self._json("POST", f"/v1/verify/products/{name}/approve")
+
+    def reject_verification(self, name: str, reason: str) -> None:
+        self._call("POST", f"/v1/verify/products/{name}/reject", json={"reason": reason})
+
+    def verify(
+        self, product: str, keys: dict[str, str], consent: dict | None = None
+    ) -> VerifyAnswer:
+        """One subject: the code (a refused subject raises, e.g. ``subject_daily_limit``)."""
+        body = {"keys": keys, "consent": consent}
+        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
+
+    def verify_batch(
+        self, product: str, items: list[dict], consent: dict | None = None
+    ) -> VerifyAnswer:
+        """Up to 1,000 subjects: ``items`` are ``{"keys": {...}[, "consent": {...}]}``;
+        each result has ``code`` or ``refused``."""
+        body = {"items": items, "consent": consent}
+        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
+
+    def verification_stats(self, name: str) -> dict:
+        return self._json("GET", f"/v1/verify/products/{name}/stats")
+
+    def who_verified(self, keys: dict[str, str], product: str | None = None) -> list[dict]:
+        """Auditors and the authority: the calls about the subject with these keys."""
+        return self._json("POST", "/v1/verify/who", json={"keys": keys, "product": product})
 
 
 def dumps(obj: Any) -> str:

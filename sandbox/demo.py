@@ -21,12 +21,15 @@ from policies.workflow import Disposal
 from . import ledger
 from .demo_data import DEMO_TABLES, write_demo_data
 from .execution import JobService
+from .he_demo import demo_he
 from .keys import load_public
 from .ledger import now_utc
 from .platform import Platform
 from .principals import Principal, Role, insert
+from .psi_demo import demo_psi
 from .release import verify_product
 from .vault import register
+from .verify_demo import demo_verify
 from .workflow import (
     agreements,
     applications,
@@ -121,7 +124,7 @@ def run_demo(
     operator, operator_token = _add(
         platform, "lucheng_credit", Role.OPERATOR, "Lucheng Credit Services Ltd"
     )
-    _add(platform, "city_audit", Role.AUDITOR, "Jining Cyberspace Administration")
+    auditor, _ = _add(platform, "city_audit", Role.AUDITOR, "Jining Cyberspace Administration")
     reviewers = [
         _add(platform, "reviewer_sdu", Role.REVIEWER, "Shandong University")[0],
         _add(platform, "reviewer_qfnu", Role.REVIEWER, "Qufu Normal University")[0],
@@ -194,6 +197,21 @@ def run_demo(
                 f"   {label}:\n     {sql}\n   -> {outcome.state.value} "
                 f"[{reason.get('rule')}]: {reason.get('message')}"
             )
+        echo(
+            "== 7b. Homomorphic encryption: a bank's loan balances summed by county and "
+            "industry it never sees (Art. 7)"
+        )
+        demo_he(platform, echo, operator)
+        demo_psi(platform, echo, operator, authority, agreement_id)
+        demo_verify(
+            platform,
+            echo,
+            authority=authority,
+            providers=providers,
+            reviewers=reviewers,
+            consumer=consumer,
+            auditor=auditor,
+        )
         _supervision(
             platform, echo, service, authority, operator, consumer, agreement_id, product_ids
         )
@@ -251,7 +269,7 @@ def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
         security_measures="isolated analysts, MLPS level 3, staff training",
         security_officer="Zhang Wei",
         incident_plan="stop all jobs, report to the authority within one hour",
-        job_kinds=["sql_aggregate"],
+        job_kinds=["sql_aggregate", "he_aggregate", "psi_match"],
         product_kinds=["report"],
     )
     echo(

@@ -183,6 +183,191 @@ SETTINGS: tuple[Setting, ...] = (
         _absolute_paths,
         "absolute folder paths (environment: separated by ':')",
     ),
+    Setting(
+        "differencing.enabled",
+        True,
+        "check every released cell against all earlier releases on the same dataset and "
+        "suppress cells that would single out a few entities (rule differencing, Art. 15)",
+        bool,
+    ),
+    Setting(
+        "differencing.k",
+        10,
+        "smallest group of entities two releases may differ by, or earlier parts may leave "
+        "uncovered, before a cell is suppressed by the differencing defence",
+        int,
+        lambda v: v >= 2,
+        "a whole number of at least 2",
+    ),
+    Setting(
+        "he.processes",
+        2,
+        "worker processes that share the groups of one HE aggregate job",
+        int,
+        lambda v: 1 <= v <= 64,
+        "a whole number from 1 to 64",
+    ),
+    Setting(
+        "he.max_values",
+        2_000_000,
+        "most values (keys) in one HE aggregate request",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "he.max_request_mb",
+        512.0,
+        "largest HE aggregate request body (context, keys, ciphertexts), MiB; more is 413",
+        float,
+        _positive,
+        "a positive number",
+    ),
+    Setting(
+        "verify.consumer_per_minute",
+        600,
+        "verification subjects one consumer may ask per minute, all products; more is 429",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.consumer_per_day",
+        20_000,
+        "verification subjects one consumer may ask per day, all products; more is 429",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.subject_per_day",
+        10,
+        "answers about one subject per day across all consumers; more is refused (Art. 19)",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.throttled_per_minute",
+        5,
+        "per-minute allowance of a consumer throttled by the enumeration defence",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.guess_ids_throttle",
+        3,
+        "distinct subjects missed for one check value (a name) in a day that throttle a consumer",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.guess_ids_block",
+        5,
+        "distinct subjects missed for one check value in a day that block a consumer",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.miss_min_calls",
+        50,
+        "answers a consumer must have had today before its share of misses is judged",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "verify.miss_share_throttle",
+        0.6,
+        "share of miss codes (mismatch, not_found) in a day that throttles a consumer",
+        float,
+        _fraction,
+        "a fraction in (0, 1]",
+    ),
+    Setting(
+        "verify.miss_share_block",
+        0.9,
+        "share of miss codes in a day that blocks a consumer",
+        float,
+        _fraction,
+        "a fraction in (0, 1]",
+    ),
+    Setting(
+        "verify.commit_interval_ms",
+        2.0,
+        "how long the group commit gathers verification calls before one durable commit",
+        float,
+        lambda v: 0 <= v <= 100,
+        "between 0 and 100",
+    ),
+    Setting(
+        "psi.build_processes",
+        2,
+        "processes that build a PSI setup in parallel (shards under one key)",
+        int,
+        lambda v: 1 <= v <= 64,
+        "a whole number from 1 to 64",
+    ),
+    Setting(
+        "psi.data_structure",
+        "raw",
+        "form of the PSI setup: raw (exact, 33 bytes per item, shards merge into one), "
+        "gcs or bloom (about 6 to 8 bytes per item, false positives up to psi.fpr)",
+        str,
+        lambda v: v in {"raw", "gcs", "bloom"},
+        "one of: raw, gcs, bloom",
+    ),
+    Setting(
+        "psi.fpr",
+        1e-9,
+        "false-positive bound of one PSI request of psi.max_items items (gcs and bloom)",
+        float,
+        lambda v: 0 < v < 0.01,
+        "a number in (0, 0.01)",
+    ),
+    Setting(
+        "psi.min_items",
+        100,
+        "default minimum distinct items of a PSI list when terms do not say",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "psi.max_items",
+        1_000_000,
+        "largest PSI list any terms may allow; also the client size the setup is built for",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "psi.daily_cap",
+        20,
+        "default PSI match requests per operator, terms and UTC day when terms do not say",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
+    Setting(
+        "psi.chunk_items",
+        20_000,
+        "most items in one PSI chunk (about 35 bytes each on the wire); more is 413",
+        int,
+        lambda v: v >= 2,
+        "a whole number of at least 2",
+    ),
+    Setting(
+        "psi.group_threshold",
+        10,
+        "default smallest platform-side group counted in PSI group cardinality",
+        int,
+        _positive,
+        "a positive whole number",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -262,7 +447,11 @@ class Settings:
                 sources[name] = toml_path.name
         env_names = {env_name(s.name): s for s in SETTINGS}
         for key, raw in environ.items():
-            if not key.startswith("SANDBOX_") or key in {"SANDBOX_HOME", "SANDBOX_TOKEN"}:
+            if not key.startswith("SANDBOX_") or key in {
+                "SANDBOX_HOME",
+                "SANDBOX_TOKEN",
+                "SANDBOX_TEST_FAULTS",  # test-only fault points (sandbox/storage.py)
+            }:
                 continue
             if key not in env_names:
                 raise ConfigError(

@@ -230,6 +230,9 @@ class Store:
         return store
 
     def _migrate(self) -> None:
+        from . import history_tables as _history_tables  # noqa: F401  (registers its tables)
+        from . import psi_tables as _psi_tables  # noqa: F401  (registers its tables)
+        from . import verify_tables as _verify_tables  # noqa: F401  (registers its tables)
         from .workflow import tables as _workflow_tables  # noqa: F401  (registers its tables)
 
         metadata.create_all(self.engine)

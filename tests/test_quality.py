@@ -192,3 +192,21 @@ def test_profile_refuses_unclassified_columns_and_missing_files(tmp_path, snapsh
     missing = tmp_path / "gone.parquet"
     with pytest.raises(SourceError, match=f"{missing}: Parquet snapshot does not exist"):
         profile_parquet(str(missing), CLASSIFICATION)
+
+
+def test_an_empty_snapshot_profiles_to_zeros(tmp_path):
+    path = tmp_path / "empty.parquet"
+    pq.write_table(
+        pa.table({"pid": pa.array([], pa.string()), "x": pa.array([], pa.int64())}), path
+    )
+    classification = Classification.from_dict(
+        {
+            "entity_key": "pid",
+            "columns": {"pid": "identifier", "x": "measure"},
+            "formats": {"pid": "cn_resident_id"},
+        }
+    )
+    profile = profile_parquet(str(path), classification)
+    assert profile["rows"] == 0
+    assert profile["duplicate_entity_keys"]["repeated_keys"] == 0
+    assert profile["columns"]["pid"]["valid_share"] is None

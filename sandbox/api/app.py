@@ -22,10 +22,13 @@ from ..platform import Platform, default_home
 from . import (
     errors,
     routes_datasets,
+    routes_he,
     routes_jobs,
     routes_ledger,
     routes_products,
+    routes_psi,
     routes_system,
+    routes_verify,
     routes_workflow,
 )
 from .errors import REQUEST_ID_HEADER, new_request_id
@@ -117,6 +120,9 @@ def create_app(platform_home: Path | str) -> FastAPI:
         routes_products,
         routes_ledger,
         routes_workflow,
+        routes_psi,
+        routes_he,
+        routes_verify,
     )
     for module in routes:
         app.include_router(module.router, responses=ERROR_RESPONSES)

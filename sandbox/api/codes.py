@@ -64,6 +64,8 @@ class InternalError(SandboxError):
     code = "internal_error"
 
 
+from ..storage import DiskFull  # noqa: E402  (its own small module: no FastAPI)
+
 # code -> (HTTP status, class the client raises)
 CODES: dict[str, tuple[int, type[SandboxError]]] = {
     SandboxError.code: (400, SandboxError),
@@ -84,8 +86,24 @@ CODES: dict[str, tuple[int, type[SandboxError]]] = {
     RateLimited.code: (429, RateLimited),
     LimitExceeded.code: (429, LimitExceeded),
     NotReady.code: (503, NotReady),
+    DiskFull.code: (507, DiskFull),
     InternalError.code: (500, InternalError),
 }
+
+
+def status_for(exc: SandboxError) -> int:
+    """The status of an exception: by its code, else by the nearest class that has one.
+
+    A specific code such as ``own_organisation`` on a PermissionDenied is a 403
+    like every PermissionDenied, though the table does not name it.
+    """
+    if exc.code in CODES:
+        return CODES[exc.code][0]
+    for cls in type(exc).__mro__:
+        code = getattr(cls, "code", None)
+        if code in CODES and CODES[code][1] is cls:
+            return CODES[code][0]
+    return 400
 
 
 def status_of(code: str) -> int:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies.errors import SandboxError
 
-from .codes import status_of
+from .codes import status_for, status_of
 
 log = logging.getLogger("sandbox.api")
 
@@ -65,7 +65,14 @@ async def _sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.code == "unauthenticated":
         headers["WWW-Authenticate"] = "Bearer"
-    return envelope(exc.code, exc.message, exc.article, request_id_of(request), headers=headers)
+    return envelope(
+        exc.code,
+        exc.message,
+        exc.article,
+        request_id_of(request),
+        status=status_for(exc),
+        headers=headers,
+    )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

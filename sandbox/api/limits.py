@@ -27,6 +27,8 @@ from .errors import envelope, new_request_id
 
 MIB = 1024 * 1024
 UPLOAD_PATH = "/v1/datasets/upload"
+# Bulk bodies that share the upload cap (the route may apply a tighter one of its own).
+BULK_PATHS = frozenset({UPLOAD_PATH, "/v1/he/sum"})
 
 
 def _mib(value: float) -> str:
@@ -40,7 +42,7 @@ class BodyCaps:
 
     def for_path(self, path: str) -> tuple[int, str]:
         """(cap in bytes, the words that name it) for a request path."""
-        if path == UPLOAD_PATH:
+        if path in BULK_PATHS:
             return int(
                 self.upload_mb * MIB
             ), f"the upload limit of {_mib(self.upload_mb)} (setting api.max_upload_mb)"
