@@ -147,15 +147,10 @@ def principal() -> None:
 def principal_add(obj: Context, name: str, role: str, org: str, jurisdiction: str | None,
                   as_json: bool) -> None:
     """Add a principal (host-level); prints its token once."""
-    from .principals import insert, parse_role
+    from .principals import add_principal, parse_role
 
-    platform = obj.platform
     role_value = parse_role(role)
-    with platform.store.transaction() as conn:
-        created, token = insert(conn, name, role_value, org, jurisdiction, ledger_mod.now_utc())
-        platform.record(conn, ledger_mod.SYSTEM, "principal.add", f"principal:{name}",
-                        {"role": role_value.value, "org": created.org,
-                         "jurisdiction": jurisdiction}, "Art. 5")
+    _created, token = add_principal(obj.platform, name, role_value, org, jurisdiction)
     emit({"name": name, "role": role_value.value, "token": token}, as_json,
          f"{token}\n(the token of {name}, {role_value.value}; shown once, keep it safe)")
 

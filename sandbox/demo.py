@@ -23,9 +23,8 @@ from .demo_data import DEMO_TABLES, write_demo_data
 from .execution import JobService
 from .he_demo import demo_he
 from .keys import load_public
-from .ledger import now_utc
 from .platform import Platform
-from .principals import Principal, Role, insert
+from .principals import Principal, Role, add_principal
 from .psi_demo import demo_psi
 from .release import verify_product
 from .vault import register
@@ -90,17 +89,7 @@ ATTACKS = (
 def _add(
     platform: Platform, name: str, role: Role, org: str, jurisdiction: str | None = None
 ) -> tuple[Principal, str]:
-    with platform.store.transaction() as conn:
-        principal, token = insert(conn, name, role, org, jurisdiction, now_utc())
-        platform.record(
-            conn,
-            ledger.SYSTEM,
-            "principal.add",
-            f"principal:{name}",
-            {"role": role.value, "org": org, "jurisdiction": jurisdiction},
-            "Art. 5",
-        )
-    return principal, token
+    return add_principal(platform, name, role, org, jurisdiction)
 
 
 def run_demo(

@@ -158,3 +158,26 @@ def require_role(principal: Principal, *roles: Role, action: str, article: str =
             f"({article})",
             article=article,
         )
+
+
+def add_principal(
+    platform, name: str, role: Role, org: str = "", jurisdiction: str | None = None
+) -> tuple[Principal, str]:
+    """Create a principal on the platform's host (``sandbox principal add``), ledgered.
+
+    The platform itself is the actor (Art. 5: accounts are issued by the platform's
+    operator); returns the principal and its token, which is shown once.
+    """
+    from .ledger import SYSTEM, now_utc
+
+    with platform.store.transaction() as conn:
+        principal, token = insert(conn, name, role, org, jurisdiction, now_utc())
+        platform.record(
+            conn,
+            SYSTEM,
+            "principal.add",
+            f"principal:{name}",
+            {"role": role.value, "org": principal.org, "jurisdiction": jurisdiction},
+            "Art. 5",
+        )
+    return principal, token

@@ -177,8 +177,13 @@ def _shards(items: list[str], count: int) -> list[list[str]]:
 
 
 def _encrypt_all(
-    key: bytes, spec: SetupSpec, tasks: Sequence[list[str]], processes: int
+    key: bytes, spec: SetupSpec, tasks: Sequence[list[str]], processes: int, ray_address: str = ""
 ) -> list[bytes]:
+    if ray_address and len(tasks) > 1:  # issue 9: the shards as Ray tasks
+        from .engines.ray_pool import ray_map
+
+        calls = [(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
+        return ray_map(encrypt_shard, calls, ray_address, what=f"the PSI setup of '{spec.dataset}'")
     if processes <= 1 or len(tasks) <= 1:
         return [encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
     # spawn: the server is threaded, and a forked copy of a threaded process may hold
@@ -199,8 +204,12 @@ def _encrypt_all(
         ) from exc
 
 
-def build_bundle(key: bytes, spec: SetupSpec, snapshot: Path, processes: int) -> tuple[bytes, dict]:
-    """The setup bundle of a spec and what it is made of (sizes, never items)."""
+def build_bundle(
+    key: bytes, spec: SetupSpec, snapshot: Path, processes: int, ray_address: str = ""
+) -> tuple[bytes, dict]:
+    """The setup bundle of a spec and what it is made of (sizes, never items).
+
+    With ``ray_address`` (the ``ray.address`` setting) the shards are Ray tasks."""
     started = time.perf_counter()
     items, groups = _read_items(snapshot, spec.column, spec.group_by)
     read_s = time.perf_counter() - started
@@ -209,7 +218,7 @@ def build_bundle(key: bytes, spec: SetupSpec, snapshot: Path, processes: int) ->
             parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]
         else:
             # More shards than processes only when a structure keeps its shards apart.
-            blobs = _encrypt_all(key, spec, _shards(items, processes), processes)
+            blobs = _encrypt_all(key, spec, _shards(items, processes), processes, ray_address)
             if spec.structure == "raw":
                 blobs = [merge_raw(blobs)]
             parts = [("", b) for b in blobs]
@@ -217,7 +226,7 @@ def build_bundle(key: bytes, spec: SetupSpec, snapshot: Path, processes: int) ->
     else:
         sizes = {g: len(v) for g, v in groups.items()}
         offered = _offered(sizes, spec.threshold)
-        blobs = _encrypt_all(key, spec, [groups[g] for g in offered], processes)
+        blobs = _encrypt_all(key, spec, [groups[g] for g in offered], processes, ray_address)
         parts = list(zip(offered, blobs, strict=True))
         kind = BundleKind.GROUPS
         meta = {
@@ -252,7 +261,8 @@ def ensure_setup(
             return SetupInfo(path, _etag(meta), meta), False
         key = column_key(platform.home, spec.dataset, spec.version, spec.column)
         processes = platform.settings["psi.build_processes"]
-        bundle, meta = build_bundle(key, spec, version.path, processes)
+        ray_address = platform.settings["ray.address"]
+        bundle, meta = build_bundle(key, spec, version.path, processes, ray_address)
         for target, data in ((path, bundle), (meta_path, json.dumps(meta).encode())):
             part = target.with_suffix(target.suffix + ".part")
             part.write_bytes(data)

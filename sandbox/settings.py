@@ -60,8 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
         "duckdb",
         "SQL engine for aggregate jobs",
         str,
-        lambda v: v in {"duckdb"},
-        "one of: duckdb",
+        lambda v: v in {"duckdb", "spark"},
+        "one of: duckdb, spark",
     ),
     Setting(
         "job.time_limit_s",
@@ -367,6 +367,21 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         _positive,
         "a positive whole number",
+    ),
+    Setting(
+        "spark.master",
+        "local[2]",
+        "Spark master for SQL jobs when engine = spark (local[N], spark://host:7077, yarn, ...)",
+        str,
+        lambda v: bool(v.strip()),
+        "a Spark master URL",
+    ),
+    Setting(
+        "ray.address",
+        "",
+        "Ray cluster for PSI set-up and HE group-sum shards: empty = local processes, "
+        "'local' = a 2-CPU cluster started here, or a cluster address (ray://host:10001)",
+        str,
     ),
 )
 

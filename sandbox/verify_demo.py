@@ -24,9 +24,8 @@ from policies.errors import PolicyRefusal, SandboxError
 from policies.workflow import Disposal
 
 from . import verification
-from .ledger import now_utc
 from .platform import Platform
-from .principals import Principal, Role, insert
+from .principals import Principal, Role, add_principal
 from .vault import get_version
 from .workflow import agreements, applications, notices, requests, reviews
 
@@ -70,10 +69,7 @@ CONSENT = {
 
 
 def _principal(platform: Platform, name: str, role: Role, org: str) -> Principal:
-    with platform.store.transaction() as conn:
-        principal, _token = insert(conn, name, role, org, None, now_utc())
-        platform.record(conn, principal.actor, "principal.add", f"principal:{name}", {"role": role})
-    return principal
+    return add_principal(platform, name, role, org)[0]
 
 
 def _agreement(platform, authority, operator, providers, reviewers) -> int:

@@ -1,0 +1,224 @@
+"""Run an admitted SQL aggregate job on Spark instead of the DuckDB worker.
+
+The job's SQL has already passed admission and the evidence rewrite (DuckDB
+dialect). Here it is transpiled to Spark SQL with sqlglot, checked once more
+(one SELECT, reading only the granted datasets, no table functions, no
+commands), and run on one :class:`SparkEngine` per process and master. The
+granted Parquet snapshots are the only inputs: each is registered as a
+temporary view under its dataset name; ``spark.sql.runSQLOnFiles`` is off so
+SQL cannot name a file; no UDF is ever registered and the catalog is the
+in-memory one (no Hive, no warehouse writes). The result is collected to Arrow
+with the row cap applied on the cluster (``LIMIT cap + 1``). The output check
+that follows is the same code as for DuckDB.
+
+Spark failures become platform errors: a session that cannot start is
+:class:`~policies.errors.SandboxError` ``engine_unavailable``; a session that
+dies while a job runs fails the job with ``engine_lost``; a query Spark
+rejects fails it with ``engine_error``. Engine messages are never passed on
+verbatim (they may quote data).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from policies.errors import JobFailed, SandboxError
+
+# Configuration every session gets; the master comes from the ``spark.master`` setting.
+SESSION_CONF: dict[str, str] = {
+    "spark.ui.enabled": "false",
+    "spark.sql.catalogImplementation": "in-memory",
+    "spark.sql.runSQLOnFiles": "false",  # no `parquet.`/path`` in SQL
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR",
+}
+LOCAL_CONF: dict[str, str] = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+}
+# Statements and expressions that have no place in an aggregate job, whatever admission said.
+FORBIDDEN = (
+    exp.Command,
+    exp.Create,
+    exp.Drop,
+    exp.Insert,
+    exp.Delete,
+    exp.Update,
+    exp.Merge,
+    exp.Set,
+    exp.Use,
+    exp.Cache,
+    exp.Uncache,
+    exp.Refresh,
+    exp.Anonymous,  # an unknown function name could be a registered UDF
+)
+
+
+def spark_sql(sql: str, tables: Mapping[str, Path]) -> str:
+    """The Spark SQL of an admitted DuckDB statement; refuses anything but one SELECT
+    over the granted datasets (a second line of defence behind admission)."""
+    try:
+        (spark,) = sqlglot.transpile(sql, read="duckdb", write="spark")
+        tree = sqlglot.parse_one(spark, read="spark")
+    except (sqlglot.errors.SqlglotError, ValueError) as exc:
+        raise JobFailed(
+            "the job's SQL cannot be translated for Spark (setting engine)", code="engine_error"
+        ) from exc
+    problem = None
+    if not isinstance(tree, exp.Select):
+        problem = "it is not a single SELECT"
+    elif any(tree.find_all(*FORBIDDEN)):
+        problem = "it holds a command or a function Spark does not know as built-in"
+    else:
+        names = {t.name for t in tree.find_all(exp.Table)}
+        if any(
+            not isinstance(t.this, exp.Identifier) or t.catalog or t.db
+            for t in tree.find_all(exp.Table)
+        ) or not names <= set(tables):
+            problem = "it reads something other than its granted datasets"
+    if problem:
+        raise JobFailed(
+            f"the translated job was not run on Spark: {problem}",
+            code="access_denied",
+            article="Art. 15",
+        )
+    return spark
+
+
+class SparkEngine:
+    """One Spark session per process and master, started on first use.
+
+    Jobs run one at a time on it (the temporary views are session-wide).
+    """
+
+    def __init__(self, master: str = "local[2]"):
+        self.master = master
+        self._session = None
+        self._lock = threading.RLock()
+
+    # --- the session --------------------------------------------------------
+
+    def _alive(self) -> bool:
+        session = self._session
+        if session is None:
+            return False
+        try:
+            jsc = session.sparkContext._jsc
+            return jsc is not None and not jsc.sc().isStopped()
+        except Exception:
+            return False
+
+    def session(self):
+        """The running session; starts one if there is none (or the last one died)."""
+        with self._lock:
+            if self._alive():
+                return self._session
+            try:
+                from pyspark.sql import SparkSession
+            except ImportError as exc:
+                raise SandboxError(
+                    "engine = spark needs pyspark: install the platform with its 'spark' extra",
+                    code="engine_unavailable",
+                ) from exc
+            builder = SparkSession.builder.master(self.master).appName("sandbox-jobs")
+            conf = dict(SESSION_CONF)
+            if self.master.startswith("local"):
+                conf.update(LOCAL_CONF)
+            for key, value in conf.items():
+                builder = builder.config(key, value)
+            try:
+                self._session = builder.getOrCreate()
+                self._session.sparkContext.setLogLevel("ERROR")
+            except Exception as exc:
+                self._session = None
+                raise SandboxError(
+                    f"the Spark session at '{self.master}' could not start "
+                    f"({type(exc).__name__}); check the setting spark.master and that "
+                    "the cluster is reachable",
+                    code="engine_unavailable",
+                ) from exc
+            return self._session
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                try:
+                    self._session.stop()
+                finally:
+                    self._session = None
+
+    # --- a job ------------------------------------------------------------------
+
+    def run(self, sql: str, tables: Mapping[str, Path], max_rows: int) -> pa.Table:
+        """Run one admitted statement over the granted snapshots; the raw result."""
+        translated = spark_sql(sql, tables)
+        with self._lock:
+            spark = self.session()
+            registered: list[str] = []
+            try:
+                for name, path in tables.items():
+                    spark.read.parquet(str(path)).createOrReplaceTempView(name)
+                    registered.append(name)
+                frame = spark.sql(translated).limit(max_rows + 1)
+                table = _to_arrow(frame)
+            except JobFailed:
+                raise
+            except Exception as exc:
+                if not self._alive():
+                    self._session = None
+                    raise JobFailed(
+                        "the Spark session ended while the job ran (a lost executor or a "
+                        "stopped cluster); nothing was released",
+                        code="engine_lost",
+                    ) from exc
+                raise JobFailed(
+                    f"the engine could not run the query (spark: {type(exc).__name__})",
+                    code="engine_error",
+                ) from exc
+            finally:
+                if self._alive():
+                    for name in registered:
+                        try:
+                            spark.catalog.dropTempView(name)
+                        except Exception:
+                            pass
+        if table.num_rows > max_rows:
+            raise JobFailed(
+                f"the job yields more than {max_rows} output rows, the cap; group more coarsely",
+                code="output_rows",
+            )
+        return table
+
+
+def _to_arrow(frame) -> pa.Table:
+    if hasattr(frame, "toArrow"):
+        return frame.toArrow()
+    return pa.Table.from_pandas(frame.toPandas(), preserve_index=False)
+
+
+_ENGINES: dict[str, SparkEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(master: str) -> SparkEngine:
+    """The process's engine for ``master`` (the ``spark.master`` setting)."""
+    with _ENGINES_LOCK:
+        if master not in _ENGINES:
+            _ENGINES[master] = SparkEngine(master)
+        return _ENGINES[master]
+
+
+def stop_all() -> None:
+    """Stop every session this process started (tests, shutdown)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.stop()
