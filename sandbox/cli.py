@@ -91,18 +91,29 @@ class SandboxGroup(click.Group):
             if obj is not None and obj.debug:
                 raise
             click.echo(f"error [{exc.code}]: {exc}", err=True)
-            ctx.exit(2 if exc.code in {"bad_input", "bad_classification", "bad_source",
-                                       "config_error"} else 1)
+            ctx.exit(
+                2
+                if exc.code in {"bad_input", "bad_classification", "bad_source", "config_error"}
+                else 1
+            )
 
 
 @click.group(cls=SandboxGroup)
-@click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="platform home folder (default: $SANDBOX_HOME or .sandbox)")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="platform home folder (default: $SANDBOX_HOME or .sandbox)",
+)
 @click.option("--debug", is_flag=True, help="show tracebacks")
-@click.option("--server", envvar="SANDBOX_SERVER", default=None,
-              help="run through the HTTP API at this URL instead of on the platform's host "
-              "(every command but the host-level ones: init, principal, settings, serve, "
-              "backup, restore, demo)")
+@click.option(
+    "--server",
+    envvar="SANDBOX_SERVER",
+    default=None,
+    help="run through the HTTP API at this URL instead of on the platform's host "
+    "(every command but the host-level ones: init, principal, settings, serve, "
+    "backup, restore, demo)",
+)
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, debug: bool, server: str | None) -> None:
     """Privacy-computing public-data sandbox: raw data stays in, vetted aggregates leave."""
@@ -125,11 +136,15 @@ def show_settings(obj: Context, as_json: bool) -> None:
     """Show every setting, its value and where the value came from."""
     s = obj.platform.settings
     rows = [{"name": k, "value": v, "source": s.sources[k]} for k, v in s.values.items()]
-    emit(rows, as_json, "\n".join(f"{r['name']:<28} {r['value']!s:<10} ({r['source']})"
-                                  for r in rows))
+    emit(
+        rows,
+        as_json,
+        "\n".join(f"{r['name']:<28} {r['value']!s:<10} ({r['source']})" for r in rows),
+    )
 
 
 # --- principals ---------------------------------------------------------------
+
 
 @main.group()
 def principal() -> None:
@@ -138,21 +153,26 @@ def principal() -> None:
 
 @principal.command("add")
 @click.option("--name", required=True)
-@click.option("--role", required=True,
-              help="provider, authority, reviewer, operator, consumer or auditor")
+@click.option(
+    "--role", required=True, help="provider, authority, reviewer, operator, consumer or auditor"
+)
 @click.option("--org", default="", help="the organisation the principal belongs to")
 @click.option("--jurisdiction", default=None, help="authorities: 'city' or a county code")
 @json_option
 @pass_ctx
-def principal_add(obj: Context, name: str, role: str, org: str, jurisdiction: str | None,
-                  as_json: bool) -> None:
+def principal_add(
+    obj: Context, name: str, role: str, org: str, jurisdiction: str | None, as_json: bool
+) -> None:
     """Add a principal (host-level); prints its token once."""
     from .principals import add_principal, parse_role
 
     role_value = parse_role(role)
     _created, token = add_principal(obj.platform, name, role_value, org, jurisdiction)
-    emit({"name": name, "role": role_value.value, "token": token}, as_json,
-         f"{token}\n(the token of {name}, {role_value.value}; shown once, keep it safe)")
+    emit(
+        {"name": name, "role": role_value.value, "token": token},
+        as_json,
+        f"{token}\n(the token of {name}, {role_value.value}; shown once, keep it safe)",
+    )
 
 
 @principal.command("list")
@@ -169,13 +189,22 @@ def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
     me = obj.principal(token)
     require_role(me, Role.AUTHORITY, Role.AUDITOR, action="list principals")
     with obj.platform.store.read() as conn:
-        rows = [dict(r) for r in conn.execute(
-            select(principals.c.name, principals.c.role, principals.c.org,
-                   principals.c.jurisdiction)).mappings()]
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    principals.c.name,
+                    principals.c.role,
+                    principals.c.org,
+                    principals.c.jurisdiction,
+                )
+            ).mappings()
+        ]
     emit(rows, as_json, "\n".join(f"{r['name']:<20} {r['role']:<10} {r['org']}" for r in rows))
 
 
 # --- datasets -----------------------------------------------------------------
+
 
 @main.group()
 def dataset() -> None:
@@ -205,15 +234,29 @@ class _Progress:
 
 @dataset.command("register")
 @click.argument("name")
-@click.option("--source", required=True, help="file path or URI (csv, parquet, jsonl, duckdb://, "
-              "postgresql://)")
-@click.option("--classification", "classification_path", required=True,
-              type=click.Path(path_type=Path), help="YAML: entity_key, columns, formats")
+@click.option(
+    "--source",
+    required=True,
+    help="file path or URI (csv, parquet, jsonl, duckdb://, postgresql://)",
+)
+@click.option(
+    "--classification",
+    "classification_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML: entity_key, columns, formats",
+)
 @as_option
 @json_option
 @pass_ctx
-def dataset_register(obj: Context, name: str, source: str, classification_path: Path,
-                     token: str | None, as_json: bool) -> None:
+def dataset_register(
+    obj: Context,
+    name: str,
+    source: str,
+    classification_path: Path,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Register a dataset (a new version if its data changed)."""
     from .vault import load_classification, register
 
@@ -226,8 +269,11 @@ def dataset_register(obj: Context, name: str, source: str, classification_path: 
                 reg = client.register_uri(name, source, classification.to_dict())
         data = dataclasses.asdict(reg)
         word = "registered" if reg.changed else "unchanged, kept"
-        emit(data, as_json, f"{name}: {word} version {reg.version} ({reg.rows:,} rows, "
-                            f"sha256 {reg.sha256[:12]})")
+        emit(
+            data,
+            as_json,
+            f"{name}: {word} version {reg.version} ({reg.rows:,} rows, sha256 {reg.sha256[:12]})",
+        )
         return
     me = obj.principal(token)
     progress = _Progress()
@@ -236,11 +282,19 @@ def dataset_register(obj: Context, name: str, source: str, classification_path: 
     finally:
         progress.close()
     v = result.version
-    data = {"dataset": name, "version": v.version, "changed": result.changed, "rows": v.rows,
-            "sha256": v.sha256}
+    data = {
+        "dataset": name,
+        "version": v.version,
+        "changed": result.changed,
+        "rows": v.rows,
+        "sha256": v.sha256,
+    }
     word = "registered" if result.changed else "unchanged, kept"
-    emit(data, as_json, f"{name}: {word} version {v.version} ({v.rows:,} rows, "
-                        f"sha256 {v.sha256[:12]})")
+    emit(
+        data,
+        as_json,
+        f"{name}: {word} version {v.version} ({v.rows:,} rows, sha256 {v.sha256[:12]})",
+    )
 
 
 @dataset.command("list")
@@ -258,8 +312,12 @@ def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
         obj.principal(token)
         with obj.platform.store.read() as conn:
             rows = list_datasets(conn)
-    emit(rows, as_json, "\n".join(f"{r['name']:<20} v{r['version']:<3} {r['rows']:>12,} rows"
-                                  for r in rows) or "(no datasets)")
+    emit(
+        rows,
+        as_json,
+        "\n".join(f"{r['name']:<20} v{r['version']:<3} {r['rows']:>12,} rows" for r in rows)
+        or "(no datasets)",
+    )
 
 
 @dataset.command("show")
@@ -268,8 +326,9 @@ def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
 @as_option
 @json_option
 @pass_ctx
-def dataset_show(obj: Context, name: str, version: int | None, token: str | None,
-                 as_json: bool) -> None:
+def dataset_show(
+    obj: Context, name: str, version: int | None, token: str | None, as_json: bool
+) -> None:
     """Show a dataset's classification and quality profile (provider, authority, auditor)."""
     from connectors.quality import format_profile
 
@@ -279,31 +338,63 @@ def dataset_show(obj: Context, name: str, version: int | None, token: str | None
     if obj.server:  # the route shows the profile only to the roles the host shows it to
         with obj.client(token) as client:
             d = client.show_dataset(name, version)
-        data = {"dataset": name, "version": d.version, "sha256": d.sha256, "rows": d.rows,
-                "classification": d.classification, "profile": d.profile}
-        profile = format_profile(d.profile) if d.profile else (
-            "(the quality profile is shown to the dataset's provider, the authority and "
-            "auditors only; Art. 14)")
-        emit(data, as_json, f"{name} version {d.version} ({d.rows:,} rows, sha256 "
-                            f"{d.sha256[:12]})\n" + profile)
+        data = {
+            "dataset": name,
+            "version": d.version,
+            "sha256": d.sha256,
+            "rows": d.rows,
+            "classification": d.classification,
+            "profile": d.profile,
+        }
+        profile = (
+            format_profile(d.profile)
+            if d.profile
+            else (
+                "(the quality profile is shown to the dataset's provider, the authority and "
+                "auditors only; Art. 14)"
+            )
+        )
+        emit(
+            data,
+            as_json,
+            f"{name} version {d.version} ({d.rows:,} rows, sha256 {d.sha256[:12]})\n" + profile,
+        )
         return
     me = obj.principal(token)
-    require_role(me, Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR,
-                 action="read quality profiles (they stay inside the platform)", article="Art. 14")
+    require_role(
+        me,
+        Role.PROVIDER,
+        Role.AUTHORITY,
+        Role.AUDITOR,
+        action="read quality profiles (they stay inside the platform)",
+        article="Art. 14",
+    )
     with obj.platform.store.read() as conn:
         v = get_version(conn, obj.platform, name, version)
     if me.role.value == "provider" and v.provider_id != me.id:
         from policies.errors import PermissionDenied
 
-        raise PermissionDenied(f"dataset '{name}' belongs to another provider (Art. 14)",
-                               article="Art. 14")
-    data = {"dataset": name, "version": v.version, "sha256": v.sha256, "rows": v.rows,
-            "classification": v.classification.to_dict(), "profile": v.profile}
-    emit(data, as_json, f"{name} version {v.version} ({v.rows:,} rows, sha256 {v.sha256[:12]})\n"
-                        + format_profile(v.profile))
+        raise PermissionDenied(
+            f"dataset '{name}' belongs to another provider (Art. 14)", article="Art. 14"
+        )
+    data = {
+        "dataset": name,
+        "version": v.version,
+        "sha256": v.sha256,
+        "rows": v.rows,
+        "classification": v.classification.to_dict(),
+        "profile": v.profile,
+    }
+    emit(
+        data,
+        as_json,
+        f"{name} version {v.version} ({v.rows:,} rows, sha256 {v.sha256[:12]})\n"
+        + format_profile(v.profile),
+    )
 
 
 # --- grants -------------------------------------------------------------------
+
 
 @main.group()
 def grant() -> None:
@@ -322,16 +413,27 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--until", required=True, help="end of the term, ISO date")
 @click.option("--from", "start", default=None, help="start of the term (default: now)")
 @click.option("--columns", default=None, help="comma-separated granted columns (default: all)")
-@click.option("--aggregates", default="", help="extra aggregates: min,max,median,quantile,"
-              "stddev,variance")
+@click.option(
+    "--aggregates", default="", help="extra aggregates: min,max,median,quantile,stddev,variance"
+)
 @click.option("--expressions", is_flag=True, help="allow aggregates over expressions")
 @click.option("--disclosure", multiple=True, help="stricter disclosure parameter, NAME=VALUE")
 @as_option
 @json_option
 @pass_ctx
-def grant_add(obj: Context, operator: str, dataset_name: str, until: str, start: str | None,
-              columns: str | None, aggregates: str, expressions: bool, disclosure: tuple[str, ...],
-              token: str | None, as_json: bool) -> None:
+def grant_add(
+    obj: Context,
+    operator: str,
+    dataset_name: str,
+    until: str,
+    start: str | None,
+    columns: str | None,
+    aggregates: str,
+    expressions: bool,
+    disclosure: tuple[str, ...],
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Grant an operator use of a dataset for a term."""
     from policies.errors import InputError
 
@@ -348,20 +450,38 @@ def grant_add(obj: Context, operator: str, dataset_name: str, until: str, start:
             overrides[key.strip()] = value.strip()
     if obj.server:
         with obj.client(token) as client:
-            grant_id = client.add_grant(operator, dataset_name, until, start=start,
-                                        columns=_split(columns),
-                                        extra_aggregates=_split(aggregates) or [],
-                                        aggregate_expressions=expressions, disclosure=overrides)
+            grant_id = client.add_grant(
+                operator,
+                dataset_name,
+                until,
+                start=start,
+                columns=_split(columns),
+                extra_aggregates=_split(aggregates) or [],
+                aggregate_expressions=expressions,
+                disclosure=overrides,
+            )
     else:
-        grant_id = add_grant(obj.platform, obj.principal(token), operator, dataset_name,
-                             until=until, start=start, columns=_split(columns),
-                             extra_aggregates=_split(aggregates) or [],
-                             aggregate_expressions=expressions, disclosure=overrides)
-    emit({"grant": grant_id}, as_json, f"grant {grant_id}: {operator} may use {dataset_name} "
-                                       f"until {until}")
+        grant_id = add_grant(
+            obj.platform,
+            obj.principal(token),
+            operator,
+            dataset_name,
+            until=until,
+            start=start,
+            columns=_split(columns),
+            extra_aggregates=_split(aggregates) or [],
+            aggregate_expressions=expressions,
+            disclosure=overrides,
+        )
+    emit(
+        {"grant": grant_id},
+        as_json,
+        f"grant {grant_id}: {operator} may use {dataset_name} until {until}",
+    )
 
 
 # --- jobs ---------------------------------------------------------------------
+
 
 @main.group()
 def job() -> None:
@@ -369,14 +489,24 @@ def job() -> None:
 
 
 def _outcome_dict(outcome) -> dict:
-    return {"job": outcome.job_id, "state": outcome.state.value, "reason": outcome.reason,
-            "report": outcome.report, "product": outcome.product_id}
+    return {
+        "job": outcome.job_id,
+        "state": outcome.state.value,
+        "reason": outcome.reason,
+        "report": outcome.report,
+        "product": outcome.product_id,
+    }
 
 
 def _job_dict(job) -> dict:
     """The same dict from a client's Job as _outcome_dict makes from a JobOutcome."""
-    return {"job": job.job, "state": job.state, "reason": job.reason, "report": job.report,
-            "product": job.product}
+    return {
+        "job": job.job,
+        "state": job.state,
+        "reason": job.reason,
+        "report": job.report,
+        "product": job.product,
+    }
 
 
 def _outcome_text(data: dict) -> str:
@@ -384,22 +514,30 @@ def _outcome_text(data: dict) -> str:
     if data["reason"]:
         r = data["reason"]
         rule = f" [{r['rule']}]" if r.get("rule") else ""
-        article = f" ({r['article']})" if r.get("article") and r["article"] not in r["message"] \
-            else ""
+        article = (
+            f" ({r['article']})" if r.get("article") and r["article"] not in r["message"] else ""
+        )
         lines.append(f"  {r.get('code', '')}{rule}: {r['message']}{article}")
     if data["report"]:
         lines.extend("  " + line for line in data["report"]["summary"].splitlines())
         for cell in data["report"].get("cells", [])[:20]:
-            lines.append(f"    row {cell['row']}, {cell['column']}: {cell['verdict']} "
-                         f"({', '.join(cell['rules'])})")
+            lines.append(
+                f"    row {cell['row']}, {cell['column']}: {cell['verdict']} "
+                f"({', '.join(cell['rules'])})"
+            )
     if data["product"]:
         lines.append(f"  product: {data['product']}")
     return "\n".join(lines)
 
 
 @job.command("submit")
-@click.option("--sql", "sql_file", required=True, type=click.File("r"),
-              help="file with one SELECT, or - for standard input")
+@click.option(
+    "--sql",
+    "sql_file",
+    required=True,
+    type=click.File("r"),
+    help="file with one SELECT, or - for standard input",
+)
 @as_option
 @json_option
 @pass_ctx
@@ -461,11 +599,16 @@ def job_list(obj: Context, token: str | None, as_json: bool) -> None:
             from .execution import list_jobs
 
             rows = list_jobs(conn, me)
-    emit(rows, as_json, "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}"
-                                  for r in rows) or "(no jobs)")
+    emit(
+        rows,
+        as_json,
+        "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}" for r in rows)
+        or "(no jobs)",
+    )
 
 
 # --- products -----------------------------------------------------------------
+
 
 @main.group()
 def product() -> None:
@@ -487,14 +630,19 @@ def product_list(obj: Context, token: str | None, as_json: bool) -> None:
         me = obj.principal(token)
         with obj.platform.store.read() as conn:
             rows = list_products(conn, me)
-    emit(rows, as_json, "\n".join(f"{r['id']:<14} job {r['job_id']:<5} {r['verdict']}"
-                                  for r in rows) or "(no products)")
+    emit(
+        rows,
+        as_json,
+        "\n".join(f"{r['id']:<14} job {r['job_id']:<5} {r['verdict']}" for r in rows)
+        or "(no products)",
+    )
 
 
 @product.command("get")
 @click.argument("product_id")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="folder to copy the product into")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="folder to copy the product into"
+)
 @as_option
 @pass_ctx
 def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> None:
@@ -510,8 +658,12 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> 
 
 @product.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--public-key", type=click.Path(path_type=Path), default=None,
-              help="the platform's public key (default: the one in --home)")
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the platform's public key (default: the one in --home)",
+)
 @pass_ctx
 def product_verify(obj: Context, folder: Path, public_key: Path | None) -> None:
     """Check a product's signature and the hash of every file."""
@@ -520,7 +672,9 @@ def product_verify(obj: Context, folder: Path, public_key: Path | None) -> None:
 
     key_path = public_key or obj.home / "keys" / "platform.pub"
     manifest = verify_product(folder, load_public(key_path))
-    click.echo(f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified")
+    click.echo(
+        f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified"
+    )
 
 
 def _remote_get(obj: Context, token: str | None, product_id: str, out: Path) -> Path:
@@ -547,6 +701,7 @@ def _remote_get(obj: Context, token: str | None, product_id: str, out: Path) -> 
 
 # --- ledger -------------------------------------------------------------------
 
+
 @main.group()
 def ledger() -> None:
     """The audit ledger."""
@@ -562,14 +717,17 @@ def ledger_verify(obj: Context, token: str | None) -> None:
     if obj.server:
         with obj.client(token) as client:
             report = client.verify_ledger()
-        click.echo(f"ledger verified: {report.entries} entries, head {report.head_seq} "
-                   f"{report.head_hash[:16]}")
+        click.echo(
+            f"ledger verified: {report.entries} entries, head {report.head_seq} "
+            f"{report.head_hash[:16]}"
+        )
         return
     platform = obj.platform
     with platform.store.read() as conn:
         report = ledger_mod.verify(conn, load_public(platform.public_key_path))
-    click.echo(f"ledger verified: {report.entries} entries, head {report.head_seq} "
-               f"{report.head_hash[:16]}")
+    click.echo(
+        f"ledger verified: {report.entries} entries, head {report.head_seq} {report.head_hash[:16]}"
+    )
 
 
 @ledger.command("show")
@@ -586,8 +744,9 @@ def ledger_show(obj: Context, actor, subject, action, since, until, limit, token
     """Read ledger entries (auditor or authority)."""
     from .principals import Role, require_role
 
-    filters = dict(actor=actor, subject=subject, action=action, since=since, until=until,
-                   limit=limit)
+    filters = dict(
+        actor=actor, subject=subject, action=action, since=since, until=until, limit=limit
+    )
     if obj.server:
         with obj.client(token) as client:
             rows = [dataclasses.asdict(e) for e in client.ledger(**filters)]
@@ -596,9 +755,16 @@ def ledger_show(obj: Context, actor, subject, action, since, until, limit, token
         require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
         with obj.platform.store.read() as conn:
             rows = ledger_mod.query(conn, **filters)
-    emit(rows, as_json, "\n".join(
-        f"{r['seq']:>6} {r['ts'][:19]} {r['actor']:<14} {r['action']:<26} {r['subject']:<18} "
-        f"{r['article']}" for r in rows) or "(no entries)")
+    emit(
+        rows,
+        as_json,
+        "\n".join(
+            f"{r['seq']:>6} {r['ts'][:19]} {r['actor']:<14} {r['action']:<26} {r['subject']:<18} "
+            f"{r['article']}"
+            for r in rows
+        )
+        or "(no entries)",
+    )
 
 
 @ledger.command("head")
@@ -615,6 +781,7 @@ def ledger_head_cmd(obj: Context) -> None:
 
 
 # --- demo ---------------------------------------------------------------------
+
 
 @main.command("demo-data")
 @click.option("--out", required=True, type=click.Path(path_type=Path))

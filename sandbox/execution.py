@@ -366,7 +366,9 @@ class JobService:
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
             started = time.time()
             table = spark.run(sql, tables, settings["job.max_output_rows"])
-            runtime.update(engine="spark", master=spark.master, run_s=round(time.time() - started, 4))
+            runtime.update(
+                engine="spark", master=spark.master, run_s=round(time.time() - started, 4)
+            )
             return table
 
         return execute

@@ -111,7 +111,7 @@ def test_unknown_name_asked_of_settings_is_refused(tmp_path):
         ("[job]\ntime_limit_s = true\n", "job.time_limit_s", "expected float"),
         ("[job]\nthreads = [1, 2]\n", "job.threads", "expected int"),
         ('[job]\nspare_worker = "maybe"\n', "job.spare_worker", "expected bool"),
-        ('engine = "spark"\n', "engine", "one of: duckdb"),
+        ('engine = "presto"\n', "engine", "one of: duckdb"),
         ("[disclosure]\ndominance_k = 1.5\n", "disclosure.dominance_k", "(0, 1]"),
         ("[disclosure]\np_ratio = 1\n", "disclosure.p_ratio", "[0, 1)"),
         ("[disclosure]\nmin_entities = 1\n", "disclosure.min_entities", "at least 2"),

@@ -65,7 +65,8 @@ def spark_sql(sql: str, tables: Mapping[str, Path]) -> str:
     """The Spark SQL of an admitted DuckDB statement; refuses anything but one SELECT
     over the granted datasets (a second line of defence behind admission)."""
     try:
-        (spark,) = sqlglot.transpile(sql, read="duckdb", write="spark")
+        duck = sqlglot.parse_one(sql, read="duckdb").transform(_top_n).transform(_grouping_sets)
+        spark = duck.sql(dialect="spark")
         tree = sqlglot.parse_one(spark, read="spark")
     except (sqlglot.errors.SqlglotError, ValueError) as exc:
         raise JobFailed(
@@ -77,7 +78,8 @@ def spark_sql(sql: str, tables: Mapping[str, Path]) -> str:
     elif any(tree.find_all(*FORBIDDEN)):
         problem = "it holds a command or a function Spark does not know as built-in"
     else:
-        names = {t.name for t in tree.find_all(exp.Table)}
+        ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+        names = {t.name for t in tree.find_all(exp.Table)} - ctes
         if any(
             not isinstance(t.this, exp.Identifier) or t.catalog or t.db
             for t in tree.find_all(exp.Table)
@@ -90,6 +92,36 @@ def spark_sql(sql: str, tables: Mapping[str, Path]) -> str:
             article="Art. 15",
         )
     return spark
+
+
+def _top_n(node: exp.Expression) -> exp.Expression:
+    """DuckDB's ``max(x, n)`` (the n largest values, which the evidence rewrite uses for
+    the dominance rule) has no Spark form: ``sort_array(collect_list(x), false)`` holds
+    the same values first (both skip NULLs), and the rewrite only indexes the top two."""
+    if isinstance(node, exp.Max) and node.args.get("count") is not None:
+        return exp.ArraySort(this=exp.ArrayAgg(this=node.this), expression=exp.false())
+    if isinstance(node, exp.Grouping) and len(node.expressions) > 1:
+        # DuckDB's GROUPING(a, b, ...) is the bit mask Spark calls grouping_id(a, b, ...).
+        return exp.GroupingId(expressions=[e.copy() for e in node.expressions])
+    return node
+
+
+def _grouping_sets(node: exp.Expression) -> exp.Expression:
+    """Spark allows ``GROUPING(x)`` only under GROUPING SETS, ROLLUP or CUBE, while the
+    evidence rewrite uses it with a plain ``GROUP BY a, b`` too: that is the same as
+    ``GROUP BY GROUPING SETS ((a, b))``."""
+    if not isinstance(node, exp.Select) or not node.args.get("group"):
+        return node
+    group = node.args["group"]
+    keys = group.expressions
+    uses_grouping = any(
+        g.find_ancestor(exp.Select) is node for g in node.find_all(exp.Grouping, exp.GroupingId)
+    )
+    plain = keys and not any(isinstance(k, exp.GroupingSets | exp.Rollup | exp.Cube) for k in keys)
+    if uses_grouping and plain and not any(group.args.get(a) for a in ("rollup", "cube")):
+        sets = exp.GroupingSets(expressions=[exp.Tuple(expressions=[k.copy() for k in keys])])
+        node.set("group", exp.Group(expressions=[sets]))
+    return node
 
 
 class SparkEngine:
