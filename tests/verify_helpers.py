@@ -18,39 +18,13 @@ from sandbox import vault
 from sandbox.demo_data import DEMO_TABLES, demo_tables
 from sandbox.platform import Platform
 from sandbox.principals import Principal, Role
+from sandbox.verify_demo import IDENTITY, SOCIAL_INSURANCE  # noqa: F401  (re-exported)
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 NOW = datetime.now(UTC)
 TABLES = ("persons", "enterprises", "social_insurance")
 
-IDENTITY = {
-    "name": "identity",
-    "dataset": "persons",
-    "keys": ["pid", "name"],
-    "codes": ["match", "mismatch", "not_found"],
-    "description": "does this name belong to this resident ID number?",
-    "rule": (
-        "SELECT CASE WHEN COUNT(*) = 0 THEN 'not_found' "
-        "WHEN SUM(CASE WHEN name = $name THEN 1 ELSE 0 END) > 0 THEN 'match' "
-        "ELSE 'mismatch' END FROM persons WHERE pid = $pid"
-    ),
-}
-
-SOCIAL_INSURANCE = {
-    "name": "si_paid_6_of_12",
-    "dataset": "enterprises",
-    "keys": ["credit_code"],
-    "codes": ["yes", "no", "not_found"],
-    "miss_codes": ["not_found"],
-    "description": "has this enterprise paid social insurance in at least 6 of the last 12 months?",
-    "rule": (
-        "SELECT CASE WHEN COUNT(DISTINCT e.credit_code) = 0 THEN 'not_found' "
-        "WHEN COUNT(DISTINCT CASE WHEN s.month >= DATE '2025-01-01' THEN s.month END) >= 6 "
-        "THEN 'yes' ELSE 'no' END "
-        "FROM enterprises e LEFT JOIN social_insurance s ON s.credit_code = e.credit_code "
-        "WHERE e.credit_code = $credit_code"
-    ),
-}
+# The demo's two products are the ones under test: one definition, not two.
 
 CONSENT = {
     "reference": "CONSENT-0001",
