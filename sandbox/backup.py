@@ -30,7 +30,6 @@ the platform home is kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from . import keys, ledger
 from .ledger import now_utc
 from .platform import STORE_NAME, Platform
 from .release import verify_product
+from .storage import sha256_file as _sha256
 from .store import dataset_versions, jobs, products
 
 MANIFEST = "backup.json"
@@ -70,14 +70,6 @@ class HomeCheck:
     ledger_entries: int
     snapshots: int
     products: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _require_empty(folder: Path, what: str) -> None:

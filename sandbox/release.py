@@ -38,19 +38,12 @@ from policies.errors import IntegrityError
 from . import keys, storage
 from .ledger import now_utc
 from .platform import Platform
+from .storage import sha256_file as _sha256
 from .store import products
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PRODUCT_FILES = ("output.parquet", "output.csv", "report.json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_product(

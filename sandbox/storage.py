@@ -26,6 +26,7 @@ between the first one's rename and the second one's commit.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -135,3 +136,12 @@ def undo_unrecorded(home: Path, store, intent: Path) -> str | None:
             removed = relative
     intent.unlink(missing_ok=True)
     return removed
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (snapshots, product files, backups)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -16,7 +16,6 @@ version references is removed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from . import storage
 from .ledger import now_utc
 from .platform import Platform
 from .principals import Principal, Role, require_role
+from .storage import sha256_file as _sha256
 from .store import dataset_versions, datasets
 
 ProgressFn = Callable[[int, int, int | None], None]  # rows, bytes read, total bytes
@@ -144,14 +144,6 @@ def _check_format_types(classification: Classification, schema: pa.Schema) -> No
                 f"column '{column}' is declared {fmt} but the source yields {kind}; "
                 f"read it as text (for a CSV source add ?text={column} to the URI)"
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _latest_row(conn: Connection, dataset_id: int):
