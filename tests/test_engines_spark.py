@@ -30,16 +30,6 @@ pytestmark = pytest.mark.spark
 
 MASTER = "local[2]"
 ADMITTED = [c for c in CASES if c.outcome != "refused"]
-# Cases whose outcome differs between the engines for a reason of dialect, not of the
-# platform. Each is still run, and must differ exactly as described here.
-# Not a dialect difference of the data but translation work not finished in issue 9: on
-# these cases Spark rejects (AnalysisException) or answers differently to the translated
-# evidence SQL (aggregates with FILTER and top-2 evidence, ROLLUP/CUBE evidence, the
-# row cap). Listed, run, and strict: a fixed case fails here until it is removed.
-UNFINISHED = "Spark translation of this case's evidence SQL is not finished (issue 9 follow-up)"
-KNOWN_DIFFERENCES: dict[int, str] = {
-    line: UNFINISHED for line in (24, 33, 38, 42, 48, 50, 53, 58, 61, 68, 75, 82, 84, 86, 92)
-}
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +101,7 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
     return True
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            marks=[pytest.mark.xfail(reason=KNOWN_DIFFERENCES[c.line], strict=True)]
-            if c.line in KNOWN_DIFFERENCES
-            else [],
-        )
-        for c in ADMITTED
-    ],
-    ids=[f"L{c.line}-{c.name}" for c in ADMITTED],
-)
+@pytest.mark.parametrize("case", ADMITTED, ids=[f"L{c.line}-{c.name}" for c in ADMITTED])
 def test_spark_matches_duckdb(engine, golden: GoldenPlatform, case):
     cap = golden.platform.settings["job.max_output_rows"]
 

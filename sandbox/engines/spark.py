@@ -99,10 +99,35 @@ def _top_n(node: exp.Expression) -> exp.Expression:
     the dominance rule) has no Spark form: ``sort_array(collect_list(x), false)`` holds
     the same values first (both skip NULLs), and the rewrite only indexes the top two."""
     if isinstance(node, exp.Max) and node.args.get("count") is not None:
-        return exp.ArraySort(this=exp.ArrayAgg(this=node.this), expression=exp.false())
+        return exp.ArraySort(
+            this=exp.ArrayAgg(this=node.this.copy(), nulls_excluded=True),
+            asc=exp.false(),
+            nulls_first=exp.false(),
+        )
     if isinstance(node, exp.Grouping) and len(node.expressions) > 1:
-        # DuckDB's GROUPING(a, b, ...) is the bit mask Spark calls grouping_id(a, b, ...).
-        return exp.GroupingId(expressions=[e.copy() for e in node.expressions])
+        # DuckDB's GROUPING(a, b, ...) is a bit mask over the named keys, the first the
+        # highest bit. Spark's grouping_id() must name every grouping column (the
+        # per-entity evidence also groups by the entity key), so the mask is built from
+        # one-column GROUPING()s, each widened to BIGINT before it is shifted.
+        keys = node.expressions
+        bits = [
+            exp.Mul(
+                this=exp.Cast(
+                    this=exp.Grouping(expressions=[key.copy()]), to=exp.DataType.build("BIGINT")
+                ),
+                expression=exp.Literal.number(1 << (len(keys) - 1 - i)),
+            )
+            for i, key in enumerate(keys)
+        ]
+        mask = bits[0]
+        for bit in bits[1:]:
+            mask = exp.Add(this=mask, expression=bit)
+        return exp.Paren(this=mask)
+    if isinstance(node, exp.Bracket) and not node.args.get("safe"):
+        # DuckDB answers NULL for an index past the end of a list (a group with one
+        # entity has no second-largest contribution); Spark's ANSI mode raises, so the
+        # index is the tolerant form (try_element_at).
+        node.set("safe", True)
     return node
 
 
