@@ -317,8 +317,12 @@ class JobService:
             if row is None or row.status != JobState.QUEUED.value:
                 return None
             operator = by_id(conn, row.operator_id)
-            engine = platform.settings["engine"] if row.kind == "sql_aggregate" else "duckdb"
-            transition(platform, conn, job_id, operator, JobState.RUNNING, {"engine": engine})
+            detail = {"engine": "duckdb"}
+            if row.kind == "sql_aggregate":
+                detail["engine"] = platform.settings["engine"]
+                if detail["engine"] == "duckdb" and platform.settings["ray.dispatch_jobs"]:
+                    detail["dispatch"] = "ray"
+            transition(platform, conn, job_id, operator, JobState.RUNNING, detail)
         kind = get_kind(row.kind)
         request = json.loads(row.request_json)
         pinned = {i["dataset"]: i["version"] for i in json.loads(row.inputs_json or "[]")}
@@ -373,6 +377,33 @@ class JobService:
 
         return execute
 
+    def _ray_executor(self, runtime: dict[str, Any]) -> Callable[[str, Mapping], pa.Table]:
+        """The executor of ``ray.dispatch_jobs``: the same isolated worker, started by a
+        Ray task on a cluster node."""
+        from dataclasses import asdict
+
+        from .engines.ray_pool import dispatch_sql_job
+
+        address = self.platform.settings["ray.address"]
+        limits = asdict(self.runner.limits)
+
+        def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
+            runtime.update(dispatch="ray")  # recorded even when the task fails
+            table, layers, wait_s, run_s, node, total_s = dispatch_sql_job(
+                sql, dict(tables), limits, address
+            )
+            runtime.update(
+                dispatch="ray",
+                node=node,
+                layers=layers,
+                wait_s=round(wait_s, 4),
+                run_s=round(run_s, 4),
+                task_s=round(total_s, 4),
+            )
+            return table
+
+        return execute
+
     def _execute(self, operator: Principal, job_id: int, kind: JobKind, prepared: Prepared) -> None:
         platform = self.platform
         runtime: dict[str, Any] = {}
@@ -387,8 +418,11 @@ class JobService:
             )
             return result.table
 
-        if platform.settings["engine"] == "spark" and prepared.plan.kind == "sql_aggregate":
-            execute = self._spark_executor(runtime)  # issue 9: same plan, same output check
+        if prepared.plan.kind == "sql_aggregate":  # issue 9: same plan, same output check
+            if platform.settings["engine"] == "spark":
+                execute = self._spark_executor(runtime)
+            elif platform.settings["ray.dispatch_jobs"]:
+                execute = self._ray_executor(runtime)
         snapshots = {t: v.path for t, v in prepared.versions.items()}
         try:
             raw = kind.run(prepared.plan, execute, snapshots)

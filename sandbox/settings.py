@@ -383,6 +383,13 @@ SETTINGS: tuple[Setting, ...] = (
         "'local' = a 2-CPU cluster started here, or a cluster address (ray://host:10001)",
         str,
     ),
+    Setting(
+        "ray.dispatch_jobs",
+        False,
+        "with ray.address set, run each SQL job's isolated DuckDB worker as a Ray task on a "
+        "cluster node instead of on the platform host",
+        bool,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -475,6 +482,11 @@ class Settings:
             setting = env_names[key]
             values[setting.name] = _convert(setting, raw, f"environment variable {key}")
             sources[setting.name] = key
+        if values["ray.dispatch_jobs"] and not values["ray.address"].strip():
+            raise ConfigError(
+                f"ray.dispatch_jobs is on ({sources['ray.dispatch_jobs']}) but ray.address is "
+                "empty: name the Ray cluster (or 'local'), or turn ray.dispatch_jobs off"
+            )
         return cls(home=Path(home), values=values, sources=sources)
 
 

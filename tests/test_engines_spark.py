@@ -16,13 +16,16 @@ import os
 import threading
 import time
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from jobs import get_kind
 from policies.errors import JobFailed
+from sandbox import ledger, vault
 from sandbox.engines import spark as spark_engine
 from sandbox.execution import JobState, _prepare
+from sandbox.grants import add_grant
 from tests.test_job_golden import CASES, DATA, GoldenPlatform
 
 pytest.importorskip("pyspark")
@@ -167,36 +170,54 @@ def test_whole_job_on_spark_is_released(spark_golden: GoldenPlatform):
 
 
 def test_job_whose_spark_session_stops_mid_run_fails_and_releases_nothing(
-    engine, spark_golden: GoldenPlatform
+    engine, spark_golden: GoldenPlatform, tmp_path
 ):
-    """The session is stopped while a slow statement runs on it: the engine reports
-    ``engine_lost``; a job run on a stopped session fails with that reason and no product;
-    the next job gets a fresh session."""
-    pums = spark_golden.platform.home / "vault"
-    snapshot = next(v.path for v in _versions(spark_golden) if v.dataset == "pums")
-    # Joining a thousand rows to itself on a two-valued key keeps Spark busy for seconds
-    # (admission would refuse this join; the engine is driven directly here).
-    slow = (
-        "SELECT COUNT(*) AS n FROM pums AS a JOIN pums AS b ON a.sex = b.sex "
-        "JOIN pums AS c ON a.sex = c.sex JOIN pums AS d ON a.sex = d.sex"
+    """A whole job through the job service, on three million rows; its Spark session is
+    stopped as soon as Spark runs anything for it. The job fails with ``engine_lost``,
+    nothing is released or held, the failure is in the ledger, and the next job gets a
+    fresh session and is released."""
+    golden = spark_golden
+    big = tmp_path / "big.parquet"
+    source = DATA / "pums_1000_pid.csv"
+    duckdb.sql(
+        "COPY (SELECT age, sex, educ, race, income, married, pid + 1000 * i AS pid "
+        f"FROM read_csv('{source}'), range(3000) AS r(i)) TO '{big}' (FORMAT parquet)"
     )
-    stopper = threading.Timer(3.0, engine.session().stop)
-    stopper.start()
-    try:
-        with pytest.raises(JobFailed) as caught:
-            engine.run(slow, {"pums": snapshot}, 10)
-    finally:
-        stopper.join()
-    assert caught.value.code == "engine_lost", caught.value
-    assert "Spark session ended" in caught.value.message
-    assert pums.exists()
+    vault.register(
+        golden.platform, golden.provider, "big", str(big), golden.classifications["pums"]
+    )
     case = next(c for c in CASES if c.outcome == "released")
-    again = spark_golden.service.submit(spark_golden.operator(case), {"sql": case.sql})
-    assert again.state is JobState.RELEASED, again
+    operator = golden.operator(case)
+    add_grant(golden.platform, golden.authority, operator.name, "big", until="2099-01-01")
+    session = engine.session()
+    stopped = threading.Event()
 
+    def stop_when_busy() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if session.sparkContext.statusTracker().getActiveJobsIds():
+                session.stop()
+                stopped.set()
+                return
+            time.sleep(0.005)
 
-def _versions(golden: GoldenPlatform):
-    from sandbox.vault import get_version
-
+    watcher = threading.Thread(target=stop_when_busy, daemon=True)
+    watcher.start()
+    sql = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM big GROUP BY sex"
+    outcome = golden.service.submit(operator, {"sql": sql})
+    watcher.join(5)
+    assert stopped.is_set(), "the job finished before its session could be stopped"
+    assert outcome.state is JobState.FAILED, outcome
+    assert outcome.reason["code"] == "engine_lost", outcome.reason
+    assert "Spark session ended" in outcome.reason["message"]
+    assert "nothing was released" in outcome.reason["message"]
+    assert outcome.product_id is None
+    home = golden.platform.home
+    assert not (home / "products" / f"prod-{outcome.job_id:06d}").exists()
+    assert not list((home / "held").glob(f"job-{outcome.job_id:06d}*"))
     with golden.platform.store.read() as conn:
-        return [get_version(conn, golden.platform, name) for name in ("pums", "charities")]
+        entries = ledger.query(conn, subject=f"job:{outcome.job_id}")
+    assert entries[-1]["action"] == "job.failed", entries[-1]
+    assert entries[-1]["details"]["code"] == "engine_lost", entries[-1]
+    again = golden.service.submit(operator, {"sql": case.sql})
+    assert again.state is JobState.RELEASED, again
