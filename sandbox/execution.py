@@ -369,7 +369,9 @@ class JobService:
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
             started = time.time()
-            table = spark.run(sql, tables, settings["job.max_output_rows"])
+            table = spark.run(
+                sql, tables, settings["job.max_output_rows"], settings["job.time_limit_s"]
+            )
             runtime.update(
                 engine="spark", master=spark.master, run_s=round(time.time() - started, 4)
             )

@@ -221,3 +221,25 @@ def test_job_whose_spark_session_stops_mid_run_fails_and_releases_nothing(
     assert entries[-1]["details"]["code"] == "engine_lost", entries[-1]
     again = golden.service.submit(operator, {"sql": case.sql})
     assert again.state is JobState.RELEASED, again
+
+
+def test_spark_job_over_its_time_limit_is_cancelled_and_the_session_lives_on(
+    engine, golden: GoldenPlatform
+):
+    """``job.time_limit_s`` holds on Spark too: the job's Spark jobs are cancelled, the
+    job fails with ``time_limit``, and the same session runs the next job."""
+    with golden.platform.store.read() as conn:
+        snapshot = vault.get_version(conn, golden.platform, "pums").path
+    # A four-way join on a two-valued key keeps Spark busy far longer than the limit
+    # (admission would refuse this join; the engine is driven directly here).
+    slow = (
+        "SELECT COUNT(*) AS n FROM pums AS a JOIN pums AS b ON a.sex = b.sex "
+        "JOIN pums AS c ON a.sex = c.sex JOIN pums AS d ON a.sex = d.sex"
+    )
+    started = time.monotonic()
+    with pytest.raises(JobFailed) as caught:
+        engine.run(slow, {"pums": snapshot}, 10, time_s=2.0)
+    assert caught.value.code == "time_limit", caught.value
+    assert time.monotonic() - started < 30
+    quick = engine.run("SELECT COUNT(*) AS n FROM pums", {"pums": snapshot}, 10, time_s=60.0)
+    assert quick.column("n").to_pylist() == [1000]

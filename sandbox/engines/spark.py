@@ -21,6 +21,7 @@ verbatim (they may quote data).
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -213,13 +214,30 @@ class SparkEngine:
 
     # --- a job ------------------------------------------------------------------
 
-    def run(self, sql: str, tables: Mapping[str, Path], max_rows: int) -> pa.Table:
-        """Run one admitted statement over the granted snapshots; the raw result."""
+    def run(
+        self, sql: str, tables: Mapping[str, Path], max_rows: int, time_s: float | None = None
+    ) -> pa.Table:
+        """Run one admitted statement over the granted snapshots; the raw result.
+
+        With ``time_s`` (the ``job.time_limit_s`` setting) the job's Spark jobs are
+        cancelled when it has not finished by then, and it fails with ``time_limit``."""
         translated = spark_sql(sql, tables)
         with self._lock:
             spark = self.session()
             registered: list[str] = []
+            context = spark.sparkContext
+            group = f"sandbox-{uuid.uuid4().hex}"
+            expired = threading.Event()
+
+            def cancel() -> None:
+                expired.set()
+                context.cancelJobGroup(group)
+
+            timer = threading.Timer(time_s, cancel) if time_s else None
             try:
+                context.setJobGroup(group, "sandbox job", interruptOnCancel=True)
+                if timer is not None:
+                    timer.start()
                 for name, path in tables.items():
                     spark.read.parquet(str(path)).createOrReplaceTempView(name)
                     registered.append(name)
@@ -228,6 +246,11 @@ class SparkEngine:
             except JobFailed:
                 raise
             except Exception as exc:
+                if expired.is_set() and self._alive():
+                    raise JobFailed(
+                        f"the job exceeded its time limit of {time_s:g} s and was stopped",
+                        code="time_limit",
+                    ) from exc
                 if not self._alive():
                     self._session = None
                     raise JobFailed(
@@ -240,7 +263,10 @@ class SparkEngine:
                     code="engine_error",
                 ) from exc
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if self._alive():
+                    context.setLocalProperty("spark.jobGroup.id", None)
                     for name in registered:
                         try:
                             spark.catalog.dropTempView(name)
