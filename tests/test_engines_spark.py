@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from jobs import get_kind
-from policies.errors import JobFailed
+from policies.errors import JobFailed, SandboxError
 from sandbox import ledger, vault
 from sandbox.engines import spark as spark_engine
 from sandbox.execution import JobState, _prepare
@@ -243,3 +243,14 @@ def test_spark_job_over_its_time_limit_is_cancelled_and_the_session_lives_on(
     assert time.monotonic() - started < 30
     quick = engine.run("SELECT COUNT(*) AS n FROM pums", {"pums": snapshot}, 10, time_s=60.0)
     assert quick.column("n").to_pylist() == [1000]
+
+
+def test_a_second_master_in_the_same_process_is_refused(engine):
+    """Spark keeps one session per process and ``getOrCreate`` would hand it back for
+    any master: a platform configured for another master is told so."""
+    other = spark_engine.SparkEngine("local[1]")
+    with pytest.raises(SandboxError) as caught:
+        other.session()
+    assert caught.value.code == "engine_unavailable"
+    assert "spark.master" in caught.value.message and "local[2]" in caught.value.message
+    assert engine.session() is not None  # the running session is untouched

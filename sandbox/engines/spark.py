@@ -34,6 +34,7 @@ from policies.errors import JobFailed, SandboxError
 # Configuration every session gets; the master comes from the ``spark.master`` setting.
 SESSION_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",  # no progress bars in the platform's log
     "spark.sql.catalogImplementation": "in-memory",
     "spark.sql.runSQLOnFiles": "false",  # no `parquet.`/path`` in SQL
     "spark.sql.session.timeZone": "UTC",
@@ -192,8 +193,8 @@ class SparkEngine:
             for key, value in conf.items():
                 builder = builder.config(key, value)
             try:
-                self._session = builder.getOrCreate()
-                self._session.sparkContext.setLogLevel("ERROR")
+                session = builder.getOrCreate()
+                session.sparkContext.setLogLevel("ERROR")
             except Exception as exc:
                 self._session = None
                 raise SandboxError(
@@ -202,7 +203,16 @@ class SparkEngine:
                     "the cluster is reachable",
                     code="engine_unavailable",
                 ) from exc
-            return self._session
+            if session.sparkContext.master != self.master:
+                # getOrCreate hands back a running session whatever master is asked for.
+                raise SandboxError(
+                    f"this process already runs a Spark session on "
+                    f"'{session.sparkContext.master}', not '{self.master}' (setting "
+                    "spark.master): one master per platform process",
+                    code="engine_unavailable",
+                )
+            self._session = session
+            return session
 
     def stop(self) -> None:
         with self._lock:
