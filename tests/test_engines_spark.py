@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import threading
 import time
 
@@ -254,3 +255,19 @@ def test_a_second_master_in_the_same_process_is_refused(engine):
     assert caught.value.code == "engine_unavailable"
     assert "spark.master" in caught.value.message and "local[2]" in caught.value.message
     assert engine.session() is not None  # the running session is untouched
+
+
+def test_an_unreachable_spark_master_is_refused_at_once(tmp_path):
+    """A standalone master where nothing listens: ``engine_unavailable`` naming the
+    setting, before any JVM is started (Spark itself would retry for a minute)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    engine = spark_engine.SparkEngine(f"spark://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(SandboxError) as caught:
+        engine.run("SELECT COUNT(*) AS n FROM pums", {"pums": tmp_path / "p.parquet"}, 10)
+    assert time.monotonic() - started < 10
+    assert caught.value.code == "engine_unavailable"
+    assert "spark.master" in caught.value.message
+    assert f"127.0.0.1:{port}" in caught.value.message

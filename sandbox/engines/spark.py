@@ -20,6 +20,7 @@ verbatim (they may quote data).
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Mapping
@@ -186,6 +187,13 @@ class SparkEngine:
                     "engine = spark needs pyspark: install the platform with its 'spark' extra",
                     code="engine_unavailable",
                 ) from exc
+            why = _unreachable(self.master)
+            if why:
+                raise SandboxError(
+                    f"the Spark master at '{self.master}' cannot be reached: {why}; check "
+                    "the setting spark.master",
+                    code="engine_unavailable",
+                )
             builder = SparkSession.builder.master(self.master).appName("sandbox-jobs")
             conf = dict(SESSION_CONF)
             if self.master.startswith("local"):
@@ -288,6 +296,26 @@ class SparkEngine:
                 code="output_rows",
             )
         return table
+
+
+def _unreachable(master: str, timeout_s: float = 5.0) -> str | None:
+    """Why a standalone master (``spark://h1:p1,h2:p2``) cannot be reached, or None.
+
+    Without this, Spark keeps retrying an absent master for a minute before it gives
+    up; other masters (local, yarn, k8s) are left to Spark."""
+    if not master.startswith("spark://"):
+        return None
+    failures = []
+    for hostport in master.removeprefix("spark://").split(","):
+        host, sep, port = hostport.strip().rpartition(":")
+        if not sep or not port.isdigit():
+            return f"'{hostport}' is not host:port"
+        try:
+            with socket.create_connection((host, int(port)), timeout_s):
+                return None
+        except OSError as exc:
+            failures.append(f"{host}:{port} ({type(exc).__name__})")
+    return "nothing answered on " + ", ".join(failures)
 
 
 def _to_arrow(frame) -> pa.Table:
