@@ -449,7 +449,16 @@ class JobService:
                 job_id,
                 operator,
                 JobState.CHECKING,
-                {"rows": raw.num_rows, "isolation": runtime.get("layers", [])},
+                {
+                    "rows": raw.num_rows,
+                    "isolation": runtime.get("layers", []),
+                    # where it ran, when not in a local worker (issue 9)
+                    **{
+                        k: runtime[k]
+                        for k in ("engine", "master", "dispatch", "node")
+                        if k in runtime
+                    },
+                },
                 runtime_json=json.dumps(runtime),
             )
         result = kind.check(prepared.plan, raw, prepared.params)
