@@ -167,7 +167,13 @@ def raise_for_envelope(response: httpx.Response) -> None:
         return
     try:
         body = response.json()["error"]
-        error = error_from(body["code"], body["message"], body.get("article"))
+        error = error_from(
+            body["code"],
+            body["message"],
+            body.get("article"),
+            body.get("rule"),
+            body.get("subject"),
+        )
         request_id = body.get("request_id")
     except (ValueError, KeyError, TypeError):
         error = InternalError(f"the server answered {response.status_code} without an error body")

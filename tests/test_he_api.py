@@ -71,11 +71,14 @@ def test_he_refusals_over_http(served):
     with pytest.raises(PolicyRefusal) as refused:
         clients["operator2"].he_sum("registry", "code", "county", keys, [1.0] * 20)
     assert refused.value.status == 403 and refused.value.article == "Art. 14"
+    # The envelope names the rule, so the client's exception carries it too.
+    assert refused.value.rule == "not_granted", refused.value.rule
     with pytest.raises(PermissionDenied):
         clients["consumer"].he_sum("registry", "code", "county", keys, [1.0] * 20)
     with pytest.raises(PolicyRefusal) as group:
         clients["operator"].he_sum("registry", "code", "capital", keys, [1.0] * 20)
     assert "dimension" in str(group.value)
+    assert group.value.rule not in ("refused", None) and group.value.subject, group.value.to_dict()
     response = httpx.post(
         server.url + "/v1/he/sum",
         content=b"not the HE format",

@@ -110,9 +110,15 @@ def status_of(code: str) -> int:
     return CODES.get(code, (400, SandboxError))[0]
 
 
-def error_from(code: str, message: str, article: str | None) -> SandboxError:
+def error_from(
+    code: str,
+    message: str,
+    article: str | None,
+    rule: str | None = None,
+    subject: str | None = None,
+) -> SandboxError:
     """The exception a client raises for an envelope; unknown codes keep their code."""
     status, cls = CODES.get(code, (400, SandboxError))
     if cls is PolicyRefusal:
-        return PolicyRefusal("refused", message, article=article)
+        return PolicyRefusal(rule or "refused", message, article=article, subject=subject)
     return cls(message, article=article, code=code)

@@ -1,6 +1,7 @@
 """One JSON envelope for every error the API returns.
 
-``{"error": {"code", "message", "article", "request_id"}}``: our exceptions
+``{"error": {"code", "message", "article", "request_id"}}`` (a policy refusal adds
+``rule`` and ``subject``): our exceptions
 (their code decides the status, :mod:`.codes`), FastAPI's validation errors
 (422, naming the field but never echoing its value), unknown routes (404),
 wrong methods (405) and anything unexpected (500, ``internal_error``, no
@@ -45,10 +46,13 @@ def envelope(
     request_id: str,
     status: int | None = None,
     headers: dict[str, str] | None = None,
+    rule: str | None = None,
+    subject: str | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {"code": code, "message": message, "article": article, "request_id": request_id}
-    }
+    error = {"code": code, "message": message, "article": article, "request_id": request_id}
+    if rule:  # a policy refusal also names its rule and what it is about
+        error.update(rule=rule, subject=subject)
+    body = {"error": error}
     return JSONResponse(
         body,
         status_code=status or status_of(code),
@@ -72,6 +76,8 @@ async def _sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
         request_id_of(request),
         status=status_for(exc),
         headers=headers,
+        rule=getattr(exc, "rule", None),
+        subject=getattr(exc, "subject", None),
     )
 
 
