@@ -211,6 +211,7 @@ def register(
         intent = None
         if placed_now:
             intent = storage.intend(platform.home, relative)
+            os.chmod(snapshot, 0o444)  # immutable: its name is its content's hash
             os.replace(snapshot, target)
             storage.fault_point("vault.placed")
         try:
