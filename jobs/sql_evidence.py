@@ -26,6 +26,14 @@ The result is ``__visible`` LEFT JOIN ``__evidence`` on every group key
 the admitted ORDER BY. Aggregates such as COUNT(DISTINCT x) stay computed by
 the original query; only their evidence comes from the rewrite.
 
+One pass, when it can: if every aggregate of the projections and HAVING is
+COUNT(*), COUNT(x), SUM(x), AVG(x), MIN(x), MAX(x) or COUNT(DISTINCT entity
+key), and every grouping set has a key, the visible figures are derived from
+``__per_entity`` (sums of per-entity counts and sums, extremes of per-entity
+extremes, the number of entities) in the same aggregation as the evidence
+(``__one``), and the input is scanned once instead of twice. Same columns,
+same types; floating-point sums add in another order (last bits only).
+
 When the platform asks (``entities=True``, for the differencing defence),
 each output row also carries ``__entities``: the list of its distinct entity
 keys as text. When it asks for ``clamp`` (the DP mode), each SUM / AVG over a
