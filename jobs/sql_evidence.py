@@ -26,6 +26,14 @@ The result is ``__visible`` LEFT JOIN ``__evidence`` on every group key
 the admitted ORDER BY. Aggregates such as COUNT(DISTINCT x) stay computed by
 the original query; only their evidence comes from the rewrite.
 
+One pass, when it can: if every aggregate of the projections and HAVING is
+COUNT(*), COUNT(x), SUM(x), AVG(x), MIN(x), MAX(x) or COUNT(DISTINCT entity
+key), and every grouping set has a key, the visible figures are derived from
+``__per_entity`` (sums of per-entity counts and sums, extremes of per-entity
+extremes, the number of entities) in the same aggregation as the evidence
+(``__one``), and the input is scanned once instead of twice. Same columns,
+same types; floating-point sums add in another order (last bits only).
+
 When the platform asks (``entities=True``, for the differencing defence),
 each output row also carries ``__entities``: the list of its distinct entity
 keys as text. When it asks for ``clamp`` (the DP mode), each SUM / AVG over a
@@ -38,6 +46,9 @@ Known shortcut: rows whose entity key is NULL count as one entity together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import sqlglot
 from sqlglot import exp
 
 from policies.admission import (
@@ -120,19 +131,20 @@ def with_evidence(
     base = tree.copy()
     for clause in ("group", "having", "order", "distinct"):
         base.set(clause, None)
-    base.set("expressions", base_items)
-    base_sql = base.sql(dialect=DIALECT)
 
-    # Per entity, per grouping set.
-    per_items = [*key_cols, "__e"]
-    grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
-    per_items.append(f"{grouping} AS __grouping")
-    per_items.append("COUNT(*) AS __rows")
+    # Per entity, per grouping set: output name -> SQL.
+    per: dict[str, str] = {}
     for i, family, arg_col in aggregates:
         if arg_col is not None:
-            per_items.append(f"COUNT({arg_col}) AS __c{i}")
+            per[f"__c{i}"] = f"COUNT({arg_col})"
             if family in MAGNITUDE:
-                per_items.append(f"SUM({arg_col}) AS __s{i}")
+                per[f"__s{i}"] = f"SUM({arg_col})"
+    derived = _derive_visible(query, keys, key_cols, first, table, base_items, per)
+    base.set("expressions", base_items)
+    base_sql = base.sql(dialect=DIALECT)
+    grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
+    per_items = [*key_cols, "__e", f"{grouping} AS __grouping", "COUNT(*) AS __rows"]
+    per_items += [f"{sql} AS {name}" for name, sql in per.items()]
     sets = []
     for grouping_set in spec.grouping_sets:
         cols = [key_cols[spec.group_keys.index(name)] for name in grouping_set] + ["__e"]
@@ -160,6 +172,8 @@ def with_evidence(
             extra.append(evidence_name("clamped", i))
     ev_group = ", ".join([*key_cols, "__grouping"])
     ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
+    if derived is not None:
+        return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra)
 
     visible = tree.copy()
     visible.set("order", None)
@@ -204,6 +218,174 @@ def with_evidence(
         f"__visible AS ({visible.sql(dialect=DIALECT)}) "
         f"SELECT {', '.join(out_cols)} FROM __visible AS __v "
         f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}{order_sql}"
+    )
+
+
+# --- one pass: the visible figures from the per-entity rows ---------------------------
+
+
+@dataclass
+class _Derived:
+    """The admitted query's projections and HAVING with every aggregate replaced by
+    its equivalent over ``__per_entity`` (and every group key by its ``__g`` column)."""
+
+    columns: list[tuple[str, str]]  # (output name, SQL over __per_entity)
+    having: str | None
+
+
+def _derive_visible(
+    query: AdmittedQuery,
+    keys: list[exp.Expression],
+    key_cols: list[str],
+    first: exp.Table,
+    table,
+    base_items: list[exp.Expression],
+    per: dict[str, str],
+) -> _Derived | None:
+    """The visible columns computed from the per-entity rows, or None when a figure
+    cannot be (then ``__visible`` scans the input a second time).
+
+    COUNT(*) is the sum of the entities' row counts, COUNT(x) and SUM(x) the sums of
+    theirs, AVG(x) their SUM over their COUNT, MIN and MAX the extremes of theirs, and
+    COUNT(DISTINCT entity key) the number of entities. Needs a group key in every
+    grouping set (a global aggregate over no rows still has one output row, which
+    per-entity rows cannot give). Adds the base and per-entity columns it uses to
+    ``base_items`` and ``per``; the floating-point sums add in another order.
+    """
+    tree, spec = query.tree, query.spec
+    if not keys or any(not s for s in spec.grouping_sets) or tree.args.get("distinct"):
+        return None
+    entity_key = table.classification.entity_key
+    key_sql = {k.sql(dialect=DIALECT): c for k, c in zip(keys, key_cols, strict=True)}
+    arguments: dict[str, str] = {}  # argument SQL -> its base column
+    for item in base_items:
+        if item.alias.startswith("__a"):
+            arguments.setdefault(item.this.sql(dialect=DIALECT), item.alias)
+
+    def column_of(arg: exp.Expression) -> str:
+        text = arg.sql(dialect=DIALECT)
+        if text not in arguments:
+            arguments[text] = f"__x{len(arguments)}"
+            base_items.append(exp.alias_(arg.copy(), arguments[text]))
+        return arguments[text]
+
+    def per_entity(function: str, column: str) -> str:
+        for name, sql in per.items():
+            if sql == f"{function}({column})":
+                return name
+        name = f"__p{len(per)}"
+        per[name] = f"{function}({column})"
+        return name
+
+    def replace(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Filter | exp.Window | exp.WithinGroup):
+            raise _NotDerivable  # an aggregate over its own subset or order of the rows
+        text = node.sql(dialect=DIALECT)
+        if text in key_sql and not isinstance(node, exp.AggFunc):
+            return exp.column(key_sql[text])
+        if not isinstance(node, exp.AggFunc):
+            return node
+        arg = aggregate_argument(node)
+        if isinstance(node, exp.Count) and arg is None:
+            return _sql("CAST(SUM(__rows) AS BIGINT)")
+        if arg is None or isinstance(arg, exp.Distinct):
+            raise _NotDerivable
+        if isinstance(node.this, exp.Distinct) or (
+            isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct)
+        ):
+            if (
+                isinstance(node, exp.Count)
+                and isinstance(arg, exp.Column)
+                and arg.name == entity_key
+                and arg.table == first.alias_or_name
+            ):
+                return _sql("COUNT(__e)")
+            raise _NotDerivable
+        column = column_of(arg)
+        if isinstance(node, exp.Count):
+            return _sql(f"CAST(SUM({per_entity('COUNT', column)}) AS BIGINT)")
+        if isinstance(node, exp.Sum):
+            return _sql(f"SUM({per_entity('SUM', column)})")
+        if isinstance(node, exp.Avg):
+            total, count = per_entity("SUM", column), per_entity("COUNT", column)
+            return _sql(f"CAST(SUM({total}) AS DOUBLE) / NULLIF(SUM({count}), 0)")
+        if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is None:
+            function = "MIN" if isinstance(node, exp.Min) else "MAX"
+            return _sql(f"{function}({per_entity(function, column)})")
+        raise _NotDerivable
+
+    saved_base, saved_per = list(base_items), dict(per)
+    try:
+        columns = []
+        for projection in tree.expressions:
+            value = projection.this.copy().transform(replace)
+            columns.append((projection.alias, value.sql(dialect=DIALECT)))
+        having = tree.args.get("having")
+        having_sql = None
+        if having is not None:
+            having_sql = having.this.copy().transform(replace).sql(dialect=DIALECT)
+        for _name, sql in columns:
+            _check_over_per_entity(sql, key_cols)
+        if having_sql is not None:
+            _check_over_per_entity(having_sql, key_cols)
+    except _NotDerivable:
+        base_items[:] = saved_base
+        per.clear()
+        per.update(saved_per)
+        return None
+    return _Derived(columns, having_sql)
+
+
+class _NotDerivable(Exception):
+    pass
+
+
+def _sql(text: str) -> exp.Expression:
+    return sqlglot.parse_one(text, read=DIALECT)
+
+
+def _check_over_per_entity(sql: str, key_cols: list[str]) -> None:
+    """Every column a derived figure reads must be a per-entity column: a base column
+    left over (an expression over a raw column outside any aggregate) cannot be."""
+    allowed = {*key_cols, "__e", "__rows"}
+    for column in sqlglot.parse_one(sql, read=DIALECT).find_all(exp.Column):
+        if column.table or not (
+            column.name in allowed or column.name.startswith(("__p", "__c", "__s"))
+        ):
+            raise _NotDerivable
+
+
+def _one_pass(
+    query: AdmittedQuery,
+    derived: _Derived,
+    base_sql: str,
+    per_sql: str,
+    ev_items: list[str],
+    ev_group: str,
+    extra: list[str],
+) -> str:
+    """The rewrite when the visible figures derive from ``__per_entity``: one aggregation
+    over it gives each output row's visible columns and its evidence together."""
+    visible = [f"{sql} AS {_q(name)}" for name, sql in derived.columns]
+    having = f" HAVING {derived.having}" if derived.having else ""
+    order_sql = ""
+    order = query.tree.args.get("order")
+    if order is not None:
+        items = []
+        for ordered in order.expressions:
+            item = ordered.copy()
+            item.set("this", exp.column(ordered.this.name, quoted=True))
+            items.append(item.sql(dialect=DIALECT))
+        order_sql = " ORDER BY " + ", ".join(items)
+    names = [_q(c.name) for c in query.spec.columns] + ["__grouping"]
+    names += evidence_columns(query)[1:] + extra
+    inner = ev_items[ev_items.index("__grouping") :]
+    return (
+        f"WITH __base AS ({base_sql}), "
+        f"__per_entity AS ({per_sql}), "
+        f"__one AS (SELECT {', '.join(visible + inner)} FROM __per_entity "
+        f"GROUP BY {ev_group}{having}) "
+        f"SELECT {', '.join(names)} FROM __one{order_sql}"
     )
 
 

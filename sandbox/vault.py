@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +113,7 @@ def _write_snapshot(
             out, schema, compression=None if compression == "none" else compression
         )
         try:
-            for batch in source.batches():
+            for batch in _read_ahead(source.batches()):
                 writer.write_batch(batch)
                 rows += batch.num_rows
                 if progress is not None:
@@ -121,6 +123,58 @@ def _write_snapshot(
             writer.close()
         redacted = source.uri
     return out, rows, redacted, schema
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """The source's batches, read up to ``depth`` ahead on a thread of their own.
+
+    Parsing (the source) and encoding and compressing (the Parquet writer) both
+    release the GIL, so on two cores they overlap instead of taking turns. A
+    source error is raised here, as the same exception, at the batch it stopped
+    at; when the consumer stops early (a full disk), the reader stops too.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failed(exc))
+
+    reader = threading.Thread(target=read, name="ingest-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _progress_of(source) -> tuple[int, int | None]:
@@ -211,6 +265,7 @@ def register(
         intent = None
         if placed_now:
             intent = storage.intend(platform.home, relative)
+            os.chmod(snapshot, 0o444)  # immutable: its name is its content's hash
             os.replace(snapshot, target)
             storage.fault_point("vault.placed")
         try:

@@ -268,6 +268,9 @@ def _check_admitted(admitted: AdmittedQuery, sql: str, scope: QueryScope, con) -
     assert names == [c.name for c in spec.columns] + evidence_columns(admitted)
     rows = result.fetchall()
     assert _rows(con, rewritten, width) == _rows(con, admitted.sql)
+    # ... of the same types (the one-pass rewrite derives them from per-entity rows).
+    original_types = [d[1] for d in con.execute(admitted.sql).description]
+    assert [d[1] for d in result.description][:width] == original_types
     n_at = names.index("__n")
     for row in rows:
         assert row[n_at] is not None and row[n_at] >= (1 if spec.group_keys else 0)

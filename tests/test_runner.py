@@ -9,6 +9,7 @@ private state.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,22 +102,56 @@ def test_more_rows_than_the_cap_fail_the_job(table_path):
     [
         "SELECT * FROM read_csv('/etc/passwd')",
         "SELECT * FROM glob('/etc/*')",
-        "SELECT * FROM read_parquet('{table}')",
+        "SELECT * FROM read_parquet('{sibling}')",
         "COPY (SELECT 42 AS answer) TO '{leak}'",
         "ATTACH '{other}' AS other",
     ],
-    ids=["read_csv", "glob", "read_parquet_of_the_snapshot", "copy_to", "attach"],
+    ids=["read_csv", "glob", "read_parquet_of_another_file", "copy_to", "attach"],
 )
 def test_file_access_from_sql_is_denied(sql, table_path, tmp_path):
+    """The worker's DuckDB may open exactly the granted snapshot files; any other file
+    (a copy of the snapshot next to it included) is refused."""
     leak = tmp_path / "leak.csv"
     other = tmp_path / "other.duckdb"
+    sibling = tmp_path / "sibling.parquet"
+    shutil.copyfile(table_path, sibling)
     runner = Runner(Limits(time_s=30), spare=False)
     with pytest.raises(JobFailed) as caught:
-        runner.run(sql.format(table=table_path, leak=leak, other=other), {"t": table_path})
+        runner.run(
+            sql.format(leak=leak, other=other, sibling=sibling),
+            {"t": table_path},
+        )
     assert caught.value.code == "access_denied"
     assert caught.value.article == "Art. 15"
     assert "passwd" not in caught.value.message
     assert not leak.exists() and not other.exists()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT 42 AS answer) TO '{table}' (FORMAT parquet, USE_TMP_FILE false)",
+        "COPY (SELECT 42 AS answer) TO '{table}' (FORMAT csv)",
+        "ATTACH '{table}' AS granted; CREATE TABLE granted.z AS SELECT 1 AS a",
+    ],
+    ids=["copy_over_in_place", "copy_over_through_a_temporary_file", "attach_and_create"],
+)
+def test_the_granted_snapshot_cannot_be_changed_from_sql(sql, tmp_path):
+    """DuckDB's allowed_paths would also let SQL write the granted files; the vault's
+    read-only mode (0444, no capability to override it) and Landlock keep them intact."""
+    table = tmp_path / "granted.parquet"
+    pq.write_table(pa.table({"g": [1, 2, 3]}), table)
+    table.chmod(0o444)  # as the vault places snapshots
+    before = table.read_bytes()
+    runner = Runner(Limits(time_s=30), spare=False)
+    try:
+        runner.run(sql.format(table=table), {"t": table})
+    except JobFailed as failure:
+        assert failure.code in ("access_denied", "engine_error"), failure
+    assert table.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["granted.parquet"]
+    counted = runner.run("SELECT COUNT(*) AS n FROM t", {"t": table}).table
+    assert counted.column("n").to_pylist() == [3]
 
 
 def test_the_engine_configuration_is_locked(table_path):

@@ -415,3 +415,32 @@ def test_snapshot_is_arrow_readable_with_the_source_schema(pums_dataset):
     schema = pq.read_schema(pums_dataset.path)
     assert schema.field("pid").type == pa.int64()
     assert schema.field("income").type == pa.float64()
+
+
+def test_read_ahead_keeps_the_order_and_stops_with_its_consumer():
+    """Ingestion reads the source on a thread a few batches ahead of the writer."""
+    produced: list[int] = []
+
+    def source():
+        for i in range(1000):
+            produced.append(i)
+            yield pa.record_batch([pa.array([i])], names=["x"])
+
+    ahead = vault._read_ahead(source(), depth=2)
+    first = [next(ahead).column(0)[0].as_py() for _ in range(3)]
+    ahead.close()  # the consumer stops early (a full disk, say)
+    assert first == [0, 1, 2]
+    assert len(produced) <= 7, "the reader went on after the writer stopped"
+    assert [b.column(0)[0].as_py() for b in vault._read_ahead(source())][-1] == 999
+
+
+def test_read_ahead_raises_the_source_error_itself():
+    def source():
+        yield pa.record_batch([pa.array([1])], names=["x"])
+        raise SourceError("line 7 of the CSV has 3 fields, expected 2")
+
+    seen = []
+    with pytest.raises(SourceError, match="line 7"):
+        for batch in vault._read_ahead(source()):
+            seen.append(batch.num_rows)
+    assert seen == [1]
