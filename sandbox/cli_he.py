@@ -78,6 +78,7 @@ def he_sum_command(
             {**g.group, "subjects": g.subjects, "sum": g.sum, "mean": g.mean} for g in result.groups
         ],
         "groups_refused": result.groups_refused,
+        "groups_differenced": result.groups_differenced,
         "unmatched": result.unmatched,
         "ambiguous": result.ambiguous,
         "list_size": result.list_size,
@@ -90,7 +91,8 @@ def he_sum_command(
         total = f"{g.sum:,.2f}" if result.scheme == "ckks" else f"{g.sum:,}"
         lines.append(f"  {label:<24} {g.subjects:>8,}  {total:>20}  {g.mean:,.2f}")
     lines.append(
-        f"{result.groups_refused} group(s) refused (fewer subjects than the threshold); "
+        f"{result.groups_refused} group(s) refused (fewer subjects than the threshold, or "
+        f"{result.groups_differenced} too close to an earlier release); "
         f"unmatched keys: {_count(result.unmatched)}; ambiguous keys: {_count(result.ambiguous)}"
     )
     emit(data, as_json, "\n".join(lines))

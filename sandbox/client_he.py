@@ -138,11 +138,12 @@ class HeResult:
     version: int
     by: list[str]
     groups: list[HeGroup]
-    groups_refused: int
+    groups_refused: int  # includes the groups_differenced
     unmatched: int | None  # None: withheld (it would give away a refused group's count)
     ambiguous: int | None
     list_size: int
     answer_bytes: int
+    groups_differenced: int = 0  # withheld by the differencing defence
 
 
 def decrypt_answer(ctx, body: bytes) -> HeResult:
@@ -181,6 +182,7 @@ def decrypt_answer(ctx, body: bytes) -> HeResult:
         ambiguous=header.get("ambiguous"),
         list_size=int(header["list_size"]),
         answer_bytes=len(body),
+        groups_differenced=int(header.get("groups_differenced", 0)),
     )
 
 

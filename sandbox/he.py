@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,7 +65,7 @@ from jobs.he_aggregate import (
     parse_scheme,
     plan_he,
 )
-from policies.errors import InputError, JobFailed, PolicyRefusal, SandboxError
+from policies.errors import Conflict, InputError, JobFailed, PolicyRefusal, SandboxError
 
 SLOTS = 4096  # values per ciphertext: CKKS N=8192 has 4096 slots; BFV uses one row of 4096
 MAGIC = b"SBHE1\n"
@@ -256,6 +256,31 @@ class Groups:
     refused_entries: int
     unmatched: int
     ambiguous: int
+    # The entity keys of each released group, in answer-slot order (the differencing
+    # defence judges them against every earlier release of the dataset).
+    entities: list[list[str]] = field(default_factory=list)
+    differenced: int = 0  # groups withheld by the differencing defence
+
+    def without(self, slots: set[int]) -> Groups:
+        """These groups withheld (by the differencing defence): the other groups move up
+        to fill the answer's slots and the withheld ones' entries join no group."""
+        if not slots:
+            return self
+        keep = [s for s in range(len(self.released)) if s not in slots]
+        new_slot = np.full(len(self.released) + 1, -1, dtype=np.int32)
+        for new, old in enumerate(keep):
+            new_slot[old] = new
+        labels = np.where(self.labels >= 0, new_slot[self.labels], -1).astype(np.int32)
+        dropped = int(np.count_nonzero((self.labels >= 0) & (labels < 0)))
+        return replace(
+            self,
+            labels=labels,
+            released=[self.released[s] for s in keep],
+            entities=[self.entities[s] for s in keep] if self.entities else [],
+            refused=self.refused + len(slots),
+            refused_entries=self.refused_entries + dropped,
+            differenced=self.differenced + len(slots),
+        )
 
 
 def _q(name: str) -> str:
@@ -299,6 +324,11 @@ def join_groups(plan: HePlan, snapshot: Path, keys: Sequence[str]) -> Groups:
         table = con.execute(
             f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
         ).fetchnumpy()
+        members = dict(
+            con.execute(
+                f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
+            ).fetchall()
+        )
         ambiguous = con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[
             0
         ]
@@ -329,6 +359,7 @@ def join_groups(plan: HePlan, snapshot: Path, keys: Sequence[str]) -> Groups:
         refused_entries=refused_entries,
         unmatched=n - matched - int(ambiguous),
         ambiguous=int(ambiguous),
+        entities=[list(members[gid_of[group]]) for group, _n in released],
     )
 
 
@@ -684,6 +715,9 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     groups = join_groups(plan, version.path, upload.keys)
+    differencing = settings["differencing.enabled"]
+    if differencing:
+        groups = _difference(platform, plan.dataset, groups, settings["differencing.k"])
     timings["join_s"] = time.perf_counter() - t1
     if len(groups.released) > SLOTS:
         raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
@@ -725,10 +759,13 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
             for slot, (g, n) in enumerate(groups.released)
         ],
         "groups_refused": groups.refused,
+        "groups_differenced": groups.differenced,
         "unmatched": None if small_rest else groups.unmatched,
         "ambiguous": None if small_rest else groups.ambiguous,
     }
     with platform.store.transaction() as conn:
+        if differencing:
+            _record_groups(conn, platform, operator, plan.dataset, groups)
         platform.record(
             conn,
             operator.actor,
@@ -745,6 +782,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
                 "ciphertexts": len(upload.ciphertexts),
                 "groups": len(groups.released),
                 "groups_refused": groups.refused,
+                "groups_differenced": groups.differenced,
                 "unmatched": groups.unmatched,
                 "ambiguous": groups.ambiguous,
                 "min_subjects": plan.min_subjects,
@@ -753,6 +791,50 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         )
     timings["total_s"] = time.perf_counter() - t0
     return HeAnswer(header, answer, timings)
+
+
+def _difference(platform, dataset: str, groups: Groups, k: int) -> Groups:
+    """Withhold every group whose subjects differ by fewer than ``k`` entities from a
+    cell released before (by a job or an HE answer of any operator), or that earlier
+    cells would single out (:mod:`policies.differencing`); checked before the
+    evaluation so the answer has no slot for them."""
+    from policies.differencing import DiffVerdict, check_cells
+
+    from .history import shared
+
+    history = shared(platform.home)
+    with platform.store.transaction() as conn:  # numbers new entity keys
+        bitmaps = history.bitmaps(conn, dataset, groups.entities)
+        findings = check_cells(bitmaps, history.index(conn, dataset), k)
+    hit = {s for s, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS}
+    return groups.without(hit)
+
+
+def _record_groups(conn, platform, operator, dataset: str, groups: Groups) -> None:
+    """Judge the answer's groups again in the transaction that records them: another
+    release committed since the first look could make one of them a difference."""
+    from policies.differencing import DiffVerdict, check_cells
+
+    from .history import shared
+    from .ledger import now_utc
+
+    history = shared(platform.home)
+    bitmaps = history.bitmaps(conn, dataset, groups.entities)
+    findings = check_cells(
+        bitmaps, history.index(conn, dataset), platform.settings["differencing.k"]
+    )
+    if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
+        raise Conflict(
+            "another release of this dataset was made while your sums were computed and "
+            "one of your groups now differs too little from it; send the request again "
+            "(Art. 15)",
+            article="Art. 15",
+        )
+    cells = [
+        (slot, list(group), bitmap)
+        for slot, ((group, _n), bitmap) in enumerate(zip(groups.released, bitmaps, strict=True))
+    ]
+    history.record_request(conn, dataset, "he.sum", operator.id, cells, now_utc())
 
 
 def he_sum_safely(platform, operator, body: bytes) -> HeAnswer:

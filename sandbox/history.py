@@ -8,7 +8,9 @@ module keeps that history in the store, inside the platform only:
 * ``entity_numbers``: a dense integer per entity key and dataset, appended as
   new keys appear, so a cell's contributors fit a compressed roaring bitmap;
 * ``released_cells``: one row per released output row, its bitmap, its size
-  and its group-key label, indexed by dataset.
+  and its group-key label, indexed by dataset;
+* ``released_request_cells``: the same for answers that are not jobs (the
+  groups of HE sums), so every kind of release is judged against every other.
 
 :class:`History` caches both per dataset in memory (one per
 :class:`~sandbox.execution.JobService`) and refreshes from the store by id, so
@@ -32,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from policies.differencing import HistoryIndex
 
-from .history_tables import entity_numbers, released_cells
+from .history_tables import entity_numbers, released_cells, released_request_cells
 
 NULL_KEY = "\x00null"  # rows whose entity key is NULL count as one entity together
 
@@ -46,6 +48,7 @@ class History:
         self._top: dict[str, int] = {}
         self._indexes: dict[str, HistoryIndex] = {}
         self._last: dict[str, int] = {}
+        self._last_request: dict[str, int] = {}
 
     def _refresh_numbers(self, conn: Connection, dataset: str) -> dict[str, int]:
         known = self._numbers.setdefault(dataset, {})
@@ -106,6 +109,19 @@ class History:
                 index.add(BitMap.deserialize(blob))
                 last = cell_id
             self._last[dataset] = last
+            last = self._last_request.get(dataset, 0)
+            rows = conn.execute(
+                select(released_request_cells.c.id, released_request_cells.c.bitmap)
+                .where(
+                    released_request_cells.c.dataset == dataset,
+                    released_request_cells.c.id > last,
+                )
+                .order_by(released_request_cells.c.id)
+            )
+            for cell_id, blob in rows:
+                index.add(BitMap.deserialize(blob))
+                last = cell_id
+            self._last_request[dataset] = last
             return index
 
     def record(
@@ -133,6 +149,46 @@ class History:
         if values:
             conn.execute(released_cells.insert(), values)
         return len(values)
+
+    def record_request(
+        self,
+        conn: Connection,
+        dataset: str,
+        kind: str,
+        principal_id: int,
+        cells: Sequence[tuple[int, Sequence, BitMap]],
+        now: str,
+    ) -> int:
+        """Store the released groups of a request that is not a job (``kind``: its
+        ledger action) as (row, group label, contributors); returns how many."""
+        values = [
+            {
+                "dataset": dataset,
+                "kind": kind,
+                "principal_id": principal_id,
+                "row": row,
+                "label": json.dumps(list(label), default=str),
+                "cardinality": len(bitmap),
+                "bitmap": bitmap.serialize(),
+                "created_at": now,
+            }
+            for row, label, bitmap in cells
+            if bitmap
+        ]
+        if values:
+            conn.execute(released_request_cells.insert(), values)
+        return len(values)
+
+
+_SHARED: dict[str, History] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(home) -> History:
+    """The process's history cache for the platform at ``home`` (for requests that run
+    outside a :class:`~sandbox.execution.JobService`, such as HE sums)."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(str(home), History())
 
 
 def released_count(conn: Connection, dataset: str) -> int:

@@ -50,6 +50,23 @@ released_cells = Table(
     Index("ix_released_cells_label", "dataset", "label"),
 )
 
+# Cells released by requests that are not jobs (HE group sums): the same history, so
+# an HE answer is judged against SQL releases and the other way round.
+released_request_cells = Table(
+    "released_request_cells",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),  # the ledger action, e.g. he.sum
+    Column("principal_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("label", Text, nullable=False),  # group values, JSON
+    Column("cardinality", Integer, nullable=False),
+    Column("bitmap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_released_request_cells_dataset", "dataset", "id"),
+)
+
 # The differential-privacy mode of an agreement for one dataset, and its budget.
 dp_budgets = Table(
     "dp_budgets",

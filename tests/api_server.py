@@ -203,6 +203,16 @@ def write_persons(folder: Path, rows: int = 2000) -> tuple[Path, Path]:
     return csv, yaml_path
 
 
+def check_error_fields(error: dict) -> None:
+    """The envelope's fields: a policy refusal also names its rule and subject."""
+    base = {"code", "message", "article", "request_id"}
+    if error.get("code") == "refused":
+        assert set(error) == base | {"rule", "subject"}, error
+        assert isinstance(error["rule"], str) and error["rule"] != "refused", error
+    else:
+        assert set(error) == base, error
+
+
 def check_envelope(response: httpx.Response) -> None:
     """The error contract: every error body is exactly the envelope, with the request id."""
     if response.is_success:
@@ -210,12 +220,7 @@ def check_envelope(response: httpx.Response) -> None:
     body = response.json()
     assert set(body) == {"error"}, body
     error = body["error"]
-    base = {"code", "message", "article", "request_id"}
-    if error.get("code") == "refused":  # a policy refusal names its rule and subject too
-        assert set(error) == base | {"rule", "subject"}, error
-        assert isinstance(error["rule"], str) and error["rule"] != "refused", error
-    else:
-        assert set(error) == base, error
+    check_error_fields(error)
     assert isinstance(error["code"], str) and error["code"], error
     assert isinstance(error["message"], str) and error["message"], error
     assert error["article"] is None or error["article"].startswith("Art. "), error

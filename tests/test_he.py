@@ -316,3 +316,46 @@ def test_cli_he_sum_in_process(bank, tmp_path):
     for row in data["groups"]:
         assert (row["sum"], row["subjects"]) == expected[(row["county"],)]
     assert data["groups_refused"] == 1
+
+
+def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
+    """The differencing defence over HE answers: the same list again is answered in
+    full (nothing new is learnt); the list plus one enterprise of county X would give
+    that enterprise's value by difference, so county X is withheld and the others
+    are still summed exactly."""
+    platform, operator, table, _token = bank
+    codes = table.column("code").to_pylist()
+    counties = table.column("county").to_pylist()
+    first = codes[20:320]
+    extra = next(c for c, k in zip(codes[320:], counties[320:], strict=True) if k == COUNTIES[0])
+    rng = np.random.default_rng(7)
+    values = dict(zip(codes, rng.integers(0, 100_000, len(codes)).tolist(), strict=True))
+
+    def ask(keys):
+        body = client_he.build_request(
+            bfv, "registry", "code", ["county"], keys, [values[k] for k in keys], "bfv"
+        )
+        return client_he.decrypt_answer(bfv, he.he_sum(platform, operator, body).to_bytes())
+
+    before = ask(first)
+    assert {g.group["county"] for g in before.groups} == set(COUNTIES)
+    assert before.groups_differenced == 0
+    again = ask(first)
+    assert [(g.group, g.sum) for g in again.groups] == [(g.group, g.sum) for g in before.groups]
+    probe = ask([*first, extra])
+    assert {g.group["county"] for g in probe.groups} == set(COUNTIES) - {COUNTIES[0]}
+    assert probe.groups_differenced == 1 and probe.groups_refused == before.groups_refused + 1
+    expected = expected_sums(
+        table, "code", ["county"], [*first, extra], [values[k] for k in [*first, extra]]
+    )
+    for g in probe.groups:  # the withheld group's entries went into no other group
+        assert (g.sum, g.subjects) == expected[(g.group["county"],)]
+    last = _ledger(platform, "he.sum")[-1]["details"]
+    assert last["groups_differenced"] == 1
+    from sandbox.history_tables import released_request_cells
+
+    with platform.store.read() as conn:
+        kept = conn.execute(released_request_cells.select()).fetchall()
+    # Three answers' released groups are in the history, none of the withheld one.
+    assert len(kept) == 2 * len(before.groups) + len(probe.groups)
+    assert all(row.kind == "he.sum" and row.principal_id == operator.id for row in kept)
