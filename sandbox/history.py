@@ -96,32 +96,24 @@ class History:
         return out
 
     def index(self, conn: Connection, dataset: str) -> HistoryIndex:
-        """The released cells of ``dataset``, brought up to what ``conn`` sees."""
+        """The released cells of ``dataset`` (jobs' and other requests'), brought up to
+        what ``conn`` sees."""
         with self._lock:
             index = self._indexes.setdefault(dataset, HistoryIndex())
-            last = self._last.get(dataset, 0)
-            rows = conn.execute(
-                select(released_cells.c.id, released_cells.c.bitmap)
-                .where(released_cells.c.dataset == dataset, released_cells.c.id > last)
-                .order_by(released_cells.c.id)
-            )
-            for cell_id, blob in rows:
-                index.add(BitMap.deserialize(blob))
-                last = cell_id
-            self._last[dataset] = last
-            last = self._last_request.get(dataset, 0)
-            rows = conn.execute(
-                select(released_request_cells.c.id, released_request_cells.c.bitmap)
-                .where(
-                    released_request_cells.c.dataset == dataset,
-                    released_request_cells.c.id > last,
+            for table, seen in (
+                (released_cells, self._last),
+                (released_request_cells, self._last_request),
+            ):
+                last = seen.get(dataset, 0)
+                rows = conn.execute(
+                    select(table.c.id, table.c.bitmap)
+                    .where(table.c.dataset == dataset, table.c.id > last)
+                    .order_by(table.c.id)
                 )
-                .order_by(released_request_cells.c.id)
-            )
-            for cell_id, blob in rows:
-                index.add(BitMap.deserialize(blob))
-                last = cell_id
-            self._last_request[dataset] = last
+                for cell_id, blob in rows:
+                    index.add(BitMap.deserialize(blob))
+                    last = cell_id
+                seen[dataset] = last
             return index
 
     def record(
@@ -133,22 +125,7 @@ class History:
         now: str,
     ) -> int:
         """Store released cells as (row, group-key label, contributors); returns how many."""
-        values = [
-            {
-                "dataset": dataset,
-                "job_id": job_id,
-                "row": row,
-                "label": json.dumps(list(label), default=str),
-                "cardinality": len(bitmap),
-                "bitmap": bitmap.serialize(),
-                "created_at": now,
-            }
-            for row, label, bitmap in cells
-            if bitmap
-        ]
-        if values:
-            conn.execute(released_cells.insert(), values)
-        return len(values)
+        return _insert_cells(conn, released_cells, {"job_id": job_id}, dataset, cells, now)
 
     def record_request(
         self,
@@ -161,23 +138,27 @@ class History:
     ) -> int:
         """Store the released groups of a request that is not a job (``kind``: its
         ledger action) as (row, group label, contributors); returns how many."""
-        values = [
-            {
-                "dataset": dataset,
-                "kind": kind,
-                "principal_id": principal_id,
-                "row": row,
-                "label": json.dumps(list(label), default=str),
-                "cardinality": len(bitmap),
-                "bitmap": bitmap.serialize(),
-                "created_at": now,
-            }
-            for row, label, bitmap in cells
-            if bitmap
-        ]
-        if values:
-            conn.execute(released_request_cells.insert(), values)
-        return len(values)
+        owner = {"kind": kind, "principal_id": principal_id}
+        return _insert_cells(conn, released_request_cells, owner, dataset, cells, now)
+
+
+def _insert_cells(conn: Connection, table, owner: dict, dataset: str, cells, now: str) -> int:
+    values = [
+        {
+            "dataset": dataset,
+            **owner,
+            "row": row,
+            "label": json.dumps(list(label), default=str),
+            "cardinality": len(bitmap),
+            "bitmap": bitmap.serialize(),
+            "created_at": now,
+        }
+        for row, label, bitmap in cells
+        if bitmap
+    ]
+    if values:
+        conn.execute(table.insert(), values)
+    return len(values)
 
 
 _SHARED: dict[str, History] = {}
