@@ -36,7 +36,7 @@ from policies.errors import Conflict, JobFailed, PermissionDenied, PolicyRefusal
 
 from . import dp_budget
 from .grants import grants_of, may_run
-from .history import History, difference
+from .history import difference
 from .jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -219,7 +219,7 @@ class JobService:
         self.platform = platform
         use_spare = platform.settings["job.spare_worker"] if spare is None else spare
         self.runner = Runner(_limits(platform), spare=use_spare)
-        self.history = History()
+        self.history = platform.history
 
     def close(self) -> None:
         self.runner.close()
@@ -741,7 +741,7 @@ def _held_finish(
         lineage = held.get("lineage")
         if platform.settings["differencing.enabled"] and lineage and "entities" in held:
             open_rows = set(held["open_rows"])
-            history = History()
+            history = platform.history
             keys = held["entities"]
             bitmaps = history.bitmaps(
                 conn, lineage, [keys[r] if r in open_rows else None for r in range(len(keys))]
@@ -760,7 +760,7 @@ def _held_finish(
             cells = [(r, held["labels"][r], bitmaps[r]) for r in sorted(open_rows) if bitmaps[r]]
             details["differencing"] = {
                 "k": k,
-                "recorded_cells": History().record(conn, lineage, job_id, cells, now_utc()),
+                "recorded_cells": history.record(conn, lineage, job_id, cells, now_utc()),
             }
         if held.get("dp"):
             from .grants import grants_of

@@ -800,9 +800,7 @@ def _difference(platform, dataset: str, groups: Groups, k: int) -> Groups:
     evaluation so the answer has no slot for them."""
     from policies.differencing import DiffVerdict, check_cells
 
-    from .history import shared
-
-    history = shared(platform.home)
+    history = platform.history
     with platform.store.transaction() as conn:  # numbers new entity keys
         bitmaps = history.bitmaps(conn, dataset, groups.entities)
         findings = check_cells(bitmaps, history.index(conn, dataset), k)
@@ -815,10 +813,9 @@ def _record_groups(conn, platform, operator, dataset: str, groups: Groups) -> No
     release committed since the first look could make one of them a difference."""
     from policies.differencing import DiffVerdict, check_cells
 
-    from .history import shared
     from .ledger import now_utc
 
-    history = shared(platform.home)
+    history = platform.history
     bitmaps = history.bitmaps(conn, dataset, groups.entities)
     findings = check_cells(
         bitmaps, history.index(conn, dataset), platform.settings["differencing.k"]

@@ -13,7 +13,8 @@ module keeps that history in the store, inside the platform only:
   groups of HE sums), so every kind of release is judged against every other.
 
 :class:`History` caches both per dataset in memory (one per
-:class:`~sandbox.execution.JobService`) and refreshes from the store by id, so
+:class:`~sandbox.platform.Platform` object, ``platform.history``, shared by its job
+service, held-output releases and HE answers) and refreshes from the store by id, so
 a check reads only rows committed since the last one. The check, the recording
 and the release run in one write transaction (SQLite's write lock), so two
 jobs cannot both pass against a history that lacks the other.
@@ -165,17 +166,6 @@ def _insert_cells(conn: Connection, table, owner: dict, dataset: str, cells, now
     if values:
         conn.execute(table.insert(), values)
     return len(values)
-
-
-_SHARED: dict[str, History] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared(home) -> History:
-    """The process's history cache for the platform at ``home`` (for requests that run
-    outside a :class:`~sandbox.execution.JobService`, such as HE sums)."""
-    with _SHARED_LOCK:
-        return _SHARED.setdefault(str(home), History())
 
 
 def released_count(conn: Connection, dataset: str) -> int:

@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,18 @@ class Platform:
     settings: Settings
     store: Store
     key: Ed25519PrivateKey
+    _history: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def history(self):
+        """This platform object's cache of the released-cell history
+        (:class:`sandbox.history.History`), made on first use and refreshed from the
+        store by every check; shared by jobs, held-output releases and HE answers."""
+        if self._history is None:
+            from .history import History
+
+            self._history = History()
+        return self._history
 
     @classmethod
     def init(cls, home: Path) -> Platform:
