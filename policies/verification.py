@@ -50,7 +50,8 @@ from typing import NoReturn
 
 from sqlglot import exp
 
-from .admission import GRANTABLE_FAMILIES, QueryScope, _parse, admit, load_function_policy
+from .admission import GRANTABLE_FAMILIES, QueryScope, admit, load_function_policy
+from .admission.shape import parse_one_select
 from .classes import ColumnClass, did_you_mean
 from .errors import InputError, PolicyRefusal
 
@@ -359,7 +360,7 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
             f"dataset '{definition.dataset}' is not in the scope granted for verification",
             subject=definition.dataset,
         )
-    tree = _parse(definition.rule)
+    tree = parse_one_select(definition.rule)
     for arg in ("group", "having", "order", "distinct", "limit", "qualify"):
         if tree.args.get(arg) is not None:
             _refuse(

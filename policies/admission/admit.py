@@ -1,0 +1,290 @@
+"""The pipeline: parse, check the shape, name outputs, check every use, describe the
+outputs; and the checks of joins, outputs and ORDER BY that need the whole query."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.qualify import qualify
+
+from ..classes import ColumnClass, did_you_mean
+from ..outputs import OutputColumn, OutputRole, OutputSpec
+from .checker import _Checker, _compared_with_literal
+from .grouping import _group_sets
+from .naming import _expand_group_by_all, _is_aggregate, _name_outputs, unwrap_aggregate
+from .scope import (
+    DIALECT,
+    AdmittedQuery,
+    Clause,
+    QueryScope,
+    TableScope,
+    _arg,
+    _key,
+    _number,
+    _refuse,
+    _strip,
+    load_function_policy,
+)
+from .shape import _check_shape, parse_one_select
+
+
+def admit(sql: str, scope: QueryScope) -> AdmittedQuery:
+    """Admit one aggregate SELECT over the scope, or raise :class:`PolicyRefusal`."""
+    policy = load_function_policy()
+    tree = parse_one_select(sql)
+    _check_shape(tree, scope)
+    _name_outputs(tree)
+    _expand_group_by_all(tree)
+    schema = {
+        ts.name: {c: "VARCHAR" for c in ts.classification.columns} for ts in scope.tables.values()
+    }
+    try:
+        tree = qualify(
+            tree,
+            schema=schema,
+            dialect=DIALECT,
+            validate_qualify_columns=False,
+            quote_identifiers=True,
+        )
+    except SqlglotError:
+        _refuse("parse_error", "the query's columns could not be resolved", subject="sql")
+    aliases: dict[str, TableScope] = {}
+    table_names: list[str] = []
+    for table in [_arg(tree, "from").this] + [j.this for j in _arg(tree, "joins") or []]:
+        aliases[table.alias_or_name] = scope.tables[table.name]
+        if table.name not in table_names:
+            table_names.append(table.name)
+    checker = _Checker(scope, policy, aliases)
+    for column in tree.find_all(exp.Column):
+        if column.find_ancestor(exp.Order) is None:  # ORDER BY may name outputs: see _check_order
+            checker.resolve(column)
+    _distinct_to_group_by(tree, checker)
+    for join in _arg(tree, "joins") or []:
+        _check_join_condition(join, checker)
+    where = _arg(tree, "where")
+    if where is not None:
+        checker.walk(where.this, Clause.WHERE)
+    keys, sets = _group_sets(_arg(tree, "group"))
+    for key in keys:
+        checker.check_group_key(key)
+        checker.group_keys[_key(key)] = key
+    columns = _check_outputs(tree, checker, keys)
+    having = _arg(tree, "having")
+    if having is not None:
+        checker.walk(having.this, Clause.HAVING)
+    _check_order(tree, checker)
+    key_names = _key_names(tree, keys)
+    group_keys = tuple(key_names[_key(k)] for k in keys)
+    grouping_sets: list[tuple[str, ...]] = []
+    for s in sets:
+        names = tuple(key_names[k] for k in dict.fromkeys(s))
+        ordered = tuple(n for n in group_keys if n in names)
+        if ordered not in grouping_sets:
+            grouping_sets.append(ordered)
+    spec = OutputSpec(
+        columns=tuple(columns),
+        group_keys=group_keys,
+        grouping_sets=tuple(grouping_sets),
+        entity_tables=(table_names[0],),
+    )
+    return AdmittedQuery(
+        sql=tree.sql(dialect=DIALECT), tree=tree, spec=spec, tables=tuple(table_names)
+    )
+
+
+def _distinct_to_group_by(tree: exp.Select, checker: _Checker) -> None:
+    distinct = tree.args.get("distinct")
+    if distinct is None:
+        return
+    if distinct.args.get("on") is not None or _arg(tree, "group") is not None:
+        _refuse(
+            "distinct",
+            "DISTINCT ON, or DISTINCT with GROUP BY, is not admitted",
+            subject="DISTINCT",
+        )
+    keys = []
+    for projection in tree.expressions:
+        inner = _strip(projection.this)
+        if not isinstance(inner, exp.Column):
+            _refuse(
+                "distinct",
+                "SELECT DISTINCT is admitted only over plain dimension or public columns",
+                subject=projection.alias,
+                hint="use GROUP BY with aggregates instead",
+            )
+        cls = checker.class_of(inner)
+        if cls not in (ColumnClass.DIMENSION, ColumnClass.PUBLIC):
+            _refuse(
+                "distinct",
+                f"SELECT DISTINCT over {inner.name} ({cls.value}) would list its values",
+                subject=inner.name,
+                hint="SELECT DISTINCT is admitted only over dimension or public columns",
+            )
+        keys.append(inner.copy())
+    tree.set("distinct", None)
+    tree.set("group", exp.Group(expressions=keys))
+
+
+def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
+    """Equality of columns only, and at least one between identifiers (the entity link).
+
+    A join on dimensions alone (``ON a.sex = b.sex``) multiplies rows across
+    entities: every entity would appear to contribute the whole group, which
+    hides dominance from the output check. So default deny.
+    """
+    condition = join.args.get("on")
+    parts = list(condition.flatten()) if isinstance(_strip(condition), exp.And) else [condition]
+    linked = False
+    for part in parts:
+        part = _strip(part)
+        left, right = (
+            (_strip(part.this), _strip(part.expression))
+            if isinstance(part, exp.EQ)
+            else (None, None)
+        )
+        if not (
+            isinstance(left, exp.Column)
+            and isinstance(right, exp.Column)
+            and left.table != right.table
+        ):
+            for column in part.find_all(exp.Column):  # the sharper rules first
+                cls = checker.class_of(column)
+                if cls is ColumnClass.IDENTIFIER and _compared_with_literal(column):
+                    checker.refuse_identifier(column, Clause.JOIN)
+                if cls is ColumnClass.MEASURE:
+                    checker.check_column(column, Clause.JOIN, None)
+            _refuse(
+                "join",
+                "a join condition may only be equality between columns of two tables",
+                subject="JOIN ... ON",
+                hint="write JOIN ... ON a.key = b.key [AND ...]; filter in WHERE",
+            )
+        classes = [checker.class_of(column) for column in (left, right)]
+        for column, cls in zip((left, right), classes, strict=True):
+            if cls is ColumnClass.MEASURE:
+                checker.check_column(column, Clause.JOIN, None)
+        linked = linked or classes == [ColumnClass.IDENTIFIER, ColumnClass.IDENTIFIER]
+    if not linked:
+        _refuse(
+            "join",
+            "a join must link the tables by equality of identifier columns",
+            subject="JOIN ... ON",
+            hint="join on the entity keys, e.g. JOIN ... ON a.pid = b.pid; "
+            "joins on dimensions alone multiply rows across subjects",
+        )
+
+
+def _check_outputs(
+    tree: exp.Select, checker: _Checker, keys: list[exp.Expression]
+) -> list[OutputColumn]:
+    policy = checker.policy
+    has_group = bool(keys)
+    has_aggregate = any(_is_aggregate(n, policy) for p in tree.expressions for n in p.this.walk())
+    if not has_group and not has_aggregate:
+        _refuse(
+            "row_level",
+            "the query returns single rows, not aggregates",
+            subject="SELECT",
+            hint="select aggregates (COUNT, SUM, AVG), grouped by dimensions",
+        )
+    key_names = _key_names(tree, keys)
+    missing = [k for k in keys if _key(k) not in key_names]
+    if missing:
+        _refuse(
+            "group_key_not_in_output",
+            "every GROUP BY key must also be an output column",
+            subject=_describe(missing[0]),
+            hint="add the group key to SELECT",
+        )
+    columns: list[OutputColumn] = []
+    for projection in tree.expressions:
+        name, inner = projection.alias, projection.this
+        text = _key(inner)
+        if text in checker.group_keys:
+            columns.append(OutputColumn(name, OutputRole.GROUP, group_key=key_names[text]))
+            continue
+        core = unwrap_aggregate(inner)
+        if _is_aggregate(core, policy):
+            for node in inner.walk():  # the wrappers: round(.., n), CAST, parentheses
+                if node is not core and not _inside(node, core):
+                    checker.check_syntax(node)
+            family = checker.check_aggregate(core)
+            columns.append(OutputColumn(name, OutputRole.AGGREGATE, function=family))
+            continue
+        checker.walk(inner, Clause.SELECT)
+        if any(_is_aggregate(n, policy) for n in inner.walk()):
+            _refuse(
+                "output_expression",
+                f"output column '{name}' combines aggregates or columns",
+                subject=name,
+                hint="each output column must be one aggregate (optionally in round() or CAST) "
+                "or a group key",
+            )
+        if not list(inner.find_all(exp.Column)):
+            _refuse("output_expression", f"output column '{name}' is a constant", subject=name)
+        _refuse(
+            "row_level",
+            f"output column '{name}' is neither an aggregate nor a group key",
+            subject=name,
+            hint="GROUP BY it (if it is a dimension) or aggregate it",
+        )
+    return columns
+
+
+def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent is ancestor:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _describe(node: exp.Expression) -> str:
+    columns = [c.name for c in node.find_all(exp.Column)]
+    return columns[0] if columns else "expression"
+
+
+def _key_names(tree: exp.Select, keys: list[exp.Expression]) -> dict[str, str]:
+    """Group key text -> the output name of the first output column equal to it."""
+    wanted = {_key(k) for k in keys}
+    names: dict[str, str] = {}
+    for projection in tree.expressions:
+        text = _key(projection.this)
+        if text in wanted and text not in names:
+            names[text] = projection.alias
+    return names
+
+
+def _check_order(tree: exp.Select, checker: _Checker) -> None:
+    order = _arg(tree, "order")
+    if order is None:
+        return
+    outputs = [p.alias for p in tree.expressions]
+    by_text = {}
+    for projection in tree.expressions:
+        by_text.setdefault(_key(projection.this), projection.alias)
+    for ordered in order.expressions:
+        target = _strip(ordered.this)
+        name = None
+        position = _number(target)
+        if position is not None:
+            if position.is_integer() and 1 <= position <= len(outputs):
+                name = outputs[int(position) - 1]
+        elif isinstance(target, exp.Column) and not target.table and target.name in outputs:
+            name = target.name
+        elif _key(target) in by_text:
+            name = by_text[_key(target)]
+        if name is None:
+            if isinstance(target, exp.Column) and not target.table:
+                hint = did_you_mean(target.name, outputs)
+            else:
+                checker.walk(target, Clause.ORDER_BY)
+                hint = "order by output columns: " + ", ".join(outputs)
+            _refuse(
+                "order_by",
+                "ORDER BY may only name output columns or group keys",
+                subject="ORDER BY",
+                hint=hint,
+            )
+        ordered.set("this", exp.column(name, quoted=True))

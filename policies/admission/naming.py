@@ -1,0 +1,105 @@
+"""Pass 2: name every output column, and recognise aggregates (also used by the
+evidence rewrite)."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from ..outputs import EVIDENCE_PREFIX
+from .scope import (
+    FunctionPolicy,
+    _arg,
+    _number,
+    _refuse,
+    _strip,
+    function_name,
+    load_function_policy,
+)
+
+
+def _derived_name(node: exp.Expression, position: int) -> str:
+    if isinstance(node, exp.Column):
+        return node.name
+    if isinstance(node, exp.Count):
+        inner = node.this
+        if isinstance(inner, exp.Star):
+            return "count"
+        if isinstance(inner, exp.Distinct) and len(inner.expressions) == 1:
+            col = inner.expressions[0]
+            if isinstance(col, exp.Column):
+                return f"count_distinct_{col.name}"
+    if isinstance(node, exp.Func) and isinstance(node.this, exp.Column):
+        return f"{function_name(node)}_{node.this.name}"
+    return f"col{position + 1}"
+
+
+def _name_outputs(tree: exp.Select) -> None:
+    """Give every projection an explicit alias; refuse duplicate or reserved names."""
+    seen: set[str] = set()
+    for position, node in enumerate(list(tree.expressions)):
+        if isinstance(node, exp.Alias):
+            name = node.alias.lower() if not node.args["alias"].quoted else node.alias
+            if name in seen:
+                _refuse(
+                    "output_name",
+                    f"the output name '{name}' is used twice",
+                    subject=name,
+                    hint="give each output column its own name",
+                )
+        else:
+            name = _derived_name(node, position).lower()
+            if name in seen:
+                name = f"{name}_{position + 1}"
+            node.replace(exp.alias_(node.copy(), name, quoted=True))
+        if name.startswith(EVIDENCE_PREFIX):
+            _refuse(
+                "output_name",
+                f"output names may not start with '{EVIDENCE_PREFIX}' (reserved for evidence)",
+                subject=name,
+            )
+        seen.add(name)
+
+
+def _expand_group_by_all(tree: exp.Select) -> None:
+    group = _arg(tree, "group")
+    if group is None or not group.args.get("all"):
+        return
+    keys = [p.this.copy() for p in tree.expressions if not _has_aggregate_like(p.this)]
+    tree.set("group", exp.Group(expressions=keys) if keys else None)
+
+
+def _has_aggregate_like(node: exp.Expression) -> bool:
+    policy = load_function_policy()
+    return any(_is_aggregate(n, policy) for n in node.walk())
+
+
+def _is_aggregate(node: exp.Expression, policy: FunctionPolicy) -> bool:
+    if isinstance(node, exp.AggFunc):
+        return True
+    return isinstance(node, exp.Anonymous) and str(node.name).lower() in policy.aggregate_names
+
+
+def unwrap_aggregate(node: exp.Expression) -> exp.Expression:
+    """The aggregate call of an output column: through parentheses, round(.., n) and CAST."""
+    node = _strip(node)
+    while True:
+        if isinstance(node, exp.Round) and (
+            node.args.get("decimals") is None or _number(node.args["decimals"]) is not None
+        ):
+            node = _strip(node.this)
+        elif isinstance(node, (exp.Cast, exp.TryCast)):
+            node = _strip(node.this)
+        else:
+            return node
+
+
+def aggregate_argument(agg: exp.Expression) -> exp.Expression | None:
+    """The argument an admitted aggregate aggregates (None for COUNT(*))."""
+    if isinstance(agg, exp.Count):
+        inner = agg.this
+        if isinstance(inner, exp.Star) or inner is None:
+            return None
+        if isinstance(inner, exp.Distinct):
+            return inner.expressions[0]
+        return inner
+    return agg.this

@@ -1,0 +1,176 @@
+"""Pass 1: parse one statement and check its shape (one SELECT, its tables and joins)."""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+
+from ..classes import did_you_mean
+from .scope import DIALECT, QueryScope, _arg, _refuse, function_name
+
+
+def parse_one_select(sql: str) -> exp.Select:
+    """Exactly one SELECT statement, or a refusal."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+    except ParseError as exc:
+        where = ""
+        if exc.errors:
+            first = exc.errors[0]
+            where = f" at line {first.get('line')}, column {first.get('col')}"
+            desc = str(first.get("description") or "syntax error").split("\n")[0]
+            where = f"{where}: {desc}"
+        _refuse("parse_error", f"the query could not be parsed{where}", subject="sql")
+    except SqlglotError:
+        _refuse("parse_error", "the query could not be parsed (unterminated string or bad token)")
+    if not statements:
+        _refuse("parse_error", "the query is empty", hint="write one SELECT statement")
+    if len(statements) > 1:
+        _refuse(
+            "statement",
+            f"only one SELECT statement is admitted, found {len(statements)} statements",
+            subject="statement",
+            hint="remove the ';' and submit one SELECT",
+        )
+    tree = statements[0]
+    if isinstance(tree, exp.SetOperation):
+        _refuse(
+            "single_select",
+            f"{tree.key.upper()} of several SELECTs is not admitted",
+            subject=tree.key.upper(),
+            hint="submit each aggregate as its own query",
+        )
+    if isinstance(tree, exp.Subquery):
+        _refuse(
+            "single_select", "a parenthesised or nested SELECT is not admitted", subject="subquery"
+        )
+    if not isinstance(tree, exp.Select):
+        kind = str(tree.this).upper() if isinstance(tree, exp.Command) else tree.key.upper()
+        _refuse(
+            "statement",
+            f"only SELECT statements are admitted, not {kind}",
+            subject=kind,
+            hint="the sandbox reads the granted tables for you; submit one aggregate SELECT",
+        )
+    return tree
+
+
+def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
+    """Structural rules that need no column classes. Returns the tables in FROM/JOIN order."""
+    if _arg(tree, "with"):
+        _refuse(
+            "single_select",
+            "a WITH clause (common table expression) is not admitted",
+            subject="WITH",
+            hint="write one SELECT over the granted tables",
+        )
+    for node in tree.walk():
+        if node is tree:
+            continue
+        if isinstance(node, (exp.Select, exp.Subquery, exp.SetOperation, exp.With)):
+            _refuse(
+                "single_select",
+                "subqueries are not admitted (in FROM, WHERE or SELECT)",
+                subject="subquery",
+                hint="write one SELECT over the granted tables",
+            )
+    for node in tree.walk():
+        if isinstance(node, exp.Window):
+            _refuse("window", "window functions (OVER) are not admitted", subject="OVER")
+        if isinstance(node, (exp.Limit, exp.Offset, exp.Fetch)):
+            _refuse(
+                "limit",
+                f"{node.key.upper()} is not admitted: it selects single rows",
+                subject=node.key.upper(),
+                hint="the whole aggregate result is returned after the output check",
+            )
+        if isinstance(node, exp.TableSample):
+            _refuse("limit", "SAMPLE / TABLESAMPLE is not admitted", subject="SAMPLE")
+        if isinstance(node, exp.Filter):
+            _refuse(
+                "aggregate_filter",
+                "the FILTER clause on aggregates is not admitted",
+                subject="FILTER",
+                hint="filter rows in WHERE, or group by the filtering dimension",
+            )
+        if isinstance(node, (exp.Lateral, exp.Unnest, exp.Values, exp.Pivot)):
+            _refuse(
+                "table_function", f"{node.key.upper()} is not admitted in FROM", subject=node.key
+            )
+    if _arg(tree, "qualify"):
+        _refuse("window", "QUALIFY is not admitted", subject="QUALIFY")
+    if _arg(tree, "windows"):
+        _refuse("window", "named windows are not admitted", subject="WINDOW")
+    if _arg(tree, "sample"):
+        _refuse("limit", "SAMPLE is not admitted", subject="SAMPLE")
+    for node in tree.expressions:
+        if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and node.is_star):
+            _refuse(
+                "row_level",
+                "SELECT * returns rows, not aggregates",
+                subject="*",
+                hint="select aggregates (COUNT, SUM, AVG) and group keys",
+            )
+    from_ = _arg(tree, "from")
+    if from_ is None:
+        _refuse(
+            "unknown_table", "the query reads no table", subject="FROM", hint="add FROM <table>"
+        )
+    tables = [from_.this]
+    for join in _arg(tree, "joins") or []:
+        _check_join_kind(join)
+        tables.append(join.this)
+    for table in tables:
+        _check_table(table, scope)
+    return tables
+
+
+def _check_join_kind(join: exp.Join) -> None:
+    side = (join.side or "").upper()
+    kind = (join.kind or "").upper()
+    method = (join.method or "").upper() if join.args.get("method") else ""
+    label = " ".join(p for p in (method, side, kind) if p) or "comma"
+    if method or side not in ("", "LEFT") or kind not in ("", "INNER", "OUTER"):
+        _refuse(
+            "join",
+            f"{label} JOIN is not admitted",
+            subject="JOIN",
+            hint="use [INNER | LEFT] JOIN ... ON a.key = b.key or USING (key)",
+        )
+    if not join.args.get("on") and not join.args.get("using"):
+        _refuse(
+            "join",
+            f"a {label} join without ON or USING is a cross join and is not admitted",
+            subject="JOIN",
+            hint="join on column equality: JOIN ... ON a.key = b.key",
+        )
+
+
+def _check_table(table: exp.Expression, scope: QueryScope) -> None:
+    if not isinstance(table, exp.Table):
+        _refuse("table_function", f"{table.key.upper()} is not admitted in FROM", subject=table.key)
+    if not isinstance(table.this, exp.Identifier):
+        name = function_name(table.this) if isinstance(table.this, exp.Func) else table.this.key
+        _refuse(
+            "table_function",
+            f"table function {name} is not admitted in FROM",
+            subject=name,
+            hint="read the granted tables by name: " + ", ".join(sorted(scope.tables)),
+        )
+    name = table.name
+    if any(ch in name for ch in "./\\:") and name not in scope.tables:
+        _refuse(
+            "table_function",
+            "reading a file path in FROM is not admitted",
+            subject="FROM",
+            hint="read the granted tables by name: " + ", ".join(sorted(scope.tables)),
+        )
+    if table.args.get("db") or table.args.get("catalog") or name not in scope.tables:
+        shown = name if name.isidentifier() else "the table"
+        _refuse(
+            "unknown_table",
+            f"table '{shown}' is not in the scope granted to this job",
+            subject=shown,
+            hint=did_you_mean(name, scope.tables),
+        )
