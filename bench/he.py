@@ -12,6 +12,9 @@ It registers a registry of ``--values`` enterprises (``county`` x ``industry``:
                        request (public context, keys, ciphertexts)
 ``platform_*``         :func:`sandbox.he.he_sum`: checks and context load, the DuckDB
                        join, the masked sums in ``--processes`` workers, the ledger
+``platform_repeat_s``  the same request again: the differencing defence numbers a
+                       list's entities once (a one-off cost per entity), so this is
+                       the steady state
 ``client_decrypt_s``   one answer ciphertext, decrypted and decoded
 ``numpy_groupby_s``    the same sums in plaintext (``np.bincount``): the floor
 ``naive_*``            one value per ciphertext (encrypt, serialize, load, add into its
@@ -156,6 +159,14 @@ def main() -> None:
         for name, value in answer.timings.items():
             say(f"platform_{name}", value, "s")
         say("platform_s", platform_s, "s")
+        # The same request again: the differencing defence numbered the list's
+        # entities the first time (a one-off cost per entity), so this is the steady
+        # state; an identical answer passes the defence (nothing new is learnt).
+        t = time.perf_counter()
+        again = he.he_sum(platform, bank, body)
+        platform_repeat = time.perf_counter() - t
+        say("platform_repeat_s", platform_repeat, "s")
+        say("platform_repeat_join_s", again.timings["join_s"], "s")
         wire = answer.to_bytes()
         say("answer_bytes", len(wire), "bytes")
         t = time.perf_counter()
@@ -164,6 +175,7 @@ def main() -> None:
         say("client_decrypt_s", decrypt, "s")
         whole = client_encrypt + platform_s + decrypt
         say("whole_path_s", whole, "s (context generation excluded)")
+        say("whole_path_repeat_s", client_encrypt + platform_repeat + decrypt, "s")
 
         t = time.perf_counter()
         plain = np.bincount(labels, weights=values, minlength=n_groups)
@@ -192,7 +204,12 @@ def main() -> None:
         print("-- ratios")
         say("ratio_naive_over_packed", naive_s / whole, "x (aim >= 100)")
         say("ratio_packed_over_numpy", whole / max(numpy_s, 1e-9), "x")
-        say("aim_whole_path_under_30s", int(whole < 30), "(1 = met)")
+        say("aim_whole_path_under_30s", int(whole < 30), "(1 = met; first request)")
+        say(
+            "aim_whole_path_under_30s_repeat",
+            int(client_encrypt + platform_repeat + decrypt < 30),
+            "(1 = met; entities already numbered)",
+        )
         say("aim_answer_under_2MB", int(len(wire) < 2 * 2**20), "(1 = met)")
         platform.close()
 

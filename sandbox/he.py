@@ -717,7 +717,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     groups = join_groups(plan, version.path, upload.keys)
     differencing = settings["differencing.enabled"]
     if differencing:
-        groups = _difference(platform, plan.dataset, groups, settings["differencing.k"])
+        groups, bitmaps = _difference(platform, plan.dataset, groups, settings["differencing.k"])
     timings["join_s"] = time.perf_counter() - t1
     if len(groups.released) > SLOTS:
         raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
@@ -765,7 +765,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     }
     with platform.store.transaction() as conn:
         if differencing:
-            _record_groups(conn, platform, operator, plan.dataset, groups)
+            _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
         platform.record(
             conn,
             operator.actor,
@@ -793,11 +793,12 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     return HeAnswer(header, answer, timings)
 
 
-def _difference(platform, dataset: str, groups: Groups, k: int) -> Groups:
+def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups, list]:
     """Withhold every group whose subjects differ by fewer than ``k`` entities from a
     cell released before (by a job or an HE answer of any operator), or that earlier
     cells would single out (:mod:`policies.differencing`); checked before the
-    evaluation so the answer has no slot for them."""
+    evaluation so the answer has no slot for them. Returns the groups left and their
+    contributors as bitmaps."""
     from policies.differencing import DiffVerdict, check_cells
 
     history = platform.history
@@ -805,21 +806,20 @@ def _difference(platform, dataset: str, groups: Groups, k: int) -> Groups:
         bitmaps = history.bitmaps(conn, dataset, groups.entities)
         findings = check_cells(bitmaps, history.index(conn, dataset), k)
     hit = {s for s, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS}
-    return groups.without(hit)
+    return groups.without(hit), [b for s, b in enumerate(bitmaps) if s not in hit]
 
 
-def _record_groups(conn, platform, operator, dataset: str, groups: Groups) -> None:
+def _record_groups(conn, platform, operator, dataset: str, groups: Groups, bitmaps) -> None:
     """Judge the answer's groups again in the transaction that records them: another
-    release committed since the first look could make one of them a difference."""
+    release committed since the first look could make one of them a difference. The
+    entity numbers were committed by the first look, so its bitmaps still hold."""
     from policies.differencing import DiffVerdict, check_cells
 
     from .ledger import now_utc
 
     history = platform.history
-    bitmaps = history.bitmaps(conn, dataset, groups.entities)
-    findings = check_cells(
-        bitmaps, history.index(conn, dataset), platform.settings["differencing.k"]
-    )
+    k = platform.settings["differencing.k"]
+    findings = check_cells(bitmaps, history.index(conn, dataset), k)
     if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
         raise Conflict(
             "another release of this dataset was made while your sums were computed and "

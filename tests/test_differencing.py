@@ -16,7 +16,7 @@ from pyroaring import BitMap
 from policies.differencing import Condition, DiffVerdict, HistoryIndex, check, check_cells
 from sandbox.execution import JobService, JobState
 from sandbox.grants import add_grant
-from sandbox.history import released_count
+from sandbox.history import History, released_count
 from sandbox.principals import Role
 
 
@@ -239,3 +239,32 @@ def test_within_one_output_the_largest_cells_go_first():
     findings = check_cells([BitMap(range(50)), BitMap(range(53)), None], HistoryIndex(), 10)
     assert findings[1].verdict is DiffVerdict.PASS
     assert findings[0].verdict is DiffVerdict.SUPPRESS and findings[2] is None
+
+
+def _numbers(history: History, platform, keys: list[str]) -> list[int]:
+    with platform.store.transaction() as conn:
+        (bitmap,) = history.bitmaps(conn, "d", [keys])
+    return sorted(bitmap)
+
+
+def test_entity_numbers_stay_one_numbering_across_processes_and_rollbacks(platform):
+    """Two caches (two server processes) number entities of one dataset alike, a
+    rolled-back numbering leaves no phantom numbers behind, and numbers given by this
+    process are taken into its cache without reading them back only when the store
+    holds exactly them."""
+    mine, theirs = History(), History()
+    with pytest.raises(RuntimeError):
+        with platform.store.transaction() as conn:
+            mine.bitmaps(conn, "d", [["a", "b"]])
+            raise RuntimeError("the release failed after numbering")
+    assert _numbers(theirs, platform, ["c"]) == [0]  # a and b were never stored
+    assert _numbers(mine, platform, ["c", "a"]) == [0, 1]  # c read back, a numbered anew
+    assert _numbers(theirs, platform, ["d", "e"]) == [2, 3]  # others number in between
+    assert _numbers(mine, platform, ["a", "b", "d"]) == [1, 2, 4]
+    with platform.store.read() as conn:
+        rows = conn.exec_driver_sql("SELECT entity_key, number FROM entity_numbers").all()
+    stored = {key: number for key, number in rows}
+    assert stored == {"c": 0, "a": 1, "d": 2, "e": 3, "b": 4}
+    for key, number in stored.items():  # both caches agree with the store, key by key
+        assert _numbers(mine, platform, [key]) == [number]
+        assert _numbers(theirs, platform, [key]) == [number]
