@@ -8,6 +8,7 @@ Home layout::
     vault/               content-addressed Parquet snapshots of dataset versions
     products/            released products, one folder each, with a signed manifest
     tmp/                 work in progress; cleared at open (never holds anything released)
+    run/rate/            the API's rate-limit buckets, shared by its server processes
 """
 
 from __future__ import annotations

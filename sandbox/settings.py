@@ -168,8 +168,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "api.rate_per_minute",
         600,
-        "requests one principal may make per minute to one server process (token bucket); "
-        "more is 429",
+        "requests one principal may make per minute to the server, all its processes "
+        "together (token bucket); more is 429",
         int,
         _positive,
         "a positive whole number",

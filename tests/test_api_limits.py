@@ -7,6 +7,8 @@ response is checked against the envelope by the client hook.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from api_server import ApiServer, check_envelope, make_home, write_persons
@@ -122,3 +124,53 @@ def test_two_workers_never_run_the_same_job(tmp_path):
             running = auditor.ledger(subject=f"job:{job_id}", action="job.running")
             assert len(running) == 1, job_id
         assert auditor.verify_ledger().entries > 0
+
+
+def _take_many(folder: str, key: int, times: int) -> int:
+    """In a process of its own: how many of ``times`` requests the shared bucket allowed."""
+    from pathlib import Path
+
+    from sandbox.api.limits import RateLimiter
+
+    limiter = RateLimiter(20, Path(folder))
+    allowed = 0
+    for _ in range(times):
+        try:
+            limiter.take(key)
+            allowed += 1
+        except RateLimited:
+            pass
+    limiter.close()
+    return allowed
+
+
+def test_the_rate_limit_is_shared_by_processes(tmp_path):
+    """Two processes drawing 15 requests each from a bucket of 20 a minute get 20
+    together, not 30 (as two in-memory buckets would give)."""
+    import multiprocessing
+
+    started = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        allowed = pool.starmap(_take_many, [(str(tmp_path), 7, 15), (str(tmp_path), 7, 15)])
+    refill = int((time.monotonic() - started) * 20 / 60) + 1
+    assert 20 <= sum(allowed) <= 20 + refill, allowed
+    assert all(a > 0 for a in allowed) or sum(allowed) == 20
+    assert _take_many(str(tmp_path), 8, 3) == 3  # another principal has its own bucket
+
+
+def test_two_server_processes_share_one_bucket_per_principal(tmp_path):
+    """``--workers 2``: requests on fresh connections land on both processes; the
+    principal still gets its one minute's allowance in all."""
+    tokens = make_home(tmp_path / "home", "[api]\nrate_per_minute = 20\n")
+    with ApiServer(tmp_path / "home", workers=2) as server:
+        started = time.monotonic()
+        codes = []
+        for _ in range(40):
+            response = httpx.get(
+                server.url + "/v1/me",
+                headers={"Authorization": f"Bearer {tokens['consumer']}", "Connection": "close"},
+            )
+            codes.append(response.status_code)
+        refill = int((time.monotonic() - started) * 20 / 60) + 1
+    assert set(codes) <= {200, 429}, codes
+    assert 20 <= codes.count(200) <= 20 + refill, codes

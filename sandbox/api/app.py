@@ -94,11 +94,12 @@ def create_app(platform_home: Path | str) -> FastAPI:
         app.state.platform = platform
         app.state.service = service
         app.state.executor = executor
-        app.state.rate = RateLimiter(settings["api.rate_per_minute"])
+        app.state.rate = RateLimiter(settings["api.rate_per_minute"], home / "run" / "rate")
         executor.start()
         try:
             yield
         finally:
+            app.state.rate.close()
             executor.stop()
             service.close()
             platform.close()

@@ -6,19 +6,25 @@ counted while it streams in and cut off at the cap. Uploads (``POST
 /v1/datasets/upload``) have their own, larger cap. Both 413s name the limit
 and the setting that sets it.
 
-The rate limit is a token bucket per principal, in the memory of one server
-process (``api.rate_per_minute``): a burst of up to a minute's allowance, then
-one request per ``60 / rate`` seconds. With ``--workers N`` each process keeps
-its own buckets, so the server as a whole allows up to N times the rate; a
-shared bucket in the store would cost a write per request. Known shortcut.
+The rate limit is a token bucket per principal (``api.rate_per_minute``): a burst
+of up to a minute's allowance, then one request per ``60 / rate`` seconds. The
+buckets are small files under the home's ``run/rate/``, locked with ``flock``, so
+every server process of the home (``--workers N``) draws from the same bucket; a
+request costs a lock, a 16-byte read and write, not a store transaction. Known
+shortcut: server processes on several hosts would need a shared home or a bucket
+service of their own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
+import struct
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -96,27 +102,71 @@ class BodyLimitMiddleware:
 
 
 class RateLimiter:
-    """Token buckets keyed by principal id; thread-safe (sync routes run in a pool)."""
+    """Token buckets keyed by principal id, shared by every server process of a home.
 
-    def __init__(self, per_minute: int):
+    Each bucket is 16 bytes (tokens, wall-clock time of the last update) in a file
+    of its own under ``folder``, read and written under an exclusive ``flock``, so
+    ``--workers N`` processes draw from one bucket per principal instead of N. A
+    thread lock serialises this process's threads (``flock`` is per open file, not
+    per thread). Without ``folder`` the buckets live in this process's memory.
+    """
+
+    _RECORD = struct.Struct("<dd")
+
+    def __init__(self, per_minute: int, folder: Path | None = None):
         self.per_minute = per_minute
         self.capacity = float(per_minute)
         self.refill_per_s = per_minute / 60.0
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self.folder = folder
+        self._memory: dict[int, tuple[float, float]] = {}
+        self._files: dict[int, int] = {}
         self._lock = threading.Lock()
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def take(self, key: int) -> None:
-        now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.refill_per_s)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                wait = math.ceil((1.0 - tokens) / self.refill_per_s)
-                error = RateLimited(
-                    f"over the rate limit of {self.per_minute} requests per minute per principal "
-                    f"(setting api.rate_per_minute); retry in {wait} s"
-                )
-                error.headers = {"Retry-After": str(wait)}
-                raise error
-            self._buckets[key] = (tokens - 1.0, now)
+            if self.folder is None:
+                allowed, wait = self._draw(key, self._memory.get(key), self._memory.__setitem__)
+            else:
+                allowed, wait = self._draw_shared(key)
+        if not allowed:
+            error = RateLimited(
+                f"over the rate limit of {self.per_minute} requests per minute per principal "
+                f"(setting api.rate_per_minute); retry in {wait} s"
+            )
+            error.headers = {"Retry-After": str(wait)}
+            raise error
+
+    def _draw(self, key: int, state: tuple[float, float] | None, store) -> tuple[bool, int]:
+        now = time.time()
+        tokens, last = state if state is not None else (self.capacity, now)
+        tokens = min(self.capacity, tokens + max(0.0, now - last) * self.refill_per_s)
+        if tokens < 1.0:
+            store(key, (tokens, now))
+            return False, math.ceil((1.0 - tokens) / self.refill_per_s)
+        store(key, (tokens - 1.0, now))
+        return True, 0
+
+    def _draw_shared(self, key: int) -> tuple[bool, int]:
+        fd = self._files.get(key)
+        if fd is None:
+            path = self.folder / f"{int(key)}.bucket"
+            fd = self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            raw = os.pread(fd, self._RECORD.size, 0)
+            state = self._RECORD.unpack(raw) if len(raw) == self._RECORD.size else None
+
+            def store(_key: int, value: tuple[float, float]) -> None:
+                os.pwrite(fd, self._RECORD.pack(*value), 0)
+
+            return self._draw(key, state, store)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._files.values():
+                os.close(fd)
+            self._files.clear()
