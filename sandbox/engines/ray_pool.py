@@ -89,13 +89,11 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         }
         if address == LOCAL:
             options.update(num_cpus=LOCAL_CPUS, runtime_env={"env_vars": {"PYTHONPATH": path}})
-        else:
-            options.update(address=address)
-        if address == LOCAL:
             # Started on the calling thread: the processes of a local cluster are tied to
             # the thread that starts them and would die with a helper thread.
             failure = _attempt(lambda: ray.init(**options))
         else:
+            options.update(address=address)
             failure = _bounded(lambda: ray.init(**options), timeout_s)
         if failure is not None:
             raise SandboxError(
