@@ -8,7 +8,7 @@ Home layout::
     vault/               content-addressed Parquet snapshots of dataset versions
     products/            released products, one folder each, with a signed manifest
     tmp/                 work in progress; cleared at open (never holds anything released)
-    run/rate/            the API's rate-limit buckets, shared by its server processes
+    run/                 the API's server processes: their lock files and rate-limit buckets
 """
 
 from __future__ import annotations

@@ -154,3 +154,33 @@ def test_release_held_makes_a_signed_product_naming_the_reviewers(
     with pytest.raises(Conflict):
         release_held(platform, held.job_id, ["checker_a", "checker_b"])
     _verify_ledger(platform)
+
+
+def test_a_server_process_starting_beside_a_live_one_recovers_nothing(
+    platform, granted, operator, service
+):
+    """Every server process opens the platform, and opening clears ``tmp/``; the
+    processes' lock files live elsewhere, so a sibling starting up sees the live one and
+    leaves its running job alone. Once every process has stopped, the next start
+    recovers it."""
+    from sandbox.api.executor import Executor
+    from sandbox.platform import Platform
+
+    live = Executor(platform, service)
+    live._recover_once()  # the first process: alone, recovers, then holds its share
+    running = service.enqueue(operator, {"sql": RELEASABLE})
+    with platform.store.transaction() as conn:  # the live process is running it
+        transition(platform, conn, running.job_id, operator, JobState.RUNNING)
+    sibling_platform = Platform.open(platform.home)  # clears tmp/, as a new process does
+    sibling = Executor(sibling_platform, JobService(sibling_platform, spare=False))
+    sibling._recover_once()
+    assert sibling.recovered is None, "a sibling recovered while another process lived"
+    assert service.outcome(operator, running.job_id).state is JobState.RUNNING
+    sibling.stop()
+    live.stop()
+    restarted = Executor(sibling_platform, sibling.service)
+    restarted._recover_once()
+    assert restarted.recovered["failed"] == [running.job_id]
+    restarted.stop()
+    sibling.service.close()
+    sibling_platform.close()

@@ -9,7 +9,9 @@ the same job; the loser of a race gets ``None`` and looks again.
 
 Recovery fails jobs caught mid-way (``running``, ``checking``) and keeps the
 queue. It must not fail the jobs a *live* sibling process is running, so the
-processes of one home coordinate with two ``flock`` files under ``tmp/``:
+processes of one home coordinate with two ``flock`` files under ``run/`` (not
+``tmp/``, which every process's :meth:`Platform.open` clears of files no live process
+names, so a sibling starting up would delete them and then think itself alone):
 every process holds ``servers.lock`` shared for its lifetime, and recovery runs
 only in a process that could take it exclusively, i.e. when no other server
 process of this home is alive. The kernel drops a killed process's locks, so
@@ -56,8 +58,8 @@ class Executor:
         self._thread.start()
 
     def _recover_once(self) -> None:
-        folder = self.platform.home / "tmp"
-        folder.mkdir(exist_ok=True)
+        folder = self.platform.home / "run"
+        folder.mkdir(mode=0o700, exist_ok=True)
         gate = _lock_file(folder / "recover.lock")
         try:
             fcntl.flock(gate, fcntl.LOCK_EX)
