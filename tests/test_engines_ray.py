@@ -8,7 +8,6 @@ One local Ray cluster (2 CPUs) serves the module and is shut down at its end.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 import time
@@ -94,16 +93,10 @@ def test_he_group_sums_on_ray_equal_local_processes(cluster, tmp_path):
 # --- whole SQL jobs dispatched as Ray tasks (ray.dispatch_jobs) ------------------------
 
 
-def _golden(home: Path, **env: str) -> GoldenPlatform:
-    """A golden platform whose settings come from ``SANDBOX_*`` variables set only
-    while it is built (the settings are read once, at start)."""
-    names = {f"SANDBOX_{k.upper()}": v for k, v in env.items()}
-    os.environ.update(names)
-    try:
-        return GoldenPlatform(home)
-    finally:
-        for name in names:
-            del os.environ[name]
+def _golden(home: Path, address: str | None = None) -> GoldenPlatform:
+    """A golden platform; with ``address``, SQL job workers are dispatched to Ray there."""
+    ray = f'[ray]\naddress = "{address}"\ndispatch_jobs = true\n' if address else ""
+    return GoldenPlatform(home, ray)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +105,7 @@ def goldens(cluster, tmp_path_factory):
         pytest.skip(f"shared data folder {DATA} is not present")
     root = tmp_path_factory.mktemp("ray-jobs")
     local = _golden(root / "local")
-    on_ray = _golden(root / "ray", ray_address=cluster, ray_dispatch_jobs="true")
+    on_ray = _golden(root / "ray", cluster)
     assert on_ray.platform.settings["ray.dispatch_jobs"] is True
     yield local, on_ray
     local.close()
@@ -174,7 +167,7 @@ def _free_port() -> int:
 
 def test_unreachable_ray_cluster_fails_the_job_quickly_and_releases_nothing(goldens, tmp_path):
     address = f"127.0.0.1:{_free_port()}"
-    platform = _golden(tmp_path / "home", ray_address=address, ray_dispatch_jobs="true")
+    platform = _golden(tmp_path / "home", address)
     try:
         case = next(c for c in ADMITTED if c.outcome == "released")
         started = time.monotonic()

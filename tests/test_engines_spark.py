@@ -12,7 +12,6 @@ stopped while it runs. One Spark session serves the whole module.
 from __future__ import annotations
 
 import math
-import os
 import socket
 import threading
 import time
@@ -150,13 +149,8 @@ def test_spark_refuses_what_is_not_the_admitted_plan(tmp_path):
 def spark_golden(engine, tmp_path_factory):
     if not (DATA / "charities.parquet").exists():
         pytest.skip(f"shared data folder {DATA} is not present")
-    os.environ["SANDBOX_ENGINE"] = "spark"
-    os.environ["SANDBOX_SPARK_MASTER"] = MASTER
-    try:
-        built = GoldenPlatform(tmp_path_factory.mktemp("spark-jobs") / "home")
-    finally:
-        del os.environ["SANDBOX_ENGINE"]
-        del os.environ["SANDBOX_SPARK_MASTER"]
+    home = tmp_path_factory.mktemp("spark-jobs") / "home"
+    built = GoldenPlatform(home, f'engine = "spark"\n[spark]\nmaster = "{MASTER}"\n')
     assert built.platform.settings["engine"] == "spark"
     yield built
     built.close()

@@ -122,12 +122,14 @@ def charities_classification(path: Path) -> Classification:
 class GoldenPlatform:
     """One platform for the module, and one operator per distinct grant terms."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, settings_toml: str = ""):
+        """``settings_toml``: more settings (top-level keys and tables), written first."""
         home.mkdir(parents=True)
         # Each case is judged on its own: the differencing defence, which compares
         # every release with all earlier ones, has its own tests (test_differencing).
         (home / "sandbox.toml").write_text(
-            f"[job]\nmax_output_rows = {MAX_OUTPUT_ROWS}\n\n[differencing]\nenabled = false\n"
+            f"{settings_toml}\n[job]\nmax_output_rows = {MAX_OUTPUT_ROWS}\n\n"
+            "[differencing]\nenabled = false\n"
         )
         self.platform = Platform.init(home)
         self.provider = self._principal("bureau", Role.PROVIDER)
