@@ -287,8 +287,13 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def join_groups(plan: HePlan, snapshot: Path, keys: Sequence[str]) -> Groups:
-    """Join the operator's keys to the snapshot (DuckDB, in-process) and judge the groups."""
+def join_groups(
+    plan: HePlan, snapshot: Path, keys: Sequence[str], *, entities: bool = False
+) -> Groups:
+    """Join the operator's keys to the snapshot (DuckDB, in-process) and judge the groups.
+
+    ``entities``: also list each released group's entity keys (for the differencing
+    defence; a million keys cost about a second, so only when it is on)."""
     import duckdb
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -324,10 +329,14 @@ def join_groups(plan: HePlan, snapshot: Path, keys: Sequence[str]) -> Groups:
         table = con.execute(
             f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
         ).fetchnumpy()
-        members = dict(
-            con.execute(
-                f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
-            ).fetchall()
+        members = (
+            dict(
+                con.execute(
+                    f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
+                ).fetchall()
+            )
+            if entities
+            else {}
         )
         ambiguous = con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[
             0
@@ -359,7 +368,7 @@ def join_groups(plan: HePlan, snapshot: Path, keys: Sequence[str]) -> Groups:
         refused_entries=refused_entries,
         unmatched=n - matched - int(ambiguous),
         ambiguous=int(ambiguous),
-        entities=[list(members[gid_of[group]]) for group, _n in released],
+        entities=[list(members[gid_of[group]]) for group, _n in released] if entities else [],
     )
 
 
@@ -714,8 +723,8 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         raise
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    groups = join_groups(plan, version.path, upload.keys)
     differencing = settings["differencing.enabled"]
+    groups = join_groups(plan, version.path, upload.keys, entities=differencing)
     if differencing:
         groups, bitmaps = _difference(platform, plan.dataset, groups, settings["differencing.k"])
     timings["join_s"] = time.perf_counter() - t1

@@ -82,8 +82,9 @@ class History:
     ) -> list[BitMap | None]:
         """Each list of entity keys as a bitmap, numbering new keys (in ``conn``'s transaction).
 
-        New numbers are not cached until read back after commit, so a rolled-back
-        transaction leaves the cache consistent with the store.
+        New numbers are kept aside (``_pending``) and join the cache only when a later
+        call finds exactly them in the store (:func:`_committed`), else they are read
+        back; a rolled-back transaction leaves the cache consistent with the store.
         """
         with self._lock:
             known = self._refresh_numbers(conn, dataset)
