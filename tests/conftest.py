@@ -1,4 +1,4 @@
-"""Shared fixtures: a real platform home in ``tmp_path``, principals, the shared data sets.
+"""Shared fixtures: a real platform home in ``tmp_path``, principals, the third-party data sets.
 
 Everything here is real: the SQLite store, the signing key and the vault are files
 under ``tmp_path``; principals are inserted through ``sandbox.principals.insert``
@@ -18,6 +18,10 @@ from sandbox.ledger import now_utc
 from sandbox.platform import Platform
 from sandbox.principals import Principal, Role
 
+# The third-party data sets the tests use, copied into the project with their licences
+# (see tests/data/README.md): a clone stands alone.
+DATA = Path(__file__).resolve().parent / "data"
+
 # The classification a provider would file with pums_1000_pid.csv.
 PUMS_CLASSIFICATION = {
     "entity_key": "pid",
@@ -34,12 +38,9 @@ PUMS_CLASSIFICATION = {
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The third-party data sets beside the clone (``../shared/data``), never copied."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data folder {path} is not present")
-    return path
+def data_dir() -> Path:
+    """The folder of third-party data sets shipped with the tests (``tests/data``)."""
+    return DATA
 
 
 @pytest.fixture
@@ -82,8 +83,8 @@ def provider(make_principal) -> Principal:
 
 
 @pytest.fixture
-def pums_csv(shared_data: Path) -> Path:
-    return shared_data / "pums_1000_pid.csv"
+def pums_csv(data_dir: Path) -> Path:
+    return data_dir / "pums_1000_pid.csv"
 
 
 @pytest.fixture

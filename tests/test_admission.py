@@ -2,7 +2,7 @@
 
 Each block of ``tests/golden/admission.sql`` becomes one test: the query is
 admitted or refused with the expected rule; admitted queries then run in DuckDB
-over the shared data sets (and a small synthetic pair), as written, as admitted
+over the third-party data sets in tests/data (and a small synthetic pair), as written, as admitted
 and with the evidence rewrite, and the three must agree on the visible values.
 """
 
@@ -21,9 +21,9 @@ from policies.admission import AdmittedQuery, QueryScope, TableScope, admit
 from policies.classes import Classification
 from policies.errors import PolicyRefusal
 from policies.outputs import OutputRole
+from tests.conftest import DATA
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "admission.sql"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PUMS_CSV = DATA / "pums_1000_pid.csv"
 CHARITIES = DATA / "charities.parquet"
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PUMS_CLASSIFICATION
+from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 REPO = Path(__file__).resolve().parents[1]
-PUMS_CSV = REPO.parent / "shared" / "data" / "pums_1000_pid.csv"
+PUMS_CSV = DATA / "pums_1000_pid.csv"
 SQL = "SELECT sex, educ, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex, educ\n"
 
 
@@ -70,8 +70,6 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory) -> Cli:
-    if not PUMS_CSV.exists():
-        pytest.skip(f"{PUMS_CSV} is not present")
     tmp = tmp_path_factory.mktemp("cli")
     c = Cli(home=tmp / "home", tmp=tmp)
     c.step("init", "init")

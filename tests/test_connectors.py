@@ -202,8 +202,8 @@ def test_parquet_that_is_not_parquet(tmp_path):
         open_source(str(path))
 
 
-def test_shared_pums_csv_reads(shared_data):
-    path = str(shared_data / "pums_1000_pid.csv")
+def test_shared_pums_csv_reads(data_dir):
+    path = str(data_dir / "pums_1000_pid.csv")
     table, _ = read_all(open_source(path, batch_rows=300))
     assert table.num_rows == 1000
     assert table.column_names == ["age", "sex", "educ", "race", "income", "married", "pid"]

@@ -29,7 +29,7 @@ from sandbox.psi import SetupSpec, build_bundle
 from sandbox.store import jobs
 from tests.psi_helpers import firm_code
 from tests.ray_helpers import crash, negate
-from tests.test_job_golden import CASES, DATA, GoldenPlatform
+from tests.test_job_golden import CASES, GoldenPlatform
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -101,8 +101,6 @@ def _golden(home: Path, address: str | None = None) -> GoldenPlatform:
 
 @pytest.fixture(scope="module")
 def goldens(cluster, tmp_path_factory):
-    if not (DATA / "charities.parquet").exists():
-        pytest.skip(f"shared data folder {DATA} is not present")
     root = tmp_path_factory.mktemp("ray-jobs")
     local = _golden(root / "local")
     on_ray = _golden(root / "ray", cluster)

@@ -47,8 +47,6 @@ def engine():
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory):
-    if not (DATA / "charities.parquet").exists():
-        pytest.skip(f"shared data folder {DATA} is not present")
     built = GoldenPlatform(tmp_path_factory.mktemp("spark-diff") / "home")
     yield built
     built.close()
@@ -147,8 +145,6 @@ def test_spark_refuses_what_is_not_the_admitted_plan(tmp_path):
 
 @pytest.fixture(scope="module")
 def spark_golden(engine, tmp_path_factory):
-    if not (DATA / "charities.parquet").exists():
-        pytest.skip(f"shared data folder {DATA} is not present")
     home = tmp_path_factory.mktemp("spark-jobs") / "home"
     built = GoldenPlatform(home, f'engine = "spark"\n[spark]\nmaster = "{MASTER}"\n')
     assert built.platform.settings["engine"] == "spark"

@@ -33,10 +33,9 @@ from sandbox.ledger import now_utc
 from sandbox.platform import Platform
 from sandbox.principals import Principal, Role
 from sandbox.release import verify_product
-from tests.conftest import PUMS_CLASSIFICATION
+from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "jobs.sql"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAX_OUTPUT_ROWS = 100
 MIN_ENTITIES = 10
 PLAIN_COUNTS = frozenset({"count", "count_star"})
@@ -193,8 +192,6 @@ def _value(text: str):
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory) -> GoldenPlatform:
-    if not (DATA / "charities.parquet").exists():
-        pytest.skip(f"shared data folder {DATA} is not present")
     built = GoldenPlatform(tmp_path_factory.mktemp("golden-jobs") / "home")
     yield built
     built.close()

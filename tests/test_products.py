@@ -24,7 +24,7 @@ from sandbox.platform import Platform
 from sandbox.principals import Principal, Role
 from sandbox.products import fetch_product, list_products
 from sandbox.release import verify_product
-from tests.conftest import PUMS_CLASSIFICATION
+from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 SQL = "SELECT sex, educ, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex, educ"
 
@@ -55,9 +55,7 @@ def _principal(platform: Platform, name: str, role: Role, jurisdiction=None) -> 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Released:
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "pums_1000_pid.csv"
-    if not data.exists():
-        pytest.skip(f"{data} is not present")
+    data = DATA / "pums_1000_pid.csv"
     platform = Platform.init(tmp_path_factory.mktemp("products") / "home")
     provider = _principal(platform, "bureau", Role.PROVIDER)
     authority = _principal(platform, "city", Role.AUTHORITY, "city")
