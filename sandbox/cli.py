@@ -3,29 +3,101 @@
 Every command acts on one platform home (``--home``, or ``SANDBOX_HOME``,
 default ``.sandbox``) and, except the host-level ones (``init``,
 ``principal add``, ``ledger verify``, ``product verify``, ``demo-data``,
-``demo``), as one principal: ``--as TOKEN`` or ``SANDBOX_TOKEN``. Errors print
-one line, ``error [code]: message (Art. N)``, and exit non-zero; ``--debug``
-shows the traceback instead.
+``demo``), as one principal: ``--as TOKEN``, ``SANDBOX_TOKEN``, or a file named by
+``SANDBOX_TOKEN_FILE`` that only its owner may read (so the token sits neither in
+``ps`` nor in the shell's history). Errors print one line,
+``error [code]: message (Art. N)``; ``--debug`` shows the traceback instead.
+
+Exit codes (:class:`Exit`, listed in ``sandbox -h`` and docs/cli.md): 0 done;
+1 an error (a failed job, a conflict, a missing object); 2 a usage error or bad
+input (an unknown option, a malformed value, a missing home); 3 refused by a rule
+(a policy refusal, a role or grant that does not allow it); 4 withheld (the job
+ran, its output waits for output review; nothing was released).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
+import os
 import shutil
+import stat
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from policies.errors import SandboxError
+from policies.errors import InputError, SandboxError
 
 from . import ledger as ledger_mod
 from .platform import Platform, default_home
 
-TOKEN_HELP = "the principal's token (or set SANDBOX_TOKEN)"
+TOKEN_HELP = (
+    "the principal's token (or set SANDBOX_TOKEN, or SANDBOX_TOKEN_FILE to a file "
+    "only you may read)"
+)
+
+
+class Exit(enum.IntEnum):
+    """The exit statuses of every command."""
+
+    OK = 0
+    ERROR = 1  # a failed job, a conflict, a missing object, a broken ledger
+    USAGE = 2  # an unknown option, a malformed value, bad input, a missing home
+    REFUSED = 3  # a policy rule, a role or a grant refused the request
+    WITHHELD = 4  # the job ran; its output waits for output review, nothing left
+
+
+EXIT_HELP = (
+    "Exit codes: 0 done; 1 error; 2 usage or bad input; 3 refused by a rule, role or "
+    "grant; 4 withheld for output review (nothing released)."
+)
+
+
+def exit_code_of(exc: SandboxError) -> Exit:
+    """The exit status for an error, by its kind."""
+    from policies.errors import ConfigError, PermissionDenied, PolicyRefusal
+
+    if isinstance(exc, (InputError, ConfigError)):
+        return Exit.USAGE
+    if isinstance(exc, (PolicyRefusal, PermissionDenied)):
+        return Exit.REFUSED
+    return Exit.ERROR
+
+
+def job_exit(state: str) -> Exit:
+    """The exit status for a job's final state."""
+    return {"refused": Exit.REFUSED, "failed": Exit.ERROR, "withheld": Exit.WITHHELD}.get(
+        state, Exit.OK
+    )
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``; refused unless only its owner may read it."""
+    file = Path(path)
+    try:
+        info = file.stat()
+    except OSError as exc:
+        raise InputError(f"SANDBOX_TOKEN_FILE '{path}' cannot be read: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(
+            f"SANDBOX_TOKEN_FILE '{path}' may be read by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' and try again"
+        )
+    token = file.read_text(encoding="utf-8").strip()
+    if not token:
+        raise InputError(f"SANDBOX_TOKEN_FILE '{path}' is empty")
+    return token
+
+
+def _token_from_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None and os.environ.get("SANDBOX_TOKEN_FILE"):
+        return read_token_file(os.environ["SANDBOX_TOKEN_FILE"])
+    return value
 
 
 class Context:
@@ -66,7 +138,9 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def as_option(fn):
-    return click.option("--as", "token", envvar="SANDBOX_TOKEN", help=TOKEN_HELP)(fn)
+    return click.option(
+        "--as", "token", envvar="SANDBOX_TOKEN", help=TOKEN_HELP, callback=_token_from_file
+    )(fn)
 
 
 def json_option(fn):
@@ -91,14 +165,15 @@ class SandboxGroup(click.Group):
             if obj is not None and obj.debug:
                 raise
             click.echo(f"error [{exc.code}]: {exc}", err=True)
-            ctx.exit(
-                2
-                if exc.code in {"bad_input", "bad_classification", "bad_source", "config_error"}
-                else 1
-            )
+            ctx.exit(exit_code_of(exc))
 
 
-@click.group(cls=SandboxGroup)
+@click.group(
+    cls=SandboxGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_HELP,
+)
+@click.version_option(None, "--version", "-V", package_name="jining-sandbox", prog_name="sandbox")
 @click.option(
     "--home",
     type=click.Path(path_type=Path),
@@ -548,9 +623,7 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
             job = client.submit_job(sql_file.read())
             data = _job_dict(client.wait_job(job.job))
         emit(data, as_json, _outcome_text(data))
-        if data["state"] in {"refused", "failed"}:
-            sys.exit(3)
-        return
+        sys.exit(job_exit(data["state"]))
     me = obj.principal(token)
     from .execution import JobService
 
@@ -560,8 +633,7 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
     finally:
         service.close()
     emit(_outcome_dict(outcome), as_json, _outcome_text(_outcome_dict(outcome)))
-    if outcome.state.value in {"refused", "failed"}:
-        sys.exit(3)
+    sys.exit(job_exit(outcome.state.value))
 
 
 @job.command("show")

@@ -173,6 +173,7 @@ def raise_for_envelope(response: httpx.Response) -> None:
             body.get("article"),
             body.get("rule"),
             body.get("subject"),
+            response.status_code,
         )
         request_id = body.get("request_id")
     except (ValueError, KeyError, TypeError):

@@ -657,6 +657,7 @@ class JobService:
             if review_required
             else "the output check holds cells for review"
         )
+        shown = {**report, "summary": _withheld_summary(report["summary"], why)}
         with platform.store.transaction() as conn:
             transition(
                 platform,
@@ -665,12 +666,27 @@ class JobService:
                 operator,
                 JobState.WITHHELD,
                 {"verdict": result.verdict.name.lower(), "counts": report["counts"], "why": why},
-                report_json=json.dumps({**report, "withheld_because": why}),
+                report_json=json.dumps({**shown, "withheld_because": why}),
             )
 
     def outcome(self, viewer: Principal, job_id: int) -> JobOutcome:
         with self.platform.store.read() as conn:
             return job_outcome(conn, viewer, job_id)
+
+
+def _withheld_summary(summary: str, why: str) -> str:
+    """A withheld job's summary: its first line says it was withheld, never released.
+
+    The output check's own first line ("Released: ...") is what the release would
+    say after the review; until then the operator reads why nothing left.
+    """
+    first, _, rest = summary.partition("\n")
+    if first.startswith("Released"):
+        first = (
+            f"Withheld: {why}; nothing is released until two output checkers approve it "
+            "(Art. 15)."
+        )
+    return f"{first}\n{rest}" if rest else first
 
 
 def release_held(platform: Platform, job_id: int, reviewers: list[str]) -> str:

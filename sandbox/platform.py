@@ -77,7 +77,7 @@ class Platform:
     def open(cls, home: Path, *, _create: bool = False) -> Platform:
         home = Path(home)
         if not home.is_dir():
-            raise ConfigError(f"no platform home at '{home}'; run 'sandbox init --home {home}'")
+            raise ConfigError(f"no platform home at '{home}'; run 'sandbox --home {home} init'")
         settings = Settings.load(home)
         store = Store.open(home / STORE_NAME, create=_create)
         key = keys.load_private(home / "keys")

@@ -200,7 +200,7 @@ def test_ledger_verify_and_show_as_auditor(cli: Cli):
     [entry] = json.loads(shown.stdout)
     assert entry["actor"] == "bank" and entry["role"] == "operator"
     denied = cli.run("ledger", "show", token="bank")
-    assert denied.returncode == 1
+    assert denied.returncode == 3
     _one_error_line(denied, "forbidden")
 
 

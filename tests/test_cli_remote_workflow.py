@@ -72,7 +72,12 @@ def ok(done: subprocess.CompletedProcess) -> dict:
 
 
 RUNNER = CliRunner()
-NO_ENV = {"SANDBOX_SERVER": None, "SANDBOX_TOKEN": None, "SANDBOX_HOME": None}
+NO_ENV = {
+    "SANDBOX_SERVER": None,
+    "SANDBOX_TOKEN": None,
+    "SANDBOX_TOKEN_FILE": None,
+    "SANDBOX_HOME": None,
+}
 
 
 def remote(server: ApiServer, token: str, *args: str):
@@ -299,7 +304,7 @@ def test_a_refusal_is_one_line_naming_rule_and_article(served, world):
         "--incident-plan",
         "p",
     )
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stderr.startswith("error [refused]: an application must name")
     assert done.stderr.rstrip().endswith("(Art. 20)") and done.stderr.count("\n") == 1
     assert done.stdout == ""
@@ -308,7 +313,7 @@ def test_a_refusal_is_one_line_naming_rule_and_article(served, world):
 def test_a_wrong_role_is_one_line_naming_the_article(served):
     server, t, _ = served
     done = cli(server, t["operator"], "inspect", "--operator", "operator2", "--finding", "x")
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stderr.startswith("error [forbidden]: ") and "(Art. 22)" in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
@@ -407,7 +412,7 @@ def test_refusals_print_the_same_as_on_the_host(served, world, case, tmp_path):
     who, *args = case
     args = [a.format(**world) for a in args]
     here, there = host(server, t[who], *args), remote(server, t[who], *args)
-    assert here.exit_code in (1, 2) and here.stderr.startswith("error ["), here.output
+    assert here.exit_code in (1, 2, 3) and here.stderr.startswith("error ["), here.output
     assert (there.exit_code, there.stdout, there.stderr) == (here.exit_code, "", here.stderr)
 
 
@@ -419,8 +424,12 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
     agreement = str(world["agreement"])
     sql = tmp_path / "q.sql"
     sql.write_text(SQL)
-    job = rjson(server, t["operator2"], "job", "submit", "--sql", str(sql))
+    submitted = remote(server, t["operator2"], "job", "submit", "--sql", str(sql), "--json")
+    assert submitted.exit_code == 4, submitted.output  # withheld: its own exit status
+    job = json.loads(submitted.stdout)
     assert job["state"] == "withheld" and job["product"] is None
+    assert not job["report"]["summary"].startswith("Released"), job["report"]["summary"]
+    assert job["report"]["summary"].startswith("Withheld: the agreement asks for human output")
     jid = str(job["job"])
     appointed = rjson(
         server,

@@ -242,7 +242,7 @@ def test_a_full_disk_during_release(tmp_path):
          "--json"],
         input=NEXT_SQL, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["state"] == "failed", outcome
     reason = outcome["reason"]

@@ -607,7 +607,7 @@ def test_cli_terms_then_match_on_the_host(cast):
             cast.tokens["bank"],
         ],
     )
-    assert result.exit_code == 1 and "psi_group_not_allowed" not in result.output
+    assert result.exit_code == 3 and "psi_group_not_allowed" not in result.output
     assert "not offered for group counts" in result.output and "Art. 13" in result.output
 
 

@@ -116,7 +116,7 @@ def test_the_whole_flow_from_the_command_line(run, tmp_path):
         "p",
         ok=False,
     )
-    assert no_officer.exit_code == 1
+    assert no_officer.exit_code == 3
     assert "Art. 20" in no_officer.output
     run("city", "review", "appoint", aid, "--reviewer", "r1", "--reviewer", "r2")
     run("r1", "review", "score", aid, "--capability", "80", "--scenario", "70", "--security", "90")
@@ -224,7 +224,7 @@ def test_the_whole_flow_from_the_command_line(run, tmp_path):
     )
     assert incident["suspended"] == [agreement]
     denied = run("auditor", "agreement", "restore", str(agreement), "--reason", "x", ok=False)
-    assert denied.exit_code == 1 and "Art. 24" in denied.output
+    assert denied.exit_code == 3 and "Art. 24" in denied.output
 
 
 def test_every_workflow_command_is_documented():

@@ -110,15 +110,31 @@ def status_of(code: str) -> int:
     return CODES.get(code, (400, SandboxError))[0]
 
 
+# The class of an envelope whose specific code the table does not name (such as
+# ``not_appointed`` on a PermissionDenied), by its HTTP status; the code is kept.
+BY_STATUS: dict[int, type[SandboxError]] = {
+    400: InputError,
+    401: AuthError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: LimitExceeded,
+    503: NotReady,
+}
+
+
 def error_from(
     code: str,
     message: str,
     article: str | None,
     rule: str | None = None,
     subject: str | None = None,
+    status: int | None = None,
 ) -> SandboxError:
-    """The exception a client raises for an envelope; unknown codes keep their code."""
-    status, cls = CODES.get(code, (400, SandboxError))
+    """The exception a client raises for an envelope; unknown codes keep their code and
+    take the class of their HTTP status, so the caller sees the same kind of error."""
+    _, cls = CODES.get(code, (400, BY_STATUS.get(status or 0, SandboxError)))
     if cls is PolicyRefusal:
         return PolicyRefusal(rule or "refused", message, article=article, subject=subject)
     return cls(message, article=article, code=code)
