@@ -110,8 +110,6 @@ class Context:
     @property
     def platform(self) -> Platform:
         if self.server:
-            from policies.errors import InputError
-
             command = click.get_current_context().command_path
             raise InputError(
                 f"'{command}' runs on the platform's host only; drop --server "
@@ -152,6 +150,45 @@ def emit(data: Any, as_json: bool, text: str | None = None) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
         click.echo(text if text is not None else data)
+
+
+def cell_text(value: Any) -> str:
+    """One value as a person reads it: no Python ``repr``; mappings and lists as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(
+    rows: Sequence[Sequence[Any]],
+    headers: Sequence[str],
+    *,
+    right: Sequence[str] = (),
+    empty: str = "(none)",
+) -> str:
+    """Rows as an aligned text table, measured in display cells (rich's measure), so
+    that Chinese names line up with Latin ones; ``right`` names right-aligned columns."""
+    if not rows:
+        return empty
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    for header in headers:
+        grid.add_column(header, justify="right" if header in right else "left", no_wrap=True)
+    for row in rows:
+        grid.add_row(*(Text(cell_text(value)) for value in row))
+    console = Console(width=4096, no_color=True, highlight=False, emoji=False)
+    with console.capture() as captured:
+        console.print(grid)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
 
 
 class SandboxGroup(click.Group):
@@ -214,7 +251,7 @@ def show_settings(obj: Context, as_json: bool) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['name']:<28} {r['value']!s:<10} ({r['source']})" for r in rows),
+        table([(r["name"], r["value"], r["source"]) for r in rows], ("setting", "value", "from")),
     )
 
 
@@ -275,7 +312,15 @@ def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
                 )
             ).mappings()
         ]
-    emit(rows, as_json, "\n".join(f"{r['name']:<20} {r['role']:<10} {r['org']}" for r in rows))
+    emit(
+        rows,
+        as_json,
+        table(
+            [(r["name"], r["role"], r["org"], r["jurisdiction"]) for r in rows],
+            ("name", "role", "organisation", "jurisdiction"),
+            empty="(no principals)",
+        ),
+    )
 
 
 # --- datasets -----------------------------------------------------------------
@@ -390,8 +435,12 @@ def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['name']:<20} v{r['version']:<3} {r['rows']:>12,} rows" for r in rows)
-        or "(no datasets)",
+        table(
+            [(r["name"], r["version"], r["rows"]) for r in rows],
+            ("dataset", "version", "rows"),
+            right=("version", "rows"),
+            empty="(no datasets)",
+        ),
     )
 
 
@@ -473,7 +522,7 @@ def dataset_show(
 
 @main.group()
 def grant() -> None:
-    """Data grants (interim: made directly by an authority)."""
+    """Data grants: who may run which kinds of job on which dataset, until when."""
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -492,6 +541,12 @@ def _split(value: str | None) -> list[str] | None:
     "--aggregates", default="", help="extra aggregates: min,max,median,quantile,stddev,variance"
 )
 @click.option("--expressions", is_flag=True, help="allow aggregates over expressions")
+@click.option(
+    "--kinds",
+    default="sql_aggregate",
+    show_default=True,
+    help="comma-separated job kinds: sql_aggregate, psi_match, he_aggregate, verification",
+)
 @click.option("--disclosure", multiple=True, help="stricter disclosure parameter, NAME=VALUE")
 @as_option
 @json_option
@@ -505,14 +560,17 @@ def grant_add(
     columns: str | None,
     aggregates: str,
     expressions: bool,
+    kinds: str,
     disclosure: tuple[str, ...],
     token: str | None,
     as_json: bool,
 ) -> None:
     """Grant an operator use of a dataset for a term."""
-    from policies.errors import InputError
-
     from .grants import add_grant
+
+    job_kinds = _split(kinds) or []
+    if not job_kinds:
+        raise InputError("--kinds names no job kind; e.g. --kinds sql_aggregate,psi_match")
 
     overrides: dict[str, Any] = {}
     for item in disclosure:
@@ -533,6 +591,7 @@ def grant_add(
                 columns=_split(columns),
                 extra_aggregates=_split(aggregates) or [],
                 aggregate_expressions=expressions,
+                kinds=job_kinds,
                 disclosure=overrides,
             )
     else:
@@ -546,12 +605,53 @@ def grant_add(
             columns=_split(columns),
             extra_aggregates=_split(aggregates) or [],
             aggregate_expressions=expressions,
+            job_kinds=job_kinds,
             disclosure=overrides,
         )
     emit(
-        {"grant": grant_id},
+        {"grant": grant_id, "kinds": sorted(job_kinds)},
         as_json,
-        f"grant {grant_id}: {operator} may use {dataset_name} until {until}",
+        f"grant {grant_id}: {operator} may use {dataset_name} until {until} "
+        f"for {', '.join(sorted(job_kinds))}",
+    )
+
+
+@grant.command("list")
+@as_option
+@json_option
+@pass_ctx
+def grant_list(obj: Context, token: str | None, as_json: bool) -> None:
+    """Grants you may see (operators: yours; providers: on your datasets; authority, auditors:
+    all), with the job kinds each covers."""
+    from .grants import list_grants
+
+    if obj.server:
+        with obj.client(token) as client:
+            rows = client.list_grants()
+    else:
+        me = obj.principal(token)
+        with obj.platform.store.read() as conn:
+            rows = list_grants(conn, me)
+    emit(
+        rows,
+        as_json,
+        table(
+            [
+                (
+                    r["id"],
+                    r["operator"],
+                    r["dataset"],
+                    ", ".join(r["kinds"]),
+                    r["columns"] if r["columns"] == "all" else ", ".join(r["columns"]),
+                    r["valid_until"][:10],
+                    r["status"] if r["in_term"] or r["status"] != "active" else "out of term",
+                )
+                for r in rows
+            ],
+            ("grant", "operator", "dataset", "kinds", "columns", "until", "status"),
+            right=("grant",),
+            empty="(no grants)",
+        ),
     )
 
 
@@ -674,8 +774,12 @@ def job_list(obj: Context, token: str | None, as_json: bool) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"job {r['id']:<5} {r['status']:<10} {r['product_id'] or ''}" for r in rows)
-        or "(no jobs)",
+        table(
+            [(r["id"], r["status"], r["product_id"]) for r in rows],
+            ("job", "state", "product"),
+            right=("job",),
+            empty="(no jobs)",
+        ),
     )
 
 
@@ -705,8 +809,12 @@ def product_list(obj: Context, token: str | None, as_json: bool) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['id']:<14} job {r['job_id']:<5} {r['verdict']}" for r in rows)
-        or "(no products)",
+        table(
+            [(r["id"], r["job_id"], r["verdict"]) for r in rows],
+            ("product", "job", "verdict"),
+            right=("job",),
+            empty="(no products)",
+        ),
     )
 
 
@@ -716,8 +824,9 @@ def product_list(obj: Context, token: str | None, as_json: bool) -> None:
     "--out", required=True, type=click.Path(path_type=Path), help="folder to copy the product into"
 )
 @as_option
+@json_option
 @pass_ctx
-def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> None:
+def product_get(obj: Context, product_id: str, out: Path, token: str | None, as_json: bool) -> None:
     """Download a released product (its files, manifest and signature)."""
     from .products import fetch_product
 
@@ -725,7 +834,12 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> 
         target = _remote_get(obj, token, product_id, out)
     else:
         target = fetch_product(obj.platform, obj.principal(token), product_id, out)
-    click.echo(f"{product_id} copied to {target}")
+    files = sorted(path.name for path in Path(target).iterdir())
+    emit(
+        {"product": product_id, "folder": str(target), "files": files},
+        as_json,
+        f"{product_id} copied to {target}",
+    )
 
 
 @product.command("verify")
@@ -736,16 +850,19 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None) -> 
     default=None,
     help="the platform's public key (default: the one in --home)",
 )
+@json_option
 @pass_ctx
-def product_verify(obj: Context, folder: Path, public_key: Path | None) -> None:
+def product_verify(obj: Context, folder: Path, public_key: Path | None, as_json: bool) -> None:
     """Check a product's signature and the hash of every file."""
     from .keys import load_public
     from .release import verify_product
 
     key_path = public_key or obj.home / "keys" / "platform.pub"
     manifest = verify_product(folder, load_public(key_path))
-    click.echo(
-        f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified"
+    emit(
+        {"product": manifest["product"], "verified": True, "files": sorted(manifest["files"])},
+        as_json,
+        f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified",
     )
 
 
@@ -781,24 +898,24 @@ def ledger() -> None:
 
 @ledger.command("verify")
 @as_option
+@json_option
 @pass_ctx
-def ledger_verify(obj: Context, token: str | None) -> None:
+def ledger_verify(obj: Context, token: str | None, as_json: bool) -> None:
     """Walk the hash chain and check the signed head (host-level, or --server with a token)."""
     from .keys import load_public
 
     if obj.server:
         with obj.client(token) as client:
             report = client.verify_ledger()
-        click.echo(
-            f"ledger verified: {report.entries} entries, head {report.head_seq} "
-            f"{report.head_hash[:16]}"
-        )
-        return
-    platform = obj.platform
-    with platform.store.read() as conn:
-        report = ledger_mod.verify(conn, load_public(platform.public_key_path))
-    click.echo(
-        f"ledger verified: {report.entries} entries, head {report.head_seq} {report.head_hash[:16]}"
+    else:
+        platform = obj.platform
+        with platform.store.read() as conn:
+            report = ledger_mod.verify(conn, load_public(platform.public_key_path))
+    emit(
+        {"entries": report.entries, "head_seq": report.head_seq, "head_hash": report.head_hash},
+        as_json,
+        f"ledger verified: {report.entries} entries, head {report.head_seq} "
+        f"{report.head_hash[:16]}",
     )
 
 
@@ -806,9 +923,9 @@ def ledger_verify(obj: Context, token: str | None) -> None:
 @click.option("--actor")
 @click.option("--subject")
 @click.option("--action")
-@click.option("--since", help="ISO time")
-@click.option("--until", help="ISO time")
-@click.option("--limit", type=int, default=None)
+@click.option("--since", help="ISO date or time (a time without a zone is UTC)")
+@click.option("--until", help="ISO date or time; a date takes in the whole day")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
 @as_option
 @json_option
 @pass_ctx
@@ -830,26 +947,36 @@ def ledger_show(obj: Context, actor, subject, action, since, until, limit, token
     emit(
         rows,
         as_json,
-        "\n".join(
-            f"{r['seq']:>6} {r['ts'][:19]} {r['actor']:<14} {r['action']:<26} {r['subject']:<18} "
-            f"{r['article']}"
-            for r in rows
-        )
-        or "(no entries)",
+        table(
+            [
+                (r["seq"], r["ts"][:19], r["actor"], r["action"], r["subject"], r["article"])
+                for r in rows
+            ],
+            ("seq", "time (UTC)", "actor", "action", "subject", "article"),
+            right=("seq",),
+            empty="(no entries)",
+        ),
     )
 
 
 @ledger.command("head")
+@json_option
 @pass_ctx
-def ledger_head_cmd(obj: Context) -> None:
-    """Print the signed head, to publish outside the platform."""
+def ledger_head_cmd(obj: Context, as_json: bool) -> None:
+    """Print the signed head, to publish outside the platform (host-level)."""
     from sqlalchemy import select
 
     from .store import ledger_head
 
     with obj.platform.store.read() as conn:
         head = conn.execute(select(ledger_head)).mappings().first()
-    click.echo(json.dumps(dict(head) if head else {}, indent=2))
+    data = dict(head) if head else {}
+    emit(
+        data,
+        as_json,
+        "\n".join(f"{key}: {cell_text(value)}" for key, value in data.items())
+        or "(the ledger has no head yet)",
+    )
 
 
 # --- demo ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Context, as_option, emit, json_option, main, pass_ctx
+from .cli import Context, as_option, emit, json_option, main, pass_ctx, table
 
 
 @main.group("he")
@@ -86,10 +86,17 @@ def he_sum_command(
         "seconds": round(elapsed, 2),
     }
     lines = [f"{' / '.join(result.by)}: subjects, sum, mean ({result.scheme}, {elapsed:.1f} s)"]
-    for g in result.groups:
-        label = " / ".join(str(v) for v in g.group.values())
-        total = f"{g.sum:,.2f}" if result.scheme == "ckks" else f"{g.sum:,}"
-        lines.append(f"  {label:<24} {g.subjects:>8,}  {total:>20}  {g.mean:,.2f}")
+    rows = [
+        (
+            " / ".join(str(v) for v in g.group.values()),
+            g.subjects,
+            f"{g.sum:,.2f}" if result.scheme == "ckks" else f"{g.sum:,}",
+            f"{g.mean:,.2f}",
+        )
+        for g in result.groups
+    ]
+    grid = table(rows, ("group", "subjects", "sum", "mean"), right=("subjects", "sum", "mean"))
+    lines.extend("  " + line for line in grid.splitlines())
     lines.append(
         f"{result.groups_refused} group(s) refused (fewer subjects than the threshold, or "
         f"{result.groups_differenced} too close to an earlier release); "

@@ -16,7 +16,7 @@ import yaml
 
 from policies.errors import InputError
 
-from .cli_workflow import Context, as_option, emit, json_option, main, pass_ctx
+from .cli_workflow import Context, as_option, emit, json_option, main, pass_ctx, table
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -76,13 +76,14 @@ def approve_cmd(obj: Context, name: str, token, as_json) -> None:
 @click.argument("name")
 @click.option("--reason", required=True)
 @as_option
+@json_option
 @pass_ctx
-def reject_cmd(obj: Context, name: str, reason: str, token) -> None:
+def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
     """Reject a defined product (authority)."""
     from .verification import reject
 
     reject(obj.platform, obj.principal(token), name, reason)
-    click.echo(f"rejected {name}")
+    emit({"product": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
 
 
 @verify.command("call")
@@ -167,13 +168,20 @@ def who_cmd(obj: Context, keys, product, token, as_json) -> None:
     from .verification import who
 
     rows = who(obj.platform, obj.principal(token), _pairs(keys, "--key"), product)
-    text = (
-        "\n".join(
-            f"{r['ts']}  {r['consumer']:<16} {r['product']:<20} {r['code'] or r['refused']:<10} "
-            f"consent {(r['consent'] or {}).get('reference', '-')}  ledger #{r['ledger_seq']}"
+    text = table(
+        [
+            (
+                r["ts"],
+                r["consumer"],
+                r["product"],
+                r["code"] or r["refused"],
+                (r["consent"] or {}).get("reference", "-"),
+                r["ledger_seq"],
+            )
             for r in rows
-        )
-        or "no verification of this subject"
+        ],
+        ("time", "consumer", "product", "answer", "consent", "ledger"),
+        empty="no verification of this subject",
     )
     emit(rows, as_json, text)
 
@@ -190,8 +198,11 @@ def list_cmd(obj: Context, token, as_json) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['name']:<24} {r['state']:<10} {r['description']}" for r in rows)
-        or "no products",
+        table(
+            [(r["name"], r["state"], r["description"]) for r in rows],
+            ("product", "state", "description"),
+            empty="no products",
+        ),
     )
 
 
@@ -199,10 +210,15 @@ def list_cmd(obj: Context, token, as_json) -> None:
 @click.argument("consumer")
 @click.option("--reason", required=True)
 @as_option
+@json_option
 @pass_ctx
-def unblock_cmd(obj: Context, consumer: str, reason: str, token) -> None:
+def unblock_cmd(obj: Context, consumer: str, reason: str, token, as_json) -> None:
     """Lift the enumeration defence's block of a consumer (authority)."""
     from .verification import unblock
 
     unblock(obj.platform, obj.principal(token), consumer, reason)
-    click.echo(f"lifted the block of {consumer}")
+    emit(
+        {"consumer": consumer, "unblocked": True, "reason": reason},
+        as_json,
+        f"lifted the block of {consumer}",
+    )

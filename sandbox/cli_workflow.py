@@ -34,7 +34,7 @@ def _cli_module():
 
 _cli = _cli_module()
 Context, as_option, emit, json_option = _cli.Context, _cli.as_option, _cli.emit, _cli.json_option
-main, pass_ctx = _cli.main, _cli.pass_ctx
+main, pass_ctx, table, cell_text = _cli.main, _cli.pass_ctx, _cli.table, _cli.cell_text
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -319,8 +319,11 @@ def review_show(obj: Context, application_id, token, as_json) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['reviewer']:<16} {r['status']:<10} {r['scores']}" for r in rows)
-        or "(no reviewers)",
+        table(
+            [(r["reviewer"], r["status"], r["scores"]) for r in rows],
+            ("reviewer", "status", "scores"),
+            empty="(no reviewers)",
+        ),
     )
 
 
@@ -712,8 +715,12 @@ def notifications_cmd(obj: Context, token, as_json) -> None:
     emit(
         rows,
         as_json,
-        "\n".join(f"{r['id']:<4} {r['kind']:<18} {r['subject']}" for r in rows)
-        or "(no notifications)",
+        table(
+            [(r["id"], r["kind"], r["subject"]) for r in rows],
+            ("id", "kind", "subject"),
+            right=("id",),
+            empty="(no notifications)",
+        ),
     )
 
 

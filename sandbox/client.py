@@ -297,6 +297,7 @@ class Client:
         columns: list[str] | None = None,
         extra_aggregates: list[str] | None = None,
         aggregate_expressions: bool = False,
+        kinds: list[str] | None = None,
         disclosure: dict | None = None,
     ) -> int:
         payload = {
@@ -307,9 +308,14 @@ class Client:
             "columns": columns,
             "extra_aggregates": extra_aggregates or [],
             "aggregate_expressions": aggregate_expressions,
+            "kinds": kinds or ["sql_aggregate"],
             "disclosure": disclosure or {},
         }
         return self._json("POST", "/v1/grants", json=payload)["grant"]
+
+    def list_grants(self) -> list[dict]:
+        """The grants this principal may see, each with the job kinds it covers."""
+        return self._json("GET", "/v1/grants")
 
     # --- jobs -----------------------------------------------------------------
 

@@ -683,8 +683,7 @@ def _withheld_summary(summary: str, why: str) -> str:
     first, _, rest = summary.partition("\n")
     if first.startswith("Released"):
         first = (
-            f"Withheld: {why}; nothing is released until two output checkers approve it "
-            "(Art. 15)."
+            f"Withheld: {why}; nothing is released until two output checkers approve it (Art. 15)."
         )
     return f"{first}\n{rest}" if rest else first
 

@@ -26,7 +26,7 @@ from policies.errors import InputError
 from .ledger import now_utc
 from .platform import Platform
 from .principals import Principal, Role, by_name, require_role
-from .store import datasets, grants
+from .store import datasets, grants, principals
 from .vault import get_version
 from .workflow.agreements import terms_of
 
@@ -63,6 +63,57 @@ def grants_of(conn: Connection, operator_id: int) -> list[Grant]:
         .order_by(grants.c.id)
     )
     return [_from_row(r, r.dataset_name) for r in conn.execute(stmt)]
+
+
+def list_grants(conn: Connection, viewer: Principal) -> list[dict]:
+    """The grants a principal may see, each with the job kinds it covers.
+
+    An operator sees its own grants, a provider the grants on its datasets, the
+    authority and auditors every grant (Art. 14); other roles are refused.
+    """
+    require_role(
+        viewer,
+        Role.OPERATOR,
+        Role.PROVIDER,
+        Role.AUTHORITY,
+        Role.AUDITOR,
+        action="list grants",
+        article="Art. 14",
+    )
+    stmt = (
+        select(grants, datasets.c.name.label("dataset_name"), principals.c.name.label("operator"))
+        .join(datasets, datasets.c.id == grants.c.dataset_id)
+        .join(principals, principals.c.id == grants.c.operator_id)
+        .order_by(grants.c.id)
+    )
+    if viewer.role is Role.OPERATOR:
+        stmt = stmt.where(grants.c.operator_id == viewer.id)
+    elif viewer.role is Role.PROVIDER:
+        stmt = stmt.where(datasets.c.provider_id == viewer.id)
+    now = datetime.now(UTC)
+    rows = []
+    for row in conn.execute(stmt):
+        grant = _from_row(row, row.dataset_name)
+        in_term = grant.valid_from <= now < grant.valid_until
+        rows.append(
+            {
+                "id": grant.id,
+                "operator": row.operator,
+                "dataset": grant.dataset,
+                "kinds": sorted(grant.job_kinds),
+                "columns": sorted(grant.columns) if grant.columns is not None else "all",
+                "extra_aggregates": sorted(grant.extra_aggregates),
+                "aggregate_expressions": grant.aggregate_expressions,
+                "disclosure": dict(grant.disclosure),
+                "valid_from": grant.valid_from.isoformat(),
+                "valid_until": grant.valid_until.isoformat(),
+                "status": grant.status.value,
+                "in_term": in_term,
+                "agreement": grant.agreement_id,
+                "review_required": grant.review_required,
+            }
+        )
+    return rows
 
 
 def may_run(

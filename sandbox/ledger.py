@@ -23,14 +23,14 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from policies.errors import IntegrityError
+from policies.errors import InputError, IntegrityError
 
 from . import keys
 from .store import ledger, ledger_head
@@ -210,6 +210,33 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
     return VerifyReport(count, head["seq"], head["hash"])
 
 
+def time_bound(value: str, field: str, *, end: bool = False) -> str:
+    """An ISO date or time given by a user, as the ledger writes times (UTC).
+
+    A time without a zone is UTC. A bare date is the start of that day; as the end
+    of a range (``end``) it is the start of the next day, so ``--until 2026-12-04``
+    takes in the whole of that day. Anything else is an error naming the field:
+    a filter that matched nothing would look like an empty ledger.
+    """
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            if end:
+                moment += timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"{field} '{value}' is not an ISO date or time; give e.g. 2026-12-01 or "
+            "2026-12-01T08:00:00+08:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def query(
     conn: Connection,
     *,
@@ -227,10 +254,13 @@ def query(
         stmt = stmt.where(ledger.c.subject == subject)
     if action:
         stmt = stmt.where(ledger.c.action == action)
-    if since:
-        stmt = stmt.where(ledger.c.ts >= since)
-    if until:
-        stmt = stmt.where(ledger.c.ts <= until)
+    if since is not None:
+        stmt = stmt.where(ledger.c.ts >= time_bound(since, "since"))
+    if until is not None:
+        bound = time_bound(until, "until", end=True)
+        stmt = stmt.where(ledger.c.ts < bound if len(until.strip()) == 10 else ledger.c.ts <= bound)
+    if limit is not None and limit < 1:
+        raise InputError(f"limit {limit} must be 1 or more")
     if limit:
         stmt = stmt.limit(limit)
     rows = []

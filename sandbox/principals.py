@@ -121,7 +121,8 @@ def insert(
 def authenticate(conn: Connection, token: str | None) -> Principal:
     if not token:
         raise AuthError(
-            "no token given: pass --as TOKEN or set SANDBOX_TOKEN (Art. 7)", article="Art. 7"
+            "no token given: pass --as TOKEN, or set SANDBOX_TOKEN or SANDBOX_TOKEN_FILE (Art. 7)",
+            article="Art. 7",
         )
     digest = token_digest(token.strip())
     row = conn.execute(select(principals).where(principals.c.token_sha256 == digest)).first()

@@ -472,6 +472,8 @@ class Settings:
             if not key.startswith("SANDBOX_") or key in {
                 "SANDBOX_HOME",
                 "SANDBOX_TOKEN",
+                "SANDBOX_TOKEN_FILE",  # the CLI's: a file holding the token
+                "SANDBOX_SERVER",  # the CLI's: the API to talk to instead of a home
                 "SANDBOX_TEST_FAULTS",  # test-only fault points (sandbox/storage.py)
             }:
                 continue

@@ -171,6 +171,39 @@ def test_grants_only_by_the_authority(api):
         api["c"]["authority"].add_grant("operator2", "persons", "not-a-date")
 
 
+def test_grants_listed_by_role_with_their_kinds(api):
+    c = api["c"]
+    [mine] = c["operator"].list_grants()
+    assert (mine["operator"], mine["dataset"], mine["kinds"]) == (
+        "operator",
+        "persons",
+        ["sql_aggregate"],
+    )
+    assert mine["in_term"] and mine["status"] == "active"
+    assert c["operator2"].list_grants() == []  # another operator's grants stay unseen
+    assert [g["id"] for g in c["authority"].list_grants()] == [mine["id"]]
+    assert [g["id"] for g in c["auditor"].list_grants()] == [mine["id"]]
+    assert [g["id"] for g in c["provider"].list_grants()] == [mine["id"]]  # on its dataset
+    assert c["provider2"].list_grants() == []
+    for name in ("consumer", "reviewer"):
+        with pytest.raises(PermissionDenied, match="Art. 14"):
+            c[name].list_grants()
+    with pytest.raises(InputError, match="unknown job kind 'psi'"):
+        c["authority"].add_grant("operator2", "persons", "2099-12-31", kinds=["psi"])
+
+
+def test_ledger_filters_refuse_malformed_times(api):
+    c = api["c"]["auditor"]
+    for field in ("since", "until"):
+        with pytest.raises(InputError, match=f"{field} 'garbage' is not an ISO date"):
+            c.ledger(**{field: "garbage"})
+    everything = c.ledger(limit=10_000)
+    today = everything[-1].ts[:10]
+    assert c.ledger(since=today, limit=10_000) == [e for e in everything if e.ts >= today]
+    assert c.ledger(until=today, limit=10_000) == everything  # a date takes in its whole day
+    assert c.ledger(until="2000-01-01") == []
+
+
 def test_jobs_by_role(api):
     c, job = api["c"], api["job"]
     for name in ("provider", "authority", "consumer", "auditor", "reviewer"):

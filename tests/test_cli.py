@@ -254,3 +254,157 @@ def test_ledger_verify_names_an_entry_edited_in_the_store(cli: Cli, tmp_path: Pa
     line = _one_error_line(result, "integrity")
     assert f"ledger entry {seq} was edited" in line
     assert cli.run("ledger", "verify").returncode == 0  # the original is untouched
+
+
+# --- conventions: version, help, exit codes, token files, --json, tables ----------------
+
+
+def test_version_and_short_help(cli: Cli):
+    version = cli.run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sandbox, version "), version
+    short = cli.run("-h")
+    assert short.returncode == 0 and "Usage: sandbox" in short.stdout
+    assert "Exit codes: 0 done; 1 error; 2 usage" in " ".join(short.stdout.split())
+    assert cli.run("job", "-h").stdout.startswith("Usage: sandbox job")
+
+
+def test_the_missing_home_hint_is_a_command_that_works(cli: Cli):
+    missing = cli.tmp / "no-home-yet"
+    result = cli.run("ledger", "verify", home=missing)
+    assert result.returncode == 2
+    line = _one_error_line(result, "config_error")
+    hint = line.split("run '", 1)[1].rsplit("'", 1)[0]
+    assert hint == f"sandbox --home {missing} init"
+    args = hint.split()[1:]
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(cli.tmp),
+    )
+    assert done.returncode == 0, done.stderr
+    assert cli.run("ledger", "verify", home=missing).returncode == 0
+
+
+def test_exit_codes_name_the_kind_of_outcome(cli: Cli):
+    assert cli.run("job", "list", "--no-such-option", token="bank").returncode == 2
+    assert cli.run("ledger", "show", "--limit", "0", token="audit").returncode == 2
+    bad_input = cli.run("grant", "add", "--operator", "bank", "--dataset", "pums",
+                        "--until", "soon", token="city")  # fmt: skip
+    assert bad_input.returncode == 2
+    _one_error_line(bad_input, "bad_input")
+    refused = cli.run("job", "submit", "--sql", "-", token="bank", stdin="SELECT age FROM pums")
+    assert refused.returncode == 3
+    forbidden = cli.run("grant", "add", "--operator", "bank", "--dataset", "pums",
+                        "--until", "2099-01-01", token="bank")  # fmt: skip
+    assert forbidden.returncode == 3
+    _one_error_line(forbidden, "forbidden")
+    missing = cli.run("job", "show", "9999", token="bank")
+    assert missing.returncode == 1
+    _one_error_line(missing, "not_found")
+
+
+def test_ledger_show_refuses_malformed_times(cli: Cli):
+    for flag in ("--since", "--until"):
+        result = cli.run("ledger", "show", flag, "yesterday", token="audit")
+        assert result.returncode == 2 and result.stdout == ""
+        line = _one_error_line(result, "bad_input")
+        assert f"{flag[2:]} 'yesterday' is not an ISO date or time" in line
+    everything = json.loads(cli.run("ledger", "show", "--json", token="audit").stdout)
+    today = everything[-1]["ts"][:10]
+    until_today = cli.run("ledger", "show", "--until", today, "--json", token="audit")
+    assert json.loads(until_today.stdout) == everything  # a date takes in the whole day
+    tomorrow = cli.run("ledger", "show", "--since", "2999-01-01", token="audit")
+    assert tomorrow.returncode == 0 and tomorrow.stdout.strip() == "(no entries)"
+
+
+def test_the_token_can_come_from_a_file_only_its_owner_reads(cli: Cli):
+    path = cli.tmp / "bank.token"
+    path.write_text(cli.tokens["bank"] + "\n")
+    path.chmod(0o644)
+    env = {**_env(cli.tmp), "SANDBOX_TOKEN_FILE": str(path)}
+    command = [sys.executable, "-m", "sandbox.cli", "--home", str(cli.home), "job", "list"]
+    loose = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert loose.returncode == 2
+    line = _one_error_line(loose, "bad_input")
+    assert "mode 0644" in line and f"chmod 600 {path}" in line
+    assert cli.tokens["bank"] not in loose.stderr
+    path.chmod(0o600)
+    tight = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert tight.returncode == 0, tight.stderr
+    assert "released" in tight.stdout
+    # --as still wins over the file: the rival sees none of the bank's jobs
+    rival = subprocess.run([*command, "--as", cli.tokens["rival"]], capture_output=True,
+                           text=True, env=env, timeout=120)  # fmt: skip
+    assert rival.returncode == 0 and rival.stdout.strip() == "(no jobs)"
+
+
+def test_every_command_that_prints_data_has_json():
+    import click
+
+    from sandbox.cli import main
+
+    # Commands that print only a line of progress or start something long-running.
+    without = {"init", "serve", "demo", "demo-data"}
+
+    def walk(group: click.Group, prefix: str):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from walk(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
+    missing = [
+        path
+        for path, command in walk(main, "")
+        if path not in without and not any(p.name == "as_json" for p in command.params)
+    ]
+    assert missing == []
+
+
+def test_json_of_product_get_verify_and_ledger_head_verify(cli: Cli):
+    product = json.loads(cli.steps["submit"].stdout)["product"]
+    out = cli.tmp / "json-downloads"
+    got = json.loads(cli.run("product", "get", product, "--out", str(out), "--json",
+                             token="bank").stdout)  # fmt: skip
+    assert got["product"] == product and "manifest.json" in got["files"]
+    verified = json.loads(cli.run("product", "verify", got["folder"], "--json").stdout)
+    assert verified["verified"] is True and verified["product"] == product
+    head = json.loads(cli.run("ledger", "head", "--json").stdout)
+    chain = json.loads(cli.run("ledger", "verify", "--json").stdout)
+    assert chain["head_seq"] == head["seq"] and chain["head_hash"] == head["hash"]
+    human = cli.run("ledger", "head").stdout
+    assert f"hash: {head['hash']}" in human and "{" not in human
+
+
+def test_grant_list_shows_each_grant_with_its_kinds(cli: Cli):
+    mine = cli.run("grant", "list", "--json", token="bank")
+    [grant] = json.loads(mine.stdout)
+    assert (grant["operator"], grant["dataset"], grant["kinds"]) == (
+        "bank",
+        "pums",
+        ["sql_aggregate"],
+    )
+    text = cli.run("grant", "list", token="bank").stdout
+    assert text.splitlines()[0].split() == ["grant", "operator", "dataset", "kinds", "columns",
+                                            "until", "status"]  # fmt: skip
+    assert "sql_aggregate" in text and "2099-01-01" in text
+    assert cli.run("grant", "list", token="rival").stdout.strip() == "(no grants)"
+    assert len(json.loads(cli.run("grant", "list", "--json", token="audit").stdout)) == 1
+
+
+def test_tables_line_up_chinese_text():
+    from rich.cells import cell_len
+
+    from sandbox.cli import table
+
+    text = table(
+        [("济宁市公安局", "provider", {"a": 1}), ("water", "operator", None)],
+        ("organisation", "role", "terms"),
+    )
+    lines = text.splitlines()
+    starts = [cell_len(line[: line.index(role)]) for line, role in
+              zip(lines, ("role", "provider", "operator"), strict=True)]  # fmt: skip
+    assert len(set(starts)) == 1, text
+    assert '{"a": 1}' in lines[1] and "{'a'" not in text

@@ -81,11 +81,31 @@ class GrantRequest(BaseModel):
     columns: list[str] | None = Field(default=None, max_length=1000)
     extra_aggregates: list[str] = Field(default_factory=list, max_length=20)
     aggregate_expressions: bool = False
+    kinds: list[str] = Field(default_factory=lambda: ["sql_aggregate"], min_length=1, max_length=4)
     disclosure: dict[str, float | int | str] = Field(default_factory=dict)
 
 
 class GrantCreated(BaseModel):
     grant: int
+
+
+class GrantSummary(BaseModel):
+    """A grant as its operator, the dataset's provider, the authority or an auditor sees it."""
+
+    id: int
+    operator: str
+    dataset: str
+    kinds: list[str]
+    columns: list[str] | str
+    extra_aggregates: list[str]
+    aggregate_expressions: bool
+    disclosure: dict[str, Any]
+    valid_from: str
+    valid_until: str
+    status: str
+    in_term: bool
+    agreement: int | None
+    review_required: bool
 
 
 class JobRequest(BaseModel):

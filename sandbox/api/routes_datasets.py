@@ -21,7 +21,7 @@ from fastapi import Path as PathParam
 from policies.classes import Classification
 from policies.errors import ClassificationError, InputError, PermissionDenied
 
-from ..grants import add_grant
+from ..grants import add_grant, list_grants
 from ..principals import Role, require_role
 from ..vault import get_version, list_datasets, register
 from .auth import CurrentPrincipal
@@ -32,6 +32,7 @@ from .models import (
     DatasetSummary,
     GrantCreated,
     GrantRequest,
+    GrantSummary,
     RegisterByUri,
     Registration,
 )
@@ -170,6 +171,14 @@ def grants_add(request: Request, body: GrantRequest, me: CurrentPrincipal):
         columns=body.columns,
         extra_aggregates=body.extra_aggregates,
         aggregate_expressions=body.aggregate_expressions,
+        job_kinds=body.kinds,
         disclosure=dict(body.disclosure),
     )
     return GrantCreated(grant=grant_id)
+
+
+@router.get("/grants", response_model=list[GrantSummary], tags=["grants"])
+def grants_list(request: Request, me: CurrentPrincipal):
+    """The grants the caller may see, with the job kinds each covers (Art. 14)."""
+    with request.app.state.platform.store.read() as conn:
+        return list_grants(conn, me)
