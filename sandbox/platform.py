@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,10 @@ class Platform:
     @classmethod
     def init(cls, home: Path) -> Platform:
         home = Path(home)
-        home.mkdir(parents=True, exist_ok=True)
+        _private_files()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("vault", "products", "tmp"):
-            (home / sub).mkdir(exist_ok=True)
+            (home / sub).mkdir(mode=0o700, exist_ok=True)
         keys.create_key(home / "keys")
         created = not (home / STORE_NAME).exists()
         platform = cls.open(home, _create=True)
@@ -78,6 +80,8 @@ class Platform:
         home = Path(home)
         if not home.is_dir():
             raise ConfigError(f"no platform home at '{home}'; run 'sandbox --home {home} init'")
+        _private_files()
+        _private_home(home)
         settings = Settings.load(home)
         store = Store.open(home / STORE_NAME, create=_create)
         key = keys.load_private(home / "keys")
@@ -126,6 +130,28 @@ class Platform:
 
     def close(self) -> None:
         self.store.dispose()
+
+
+def _private_files() -> None:
+    """Whatever this process creates from now on is its owner's alone (0600 files,
+    0700 folders): the store holds entity numbers, held/ raw keys, the vault raw data.
+    The mask only ever tightens; it is the process's, like the server it runs in."""
+    current = os.umask(0o077)
+    os.umask(current | 0o077)
+
+
+def _private_home(home: Path) -> None:
+    """The home folder itself is 0700, so nothing under it, even a file written before
+    the mask was set (an older home), is reachable by another account."""
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if mode & 0o077:
+        try:
+            home.chmod(mode & 0o700)
+        except PermissionError as exc:
+            raise ConfigError(
+                f"platform home '{home}' may be read by others (mode {mode:04o}) and cannot be "
+                f"made private by this account; run 'chmod 700 {home}'"
+            ) from exc
 
 
 def _alive(pid: int) -> bool:

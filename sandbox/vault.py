@@ -265,7 +265,7 @@ def register(
         intent = None
         if placed_now:
             intent = storage.intend(platform.home, relative)
-            os.chmod(snapshot, 0o444)  # immutable: its name is its content's hash
+            os.chmod(snapshot, 0o400)  # immutable: its name is its content's hash; the owner's only
             os.replace(snapshot, target)
             storage.fault_point("vault.placed")
         try:

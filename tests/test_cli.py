@@ -408,3 +408,23 @@ def test_tables_line_up_chinese_text():
               zip(lines, ("role", "provider", "operator"), strict=True)]  # fmt: skip
     assert len(set(starts)) == 1, text
     assert '{"a": 1}' in lines[1] and "{'a'" not in text
+
+
+def test_everything_under_the_home_is_its_owners_alone(cli: Cli):
+    """The store (entity numbers), snapshots (raw data), products, keys: 0600 / 0700."""
+    loose = []
+    for path in [cli.home, *cli.home.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            loose.append(f"{path.relative_to(cli.home)} {mode:04o}")
+    assert loose == []
+    assert any(cli.home.glob("vault/**/*.parquet")) and any(cli.home.glob("products/*/*"))
+
+
+def test_an_older_home_open_to_others_is_closed_at_the_next_command(cli: Cli):
+    cli.home.chmod(0o755)
+    try:
+        assert cli.run("ledger", "verify").returncode == 0
+        assert cli.home.stat().st_mode & 0o777 == 0o700
+    finally:
+        cli.home.chmod(0o700)

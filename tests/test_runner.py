@@ -141,7 +141,7 @@ def test_the_granted_snapshot_cannot_be_changed_from_sql(sql, tmp_path):
     read-only mode (0444, no capability to override it) and Landlock keep them intact."""
     table = tmp_path / "granted.parquet"
     pq.write_table(pa.table({"g": [1, 2, 3]}), table)
-    table.chmod(0o444)  # as the vault places snapshots
+    table.chmod(0o400)  # as the vault places snapshots
     before = table.read_bytes()
     runner = Runner(Limits(time_s=30), spare=False)
     try:
