@@ -149,9 +149,42 @@ def warn_missing_layers(*, quiet: bool = False) -> list[str]:
     return missing
 
 
+WORKDIR_PREFIX = "sandbox-worker-"
+
+
+def sweep_leftovers(root: Path | None = None) -> list[Path]:
+    """Remove the working folders of workers whose platform process is gone.
+
+    A worker's folder holds its raw result (before the output check, with entity
+    keys) until the runner reads and removes it; a platform process killed in
+    between (kill -9, a lost node) leaves it behind. Folders are named
+    ``sandbox-worker-<platform pid>-<random>``; each new runner removes those of
+    dead pids. Returns what was removed.
+    """
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{WORKDIR_PREFIX}*"):
+        owner = folder.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or _process_alive(int(owner)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Worker:
     def __init__(self, limits: Limits, module: str = WORKER_MODULE):
-        self.dir = Path(tempfile.mkdtemp(prefix="sandbox-worker-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         os.chmod(self.dir, 0o700)
         cpu = max(1, int(limits.time_s * max(1, limits.threads)) + 1)
         self.proc = subprocess.Popen(
@@ -206,6 +239,7 @@ class Runner:
         self.module = worker_module
         self.missing_layers = warn_missing_layers(quiet=Runner._warned)
         Runner._warned = True
+        sweep_leftovers()
         self._spare: _Worker | None = _Worker(limits, self.module) if spare else None
 
     def _take(self) -> tuple[_Worker, bool]:

@@ -244,3 +244,39 @@ def test_a_warm_spare_is_used_and_starts_faster(table_path):
     assert second.spare_used is True
     assert second.wait_s < cold.wait_s, (second.wait_s, cold.wait_s)
     assert _children() == []
+
+
+def test_a_killed_platform_process_leaves_no_raw_result_behind(table_path):
+    """kill -9 of the platform process while its worker's folder holds a result: the
+    next runner on the host removes the folder (it held rows before the output check)."""
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from pathlib import Path
+        from sandbox.runner import Limits, Runner
+        runner = Runner(Limits(time_s=30), spare=True)
+        folder = runner._spare.dir
+        (folder / "result.arrow").write_bytes(b"raw rows before the output check")
+        print(folder, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr
+    left = Path(done.stdout.strip())
+    assert left.parent == Path(tempfile.gettempdir()) and (left / "result.arrow").exists()
+    live = Path(tempfile.mkdtemp(prefix=f"sandbox-worker-{os.getpid()}-"))
+    try:
+        Runner(Limits(time_s=30), spare=False)
+        assert not left.exists()
+        assert live.exists()  # a live platform process's folder is left alone
+    finally:
+        live.rmdir()
