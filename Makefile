@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint format bench clean
+.PHONY: demo test test-fast check lint format bench bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -36,7 +36,13 @@ format: $(STAMP)
 
 check: lint test
 
+# make bench: every bench script in its quick mode (small sizes, minutes in all);
+# make bench-full: the full figures (10M rows, 1M items; more than half an hour).
+# Each run also writes its figures as JSON under bench/results/ (see bench/README.md).
 bench: $(STAMP)
+	@for script in bench/[a-z]*.py; do echo "== $$script --quick"; $(BIN)/python $$script --quick || exit 1; done
+
+bench-full: $(STAMP)
 	@for script in bench/[a-z]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

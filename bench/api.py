@@ -3,6 +3,7 @@
 Usage::
 
     python bench/api.py [--runs 5] [--requests 4000] [--seconds 20] [--concurrency 64]
+    python bench/api.py --quick          # --runs 2 --requests 1000 --seconds 5 (make bench)
 
 ``submit_inprocess``
     :meth:`sandbox.execution.JobService.submit` of a small query (2,000 rows,
@@ -34,7 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import _results  # noqa: E402
 import httpx  # noqa: E402
+from _results import figure  # noqa: E402
 from api_server import ApiServer, make_home, write_persons  # noqa: E402
 
 from sandbox.client import Client  # noqa: E402
@@ -136,7 +139,7 @@ def status_rps(home, tokens, workers, args) -> float:
             )
         )
     if bad:
-        print(f"status_errors_w{workers}: {bad} responses", flush=True)
+        figure(f"status_errors_w{workers}", bad, "responses")
     return rps
 
 
@@ -146,21 +149,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+    args = _results.parse_args(parser, {"runs": 2, "requests": 1000, "seconds": 5.0})
+    with (
+        _results.recording(__file__, args),
+        tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+    ):
         home, tokens = setup(Path(tmp))
         with ApiServer(home) as server:
             grant(server.url, tokens)
             http_s, _ = over_http(server.url, tokens["operator"], args.runs)
         local_s = inprocess(home, tokens["operator"], args.runs)
-        print(f"submit_inprocess: {local_s * 1000:.0f} ms", flush=True)
-        print(f"submit_http: {http_s * 1000:.0f} ms", flush=True)
-        print(f"submit_http_vs_inprocess: {http_s / local_s:.2f} x", flush=True)
+        figure("submit_inprocess", local_s * 1000, "ms", fmt=".0f")
+        figure("submit_http", http_s * 1000, "ms", fmt=".0f")
+        figure("submit_http_vs_inprocess", http_s / local_s, "x", fmt=".2f")
+        connections = f"{args.concurrency} connections"
         rps1 = status_rps(home, tokens, 1, args)
-        print(f"status_rps_w1: {rps1:.0f} req/s ({args.concurrency} connections)", flush=True)
+        figure("status_rps_w1", rps1, "req/s", connections, fmt=".0f")
         rps2 = status_rps(home, tokens, 2, args)
-        print(f"status_rps_w2: {rps2:.0f} req/s ({args.concurrency} connections)", flush=True)
-        print(f"status_rps_w2_vs_w1: {rps2 / rps1:.2f} x", flush=True)
+        figure("status_rps_w2", rps2, "req/s", connections, fmt=".0f")
+        figure("status_rps_w2_vs_w1", rps2 / rps1, "x", fmt=".2f")
 
 
 if __name__ == "__main__":

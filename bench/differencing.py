@@ -3,6 +3,7 @@
 Usage::
 
     python bench/differencing.py [--entities 1000000] [--sizes 1000 10000 100000] [--checks 40]
+    python bench/differencing.py --quick # --sizes 1000 10000 --checks 20 (make bench)
 
 The history is built the way releases build it: groupings of a synthetic
 population of ``--entities`` entities (random group labels with 100, 1,000 or
@@ -33,7 +34,9 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
+from _results import figure
 from pyroaring import BitMap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,11 +97,17 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--checks", type=int, default=40)
-    args = parser.parse_args()
+    quick = {"sizes": [1_000, 10_000], "checks": 20}
+    args = _results.parse_args(parser, quick)
+    with _results.recording(__file__, args):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(20240611)
     index = HistoryIndex()
-    print(f"entities: {args.entities}")
-    print(f"k: {K}")
+    figure("entities", args.entities)
+    figure("k", K)
     for size in sorted(args.sizes):
         start = time.perf_counter()
         added = len(index)
@@ -109,13 +118,25 @@ def main() -> None:
                 index.add(cell)
         add_ms = (time.perf_counter() - start) * 1000 / max(1, len(index) - added)
         results = measure(index, rng, args)
-        print(f"history_cells: {len(index)}")
-        print(f"  index_add: {add_ms:.3f} ms/cell")
+        cells = len(index)
+        print(f"# history_cells={cells}", flush=True)
+        figure(f"{cells}_index_add", add_ms, "ms/cell")
         for name, value in results.items():
-            print(f"  {name}: {value:.3f} ms")
+            figure(f"{cells}_{name}", value, "ms")
         worst = max(results["check_attack"], results["check_fresh"], results["check_big"])
-        print(f"  ratio_worst_check_to_xor_one: {worst / max(results['xor_one'], 1e-6):.0f}")
-        print(f"  aim: under 50 ms per cell at 100,000 cells; worst here {worst:.1f} ms")
+        figure(
+            f"{cells}_ratio_worst_check_to_xor_one",
+            worst / max(results["xor_one"], 1e-6),
+            "x",
+            fmt=".0f",
+        )
+        figure(
+            f"{cells}_worst_check",
+            worst,
+            "ms",
+            "aim: under 50 ms per cell at 100,000 cells",
+            fmt=".1f",
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Usage::
 
     python bench/engines.py [--rows 10000000] [--runs 3] [--psi-items 1000000]
                             [--skip-sql] [--skip-psi]
+    python bench/engines.py --quick      # --rows 1000000 --runs 1 --psi-items 100000
 
 SQL job (``--rows`` payments rows, ``bench/_data.py``; the query of
 ``bench/sql_job.py``: ``GROUP BY county`` with COUNT(DISTINCT), SUM and AVG):
@@ -50,10 +51,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
+import _results  # noqa: E402
 import private_set_intersection.python as psi_lib  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from sql_job import QUERY, _sql_literal, bare_connection, line, setup  # noqa: E402
+from _results import figure  # noqa: E402
+from sql_job import QUERY, _sql_literal, bare_connection, setup  # noqa: E402
 
 from sandbox.engines import ray_pool  # noqa: E402
 from sandbox.engines import spark as spark_engine  # noqa: E402
@@ -98,14 +101,14 @@ def report(times: dict[str, list[float]], rows: int) -> dict[str, float]:
     for name, values in times.items():
         medians[name] = statistics.median(values)
         spread = f"min {min(values):.3f}, max {max(values):.3f}, n={len(values)}"
-        line(f"{rows}_{name}", medians[name], "s", spread)
+        figure(f"{rows}_{name}", medians[name], "s", spread)
     return medians
 
 
 def bench_sql(rows: int, runs: int, tmp: Path) -> None:
     print(f"# SQL job, rows={rows}", flush=True)
     seconds, (platform, operator, version) = timed(lambda: setup(tmp / "home", rows))
-    line(f"{rows}_setup", seconds, "s", "data, register, grant")
+    figure(f"{rows}_setup", seconds, "s", "data, register, grant")
     snapshot = str(version.path)
     duck = bare_connection(platform)
     duck.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({_sql_literal(snapshot)})")
@@ -115,14 +118,14 @@ def bench_sql(rows: int, runs: int, tmp: Path) -> None:
     spark_jobs = JobService(on_spark, spare=False)
     engine = spark_engine.engine_for(on_spark.settings["spark.master"])
     start_s, session = timed(engine.session)
-    line("spark_session_start", start_s, "s", f"master {engine.master}, once per process")
+    figure("spark_session_start", start_s, "s", f"master {engine.master}, once per process")
 
     def spark_bare() -> pa.Table:
         session.read.parquet(snapshot).createOrReplaceTempView("t")
         return session.sql(QUERY).toArrow()
 
     ray_s, _ = timed(lambda: ray_pool.connect(ray_pool.LOCAL))
-    line("ray_start", ray_s, "s", f"local cluster, {ray_pool.LOCAL_CPUS} CPUs, once per process")
+    figure("ray_start", ray_s, "s", f"local cluster, {ray_pool.LOCAL_CPUS} CPUs, once per process")
     on_ray = opened(platform.home, ray_address=ray_pool.LOCAL, ray_dispatch_jobs="true")
     ray_jobs = JobService(on_ray, spare=False)
 
@@ -139,11 +142,11 @@ def bench_sql(rows: int, runs: int, tmp: Path) -> None:
     )
     m = report(times, rows)
     print("# ratios (medians)")
-    line("duckdb_job / duckdb_bare", m["duckdb_job"] / m["duckdb_bare"], "x")
-    line("spark_job / spark_bare", m["spark_job"] / m["spark_bare"], "x")
-    line("spark_job / duckdb_job", m["spark_job"] / m["duckdb_job"], "x", "local[2] on 2 cores")
-    line("spark_bare / duckdb_bare", m["spark_bare"] / m["duckdb_bare"], "x")
-    line("ray_job / duckdb_job", m["ray_job"] / m["duckdb_job"], "x", "a task starts the worker")
+    figure("duckdb_job / duckdb_bare", m["duckdb_job"] / m["duckdb_bare"], "x")
+    figure("spark_job / spark_bare", m["spark_job"] / m["spark_bare"], "x")
+    figure("spark_job / duckdb_job", m["spark_job"] / m["duckdb_job"], "x", "local[2] on 2 cores")
+    figure("spark_bare / duckdb_bare", m["spark_bare"] / m["duckdb_bare"], "x")
+    figure("ray_job / duckdb_job", m["ray_job"] / m["duckdb_job"], "x", "a task starts the worker")
     for service in (duck_jobs, spark_jobs, ray_jobs):
         service.close()
     spark_engine.stop_all()
@@ -159,7 +162,7 @@ def bench_psi(items: int, tmp: Path) -> None:
     key = psi_lib.server.CreateWithNewKey(False).GetPrivateKeyBytes()
     spec = SetupSpec("registry", 1, "code", None, 0, "raw", 1e-9, 10_000)
     ray_s, _ = timed(lambda: ray_pool.connect(ray_pool.LOCAL))
-    line("ray_start", ray_s, "s", "0 if the cluster was already up")
+    figure("psi_ray_start", ray_s, "s", "0 if the cluster was already up")
     bundles = {}
     times = {}
     for name, processes, address in (
@@ -170,14 +173,14 @@ def bench_psi(items: int, tmp: Path) -> None:
         times[name], (bundles[name], _meta) = timed(
             lambda p=processes, a=address: build_bundle(key, spec, path, p, a)
         )
-        line(f"{items}_{name}", times[name], "s")
+        figure(f"{items}_{name}", times[name], "s")
     if len({bytes(b) for b in bundles.values()}) != 1:
         raise SystemExit("the three PSI bundles differ: the engines disagree")
-    line(f"{items}_bundle_bytes", float(len(bundles["psi_build_1"])), "bytes", "identical x3")
+    figure(f"{items}_bundle_bytes", len(bundles["psi_build_1"]), "bytes", "identical x3")
     print("# ratios")
-    line("psi speed-up, 2 processes", times["psi_build_1"] / times["psi_build_2"], "x")
-    line("psi speed-up, Ray 2 CPUs", times["psi_build_1"] / times["psi_build_ray2"], "x")
-    line("psi Ray / 2 processes", times["psi_build_ray2"] / times["psi_build_2"], "x")
+    figure("psi speed-up, 2 processes", times["psi_build_1"] / times["psi_build_2"], "x")
+    figure("psi speed-up, Ray 2 CPUs", times["psi_build_1"] / times["psi_build_ray2"], "x")
+    figure("psi Ray / 2 processes", times["psi_build_ray2"] / times["psi_build_2"], "x")
 
 
 def main() -> None:
@@ -187,15 +190,16 @@ def main() -> None:
     parser.add_argument("--psi-items", type=int, default=1_000_000)
     parser.add_argument("--skip-sql", action="store_true")
     parser.add_argument("--skip-psi", action="store_true")
-    args = parser.parse_args()
-    print(f"# cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
-        if not args.skip_sql:
-            bench_sql(args.rows, args.runs, Path(tmp))
-        if not args.skip_psi:
-            bench_psi(args.psi_items, Path(tmp))
-    ray_pool.shutdown()
-    print(f"# load at the end={os.getloadavg()[0]:.2f}")
+    args = _results.parse_args(parser, {"rows": 1_000_000, "runs": 1, "psi_items": 100_000})
+    with _results.recording(__file__, args):
+        print(f"# cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
+            if not args.skip_sql:
+                bench_sql(args.rows, args.runs, Path(tmp))
+            if not args.skip_psi:
+                bench_psi(args.psi_items, Path(tmp))
+        ray_pool.shutdown()
+        print(f"# load at the end={os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

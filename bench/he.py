@@ -3,6 +3,7 @@
 Usage::
 
     python bench/he.py [--values 1000000] [--groups 100] [--naive 2000] [--processes 2]
+    python bench/he.py --quick           # --values 100000 --naive 200 (make bench)
 
 It registers a registry of ``--values`` enterprises (``county`` x ``industry``:
 ``--groups`` groups), grants it for HE jobs, and times, in one process:
@@ -34,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,8 +58,8 @@ CLASSIFICATION = Classification.from_dict(
 )
 
 
-def say(name: str, value: float, unit: str) -> None:
-    print(f"{name}: {value:.3f} {unit}" if isinstance(value, float) else f"{name}: {value} {unit}")
+def say(name: str, value: float, unit: str, note: str = "", fmt: str | None = None) -> None:
+    _results.figure(name, value, unit, note, fmt)
 
 
 def setup(home: Path, n: int, groups: int, processes: int):
@@ -130,7 +132,12 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--naive", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
-    args = parser.parse_args()
+    args = _results.parse_args(parser, {"values": 100_000, "naive": 200})
+    with _results.recording(__file__, args):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     n = args.values
     with tempfile.TemporaryDirectory(prefix="bench-he-") as tmp:
         t = time.perf_counter()
@@ -174,7 +181,7 @@ def main() -> None:
         decrypt = time.perf_counter() - t
         say("client_decrypt_s", decrypt, "s")
         whole = client_encrypt + platform_s + decrypt
-        say("whole_path_s", whole, "s (context generation excluded)")
+        say("whole_path_s", whole, "s", "context generation excluded")
         say("whole_path_repeat_s", client_encrypt + platform_repeat + decrypt, "s")
 
         t = time.perf_counter()
@@ -190,7 +197,7 @@ def main() -> None:
             if key in by_group:
                 errors.append(abs(by_group[key] - plain[label]) / abs(plain[label]))
         say("groups_released", len(result.groups), "")
-        print(f"max_relative_error: {max(errors) if errors else float('nan'):.1e}")
+        say("max_relative_error", max(errors) if errors else float("nan"), "", fmt=".1e")
 
         m = min(args.naive, n)
         cost = naive(ctx, values[:m], labels[:m], n_groups)
@@ -198,19 +205,20 @@ def main() -> None:
         say("naive_measured_values", m, "")
         say("naive_encrypt_per_value_ms", cost["encrypt_per_value_s"] * 1e3, "ms")
         say("naive_evaluate_per_value_ms", cost["evaluate_per_value_s"] * 1e3, "ms")
-        say("naive_extrapolated_s", naive_s, f"s (for {n:,} values, linear)")
+        say("naive_extrapolated_s", naive_s, "s", f"for {n:,} values, linear")
         say("naive_request_mb_extrapolated", cost["upload_per_value_bytes"] * n / 2**20, "MiB")
         say("naive_answer_mb", cost["answer_bytes"] / 2**20, "MiB")
         print("-- ratios")
-        say("ratio_naive_over_packed", naive_s / whole, "x (aim >= 100)")
+        say("ratio_naive_over_packed", naive_s / whole, "x", "aim >= 100")
         say("ratio_packed_over_numpy", whole / max(numpy_s, 1e-9), "x")
-        say("aim_whole_path_under_30s", int(whole < 30), "(1 = met; first request)")
+        say("aim_whole_path_under_30s", int(whole < 30), "", "1 = met; first request")
         say(
             "aim_whole_path_under_30s_repeat",
             int(client_encrypt + platform_repeat + decrypt < 30),
-            "(1 = met; entities already numbered)",
+            "",
+            "1 = met; entities already numbered",
         )
-        say("aim_answer_under_2MB", int(len(wire) < 2 * 2**20), "(1 = met)")
+        say("aim_answer_under_2MB", int(len(wire) < 2 * 2**20), "", "1 = met")
         platform.close()
 
 

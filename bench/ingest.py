@@ -3,6 +3,7 @@
 Usage::
 
     python bench/ingest.py [--rows 10000000] [--repeat 3] [--variants] [--diagnose]
+    python bench/ingest.py --quick       # --rows 1000000 --repeat 2 (make bench)
 
 What it measures, in one run of this script (same machine, same page cache: the
 CSV is read once beforehand so neither side pays the disk):
@@ -57,6 +58,7 @@ import time
 from pathlib import Path
 
 import _data
+import _results
 
 AIM_RATIO = 1.5
 AIM_RSS_MB = 1536
@@ -70,8 +72,7 @@ VARIANTS = (
 
 
 def line(name: str, value, unit: str = "", note: str = "") -> None:
-    text = f"{value:.2f}" if isinstance(value, float) else str(value)
-    print(f"{name}: {text} {unit}".rstrip() + (f"  ({note})" if note else ""), flush=True)
+    _results.figure(name, value, unit, note, fmt=".2f" if isinstance(value, float) else None)
 
 
 def _sql_literal(text: str) -> str:
@@ -305,50 +306,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--diagnose", action="store_true", help="time the pieces with pyarrow")
     parser.add_argument("--child", metavar="CSV", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = _results.parse_args(parser, {"rows": 1_000_000, "repeat": 2}, argv)
     if args.child:
         child(Path(args.child))
         return 0
 
-    started = time.perf_counter()
-    csv = make_csv(args.rows)
-    line("rows", args.rows, "rows")
-    line("csv_bytes", csv.stat().st_size, "bytes")
-    line("data_ready", time.perf_counter() - started, "s", "generated or reused")
-    line("csv_read_warm", warm_cache(csv), "s", "page cache filled before timing")
-    line("parent_rss_at_first_child", _proc_status_mb("VmRSS"), "MB")
+    with _results.recording(__file__, args):
+        started = time.perf_counter()
+        csv = make_csv(args.rows)
+        line("rows", args.rows, "rows")
+        line("csv_bytes", csv.stat().st_size, "bytes")
+        line("data_ready", time.perf_counter() - started, "s", "generated or reused")
+        line("csv_read_warm", warm_cache(csv), "s", "page cache filled before timing")
+        line("parent_rss_at_first_child", _proc_status_mb("VmRSS"), "MB")
 
-    reports: list[dict] = []
-    copies: list[float] = []
-    copies_zstd: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="bench-duckdb-", dir=_data.DATA_DIR) as tmp:
-        for _ in range(args.repeat):
-            reports.append(run_register_child(csv))
-            copies.append(duckdb_copy(csv, Path(tmp) / "copy.parquet"))
-            copies_zstd.append(duckdb_copy(csv, Path(tmp) / "copy.parquet", "zstd"))
-    reference = statistics.median(copies)
-    line("duckdb_copy", reference, "s", f"reference, snappy, median of {len(copies)}")
-    line("duckdb_copy_zstd", statistics.median(copies_zstd), "s")
-    print_register("register", reports, reference)
-    line(
-        "register_ru_maxrss",
-        reports[0]["ru_maxrss_mb"],
-        "MB",
-        "first child, started before DuckDB ran here",
-    )
-    line(
-        "register_settings",
-        f"batch_rows={reports[0]['batch_rows']} compression={reports[0]['compression']}",
-    )
-    if args.variants:
-        for env in VARIANTS:
-            name = "variant_" + "_".join(
-                f"{k.removeprefix('SANDBOX_INGEST_').lower()}_{v}" for k, v in env.items()
-            )
-            runs = [run_register_child(csv, env) for _ in range(args.repeat)]
-            print_register(name, runs, reference)
-    if args.diagnose:
-        diagnose(csv)
+        reports: list[dict] = []
+        copies: list[float] = []
+        copies_zstd: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="bench-duckdb-", dir=_data.DATA_DIR) as tmp:
+            for _ in range(args.repeat):
+                reports.append(run_register_child(csv))
+                copies.append(duckdb_copy(csv, Path(tmp) / "copy.parquet"))
+                copies_zstd.append(duckdb_copy(csv, Path(tmp) / "copy.parquet", "zstd"))
+        reference = statistics.median(copies)
+        line("duckdb_copy", reference, "s", f"reference, snappy, median of {len(copies)}")
+        line("duckdb_copy_zstd", statistics.median(copies_zstd), "s")
+        print_register("register", reports, reference)
+        line(
+            "register_ru_maxrss",
+            reports[0]["ru_maxrss_mb"],
+            "MB",
+            "first child, started before DuckDB ran here",
+        )
+        line(
+            "register_settings",
+            f"batch_rows={reports[0]['batch_rows']} compression={reports[0]['compression']}",
+        )
+        if args.variants:
+            for env in VARIANTS:
+                name = "variant_" + "_".join(
+                    f"{k.removeprefix('SANDBOX_INGEST_').lower()}_{v}" for k, v in env.items()
+                )
+                runs = [run_register_child(csv, env) for _ in range(args.repeat)]
+                print_register(name, runs, reference)
+        if args.diagnose:
+            diagnose(csv)
     return 0
 
 

@@ -3,6 +3,7 @@
 Usage::
 
     python bench/psi.py [--server-size 1000000] [--client-size 10000] [--processes 2]
+    python bench/psi.py --quick          # --server-size 100000 --client-size 1000 (make bench)
 
 A registry of ``--server-size`` credit codes; an operator's list of
 ``--client-size`` codes, half of them registered. Cardinality mode throughout.
@@ -41,9 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import _results  # noqa: E402
 import private_set_intersection.python as psi  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from _results import figure  # noqa: E402
 from api_server import ApiServer, make_home  # noqa: E402
 
 from policies.classes import Classification  # noqa: E402
@@ -64,7 +67,7 @@ def code(i: int) -> str:
 
 
 def line(name: str, value: float, unit: str = "s") -> None:
-    print(f"{name}: {value:.3f} {unit}" if unit == "s" else f"{name}: {value:,.0f} {unit}")
+    figure(name, value, unit, fmt=".3f" if unit == "s" else ",.0f")
 
 
 def reference(client_items: list[str]) -> float:
@@ -185,17 +188,21 @@ def main() -> None:
     parser.add_argument("--client-size", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--skip-naive", action="store_true", help="skip (a), the slowest part")
-    args = parser.parse_args()
+    args = _results.parse_args(parser, {"server_size": 100_000, "client_size": 1_000})
+    with _results.recording(__file__, args):
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     n_server, n_client = args.server_size, args.client_size
     server_items = [code(i) for i in range(n_server)]
     half = n_client // 2
     client_items = [code(i) for i in range(n_server - half, n_server)] + [
         code(n_server + 10 + i) for i in range(n_client - half)
     ]
-    print(f"server_items: {n_server:,} items")
-    print(f"client_items: {n_client:,} items")
-    print(f"build_processes: {args.processes}")
+    figure("server_items", n_server, "items", fmt=",")
+    figure("client_items", n_client, "items", fmt=",")
+    figure("build_processes", args.processes)
 
     ec_sum = reference(client_items)
     naive_total = naive_setup = None
@@ -213,12 +220,15 @@ def main() -> None:
 
     cold_build = cold.timings["open"]
     print("--- ratios")
-    print(f"warm_over_ec_sum: {warm_total / ec_sum:.2f} x (aim <= 1.5)")
+    figure("warm_over_ec_sum", warm_total / ec_sum, "x", "aim <= 1.5", fmt=".2f")
     if naive_total is not None:
-        print(f"naive_over_warm: {naive_total / warm_total:.1f} x (aim >= 20)")
-        print(
-            f"one_core_build_over_cold_build: {naive_setup / cold_build:.2f} x (aim >= 1.7; "
-            "the cold build includes reading and normalising the column)"
+        figure("naive_over_warm", naive_total / warm_total, "x", "aim >= 20", fmt=".1f")
+        figure(
+            "one_core_build_over_cold_build",
+            naive_setup / cold_build,
+            "x",
+            "aim >= 1.7; the cold build includes reading and normalising the column",
+            fmt=".2f",
         )
 
 

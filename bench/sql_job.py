@@ -3,6 +3,7 @@
 Usage::
 
     python bench/sql_job.py [--rows 10000000 100000] [--runs 3] [--settle 1.5] [--diagnose]
+    python bench/sql_job.py --quick      # --rows 1000000 --runs 2 (make bench)
 
 For each size it registers the payments table (``bench/_data.py``: a county
 dimension, the entity key ``pid`` with about rows/10 distinct persons, the
@@ -53,9 +54,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import _data
+import _results
 import duckdb
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from _results import figure
 from sqlalchemy import select
 
 from jobs import get_kind
@@ -89,11 +92,6 @@ SELECT county, COUNT(pid) AS persons, SUM(s) AS total, SUM(s) / SUM(n_amount) AS
        SUM(n_rows - n_amount) AS __null
 FROM per_entity GROUP BY county
 """
-
-
-def line(name: str, value, unit: str = "", note: str = "") -> None:
-    text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    print(f"{name}: {text} {unit}".rstrip() + (f"  ({note})" if note else ""), flush=True)
 
 
 def _sql_literal(text: str) -> str:
@@ -182,9 +180,9 @@ def bench_size(rows: int, runs: int, settle: float, diagnose: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sql-") as tmp:
         started = time.perf_counter()
         platform, operator, version = setup(Path(tmp) / "home", rows)
-        line(f"{rows}_setup", time.perf_counter() - started, "s", "data, register, grant")
-        line(f"{rows}_snapshot_bytes", version.bytes, "bytes")
-        line(f"{rows}_distinct_persons", version.profile["columns"]["pid"]["distinct"])
+        figure(f"{rows}_setup", time.perf_counter() - started, "s", "data, register, grant")
+        figure(f"{rows}_snapshot_bytes", version.bytes, "bytes")
+        figure(f"{rows}_distinct_persons", version.profile["columns"]["pid"]["distinct"])
         engine_sql = evidence_sql(version)
         snapshot = str(version.path)
         on_file = bare_connection(platform)
@@ -243,42 +241,44 @@ def bench_size(rows: int, runs: int, settle: float, diagnose: bool) -> None:
     }
     for name in cases:
         spread = f"min {min(times[name]):.3f}, max {max(times[name]):.3f}"
-        line(f"{rows}_{name}", med[name], "s", f"{notes[name]}; {spread}")
+        figure(f"{rows}_{name}", med[name], "s", f"{notes[name]}; {spread}")
         if name.startswith("submit"):
-            line(f"{rows}_{name}_runner", runtime(name, "run_s"), "s", "runner: take worker..read")
-            line(f"{rows}_{name}_wait", runtime(name, "wait_s"), "s", "until the worker woke")
-    line(f"{rows}_runs", runs, "", "median of this many warm runs, after one warm-up")
-    line(f"{rows}_states", ",".join(states))
-    line(f"{rows}_released_rows", released_rows, "rows", f"bare: {bare_rows}")
+            figure(
+                f"{rows}_{name}_runner", runtime(name, "run_s"), "s", "runner: take worker..read"
+            )
+            figure(f"{rows}_{name}_wait", runtime(name, "wait_s"), "s", "until the worker woke")
+    figure(f"{rows}_runs", runs, "", "median of this many warm runs, after one warm-up")
+    figure(f"{rows}_states", ",".join(states))
+    figure(f"{rows}_released_rows", released_rows, "rows", f"bare: {bare_rows}")
     visible = med["bare_visible"]
-    line(
+    figure(
         f"{rows}_ratio_submit_spare_vs_bare",
         med["submit_spare"] / visible,
         "x",
         f"aim <= {AIM_RATIO:g}x",
     )
-    line(f"{rows}_ratio_submit_no_spare_vs_bare", med["submit_no_spare"] / visible, "x")
-    line(f"{rows}_ratio_no_spare_vs_spare", med["submit_no_spare"] / med["submit_spare"], "x")
-    line(f"{rows}_ratio_evidence_vs_visible", med["bare_evidence"] / visible, "x", "rewrite")
-    line(
+    figure(f"{rows}_ratio_submit_no_spare_vs_bare", med["submit_no_spare"] / visible, "x")
+    figure(f"{rows}_ratio_no_spare_vs_spare", med["submit_no_spare"] / med["submit_spare"], "x")
+    figure(f"{rows}_ratio_evidence_vs_visible", med["bare_evidence"] / visible, "x", "rewrite")
+    figure(
         f"{rows}_ratio_arrow_vs_read_parquet",
         med["bare_evidence_arrow"] / med["bare_evidence"],
         "x",
         "scan path",
     )
-    line(
+    figure(
         f"{rows}_cold_connection_cost",
         med["bare_evidence_cold"] - med["bare_evidence"],
         "s",
         "new connection and view vs warm ones, in process",
     )
-    line(
+    figure(
         f"{rows}_process_overhead",
         runtime("submit_spare", "run_s") - med["bare_evidence_cold"],
         "s",
         "runner time minus the same steps in process: hand-over, IPC, exit",
     )
-    line(
+    figure(
         f"{rows}_platform_overhead",
         med["submit_spare"] - runtime("submit_spare", "run_s"),
         "s",
@@ -296,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--diagnose", action="store_true", help="also time a one-pass evidence query"
     )
-    args = parser.parse_args(argv)
-    for rows in args.rows:
-        bench_size(rows, args.runs, args.settle, args.diagnose)
+    args = _results.parse_args(parser, {"rows": [1_000_000], "runs": 2}, argv)
+    with _results.recording(__file__, args):
+        for rows in args.rows:
+            bench_size(rows, args.runs, args.settle, args.diagnose)
     return 0
 
 

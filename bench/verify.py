@@ -3,6 +3,7 @@
 Usage::
 
     python bench/verify.py [--persons 20000] [--requests 6000] [--seconds 20] [--concurrency 64]
+    python bench/verify.py --quick       # --persons 2000 --requests 1000 --seconds 5 (make bench)
 
 ``verify_*``
     ``POST /v1/verify/identity`` (resident ID + name, with a consent reference) on a
@@ -35,7 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import _results  # noqa: E402
 import httpx  # noqa: E402
+from _results import figure  # noqa: E402
 from api_server import ApiServer, free_port  # noqa: E402
 from verify_helpers import CONSENT, IDENTITY, make_world  # noqa: E402
 
@@ -90,7 +93,7 @@ def setup(root: Path, persons: int) -> tuple[Path, dict[str, str], list[tuple[st
     world = make_world(platform, make, root / "data", persons=persons)
     verification.define(platform, world.operator, IDENTITY)
     built = verification.approve(platform, world.city, "identity")
-    print(f"index_build: {built['build_seconds']:.2f} s ({built['index_rows']} rows)")
+    figure("index_build", built["build_seconds"], "s", f"{built['index_rows']} rows", fmt=".2f")
     data = world.tables["persons"].to_pydict()
     pairs = list(zip(data["pid"], data["name"], strict=True))
     platform.close()
@@ -127,11 +130,11 @@ async def load(url: str, headers: dict, bodies: list[dict], args) -> tuple[float
 def report(name: str, elapsed: float, latencies: list[float], failures: int) -> float:
     rps = len(latencies) / elapsed
     cuts = statistics.quantiles(latencies, n=100)
-    print(f"{name}_calls: {len(latencies)} calls")
-    print(f"{name}_rps: {rps:.0f} calls/s")
-    print(f"{name}_p50: {cuts[49] * 1000:.1f} ms")
-    print(f"{name}_p99: {cuts[98] * 1000:.1f} ms")
-    print(f"{name}_failures: {failures} calls")
+    figure(f"{name}_calls", len(latencies), "calls")
+    figure(f"{name}_rps", rps, "calls/s", fmt=".0f")
+    figure(f"{name}_p50", cuts[49] * 1000, "ms", fmt=".1f")
+    figure(f"{name}_p99", cuts[98] * 1000, "ms", fmt=".1f")
+    figure(f"{name}_failures", failures, "calls")
     return rps
 
 
@@ -180,7 +183,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
-    args = parser.parse_args()
+    args = _results.parse_args(parser, {"persons": 2000, "requests": 1000, "seconds": 5.0})
+    with _results.recording(__file__, args):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -201,7 +209,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(15)
-    print(f"verify_vs_bare: {verify_rps / bare_rps:.2f} ratio")
+    figure("verify_vs_bare", verify_rps / bare_rps, "ratio", fmt=".2f")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Usage::
 
     python bench/worker.py [--rows 1000000] [--runs 5] [--settle 1.5]
+    python bench/worker.py --quick       # --runs 2 (make bench)
 
 Figures (``name: value unit``, medians of ``--runs``):
 
@@ -38,9 +39,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _results import figure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,7 +93,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--settle", type=float, default=1.5)
-    args = parser.parse_args()
+    args = _results.parse_args(parser, {"runs": 2})
+    with _results.recording(__file__, args):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     data = _data(args.rows, folder)
     tables = {"t": data}
@@ -140,22 +148,24 @@ def main() -> None:
         cold.close()
         warm.close()
 
-    print(f"rows: {args.rows} count")
-    print(f"runs: {args.runs} count")
+    figure("rows", args.rows, "count")
+    figure("runs", args.runs, "count")
     for name in ("wait_no_spare", "wait_spare", "run_no_spare", "run_spare"):
-        print(f"{name}: {_median(figures[name]) * 1000:.1f} ms")
+        figure(name, _median(figures[name]) * 1000, "ms", fmt=".1f")
     bare = _median(figures["bare"])
-    print(f"bare_subprocess: {bare * 1000:.1f} ms")
-    print(f"layers_isolate: {_median(layer_times['isolate']) * 1000:.2f} ms")
-    print(f"layers_confine: {_median(layer_times['confine']) * 1000:.2f} ms")
-    print(f"worker_imports: {_median(layer_times['imports']) * 1000:.1f} ms")
-    print(
-        f"ratio_wait_spare_vs_no_spare: "
-        f"{_median(figures['wait_spare']) / _median(figures['wait_no_spare']):.5f} x"
+    figure("bare_subprocess", bare * 1000, "ms", fmt=".1f")
+    figure("layers_isolate", _median(layer_times["isolate"]) * 1000, "ms", fmt=".2f")
+    figure("layers_confine", _median(layer_times["confine"]) * 1000, "ms", fmt=".2f")
+    figure("worker_imports", _median(layer_times["imports"]) * 1000, "ms", fmt=".1f")
+    figure(
+        "ratio_wait_spare_vs_no_spare",
+        _median(figures["wait_spare"]) / _median(figures["wait_no_spare"]),
+        "x",
+        fmt=".5f",
     )
-    print(f"ratio_run_no_spare_vs_bare: {_median(figures['run_no_spare']) / bare:.2f} x")
-    print(f"ratio_run_spare_vs_bare: {_median(figures['run_spare']) / bare:.2f} x")
-    print(f"layers_in_force: {','.join(in_force)}")
+    figure("ratio_run_no_spare_vs_bare", _median(figures["run_no_spare"]) / bare, "x", fmt=".2f")
+    figure("ratio_run_spare_vs_bare", _median(figures["run_spare"]) / bare, "x", fmt=".2f")
+    figure("layers_in_force", ",".join(in_force))
 
 
 if __name__ == "__main__":
