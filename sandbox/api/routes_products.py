@@ -1,8 +1,9 @@
 """Released products: list, manifest, and downloads of one file or the whole folder.
 
 Only products whose job is ``released`` are served, and only to principals
-:func:`sandbox.products.list_products` shows them to (their operator, the
-authority, auditors; others are refused there with the article). Every byte
+:func:`sandbox.products.readable_product` lets read them now (their operator while
+its grant and agreement are in force, the authority, auditors; others are refused
+there with the rule and article, as on the host). Every byte
 served is first verified against the signed manifest, and every download is a
 ``product.download`` ledger entry naming the file, as ``sandbox product get``
 records its copy.
@@ -16,16 +17,13 @@ import zipfile
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
-from sqlalchemy import select
 
 from policies.errors import NotFound
 
-from ..jobstate import JobState
 from ..platform import Platform
 from ..principals import Principal
-from ..products import list_products
+from ..products import list_products, readable_product
 from ..release import MANIFEST, SIGNATURE, verify_product
-from ..store import jobs
 from .auth import CurrentPrincipal
 from .models import Product
 
@@ -36,14 +34,13 @@ FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
 
 def _released_product(platform: Platform, viewer: Principal, product_id: str) -> tuple[dict, dict]:
-    """The product's row and its verified manifest, if ``viewer`` may have it."""
+    """The product's row and its verified manifest, if ``viewer`` may read it now.
+
+    The check is :func:`sandbox.products.readable_product`, the one the host's
+    ``sandbox product get`` makes: a suspended agreement refuses here as there.
+    """
     with platform.store.read() as conn:
-        row = next((r for r in list_products(conn, viewer) if r["id"] == product_id), None)
-        state = None
-        if row is not None:
-            state = conn.execute(select(jobs.c.status).where(jobs.c.id == row["job_id"])).scalar()
-    if row is None or state != JobState.RELEASED.value:
-        raise NotFound(f"no released product '{product_id}' that you may read")
+        row = readable_product(conn, viewer, product_id)
     manifest = verify_product(platform.home / row["path"], platform.key.public_key())
     return row, manifest
 
