@@ -606,8 +606,27 @@ def setup_of(platform: Platform, operator: Principal, session_id: int) -> SetupI
     return SetupInfo(folder / f"{row.setup_key}.bundle", _etag(meta), meta)
 
 
+def chunk_session(platform: Platform, operator: Principal, session_id: int) -> None:
+    """May ``operator`` send a chunk to this session? Asked before the chunk is read.
+
+    The session must exist and be the operator's own (else the same ``not_found``
+    for both, so nothing is learnt about other operators' sessions), and be open.
+    Only then is the body read and parsed: another principal's large or malformed
+    body costs a store read, and its answer does not depend on what it holds.
+    """
+    with platform.store.read() as conn:
+        row = _session(conn, operator, session_id)
+    if row.status != "open":
+        raise Conflict(f"PSI session {session_id} is {row.status}")
+
+
 def process_chunk(platform: Platform, operator: Principal, session_id: int, body: bytes) -> bytes:
-    """Answer one chunk of the operator's encrypted list (a serialised psi Request)."""
+    """Answer one chunk of the operator's encrypted list (a serialised psi Request).
+
+    The session is checked (:func:`chunk_session`) before the body is parsed, and
+    again, with the gate, in the transaction that counts the chunk.
+    """
+    chunk_session(platform, operator, session_id)
     request = psi_lib.Request()
     try:
         request.ParseFromString(body)

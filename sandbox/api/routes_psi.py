@@ -7,7 +7,8 @@ none yet. ``GET /v1/psi/sessions/{id}/setup`` serves the setup bundle with an
 client that sends ``If-None-Match`` gets 304 and reuses its copy.
 ``POST /v1/psi/sessions/{id}/chunks`` takes one serialised PSI request
 (``application/octet-stream``, at most ``psi.chunk_items`` items and
-``api.max_body_mb``) and answers the serialised response. The platform's work
+``api.max_body_mb``) and answers the serialised response; the body is read only
+after the session is found to be the caller's own and open. The platform's work
 runs in a thread, so one long chunk never blocks the event loop.
 """
 
@@ -114,9 +115,14 @@ def psi_setup(request: Request, me: CurrentPrincipal, session_id: int = PathPara
 async def psi_chunk(
     request: Request, me: CurrentPrincipal, session_id: int = PathParam(ge=1, le=MAX_ID)
 ):
-    """One chunk of the encrypted list in, the platform's answer out (both octets)."""
-    body = await request.body()
+    """One chunk of the encrypted list in, the platform's answer out (both octets).
+
+    The session's owner is checked before a byte of the body is read: a chunk for
+    someone else's (or no) session is ``not_found`` whatever it holds.
+    """
     platform = request.app.state.platform
+    await anyio.to_thread.run_sync(psi.chunk_session, platform, me, session_id)
+    body = await request.body()
     answer = await anyio.to_thread.run_sync(psi.process_chunk, platform, me, session_id, body)
     return Response(content=answer, media_type=OCTETS)
 
