@@ -8,7 +8,8 @@ A backup is one folder::
     vault/           every snapshot the copied store references
     products/        every product the copied store records
     held/            the checked outputs of withheld jobs
-    other/           anything else of the home but tmp/ (caches, indexes), as is
+    other/           anything else of the home but tmp/ (caches, indexes), as is; but
+                     run/ledger-head.json is the head of the copied store, not the home's
     backup.json      every file with its SHA-256 and size, the ledger head
     backup.sig       the platform's signature over backup.json
 
@@ -88,12 +89,20 @@ def _copy_store(source: Path, target: Path) -> None:
         src.close()
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path, ignore=None) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        shutil.copytree(src, dst, symlinks=False)
+        shutil.copytree(src, dst, symlinks=False, ignore=ignore)
     else:
         shutil.copy2(src, dst)
+
+
+def _not_the_head_copy(folder: str, names: list[str]) -> set[str]:
+    """The home's copy of the ledger head may be newer than the store copied before it:
+    the backup carries a copy of the head of *its* store instead (written below)."""
+    if Path(folder).name != ledger.HEAD_COPY.parent.name:
+        return set()
+    return {n for n in names if n.startswith(ledger.HEAD_COPY.name) or n == ledger.HEAD_LOCK}
 
 
 def _referenced(store_copy: Path) -> tuple[list[tuple[str, str]], list[str], list[int]]:
@@ -136,10 +145,18 @@ def backup(platform: Platform, dest: Path) -> BackupReport:
         _copy(home / "keys", stage / "keys")
         for child in home.iterdir():
             if child.name not in SKIP_TOP | OWN_TOP:
-                _copy(child, stage / "other" / child.name)
-        files = _inventory(stage)
+                _copy(child, stage / "other" / child.name, ignore=_not_the_head_copy)
         with sqlite3.connect(stage / STORE_NAME) as conn:
-            head = conn.execute("SELECT seq, hash FROM ledger_head WHERE id = 1").fetchone()
+            head = conn.execute(
+                "SELECT seq, hash, signature, ts FROM ledger_head WHERE id = 1"
+            ).fetchone()
+        if head:
+            copy = stage / "other" / ledger.HEAD_COPY
+            ledger.write_head_copy(
+                copy, dict(zip(("seq", "hash", "signature", "ts"), head, strict=True))
+            )
+            (copy.parent / ledger.HEAD_LOCK).unlink(missing_ok=True)
+        files = _inventory(stage)
         manifest = {
             "format": FORMAT,
             "created_at": now_utc(),

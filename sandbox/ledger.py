@@ -9,33 +9,51 @@ signature over the last entry's sequence number and hash. Hence:
 * editing an entry breaks its hash;
 * deleting one breaks the sequence and the next entry's ``prev_hash``;
 * swapping two makes each hash match only under the other's sequence number;
-* appending or truncating without the key leaves the head unsigned for the tail.
+* appending or truncating without the key leaves the head unsigned for the tail;
+* an empty ledger is itself a finding: every platform's ledger begins with its
+  ``platform.init`` entry.
 
-:func:`verify` walks the chain and names the first entry that fails, and why.
-The one thing it cannot see is a rollback of the whole store to an earlier,
-consistent copy: publishing the head (``sandbox ledger head``) elsewhere is the
-defence against that.
+What the store alone cannot show is a rollback to an earlier, consistent state
+(an older copy of ``store.sqlite``, or the later entries deleted and an older
+signed head put back). So the last signed head is also kept outside the store, in
+``run/ledger-head.json`` beside it (seq, hash, signature; mode 0600): written after
+every commit that signed a new head (:func:`publish_head`), atomically (a temp file
+and ``os.replace``), under a ``flock``, and only forwards, so that the server
+processes of one home never move it back. :func:`verify` refuses a store whose head
+is older than that copy, or differs from it at the copy's entry. Someone who can
+rewrite the whole home can rewrite the copy too: publishing the head (``sandbox
+ledger head``) elsewhere remains the defence against that.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError, IntegrityError
 
 from . import keys
-from .store import ledger, ledger_head
+from .store import after_commit, ledger, ledger_head
 
 GENESIS = "0" * 64
+# The copy of the last signed head, relative to the folder of the store (the home).
+HEAD_COPY = Path("run") / "ledger-head.json"
+HEAD_LOCK = "ledger-head.lock"
+_log = logging.getLogger("sandbox.ledger")
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,91 @@ def append(
                 id=1, seq=seq, hash=digest, signature=signature, ts=fields["ts"]
             )
         )
+    head = {"seq": seq, "hash": digest, "signature": signature, "ts": fields["ts"]}
+    after_commit(conn, "ledger_head", partial(publish_head, conn.engine, head))
     return seq
+
+
+# --- the copy of the signed head outside the store ------------------------------------------
+
+
+def head_copy_path(engine: Engine) -> Path | None:
+    """Where the copy of ``engine``'s signed head lives: ``run/ledger-head.json`` beside
+    the store file. None for a store that is not a file."""
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).parent / HEAD_COPY
+
+
+def publish_head(engine: Engine, head: Mapping[str, Any]) -> None:
+    """Copy a committed signed head to ``run/ledger-head.json``, never backwards.
+
+    Runs after the commit of every transaction that appended (``after_commit``; the
+    last append of a transaction is its head, as the transaction held the write
+    lock; an append undone with its SAVEPOINT takes its hook with it), in whichever
+    process committed. It writes under an exclusive ``flock`` and only if ``head``
+    is later than the copy, so two processes that commit entries 10 and 11 leave 11
+    whatever order they get here in. A crash before this step leaves the copy
+    behind the store, which is no finding.
+    """
+    path = head_copy_path(engine)
+    if path is None:
+        return
+    try:
+        write_head_copy(path, head)
+    except OSError as exc:  # the commit stands; the copy catches up at the next entry
+        _log.warning("could not write the ledger head copy %s: %s", path, exc)
+
+
+def write_head_copy(path: Path, head: Mapping[str, Any]) -> int:
+    """Write ``head`` (seq, hash, signature, ts) to ``path`` if it is later than what is
+    there; return the seq the copy holds afterwards. Atomic: a temp file and
+    ``os.replace``, serialised by ``flock`` on a lock file beside it. Not fsynced,
+    like the store's own commits (WAL, ``synchronous=NORMAL``): a power loss may
+    take the last commits from both; one that took them from the store only is
+    reported by :func:`verify` as the rollback it is (those entries are gone)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = os.open(path.parent / HEAD_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = _read_copy(path)
+        except IntegrityError:
+            current = None  # unreadable: replaced by the head just committed
+        if current is not None and current["seq"] >= head["seq"]:
+            return current["seq"]
+        body = {
+            "seq": head["seq"],
+            "hash": head["hash"],
+            "signature": head["signature"],
+            "ts": head["ts"],
+        }
+        temp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(body, sort_keys=True).encode() + b"\n")
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        return head["seq"]
+    finally:
+        os.close(lock)  # closing the descriptor releases the flock
+
+
+def _read_copy(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        copy = {"seq": int(data["seq"]), "hash": str(data["hash"]), "sig": str(data["signature"])}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        raise IntegrityError(
+            f"the copy of the signed ledger head ({HEAD_COPY}) is unreadable: it was "
+            "damaged or replaced",
+            article="Art. 7",
+        ) from None
+    return copy
 
 
 @dataclass(frozen=True)
@@ -146,11 +248,20 @@ def _rows(conn: Connection) -> Iterator[dict]:
 
 
 def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
-    """Walk the chain; raise IntegrityError naming the first bad entry."""
+    """Walk the chain; raise IntegrityError naming the first bad entry.
+
+    Then the store's signed head against the copy outside the store (``run/ledger-
+    head.json``): a head older than the copy, or another entry at the copy's
+    position, is a rollback. The copy is read before the store, so an entry that
+    commits meanwhile cannot make the copy look newer than what this read sees.
+    """
+    copy_path = head_copy_path(conn.engine)
+    copy = _read_copy(copy_path) if copy_path is not None else None
     expected_seq = 1
     prev = GENESIS
     last_hash = GENESIS
     count = 0
+    hash_at_copy = None
     for row in _rows(conn):
         seq = row["seq"]
         if seq != expected_seq:
@@ -181,11 +292,23 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
             )
         prev = row["hash"]
         last_hash = row["hash"]
+        if copy is not None and seq == copy["seq"]:
+            hash_at_copy = row["hash"]
         expected_seq += 1
         count += 1
     head = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).mappings().first()
     if count == 0 and head is None:
-        return VerifyReport(0, 0, GENESIS)
+        raise IntegrityError(
+            "the ledger has no entries and no signed head: every platform's ledger begins "
+            "with its platform.init entry, so its entries were deleted"
+            + (
+                f"; the ledger was rolled back from entry {copy['seq']} (the head signed last, "
+                f"{HEAD_COPY}) to entry 0"
+                if copy is not None
+                else ""
+            ),
+            article="Art. 7",
+        )
     if head is None:
         raise IntegrityError("the signed ledger head is missing", article="Art. 7")
     keys.verify(public, _head_message(head["seq"], head["hash"]), head["signature"], "ledger head")
@@ -207,7 +330,47 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
             "entries were deleted from the end",
             article="Art. 7",
         )
+    if copy is not None:
+        _check_copy(conn, public, copy, head["seq"], hash_at_copy)
     return VerifyReport(count, head["seq"], head["hash"])
+
+
+def _check_copy(
+    conn: Connection, public: Ed25519PublicKey, copy: dict, head_seq: int, hash_at_copy: str | None
+) -> None:
+    """The store's (already verified) head is not older than the copy, nor another chain."""
+    keys.verify(
+        public,
+        _head_message(copy["seq"], copy["hash"]),
+        copy["sig"],
+        f"ledger head copy {HEAD_COPY}",
+    )
+    if copy["seq"] > head_seq:
+        if _committed_hash(conn.engine, copy["seq"]) == copy["hash"]:
+            return  # this read began before the copy's entry committed: not a rollback
+        gone = (
+            f"entry {copy['seq']} was"
+            if copy["seq"] == head_seq + 1
+            else f"entries {head_seq + 1} to {copy['seq']} were"
+        )
+        raise IntegrityError(
+            f"the ledger was rolled back: the store's signed head is entry {head_seq}, but the "
+            f"platform had signed entry {copy['seq']} ({HEAD_COPY}); {gone} removed, or the "
+            "store was replaced by an older copy",
+            article="Art. 7",
+        )
+    if hash_at_copy != copy["hash"]:
+        raise IntegrityError(
+            f"the ledger was rolled back and rewritten: entry {copy['seq']} is not the entry "
+            f"the platform signed as its head ({HEAD_COPY}); the chain from there was replaced",
+            article="Art. 7",
+        )
+
+
+def _committed_hash(engine: Engine, seq: int) -> str | None:
+    """The hash of entry ``seq`` as committed now (a fresh read, not the caller's)."""
+    with engine.connect() as fresh:
+        return fresh.execute(select(ledger.c.hash).where(ledger.c.seq == seq)).scalar()
 
 
 def time_bound(value: str, field: str, *, end: bool = False) -> str:

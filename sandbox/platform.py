@@ -8,7 +8,8 @@ Home layout::
     vault/               content-addressed Parquet snapshots of dataset versions
     products/            released products, one folder each, with a signed manifest
     tmp/                 work in progress; cleared at open (never holds anything released)
-    run/                 the API's server processes: their lock files and rate-limit buckets
+    run/                 the API's server processes: their lock files and rate-limit buckets;
+                         ledger-head.json, the copy of the last signed ledger head (0600)
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ ledger entry (``sandbox.ledger.append``), so a crash leaves both or neither.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -204,6 +205,44 @@ def _upgrade(conn: Connection, version: int) -> None:
     )
 
 
+# What a committed transaction still has to do outside the store (the copy of the
+# ledger's signed head, :func:`sandbox.ledger.publish_head`): registered in the
+# connection's ``info`` by the code that asks for it, run once after the commit,
+# dropped with a rollback. Every writer runs them: :meth:`Store.transaction` and the
+# group committer (:mod:`sandbox.verify_commit`).
+AFTER_COMMIT = "sandbox_after_commit"
+_log = logging.getLogger("sandbox.store")
+
+
+def after_commit(conn: Connection, name: str, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once this connection's transaction has committed (once per name)."""
+    conn.info.setdefault(AFTER_COMMIT, {})[name] = hook
+
+
+def run_after_commit(conn: Connection) -> None:
+    """The hooks of a committed transaction. The commit stands whatever they do, so a
+    failing hook is logged, never raised to a caller whose change is already durable."""
+    for name, hook in (conn.info.pop(AFTER_COMMIT, None) or {}).items():
+        try:
+            hook()
+        except Exception:
+            _log.exception("after-commit step %s failed", name)
+
+
+def drop_after_commit(conn: Connection) -> None:
+    conn.info.pop(AFTER_COMMIT, None)
+
+
+def after_commit_mark(conn: Connection) -> dict:
+    """The hooks registered so far: taken before a SAVEPOINT, so that rolling it back
+    (:func:`after_commit_reset`) also drops what its work asked for."""
+    return dict(conn.info.get(AFTER_COMMIT) or {})
+
+
+def after_commit_reset(conn: Connection, mark: dict) -> None:
+    conn.info[AFTER_COMMIT] = dict(mark)
+
+
 class Store:
     """A handle on the metadata store. Cheap to create; thread-safe via SQLAlchemy's pool."""
 
@@ -253,8 +292,14 @@ class Store:
         """One atomic unit: the state change and its ledger entry commit together."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(sandbox_write=True)
-            with conn.begin():
-                yield conn
+            drop_after_commit(conn)
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                drop_after_commit(conn)
+                raise
+            run_after_commit(conn)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -25,6 +25,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from .store import (
+    after_commit_mark,
+    after_commit_reset,
+    drop_after_commit,
+    run_after_commit,
+)
+
 Work = Callable[[Connection], Any]
 _STOP = object()
 
@@ -94,23 +101,28 @@ class GroupCommitter:
 
     def _commit(self, conn: Connection, batch: list) -> None:
         results: list[tuple[Future, bool, Any]] = []
+        drop_after_commit(conn)
         try:
             with conn.begin():
                 for work, future in batch:
                     savepoint = conn.begin_nested()
+                    mark = after_commit_mark(conn)
                     try:
                         value = work(conn)
                     except BaseException as exc:  # noqa: BLE001 - handed to the caller
                         savepoint.rollback()
+                        after_commit_reset(conn, mark)
                         results.append((future, False, exc))
                     else:
                         savepoint.commit()
                         results.append((future, True, value))
         except BaseException as exc:  # noqa: BLE001 - the commit failed: nothing is durable
+            drop_after_commit(conn)
             for _work, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
+        run_after_commit(conn)  # e.g. the ledger head's copy, before anyone is answered
         self.batches += 1
         self.units += len(batch)
         for future, ok, value in results:

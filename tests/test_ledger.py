@@ -90,12 +90,14 @@ def test_entries_chain_and_carry_their_fields(filled):
     assert rows[3]["article"] == "Art. 18"
 
 
-def test_empty_store_verifies(tmp_path):
+def test_an_empty_store_does_not_verify(tmp_path):
+    """A platform's ledger begins with platform.init: no entries at all were deleted."""
     from sandbox.store import Store
 
     store = Store.open(tmp_path / "bare.sqlite", create=True)
-    with store.read() as conn:
-        assert ledger.verify(conn, None).entries == 0  # no head, no entries: no key needed
+    with store.read() as conn, pytest.raises(IntegrityError, match="no entries") as err:
+        ledger.verify(conn, None)
+    assert err.value.article == "Art. 7"
     store.dispose()
 
 
