@@ -643,12 +643,12 @@ def grant_list(obj: Context, token: str | None, as_json: bool) -> None:
                     r["dataset"],
                     ", ".join(r["kinds"]),
                     r["columns"] if r["columns"] == "all" else ", ".join(r["columns"]),
-                    r["valid_until"][:10],
+                    r["valid_until"][:16].replace("T", " "),
                     r["status"] if r["in_term"] or r["status"] != "active" else "out of term",
                 )
                 for r in rows
             ],
-            ("grant", "operator", "dataset", "kinds", "columns", "until", "status"),
+            ("grant", "operator", "dataset", "kinds", "columns", "ends (UTC)", "status"),
             right=("grant",),
             empty="(no grants)",
         ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -172,6 +172,8 @@ def add_grant(
         valid_until = _parse_time(until)
     except ValueError:
         raise InputError("--from and --until must be ISO dates such as 2026-12-31") from None
+    if len(until.strip()) == 10:  # a bare date: the term takes in the whole of that day
+        valid_until += timedelta(days=1)
     if valid_until <= valid_from:
         raise InputError("the grant's term must end after it starts (Art. 13)", article="Art. 13")
     overrides = dict(disclosure or {})

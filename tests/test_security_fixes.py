@@ -30,10 +30,10 @@ from policies.errors import IntegrityError, PolicyRefusal
 from sandbox import keys, ledger
 from sandbox.backup import backup, restore, verify_home
 from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant
+from sandbox.grants import add_grant, grants_of
 from sandbox.ledger import Actor
 from sandbox.platform import STORE_NAME, Platform
-from sandbox.principals import by_name
+from sandbox.principals import Role, by_name
 from sandbox.products import fetch_product
 from sandbox.psi import set_terms
 from sandbox.workflow import agreements
@@ -453,3 +453,20 @@ def test_a_group_commit_unit_undone_by_its_savepoint_does_not_move_the_copy(plat
     assert (copy["seq"], copy["hash"]) == (report.head_seq, report.head_hash) == (2, copy["hash"])
     append(platform, 1)
     assert verify(platform).entries == 3
+
+
+def test_a_grant_until_a_bare_date_covers_the_whole_of_that_day(
+    platform, make_principal, pums_dataset
+):
+    """``--until 2026-12-04`` reads as 'through the 4th': the term ends at the next midnight."""
+    authority, _ = make_principal("city", Role.AUTHORITY, jurisdiction="city")
+    operator, _ = make_principal("bank", Role.OPERATOR)
+    today = datetime.now(UTC).date()
+    add_grant(platform, authority, "bank", "pums", until=today.isoformat())
+    add_grant(platform, authority, "bank", "pums", until=f"{today.isoformat()}T23:59:00+00:00")
+    with platform.store.read() as conn:
+        whole_day, exact = grants_of(conn, operator.id)
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    assert whole_day.valid_until == midnight + timedelta(days=1)
+    assert whole_day.valid_until > datetime.now(UTC)  # usable for the rest of today
+    assert exact.valid_until == midnight + timedelta(hours=23, minutes=59)  # a time is taken as given

@@ -73,7 +73,7 @@ def sign(
     )
     disposal = Disposal(disposal)
     start = parse_time(valid_from, "--from")
-    end = parse_time(valid_until, "--until")
+    end = parse_time(valid_until, "--until", end=True)
     if end <= start:
         raise InputError(
             "the agreement's term must end after it starts (Art. 13)", article="Art. 13"
@@ -248,7 +248,7 @@ def suspend(
     deadline: str | datetime | None = None,
 ) -> None:
     need_text({"reason": reason}, "Art. 24")
-    until = parse_time(deadline, "--deadline") if deadline else None
+    until = parse_time(deadline, "--deadline", end=True) if deadline else None
     with platform.store.transaction() as conn:
         _authority_row(conn, authority, agreement_id, "suspend agreements", "Art. 24")
         suspend_in(platform, conn, authority.actor, agreement_id, reason, "Art. 24", until)

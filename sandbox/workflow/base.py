@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -28,15 +28,23 @@ from ..principals import Principal, Role, require_role
 from ..store import datasets
 
 
-def parse_time(text: str | datetime, field: str = "time") -> datetime:
-    """An ISO date or time; a naive one is taken as UTC."""
+def parse_time(text: str | datetime, field: str = "time", *, end: bool = False) -> datetime:
+    """An ISO date or time; a naive one is taken as UTC.
+
+    As the end of a term or a deadline (``end``), a bare date takes in the whole of
+    that day: ``--until 2026-12-31`` ends at the start of 2027-01-01, as a reader of
+    the command would expect.
+    """
     if isinstance(text, datetime):
         value = text
     else:
+        raw = str(text).strip()
         try:
-            value = datetime.fromisoformat(str(text).strip())
+            value = datetime.fromisoformat(raw)
         except ValueError:
             raise InputError(f"{field} '{text}' is not an ISO date such as 2026-12-31") from None
+        if end and len(raw) == 10:
+            value += timedelta(days=1)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -47,7 +47,7 @@ def publish(
         raise InputError(
             "a notice names at least one dataset in scope (Art. 10)", article="Art. 10"
         )
-    closes = parse_time(deadline, "deadline")
+    closes = parse_time(deadline, "deadline", end=True)
     if closes <= now_or(now):
         raise InputError("the notice's deadline must be in the future (Art. 11)", article="Art. 11")
     with platform.store.transaction() as conn:

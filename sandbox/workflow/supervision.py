@@ -91,7 +91,7 @@ def evaluate(
             raise InputError(
                 "a failed evaluation sets a rectification --deadline (Art. 24)", article="Art. 24"
             )
-        until = parse_time(deadline, "--deadline")
+        until = parse_time(deadline, "--deadline", end=True)
         if until <= moment:
             raise InputError(
                 "the rectification deadline must be in the future (Art. 24)", article="Art. 24"
@@ -297,7 +297,7 @@ def inspect(
         raise InputError(
             "an inspection records at least one --finding (Art. 22)", article="Art. 22"
         )
-    until = parse_time(deadline, "--deadline") if deadline else None
+    until = parse_time(deadline, "--deadline", end=True) if deadline else None
     if tasks and until is None:
         raise InputError("rectification tasks need a --deadline (Art. 22)", article="Art. 22")
     with platform.store.transaction() as conn:
