@@ -469,4 +469,6 @@ def test_a_grant_until_a_bare_date_covers_the_whole_of_that_day(
     midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
     assert whole_day.valid_until == midnight + timedelta(days=1)
     assert whole_day.valid_until > datetime.now(UTC)  # usable for the rest of today
-    assert exact.valid_until == midnight + timedelta(hours=23, minutes=59)  # a time is taken as given
+    assert exact.valid_until == midnight + timedelta(
+        hours=23, minutes=59
+    )  # a time is taken as given
