@@ -6,7 +6,7 @@ Usage::
     python bench/api.py --quick          # --runs 2 --requests 1000 --seconds 5 (make bench)
 
 ``submit_inprocess``
-    :meth:`sandbox.execution.JobService.submit` of a small query (2,000 rows,
+    :meth:`sandbox.run.execution.JobService.submit` of a small query (2,000 rows,
     4 x 2 cells), with the spare worker: the reference.
 ``submit_http``
     the same query through a real ``sandbox serve`` on 127.0.0.1: ``POST
@@ -41,10 +41,10 @@ from _results import figure  # noqa: E402
 from api_server import ApiServer, make_home, write_persons  # noqa: E402
 
 from sandbox.client import Client  # noqa: E402
-from sandbox.execution import JobService  # noqa: E402
-from sandbox.platform import Platform  # noqa: E402
-from sandbox.principals import authenticate  # noqa: E402
-from sandbox.vault import load_classification, register  # noqa: E402
+from sandbox.core.platform import Platform  # noqa: E402
+from sandbox.core.principals import authenticate  # noqa: E402
+from sandbox.data.vault import load_classification, register  # noqa: E402
+from sandbox.run.execution import JobService  # noqa: E402
 
 SQL = "SELECT county, sex, COUNT(*) AS n, SUM(income) AS income FROM persons GROUP BY county, sex"
 

@@ -28,7 +28,7 @@ SQL job (``--rows`` payments rows, ``bench/_data.py``; the query of
     ``ray.dispatch_jobs`` on: the same isolated worker started by a Ray task.
 
 PSI set-up build (``--psi-items`` registry codes, RAW structure):
-``psi_build_1``, ``psi_build_2``, ``psi_build_ray2``: :func:`sandbox.psi.build_bundle`
+``psi_build_1``, ``psi_build_2``, ``psi_build_ray2``: :func:`sandbox.psi.service.build_bundle`
 in one process, in two processes, and as two Ray tasks on the local cluster.
 The three bundles must be byte-identical; the script stops if they are not.
 
@@ -58,11 +58,11 @@ import pyarrow.parquet as pq  # noqa: E402
 from _results import figure  # noqa: E402
 from sql_job import QUERY, _sql_literal, bare_connection, setup  # noqa: E402
 
-from sandbox.engines import ray_pool  # noqa: E402
-from sandbox.engines import spark as spark_engine  # noqa: E402
-from sandbox.execution import JobService, JobState  # noqa: E402
-from sandbox.platform import Platform  # noqa: E402
-from sandbox.psi import SetupSpec, build_bundle  # noqa: E402
+from sandbox.core.platform import Platform  # noqa: E402
+from sandbox.psi.service import SetupSpec, build_bundle  # noqa: E402
+from sandbox.run.engines import ray_pool  # noqa: E402
+from sandbox.run.engines import spark as spark_engine  # noqa: E402
+from sandbox.run.execution import JobService, JobState  # noqa: E402
 
 
 def opened(home: Path, **settings: str) -> Platform:

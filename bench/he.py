@@ -11,7 +11,7 @@ It registers a registry of ``--values`` enterprises (``county`` x ``industry``:
 ``client_context_s``   the operator's CKKS context with Galois keys (N=8192)
 ``client_encrypt_s``   packing 4096 values to a ciphertext, encrypting, serializing the
                        request (public context, keys, ciphertexts)
-``platform_*``         :func:`sandbox.he.he_sum`: checks and context load, the DuckDB
+``platform_*``         :func:`sandbox.he.service.he_sum`: checks and context load, the DuckDB
                        join, the masked sums in ``--processes`` workers, the ledger
 ``platform_repeat_s``  the same request again: the differencing defence numbers a
                        list's entities once (a one-off cost per entity), so this is
@@ -44,11 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policies.classes import Classification  # noqa: E402
-from sandbox import client_he, he, principals, vault  # noqa: E402
-from sandbox.grants import add_grant  # noqa: E402
-from sandbox.ledger import now_utc  # noqa: E402
-from sandbox.platform import Platform  # noqa: E402
-from sandbox.principals import Role  # noqa: E402
+from sandbox.client import he as client_he  # noqa: E402
+from sandbox.core import principals  # noqa: E402
+from sandbox.core.ledger import now_utc  # noqa: E402
+from sandbox.core.platform import Platform  # noqa: E402
+from sandbox.core.principals import Role  # noqa: E402
+from sandbox.data import vault  # noqa: E402
+from sandbox.data.grants import add_grant  # noqa: E402
+from sandbox.he import service as he  # noqa: E402
 
 CLASSIFICATION = Classification.from_dict(
     {

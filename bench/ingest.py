@@ -14,7 +14,7 @@ CSV is read once beforehand so neither side pays the disk):
     cores, snappy). ``duckdb_copy_zstd`` adds ``COMPRESSION zstd``, the vault's
     default codec, for a like-for-like reading.
 ``register``
-    :func:`sandbox.vault.register` on a fresh platform home (``Platform.init`` in
+    :func:`sandbox.data.vault.register` on a fresh platform home (``Platform.init`` in
     a temporary folder, one provider, a classification of every column), in a
     child process so that DuckDB's copy in this process does not count in its
     memory. Its time is split into ingestion (CSV -> Parquet), hashing,
@@ -32,7 +32,7 @@ high-water mark of the image the child replaced at ``exec``, that is of this
 process at fork time; after the DuckDB copy (which leaves several hundred MB
 resident here) it would report this process's memory, not the child's.
 
-The time split wraps three functions of ``sandbox.vault`` (``_write_snapshot``,
+The time split wraps three functions of ``sandbox.data.vault`` (``_write_snapshot``,
 ``_sha256``, ``profile_parquet``) with timers in the child. Known shortcut: it
 leans on those private names; a phase hook in ``vault.register`` would remove it.
 
@@ -157,10 +157,11 @@ def child(csv: Path) -> None:
     import pyarrow.parquet as pq
 
     from policies.classes import Classification
-    from sandbox import principals, vault
-    from sandbox.ledger import now_utc
-    from sandbox.platform import Platform
-    from sandbox.principals import Role
+    from sandbox.core import principals
+    from sandbox.core.ledger import now_utc
+    from sandbox.core.platform import Platform
+    from sandbox.core.principals import Role
+    from sandbox.data import vault
 
     phases: dict[str, float] = {}
 

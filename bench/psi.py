@@ -51,11 +51,11 @@ from api_server import ApiServer, make_home  # noqa: E402
 
 from policies.classes import Classification  # noqa: E402
 from sandbox.client import Client  # noqa: E402
-from sandbox.grants import add_grant  # noqa: E402
-from sandbox.platform import Platform  # noqa: E402
-from sandbox.principals import by_name  # noqa: E402
-from sandbox.psi import set_terms  # noqa: E402
-from sandbox.vault import register  # noqa: E402
+from sandbox.core.platform import Platform  # noqa: E402
+from sandbox.core.principals import by_name  # noqa: E402
+from sandbox.data.grants import add_grant  # noqa: E402
+from sandbox.data.vault import register  # noqa: E402
+from sandbox.psi.service import set_terms  # noqa: E402
 
 REGISTRY = Classification.from_dict(
     {"entity_key": "code", "columns": {"code": "identifier", "county": "dimension"}}

@@ -10,7 +10,7 @@ dimension, the entity key ``pid`` with about rows/10 distinct persons, the
 measure ``amount``) as dataset ``t``, grants it to an operator, and times
 
 ``submit_spare`` / ``submit_no_spare``
-    :meth:`sandbox.execution.JobService.submit` end to end (admission, evidence
+    :meth:`sandbox.run.execution.JobService.submit` end to end (admission, evidence
     rewrite, isolated worker, output check, signed release), with and without
     the pre-started spare worker.
 ``bare_visible``
@@ -64,13 +64,14 @@ from sqlalchemy import select
 from jobs import get_kind
 from policies.admission import QueryScope, TableScope
 from policies.classes import Classification
-from sandbox import principals, vault
-from sandbox.execution import JobService
-from sandbox.grants import add_grant
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Role
-from sandbox.store import jobs
+from sandbox.core import principals
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role
+from sandbox.core.store import jobs
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.run.execution import JobService
 
 QUERY = (
     "SELECT county, COUNT(DISTINCT pid) AS persons, SUM(amount) AS total, "

@@ -42,9 +42,10 @@ from _results import figure  # noqa: E402
 from api_server import ApiServer, free_port  # noqa: E402
 from verify_helpers import CONSENT, IDENTITY, make_world  # noqa: E402
 
-from sandbox import principals, verification  # noqa: E402
-from sandbox.ledger import now_utc  # noqa: E402
-from sandbox.platform import Platform  # noqa: E402
+from sandbox.core import principals  # noqa: E402
+from sandbox.core.ledger import now_utc  # noqa: E402
+from sandbox.core.platform import Platform  # noqa: E402
+from sandbox.verification import service as verification  # noqa: E402
 
 SETTINGS = """
 [api]

@@ -22,8 +22,8 @@ Figures (``name: value unit``, medians of ``--runs``):
     ``run_no_spare / bare_subprocess`` is the whole price of the runner.
 ``layers_isolate`` / ``layers_confine``
     the set-up of the layers themselves, timed inside a throw-away process
-    (:func:`sandbox.worker.isolate`: limits, network namespace, capabilities,
-    seccomp; :func:`sandbox.worker.confine`: Landlock).
+    (:func:`sandbox.run.worker.isolate`: limits, network namespace, capabilities,
+    seccomp; :func:`sandbox.run.worker.confine`: Landlock).
 
 Nothing here asserts a time.
 """
@@ -48,7 +48,7 @@ from _results import figure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sandbox.runner import Limits, Runner, _scrubbed_env  # noqa: E402
+from sandbox.run.runner import Limits, Runner, _scrubbed_env  # noqa: E402
 
 SQL = "SELECT g, COUNT(*) AS n, SUM(x) AS s FROM t GROUP BY g ORDER BY g"
 
@@ -63,7 +63,7 @@ print(len(rows))
 LAYERS = """
 import json, sys, time
 from pathlib import Path
-from sandbox import worker
+from sandbox.run import worker
 t0 = time.perf_counter()
 layers = worker.isolate(60, 4096, 64)
 t1 = time.perf_counter()

@@ -2,12 +2,12 @@
 
 An operator sends values encrypted under its own key with the join keys; the
 platform joins the keys to public attributes of a granted dataset and sums the
-ciphertexts per group (``sandbox.he`` does the work). What this module decides:
+ciphertexts per group (``sandbox.he.service`` does the work). What this module decides:
 
 * the request's shape: the group-by columns are ``dimension`` columns of the
   dataset (``he_group_not_dimension``, Art. 15), the join key is an
   ``identifier`` column (``he_key_not_identifier``, Art. 15); grant and
-  agreement scope are asked of ``sandbox.grants.may_run`` with these columns;
+  agreement scope are asked of ``sandbox.data.grants.may_run`` with these columns;
 * the encryption parameters are at least 128-bit secure
   (``he_parameters_below_floor``, Art. 19), from the HomomorphicEncryption.org
   standard's table of largest coefficient moduli per ring degree;

@@ -2,7 +2,7 @@
 
 A PSI match is not a SQL job: nothing runs over the data at the operator's
 request. The platform's encrypted set is built once per dataset version
-(:mod:`sandbox.psi`), and a match is a *session*: the operator states the
+(:mod:`sandbox.psi.service`), and a match is a *session*: the operator states the
 dataset, column, mode and the size of its list (:class:`policies.psi.PsiAsk`),
 then sends its encrypted list in chunks. So this kind does not implement
 :class:`jobs.base.JobKind` (whose plan is a SQL statement); it offers the pieces

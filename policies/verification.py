@@ -61,7 +61,7 @@ CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_MISS_CODES = ("mismatch", "not_found")
 MAX_KEYS = 4
-NORMALISE_FN = "vnorm"  # the DuckDB UDF the platform registers (sandbox.verify_keys)
+NORMALISE_FN = "vnorm"  # the DuckDB UDF the platform registers (sandbox.verification.keys)
 
 
 class ProductState(StrEnum):

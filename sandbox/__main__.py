@@ -1,3 +1,3 @@
-from .cli import main
+from sandbox.cli.app import main
 
-main()
+main(prog_name="sandbox")

@@ -168,9 +168,9 @@ columns:
 
 def make_home(home: Path, settings_toml: str = "") -> dict[str, str]:
     """Initialise a platform home and add one principal per role; returns name -> token."""
-    from sandbox.ledger import now_utc
-    from sandbox.platform import Platform
-    from sandbox.principals import Role, insert
+    from sandbox.core.ledger import now_utc
+    from sandbox.core.platform import Platform
+    from sandbox.core.principals import Role, insert
 
     platform = Platform.init(home)
     if settings_toml:

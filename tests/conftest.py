@@ -1,7 +1,7 @@
 """Shared fixtures: a real platform home in ``tmp_path``, principals, the third-party data sets.
 
 Everything here is real: the SQLite store, the signing key and the vault are files
-under ``tmp_path``; principals are inserted through ``sandbox.principals.insert``
+under ``tmp_path``; principals are inserted through ``sandbox.core.principals.insert``
 with their ledger entry, as ``sandbox principal add`` does.
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from policies.classes import Classification
-from sandbox import principals, vault
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Principal, Role
+from sandbox.core import principals
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.data import vault
 
 # The third-party data sets the tests use, copied into the project with their licences
 # (see tests/data/README.md): a clone stands alone.

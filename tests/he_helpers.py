@@ -1,7 +1,7 @@
 """Builders for the HE aggregate tests: a small enterprise registry and the grants to use it.
 
 Everything is real: the registry is a Parquet file registered through the
-vault, grants come from ``sandbox.grants.add_grant`` or from the workflow
+vault, grants come from ``sandbox.data.grants.add_grant`` or from the workflow
 (notice, application, reviews, agreement, data request, approval).
 """
 
@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from policies.classes import Classification
-from sandbox import vault
-from sandbox.grants import add_grant
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
 from sandbox.workflow import notices, requests, reviews
 
 REGISTRY = Classification.from_dict(

@@ -1,7 +1,7 @@
 """Builders for the PSI tests: small registries, an operator with a PSI grant or agreement.
 
 Everything goes through the real functions (vault registration, grants, the
-workflow, :func:`sandbox.psi.set_terms`) against the real store of a platform home.
+workflow, :func:`sandbox.psi.service.set_terms`) against the real store of a platform home.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from policies.classes import Classification
 from policies.workflow import Disposal
-from sandbox import vault
-from sandbox.grants import add_grant
-from sandbox.platform import Platform
-from sandbox.principals import Principal
-from sandbox.psi import set_terms
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.psi.service import set_terms
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 FIRMS = Classification.from_dict(

@@ -18,11 +18,11 @@ import pytest
 from api_server import ApiServer, check_envelope, make_home, write_persons
 
 from policies.classes import Classification
-from sandbox import vault
 from sandbox.client import Client
-from sandbox.grants import add_grant
-from sandbox.platform import Platform
-from sandbox.principals import authenticate
+from sandbox.core.platform import Platform
+from sandbox.core.principals import authenticate
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
 
 ROWS = 3_000_000
 SLOW_SQL = (

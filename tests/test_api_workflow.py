@@ -13,9 +13,9 @@ from api_server import ApiServer, check_envelope, make_home, write_persons
 
 from policies.errors import InputError, PermissionDenied
 from sandbox.client import Client
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Role, insert
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role, insert
 
 NOW = datetime.now(UTC)
 

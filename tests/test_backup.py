@@ -18,12 +18,13 @@ import pytest
 from api_server import ROOT, make_home, write_persons
 
 from policies.errors import ConfigError, IntegrityError
-from sandbox import ledger, vault
-from sandbox.backup import backup, check_backup, restore, verify_home
-from sandbox.execution import JobService
-from sandbox.grants import add_grant
-from sandbox.platform import Platform
-from sandbox.principals import authenticate
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import authenticate
+from sandbox.data import vault
+from sandbox.data.backup import backup, check_backup, restore, verify_home
+from sandbox.data.grants import add_grant
+from sandbox.run.execution import JobService
 
 SQL = "SELECT county, COUNT(*) AS n FROM persons GROUP BY county"
 

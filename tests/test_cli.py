@@ -1,4 +1,4 @@
-"""The ``sandbox`` command line, run as a real subprocess (``python -m sandbox.cli``).
+"""The ``sandbox`` command line, run as a real subprocess (``python -m sandbox``).
 
 One platform home per module goes through the whole flow once (init, principals,
 dataset, grant, a job from standard input, its product); each test then reads
@@ -48,7 +48,7 @@ class Cli:
         stdin: str | None = None,
         home: Path | None = None,
     ) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "sandbox.cli", "--home", str(home or self.home), *args]
+        command = [sys.executable, "-m", "sandbox", "--home", str(home or self.home), *args]
         if token is not None:
             command += ["--as", self.tokens[token]]
         return subprocess.run(
@@ -277,7 +277,7 @@ def test_the_missing_home_hint_is_a_command_that_works(cli: Cli):
     assert hint == f"sandbox --home {missing} init"
     args = hint.split()[1:]
     done = subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", *args],
+        [sys.executable, "-m", "sandbox", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -324,7 +324,7 @@ def test_the_token_can_come_from_a_file_only_its_owner_reads(cli: Cli):
     path.write_text(cli.tokens["bank"] + "\n")
     path.chmod(0o644)
     env = {**_env(cli.tmp), "SANDBOX_TOKEN_FILE": str(path)}
-    command = [sys.executable, "-m", "sandbox.cli", "--home", str(cli.home), "job", "list"]
+    command = [sys.executable, "-m", "sandbox", "--home", str(cli.home), "job", "list"]
     loose = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert loose.returncode == 2
     line = _one_error_line(loose, "bad_input")
@@ -343,7 +343,7 @@ def test_the_token_can_come_from_a_file_only_its_owner_reads(cli: Cli):
 def test_every_command_that_prints_data_has_json():
     import click
 
-    from sandbox.cli import main
+    from sandbox.cli.app import main
 
     # Commands that print only a line of progress or start something long-running.
     without = {"init", "serve", "demo", "demo-data"}
@@ -397,7 +397,7 @@ def test_grant_list_shows_each_grant_with_its_kinds(cli: Cli):
 def test_tables_line_up_chinese_text():
     from rich.cells import cell_len
 
-    from sandbox.cli import table
+    from sandbox.cli.common import table
 
     text = table(
         [("济宁市公安局", "provider", {"a": 1}), ("water", "operator", None)],

@@ -22,11 +22,11 @@ import pytest
 from api_server import ApiServer, make_home, write_persons
 from click.testing import CliRunner
 
-from sandbox.cli import main
+from sandbox.cli.app import main
 from sandbox.client import Client
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Role, insert
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role, insert
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from sandbox.demo import run_demo
+from sandbox.demo.flow import run_demo
 
 
 def test_the_demo_runs_the_whole_flow(tmp_path):

@@ -17,7 +17,7 @@ from connectors.validity import (
     resident_id_valid_sql,
 )
 from policies.classes import Classification, ColumnClass
-from sandbox.demo_data import COUNTIES, DEMO_TABLES, write_demo_data
+from sandbox.demo.data import COUNTIES, DEMO_TABLES, write_demo_data
 
 PERSONS = 2000
 

@@ -14,10 +14,10 @@ import pytest
 from pyroaring import BitMap
 
 from policies.differencing import Condition, DiffVerdict, HistoryIndex, check, check_cells
-from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant
-from sandbox.history import History, released_count
-from sandbox.principals import Role
+from sandbox.core.principals import Role
+from sandbox.data.grants import add_grant
+from sandbox.guard.history import History, released_count
+from sandbox.run.execution import JobService, JobState
 
 
 @pytest.fixture
@@ -190,9 +190,10 @@ def test_extremes_through_min_max_or_order_by_are_refused_at_admission(platform,
 
 def test_the_defence_can_be_switched_off_by_setting(tmp_path, pums_csv, pums_classification):
     """With differencing.enabled = false the N-1 attack goes through (what the defence stops)."""
-    from sandbox import principals, vault
-    from sandbox.ledger import now_utc
-    from sandbox.platform import Platform
+    from sandbox.core import principals
+    from sandbox.core.ledger import now_utc
+    from sandbox.core.platform import Platform
+    from sandbox.data import vault
 
     home = tmp_path / "off"
     Platform.init(home).close()

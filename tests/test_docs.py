@@ -11,7 +11,7 @@ with Spark and Ray) writes the blocks into one bash script with ``set -Eeuo pipe
 ``|| true`` or a test of ``$?``) and runs it in a scratch folder: a fresh platform home, a
 fresh ``HOME``, no ``SANDBOX_*`` variables of the developer's, and the interpreter's
 ``bin`` folder first on ``PATH``. The folder holds a link to ``sandbox/`` (the guides name
-``sandbox/demo_classifications/*.yaml``) and nothing else of the repository, so every file
+``sandbox/demo/classifications/*.yaml``) and nothing else of the repository, so every file
 the guides write stays in the scratch folder. A failure names the document, the line and
 the command, with the standard error of its block.
 

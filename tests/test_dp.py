@@ -26,9 +26,10 @@ from policies.dp import (
 )
 from policies.errors import PolicyRefusal
 from policies.outputs import OutputColumn, OutputRole, OutputSpec
-from sandbox import dp_budget, ledger
-from sandbox.execution import JobService, JobState
-from sandbox.platform import Platform
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.guard import dp_budget
+from sandbox.run.execution import JobService, JobState
 from tests.workflow_helpers import granted, make_cast
 
 QUERY = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex ORDER BY sex"

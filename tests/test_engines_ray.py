@@ -21,12 +21,13 @@ import pytest
 from sqlalchemy import select
 
 from policies.errors import ConfigError, JobFailed, SandboxError
-from sandbox import client_he, he
-from sandbox.engines import ray_pool
-from sandbox.execution import JobState
-from sandbox.he import Scheme
-from sandbox.psi import SetupSpec, build_bundle
-from sandbox.store import jobs
+from sandbox.client import he as client_he
+from sandbox.core.store import jobs
+from sandbox.he import service as he
+from sandbox.he.service import Scheme
+from sandbox.psi.service import SetupSpec, build_bundle
+from sandbox.run.engines import ray_pool
+from sandbox.run.execution import JobState
 from tests.psi_helpers import firm_code
 from tests.ray_helpers import crash, negate
 from tests.test_job_golden import CASES, GoldenPlatform
@@ -204,7 +205,7 @@ def test_a_lost_ray_worker_fails_the_work_as_engine_lost(cluster):
 
 
 def test_dispatching_jobs_without_a_ray_cluster_is_a_configuration_error(tmp_path):
-    from sandbox.settings import Settings
+    from sandbox.core.settings import Settings
 
     with pytest.raises(ConfigError) as caught:
         Settings.load(tmp_path, {"SANDBOX_RAY_DISPATCH_JOBS": "true"})

@@ -5,7 +5,7 @@ grants gate, evidence rewrite) on the golden platform of
 ``tests/test_job_golden.py``, run by the isolated DuckDB worker and by the
 Spark engine, and both raw results go through the same output check. A second
 golden platform with ``engine = spark`` runs whole jobs through
-:class:`~sandbox.execution.JobService`, including one whose Spark session is
+:class:`~sandbox.run.execution.JobService`, including one whose Spark session is
 stopped while it runs. One Spark session serves the whole module.
 """
 
@@ -22,10 +22,11 @@ import pytest
 
 from jobs import get_kind
 from policies.errors import JobFailed, SandboxError
-from sandbox import ledger, vault
-from sandbox.engines import spark as spark_engine
-from sandbox.execution import JobState, _prepare
-from sandbox.grants import add_grant
+from sandbox.core import ledger
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.run.engines import spark as spark_engine
+from sandbox.run.execution import JobState, _prepare
 from tests.test_job_golden import CASES, DATA, GoldenPlatform
 
 pytest.importorskip("pyspark")

@@ -3,7 +3,7 @@ and mid-release. After each: no half dataset, no half product, no product withou
 manifest, the ledger verifies, and the platform answers the next request.
 
 The kills are real SIGKILLs at named points (``SANDBOX_TEST_FAULTS=kill@<point>``,
-read by :mod:`sandbox.storage` only in the process that gets it). The full
+read by :mod:`sandbox.core.storage` only in the process that gets it). The full
 disk during ingestion is a real 2 MiB tmpfs holding the platform home
 (needs root); the full disk during release is ``ENOSPC`` injected at the
 storage seam (``enospc@release.write``).
@@ -24,13 +24,15 @@ import pyarrow.csv as pacsv
 import pytest
 from api_server import ROOT, ApiServer, check_envelope, make_home, write_persons
 
-from sandbox import ledger, vault, worker
-from sandbox.backup import verify_home
-from sandbox.execution import JobService
-from sandbox.grants import add_grant
-from sandbox.platform import Platform
-from sandbox.principals import authenticate
-from sandbox.store import dataset_versions, datasets, products
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import authenticate
+from sandbox.core.store import dataset_versions, datasets, products
+from sandbox.data import vault
+from sandbox.data.backup import verify_home
+from sandbox.data.grants import add_grant
+from sandbox.run import worker
+from sandbox.run.execution import JobService
 
 SETTINGS = "[job]\nspare_worker = false\n"
 NEXT_SQL = "SELECT county, COUNT(*) AS n FROM persons GROUP BY county"

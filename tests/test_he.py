@@ -22,8 +22,9 @@ from jobs.he_aggregate import (
 )
 from policies.disclosure import DisclosureParams
 from policies.errors import InputError, PolicyRefusal
-from sandbox import client_he, he
-from sandbox.principals import Role
+from sandbox.client import he as client_he
+from sandbox.core.principals import Role
+from sandbox.he import service as he
 from tests.he_helpers import (
     COUNTIES,
     REGISTRY,
@@ -61,7 +62,7 @@ def _rows(table, n, extra_unknown=0):
 
 
 def _ledger(platform, action):
-    from sandbox import ledger
+    from sandbox.core import ledger
 
     with platform.store.read() as conn:
         return [e for e in ledger.query(conn) if e["action"] == action]
@@ -282,7 +283,7 @@ def test_refused_without_grant_and_under_a_suspended_agreement(
 def test_cli_he_sum_in_process(bank, tmp_path):
     from click.testing import CliRunner
 
-    from sandbox.cli import main
+    from sandbox.cli.app import main
 
     platform, operator, table, token = bank
     csv = tmp_path / "loans.csv"
@@ -352,7 +353,7 @@ def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
         assert (g.sum, g.subjects) == expected[(g.group["county"],)]
     last = _ledger(platform, "he.sum")[-1]["details"]
     assert last["groups_differenced"] == 1
-    from sandbox.history_tables import released_request_cells
+    from sandbox.guard.tables import released_request_cells
 
     with platform.store.read() as conn:
         kept = conn.execute(released_request_cells.select()).fetchall()

@@ -13,10 +13,10 @@ import pytest
 from api_server import ApiServer, check_envelope, make_home
 
 from policies.errors import InputError, PermissionDenied, PolicyRefusal
-from sandbox import client_he
 from sandbox.client import Client
-from sandbox.platform import Platform
-from sandbox.principals import Role, by_name
+from sandbox.client import he as client_he
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role, by_name
 from tests.he_helpers import SMALL_COUNTY, direct_grant, expected_sums, register_registry
 
 pytestmark = pytest.mark.slow  # a server and 34 MB contexts: about 15 s on a quiet machine

@@ -2,7 +2,7 @@
 
 Two forms carry an attack. Arbitrary Python runs in the test harness
 (``tests/worker_harness.py``): a worker set up exactly like a job's by
-:func:`sandbox.worker.serve`, driven through the real runner. SQL runs in the
+:func:`sandbox.run.worker.serve`, driven through the real runner. SQL runs in the
 real worker, handed to the runner directly (admission would refuse most of it
 first; these tests take that layer away to show the ones below it). After each
 attack a real SQL job on the granted snapshot must succeed: the platform stays
@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from policies.errors import JobFailed
-from sandbox import worker
-from sandbox.platform import Platform
-from sandbox.runner import Limits, Runner, available_layers
+from sandbox.core.platform import Platform
+from sandbox.run import worker
+from sandbox.run.runner import Limits, Runner, available_layers
 
 HARNESS = "tests.worker_harness"
 NEXT_SQL = "SELECT g, SUM(x) AS s FROM t GROUP BY g ORDER BY g"
@@ -294,8 +294,8 @@ def test_sql_that_allocates_too_much_is_stopped(jobs, world):
 
 
 def test_the_runner_names_missing_layers_at_start_up(caplog):
-    caplog.set_level("WARNING", logger="sandbox.runner")
-    from sandbox.runner import EXPECTED_LAYERS, warn_missing_layers
+    caplog.set_level("WARNING", logger="sandbox.run.runner")
+    from sandbox.run.runner import EXPECTED_LAYERS, warn_missing_layers
 
     missing = warn_missing_layers()
     assert set(missing) == set(EXPECTED_LAYERS) - set(available_layers())

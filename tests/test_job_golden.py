@@ -25,14 +25,15 @@ import pytest
 from policies.admission import GRANTABLE_FAMILIES, QueryScope, TableScope, admit
 from policies.classes import Classification
 from policies.outputs import EVIDENCE_PREFIX, OutputRole
-from sandbox import principals, vault
-from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant
-from sandbox.keys import load_public
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Principal, Role
-from sandbox.release import verify_product
+from sandbox.core import principals
+from sandbox.core.keys import load_public
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.data.release import verify_product
+from sandbox.run.execution import JobService, JobState
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "jobs.sql"

@@ -15,8 +15,14 @@ import pytest
 from policies.access import GrantStatus
 from policies.classes import Classification
 from policies.errors import NotFound, PermissionDenied
-from sandbox import ledger, vault
-from sandbox.execution import (
+from sandbox.core import ledger
+from sandbox.core.keys import load_public
+from sandbox.core.principals import Role
+from sandbox.data import vault
+from sandbox.data.grants import add_grant, set_grant_status
+from sandbox.data.products import list_products
+from sandbox.data.release import verify_product
+from sandbox.run.execution import (
     TRANSITIONS,
     JobService,
     JobState,
@@ -24,11 +30,6 @@ from sandbox.execution import (
     list_jobs,
     may_transition,
 )
-from sandbox.grants import add_grant, set_grant_status
-from sandbox.keys import load_public
-from sandbox.principals import Role
-from sandbox.products import list_products
-from sandbox.release import verify_product
 from tests.conftest import PUMS_CLASSIFICATION
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"

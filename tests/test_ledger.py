@@ -2,7 +2,7 @@
 
 Entries are appended through the platform, in transactions; then the store file
 is changed with the ``sqlite3`` module, as someone with file access would, and
-:func:`sandbox.ledger.verify` must name what was done.
+:func:`sandbox.core.ledger.verify` must name what was done.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 import pytest
 
 from policies.errors import IntegrityError
-from sandbox import keys, ledger
-from sandbox.ledger import Actor
-from sandbox.platform import STORE_NAME
+from sandbox.core import keys, ledger
+from sandbox.core.ledger import Actor
+from sandbox.core.platform import STORE_NAME
 
 ALICE = Actor("alice", "operator", 7)
 BOB = Actor("bob", "provider", 8)
@@ -92,7 +92,7 @@ def test_entries_chain_and_carry_their_fields(filled):
 
 def test_an_empty_store_does_not_verify(tmp_path):
     """A platform's ledger begins with platform.init: no entries at all were deleted."""
-    from sandbox.store import Store
+    from sandbox.core.store import Store
 
     store = Store.open(tmp_path / "bare.sqlite", create=True)
     with store.read() as conn, pytest.raises(IntegrityError, match="no entries") as err:

@@ -8,10 +8,10 @@ import sqlite3
 import pytest
 
 from policies.errors import AuthError, Conflict, InputError, NotFound, PermissionDenied
-from sandbox import principals
-from sandbox.ledger import now_utc
-from sandbox.platform import STORE_NAME
-from sandbox.principals import Role
+from sandbox.core import principals
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import STORE_NAME
+from sandbox.core.principals import Role
 
 
 def store_bytes(platform) -> bytes:
@@ -155,7 +155,7 @@ def test_parse_role(platform):
 
 
 def test_adding_a_principal_is_ledgered_without_the_token(platform, make_principal):
-    from sandbox import ledger
+    from sandbox.core import ledger
 
     _, token = make_principal("op_one", Role.OPERATOR)
     with platform.store.read() as conn:

@@ -16,14 +16,15 @@ import pytest
 from policies.access import GrantStatus
 from policies.classes import Classification
 from policies.errors import Conflict, IntegrityError, NotFound, PermissionDenied, PolicyRefusal
-from sandbox import ledger, principals, vault
-from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant, grants_of, set_grant_status
-from sandbox.keys import load_public
-from sandbox.platform import Platform
-from sandbox.principals import Principal, Role
-from sandbox.products import fetch_product, list_products
-from sandbox.release import verify_product
+from sandbox.core import ledger, principals
+from sandbox.core.keys import load_public
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.data import vault
+from sandbox.data.grants import add_grant, grants_of, set_grant_status
+from sandbox.data.products import fetch_product, list_products
+from sandbox.data.release import verify_product
+from sandbox.run.execution import JobService, JobState
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 SQL = "SELECT sex, educ, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex, educ"
@@ -182,7 +183,7 @@ def test_the_authority_may_fetch_any_product(released: Released, tmp_path: Path)
 def test_others_cannot_fetch_or_see_the_product(released: Released, tmp_path: Path, who: str):
     viewer = getattr(released, who)
     # Another operator is told there is no such product; a consumer that its role reads
-    # none (Art. 17), as the API tells it (one check, sandbox.products.readable_product).
+    # none (Art. 17), as the API tells it (one check, sandbox.data.products.readable_product).
     with pytest.raises(NotFound if who == "other" else PermissionDenied):
         fetch_product(released.platform, viewer, released.product_id, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -2,7 +2,7 @@
 
 Real platform homes in ``tmp_path``, real datasets in the vault, the real PSI
 library on both sides; the client half talks to the platform through
-:class:`sandbox.psi.LocalTransport`, the same functions the HTTP routes call.
+:class:`sandbox.psi.service.LocalTransport`, the same functions the HTTP routes call.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from connectors.normalise import normalise, normalise_all
 from jobs.psi_match import BundleKind, pack_parts, plan_chunks, unpack_parts
 from policies.errors import Conflict, InputError, PolicyRefusal
 from policies.psi import PsiAsk, PsiMode, PsiTerms, check_ask
-from sandbox import ledger, vault
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
-from sandbox.principals import Role, insert
-from sandbox.psi import (
+from sandbox.client.psi import run_psi
+from sandbox.core import ledger
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role, insert
+from sandbox.data import vault
+from sandbox.psi.service import (
     LocalTransport,
     SetupSpec,
     build_bundle,
@@ -34,7 +36,6 @@ from sandbox.psi import (
     open_session,
     process_chunk,
 )
-from sandbox.psi_client import run_psi
 from sandbox.workflow import agreements
 from tests.psi_helpers import PEOPLE, firm_code, psi_agreement, psi_grant, register_firms
 
@@ -366,7 +367,7 @@ def test_suspended_agreement_refuses_at_open_and_between_chunks(cast):
     agreement_id = psi_agreement(
         cast.platform, cast.authority, cast.bank, cast.provider, [cast.r1, cast.r2]
     )
-    from sandbox.psi import set_terms
+    from sandbox.psi.service import set_terms
 
     set_terms(
         cast.platform,
@@ -498,7 +499,7 @@ def test_session_of_another_operator_is_not_found_and_closed_sessions_stay_close
         {"dataset": "firms", "column": "code", "mode": "cardinality", "list_size": 100},
     )
     from policies.errors import NotFound
-    from sandbox.psi import close_session
+    from sandbox.psi.service import close_session
 
     with pytest.raises(NotFound):
         process_chunk(cast.platform, rival, session["session"], b"")
@@ -535,7 +536,7 @@ def test_an_empty_platform_set_matches_nothing(tmp_path):
 def test_cli_terms_then_match_on_the_host(cast):
     from click.testing import CliRunner
 
-    from sandbox.cli import main
+    from sandbox.cli.app import main
 
     cast.firms([firm_code(i) for i in range(300)])
     grant_id = psi_grant(cast.platform, cast.authority, cast.bank)
@@ -612,8 +613,8 @@ def test_cli_terms_then_match_on_the_host(cast):
 
 
 def test_demo_scene_runs_on_small_demo_data(cast):
-    from sandbox.demo_data import DEMO_TABLES, write_demo_data
-    from sandbox.psi_demo import demo_psi
+    from sandbox.demo.data import DEMO_TABLES, write_demo_data
+    from sandbox.demo.psi import demo_psi
 
     paths = write_demo_data(cast.tmp / "demo", persons=2000)
     vault.register(

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from policies.errors import PolicyRefusal
 from sandbox.api.codes import PayloadTooLarge
 from sandbox.client import Client
-from sandbox.grants import add_grant
-from sandbox.platform import Platform
-from sandbox.principals import by_name
-from sandbox.psi import set_terms
+from sandbox.core.platform import Platform
+from sandbox.core.principals import by_name
+from sandbox.data.grants import add_grant
+from sandbox.psi.service import set_terms
 from tests.api_server import ApiServer, check_envelope, make_home
 from tests.psi_helpers import firm_code, register_firms
 
@@ -109,7 +109,7 @@ def test_refusals_and_caps_over_http(served):
 
 
 def test_cli_psi_runs_the_client_half_against_the_server(served, tmp_path):
-    from sandbox.cli import main
+    from sandbox.cli.app import main
 
     server, tokens = served
     items = tmp_path / "customers.csv"

@@ -10,8 +10,13 @@ import pytest
 
 from policies.classes import Classification
 from policies.errors import Conflict
-from sandbox import ledger, vault
-from sandbox.execution import (
+from sandbox.core import ledger
+from sandbox.core.keys import load_public
+from sandbox.core.principals import Role
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.data.release import verify_product
+from sandbox.run.execution import (
     JobService,
     JobState,
     cancel_operator_jobs,
@@ -19,10 +24,6 @@ from sandbox.execution import (
     release_held,
     transition,
 )
-from sandbox.grants import add_grant
-from sandbox.keys import load_public
-from sandbox.principals import Role
-from sandbox.release import verify_product
 from tests.conftest import PUMS_CLASSIFICATION
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
@@ -164,7 +165,7 @@ def test_a_server_process_starting_beside_a_live_one_recovers_nothing(
     leaves its running job alone. Once every process has stopped, the next start
     recovers it."""
     from sandbox.api.executor import Executor
-    from sandbox.platform import Platform
+    from sandbox.core.platform import Platform
 
     live = Executor(platform, service)
     live._recover_once()  # the first process: alone, recovers, then holds its share

@@ -1,6 +1,6 @@
 """The isolated runner, driven directly: limits, file and network isolation, its environment.
 
-Every test runs real worker processes (``python -m sandbox.worker``). What the
+Every test runs real worker processes (``python -m sandbox.run.worker``). What the
 tests look at from the outside is what the kernel shows of the test's own child
 processes (``/proc/<pid>/environ``, ``cwd``, ``maps``), never the runner's
 private state.
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from policies.errors import JobFailed
-from sandbox.runner import Limits, Runner
+from sandbox.run.runner import Limits, Runner
 
 REPO = Path(__file__).resolve().parents[1]
 PROC = Path("/proc")
@@ -48,7 +48,7 @@ def _children() -> list[int]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         state, ppid = fields[0], int(fields[1])
-        if ppid == os.getpid() and state != "Z" and b"sandbox.worker" in cmdline:
+        if ppid == os.getpid() and state != "Z" and b"sandbox.run.worker" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -166,7 +166,7 @@ def test_the_engine_configuration_is_locked(table_path):
 NETWORK_PROBE = textwrap.dedent(
     """
     import socket, sys
-    from sandbox.worker import leave_network
+    from sandbox.run.worker import leave_network
     if sys.argv[2] == "leave":
         layer = leave_network()
         print("layer", layer, flush=True)
@@ -258,7 +258,7 @@ def test_a_killed_platform_process_leaves_no_raw_result_behind(table_path):
         """
         import os, signal
         from pathlib import Path
-        from sandbox.runner import Limits, Runner
+        from sandbox.run.runner import Limits, Runner
         runner = Runner(Limits(time_s=30), spare=True)
         folder = runner._spare.dir
         (folder / "result.arrow").write_bytes(b"raw rows before the output check")

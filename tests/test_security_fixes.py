@@ -27,15 +27,15 @@ import private_set_intersection.python as psi_lib
 import pytest
 
 from policies.errors import IntegrityError, PolicyRefusal
-from sandbox import keys, ledger
-from sandbox.backup import backup, restore, verify_home
-from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant, grants_of
-from sandbox.ledger import Actor
-from sandbox.platform import STORE_NAME, Platform
-from sandbox.principals import Role, by_name
-from sandbox.products import fetch_product
-from sandbox.psi import set_terms
+from sandbox.core import keys, ledger
+from sandbox.core.ledger import Actor
+from sandbox.core.platform import STORE_NAME, Platform
+from sandbox.core.principals import Role, by_name
+from sandbox.data.backup import backup, restore, verify_home
+from sandbox.data.grants import add_grant, grants_of
+from sandbox.data.products import fetch_product
+from sandbox.psi.service import set_terms
+from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home
 from tests.psi_helpers import firm_code, register_firms
@@ -348,7 +348,7 @@ def test_the_head_copy_follows_many_writers_and_a_home_verifies(platform):
     """Threads of this process and two other processes append at once."""
     threads = [threading.Thread(target=append, args=(platform, 15)) for _ in range(3)]
     script = (
-        "import sys; from sandbox.platform import Platform; from sandbox.ledger import SYSTEM\n"
+        "import sys; from sandbox.core.platform import Platform; from sandbox.core.ledger import SYSTEM\n"
         "p = Platform.open(sys.argv[1])\n"
         "for i in range(15):\n"
         "    with p.store.transaction() as c:\n"
@@ -430,7 +430,7 @@ def test_verify_while_the_platform_writes_sees_no_rollback(platform):
 
 def test_a_group_commit_unit_undone_by_its_savepoint_does_not_move_the_copy(platform):
     """The verification service's group committer: one unit fails after its entry."""
-    from sandbox.verify_commit import GroupCommitter
+    from sandbox.verification.commit import GroupCommitter
 
     def ok(conn):
         return platform.record(conn, ALICE, "verify.call", "product:p", {}, "Art. 19")

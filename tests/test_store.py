@@ -7,7 +7,7 @@ def test_a_version_1_store_is_upgraded_at_open(tmp_path):
     """A store written before grants named their agreement gains the columns."""
     import sqlite3
 
-    from sandbox.store import SCHEMA_VERSION, Store
+    from sandbox.core.store import SCHEMA_VERSION, Store
 
     path = tmp_path / "store.sqlite"
     Store.open(path, create=True).dispose()

@@ -28,10 +28,11 @@ from policies.errors import (
     PermissionDenied,
     SourceError,
 )
-from sandbox import ledger, vault
-from sandbox.platform import Platform
-from sandbox.principals import Role
-from sandbox.store import dataset_versions, datasets
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role
+from sandbox.core.store import dataset_versions, datasets
+from sandbox.data import vault
 
 
 def vault_files(platform) -> set[Path]:

@@ -23,11 +23,13 @@ from verify_helpers import (
 
 from connectors.validity import resident_id_check_char
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal
-from sandbox import ledger, vault, verification
 from sandbox.api.codes import RateLimited
-from sandbox.demo_data import DEMO_TABLES
-from sandbox.platform import Platform
-from sandbox.principals import Role
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Role
+from sandbox.data import vault
+from sandbox.demo.data import DEMO_TABLES
+from sandbox.verification import service as verification
 from sandbox.workflow import agreements
 from sandbox.workflow.supervision import notifications_of
 

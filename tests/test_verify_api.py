@@ -7,10 +7,11 @@ from api_server import ApiServer, check_envelope
 from verify_helpers import CONSENT, IDENTITY, SOCIAL_INSURANCE, direct_identity, make_world
 
 from policies.errors import InputError, PermissionDenied, PolicyRefusal
-from sandbox import principals, verification
 from sandbox.client import Client
-from sandbox.ledger import now_utc
-from sandbox.platform import Platform
+from sandbox.core import principals
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.verification import service as verification
 
 
 @pytest.fixture(scope="module")

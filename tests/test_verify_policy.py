@@ -19,7 +19,7 @@ from policies.verification import (
     lookup_patterns,
     may_move,
 )
-from sandbox.demo_data import DEMO_TABLES
+from sandbox.demo.data import DEMO_TABLES
 
 SCOPE = QueryScope(
     tables={

@@ -10,9 +10,9 @@ import pytest
 
 from policies.errors import Conflict, InputError, PermissionDenied
 from policies.workflow import AirlockState, Vote, airlock_verdict
-from sandbox.execution import JobService, JobState
-from sandbox.principals import Role
-from sandbox.store import jobs
+from sandbox.core.principals import Role
+from sandbox.core.store import jobs
+from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import airlock
 from tests.workflow_helpers import entries, granted, make_cast, verify_ledger
 

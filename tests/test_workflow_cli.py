@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sandbox.cli import main
+from sandbox.cli.app import main
 from tests.workflow_helpers import make_cast, verify_ledger
 
 COMMANDS = [

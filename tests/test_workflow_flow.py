@@ -15,7 +15,7 @@ import pytest
 
 from policies.errors import Conflict, InputError, PermissionDenied, PolicyRefusal
 from policies.workflow import AgreementState, ApplicationState, Disposal, RequestState
-from sandbox.grants import grants_of
+from sandbox.data.grants import grants_of
 from sandbox.workflow import agreements, requests, reviews
 from sandbox.workflow.tables import applications, data_requests
 from tests.workflow_helpers import (
@@ -315,7 +315,7 @@ def test_a_request_outside_the_agreement_is_refused(cast):
 
 
 def test_only_the_provider_or_an_authority_approves(cast, make_principal):
-    from sandbox.principals import Role
+    from sandbox.core.principals import Role
 
     other_provider, _ = make_principal("other_bureau", Role.PROVIDER, org="Other Bureau")
     agreement_id = sign(cast, passed_application(cast))
@@ -331,7 +331,7 @@ def test_only_the_provider_or_an_authority_approves(cast, make_principal):
 
 
 def test_nobody_approves_a_request_of_its_own_organisation(cast, make_principal):
-    from sandbox.principals import Role
+    from sandbox.core.principals import Role
 
     insider, _ = make_principal("opco_authority", Role.AUTHORITY, org="OpCo", jurisdiction="city")
     agreement_id = sign(cast, passed_application(cast))

@@ -10,7 +10,7 @@ every action it asserts:
   allowed moves arrives at exactly that state;
 * every object whose state changed has exactly one new ledger entry, every
   unchanged object none; a refused action changes nothing and writes nothing;
-* the job gate (:func:`sandbox.grants.may_run`) never answers yes outside an
+* the job gate (:func:`sandbox.data.grants.may_run`) never answers yes outside an
   active, in-term grant of an active, in-term agreement whose scope covers the
   dataset and job kind (checked against the raw rows, not through ``decide``);
 * the ledger verifies.
@@ -39,11 +39,11 @@ from policies.workflow import (
     ReviewState,
     allowed,
 )
-from sandbox import ledger
-from sandbox.grants import may_run
-from sandbox.platform import Platform
-from sandbox.principals import by_name
-from sandbox.store import grants
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import by_name
+from sandbox.core.store import grants
+from sandbox.data.grants import may_run
 from sandbox.workflow import agreements, requests, supervision
 from sandbox.workflow.base import parse_time
 from sandbox.workflow.tables import (

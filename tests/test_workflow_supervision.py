@@ -2,7 +2,7 @@
 
 Jobs run in the real JobService (real worker processes on the real pums data);
 evaluations, incidents, expiry and disposal change what the one policy gate
-(:func:`sandbox.grants.may_run`) answers, and each refusal names its rule and article.
+(:func:`sandbox.data.grants.may_run`) answers, and each refusal names its rule and article.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 from policies.errors import Conflict, InputError, PermissionDenied, PolicyRefusal
 from policies.workflow import Disposal
-from sandbox.execution import JobService, JobState
-from sandbox.grants import add_grant, grants_of, may_run
+from sandbox.data.grants import add_grant, grants_of, may_run
+from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, airlock, feedback, supervision, usage
 from sandbox.workflow.tables import output_reviews, product_dispositions
 from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger

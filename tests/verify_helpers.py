@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from policies.workflow import Disposal, PassRule
-from sandbox import vault
-from sandbox.demo_data import DEMO_TABLES, demo_tables
-from sandbox.platform import Platform
-from sandbox.principals import Principal, Role
-from sandbox.verify_demo import IDENTITY, SOCIAL_INSURANCE  # noqa: F401  (re-exported)
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.data import vault
+from sandbox.demo.data import DEMO_TABLES, demo_tables
+from sandbox.demo.verification import IDENTITY, SOCIAL_INSURANCE  # noqa: F401  (re-exported)
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 NOW = datetime.now(UTC)

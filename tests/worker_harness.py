@@ -1,10 +1,10 @@
 """A test-only job worker that runs arbitrary Python instead of SQL.
 
-Run by the attack tests through the real :class:`sandbox.runner.Runner`
+Run by the attack tests through the real :class:`sandbox.run.runner.Runner`
 (``Runner(limits, worker_module="tests.worker_harness")``), so its process is
 set up exactly like a job's: the same scrubbed environment, empty folder, new
 session, resource limits, network namespace, dropped capabilities, seccomp
-filter and Landlock domain, all from :func:`sandbox.worker.serve`. Only the
+filter and Landlock domain, all from :func:`sandbox.run.worker.serve`. Only the
 last step differs: the task's ``sql`` is Python source, executed with
 ``tables`` (the granted ``{name: path}``) in scope; whatever it leaves in
 ``outcome`` comes back as a one-cell table.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from sandbox.worker import RESULT_NAME, serve
+from sandbox.run.worker import RESULT_NAME, serve
 
 
 def run_python(task: dict) -> dict:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from policies.workflow import Disposal
-from sandbox import ledger
-from sandbox.platform import Platform
-from sandbox.principals import Principal, Role
+from sandbox.core import ledger
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 NOW = datetime.now(UTC)

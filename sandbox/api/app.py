@@ -17,9 +17,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..execution import JobService
-from ..platform import Platform, default_home
-from . import (
+from sandbox.api import (
     errors,
     routes_datasets,
     routes_he,
@@ -31,10 +29,12 @@ from . import (
     routes_verify,
     routes_workflow,
 )
-from .errors import REQUEST_ID_HEADER, new_request_id
-from .executor import Executor
-from .limits import BodyCaps, BodyLimitMiddleware, RateLimiter
-from .models import ErrorEnvelope
+from sandbox.api.errors import REQUEST_ID_HEADER, new_request_id
+from sandbox.api.executor import Executor
+from sandbox.api.limits import BodyCaps, BodyLimitMiddleware, RateLimiter
+from sandbox.api.models import ErrorEnvelope
+from sandbox.core.platform import Platform, default_home
+from sandbox.run.execution import JobService
 
 API_VERSION = "1"
 

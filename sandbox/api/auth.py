@@ -1,7 +1,7 @@
 """Bearer tokens: who is calling.
 
 The token of ``Authorization: Bearer <token>`` is checked by
-:func:`sandbox.principals.authenticate`, the same function the CLI uses (it
+:func:`sandbox.core.principals.authenticate`, the same function the CLI uses (it
 compares digests in constant time and refuses inactive principals). A missing
 or unknown token is 401 with the envelope; then the principal's rate bucket is
 charged (:mod:`.limits`). Role and grant checks stay in the platform functions
@@ -16,8 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from policies.errors import AuthError
-
-from ..principals import Principal, authenticate
+from sandbox.core.principals import Principal, authenticate
 
 bearer = HTTPBearer(auto_error=False, description="a token from 'sandbox principal add'")
 

@@ -64,7 +64,7 @@ class InternalError(SandboxError):
     code = "internal_error"
 
 
-from ..storage import DiskFull  # noqa: E402  (its own small module: no FastAPI)
+from sandbox.core.storage import DiskFull  # noqa: E402  (its own small module: no FastAPI)
 
 # code -> (HTTP status, class the client raises)
 CODES: dict[str, tuple[int, type[SandboxError]]] = {

@@ -20,8 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies.errors import SandboxError
-
-from .codes import status_for, status_of
+from sandbox.api.codes import status_for, status_of
 
 log = logging.getLogger("sandbox.api")
 

@@ -28,9 +28,9 @@ import os
 import threading
 from pathlib import Path
 
-from ..execution import JobService
-from ..jobstate import recover
-from ..platform import Platform
+from sandbox.core.platform import Platform
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import recover
 
 log = logging.getLogger("sandbox.api.executor")
 

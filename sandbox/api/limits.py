@@ -28,8 +28,8 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .codes import PayloadTooLarge, RateLimited
-from .errors import envelope, new_request_id
+from sandbox.api.codes import PayloadTooLarge, RateLimited
+from sandbox.api.errors import envelope, new_request_id
 
 MIB = 1024 * 1024
 UPLOAD_PATH = "/v1/datasets/upload"

@@ -1,7 +1,7 @@
 """Datasets (register by upload or server-side URI, list, show) and grants.
 
 Registration and grants call the same platform functions as the CLI
-(:func:`sandbox.vault.register`, :func:`sandbox.grants.add_grant`), which
+(:func:`sandbox.data.vault.register`, :func:`sandbox.data.grants.add_grant`), which
 check the role. A quality profile stays inside the platform: only the owning
 provider, the authority and auditors see it; consumers see no classification
 either (they reach products, not datasets).
@@ -20,12 +20,8 @@ from fastapi import Path as PathParam
 
 from policies.classes import Classification
 from policies.errors import ClassificationError, InputError, PermissionDenied
-
-from ..grants import add_grant, list_grants
-from ..principals import Role, require_role
-from ..vault import get_version, list_datasets, register
-from .auth import CurrentPrincipal
-from .models import (
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import (
     MAX_ID,
     NAME,
     DatasetDetail,
@@ -36,7 +32,10 @@ from .models import (
     RegisterByUri,
     Registration,
 )
-from .sources import check_source
+from sandbox.api.sources import check_source
+from sandbox.core.principals import Role, require_role
+from sandbox.data.grants import add_grant, list_grants
+from sandbox.data.vault import get_version, list_datasets, register
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 

@@ -1,12 +1,12 @@
 """HE aggregate jobs over HTTP: ``POST /v1/he/sum``.
 
-The body is the binary request of :func:`sandbox.client_he.build_request`
+The body is the binary request of :func:`sandbox.client.he.build_request`
 (``application/octet-stream``): header, public context, keys, ciphertexts. It
 is read as a stream and cut off at ``he.max_request_mb`` (the door's cap for
 this path is ``api.max_upload_mb``, :mod:`.limits`). The answer is binary too:
 a header (groups, subjects per released group, refused count) and one
 ciphertext that only the operator can decrypt. The gate is the platform's
-(``may_run`` with job kind ``he_aggregate``, inside :func:`sandbox.he.he_sum`),
+(``may_run`` with job kind ``he_aggregate``, inside :func:`sandbox.he.service.he_sum`),
 so refusals carry the same rule and article as in-process.
 """
 
@@ -16,10 +16,10 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..he import he_sum_safely
-from ..principals import Role, require_role
-from .auth import CurrentPrincipal
-from .codes import PayloadTooLarge
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.codes import PayloadTooLarge
+from sandbox.core.principals import Role, require_role
+from sandbox.he.service import he_sum_safely
 
 router = APIRouter(prefix="/v1", tags=["he"])
 MEDIA = "application/octet-stream"

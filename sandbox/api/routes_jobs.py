@@ -16,9 +16,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
-from ..jobstate import ACTIVE_STATES, JobOutcome, job_outcome, list_jobs
-from .auth import CurrentPrincipal
-from .models import MAX_ID, Job, JobRequest, JobSummary
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import MAX_ID, Job, JobRequest, JobSummary
+from sandbox.run.jobstate import ACTIVE_STATES, JobOutcome, job_outcome, list_jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from .. import ledger as ledger_mod
-from ..principals import Role, require_role
-from .auth import CurrentPrincipal
-from .models import LedgerEntry, LedgerVerification
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import LedgerEntry, LedgerVerification
+from sandbox.core import ledger as ledger_mod
+from sandbox.core.principals import Role, require_role
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
 

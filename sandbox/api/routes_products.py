@@ -1,7 +1,7 @@
 """Released products: list, manifest, and downloads of one file or the whole folder.
 
 Only products whose job is ``released`` are served, and only to principals
-:func:`sandbox.products.readable_product` lets read them now (their operator while
+:func:`sandbox.data.products.readable_product` lets read them now (their operator while
 its grant and agreement are in force, the authority, auditors; others are refused
 there with the rule and article, as on the host). Every byte
 served is first verified against the signed manifest, and every download is a
@@ -19,13 +19,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from policies.errors import NotFound
-
-from ..platform import Platform
-from ..principals import Principal
-from ..products import list_products, readable_product
-from ..release import MANIFEST, SIGNATURE, verify_product
-from .auth import CurrentPrincipal
-from .models import Product
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import Product
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal
+from sandbox.data.products import list_products, readable_product
+from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
 
 router = APIRouter(prefix="/v1", tags=["products"])
 
@@ -36,7 +35,7 @@ FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 def _released_product(platform: Platform, viewer: Principal, product_id: str) -> tuple[dict, dict]:
     """The product's row and its verified manifest, if ``viewer`` may read it now.
 
-    The check is :func:`sandbox.products.readable_product`, the one the host's
+    The check is :func:`sandbox.data.products.readable_product`, the one the host's
     ``sandbox product get`` makes: a suspended agreement refuses here as there.
     """
     with platform.store.read() as conn:

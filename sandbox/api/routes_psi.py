@@ -20,9 +20,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from .. import psi
-from .auth import CurrentPrincipal
-from .models import MAX_ID, NAME
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import MAX_ID, NAME
+from sandbox.psi import service as psi
 
 router = APIRouter(prefix="/v1/psi", tags=["psi"])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
-from ..keys import sign
-from ..keys import verify as verify_signature
-from ..store import ledger_head
-from .auth import CurrentPrincipal
-from .codes import NotReady
-from .models import Health, Me
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.codes import NotReady
+from sandbox.api.models import Health, Me
+from sandbox.core.keys import sign
+from sandbox.core.keys import verify as verify_signature
+from sandbox.core.store import ledger_head
 
 router = APIRouter()
 

@@ -5,7 +5,7 @@
 the call's ledger entry is durable (group commit). Definition, approval, stats and
 the auditor's "who verified this subject?" call the functions the CLI calls.
 
-Each server process keeps one :class:`sandbox.verification.VerificationService` on
+Each server process keeps one :class:`sandbox.verification.service.VerificationService` on
 ``app.state`` (its index readers and its group-commit thread), made on first use.
 """
 
@@ -19,9 +19,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.errors import InputError
-
-from .. import verification
-from .auth import CurrentPrincipal
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.verification import service as verification
 
 router = APIRouter(prefix="/v1/verify", tags=["verification"])
 PRODUCT = r"^[a-z][a-z0-9_]{0,63}$"

@@ -19,8 +19,9 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.workflow import Aggregate, Disposal, PassRule, Vote
-
-from ..workflow import (
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import MAX_ID, NAME
+from sandbox.workflow import (
     agreements,
     airlock,
     applications,
@@ -32,8 +33,6 @@ from ..workflow import (
     supervision,
     usage,
 )
-from .auth import CurrentPrincipal
-from .models import MAX_ID, NAME
 
 router = APIRouter(prefix="/v1", tags=["workflow"])
 

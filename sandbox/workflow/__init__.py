@@ -7,6 +7,6 @@ quality tickets), :mod:`.supervision` (evaluation, incident, inspection),
 states and rules are pure data in :mod:`policies.workflow`; every move here is
 one ledger entry in the same transaction as the state change (:mod:`.base`).
 
-This package's ``__init__`` imports nothing, so that :mod:`sandbox.store` can
+This package's ``__init__`` imports nothing, so that :mod:`sandbox.core.store` can
 import :mod:`.tables` while it is itself being loaded.
 """

@@ -11,7 +11,7 @@ Suspension (failed evaluation or incident) cancels the operator's queued and
 running jobs and freezes its held outputs, in the same transaction. At expiry
 (and at termination) the disposal clause runs: the operator's products made
 under the agreement are deleted or handed to the signing authority, each
-recorded. :func:`terms_of` gives the job gate (:func:`sandbox.grants.may_run`)
+recorded. :func:`terms_of` gives the job gate (:func:`sandbox.data.grants.may_run`)
 what it needs to refuse outside an active, in-term, in-scope agreement.
 """
 
@@ -36,13 +36,26 @@ from policies.workflow import (
     covers,
     refuse,
 )
-
-from ..ledger import SYSTEM, Actor, now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, by_id
-from ..store import grants, jobs, products
-from .base import create, get, move, need_text, now_or, parse_time, require_authority
-from .tables import agreements, applications, evaluations, notices, product_dispositions
+from sandbox.core.ledger import SYSTEM, Actor, now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id
+from sandbox.core.store import grants, jobs, products
+from sandbox.workflow.base import (
+    create,
+    get,
+    move,
+    need_text,
+    now_or,
+    parse_time,
+    require_authority,
+)
+from sandbox.workflow.tables import (
+    agreements,
+    applications,
+    evaluations,
+    notices,
+    product_dispositions,
+)
 
 
 def sign(
@@ -177,7 +190,7 @@ def _cancel_jobs(
     platform: Platform, conn: Connection, operator_id: int, reason: str, article: str
 ) -> list[int]:
     """Queued and running jobs of the operator fail at once (Art. 24), via the job path."""
-    from ..execution import cancel_operator_jobs
+    from sandbox.run.execution import cancel_operator_jobs
 
     return list(cancel_operator_jobs(platform, conn, operator_id, reason, article))
 
@@ -192,7 +205,7 @@ def suspend_in(
     deadline: datetime | None = None,
 ) -> None:
     """Suspend inside the caller's transaction: cancel jobs, freeze held outputs."""
-    from .airlock import freeze
+    from sandbox.workflow.airlock import freeze
 
     row = get(conn, agreements, agreement_id, "agreement")
     move(
@@ -214,7 +227,7 @@ def suspend_in(
 def restore_in(
     platform: Platform, conn: Connection, actor: Actor, agreement_id: int, reason: str
 ) -> None:
-    from .airlock import unfreeze
+    from sandbox.workflow.airlock import unfreeze
 
     row = get(conn, agreements, agreement_id, "agreement")
     move(

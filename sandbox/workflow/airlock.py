@@ -2,13 +2,13 @@
 
 Outputs the output check sends to review, and every output of an agreement that
 asks for human review (``review_required``), are withheld by the job path
-(``sandbox.execution``). Here two checkers (reviewers or authority staff
+(``sandbox.run.execution``). Here two checkers (reviewers or authority staff
 appointed for the agreement, or for the job) vote: approve, return with a
 request for change, or reject, each with a reason. Votes are blind: nobody sees
 another's vote until both are in (the ledger seals each vote and publishes them
 together with the verdict). The author and anyone of its organisation never
 check it. Approval releases the held output through
-``sandbox.execution.release_held``. A suspension freezes pending reviews;
+``sandbox.run.execution.release_held``. A suspension freezes pending reviews;
 restoration thaws them.
 
 States (:class:`policies.workflow.AirlockState`)::
@@ -35,13 +35,12 @@ from policies.workflow import (
     check_not_own_org,
     refuse,
 )
-
-from ..ledger import Actor, now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, by_id, by_name
-from ..store import grants, jobs
-from .base import create, get, move, names, need_text, require_authority
-from .tables import agreements, checker_appointments, output_reviews, output_votes
+from sandbox.core.ledger import Actor, now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id, by_name
+from sandbox.core.store import grants, jobs
+from sandbox.workflow.base import create, get, move, names, need_text, require_authority
+from sandbox.workflow.tables import agreements, checker_appointments, output_reviews, output_votes
 
 CHECKERS_NEEDED = 2
 
@@ -281,7 +280,7 @@ def vote(platform: Platform, checker: Principal, job_id: int, decision: Vote, re
 
 def _release(platform: Platform, job_id: int, checkers: list[str]) -> str:
     """Hand the approved output to the job path, which releases it as a signed product."""
-    from ..execution import release_held
+    from sandbox.run.execution import release_held
 
     product_id = release_held(platform, job_id, checkers)
     with platform.store.transaction() as conn:

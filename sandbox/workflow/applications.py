@@ -18,12 +18,11 @@ from policies.access import JOB_KINDS
 from policies.classes import did_you_mean
 from policies.errors import InputError
 from policies.workflow import PRODUCT_KINDS, ApplicationState, NoticeState, refuse
-
-from ..platform import Platform
-from ..principals import Principal, Role, require_role
-from ..vault import get_version
-from .base import create, get, need_text, now_or, parse_time
-from .tables import applications, notices
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, require_role
+from sandbox.data.vault import get_version
+from sandbox.workflow.base import create, get, need_text, now_or, parse_time
+from sandbox.workflow.tables import applications, notices
 
 
 def _check_kinds(values: Sequence[str], known: Sequence[str], what: str) -> list[str]:

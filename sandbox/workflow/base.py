@@ -21,11 +21,10 @@ from sqlalchemy.engine import Connection, Row
 from policies.classes import did_you_mean
 from policies.errors import InputError, NotFound
 from policies.workflow import article_of, check_jurisdiction, check_transition
-
-from ..ledger import Actor, now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, require_role
-from ..store import datasets
+from sandbox.core.ledger import Actor, now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.store import datasets
 
 
 def parse_time(text: str | datetime, field: str = "time", *, end: bool = False) -> datetime:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from policies.errors import Conflict, InputError, NotFound
-
-from ..ledger import now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, require_role
-from ..store import products
-from .tables import feedback, product_dispositions
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.store import products
+from sandbox.workflow.tables import feedback, product_dispositions
 
 
 def give(

@@ -16,11 +16,19 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import InputError
 from policies.workflow import NoticeState, PassRule
-
-from ..platform import Platform
-from ..principals import Principal
-from .base import create, dataset_row, get, names, need_text, now_or, parse_time, require_authority
-from .tables import notices
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal
+from sandbox.workflow.base import (
+    create,
+    dataset_row,
+    get,
+    names,
+    need_text,
+    now_or,
+    parse_time,
+    require_authority,
+)
+from sandbox.workflow.tables import notices
 
 
 def publish(

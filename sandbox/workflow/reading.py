@@ -20,11 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.errors import NotFound, PermissionDenied
-
-from ..principals import Principal, Role, by_id
-from .applications import application_dict
-from .base import get, require_authority
-from .tables import applications, notices, review_appointments
+from sandbox.core.principals import Principal, Role, by_id
+from sandbox.workflow.applications import application_dict
+from sandbox.workflow.base import get, require_authority
+from sandbox.workflow.tables import applications, notices, review_appointments
 
 
 def application_for(conn: Connection, viewer: Principal, application_id: int) -> dict:

@@ -5,7 +5,7 @@ provider (or an authority of the agreement's jurisdiction) approves or
 refuses. Nobody approves a request of its own organisation. Approval creates a
 grant linked to the agreement: valid until the agreement's end, with the job
 kinds, columns, disclosure overrides and review requirement of the agreement,
-so the job gate (:func:`sandbox.grants.may_run`) enforces the agreement on
+so the job gate (:func:`sandbox.data.grants.may_run`) enforces the agreement on
 every job. Operators report quality problems as tickets the provider answers,
 naming the new dataset version that fixes them, if any.
 """
@@ -21,15 +21,14 @@ from sqlalchemy import select
 from policies.access import GrantStatus, agreement_refusal
 from policies.errors import Conflict, NotFound, PermissionDenied
 from policies.workflow import RequestState, TicketState, check_not_own_org, covers
-
-from ..ledger import now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, by_id, require_role
-from ..store import datasets, grants
-from ..vault import get_version
-from .agreements import terms_of
-from .base import create, dataset_row, get, move, need_text, now_or
-from .tables import agreements, data_requests, quality_tickets
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id, require_role
+from sandbox.core.store import datasets, grants
+from sandbox.data.vault import get_version
+from sandbox.workflow.agreements import terms_of
+from sandbox.workflow.base import create, dataset_row, get, move, need_text, now_or
+from sandbox.workflow.tables import agreements, data_requests, quality_tickets
 
 
 def _agreement_allows(conn, agreement_id: int, dataset: str, columns, now: datetime) -> None:

@@ -24,11 +24,10 @@ from policies.workflow import (
     check_scores,
     review_verdict,
 )
-
-from ..platform import Platform
-from ..principals import Principal, Role, by_id, by_name, require_role
-from .base import create, get, move, names, require_authority
-from .tables import applications, notices, review_appointments
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
+from sandbox.workflow.base import create, get, move, names, require_authority
+from sandbox.workflow.tables import applications, notices, review_appointments
 
 
 def appoint(

@@ -24,15 +24,22 @@ from sqlalchemy.engine import Connection
 from policies.access import GrantStatus
 from policies.errors import Conflict, InputError, NotFound
 from policies.workflow import EvaluationState, covers
-
-from ..ledger import Actor, now_utc
-from ..platform import Platform
-from ..principals import Principal, Role, by_id, by_name, require_role
-from ..store import grants, principals
-from .agreements import active_of, restore_in, suspend_in
-from .base import create, get, move, need_text, now_or, parse_time, require_authority
-from .tables import agreements, evaluations, incidents, inspections, notifications
-from .usage import figures
+from sandbox.core.ledger import Actor, now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
+from sandbox.core.store import grants, principals
+from sandbox.workflow.agreements import active_of, restore_in, suspend_in
+from sandbox.workflow.base import (
+    create,
+    get,
+    move,
+    need_text,
+    now_or,
+    parse_time,
+    require_authority,
+)
+from sandbox.workflow.tables import agreements, evaluations, incidents, inspections, notifications
+from sandbox.workflow.usage import figures
 
 
 class IncidentKind(StrEnum):
@@ -248,10 +255,10 @@ def report_incident(
                 "Art. 21",
             )
         if not mine:  # no agreement-level suspension cancelled its jobs
-            from .agreements import _cancel_jobs
+            from sandbox.workflow.agreements import _cancel_jobs
 
             _cancel_jobs(platform, conn, op.id, reason, "Art. 21")
-        from .airlock import freeze
+        from sandbox.workflow.airlock import freeze
 
         freeze(platform, conn, reporter.actor, op.id, None)
         signers = {a.signed_by for a in mine} or set(

@@ -1,6 +1,6 @@
 """The workflow's tables (Art. 9 to 24), on the store's one ``metadata``.
 
-Imported by :meth:`sandbox.store.Store._migrate` before ``create_all``, so a new
+Imported by :meth:`sandbox.core.store.Store._migrate` before ``create_all``, so a new
 home gets them with the core tables. States are stored as the values of the
 Enums in :mod:`policies.workflow`; JSON columns hold small policy data (scopes,
 scores, figures) exactly as the pure rules read them.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 
-from ..store import metadata
+from sandbox.core.store import metadata
 
 P = "principals.id"
 

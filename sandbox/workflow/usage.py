@@ -25,12 +25,11 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import InputError, NotFound
 from policies.workflow import covers
-
-from .. import ledger as ledger_mod
-from ..platform import Platform
-from ..principals import Principal, Role, by_name, require_role
-from ..store import products
-from .tables import agreements, feedback
+from sandbox.core import ledger as ledger_mod
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_name, require_role
+from sandbox.core.store import products
+from sandbox.workflow.tables import agreements, feedback
 
 METRICS = ("jobs", "refusals", "withheld", "products", "downloads", "verifications", "feedback")
 COLOURS = {  # RGB of each metric's bar in the chart

@@ -1,4 +1,4 @@
--- Golden cases of whole SQL aggregate jobs (sandbox.execution.JobService), one per block.
+-- Golden cases of whole SQL aggregate jobs (sandbox.run.execution.JobService), one per block.
 --
 -- Each block runs through the real path: grants gate, admission, evidence rewrite,
 -- an isolated worker process, the output check and the release of a signed product.

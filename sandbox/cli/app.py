@@ -1,0 +1,10 @@
+"""The whole ``sandbox`` command line: the group of :mod:`sandbox.cli.common` with the
+commands each module adds to it (importing a module registers its commands)."""
+
+from sandbox.cli import backup, he, psi, root, serve, verify, workflow  # noqa: F401
+from sandbox.cli.common import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":  # python -m sandbox.cli.app
+    main(prog_name="sandbox")

@@ -1,0 +1,229 @@
+"""What every ``sandbox`` command shares: the ``main`` group and its options, the context
+(home, server, platform), token and JSON options, output helpers and exit codes.
+
+The command line as a whole:
+
+Every command acts on one platform home (``--home``, or ``SANDBOX_HOME``,
+default ``.sandbox``) and, except the host-level ones (``init``,
+``principal add``, ``ledger verify``, ``product verify``, ``demo-data``,
+``demo``), as one principal: ``--as TOKEN``, ``SANDBOX_TOKEN``, or a file named by
+``SANDBOX_TOKEN_FILE`` that only its owner may read (so the token sits neither in
+``ps`` nor in the shell's history). Errors print one line,
+``error [code]: message (Art. N)``; ``--debug`` shows the traceback instead.
+
+Exit codes (:class:`Exit`, listed in ``sandbox -h`` and docs/cli.md): 0 done;
+1 an error (a failed job, a conflict, a missing object); 2 a usage error or bad
+input (an unknown option, a malformed value, a missing home); 3 refused by a rule
+(a policy refusal, a role or grant that does not allow it); 4 withheld (the job
+ran, its output waits for output review; nothing was released).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from policies.errors import InputError, SandboxError
+from sandbox.core.platform import Platform, default_home
+
+TOKEN_HELP = (
+    "the principal's token (or set SANDBOX_TOKEN, or SANDBOX_TOKEN_FILE to a file "
+    "only you may read)"
+)
+
+
+class Exit(enum.IntEnum):
+    """The exit statuses of every command."""
+
+    OK = 0
+    ERROR = 1  # a failed job, a conflict, a missing object, a broken ledger
+    USAGE = 2  # an unknown option, a malformed value, bad input, a missing home
+    REFUSED = 3  # a policy rule, a role or a grant refused the request
+    WITHHELD = 4  # the job ran; its output waits for output review, nothing left
+
+
+EXIT_HELP = (
+    "Exit codes: 0 done; 1 error; 2 usage or bad input; 3 refused by a rule, role or "
+    "grant; 4 withheld for output review (nothing released)."
+)
+
+
+def exit_code_of(exc: SandboxError) -> Exit:
+    """The exit status for an error, by its kind."""
+    from policies.errors import ConfigError, PermissionDenied, PolicyRefusal
+
+    if isinstance(exc, (InputError, ConfigError)):
+        return Exit.USAGE
+    if isinstance(exc, (PolicyRefusal, PermissionDenied)):
+        return Exit.REFUSED
+    return Exit.ERROR
+
+
+def job_exit(state: str) -> Exit:
+    """The exit status for a job's final state."""
+    return {"refused": Exit.REFUSED, "failed": Exit.ERROR, "withheld": Exit.WITHHELD}.get(
+        state, Exit.OK
+    )
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``; refused unless only its owner may read it."""
+    file = Path(path)
+    try:
+        info = file.stat()
+    except OSError as exc:
+        raise InputError(f"SANDBOX_TOKEN_FILE '{path}' cannot be read: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(
+            f"SANDBOX_TOKEN_FILE '{path}' may be read by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' and try again"
+        )
+    token = file.read_text(encoding="utf-8").strip()
+    if not token:
+        raise InputError(f"SANDBOX_TOKEN_FILE '{path}' is empty")
+    return token
+
+
+def _token_from_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None and os.environ.get("SANDBOX_TOKEN_FILE"):
+        return read_token_file(os.environ["SANDBOX_TOKEN_FILE"])
+    return value
+
+
+class Context:
+    def __init__(self, home: Path, debug: bool, server: str | None = None):
+        self.home = home
+        self.debug = debug
+        self.server = server
+        self._platform: Platform | None = None
+
+    @property
+    def platform(self) -> Platform:
+        if self.server:
+            command = click.get_current_context().command_path
+            raise InputError(
+                f"'{command}' runs on the platform's host only; drop --server "
+                "(and SANDBOX_SERVER) to run it there"
+            )
+        if self._platform is None:
+            self._platform = Platform.open(self.home)
+        return self._platform
+
+    def client(self, token: str | None):
+        """The HTTP client for --server; the token is sent as a bearer token."""
+        from sandbox.client import Client
+
+        return Client(self.server, token)
+
+    def principal(self, token: str | None):
+        from sandbox.core.principals import authenticate
+
+        with self.platform.store.read() as conn:
+            return authenticate(conn, token)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def as_option(fn):
+    return click.option(
+        "--as", "token", envvar="SANDBOX_TOKEN", help=TOKEN_HELP, callback=_token_from_file
+    )(fn)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(fn)
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text if text is not None else data)
+
+
+def cell_text(value: Any) -> str:
+    """One value as a person reads it: no Python ``repr``; mappings and lists as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(
+    rows: Sequence[Sequence[Any]],
+    headers: Sequence[str],
+    *,
+    right: Sequence[str] = (),
+    empty: str = "(none)",
+) -> str:
+    """Rows as an aligned text table, measured in display cells (rich's measure), so
+    that Chinese names line up with Latin ones; ``right`` names right-aligned columns."""
+    if not rows:
+        return empty
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    for header in headers:
+        grid.add_column(header, justify="right" if header in right else "left", no_wrap=True)
+    for row in rows:
+        grid.add_row(*(Text(cell_text(value)) for value in row))
+    console = Console(width=4096, no_color=True, highlight=False, emoji=False)
+    with console.capture() as captured:
+        console.print(grid)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+class SandboxGroup(click.Group):
+    """Turns every SandboxError into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SandboxError as exc:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            ctx.exit(exit_code_of(exc))
+
+
+@click.group(
+    cls=SandboxGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_HELP,
+)
+@click.version_option(None, "--version", "-V", package_name="jining-sandbox", prog_name="sandbox")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="platform home folder (default: $SANDBOX_HOME or .sandbox)",
+)
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.option(
+    "--server",
+    envvar="SANDBOX_SERVER",
+    default=None,
+    help="run through the HTTP API at this URL instead of on the platform's host "
+    "(every command but the host-level ones: init, principal, settings, serve, "
+    "backup, restore, demo)",
+)
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, debug: bool, server: str | None) -> None:
+    """Privacy-computing public-data sandbox: raw data stays in, vetted aggregates leave."""
+    ctx.obj = Context(home or default_home(), debug, server)

@@ -1,0 +1,219 @@
+"""``sandbox psi``: match your own list against a dataset column; ``sandbox psi terms``.
+
+``sandbox psi --dataset D --column C --items FILE.csv --as TOKEN`` runs the
+operator's half here (:func:`sandbox.client.psi.run_psi`): on the platform's
+host it calls the platform in-process, with ``--server`` it goes over HTTP.
+Items are the first column of the CSV (or the column ``--items-column`` names);
+a header row is skipped when it is not an item. A progress bar shows the chunks.
+``sandbox psi terms`` is the authority's: the PSI terms of an agreement or grant.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from policies.errors import InputError
+from policies.psi import PsiMode
+from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx
+
+MODES = [m.value for m in PsiMode]
+
+
+def read_items(path: Path, column: str | None) -> list[str]:
+    """The items of a CSV file: the named column, else the first; a header row is dropped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as exc:
+        raise InputError(f"cannot read items file '{path}': {exc.strerror}") from None
+    if not rows:
+        return []
+    index = 0
+    header = [h.strip() for h in rows[0]]
+    if column is not None:
+        if column not in header:
+            raise InputError(f"items file has no column '{column}' in its header")
+        index = header.index(column)
+        rows = rows[1:]
+    elif header and header[0] and not any(ch.isdigit() for ch in header[0]):
+        rows = rows[1:]  # a header such as "credit_code"; no identifier lacks digits
+    return [row[index] for row in rows if len(row) > index]
+
+
+def _result_dict(result) -> dict:
+    return {
+        "session": result.session,
+        "dataset": result.dataset,
+        "version": result.version,
+        "column": result.column,
+        "mode": result.mode,
+        "list_size": result.list_size,
+        "count": result.count,
+        "items": result.items,
+        "groups": result.groups,
+        "timings": result.timings,
+        "sizes": result.sizes,
+    }
+
+
+def _text(data: dict) -> str:
+    lines = [
+        f"PSI session {data['session']}: {data['dataset']} v{data['version']} "
+        f"column {data['column']}, {data['mode']} mode",
+        f"your list: {data['list_size']:,} distinct items; in the intersection: {data['count']:,}",
+    ]
+    for group, n in sorted((data["groups"] or {}).items()):
+        lines.append(f"  {group}: {n:,}")
+    for item in data["items"] or []:
+        lines.append(item)
+    return "\n".join(lines)
+
+
+@main.group("psi", invoke_without_command=True)
+@click.option("--dataset", help="the dataset to match against")
+@click.option("--column", help="its column (an identifier the PSI terms name)")
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV file of your items (first column, or --items-column)",
+)
+@click.option("--items-column", default=None, help="the CSV column holding the items")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="cardinality",
+    show_default=True,
+    help="learn only how many match, or which",
+)
+@click.option("--consent", default=None, help="consent reference of the batch (Art. 19)")
+@click.option("--group-by", default=None, help="count matches per value of this dimension")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="write the matched items (membership mode) to this CSV instead of printing",
+)
+@as_option
+@json_option
+@click.pass_context
+def psi_cmd(
+    ctx, dataset, column, items_path, items_column, mode, consent, group_by, out, token, as_json
+) -> None:
+    """Match your own list against a dataset column by private set intersection."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (dataset and column and items_path):
+        raise click.UsageError("--dataset, --column and --items are required")
+    obj: Context = ctx.find_object(Context)
+    items = read_items(items_path, items_column)
+    with click.progressbar(length=1, label="PSI chunks", file=sys.stderr, show_pos=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        kwargs = dict(mode=mode, consent=consent, group_by=group_by, progress=progress)
+        if obj.server:
+            with obj.client(token) as api:
+                result = api.psi(dataset, column, items, **kwargs)
+        else:
+            from sandbox.client.psi import run_psi
+            from sandbox.psi.service import LocalTransport
+
+            transport = LocalTransport(obj.platform, obj.principal(token))
+            result = run_psi(transport, dataset, column, items, **kwargs)
+    data = _result_dict(result)
+    if out is not None and result.items is not None:
+        out.write_text("item\n" + "".join(f"{i}\n" for i in result.items), encoding="utf-8")
+        data["items"] = None
+        data["written"] = str(out)
+    emit(data, as_json, _text(data))
+
+
+@psi_cmd.command("terms")
+@click.option("--agreement", type=int, default=None, help="the agreement the terms belong to")
+@click.option("--grant", "grant_id", type=int, default=None, help="or a direct grant")
+@click.option("--dataset", required=True)
+@click.option("--column", required=True, help="the column PSI may match")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="cardinality",
+    show_default=True,
+    help="the most the operator may learn",
+)
+@click.option("--min-items", type=int, default=None, help="smallest list (default psi.min_items)")
+@click.option("--max-items", type=int, default=None, help="largest list (default psi.max_items)")
+@click.option("--daily-cap", type=int, default=None, help="match requests per day")
+@click.option(
+    "--group-dimension",
+    "group_dimensions",
+    multiple=True,
+    help="a dimension offered for group counts (repeat for more)",
+)
+@click.option(
+    "--group-threshold",
+    type=int,
+    default=None,
+    help="smallest platform-side group counted (default psi.group_threshold)",
+)
+@click.option(
+    "--consent-required",
+    is_flag=True,
+    help="demand a consent reference for membership even outside persons",
+)
+@as_option
+@json_option
+@pass_ctx
+def psi_terms(
+    obj: Context,
+    agreement,
+    grant_id,
+    dataset,
+    column,
+    mode,
+    min_items,
+    max_items,
+    daily_cap,
+    group_dimensions,
+    group_threshold,
+    consent_required,
+    token,
+    as_json,
+) -> None:
+    """Set the PSI terms of an agreement (or a direct grant) on one column (Art. 13)."""
+    if (agreement is None) == (grant_id is None):
+        raise InputError("name exactly one of --agreement or --grant")
+    terms = dict(
+        mode=mode,
+        min_items=min_items,
+        max_items=max_items,
+        daily_cap=daily_cap,
+        group_dimensions=list(group_dimensions),
+        group_threshold=group_threshold,
+        consent_required=consent_required,
+    )
+    if obj.server:
+        with obj.client(token) as api:
+            terms_id = api.set_psi_terms(
+                dataset, column, agreement=agreement, grant=grant_id, **terms
+            )
+    else:
+        from sandbox.psi.service import set_terms
+
+        terms_id = set_terms(
+            obj.platform,
+            obj.principal(token),
+            dataset=dataset,
+            column=column,
+            agreement_id=agreement,
+            grant_id=grant_id,
+            **terms,
+        )
+    scope = f"agreement {agreement}" if agreement is not None else f"grant {grant_id}"
+    emit({"id": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}")

@@ -1,0 +1,223 @@
+"""``sandbox verify ...``: verification products (docs/verification.md).
+
+``define`` (operator), ``approve`` / ``reject`` / ``unblock`` (authority), ``call``
+(consumer), ``stats`` and ``who`` (auditor, authority), ``list``. They run on the
+platform's host and call :mod:`sandbox.verification.service`; this module only parses
+options and prints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import yaml
+
+from policies.errors import InputError
+from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"{flag} takes NAME=VALUE, e.g. {flag} pid=370811...")
+        out[name.strip()] = value
+    return out
+
+
+@main.group()
+def verify() -> None:
+    """Verification products: coded answers about one subject (Art. 4, 19)."""
+
+
+@verify.command("define")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="YAML or JSON: name, dataset, keys, codes, rule[, miss_codes, description]",
+)
+@as_option
+@json_option
+@pass_ctx
+def define_cmd(obj: Context, path: Path, token, as_json) -> None:
+    """File a product definition (operator); it waits for the authority's approval."""
+    from sandbox.verification.service import define
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    out = define(obj.platform, obj.principal(token), data)
+    emit(
+        out,
+        as_json,
+        f"defined {out['name']} under agreement {out['agreement']}; "
+        "waiting for the authority's approval",
+    )
+
+
+@verify.command("approve")
+@click.argument("name")
+@as_option
+@json_option
+@pass_ctx
+def approve_cmd(obj: Context, name: str, token, as_json) -> None:
+    """Publish a product and build its index (authority)."""
+    from sandbox.verification.service import approve
+
+    out = approve(obj.platform, obj.principal(token), name)
+    emit(out, as_json, f"published {name}: {out['index_rows']} index rows from {out['versions']}")
+
+
+@verify.command("reject")
+@click.argument("name")
+@click.option("--reason", required=True)
+@as_option
+@json_option
+@pass_ctx
+def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
+    """Reject a defined product (authority)."""
+    from sandbox.verification.service import reject
+
+    reject(obj.platform, obj.principal(token), name, reason)
+    emit({"product": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
+
+
+@verify.command("call")
+@click.argument("product")
+@click.option("--key", "keys", multiple=True, help="NAME=VALUE, once per key column")
+@click.option(
+    "--batch",
+    type=click.Path(path_type=Path, exists=True),
+    help='JSON lines, one {"keys": {...}[, "consent": {...}]} per subject',
+)
+@click.option("--consent-ref", help="your reference to the subject's consent record (Art. 19)")
+@click.option(
+    "--consent-who",
+    default="subject",
+    show_default=True,
+    help="who consented: subject, guardian, ...",
+)
+@click.option("--purpose", help="the purpose the subject consented to")
+@click.option("--consented-at", help="when, ISO date")
+@as_option
+@json_option
+@pass_ctx
+def call_cmd(
+    obj: Context,
+    product,
+    keys,
+    batch,
+    consent_ref,
+    consent_who,
+    purpose,
+    consented_at,
+    token,
+    as_json,
+) -> None:
+    """Verify one subject (--key ...) or a batch (--batch FILE) (consumer)."""
+    from sandbox.verification.service import call
+
+    consent = None
+    if consent_ref or purpose or consented_at:
+        consent = {
+            "reference": consent_ref or "",
+            "who": consent_who,
+            "purpose": purpose or "",
+            "given_at": consented_at or "",
+        }
+    if batch is not None:
+        items = [json.loads(line) for line in batch.read_text().splitlines() if line.strip()]
+    elif keys:
+        items = [{"keys": _pairs(keys, "--key")}]
+    else:
+        raise InputError("give --key NAME=VALUE (one subject) or --batch FILE")
+    result = call(obj.platform, obj.principal(token), product, items, consent)
+    lines = [r.code if r.code else f"refused [{r.refused}]: {r.message}" for r in result.results]
+    emit(
+        result.to_dict(),
+        as_json,
+        "\n".join(lines) + f"\n(request {result.request_id}, versions {dict(result.versions)})",
+    )
+
+
+@verify.command("stats")
+@click.argument("name")
+@as_option
+@json_option
+@pass_ctx
+def stats_cmd(obj: Context, name: str, token, as_json) -> None:
+    """Calls, codes, refusals, throttled and blocked consumers of a product."""
+    from sandbox.verification.service import stats
+
+    out = stats(obj.platform, obj.principal(token), name)
+    emit(out, as_json, json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@verify.command("who")
+@click.option("--key", "keys", multiple=True, required=True, help="NAME=VALUE of the subject")
+@click.option("--product", help="only this product")
+@as_option
+@json_option
+@pass_ctx
+def who_cmd(obj: Context, keys, product, token, as_json) -> None:
+    """Who verified this subject? (auditor, authority; the key is hashed, never stored)"""
+    from sandbox.verification.service import who
+
+    rows = who(obj.platform, obj.principal(token), _pairs(keys, "--key"), product)
+    text = table(
+        [
+            (
+                r["ts"],
+                r["consumer"],
+                r["product"],
+                r["code"] or r["refused"],
+                (r["consent"] or {}).get("reference", "-"),
+                r["ledger_seq"],
+            )
+            for r in rows
+        ],
+        ("time", "consumer", "product", "answer", "consent", "ledger"),
+        empty="no verification of this subject",
+    )
+    emit(rows, as_json, text)
+
+
+@verify.command("list")
+@as_option
+@json_option
+@pass_ctx
+def list_cmd(obj: Context, token, as_json) -> None:
+    """Products you may see."""
+    from sandbox.verification.service import list_products
+
+    rows = list_products(obj.platform, obj.principal(token))
+    emit(
+        rows,
+        as_json,
+        table(
+            [(r["name"], r["state"], r["description"]) for r in rows],
+            ("product", "state", "description"),
+            empty="no products",
+        ),
+    )
+
+
+@verify.command("unblock")
+@click.argument("consumer")
+@click.option("--reason", required=True)
+@as_option
+@json_option
+@pass_ctx
+def unblock_cmd(obj: Context, consumer: str, reason: str, token, as_json) -> None:
+    """Lift the enumeration defence's block of a consumer (authority)."""
+    from sandbox.verification.service import unblock
+
+    unblock(obj.platform, obj.principal(token), consumer, reason)
+    emit(
+        {"consumer": consumer, "unblocked": True, "reason": reason},
+        as_json,
+        f"lifted the block of {consumer}",
+    )

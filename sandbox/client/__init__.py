@@ -1,0 +1,655 @@
+"""The Python client of the HTTP API: ``Client(base_url, token)``.
+
+One method per route, typed results (dataclasses), and errors raised as the
+platform's own exception tree: the envelope's ``code`` picks the class
+(:data:`sandbox.api.codes.CODES`), so ``except NotFound`` works the same over
+HTTP as in-process. Each raised error also carries ``status`` and
+``request_id``. ``hooks`` are called with every :class:`httpx.Response`
+(tests collect the error responses they saw with one)::
+
+    from sandbox.client import Client
+    with Client("http://127.0.0.1:8040", token) as api:
+        job = api.submit_job("SELECT county, COUNT(*) AS n FROM persons GROUP BY county")
+        job = api.wait_job(job.job)
+        api.download_zip(job.product, "out/")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from policies.errors import SandboxError
+from sandbox.api.codes import InternalError, error_from
+
+ACTIVE = {"submitted", "queued", "running", "checking"}
+LONG_POLL_S = 25.0
+
+
+def _build(cls, data: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Me:
+    id: int
+    name: str
+    role: str
+    org: str
+    jurisdiction: str | None
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    name: str
+    provider_id: int
+    version: int
+    rows: int
+    bytes: int
+    sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DatasetDetail:
+    dataset: str
+    version: int
+    rows: int
+    sha256: str
+    created_at: str
+    classification: dict | None
+    profile: dict | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    dataset: str
+    version: int
+    changed: bool
+    rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Job:
+    job: int
+    state: str
+    reason: dict | None = None
+    report: dict | None = None
+    product: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state not in ACTIVE
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: int
+    kind: str
+    status: str
+    product_id: str | None
+    created_at: str
+    operator_id: int
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    job_id: int
+    operator_id: int
+    verdict: str
+    manifest_sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    seq: int
+    ts: str
+    actor: str
+    role: str
+    action: str
+    subject: str
+    details: Any
+    article: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class VerifyAnswer:
+    """A verification call's answer: ``code`` for one subject, ``results`` for each."""
+
+    request_id: str
+    product: str
+    versions: dict
+    results: list
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerVerification:
+    entries: int
+    head_seq: int
+    head_hash: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """An operator's usage report: the figures, and its files by name (JSON, CSV, PNG bytes)."""
+
+    report: dict
+    files: dict[str, bytes]
+
+    def write(self, out: Path | str) -> dict[str, str]:
+        """Save the files into folder ``out``; returns name -> path, as the host's report does."""
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, content in self.files.items():
+            (folder / Path(name).name).write_bytes(content)
+            paths[name] = str(folder / Path(name).name)
+        return paths
+
+
+def raise_for_envelope(response: httpx.Response) -> None:
+    """Raise the exception the envelope names; a body without one is an InternalError."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()["error"]
+        error = error_from(
+            body["code"],
+            body["message"],
+            body.get("article"),
+            body.get("rule"),
+            body.get("subject"),
+            response.status_code,
+        )
+        request_id = body.get("request_id")
+    except (ValueError, KeyError, TypeError):
+        error = InternalError(f"the server answered {response.status_code} without an error body")
+        request_id = response.headers.get("x-request-id")
+    error.status = response.status_code
+    error.request_id = request_id
+    raise error
+
+
+class Client:
+    """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        hooks: Iterable[Callable[[httpx.Response], None]] = (),
+    ):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            event_hooks={"response": [self._read_then(h) for h in hooks]},
+        )
+
+    @staticmethod
+    def _read_then(hook: Callable[[httpx.Response], None]) -> Callable[[httpx.Response], None]:
+        def call(response: httpx.Response) -> None:
+            response.read()
+            hook(response)
+
+        return call
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SandboxError(
+                f"cannot reach the platform at {self._http.base_url}: {type(exc).__name__}",
+                code="unreachable",
+            ) from exc
+        raise_for_envelope(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._call(method, path, **kwargs).json()
+
+    # --- system ---------------------------------------------------------------
+
+    def health(self) -> str:
+        return self._json("GET", "/healthz")["status"]
+
+    def ready(self) -> str:
+        return self._json("GET", "/readyz")["status"]
+
+    def me(self) -> Me:
+        return _build(Me, self._json("GET", "/v1/me"))
+
+    def openapi(self) -> dict:
+        return self._json("GET", "/openapi.json")
+
+    # --- datasets and grants ---------------------------------------------------
+
+    def list_datasets(self) -> list[DatasetSummary]:
+        return [_build(DatasetSummary, d) for d in self._json("GET", "/v1/datasets")]
+
+    def show_dataset(self, name: str, version: int | None = None) -> DatasetDetail:
+        params = {"version": version} if version is not None else None
+        return _build(DatasetDetail, self._json("GET", f"/v1/datasets/{name}", params=params))
+
+    def register_upload(
+        self,
+        name: str,
+        file: Path | str,
+        classification: Path | str,
+        *,
+        text_columns: Iterable[str] | None = None,
+    ) -> Registration:
+        """Upload a data file (CSV, Parquet, JSON lines) with its classification YAML."""
+        file, classification = Path(file), Path(classification)
+        data = {"name": name}
+        if text_columns:
+            data["text"] = ",".join(text_columns)
+        with open(file, "rb") as fh, open(classification, "rb") as ch:
+            files = {
+                "file": (file.name, fh, "application/octet-stream"),
+                "classification": (classification.name, ch, "application/yaml"),
+            }
+            body = self._json("POST", "/v1/datasets/upload", data=data, files=files)
+        return _build(Registration, body)
+
+    def register_uri(self, name: str, uri: str, classification: dict | Path | str) -> Registration:
+        """Register a server-side source (a file under api.source_roots, or a database URI)."""
+        if not isinstance(classification, dict):
+            import yaml
+
+            classification = yaml.safe_load(Path(classification).read_text(encoding="utf-8"))
+        payload = {"name": name, "uri": uri, "classification": classification}
+        return _build(Registration, self._json("POST", "/v1/datasets", json=payload))
+
+    def add_grant(
+        self,
+        operator: str,
+        dataset: str,
+        until: str,
+        *,
+        start: str | None = None,
+        columns: list[str] | None = None,
+        extra_aggregates: list[str] | None = None,
+        aggregate_expressions: bool = False,
+        kinds: list[str] | None = None,
+        disclosure: dict | None = None,
+    ) -> int:
+        payload = {
+            "operator": operator,
+            "dataset": dataset,
+            "until": until,
+            "start": start,
+            "columns": columns,
+            "extra_aggregates": extra_aggregates or [],
+            "aggregate_expressions": aggregate_expressions,
+            "kinds": kinds or ["sql_aggregate"],
+            "disclosure": disclosure or {},
+        }
+        return self._json("POST", "/v1/grants", json=payload)["grant"]
+
+    def list_grants(self) -> list[dict]:
+        """The grants this principal may see, each with the job kinds it covers."""
+        return self._json("GET", "/v1/grants")
+
+    # --- jobs -----------------------------------------------------------------
+
+    def submit_job(self, sql: str, kind: str = "sql_aggregate") -> Job:
+        """202: the job is ``queued`` (the server runs it) or ``refused`` (reason says why)."""
+        return _build(Job, self._json("POST", "/v1/jobs", json={"sql": sql, "kind": kind}))
+
+    def job(self, job_id: int, *, wait: float = 0.0) -> Job:
+        params = {"wait": wait} if wait else None
+        return _build(Job, self._json("GET", f"/v1/jobs/{job_id}", params=params))
+
+    def wait_job(self, job_id: int, timeout: float = 120.0) -> Job:
+        """Long-poll until the job ends (released, withheld, refused, failed) or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        job = self.job(job_id)
+        while not job.done and time.monotonic() < deadline:
+            job = self.job(job_id, wait=min(LONG_POLL_S, max(0.1, deadline - time.monotonic())))
+        return job
+
+    def list_jobs(self) -> list[JobSummary]:
+        return [_build(JobSummary, j) for j in self._json("GET", "/v1/jobs")]
+
+    # --- products ---------------------------------------------------------------
+
+    def list_products(self) -> list[Product]:
+        return [_build(Product, p) for p in self._json("GET", "/v1/products")]
+
+    def product_manifest(self, product_id: str) -> dict:
+        return self._json("GET", f"/v1/products/{product_id}")
+
+    def download_file(self, product_id: str, name: str, out: Path | str) -> Path:
+        """Save one file of a product into folder ``out``; returns its path."""
+        response = self._call("GET", f"/v1/products/{product_id}/files/{name}")
+        target = Path(out) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(response.content)
+        return target
+
+    def download_zip(self, product_id: str, out: Path | str) -> Path:
+        """Save the product as ``<out>/<product_id>.zip``; returns its path."""
+        response = self._call("GET", f"/v1/products/{product_id}/zip")
+        target = Path(out) / f"{product_id}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(response.content)
+        return target
+
+    # --- ledger -----------------------------------------------------------------
+
+    def ledger(
+        self,
+        *,
+        actor: str | None = None,
+        subject: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
+        params = {
+            k: v
+            for k, v in dict(
+                actor=actor, subject=subject, action=action, since=since, until=until, limit=limit
+            ).items()
+            if v is not None
+        }
+        return [_build(LedgerEntry, e) for e in self._json("GET", "/v1/ledger", params=params)]
+
+    def verify_ledger(self) -> LedgerVerification:
+        return _build(LedgerVerification, self._json("GET", "/v1/ledger/verify"))
+
+    # --- workflow (Art. 9 to 24) --------------------------------------------------
+
+    def publish_notice(self, **fields: Any) -> int:
+        """title, domain, scenario, datasets, conditions, deadline[, jurisdiction, min_score,
+        min_reviewers]"""
+        return self._json("POST", "/v1/notices", json=fields)["id"]
+
+    def apply(self, notice_id: int, **fields: Any) -> int:
+        """scenario, datasets ({name: columns or None}), security_measures, security_officer,
+        incident_plan[, job_kinds, product_kinds]"""
+        return self._json("POST", f"/v1/notices/{notice_id}/applications", json=fields)["id"]
+
+    def appoint_reviewers(self, application_id: int, reviewers: list[str]) -> list[int]:
+        path = f"/v1/applications/{application_id}/reviewers"
+        return self._json("POST", path, json={"reviewers": reviewers})["reviews"]
+
+    def score(
+        self, application_id: int, *, capability: int, scenario: int, security: int, comment=""
+    ) -> str:
+        body = dict(capability=capability, scenario=scenario, security=security, comment=comment)
+        return self._json("POST", f"/v1/applications/{application_id}/scores", json=body)["state"]
+
+    def reviews(self, application_id: int) -> list[dict]:
+        return self._json("GET", f"/v1/applications/{application_id}/reviews")
+
+    def sign_agreement(self, application_id: int, **fields: Any) -> int:
+        """valid_from, valid_until, rights_duties, security_requirements, exit_conditions,
+        breach_liability, disposal ('delete' or 'hand_over')[, review_required, disclosure,
+        aggregates]"""
+        path = f"/v1/applications/{application_id}/agreement"
+        return self._json("POST", path, json=fields)["id"]
+
+    def agreement(self, agreement_id: int) -> dict:
+        return self._json("GET", f"/v1/agreements/{agreement_id}")
+
+    def suspend_agreement(self, agreement_id: int, reason: str, deadline: str | None = None):
+        body = {"reason": reason, "deadline": deadline}
+        self._call("POST", f"/v1/agreements/{agreement_id}/suspend", json=body)
+
+    def restore_agreement(self, agreement_id: int, reason: str) -> None:
+        self._call("POST", f"/v1/agreements/{agreement_id}/restore", json={"reason": reason})
+
+    def terminate_agreement(self, agreement_id: int, reason: str) -> list[str]:
+        path = f"/v1/agreements/{agreement_id}/terminate"
+        return self._json("POST", path, json={"reason": reason})["disposed"]
+
+    def evaluate(self, agreement_id: int, *, passed: bool, notes: str, deadline=None) -> int:
+        body = {"passed": passed, "notes": notes, "deadline": deadline}
+        return self._json("POST", f"/v1/agreements/{agreement_id}/evaluations", json=body)["id"]
+
+    def request_data(
+        self, agreement_id: int, dataset: str, *, purpose: str, columns: list[str] | None = None
+    ) -> int:
+        body = {"dataset": dataset, "purpose": purpose, "columns": columns}
+        return self._json("POST", f"/v1/agreements/{agreement_id}/data-requests", json=body)["id"]
+
+    def approve_request(self, request_id: int) -> int:
+        return self._json("POST", f"/v1/data-requests/{request_id}/approve")["grant"]
+
+    def refuse_request(self, request_id: int, reason: str) -> None:
+        self._call("POST", f"/v1/data-requests/{request_id}/refuse", json={"reason": reason})
+
+    def output_review(self, job_id: int) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}/review")
+
+    def vote(self, job_id: int, decision: str, reason: str) -> dict:
+        body = {"decision": decision, "reason": reason}
+        return self._json("POST", f"/v1/jobs/{job_id}/review", json=body)
+
+    def give_feedback(self, product_id: str, rating: int, comment: str = "") -> int:
+        body = {"rating": rating, "comment": comment}
+        return self._json("POST", f"/v1/products/{product_id}/feedback", json=body)["id"]
+
+    def report_incident(self, operator: str, kind: str, description: str) -> dict:
+        body = {"operator": operator, "kind": kind, "description": description}
+        return self._json("POST", "/v1/incidents", json=body)
+
+    def notifications(self) -> list[dict]:
+        return self._json("GET", "/v1/notifications")
+
+    def notice(self, notice_id: int) -> dict:
+        return self._json("GET", f"/v1/notices/{notice_id}")
+
+    def application(self, application_id: int) -> dict:
+        """The applicant, the notice's authority, appointed reviewers and auditors may read it."""
+        return self._json("GET", f"/v1/applications/{application_id}")
+
+    def expire_agreements(self, agreement_id: int | None = None) -> list[int]:
+        """Expire the (or every) agreement whose term ended; returns the expired ids."""
+        return self._json("POST", "/v1/agreements/expire", json={"agreement": agreement_id})[
+            "expired"
+        ]
+
+    def rectify(self, agreement_id: int, notes: str) -> None:
+        self._call("POST", f"/v1/agreements/{agreement_id}/rectify", json={"notes": notes})
+
+    def inspect(
+        self,
+        operator: str,
+        findings: list[str],
+        tasks: list[str] | None = None,
+        deadline: str | None = None,
+    ) -> int:
+        body = {
+            "operator": operator,
+            "findings": list(findings),
+            "tasks": list(tasks or []),
+            "deadline": deadline,
+        }
+        return self._json("POST", "/v1/inspections", json=body)["id"]
+
+    def report_quality(self, dataset: str, text: str) -> int:
+        body = {"dataset": dataset, "text": text}
+        return self._json("POST", "/v1/quality-tickets", json=body)["id"]
+
+    def answer_quality(self, ticket_id: int, text: str, version: int | None = None) -> None:
+        body = {"text": text, "version": version}
+        self._call("POST", f"/v1/quality-tickets/{ticket_id}/answer", json=body)
+
+    def usage_report(self, operator: str, period: str) -> UsageReport:
+        """The report (recorded in the ledger on the server) with its three files."""
+        import base64
+
+        body = {"operator": operator, "period": period}
+        body = self._json("POST", "/v1/usage-reports", json=body)
+        files = {name: base64.b64decode(data) for name, data in body["files"].items()}
+        return UsageReport(report=body["report"], files=files)
+
+    def appoint_checkers(
+        self, checkers: list[str], *, agreement_id: int | None = None, job_id: int | None = None
+    ) -> list[int]:
+        """Two checkers for an agreement's held outputs, or for one job's."""
+        body = {"checkers": list(checkers), "agreement": agreement_id, "job": job_id}
+        return self._json("POST", "/v1/checkers", json=body)["appointments"]
+
+    def open_review(self, job_id: int) -> dict:
+        """Open the review of a withheld job if needed, and show it (votes sealed)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/review/open")
+
+    # --- PSI matches (docs/psi.md) ------------------------------------------------
+
+    def psi(
+        self,
+        dataset: str,
+        column: str,
+        items: Iterable[object],
+        mode: str = "cardinality",
+        consent: str | None = None,
+        *,
+        group_by: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """Match your own ``items`` against a dataset column; the client half runs here.
+
+        Returns a :class:`sandbox.client.psi.PsiResult`: ``count`` always, ``items`` (the
+        matched items, normalised) in membership mode, ``groups`` with ``group_by``.
+        The platform's setup is fetched once per dataset version (ETag) and kept here.
+        """
+        from sandbox.client.psi import HttpTransport, run_psi
+
+        cache = self.__dict__.setdefault("_psi_setups", {})
+        return run_psi(
+            HttpTransport(self),
+            dataset,
+            column,
+            items,
+            mode=mode,
+            consent=consent,
+            group_by=group_by,
+            progress=progress,
+            cache=cache,
+        )
+
+    def set_psi_terms(
+        self,
+        dataset: str,
+        column: str,
+        *,
+        agreement: int | None = None,
+        grant: int | None = None,
+        mode: str = "cardinality",
+        **terms: Any,
+    ) -> int:
+        """The authority's PSI terms: min_items, max_items, daily_cap, group_dimensions,
+        group_threshold, consent_required."""
+        body = {"dataset": dataset, "column": column, "agreement": agreement, "grant": grant}
+        body.update(mode=mode, **terms)
+        return self._json("POST", "/v1/psi/terms", json=body)["id"]
+
+    # --- HE aggregate (docs/he.md) ------------------------------------------------
+
+    def he_sum(
+        self,
+        dataset: str,
+        key_column: str,
+        by: str | list[str],
+        keys: list[str],
+        values: list,
+        scheme: str = "ckks",
+        *,
+        context=None,
+    ):
+        """Encrypted sums of ``values`` per group of ``by``; the secret key stays here.
+
+        Returns a :class:`sandbox.client.he.HeResult` (decrypted sums, subjects per
+        released group, refused-group count). ``context``: a private TenSEAL context
+        of :func:`sandbox.client.he.make_context` to reuse (making one takes seconds).
+        """
+        from sandbox.client import he as client_he
+
+        ctx = context or client_he.make_context(scheme)
+        by = [by] if isinstance(by, str) else list(by)
+        body = client_he.build_request(ctx, dataset, key_column, by, keys, values, scheme)
+        response = self._call(
+            "POST",
+            "/v1/he/sum",
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=max(600.0, self._http.timeout.read or 0),
+        )
+        return client_he.decrypt_answer(ctx, response.content)
+
+    # --- verification products (docs/verification.md) ------------------------------
+
+    def define_verification(self, **definition: Any) -> dict:
+        """name, dataset, keys, codes, rule[, miss_codes, person_level, description]"""
+        return self._json("POST", "/v1/verify/products", json=definition)
+
+    def verification_products(self) -> list[dict]:
+        return self._json("GET", "/v1/verify/products")
+
+    def approve_verification(self, name: str) -> dict:
+        return self._json("POST", f"/v1/verify/products/{name}/approve")
+
+    def reject_verification(self, name: str, reason: str) -> None:
+        self._call("POST", f"/v1/verify/products/{name}/reject", json={"reason": reason})
+
+    def verify(
+        self, product: str, keys: dict[str, str], consent: dict | None = None
+    ) -> VerifyAnswer:
+        """One subject: the code (a refused subject raises, e.g. ``subject_daily_limit``)."""
+        body = {"keys": keys, "consent": consent}
+        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
+
+    def verify_batch(
+        self, product: str, items: list[dict], consent: dict | None = None
+    ) -> VerifyAnswer:
+        """Up to 1,000 subjects: ``items`` are ``{"keys": {...}[, "consent": {...}]}``;
+        each result has ``code`` or ``refused``."""
+        body = {"items": items, "consent": consent}
+        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
+
+    def verification_stats(self, name: str) -> dict:
+        return self._json("GET", f"/v1/verify/products/{name}/stats")
+
+    def who_verified(self, keys: dict[str, str], product: str | None = None) -> list[dict]:
+        """Auditors and the authority: the calls about the subject with these keys."""
+        return self._json("POST", "/v1/verify/who", json={"keys": keys, "product": product})
+
+
+def dumps(obj: Any) -> str:
+    """JSON of a result (dataclasses included), for printing."""
+    from dataclasses import asdict, is_dataclass
+
+    def default(o):
+        return asdict(o) if is_dataclass(o) else str(o)
+
+    return json.dumps(obj, default=default, indent=2, ensure_ascii=False)

@@ -1,0 +1,225 @@
+"""The operator's half of a PSI match; it runs on the operator's machine.
+
+:func:`run_psi` normalises and de-duplicates the list (the same
+:func:`connectors.normalise.normalise` the platform applies to its column), opens
+a session, fetches the platform's setup bundle (only when its ETag changed: the
+bundle depends on the dataset version alone), encrypts the list under a key that
+never leaves this process, sends it in near-equal chunks and compares the answers
+with the setup. The platform never sees an item in the clear, nor learns which
+or how many matched (in cardinality mode this client reports the size it learned
+when it closes the session, for the ledger; the platform cannot check that figure).
+
+It talks to the platform through a *transport* (:class:`Transport`): HTTP for
+:meth:`sandbox.client.Client.psi`, in-process for the CLI on the platform's host
+(:class:`sandbox.psi.service.LocalTransport`). It imports nothing of the platform's
+server side.
+
+The PSI library's C++ objects are used directly (``client.data``, ``Load``), as the
+library's own Python wrapper does, so that a setup of a million items is parsed
+once per part, not once per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import private_set_intersection.python as psi_lib
+from private_set_intersection.python import _openmined_psi as psi_core
+
+from connectors.normalise import normalise_all
+from jobs.psi_match import BundleKind, plan_chunks, unpack_parts
+from policies.errors import InputError, SandboxError
+from policies.psi import parse_mode
+
+ProgressFn = Callable[[int, int], None]  # items sent, items in the list
+
+
+class Transport(Protocol):
+    def open(self, request: Mapping[str, Any]) -> dict: ...
+
+    def setup(self, session: dict, etag: str | None) -> tuple[str, bytes | None]: ...
+
+    def chunk(self, session: dict, body: bytes) -> bytes: ...
+
+    def close(self, session: dict, result_size: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class PsiResult:
+    """What the operator learned. ``items``: the matched items in normal form (membership
+    mode only); ``groups``: intersection size per group value (group cardinality)."""
+
+    session: int
+    dataset: str
+    version: int
+    column: str
+    mode: str
+    list_size: int
+    count: int
+    items: list[str] | None = None
+    groups: dict[str, int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def run_psi(
+    transport: Transport,
+    dataset: str,
+    column: str,
+    items: Iterable[object],
+    *,
+    mode: str = "cardinality",
+    consent: str | None = None,
+    group_by: str | None = None,
+    progress: ProgressFn | None = None,
+    cache: MutableMapping[tuple, tuple[str, bytes]] | None = None,
+) -> PsiResult:
+    """Match ``items`` against a dataset column; see the module docstring."""
+    mode_ = parse_mode(mode)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 4)
+        clock = now
+
+    listed = normalise_all(items)
+    lap("normalise")
+    session = transport.open(
+        {
+            "dataset": dataset,
+            "column": column,
+            "mode": mode_.value,
+            "list_size": len(listed),
+            "consent": consent,
+            "group_by": group_by,
+        }
+    )
+    lap("open")
+    cache = cache if cache is not None else {}
+    cache_key = (dataset, session["version"], column, group_by)
+    known = cache.get(cache_key)
+    etag, blob = transport.setup(session, known[0] if known else None)
+    if blob is None:
+        if known is None:
+            raise InputError("the platform answered 'not modified' for a setup never fetched")
+        blob = known[1]
+    else:
+        cache[cache_key] = (etag, blob)
+    lap("setup_fetch")
+    kind, parts = unpack_parts(blob)
+    loaded = [(label, psi_core.cpp_proto_server_setup.Load(data)) for label, data in parts]
+    lap("setup_load")
+
+    reveal = mode_.reveals_items
+    client = psi_lib.client.CreateWithNewKey(reveal)
+    matched: list[str] = []
+    count = 0
+    groups = {label: 0 for label, _ in loaded} if kind is BundleKind.GROUPS else None
+    sent = received = 0
+    encrypt_s = exchange_s = intersect_s = 0.0
+    at = 0
+    plan = plan_chunks(len(listed), session["chunk_items"])
+    for size in plan:
+        chunk = listed[at : at + size]
+        t = time.perf_counter()
+        request = client.data.CreateRequest(chunk).save()
+        encrypt_s += time.perf_counter() - t
+        t = time.perf_counter()
+        answer = transport.chunk(session, request)
+        exchange_s += time.perf_counter() - t
+        sent += len(request)
+        received += len(answer)
+        t = time.perf_counter()
+        response = psi_core.cpp_proto_response.Load(answer)
+        for label, setup in loaded:
+            if groups is not None:
+                groups[label] += client.data.GetIntersectionSize(setup, response)
+            elif reveal:
+                matched.extend(chunk[i] for i in client.data.GetIntersection(setup, response))
+            else:
+                count += client.data.GetIntersectionSize(setup, response)
+        intersect_s += time.perf_counter() - t
+        at += size
+        if progress is not None:
+            progress(at, len(listed))
+    timings.update(
+        client_encrypt=round(encrypt_s, 4),
+        exchange=round(exchange_s, 4),
+        client_intersect=round(intersect_s, 4),
+    )
+    clock = time.perf_counter()
+    if groups is not None:
+        count = sum(groups.values())
+    elif reveal:
+        matched = sorted(set(matched))
+        count = len(matched)
+    transport.close(session, None if reveal else count)
+    lap("close")
+    return PsiResult(
+        session=session["session"],
+        dataset=dataset,
+        version=session["version"],
+        column=column,
+        mode=mode_.value,
+        list_size=len(listed),
+        count=count,
+        items=matched if reveal else None,
+        groups=groups,
+        timings=timings,
+        sizes={"setup": len(blob), "sent": sent, "received": received, "chunks": len(plan)},
+    )
+
+
+class HttpTransport:
+    """The platform over HTTP, through a :class:`sandbox.client.Client` (its error mapping)."""
+
+    # Opening a session may build the setup of a new dataset version (a minute for a
+    # million items); the setup of a large set is tens of megabytes.
+    SLOW_S = 900.0
+
+    def __init__(self, client):
+        self.client = client
+
+    def open(self, request: Mapping[str, Any]) -> dict:
+        return self.client._call(
+            "POST", "/v1/psi/sessions", json=dict(request), timeout=self.SLOW_S
+        ).json()
+
+    def setup(self, session: dict, etag: str | None) -> tuple[str, bytes | None]:
+        from sandbox.client import raise_for_envelope
+
+        headers = {"If-None-Match": etag} if etag else {}
+        path = f"/v1/psi/sessions/{session['session']}/setup"
+        try:
+            response = self.client._http.get(path, headers=headers, timeout=self.SLOW_S)
+        except httpx.HTTPError as exc:  # as Client._call words it (a 304 is no error there)
+            raise SandboxError(
+                f"cannot reach the platform: {type(exc).__name__}", code="unreachable"
+            ) from exc
+        if response.status_code == 304:
+            return etag or "", None
+        raise_for_envelope(response)
+        return response.headers.get("etag", ""), response.content
+
+    def chunk(self, session: dict, body: bytes) -> bytes:
+        return self.client._call(
+            "POST",
+            f"/v1/psi/sessions/{session['session']}/chunks",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=self.SLOW_S,
+        ).content
+
+    def close(self, session: dict, result_size: int | None) -> None:
+        self.client._call(
+            "POST",
+            f"/v1/psi/sessions/{session['session']}/close",
+            json={"result_size": result_size},
+        )

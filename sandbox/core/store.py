@@ -1,0 +1,310 @@
+"""The metadata store: every object of the platform and its ledger.
+
+SQLite in WAL mode through SQLAlchemy Core, so that a PostgreSQL URL can take
+its place later (the SQL below is portable Core; only the pragmas are SQLite's).
+The schema is versioned in the ``meta`` table; :func:`Store.open` refuses a
+store written by a newer schema and upgrades an older one.
+
+Every state change happens inside :meth:`Store.transaction` together with its
+ledger entry (``sandbox.core.ledger.append``), so a crash leaves both or neither.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from policies.errors import ConfigError
+
+SCHEMA_VERSION = 2
+
+# Columns added after a schema version, as (version, table, column DDL): an older
+# store gains them at open. Version 2: grants name their agreement.
+ADDED_COLUMNS = (
+    (2, "grants", "agreement_id INTEGER"),
+    (2, "grants", "review_required BOOLEAN NOT NULL DEFAULT 0"),
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("org", String(200), nullable=False),
+    Column("jurisdiction", String(32)),  # authorities: "city" or a county code
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("provider_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),  # relative to the platform home
+    Column("rows", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("schema_json", Text, nullable=False),
+    Column("classification_json", Text, nullable=False),
+    Column("profile_json", Text, nullable=False),
+    Column("source_uri", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("dataset_id", "version"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("columns_json", Text),  # null: every classified column
+    Column("extra_aggregates_json", Text, nullable=False),
+    Column("aggregate_expressions", Boolean, nullable=False),
+    Column("job_kinds_json", Text, nullable=False),
+    Column("disclosure_json", Text, nullable=False),  # overrides, only ever stricter
+    Column("valid_from", String(40), nullable=False),
+    Column("valid_until", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("granted_by", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("agreement_id", Integer),  # null: an authority's direct grant (workflow: Art. 14)
+    Column("review_required", Boolean, default=False),  # outputs wait for the output review
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason_json", Text),  # refusal or failure, user-safe
+    Column("inputs_json", Text),  # dataset versions read
+    Column("report_json", Text),  # output check report, user-safe
+    Column("runtime_json", Text),  # timings and isolation layers
+    Column("product_id", String(64)),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("verdict", String(40), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("article", String(32), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the signed head of the ledger (its last entry), rewritten by every
+# append in the same transaction. Truncating the ledger needs a head signature
+# the platform never made.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("ts", String(40), nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Transactions are begun by _sqlite_begin, not by the driver.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writing transaction takes SQLite's write lock at once, so concurrent
+    # writers queue (busy_timeout) instead of failing half-way; readers in WAL
+    # mode are never blocked.
+    if conn.get_execution_options().get("sandbox_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _upgrade(conn: Connection, version: int) -> None:
+    """Bring an older store up to SCHEMA_VERSION, in the caller's transaction."""
+    for since, table, ddl in ADDED_COLUMNS:
+        name = ddl.split()[0]
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        if since > version and name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {ddl}")
+    conn.execute(
+        meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+    )
+
+
+# What a committed transaction still has to do outside the store (the copy of the
+# ledger's signed head, :func:`sandbox.core.ledger.publish_head`): registered in the
+# connection's ``info`` by the code that asks for it, run once after the commit,
+# dropped with a rollback. Every writer runs them: :meth:`Store.transaction` and the
+# group committer (:mod:`sandbox.verification.commit`).
+AFTER_COMMIT = "sandbox_after_commit"
+_log = logging.getLogger("sandbox.core.store")
+
+
+def after_commit(conn: Connection, name: str, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once this connection's transaction has committed (once per name)."""
+    conn.info.setdefault(AFTER_COMMIT, {})[name] = hook
+
+
+def run_after_commit(conn: Connection) -> None:
+    """The hooks of a committed transaction. The commit stands whatever they do, so a
+    failing hook is logged, never raised to a caller whose change is already durable."""
+    for name, hook in (conn.info.pop(AFTER_COMMIT, None) or {}).items():
+        try:
+            hook()
+        except Exception:
+            _log.exception("after-commit step %s failed", name)
+
+
+def drop_after_commit(conn: Connection) -> None:
+    conn.info.pop(AFTER_COMMIT, None)
+
+
+def after_commit_mark(conn: Connection) -> dict:
+    """The hooks registered so far: taken before a SAVEPOINT, so that rolling it back
+    (:func:`after_commit_reset`) also drops what its work asked for."""
+    return dict(conn.info.get(AFTER_COMMIT) or {})
+
+
+def after_commit_reset(conn: Connection, mark: dict) -> None:
+    conn.info[AFTER_COMMIT] = dict(mark)
+
+
+class Store:
+    """A handle on the metadata store. Cheap to create; thread-safe via SQLAlchemy's pool."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> Store:
+        path = Path(path)
+        if not create and not path.exists():
+            raise ConfigError(
+                f"no platform store at {path.name} in this home; run 'sandbox init' first"
+            )
+        engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        store = cls(engine)
+        try:
+            store._migrate()
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"the platform store cannot be opened: {exc.__class__.__name__}"
+            ) from exc
+        return store
+
+    def _migrate(self) -> None:
+        from sandbox.guard import tables as _history_tables  # noqa: F401  (registers its tables)
+        from sandbox.psi import tables as _psi_tables  # noqa: F401  (registers its tables)
+        from sandbox.verification import tables as _verify_tables  # noqa: F401  (registers its tables)
+        from sandbox.workflow import tables as _workflow_tables  # noqa: F401  (registers its tables)
+
+        metadata.create_all(self.engine)
+        with self.transaction() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            if row is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row.value) > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the store has schema version {row.value}, newer than this software "
+                    f"({SCHEMA_VERSION}); upgrade the platform"
+                )
+            elif int(row.value) < SCHEMA_VERSION:
+                _upgrade(conn, int(row.value))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One atomic unit: the state change and its ledger entry commit together."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sandbox_write=True)
+            drop_after_commit(conn)
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                drop_after_commit(conn)
+                raise
+            run_after_commit(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

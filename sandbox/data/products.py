@@ -1,0 +1,133 @@
+"""Who may see and download which released product.
+
+A product belongs to the operator whose job made it; the operator may read and
+download it while its grants (and their agreements) are in force; the authority
+and the auditors may read every product (Art. 5, 7). Every read, on the host and
+over the API, passes :func:`readable_product`. Every download is a ledger entry.
+Consumers reach products through the catalogue and agreements of the workflow
+issue; until then they are refused here, by name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from policies.errors import Conflict, NotFound, PermissionDenied, PolicyRefusal
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.core.store import jobs, products
+from sandbox.data.grants import may_run
+from sandbox.data.release import verify_product
+from sandbox.run.jobstate import JobState
+
+READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR)
+
+
+def _require_reader(viewer: Principal) -> None:
+    if viewer.role not in READERS:
+        raise PermissionDenied(
+            f"a {viewer.role.value} may not read products yet; the catalogue "
+            "comes with the workflow (Art. 17)",
+            article="Art. 17",
+        )
+
+
+def _visible(viewer: Principal, operator_id: int) -> bool:
+    if viewer.role is Role.OPERATOR:
+        return operator_id == viewer.id
+    return viewer.role in (Role.AUTHORITY, Role.AUDITOR)
+
+
+def _still_allowed(conn: Connection, operator: Principal, kind: str, inputs_json: str | None):
+    """An operator reads its product only under a grant (and agreement) in force now: a
+    suspended, expired or terminated agreement, or a suspended grant, stops every read
+    (Art. 13, 24). The same gate as a new job: :func:`sandbox.data.grants.may_run`."""
+    names = [i["dataset"] for i in json.loads(inputs_json or "[]")]
+    may_run(conn, operator, names, kind, datetime.now(UTC))
+
+
+def readable_product(conn: Connection, viewer: Principal, product_id: str) -> dict:
+    """The product's row if ``viewer`` may read it now; otherwise the refusal.
+
+    The one check of every read of a product: the host's ``sandbox product get`` and
+    the API's manifest, file and zip routes (and so ``sandbox --server URL product
+    get``) all come here, so they refuse alike: a role that reads no products
+    (PermissionDenied, Art. 17), a product that is not released or not the viewer's
+    (NotFound), an operator whose grant or agreement is not in force now
+    (PolicyRefusal naming the rule, e.g. ``agreement_suspended``, Art. 24).
+    """
+    _require_reader(viewer)
+    row = (
+        conn.execute(
+            select(products, jobs.c.status, jobs.c.kind, jobs.c.inputs_json)
+            .join(jobs, jobs.c.id == products.c.job_id)
+            .where(products.c.id == product_id)
+        )
+        .mappings()
+        .first()
+    )
+    if (
+        row is None
+        or not _visible(viewer, row["operator_id"])
+        or row["status"] != JobState.RELEASED.value
+    ):
+        raise NotFound(f"no released product '{product_id}' that you may read")
+    if viewer.role is Role.OPERATOR:
+        _still_allowed(conn, viewer, row["kind"], row["inputs_json"])
+    return {k: v for k, v in row.items() if k in products.c}
+
+
+def list_products(conn: Connection, viewer: Principal) -> list[dict]:
+    """The products ``viewer`` may read now: an operator's own while the grant (and the
+    agreement) they were made under is in force (:func:`readable_product`'s rule)."""
+    _require_reader(viewer)
+    rows = conn.execute(
+        select(products, jobs.c.kind, jobs.c.inputs_json)
+        .join(jobs, jobs.c.id == products.c.job_id)
+        .order_by(products.c.created_at)
+    ).mappings()
+    allowed: dict[tuple, bool] = {}
+    out = []
+    for r in rows:
+        if not _visible(viewer, r["operator_id"]):
+            continue
+        if viewer.role is Role.OPERATOR:
+            key = (r["kind"], r["inputs_json"])
+            if key not in allowed:
+                try:
+                    _still_allowed(conn, viewer, r["kind"], r["inputs_json"])
+                    allowed[key] = True
+                except PolicyRefusal:
+                    allowed[key] = False
+            if not allowed[key]:
+                continue
+        out.append({k: v for k, v in r.items() if k in products.c})
+    return out
+
+
+def fetch_product(platform: Platform, viewer: Principal, product_id: str, out: Path) -> Path:
+    with platform.store.read() as conn:
+        row = readable_product(conn, viewer, product_id)
+    source = platform.home / row["path"]
+    verify_product(source, platform.key.public_key())
+    target = Path(out) / product_id
+    if target.exists():
+        raise Conflict(f"{target} exists already; choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
+    with platform.store.transaction() as conn:
+        platform.record(
+            conn,
+            viewer.actor,
+            "product.download",
+            f"product:{product_id}",
+            {"manifest_sha256": row["manifest_sha256"]},
+            "Art. 15",
+        )
+    return target

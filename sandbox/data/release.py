@@ -1,0 +1,174 @@
+"""Products: the only files that ever leave the platform, each with a signed manifest.
+
+A product folder holds ``output.parquet`` and ``output.csv`` (the released
+table: evidence dropped, suppressed cells empty), ``report.json`` (the output
+check, cell by cell, without hidden values), ``manifest.json`` (job, SQL,
+datasets with version and SHA-256, grants, rules and parameters, verdict, and
+the SHA-256 of every other file) and ``manifest.sig`` (the platform's Ed25519
+signature over the manifest's bytes).
+
+A product is written in a private work folder and renamed into
+``products/<id>`` in one step, so no half product is ever visible; the store
+row and its ledger entry follow in one transaction, and a folder the store
+does not know (a crash between the two) is removed when the platform opens
+(the placement intent of :mod:`sandbox.core.storage`). A full disk fails the
+release with ``disk_full`` and keeps nothing of it.
+:func:`verify_product` checks the signature and every file's hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+
+from policies.errors import IntegrityError
+from sandbox.core import keys, storage
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.storage import sha256_file as _sha256
+from sandbox.core.store import products
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+PRODUCT_FILES = ("output.parquet", "output.csv", "report.json")
+
+
+def write_product(
+    platform: Platform,
+    conn,
+    *,
+    product_id: str,
+    job_id: int,
+    operator,
+    table: pa.Table,
+    report: Mapping[str, Any],
+    manifest_fields: Mapping[str, Any],
+) -> Path:
+    """Write, sign and place a product; record it in the caller's transaction.
+
+    The folder is renamed into place before the caller's transaction commits; if
+    the commit fails the caller removes it, and if the process dies first the
+    placement intent left in ``tmp/`` has it removed when the platform opens.
+    """
+    work = platform.work_dir()
+    try:
+        storage.fault_point("release.write")
+        pq.write_table(table, work / "output.parquet")
+        pacsv.write_csv(table, work / "output.csv")
+        (work / "report.json").write_bytes(
+            json.dumps(report, indent=2, ensure_ascii=False, default=str).encode()
+        )
+        manifest = {
+            "product": product_id,
+            "created_at": now_utc(),
+            "platform": "jining-sandbox",
+            **manifest_fields,
+            "files": {
+                name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
+                for name in PRODUCT_FILES
+            },
+        }
+        body = json.dumps(
+            manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str
+        ).encode()
+        (work / MANIFEST).write_bytes(body)
+        (work / SIGNATURE).write_text(keys.sign(platform.key, body) + "\n")
+        storage.fault_point("release.written")
+        target = platform.home / "products" / product_id
+        intent = storage.intend(platform.home, Path("products") / product_id)
+        os.replace(work, target)
+        storage.settle_on_commit(conn, intent)
+        storage.fault_point("release.placed")
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, Exception) and storage.is_disk_full(exc):
+            raise storage.disk_full(f"product {product_id}") from exc
+        raise
+    manifest_sha = hashlib.sha256(body).hexdigest()
+    conn.execute(
+        products.insert().values(
+            id=product_id,
+            job_id=job_id,
+            operator_id=operator.id,
+            path=str(Path("products") / product_id),
+            manifest_sha256=manifest_sha,
+            verdict=manifest_fields.get("verdict", ""),
+            created_at=manifest["created_at"],
+        )
+    )
+    platform.record(
+        conn,
+        operator.actor,
+        "product.release",
+        f"product:{product_id}",
+        {
+            "job": job_id,
+            "manifest_sha256": manifest_sha,
+            "files": {k: v["sha256"] for k, v in manifest["files"].items()},
+        },
+        "Art. 15",
+    )
+    return target
+
+
+def verify_product(folder: Path, public: Ed25519PublicKey) -> dict:
+    """Check the manifest's signature and every file's hash; return the manifest."""
+    folder = Path(folder)
+    try:
+        body = (folder / MANIFEST).read_bytes()
+        signature = (folder / SIGNATURE).read_text().strip()
+    except FileNotFoundError as exc:
+        raise IntegrityError(
+            f"product {folder.name}: {Path(exc.filename).name} is missing"
+        ) from None
+    keys.verify(public, body, signature, f"product {folder.name}: {MANIFEST} and {SIGNATURE}")
+    manifest = json.loads(body)
+    for name, meta in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.exists():
+            raise IntegrityError(f"product {folder.name}: file {name} is missing")
+        if _sha256(path) != meta["sha256"]:
+            raise IntegrityError(f"product {folder.name}: file {name} was changed after release")
+    extra = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in set(manifest.get("files", {})) | {MANIFEST, SIGNATURE}
+    )
+    if extra:
+        raise IntegrityError(f"product {folder.name}: file {extra[0]} is not in the manifest")
+    return manifest
+
+
+def remove_unrecorded(platform: Platform, min_age_s: float = 120.0) -> list[str]:
+    """Remove product folders that no store row records (a crash before commit).
+
+    Only folders older than ``min_age_s`` go, so a release that another process
+    is committing right now is left alone.
+    """
+    root = platform.home / "products"
+    if not root.exists():
+        return []
+    with platform.store.read() as conn:
+        known = {r.id for r in conn.execute(select(products.c.id))}
+    removed = []
+    for child in root.iterdir():
+        if (
+            child.is_dir()
+            and child.name not in known
+            and time.time() - child.stat().st_mtime > min_age_s
+        ):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed

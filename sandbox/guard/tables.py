@@ -1,0 +1,94 @@
+"""Tables of the released-cell history and of the differential-privacy budgets.
+
+Imported by :meth:`sandbox.core.store.Store._migrate` before ``create_all``. These
+tables never leave the platform: entity numbers and contributor bitmaps are as
+sensitive as the data they were computed from.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from sandbox.core.store import metadata
+
+# A stable number per entity key and dataset name (the lineage: every version of a
+# dataset numbers the same person alike); numbers are dense, appended as keys appear.
+entity_numbers = Table(
+    "entity_numbers",
+    metadata,
+    Column("dataset", String(200), nullable=False),
+    Column("entity_key", Text, nullable=False),
+    Column("number", Integer, nullable=False),
+    PrimaryKeyConstraint("dataset", "entity_key"),
+    Index("ix_entity_numbers_number", "dataset", "number"),
+)
+
+# One row per released cell (row of an output): its contributors as a roaring bitmap.
+released_cells = Table(
+    "released_cells",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset", String(200), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("label", Text, nullable=False),  # group key values, JSON
+    Column("cardinality", Integer, nullable=False),
+    Column("bitmap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_released_cells_dataset", "dataset", "id"),
+    Index("ix_released_cells_label", "dataset", "label"),
+)
+
+# Cells released by requests that are not jobs (HE group sums): the same history, so
+# an HE answer is judged against SQL releases and the other way round.
+released_request_cells = Table(
+    "released_request_cells",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),  # the ledger action, e.g. he.sum
+    Column("principal_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("label", Text, nullable=False),  # group values, JSON
+    Column("cardinality", Integer, nullable=False),
+    Column("bitmap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_released_request_cells_dataset", "dataset", "id"),
+)
+
+# The differential-privacy mode of an agreement for one dataset, and its budget.
+dp_budgets = Table(
+    "dp_budgets",
+    metadata,
+    Column("agreement_id", Integer, nullable=False),
+    Column("dataset", String(200), nullable=False),
+    Column("epsilon_total", Float, nullable=False),
+    Column("epsilon_per_query", Float, nullable=False),
+    Column("bounds_json", Text, nullable=False),  # {measure column: [lower, upper]}
+    Column("configured_by", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    PrimaryKeyConstraint("agreement_id", "dataset"),
+)
+
+dp_spends = Table(
+    "dp_spends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, nullable=False),
+    Column("dataset", String(200), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_dp_spends", "agreement_id", "dataset"),
+)

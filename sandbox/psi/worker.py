@@ -1,0 +1,39 @@
+"""The work of one build process: encrypt one shard of the platform's set.
+
+Kept apart from :mod:`sandbox.psi.service` so that a spawned build process imports only
+the PSI library, not the platform (store, web framework). Every shard is
+encrypted under the same key, so the shards' RAW encrypted elements together
+are exactly the set one process would have built; a GCS or Bloom-filter shard
+stays a part of its own (the client checks each part).
+"""
+
+from __future__ import annotations
+
+import private_set_intersection.python as psi
+
+STRUCTURES = {
+    "raw": psi.DataStructure.RAW,
+    "gcs": psi.DataStructure.GCS,
+    "bloom": psi.DataStructure.BLOOM_FILTER,
+}
+
+
+def encrypt_shard(key: bytes, fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
+    """The serialised ServerSetup of ``items`` under ``key``."""
+    server = psi.server.CreateFromKey(key, False)
+    setup = server.CreateSetupMessage(fpr, capacity, items, STRUCTURES[structure])
+    return setup.SerializeToString()
+
+
+def merge_raw(parts: list[bytes]) -> bytes:
+    """One RAW ServerSetup holding the encrypted elements of every RAW part, sorted
+    (the order the library itself gives, so nothing about the shards shows)."""
+    elements: list[bytes] = []
+    for blob in parts:
+        setup = psi.ServerSetup()
+        setup.ParseFromString(blob)
+        elements.extend(setup.raw.encrypted_elements)
+    elements.sort()
+    merged = psi.ServerSetup()
+    merged.raw.encrypted_elements.extend(elements)
+    return merged.SerializeToString()

@@ -1,0 +1,230 @@
+"""The job state machine, and reading jobs back.
+
+Job states (DESIGN.md) and the only allowed transitions::
+
+    submitted -> refused | queued | failed
+    queued    -> running | failed
+    running   -> checking | failed
+    checking  -> released | withheld | failed
+    withheld  -> released            (after the output review approves)
+
+``submitted -> failed`` exists only for recovery: a platform that died between
+recording a submission and admitting it. Each transition is one ledger entry
+in the same transaction as the state change, naming the operator responsible
+for the job (Art. 18). The queue is the ``queued`` rows of the store, oldest
+first, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from policies.errors import Conflict, NotFound, PermissionDenied
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id
+from sandbox.core.store import jobs
+
+
+class JobState(StrEnum):
+    SUBMITTED = "submitted"
+    REFUSED = "refused"
+    QUEUED = "queued"
+    RUNNING = "running"
+    CHECKING = "checking"
+    RELEASED = "released"
+    WITHHELD = "withheld"
+    FAILED = "failed"
+
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SUBMITTED: frozenset({JobState.REFUSED, JobState.QUEUED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.FAILED}),
+    JobState.CHECKING: frozenset({JobState.RELEASED, JobState.WITHHELD, JobState.FAILED}),
+    JobState.WITHHELD: frozenset({JobState.RELEASED}),
+}
+
+ARTICLE_OF = {
+    JobState.REFUSED: "Art. 15",
+    JobState.RELEASED: "Art. 15",
+    JobState.WITHHELD: "Art. 15",
+}
+
+ACTIVE_STATES = (JobState.SUBMITTED, JobState.QUEUED, JobState.RUNNING, JobState.CHECKING)
+
+
+def may_transition(old: JobState, new: JobState) -> bool:
+    return new in TRANSITIONS.get(old, frozenset())
+
+
+def state_of(conn: Connection, job_id: int) -> JobState:
+    row = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return JobState(row.status)
+
+
+def transition(
+    platform: Platform,
+    conn: Connection,
+    job_id: int,
+    operator: Principal,
+    new: JobState,
+    details: Mapping[str, Any] | None = None,
+    article: str | None = None,
+    **columns: Any,
+) -> None:
+    """Move a job to ``new`` and write its ledger entry, in the caller's transaction."""
+    old = state_of(conn, job_id)
+    if not may_transition(old, new):
+        raise Conflict(f"job {job_id} cannot go from {old.value} to {new.value}")
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id)
+        .values(status=new.value, updated_at=now_utc(), **columns)
+    )
+    platform.record(
+        conn,
+        operator.actor,
+        f"job.{new.value}",
+        f"job:{job_id}",
+        {"from": old.value, **(details or {})},
+        article or ARTICLE_OF.get(new, "Art. 7"),
+    )
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    state: JobState
+    reason: dict | None = None
+    report: dict | None = None
+    product_id: str | None = None
+
+
+def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
+        raise NotFound(f"no job {job_id} of yours")
+    if viewer.role not in (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR):
+        raise PermissionDenied(
+            f"a {viewer.role.value} may not read jobs (Art. 7)", article="Art. 7"
+        )
+    return JobOutcome(
+        job_id=row.id,
+        state=JobState(row.status),
+        reason=json.loads(row.reason_json) if row.reason_json else None,
+        report=json.loads(row.report_json) if row.report_json else None,
+        product_id=row.product_id,
+    )
+
+
+def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
+    stmt = select(
+        jobs.c.id,
+        jobs.c.kind,
+        jobs.c.status,
+        jobs.c.product_id,
+        jobs.c.created_at,
+        jobs.c.operator_id,
+    ).order_by(jobs.c.id)
+    if viewer.role is Role.OPERATOR:
+        stmt = stmt.where(jobs.c.operator_id == viewer.id)
+    elif viewer.role not in (Role.AUTHORITY, Role.AUDITOR):
+        raise PermissionDenied(
+            f"a {viewer.role.value} may not list jobs (Art. 7)", article="Art. 7"
+        )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def next_queued(conn: Connection) -> int | None:
+    """The oldest queued job, or None."""
+    return conn.execute(
+        select(jobs.c.id).where(jobs.c.status == JobState.QUEUED.value).order_by(jobs.c.id).limit(1)
+    ).scalar()
+
+
+def _fail_all(
+    platform: Platform,
+    conn: Connection,
+    rows,
+    reason: Mapping[str, Any],
+    article: str,
+) -> list[int]:
+    failed = []
+    for row in rows:
+        operator = by_id(conn, row.operator_id)
+        transition(
+            platform,
+            conn,
+            row.id,
+            operator,
+            JobState.FAILED,
+            {"code": reason["code"], "message": reason["message"]},
+            article,
+            reason_json=json.dumps(dict(reason)),
+        )
+        failed.append(row.id)
+    return failed
+
+
+def cancel_operator_jobs(
+    platform: Platform, conn: Connection, operator_id: int, reason: str, article: str
+) -> list[int]:
+    """Fail the operator's queued and running jobs, in the caller's transaction.
+
+    A worker still busy with a cancelled job finishes on its own, but its result
+    is dropped: the job is no longer ``running``, so it can never reach
+    ``checking`` or ``released``.
+    """
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.operator_id).where(
+            jobs.c.operator_id == operator_id,
+            jobs.c.status.in_([s.value for s in ACTIVE_STATES]),
+        )
+    ).all()
+    return _fail_all(
+        platform, conn, rows, {"code": "cancelled", "message": reason, "article": article}, article
+    )
+
+
+def recover(platform: Platform) -> dict[str, list[int]]:
+    """After a crash or restart: jobs caught mid-way fail; queued jobs stay queued.
+
+    Nothing of a failed job was released: a product is written and recorded in
+    the same transaction as the job's ``released`` state.
+    """
+    with platform.store.transaction() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.operator_id).where(
+                jobs.c.status.in_(
+                    [JobState.SUBMITTED.value, JobState.RUNNING.value, JobState.CHECKING.value]
+                )
+            )
+        ).all()
+        failed = _fail_all(
+            platform,
+            conn,
+            rows,
+            {
+                "code": "interrupted",
+                "message": "the platform stopped while the job was running; nothing was released; "
+                "submit it again",
+                "article": "Art. 8",
+            },
+            "Art. 8",
+        )
+        queued = list(
+            conn.execute(
+                select(jobs.c.id).where(jobs.c.status == JobState.QUEUED.value).order_by(jobs.c.id)
+            ).scalars()
+        )
+    return {"failed": failed, "queued": queued}
