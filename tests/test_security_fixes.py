@@ -472,3 +472,37 @@ def test_a_grant_until_a_bare_date_covers_the_whole_of_that_day(
     assert exact.valid_until == midnight + timedelta(
         hours=23, minutes=59
     )  # a time is taken as given
+
+
+@pytest.mark.parametrize("wide_grant_unusable_by", ["suspension", "job_kind", "term"])
+def test_a_job_reads_only_the_columns_of_the_grant_it_runs_under(
+    platform, make_principal, pums_dataset, wide_grant_unusable_by
+):
+    """An operator holding a wide grant it may not use now (suspended, for another job
+    kind, out of its term) and a narrow usable one is admitted against the narrow one:
+    the wide grant's columns never reach a job that runs under the narrow grant."""
+    from policies.access import GrantStatus
+    from sandbox.data.grants import set_grant_status
+
+    authority, _ = make_principal("city", Role.AUTHORITY, jurisdiction="city")
+    operator, _ = make_principal("bank", Role.OPERATOR)
+    wide = {"until": "2099-12-31"}
+    if wide_grant_unusable_by == "job_kind":
+        wide["job_kinds"] = ("psi_match",)
+    if wide_grant_unusable_by == "term":
+        wide.update(start="2098-01-01", until="2099-12-31")
+    wide_id = add_grant(platform, authority, "bank", "pums", **wide)
+    if wide_grant_unusable_by == "suspension":
+        set_grant_status(platform, authority, wide_id, GrantStatus.SUSPENDED, "incident")
+    add_grant(platform, authority, "bank", "pums", until="2098-12-31", columns=["sex", "age"])
+    service = JobService(platform, spare=False)
+    try:
+        narrow = service.submit(
+            operator, {"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"}
+        )
+        assert narrow.state is JobState.RELEASED
+        outcome = service.submit(operator, {"sql": RELEASABLE})  # SUM(income): not granted
+        assert outcome.state is JobState.REFUSED
+        assert "income" in json.dumps(outcome.reason)
+    finally:
+        service.close()

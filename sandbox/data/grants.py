@@ -21,7 +21,7 @@ from policies.access import JOB_KINDS, Grant, GrantStatus, decide
 from policies.admission import GRANTABLE_FAMILIES
 from policies.classes import did_you_mean
 from policies.disclosure import DisclosureParams
-from policies.errors import InputError
+from policies.errors import InputError, PolicyRefusal
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
@@ -139,6 +139,31 @@ def may_run(
         terms_of(conn, (g.agreement_id for g in mine)),
         columns,
     )
+
+
+def grants_in_use(
+    conn: Connection, operator: Principal, job_kind: str, now: datetime
+) -> dict[str, Grant]:
+    """For each dataset the operator holds a grant for, the grant a job of this kind
+    would run under at ``now``: the one :func:`may_run` picks. Where none is usable,
+    the one ending last stands in; a job that uses that dataset is then refused by
+    :func:`may_run`, which names why.
+
+    A job's columns are admitted against these grants, so the grant a job is
+    admitted against is the grant it runs under: a wider grant that is suspended,
+    out of its term or for another job kind never widens what a job may read.
+    """
+    mine = grants_of(conn, operator.id)
+    terms = terms_of(conn, (g.agreement_id for g in mine))
+    chosen: dict[str, Grant] = {}
+    for name in dict.fromkeys(g.dataset for g in mine):
+        try:
+            chosen[name] = decide(mine, operator.id, [name], job_kind, now, terms)[name]
+        except PolicyRefusal:
+            chosen[name] = max(
+                (g for g in mine if g.dataset == name), key=lambda g: g.valid_until
+            )
+    return chosen
 
 
 def add_grant(

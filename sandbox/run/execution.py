@@ -37,7 +37,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import datasets, jobs
-from sandbox.data.grants import grants_of, may_run
+from sandbox.data.grants import grants_in_use, grants_of, may_run
 from sandbox.data.release import write_product
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
@@ -105,31 +105,31 @@ def _scope(
     operator: Principal,
     kind: JobKind,
     request: Mapping[str, Any],
+    now: datetime,
     pinned: Mapping[str, int] | None = None,
-) -> tuple[QueryScope, dict[str, DatasetVersion]]:
-    """Every dataset the operator holds any grant for (usable or not: decide() says why not).
+) -> tuple[QueryScope, dict[str, DatasetVersion], dict[str, Grant]]:
+    """Every dataset the operator holds any grant for (usable or not: decide() says why not),
+    with the columns of the grant the job would run under (:func:`grants_in_use`).
 
     ``pinned`` names the dataset versions recorded when the job was queued, so a
     queued job reads exactly what it was admitted against.
     """
+    in_use = grants_in_use(conn, operator, kind.name, now)
     mine = grants_of(conn, operator.id)
     named = set(kind.referenced_datasets(request))
     tables: dict[str, TableScope] = {}
     versions: dict[str, DatasetVersion] = {}
-    for grant in mine:
-        if grant.dataset in tables:
-            continue
-        version = get_version(conn, platform, grant.dataset, (pinned or {}).get(grant.dataset))
-        versions[grant.dataset] = version
-        tables[grant.dataset] = TableScope(grant.dataset, version.classification, grant.columns)
+    for name, grant in in_use.items():
+        version = get_version(conn, platform, name, (pinned or {}).get(name))
+        versions[name] = version
+        tables[name] = TableScope(name, version.classification, grant.columns)
     relevant = [g for g in mine if g.dataset in named] or mine
     extras = (
         frozenset.intersection(*(g.extra_aggregates for g in relevant)) if relevant else frozenset()
     )
     expressions = bool(relevant) and all(g.aggregate_expressions for g in relevant)
-    return QueryScope(
-        tables=tables, extra_aggregates=extras, aggregate_expressions=expressions
-    ), versions
+    scope = QueryScope(tables=tables, extra_aggregates=extras, aggregate_expressions=expressions)
+    return scope, versions, in_use
 
 
 def _refuse_ungranted(
@@ -171,10 +171,19 @@ def _prepare(
     pinned: Mapping[str, int] | None = None,
 ) -> Prepared:
     """Admission and the grants gate; raises PolicyRefusal naming rule and article."""
-    scope, versions = _scope(conn, platform, operator, kind, request, pinned)
+    now = datetime.now(UTC)
+    scope, versions, admitted_under = _scope(conn, platform, operator, kind, request, now, pinned)
     _refuse_ungranted(conn, operator, kind, request, scope)
     plan = kind.plan(request, scope)
-    used = may_run(conn, operator, plan.tables, kind.name, datetime.now(UTC))
+    used = may_run(conn, operator, plan.tables, kind.name, now)
+    for name, grant in used.items():
+        if grant.id != admitted_under[name].id:  # cannot happen at one ``now``; never widen
+            raise PolicyRefusal(
+                "grant_changed",
+                f"the grant for '{name}' changed while the job was admitted; submit it again",
+                article="Art. 14",
+                subject=name,
+            )
     if plan.kind != "sql_aggregate":
         return Prepared(plan, used, _params(platform, used), versions)
     # Issue 11: the evidence the differencing defence and the DP mode need.
