@@ -22,6 +22,17 @@ connectors -> policies)::
     +-- PolicyRefusal        a job was refused by a policy rule (names the rule)
     +-- JobFailed            the job ran and failed (time, memory, rows, engine)
     +-- IntegrityError       a ledger or product failed verification
+    +-- DiskFull             the platform's disk or quota is full; nothing partial kept
+    +-- LimitExceeded        a size or rate limit of the platform
+    |   +-- PayloadTooLarge  a body or upload over its cap
+    |   +-- RateLimited      too many requests of one principal
+    +-- MethodNotAllowed     (HTTP) the route exists, the method does not
+    +-- NotReady             the store or the key is not reachable
+    +-- InternalError        anything unexpected; never a traceback
+
+and below InputError, ``InvalidRequest``: a request that does not fit the API's
+schema. The code of each class is what the HTTP API and the client share
+(:mod:`sandbox.core.codes` maps codes to HTTP statuses).
 """
 
 from __future__ import annotations
@@ -117,3 +128,37 @@ class JobFailed(SandboxError):
 
 class IntegrityError(SandboxError):
     code = "integrity"
+
+
+class DiskFull(SandboxError):
+    """The platform's disk (or quota) is full; nothing partial was kept."""
+
+    code = "disk_full"
+
+
+class InvalidRequest(InputError):
+    code = "invalid_request"
+
+
+class LimitExceeded(SandboxError):
+    code = "limit_exceeded"
+
+
+class PayloadTooLarge(LimitExceeded):
+    code = "payload_too_large"
+
+
+class RateLimited(LimitExceeded):
+    code = "rate_limited"
+
+
+class MethodNotAllowed(SandboxError):
+    code = "method_not_allowed"
+
+
+class NotReady(SandboxError):
+    code = "not_ready"
+
+
+class InternalError(SandboxError):
+    code = "internal_error"

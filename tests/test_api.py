@@ -21,10 +21,10 @@ from policies.errors import (
     AuthError,
     ClassificationError,
     InputError,
+    InvalidRequest,
     NotFound,
     PermissionDenied,
 )
-from sandbox.api.codes import InvalidRequest
 from sandbox.client import Client
 
 SEEN_ERRORS: list[int] = []

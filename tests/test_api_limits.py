@@ -13,8 +13,7 @@ import httpx
 import pytest
 from api_server import ApiServer, check_envelope, make_home, write_persons
 
-from policies.errors import InputError
-from sandbox.api.codes import PayloadTooLarge, RateLimited
+from policies.errors import InputError, PayloadTooLarge, RateLimited
 from sandbox.client import Client
 
 SQL = "SELECT county, COUNT(*) AS n, SUM(income) AS income FROM persons GROUP BY county"

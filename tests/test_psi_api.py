@@ -14,8 +14,7 @@ import private_set_intersection.python as psi_lib
 import pytest
 from click.testing import CliRunner
 
-from policies.errors import PolicyRefusal
-from sandbox.api.codes import PayloadTooLarge
+from policies.errors import PayloadTooLarge, PolicyRefusal
 from sandbox.client import Client
 from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name

@@ -22,8 +22,7 @@ from verify_helpers import (
 )
 
 from connectors.validity import resident_id_check_char
-from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal
-from sandbox.api.codes import RateLimited
+from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Role

@@ -2,7 +2,7 @@
 
 ``{"error": {"code", "message", "article", "request_id"}}`` (a policy refusal adds
 ``rule`` and ``subject``): our exceptions
-(their code decides the status, :mod:`.codes`), FastAPI's validation errors
+(their code decides the status, :mod:`sandbox.core.codes`), FastAPI's validation errors
 (422, naming the field but never echoing its value), unknown routes (404),
 wrong methods (405) and anything unexpected (500, ``internal_error``, no
 traceback: the traceback goes to the server's log with the request id, so an
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies.errors import SandboxError
-from sandbox.api.codes import status_for, status_of
+from sandbox.core.codes import status_for, status_of
 
 log = logging.getLogger("sandbox.api")
 

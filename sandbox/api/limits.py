@@ -28,7 +28,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox.api.codes import PayloadTooLarge, RateLimited
+from policies.errors import PayloadTooLarge, RateLimited
 from sandbox.api.errors import envelope, new_request_id
 
 MIB = 1024 * 1024

@@ -16,8 +16,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from policies.errors import PayloadTooLarge
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.codes import PayloadTooLarge
 from sandbox.core.principals import Role, require_role
 from sandbox.he.service import he_sum_safely
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
+from policies.errors import NotReady
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.codes import NotReady
 from sandbox.api.models import Health, Me
 from sandbox.core.keys import sign
 from sandbox.core.keys import verify as verify_signature

@@ -2,7 +2,7 @@
 
 One method per route, typed results (dataclasses), and errors raised as the
 platform's own exception tree: the envelope's ``code`` picks the class
-(:data:`sandbox.api.codes.CODES`), so ``except NotFound`` works the same over
+(:data:`sandbox.core.codes.CODES`), so ``except NotFound`` works the same over
 HTTP as in-process. Each raised error also carries ``status`` and
 ``request_id``. ``hooks`` are called with every :class:`httpx.Response`
 (tests collect the error responses they saw with one)::
@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from policies.errors import SandboxError
-from sandbox.api.codes import InternalError, error_from
+from sandbox.core.codes import InternalError, error_from
 
 ACTIVE = {"submitted", "queued", "running", "checking"}
 LONG_POLL_S = 25.0

@@ -18,10 +18,11 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Connection
@@ -33,6 +34,8 @@ from sandbox.core.settings import Settings
 from sandbox.core.store import Store
 
 STORE_NAME = "store.sqlite"
+T = TypeVar("T")
+_SHARED_LOCK = threading.Lock()
 
 
 def default_home() -> Path:
@@ -45,18 +48,16 @@ class Platform:
     settings: Settings
     store: Store
     key: Ed25519PrivateKey
-    _history: Any = field(default=None, repr=False, compare=False)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def history(self):
-        """This platform object's cache of the released-cell history
-        (:class:`sandbox.guard.history.History`), made on first use and refreshed from the
-        store by every check; shared by jobs, held-output releases and HE answers."""
-        if self._history is None:
-            from sandbox.guard.history import History
-
-            self._history = History()
-        return self._history
+    def shared(self, name: str, make: Callable[[], T]) -> T:
+        """The object ``name`` shared by everything that uses this platform object, made
+        by ``make`` on first use (the released-cell history's cache, for one:
+        :func:`sandbox.guard.history.history_of`)."""
+        with _SHARED_LOCK:
+            if name not in self._shared:
+                self._shared[name] = make()
+            return self._shared[name]
 
     @classmethod
     def init(cls, home: Path) -> Platform:

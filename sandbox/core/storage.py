@@ -16,7 +16,10 @@ Three things every writer of the platform's files shares:
 * **Fault injection for tests.** ``SANDBOX_TEST_FAULTS`` (read once, at import)
   lists ``action@point`` pairs, e.g. ``kill@vault.placed`` or
   ``enospc@release.write``; :func:`fault_point` then SIGKILLs the process or
-  raises ``ENOSPC`` at that point. Unset, a fault point costs one truth test.
+  raises ``ENOSPC`` at that point, or (``fill@...``) fills the file system to its
+  last byte with the file named by ``SANDBOX_TEST_FILL``, so that every later
+  write of the process, the store's included, meets a really full disk. Unset, a
+  fault point costs one truth test.
 
 Known shortcut: two registrations of byte-identical data racing with a third
 process opening the platform could see the shared snapshot settled away
@@ -36,7 +39,7 @@ from pathlib import Path
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 
-from policies.errors import SandboxError
+from policies.errors import DiskFull
 from sandbox.core.store import dataset_versions, products
 
 INTENT_SUFFIX = ".placing"
@@ -45,12 +48,6 @@ _FAULTS = tuple(
     for spec in os.environ.get("SANDBOX_TEST_FAULTS", "").split(",")
     if "@" in spec
 )
-
-
-class DiskFull(SandboxError):
-    """The platform's disk (or quota) is full; nothing partial was kept."""
-
-    code = "disk_full"
 
 
 def fault_point(name: str) -> None:
@@ -62,6 +59,22 @@ def fault_point(name: str) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if action == "enospc":
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                if action == "fill":
+                    _fill(os.environ["SANDBOX_TEST_FILL"])
+
+
+def _fill(path: str) -> None:
+    """Fill the file system holding ``path`` with one file, to its last byte (tests only)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ ledger entry (``sandbox.core.ledger.append``), so a crash leaves both or neither
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from policies.errors import ConfigError
 
 SCHEMA_VERSION = 2
+
+# The features whose tables the store holds beside its own. Each module declares its
+# tables on :data:`metadata` when imported; the store imports them by name before it
+# creates or upgrades the schema, so core depends on no feature
+# (tests/test_architecture.py checks this list against every ``sandbox/*/tables.py``).
+FEATURE_TABLES: tuple[str, ...] = (
+    "sandbox.guard.tables",
+    "sandbox.psi.tables",
+    "sandbox.verification.tables",
+    "sandbox.workflow.tables",
+)
 
 # Columns added after a schema version, as (version, table, column DDL): an older
 # store gains them at open. Version 2: grants name their agreement.
@@ -269,11 +281,8 @@ class Store:
         return store
 
     def _migrate(self) -> None:
-        from sandbox.guard import tables as _history_tables  # noqa: F401  (registers its tables)
-        from sandbox.psi import tables as _psi_tables  # noqa: F401  (registers its tables)
-        from sandbox.verification import tables as _verify_tables  # noqa: F401  (registers its tables)
-        from sandbox.workflow import tables as _workflow_tables  # noqa: F401  (registers its tables)
-
+        for module in FEATURE_TABLES:  # each declares its tables on ``metadata``
+            importlib.import_module(module)
         metadata.create_all(self.engine)
         with self.transaction() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()

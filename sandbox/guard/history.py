@@ -169,6 +169,13 @@ class History:
         return _insert_cells(conn, released_request_cells, owner, dataset, cells, now)
 
 
+def history_of(platform) -> History:
+    """The platform object's cache of the released-cell history, made on first use and
+    refreshed from the store by every check; shared by jobs, held-output releases and
+    HE answers."""
+    return platform.shared("history", History)
+
+
 def _committed(cursor, dataset: str, top: int, pending: dict[str, int]) -> bool:
     """Whether the store holds exactly the numbers above ``top`` that this process gave
     (``pending``): its write committed and no other process numbered since. Otherwise

@@ -809,8 +809,9 @@ def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups,
     evaluation so the answer has no slot for them. Returns the groups left and their
     contributors as bitmaps."""
     from policies.differencing import DiffVerdict, check_cells
+    from sandbox.guard.history import history_of
 
-    history = platform.history
+    history = history_of(platform)
     with platform.store.transaction() as conn:  # numbers new entity keys
         bitmaps = history.bitmaps(conn, dataset, groups.entities)
         findings = check_cells(bitmaps, history.index(conn, dataset), k)
@@ -824,8 +825,9 @@ def _record_groups(conn, platform, operator, dataset: str, groups: Groups, bitma
     entity numbers were committed by the first look, so its bitmaps still hold."""
     from policies.differencing import DiffVerdict, check_cells
     from sandbox.core.ledger import now_utc
+    from sandbox.guard.history import history_of
 
-    history = platform.history
+    history = history_of(platform)
     k = platform.settings["differencing.k"]
     findings = check_cells(bitmaps, history.index(conn, dataset), k)
     if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):

@@ -57,7 +57,14 @@ from jobs.psi_match import (
     pack_parts,
     parse_ask,
 )
-from policies.errors import Conflict, InputError, JobFailed, NotFound, PolicyRefusal
+from policies.errors import (
+    Conflict,
+    InputError,
+    JobFailed,
+    NotFound,
+    PayloadTooLarge,
+    PolicyRefusal,
+)
 from policies.psi import (
     PsiAsk,
     PsiMode,
@@ -68,7 +75,6 @@ from policies.psi import (
     parse_mode,
 )
 from policies.psi import offered_groups as _offered
-from sandbox.api.codes import PayloadTooLarge
 from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
@@ -334,15 +340,6 @@ def terms_for(conn: Connection, grant, dataset: str, column: str) -> PsiTerms | 
         )
     ).first()
     return _terms_from_row(row) if row is not None else None
-
-
-def list_terms(conn: Connection, *, agreement_id=None, grant_id=None) -> list[PsiTerms]:
-    stmt = select(psi_terms).order_by(psi_terms.c.id)
-    if agreement_id is not None:
-        stmt = stmt.where(psi_terms.c.agreement_id == agreement_id)
-    if grant_id is not None:
-        stmt = stmt.where(psi_terms.c.grant_id == grant_id)
-    return [_terms_from_row(r) for r in conn.execute(stmt)]
 
 
 def set_terms(

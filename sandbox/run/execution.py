@@ -41,7 +41,7 @@ from sandbox.data.grants import grants_in_use, grants_of, may_run
 from sandbox.data.release import write_product
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
-from sandbox.guard.history import difference
+from sandbox.guard.history import difference, history_of
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -227,7 +227,7 @@ class JobService:
         self.platform = platform
         use_spare = platform.settings["job.spare_worker"] if spare is None else spare
         self.runner = Runner(_limits(platform), spare=use_spare)
-        self.history = platform.history
+        self.history = history_of(platform)
 
     def close(self) -> None:
         self.runner.close()
@@ -764,7 +764,7 @@ def _held_finish(
         lineage = held.get("lineage")
         if platform.settings["differencing.enabled"] and lineage and "entities" in held:
             open_rows = set(held["open_rows"])
-            history = platform.history
+            history = history_of(platform)
             keys = held["entities"]
             bitmaps = history.bitmaps(
                 conn, lineage, [keys[r] if r in open_rows else None for r in range(len(keys))]

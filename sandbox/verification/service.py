@@ -39,7 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from policies.admission import QueryScope, TableScope
-from policies.errors import Conflict, InputError, NotFound, PolicyRefusal, SandboxError
+from policies.errors import Conflict, InputError, NotFound, PolicyRefusal, RateLimited, SandboxError
 from policies.verification import (
     AdmittedRule,
     Consent,
@@ -53,7 +53,6 @@ from policies.verification import (
     may_move,
     worse,
 )
-from sandbox.api.codes import RateLimited
 from sandbox.core import ledger as ledger_mod
 from sandbox.core.ledger import SYSTEM, Actor, now_utc
 from sandbox.core.platform import Platform
