@@ -69,9 +69,14 @@ def _q(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
 
 
-def _first_table_alias(tree: exp.Select) -> exp.Table:
+def first_table_alias(tree: exp.Select) -> exp.Table:
+    """The first table of the query's FROM, whose entity key counts contributors."""
     from_ = tree.args.get("from_") or tree.args.get("from")
     return from_.this
+
+
+# The old private name, still imported by sandbox/run/execution.py until it takes the new one.
+_first_table_alias = first_table_alias
 
 
 def evidence_columns(query: AdmittedQuery) -> list[str]:
@@ -107,7 +112,7 @@ def with_evidence(
     tree = query.tree
     spec = query.spec
     projections = {p.alias: p.this for p in tree.expressions}
-    first = _first_table_alias(tree)
+    first = first_table_alias(tree)
     table = scope.tables.get(first.name)
     if table is None:
         raise PolicyRefusal(

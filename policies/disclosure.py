@@ -429,11 +429,6 @@ def _judge(cell: CellEvidence, params: DisclosureParams) -> _Judgement:
     return _Judgement(verdict, tuple(fired), tuple(reasons))
 
 
-def judge_cell(cell: CellEvidence, params: DisclosureParams) -> CellReport:
-    """Run every rule on one cell; the strictest verdict wins (SUPPRESS over REVIEW)."""
-    return _judge(cell, params).report(cell)
-
-
 def _cell_summary(row: int, column: str, verdict: CellVerdict, reasons: tuple[str, ...]) -> str:
     what = {
         CellVerdict.PASS: "released",

@@ -46,7 +46,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NoReturn
 
 from sqlglot import exp
 
@@ -733,7 +732,3 @@ def assess(signals: Signals, limits: Thresholds) -> tuple[Standing, str]:
 def worse(a: Standing, b: Standing) -> Standing:
     order = [Standing.OK, Standing.THROTTLED, Standing.BLOCKED]
     return max(a, b, key=order.index)
-
-
-def refuse_definition(message: str) -> NoReturn:
-    raise PolicyRefusal("definition", message, article="Art. 13", subject="definition")

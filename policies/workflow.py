@@ -199,22 +199,6 @@ def allowed(state: StrEnum) -> frozenset[StrEnum]:
     return _TRANSITIONS[type(state)].get(state, frozenset())
 
 
-def application_transitions(state: ApplicationState) -> frozenset[StrEnum]:
-    return allowed(state)
-
-
-def agreement_transitions(state: AgreementState) -> frozenset[StrEnum]:
-    return allowed(state)
-
-
-def request_transitions(state: RequestState) -> frozenset[StrEnum]:
-    return allowed(state)
-
-
-def airlock_transitions(state: AirlockState) -> frozenset[StrEnum]:
-    return allowed(state)
-
-
 def check_transition(subject: str, old: StrEnum, new: StrEnum) -> None:
     """Refuse a move the state table does not allow, naming both states."""
     if new not in allowed(old):

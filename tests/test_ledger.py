@@ -1,4 +1,4 @@
-"""The ledger against an insider who edits the SQLite file directly (DESIGN.md, threat model).
+"""The ledger against an insider who edits the SQLite file directly (README, "Security model").
 
 Entries are appended through the platform, in transactions; then the store file
 is changed with the ``sqlite3`` module, as someone with file access would, and

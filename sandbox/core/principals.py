@@ -1,7 +1,7 @@
 """Principals, their roles and their tokens.
 
 A principal is a person or organisation account with exactly one role
-(DESIGN.md, "Who uses it"). ``sandbox principal add`` prints its bearer token
+(README, "Guides by role"). ``sandbox principal add`` prints its bearer token
 once; only the token's SHA-256 is stored, and a presented token is compared
 with :func:`hmac.compare_digest`. An authority carries a jurisdiction: ``city``
 or one county code (Art. 5).

@@ -1,6 +1,6 @@
 """The job state machine, and reading jobs back.
 
-Job states (DESIGN.md) and the only allowed transitions::
+Job states (README, "The path of a job") and the only allowed transitions::
 
     submitted -> refused | queued | failed
     queued    -> running | failed

@@ -54,15 +54,3 @@ def give(
             "Art. 16",
         )
         return fid
-
-
-def feedback_on(platform: Platform, product_id: str) -> list[dict]:
-    with platform.store.read() as conn:
-        rows = (
-            conn.execute(
-                select(feedback).where(feedback.c.product_id == product_id).order_by(feedback.c.id)
-            )
-            .mappings()
-            .all()
-        )
-    return [dict(r) for r in rows]

@@ -28,6 +28,7 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.core.store import grants, principals
+from sandbox.run.jobstate import cancel_operator_jobs
 from sandbox.workflow.agreements import active_of, restore_in, suspend_in
 from sandbox.workflow.base import (
     create,
@@ -255,9 +256,7 @@ def report_incident(
                 "Art. 21",
             )
         if not mine:  # no agreement-level suspension cancelled its jobs
-            from sandbox.workflow.agreements import _cancel_jobs
-
-            _cancel_jobs(platform, conn, op.id, reason, "Art. 21")
+            cancel_operator_jobs(platform, conn, op.id, reason, "Art. 21")
         from sandbox.workflow.airlock import freeze
 
         freeze(platform, conn, reporter.actor, op.id, None)
