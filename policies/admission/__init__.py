@@ -18,7 +18,7 @@ the article, and which never echoes a literal value of the query:
 ``member_aggregate`` ``aggregate_not_allowed`` ``aggregate_not_granted``
 ``aggregate_expression`` ``identifier_literal`` ``identifier_use``
 ``measure_outside_aggregate`` ``quasi_generalisation`` ``function_not_allowed``
-``group_key_not_in_output``
+``group_key_not_in_output`` ``nesting``
 
 Decisions worth knowing:
 
@@ -35,8 +35,16 @@ Decisions worth knowing:
   have no single evidence.
 * ``SELECT DISTINCT`` over dimension or public columns is rewritten to
   ``GROUP BY`` of them, so its rows get contributor counts like any group.
-* ORDER BY may only name output columns (by alias, position or the same
-  expression); it is rewritten to the output names.
+* ORDER BY may only name group keys (by alias, position or the same
+  expression); it is rewritten to the output names. Ordering by an aggregate
+  would place a suppressed cell by its hidden value (``order_by``).
+* No output may exist or not depending on an aggregate's value
+  (``aggregate_filter``, issue 17): HAVING, QUALIFY, a subquery or CTE that
+  aggregates, a window over an aggregate and the FILTER clause are refused
+  before anything runs; otherwise a binary search on ``HAVING SUM(income) > t``
+  under a filter that singles out one person reads the value from whether a
+  row came back. Every CAST is run as TRY_CAST, so a value that does not fit
+  the type gives NULL instead of a failed job (a failure is an answer too).
 
 The passes, one module each: :mod:`.scope` (the scope, the allow-lists as data,
 shared helpers), :mod:`.shape` (parse; one SELECT, its tables and joins),
@@ -60,12 +68,14 @@ from .scope import (
     function_name,
     load_function_policy,
 )
+from .shape import MAX_NESTING, check_nesting
 
 __all__ = [
     "ARTICLE",
     "DIALECT",
     "FUNCTIONS_FILE",
     "GRANTABLE_FAMILIES",
+    "MAX_NESTING",
     "AdmittedQuery",
     "Clause",
     "FunctionPolicy",
@@ -73,6 +83,7 @@ __all__ = [
     "TableScope",
     "admit",
     "aggregate_argument",
+    "check_nesting",
     "function_name",
     "load_function_policy",
     "unwrap_aggregate",

@@ -25,11 +25,22 @@ from .scope import (
     _strip,
     load_function_policy,
 )
-from .shape import _check_shape, parse_one_select
+from .shape import _check_shape, parse_one_select, refuse_too_deep
 
 
 def admit(sql: str, scope: QueryScope) -> AdmittedQuery:
-    """Admit one aggregate SELECT over the scope, or raise :class:`PolicyRefusal`."""
+    """Admit one aggregate SELECT over the scope, or raise :class:`PolicyRefusal`.
+
+    A query too deep for the checker's recursion is refused by rule ``nesting``
+    (:func:`.shape.check_nesting` catches it before parsing; this is the backstop).
+    """
+    try:
+        return _admit(sql, scope)
+    except RecursionError:
+        refuse_too_deep()
+
+
+def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     policy = load_function_policy()
     tree = parse_one_select(sql)
     _check_shape(tree, scope)
@@ -69,10 +80,8 @@ def admit(sql: str, scope: QueryScope) -> AdmittedQuery:
         checker.check_group_key(key)
         checker.group_keys[_key(key)] = key
     columns = _check_outputs(tree, checker, keys)
-    having = _arg(tree, "having")
-    if having is not None:
-        checker.walk(having.this, Clause.HAVING)
-    _check_order(tree, checker)
+    _check_order(tree, checker, columns)
+    _casts_never_fail(tree)
     key_names = _key_names(tree, keys)
     group_keys = tuple(key_names[_key(k)] for k in keys)
     grouping_sets: list[tuple[str, ...]] = []
@@ -256,10 +265,23 @@ def _key_names(tree: exp.Select, keys: list[exp.Expression]) -> dict[str, str]:
     return names
 
 
-def _check_order(tree: exp.Select, checker: _Checker) -> None:
+def _casts_never_fail(tree: exp.Select) -> None:
+    """Every CAST becomes TRY_CAST: a value that does not fit gives NULL, not a failed job.
+
+    Otherwise ``CAST(SUM(income) AS TINYINT)`` over one person's row fails exactly when
+    the income is above 127, and whether the job failed answers the question however
+    the output check treats the cell (issue 17, "no oracle").
+    """
+    for node in list(tree.find_all(exp.Cast)):
+        if type(node) is exp.Cast:
+            node.replace(exp.TryCast(this=node.this.copy(), to=node.args["to"].copy()))
+
+
+def _check_order(tree: exp.Select, checker: _Checker, columns: list[OutputColumn]) -> None:
     order = _arg(tree, "order")
     if order is None:
         return
+    aggregates = {c.name for c in columns if c.role is OutputRole.AGGREGATE}
     outputs = [p.alias for p in tree.expressions]
     by_text = {}
     for projection in tree.expressions:
@@ -286,5 +308,14 @@ def _check_order(tree: exp.Select, checker: _Checker) -> None:
                 "ORDER BY may only name output columns or group keys",
                 subject="ORDER BY",
                 hint=hint,
+            )
+        if name in aggregates:
+            _refuse(
+                "order_by",
+                f"ORDER BY the aggregate '{name}' is not admitted: the rows' order would place "
+                "a suppressed cell by its hidden value",
+                subject="ORDER BY",
+                hint="order by group keys only: "
+                + ", ".join(c.name for c in columns if c.role is OutputRole.GROUP),
             )
         ordered.set("this", exp.column(name, quoted=True))

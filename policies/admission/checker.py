@@ -92,7 +92,7 @@ class _Checker:
                     "aggregate_context",
                     f"aggregates are not admitted in {clause.value}",
                     subject=clause.value,
-                    hint="use aggregates in SELECT or HAVING",
+                    hint="use aggregates only as output columns in SELECT",
                 )
             self.check_aggregate(node)
             return

@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.tokens import TokenType
 
 from ..classes import did_you_mean
-from .scope import DIALECT, QueryScope, _arg, _refuse, function_name
+from .naming import _is_aggregate
+from .scope import DIALECT, QueryScope, _arg, _refuse, function_name, load_function_policy
+
+FILTER_HINT = (
+    "filter rows in WHERE on dimension or public columns; the output check decides which "
+    "cells may be shown"
+)
+
+# The deepest nesting admitted: brackets and CASE ... END count one level each, and a
+# run of prefix operators (NOT NOT x, - - x) one per operator. sqlglot's parser and
+# every later pass recurse once (or more) per level; far below this limit a query no
+# analyst writes by hand would exhaust Python's stack instead of being refused.
+MAX_NESTING = 24
+_OPENERS = {TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE}
+_CLOSERS = {TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END}
+_PREFIX = {TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE}
+
+
+def refuse_too_deep() -> NoReturn:
+    _refuse(
+        "nesting",
+        f"the query is nested deeper than the {MAX_NESTING} levels admitted",
+        subject="sql",
+        hint="flatten it: fewer brackets, CASE inside CASE or NOT in a row",
+    )
+
+
+def check_nesting(sql: str) -> None:
+    """Refuse a query nested deeper than :data:`MAX_NESTING`, before it is parsed.
+
+    The tokenizer is a loop, not a recursion, so this check cannot itself run out of
+    stack; a parse that still does (``RecursionError``) is refused by the same rule.
+    """
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql)
+    except SqlglotError:
+        return  # the parser names the bad token
+    depth = deepest = run = 0
+    for token in tokens:
+        kind = token.token_type
+        if kind in _PREFIX:
+            run += 1
+        else:
+            run = 0
+        if kind in _OPENERS:
+            depth += 1
+        elif kind in _CLOSERS:
+            depth = max(0, depth - 1)
+        deepest = max(deepest, depth + run)
+        if deepest > MAX_NESTING:
+            refuse_too_deep()
 
 
 def parse_one_select(sql: str) -> exp.Select:
     """Exactly one SELECT statement, or a refusal."""
+    check_nesting(sql)
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+    except RecursionError:
+        refuse_too_deep()
     except ParseError as exc:
         where = ""
         if exc.errors:
@@ -58,6 +114,7 @@ def parse_one_select(sql: str) -> exp.Select:
 
 def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
     """Structural rules that need no column classes. Returns the tables in FROM/JOIN order."""
+    _refuse_aggregate_filters(tree)
     if _arg(tree, "with"):
         _refuse(
             "single_select",
@@ -98,8 +155,6 @@ def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
             _refuse(
                 "table_function", f"{node.key.upper()} is not admitted in FROM", subject=node.key
             )
-    if _arg(tree, "qualify"):
-        _refuse("window", "QUALIFY is not admitted", subject="QUALIFY")
     if _arg(tree, "windows"):
         _refuse("window", "named windows are not admitted", subject="WINDOW")
     if _arg(tree, "sample"):
@@ -124,6 +179,69 @@ def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
     for table in tables:
         _check_table(table, scope)
     return tables
+
+
+def _aggregates_in(node: exp.Expression) -> bool:
+    policy = load_function_policy()
+    return any(_is_aggregate(n, policy) for n in node.walk())
+
+
+def _refuse_aggregate_filters(tree: exp.Select) -> None:
+    """No output may exist or not depending on an aggregate's value (issue 17, "no oracle").
+
+    HAVING, QUALIFY, a subquery or CTE that aggregates (whatever clause it stands in:
+    FROM, JOIN, WHERE, IN, EXISTS, SELECT) and a window over an aggregate all let the
+    operator ask "is SUM(income) above t?" and read the answer from whether a row,
+    a cell or the whole output is there. With a filter that singles out one person,
+    a binary search finds that person's value, whatever the output check then holds
+    back. These are refused before anything runs, as one rule.
+    """
+    if _arg(tree, "having") is not None:
+        _refuse(
+            "aggregate_filter",
+            "HAVING is not admitted: a filter on an aggregate's value makes which rows "
+            "exist answer questions about the hidden values",
+            subject="HAVING",
+            hint=FILTER_HINT,
+        )
+    if _arg(tree, "qualify") is not None:
+        _refuse(
+            "aggregate_filter",
+            "QUALIFY is not admitted: it filters rows on a computed (window or aggregate) value",
+            subject="QUALIFY",
+            hint=FILTER_HINT,
+        )
+    with_ = _arg(tree, "with")
+    if with_ is not None and _aggregates_in(with_):
+        _refuse(
+            "aggregate_filter",
+            "a WITH clause that aggregates is not admitted: the outer query could filter "
+            "or join on the aggregate's value",
+            subject="WITH",
+            hint=FILTER_HINT,
+        )
+    for node in tree.walk():
+        if node is tree:
+            continue
+        if isinstance(node, (exp.Select, exp.Subquery, exp.SetOperation)) and _aggregates_in(node):
+            _refuse(
+                "aggregate_filter",
+                "a subquery that aggregates is not admitted: filtering or joining on its "
+                "value would make the output depend on a hidden aggregate",
+                subject="subquery",
+                hint=FILTER_HINT,
+            )
+        if isinstance(node, exp.Window):
+            parts = [node.args.get("partition_by") or [], [node.args.get("order")]]
+            inner = list(node.this.iter_expressions()) if node.this is not None else []
+            if any(p is not None and _aggregates_in(p) for p in inner + parts[0] + parts[1]):
+                _refuse(
+                    "aggregate_filter",
+                    "a window over an aggregate is not admitted: it ranks or compares "
+                    "hidden aggregate values",
+                    subject="OVER",
+                    hint=FILTER_HINT,
+                )
 
 
 def _check_join_kind(join: exp.Join) -> None:

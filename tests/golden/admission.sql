@@ -50,14 +50,16 @@ SELECT sex FROM pums EXCEPT SELECT sex FROM pums WHERE age > 90 ;; refused singl
 WITH t AS (SELECT pid, income FROM pums) SELECT COUNT(*) FROM t ;; refused single_select
 -- case: subquery in FROM
 SELECT COUNT(*) FROM (SELECT * FROM pums) AS t ;; refused single_select
--- case: subquery in WHERE
-SELECT COUNT(*) FROM pums WHERE income > (SELECT AVG(income) FROM pums) ;; refused single_select
+-- case: subquery in WHERE that aggregates: a filter on an aggregate's value
+SELECT COUNT(*) FROM pums WHERE income > (SELECT AVG(income) FROM pums) ;; refused aggregate_filter
+-- case: subquery in WHERE without an aggregate
+SELECT COUNT(*) FROM pums WHERE sex IN (SELECT sex FROM pums) ;; refused single_select
 -- case: scalar subquery in SELECT
-SELECT sex, (SELECT MAX(income) FROM pums) AS m FROM pums GROUP BY sex ;; refused single_select
+SELECT sex, (SELECT MAX(income) FROM pums) AS m FROM pums GROUP BY sex ;; refused aggregate_filter
 -- case: window function
 SELECT sex, SUM(income) OVER (PARTITION BY sex) AS s FROM pums ;; refused window
 -- case: QUALIFY
-SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex QUALIFY n > 1 ;; refused window
+SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex QUALIFY n > 1 ;; refused aggregate_filter
 -- case: the top earner: ORDER BY income DESC LIMIT 1
 SELECT pid, income FROM pums ORDER BY income DESC LIMIT 1 ;; refused limit
 -- case: LIMIT on an aggregate
@@ -72,8 +74,12 @@ SELECT COUNT(*) FROM pums TABLESAMPLE 5 ROWS ;; refused limit
 SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex ORDER BY educ ;; refused order_by
 -- case: ORDER BY a measure outside an aggregate
 SELECT sex, SUM(income) AS total FROM pums GROUP BY sex ORDER BY income DESC ;; refused measure_outside_aggregate
--- case: ORDER BY an output alias and a position
-SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex ORDER BY n DESC, 1 ;; admitted
+-- case: ORDER BY a group key's alias and a position
+SELECT sex AS s, COUNT(*) AS n FROM pums GROUP BY sex ORDER BY s DESC, 1 ;; admitted
+-- case: ORDER BY an aggregate would place a suppressed cell by its hidden value
+SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex ORDER BY n DESC ;; refused order_by
+-- case: ORDER BY an aggregate by position
+SELECT sex, SUM(income) AS total FROM pums GROUP BY sex ORDER BY 2 ;; refused order_by
 -- case: FILTER clause on an aggregate
 SELECT COUNT(*) FILTER (WHERE sex = 1) AS women FROM pums ;; refused aggregate_filter
 -- case: row-level select refused
@@ -139,9 +145,12 @@ SELECT SUM(income) FROM pums WHERE pid <> 17 ;; refused identifier_literal
 SELECT COUNT(*) FROM pums WHERE pid IN (1, 2, 3) ;; refused identifier_literal
 -- case: identifier BETWEEN
 SELECT COUNT(*) FROM pums WHERE pid BETWEEN 10 AND 11 ;; refused identifier_literal
--- case: identifier inside MAX in HAVING
+-- case: identifier inside MAX
 -- scope: grant min,max
-SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING MAX(pid) = 3 ;; refused identifier_use
+SELECT sex, MAX(pid) AS m FROM pums GROUP BY sex ;; refused identifier_use
+-- case: HAVING, even with the extra aggregates granted
+-- scope: grant min,max
+SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING MAX(pid) = 3 ;; refused aggregate_filter
 -- case: identifier in ORDER BY
 SELECT sex, COUNT(*) FROM pums GROUP BY sex ORDER BY pid ;; refused identifier_use
 -- case: identifier in an expression in WHERE
@@ -166,8 +175,8 @@ SELECT floor(age / 2) * 2 AS band, COUNT(*) FROM pums GROUP BY band ;; refused q
 SELECT sex, COUNT(*) AS n FROM pums WHERE age BETWEEN 30 AND 39 GROUP BY sex ;; admitted
 -- case: quasi in output without GROUP BY generalisation
 SELECT sex, age + 0 AS a, COUNT(*) FROM pums GROUP BY sex, age + 0 ;; refused quasi_generalisation
--- case: quasi in HAVING
-SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING COUNT(*) > 18 AND age > 1 ;; refused quasi_generalisation
+-- case: quasi in HAVING: refused as a filter first
+SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING COUNT(*) > 18 AND age > 1 ;; refused aggregate_filter
 -- case: function not on the allow list
 SELECT sex, COUNT(*) FROM pums WHERE md5(CAST(sex AS VARCHAR)) = 'x' GROUP BY sex ;; refused function_not_allowed
 -- case: reading files through a scalar function
@@ -198,10 +207,24 @@ SELECT sex, married, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY ROLL
 SELECT sex, race, AVG(income) AS mean_income FROM pums GROUP BY CUBE (sex, race) ;; admitted
 -- case: GROUPING SETS admitted
 SELECT sex, educ, COUNT(*) AS n FROM pums GROUP BY GROUPING SETS ((sex), (educ), ()) ;; admitted
+-- case: GROUP BY ALL
+SELECT race, COUNT(*) AS n FROM pums GROUP BY ALL ;; admitted
 -- case: GROUP BY ALL and HAVING over an aggregate
-SELECT race, COUNT(*) AS n FROM pums GROUP BY ALL HAVING COUNT(*) >= 10 ;; admitted
--- case: HAVING over a member aggregate
-SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING max(income) > 100 ;; refused aggregate_not_granted
+SELECT race, COUNT(*) AS n FROM pums GROUP BY ALL HAVING COUNT(*) >= 10 ;; refused aggregate_filter
+-- case: the binary-search probe: HAVING SUM over a quasi-identifier filter
+SELECT sex, SUM(income) AS s FROM pums WHERE age = 37 AND educ = 9 GROUP BY sex HAVING SUM(income) > 50000 ;; refused aggregate_filter
+-- case: a CTE that aggregates, joined back and filtered on its value
+WITH t AS (SELECT sex, SUM(income) AS s FROM pums WHERE age = 37 GROUP BY sex) SELECT pums.sex, COUNT(*) AS n FROM pums JOIN t ON pums.sex = t.sex WHERE t.s > 50000 GROUP BY pums.sex ;; refused aggregate_filter
+-- case: EXISTS over an aggregate
+SELECT sex, COUNT(*) AS n FROM pums WHERE EXISTS (SELECT 1 FROM pums WHERE age = 37 HAVING SUM(income) > 50000) GROUP BY sex ;; refused aggregate_filter
+-- case: IN over a grouped subquery with HAVING
+SELECT sex, COUNT(*) AS n FROM pums WHERE sex IN (SELECT sex FROM pums GROUP BY sex HAVING SUM(income) > 50000) GROUP BY sex ;; refused aggregate_filter
+-- case: a window over an aggregate ranks hidden values
+SELECT sex, RANK() OVER (ORDER BY SUM(income)) AS r FROM pums GROUP BY sex ;; refused aggregate_filter
+-- case: CAST of an aggregate is admitted (as TRY_CAST: a value that does not fit is NULL, never a failed job)
+SELECT sex, CAST(SUM(income) AS BIGINT) AS s FROM pums GROUP BY sex ;; admitted
+-- case: HAVING over a member aggregate: refused as a filter first
+SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING max(income) > 100 ;; refused aggregate_filter
 -- case: global aggregate over charities
 SELECT COUNT(*) AS n, SUM(inc_total) AS income, AVG(total_costs) AS costs FROM charities ;; admitted
 -- case: charities by year and grant type
@@ -244,9 +267,9 @@ SELECT p1.sex, SUM(p2.income) AS s FROM pums p1 JOIN pums p2 ON p1.sex = p2.sex 
 SELECT p1.sex, SUM(p2.income) AS s FROM pums p1 JOIN pums p2 ON p1.pid = p2.pid GROUP BY p1.sex ;; admitted
 -- case: identifier cast and matched by LIKE
 SELECT COUNT(*) FROM pums WHERE CAST(pid AS VARCHAR) LIKE '12%' ;; refused identifier_literal
--- case: identifier probe hidden in HAVING
+-- case: identifier probe hidden in HAVING: refused as a filter first
 -- scope: grant expressions
-SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING SUM(CASE WHEN pid = 3 THEN 1 ELSE 0 END) > 0 ;; refused identifier_literal
+SELECT sex, COUNT(*) FROM pums GROUP BY sex HAVING SUM(CASE WHEN pid = 3 THEN 1 ELSE 0 END) > 0 ;; refused aggregate_filter
 
 -- case: IS NULL and IS NOT NULL filters on a dimension are admitted
 SELECT sex, COUNT(*) AS n FROM pums WHERE educ IS NOT NULL AND race IS NULL GROUP BY sex ;; admitted
