@@ -1,7 +1,18 @@
 """The whole ``sandbox`` command line: the group of :mod:`sandbox.cli.common` with the
 commands each module adds to it (importing a module registers its commands)."""
 
-from sandbox.cli import backup, he, psi, root, serve, verify, workflow  # noqa: F401
+from sandbox.cli import (  # noqa: F401  (importing a module registers its commands)
+    backup,
+    data,
+    he,
+    jobs,
+    psi,
+    root,
+    serve,
+    supervision,
+    verify,
+    workflow,
+)
 from sandbox.cli.common import main
 
 __all__ = ["main"]

@@ -24,14 +24,18 @@ import enum
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from policies.errors import InputError, SandboxError
 from sandbox.core.platform import Platform, default_home
+
+if TYPE_CHECKING:
+    from sandbox.cli.backend import Backend
 
 TOKEN_HELP = (
     "the principal's token (or set SANDBOX_TOKEN, or SANDBOX_TOKEN_FILE to a file "
@@ -121,6 +125,21 @@ class Context:
         from sandbox.client import Client
 
         return Client(self.server, token)
+
+    @contextmanager
+    def backend(self, token: str | None) -> Iterator[Backend]:
+        """The platform for a command acting as the principal of ``token``: through the
+        HTTP API with --server, else in-process on the home. The one place that looks at
+        --server besides :attr:`platform`."""
+        if self.server:
+            from sandbox.cli.remote import RemoteBackend
+
+            with self.client(token) as client:
+                yield RemoteBackend(client)
+        else:
+            from sandbox.cli.local import LocalBackend
+
+            yield LocalBackend(self.platform, token)
 
     def principal(self, token: str | None):
         from sandbox.core.principals import authenticate

@@ -2,8 +2,8 @@
 
 Added to :data:`sandbox.cli.common.main` when :mod:`sandbox.cli.app` imports this module.
 The operator's half (key generation, encryption,
-decryption) always runs in this process; the platform's half runs on the host
-(in-process, on ``--home``) or behind ``--server``. Either way only the public
+decryption) always runs in this process; the platform's half runs, through the
+command's backend, on the host (in-process, on ``--home``) or behind ``--server``. Either way only the public
 context, the keys and the ciphertexts cross to the platform.
 """
 
@@ -58,16 +58,8 @@ def he_sum_command(
     keys, values = client_he.read_keys_and_values(source, scheme)
     started = time.perf_counter()
     ctx = client_he.make_context(scheme)
-    if obj.server:
-        with obj.client(token) as client:
-            result = client.he_sum(dataset, key_column, columns, keys, values, scheme, context=ctx)
-    else:
-        from sandbox.he.service import he_sum_safely
-
-        operator = obj.principal(token)
-        body = client_he.build_request(ctx, dataset, key_column, columns, keys, values, scheme)
-        answer = he_sum_safely(obj.platform, operator, body)
-        result = client_he.decrypt_answer(ctx, answer.to_bytes())
+    with obj.backend(token) as backend:
+        result = backend.he_sum(ctx, dataset, key_column, columns, keys, values, scheme)
     elapsed = time.perf_counter() - started
     data = {
         "dataset": result.dataset,

@@ -1,8 +1,9 @@
 """``sandbox psi``: match your own list against a dataset column; ``sandbox psi terms``.
 
 ``sandbox psi --dataset D --column C --items FILE.csv --as TOKEN`` runs the
-operator's half here (:func:`sandbox.client.psi.run_psi`): on the platform's
-host it calls the platform in-process, with ``--server`` it goes over HTTP.
+operator's half here (:func:`sandbox.client.psi.run_psi`) through the command's
+backend: on the platform's host it calls the platform in-process, with ``--server``
+it goes over HTTP.
 Items are the first column of the CSV (or the column ``--items-column`` names);
 a header row is skipped when it is not an item. A progress bar shows the chunks.
 ``sandbox psi terms`` is the authority's: the PSI terms of an agreement or grant.
@@ -42,22 +43,6 @@ def read_items(path: Path, column: str | None) -> list[str]:
     elif header and header[0] and not any(ch.isdigit() for ch in header[0]):
         rows = rows[1:]  # a header such as "credit_code"; no identifier lacks digits
     return [row[index] for row in rows if len(row) > index]
-
-
-def _result_dict(result) -> dict:
-    return {
-        "session": result.session,
-        "dataset": result.dataset,
-        "version": result.version,
-        "column": result.column,
-        "mode": result.mode,
-        "list_size": result.list_size,
-        "count": result.count,
-        "items": result.items,
-        "groups": result.groups,
-        "timings": result.timings,
-        "sizes": result.sizes,
-    }
 
 
 def _text(data: dict) -> str:
@@ -117,19 +102,18 @@ def psi_cmd(
             bar.length = total
             bar.update(done - bar.pos)
 
-        kwargs = dict(mode=mode, consent=consent, group_by=group_by, progress=progress)
-        if obj.server:
-            with obj.client(token) as api:
-                result = api.psi(dataset, column, items, **kwargs)
-        else:
-            from sandbox.client.psi import run_psi
-            from sandbox.psi.service import LocalTransport
-
-            transport = LocalTransport(obj.platform, obj.principal(token))
-            result = run_psi(transport, dataset, column, items, **kwargs)
-    data = _result_dict(result)
-    if out is not None and result.items is not None:
-        out.write_text("item\n" + "".join(f"{i}\n" for i in result.items), encoding="utf-8")
+        with obj.backend(token) as backend:
+            data = backend.psi(
+                dataset,
+                column,
+                items,
+                mode=mode,
+                consent=consent,
+                group_by=group_by,
+                progress=progress,
+            )
+    if out is not None and data["items"] is not None:
+        out.write_text("item\n" + "".join(f"{i}\n" for i in data["items"]), encoding="utf-8")
         data["items"] = None
         data["written"] = str(out)
     emit(data, as_json, _text(data))
@@ -198,22 +182,9 @@ def psi_terms(
         group_threshold=group_threshold,
         consent_required=consent_required,
     )
-    if obj.server:
-        with obj.client(token) as api:
-            terms_id = api.set_psi_terms(
-                dataset, column, agreement=agreement, grant=grant_id, **terms
-            )
-    else:
-        from sandbox.psi.service import set_terms
-
-        terms_id = set_terms(
-            obj.platform,
-            obj.principal(token),
-            dataset=dataset,
-            column=column,
-            agreement_id=agreement,
-            grant_id=grant_id,
-            **terms,
+    with obj.backend(token) as backend:
+        terms_id = backend.set_psi_terms(
+            dataset, column, agreement=agreement, grant=grant_id, **terms
         )
     scope = f"agreement {agreement}" if agreement is not None else f"grant {grant_id}"
     emit({"id": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}")

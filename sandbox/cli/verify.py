@@ -1,9 +1,10 @@
 """``sandbox verify ...``: verification products (docs/verification.md).
 
 ``define`` (operator), ``approve`` / ``reject`` / ``unblock`` (authority), ``call``
-(consumer), ``stats`` and ``who`` (auditor, authority), ``list``. They run on the
-platform's host and call :mod:`sandbox.verification.service`; this module only parses
-options and prints.
+(consumer), ``stats`` and ``who`` (auditor, authority), ``list``. They parse options,
+call :meth:`sandbox.cli.common.Context.backend` (:mod:`sandbox.verification.service` on
+the platform's host, or the routes of ``/v1/verify`` with ``--server``) and print.
+``unblock`` has no route: it runs on the host only and refuses ``--server``.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ def verify() -> None:
 @pass_ctx
 def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     """File a product definition (operator); it waits for the authority's approval."""
-    from sandbox.verification.service import define
-
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    out = define(obj.platform, obj.principal(token), data)
+    with obj.backend(token) as backend:
+        out = backend.define_verification(data)
     emit(
         out,
         as_json,
@@ -65,9 +65,8 @@ def define_cmd(obj: Context, path: Path, token, as_json) -> None:
 @pass_ctx
 def approve_cmd(obj: Context, name: str, token, as_json) -> None:
     """Publish a product and build its index (authority)."""
-    from sandbox.verification.service import approve
-
-    out = approve(obj.platform, obj.principal(token), name)
+    with obj.backend(token) as backend:
+        out = backend.approve_verification(name)
     emit(out, as_json, f"published {name}: {out['index_rows']} index rows from {out['versions']}")
 
 
@@ -79,9 +78,8 @@ def approve_cmd(obj: Context, name: str, token, as_json) -> None:
 @pass_ctx
 def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
     """Reject a defined product (authority)."""
-    from sandbox.verification.service import reject
-
-    reject(obj.platform, obj.principal(token), name, reason)
+    with obj.backend(token) as backend:
+        backend.reject_verification(name, reason)
     emit({"product": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
 
 
@@ -118,8 +116,6 @@ def call_cmd(
     as_json,
 ) -> None:
     """Verify one subject (--key ...) or a batch (--batch FILE) (consumer)."""
-    from sandbox.verification.service import call
-
     consent = None
     if consent_ref or purpose or consented_at:
         consent = {
@@ -134,12 +130,17 @@ def call_cmd(
         items = [{"keys": _pairs(keys, "--key")}]
     else:
         raise InputError("give --key NAME=VALUE (one subject) or --batch FILE")
-    result = call(obj.platform, obj.principal(token), product, items, consent)
-    lines = [r.code if r.code else f"refused [{r.refused}]: {r.message}" for r in result.results]
+    with obj.backend(token) as backend:
+        result = backend.call_verification(product, items, consent)
+    lines = [
+        r["code"] if r["code"] else f"refused [{r['refused']}]: {r['message']}"
+        for r in result["results"]
+    ]
     emit(
-        result.to_dict(),
+        result,
         as_json,
-        "\n".join(lines) + f"\n(request {result.request_id}, versions {dict(result.versions)})",
+        "\n".join(lines)
+        + f"\n(request {result['request_id']}, versions {dict(result['versions'])})",
     )
 
 
@@ -150,9 +151,8 @@ def call_cmd(
 @pass_ctx
 def stats_cmd(obj: Context, name: str, token, as_json) -> None:
     """Calls, codes, refusals, throttled and blocked consumers of a product."""
-    from sandbox.verification.service import stats
-
-    out = stats(obj.platform, obj.principal(token), name)
+    with obj.backend(token) as backend:
+        out = backend.verification_stats(name)
     emit(out, as_json, json.dumps(out, indent=2, ensure_ascii=False))
 
 
@@ -164,9 +164,9 @@ def stats_cmd(obj: Context, name: str, token, as_json) -> None:
 @pass_ctx
 def who_cmd(obj: Context, keys, product, token, as_json) -> None:
     """Who verified this subject? (auditor, authority; the key is hashed, never stored)"""
-    from sandbox.verification.service import who
-
-    rows = who(obj.platform, obj.principal(token), _pairs(keys, "--key"), product)
+    subject = _pairs(keys, "--key")
+    with obj.backend(token) as backend:
+        rows = backend.who_verified(subject, product)
     text = table(
         [
             (
@@ -191,9 +191,8 @@ def who_cmd(obj: Context, keys, product, token, as_json) -> None:
 @pass_ctx
 def list_cmd(obj: Context, token, as_json) -> None:
     """Products you may see."""
-    from sandbox.verification.service import list_products
-
-    rows = list_products(obj.platform, obj.principal(token))
+    with obj.backend(token) as backend:
+        rows = backend.verification_products()
     emit(
         rows,
         as_json,
@@ -212,7 +211,7 @@ def list_cmd(obj: Context, token, as_json) -> None:
 @json_option
 @pass_ctx
 def unblock_cmd(obj: Context, consumer: str, reason: str, token, as_json) -> None:
-    """Lift the enumeration defence's block of a consumer (authority)."""
+    """Lift the enumeration defence's block of a consumer (authority; on the host only)."""
     from sandbox.verification.service import unblock
 
     unblock(obj.platform, obj.principal(token), consumer, reason)

@@ -1,0 +1,317 @@
+"""What a command asks of the platform, written once for both ways of reaching it.
+
+:class:`Backend` names every call the commands make. :class:`sandbox.cli.local.LocalBackend`
+answers on the platform's host, calling the domain functions in-process on ``--home``;
+:class:`sandbox.cli.remote.RemoteBackend` answers through :class:`sandbox.client.Client`
+behind ``--server``. :meth:`sandbox.cli.common.Context.backend` picks one, and it is the
+only place that looks at ``--server``: a command parses its options, calls its backend
+and prints what comes back.
+
+Both answer with the same plain data (the dicts and lists the ``--json`` output prints),
+so a command's text and JSON are built in one place. The exceptions are results that are
+objects on both sides already: :meth:`Backend.he_sum` returns the client's
+:class:`sandbox.client.he.HeResult` either way, and :meth:`Backend.get_product` the folder
+it filled. Host-level commands (``init``, ``principal``, ``settings``, ``backup`` ...)
+have no call here: they use :attr:`sandbox.cli.common.Context.platform`, which refuses
+``--server`` with a clear message.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Progress = Callable[..., None]
+
+
+class Backend(abc.ABC):
+    """The platform as the command line sees it; one method per call a command makes."""
+
+    # --- datasets and grants ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def register_dataset(
+        self, name: str, source: str, classification_path: Path, classification, progress: Progress
+    ) -> dict:
+        """dataset, version, changed, rows, sha256 of the (new or kept) version."""
+
+    @abc.abstractmethod
+    def list_datasets(self) -> list[dict]:
+        """The datasets and their latest versions."""
+
+    @abc.abstractmethod
+    def show_dataset(self, name: str, version: int | None) -> dict:
+        """dataset, version, sha256, rows, classification, profile (None when withheld)."""
+
+    @abc.abstractmethod
+    def add_grant(
+        self,
+        operator: str,
+        dataset: str,
+        until: str,
+        *,
+        start: str | None,
+        columns: list[str] | None,
+        extra_aggregates: list[str],
+        aggregate_expressions: bool,
+        kinds: list[str],
+        disclosure: dict[str, Any],
+    ) -> int:
+        """The new grant's id."""
+
+    @abc.abstractmethod
+    def list_grants(self) -> list[dict]:
+        """The grants the principal may see."""
+
+    # --- jobs, products, ledger ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def submit_job(self, sql: str) -> dict:
+        """Run an SQL aggregate job to its end: job, state, reason, report, product."""
+
+    @abc.abstractmethod
+    def job(self, job_id: int) -> dict:
+        """job, state, reason, report, product of one job."""
+
+    @abc.abstractmethod
+    def list_jobs(self) -> list[dict]:
+        """The principal's jobs (all of them for authorities and auditors)."""
+
+    @abc.abstractmethod
+    def list_products(self) -> list[dict]:
+        """The products the principal may download."""
+
+    @abc.abstractmethod
+    def get_product(self, product_id: str, out: Path) -> Path:
+        """Copy a product into ``out/<id>``; returns that folder."""
+
+    @abc.abstractmethod
+    def verify_ledger(self) -> dict:
+        """entries, head_seq, head_hash of a ledger whose chain and signed head hold."""
+
+    @abc.abstractmethod
+    def ledger(self, **filters: Any) -> list[dict]:
+        """Entries by actor, subject, action, since, until, limit."""
+
+    # --- notices, applications, reviews (Art. 10 to 12) -------------------------------------
+
+    @abc.abstractmethod
+    def publish_notice(
+        self, fields: dict[str, Any], pass_score: int, min_reviewers: int, aggregate: str
+    ) -> dict:
+        """Publish a notice; returns it as :meth:`notice` shows it."""
+
+    @abc.abstractmethod
+    def notice(self, notice_id: int) -> dict:
+        """A notice."""
+
+    @abc.abstractmethod
+    def apply(self, notice_id: int, **fields: Any) -> int:
+        """The new application's id."""
+
+    @abc.abstractmethod
+    def application(self, application_id: int) -> dict:
+        """An application, to those who may read it."""
+
+    @abc.abstractmethod
+    def appoint_reviewers(self, application_id: int, reviewers: list[str]) -> list[int]:
+        """The ids of the appointments."""
+
+    @abc.abstractmethod
+    def score(
+        self, application_id: int, *, capability: int, scenario: int, security: int, comment: str
+    ) -> str:
+        """The application's status after the score."""
+
+    @abc.abstractmethod
+    def reviews(self, application_id: int) -> list[dict]:
+        """The reviewers of an application and their scores."""
+
+    # --- agreements (Art. 13, 24) ------------------------------------------------------
+
+    @abc.abstractmethod
+    def sign_agreement(self, application_id: int, *, disposal: str, **terms: Any) -> int:
+        """The new agreement's id."""
+
+    @abc.abstractmethod
+    def agreement(self, agreement_id: int) -> dict:
+        """Every field of an agreement."""
+
+    @abc.abstractmethod
+    def suspend_agreement(self, agreement_id: int, reason: str) -> None:
+        """Suspend data use under an agreement."""
+
+    @abc.abstractmethod
+    def restore_agreement(self, agreement_id: int, reason: str) -> None:
+        """Restore a suspended agreement."""
+
+    @abc.abstractmethod
+    def terminate_agreement(self, agreement_id: int, reason: str) -> None:
+        """Terminate a suspended agreement."""
+
+    @abc.abstractmethod
+    def expire_agreements(self, agreement_id: int | None) -> list[int]:
+        """The ids of the agreements expired now."""
+
+    # --- requests and quality (Art. 14) ---------------------------------------------------
+
+    @abc.abstractmethod
+    def request_data(
+        self, agreement_id: int, dataset: str, *, purpose: str, columns: list[str] | None
+    ) -> int:
+        """The new data request's id."""
+
+    @abc.abstractmethod
+    def approve_request(self, request_id: int) -> int:
+        """The grant the approval created."""
+
+    @abc.abstractmethod
+    def refuse_request(self, request_id: int, reason: str) -> None:
+        """Refuse a data request."""
+
+    @abc.abstractmethod
+    def report_quality(self, dataset: str, text: str) -> int:
+        """The new quality ticket's id."""
+
+    @abc.abstractmethod
+    def answer_quality(self, ticket_id: int, text: str, version: int | None) -> None:
+        """Answer a quality ticket."""
+
+    # --- supervision, feedback, usage (Art. 16, 21 to 24) -----------------------------------
+
+    @abc.abstractmethod
+    def evaluate(self, agreement_id: int, *, passed: bool, notes: str, deadline: str | None) -> int:
+        """The new evaluation's id."""
+
+    @abc.abstractmethod
+    def rectify(self, agreement_id: int, notes: str) -> None:
+        """Accept a rectification."""
+
+    @abc.abstractmethod
+    def report_incident(self, operator: str, kind: str, description: str) -> dict:
+        """incident, suspended, notified."""
+
+    @abc.abstractmethod
+    def inspect(
+        self, operator: str, findings: list[str], tasks: list[str], deadline: str | None
+    ) -> int:
+        """The new inspection's id."""
+
+    @abc.abstractmethod
+    def notifications(self) -> list[dict]:
+        """The principal's notifications."""
+
+    @abc.abstractmethod
+    def give_feedback(self, product_id: str, rating: int, comment: str) -> int:
+        """The new feedback's id."""
+
+    @abc.abstractmethod
+    def usage_report(self, operator: str, period: str, folder: Path) -> tuple[dict, dict[str, str]]:
+        """The report's figures, and its files written into ``folder`` (name -> path)."""
+
+    # --- output review ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def appoint_checkers(
+        self, checkers: list[str], *, agreement_id: int | None, job_id: int | None
+    ) -> list[int]:
+        """The ids of the appointments."""
+
+    @abc.abstractmethod
+    def open_review(self, job_id: int) -> dict:
+        """The review of a withheld job (opened if needed)."""
+
+    @abc.abstractmethod
+    def vote(self, job_id: int, decision: str, reason: str) -> dict:
+        """The review after the vote."""
+
+    # --- PSI and HE -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def psi(
+        self,
+        dataset: str,
+        column: str,
+        items: list[str],
+        *,
+        mode: str,
+        consent: str | None,
+        group_by: str | None,
+        progress: Progress,
+    ) -> dict:
+        """A PSI match run from here: session, dataset, version, column, mode, list_size,
+        count, items, groups, timings, sizes."""
+
+    @abc.abstractmethod
+    def set_psi_terms(
+        self,
+        dataset: str,
+        column: str,
+        *,
+        agreement: int | None,
+        grant: int | None,
+        **terms: Any,
+    ) -> int:
+        """The id of the terms."""
+
+    @abc.abstractmethod
+    def he_sum(
+        self,
+        context,
+        dataset: str,
+        key_column: str,
+        by: list[str],
+        keys: list[str],
+        values: list,
+        scheme: str,
+    ):
+        """Encrypted sums per group, decrypted here with ``context``: a HeResult."""
+
+    # --- verification products -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def define_verification(self, definition: dict) -> dict:
+        """File a product definition."""
+
+    @abc.abstractmethod
+    def approve_verification(self, name: str) -> dict:
+        """Publish a product: index_rows, versions ..."""
+
+    @abc.abstractmethod
+    def reject_verification(self, name: str, reason: str) -> None:
+        """Reject a defined product."""
+
+    @abc.abstractmethod
+    def call_verification(self, product: str, items: list[dict], consent: dict | None) -> dict:
+        """request_id, product, versions, results (each code, refused, message)."""
+
+    @abc.abstractmethod
+    def verification_stats(self, name: str) -> dict:
+        """Calls, codes, refusals of a product."""
+
+    @abc.abstractmethod
+    def who_verified(self, keys: dict[str, str], product: str | None) -> list[dict]:
+        """The calls about one subject."""
+
+    @abc.abstractmethod
+    def verification_products(self) -> list[dict]:
+        """The verification products the principal may see."""
+
+
+def psi_dict(result) -> dict:
+    """A :class:`sandbox.client.psi.PsiResult` as the command line prints it."""
+    return {
+        "session": result.session,
+        "dataset": result.dataset,
+        "version": result.version,
+        "column": result.column,
+        "mode": result.mode,
+        "list_size": result.list_size,
+        "count": result.count,
+        "items": result.items,
+        "groups": result.groups,
+        "timings": result.timings,
+        "sizes": result.sizes,
+    }

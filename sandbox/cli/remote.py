@@ -1,0 +1,271 @@
+"""The backend behind ``--server``: each call goes through :class:`sandbox.client.Client`
+to the route that calls the same domain function, and comes back as the same plain data
+:class:`sandbox.cli.local.LocalBackend` returns. Files cross here: a local data file is
+uploaded, a product's zip and a usage report's files are written on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from sandbox.cli.backend import Backend, psi_dict
+from sandbox.client import Client
+
+
+def job_dict(job) -> dict:
+    """A client's Job as the command line prints a job's outcome."""
+    return {
+        "job": job.job,
+        "state": job.state,
+        "reason": job.reason,
+        "report": job.report,
+        "product": job.product,
+    }
+
+
+class RemoteBackend(Backend):
+    def __init__(self, client: Client):
+        self.client = client
+
+    # --- datasets and grants ------------------------------------------------------------
+
+    def register_dataset(self, name, source, classification_path, classification, progress):
+        if Path(source).is_file():  # a local file is uploaded; anything else the server reads
+            reg = self.client.register_upload(name, source, classification_path)
+        else:
+            reg = self.client.register_uri(name, source, classification.to_dict())
+        return dataclasses.asdict(reg)
+
+    def list_datasets(self):
+        return [dataclasses.asdict(d) for d in self.client.list_datasets()]
+
+    def show_dataset(self, name, version):
+        # the route shows the profile only to the roles the host shows it to
+        d = self.client.show_dataset(name, version)
+        return {
+            "dataset": name,
+            "version": d.version,
+            "sha256": d.sha256,
+            "rows": d.rows,
+            "classification": d.classification,
+            "profile": d.profile,
+        }
+
+    def add_grant(
+        self,
+        operator,
+        dataset,
+        until,
+        *,
+        start,
+        columns,
+        extra_aggregates,
+        aggregate_expressions,
+        kinds,
+        disclosure,
+    ):
+        return self.client.add_grant(
+            operator,
+            dataset,
+            until,
+            start=start,
+            columns=columns,
+            extra_aggregates=extra_aggregates,
+            aggregate_expressions=aggregate_expressions,
+            kinds=kinds,
+            disclosure=disclosure,
+        )
+
+    def list_grants(self):
+        return self.client.list_grants()
+
+    # --- jobs, products, ledger ------------------------------------------------------------
+
+    def submit_job(self, sql):
+        job = self.client.submit_job(sql)
+        return job_dict(self.client.wait_job(job.job))
+
+    def job(self, job_id):
+        return job_dict(self.client.job(job_id))
+
+    def list_jobs(self):
+        return [dataclasses.asdict(j) for j in self.client.list_jobs()]
+
+    def list_products(self):
+        return [dataclasses.asdict(p) for p in self.client.list_products()]
+
+    def get_product(self, product_id, out):
+        """Download the product's zip and unpack it into ``out/<id>``."""
+        import tempfile
+        import zipfile
+
+        from policies.errors import Conflict
+
+        target = Path(out) / product_id
+        if target.exists():
+            raise Conflict(f"{target} exists already; choose another --out")
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = self.client.download_zip(product_id, tmp)
+            with zipfile.ZipFile(archive) as zf:
+                names = zf.namelist()
+                if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
+                    raise Conflict(f"{product_id}: the archive names a path outside its folder")
+                target.mkdir(parents=True)
+                for name in names:
+                    (target / Path(name).name).write_bytes(zf.read(name))
+        return target
+
+    def verify_ledger(self):
+        return dataclasses.asdict(self.client.verify_ledger())
+
+    def ledger(self, **filters):
+        return [dataclasses.asdict(e) for e in self.client.ledger(**filters)]
+
+    # --- notices, applications, reviews ---------------------------------------------------
+
+    def publish_notice(self, fields, pass_score, min_reviewers, aggregate):
+        nid = self.client.publish_notice(
+            **fields, min_score=pass_score, min_reviewers=min_reviewers, aggregate=aggregate
+        )
+        return self.client.notice(nid)
+
+    def notice(self, notice_id):
+        return self.client.notice(notice_id)
+
+    def apply(self, notice_id, **fields):
+        return self.client.apply(notice_id, **fields)
+
+    def application(self, application_id):
+        return self.client.application(application_id)
+
+    def appoint_reviewers(self, application_id, reviewers):
+        return self.client.appoint_reviewers(application_id, list(reviewers))
+
+    def score(self, application_id, *, capability, scenario, security, comment):
+        return self.client.score(
+            application_id,
+            capability=capability,
+            scenario=scenario,
+            security=security,
+            comment=comment,
+        )
+
+    def reviews(self, application_id):
+        return self.client.reviews(application_id)
+
+    # --- agreements --------------------------------------------------------------------
+
+    def sign_agreement(self, application_id, *, disposal, **terms):
+        return self.client.sign_agreement(application_id, **terms, disposal=disposal)
+
+    def agreement(self, agreement_id):
+        return self.client.agreement(agreement_id)
+
+    def suspend_agreement(self, agreement_id, reason):
+        self.client.suspend_agreement(agreement_id, reason)
+
+    def restore_agreement(self, agreement_id, reason):
+        self.client.restore_agreement(agreement_id, reason)
+
+    def terminate_agreement(self, agreement_id, reason):
+        self.client.terminate_agreement(agreement_id, reason)
+
+    def expire_agreements(self, agreement_id):
+        return self.client.expire_agreements(agreement_id)
+
+    # --- requests and quality ------------------------------------------------------------
+
+    def request_data(self, agreement_id, dataset, *, purpose, columns):
+        return self.client.request_data(agreement_id, dataset, purpose=purpose, columns=columns)
+
+    def approve_request(self, request_id):
+        return self.client.approve_request(request_id)
+
+    def refuse_request(self, request_id, reason):
+        self.client.refuse_request(request_id, reason)
+
+    def report_quality(self, dataset, text):
+        return self.client.report_quality(dataset, text)
+
+    def answer_quality(self, ticket_id, text, version):
+        self.client.answer_quality(ticket_id, text, version)
+
+    # --- supervision, feedback, usage ------------------------------------------------------
+
+    def evaluate(self, agreement_id, *, passed, notes, deadline):
+        return self.client.evaluate(agreement_id, passed=passed, notes=notes, deadline=deadline)
+
+    def rectify(self, agreement_id, notes):
+        self.client.rectify(agreement_id, notes)
+
+    def report_incident(self, operator, kind, description):
+        return self.client.report_incident(operator, kind, description)
+
+    def inspect(self, operator, findings, tasks, deadline):
+        return self.client.inspect(operator, list(findings), list(tasks), deadline)
+
+    def notifications(self):
+        return self.client.notifications()
+
+    def give_feedback(self, product_id, rating, comment):
+        return self.client.give_feedback(product_id, rating, comment)
+
+    def usage_report(self, operator, period, folder):
+        got = self.client.usage_report(operator, period)
+        return got.report, got.write(folder)
+
+    # --- output review -------------------------------------------------------------------
+
+    def appoint_checkers(self, checkers, *, agreement_id, job_id):
+        return self.client.appoint_checkers(
+            list(checkers), agreement_id=agreement_id, job_id=job_id
+        )
+
+    def open_review(self, job_id):
+        return self.client.open_review(job_id)
+
+    def vote(self, job_id, decision, reason):
+        return self.client.vote(job_id, decision, reason)
+
+    # --- PSI and HE -----------------------------------------------------------------------
+
+    def psi(self, dataset, column, items, *, mode, consent, group_by, progress):
+        options = dict(mode=mode, consent=consent, group_by=group_by, progress=progress)
+        return psi_dict(self.client.psi(dataset, column, items, **options))
+
+    def set_psi_terms(self, dataset, column, *, agreement, grant, **terms):
+        return self.client.set_psi_terms(dataset, column, agreement=agreement, grant=grant, **terms)
+
+    def he_sum(self, context, dataset, key_column, by, keys, values, scheme):
+        return self.client.he_sum(dataset, key_column, by, keys, values, scheme, context=context)
+
+    # --- verification products -----------------------------------------------------------
+
+    def define_verification(self, definition):
+        return self.client.define_verification(**definition)
+
+    def approve_verification(self, name):
+        return self.client.approve_verification(name)
+
+    def reject_verification(self, name, reason):
+        self.client.reject_verification(name, reason)
+
+    def call_verification(self, product, items, consent):
+        # the batch route answers every subject, refused ones included, as the host does
+        answer = self.client.verify_batch(product, items, consent)
+        return {
+            "request_id": answer.request_id,
+            "product": answer.product,
+            "versions": answer.versions,
+            "results": answer.results,
+        }
+
+    def verification_stats(self, name):
+        return self.client.verification_stats(name)
+
+    def who_verified(self, keys, product):
+        return self.client.who_verified(keys, product)
+
+    def verification_products(self):
+        return self.client.verification_products()

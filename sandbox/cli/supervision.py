@@ -1,0 +1,313 @@
+"""The workflow's commands after the agreement (Art. 14, 16, 21 to 24): data requests,
+quality tickets, evaluations, rectifications, incidents, inspections, notifications,
+feedback, usage reports and output review. Added to ``sandbox`` by :mod:`sandbox.cli.app`.
+
+Like :mod:`sandbox.cli.workflow`, each command parses its options, calls
+:meth:`sandbox.cli.common.Context.backend` and prints; the files of a usage report are
+written on this machine either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from policies.workflow import Vote
+from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+
+# --- data requests and quality (Art. 14) ------------------------------------------------------
+
+
+@main.group("request")
+def request_group() -> None:
+    """Data requests under an agreement. Art. 14."""
+
+
+@request_group.command("data")
+@click.option("--agreement", "agreement_id", type=int, required=True)
+@click.option("--dataset", required=True)
+@click.option("--columns", default=None, help="comma-separated (default: the agreement's scope)")
+@click.option("--purpose", required=True)
+@as_option
+@json_option
+@pass_ctx
+def request_data_cmd(obj: Context, agreement_id, dataset, columns, purpose, token, as_json) -> None:
+    """Request a dataset under your agreement (operators)."""
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    with obj.backend(token) as backend:
+        rid = backend.request_data(agreement_id, dataset, purpose=purpose, columns=cols)
+    emit({"request": rid, "status": "submitted"}, as_json, f"data request {rid} submitted")
+
+
+@request_group.command("approve")
+@click.argument("request_id", type=int)
+@as_option
+@json_option
+@pass_ctx
+def request_approve(obj: Context, request_id, token, as_json) -> None:
+    """Approve a data request; creates the grant (the dataset's provider or an authority)."""
+    with obj.backend(token) as backend:
+        gid = backend.approve_request(request_id)
+    emit(
+        {"request": request_id, "status": "approved", "grant": gid},
+        as_json,
+        f"data request {request_id} approved: grant {gid}",
+    )
+
+
+@request_group.command("refuse")
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True)
+@as_option
+@json_option
+@pass_ctx
+def request_refuse(obj: Context, request_id, reason, token, as_json) -> None:
+    """Refuse a data request with a reason."""
+    with obj.backend(token) as backend:
+        backend.refuse_request(request_id, reason)
+    emit(
+        {"request": request_id, "status": "refused"}, as_json, f"data request {request_id} refused"
+    )
+
+
+@main.group()
+def quality() -> None:
+    """Data-quality tickets. Art. 14."""
+
+
+@quality.command("report")
+@click.option("--dataset", required=True)
+@click.option("--text", required=True)
+@as_option
+@json_option
+@pass_ctx
+def quality_report(obj: Context, dataset, text, token, as_json) -> None:
+    """Report a data-quality problem (operators)."""
+    with obj.backend(token) as backend:
+        tid = backend.report_quality(dataset, text)
+    emit({"ticket": tid, "status": "open"}, as_json, f"quality ticket {tid} open")
+
+
+@quality.command("answer")
+@click.argument("ticket_id", type=int)
+@click.option("--text", required=True)
+@click.option("--version", type=int, default=None, help="the dataset version that fixes it")
+@as_option
+@json_option
+@pass_ctx
+def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> None:
+    """Answer a quality ticket (the dataset's provider)."""
+    with obj.backend(token) as backend:
+        backend.answer_quality(ticket_id, text, version)
+    emit(
+        {"ticket": ticket_id, "status": "answered"}, as_json, f"quality ticket {ticket_id} answered"
+    )
+
+
+# --- supervision (Art. 21 to 24) ---------------------------------------------------------------
+
+
+@main.command("evaluate")
+@click.option("--agreement", "agreement_id", type=int, required=True)
+@click.option("--result", type=click.Choice(["pass", "fail"]), required=True)
+@click.option("--notes", required=True)
+@click.option("--deadline", default=None, help="rectification deadline (required on fail)")
+@as_option
+@json_option
+@pass_ctx
+def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_json) -> None:
+    """Evaluate an operator under an agreement; a failure suspends it (authorities)."""
+    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline)
+    with obj.backend(token) as backend:
+        eid = backend.evaluate(agreement_id, **verdict)
+    word = (
+        "passed"
+        if result == "pass"
+        else f"failed: agreement suspended until rectified (by {deadline})"
+    )
+    emit(
+        {"evaluation": eid, "status": "passed" if result == "pass" else "failed"},
+        as_json,
+        f"evaluation {eid} {word}",
+    )
+
+
+@main.command("rectify")
+@click.option("--agreement", "agreement_id", type=int, required=True)
+@click.option("--notes", required=True)
+@as_option
+@json_option
+@pass_ctx
+def rectify_cmd(obj: Context, agreement_id, notes, token, as_json) -> None:
+    """Accept a rectification: the agreement is restored (authorities)."""
+    with obj.backend(token) as backend:
+        backend.rectify(agreement_id, notes)
+    emit(
+        {"agreement": agreement_id, "status": "active"},
+        as_json,
+        f"agreement {agreement_id} rectified and restored",
+    )
+
+
+@main.group()
+def incident() -> None:
+    """Security incidents. Art. 21."""
+
+
+@incident.command("report")
+@click.option("--operator", required=True)
+@click.option("--kind", type=click.Choice(["leak", "damage", "loss"]), required=True)
+@click.option("--description", required=True)
+@as_option
+@json_option
+@pass_ctx
+def incident_report(obj: Context, operator, kind, description, token, as_json) -> None:
+    """Report a leak, damage or loss: the operator's data use is suspended at once."""
+    with obj.backend(token) as backend:
+        data = backend.report_incident(operator, kind, description)
+    emit(
+        data,
+        as_json,
+        f"incident {data['incident']}: agreements suspended: "
+        f"{data['suspended'] or 'none'}; authorities notified",
+    )
+
+
+@main.command("inspect")
+@click.option("--operator", required=True)
+@click.option("--finding", "findings", multiple=True, required=True)
+@click.option("--task", "tasks", multiple=True, help="a rectification task (repeat)")
+@click.option("--deadline", default=None)
+@as_option
+@json_option
+@pass_ctx
+def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_json) -> None:
+    """Record an inspection's findings and rectification tasks (authorities). Art. 22."""
+    with obj.backend(token) as backend:
+        iid = backend.inspect(operator, list(findings), list(tasks), deadline)
+    emit({"inspection": iid}, as_json, f"inspection {iid} recorded")
+
+
+@main.command("notifications")
+@as_option
+@json_option
+@pass_ctx
+def notifications_cmd(obj: Context, token, as_json) -> None:
+    """Your notifications (failed evaluations, incidents, inspection tasks)."""
+    with obj.backend(token) as backend:
+        rows = backend.notifications()
+    emit(
+        rows,
+        as_json,
+        table(
+            [(r["id"], r["kind"], r["subject"]) for r in rows],
+            ("id", "kind", "subject"),
+            right=("id",),
+            empty="(no notifications)",
+        ),
+    )
+
+
+# --- feedback and usage (Art. 16) ---------------------------------------------------------------
+
+
+@main.command("feedback")
+@click.argument("product_id")
+@click.option("--rating", type=int, required=True, help="1 to 5")
+@click.option("--comment", default="")
+@as_option
+@json_option
+@pass_ctx
+def feedback_cmd(obj: Context, product_id, rating, comment, token, as_json) -> None:
+    """Rate and comment on a product (consumers)."""
+    with obj.backend(token) as backend:
+        fid = backend.give_feedback(product_id, rating, comment)
+    emit({"feedback": fid}, as_json, f"feedback {fid} on {product_id} recorded")
+
+
+@main.group()
+def report() -> None:
+    """Reports drawn from the ledger."""
+
+
+@report.command("usage")
+@click.option("--operator", required=True)
+@click.option("--period", required=True, help="2026-Q3, 2026-07 or 2026")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder for usage.json, usage.csv, usage.png (default: usage-OPERATOR-PERIOD)",
+)
+@as_option
+@json_option
+@pass_ctx
+def report_usage(obj: Context, operator, period, out, token, as_json) -> None:
+    """An operator's usage report: jobs, refusals, products, verifications, feedback."""
+    folder = out or Path(f"usage-{operator}-{period}")
+    with obj.backend(token) as backend:
+        data, files = backend.usage_report(operator, period, folder)
+    emit(
+        {**data, "files": files},
+        as_json,
+        "\n".join(
+            [
+                f"{operator} {period}: " + ", ".join(f"{k} {v}" for k, v in data["totals"].items()),
+                *files.values(),
+            ]
+        ),
+    )
+
+
+# --- output review (the airlock) ----------------------------------------------------------------
+
+
+@main.group()
+def output() -> None:
+    """Output review: two independent checkers release held outputs."""
+
+
+@output.command("appoint")
+@click.option("--agreement", "agreement_id", type=int, default=None)
+@click.option("--job", "job_id", type=int, default=None)
+@click.option("--checker", "checkers", multiple=True, required=True)
+@as_option
+@json_option
+@pass_ctx
+def output_appoint(obj: Context, agreement_id, job_id, checkers, token, as_json) -> None:
+    """Appoint two checkers for an agreement's (or one job's) held outputs (authorities)."""
+    with obj.backend(token) as backend:
+        ids = backend.appoint_checkers(list(checkers), agreement_id=agreement_id, job_id=job_id)
+    emit({"appointments": ids}, as_json, f"{len(ids)} checkers appointed")
+
+
+@output.command("review")
+@click.argument("job_id", type=int)
+@as_option
+@json_option
+@pass_ctx
+def output_review(obj: Context, job_id, token, as_json) -> None:
+    """Open (if needed) and show the review of a withheld job; votes stay sealed until both."""
+    with obj.backend(token) as backend:
+        data = backend.open_review(job_id)
+    emit(data, as_json, f"job {job_id}: {data['status']} ({data['votes_in']} of 2 votes in)")
+
+
+@output.command("vote")
+@click.argument("job_id", type=int)
+@click.option("--decision", type=click.Choice([v.value for v in Vote]), required=True)
+@click.option("--reason", required=True)
+@as_option
+@json_option
+@pass_ctx
+def output_vote(obj: Context, job_id, decision, reason, token, as_json) -> None:
+    """Approve, return or reject a held output, with a reason (appointed checkers)."""
+    with obj.backend(token) as backend:
+        data = backend.vote(job_id, decision, reason)
+    emit(
+        data,
+        as_json,
+        f"job {job_id}: {data['status']}"
+        + (f", product {data['product']}" if data.get("product") else ""),
+    )
