@@ -577,40 +577,43 @@ class VerificationService:
         loaded: _Loaded,
         request_id: str,
         items: Sequence[_Item],
-    ):
+    ) -> CallResult | SandboxError:
+        """One call's unit of the group commit. A refusal is returned, not raised: what
+        the unit wrote before it (the counters, an alert that blocks the consumer) must
+        commit with the others' units; :meth:`call` raises it after the commit."""
         now = datetime.now(UTC)
-        day, minute = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m-%dT%H:%M")
-        me = str(consumer.id)
-        standing_row = conn.execute(
-            select(verify_standing).where(verify_standing.c.consumer_id == consumer.id)
-        ).first()
-        standing = Standing.OK
-        if standing_row is not None:
-            if standing_row.status == Standing.BLOCKED or standing_row.day == day:
-                standing = Standing(standing_row.status)
+        clock = _Clock(now.strftime("%Y-%m-%d"), now.strftime("%Y-%m-%dT%H:%M"), now)
+        standing = _standing(conn, consumer, clock.day)
         if standing is Standing.BLOCKED:
-            return PolicyRefusal(
-                "enumeration_blocked",
-                "your verification calls were blocked: they looked like guessing subjects "
-                f"({standing_row.reason})",
-                article="Art. 19",
-                subject=consumer.name,
-                hint="the authority has been told; it may lift the block",
-            )
-        n = len(items)
-        per_minute = (
-            self.limits.throttled_per_minute
-            if standing is Standing.THROTTLED
-            else self.limits.per_minute
+            row = conn.execute(
+                select(verify_standing.c.reason).where(verify_standing.c.consumer_id == consumer.id)
+            ).scalar_one()
+            return _blocked(consumer, row)
+        over = self._over_rate(conn, consumer, len(items), standing, clock)
+        if over is not None:
+            return over
+        results, seen, answered = self._per_subject(conn, items, clock.day)
+        new, reason = self._enumeration(
+            conn, consumer, loaded, request_id, standing, answered, clock
         )
-        used_minute = _count(conn, "consumer_minute", me, minute)
-        if used_minute + n > per_minute:
-            setting = (
-                "verify.throttled_per_minute"
-                if standing is Standing.THROTTLED
-                else "verify.consumer_per_minute"
-            )
-            wait = 60 - now.second
+        _bump(conn, "consumer_minute", str(consumer.id), clock.minute, len(items))
+        if new is Standing.BLOCKED:
+            return _blocked(consumer, reason, now=True)
+        for subject, count in seen.items():
+            _bump(conn, "subject_day", subject, clock.day, count)
+        seq = self._write_call(conn, consumer, loaded, request_id, items, results)
+        return CallResult(request_id, loaded.name, dict(loaded.versions), tuple(results), seq)
+
+    def _over_rate(
+        self, conn: Connection, consumer: Principal, n: int, standing: Standing, clock: _Clock
+    ) -> RateLimited | None:
+        """The consumer's per-minute (lower when throttled) and per-day allowance."""
+        me = str(consumer.id)
+        throttled = standing is Standing.THROTTLED
+        per_minute = self.limits.throttled_per_minute if throttled else self.limits.per_minute
+        if _count(conn, "consumer_minute", me, clock.minute) + n > per_minute:
+            setting = "verify.throttled_per_minute" if throttled else "verify.consumer_per_minute"
+            wait = 60 - clock.now.second
             error = RateLimited(
                 f"over {per_minute} verification subjects per minute (setting {setting}); "
                 f"retry in {wait} s",
@@ -618,24 +621,27 @@ class VerificationService:
             )
             error.headers = {"Retry-After": str(wait)}
             return error
-        if _count(conn, "consumer_day", me, day) + n > self.limits.per_day:
+        if _count(conn, "consumer_day", me, clock.day) + n > self.limits.per_day:
             error = RateLimited(
                 f"over {self.limits.per_day} verification subjects per day "
                 "(setting verify.consumer_per_day); retry tomorrow (UTC)",
                 article="Art. 19",
             )
-            error.headers = {"Retry-After": str(_seconds_to_midnight(now))}
+            error.headers = {"Retry-After": str(_seconds_to_midnight(clock.now))}
             return error
+        return None
 
-        # Per-subject daily limit, across consumers and products.
+    def _per_subject(
+        self, conn: Connection, items: Sequence[_Item], day: str
+    ) -> tuple[list[ItemResult], dict[str, int], list[_Item]]:
+        """The per-subject daily limit, across consumers and products: each item's result,
+        the subjects answered with how often, and the items answered."""
         results: list[ItemResult] = []
         seen: dict[str, int] = {}
         answered: list[_Item] = []
         for item in items:
-            asked = _count(conn, "subject_day", item.subject_hash, day) + seen.get(
-                item.subject_hash, 0
-            )
-            if asked >= self.limits.subject_per_day:
+            asked = _count(conn, "subject_day", item.subject_hash, day)
+            if asked + seen.get(item.subject_hash, 0) >= self.limits.subject_per_day:
                 results.append(
                     ItemResult(
                         None,
@@ -648,8 +654,22 @@ class VerificationService:
             seen[item.subject_hash] = seen.get(item.subject_hash, 0) + 1
             answered.append(item)
             results.append(ItemResult(item.code))
+        return results, seen, answered
 
-        # The enumeration defence, with this call counted.
+    def _enumeration(
+        self,
+        conn: Connection,
+        consumer: Principal,
+        loaded: _Loaded,
+        request_id: str,
+        standing: Standing,
+        answered: Sequence[_Item],
+        clock: _Clock,
+    ) -> tuple[Standing, str]:
+        """The enumeration defence with this call counted: records the misses, counts the
+        consumer's day, judges (:func:`policies.verification.assess`) and, when the
+        standing worsens, alerts. Returns the consumer's standing after this call and why."""
+        me, day = str(consumer.id), clock.day
         miss_codes = set(loaded.definition.miss_codes)
         misses = [i for i in answered if i.code in miss_codes]
         for item in misses:
@@ -665,40 +685,28 @@ class VerificationService:
                     .on_conflict_do_nothing()
                 )
         touched = {i.check_hash for i in misses if i.check_hash is not None}
-        most = 0
-        for check in touched:
-            most = max(
-                most,
-                conn.execute(
-                    select(func.count()).where(
-                        and_(
-                            verify_guesses.c.consumer_id == consumer.id,
-                            verify_guesses.c.day == day,
-                            verify_guesses.c.check_hash == check,
-                        )
-                    )
-                ).scalar_one(),
-            )
+        most = max((_guesses(conn, consumer.id, day, check) for check in touched), default=0)
         calls = _count(conn, "consumer_day", me, day) + len(answered)
         missed = _count(conn, "consumer_miss_day", me, day) + len(misses)
         verdict, reason = assess(Signals(most, calls, missed), self.limits.thresholds)
         new = worse(standing, verdict)
-        _bump(conn, "consumer_minute", me, minute, n)
         _bump(conn, "consumer_day", me, day, len(answered))
         _bump(conn, "consumer_miss_day", me, day, len(misses))
         if new is not standing:
             self._alert(conn, consumer, loaded, request_id, new, reason, day)
-        if new is Standing.BLOCKED:
-            return PolicyRefusal(
-                "enumeration_blocked",
-                f"your verification calls were blocked: they look like guessing subjects ({reason})",
-                article="Art. 19",
-                subject=consumer.name,
-                hint="the authority has been told; it may lift the block",
-            )
-        for subject, count in seen.items():
-            _bump(conn, "subject_day", subject, day, count)
+        return new, reason
 
+    def _write_call(
+        self,
+        conn: Connection,
+        consumer: Principal,
+        loaded: _Loaded,
+        request_id: str,
+        items: Sequence[_Item],
+        results: Sequence[ItemResult],
+    ) -> int:
+        """One ledger entry ``verify.call`` (keyed hashes, consent, codes; never a key
+        value) and one ``verify_calls`` row per subject; returns the entry's number."""
         details = {
             "request_id": request_id,
             "product": loaded.name,
@@ -744,7 +752,7 @@ class VerificationService:
                 for i, r in zip(items, results, strict=True)
             ],
         )
-        return CallResult(request_id, loaded.name, dict(loaded.versions), tuple(results), seq)
+        return seq
 
     def _alert(
         self,
@@ -796,6 +804,48 @@ class VerificationService:
                 details,
                 "Art. 19",
             )
+
+
+@dataclass(frozen=True)
+class _Clock:
+    day: str  # the UTC day of the call, YYYY-MM-DD
+    minute: str  # its minute, YYYY-MM-DDTHH:MM
+    now: datetime
+
+
+def _standing(conn: Connection, consumer: Principal, day: str) -> Standing:
+    """The consumer's standing: a block lasts until the authority lifts it, a throttle
+    for the rest of its day."""
+    row = conn.execute(
+        select(verify_standing).where(verify_standing.c.consumer_id == consumer.id)
+    ).first()
+    if row is not None and (row.status == Standing.BLOCKED or row.day == day):
+        return Standing(row.status)
+    return Standing.OK
+
+
+def _blocked(consumer: Principal, reason: str, *, now: bool = False) -> PolicyRefusal:
+    looked = "look" if now else "looked"
+    return PolicyRefusal(
+        "enumeration_blocked",
+        f"your verification calls were blocked: they {looked} like guessing subjects ({reason})",
+        article="Art. 19",
+        subject=consumer.name,
+        hint="the authority has been told; it may lift the block",
+    )
+
+
+def _guesses(conn: Connection, consumer_id: int, day: str, check: str) -> int:
+    """How many subjects this consumer tried today with the same check values."""
+    return conn.execute(
+        select(func.count()).where(
+            and_(
+                verify_guesses.c.consumer_id == consumer_id,
+                verify_guesses.c.day == day,
+                verify_guesses.c.check_hash == check,
+            )
+        )
+    ).scalar_one()
 
 
 def _count(conn: Connection, kind: str, key: str, window: str) -> int:
