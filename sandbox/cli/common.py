@@ -240,7 +240,7 @@ class SandboxGroup(click.Group):
     default=None,
     help="run through the HTTP API at this URL instead of on the platform's host "
     "(every command but the host-level ones: init, principal, settings, serve, "
-    "backup, restore, demo)",
+    "backup, restore, demo, ledger head, verify unblock)",
 )
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, debug: bool, server: str | None) -> None:
