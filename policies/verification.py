@@ -360,6 +360,39 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
             subject=definition.dataset,
         )
     tree = parse_one_select(definition.rule)
+    case = _rule_output(tree, definition)
+    first, tables, aliases = _rule_tables(tree, definition, scope)
+    used = _rule_parameters(tree, definition)
+    subject, subject_nodes = _subject_keys(tree, first, aliases, scope)
+    checks = _check_keys(used, subject, subject_nodes, case, aliases, scope)
+    if not subject:
+        _refuse(
+            "no_subject_key",
+            "the rule must pick the subject's rows: WHERE <key> = $<key> on the first table",
+            subject="WHERE",
+        )
+    key_tables = {k.name: k.table for k in list(subject.values()) + list(checks.values())}
+    _require_identifiers(key_tables, scope)
+    columns = _columns_read(_synthetic_query(tree, case, subject_nodes), scope)
+    for name, table in key_tables.items():
+        columns.setdefault(table, set()).add(name)
+    formats = scope.tables[definition.dataset].classification.formats
+    person = definition.person_level
+    if person is None:
+        person = any(formats.get(k.name) == "cn_resident_id" for k in subject.values())
+    return AdmittedRule(
+        definition=definition,
+        tree=tree,
+        subject_keys=tuple(subject[k] for k in definition.keys if k in subject),
+        check_keys=tuple(checks[k] for k in definition.keys if k in checks),
+        tables=tuple(dict.fromkeys(t.name for t in tables)),
+        columns={t: frozenset(c) for t, c in columns.items()},
+        person_level=bool(person),
+    )
+
+
+def _rule_output(tree: exp.Select, definition: Definition) -> exp.Case:
+    """One subject, one output: the CASE that maps aggregates to the product's codes."""
     for arg in ("group", "having", "order", "distinct", "limit", "qualify"):
         if tree.args.get(arg) is not None:
             _refuse(
@@ -378,6 +411,14 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
             subject="SELECT",
         )
     _check_case(case, definition)
+    return case
+
+
+def _rule_tables(
+    tree: exp.Select, definition: Definition, scope: QueryScope
+) -> tuple[exp.Table, list, dict[str, str]]:
+    """The product's dataset first in FROM, every table in scope; returns the first
+    table, all tables and their aliases."""
     from_ = tree.args.get("from") or tree.args.get("from_")
     if from_ is None or not isinstance(from_.this, exp.Table):
         _refuse("rule_shape", "the rule reads its dataset in FROM", subject="FROM")
@@ -393,10 +434,13 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
     for t in tables:
         if isinstance(t, exp.Table) and t.name not in scope.tables:
             _refuse("unknown_table", f"table '{t.name}' is not in scope", subject=t.name)
+    return first, tables, aliases
 
-    placeholders = list(tree.find_all(exp.Placeholder))
+
+def _rule_parameters(tree: exp.Select, definition: Definition) -> dict[str, list[exp.Placeholder]]:
+    """Every ``$key`` names a declared key, and every declared key is used."""
     used: dict[str, list[exp.Placeholder]] = {}
-    for ph in placeholders:
+    for ph in tree.find_all(exp.Placeholder):
         if not ph.name:
             _refuse("parameter", "unnamed parameters (?) are not admitted", hint="write $key")
         if ph.name not in definition.keys:
@@ -410,28 +454,47 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
     for key in definition.keys:
         if key not in used:
             _refuse("parameter", f"key '{key}' is declared but the rule never uses it", key)
+    return used
 
+
+def _subject_keys(
+    tree: exp.Select, first: exp.Table, aliases: Mapping[str, str], scope: QueryScope
+) -> tuple[dict[str, KeyUse], list[exp.Expression]]:
+    """The keys that pick the subject's rows: ``WHERE key = $key`` on the first table."""
     where = tree.args.get("where")
-    conjuncts = _conjuncts(where.this if where is not None else None)
     subject: dict[str, KeyUse] = {}
-    subject_nodes: list[exp.Expression] = []
-    for part in conjuncts:
-        if isinstance(part, exp.EQ):
-            sides = [_strip(part.this), _strip(part.expression)]
-            ph = next((s for s in sides if isinstance(s, exp.Placeholder)), None)
-            col = next((s for s in sides if isinstance(s, exp.Column)), None)
-            if ph is not None and col is not None and col.name == ph.name:
-                table = _table_of(col, aliases, scope)
-                if table != first.name or (col.table and col.table != first.alias_or_name):
-                    _refuse(
-                        "parameter_position",
-                        f"subject key ${ph.name} must pick rows of the first table",
-                        subject=ph.name,
-                    )
-                if ph.name in subject:
-                    _refuse("parameter", f"${ph.name} restricts WHERE twice", subject=ph.name)
-                subject[ph.name] = KeyUse(ph.name, col.sql(dialect=DIALECT), table)
-                subject_nodes.append(part)
+    nodes: list[exp.Expression] = []
+    for part in _conjuncts(where.this if where is not None else None):
+        if not isinstance(part, exp.EQ):
+            continue
+        sides = [_strip(part.this), _strip(part.expression)]
+        ph = next((s for s in sides if isinstance(s, exp.Placeholder)), None)
+        col = next((s for s in sides if isinstance(s, exp.Column)), None)
+        if ph is None or col is None or col.name != ph.name:
+            continue
+        table = _table_of(col, aliases, scope)
+        if table != first.name or (col.table and col.table != first.alias_or_name):
+            _refuse(
+                "parameter_position",
+                f"subject key ${ph.name} must pick rows of the first table",
+                subject=ph.name,
+            )
+        if ph.name in subject:
+            _refuse("parameter", f"${ph.name} restricts WHERE twice", subject=ph.name)
+        subject[ph.name] = KeyUse(ph.name, col.sql(dialect=DIALECT), table)
+        nodes.append(part)
+    return subject, nodes
+
+
+def _check_keys(
+    used: Mapping[str, list[exp.Placeholder]],
+    subject: Mapping[str, KeyUse],
+    subject_nodes: list[exp.Expression],
+    case: exp.Case,
+    aliases: Mapping[str, str],
+    scope: QueryScope,
+) -> dict[str, KeyUse]:
+    """The other keys, each compared with one column inside the rule's aggregates only."""
     checks: dict[str, KeyUse] = {}
     for name, nodes in used.items():
         for ph in nodes:
@@ -456,13 +519,10 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
             if name in checks and checks[name].column_sql != text:
                 _refuse("parameter", f"${name} is compared with two columns", subject=name)
             checks[name] = KeyUse(name, text, table)
-    if not subject:
-        _refuse(
-            "no_subject_key",
-            "the rule must pick the subject's rows: WHERE <key> = $<key> on the first table",
-            subject="WHERE",
-        )
-    key_tables = {k.name: k.table for k in list(subject.values()) + list(checks.values())}
+    return checks
+
+
+def _require_identifiers(key_tables: Mapping[str, str], scope: QueryScope) -> None:
     for name, table in key_tables.items():
         cls = scope.tables[table].classification.columns.get(name)
         if cls is not ColumnClass.IDENTIFIER:
@@ -473,7 +533,10 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
                 subject=name,
             )
 
-    synthetic = _synthetic_query(tree, case, subject_nodes)
+
+def _columns_read(synthetic: str, scope: QueryScope) -> dict[str, set[str]]:
+    """The columns per table the rule reads, from its aggregate twin admitted with every
+    aggregate family allowed (so a rule is held to the same column rules as a job)."""
     relaxed = QueryScope(
         tables=scope.tables,
         extra_aggregates=frozenset(GRANTABLE_FAMILIES),
@@ -481,30 +544,12 @@ def admit_rule(definition: Definition, scope: QueryScope) -> AdmittedRule:
     )
     admitted = admit(synthetic, relaxed)
     columns: dict[str, set[str]] = {}
-    qualified_aliases = {
-        t.alias_or_name: t.name for t in admitted.tree.find_all(exp.Table) if t.name
-    }
+    qualified = {t.alias_or_name: t.name for t in admitted.tree.find_all(exp.Table) if t.name}
     for column in admitted.tree.find_all(exp.Column):
-        table = qualified_aliases.get(column.table)
+        table = qualified.get(column.table)
         if table is not None:
             columns.setdefault(table, set()).add(column.name)
-    for name, table in key_tables.items():
-        columns.setdefault(table, set()).add(name)
-    formats = scope.tables[definition.dataset].classification.formats
-    person = definition.person_level
-    if person is None:
-        person = any(formats.get(k.name) == "cn_resident_id" for k in subject.values())
-    ordered_subject = tuple(subject[k] for k in definition.keys if k in subject)
-    ordered_checks = tuple(checks[k] for k in definition.keys if k in checks)
-    return AdmittedRule(
-        definition=definition,
-        tree=tree,
-        subject_keys=ordered_subject,
-        check_keys=ordered_checks,
-        tables=tuple(dict.fromkeys(t.name for t in tables)),
-        columns={t: frozenset(c) for t, c in columns.items()},
-        person_level=bool(person),
-    )
+    return columns
 
 
 def _synthetic_query(
