@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Connection
 
+from policies.disclosure import DisclosureParams
 from policies.errors import ConfigError
 from sandbox.core import keys, ledger, storage
 from sandbox.core.ledger import Actor
@@ -49,6 +50,17 @@ class Platform:
     store: Store
     key: Ed25519PrivateKey
     _shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def disclosure_minimums(self) -> DisclosureParams:
+        """The platform's disclosure settings as rules; a grant or an agreement may only
+        tighten them (:meth:`DisclosureParams.tightened`)."""
+        s = self.settings
+        return DisclosureParams(
+            min_entities=s["disclosure.min_entities"],
+            dominance_n=s["disclosure.dominance_n"],
+            dominance_k=s["disclosure.dominance_k"],
+            p_ratio=s["disclosure.p_ratio"],
+        )
 
     def shared(self, name: str, make: Callable[[], T]) -> T:
         """The object ``name`` shared by everything that uses this platform object, made

@@ -677,54 +677,16 @@ def _json_value(value):
 
 def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAnswer:
     """Run one HE aggregate request from the operator's body; see the module docstring."""
-    from sandbox.data.grants import may_run
-    from sandbox.data.vault import get_version
-    from sandbox.run.execution import platform_minimums
-
     settings = platform.settings
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     upload = parse_upload(body, settings["he.max_values"])
-    request = upload.request
-    subject = f"dataset:{request.dataset}"
-    try:
-        with platform.store.read() as conn:
-            used = may_run(
-                conn,
-                operator,
-                [request.dataset],
-                KIND,
-                now or datetime.now(UTC),
-                columns={request.dataset: [request.key_column, *request.by]},
-            )
-            version = get_version(conn, platform, request.dataset)
-        grant = used[request.dataset]
-        params = platform_minimums(platform).tightened(grant.disclosure)
-        plan = plan_he(request, version.classification, params)
-        ctx = load_public_context(upload.context, plan.scheme)
-        if ctx.is_private():  # the platform never keeps a context it could decrypt with
-            raise PolicyRefusal("he_secret_key_sent", "the context holds a secret key")
-        duplicates = duplicate_count(upload.keys)
-        if duplicates:
-            raise InputError(
-                f"{duplicates} key(s) of your list appear more than once; sum the values of "
-                "each key before encrypting"
-            )
-    except PolicyRefusal as exc:
-        with platform.store.transaction() as conn:
-            platform.record(
-                conn,
-                operator.actor,
-                "he.refused",
-                subject,
-                {"rule": exc.rule, "list_size": len(upload.keys), "scheme": request.scheme.value},
-                exc.article or "Art. 15",
-            )
-        raise
+    plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     differencing = settings["differencing.enabled"]
     groups = join_groups(plan, version.path, upload.keys, entities=differencing)
+    bitmaps: list = []
     if differencing:
         groups, bitmaps = _difference(platform, plan.dataset, groups, settings["differencing.k"])
     timings["join_s"] = time.perf_counter() - t1
@@ -747,10 +709,63 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     finally:
         shutil.rmtree(work, ignore_errors=True)
     timings.update(eval_timings)
+    with platform.store.transaction() as conn:
+        if differencing:
+            _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
+        _record_sum(conn, platform, operator, plan, version, upload, groups)
+    timings["total_s"] = time.perf_counter() - t0
+    return HeAnswer(_header(plan, version, upload, groups), answer, timings)
+
+
+def _admit(platform, operator, upload: HeUpload, now: datetime):
+    """The grants gate, the plan and the upload's checks; a refusal is recorded in the
+    ledger (``he.refused``) before it is raised. Returns the plan and the dataset version."""
+    from sandbox.data.grants import may_run
+    from sandbox.data.vault import get_version
+
+    request = upload.request
+    try:
+        with platform.store.read() as conn:
+            used = may_run(
+                conn,
+                operator,
+                [request.dataset],
+                KIND,
+                now,
+                columns={request.dataset: [request.key_column, *request.by]},
+            )
+            version = get_version(conn, platform, request.dataset)
+        params = platform.disclosure_minimums().tightened(used[request.dataset].disclosure)
+        plan = plan_he(request, version.classification, params)
+        ctx = load_public_context(upload.context, plan.scheme)
+        if ctx.is_private():  # the platform never keeps a context it could decrypt with
+            raise PolicyRefusal("he_secret_key_sent", "the context holds a secret key")
+        duplicates = duplicate_count(upload.keys)
+        if duplicates:
+            raise InputError(
+                f"{duplicates} key(s) of your list appear more than once; sum the values of "
+                "each key before encrypting"
+            )
+    except PolicyRefusal as exc:
+        with platform.store.transaction() as conn:
+            platform.record(
+                conn,
+                operator.actor,
+                "he.refused",
+                f"dataset:{request.dataset}",
+                {"rule": exc.rule, "list_size": len(upload.keys), "scheme": request.scheme.value},
+                exc.article or "Art. 15",
+            )
+        raise
+    return plan, version
+
+
+def _header(plan: HePlan, version, upload: HeUpload, groups: Groups) -> dict:
+    """The answer's clear header: the groups released with their slots and sizes."""
     # Unmatched and ambiguous counts would give away the entries of the refused
     # groups by difference when those are fewer than the threshold: then withheld.
     small_rest = 0 < groups.refused_entries < plan.min_subjects
-    header = {
+    return {
         "scheme": plan.scheme.value,
         "dataset": plan.dataset,
         "version": version.version,
@@ -772,34 +787,33 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         "unmatched": None if small_rest else groups.unmatched,
         "ambiguous": None if small_rest else groups.ambiguous,
     }
-    with platform.store.transaction() as conn:
-        if differencing:
-            _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
-        platform.record(
-            conn,
-            operator.actor,
-            "he.sum",
-            subject,
-            {
-                "dataset": plan.dataset,
-                "version": version.version,
-                "sha256": version.sha256,
-                "key_column": plan.key_column,
-                "by": list(plan.by),
-                "scheme": plan.scheme.value,
-                "list_size": len(upload.keys),
-                "ciphertexts": len(upload.ciphertexts),
-                "groups": len(groups.released),
-                "groups_refused": groups.refused,
-                "groups_differenced": groups.differenced,
-                "unmatched": groups.unmatched,
-                "ambiguous": groups.ambiguous,
-                "min_subjects": plan.min_subjects,
-            },
-            "Art. 15",
-        )
-    timings["total_s"] = time.perf_counter() - t0
-    return HeAnswer(header, answer, timings)
+
+
+def _record_sum(conn, platform, operator, plan: HePlan, version, upload: HeUpload, groups: Groups):
+    """The ledger entry ``he.sum``: what was read and what the answer holds (counts only)."""
+    platform.record(
+        conn,
+        operator.actor,
+        "he.sum",
+        f"dataset:{plan.dataset}",
+        {
+            "dataset": plan.dataset,
+            "version": version.version,
+            "sha256": version.sha256,
+            "key_column": plan.key_column,
+            "by": list(plan.by),
+            "scheme": plan.scheme.value,
+            "list_size": len(upload.keys),
+            "ciphertexts": len(upload.ciphertexts),
+            "groups": len(groups.released),
+            "groups_refused": groups.refused,
+            "groups_differenced": groups.differenced,
+            "unmatched": groups.unmatched,
+            "ambiguous": groups.ambiguous,
+            "min_subjects": plan.min_subjects,
+        },
+        "Art. 15",
+    )
 
 
 def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups, list]:
