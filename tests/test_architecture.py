@@ -38,8 +38,6 @@ KNOWN_CYCLES: set[tuple[str, ...]] = {
     ("sandbox.client", "sandbox.client.psi"),
     (
         "sandbox.data.grants",
-        "sandbox.he.service",
-        "sandbox.run.engines.ray_pool",
         "sandbox.run.execution",
         "sandbox.workflow.agreements",
         "sandbox.workflow.airlock",
@@ -47,7 +45,7 @@ KNOWN_CYCLES: set[tuple[str, ...]] = {
 }
 # The same between packages.
 KNOWN_PACKAGE_CYCLES: set[tuple[str, ...]] = {
-    ("sandbox.data", "sandbox.guard", "sandbox.he", "sandbox.run", "sandbox.workflow"),
+    ("sandbox.data", "sandbox.guard", "sandbox.run", "sandbox.workflow"),
 }
 
 

@@ -45,6 +45,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -516,14 +517,14 @@ def evaluate(
     count = max(1, min(processes, width))
     bounds = [round(width * p / count) for p in range(count + 1)]
     if ray_address:  # issue 9
-        from sandbox.run.engines.ray_pool import he_share, ray_map
+        from sandbox.run.engines.ray_pool import ray_map
 
         blobs = [bytes(b) for b in ciphertexts]
         calls = [
             (bytes(context), blobs, labels, (bounds[p], bounds[p + 1]), width, scheme.value)
             for p in range(count)
         ]
-        shares = ray_map(he_share, calls, ray_address, what="the encrypted group sums")
+        shares = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
         statuses = []
         for p, share in enumerate(shares):
             if share is not None:
@@ -673,6 +674,24 @@ class HeAnswer:
 
 def _json_value(value):
     return value if value is None or isinstance(value, int | float | str | bool) else str(value)
+
+
+def ray_share(
+    context: bytes,
+    ciphertexts: list[bytes],
+    labels,
+    shifts: tuple[int, int],
+    width: int,
+    scheme_value: str,
+) -> bytes | None:
+    """One share as a Ray task (``ray.address`` set): :func:`evaluate_share`, returning
+    the saved ciphertext's bytes (None if the share held no value) instead of a file."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "share.bin"
+        saved = evaluate_share(
+            context, ciphertexts, labels, shifts, width, Scheme(scheme_value), out
+        )
+        return out.read_bytes() if saved else None
 
 
 def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAnswer:

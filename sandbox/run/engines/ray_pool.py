@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -194,26 +193,6 @@ def ray_map(
             f"{what} failed: the Ray cluster stopped answering (setting ray.address)",
             code="engine_lost",
         ) from exc
-
-
-def he_share(
-    context: bytes,
-    ciphertexts: list[bytes],
-    labels,
-    shifts: tuple[int, int],
-    width: int,
-    scheme_value: str,
-) -> bytes | None:
-    """One HE share as a Ray task: :func:`sandbox.he.service.evaluate_share`, returning the
-    saved ciphertext's bytes (None if the share held no value) instead of a file."""
-    from sandbox.he.service import Scheme, evaluate_share
-
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "share.bin"
-        saved = evaluate_share(
-            context, ciphertexts, labels, shifts, width, Scheme(scheme_value), out
-        )
-        return out.read_bytes() if saved else None
 
 
 def run_sql_job(sql: str, tables: dict[str, str], limits: dict[str, Any]) -> tuple:
