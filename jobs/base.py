@@ -20,9 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from policies.admission import QueryScope
-from policies.classes import did_you_mean
 from policies.disclosure import CheckResult, DisclosureParams
-from policies.errors import InputError
 
 
 class Executor(Protocol):
@@ -59,12 +57,3 @@ class JobKind(abc.ABC):
     @abc.abstractmethod
     def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
         """The output check of the raw result (which never leaves the platform)."""
-
-
-def get_kind(name: str) -> JobKind:
-    from .sql_aggregate import SqlAggregate
-
-    kinds: dict[str, JobKind] = {"sql_aggregate": SqlAggregate()}
-    if name not in kinds:
-        raise InputError(f"unknown job kind '{name}'; " + did_you_mean(name, kinds))
-    return kinds[name]

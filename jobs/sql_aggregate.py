@@ -17,9 +17,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit
+from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit, check_nesting
 from policies.disclosure import CheckResult, DisclosureParams, check_output
-from policies.errors import InputError
+from policies.errors import InputError, PolicyRefusal
 
 from .base import JobKind, JobPlan
 from .sql_evidence import with_evidence
@@ -40,9 +40,13 @@ class SqlAggregate(JobKind):
         return sql
 
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
+        sql = self._sql(request)
         try:
-            trees = sqlglot.parse(self._sql(request), dialect=DIALECT)
-        except SqlglotError:
+            # Too deep a query would exhaust the parser's stack: admission refuses it
+            # (rule nesting) once the job is recorded.
+            check_nesting(sql)
+            trees = sqlglot.parse(sql, dialect=DIALECT)
+        except (SqlglotError, PolicyRefusal, RecursionError):
             return []
         names: list[str] = []
         for tree in trees:
