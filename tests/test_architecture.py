@@ -35,12 +35,6 @@ KNOWN_AGAINST: set[tuple[str, str]] = set()
 # Import cycles still to be broken, each as the sorted modules of one strongly connected set.
 KNOWN_CYCLES: set[tuple[str, ...]] = {
     ("sandbox.client", "sandbox.client.psi"),
-    (
-        "sandbox.data.grants",
-        "sandbox.run.execution",
-        "sandbox.workflow.agreements",
-        "sandbox.workflow.airlock",
-    ),
 }
 # The same between packages.
 KNOWN_PACKAGE_CYCLES: set[tuple[str, ...]] = {

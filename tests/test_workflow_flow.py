@@ -18,6 +18,7 @@ from policies.workflow import AgreementState, ApplicationState, Disposal, Reques
 from sandbox.data.grants import grants_of
 from sandbox.workflow import agreements, requests, reviews
 from sandbox.workflow.tables import applications, data_requests
+from sandbox.workflow.terms import terms_of
 from tests.workflow_helpers import (
     COUNTY,
     NOW,
@@ -298,7 +299,7 @@ def test_approval_creates_a_grant_linked_to_the_agreement(cast):
     assert grant.job_kinds == frozenset({"sql_aggregate"})
     assert dict(grant.disclosure) == {"min_entities": 15}
     with cast.platform.store.read() as conn:
-        terms = agreements.terms_of(conn, [agreement_id])[agreement_id]
+        terms = terms_of(conn, [agreement_id])[agreement_id]
     assert grant.valid_until == terms.valid_until
     assert (req.status, req.grant_id) == ("approved", grant_id)
     [add] = entries(cast.platform, f"grant:{grant_id}")

@@ -18,6 +18,7 @@ from sandbox.data.grants import add_grant, grants_of, may_run
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, airlock, feedback, supervision, usage
 from sandbox.workflow.tables import output_reviews, product_dispositions
+from sandbox.workflow.terms import terms_of
 from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
@@ -128,9 +129,8 @@ def test_only_the_covering_authority_evaluates(cast):
 def test_after_the_term_jobs_are_refused_and_products_disposed(cast, service):
     agreement_id, _ = granted(cast, disposal=Disposal.DELETE)
     product = service.submit(cast.operator, {"sql": RELEASABLE}).product_id
-    end = agreements.terms_of_one = None
     with cast.platform.store.read() as conn:
-        end = agreements.terms_of(conn, [agreement_id])[agreement_id].valid_until
+        end = terms_of(conn, [agreement_id])[agreement_id].valid_until
         with pytest.raises(PolicyRefusal) as caught:
             may_run(conn, cast.operator, ["pums"], "sql_aggregate", now=end)
     assert (caught.value.rule, caught.value.article) == ("agreement_expired", "Art. 13")
@@ -154,7 +154,7 @@ def test_hand_over_keeps_the_product_with_the_authority(cast, service):
     agreement_id, _ = granted(cast, disposal=Disposal.HAND_OVER)
     product = service.submit(cast.operator, {"sql": RELEASABLE}).product_id
     with cast.platform.store.read() as conn:
-        end = agreements.terms_of(conn, [agreement_id])[agreement_id].valid_until
+        end = terms_of(conn, [agreement_id])[agreement_id].valid_until
     agreements.expire(cast.platform, None, now=end)  # the platform itself
     assert (cast.platform.home / "products" / product).exists()
     with cast.platform.store.read() as conn:

@@ -27,7 +27,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import datasets, grants, principals
 from sandbox.data.vault import get_version
-from sandbox.workflow.agreements import terms_of
+from sandbox.workflow.terms import terms_of
 
 
 def _parse_time(text: str) -> datetime:
@@ -160,9 +160,7 @@ def grants_in_use(
         try:
             chosen[name] = decide(mine, operator.id, [name], job_kind, now, terms)[name]
         except PolicyRefusal:
-            chosen[name] = max(
-                (g for g in mine if g.dataset == name), key=lambda g: g.valid_until
-            )
+            chosen[name] = max((g for g in mine if g.dataset == name), key=lambda g: g.valid_until)
     return chosen
 
 

@@ -11,21 +11,21 @@ Suspension (failed evaluation or incident) cancels the operator's queued and
 running jobs and freezes its held outputs, in the same transaction. At expiry
 (and at termination) the disposal clause runs: the operator's products made
 under the agreement are deleted or handed to the signing authority, each
-recorded. :func:`terms_of` gives the job gate (:func:`sandbox.data.grants.may_run`)
-what it needs to refuse outside an active, in-term, in-scope agreement.
+recorded. :mod:`sandbox.workflow.terms` gives the job gate
+(:func:`sandbox.data.grants.may_run`) what it needs to refuse outside an active,
+in-term, in-scope agreement.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
-from policies.access import AgreementTerms
 from policies.disclosure import DisclosureParams
 from policies.errors import Conflict, InputError, NotFound, PermissionDenied
 from policies.workflow import (
@@ -158,29 +158,6 @@ def sign(
 
 
 # --- the gate's view ----------------------------------------------------------------------
-
-
-def _terms(row: Row) -> AgreementTerms:
-    scope = json.loads(row.scope_json)
-    return AgreementTerms(
-        id=row.id,
-        state=AgreementState(row.status),
-        valid_from=parse_time(row.valid_from),
-        valid_until=parse_time(row.valid_until),
-        datasets={
-            name: frozenset(cols) if cols is not None else None
-            for name, cols in scope["datasets"].items()
-        },
-        job_kinds=frozenset(scope["job_kinds"]),
-    )
-
-
-def terms_of(conn: Connection, agreement_ids: Iterable[int]) -> dict[int, AgreementTerms]:
-    ids = sorted({i for i in agreement_ids if i is not None})
-    if not ids:
-        return {}
-    rows = conn.execute(select(agreements).where(agreements.c.id.in_(ids))).all()
-    return {r.id: _terms(r) for r in rows}
 
 
 # --- suspension, restoration, termination -------------------------------------------------

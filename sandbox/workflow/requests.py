@@ -26,9 +26,9 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants
 from sandbox.data.vault import get_version
-from sandbox.workflow.agreements import terms_of
 from sandbox.workflow.base import create, dataset_row, get, move, need_text, now_or
 from sandbox.workflow.tables import agreements, data_requests, quality_tickets
+from sandbox.workflow.terms import terms_of
 
 
 def _agreement_allows(conn, agreement_id: int, dataset: str, columns, now: datetime) -> None:
