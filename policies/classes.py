@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from .errors import ClassificationError
 
@@ -77,7 +78,7 @@ class Classification:
     def class_of(self, column: str) -> ColumnClass:
         return self.columns[column]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "entity_key": self.entity_key,
             "columns": {name: cls.value for name, cls in self.columns.items()},
@@ -85,7 +86,7 @@ class Classification:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Classification:
+    def from_dict(cls, data: Any) -> Classification:
         """Parse and validate the shape of a classification (not yet its fit to data).
 
         :class:`ClassificationFile` checks it; the first problem found is raised
@@ -213,11 +214,11 @@ def _first_problem(exc: ValidationError) -> str:
     return _describe(ranked[0])
 
 
-def _top(error: Mapping) -> str:
+def _top(error: ErrorDetails) -> str:
     return str(error["loc"][0]) if error["loc"] else ""
 
 
-def _describe(error: Mapping) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind, loc, value = error["type"], error["loc"], error.get("input")
     top = _top(error)
     if kind == "model_type":
@@ -242,7 +243,7 @@ def _describe(error: Mapping) -> str:
     return f"{'.'.join(map(str, loc))}: {error['msg']}"  # not expected; pydantic's own words
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """The JSON Schema of the classification file, for editors (YAML language servers)."""
     schema = ClassificationFile.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
