@@ -152,7 +152,9 @@ def test_job_submit_from_stdin_releases_a_product(cli: Cli):
     outcome = json.loads(cli.steps["submit"].stdout)
     assert outcome["state"] == "released"
     assert outcome["product"] == f"prod-{outcome['job']:06d}"
-    assert outcome["report"]["counts"]["threshold"] > 0
+    # The operator is told which cells are suppressed, never why (issue 17).
+    assert outcome["report"]["counts"]["suppressed"] > 0 and outcome["report"]["suppressed_cells"]
+    assert "threshold" not in json.dumps(outcome["report"]["summary"])
 
 
 def test_job_show_as_the_owner_and_not_as_another_operator(cli: Cli):
@@ -160,7 +162,10 @@ def test_job_show_as_the_owner_and_not_as_another_operator(cli: Cli):
     shown = cli.run("job", "show", str(job), token="bank")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"job {job}: released")
-    assert "threshold" in shown.stdout and "product: prod-" in shown.stdout
+    assert "suppressed" in shown.stdout and "product: prod-" in shown.stdout
+    assert "threshold" not in shown.stdout
+    audited = cli.run("job", "show", str(job), token="audit")  # the auditor reads why
+    assert audited.returncode == 0 and "threshold" in audited.stdout, audited.stderr
     hidden = cli.run("job", "show", str(job), token="rival")
     assert hidden.returncode == 1
     _one_error_line(hidden, "not_found")

@@ -429,7 +429,7 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
     job = json.loads(submitted.stdout)
     assert job["state"] == "withheld" and job["product"] is None
     assert not job["report"]["summary"].startswith("Released"), job["report"]["summary"]
-    assert job["report"]["summary"].startswith("Withheld: the agreement asks for human output")
+    assert job["report"]["summary"].startswith("Withheld for review: nothing is released")
     jid = str(job["job"])
     appointed = rjson(
         server,

@@ -112,7 +112,7 @@ def goldens(cluster, tmp_path_factory):
 
 
 def _summary(outcome) -> tuple:
-    """What the operator gets from a job: state, reason code, verdict, counts, cells."""
+    """What the check decided of a job: state, reason code, verdict, counts, cells."""
     report = outcome.report or {}
     # Rows carry no order without ORDER BY (DuckDB runs on two threads): cells are
     # compared as a multiset, and released rows below as sorted rows.
@@ -128,6 +128,9 @@ def test_sql_job_dispatched_to_ray_equals_local_worker(goldens, case):
     local, on_ray = goldens
     here = local.service.submit(local.operator(case), {"sql": case.sql})
     there = on_ray.service.submit(on_ray.operator(case), {"sql": case.sql})
+    # The authority's view: the whole check report (the operator's names no rules).
+    here = local.service.outcome(local.authority, here.job_id)
+    there = on_ray.service.outcome(on_ray.authority, there.job_id)
     assert _summary(there) == _summary(here)
     if here.product_id:
         mine, theirs = _rows(local, here.product_id), _rows(on_ray, there.product_id)

@@ -30,6 +30,7 @@ from sandbox.run.execution import (
     list_jobs,
     may_transition,
 )
+from sandbox.run.views import withheld_report
 from tests.conftest import PUMS_CLASSIFICATION
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
@@ -255,10 +256,13 @@ def test_a_consumer_cannot_submit_and_nothing_is_recorded(
         assert ledger.query(conn, action="job.submitted") == []
 
 
-def test_withheld_output_never_reaches_products(platform, service, operator, granted):
-    outcome = service.submit(operator, {"sql": ALL_SMALL})
-    assert outcome.state is JobState.WITHHELD
-    assert outcome.product_id is None
+def test_withheld_output_never_reaches_products(platform, service, operator, authority, granted):
+    seen = service.submit(operator, {"sql": ALL_SMALL})
+    assert seen.state is JobState.WITHHELD
+    assert seen.product_id is None
+    # The operator reads only that it is withheld (issue 17); the authority reads why.
+    assert seen.report == withheld_report() and seen.reason is None
+    outcome = service.outcome(authority, seen.job_id)
     assert outcome.report["verdict"] == "refused"
     assert list((platform.home / "products").iterdir()) == []
     with platform.store.read() as conn:
@@ -267,7 +271,7 @@ def test_withheld_output_never_reaches_products(platform, service, operator, gra
     entries = _job_entries(platform, outcome.job_id)
     assert entries[-1]["action"] == "job.withheld"
     assert entries[-1]["actor"] == "bank"
-    # The summary says which rule fired, never the hidden counts.
+    # The authority's summary says which rule fired, never the hidden counts.
     text = json.dumps(outcome.report["cells"])
     assert "threshold" in text
     assert '"value"' not in text

@@ -24,6 +24,7 @@ from sandbox.run.execution import (
     release_held,
     transition,
 )
+from sandbox.run.views import withheld_report
 from tests.conftest import PUMS_CLASSIFICATION
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
@@ -143,6 +144,8 @@ def test_release_held_makes_a_signed_product_naming_the_reviewers(
     add_grant(platform, authority, "bank", "ledgerish", until="2099-01-01")
     held = service.submit(operator, {"sql": REVIEW})
     assert held.state is JobState.WITHHELD
+    assert held.report == withheld_report()  # the operator: no counts, no rules (issue 17)
+    held = service.outcome(authority, held.job_id)  # the authority reads why
     assert "negative" in held.report["counts"] and held.report["counts"]["negative"] > 0
     assert not (platform.home / "products" / f"prod-{held.job_id:06d}").exists()
 

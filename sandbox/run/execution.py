@@ -8,8 +8,10 @@ claims a queued job, checks it again (a grant may have been suspended
 meanwhile), runs it in an isolated worker, applies the output check and
 releases a signed product or withholds the output for review.
 :meth:`JobService.submit` does both, for the CLI. A refusal names the rule,
-the subject and the article; a failure names the limit; a withheld output says
-which rules fired, never the hidden values.
+the subject and the article; a failure names the limit. The store keeps the
+whole check report (which rules fired, cell by cell) for the authority and the
+auditors; the operator reads :mod:`sandbox.run.views`: a withheld job is only
+"withheld for review", a released one lists its suppressed cells, never why.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API live
     transition,
 )
 from sandbox.run.runner import Limits, Runner
+from sandbox.run.views import released_manifest, released_report
 
 
 @dataclass(frozen=True)
@@ -618,6 +621,7 @@ class JobService:
                 if finish is not None:
                     table, report, manifest, more = finish(conn)
                     details = {**(details or {}), **more}
+                shown = released_report(report)  # the product leaves: the operator's view
                 target = write_product(
                     platform,
                     conn,
@@ -625,8 +629,8 @@ class JobService:
                     job_id=job_id,
                     operator=operator,
                     table=table,
-                    report=report,
-                    manifest_fields=manifest,
+                    report=shown,
+                    manifest_fields=released_manifest(manifest, shown),
                 )
                 transition(
                     platform,

@@ -111,6 +111,8 @@ class JobOutcome:
 
 
 def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
+    """A job as ``viewer`` may see it: the authority and auditors read the whole check
+    report; the job's operator reads :func:`sandbox.run.views.operator_outcome`."""
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
     if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
         raise NotFound(f"no job {job_id} of yours")
@@ -118,13 +120,18 @@ def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
         raise PermissionDenied(
             f"a {viewer.role.value} may not read jobs (Art. 7)", article="Art. 7"
         )
-    return JobOutcome(
+    outcome = JobOutcome(
         job_id=row.id,
         state=JobState(row.status),
         reason=json.loads(row.reason_json) if row.reason_json else None,
         report=json.loads(row.report_json) if row.report_json else None,
         product_id=row.product_id,
     )
+    if viewer.role is Role.OPERATOR:  # issue 17: no cell counts, rules or reasons
+        from sandbox.run.views import operator_outcome
+
+        return operator_outcome(outcome)
+    return outcome
 
 
 def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
