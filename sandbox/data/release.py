@@ -1,8 +1,10 @@
 """Products: the only files that ever leave the platform, each with a signed manifest.
 
 A product folder holds ``output.parquet`` and ``output.csv`` (the released
-table: evidence dropped, suppressed cells empty), ``report.json`` (the output
-check, cell by cell, without hidden values), ``manifest.json`` (job, SQL,
+table: evidence dropped, suppressed cells empty; in the CSV a text value or
+column name that a spreadsheet would run as a formula is escaped, see
+:func:`csv_safe`), ``report.json`` (the output check, cell by cell, without
+hidden values, and a ``csv`` note of the escaping), ``manifest.json`` (job, SQL,
 datasets with version and SHA-256, grants, rules and parameters, verdict, and
 the SHA-256 of every other file) and ``manifest.sig`` (the platform's Ed25519
 signature over the manifest's bytes).
@@ -45,6 +47,54 @@ SIGNATURE = "manifest.sig"
 PRODUCT_FILES = ("output.parquet", "output.csv", "report.json")
 
 
+# A spreadsheet reads a cell that begins with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_ESCAPING = {
+    "formula_escaping": "owasp",
+    "rule": (
+        "in output.csv only, a text value or column name that begins with =, +, -, @, a tab "
+        "or a carriage return is written with a single quote (') in front, and every text "
+        "value and column name is enclosed in double quotes; numbers are written as they "
+        "are. output.parquet holds the exact values and names."
+    ),
+}
+
+
+def _escape(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_safe(table: pa.Table) -> tuple[pa.Table, int]:
+    """The table as output.csv shows it, and how many values and names were escaped.
+
+    OWASP's advice against CSV (formula) injection: a dimension value such as
+    ``=HYPERLINK(...)``, or an alias the operator chose, would otherwise run as a
+    formula when the product is opened in a spreadsheet. Only text columns and the
+    header change; a negative number in a numeric column stays a number. The
+    writer quotes every text field (pyarrow's ``needed`` quoting style does so for
+    all strings) and doubles any quote inside one.
+    """
+    escaped = 0
+    names = []
+    for name in table.column_names:
+        safe = _escape(name)
+        escaped += safe != name
+        names.append(safe)
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
+            column = column.cast(kind.value_type)
+            kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            values = column.to_pylist()
+            safe = [v if v is None else _escape(v) for v in values]
+            escaped += sum(1 for a, b in zip(values, safe, strict=True) if a != b)
+            column = pa.array(safe, type=kind)
+        columns.append(column)
+    return pa.table(columns, names=names), escaped
+
+
 def write_product(
     platform: Platform,
     conn,
@@ -66,15 +116,20 @@ def write_product(
     try:
         storage.fault_point("release.write")
         pq.write_table(table, work / "output.parquet")
-        pacsv.write_csv(table, work / "output.csv")
+        csv_table, escaped = csv_safe(table)
+        pacsv.write_csv(csv_table, work / "output.csv")
+        csv_note = {**CSV_ESCAPING, "escaped_cells": escaped}
         (work / "report.json").write_bytes(
-            json.dumps(report, indent=2, ensure_ascii=False, default=str).encode()
+            json.dumps(
+                {**report, "csv": csv_note}, indent=2, ensure_ascii=False, default=str
+            ).encode()
         )
         manifest = {
             "product": product_id,
             "created_at": now_utc(),
             "platform": "jining-sandbox",
             **manifest_fields,
+            "csv": csv_note,
             "files": {
                 name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
                 for name in PRODUCT_FILES
