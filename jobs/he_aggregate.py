@@ -18,6 +18,9 @@ ciphertexts per group (``sandbox.he.service`` does the work). What this module d
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -163,3 +166,76 @@ def judge_groups(subjects: Mapping[tuple, int], min_subjects: int) -> list[Group
 def duplicate_count(keys: Collection[str]) -> int:
     """How many entries of a key list repeat an earlier one (a count, never which)."""
     return len(keys) - len(set(keys))
+
+
+# --------------------------------------------------------------------------- wire format
+
+SLOTS = 4096  # values per ciphertext: CKKS N=8192 has 4096 slots; BFV uses one row of 4096
+
+
+MAGIC = b"SBHE1\n"
+
+
+MAX_HEADER = 1 << 16
+
+
+def pack(header: dict, frames: Sequence[bytes]) -> bytes:
+    """``MAGIC | u32 header length | header JSON | u32 frame count | (u64 length | bytes)*``."""
+    head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
+    parts = [MAGIC, struct.pack(">I", len(head)), head, struct.pack(">I", len(frames))]
+    for frame in frames:
+        parts.append(struct.pack(">Q", len(frame)))
+        parts.append(bytes(frame))
+    return b"".join(parts)
+
+
+def unpack(body: bytes, *, max_frames: int, max_frame: int) -> tuple[dict, list[memoryview]]:
+    """Parse :func:`pack`'s format; every length is checked before it is used."""
+    view = memoryview(body)
+
+    def bad(why: str) -> InputError:
+        return InputError(f"the HE request body is malformed: {why}")
+
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise bad("it does not start with the HE format's magic bytes")
+    at = len(MAGIC)
+    if len(view) < at + 4:
+        raise bad("it ends inside the header length")
+    (head_len,) = struct.unpack(">I", view[at : at + 4])
+    at += 4
+    if head_len > MAX_HEADER or at + head_len > len(view):
+        raise bad("the header length is out of range")
+    try:
+        header = json.loads(bytes(view[at : at + head_len]))
+    except ValueError:
+        raise bad("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    at += head_len
+    if len(view) < at + 4:
+        raise bad("it ends inside the frame count")
+    (count,) = struct.unpack(">I", view[at : at + 4])
+    at += 4
+    if count > max_frames:
+        raise bad(f"{count} frames, more than the {max_frames} allowed")
+    frames = []
+    for i in range(count):
+        if len(view) < at + 8:
+            raise bad(f"it ends inside the length of frame {i}")
+        (size,) = struct.unpack(">Q", view[at : at + 8])
+        at += 8
+        if size > max_frame or at + size > len(view):
+            raise bad(f"frame {i} is over its size limit or runs past the end")
+        frames.append(view[at : at + size])
+        at += size
+    if at != len(view):
+        raise bad("bytes follow the last frame")
+    return header, frames
+
+
+def frames_digest(frames: Sequence[bytes | memoryview]) -> str:
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(struct.pack(">Q", len(frame)))
+        digest.update(frame)
+    return digest.hexdigest()

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
+from jobs.he_aggregate import Scheme
 from policies.errors import ConfigError, JobFailed, SandboxError
 from sandbox.client import he as client_he
 from sandbox.core.store import jobs
-from sandbox.he import service as he
-from sandbox.he.service import Scheme
+from sandbox.he import evaluate as he
 from sandbox.psi.service import SetupSpec, build_bundle
 from sandbox.run.engines import ray_pool
 from sandbox.run.execution import JobState

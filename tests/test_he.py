@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from jobs import he_aggregate as wire
 from jobs.he_aggregate import (
     GroupVerdict,
     HeRequest,
@@ -24,7 +25,9 @@ from policies.disclosure import DisclosureParams
 from policies.errors import InputError, PolicyRefusal
 from sandbox.client import he as client_he
 from sandbox.core.principals import Role
+from sandbox.he import evaluate as he_evaluate
 from sandbox.he import service as he
+from sandbox.he import upload as he_upload
 from tests.he_helpers import (
     COUNTIES,
     REGISTRY,
@@ -102,15 +105,15 @@ def test_security_floor_and_group_threshold():
 
 
 def test_unpack_refuses_malformed_bodies():
-    body = he.pack({"a": 1}, [b"xy", b"z"])
-    assert he.unpack(body, max_frames=2, max_frame=10)[0] == {"a": 1}
+    body = wire.pack({"a": 1}, [b"xy", b"z"])
+    assert wire.unpack(body, max_frames=2, max_frame=10)[0] == {"a": 1}
     for bad in (b"nope", body[:-1], body + b"!", body[:8]):
         with pytest.raises(InputError, match="malformed"):
-            he.unpack(bad, max_frames=2, max_frame=10)
+            wire.unpack(bad, max_frames=2, max_frame=10)
     with pytest.raises(InputError, match="frames"):
-        he.unpack(body, max_frames=1, max_frame=10)
+        wire.unpack(body, max_frames=1, max_frame=10)
     with pytest.raises(InputError, match="size limit"):
-        he.unpack(body, max_frames=2, max_frame=1)
+        wire.unpack(body, max_frames=2, max_frame=1)
 
 
 # --------------------------------------------------------------------------- platform
@@ -183,9 +186,9 @@ def _body_with_context(ctx_bytes, keys, values, scheme=Scheme.CKKS, by=("county"
         "by": list(by),
         "scheme": scheme.value,
         "values": len(keys),
-        "sha256": he.frames_digest(frames),
+        "sha256": wire.frames_digest(frames),
     }
-    return he.pack(header, frames)
+    return wire.pack(header, frames)
 
 
 def test_a_context_with_its_secret_key_is_refused_and_ledgered(bank, ckks):
@@ -203,12 +206,12 @@ def test_a_context_with_its_secret_key_is_refused_and_ledgered(bank, ckks):
 
 def test_the_platform_only_ever_holds_a_public_context(ckks, bfv, tmp_path):
     for ctx, scheme in ((ckks, Scheme.CKKS), (bfv, Scheme.BFV)):
-        loaded = he.load_public_context(client_he.public_context(ctx), scheme)
+        loaded = he_upload.load_public_context(client_he.public_context(ctx), scheme)
         assert loaded.is_private() is False and not loaded.has_secret_key()
         assert loaded.has_galois_keys() and not loaded.has_relin_keys()
     # The worker refuses a private context even if the caller's check were skipped.
     with pytest.raises(PolicyRefusal):
-        he.evaluate_share(
+        he_evaluate.evaluate_share(
             ckks.serialize(save_secret_key=True),
             [],
             np.zeros(0, np.int32),
@@ -218,7 +221,7 @@ def test_the_platform_only_ever_holds_a_public_context(ckks, bfv, tmp_path):
             tmp_path / "out.bin",
         )
     with pytest.raises(InputError, match="request says bfv"):
-        he.load_public_context(client_he.public_context(ckks), Scheme.BFV)
+        he_upload.load_public_context(client_he.public_context(ckks), Scheme.BFV)
 
 
 def test_duplicate_keys_are_refused_as_a_count(bank, ckks):
@@ -242,12 +245,12 @@ def test_tampered_bodies_and_ciphertexts_are_refused(bank, ckks):
     with pytest.raises(InputError, match="SHA-256"):
         he.he_sum(platform, operator, bytes(body))
     # An attacker who also rewrites the digest: the ciphertext itself is refused.
-    header, frames = he.unpack(bytes(body), max_frames=10, max_frame=1 << 26)
+    header, frames = wire.unpack(bytes(body), max_frames=10, max_frame=1 << 26)
     frames = [bytes(f) for f in frames]
     frames[2] = frames[2][:100] + bytes(len(frames[2]) - 100)
-    header["sha256"] = he.frames_digest(frames)
+    header["sha256"] = wire.frames_digest(frames)
     with pytest.raises(InputError, match="ciphertext 0"):
-        he.he_sum(platform, operator, he.pack(header, frames))
+        he.he_sum(platform, operator, wire.pack(header, frames))
 
 
 def test_refused_without_grant_and_under_a_suspended_agreement(

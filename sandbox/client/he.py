@@ -21,9 +21,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.he_aggregate import HeRequest, Scheme, duplicate_count, parse_scheme
+from jobs.he_aggregate import (
+    MAGIC,
+    SLOTS,
+    HeRequest,
+    Scheme,
+    duplicate_count,
+    frames_digest,
+    pack,
+    parse_scheme,
+    unpack,
+)
 from policies.errors import InputError
-from sandbox.he.service import MAGIC, SLOTS, frames_digest, pack, unpack
 
 CKKS_DEGREE = 8192
 CKKS_COEFF_BITS = (60, 40, 40, 60)

@@ -5,7 +5,7 @@ With the ``ray.address`` setting empty the callers keep their local processes.
 With ``local`` the platform starts a Ray cluster on this machine
 (``num_cpus = 2``); with ``ray://host:10001`` or ``host:6379`` it joins an
 existing cluster, which must have the platform's packages installed (the tasks
-import :mod:`sandbox.psi.worker` and :mod:`sandbox.he.service`). One connection per
+import :mod:`sandbox.psi.worker` and :mod:`sandbox.he.evaluate`). One connection per
 process, made on first use.
 
 A shard is a pure function of its arguments and returns bytes, so shards may

@@ -1,0 +1,329 @@
+"""The encrypted evaluation: the group sums computed in ``he.processes`` worker
+processes (``python -m sandbox.he.evaluate``: rlimits, no network), or as Ray tasks
+when ``ray.address`` is set; the answer is one ciphertext with group g's total in
+slot g (the layout is explained in :mod:`sandbox.he.service`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jobs.he_aggregate import (
+    SLOTS,
+    Scheme,
+)
+from policies.errors import InputError, JobFailed, PolicyRefusal
+
+
+def lane_width(n_groups: int) -> int:
+    """Slots between two copies of a group's total in the answer: a power of two >= groups."""
+    return 1 << max(0, (n_groups - 1).bit_length())
+
+
+def evaluate_share(
+    context: bytes,
+    ciphertexts: Sequence[bytes],
+    labels: np.ndarray,
+    shifts: tuple[int, int],
+    width: int,
+    scheme: Scheme,
+    out: Path,
+) -> bool:
+    """The part of the answer that comes from rotation amounts ``shifts`` = [lo, hi).
+
+    The value in slot ``i`` of a ciphertext belongs to group ``g = labels[i]``; it
+    must end in slot ``g`` of the answer. Rotating left by ``r = (i - g) mod width``
+    puts it in a slot congruent to ``g`` modulo ``width``, so for each ``r`` the
+    masked ciphertexts are accumulated (``A_r``: one plaintext 0/1 mask per
+    ciphertext and shift, the only multiplication), the ``A_r`` are rotated into
+    place by Horner's rule (one rotation by 1 per shift), and slots congruent
+    modulo ``width`` are summed (log2(4096 / width) rotations). Slot ``g`` then
+    holds group ``g``'s total and nothing else. Returns False if nothing was
+    saved (no value of this share's shifts).
+    """
+    import tenseal as ts
+    import tenseal.sealapi as sa
+
+    ctx = ts.context_from(context)
+    if ctx.is_private():  # checked by the caller too; the worker never trusts its input
+        raise PolicyRefusal(
+            "he_secret_key_sent", "the context holds a secret key", article="Art. 19"
+        )
+    seal = ctx.seal_context().data
+    evaluator = sa.Evaluator(seal)
+    galois = ctx.galois_keys().data
+    ckks = scheme is Scheme.CKKS
+    encoder = sa.CKKSEncoder(seal) if ckks else sa.BatchEncoder(seal)
+    scale = ctx.global_scale if ckks else None
+    first = seal.first_parms_id()
+    plain, tmp = sa.Plaintext(), sa.Ciphertext()
+    load = ts.ckks_vector_from if ckks else ts.bfv_vector_from
+    rotate = evaluator.rotate_vector if ckks else evaluator.rotate_rows
+    lo, hi = shifts
+    positions = np.arange(SLOTS)
+    accumulators: dict[int, object] = {}
+    for j, blob in enumerate(ciphertexts):
+        try:
+            vector = load(ctx, bytes(blob))
+            (ct,) = vector.ciphertext()
+        except Exception as exc:
+            raise InputError(
+                f"ciphertext {j} cannot be read under the uploaded context (malformed)"
+            ) from exc
+        if ct.size() != 2 or list(ct.parms_id()) != list(first) or (ckks and ct.scale != scale):
+            raise InputError(f"ciphertext {j} is not a fresh encryption under the uploaded context")
+        share = labels[j * SLOTS : (j + 1) * SLOTS]
+        shift = np.where(share >= 0, (positions[: len(share)] - share) % width, -1)
+        for r in np.unique(shift[(shift >= lo) & (shift < hi)]).tolist():
+            mask = shift == r
+            if ckks:
+                encoder.encode(mask.astype(np.float64).tolist(), ct.parms_id(), scale, plain)
+            else:
+                encoder.encode(mask.astype(np.int64).tolist(), plain)
+            if r not in accumulators:
+                acc = sa.Ciphertext()
+                evaluator.multiply_plain(ct, plain, acc)
+                accumulators[r] = acc
+            else:
+                evaluator.multiply_plain(ct, plain, tmp)
+                evaluator.add_inplace(accumulators[r], tmp)
+    if not accumulators:
+        return False
+    total = None
+    for r in range(hi - 1, lo - 1, -1):  # Horner: total = sum of A_r rotated left by r - lo
+        if total is not None:
+            rotate(total, 1, galois, tmp)
+            total, tmp = tmp, total
+        acc = accumulators.get(r)
+        if acc is None:
+            continue
+        if ckks:
+            evaluator.rescale_to_next_inplace(acc)
+        if total is None:
+            total = acc
+        else:
+            evaluator.add_inplace(total, acc)
+    if lo:
+        rotate(total, lo, galois, tmp)
+        total, tmp = tmp, total
+    step = width
+    while step < SLOTS:  # sum the slots congruent modulo width
+        rotate(total, step, galois, tmp)
+        evaluator.add_inplace(total, tmp)
+        step *= 2
+    total.save(str(out))
+    return True
+
+
+def _worker_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    env.update(
+        HOME="/nonexistent",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+        PYTHONDONTWRITEBYTECODE="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def evaluate(
+    work: Path,
+    context: bytes | memoryview,
+    ciphertexts: Sequence[bytes | memoryview],
+    labels: np.ndarray,
+    n_groups: int,
+    scheme: Scheme,
+    processes: int,
+    time_limit_s: float,
+    memory_mb: int,
+    ray_address: str = "",
+) -> tuple[bytes | None, dict]:
+    """Run the shares in worker processes and add their answers; returns (answer, timings).
+
+    With ``ray_address`` (the ``ray.address`` setting) the shares are Ray tasks instead."""
+    timings: dict[str, float] = {}
+    if n_groups == 0:
+        return None, timings
+    started = time.perf_counter()
+    (work / "context.bin").write_bytes(bytes(context))
+    offsets = []
+    with open(work / "ciphertexts.bin", "wb") as fh:
+        for blob in ciphertexts:
+            offsets.append((fh.tell(), len(blob)))
+            fh.write(blob)
+    np.save(work / "labels.npy", labels)
+    width = lane_width(n_groups)
+    count = max(1, min(processes, width))
+    bounds = [round(width * p / count) for p in range(count + 1)]
+    if ray_address:  # issue 9
+        from sandbox.run.engines.ray_pool import ray_map
+
+        blobs = [bytes(b) for b in ciphertexts]
+        calls = [
+            (bytes(context), blobs, labels, (bounds[p], bounds[p + 1]), width, scheme.value)
+            for p in range(count)
+        ]
+        shares = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
+        statuses = []
+        for p, share in enumerate(shares):
+            if share is not None:
+                (work / f"share-{p}.bin").write_bytes(share)
+            statuses.append({"ok": True, "saved": share is not None})
+        timings["evaluate_s"] = time.perf_counter() - started
+        return _add_shares(work, context, statuses, timings)
+    procs = []
+    for p in range(count):
+        task = {
+            "scheme": scheme.value,
+            "offsets": offsets,
+            "shifts": [bounds[p], bounds[p + 1]],
+            "width": width,
+            "out": f"share-{p}.bin",
+            "cpu_s": int(time_limit_s) + 1,
+            "memory_mb": memory_mb,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-s", "-m", "sandbox.he.evaluate"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=work,
+            env=_worker_env(),
+            start_new_session=True,
+            text=True,
+        )
+        proc.stdin.write(json.dumps(task) + "\n")
+        proc.stdin.close()
+        procs.append(proc)
+    timings["prepare_s"] = time.perf_counter() - started
+    deadline = time.monotonic() + time_limit_s
+    statuses = []
+    try:
+        for proc in procs:
+            try:
+                out = proc.stdout.read() if proc.stdout else ""
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise JobFailed(
+                    f"the encrypted sums exceeded the time limit of {time_limit_s:g} s "
+                    "(setting job.time_limit_s)",
+                    code="time_limit",
+                ) from None
+            statuses.append(_status(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for status in statuses:
+        if status is None:
+            raise JobFailed("an HE worker ended without an answer", code="worker_died")
+        if not status.get("ok"):
+            if status.get("error") == "input":
+                raise InputError(status.get("message", "a ciphertext was refused"))
+            raise JobFailed(
+                f"an HE worker failed ({status.get('error', 'unknown')})", code="engine_error"
+            )
+    timings["evaluate_s"] = time.perf_counter() - started - timings["prepare_s"]
+    return _add_shares(work, context, statuses, timings)
+
+
+def _add_shares(
+    work: Path, context: bytes | memoryview, statuses: list[dict], timings: dict
+) -> tuple[bytes | None, dict]:
+    """The answer: the sum of the saved shares ``work/share-<p>.bin``."""
+    import tenseal as ts
+    import tenseal.sealapi as sa
+
+    ctx = ts.context_from(bytes(context))
+    seal = ctx.seal_context().data
+    evaluator = sa.Evaluator(seal)
+    answer = None
+    for p, status in enumerate(statuses):
+        if not status.get("saved"):
+            continue
+        part = sa.Ciphertext()
+        part.load(seal, str(work / f"share-{p}.bin"))
+        if answer is None:
+            answer = part
+        else:
+            evaluator.add_inplace(answer, part)
+    if answer is None:
+        return None, timings
+    answer.save(str(work / "answer.bin"))
+    return (work / "answer.bin").read_bytes(), timings
+
+
+def _status(out: str) -> dict | None:
+    for line in reversed((out or "").strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "ok" in value:
+            return value
+    return None
+
+
+def _worker_main() -> None:
+    """``python -m sandbox.he.evaluate``: one share of the evaluation, in its own limited process."""
+    from sandbox.run.worker import apply_limits, leave_network
+
+    task = json.loads(sys.stdin.readline())
+    apply_limits(task["cpu_s"], task["memory_mb"], 1024)
+    leave_network()
+    try:
+        context = Path("context.bin").read_bytes()
+        labels = np.load("labels.npy")
+        with open("ciphertexts.bin", "rb") as fh:
+            blobs = []
+            for offset, size in task["offsets"]:
+                fh.seek(offset)
+                blobs.append(fh.read(size))
+        saved = evaluate_share(
+            context,
+            blobs,
+            labels,
+            tuple(task["shifts"]),
+            task["width"],
+            Scheme(task["scheme"]),
+            Path(task["out"]),
+        )
+        print(json.dumps({"ok": True, "saved": saved}), flush=True)
+    except InputError as exc:
+        print(json.dumps({"ok": False, "error": "input", "message": exc.message}), flush=True)
+    except MemoryError:
+        print(json.dumps({"ok": False, "error": "memory_limit"}), flush=True)
+    except Exception as exc:  # the kind only: engine messages never travel back verbatim
+        print(json.dumps({"ok": False, "error": type(exc).__name__}), flush=True)
+
+
+def ray_share(
+    context: bytes,
+    ciphertexts: list[bytes],
+    labels,
+    shifts: tuple[int, int],
+    width: int,
+    scheme_value: str,
+) -> bytes | None:
+    """One share as a Ray task (``ray.address`` set): :func:`evaluate_share`, returning
+    the saved ciphertext's bytes (None if the share held no value) instead of a file."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "share.bin"
+        saved = evaluate_share(
+            context, ciphertexts, labels, shifts, width, Scheme(scheme_value), out
+        )
+        return out.read_bytes() if saved else None
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,145 @@
+"""The join of the operator's keys to the dataset's snapshot (DuckDB, in-process):
+which answer slot each list entry adds to, and which groups are refused for having
+too few subjects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from jobs.he_aggregate import (
+    GroupVerdict,
+    HePlan,
+    judge_groups,
+)
+from policies.errors import JobFailed
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The join's outcome. ``labels[i]`` is the answer slot of list entry i, or -1."""
+
+    labels: np.ndarray
+    released: list[tuple[tuple, int]]  # (group values, subjects) in answer-slot order
+    refused: int
+    refused_entries: int
+    unmatched: int
+    ambiguous: int
+    # The entity keys of each released group, in answer-slot order (the differencing
+    # defence judges them against every earlier release of the dataset).
+    entities: list[list[str]] = field(default_factory=list)
+    differenced: int = 0  # groups withheld by the differencing defence
+
+    def without(self, slots: set[int]) -> Groups:
+        """These groups withheld (by the differencing defence): the other groups move up
+        to fill the answer's slots and the withheld ones' entries join no group."""
+        if not slots:
+            return self
+        keep = [s for s in range(len(self.released)) if s not in slots]
+        new_slot = np.full(len(self.released) + 1, -1, dtype=np.int32)
+        for new, old in enumerate(keep):
+            new_slot[old] = new
+        labels = np.where(self.labels >= 0, new_slot[self.labels], -1).astype(np.int32)
+        dropped = int(np.count_nonzero((self.labels >= 0) & (labels < 0)))
+        return replace(
+            self,
+            labels=labels,
+            released=[self.released[s] for s in keep],
+            entities=[self.entities[s] for s in keep] if self.entities else [],
+            refused=self.refused + len(slots),
+            refused_entries=self.refused_entries + dropped,
+            differenced=self.differenced + len(slots),
+        )
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def join_groups(
+    plan: HePlan, snapshot: Path, keys: Sequence[str], *, entities: bool = False
+) -> Groups:
+    """Join the operator's keys to the snapshot (DuckDB, in-process) and judge the groups.
+
+    ``entities``: also list each released group's entity keys (for the differencing
+    defence; a million keys cost about a second, so only when it is on)."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    n = len(keys)
+    by = [f"b{i}" for i in range(len(plan.by))]
+    by_select = ", ".join(f"{_q(c)} AS {b}" for c, b in zip(plan.by, by, strict=True))
+    same = " AND ".join(f"m.{b} IS NOT DISTINCT FROM g.{b}" for b in by)
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        con.register("q", pa.table({"pos": pa.array(range(n), pa.int64()), "k": keys}))
+        con.register("snap", pads.dataset(str(snapshot), format="parquet"))
+        con.execute("SET enable_external_access = false")
+        con.execute(
+            f"""CREATE TEMP TABLE d AS SELECT DISTINCT CAST({_q(plan.key_column)} AS VARCHAR) AS k,
+                CAST({_q(plan.entity_key)} AS VARCHAR) AS e, {by_select}
+                FROM snap WHERE {_q(plan.key_column)} IS NOT NULL"""
+        )
+        con.execute(
+            f"""CREATE TEMP TABLE amb AS SELECT k FROM (SELECT DISTINCT k, {", ".join(by)} FROM d)
+                GROUP BY k HAVING count(*) > 1"""
+        )
+        con.execute(
+            """CREATE TEMP TABLE m AS SELECT q.pos, d.* EXCLUDE (k) FROM q JOIN d ON q.k = d.k
+               WHERE d.k NOT IN (SELECT k FROM amb)"""
+        )
+        cols = ", ".join(by)
+        con.execute(
+            f"""CREATE TEMP TABLE grp AS SELECT row_number() OVER (ORDER BY {cols}) - 1 AS gid,
+                {cols}, count(DISTINCT e) AS subjects FROM m GROUP BY {cols}"""
+        )
+        groups = con.execute(f"SELECT gid, {cols}, subjects FROM grp ORDER BY gid").fetchall()
+        table = con.execute(
+            f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
+        ).fetchnumpy()
+        members = (
+            dict(
+                con.execute(
+                    f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
+                ).fetchall()
+            )
+            if entities
+            else {}
+        )
+        ambiguous = con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[
+            0
+        ]
+    except duckdb.Error as exc:
+        raise JobFailed(
+            f"the join of your keys to '{plan.dataset}' failed ({type(exc).__name__})",
+            code="engine_error",
+        ) from exc
+    finally:
+        con.close()
+    subjects = {tuple(row[1:-1]): int(row[-1]) for row in groups}
+    gid_of = {tuple(row[1:-1]): int(row[0]) for row in groups}
+    decisions = judge_groups(subjects, plan.min_subjects)
+    released = [(d.group, d.subjects) for d in decisions if d.verdict is GroupVerdict.RELEASE]
+    slot_of_gid = np.full(max(len(groups), 1), -1, dtype=np.int64)
+    for slot, (group, _n) in enumerate(released):
+        slot_of_gid[gid_of[group]] = slot
+    labels = np.full(n, -1, dtype=np.int32)
+    pos = np.asarray(table["pos"], dtype=np.int64)
+    gid = np.asarray(table["gid"], dtype=np.int64)
+    labels[pos] = slot_of_gid[gid]
+    matched = int(len(pos))
+    refused_entries = int(np.count_nonzero(slot_of_gid[gid] < 0))
+    return Groups(
+        labels=labels,
+        released=released,
+        refused=sum(1 for d in decisions if d.verdict is GroupVerdict.REFUSE),
+        refused_entries=refused_entries,
+        unmatched=n - matched - int(ambiguous),
+        ambiguous=int(ambiguous),
+        entities=[list(members[gid_of[group]]) for group, _n in released] if entities else [],
+    )
