@@ -24,7 +24,7 @@ import abc
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus
 
 import pyarrow as pa
 
@@ -132,6 +132,25 @@ def rebatch(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.R
         yield from table.to_batches()
 
 
+def check_uri_text(uri: str) -> None:
+    """Refuse a URI holding a NUL byte or another control character (raw, or ``%00``).
+
+    No file name, host or query of a source needs one, and a NUL would be cut off by
+    the operating system's calls, so the name checked would not be the name read.
+    """
+    for i, char in enumerate(uri):
+        if ord(char) < 32 or ord(char) == 127:
+            raise SourceError(
+                f"the source URI holds a control character (code {ord(char)}) at position "
+                f"{i + 1}; a source URI may not contain NUL bytes, line breaks or other "
+                "control characters"
+            )
+    if "%00" in uri:
+        raise SourceError(
+            "the source URI holds an encoded NUL byte (%00); a source URI may not contain NUL bytes"
+        )
+
+
 def split_scheme(uri: str) -> tuple[str, str]:
     """``("csv", "data/x.csv")`` for ``csv://data/x.csv``; ``("", uri)`` for a plain path.
 
@@ -178,8 +197,13 @@ def redact_uri(uri: str) -> str:
         if colon and password:
             authority = f"{user}:***@{hostport}"
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() == "password" for name, _ in pairs):
-            pairs = [(n, "***" if n.lower() == "password" else v) for n, v in pairs]
-            query = urlencode(pairs, safe="/:*")
+        # Only the password's own value changes; every other option stays as written
+        # (decoding and encoding the query again would rewrite %20 as + and the like).
+        parts = []
+        for part in query.split("&"):
+            name, eq, _value = part.partition("=")
+            if eq and unquote_plus(name).lower() == "password":
+                part = f"{name}=***"
+            parts.append(part)
+        query = "&".join(parts)
     return f"{head}{authority}{slash}{path}{question}{query}{hash_}{fragment}"

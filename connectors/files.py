@@ -30,6 +30,7 @@ Why reading can fail, and what the error says (never the offending value):
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -160,6 +161,14 @@ class CsvSource(Source):
                     f"{self.path}: option text names column '{column}', which the file does not "
                     "have; " + did_you_mean(column, names)
                 )
+        try:
+            _check_header(self.path, names)
+            if not _ascii_compatible(encoding):
+                return
+            _check_quotes(self.path)
+        except SourceError:
+            self.close()
+            raise
 
     @property
     def schema(self) -> pa.Schema:
@@ -171,6 +180,7 @@ class CsvSource(Source):
         return "error"
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
+        rows = 0
         try:
             while True:
                 try:
@@ -180,7 +190,13 @@ class CsvSource(Source):
                 except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
                     raise self._translate(exc) from exc
                 self.progress.bytes_read = self._file.tell()
+                rows += batch.num_rows
                 yield batch
+            if rows == 0:
+                raise SourceError(
+                    f"{self.path}: the file has a header line but no data rows; a dataset "
+                    "needs at least one row"
+                )
         finally:
             self.close()
 
@@ -215,6 +231,69 @@ class CsvSource(Source):
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+
+
+def _check_header(path: str, names: list[str]) -> None:
+    """Every column of the header has a name of its own."""
+    first: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if not name.strip():
+            raise SourceError(
+                f"{path}: column {number} has no name in the header line; name every column"
+            )
+        if name in first:
+            raise SourceError(
+                f"{path}: column '{name}' appears twice in the header line (columns "
+                f"{first[name]} and {number}); give every column its own name"
+            )
+        first[name] = number
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """True when a '"' byte can only be a quote (UTF-8, GBK, Latin-1; not UTF-16 or 32)."""
+    try:
+        return codecs.lookup(encoding).name not in _WIDE_ENCODINGS
+    except LookupError:
+        return False
+
+
+_WIDE_ENCODINGS = {"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
+
+
+def _check_quotes(path: str) -> None:
+    """Refuse a file that ends inside a quoted field (an odd number of '"').
+
+    pyarrow lets a quoted field run over line breaks and to the end of the file,
+    so one quote that is never closed would silently swallow every later line into
+    one value. A '"' opens or closes a quoted field wherever it stands and a quote
+    inside one is written twice, so a whole file has an even number of them. The
+    count costs one read of the file in 1 MiB chunks; only an odd count pays for a
+    second read that finds the line of the quote left open.
+    """
+    total = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CSV_BLOCK_BYTES), b""):
+            total += chunk.count(b'"')
+    if total % 2 == 0:
+        return
+    line, opened_on, inside = 1, 1, False
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CSV_BLOCK_BYTES), b""):
+            for match in _QUOTE_OR_NEWLINE.finditer(chunk):
+                if match.group() == b"\n":
+                    line += 1
+                else:
+                    inside = not inside
+                    if inside:
+                        opened_on = line
+    raise SourceError(
+        f"{path}: line {opened_on}: a quoted field is opened with '\"' and never closed, so "
+        "every later line would be read into it; close the quote, or write a '\"' inside a "
+        "value as '\"\"'"
+    )
+
+
+_QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
 
 
 class ParquetSource(Source):

@@ -35,6 +35,7 @@ reader would be faster for very large tables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode
 
@@ -77,6 +78,27 @@ def _psycopg2():
     return psycopg2
 
 
+class ConnectError(SourceError):
+    """The server could not be reached or refused the session (before any query ran).
+
+    Its message says why (libpq's reason), which the host's own command line shows;
+    the API answers every one of these with one message (``sandbox.api.sources``),
+    since the reason would tell a closed port from an open one.
+    """
+
+
+def _without(text: str, secret: str | None) -> str:
+    """``text`` with every whole occurrence of ``secret`` as ``***``.
+
+    Only where the secret stands alone (not inside a longer word or number), so a
+    short password such as ``on`` does not turn "connection" into "c***necti***".
+    """
+    if not secret:
+        return text
+    pattern = r"(?<![A-Za-z0-9_])" + re.escape(secret) + r"(?![A-Za-z0-9_])"
+    return re.sub(pattern, "***", text)
+
+
 def _column_plan(name: str, type_code: int, precision, scale) -> tuple[str, pa.DataType]:
     """The select expression for one column and the Arrow type of its values."""
     ref = "q." + quote_ident(name)
@@ -106,7 +128,7 @@ class PostgresSource(Source):
             self._conn = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg2.Error as exc:
             # "from None": the driver's own text may quote the connection string.
-            raise SourceError(f"cannot connect to {self.uri}: {self._reason(exc)}") from None
+            raise ConnectError(f"cannot connect to {self.uri}: {self._reason(exc)}") from None
         try:
             self._conn.set_session(readonly=True)
             with self._conn.cursor() as cur:
@@ -149,9 +171,7 @@ class PostgresSource(Source):
         if "failed:" in reason:
             reason = reason.rpartition("failed:")[2].strip()
         reason = reason.removeprefix("FATAL:").removeprefix("ERROR:").strip()
-        if self._password:
-            reason = reason.replace(self._password, "***")
-        return reason
+        return _without(reason, self._password)
 
     def _table_sql(self, name: str) -> str:
         with self._conn.cursor() as cur:

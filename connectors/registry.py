@@ -13,7 +13,7 @@ from collections.abc import Callable
 from policies.classes import did_you_mean
 from policies.errors import SourceError
 
-from .base import DEFAULT_BATCH_ROWS, Source, split_scheme
+from .base import DEFAULT_BATCH_ROWS, Source, check_uri_text, split_scheme
 
 
 def _files(uri: str, batch_rows: int) -> Source:
@@ -54,6 +54,7 @@ def open_source(uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Source:
         )
     if batch_rows < 1:
         raise SourceError(f"batch_rows must be at least 1, got {batch_rows}")
+    check_uri_text(uri)
     scheme, _ = split_scheme(uri)
     opener = SCHEMES.get(scheme)
     if opener is None:

@@ -4,7 +4,8 @@
 ``rule`` and ``subject``): our exceptions
 (their code decides the status, :mod:`sandbox.core.codes`), FastAPI's validation errors
 (422, naming the field but never echoing its value), unknown routes (404),
-wrong methods (405) and anything unexpected (500, ``internal_error``, no
+wrong methods (405), a full disk met anywhere (507, ``disk_full``, even when it
+surfaced as a library's error) and anything unexpected (500, ``internal_error``, no
 traceback: the traceback goes to the server's log with the request id, so an
 operator of the platform can find it). Every response carries ``X-Request-ID``.
 """
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies.errors import SandboxError
+from sandbox.core import storage
 from sandbox.core.codes import status_for, status_of
 
 log = logging.getLogger("sandbox.api")
@@ -121,6 +123,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id_of(request)
+    if storage.is_disk_full(exc):
+        # A write of the store or of a file met a full disk: the transaction was rolled
+        # back and its files removed by their writers, so the answer is disk_full (507).
+        log.warning("request %s: the disk is full (%s)", rid, type(exc).__name__)
+        return await _sandbox_error(request, storage.disk_full("this request's change"))
     log.error("request %s failed: %s", rid, type(exc).__name__, exc_info=exc)
     return envelope(
         "internal_error",

@@ -18,23 +18,48 @@ process of this home is alive. The kernel drops a killed process's locks, so
 after a SIGKILL the next start recovers. Known shortcut: a job of a worker
 process that dies while its siblings live stays ``running`` until the whole
 server restarts.
+
+A job whose run raised past :meth:`JobService.run` (its failure could not be
+written: the disk was full for the store too) is remembered and failed with
+that reason (``disk_full``) on a later turn of the loop, once the store takes
+writes again, not left ``checking`` until a restart.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
 from pathlib import Path
 
+from sqlalchemy import select
+
+from policies.errors import SandboxError
+from sandbox.core import storage
 from sandbox.core.platform import Platform
+from sandbox.core.principals import by_id
+from sandbox.core.store import jobs
 from sandbox.run.execution import JobService
-from sandbox.run.jobstate import recover
+from sandbox.run.jobstate import JobState, next_queued, recover, state_of, transition
 
 log = logging.getLogger("sandbox.api.executor")
 
 IDLE_SLEEP_S = 0.2
+
+
+def _failure(job_id: int, exc: Exception) -> dict:
+    """The reason a job failed, as the operator reads it (never a traceback)."""
+    if storage.is_disk_full(exc):
+        return storage.disk_full(f"the output of job {job_id}").to_dict()
+    if isinstance(exc, SandboxError):
+        return exc.to_dict()
+    return {
+        "code": "internal_error",
+        "message": "the platform failed while running the job; nothing was released",
+        "article": "Art. 8",
+    }
 
 
 def _lock_file(path: Path) -> int:
@@ -51,6 +76,7 @@ class Executor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._alive_fd: int | None = None
+        self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
 
     def start(self) -> None:
         self._recover_once()
@@ -81,14 +107,61 @@ class Executor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._settle()
             try:
-                outcome = self.service.run_next()
+                outcome = self._run_next()
             except Exception:  # the loop must outlive any one job's error
                 log.exception("the executor failed to run a job")
                 outcome = None
             if outcome is None:
                 self._wake.wait(self.idle_s)
                 self._wake.clear()
+
+    def _run_next(self):
+        with self.platform.store.read() as conn:
+            job_id = next_queued(conn)
+        if job_id is None:
+            return None
+        try:
+            return self.service.run(job_id)
+        except Exception as exc:
+            # The job's end could not be recorded (a full disk also refuses the store's
+            # write): keep it, and record it as failed as soon as the store takes it.
+            self._unsettled[job_id] = _failure(job_id, exc)
+            raise
+
+    def _settle(self) -> None:
+        """Fail the jobs whose run stopped on an error that could not be recorded.
+
+        Without this, a job whose release met a full disk stayed ``running`` or
+        ``checking`` until the next restart. Tried again on every turn of the loop; a
+        job another path has ended since (or that is still queued: its claim failed,
+        it runs later) is left as it is.
+        """
+        for job_id, reason in list(self._unsettled.items()):
+            try:
+                with self.platform.store.transaction() as conn:
+                    state = state_of(conn, job_id)
+                    if state in (JobState.RUNNING, JobState.CHECKING):
+                        row = conn.execute(
+                            select(jobs.c.operator_id).where(jobs.c.id == job_id)
+                        ).first()
+                        transition(
+                            self.platform,
+                            conn,
+                            job_id,
+                            by_id(conn, row.operator_id),
+                            JobState.FAILED,
+                            {"code": reason["code"], "message": reason["message"]},
+                            reason.get("article") or "Art. 8",
+                            reason_json=json.dumps(reason),
+                        )
+                        log.warning("job %s failed late: %s", job_id, reason["code"])
+            except Exception as exc:  # still full: try again on the next turn
+                if not storage.is_disk_full(exc):
+                    log.exception("the executor could not settle job %s", job_id)
+                continue
+            del self._unsettled[job_id]
 
     def wake(self) -> None:
         """A job was queued by this process: look now instead of after the idle sleep."""

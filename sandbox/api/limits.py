@@ -17,6 +17,7 @@ service of their own.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import os
@@ -126,10 +127,18 @@ class RateLimiter:
 
     def take(self, key: int) -> None:
         with self._lock:
-            if self.folder is None:
+            if self.folder is None or key in self._memory:
                 allowed, wait = self._draw(key, self._memory.get(key), self._memory.__setitem__)
             else:
-                allowed, wait = self._draw_shared(key)
+                try:
+                    allowed, wait = self._draw_shared(key)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # A full disk must not turn every request into an error: this
+                    # principal's bucket moves to this process's memory (per process,
+                    # so N processes allow up to N times the rate until a restart).
+                    allowed, wait = self._draw(key, None, self._memory.__setitem__)
         if not allowed:
             error = RateLimited(
                 f"over the rate limit of {self.per_minute} requests per minute per principal "

@@ -18,8 +18,9 @@ import yaml
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 
+from connectors.postgres import ConnectError
 from policies.classes import Classification
-from policies.errors import ClassificationError, InputError, PermissionDenied
+from policies.errors import ClassificationError, InputError, PermissionDenied, SandboxError
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import (
     MAX_ID,
@@ -32,7 +33,7 @@ from sandbox.api.models import (
     RegisterByUri,
     Registration,
 )
-from sandbox.api.sources import check_source
+from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.core.principals import Role, require_role
 from sandbox.data.grants import add_grant, list_grants
 from sandbox.data.vault import get_version, list_datasets, register
@@ -102,8 +103,30 @@ def datasets_register_uri(request: Request, body: RegisterByUri, me: CurrentPrin
     require_role(me, Role.PROVIDER, action="register datasets", article="Art. 14")
     platform = request.app.state.platform
     classification = _classification(body.classification)
-    check_source(body.uri, tuple(platform.settings["api.source_roots"]))
-    return _registration(body.name, register(platform, me, body.name, body.uri, classification))
+    settings = platform.settings
+    check_source(body.uri, tuple(settings["api.source_roots"]), tuple(settings["api.source_hosts"]))
+    try:
+        result = register(platform, me, body.name, body.uri, classification)
+    except ConnectError as exc:
+        raise uniform_connect_error(exc, body.uri) from None
+    except SandboxError as exc:
+        _scrub(exc, {str(platform.home): "the platform's home"})
+        raise
+    return _registration(body.name, result)
+
+
+def _scrub(exc: SandboxError, paths: dict[str, str]) -> None:
+    """Replace the server's own paths in ``exc``'s message by what the caller knows.
+
+    A connector names the file it read, which for an upload is a file in the
+    platform's work folder: the caller sees the name it uploaded instead.
+    """
+    message = exc.message
+    for path, shown in sorted(paths.items(), key=lambda item: -len(item[0])):
+        message = message.replace(path, shown)
+    if message != exc.message:
+        exc.message = message
+        exc.args = (message,)
 
 
 async def _save(upload: UploadFile, target: Path) -> None:
@@ -151,10 +174,31 @@ async def datasets_register_upload(
         uri = str(target)
         if text is not None:
             uri = f"csv://{target}?text={quote(text, safe=',')}"
-        result = await run_in_threadpool(register, platform, me, name, uri, parsed_classification)
+        try:
+            result = await run_in_threadpool(
+                register, platform, me, name, uri, parsed_classification
+            )
+        except SandboxError as exc:
+            shown = _upload_name(file.filename, suffix)
+            _scrub(
+                exc,
+                {
+                    f"csv://{target}": shown,
+                    str(target): shown,
+                    str(work): "the upload's work folder",
+                    str(platform.home): "the platform's home",
+                },
+            )
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _registration(name, result)
+
+
+def _upload_name(filename: str | None, suffix: str) -> str:
+    """The uploaded file as its sender named it (base name, printable, at most 100 chars)."""
+    name = "".join(c for c in Path(filename or "").name if c.isprintable())[:100]
+    return f"the uploaded file '{name or 'upload' + suffix}'"
 
 
 @router.post("/grants", response_model=GrantCreated, status_code=201, tags=["grants"])

@@ -54,6 +54,31 @@ def _absolute_paths(value: Any) -> bool:
     return all(Path(p).is_absolute() for p in value)
 
 
+class HostList(tuple):
+    """A list of ``host`` or ``host:port``: a TOML array of strings, or one string split at ','."""
+
+    def __new__(cls, raw: Any = ()):
+        if isinstance(raw, str):
+            raw = raw.split(",")
+        if not isinstance(raw, list | tuple) or not all(isinstance(h, str) for h in raw):
+            raise TypeError(raw)
+        return super().__new__(cls, (h.strip() for h in raw if h.strip()))
+
+
+def _hosts(value: Any) -> bool:
+    from urllib.parse import urlsplit
+
+    for entry in value:
+        try:
+            parts = urlsplit(f"//{entry}")
+            if not parts.hostname or parts.path or parts.query or "@" in entry or "," in entry:
+                return False
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            return False
+    return True
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "engine",
@@ -178,10 +203,19 @@ SETTINGS: tuple[Setting, ...] = (
         "api.source_roots",
         PathList(),
         "folders whose files providers may register by server-side path through the API "
-        "(empty: none; database URIs are always allowed)",
+        "(empty: none; database hosts: api.source_hosts)",
         PathList,
         _absolute_paths,
         "absolute folder paths (environment: separated by ':')",
+    ),
+    Setting(
+        "api.source_hosts",
+        HostList(),
+        "database hosts a provider may name in a postgresql:// source through the API, "
+        "as host (port 5432) or host:port (empty: none)",
+        HostList,
+        _hosts,
+        "host or host:port entries (environment: separated by ',')",
     ),
     Setting(
         "differencing.enabled",

@@ -16,9 +16,9 @@ Three things every writer of the platform's files shares:
 * **Fault injection for tests.** ``SANDBOX_TEST_FAULTS`` (read once, at import)
   lists ``action@point`` pairs, e.g. ``kill@vault.placed`` or
   ``enospc@release.write``; :func:`fault_point` then SIGKILLs the process or
-  raises ``ENOSPC`` at that point, or (``fill@...``) fills the file system to its
-  last byte with the file named by ``SANDBOX_TEST_FILL``, so that every later
-  write of the process, the store's included, meets a really full disk. Unset, a
+  raises ``ENOSPC`` at that point, or (``fill:/path/of/filler@point``) fills the
+  file system of that path to its last byte with that one file, so that every
+  later write, the store's included, meets a really full disk. Unset, a
   fault point costs one truth test.
 
 Known shortcut: two registrations of byte-identical data racing with a third
@@ -59,8 +59,8 @@ def fault_point(name: str) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if action == "enospc":
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                if action == "fill":
-                    _fill(os.environ["SANDBOX_TEST_FILL"])
+                if action.startswith("fill:"):
+                    _fill(action.removeprefix("fill:"))
 
 
 def _fill(path: str) -> None:
