@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from sandbox.core.keys import load_public
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, add_principal
 from sandbox.data.release import verify_product
-from sandbox.data.vault import register
+from sandbox.data.vault import get_version, register
 from sandbox.demo.data import DEMO_TABLES, write_demo_data
 from sandbox.demo.he import demo_he
 from sandbox.demo.psi import demo_psi
@@ -91,6 +92,19 @@ def _add(
     return add_principal(platform, name, role, org, jurisdiction)
 
 
+@dataclass
+class _Cast:
+    """The demo's principals."""
+
+    providers: dict[str, Principal]
+    authority: Principal
+    operator: Principal
+    operator_token: str
+    auditor: Principal
+    reviewers: list[Principal]
+    consumer: Principal
+
+
 def run_demo(
     persons: int = 100_000, echo: Callable[[str], None] = print, home: Path | None = None
 ) -> Path:
@@ -99,7 +113,49 @@ def run_demo(
     started = time.perf_counter()
     echo(f"== 1. A throw-away platform at {home}")
     platform = Platform.init(home)
+    cast = _principals(platform, echo)
+    summary = _register(platform, echo, cast, home.parent / "data", persons)
+    agreement_id = _workflow(
+        platform, echo, cast.authority, cast.operator, cast.providers, cast.reviewers
+    )
+    service = JobService(platform, spare=True)
+    try:
+        product_ids = _queries(service, echo, cast.operator)
+        demo_he(platform, echo, cast.operator)
+        demo_psi(platform, echo, cast.operator, cast.authority, agreement_id)
+        demo_verify(
+            platform,
+            echo,
+            authority=cast.authority,
+            providers=cast.providers,
+            reviewers=cast.reviewers,
+            consumer=cast.consumer,
+            auditor=cast.auditor,
+        )
+        _supervision(
+            platform,
+            echo,
+            service,
+            cast.authority,
+            cast.operator,
+            cast.consumer,
+            agreement_id,
+            product_ids,
+        )
+    finally:
+        service.close()
+    product_ids.extend(_through_the_api(home, echo, cast.operator_token))
+    _verify_all(platform, echo, home, product_ids)
+    echo("== Summary of registered datasets")
+    echo(f"   {'dataset':<17} {'version':>7} {'rows':>12}  {'provider':<26} sha256")
+    for table, version, rows, sha, provider in summary:
+        echo(f"   {table:<17} {version:>7} {rows:>12,}  {provider:<26} {sha[:16]}")
+    echo(f"demo finished in {time.perf_counter() - started:.1f} s")
+    platform.close()
+    return home.parent
 
+
+def _principals(platform: Platform, echo) -> _Cast:
     echo(
         "== 2. Principals (Art. 5): five providers, the city authority, two reviewers, "
         "an operator, a consumer, an auditor"
@@ -118,16 +174,20 @@ def run_demo(
         _add(platform, "reviewer_qfnu", Role.REVIEWER, "Qufu Normal University")[0],
     ]
     consumer, _ = _add(platform, "jining_bank", Role.CONSUMER, "Jining Rural Commercial Bank")
+    return _Cast(providers, authority, operator, operator_token, auditor, reviewers, consumer)
 
-    data_dir = home.parent / "data"
+
+def _register(platform: Platform, echo, cast: _Cast, data_dir: Path, persons: int) -> list:
+    """Steps 3 and 4: write the synthetic data, register it, show two quality profiles.
+    Returns (table, version, rows, sha256, provider) per dataset."""
     t = time.perf_counter()
     paths = write_demo_data(data_dir, persons=persons)
     echo(
         f"== 3. Synthetic public data of Jining: {persons:,} persons "
         f"({time.perf_counter() - t:.1f} s)"
     )
-
     echo("== 4. Providers register their data (Art. 14): streamed into versioned snapshots")
+    providers = cast.providers
     summary = []
     for table, path in paths.items():
         t = time.perf_counter()
@@ -152,62 +212,45 @@ def run_demo(
         f"(changed: {again.changed})"
     )
     with platform.store.read() as conn:
-        from sandbox.data.vault import get_version
-
         for table in ("persons", "enterprises"):
             echo(f"   quality profile of {table} (stays inside the platform):")
             for line in format_profile(get_version(conn, platform, table).profile).splitlines():
                 echo("     " + line)
+    return summary
 
-    agreement_id = _workflow(platform, echo, authority, operator, providers, reviewers)
 
-    service = JobService(platform, spare=True)
-    try:
+def _queries(service: JobService, echo, operator: Principal) -> list[str]:
+    """Steps 6 and 7: two released queries, then extraction attempts refused."""
+    echo(
+        "== 6. The operator's aggregate queries run in an isolated worker; "
+        "every cell is checked (Art. 15)"
+    )
+    product_ids = []
+    for sql in (RELEASED_QUERY, UTILITY_QUERY):
+        echo("   " + "\n   ".join(sql.splitlines()))
+        outcome = service.submit(operator, {"sql": sql})
+        echo(f"   -> job {outcome.job_id}: {outcome.state.value}, product {outcome.product_id}")
+        for line in (outcome.report or {}).get("summary", "").splitlines():
+            echo("      " + line)
+        if outcome.product_id:
+            product_ids.append(outcome.product_id)
+    echo("== 7. Attempts to extract raw data are refused before anything runs")
+    for label, sql in ATTACKS:
+        outcome = service.submit(operator, {"sql": sql})
+        reason = outcome.reason or {}
         echo(
-            "== 6. The operator's aggregate queries run in an isolated worker; "
-            "every cell is checked (Art. 15)"
+            f"   {label}:\n     {sql}\n   -> {outcome.state.value} "
+            f"[{reason.get('rule')}]: {reason.get('message')}"
         )
-        product_ids = []
-        for sql in (RELEASED_QUERY, UTILITY_QUERY):
-            echo("   " + "\n   ".join(sql.splitlines()))
-            outcome = service.submit(operator, {"sql": sql})
-            echo(f"   -> job {outcome.job_id}: {outcome.state.value}, product {outcome.product_id}")
-            for line in (outcome.report or {}).get("summary", "").splitlines():
-                echo("      " + line)
-            if outcome.product_id:
-                product_ids.append(outcome.product_id)
+    echo(
+        "== 7b. Homomorphic encryption: a bank's loan balances summed by county and "
+        "industry it never sees (Art. 7)"
+    )
+    return product_ids
 
-        echo("== 7. Attempts to extract raw data are refused before anything runs")
-        for label, sql in ATTACKS:
-            outcome = service.submit(operator, {"sql": sql})
-            reason = outcome.reason or {}
-            echo(
-                f"   {label}:\n     {sql}\n   -> {outcome.state.value} "
-                f"[{reason.get('rule')}]: {reason.get('message')}"
-            )
-        echo(
-            "== 7b. Homomorphic encryption: a bank's loan balances summed by county and "
-            "industry it never sees (Art. 7)"
-        )
-        demo_he(platform, echo, operator)
-        demo_psi(platform, echo, operator, authority, agreement_id)
-        demo_verify(
-            platform,
-            echo,
-            authority=authority,
-            providers=providers,
-            reviewers=reviewers,
-            consumer=consumer,
-            auditor=auditor,
-        )
-        _supervision(
-            platform, echo, service, authority, operator, consumer, agreement_id, product_ids
-        )
-    finally:
-        service.close()
 
-    product_ids.extend(_through_the_api(home, echo, operator_token))
-
+def _verify_all(platform: Platform, echo, home: Path, product_ids: list[str]) -> None:
+    """Step 11: every product's signature and hashes, and the ledger."""
     echo("== 11. Verification (Art. 7)")
     public = load_public(platform.public_key_path)
     for product_id in product_ids:
@@ -223,14 +266,6 @@ def run_demo(
     with platform.store.read() as conn:
         report = ledger.verify(conn, public)
     echo(f"   ledger: {report.entries} entries, hash chain and signed head verified")
-
-    echo("== Summary of registered datasets")
-    echo(f"   {'dataset':<17} {'version':>7} {'rows':>12}  {'provider':<26} sha256")
-    for table, version, rows, sha, provider in summary:
-        echo(f"   {table:<17} {version:>7} {rows:>12,}  {provider:<26} {sha[:16]}")
-    echo(f"demo finished in {time.perf_counter() - started:.1f} s")
-    platform.close()
-    return home.parent
 
 
 def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
