@@ -262,8 +262,10 @@ def test_a_nul_byte_is_refused_by_the_connectors_too():
          "line 3: a quoted field is opened with '\"' and never closed"),
         (b"pid,county,sex,income\n", "the file has a header line but no data rows"),
         (b"pid,,sex,income\nP1,370801,F,5\n", "column 2 has no name in the header line"),
+        ("pid,county,sex,income\nP1,济宁,F,5\n".encode("gbk"),
+         "column 'county' is not valid UTF-8; an upload must be UTF-8: convert the file"),
     ],
-    ids=["duplicate-column", "unbalanced-quote", "header-only", "unnamed-column"],
+    ids=["duplicate-column", "unbalanced-quote", "header-only", "unnamed-column", "gbk"],
 )  # fmt: skip
 def test_a_bad_csv_upload_is_refused_naming_the_file_and_the_rule(served, content, expected):
     response = _upload(served, "badcsv", "my data.csv", content)
@@ -272,7 +274,7 @@ def test_a_bad_csv_upload_is_refused_naming_the_file_and_the_rule(served, conten
     # The file as the provider named it; never a path of the server.
     assert error["message"].startswith("the uploaded file 'my data.csv'"), error
     assert str(served["home"]) not in response.text and "/tmp" not in response.text
-    assert "upload.csv" not in response.text
+    assert "upload.csv" not in response.text and "csv://" not in response.text
     assert "badcsv" not in _datasets(served)
     leftovers = [p for p in (served["home"] / "tmp").iterdir() if p.is_dir()]
     assert leftovers == [], leftovers

@@ -2,7 +2,7 @@
 
 Each server process (``--workers N`` makes N) runs one :class:`Executor`: a
 background thread that first recovers the store once, then loops
-:meth:`JobService.run_next` and sleeps briefly when the queue is empty. Claims
+runs the oldest queued job (:meth:`JobService.run`) and sleeps briefly when the queue is empty. Claims
 are atomic: :meth:`JobService.run` moves a job from ``queued`` to ``running``
 inside a write transaction (``BEGIN IMMEDIATE``), so two processes never run
 the same job; the loser of a race gets ``None`` and looks again.

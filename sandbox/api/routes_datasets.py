@@ -180,9 +180,14 @@ async def datasets_register_upload(
             )
         except SandboxError as exc:
             shown = _upload_name(file.filename, suffix)
+            utf8 = "an upload must be UTF-8: convert the file (e.g. from GBK) before sending it"
             _scrub(
                 exc,
                 {
+                    # The connector's hints name URI options; an upload has other means.
+                    f"give its encoding, e.g. csv://{target}?encoding=gbk": utf8,
+                    f"give the file's encoding, e.g. csv://{target}?encoding=gbk": utf8,
+                    f"with csv://{target}?text=": "by sending the form field text=",
                     f"csv://{target}": shown,
                     str(target): shown,
                     str(work): "the upload's work folder",
