@@ -30,6 +30,7 @@ from sandbox.core.principals import Principal, Role, by_id, by_name, require_rol
 from sandbox.core.store import grants, principals
 from sandbox.run.jobstate import cancel_operator_jobs
 from sandbox.workflow.agreements import active_of, restore_in, suspend_in
+from sandbox.workflow.airlock import freeze
 from sandbox.workflow.base import (
     create,
     get,
@@ -204,24 +205,15 @@ def report_incident(
                 "others' (Art. 21)"
             )
         mine = active_of(conn, op.id)
-        direct = (
-            conn.execute(
-                select(grants.c.id).where(
-                    grants.c.operator_id == op.id,
-                    grants.c.agreement_id.is_(None),
-                    grants.c.status == GrantStatus.ACTIVE.value,
-                )
-            )
-            .scalars()
-            .all()
-        )
+        direct = _direct_grants(conn, op.id)
+        scope = {"agreements": [a.id for a in mine], "grants": direct}
         incident = conn.execute(
             incidents.insert().values(
                 operator_id=op.id,
                 reported_by=reporter.id,
                 kind=kind.value,
                 description=description,
-                suspended_json=json.dumps({"agreements": [a.id for a in mine], "grants": direct}),
+                suspended_json=json.dumps(scope),
                 created_at=now_utc(),
             )
         ).inserted_primary_key[0]
@@ -230,43 +222,11 @@ def report_incident(
             reporter.actor,
             "incident.reported",
             f"incident:{incident}",
-            {
-                "operator": op.name,
-                "kind": kind.value,
-                "agreements": [a.id for a in mine],
-                "grants": direct,
-            },
+            {"operator": op.name, "kind": kind.value, **scope},
             "Art. 21",
         )
-        reason = f"incident {incident} ({kind.value})"
-        for agreement in mine:
-            suspend_in(platform, conn, reporter.actor, agreement.id, reason, "Art. 21")
-        for grant_id in direct:
-            conn.execute(
-                grants.update()
-                .where(grants.c.id == grant_id)
-                .values(status=GrantStatus.SUSPENDED.value)
-            )
-            platform.record(
-                conn,
-                reporter.actor,
-                "grant.suspended",
-                f"grant:{grant_id}",
-                {"from": "active", "to": "suspended", "reason": reason},
-                "Art. 21",
-            )
-        if not mine:  # no agreement-level suspension cancelled its jobs
-            cancel_operator_jobs(platform, conn, op.id, reason, "Art. 21")
-        from sandbox.workflow.airlock import freeze
-
-        freeze(platform, conn, reporter.actor, op.id, None)
-        signers = {a.signed_by for a in mine} or set(
-            conn.execute(
-                select(principals.c.id).where(
-                    principals.c.role == Role.AUTHORITY.value, principals.c.jurisdiction == "city"
-                )
-            ).scalars()
-        )
+        _suspend_everything(platform, conn, reporter, op, mine, direct, incident, kind)
+        signers = {a.signed_by for a in mine} or _city_authorities(conn)
         notified = [
             notify(
                 platform,
@@ -280,12 +240,58 @@ def report_incident(
             )
             for s in sorted(signers)
         ]
-    return {
-        "incident": incident,
-        "suspended": [a.id for a in mine],
-        "grants": direct,
-        "notified": notified,
-    }
+    return {"incident": incident, "suspended": scope["agreements"], "grants": direct,
+            "notified": notified}  # fmt: skip
+
+
+def _direct_grants(conn: Connection, operator_id: int) -> list[int]:
+    """The operator's active grants made without an agreement (``sandbox grant add``)."""
+    return list(
+        conn.execute(
+            select(grants.c.id).where(
+                grants.c.operator_id == operator_id,
+                grants.c.agreement_id.is_(None),
+                grants.c.status == GrantStatus.ACTIVE.value,
+            )
+        ).scalars()
+    )
+
+
+def _suspend_everything(
+    platform: Platform, conn: Connection, reporter: Principal, op, mine, direct, incident, kind
+) -> None:
+    """Every active agreement and direct grant of the operator suspended, its jobs
+    cancelled and its held outputs frozen, in the reporting transaction (Art. 21)."""
+    reason = f"incident {incident} ({kind.value})"
+    for agreement in mine:
+        suspend_in(platform, conn, reporter.actor, agreement.id, reason, "Art. 21")
+    for grant_id in direct:
+        conn.execute(
+            grants.update()
+            .where(grants.c.id == grant_id)
+            .values(status=GrantStatus.SUSPENDED.value)
+        )
+        platform.record(
+            conn,
+            reporter.actor,
+            "grant.suspended",
+            f"grant:{grant_id}",
+            {"from": "active", "to": "suspended", "reason": reason},
+            "Art. 21",
+        )
+    if not mine:  # no agreement-level suspension cancelled its jobs
+        cancel_operator_jobs(platform, conn, op.id, reason, "Art. 21")
+    freeze(platform, conn, reporter.actor, op.id, None)
+
+
+def _city_authorities(conn: Connection) -> set[int]:
+    return set(
+        conn.execute(
+            select(principals.c.id).where(
+                principals.c.role == Role.AUTHORITY.value, principals.c.jurisdiction == "city"
+            )
+        ).scalars()
+    )
 
 
 def inspect(
