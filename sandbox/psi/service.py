@@ -78,10 +78,13 @@ from policies.psi import offered_groups as _offered
 from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.store import grants as grants_table
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.psi.tables import psi_sessions, psi_terms
 from sandbox.psi.worker import encrypt_shard, merge_raw
+from sandbox.workflow.base import require_authority
+from sandbox.workflow.tables import agreements
 
 KEY_BYTES = 32
 
@@ -359,23 +362,21 @@ def set_terms(
     consent_required: bool = False,
 ) -> int:
     """An authority sets (or replaces) the PSI terms of one dataset column (Art. 13)."""
-    from sandbox.core.store import grants as grants_table
-    from sandbox.workflow.base import require_authority
-    from sandbox.workflow.tables import agreements
-
     require_role(authority, Role.AUTHORITY, action="set PSI terms", article="Art. 13")
     settings = platform.settings
+
+    def given_or(value, setting: str):
+        return value if value is not None else settings[setting]
+
     terms = PsiTerms(
         dataset=dataset,
         column=column,
         mode=parse_mode(mode),
-        min_items=min_items if min_items is not None else settings["psi.min_items"],
-        max_items=max_items if max_items is not None else settings["psi.max_items"],
-        daily_cap=daily_cap if daily_cap is not None else settings["psi.daily_cap"],
+        min_items=given_or(min_items, "psi.min_items"),
+        max_items=given_or(max_items, "psi.max_items"),
+        daily_cap=given_or(daily_cap, "psi.daily_cap"),
         group_dimensions=frozenset(group_dimensions),
-        group_threshold=(
-            group_threshold if group_threshold is not None else settings["psi.group_threshold"]
-        ),
+        group_threshold=given_or(group_threshold, "psi.group_threshold"),
         consent_required=consent_required,
         agreement_id=agreement_id,
         grant_id=grant_id,
@@ -391,64 +392,14 @@ def set_terms(
         for dim in terms.group_dimensions:
             check_columns(version.classification, column, dim)
         if agreement_id is not None:
-            row = conn.execute(select(agreements).where(agreements.c.id == agreement_id)).first()
-            if row is None:
-                raise NotFound(f"no agreement {agreement_id}")
-            require_authority(authority, row.jurisdiction, "set PSI terms", "Art. 13")
-            scope = json.loads(row.scope_json)
-            if dataset not in scope["datasets"]:
-                raise InputError(
-                    f"dataset '{dataset}' is outside agreement {agreement_id}", article="Art. 13"
-                )
-            allowed = scope["datasets"][dataset]
-            used = [column, *sorted(terms.group_dimensions)]
-            outside = [c for c in used if allowed is not None and c not in allowed]
-            if outside:
-                raise InputError(
-                    f"column '{outside[0]}' is outside agreement {agreement_id}",
-                    article="Art. 13",
-                )
-            if KIND not in scope["job_kinds"]:
-                raise InputError(
-                    f"agreement {agreement_id} does not include '{KIND}' jobs", article="Art. 13"
-                )
-            where = psi_terms.c.agreement_id == agreement_id
-            subject = f"agreement:{agreement_id}"
+            _check_agreement_covers(conn, authority, terms, agreement_id)
+            where, subject = psi_terms.c.agreement_id == agreement_id, f"agreement:{agreement_id}"
         else:
             row = conn.execute(select(grants_table).where(grants_table.c.id == grant_id)).first()
             if row is None or row.dataset_id != version.dataset_id:
                 raise NotFound(f"no grant {grant_id} for dataset '{dataset}'")
-            where = psi_terms.c.grant_id == grant_id
-            subject = f"grant:{grant_id}"
-        values = {
-            "mode": terms.mode.value,
-            "min_items": terms.min_items,
-            "max_items": terms.max_items,
-            "daily_cap": terms.daily_cap,
-            "group_dimensions_json": json.dumps(sorted(terms.group_dimensions)),
-            "group_threshold": terms.group_threshold,
-            "consent_required": terms.consent_required,
-            "set_by": authority.id,
-            "created_at": now_utc(),
-        }
-        existing = conn.execute(
-            select(psi_terms.c.id).where(
-                where, psi_terms.c.dataset == dataset, psi_terms.c.column_name == column
-            )
-        ).first()
-        if existing is not None:
-            terms_id = existing.id
-            conn.execute(psi_terms.update().where(psi_terms.c.id == terms_id).values(**values))
-        else:
-            terms_id = conn.execute(
-                psi_terms.insert().values(
-                    agreement_id=agreement_id,
-                    grant_id=grant_id,
-                    dataset=dataset,
-                    column_name=column,
-                    **values,
-                )
-            ).inserted_primary_key[0]
+            where, subject = psi_terms.c.grant_id == grant_id, f"grant:{grant_id}"
+        terms_id = _store_terms(conn, authority, terms, where)
         platform.record(
             conn,
             authority.actor,
@@ -458,6 +409,65 @@ def set_terms(
             "Art. 13",
         )
     return terms_id
+
+
+def _check_agreement_covers(
+    conn: Connection, authority: Principal, terms: PsiTerms, agreement_id: int
+) -> None:
+    """The agreement exists, is the authority's to rule on, and covers the dataset, the
+    columns (the key and every group dimension) and PSI jobs (Art. 13)."""
+    row = conn.execute(select(agreements).where(agreements.c.id == agreement_id)).first()
+    if row is None:
+        raise NotFound(f"no agreement {agreement_id}")
+    require_authority(authority, row.jurisdiction, "set PSI terms", "Art. 13")
+    scope = json.loads(row.scope_json)
+    if terms.dataset not in scope["datasets"]:
+        raise InputError(
+            f"dataset '{terms.dataset}' is outside agreement {agreement_id}", article="Art. 13"
+        )
+    allowed = scope["datasets"][terms.dataset]
+    used = [terms.column, *sorted(terms.group_dimensions)]
+    outside = [c for c in used if allowed is not None and c not in allowed]
+    if outside:
+        raise InputError(
+            f"column '{outside[0]}' is outside agreement {agreement_id}", article="Art. 13"
+        )
+    if KIND not in scope["job_kinds"]:
+        raise InputError(
+            f"agreement {agreement_id} does not include '{KIND}' jobs", article="Art. 13"
+        )
+
+
+def _store_terms(conn: Connection, authority: Principal, terms: PsiTerms, where) -> int:
+    """Insert the terms, or replace those of the same owner, dataset and column."""
+    values = {
+        "mode": terms.mode.value,
+        "min_items": terms.min_items,
+        "max_items": terms.max_items,
+        "daily_cap": terms.daily_cap,
+        "group_dimensions_json": json.dumps(sorted(terms.group_dimensions)),
+        "group_threshold": terms.group_threshold,
+        "consent_required": terms.consent_required,
+        "set_by": authority.id,
+        "created_at": now_utc(),
+    }
+    existing = conn.execute(
+        select(psi_terms.c.id).where(
+            where, psi_terms.c.dataset == terms.dataset, psi_terms.c.column_name == terms.column
+        )
+    ).first()
+    if existing is not None:
+        conn.execute(psi_terms.update().where(psi_terms.c.id == existing.id).values(**values))
+        return existing.id
+    return conn.execute(
+        psi_terms.insert().values(
+            agreement_id=terms.agreement_id,
+            grant_id=terms.grant_id,
+            dataset=terms.dataset,
+            column_name=terms.column,
+            **values,
+        )
+    ).inserted_primary_key[0]
 
 
 # --- sessions --------------------------------------------------------------------------------
