@@ -94,28 +94,7 @@ def sign(
     overrides = dict(disclosure or {})
     DisclosureParams().tightened(overrides)  # validates names and values
     with platform.store.transaction() as conn:
-        app = get(conn, applications, application_id, "application")
-        notice = get(conn, notices, app.notice_id, "notice")
-        require_authority(authority, notice.jurisdiction, "sign agreements", "Art. 13")
-        if ApplicationState(app.status) is not ApplicationState.PASSED:
-            raise refuse(
-                "review_not_passed",
-                f"application {application_id} is {app.status}; an agreement needs a passed "
-                "qualification review",
-                "Art. 13",
-                f"application:{application_id}",
-            )
-        if not app.security_officer.strip():
-            raise refuse(
-                "security_officer_required",
-                "the operator names no data-security officer",
-                "Art. 20",
-                f"application:{application_id}",
-            )
-        if conn.execute(
-            select(agreements.c.id).where(agreements.c.application_id == application_id)
-        ).first():
-            raise Conflict(f"application {application_id} already has an agreement")
+        app, notice = _signable(conn, authority, application_id)
         operator = by_id(conn, app.operator_id)
         scope = {
             "datasets": json.loads(app.datasets_json),
@@ -157,7 +136,33 @@ def sign(
         )
 
 
-# --- the gate's view ----------------------------------------------------------------------
+def _signable(conn: Connection, authority: Principal, application_id: int) -> tuple[Row, Row]:
+    """The application and its notice, if this authority may sign for it now: the
+    notice is in its jurisdiction, the review passed, a security officer is named, and
+    no agreement exists yet (Art. 13, 20)."""
+    app = get(conn, applications, application_id, "application")
+    notice = get(conn, notices, app.notice_id, "notice")
+    require_authority(authority, notice.jurisdiction, "sign agreements", "Art. 13")
+    if ApplicationState(app.status) is not ApplicationState.PASSED:
+        raise refuse(
+            "review_not_passed",
+            f"application {application_id} is {app.status}; an agreement needs a passed "
+            "qualification review",
+            "Art. 13",
+            f"application:{application_id}",
+        )
+    if not app.security_officer.strip():
+        raise refuse(
+            "security_officer_required",
+            "the operator names no data-security officer",
+            "Art. 20",
+            f"application:{application_id}",
+        )
+    if conn.execute(
+        select(agreements.c.id).where(agreements.c.application_id == application_id)
+    ).first():
+        raise Conflict(f"application {application_id} already has an agreement")
+    return app, notice
 
 
 # --- suspension, restoration, termination -------------------------------------------------

@@ -196,39 +196,7 @@ def vote(platform: Platform, checker: Principal, job_id: int, decision: Vote, re
     decision = Vote(decision)
     need_text({"reason": reason}, "Art. 15")
     with platform.store.transaction() as conn:
-        job = get(conn, jobs, job_id, "job")
-        author = by_id(conn, job.operator_id)
-        if checker.id == author.id:
-            raise PermissionDenied(
-                "the author never checks its own output (Art. 15)",
-                article="Art. 15",
-                code="own_organisation",
-            )
-        check_not_own_org(checker.name, checker.org, author.org, "output it is", "Art. 15")
-        if checker.id not in _checkers(conn, job_id):
-            raise PermissionDenied(
-                f"{checker.name} is not appointed to check job {job_id} (Art. 15)",
-                article="Art. 15",
-                code="not_appointed",
-            )
-        review = open_in(platform, conn, checker.actor, job_id)
-        state = AirlockState(review.status)
-        if state is AirlockState.FROZEN:
-            raise refuse(
-                "output_frozen",
-                f"the held output of job {job_id} is frozen while "
-                "the operator's data use is suspended",
-                "Art. 24",
-                f"job:{job_id}",
-            )
-        if state is not AirlockState.PENDING:
-            raise Conflict(f"the output review of job {job_id} is already {state.value}")
-        if conn.execute(
-            select(output_votes.c.id).where(
-                output_votes.c.review_id == review.id, output_votes.c.checker_id == checker.id
-            )
-        ).first():
-            raise Conflict(f"{checker.name} has voted on job {job_id} already")
+        review = _open_for_vote(platform, conn, checker, job_id)
         vote_id = conn.execute(
             output_votes.insert().values(
                 review_id=review.id,
@@ -276,6 +244,44 @@ def vote(platform: Platform, checker: Principal, job_id: int, decision: Vote, re
     if verdict is AirlockState.APPROVED:
         _release(platform, job_id, checkers)
     return show(platform, checker, job_id)
+
+
+def _open_for_vote(platform: Platform, conn: Connection, checker: Principal, job_id: int) -> Row:
+    """The job's pending review, if this checker may vote on it: not the author nor of
+    its organisation, appointed, not voted yet; a frozen review refuses (Art. 15, 24)."""
+    job = get(conn, jobs, job_id, "job")
+    author = by_id(conn, job.operator_id)
+    if checker.id == author.id:
+        raise PermissionDenied(
+            "the author never checks its own output (Art. 15)",
+            article="Art. 15",
+            code="own_organisation",
+        )
+    check_not_own_org(checker.name, checker.org, author.org, "output it is", "Art. 15")
+    if checker.id not in _checkers(conn, job_id):
+        raise PermissionDenied(
+            f"{checker.name} is not appointed to check job {job_id} (Art. 15)",
+            article="Art. 15",
+            code="not_appointed",
+        )
+    review = open_in(platform, conn, checker.actor, job_id)
+    state = AirlockState(review.status)
+    if state is AirlockState.FROZEN:
+        raise refuse(
+            "output_frozen",
+            f"the held output of job {job_id} is frozen while the operator's data use is suspended",
+            "Art. 24",
+            f"job:{job_id}",
+        )
+    if state is not AirlockState.PENDING:
+        raise Conflict(f"the output review of job {job_id} is already {state.value}")
+    if conn.execute(
+        select(output_votes.c.id).where(
+            output_votes.c.review_id == review.id, output_votes.c.checker_id == checker.id
+        )
+    ).first():
+        raise Conflict(f"{checker.name} has voted on job {job_id} already")
+    return review
 
 
 def _release(platform: Platform, job_id: int, checkers: list[str]) -> str:
