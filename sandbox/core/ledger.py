@@ -256,10 +256,34 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
     """
     copy_path = head_copy_path(conn.engine)
     copy = _read_copy(copy_path) if copy_path is not None else None
+    count, last_hash, hash_at_copy = _walk_chain(conn, copy["seq"] if copy else None)
+    head = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).mappings().first()
+    if count == 0 and head is None:
+        raise IntegrityError(
+            "the ledger has no entries and no signed head: every platform's ledger begins "
+            "with its platform.init entry, so its entries were deleted"
+            + (
+                f"; the ledger was rolled back from entry {copy['seq']} (the head signed last, "
+                f"{HEAD_COPY}) to entry 0"
+                if copy is not None
+                else ""
+            ),
+            article="Art. 7",
+        )
+    if head is None:
+        raise IntegrityError("the signed ledger head is missing", article="Art. 7")
+    keys.verify(public, _head_message(head["seq"], head["hash"]), head["signature"], "ledger head")
+    _check_head(head, count, last_hash)
+    if copy is not None:
+        _check_copy(conn, public, copy, head["seq"], hash_at_copy)
+    return VerifyReport(count, head["seq"], head["hash"])
+
+
+def _walk_chain(conn: Connection, copy_seq: int | None) -> tuple[int, str, str | None]:
+    """Every entry in order: its number, its hash, its link to the one before. Returns
+    the count, the last hash and the hash at the head copy's position (if reached)."""
     expected_seq = 1
-    prev = GENESIS
-    last_hash = GENESIS
-    count = 0
+    prev = last_hash = GENESIS
     hash_at_copy = None
     for row in _rows(conn):
         seq = row["seq"]
@@ -289,28 +313,15 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
                 "deleted or replaced before it",
                 article="Art. 7",
             )
-        prev = row["hash"]
-        last_hash = row["hash"]
-        if copy is not None and seq == copy["seq"]:
+        prev = last_hash = row["hash"]
+        if seq == copy_seq:
             hash_at_copy = row["hash"]
         expected_seq += 1
-        count += 1
-    head = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).mappings().first()
-    if count == 0 and head is None:
-        raise IntegrityError(
-            "the ledger has no entries and no signed head: every platform's ledger begins "
-            "with its platform.init entry, so its entries were deleted"
-            + (
-                f"; the ledger was rolled back from entry {copy['seq']} (the head signed last, "
-                f"{HEAD_COPY}) to entry 0"
-                if copy is not None
-                else ""
-            ),
-            article="Art. 7",
-        )
-    if head is None:
-        raise IntegrityError("the signed ledger head is missing", article="Art. 7")
-    keys.verify(public, _head_message(head["seq"], head["hash"]), head["signature"], "ledger head")
+    return expected_seq - 1, last_hash, hash_at_copy
+
+
+def _check_head(head, count: int, last_hash: str) -> None:
+    """The signed head covers exactly the chain: no entry after it, none cut off."""
     if head["seq"] < count:
         raise IntegrityError(
             f"ledger entries {head['seq'] + 1} to {count} are not covered by the signed head: "
@@ -329,9 +340,6 @@ def verify(conn: Connection, public: Ed25519PublicKey) -> VerifyReport:
             "entries were deleted from the end",
             article="Art. 7",
         )
-    if copy is not None:
-        _check_copy(conn, public, copy, head["seq"], hash_at_copy)
-    return VerifyReport(count, head["seq"], head["hash"])
 
 
 def _check_copy(
