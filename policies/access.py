@@ -24,7 +24,7 @@ A grant without an agreement is an authority's direct grant (``sandbox grant add
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -216,53 +216,67 @@ def decide(
         if usable:
             chosen[name] = max(usable, key=lambda g: g.valid_until)
             continue
-        grant = max(mine, key=lambda g: g.valid_until)
-        if grant.agreement_id is not None:
-            problem = agreement_refusal(
-                agreements.get(grant.agreement_id), grant.agreement_id, name, job_kind, now, used
-            )
-            if problem is not None:
-                raise problem
-        if grant.status is GrantStatus.SUSPENDED:
-            raise PolicyRefusal(
-                "grant_suspended",
-                f"data use of '{name}' is suspended",
-                article="Art. 24",
-                subject=name,
-                hint="rectify as the authority asked; use resumes when it restores the grant",
-            )
-        if grant.status is GrantStatus.REVOKED:
-            raise PolicyRefusal(
-                "grant_revoked",
-                f"the grant for dataset '{name}' was ended",
-                article="Art. 24",
-                subject=name,
-            )
-        if job_kind not in grant.job_kinds:
-            raise PolicyRefusal(
-                "job_kind_not_granted",
-                f"jobs of kind '{job_kind}' are outside your grant for '{name}'",
-                article="Art. 13",
-                subject=name,
-                hint="allowed kinds: " + ", ".join(sorted(grant.job_kinds)),
-            )
-        if now < grant.valid_from:
-            raise PolicyRefusal(
-                "grant_not_started",
-                f"your grant for '{name}' starts at {grant.valid_from.isoformat()}",
-                article="Art. 13",
-                subject=name,
-            )
-        if now >= grant.valid_until:
-            raise PolicyRefusal(
-                "grant_expired",
-                f"your grant for '{name}' ended at {grant.valid_until.isoformat()}",
-                article="Art. 13",
-                subject=name,
-                hint="a new term needs a new or extended agreement",
-            )
-        # Status, kind, term and agreement allow it: only the columns can be left.
-        raise blocker(grant) or PolicyRefusal(
-            "not_granted", f"no usable grant for '{name}'", article="Art. 14", subject=name
-        )
+        raise _why_unusable(mine, name, job_kind, now, agreements, used, blocker)
     return chosen
+
+
+def _why_unusable(
+    mine: Sequence[Grant],
+    name: str,
+    job_kind: str,
+    now: datetime,
+    agreements: Mapping[int, AgreementTerms],
+    used: Collection[str] | None,
+    blocker: Callable[[Grant], PolicyRefusal | None],
+) -> PolicyRefusal:
+    """Why none of the operator's grants for ``name`` is usable, judged on the grant that
+    ends last: the agreement, then its status, job kind, term, and last the columns."""
+    grant = max(mine, key=lambda g: g.valid_until)
+    if grant.agreement_id is not None:
+        problem = agreement_refusal(
+            agreements.get(grant.agreement_id), grant.agreement_id, name, job_kind, now, used
+        )
+        if problem is not None:
+            return problem
+    if grant.status is GrantStatus.SUSPENDED:
+        return PolicyRefusal(
+            "grant_suspended",
+            f"data use of '{name}' is suspended",
+            article="Art. 24",
+            subject=name,
+            hint="rectify as the authority asked; use resumes when it restores the grant",
+        )
+    if grant.status is GrantStatus.REVOKED:
+        return PolicyRefusal(
+            "grant_revoked",
+            f"the grant for dataset '{name}' was ended",
+            article="Art. 24",
+            subject=name,
+        )
+    if job_kind not in grant.job_kinds:
+        return PolicyRefusal(
+            "job_kind_not_granted",
+            f"jobs of kind '{job_kind}' are outside your grant for '{name}'",
+            article="Art. 13",
+            subject=name,
+            hint="allowed kinds: " + ", ".join(sorted(grant.job_kinds)),
+        )
+    if now < grant.valid_from:
+        return PolicyRefusal(
+            "grant_not_started",
+            f"your grant for '{name}' starts at {grant.valid_from.isoformat()}",
+            article="Art. 13",
+            subject=name,
+        )
+    if now >= grant.valid_until:
+        return PolicyRefusal(
+            "grant_expired",
+            f"your grant for '{name}' ended at {grant.valid_until.isoformat()}",
+            article="Art. 13",
+            subject=name,
+            hint="a new term needs a new or extended agreement",
+        )
+    # Status, kind, term and agreement allow it: only the columns can be left.
+    return blocker(grant) or PolicyRefusal(
+        "not_granted", f"no usable grant for '{name}'", article="Art. 14", subject=name
+    )
