@@ -102,27 +102,79 @@ def run_psi(
         }
     )
     lap("open")
+    blob = _setup_blob(transport, session, (dataset, session["version"], column, group_by), cache)
+    lap("setup_fetch")
+    kind, parts = unpack_parts(blob)
+    loaded = [(label, psi_core.cpp_proto_server_setup.Load(data)) for label, data in parts]
+    lap("setup_load")
+    tally = _match(transport, session, listed, loaded, kind, mode_.reveals_items, progress)
+    timings.update(tally.timings)
+    clock = time.perf_counter()
+    transport.close(session, None if mode_.reveals_items else tally.count)
+    lap("close")
+    return PsiResult(
+        session=session["session"],
+        dataset=dataset,
+        version=session["version"],
+        column=column,
+        mode=mode_.value,
+        list_size=len(listed),
+        count=tally.count,
+        items=tally.matched if mode_.reveals_items else None,
+        groups=tally.groups,
+        timings=timings,
+        sizes={
+            "setup": len(blob),
+            "sent": tally.sent,
+            "received": tally.received,
+            "chunks": tally.chunks,
+        },
+    )
+
+
+def _setup_blob(
+    transport: Transport,
+    session: dict,
+    cache_key: tuple,
+    cache: MutableMapping[tuple, tuple[str, bytes]] | None,
+) -> bytes:
+    """The server's setup for this dataset version, from the cache when the platform
+    answers 'not modified' to its ETag."""
     cache = cache if cache is not None else {}
-    cache_key = (dataset, session["version"], column, group_by)
     known = cache.get(cache_key)
     etag, blob = transport.setup(session, known[0] if known else None)
     if blob is None:
         if known is None:
             raise InputError("the platform answered 'not modified' for a setup never fetched")
-        blob = known[1]
-    else:
-        cache[cache_key] = (etag, blob)
-    lap("setup_fetch")
-    kind, parts = unpack_parts(blob)
-    loaded = [(label, psi_core.cpp_proto_server_setup.Load(data)) for label, data in parts]
-    lap("setup_load")
+        return known[1]
+    cache[cache_key] = (etag, blob)
+    return blob
 
-    reveal = mode_.reveals_items
+
+@dataclass
+class _Tally:
+    count: int = 0
+    matched: list[str] = field(default_factory=list)
+    groups: dict[str, int] | None = None
+    sent: int = 0
+    received: int = 0
+    chunks: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _match(
+    transport: Transport,
+    session: dict,
+    listed: list[str],
+    loaded: list,
+    kind: BundleKind,
+    reveal: bool,
+    progress: ProgressFn | None,
+) -> _Tally:
+    """Send the list chunk by chunk and intersect each answer with the setup: a count,
+    the matched items (reveal modes) or a count per group."""
     client = psi_lib.client.CreateWithNewKey(reveal)
-    matched: list[str] = []
-    count = 0
-    groups = {label: 0 for label, _ in loaded} if kind is BundleKind.GROUPS else None
-    sent = received = 0
+    tally = _Tally(groups={label: 0 for label, _ in loaded} if kind is BundleKind.GROUPS else None)
     encrypt_s = exchange_s = intersect_s = 0.0
     at = 0
     plan = plan_chunks(len(listed), session["chunk_items"])
@@ -134,47 +186,33 @@ def run_psi(
         t = time.perf_counter()
         answer = transport.chunk(session, request)
         exchange_s += time.perf_counter() - t
-        sent += len(request)
-        received += len(answer)
+        tally.sent += len(request)
+        tally.received += len(answer)
         t = time.perf_counter()
         response = psi_core.cpp_proto_response.Load(answer)
         for label, setup in loaded:
-            if groups is not None:
-                groups[label] += client.data.GetIntersectionSize(setup, response)
+            if tally.groups is not None:
+                tally.groups[label] += client.data.GetIntersectionSize(setup, response)
             elif reveal:
-                matched.extend(chunk[i] for i in client.data.GetIntersection(setup, response))
+                tally.matched.extend(chunk[i] for i in client.data.GetIntersection(setup, response))
             else:
-                count += client.data.GetIntersectionSize(setup, response)
+                tally.count += client.data.GetIntersectionSize(setup, response)
         intersect_s += time.perf_counter() - t
         at += size
         if progress is not None:
             progress(at, len(listed))
-    timings.update(
-        client_encrypt=round(encrypt_s, 4),
-        exchange=round(exchange_s, 4),
-        client_intersect=round(intersect_s, 4),
-    )
-    clock = time.perf_counter()
-    if groups is not None:
-        count = sum(groups.values())
+    tally.chunks = len(plan)
+    tally.timings = {
+        "client_encrypt": round(encrypt_s, 4),
+        "exchange": round(exchange_s, 4),
+        "client_intersect": round(intersect_s, 4),
+    }
+    if tally.groups is not None:
+        tally.count = sum(tally.groups.values())
     elif reveal:
-        matched = sorted(set(matched))
-        count = len(matched)
-    transport.close(session, None if reveal else count)
-    lap("close")
-    return PsiResult(
-        session=session["session"],
-        dataset=dataset,
-        version=session["version"],
-        column=column,
-        mode=mode_.value,
-        list_size=len(listed),
-        count=count,
-        items=matched if reveal else None,
-        groups=groups,
-        timings=timings,
-        sizes={"setup": len(blob), "sent": sent, "received": received, "chunks": len(plan)},
-    )
+        tally.matched = sorted(set(tally.matched))
+        tally.count = len(tally.matched)
+    return tally
 
 
 class HttpTransport:
