@@ -29,6 +29,7 @@ import pytest
 from api_server import ApiServer, make_home
 from click.testing import CliRunner
 
+from policies.admission import QueryScope, TableScope, admit
 from policies.classes import Classification
 from sandbox.cli.app import main
 from sandbox.core import ledger
@@ -237,6 +238,38 @@ def test_a_cast_that_would_fail_on_one_value_does_not_fail_the_job(worlds):
     a, b = worlds["A"].submit(sql), worlds["B"].submit(sql)
     assert a.state is b.state is JobState.WITHHELD, (a, b)
     assert a.report == b.report == withheld_report()
+
+
+def test_a_division_by_zero_on_one_row_does_not_fail_the_job(worlds):
+    """WHERE 1 // (age - 37) = 0 fails, as written, exactly when someone of the filtered
+    group is 37 (A has the target, C not). Run as WHERE TRY(..), the row drops out and
+    both platforms release the same table."""
+    sql = (
+        "SELECT county, COUNT(*) AS n FROM persons WHERE 1 // (age - 37) = 0 "
+        "GROUP BY county ORDER BY county"
+    )
+    a, c = worlds["A"].submit(sql), worlds["C"].submit(sql)
+    assert a.state is c.state is JobState.RELEASED, (a, c)
+    tables = [
+        (w.home / "products" / o.product_id / "output.csv").read_text()
+        for w, o in ((worlds["A"], a), (worlds["C"], c))
+    ]
+    assert tables[0] == tables[1]
+
+
+def test_expressions_that_can_fail_are_admitted_as_try():
+    """What admission hands the engine: CAST as TRY_CAST, a failing argument or WHERE in TRY."""
+    scope = QueryScope(
+        tables={"persons": TableScope("persons", Classification.from_dict(CLASSIFICATION))},
+        aggregate_expressions=True,
+    )
+    admitted = admit(
+        "SELECT sex, CAST(SUM(income * 92233720368547) AS SMALLINT) AS s FROM persons "
+        "WHERE 1 // (age - 37) = 0 GROUP BY sex",
+        scope,
+    ).sql
+    assert "TRY_CAST(SUM(TRY(" in admitted and "WHERE TRY(" in admitted, admitted
+    assert "CAST(" not in admitted.replace("TRY_CAST(", "")
 
 
 # --------------------------------------------------------------------------- same view

@@ -82,6 +82,7 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     columns = _check_outputs(tree, checker, keys)
     _check_order(tree, checker, columns)
     _casts_never_fail(tree)
+    _errors_are_null(tree, policy)
     key_names = _key_names(tree, keys)
     group_keys = tuple(key_names[_key(k)] for k in keys)
     grouping_sets: list[tuple[str, ...]] = []
@@ -275,6 +276,35 @@ def _casts_never_fail(tree: exp.Select) -> None:
     for node in list(tree.find_all(exp.Cast)):
         if type(node) is exp.Cast:
             node.replace(exp.TryCast(this=node.this.copy(), to=node.args["to"].copy()))
+
+
+# Operators and functions of the allow-lists that DuckDB can make fail on a value
+# (division or modulo by zero, integer overflow).
+_MAY_FAIL = (exp.Div, exp.IntDiv, exp.Mod, exp.Mul, exp.Add, exp.Sub, exp.Neg, exp.Abs)
+
+
+def _errors_are_null(tree: exp.Select, policy) -> None:
+    """A row whose WHERE condition, or an aggregate's argument, cannot be computed gives
+    NULL (DuckDB's TRY), so the job does not fail on one subject's value.
+
+    ``WHERE 1 // (age - 37) = 0`` would otherwise fail exactly when someone of the
+    filtered group is 37, and ``SUM(income * 92233720368547)`` (with the expressions
+    grant) exactly when one income is above 100,000: a failed job would answer what the
+    output check holds back. With TRY the row drops out of the filter, or adds NULL.
+    Engines without TRY (Spark) return NULL for these unless run in ANSI mode.
+    """
+    where = _arg(tree, "where")
+    if where is not None and any(isinstance(n, _MAY_FAIL) for n in where.this.walk()):
+        where.set("this", exp.Try(this=where.this.copy()))
+    for projection in tree.expressions:
+        core = unwrap_aggregate(projection.this)
+        if not _is_aggregate(core, policy):
+            continue
+        argument = core.this
+        if isinstance(argument, exp.Distinct) or argument is None:
+            continue
+        if any(isinstance(n, _MAY_FAIL) for n in argument.walk()):
+            argument.replace(exp.Try(this=argument.copy()))
 
 
 def _check_order(tree: exp.Select, checker: _Checker, columns: list[OutputColumn]) -> None:

@@ -121,6 +121,11 @@ SELECT median(income) FROM pums ;; refused aggregate_not_granted
 SELECT sex, quantile_cont(income, 0.5) AS q, stddev(income) AS sd, var_pop(income) AS v, median(income) AS med FROM pums GROUP BY sex ;; admitted
 -- case: SUM over an expression without the grant
 SELECT SUM(income * 2) FROM pums ;; refused aggregate_expression
+-- case: SUM over an expression with the grant (run as SUM(TRY(..)): an overflow is NULL, not a failed job)
+-- scope: grant expressions
+SELECT sex, SUM(income * 2 + 1) AS s FROM pums GROUP BY sex ;; admitted
+-- case: arithmetic in WHERE (run as WHERE TRY(..): a division by zero drops the row, never fails the job)
+SELECT sex, COUNT(*) AS n FROM pums WHERE age // 5 * 5 >= 40 AND educ - 1 > 8 GROUP BY sex ;; admitted
 -- case: SUM over an expression with the grant
 -- scope: grant expressions
 SELECT sex, SUM(CASE WHEN married = 1 THEN income ELSE 0 END) AS married_income FROM pums GROUP BY sex ;; admitted
