@@ -13,7 +13,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,78 +52,136 @@ def evaluate_share(
     holds group ``g``'s total and nothing else. Returns False if nothing was
     saved (no value of this share's shifts).
     """
-    import tenseal as ts
-    import tenseal.sealapi as sa
+    kit = _Kit.of(context, scheme)
+    accumulators = _accumulate(kit, ciphertexts, labels, shifts, width)
+    if not accumulators:
+        return False
+    total = _fold(kit, accumulators, shifts, width)
+    total.save(str(out))
+    return True
 
-    ctx = ts.context_from(context)
-    if ctx.is_private():  # checked by the caller too; the worker never trusts its input
-        raise PolicyRefusal(
-            "he_secret_key_sent", "the context holds a secret key", article="Art. 19"
+
+@dataclass
+class _Kit:
+    """What one share's evaluation works with: the operator's public context and the
+    SEAL objects made from it once."""
+
+    ctx: Any
+    evaluator: Any
+    galois: Any
+    encoder: Any
+    ckks: bool
+    scale: float | None
+    first: Any
+
+    @classmethod
+    def of(cls, context: bytes, scheme: Scheme) -> _Kit:
+        import tenseal as ts
+        import tenseal.sealapi as sa
+
+        ctx = ts.context_from(context)
+        if ctx.is_private():  # checked by the caller too; the worker never trusts its input
+            raise PolicyRefusal(
+                "he_secret_key_sent", "the context holds a secret key", article="Art. 19"
+            )
+        seal = ctx.seal_context().data
+        ckks = scheme is Scheme.CKKS
+        return cls(
+            ctx=ctx,
+            evaluator=sa.Evaluator(seal),
+            galois=ctx.galois_keys().data,
+            encoder=sa.CKKSEncoder(seal) if ckks else sa.BatchEncoder(seal),
+            ckks=ckks,
+            scale=ctx.global_scale if ckks else None,
+            first=seal.first_parms_id(),
         )
-    seal = ctx.seal_context().data
-    evaluator = sa.Evaluator(seal)
-    galois = ctx.galois_keys().data
-    ckks = scheme is Scheme.CKKS
-    encoder = sa.CKKSEncoder(seal) if ckks else sa.BatchEncoder(seal)
-    scale = ctx.global_scale if ckks else None
-    first = seal.first_parms_id()
-    plain, tmp = sa.Plaintext(), sa.Ciphertext()
-    load = ts.ckks_vector_from if ckks else ts.bfv_vector_from
-    rotate = evaluator.rotate_vector if ckks else evaluator.rotate_rows
-    lo, hi = shifts
-    positions = np.arange(SLOTS)
-    accumulators: dict[int, object] = {}
-    for j, blob in enumerate(ciphertexts):
+
+    def rotate(self, ct, steps: int, out) -> None:
+        if self.ckks:
+            self.evaluator.rotate_vector(ct, steps, self.galois, out)
+        else:
+            self.evaluator.rotate_rows(ct, steps, self.galois, out)
+
+    def load(self, j: int, blob: bytes):
+        """Ciphertext ``j``, refused unless it is a fresh encryption under the context."""
+        import tenseal as ts
+
+        load = ts.ckks_vector_from if self.ckks else ts.bfv_vector_from
         try:
-            vector = load(ctx, bytes(blob))
-            (ct,) = vector.ciphertext()
+            (ct,) = load(self.ctx, bytes(blob)).ciphertext()
         except Exception as exc:
             raise InputError(
                 f"ciphertext {j} cannot be read under the uploaded context (malformed)"
             ) from exc
-        if ct.size() != 2 or list(ct.parms_id()) != list(first) or (ckks and ct.scale != scale):
+        stale = ct.size() != 2 or list(ct.parms_id()) != list(self.first)
+        if stale or (self.ckks and ct.scale != self.scale):
             raise InputError(f"ciphertext {j} is not a fresh encryption under the uploaded context")
+        return ct
+
+
+def _accumulate(
+    kit: _Kit, ciphertexts: Sequence[bytes], labels: np.ndarray, shifts: tuple[int, int], width: int
+) -> dict[int, Any]:
+    """``A_r`` for each rotation amount r of this share: the sum over ciphertexts of the
+    ciphertext times its 0/1 mask of the slots that must move left by r."""
+    import tenseal.sealapi as sa
+
+    plain, tmp = sa.Plaintext(), sa.Ciphertext()
+    lo, hi = shifts
+    positions = np.arange(SLOTS)
+    accumulators: dict[int, Any] = {}
+    for j, blob in enumerate(ciphertexts):
+        ct = kit.load(j, blob)
         share = labels[j * SLOTS : (j + 1) * SLOTS]
         shift = np.where(share >= 0, (positions[: len(share)] - share) % width, -1)
         for r in np.unique(shift[(shift >= lo) & (shift < hi)]).tolist():
             mask = shift == r
-            if ckks:
-                encoder.encode(mask.astype(np.float64).tolist(), ct.parms_id(), scale, plain)
+            if kit.ckks:
+                kit.encoder.encode(
+                    mask.astype(np.float64).tolist(), ct.parms_id(), kit.scale, plain
+                )
             else:
-                encoder.encode(mask.astype(np.int64).tolist(), plain)
+                kit.encoder.encode(mask.astype(np.int64).tolist(), plain)
             if r not in accumulators:
                 acc = sa.Ciphertext()
-                evaluator.multiply_plain(ct, plain, acc)
+                kit.evaluator.multiply_plain(ct, plain, acc)
                 accumulators[r] = acc
             else:
-                evaluator.multiply_plain(ct, plain, tmp)
-                evaluator.add_inplace(accumulators[r], tmp)
-    if not accumulators:
-        return False
+                kit.evaluator.multiply_plain(ct, plain, tmp)
+                kit.evaluator.add_inplace(accumulators[r], tmp)
+    return accumulators
+
+
+def _fold(kit: _Kit, accumulators: dict[int, Any], shifts: tuple[int, int], width: int):
+    """Rotate the ``A_r`` into place by Horner's rule, then sum the slots congruent
+    modulo ``width``: slot g holds group g's total."""
+    import tenseal.sealapi as sa
+
+    tmp = sa.Ciphertext()
+    lo, hi = shifts
     total = None
     for r in range(hi - 1, lo - 1, -1):  # Horner: total = sum of A_r rotated left by r - lo
         if total is not None:
-            rotate(total, 1, galois, tmp)
+            kit.rotate(total, 1, tmp)
             total, tmp = tmp, total
         acc = accumulators.get(r)
         if acc is None:
             continue
-        if ckks:
-            evaluator.rescale_to_next_inplace(acc)
+        if kit.ckks:
+            kit.evaluator.rescale_to_next_inplace(acc)
         if total is None:
             total = acc
         else:
-            evaluator.add_inplace(total, acc)
+            kit.evaluator.add_inplace(total, acc)
     if lo:
-        rotate(total, lo, galois, tmp)
+        kit.rotate(total, lo, tmp)
         total, tmp = tmp, total
     step = width
     while step < SLOTS:  # sum the slots congruent modulo width
-        rotate(total, step, galois, tmp)
-        evaluator.add_inplace(total, tmp)
+        kit.rotate(total, step, tmp)
+        kit.evaluator.add_inplace(total, tmp)
         step *= 2
-    total.save(str(out))
-    return True
+    return total
 
 
 def _worker_env() -> dict[str, str]:
