@@ -10,6 +10,7 @@ PINNED = {
     "DIALECT",
     "FUNCTIONS_FILE",
     "GRANTABLE_FAMILIES",
+    "MAX_NESTING",  # issue 19: the nesting limit, checked before a job is recorded
     "AdmittedQuery",
     "Clause",
     "FunctionPolicy",
@@ -17,6 +18,7 @@ PINNED = {
     "TableScope",
     "admit",
     "aggregate_argument",
+    "check_nesting",
     "function_name",
     "load_function_policy",
     "unwrap_aggregate",
