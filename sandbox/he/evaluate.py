@@ -223,48 +223,74 @@ def evaluate(
     np.save(work / "labels.npy", labels)
     width = lane_width(n_groups)
     count = max(1, min(processes, width))
-    bounds = [round(width * p / count) for p in range(count + 1)]
+    shares = [(round(width * p / count), round(width * (p + 1) / count)) for p in range(count)]
     if ray_address:  # issue 9
-        from sandbox.run.engines.ray_pool import ray_map
-
-        blobs = [bytes(b) for b in ciphertexts]
-        calls = [
-            (bytes(context), blobs, labels, (bounds[p], bounds[p + 1]), width, scheme.value)
-            for p in range(count)
-        ]
-        shares = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
-        statuses = []
-        for p, share in enumerate(shares):
-            if share is not None:
-                (work / f"share-{p}.bin").write_bytes(share)
-            statuses.append({"ok": True, "saved": share is not None})
+        statuses = _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address)
         timings["evaluate_s"] = time.perf_counter() - started
         return _add_shares(work, context, statuses, timings)
-    procs = []
-    for p in range(count):
-        task = {
-            "scheme": scheme.value,
-            "offsets": offsets,
-            "shifts": [bounds[p], bounds[p + 1]],
-            "width": width,
-            "out": f"share-{p}.bin",
-            "cpu_s": int(time_limit_s) + 1,
-            "memory_mb": memory_mb,
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-s", "-m", "sandbox.he.evaluate"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=work,
-            env=_worker_env(),
-            start_new_session=True,
-            text=True,
-        )
-        proc.stdin.write(json.dumps(task) + "\n")
-        proc.stdin.close()
-        procs.append(proc)
+    procs = [
+        _start_worker(work, scheme, offsets, share, width, p, time_limit_s, memory_mb)
+        for p, share in enumerate(shares)
+    ]
     timings["prepare_s"] = time.perf_counter() - started
+    statuses = _collect(procs, time_limit_s)
+    timings["evaluate_s"] = time.perf_counter() - started - timings["prepare_s"]
+    return _add_shares(work, context, statuses, timings)
+
+
+def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address) -> list[dict]:
+    """The shares as Ray tasks; each answer is written where a worker would write it."""
+    from sandbox.run.engines.ray_pool import ray_map
+
+    blobs = [bytes(b) for b in ciphertexts]
+    calls = [(bytes(context), blobs, labels, share, width, scheme.value) for share in shares]
+    answers = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
+    statuses = []
+    for p, answer in enumerate(answers):
+        if answer is not None:
+            (work / f"share-{p}.bin").write_bytes(answer)
+        statuses.append({"ok": True, "saved": answer is not None})
+    return statuses
+
+
+def _start_worker(
+    work: Path,
+    scheme: Scheme,
+    offsets: list,
+    share: tuple[int, int],
+    width: int,
+    p: int,
+    time_limit_s: float,
+    memory_mb: int,
+) -> subprocess.Popen:
+    """One limited worker process (``python -m sandbox.he.evaluate``) for one share."""
+    task = {
+        "scheme": scheme.value,
+        "offsets": offsets,
+        "shifts": list(share),
+        "width": width,
+        "out": f"share-{p}.bin",
+        "cpu_s": int(time_limit_s) + 1,
+        "memory_mb": memory_mb,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-s", "-m", "sandbox.he.evaluate"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=work,
+        env=_worker_env(),
+        start_new_session=True,
+        text=True,
+    )
+    proc.stdin.write(json.dumps(task) + "\n")
+    proc.stdin.close()
+    return proc
+
+
+def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
+    """Every worker's status within the time limit; a late, dead or failed worker fails
+    the request (a refused ciphertext is the operator's input error)."""
     deadline = time.monotonic() + time_limit_s
     statuses = []
     try:
@@ -293,8 +319,7 @@ def evaluate(
             raise JobFailed(
                 f"an HE worker failed ({status.get('error', 'unknown')})", code="engine_error"
             )
-    timings["evaluate_s"] = time.perf_counter() - started - timings["prepare_s"]
-    return _add_shares(work, context, statuses, timings)
+    return statuses
 
 
 def _add_shares(
