@@ -269,6 +269,12 @@ def test_expressions_that_can_fail_are_admitted_as_try():
         scope,
     ).sql
     assert "TRY_CAST(SUM(TRY(" in admitted and "WHERE TRY(" in admitted, admitted
+    keyed = admit(
+        "SELECT county // (sex = 'M')::INT AS k, COUNT(*) AS n FROM persons "
+        "GROUP BY county // (sex = 'M')::INT",
+        scope,
+    ).sql
+    assert keyed.count("TRY(") == 2, keyed  # the key in SELECT and in GROUP BY alike
     assert "CAST(" not in admitted.replace("TRY_CAST(", "")
 
 
@@ -283,6 +289,9 @@ SAME_VIEW = [
     f"SELECT county, CAST(SUM(income) AS SMALLINT) AS s FROM persons WHERE {TARGET} "
     "GROUP BY county",
     BINARY_SEARCH.format(target=TARGET, t=50000),
+    # a group key that fails on the target's row as written (1 // 0 for a woman)
+    f"SELECT 1 // (sex = 'M')::INT AS k, COUNT(*) AS n FROM persons WHERE {TARGET} "
+    "GROUP BY 1 // (sex = 'M')::INT",
     f"WITH t AS (SELECT SUM(income) AS s FROM persons WHERE {TARGET}) "
     "SELECT COUNT(*) AS n FROM persons, t WHERE t.s > 50000",
 ]

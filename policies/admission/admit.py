@@ -81,8 +81,6 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
         checker.group_keys[_key(key)] = key
     columns = _check_outputs(tree, checker, keys)
     _check_order(tree, checker, columns)
-    _casts_never_fail(tree)
-    _errors_are_null(tree, policy)
     key_names = _key_names(tree, keys)
     group_keys = tuple(key_names[_key(k)] for k in keys)
     grouping_sets: list[tuple[str, ...]] = []
@@ -97,6 +95,11 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
         grouping_sets=tuple(grouping_sets),
         entity_tables=(table_names[0],),
     )
+    # What can fail on a value runs so that it cannot (issue 17): after the keys are
+    # named by their text, group keys first (they are matched by the text as written).
+    _keys_never_fail(tree, checker, keys)
+    _casts_never_fail(tree)
+    _errors_are_null(tree, policy)
     return AdmittedQuery(
         sql=tree.sql(dialect=DIALECT), tree=tree, spec=spec, tables=tuple(table_names)
     )
@@ -305,6 +308,27 @@ def _errors_are_null(tree: exp.Select, policy) -> None:
             continue
         if any(isinstance(n, _MAY_FAIL) for n in argument.walk()):
             argument.replace(exp.Try(this=argument.copy()))
+
+
+def _keys_never_fail(tree: exp.Select, checker: _Checker, keys: list[exp.Expression]) -> None:
+    """A group key that can fail on a value (``GROUP BY 1 // (sex = 'F')::INT`` under a
+    filter on one person) is computed inside TRY, in GROUP BY and in its output column
+    alike. The generalisations of quasi-identifiers (``floor(age / 10) * 10``, ``x // 5 * 5``)
+    divide by a constant and cannot fail; they are left as written."""
+    failing = {
+        _key(k)
+        for k in keys
+        if checker.generalised_column(k) is None and any(isinstance(n, _MAY_FAIL) for n in k.walk())
+    }
+    if not failing:
+        return
+    group = _arg(tree, "group")
+    targets = [n for n in group.walk() if _key(n) in failing and not isinstance(n.parent, exp.Try)]
+    for projection in tree.expressions:
+        if _key(projection.this) in failing:
+            targets.append(projection.this)
+    for node in targets:
+        node.replace(exp.Try(this=node.copy()))
 
 
 def _check_order(tree: exp.Select, checker: _Checker, columns: list[OutputColumn]) -> None:

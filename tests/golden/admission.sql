@@ -124,6 +124,10 @@ SELECT SUM(income * 2) FROM pums ;; refused aggregate_expression
 -- case: SUM over an expression with the grant (run as SUM(TRY(..)): an overflow is NULL, not a failed job)
 -- scope: grant expressions
 SELECT sex, SUM(income * 2 + 1) AS s FROM pums GROUP BY sex ;; admitted
+-- case: a group key that could fail on a value (run as TRY(..) in GROUP BY and SELECT)
+SELECT educ - 1 AS e, COUNT(*) AS n FROM pums GROUP BY educ - 1 ;; admitted
+-- case: the same key in a ROLLUP
+SELECT educ * 2 AS e, sex, COUNT(*) AS n FROM pums GROUP BY ROLLUP (educ * 2, sex) ;; admitted
 -- case: arithmetic in WHERE (run as WHERE TRY(..): a division by zero drops the row, never fails the job)
 SELECT sex, COUNT(*) AS n FROM pums WHERE age // 5 * 5 >= 40 AND educ - 1 > 8 GROUP BY sex ;; admitted
 -- case: SUM over an expression with the grant
