@@ -43,8 +43,10 @@ Decisions worth knowing:
   aggregates, a window over an aggregate and the FILTER clause are refused
   before anything runs; otherwise a binary search on ``HAVING SUM(income) > t``
   under a filter that singles out one person reads the value from whether a
-  row came back. Every CAST is run as TRY_CAST, so a value that does not fit
-  the type gives NULL instead of a failed job (a failure is an answer too).
+  row came back. A failure is an answer too: every CAST is run as TRY_CAST, and
+  arithmetic in WHERE, in a group key (not a generalisation) or in an
+  aggregate's argument inside TRY, so a value that does not fit gives NULL
+  instead of a failed job.
 
 The passes, one module each: :mod:`.scope` (the scope, the allow-lists as data,
 shared helpers), :mod:`.shape` (parse; one SELECT, its tables and joins),
