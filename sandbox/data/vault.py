@@ -236,27 +236,10 @@ def register(
         )
         sha = _sha256(snapshot)
         identity = {"sha256": sha, "classification": classification.to_dict()}
-        with platform.store.read() as conn:
-            if existing is not None:
-                latest = _latest_row(conn, existing.id)
-                if (
-                    latest is not None
-                    and latest.sha256 == sha
-                    and json.loads(latest.classification_json) == identity["classification"]
-                ):
-                    with platform.store.transaction() as wconn:
-                        platform.record(
-                            wconn,
-                            provider.actor,
-                            "dataset.reregister_unchanged",
-                            f"dataset:{name}",
-                            {"version": latest.version, "sha256": sha},
-                            "Art. 14",
-                        )
-                    return RegisterResult(
-                        _version_from_row(platform, name, existing.provider_id, latest),
-                        changed=False,
-                    )
+        if existing is not None:
+            same = _unchanged(platform, provider, name, existing, sha, identity)
+            if same is not None:
+                return same
         relative = Path("vault") / sha[:2] / f"{sha}.parquet"
         target = platform.home / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -273,62 +256,10 @@ def register(
             with platform.store.transaction() as conn:
                 if intent is not None:
                     storage.settle_on_commit(conn, intent)
-                if existing is None:
-                    # Checked again under the write lock: another provider may
-                    # have taken the name since the first look.
-                    taken = conn.execute(select(datasets).where(datasets.c.name == name)).first()
-                    if taken is not None and taken.provider_id != provider.id:
-                        raise Conflict(
-                            f"dataset '{name}' belongs to another provider; choose another "
-                            "name (Art. 18)",
-                            article="Art. 18",
-                        )
-                    existing = taken
-                dataset_id = existing.id if existing is not None else None
-                if dataset_id is None:
-                    dataset_id = conn.execute(
-                        datasets.insert().values(
-                            name=name, provider_id=provider.id, created_at=now_utc()
-                        )
-                    ).inserted_primary_key[0]
-                version = (
-                    conn.execute(
-                        select(func.max(dataset_versions.c.version)).where(
-                            dataset_versions.c.dataset_id == dataset_id
-                        )
-                    ).scalar()
-                    or 0
-                ) + 1
-                created = now_utc()
-                conn.execute(
-                    dataset_versions.insert().values(
-                        dataset_id=dataset_id,
-                        version=version,
-                        sha256=sha,
-                        path=str(relative),
-                        rows=rows,
-                        bytes=size,
-                        schema_json=json.dumps(_schema_dict(schema)),
-                        classification_json=json.dumps(classification.to_dict()),
-                        profile_json=json.dumps(profile, default=str),
-                        source_uri=redacted_uri,
-                        created_at=created,
-                    )
-                )
-                platform.record(
-                    conn,
-                    provider.actor,
-                    "dataset.register",
-                    f"dataset:{name}",
-                    {
-                        "version": version,
-                        "sha256": sha,
-                        "rows": rows,
-                        "bytes": size,
-                        "source": redacted_uri,
-                    },
-                    "Art. 14",
-                )
+                version = _insert_version(
+                    platform, conn, provider, name, existing, classification,
+                    _Snapshot(sha, relative, rows, size, schema, profile, redacted_uri),
+                )  # fmt: skip
         except BaseException:
             if placed_now:
                 _remove_if_unreferenced(platform, relative)
@@ -343,6 +274,108 @@ def register(
         raise InputError(f"dataset '{name}' could not be ingested: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _unchanged(platform, provider, name, existing, sha, identity) -> RegisterResult | None:
+    """The same bytes and classification as the latest version: no new version, one
+    ledger entry saying so."""
+    with platform.store.read() as conn:
+        latest = _latest_row(conn, existing.id)
+    if (
+        latest is None
+        or latest.sha256 != sha
+        or json.loads(latest.classification_json) != identity["classification"]
+    ):
+        return None
+    with platform.store.transaction() as wconn:
+        platform.record(
+            wconn,
+            provider.actor,
+            "dataset.reregister_unchanged",
+            f"dataset:{name}",
+            {"version": latest.version, "sha256": sha},
+            "Art. 14",
+        )
+    return RegisterResult(
+        _version_from_row(platform, name, existing.provider_id, latest), changed=False
+    )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A snapshot placed in the vault, as its version row records it."""
+
+    sha: str
+    relative: Path
+    rows: int
+    size: int
+    schema: pa.Schema
+    profile: dict
+    source: str
+
+
+def _insert_version(
+    platform: Platform,
+    conn,
+    provider: Principal,
+    name: str,
+    existing,
+    classification: Classification,
+    snap: _Snapshot,
+) -> int:
+    """The dataset row (first registration) and its next version row, with the ledger
+    entry ``dataset.register``, in the caller's transaction; returns the version."""
+    if existing is None:
+        # Checked again under the write lock: another provider may have taken the
+        # name since the first look.
+        taken = conn.execute(select(datasets).where(datasets.c.name == name)).first()
+        if taken is not None and taken.provider_id != provider.id:
+            raise Conflict(
+                f"dataset '{name}' belongs to another provider; choose another name (Art. 18)",
+                article="Art. 18",
+            )
+        existing = taken
+    dataset_id = existing.id if existing is not None else None
+    if dataset_id is None:
+        dataset_id = conn.execute(
+            datasets.insert().values(name=name, provider_id=provider.id, created_at=now_utc())
+        ).inserted_primary_key[0]
+    latest = conn.execute(
+        select(func.max(dataset_versions.c.version)).where(
+            dataset_versions.c.dataset_id == dataset_id
+        )
+    ).scalar()
+    version = (latest or 0) + 1
+    conn.execute(
+        dataset_versions.insert().values(
+            dataset_id=dataset_id,
+            version=version,
+            sha256=snap.sha,
+            path=str(snap.relative),
+            rows=snap.rows,
+            bytes=snap.size,
+            schema_json=json.dumps(_schema_dict(snap.schema)),
+            classification_json=json.dumps(classification.to_dict()),
+            profile_json=json.dumps(snap.profile, default=str),
+            source_uri=snap.source,
+            created_at=now_utc(),
+        )
+    )
+    platform.record(
+        conn,
+        provider.actor,
+        "dataset.register",
+        f"dataset:{name}",
+        {
+            "version": version,
+            "sha256": snap.sha,
+            "rows": snap.rows,
+            "bytes": snap.size,
+            "source": snap.source,
+        },
+        "Art. 14",
+    )
+    return version
 
 
 def _remove_if_unreferenced(platform: Platform, relative: Path) -> None:
