@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +31,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import jobs
+from sandbox.run.views import released_report, withheld_report
 
 
 class JobState(StrEnum):
@@ -112,7 +113,7 @@ class JobOutcome:
 
 def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
     """A job as ``viewer`` may see it: the authority and auditors read the whole check
-    report; the job's operator reads :func:`sandbox.run.views.operator_outcome`."""
+    report; the job's operator reads :func:`operator_outcome`."""
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
     if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
         raise NotFound(f"no job {job_id} of yours")
@@ -128,9 +129,19 @@ def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
         product_id=row.product_id,
     )
     if viewer.role is Role.OPERATOR:  # issue 17: no cell counts, rules or reasons
-        from sandbox.run.views import operator_outcome
-
         return operator_outcome(outcome)
+    return outcome
+
+
+def operator_outcome(outcome: JobOutcome) -> JobOutcome:
+    """The operator's view of one of its jobs (:mod:`sandbox.run.views`): a withheld job
+    is only "withheld for review"; a released one lists its suppressed cells, not why."""
+    if outcome.state is JobState.WITHHELD:
+        return replace(outcome, reason=None, report=withheld_report())
+    if outcome.state is JobState.RELEASED and outcome.report is not None:
+        return replace(outcome, report=released_report(outcome.report))
+    if outcome.state in (JobState.REFUSED, JobState.FAILED):
+        return replace(outcome, report=None)
     return outcome
 
 

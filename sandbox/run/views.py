@@ -17,20 +17,16 @@ its own earlier answers:
   is shown as it is; a failure names its limit (limits are settings);
 * times shown are whole seconds, rounded up (:func:`coarse_time`).
 
-The full report stays in the store for the authority and the auditors
-(:func:`sandbox.run.jobstate.job_outcome`), in the ledger, and with the held
-output for the output checkers.
+:func:`sandbox.run.jobstate.job_outcome` applies these to the operator; the full
+report stays in the store for the authority and the auditors, in the ledger, and
+with the held output for the output checkers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sandbox.run.jobstate import JobOutcome
+from typing import Any
 
 ARTICLE = "Art. 15"
 
@@ -98,19 +94,6 @@ def released_manifest(manifest: dict[str, Any], shown: dict[str, Any]) -> dict[s
     if "verdict" in out:
         out["verdict"] = shown["verdict"]
     return out
-
-
-def operator_outcome(outcome: JobOutcome) -> JobOutcome:
-    """The operator's view of one of its jobs (see the module's docstring)."""
-    from sandbox.run.jobstate import JobState
-
-    if outcome.state is JobState.WITHHELD:
-        return replace(outcome, reason=None, report=withheld_report())
-    if outcome.state is JobState.RELEASED and outcome.report is not None:
-        return replace(outcome, report=released_report(outcome.report))
-    if outcome.state in (JobState.REFUSED, JobState.FAILED):
-        return replace(outcome, report=None)
-    return outcome
 
 
 def coarse_time(stamp: str | None = None) -> str:
