@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
 
 from policies.errors import IntegrityError
 from sandbox.core import keys, storage
@@ -115,31 +113,7 @@ def write_product(
     work = platform.work_dir()
     try:
         storage.fault_point("release.write")
-        pq.write_table(table, work / "output.parquet")
-        csv_table, escaped = csv_safe(table)
-        pacsv.write_csv(csv_table, work / "output.csv")
-        csv_note = {**CSV_ESCAPING, "escaped_cells": escaped}
-        (work / "report.json").write_bytes(
-            json.dumps(
-                {**report, "csv": csv_note}, indent=2, ensure_ascii=False, default=str
-            ).encode()
-        )
-        manifest = {
-            "product": product_id,
-            "created_at": now_utc(),
-            "platform": "jining-sandbox",
-            **manifest_fields,
-            "csv": csv_note,
-            "files": {
-                name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
-                for name in PRODUCT_FILES
-            },
-        }
-        body = json.dumps(
-            manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str
-        ).encode()
-        (work / MANIFEST).write_bytes(body)
-        (work / SIGNATURE).write_text(keys.sign(platform.key, body) + "\n")
+        manifest, body = _write_files(platform, work, product_id, table, report, manifest_fields)
         storage.fault_point("release.written")
         target = platform.home / "products" / product_id
         intent = storage.intend(platform.home, Path("products") / product_id)
@@ -178,6 +152,40 @@ def write_product(
     return target
 
 
+def _write_files(
+    platform: Platform,
+    work: Path,
+    product_id: str,
+    table: pa.Table,
+    report: Mapping[str, Any],
+    manifest_fields: Mapping[str, Any],
+) -> tuple[dict, bytes]:
+    """The product's files in ``work``: the table as Parquet and as escaped CSV, the
+    report, the manifest of every file's hash, and the manifest's signature."""
+    pq.write_table(table, work / "output.parquet")
+    csv_table, escaped = csv_safe(table)
+    pacsv.write_csv(csv_table, work / "output.csv")
+    csv_note = {**CSV_ESCAPING, "escaped_cells": escaped}
+    (work / "report.json").write_bytes(
+        json.dumps({**report, "csv": csv_note}, indent=2, ensure_ascii=False, default=str).encode()
+    )
+    manifest = {
+        "product": product_id,
+        "created_at": now_utc(),
+        "platform": "jining-sandbox",
+        **manifest_fields,
+        "csv": csv_note,
+        "files": {
+            name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
+            for name in PRODUCT_FILES
+        },
+    }
+    body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode()
+    (work / MANIFEST).write_bytes(body)
+    (work / SIGNATURE).write_text(keys.sign(platform.key, body) + "\n")
+    return manifest, body
+
+
 def verify_product(folder: Path, public: Ed25519PublicKey) -> dict:
     """Check the manifest's signature and every file's hash; return the manifest."""
     folder = Path(folder)
@@ -204,26 +212,3 @@ def verify_product(folder: Path, public: Ed25519PublicKey) -> dict:
     if extra:
         raise IntegrityError(f"product {folder.name}: file {extra[0]} is not in the manifest")
     return manifest
-
-
-def remove_unrecorded(platform: Platform, min_age_s: float = 120.0) -> list[str]:
-    """Remove product folders that no store row records (a crash before commit).
-
-    Only folders older than ``min_age_s`` go, so a release that another process
-    is committing right now is left alone.
-    """
-    root = platform.home / "products"
-    if not root.exists():
-        return []
-    with platform.store.read() as conn:
-        known = {r.id for r in conn.execute(select(products.c.id))}
-    removed = []
-    for child in root.iterdir():
-        if (
-            child.is_dir()
-            and child.name not in known
-            and time.time() - child.stat().st_mtime > min_age_s
-        ):
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child.name)
-    return removed
