@@ -72,43 +72,8 @@ def build(
     tmp = work / "index.sqlite"
     db = duckdb.connect()
     try:
-        db.create_function(NORMALISE_FN, normalise_key, ["VARCHAR"], "VARCHAR")
-        for table, version in versions.items():
-            db.execute(
-                f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(version.path)]
-            )
-        db.execute("SET enable_external_access = false")
-        db.execute("SET lock_configuration = true")
-        default = db.execute(plan.default).fetchone()[0]
-        out = sqlite3.connect(tmp)
-        out.execute("PRAGMA journal_mode=OFF")
-        out.execute("CREATE TABLE idx (h BLOB PRIMARY KEY, code INTEGER NOT NULL) WITHOUT ROWID")
-        out.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        cursor = db.execute(plan.patterns)
-        rows = 0
-        while True:
-            chunk = cursor.fetchmany(50_000)
-            if not chunk:
-                break
-            out.executemany(
-                "INSERT OR REPLACE INTO idx VALUES (?, ?)",
-                (
-                    (index_key(secret, definition.name, row[:-1]), codes[row[-1]])
-                    for row in chunk
-                    if row[-1] is not None
-                ),
-            )
-            rows += len(chunk)
-        out.executemany(
-            "INSERT INTO meta VALUES (?, ?)",
-            [
-                ("default", default),
-                ("versions", json.dumps({t: v.version for t, v in versions.items()})),
-                ("rows", str(rows)),
-            ],
-        )
-        out.commit()
-        out.close()
+        default = _load(db, plan, versions)
+        rows = _write_index(db, plan, tmp, secret, definition.name, codes, default, versions)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
     except duckdb.Error as exc:
@@ -129,6 +94,58 @@ def build(
         default_code=default,
         seconds=time.perf_counter() - started,
     )
+
+
+def _load(db: duckdb.DuckDBPyConnection, plan, versions: Mapping[str, DatasetVersion]) -> str:
+    """The datasets' snapshots as tables of a locked, offline DuckDB; returns the code
+    of a subject the data does not know."""
+    db.create_function(NORMALISE_FN, normalise_key, ["VARCHAR"], "VARCHAR")
+    for table, version in versions.items():
+        db.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(version.path)])
+    db.execute("SET enable_external_access = false")
+    db.execute("SET lock_configuration = true")
+    return db.execute(plan.default).fetchone()[0]
+
+
+def _write_index(
+    db: duckdb.DuckDBPyConnection,
+    plan,
+    tmp: Path,
+    secret: bytes,
+    product: str,
+    codes: Mapping[str, int],
+    default: str,
+    versions: Mapping[str, DatasetVersion],
+) -> int:
+    """The keyed hash of every subject pattern with its code, in a SQLite file; returns
+    the rows the rule produced."""
+    out = sqlite3.connect(tmp)
+    out.execute("PRAGMA journal_mode=OFF")
+    out.execute("CREATE TABLE idx (h BLOB PRIMARY KEY, code INTEGER NOT NULL) WITHOUT ROWID")
+    out.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+    cursor = db.execute(plan.patterns)
+    rows = 0
+    while chunk := cursor.fetchmany(50_000):
+        out.executemany(
+            "INSERT OR REPLACE INTO idx VALUES (?, ?)",
+            (
+                (index_key(secret, product, row[:-1]), codes[row[-1]])
+                for row in chunk
+                if row[-1] is not None
+            ),
+        )
+        rows += len(chunk)
+    out.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [
+            ("default", default),
+            ("versions", json.dumps({t: v.version for t, v in versions.items()})),
+            ("rows", str(rows)),
+        ],
+    )
+    out.commit()
+    out.close()
+    return rows
 
 
 class IndexReader:
