@@ -67,17 +67,54 @@ def join_groups(
 
     ``entities``: also list each released group's entity keys (for the differencing
     defence; a million keys cost about a second, so only when it is on)."""
+    joined = _join(plan, snapshot, keys, entities)
+    n = len(keys)
+    subjects = {tuple(row[1:-1]): int(row[-1]) for row in joined.groups}
+    gid_of = {tuple(row[1:-1]): int(row[0]) for row in joined.groups}
+    decisions = judge_groups(subjects, plan.min_subjects)
+    released = [(d.group, d.subjects) for d in decisions if d.verdict is GroupVerdict.RELEASE]
+    slot_of_gid = np.full(max(len(joined.groups), 1), -1, dtype=np.int64)
+    for slot, (group, _n) in enumerate(released):
+        slot_of_gid[gid_of[group]] = slot
+    labels = np.full(n, -1, dtype=np.int32)
+    pos = np.asarray(joined.pairs["pos"], dtype=np.int64)
+    gid = np.asarray(joined.pairs["gid"], dtype=np.int64)
+    labels[pos] = slot_of_gid[gid]
+    return Groups(
+        labels=labels,
+        released=released,
+        refused=sum(1 for d in decisions if d.verdict is GroupVerdict.REFUSE),
+        refused_entries=int(np.count_nonzero(slot_of_gid[gid] < 0)),
+        unmatched=n - len(pos) - joined.ambiguous,
+        ambiguous=joined.ambiguous,
+        entities=(
+            [list(joined.members[gid_of[group]]) for group, _n in released] if entities else []
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Joined:
+    groups: list  # (gid, *group values, subjects)
+    pairs: dict  # numpy columns pos, gid: which list entry joins which group
+    members: dict  # gid -> entity keys (only when asked)
+    ambiguous: int  # list entries whose key rows disagree on the group
+
+
+def _join(plan: HePlan, snapshot: Path, keys: Sequence[str], entities: bool) -> _Joined:
+    """The DuckDB part: distinct (key, entity, group) rows of the snapshot, keys whose
+    rows disagree on the group set aside as ambiguous, the others numbered by group."""
     import duckdb
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    n = len(keys)
     by = [f"b{i}" for i in range(len(plan.by))]
     by_select = ", ".join(f"{_q(c)} AS {b}" for c, b in zip(plan.by, by, strict=True))
     same = " AND ".join(f"m.{b} IS NOT DISTINCT FROM g.{b}" for b in by)
+    cols = ", ".join(by)
     con = duckdb.connect(config={"threads": 2})
     try:
-        con.register("q", pa.table({"pos": pa.array(range(n), pa.int64()), "k": keys}))
+        con.register("q", pa.table({"pos": pa.array(range(len(keys)), pa.int64()), "k": keys}))
         con.register("snap", pads.dataset(str(snapshot), format="parquet"))
         con.execute("SET enable_external_access = false")
         con.execute(
@@ -86,34 +123,28 @@ def join_groups(
                 FROM snap WHERE {_q(plan.key_column)} IS NOT NULL"""
         )
         con.execute(
-            f"""CREATE TEMP TABLE amb AS SELECT k FROM (SELECT DISTINCT k, {", ".join(by)} FROM d)
+            f"""CREATE TEMP TABLE amb AS SELECT k FROM (SELECT DISTINCT k, {cols} FROM d)
                 GROUP BY k HAVING count(*) > 1"""
         )
         con.execute(
             """CREATE TEMP TABLE m AS SELECT q.pos, d.* EXCLUDE (k) FROM q JOIN d ON q.k = d.k
                WHERE d.k NOT IN (SELECT k FROM amb)"""
         )
-        cols = ", ".join(by)
         con.execute(
             f"""CREATE TEMP TABLE grp AS SELECT row_number() OVER (ORDER BY {cols}) - 1 AS gid,
                 {cols}, count(DISTINCT e) AS subjects FROM m GROUP BY {cols}"""
         )
-        groups = con.execute(f"SELECT gid, {cols}, subjects FROM grp ORDER BY gid").fetchall()
-        table = con.execute(
-            f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
-        ).fetchnumpy()
-        members = (
-            dict(
-                con.execute(
-                    f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
-                ).fetchall()
-            )
-            if entities
-            else {}
+        members_sql = f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
+        return _Joined(
+            groups=con.execute(f"SELECT gid, {cols}, subjects FROM grp ORDER BY gid").fetchall(),
+            pairs=con.execute(
+                f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
+            ).fetchnumpy(),
+            members=dict(con.execute(members_sql).fetchall()) if entities else {},
+            ambiguous=int(
+                con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[0]
+            ),
         )
-        ambiguous = con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[
-            0
-        ]
     except duckdb.Error as exc:
         raise JobFailed(
             f"the join of your keys to '{plan.dataset}' failed ({type(exc).__name__})",
@@ -121,25 +152,3 @@ def join_groups(
         ) from exc
     finally:
         con.close()
-    subjects = {tuple(row[1:-1]): int(row[-1]) for row in groups}
-    gid_of = {tuple(row[1:-1]): int(row[0]) for row in groups}
-    decisions = judge_groups(subjects, plan.min_subjects)
-    released = [(d.group, d.subjects) for d in decisions if d.verdict is GroupVerdict.RELEASE]
-    slot_of_gid = np.full(max(len(groups), 1), -1, dtype=np.int64)
-    for slot, (group, _n) in enumerate(released):
-        slot_of_gid[gid_of[group]] = slot
-    labels = np.full(n, -1, dtype=np.int32)
-    pos = np.asarray(table["pos"], dtype=np.int64)
-    gid = np.asarray(table["gid"], dtype=np.int64)
-    labels[pos] = slot_of_gid[gid]
-    matched = int(len(pos))
-    refused_entries = int(np.count_nonzero(slot_of_gid[gid] < 0))
-    return Groups(
-        labels=labels,
-        released=released,
-        refused=sum(1 for d in decisions if d.verdict is GroupVerdict.REFUSE),
-        refused_entries=refused_entries,
-        unmatched=n - matched - int(ambiguous),
-        ambiguous=int(ambiguous),
-        entities=[list(members[gid_of[group]]) for group, _n in released] if entities else [],
-    )
