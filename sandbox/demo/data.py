@@ -163,14 +163,49 @@ def _concat(*parts: np.ndarray) -> np.ndarray:
 
 
 def _persons(rng: np.random.Generator, n: int) -> tuple[pa.Table, dict]:
+    # The draws happen in a fixed order (the data is the same for the same seed).
     weights = np.array([c[2] for c in COUNTIES], dtype=float)
     county = rng.choice(len(COUNTIES), size=n, p=weights / weights.sum())
     male = rng.random(n) < 0.507
     age_days = np.clip(rng.normal(42, 21, n), 0, 99) * 365.25 + rng.integers(0, 365, n)
     birth = np.datetime64(REFERENCE_DAY, "D") - age_days.astype(np.int64)
     age = (np.datetime64(REFERENCE_DAY, "D") - birth).astype(np.int64) / 365.25
+    seq = _sequence_numbers(rng, county, birth, male)
+    codes = np.array([int(c[0]) for c in COUNTIES], dtype=np.int64)
+    pid = _resident_ids(codes[county], birth, seq)
+    name = _names(rng, n)
+    household, hh_ids, hh_county_arr = _households(rng, county)
+    working = (age >= 18) & (age < 63)
+    income = _incomes(rng, age)
+    county_names = np.array([c[1] for c in COUNTIES])
+    table = pa.table(
+        {
+            "pid": pid,
+            "name": pa.array(name),
+            "sex": pa.array(np.where(male, "男", "女")),
+            "birth_date": pa.array(birth.astype("datetime64[D]"), type=pa.date32()),
+            "county": pa.array(county_names[county]),
+            "household_id": pa.array(hh_ids[household]),
+            "income": pa.array(income),
+        }
+    )
+    info = {
+        "county": county,
+        "age": age,
+        "income": income,
+        "employed": working & (income > 0) & (rng.random(n) < 0.8),
+        "household": household,
+        "household_ids": hh_ids,
+        "household_county": hh_county_arr,
+    }
+    return table, info
 
-    # Sequence numbers: unique within (area, birth date, sex); odd for men, even for women.
+
+def _sequence_numbers(
+    rng: np.random.Generator, county: np.ndarray, birth: np.ndarray, male: np.ndarray
+) -> np.ndarray:
+    """Sequence numbers: unique within (area, birth date, sex); odd for men, even for women."""
+    n = len(county)
     key = (county.astype(np.int64) * 200_000 + birth.astype(np.int64) + 100_000) * 2 + male
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
@@ -182,21 +217,27 @@ def _persons(rng: np.random.Generator, n: int) -> tuple[pa.Table, dict]:
     # the whole group counts up from its first member's random base, so no two collide
     first_base = np.empty(n, dtype=np.int64)
     first_base[order] = base[order][group_start]
-    seq = ((first_base + rank) % 500) * 2 + male
-    codes = np.array([int(c[0]) for c in COUNTIES], dtype=np.int64)
-    pid = _resident_ids(codes[county], birth, seq)
+    return ((first_base + rank) % 500) * 2 + male
 
+
+def _names(rng: np.random.Generator, n: int) -> np.ndarray:
     surnames = np.array(list(SURNAMES))
     s_weights = 1.0 / np.arange(1, len(surnames) + 1) ** 0.8
     given = np.array(list(GIVEN) + [""])
     g_weights = np.r_[np.ones(len(GIVEN)), len(GIVEN) * 0.35 / 0.65]
-    name = _concat(
+    return _concat(
         surnames[rng.choice(len(surnames), n, p=s_weights / s_weights.sum())],
         given[rng.integers(0, len(GIVEN), n)],
         given[rng.choice(len(given), n, p=g_weights / g_weights.sum())],
     )
 
-    # Households: consecutive persons of one county, sizes 1..6.
+
+def _households(
+    rng: np.random.Generator, county: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Households: consecutive persons of one county, sizes 1..6. Returns each person's
+    household number, the household ids and each household's county."""
+    n = len(county)
     by_county = np.argsort(county, kind="stable")
     sizes = rng.choice(np.arange(1, 7), size=n, p=[0.18, 0.28, 0.26, 0.16, 0.08, 0.04])
     hh_of_sorted = np.empty(n, dtype=np.int64)
@@ -222,37 +263,17 @@ def _persons(rng: np.random.Generator, n: int) -> tuple[pa.Table, dict]:
         np.array([c[0] for c in COUNTIES])[hh_county_arr],
         np.char.mod("H%07d", np.arange(used.size)),
     )
+    return household, hh_ids, hh_county_arr
 
-    working = (age >= 18) & (age < 63)
+
+def _incomes(rng: np.random.Generator, age: np.ndarray) -> np.ndarray:
+    n = len(age)
     income = np.round(np.exp(rng.normal(10.6, 0.75, n)))
     income *= np.where(age < 18, 0, np.where(age >= 63, 0.45, 1.0))
     income[rng.random(n) < 0.07] = 0
     top = rng.random(n) < 0.002
     income[top] *= rng.pareto(1.3, top.sum()) * 10 + 5
-    income = income.astype(np.int64)
-
-    county_names = np.array([c[1] for c in COUNTIES])
-    table = pa.table(
-        {
-            "pid": pid,
-            "name": pa.array(name),
-            "sex": pa.array(np.where(male, "男", "女")),
-            "birth_date": pa.array(birth.astype("datetime64[D]"), type=pa.date32()),
-            "county": pa.array(county_names[county]),
-            "household_id": pa.array(hh_ids[household]),
-            "income": pa.array(income),
-        }
-    )
-    info = {
-        "county": county,
-        "age": age,
-        "income": income,
-        "employed": working & (income > 0) & (rng.random(n) < 0.8),
-        "household": household,
-        "household_ids": hh_ids,
-        "household_county": hh_county_arr,
-    }
-    return table, info
+    return income.astype(np.int64)
 
 
 def _enterprises(rng: np.random.Generator, n: int) -> tuple[pa.Table, dict]:
