@@ -47,6 +47,7 @@ Known shortcut: rows whose entity key is NULL count as one entity together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -109,6 +110,44 @@ def with_evidence(
     ``entities`` adds ``__entities`` per row; ``clamp`` ({column: (lower, upper)})
     adds ``__clamped_{i}`` for SUM / AVG over those plain columns.
     """
+    parts = _base(query, scope)
+    # Per entity, per grouping set: output name -> SQL.
+    per: dict[str, str] = {}
+    for i, family, arg_col in parts.aggregates:
+        if arg_col is not None:
+            per[f"__c{i}"] = f"COUNT({arg_col})"
+            if family in MAGNITUDE:
+                per[f"__s{i}"] = f"SUM({arg_col})"
+    derived = _derive_visible(
+        query, parts.keys, parts.key_cols, parts.first, parts.table, parts.base_items, per
+    )
+    base = parts.base
+    base.set("expressions", parts.base_items)
+    base_sql = base.sql(dialect=DIALECT)
+    per_sql = _per_entity_sql(query.spec, parts.key_cols, per)
+    ev_items, extra = _evidence_items(query, parts, entities, clamp)
+    ev_group = ", ".join([*parts.key_cols, "__grouping"])
+    if derived is not None:
+        return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra)
+    ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
+    return _two_pass(query, parts, base_sql, per_sql, ev_sql, extra)
+
+
+@dataclass
+class _Base:
+    """The admitted query's rows before grouping: each group key, the entity key and
+    each aggregate's argument as columns of ``__base``."""
+
+    first: exp.Table
+    table: Any  # the TableScope of the first table
+    keys: list  # group key expressions
+    key_cols: list[str]  # their __g columns
+    aggregates: list  # (output index, family, argument column name or None)
+    base_items: list
+    base: exp.Select
+
+
+def _base(query: AdmittedQuery, scope: QueryScope) -> _Base:
     tree = query.tree
     spec = query.spec
     projections = {p.alias: p.this for p in tree.expressions}
@@ -119,10 +158,9 @@ def with_evidence(
             "unknown_table", f"table '{first.name}' is not in the scope of this job (Art. 15)"
         )
     entity = exp.column(table.classification.entity_key, table=first.alias_or_name, quoted=True)
-
     keys = [projections[name] for name in spec.group_keys]
     key_cols = [f"__g{k}" for k in range(len(keys))]
-    aggregates = []  # (output index, family, argument column name or None)
+    aggregates = []
     base_items = [exp.alias_(k.copy(), c) for k, c in zip(keys, key_cols, strict=True)]
     base_items.append(exp.alias_(entity, "__e"))
     for i, column in spec.aggregates():
@@ -132,21 +170,14 @@ def with_evidence(
             arg_col = f"__a{i}"
             base_items.append(exp.alias_(arg.copy(), arg_col))
         aggregates.append((i, column.function, arg_col))
-
     base = tree.copy()
     for clause in ("group", "having", "order", "distinct"):
         base.set(clause, None)
+    return _Base(first, table, keys, key_cols, aggregates, base_items, base)
 
-    # Per entity, per grouping set: output name -> SQL.
-    per: dict[str, str] = {}
-    for i, family, arg_col in aggregates:
-        if arg_col is not None:
-            per[f"__c{i}"] = f"COUNT({arg_col})"
-            if family in MAGNITUDE:
-                per[f"__s{i}"] = f"SUM({arg_col})"
-    derived = _derive_visible(query, keys, key_cols, first, table, base_items, per)
-    base.set("expressions", base_items)
-    base_sql = base.sql(dialect=DIALECT)
+
+def _per_entity_sql(spec, key_cols: list[str], per: dict[str, str]) -> str:
+    """One row per entity and grouping set: its row count and per-aggregate figures."""
     grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
     per_items = [*key_cols, "__e", f"{grouping} AS __grouping", "COUNT(*) AS __rows"]
     per_items += [f"{sql} AS {name}" for name, sql in per.items()]
@@ -154,18 +185,24 @@ def with_evidence(
     for grouping_set in spec.grouping_sets:
         cols = [key_cols[spec.group_keys.index(name)] for name in grouping_set] + ["__e"]
         sets.append(f"({', '.join(cols)})")
-    per_sql = (
-        f"SELECT {', '.join(per_items)} FROM __base GROUP BY GROUPING SETS ({', '.join(sets)})"
-    )
+    return f"SELECT {', '.join(per_items)} FROM __base GROUP BY GROUPING SETS ({', '.join(sets)})"
 
-    # Per row of the output.
-    ev_items = [*key_cols, "__grouping", f"COUNT(*) AS {evidence_name('n')}"]
+
+def _evidence_items(
+    query: AdmittedQuery,
+    parts: _Base,
+    entities: bool,
+    clamp: dict[str, tuple[float, float]] | None,
+) -> tuple[list[str], list[str]]:
+    """The evidence of each output row (from ``__per_entity``), and the extra columns
+    (entity lists, clamped sums) that follow the evidence."""
+    ev_items = [*parts.key_cols, "__grouping", f"COUNT(*) AS {evidence_name('n')}"]
     extra = []
     if entities:
         ev_items.append(f"list(CAST(__e AS VARCHAR)) AS {ENTITIES}")
         extra.append(ENTITIES)
     arguments = argument_columns(query) if clamp else {}
-    for i, family, arg_col in aggregates:
+    for i, family, arg_col in parts.aggregates:
         ev_items += _cell_evidence(i, family, arg_col)
         bounds = (clamp or {}).get(arguments.get(i) or "")
         if family in MAGNITUDE and arg_col is not None and bounds is not None:
@@ -175,26 +212,29 @@ def with_evidence(
                 f"AS {evidence_name('clamped', i)}"
             )
             extra.append(evidence_name("clamped", i))
-    ev_group = ", ".join([*key_cols, "__grouping"])
-    ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
-    if derived is not None:
-        return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra)
+    return ev_items, extra
 
+
+def _two_pass(
+    query: AdmittedQuery, parts: _Base, base_sql: str, per_sql: str, ev_sql: str, extra: list
+) -> str:
+    """The admitted query as the operator wrote it, joined to its evidence by group keys
+    and grouping: for the shapes the one-pass rewrite does not derive."""
+    tree, spec = query.tree, query.spec
     visible = tree.copy()
     visible.set("order", None)
     visible_grouping = (
-        exp.Anonymous(this="GROUPING", expressions=[k.copy() for k in keys])
-        if keys
+        exp.Anonymous(this="GROUPING", expressions=[k.copy() for k in parts.keys])
+        if parts.keys
         else exp.Literal.number(0)
     )
     visible.set("expressions", [*visible.expressions, exp.alias_(visible_grouping, "__grouping")])
-
     out_cols = [f"__v.{_q(c.name)}" for c in spec.columns]
     out_cols.append("__v.__grouping")
     # A visible row no base row contributes to (an empty input's total) has no
     # evidence row: its counts are 0, not unknown.
     counted = {evidence_name("n")}
-    for i, family, _arg_col in aggregates:
+    for i, family, _arg_col in parts.aggregates:
         counted |= {evidence_name("n", i), evidence_name("null", i)}
         if family in MAGNITUDE:
             counted.add(evidence_name("neg", i))
@@ -204,7 +244,7 @@ def with_evidence(
     out_cols += [f"__ev.{name}" for name in extra]
     on = [
         f"__v.{_q(name)} IS NOT DISTINCT FROM __ev.{col}"
-        for name, col in zip(spec.group_keys, key_cols, strict=True)
+        for name, col in zip(spec.group_keys, parts.key_cols, strict=True)
     ]
     on.append("__v.__grouping = __ev.__grouping")
     order = tree.args.get("order")
