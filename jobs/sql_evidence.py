@@ -300,75 +300,17 @@ def _derive_visible(
     tree, spec = query.tree, query.spec
     if not keys or any(not s for s in spec.grouping_sets) or tree.args.get("distinct"):
         return None
-    entity_key = table.classification.entity_key
-    key_sql = {k.sql(dialect=DIALECT): c for k, c in zip(keys, key_cols, strict=True)}
-    arguments: dict[str, str] = {}  # argument SQL -> its base column
-    for item in base_items:
-        if item.alias.startswith("__a"):
-            arguments.setdefault(item.this.sql(dialect=DIALECT), item.alias)
-
-    def column_of(arg: exp.Expression) -> str:
-        text = arg.sql(dialect=DIALECT)
-        if text not in arguments:
-            arguments[text] = f"__x{len(arguments)}"
-            base_items.append(exp.alias_(arg.copy(), arguments[text]))
-        return arguments[text]
-
-    def per_entity(function: str, column: str) -> str:
-        for name, sql in per.items():
-            if sql == f"{function}({column})":
-                return name
-        name = f"__p{len(per)}"
-        per[name] = f"{function}({column})"
-        return name
-
-    def replace(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Filter | exp.Window | exp.WithinGroup):
-            raise _NotDerivable  # an aggregate over its own subset or order of the rows
-        text = node.sql(dialect=DIALECT)
-        if text in key_sql and not isinstance(node, exp.AggFunc):
-            return exp.column(key_sql[text])
-        if not isinstance(node, exp.AggFunc):
-            return node
-        arg = aggregate_argument(node)
-        if isinstance(node, exp.Count) and arg is None:
-            return _sql("CAST(SUM(__rows) AS BIGINT)")
-        if arg is None or isinstance(arg, exp.Distinct):
-            raise _NotDerivable
-        if isinstance(node.this, exp.Distinct) or (
-            isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct)
-        ):
-            if (
-                isinstance(node, exp.Count)
-                and isinstance(arg, exp.Column)
-                and arg.name == entity_key
-                and arg.table == first.alias_or_name
-            ):
-                return _sql("COUNT(__e)")
-            raise _NotDerivable
-        column = column_of(arg)
-        if isinstance(node, exp.Count):
-            return _sql(f"CAST(SUM({per_entity('COUNT', column)}) AS BIGINT)")
-        if isinstance(node, exp.Sum):
-            return _sql(f"SUM({per_entity('SUM', column)})")
-        if isinstance(node, exp.Avg):
-            total, count = per_entity("SUM", column), per_entity("COUNT", column)
-            return _sql(f"CAST(SUM({total}) AS DOUBLE) / NULLIF(SUM({count}), 0)")
-        if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is None:
-            function = "MIN" if isinstance(node, exp.Min) else "MAX"
-            return _sql(f"{function}({per_entity(function, column)})")
-        raise _NotDerivable
-
+    rewriter = _Rewriter(query, keys, key_cols, first, table, base_items, per)
     saved_base, saved_per = list(base_items), dict(per)
     try:
         columns = []
         for projection in tree.expressions:
-            value = projection.this.copy().transform(replace)
+            value = projection.this.copy().transform(rewriter.replace)
             columns.append((projection.alias, value.sql(dialect=DIALECT)))
         having = tree.args.get("having")
         having_sql = None
         if having is not None:
-            having_sql = having.this.copy().transform(replace).sql(dialect=DIALECT)
+            having_sql = having.this.copy().transform(rewriter.replace).sql(dialect=DIALECT)
         for _name, sql in columns:
             _check_over_per_entity(sql, key_cols)
         if having_sql is not None:
@@ -379,6 +321,74 @@ def _derive_visible(
         per.update(saved_per)
         return None
     return _Derived(columns, having_sql)
+
+
+class _Rewriter:
+    """Replaces each aggregate of the admitted query by its equivalent over the
+    per-entity rows, adding the base and per-entity columns it needs."""
+
+    def __init__(self, query, keys, key_cols, first, table, base_items, per):
+        self.entity_key = table.classification.entity_key
+        self.first = first
+        self.key_sql = {k.sql(dialect=DIALECT): c for k, c in zip(keys, key_cols, strict=True)}
+        self.base_items = base_items
+        self.per = per
+        self.arguments: dict[str, str] = {}  # argument SQL -> its base column
+        for item in base_items:
+            if item.alias.startswith("__a"):
+                self.arguments.setdefault(item.this.sql(dialect=DIALECT), item.alias)
+
+    def column_of(self, arg: exp.Expression) -> str:
+        text = arg.sql(dialect=DIALECT)
+        if text not in self.arguments:
+            self.arguments[text] = f"__x{len(self.arguments)}"
+            self.base_items.append(exp.alias_(arg.copy(), self.arguments[text]))
+        return self.arguments[text]
+
+    def per_entity(self, function: str, column: str) -> str:
+        for name, sql in self.per.items():
+            if sql == f"{function}({column})":
+                return name
+        name = f"__p{len(self.per)}"
+        self.per[name] = f"{function}({column})"
+        return name
+
+    def replace(self, node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Filter | exp.Window | exp.WithinGroup):
+            raise _NotDerivable  # an aggregate over its own subset or order of the rows
+        text = node.sql(dialect=DIALECT)
+        if text in self.key_sql and not isinstance(node, exp.AggFunc):
+            return exp.column(self.key_sql[text])
+        if not isinstance(node, exp.AggFunc):
+            return node
+        arg = aggregate_argument(node)
+        if isinstance(node, exp.Count) and arg is None:
+            return _sql("CAST(SUM(__rows) AS BIGINT)")
+        if arg is None or isinstance(arg, exp.Distinct):
+            raise _NotDerivable
+        if isinstance(node.this, exp.Distinct):
+            if (
+                isinstance(node, exp.Count)
+                and isinstance(arg, exp.Column)
+                and arg.name == self.entity_key
+                and arg.table == self.first.alias_or_name
+            ):
+                return _sql("COUNT(__e)")
+            raise _NotDerivable
+        return self._over_entities(node, self.column_of(arg))
+
+    def _over_entities(self, node: exp.AggFunc, column: str) -> exp.Expression:
+        if isinstance(node, exp.Count):
+            return _sql(f"CAST(SUM({self.per_entity('COUNT', column)}) AS BIGINT)")
+        if isinstance(node, exp.Sum):
+            return _sql(f"SUM({self.per_entity('SUM', column)})")
+        if isinstance(node, exp.Avg):
+            total, count = self.per_entity("SUM", column), self.per_entity("COUNT", column)
+            return _sql(f"CAST(SUM({total}) AS DOUBLE) / NULLIF(SUM({count}), 0)")
+        if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is None:
+            function = "MIN" if isinstance(node, exp.Min) else "MAX"
+            return _sql(f"{function}({self.per_entity(function, column)})")
+        raise _NotDerivable
 
 
 class _NotDerivable(Exception):
