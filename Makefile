@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint format bench bench-full clean
+.PHONY: demo test test-fast check lint typecheck format bench bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -30,11 +30,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy with the settings in pyproject.toml ([tool.mypy]): strict on policies/ and jobs/.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-check: lint test
+check: lint typecheck test
 
 # make bench: every bench script in its quick mode (small sizes, minutes in all);
 # make bench-full: the full figures (10M rows, 1M items; more than half an hour).
