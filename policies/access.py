@@ -197,7 +197,10 @@ def decide(
             )
         used = columns.get(name)
 
-        def blocker(g: Grant, name=name, used=used) -> PolicyRefusal | None:
+        def blocker(
+            g: Grant, name: str = name, used: Collection[str] | None = used
+        ) -> PolicyRefusal | None:
+
             if g.agreement_id is None:
                 return _column_refusal(g, used)
             terms = agreements.get(g.agreement_id)

@@ -46,9 +46,10 @@ from cells that each differ by at least k. Those need the DP mode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -168,7 +169,8 @@ class HistoryIndex:
         if not band.size:
             return band
         distance = np.abs(self._sketch[band] - sketch(cell)).sum(axis=1)
-        return band[distance < k]
+        close: np.ndarray = band[distance < k]
+        return close
 
     def inside(self, cell: BitMap) -> np.ndarray:
         """Cells that may lie inside ``cell``."""
@@ -240,7 +242,7 @@ def check(cell: BitMap, history: HistoryIndex, k: int, pending: Sequence[BitMap]
     """The differencing verdict of one new cell against the history (and ``pending`` cells)."""
     if not cell or k <= 1:
         return PASSED
-    sources: list = [history, list(pending)]
+    sources: list[HistoryIndex | list[BitMap]] = [history, list(pending)]
     found = _alone(cell, sources, k)
     if found.verdict is DiffVerdict.SUPPRESS:
         return found
@@ -261,15 +263,15 @@ def check_cells(
     """Judge the cells of one output, largest first, each against the history and the
     cells of the same output already passed. ``None`` (a row not released) stays None."""
     order = sorted(
-        (i for i, c in enumerate(cells) if c is not None), key=lambda i: (-len(cells[i]), i)
+        ((i, c) for i, c in enumerate(cells) if c is not None), key=lambda ic: (-len(ic[1]), ic[0])
     )
     out: list[Finding | None] = [None] * len(cells)
     passed: list[BitMap] = []
-    for i in order:
-        found = check(cells[i], history, k, passed)
+    for i, cell in order:
+        found = check(cell, history, k, passed)
         out[i] = found
         if found.verdict is DiffVerdict.PASS:
-            passed.append(cells[i])
+            passed.append(cell)
     return out
 
 
@@ -356,7 +358,7 @@ def suppress_rows(
     return DifferencedResult(verdict, released, cells, counts, result.params, k=k)
 
 
-def _fields(result: CheckResult) -> dict:
+def _fields(result: CheckResult) -> dict[str, Any]:
     return {
         "verdict": result.verdict,
         "released": result.released,
@@ -366,7 +368,7 @@ def _fields(result: CheckResult) -> dict:
     }
 
 
-def _null_cells(table: pa.Table, spec: OutputSpec, cells) -> pa.Table:
+def _null_cells(table: pa.Table, spec: OutputSpec, cells: Collection[tuple[int, str]]) -> pa.Table:
     names = {c.name for c in spec.columns if c.role is OutputRole.AGGREGATE}
     for name in names:
         rows = {r for (r, n) in cells if n == name}

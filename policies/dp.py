@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from .disclosure import COUNTS, CellVerdict, CheckResult
@@ -55,7 +56,9 @@ def rng(seed: int | None = None) -> np.random.Generator:
     return np.random.default_rng(secrets.randbits(128) if seed is None else seed)
 
 
-def discrete_laplace(scale: float, generator: np.random.Generator, size=None):
+def discrete_laplace(
+    scale: float, generator: np.random.Generator, size: int | None = None
+) -> int | npt.NDArray[np.int64]:
     """Samples of the discrete Laplace distribution with ``P(x) ~ exp(-|x|/scale)``.
 
     Variance ``2 q / (1 - q)^2`` with ``q = exp(-1/scale)``.
@@ -95,7 +98,9 @@ def measurements(spec: OutputSpec) -> int:
     return max(1, per_row) * max(1, len(spec.grouping_sets))
 
 
-def refuse_unsupported(spec: OutputSpec, arguments: Mapping[int, str | None], bounds) -> None:
+def refuse_unsupported(
+    spec: OutputSpec, arguments: Mapping[int, str | None], bounds: Mapping[str, Bounds]
+) -> None:
     """Refuse, before the job runs, what the DP mode cannot release (Art. 15).
 
     ``arguments`` maps each SUM/AVG output position to its argument's column name
@@ -126,7 +131,7 @@ def refuse_unsupported(spec: OutputSpec, arguments: Mapping[int, str | None], bo
                 )
 
 
-def _cast(value: float, kind: pa.DataType):
+def _cast(value: float, kind: pa.DataType) -> int | Decimal | float:
     if pa.types.is_integer(kind):
         return int(round(value))
     if pa.types.is_decimal(kind):
@@ -167,6 +172,8 @@ def add_noise(
             if fn in COUNTS:
                 values[r] = _cast(max(count, 0), kind)
                 continue
+            # refuse_unsupported let through only COUNTS, SUM and AVG, so sums is read here
+            assert sums is not None
             b = bounds[i]
             total = round(sums[r] or 0) + int(discrete_laplace(b.sensitivity / eps_each, generator))
             if fn == "sum":

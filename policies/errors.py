@@ -37,6 +37,8 @@ schema. The code of each class is what the HTTP API and the client share
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SandboxError(Exception):
     """Base of every error the platform shows to a user."""
@@ -56,7 +58,7 @@ class SandboxError(Exception):
             return f"{self.message} ({self.article})"
         return self.message
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "article": self.article}
 
 
@@ -116,7 +118,7 @@ class PolicyRefusal(SandboxError):
         self.subject = subject
         self.hint = hint
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.update(rule=self.rule, subject=self.subject)
         return out

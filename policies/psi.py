@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .errors import InputError, PolicyRefusal
 
@@ -89,7 +90,7 @@ class PsiTerms:
         if problems:
             raise InputError("PSI terms: " + "; ".join(problems), article="Art. 13")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "column": self.column,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -50,10 +51,10 @@ class Relation:
         return (self.parent, *self.children)
 
 
-def _key_columns(spec: OutputSpec, table: pa.Table) -> dict[str, list]:
+def _key_columns(spec: OutputSpec, table: pa.Table) -> dict[str, list[Any]]:
     """Values of every group key, read from the visible column that carries it."""
     by_key = {c.group_key: c.name for c in spec.columns if c.role is OutputRole.GROUP}
-    values: dict[str, list] = {}
+    values: dict[str, list[Any]] = {}
     for key in spec.group_keys:
         name = by_key.get(key, key)
         if name not in table.column_names:
@@ -91,7 +92,7 @@ def relations(table: pa.Table, spec: OutputSpec) -> list[Relation]:
             )
     rows_of = {s: [r for r, m in enumerate(masks) if m == mask_of[s]] for s in sets}
 
-    def label(row: int, keyset: Iterable[str]) -> tuple:
+    def label(row: int, keyset: Iterable[str]) -> tuple[Any, ...]:
         return tuple(keys[k][row] for k in spec.group_keys if k in keyset)
 
     found: list[Relation] = []
@@ -100,7 +101,7 @@ def relations(table: pa.Table, spec: OutputSpec) -> list[Relation]:
             extra = child_set - parent_set
             if len(extra) != 1 or not parent_set < child_set:
                 continue
-            children_by_label: dict[tuple, list[int]] = {}
+            children_by_label: dict[tuple[Any, ...], list[int]] = {}
             for row in rows_of[child_set]:
                 children_by_label.setdefault(label(row, parent_set), []).append(row)
             for row in rows_of[parent_set]:

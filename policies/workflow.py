@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from .errors import Conflict, InputError, PermissionDenied, PolicyRefusal
 
@@ -259,7 +260,7 @@ class PassRule:
         if self.min_reviewers < 1:
             raise InputError("a review needs at least one reviewer (Art. 12)", article="Art. 12")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "min_score": self.min_score,
             "min_reviewers": self.min_reviewers,
@@ -267,7 +268,7 @@ class PassRule:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> PassRule:
+    def from_dict(cls, data: Mapping[str, Any]) -> PassRule:
         return cls(
             int(data.get("min_score", 60)),
             int(data.get("min_reviewers", 2)),
@@ -323,6 +324,8 @@ def airlock_verdict(votes: Sequence[Vote], needed: int = 2) -> AirlockState:
     return AirlockState.APPROVED
 
 
-def refuse(rule: str, message: str, article: str, subject: str | None = None, hint=None):
+def refuse(
+    rule: str, message: str, article: str, subject: str | None = None, hint: str | None = None
+) -> PolicyRefusal:
     """A PolicyRefusal for workflow rules (the same shape the job gate uses)."""
     return PolicyRefusal(rule, message, article=article, subject=subject, hint=hint)
