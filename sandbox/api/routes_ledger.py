@@ -1,5 +1,8 @@
 """The ledger over HTTP: filtered reads for auditors and the authority, and verification.
 
+A county authority reads only the entries of its county
+(:func:`sandbox.workflow.jurisdiction.read_ledger`).
+
 ``GET /v1/ledger/verify`` walks the whole hash chain and the signed head, like
 ``sandbox ledger verify``; a broken chain is a 409 ``integrity`` error naming
 the first bad entry. It reveals only counts and the head hash, so any
@@ -13,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import LedgerEntry, LedgerVerification
 from sandbox.core import ledger as ledger_mod
-from sandbox.core.principals import Role, require_role
+from sandbox.workflow.jurisdiction import read_ledger
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
 
@@ -31,11 +34,11 @@ def ledger_read(
     until: str | None = Query(default=None, max_length=40, description="ISO time"),
     limit: int = Query(default=1000, ge=1, le=MAX_ENTRIES),
 ):
-    """Ledger entries, oldest first (auditor or authority)."""
-    require_role(me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
+    """Ledger entries, oldest first (auditor or authority; a county authority's own county)."""
     with request.app.state.platform.store.read() as conn:
-        return ledger_mod.query(
+        return read_ledger(
             conn,
+            me,
             actor=actor,
             subject=subject,
             action=action,

@@ -178,12 +178,11 @@ class LocalBackend(Backend):
         }
 
     def ledger(self, **filters):
-        from sandbox.core import ledger
-        from sandbox.core.principals import Role, require_role
+        from sandbox.workflow.jurisdiction import read_ledger
 
-        require_role(self.me, Role.AUDITOR, Role.AUTHORITY, action="read the ledger")
+        me = self.me
         with self.platform.store.read() as conn:
-            return ledger.query(conn, **filters)
+            return read_ledger(conn, me, **filters)
 
     # --- notices, applications, reviews ---------------------------------------------------
 

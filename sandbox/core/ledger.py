@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -416,7 +416,10 @@ def query(
     since: str | None = None,
     until: str | None = None,
     limit: int | None = None,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> list[dict]:
+    """Entries matching the filters, oldest first. ``keep`` (a viewer's scope, e.g. a
+    county authority's) drops entries before ``limit`` counts them."""
     stmt = select(ledger).order_by(ledger.c.seq)
     if actor:
         stmt = stmt.where(ledger.c.actor == actor)
@@ -431,16 +434,22 @@ def query(
         stmt = stmt.where(ledger.c.ts < bound if len(until.strip()) == 10 else ledger.c.ts <= bound)
     if limit is not None and limit < 1:
         raise InputError(f"limit {limit} must be 1 or more")
-    if limit:
+    if limit and keep is None:
         stmt = stmt.limit(limit)
     rows = []
-    for row in conn.execute(stmt).mappings():
+    result = conn.execute(stmt)
+    for row in result.mappings():
+        if keep is not None and not keep(row):
+            continue
         item = dict(row)
         try:
             item["details"] = json.loads(item["details"])
         except (TypeError, ValueError):
             item["details"] = {"__unparsable__": item["details"]}  # verify() names the entry
         rows.append(item)
+        if limit and len(rows) >= limit:
+            break
+    result.close()
     return rows
 
 

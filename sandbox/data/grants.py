@@ -27,6 +27,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import datasets, grants, principals
 from sandbox.data.vault import get_version
+from sandbox.workflow.jurisdiction import grant_place, require_city, require_covers, scope_of
 from sandbox.workflow.terms import terms_of
 
 
@@ -67,8 +68,9 @@ def grants_of(conn: Connection, operator_id: int) -> list[Grant]:
 def list_grants(conn: Connection, viewer: Principal) -> list[dict]:
     """The grants a principal may see, each with the job kinds it covers.
 
-    An operator sees its own grants, a provider the grants on its datasets, the
-    authority and auditors every grant (Art. 14); other roles are refused.
+    An operator sees its own grants, a provider the grants on its datasets, the city
+    authority and auditors every grant (Art. 14), a county authority the grants made
+    under its county's agreements (Art. 5); other roles are refused.
     """
     require_role(
         viewer,
@@ -89,6 +91,8 @@ def list_grants(conn: Connection, viewer: Principal) -> list[dict]:
         stmt = stmt.where(grants.c.operator_id == viewer.id)
     elif viewer.role is Role.PROVIDER:
         stmt = stmt.where(datasets.c.provider_id == viewer.id)
+    elif (scope := scope_of(conn, viewer)) is not None:
+        stmt = stmt.where(grants.c.id.in_(scope.grants))
     now = datetime.now(UTC)
     rows = []
     for row in conn.execute(stmt):
@@ -178,8 +182,12 @@ def add_grant(
     job_kinds: Sequence[str] = ("sql_aggregate",),
     disclosure: dict | None = None,
 ) -> int:
-    """An authority grants an operator use of a dataset for a term (interim, Art. 14)."""
-    require_role(authority, Role.AUTHORITY, action="grant data use", article="Art. 14")
+    """An authority grants an operator use of a dataset for a term (interim, Art. 14).
+
+    A direct grant is an act of the city authority: datasets are the city's, and a
+    county authority grants only through its county's agreements (Art. 5).
+    """
+    require_city(authority, "grant data use directly", "Art. 14")
     for family in extra_aggregates:
         if family not in GRANTABLE_FAMILIES:
             raise InputError(
@@ -249,11 +257,14 @@ def add_grant(
 def set_grant_status(
     platform: Platform, authority: Principal, grant_id: int, status: GrantStatus, reason: str
 ) -> None:
+    """Suspend, end or restore a grant: an authority covering the grant's agreement;
+    the city authority for a direct grant (Art. 5, 24)."""
     require_role(authority, Role.AUTHORITY, action="suspend or end grants", article="Art. 24")
     with platform.store.transaction() as conn:
         row = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
         if row is None:
             raise InputError(f"no grant {grant_id}")
+        require_covers(authority, grant_place(conn, grant_id), "suspend or end grants", "Art. 24")
         conn.execute(grants.update().where(grants.c.id == grant_id).values(status=status.value))
         platform.record(
             conn,

@@ -1,8 +1,9 @@
 """Who may see and download which released product.
 
 A product belongs to the operator whose job made it; the operator may read and
-download it while its grants (and their agreements) are in force; the authority
-and the auditors may read every product (Art. 5, 7). Every read, on the host and
+download it while its grants (and their agreements) are in force; the city
+authority and the auditors may read every product, a county authority the products
+of its county's jobs (Art. 5, 7; :mod:`sandbox.workflow.jurisdiction`). Every read, on the host and
 over the API, passes :func:`readable_product`. Every download is a ledger entry.
 Consumers reach products through the catalogue and agreements of the workflow
 issue; until then they are refused here, by name.
@@ -25,6 +26,7 @@ from sandbox.core.store import jobs, products
 from sandbox.data.grants import may_run
 from sandbox.data.release import verify_product
 from sandbox.run.jobstate import JobState
+from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
 READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR)
 
@@ -80,13 +82,17 @@ def readable_product(conn: Connection, viewer: Principal, product_id: str) -> di
         raise NotFound(f"no released product '{product_id}' that you may read")
     if viewer.role is Role.OPERATOR:
         _still_allowed(conn, viewer, row["kind"], row["inputs_json"])
+    elif viewer.role is Role.AUTHORITY:
+        require_covers(viewer, job_place(conn, row["job_id"]), "read products", "Art. 5")
     return {k: v for k, v in row.items() if k in products.c}
 
 
 def list_products(conn: Connection, viewer: Principal) -> list[dict]:
     """The products ``viewer`` may read now: an operator's own while the grant (and the
-    agreement) they were made under is in force (:func:`readable_product`'s rule)."""
+    agreement) they were made under is in force (:func:`readable_product`'s rule); a
+    county authority's, those of its county."""
     _require_reader(viewer)
+    scope = scope_of(conn, viewer)
     rows = conn.execute(
         select(products, jobs.c.kind, jobs.c.inputs_json)
         .join(jobs, jobs.c.id == products.c.job_id)
@@ -96,6 +102,8 @@ def list_products(conn: Connection, viewer: Principal) -> list[dict]:
     out = []
     for r in rows:
         if not _visible(viewer, r["operator_id"]):
+            continue
+        if scope is not None and r["id"] not in scope.products:
             continue
         if viewer.role is Role.OPERATOR:
             key = (r["kind"], r["inputs_json"])

@@ -182,8 +182,8 @@ def spend(platform: Platform, conn: Connection, actor: Actor, mode: DpMode, job_
 
 
 def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
-    """The agreement's budgets: for its operator, an authority or an auditor."""
-    from sandbox.workflow.base import get
+    """The agreement's budgets: for its operator, an authority covering it or an auditor."""
+    from sandbox.workflow.base import get, require_authority
     from sandbox.workflow.tables import agreements
 
     row = get(conn, agreements, agreement_id, "agreement")
@@ -191,6 +191,8 @@ def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
         raise NotFound(f"no agreement {agreement_id}")
     if viewer.role not in (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR):
         raise NotFound(f"no agreement {agreement_id}")
+    if viewer.role is Role.AUTHORITY:
+        require_authority(viewer, row.jurisdiction, "read privacy budgets", "Art. 5")
     out = []
     for b in conn.execute(select(dp_budgets).where(dp_budgets.c.agreement_id == agreement_id)):
         current = budget(conn, agreement_id, b.dataset)

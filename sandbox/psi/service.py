@@ -84,6 +84,7 @@ from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.psi.tables import psi_sessions, psi_terms
 from sandbox.psi.worker import encrypt_shard, merge_raw
 from sandbox.workflow.base import require_authority
+from sandbox.workflow.jurisdiction import grant_place, require_covers
 from sandbox.workflow.tables import agreements
 
 KEY_BYTES = 32
@@ -398,6 +399,8 @@ def set_terms(
             row = conn.execute(select(grants_table).where(grants_table.c.id == grant_id)).first()
             if row is None or row.dataset_id != version.dataset_id:
                 raise NotFound(f"no grant {grant_id} for dataset '{dataset}'")
+            # a direct grant's terms are the city's; a grant under an agreement, its place's
+            require_covers(authority, grant_place(conn, grant_id), "set PSI terms", "Art. 13")
             where, subject = psi_terms.c.grant_id == grant_id, f"grant:{grant_id}"
         terms_id = _store_terms(conn, authority, terms, where)
         platform.record(

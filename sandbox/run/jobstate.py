@@ -32,6 +32,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import jobs
 from sandbox.run.views import released_report, withheld_report
+from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
 
 class JobState(StrEnum):
@@ -113,7 +114,8 @@ class JobOutcome:
 
 def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
     """A job as ``viewer`` may see it: the authority and auditors read the whole check
-    report; the job's operator reads :func:`operator_outcome`."""
+    report (a county authority only of a job of its county, Art. 5); the job's operator
+    reads :func:`operator_outcome`."""
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
     if row is None or (viewer.role is Role.OPERATOR and row.operator_id != viewer.id):
         raise NotFound(f"no job {job_id} of yours")
@@ -121,6 +123,8 @@ def job_outcome(conn: Connection, viewer: Principal, job_id: int) -> JobOutcome:
         raise PermissionDenied(
             f"a {viewer.role.value} may not read jobs (Art. 7)", article="Art. 7"
         )
+    if viewer.role is Role.AUTHORITY:
+        require_covers(viewer, job_place(conn, job_id), "read jobs", "Art. 5")
     outcome = JobOutcome(
         job_id=row.id,
         state=JobState(row.status),
@@ -146,6 +150,8 @@ def operator_outcome(outcome: JobOutcome) -> JobOutcome:
 
 
 def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
+    """An operator's own jobs; every job for the city authority and auditors; a county
+    authority's, those that ran under its county's grants (Art. 5)."""
     stmt = select(
         jobs.c.id,
         jobs.c.kind,
@@ -160,6 +166,8 @@ def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
         raise PermissionDenied(
             f"a {viewer.role.value} may not list jobs (Art. 7)", article="Art. 7"
         )
+    elif (scope := scope_of(conn, viewer)) is not None:
+        stmt = stmt.where(jobs.c.id.in_(scope.jobs))
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 

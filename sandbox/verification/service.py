@@ -79,6 +79,7 @@ from sandbox.verification.tables import (
     verify_standing,
 )
 from sandbox.workflow.base import require_authority
+from sandbox.workflow.jurisdiction import require_city, scope_of
 from sandbox.workflow.tables import agreements
 
 MAX_BATCH = 1000
@@ -313,11 +314,16 @@ def reject(platform: Platform, authority: Principal, name: str, reason: str) -> 
 
 
 def list_products(platform: Platform, viewer: Principal) -> list[dict]:
-    """Consumers see published products; operators their own; authority and auditors all."""
+    """Consumers see published products; operators their own; the city authority and
+    auditors all; a county authority those made under its county's agreements (Art. 5)."""
     with platform.store.read() as conn:
         rows = conn.execute(select(verify_products).order_by(verify_products.c.name)).all()
+        scope = scope_of(conn, viewer)
+        mine = scope.verifications if scope is not None else None
     out = []
     for row in rows:
+        if mine is not None and row.name not in mine:
+            continue
         if viewer.role is Role.CONSUMER and row.status != ProductState.PUBLISHED.value:
             continue
         if viewer.role is Role.OPERATOR and row.operator_id != viewer.id:
@@ -340,8 +346,9 @@ def list_products(platform: Platform, viewer: Principal) -> list[dict]:
 
 
 def unblock(platform: Platform, authority: Principal, consumer: str, reason: str) -> None:
-    """Lift the enumeration defence's block (or throttle) of a consumer."""
-    require_role(authority, Role.AUTHORITY, action="lift verification blocks", article="Art. 19")
+    """Lift the enumeration defence's block (or throttle) of a consumer: a consumer's
+    standing spans every product of the platform, so this is the city authority's act."""
+    require_city(authority, "lift verification blocks", "Art. 19")
     with platform.store.transaction() as conn:
         who_ = by_name(conn, consumer, Role.CONSUMER)
         conn.execute(verify_standing.delete().where(verify_standing.c.consumer_id == who_.id))
@@ -937,8 +944,13 @@ def who(
     with platform.store.read() as conn:
         stmt = select(verify_products)
         if product is not None:
-            _row(conn, product)
+            row = _row(conn, product)
+            if viewer.role is Role.AUTHORITY:
+                _authority_for(conn, viewer, row, "look up verifications")
             stmt = stmt.where(verify_products.c.name == product)
+        scope = scope_of(conn, viewer)
+        if scope is not None:  # a county authority: the products of its county only
+            stmt = stmt.where(verify_products.c.name.in_(scope.verifications))
         hashes: set[str] = set()
         for row in conn.execute(stmt).all():
             definition = Definition.from_dict(json.loads(row.definition_json))
@@ -948,12 +960,15 @@ def who(
                 values = tuple(caller_value(n, keys[n]) for n in names)
                 hashes.add(subject_hash(secret, values))
         if not hashes:
-            raise InputError("the keys name no product's subject key; give e.g. pid or credit_code")
-        rows = conn.execute(
-            select(verify_calls)
-            .where(verify_calls.c.subject_hash.in_(sorted(hashes)))
-            .order_by(verify_calls.c.id)
-        ).all()
+            raise InputError(
+                "the keys name no product's subject key"
+                + (" among the products of your county" if scope is not None else "")
+                + "; give e.g. pid or credit_code"
+            )
+        calls = select(verify_calls).where(verify_calls.c.subject_hash.in_(sorted(hashes)))
+        if scope is not None:
+            calls = calls.where(verify_calls.c.product.in_(scope.verifications))
+        rows = conn.execute(calls.order_by(verify_calls.c.id)).all()
         entries: dict[int, dict] = {}
         out = []
         for r in rows:
@@ -1008,6 +1023,8 @@ def stats(platform: Platform, viewer: Principal, product: str) -> dict:
         require_role(
             viewer, Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR, action="read verification stats"
         )
+        if viewer.role is Role.AUTHORITY:
+            _authority_for(conn, viewer, row, "read verification stats")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         where = verify_calls.c.product == product
         codes = dict(

@@ -40,6 +40,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name
 from sandbox.core.store import grants, jobs
 from sandbox.workflow.base import create, get, move, names, need_text, require_authority
+from sandbox.workflow.jurisdiction import job_place, require_covers
 from sandbox.workflow.tables import agreements, checker_appointments, output_reviews, output_votes
 
 CHECKERS_NEEDED = 2
@@ -98,9 +99,7 @@ def appoint_checkers(
             jurisdiction, operator_id = row.jurisdiction, row.operator_id
         else:
             job = get(conn, jobs, job_id, "job")
-            ids = job_agreements(conn, job_id)
-            rows = [get(conn, agreements, i, "agreement") for i in sorted(ids)]
-            jurisdiction = rows[0].jurisdiction if rows else "city"
+            jurisdiction = job_place(conn, job_id)
             operator_id = job.operator_id
         require_authority(authority, jurisdiction, "appoint output checkers", "Art. 15")
         author = by_id(conn, operator_id)
@@ -177,9 +176,14 @@ def open_in(platform: Platform, conn: Connection, actor: Actor, job_id: int) -> 
 
 
 def _may_see(conn: Connection, viewer: Principal, job: Row) -> None:
+    """The job's operator, its appointed checkers, auditors, and an authority whose
+    jurisdiction covers the job (Art. 5)."""
     if viewer.role is Role.OPERATOR and viewer.id == job.operator_id:
         return
-    if viewer.role in (Role.AUTHORITY, Role.AUDITOR) or viewer.id in _checkers(conn, job.id):
+    if viewer.role is Role.AUDITOR or viewer.id in _checkers(conn, job.id):
+        return
+    if viewer.role is Role.AUTHORITY:
+        require_covers(viewer, job_place(conn, job.id), "read output reviews", "Art. 15")
         return
     raise NotFound(f"no held output of job {job.id} that you may see")
 

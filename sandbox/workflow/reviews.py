@@ -164,9 +164,14 @@ def score(
 
 
 def reviews_of(platform: Platform, viewer: Principal, application_id: int) -> list[dict]:
-    """The scores of an application, for its authority and auditors (after the fact)."""
+    """The scores of an application, for its authority and auditors (after the fact): an
+    authority whose jurisdiction covers the application's notice (Art. 5)."""
     require_role(viewer, Role.AUTHORITY, Role.AUDITOR, action="read reviews", article="Art. 12")
     with platform.store.read() as conn:
+        if viewer.role is Role.AUTHORITY:
+            app = get(conn, applications, application_id, "application")
+            notice = get(conn, notices, app.notice_id, "notice")
+            require_authority(viewer, notice.jurisdiction, "read reviews", "Art. 12")
         rows = conn.execute(
             select(review_appointments)
             .where(review_appointments.c.application_id == application_id)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from policies.access import GrantStatus
 from policies.errors import Conflict, InputError, NotFound
-from policies.workflow import EvaluationState, covers
+from policies.workflow import EvaluationState
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
@@ -40,6 +40,7 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
+from sandbox.workflow.jurisdiction import operator_in_scope
 from sandbox.workflow.tables import agreements, evaluations, incidents, inspections, notifications
 from sandbox.workflow.usage import figures
 
@@ -314,14 +315,8 @@ def inspect(
         raise InputError("rectification tasks need a --deadline (Art. 22)", article="Art. 22")
     with platform.store.transaction() as conn:
         op = by_name(conn, operator, Role.OPERATOR)
-        if authority.jurisdiction != "city":
-            places = conn.execute(
-                select(agreements.c.jurisdiction).where(agreements.c.operator_id == op.id)
-            ).scalars()
-            if not any(covers(authority.jurisdiction, p) for p in places):
-                require_authority(
-                    authority, "city", "inspect operators outside its county", "Art. 22"
-                )
+        if not operator_in_scope(conn, authority, op.id):
+            require_authority(authority, "city", "inspect operators outside its county", "Art. 22")
         todo = [t.strip() for t in tasks if t and t.strip()]
         inspection = conn.execute(
             inspections.insert().values(

@@ -28,12 +28,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.errors import InputError, NotFound
-from policies.workflow import covers
 from sandbox.core import ledger as ledger_mod
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import products
-from sandbox.workflow.tables import agreements, feedback
+from sandbox.workflow.jurisdiction import operator_in_scope
+from sandbox.workflow.tables import feedback
 
 if TYPE_CHECKING:  # matplotlib is imported where a chart is drawn: it takes ~0.4 s to load
     from matplotlib.figure import Figure
@@ -150,12 +150,8 @@ def usage_report(platform: Platform, viewer: Principal, operator: str, period: s
             action="read usage reports",
             article="Art. 16",
         )
-        if viewer.role is Role.AUTHORITY and viewer.jurisdiction != "city":
-            mine = conn.execute(
-                select(agreements.c.jurisdiction).where(agreements.c.operator_id == op.id)
-            ).scalars()
-            if not any(covers(viewer.jurisdiction, j) for j in mine):
-                raise NotFound(f"no usage of '{operator}' in your county")
+        if viewer.role is Role.AUTHORITY and not operator_in_scope(conn, viewer, op.id):
+            raise NotFound(f"no usage of '{operator}' in your county")
         data = figures(conn, operator, start, end)
     data["period"] = period
     data["chart"] = {m: _hex(COLOURS[m]) for m in METRICS}
