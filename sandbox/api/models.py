@@ -25,6 +25,10 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+# The states of a job still on its way (the client polls until a job leaves them).
+ACTIVE_STATES = frozenset({"submitted", "queued", "running", "checking"})
+
+
 class Health(BaseModel):
     status: str
 
@@ -120,6 +124,11 @@ class Job(BaseModel):
     reason: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     product: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """The job reached a final state (released, withheld, refused or failed)."""
+        return self.state not in ACTIVE_STATES
 
 
 class JobSummary(BaseModel):

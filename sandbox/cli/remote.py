@@ -6,11 +6,15 @@ uploaded, a product's zip and a usage report's files are written on this machine
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from sandbox.cli.backend import Backend, psi_dict
 from sandbox.client import Client
+
+
+def _plain(model) -> dict:
+    """An API model as the JSON the command prints."""
+    return model.model_dump()
 
 
 def job_dict(job) -> dict:
@@ -35,10 +39,10 @@ class RemoteBackend(Backend):
             reg = self.client.register_upload(name, source, classification_path)
         else:
             reg = self.client.register_uri(name, source, classification.to_dict())
-        return dataclasses.asdict(reg)
+        return _plain(reg)
 
     def list_datasets(self):
-        return [dataclasses.asdict(d) for d in self.client.list_datasets()]
+        return [_plain(d) for d in self.client.list_datasets()]
 
     def show_dataset(self, name, version):
         # the route shows the profile only to the roles the host shows it to
@@ -90,10 +94,10 @@ class RemoteBackend(Backend):
         return job_dict(self.client.job(job_id))
 
     def list_jobs(self):
-        return [dataclasses.asdict(j) for j in self.client.list_jobs()]
+        return [_plain(j) for j in self.client.list_jobs()]
 
     def list_products(self):
-        return [dataclasses.asdict(p) for p in self.client.list_products()]
+        return [_plain(p) for p in self.client.list_products()]
 
     def get_product(self, product_id, out):
         """Download the product's zip and unpack it into ``out/<id>``."""
@@ -117,10 +121,10 @@ class RemoteBackend(Backend):
         return target
 
     def verify_ledger(self):
-        return dataclasses.asdict(self.client.verify_ledger())
+        return _plain(self.client.verify_ledger())
 
     def ledger(self, **filters):
-        return [dataclasses.asdict(e) for e in self.client.ledger(**filters)]
+        return [_plain(e) for e in self.client.ledger(**filters)]
 
     # --- notices, applications, reviews ---------------------------------------------------
 

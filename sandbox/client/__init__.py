@@ -1,6 +1,7 @@
 """The Python client of the HTTP API: ``Client(base_url, token)``.
 
-One method per route, typed results (dataclasses), and errors raised as the
+One method per route, typed results (the API's own pydantic models of
+:mod:`sandbox.api.models`, so server and client share one schema), and errors raised as the
 platform's own exception tree: the envelope's ``code`` picks the class
 (:data:`sandbox.core.codes.CODES`), so ``except NotFound`` works the same over
 HTTP as in-process. Each raised error also carries ``status`` and
@@ -26,102 +27,29 @@ from typing import Any
 import httpx
 
 from policies.errors import SandboxError
+from sandbox.api.models import (
+    DatasetDetail,
+    DatasetSummary,
+    Job,
+    JobSummary,
+    LedgerEntry,
+    LedgerVerification,
+    Me,
+    Product,
+    Registration,
+)
 from sandbox.core.codes import InternalError, error_from
 
-ACTIVE = {"submitted", "queued", "running", "checking"}
 LONG_POLL_S = 25.0
 
 
 def _build(cls, data: dict):
+    """A result from a response's JSON: the API's own models (:mod:`sandbox.api.models`)
+    validate it; the client's few shapes of its own take the fields they name."""
+    if hasattr(cls, "model_validate"):
+        return cls.model_validate(data)
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(frozen=True)
-class Me:
-    id: int
-    name: str
-    role: str
-    org: str
-    jurisdiction: str | None
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    name: str
-    provider_id: int
-    version: int
-    rows: int
-    bytes: int
-    sha256: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class DatasetDetail:
-    dataset: str
-    version: int
-    rows: int
-    sha256: str
-    created_at: str
-    classification: dict | None
-    profile: dict | None
-
-
-@dataclass(frozen=True)
-class Registration:
-    dataset: str
-    version: int
-    changed: bool
-    rows: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Job:
-    job: int
-    state: str
-    reason: dict | None = None
-    report: dict | None = None
-    product: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state not in ACTIVE
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    id: int
-    kind: str
-    status: str
-    product_id: str | None
-    created_at: str
-    operator_id: int
-
-
-@dataclass(frozen=True)
-class Product:
-    id: str
-    job_id: int
-    operator_id: int
-    verdict: str
-    manifest_sha256: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    seq: int
-    ts: str
-    actor: str
-    role: str
-    action: str
-    subject: str
-    details: Any
-    article: str
-    prev_hash: str
-    hash: str
 
 
 @dataclass(frozen=True)
@@ -133,13 +61,6 @@ class VerifyAnswer:
     versions: dict
     results: list
     code: str | None = None
-
-
-@dataclass(frozen=True)
-class LedgerVerification:
-    entries: int
-    head_seq: int
-    head_hash: str
 
 
 @dataclass(frozen=True)
