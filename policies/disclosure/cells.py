@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from policies import suppression
 from policies.disclosure.params import (
@@ -50,7 +50,7 @@ def _quiet(why: str) -> RuleOutcome:
     return RuleOutcome(CellVerdict.PASS, why, False)
 
 
-def _exact(value) -> Fraction | None:
+def _exact(value: Any) -> Fraction | None:
     """An exact number for boundary comparisons; None when absent or not finite."""
     if value is None:
         return None
@@ -195,7 +195,10 @@ class Judgement(NamedTuple):
 
 
 def judge(cell: CellEvidence, params: DisclosureParams) -> Judgement:
-    verdict, fired, reasons, skipped = CellVerdict.PASS, [], [], set()
+    verdict = CellVerdict.PASS
+    fired: list[str] = []
+    reasons: list[str] = []
+    skipped: set[str] = set()
     for name, rule in RULES.items():
         if name in skipped:
             continue

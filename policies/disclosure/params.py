@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
+from typing import Any
 
 from policies.classes import did_you_mean
 from policies.errors import ConfigError, PolicyRefusal
@@ -96,19 +97,19 @@ class DisclosureParams:
                 "'round_10_5', which suppresses counts below 10"
             )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mitigation"] = self.mitigation.value
         out["zero_cells"] = self.zero_cells.value
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> DisclosureParams:
+    def from_dict(cls, data: Mapping[str, Any]) -> DisclosureParams:
         """Parse a mapping (from YAML, the store or an agreement); missing keys keep defaults."""
         if not isinstance(data, Mapping):
             raise ConfigError("disclosure parameters must be a mapping of name to value")
         known = [f.name for f in fields(cls)]
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
                 raise ConfigError(
@@ -121,7 +122,7 @@ class DisclosureParams:
             values[key] = value
         return cls(**values)
 
-    def tightened(self, overrides: Mapping) -> DisclosureParams:
+    def tightened(self, overrides: Mapping[str, Any]) -> DisclosureParams:
         """These parameters made stricter by an agreement's ``overrides``.
 
         Each parameter named in ``overrides`` (validated on its own, as by
@@ -159,7 +160,7 @@ class DisclosureParams:
             )
 
 
-def _enum(kind: type[Enum], key: str, value) -> Enum:
+def _enum(kind: type[Enum], key: str, value: object) -> Enum:
     if isinstance(value, kind):
         return value
     text = str(value).strip().lower()
@@ -172,12 +173,12 @@ def _enum(kind: type[Enum], key: str, value) -> Enum:
         ) from None
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     return value.value if isinstance(value, Enum) else str(value)
 
 
 # name -> key whose larger value is stricter.
-_ORDER: dict[str, Callable] = {
+_ORDER: dict[str, Callable[[Any], Any]] = {
     "min_entities": lambda v: v,
     "dominance_n": lambda v: v,
     "dominance_k": lambda v: -v,
@@ -188,5 +189,5 @@ _ORDER: dict[str, Callable] = {
 }
 
 
-def _stricter(name: str, a, b):
+def _stricter(name: str, a: Any, b: Any) -> Any:
     return b if _ORDER[name](b) > _ORDER[name](a) else a

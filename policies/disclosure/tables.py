@@ -5,6 +5,7 @@ the margins, 10-5 rounding, and the report the checkers read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 import pyarrow as pa
 
@@ -95,9 +96,14 @@ _RULE_WORDS = {
 }
 
 
-def _column(table: pa.Table, name: str, *, required: bool = True) -> list | None:
+@overload
+def _column(table: pa.Table, name: str) -> list[Any]: ...
+@overload
+def _column(table: pa.Table, name: str, *, required: bool) -> list[Any] | None: ...
+def _column(table: pa.Table, name: str, *, required: bool = True) -> list[Any] | None:
     if name in table.column_names:
-        return table.column(name).to_pylist()
+        values: list[Any] = table.column(name).to_pylist()
+        return values
     if not required:
         return None
     raise PolicyRefusal(
@@ -119,7 +125,7 @@ def _evidence(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]
         n = _column(table, evidence_name("n", i))
         nulls = _column(table, evidence_name("null", i), required=False) or [None] * rows
         magnitude = fn in MAGNITUDE
-        extra = {
+        extra: dict[str, list[Any]] = {
             kind: (_column(table, evidence_name(kind, i)) if magnitude else [None] * rows)
             for kind in ("total", "top1", "top2", "neg")
         }
@@ -142,7 +148,7 @@ def _evidence(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]
     return out
 
 
-def _round(value, base: int):
+def _round(value: object, base: int) -> object:
     if not isinstance(value, int) or base <= 1:
         return value
     return (value + base // 2) // base * base
@@ -204,7 +210,10 @@ _COMPLEMENTARY_REASON = (
 
 
 def _released(
-    table: pa.Table, spec: OutputSpec, judged: dict, params: DisclosureParams
+    table: pa.Table,
+    spec: OutputSpec,
+    judged: dict[tuple[int, int], Judgement],
+    params: DisclosureParams,
 ) -> tuple[pa.Table, int]:
     """The visible columns, suppressed cells set to NULL, counts rounded if asked."""
     position = {c.name: i for i, c in enumerate(spec.columns) if c.role is OutputRole.AGGREGATE}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import NoReturn
 
 from policies.errors import PolicyRefusal
 
@@ -48,5 +49,8 @@ class Standing(StrEnum):
     BLOCKED = "blocked"
 
 
-def refuse(rule: str, message: str, subject: str | None = None, hint: str | None = None):
+def refuse(
+    rule: str, message: str, subject: str | None = None, hint: str | None = None
+) -> NoReturn:
+
     raise PolicyRefusal(rule, f"{message} ({ARTICLE})", article=ARTICLE, subject=subject, hint=hint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from policies.errors import PolicyRefusal
 from policies.verification.common import Standing
@@ -21,7 +22,7 @@ class Consent:
     given_at: str
 
     @classmethod
-    def from_dict(cls, data: Mapping | None) -> Consent:
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Consent:
         if not isinstance(data, Mapping):
             raise PolicyRefusal(
                 "consent_required",
@@ -30,7 +31,7 @@ class Consent:
                 article="Art. 19",
                 subject="consent",
             )
-        values = {}
+        values: dict[str, str] = {}
         for name in ("reference", "who", "purpose", "given_at"):
             value = data.get(name)
             if not isinstance(value, str) or not value.strip() or len(value) > 500:
@@ -43,7 +44,7 @@ class Consent:
             values[name] = value.strip()
         return cls(**values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "who": self.who,

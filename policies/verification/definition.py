@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from policies.classes import did_you_mean
 from policies.errors import InputError
@@ -29,7 +30,7 @@ class Definition:
     description: str = ""
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Definition:
+    def from_dict(cls, data: Mapping[str, Any]) -> Definition:
         known = {
             "name",
             "dataset",
@@ -89,7 +90,8 @@ class Definition:
             description=str(data.get("description") or ""),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+
         return {
             "name": self.name,
             "dataset": self.dataset,

@@ -23,7 +23,7 @@ class IndexPlan:
     check_columns: tuple[str, ...]
 
 
-def _norm(sql: str) -> exp.Expression:
+def _norm(sql: str) -> exp.Func:
     return exp.func(NORMALISE_FN, exp.cast(exp.maybe_parse(sql, dialect=DIALECT), "VARCHAR"))
 
 
@@ -32,7 +32,9 @@ def index_plan(rule: AdmittedRule, no_match: str) -> IndexPlan:
     tree = rule.tree
     output = tree.expressions[0]
     case = unparen(output.this if isinstance(output, exp.Alias) else output)
-    from_sql = (tree.args.get("from_") or tree.args.get("from")).sql(dialect=DIALECT)
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    assert from_ is not None  # admission refuses a rule without FROM (_rule_tables)
+    from_sql = from_.sql(dialect=DIALECT)
     joins_sql = " ".join(j.sql(dialect=DIALECT) for j in tree.args.get("joins") or [])
     where = tree.args.get("where")
     subject_names = {k.name for k in rule.subject_keys}
@@ -60,6 +62,8 @@ def index_plan(rule: AdmittedRule, no_match: str) -> IndexPlan:
         comparison = ph.parent
         while isinstance(comparison, exp.Paren):
             comparison = comparison.parent
+        # admission put every parameter inside a comparison (rules._comparison_of)
+        assert comparison is not None
         column = comparison.this if unparen(comparison.this) is not ph else comparison.expression
         column = unparen(column)
         column.replace(_norm(column.sql(dialect=DIALECT)))

@@ -61,7 +61,7 @@ def conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _is_aggregate(node: exp.Expression) -> bool:
+def _is_aggregate(node: exp.Expr) -> bool:
     policy = load_function_policy()
     if isinstance(node, exp.AggFunc):
         return True
@@ -243,7 +243,7 @@ def _rule_output(tree: exp.Select, definition: Definition) -> exp.Case:
 
 def _rule_tables(
     tree: exp.Select, definition: Definition, scope: QueryScope
-) -> tuple[exp.Table, list, dict[str, str]]:
+) -> tuple[exp.Table, list[exp.Expr], dict[str, str]]:
     """The product's dataset first in FROM, every table in scope; returns the first
     table, all tables and their aliases."""
     from_ = tree.args.get("from") or tree.args.get("from_")
@@ -399,7 +399,10 @@ def _synthetic_query(
             comparison = ph.parent
             while isinstance(comparison, exp.Paren):
                 comparison = comparison.parent
+            # admission put every parameter inside a comparison (_comparison_of)
+            assert comparison is not None
             comparison.replace(exp.true())
+
         outputs.append(exp.alias_(copy, f"a{i + 1}"))
     if not outputs:
         outputs.append(exp.alias_(exp.Count(this=exp.Star()), "a1"))
