@@ -16,6 +16,7 @@ from .scope import (
     DIALECT,
     AdmittedQuery,
     Clause,
+    FunctionPolicy,
     QueryScope,
     TableScope,
     _arg,
@@ -46,7 +47,7 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     _check_shape(tree, scope)
     _name_outputs(tree)
     _expand_group_by_all(tree)
-    schema = {
+    schema: dict[str, object] = {
         ts.name: {c: "VARCHAR" for c in ts.classification.columns} for ts in scope.tables.values()
     }
     try:
@@ -146,6 +147,8 @@ def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
     hides dominance from the output check. So default deny.
     """
     condition = join.args.get("on")
+    # qualify() has rewritten USING as ON, and a join with neither was refused (shape)
+    assert condition is not None
     parts = list(condition.flatten()) if isinstance(_strip(condition), exp.And) else [condition]
     linked = False
     for part in parts:
@@ -286,7 +289,7 @@ def _casts_never_fail(tree: exp.Select) -> None:
 _MAY_FAIL = (exp.Div, exp.IntDiv, exp.Mod, exp.Mul, exp.Add, exp.Sub, exp.Neg, exp.Abs)
 
 
-def _errors_are_null(tree: exp.Select, policy) -> None:
+def _errors_are_null(tree: exp.Select, policy: FunctionPolicy) -> None:
     """A row whose WHERE condition, or an aggregate's argument, cannot be computed gives
     NULL (DuckDB's TRY), so the job does not fail on one subject's value.
 
@@ -337,7 +340,7 @@ def _check_order(tree: exp.Select, checker: _Checker, columns: list[OutputColumn
         return
     aggregates = {c.name for c in columns if c.role is OutputRole.AGGREGATE}
     outputs = [p.alias for p in tree.expressions]
-    by_text = {}
+    by_text: dict[str, str] = {}
     for projection in tree.expressions:
         by_text.setdefault(_key(projection.this), projection.alias)
     for ordered in order.expressions:

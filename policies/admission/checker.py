@@ -103,7 +103,7 @@ class _Checker:
         for child in node.iter_expressions():
             self.walk(child, clause, agg)
 
-    def check_syntax(self, node: exp.Expression) -> None:
+    def check_syntax(self, node: exp.Expr) -> None:
         # Operators first: sqlglot models some of them (AND, OR) as functions too.
         if node.key in self.policy.syntax and not isinstance(node, exp.Anonymous):
             return
@@ -275,9 +275,12 @@ class _Checker:
         column = self._bin_column(node, None)
         if column is not None:
             return column
-        if not isinstance(node, exp.Func) or not isinstance(_strip(node.this), exp.Column):
+        if not isinstance(node, exp.Func):
             return None
-        column, name = _strip(node.this), function_name(node)
+        target = _strip(node.this)
+        if not isinstance(target, exp.Column):
+            return None
+        column, name = target, function_name(node)
         others = [k for k, v in node.args.items() if k != "this" and v is not None]
         if name in p.date_parts and not others:
             return column
@@ -313,7 +316,7 @@ class _Checker:
 def _compared_with_literal(column: exp.Column) -> bool:
     """Is the column (or an expression of it) compared with a constant?"""
     predicates = (exp.Predicate, exp.In, exp.Between, exp.Like, exp.ILike, exp.Is)
-    node: exp.Expression | None = column
+    node: exp.Expr | None = column
     while node is not None and not isinstance(node, (exp.Select, exp.AggFunc)):
         parent = node.parent
         if isinstance(parent, predicates):

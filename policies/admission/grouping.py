@@ -46,7 +46,7 @@ def _group_sets(group: exp.Group | None) -> tuple[list[exp.Expression], list[lis
             factors.append([add(e) for e in element.expressions])
         else:
             factors.append([add(element)])
-    sets = [[]]
+    sets: list[list[str]] = [[]]
     for factor in factors:
         sets = [a + b for a in sets for b in factor]
     return list(keys.values()), sets

@@ -73,7 +73,7 @@ def _has_aggregate_like(node: exp.Expression) -> bool:
     return any(_is_aggregate(n, policy) for n in node.walk())
 
 
-def _is_aggregate(node: exp.Expression, policy: FunctionPolicy) -> bool:
+def _is_aggregate(node: exp.Expr, policy: FunctionPolicy) -> bool:
     if isinstance(node, exp.AggFunc):
         return True
     return isinstance(node, exp.Anonymous) and str(node.name).lower() in policy.aggregate_names
@@ -96,10 +96,12 @@ def unwrap_aggregate(node: exp.Expression) -> exp.Expression:
 def aggregate_argument(agg: exp.Expression) -> exp.Expression | None:
     """The argument an admitted aggregate aggregates (None for COUNT(*))."""
     if isinstance(agg, exp.Count):
-        inner = agg.this
+        inner: exp.Expression | None = agg.this
         if isinstance(inner, exp.Star) or inner is None:
             return None
         if isinstance(inner, exp.Distinct):
-            return inner.expressions[0]
+            first: exp.Expression = inner.expressions[0]
+            return first
         return inner
-    return agg.this
+    argument: exp.Expression | None = agg.this
+    return argument

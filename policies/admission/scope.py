@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from sqlglot import exp
@@ -116,7 +116,7 @@ def _refuse(
     raise PolicyRefusal(rule, f"{message} ({ARTICLE})", article=ARTICLE, subject=subject, hint=hint)
 
 
-def _arg(node: exp.Expression, name: str):
+def _arg(node: exp.Expression, name: str) -> Any:
     """An arg of a node; sqlglot 30 spells some with a trailing underscore (``from_``)."""
     value = node.args.get(name)
     return value if value is not None else node.args.get(name + "_")
@@ -133,7 +133,7 @@ def _key(node: exp.Expression) -> str:
     return _strip(node).sql(dialect=DIALECT)
 
 
-def function_name(node: exp.Expression) -> str:
+def function_name(node: exp.Expr) -> str:
     """The lower-case SQL name of a function node as DuckDB spells it."""
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
