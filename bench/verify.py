@@ -45,7 +45,7 @@ from verify_helpers import CONSENT, IDENTITY, make_world  # noqa: E402
 from sandbox.core import principals  # noqa: E402
 from sandbox.core.ledger import now_utc  # noqa: E402
 from sandbox.core.platform import Platform  # noqa: E402
-from sandbox.verification import service as verification  # noqa: E402
+from sandbox.verification import products as verify_products  # noqa: E402
 
 SETTINGS = """
 [api]
@@ -92,8 +92,8 @@ def setup(root: Path, persons: int) -> tuple[Path, dict[str, str], list[tuple[st
             return principals.insert(conn, name, role, org or name, jurisdiction, now_utc())
 
     world = make_world(platform, make, root / "data", persons=persons)
-    verification.define(platform, world.operator, IDENTITY)
-    built = verification.approve(platform, world.city, "identity")
+    verify_products.define(platform, world.operator, IDENTITY)
+    built = verify_products.approve(platform, world.city, "identity")
     figure("index_build", built["build_seconds"], "s", f"{built['index_rows']} rows", fmt=".2f")
     data = world.tables["persons"].to_pydict()
     pairs = list(zip(data["pid"], data["name"], strict=True))

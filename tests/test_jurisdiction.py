@@ -26,6 +26,7 @@ from sandbox.core.principals import Role
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.demo.verification import IDENTITY
 from sandbox.run.execution import JobService, JobState
+from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements, requests, reviews
 from sandbox.workflow.jurisdiction import CITY, grant_place, job_place
@@ -288,8 +289,8 @@ def verified(platform, make_principal, tmp_path):
     w = make_world(platform, make_principal, tmp_path / "data")
     _county, token = make_principal("county", Role.AUTHORITY, org="Rencheng", jurisdiction=COUNTY)
     w.tokens["county"] = token
-    verification.define(platform, w.operator, IDENTITY)
-    verification.approve(platform, w.city, "identity")
+    verify_products.define(platform, w.operator, IDENTITY)
+    verify_products.approve(platform, w.city, "identity")
     persons = w.tables["persons"].to_pydict()
     keys = {"pid": persons["pid"][0], "name": persons["name"][0]}
     verification.call(platform, w.consumer, "identity", [{"keys": keys}], CONSENT)

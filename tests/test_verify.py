@@ -28,6 +28,8 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Role
 from sandbox.data import vault
 from sandbox.demo.data import DEMO_TABLES
+from sandbox.verification import audit as verify_audit
+from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements
 from sandbox.workflow.supervision import notifications_of
@@ -51,10 +53,10 @@ def reopen(platform: Platform, toml: str) -> Platform:
 @pytest.fixture
 def world(platform, make_principal, tmp_path) -> World:
     w = make_world(platform, make_principal, tmp_path / "data")
-    verification.define(platform, w.operator, IDENTITY)
-    verification.define(platform, w.operator, SOCIAL_INSURANCE)
-    verification.approve(platform, w.city, "identity")
-    verification.approve(platform, w.city, "si_paid_6_of_12")
+    verify_products.define(platform, w.operator, IDENTITY)
+    verify_products.define(platform, w.operator, SOCIAL_INSURANCE)
+    verify_products.approve(platform, w.city, "identity")
+    verify_products.approve(platform, w.city, "si_paid_6_of_12")
     return w
 
 
@@ -160,7 +162,7 @@ def test_a_suspended_agreement_withdraws_the_product(world):
     with pytest.raises(PolicyRefusal) as info:
         verification.call(world.platform, world.consumer, "identity", item, CONSENT)
     assert info.value.rule == "product_withdrawn"
-    verification.approve(world.platform, world.city, "identity")
+    verify_products.approve(world.platform, world.city, "identity")
     assert (
         verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == "match"
     )
@@ -169,12 +171,12 @@ def test_a_suspended_agreement_withdraws_the_product(world):
 def test_definitions_need_an_agreement_covering_verification(world):
     other = dict(IDENTITY, name="identity2")
     with pytest.raises(PermissionDenied):
-        verification.define(world.platform, world.consumer, other)
+        verify_products.define(world.platform, world.consumer, other)
     bad = dict(IDENTITY, name="probe", rule=IDENTITY["rule"].replace("$name", "'王伟'"))
     with pytest.raises(PolicyRefusal):
-        verification.define(world.platform, world.operator, bad)
+        verify_products.define(world.platform, world.operator, bad)
     with pytest.raises(PermissionDenied):
-        verification.approve(world.platform, world.operator, "identity")
+        verify_products.approve(world.platform, world.operator, "identity")
     with pytest.raises(NotFound):
         verification.call(world.platform, world.consumer, "nothing_here", [{"keys": {}}])
 
@@ -259,7 +261,7 @@ def test_an_enumeration_script_is_blocked_before_it_finds_the_id(world, make_pri
     assert {a["details"]["standing"] for a in alerts} >= {"throttled", "blocked"}
     notes = notifications_of(world.platform, world.city)
     assert any(n["kind"] == "verification_alert" for n in notes)
-    stats = verification.stats(world.platform, world.city, "identity")
+    stats = verify_audit.stats(world.platform, world.city, "identity")
     assert stats["codes"].get("not_found", 0) + stats["codes"].get("mismatch", 0) > 0
 
 
@@ -310,14 +312,14 @@ def test_auditor_finds_who_verified_a_subject_and_the_ledger_holds_no_key_value(
     verification.call(world.platform, world.consumer2, "identity", [{"keys": keys}], consent2)
     other = {"pid": persons["pid"][3], "name": persons["name"][3]}
     verification.call(world.platform, world.consumer2, "identity", [{"keys": other}], consent2)
-    rows = verification.who(world.platform, world.auditor, {"pid": pid.lower()})
+    rows = verify_audit.who(world.platform, world.auditor, {"pid": pid.lower()})
     assert [(r["consumer"], r["consent"]["reference"], r["code"]) for r in rows] == [
         ("consumer", "CONSENT-0001", "match"),
         ("consumer2", "BANK2-77", "match"),
     ]
     assert all(r["in_ledger"] for r in rows)
     with pytest.raises(PermissionDenied):
-        verification.who(world.platform, world.consumer, {"pid": pid})
+        verify_audit.who(world.platform, world.consumer, {"pid": pid})
     with world.platform.store.read() as conn:
         text = json.dumps(ledger.query(conn), ensure_ascii=False)
         assert ledger.verify(conn, world.platform.key.public_key()).entries > 0

@@ -11,7 +11,7 @@ from sandbox.client import Client
 from sandbox.core import principals
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.verification import service as verification
+from sandbox.verification import products as verify_products
 
 
 @pytest.fixture(scope="module")
@@ -85,4 +85,4 @@ def test_products_listing_is_scoped_and_the_names_are_reserved(served):
     with client(served, "operator") as op:
         with pytest.raises(InputError):
             op.define_verification(**dict(IDENTITY, name="who"))
-    assert "products" in verification.RESERVED
+    assert "products" in verify_products.RESERVED

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.errors import InputError
 from sandbox.api.auth import CurrentPrincipal
+from sandbox.verification import audit as verify_audit
+from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 
 router = APIRouter(prefix="/v1/verify", tags=["verification"])
@@ -83,13 +85,13 @@ def service(request: Request) -> verification.VerificationService:
 @router.post("/products", status_code=201)
 def define(request: Request, me: CurrentPrincipal, body: DefinitionBody) -> dict[str, Any]:
     """File a product definition (operators, under an agreement covering verification)."""
-    return verification.define(request.app.state.platform, me, body.model_dump())
+    return verify_products.define(request.app.state.platform, me, body.model_dump())
 
 
 @router.get("/products")
 def products(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
     """Products you may see: consumers the published ones, operators their own."""
-    return verification.list_products(request.app.state.platform, me)
+    return verify_products.list_products(request.app.state.platform, me)
 
 
 @router.post("/products/{name}/approve")
@@ -97,14 +99,14 @@ def approve(
     request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=PRODUCT)
 ) -> dict[str, Any]:
     """Publish a product: build its index (the authority)."""
-    return verification.approve(request.app.state.platform, me, name)
+    return verify_products.approve(request.app.state.platform, me, name)
 
 
 @router.post("/products/{name}/reject")
 def reject(
     request: Request, me: CurrentPrincipal, body: ReasonBody, name: str = PathParam(pattern=PRODUCT)
 ) -> dict[str, Any]:
-    verification.reject(request.app.state.platform, me, name, body.reason)
+    verify_products.reject(request.app.state.platform, me, name, body.reason)
     return {"name": name, "state": "rejected"}
 
 
@@ -113,13 +115,13 @@ def stats(
     request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=PRODUCT)
 ) -> dict[str, Any]:
     """Counts of calls, codes, refusals and throttled or blocked consumers."""
-    return verification.stats(request.app.state.platform, me, name)
+    return verify_audit.stats(request.app.state.platform, me, name)
 
 
 @router.post("/who")
 def who(request: Request, me: CurrentPrincipal, body: WhoBody) -> list[dict[str, Any]]:
     """Who verified the subject with these keys? (auditors, the authority; ledgered)"""
-    return verification.who(request.app.state.platform, me, body.keys, body.product)
+    return verify_audit.who(request.app.state.platform, me, body.keys, body.product)
 
 
 @router.post("/{product}")

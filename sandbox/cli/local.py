@@ -390,17 +390,17 @@ class LocalBackend(Backend):
     # --- verification products -----------------------------------------------------------
 
     def define_verification(self, definition):
-        from sandbox.verification.service import define
+        from sandbox.verification.products import define
 
         return define(self.platform, self.me, definition)
 
     def approve_verification(self, name):
-        from sandbox.verification.service import approve
+        from sandbox.verification.products import approve
 
         return approve(self.platform, self.me, name)
 
     def reject_verification(self, name, reason):
-        from sandbox.verification.service import reject
+        from sandbox.verification.products import reject
 
         reject(self.platform, self.me, name, reason)
 
@@ -410,16 +410,16 @@ class LocalBackend(Backend):
         return call(self.platform, self.me, product, items, consent).to_dict()
 
     def verification_stats(self, name):
-        from sandbox.verification.service import stats
+        from sandbox.verification.audit import stats
 
         return stats(self.platform, self.me, name)
 
     def who_verified(self, keys, product):
-        from sandbox.verification.service import who
+        from sandbox.verification.audit import who
 
         return who(self.platform, self.me, keys, product)
 
     def verification_products(self):
-        from sandbox.verification.service import list_products
+        from sandbox.verification.products import list_products
 
         return list_products(self.platform, self.me)

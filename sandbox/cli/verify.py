@@ -2,7 +2,7 @@
 
 ``define`` (operator), ``approve`` / ``reject`` / ``unblock`` (authority), ``call``
 (consumer), ``stats`` and ``who`` (auditor, authority), ``list``. They parse options,
-call :meth:`sandbox.cli.common.Context.backend` (:mod:`sandbox.verification.service` on
+call :meth:`sandbox.cli.common.Context.backend` (:mod:`sandbox.verification` on
 the platform's host, or the routes of ``/v1/verify`` with ``--server``) and print.
 ``unblock`` has no route: it runs on the host only and refuses ``--server``.
 """
@@ -212,7 +212,7 @@ def list_cmd(obj: Context, token, as_json) -> None:
 @pass_ctx
 def unblock_cmd(obj: Context, consumer: str, reason: str, token, as_json) -> None:
     """Lift the enumeration defence's block of a consumer (authority; on the host only)."""
-    from sandbox.verification.service import unblock
+    from sandbox.verification.products import unblock
 
     unblock(obj.platform, obj.principal(token), consumer, reason)
     emit(

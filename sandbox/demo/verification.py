@@ -25,6 +25,8 @@ from policies.workflow import Disposal
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, add_principal
 from sandbox.data.vault import get_version
+from sandbox.verification import audit as verify_audit
+from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
@@ -132,8 +134,8 @@ def demo_verify(
     agreement = _agreement(platform, authority, operator, providers, reviewers)
     echo(f"   agreement {agreement} for {operator.name} covers job kind 'verification'")
     for definition in (IDENTITY, SOCIAL_INSURANCE):
-        made = verification.define(platform, operator, definition)
-        built = verification.approve(platform, authority, definition["name"])
+        made = verify_products.define(platform, operator, definition)
+        built = verify_products.approve(platform, authority, definition["name"])
         echo(
             f"   {made['name']}: keys {', '.join(definition['keys'])}; codes "
             f"{'/'.join(definition['codes'])}; approved by {authority.name}; index of "
@@ -176,14 +178,14 @@ def demo_verify(
     )
     notes = [
         n
-        for n in verification.stats(platform, authority, "identity")["standing"]
+        for n in verify_audit.stats(platform, authority, "identity")["standing"]
         if n["consumer"] == guesser.name
     ]
     for note in notes:
         echo(f"   the authority sees: {note['consumer']} {note['standing']} ({note['reason']})")
     found = []
     if auditor is not None:
-        found = verification.who(platform, auditor, {"pid": pid}, "identity")
+        found = verify_audit.who(platform, auditor, {"pid": pid}, "identity")
         echo(
             f"   {auditor.name} asks who verified the subject: "
             + ", ".join(f"{r['consumer']} ({r['code'] or r['refused']})" for r in found)
