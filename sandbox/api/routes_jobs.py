@@ -47,7 +47,7 @@ def jobs_submit(request: Request, body: JobRequest, me: CurrentPrincipal):
 
 @router.get("/jobs", response_model=list[JobSummary])
 def jobs_list(request: Request, me: CurrentPrincipal):
-    """Your jobs (authority and auditors: every job)."""
+    """Your jobs (the city authority and auditors: every job; a county authority: its county's)."""
     with request.app.state.platform.store.read() as conn:
         return list_jobs(conn, me)
 
