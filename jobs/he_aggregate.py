@@ -24,6 +24,7 @@ import struct
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Any
 
 from policies.classes import Classification, ColumnClass, did_you_mean
 from policies.disclosure import DisclosureParams
@@ -72,7 +73,7 @@ class HePlan:
 
 @dataclass(frozen=True)
 class GroupDecision:
-    group: tuple
+    group: tuple[Any, ...]
     subjects: int  # never shown when refused
     verdict: GroupVerdict
 
@@ -147,10 +148,10 @@ def check_security(scheme: Scheme, poly_modulus_degree: int, coeff_bits: Sequenc
         )
 
 
-def judge_groups(subjects: Mapping[tuple, int], min_subjects: int) -> list[GroupDecision]:
+def judge_groups(subjects: Mapping[tuple[Any, ...], int], min_subjects: int) -> list[GroupDecision]:
     """One decision per group, in sorted group order: release at >= min_subjects."""
 
-    def order(group: tuple) -> tuple:
+    def order(group: tuple[Any, ...]) -> tuple[tuple[bool, str], ...]:
         return tuple((v is None, str(v)) for v in group)
 
     return [
@@ -179,7 +180,7 @@ MAGIC = b"SBHE1\n"
 MAX_HEADER = 1 << 16
 
 
-def pack(header: dict, frames: Sequence[bytes]) -> bytes:
+def pack(header: dict[str, Any], frames: Sequence[bytes]) -> bytes:
     """``MAGIC | u32 header length | header JSON | u32 frame count | (u64 length | bytes)*``."""
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
     parts = [MAGIC, struct.pack(">I", len(head)), head, struct.pack(">I", len(frames))]
@@ -189,7 +190,9 @@ def pack(header: dict, frames: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def unpack(body: bytes, *, max_frames: int, max_frame: int) -> tuple[dict, list[memoryview]]:
+def unpack(
+    body: bytes, *, max_frames: int, max_frame: int
+) -> tuple[dict[str, Any], list[memoryview]]:
     """Parse :func:`pack`'s format; every length is checked before it is used."""
     view = memoryview(body)
 

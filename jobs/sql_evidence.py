@@ -47,7 +47,6 @@ Known shortcut: rows whose entity key is NULL count as one entity together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -56,11 +55,12 @@ from policies.admission import (
     DIALECT,
     AdmittedQuery,
     QueryScope,
+    TableScope,
     aggregate_argument,
     unwrap_aggregate,
 )
 from policies.errors import PolicyRefusal
-from policies.outputs import evidence_name
+from policies.outputs import OutputSpec, evidence_name
 
 ENTITIES = evidence_name("entities")
 MAGNITUDE = frozenset({"sum", "avg"})
@@ -73,7 +73,9 @@ def _q(name: str) -> str:
 def first_table_alias(tree: exp.Select) -> exp.Table:
     """The first table of the query's FROM, whose entity key counts contributors."""
     from_ = tree.args.get("from_") or tree.args.get("from")
-    return from_.this
+    assert from_ is not None  # admission refuses a query without FROM
+    first: exp.Table = from_.this
+    return first
 
 
 # The old private name, still imported by sandbox/run/execution.py until it takes the new one.
@@ -139,11 +141,11 @@ class _Base:
     each aggregate's argument as columns of ``__base``."""
 
     first: exp.Table
-    table: Any  # the TableScope of the first table
-    keys: list  # group key expressions
+    table: TableScope  # the first table's
+    keys: list[exp.Expression]  # group key expressions
     key_cols: list[str]  # their __g columns
-    aggregates: list  # (output index, family, argument column name or None)
-    base_items: list
+    aggregates: list[tuple[int, str | None, str | None]]  # (output index, family, argument column)
+    base_items: list[exp.Expr]
     base: exp.Select
 
 
@@ -176,7 +178,7 @@ def _base(query: AdmittedQuery, scope: QueryScope) -> _Base:
     return _Base(first, table, keys, key_cols, aggregates, base_items, base)
 
 
-def _per_entity_sql(spec, key_cols: list[str], per: dict[str, str]) -> str:
+def _per_entity_sql(spec: OutputSpec, key_cols: list[str], per: dict[str, str]) -> str:
     """One row per entity and grouping set: its row count and per-aggregate figures."""
     grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
     per_items = [*key_cols, "__e", f"{grouping} AS __grouping", "COUNT(*) AS __rows"]
@@ -216,7 +218,7 @@ def _evidence_items(
 
 
 def _two_pass(
-    query: AdmittedQuery, parts: _Base, base_sql: str, per_sql: str, ev_sql: str, extra: list
+    query: AdmittedQuery, parts: _Base, base_sql: str, per_sql: str, ev_sql: str, extra: list[str]
 ) -> str:
     """The admitted query as the operator wrote it, joined to its evidence by group keys
     and grouping: for the shapes the one-pass rewrite does not derive."""
@@ -283,8 +285,8 @@ def _derive_visible(
     keys: list[exp.Expression],
     key_cols: list[str],
     first: exp.Table,
-    table,
-    base_items: list[exp.Expression],
+    table: TableScope,
+    base_items: list[exp.Expr],
     per: dict[str, str],
 ) -> _Derived | None:
     """The visible columns computed from the per-entity rows, or None when a figure
@@ -327,7 +329,16 @@ class _Rewriter:
     """Replaces each aggregate of the admitted query by its equivalent over the
     per-entity rows, adding the base and per-entity columns it needs."""
 
-    def __init__(self, query, keys, key_cols, first, table, base_items, per):
+    def __init__(
+        self,
+        query: AdmittedQuery,
+        keys: list[exp.Expression],
+        key_cols: list[str],
+        first: exp.Table,
+        table: TableScope,
+        base_items: list[exp.Expr],
+        per: dict[str, str],
+    ) -> None:
         self.entity_key = table.classification.entity_key
         self.first = first
         self.key_sql = {k.sql(dialect=DIALECT): c for k, c in zip(keys, key_cols, strict=True)}
@@ -353,7 +364,7 @@ class _Rewriter:
         self.per[name] = f"{function}({column})"
         return name
 
-    def replace(self, node: exp.Expression) -> exp.Expression:
+    def replace(self, node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Filter | exp.Window | exp.WithinGroup):
             raise _NotDerivable  # an aggregate over its own subset or order of the rows
         text = node.sql(dialect=DIALECT)
@@ -377,7 +388,7 @@ class _Rewriter:
             raise _NotDerivable
         return self._over_entities(node, self.column_of(arg))
 
-    def _over_entities(self, node: exp.AggFunc, column: str) -> exp.Expression:
+    def _over_entities(self, node: exp.AggFunc, column: str) -> exp.Expr:
         if isinstance(node, exp.Count):
             return _sql(f"CAST(SUM({self.per_entity('COUNT', column)}) AS BIGINT)")
         if isinstance(node, exp.Sum):
@@ -395,7 +406,7 @@ class _NotDerivable(Exception):
     pass
 
 
-def _sql(text: str) -> exp.Expression:
+def _sql(text: str) -> exp.Expr:
     return sqlglot.parse_one(text, read=DIALECT)
 
 
@@ -444,7 +455,7 @@ def _one_pass(
     )
 
 
-def _cell_evidence(i: int, family: str, arg_col: str | None) -> list[str]:
+def _cell_evidence(i: int, family: str | None, arg_col: str | None) -> list[str]:
     """The evidence expressions of output column ``i`` over ``__per_entity``."""
     n, total, top1, top2, neg, null = (
         evidence_name(kind, i) for kind in ("n", "total", "top1", "top2", "neg", "null")

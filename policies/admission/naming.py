@@ -93,7 +93,7 @@ def unwrap_aggregate(node: exp.Expression) -> exp.Expression:
             return node
 
 
-def aggregate_argument(agg: exp.Expression) -> exp.Expression | None:
+def aggregate_argument(agg: exp.Expr) -> exp.Expression | None:
     """The argument an admitted aggregate aggregates (None for COUNT(*))."""
     if isinstance(agg, exp.Count):
         inner: exp.Expression | None = agg.this
