@@ -43,20 +43,21 @@ class DuckDBFileSource(Source):
         if not os.path.isfile(self.path):
             raise SourceError(f"{self.path}: DuckDB database file does not exist")
         try:
-            self._con = duckdb.connect(
+            con = duckdb.connect(
                 self.path, read_only=True, config={"enable_external_access": False}
             )
         except duckdb.Error as exc:
             raise SourceError(
                 f"{self.path}: cannot open as a DuckDB database ({_first_line(exc)})"
             ) from exc
+        self._con: duckdb.DuckDBPyConnection | None = con  # None once closed
         try:
             if "table" in options:
-                sql = f"SELECT * FROM {self._table_ref(options['table'])}"
+                sql = f"SELECT * FROM {self._table_ref(con, options['table'])}"
             else:
                 sql = options["query"]
             try:
-                self._reader = self._con.sql(sql).to_arrow_reader(batch_rows)
+                self._reader = con.sql(sql).to_arrow_reader(batch_rows)
             except _NAME_ERRORS as exc:
                 raise SourceError(f"{self.path}: the query cannot run: {_first_line(exc)}") from exc
             except duckdb.Error as exc:
@@ -67,9 +68,9 @@ class DuckDBFileSource(Source):
             self.close()
             raise
 
-    def _table_ref(self, name: str) -> str:
+    def _table_ref(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
         """The quoted reference to an existing table or view, or a SourceError naming it."""
-        rows = self._con.execute(
+        rows = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables"
         ).fetchall()
         known = {f"{schema}.{table}": (schema, table) for schema, table in rows}

@@ -37,6 +37,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, cast
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -60,6 +61,15 @@ KINDS = {
 FORCED = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
 OPTIONS = {"csv": ("encoding", "delimiter", "text"), "parquet": (), "jsonl": ()}
 
+
+class _CsvOptions(TypedDict, total=False):
+    """The options a csv:// or file:// URI may carry (OPTIONS["csv"])."""
+
+    encoding: str
+    delimiter: str
+    text: str
+
+
 CSV_BLOCK_BYTES = 1 << 20
 JSON_CHUNK_BYTES = 16 << 20
 
@@ -71,6 +81,7 @@ _JSON_ROW = re.compile(r"in row (\d+)")
 def open_file(uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Source:
     """Open a file source from a plain path, ``file://`` or a forced-kind URI."""
     scheme, rest = split_scheme(uri)
+    options: dict[str, str]
     if scheme == "":
         path, options, kind = uri, {}, None
     elif scheme == "file":
@@ -99,7 +110,8 @@ def open_file(uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Source:
         what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
         raise SourceError(f"{path}: {what}")
     if kind == "csv":
-        return CsvSource(uri, path, batch_rows=batch_rows, **options)
+        # split_options let through only the names in OPTIONS["csv"]
+        return CsvSource(uri, path, batch_rows=batch_rows, **cast(_CsvOptions, options))
     if kind == "parquet":
         return ParquetSource(uri, path, batch_rows=batch_rows)
     return JsonLinesSource(uri, path, batch_rows=batch_rows)
@@ -369,7 +381,7 @@ class JsonLinesSource(Source):
 
     def _read_chunk(self) -> bytes:
         """Up to ``batch_rows`` lines (or about 16 MiB), ending at a line break."""
-        lines = []
+        lines: list[bytes] = []
         size = 0
         while len(lines) < self.batch_rows and size < JSON_CHUNK_BYTES:
             line = self._file.readline()

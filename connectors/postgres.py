@@ -36,7 +36,8 @@ reader would be faster for very large tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pyarrow as pa
@@ -116,8 +117,9 @@ class PostgresSource(Source):
 
     def __init__(self, uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS):
         super().__init__(uri, batch_rows=batch_rows)
-        self._conn = None
-        self._cursor = None
+        # psycopg2's connection and cursor (the driver ships no type information)
+        self._conn: Any = None
+        self._cursor: Any = None
         dsn, options, self._password = self._split(uri)
         if ("table" in options) == ("query" in options):
             raise SourceError(
@@ -220,7 +222,7 @@ class PostgresSource(Source):
                 rows = self._cursor.fetchmany(self.batch_rows)
                 if not rows:
                     break
-                columns = list(zip(*rows, strict=True))
+                columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
                 for i in binary:
                     columns[i] = [None if v is None else bytes(v) for v in columns[i]]
                 arrays = [

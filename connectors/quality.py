@@ -106,7 +106,9 @@ def profile_parquet(path: str, classification: Classification) -> dict:
             select.append(f"count(DISTINCT {col})" if exact else f"approx_count_distinct({col})")
     con = duckdb.connect()
     try:
-        values = list(con.execute(f"SELECT {', '.join(select)} FROM {source}").fetchone())
+        row = con.execute(f"SELECT {', '.join(select)} FROM {source}").fetchone()
+        assert row is not None  # an aggregate query returns one row
+        values = list(row)
         grouped = {
             name: _grouped_counts(con, source, name, classification.formats.get(name))
             for name in counted_exactly
