@@ -191,6 +191,19 @@ def test_a_county_authority_may_not_set_psi_terms_on_a_city_grant(world):
     assert world.post("city", "/v1/psi/terms", body).status_code == 201
 
 
+def test_a_county_authority_may_not_stop_a_city_operator_by_an_incident(world):
+    """An incident suspends all of an operator's data use: a county authority reports
+    one only for an operator holding an agreement of its county."""
+    body = {"operator": "operator", "kind": "leak", "description": "probe"}
+    _refused_art5(world.post("county", "/v1/incidents", body))
+    with world.cast.platform.store.read() as conn:
+        city = agreements.agreement_dict(conn, world.cast.city, world.city_agreement)
+    assert city["status"] == "active"
+    # its own county's operator, and the city authority for any operator
+    assert world.post("county", "/v1/incidents", {**body, "operator": "rival"}).is_success
+    assert world.post("city", "/v1/incidents", body).is_success
+
+
 # --- reads: reviews, grants, jobs, products ------------------------------------------------------
 
 

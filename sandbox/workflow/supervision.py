@@ -192,7 +192,11 @@ def rectify(platform: Platform, authority: Principal, agreement_id: int, notes: 
 def report_incident(
     platform: Platform, reporter: Principal, operator: str, kind: IncidentKind, description: str
 ) -> dict:
-    """Suspend the operator's data use at once and notify the responsible authorities."""
+    """Suspend the operator's data use at once and notify the responsible authorities.
+
+    A county authority reports incidents of operators that hold an agreement of its
+    county (the same reach as an inspection, Art. 5); the report then stops all of
+    that operator's data use, wherever it was granted."""
     kind = IncidentKind(kind)
     need_text({"description": description}, "Art. 21")
     require_role(
@@ -204,6 +208,10 @@ def report_incident(
             raise NotFound(
                 "an operator reports its own incidents only; the authority reports "
                 "others' (Art. 21)"
+            )
+        if reporter.role is Role.AUTHORITY and not operator_in_scope(conn, reporter, op.id):
+            require_authority(
+                reporter, "city", "report incidents of operators outside its county", "Art. 21"
             )
         mine = active_of(conn, op.id)
         direct = _direct_grants(conn, op.id)
