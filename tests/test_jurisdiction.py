@@ -25,10 +25,11 @@ from policies.errors import PermissionDenied
 from sandbox.core.principals import Role
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.demo.verification import IDENTITY
+from sandbox.guard import dp_budget
 from sandbox.run.execution import JobService, JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
-from sandbox.workflow import agreements, requests, reviews
+from sandbox.workflow import agreements, airlock, requests, reviews
 from sandbox.workflow.jurisdiction import CITY, grant_place, job_place
 from tests.api_server import ApiServer, check_envelope
 from tests.verify_helpers import CONSENT, make_world
@@ -247,6 +248,19 @@ def test_a_county_authority_reads_only_the_products_of_its_county(world):
         ids = {p["id"] for p in world.get(who, "/v1/products").json()}
         assert {world.city_product, world.county_product} <= ids
         assert world.get(who, city_product + "/files/output.csv").status_code == 200
+
+
+def test_a_county_authority_reads_no_output_review_or_budget_of_the_city(world):
+    cast = world.cast
+    with pytest.raises(PermissionDenied, match="Art. 5"):
+        airlock.show(cast.platform, cast.county, world.city_job)
+    with cast.platform.store.read() as conn, pytest.raises(PermissionDenied, match="Art. 5"):
+        dp_budget.show(conn, cast.county, world.city_agreement)
+    assert airlock.show(cast.platform, cast.county, world.county_job)["job"] == world.county_job
+    assert airlock.show(cast.platform, cast.city, world.city_job)["job"] == world.city_job
+    with cast.platform.store.read() as conn:
+        assert dp_budget.show(conn, cast.city, world.city_agreement) == []
+        assert dp_budget.show(conn, cast.county, world.county_agreement) == []
 
 
 # --- reads: the ledger -------------------------------------------------------------------------
