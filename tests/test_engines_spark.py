@@ -25,8 +25,9 @@ from policies.errors import JobFailed, SandboxError
 from sandbox.core import ledger
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
+from sandbox.run.admission import prepare
 from sandbox.run.engines import spark as spark_engine
-from sandbox.run.execution import JobState, _prepare
+from sandbox.run.execution import JobState
 from tests.test_job_golden import CASES, DATA, GoldenPlatform
 
 pytest.importorskip("pyspark")
@@ -58,7 +59,7 @@ def _run(execute, golden: GoldenPlatform, case):
     kind = get_kind("sql_aggregate")
     operator = golden.operator(case)
     with golden.platform.store.read() as conn:
-        prepared = _prepare(conn, golden.platform, operator, kind, {"sql": case.sql})
+        prepared = prepare(conn, golden.platform, operator, kind, {"sql": case.sql})
     snapshots = {t: v.path for t, v in prepared.versions.items()}
     try:
         raw = kind.run(prepared.plan, execute, snapshots)

@@ -21,9 +21,9 @@ from sandbox.run.execution import (
     JobState,
     cancel_operator_jobs,
     recover,
-    release_held,
     transition,
 )
+from sandbox.run.settle import release_held
 from sandbox.run.views import withheld_report
 from tests.conftest import PUMS_CLASSIFICATION
 

@@ -8,7 +8,7 @@ request for change, or reject, each with a reason. Votes are blind: nobody sees
 another's vote until both are in (the ledger seals each vote and publishes them
 together with the verdict). The author and anyone of its organisation never
 check it. Approval releases the held output through
-``sandbox.run.execution.release_held``. A suspension freezes pending reviews;
+``sandbox.run.settle.release_held``. A suspension freezes pending reviews;
 restoration thaws them.
 
 States (:class:`policies.workflow.AirlockState`)::
@@ -39,6 +39,7 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name
 from sandbox.core.store import grants, jobs
+from sandbox.run.settle import release_held
 from sandbox.workflow.base import create, get, move, names, need_text, require_authority
 from sandbox.workflow.jurisdiction import job_place, require_covers
 from sandbox.workflow.tables import agreements, checker_appointments, output_reviews, output_votes
@@ -290,8 +291,6 @@ def _open_for_vote(platform: Platform, conn: Connection, checker: Principal, job
 
 def _release(platform: Platform, job_id: int, checkers: list[str]) -> str:
     """Hand the approved output to the job path, which releases it as a signed product."""
-    from sandbox.run.execution import release_held
-
     product_id = release_held(platform, job_id, checkers)
     with platform.store.transaction() as conn:
         conn.execute(

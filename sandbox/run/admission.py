@@ -1,0 +1,143 @@
+"""Before a job runs: its scope (the grants it runs under and their columns), admission
+of the request by its job kind, the grants gate, and the evidence the release checks
+need. Run at submission and again when the job is claimed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from jobs.base import JobKind, JobPlan
+from policies.access import Grant
+from policies.admission import QueryScope, TableScope
+from policies.disclosure import DisclosureParams
+from policies.errors import PolicyRefusal
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal
+from sandbox.core.store import datasets
+from sandbox.data.grants import grants_in_use, grants_of, may_run
+from sandbox.data.vault import DatasetVersion, get_version
+from sandbox.guard import dp_budget
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job that passed admission and the grants gate, ready to run."""
+
+    plan: JobPlan
+    used: Mapping[str, Grant]
+    params: DisclosureParams
+    versions: Mapping[str, DatasetVersion]
+    lineage: str | None = None  # the dataset whose entities the cells count (differencing)
+    dp: dp_budget.DpMode | None = None  # the agreement's differential-privacy mode
+
+
+def _scope(
+    conn: Connection,
+    platform: Platform,
+    operator: Principal,
+    kind: JobKind,
+    request: Mapping[str, Any],
+    now: datetime,
+    pinned: Mapping[str, int] | None = None,
+) -> tuple[QueryScope, dict[str, DatasetVersion], dict[str, Grant]]:
+    """Every dataset the operator holds any grant for (usable or not: decide() says why not),
+    with the columns of the grant the job would run under (:func:`grants_in_use`).
+
+    ``pinned`` names the dataset versions recorded when the job was queued, so a
+    queued job reads exactly what it was admitted against.
+    """
+    in_use = grants_in_use(conn, operator, kind.name, now)
+    mine = grants_of(conn, operator.id)
+    named = set(kind.referenced_datasets(request))
+    tables: dict[str, TableScope] = {}
+    versions: dict[str, DatasetVersion] = {}
+    for name, grant in in_use.items():
+        version = get_version(conn, platform, name, (pinned or {}).get(name))
+        versions[name] = version
+        tables[name] = TableScope(name, version.classification, grant.columns)
+    relevant = [g for g in mine if g.dataset in named] or mine
+    extras = (
+        frozenset.intersection(*(g.extra_aggregates for g in relevant)) if relevant else frozenset()
+    )
+    expressions = bool(relevant) and all(g.aggregate_expressions for g in relevant)
+    scope = QueryScope(tables=tables, extra_aggregates=extras, aggregate_expressions=expressions)
+    return scope, versions, in_use
+
+
+def _refuse_ungranted(
+    conn: Connection,
+    operator: Principal,
+    kind: JobKind,
+    request: Mapping[str, Any],
+    scope: QueryScope,
+) -> None:
+    """A registered dataset the operator holds no grant for is refused by the grant gate.
+
+    Without this, admission would call it an unknown table: the scope holds only
+    granted datasets. The rule that applies is ``not_granted`` (Art. 14).
+    """
+    outside = [n for n in kind.referenced_datasets(request) if n not in scope.tables]
+    if not outside:
+        return
+    registered = set(
+        conn.execute(select(datasets.c.name).where(datasets.c.name.in_(outside))).scalars()
+    )
+    missing = [n for n in outside if n in registered]
+    if missing:
+        may_run(conn, operator, missing, kind.name, datetime.now(UTC))
+
+
+def _params(platform: Platform, used: Mapping[str, Grant]) -> DisclosureParams:
+    params = platform.disclosure_minimums()
+    for grant in used.values():
+        params = params.tightened(grant.disclosure)
+    return params
+
+
+def prepare(
+    conn: Connection,
+    platform: Platform,
+    operator: Principal,
+    kind: JobKind,
+    request: Mapping[str, Any],
+    pinned: Mapping[str, int] | None = None,
+) -> Prepared:
+    """Admission and the grants gate; raises PolicyRefusal naming rule and article."""
+    now = datetime.now(UTC)
+    scope, versions, admitted_under = _scope(conn, platform, operator, kind, request, now, pinned)
+    _refuse_ungranted(conn, operator, kind, request, scope)
+    plan = kind.plan(request, scope)
+    used = may_run(conn, operator, plan.tables, kind.name, now)
+    for name, grant in used.items():
+        if grant.id != admitted_under[name].id:  # cannot happen at one ``now``; never widen
+            raise PolicyRefusal(
+                "grant_changed",
+                f"the grant for '{name}' changed while the job was admitted; submit it again",
+                article="Art. 14",
+                subject=name,
+            )
+    if plan.kind != "sql_aggregate":
+        return Prepared(plan, used, _params(platform, used), versions)
+    # Issue 11: the evidence the differencing defence and the DP mode need.
+    from jobs.sql_evidence import _first_table_alias, argument_columns, with_evidence
+    from policies.dp import refuse_unsupported
+
+    lineage = _first_table_alias(plan.payload.tree).name
+    mode = dp_budget.mode_for(conn, used, lineage)
+    if mode is not None:
+        refused = dp_budget.refusal(mode)
+        if refused is not None:
+            raise refused
+        refuse_unsupported(plan.payload.spec, argument_columns(plan.payload), mode.bounds)
+    entities = platform.settings["differencing.enabled"]
+    if entities or mode is not None:
+        clamp = {c: (b.lower, b.upper) for c, b in mode.bounds.items()} if mode else None
+        sql = with_evidence(plan.payload, scope, entities=entities, clamp=clamp)
+        plan = replace(plan, engine_sql=sql)
+    return Prepared(plan, used, _params(platform, used), versions, lineage, mode)
