@@ -81,6 +81,9 @@ def _safe_reason(exc: Exception) -> dict:
     }
 
 
+RELEASABLE = (OutputVerdict.RELEASED, OutputVerdict.RELEASED_WITH_SUPPRESSIONS)
+
+
 class JobService:
     """Submits and runs jobs; owns one :class:`Runner` (and its spare worker)."""
 
@@ -276,8 +279,53 @@ class JobService:
         return execute
 
     def _execute(self, operator: Principal, job_id: int, kind: JobKind, prepared: Prepared) -> None:
-        platform = self.platform
+        """Run the admitted plan, check its output, then release it or hold it for review."""
         runtime: dict[str, Any] = {}
+        snapshots = {t: v.path for t, v in prepared.versions.items()}
+        try:
+            raw = kind.run(prepared.plan, self._executor(prepared, runtime), snapshots)
+        except JobFailed as failure:
+            self._to(operator, job_id, JobState.FAILED, runtime, failure=failure)
+            return
+        self._to(operator, job_id, JobState.CHECKING, runtime, rows=raw.num_rows)
+        result = kind.check(prepared.plan, raw, prepared.params)
+        result = self._noise(prepared, raw, result)
+        review = [g.id for g in prepared.used.values() if getattr(g, "review_required", False)]
+        if result.verdict in RELEASABLE and not review:
+            try:
+                self._release_checked(operator, job_id, prepared, raw, result)
+                return
+            except Withhold as held:
+                result = held.result
+        elif self.platform.settings["differencing.enabled"] and prepared.lineage is not None:
+            # The reviewer sees the cells the differencing defence holds back; the
+            # history is checked again, and written, when the review releases it.
+            with self.platform.store.transaction() as conn:
+                result, _cells = difference(
+                    conn,
+                    self.history,
+                    prepared.lineage,
+                    raw,
+                    prepared.plan.payload.spec,
+                    result,
+                    self.platform.settings["differencing.k"],
+                )
+        report = report_of(result, prepared.params)
+        manifest = manifest_of(job_id, operator, prepared, result, report)
+        withhold(
+            self.platform, operator, job_id, result, report, manifest, review_required=bool(review)
+        )
+        hold_entities(self.platform, job_id, prepared, raw, result)
+
+    def _executor(self, prepared: Prepared, runtime: dict[str, Any]):
+        """Where the plan runs: a local isolated worker, or Spark or a Ray node for SQL
+        aggregates (issue 9: same plan, same output check). ``runtime`` collects how."""
+        settings = self.platform.settings
+        if prepared.plan.kind == "sql_aggregate":
+            if settings["engine"] == "spark":
+                return self._spark_executor(runtime)
+            if settings["ray.dispatch_jobs"]:
+                return self._ray_executor(runtime)
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
             result = self.runner.run(sql, tables)
@@ -289,103 +337,62 @@ class JobService:
             )
             return result.table
 
-        if prepared.plan.kind == "sql_aggregate":  # issue 9: same plan, same output check
-            if platform.settings["engine"] == "spark":
-                execute = self._spark_executor(runtime)
-            elif platform.settings["ray.dispatch_jobs"]:
-                execute = self._ray_executor(runtime)
-        snapshots = {t: v.path for t, v in prepared.versions.items()}
-        try:
-            raw = kind.run(prepared.plan, execute, snapshots)
-        except JobFailed as failure:
-            with platform.store.transaction() as conn:
+        return execute
+
+    def _to(
+        self,
+        operator: Principal,
+        job_id: int,
+        state: JobState,
+        runtime: dict[str, Any],
+        *,
+        failure: JobFailed | None = None,
+        rows: int = 0,
+    ) -> None:
+        """The run's end: failed (naming the limit) or on to the output check."""
+        with self.platform.store.transaction() as conn:
+            if failure is not None:
                 transition(
-                    platform,
+                    self.platform,
                     conn,
                     job_id,
                     operator,
-                    JobState.FAILED,
+                    state,
                     {"code": failure.code, "message": failure.message},
                     "Art. 8",
                     reason_json=json.dumps(failure.to_dict()),
                     runtime_json=json.dumps(runtime),
                 )
-            return
-        with platform.store.transaction() as conn:
+                return
+            where = {
+                k: runtime[k] for k in ("engine", "master", "dispatch", "node") if k in runtime
+            }
             transition(
-                platform,
+                self.platform,
                 conn,
                 job_id,
                 operator,
-                JobState.CHECKING,
-                {
-                    "rows": raw.num_rows,
-                    "isolation": runtime.get("layers", []),
-                    # where it ran, when not in a local worker (issue 9)
-                    **{
-                        k: runtime[k]
-                        for k in ("engine", "master", "dispatch", "node")
-                        if k in runtime
-                    },
-                },
+                state,
+                # where it ran, when not in a local worker (issue 9)
+                {"rows": rows, "isolation": runtime.get("layers", []), **where},
                 runtime_json=json.dumps(runtime),
             )
-        result = kind.check(prepared.plan, raw, prepared.params)
-        result = self._noise(prepared, raw, result)
-        guard = self._guard(operator, job_id, prepared, raw)
-        releasable = result.verdict in (
-            OutputVerdict.RELEASED,
-            OutputVerdict.RELEASED_WITH_SUPPRESSIONS,
-        )
-        review = [g.id for g in prepared.used.values() if getattr(g, "review_required", False)]
-        if releasable and not review:
-            finish = guard(result)
-            try:
-                if finish is None:
-                    report = report_of(result, prepared.params)
-                    manifest = manifest_of(job_id, operator, prepared, result, report)
-                    release(
-                        self.platform,
-                        operator,
-                        job_id,
-                        result.released,
-                        report,
-                        manifest,
-                        JobState.CHECKING,
-                    )
-                else:
-                    release(
-                        self.platform,
-                        operator,
-                        job_id,
-                        None,
-                        {},
-                        {},
-                        JobState.CHECKING,
-                        finish=finish,
-                    )
-                return
-            except Withhold as held:
-                result = held.result
-        elif platform.settings["differencing.enabled"] and prepared.lineage is not None:
-            # The reviewer sees the cells the differencing defence holds back; the
-            # history is checked again, and written, when the review releases it.
-            with platform.store.transaction() as conn:
-                result, _cells = difference(
-                    conn,
-                    self.history,
-                    prepared.lineage,
-                    raw,
-                    prepared.plan.payload.spec,
-                    result,
-                    platform.settings["differencing.k"],
-                )
-        report = report_of(result, prepared.params)
-        manifest = manifest_of(job_id, operator, prepared, result, report)
-        withhold(
-            self.platform, operator, job_id, result, report, manifest, review_required=bool(review)
-        )
-        hold_entities(self.platform, job_id, prepared, raw, result)
+
+    def _release_checked(
+        self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table, result
+    ) -> None:
+        """Release a releasable output; with the differencing defence or the DP mode on,
+        the last checks run inside the release transaction (they may withhold it)."""
+        finish = self._guard(operator, job_id, prepared, raw)(result)
+        if finish is None:
+            report = report_of(result, prepared.params)
+            manifest = manifest_of(job_id, operator, prepared, result, report)
+            release(
+                self.platform, operator, job_id, result.released, report, manifest,
+                JobState.CHECKING,
+            )  # fmt: skip
+        else:
+            release(self.platform, operator, job_id, None, {}, {}, JobState.CHECKING, finish=finish)
 
     # --- issue 11: DP noise, the differencing gate, the budget ---------------------
 
