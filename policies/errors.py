@@ -45,6 +45,9 @@ class SandboxError(Exception):
 
     code = "sandbox_error"
     exit_code = 1
+    # Set on an error the HTTP client raises: the response's status and request id.
+    status: int | None = None
+    request_id: str | None = None
 
     def __init__(self, message: str, *, article: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -152,6 +155,8 @@ class PayloadTooLarge(LimitExceeded):
 
 class RateLimited(LimitExceeded):
     code = "rate_limited"
+    # Extra response headers the API sends with it (Retry-After).
+    headers: dict[str, str] | None = None
 
 
 class MethodNotAllowed(SandboxError):

@@ -146,6 +146,7 @@ class Executor:
                         row = conn.execute(
                             select(jobs.c.operator_id).where(jobs.c.id == job_id)
                         ).first()
+                        assert row is not None  # the job being settled is in the store
                         transition(
                             self.platform,
                             conn,

@@ -160,6 +160,7 @@ class RateLimiter:
     def _draw_shared(self, key: int) -> tuple[bool, int]:
         fd = self._files.get(key)
         if fd is None:
+            assert self.folder is not None  # shared buckets are drawn only with a folder
             path = self.folder / f"{int(key)}.bucket"
             fd = self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -135,7 +135,8 @@ def call(
     if (body.keys is None) == (body.items is None):
         raise InputError("send either 'keys' (one subject) or 'items' (a batch), not both")
     consent = body.consent.model_dump() if body.consent else None
-    if body.keys is not None:
+    items: list[dict[str, Any]]
+    if body.items is None:  # then keys were sent (exactly one of the two is)
         items = [{"keys": body.keys}]
     else:
         items = [

@@ -124,6 +124,7 @@ class Context:
         """The HTTP client for --server; the token is sent as a bearer token."""
         from sandbox.client import Client
 
+        assert self.server is not None  # asked for by backend() with --server only
         return Client(self.server, token)
 
     @contextmanager

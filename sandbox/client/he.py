@@ -74,10 +74,10 @@ def _check_values(values: Sequence, scheme: Scheme) -> list:
         if sum(abs(v) for v in out) >= BFV_PLAIN_MODULUS // 2:
             raise InputError("the BFV values are too large: their sum would wrap around")
         return out
-    out = [float(v) for v in values]
-    if any(math.isnan(v) or math.isinf(v) for v in out):
+    floats = [float(v) for v in values]
+    if any(math.isnan(v) or math.isinf(v) for v in floats):
         raise InputError("values must be finite numbers")
-    return out
+    return floats
 
 
 def encrypt_values(ctx, values: Sequence, scheme: Scheme) -> list[bytes]:

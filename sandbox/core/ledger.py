@@ -439,9 +439,9 @@ def query(
     rows = []
     result = conn.execute(stmt)
     for row in result.mappings():
-        if keep is not None and not keep(row):
-            continue
         item = dict(row)
+        if keep is not None and not keep(item):
+            continue
         try:
             item["details"] = json.loads(item["details"])
         except (TypeError, ValueError):

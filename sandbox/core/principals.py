@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from policies.classes import did_you_mean
 from policies.errors import AuthError, Conflict, InputError, NotFound, PermissionDenied
 from sandbox.core.ledger import Actor
-from sandbox.core.store import principals
+from sandbox.core.store import inserted_id, principals
 
 TOKEN_PREFIX = "sbx_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -113,7 +113,7 @@ def insert(
             created_at=created_at,
         )
     )
-    principal = Principal(result.inserted_primary_key[0], name, role, org or name, jurisdiction)
+    principal = Principal(inserted_id(result), name, role, org or name, jurisdiction)
     return principal, token
 
 

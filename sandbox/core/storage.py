@@ -77,7 +77,7 @@ def _fill(path: str) -> None:
         os.close(fd)
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """True when ``exc`` or an exception it came from says the disk is full."""
     seen = 0
     while exc is not None and seen < 8:

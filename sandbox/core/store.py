@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -32,7 +33,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from policies.errors import ConfigError
@@ -253,6 +254,13 @@ def after_commit_mark(conn: Connection) -> dict:
 
 def after_commit_reset(conn: Connection, mark: dict) -> None:
     conn.info[AFTER_COMMIT] = dict(mark)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The integer key of the one row an INSERT statement has just added."""
+    key = result.inserted_primary_key
+    assert key is not None  # SQLAlchemy reports the key of every single-row INSERT
+    return int(key[0])
 
 
 class Store:

@@ -25,7 +25,7 @@ from policies.errors import InputError, PolicyRefusal
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
-from sandbox.core.store import datasets, grants, principals
+from sandbox.core.store import datasets, grants, inserted_id, principals
 from sandbox.data.vault import get_version
 from sandbox.workflow.jurisdiction import grant_place, require_city, require_covers, scope_of
 from sandbox.workflow.terms import terms_of
@@ -218,7 +218,7 @@ def add_grant(
                     f"column '{unknown[0]}' is not in dataset '{dataset_name}'; "
                     + did_you_mean(unknown[0], version.classification.columns)
                 )
-        grant_id = conn.execute(
+        inserted = conn.execute(
             grants.insert().values(
                 operator_id=operator.id,
                 dataset_id=version.dataset_id,
@@ -233,7 +233,8 @@ def add_grant(
                 granted_by=authority.id,
                 created_at=now_utc(),
             )
-        ).inserted_primary_key[0]
+        )
+        grant_id = inserted_id(inserted)
         platform.record(
             conn,
             authority.actor,

@@ -86,9 +86,9 @@ def csv_safe(table: pa.Table) -> tuple[pa.Table, int]:
             kind = column.type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             values = column.to_pylist()
-            safe = [v if v is None else _escape(v) for v in values]
-            escaped += sum(1 for a, b in zip(values, safe, strict=True) if a != b)
-            column = pa.array(safe, type=kind)
+            cleaned = [v if v is None else _escape(v) for v in values]
+            escaped += sum(1 for a, b in zip(values, cleaned, strict=True) if a != b)
+            column = pa.array(cleaned, type=kind)
         columns.append(column)
     return pa.table(columns, names=names), escaped
 

@@ -139,7 +139,9 @@ def mode_for(conn: Connection, used: Mapping[str, Grant], dataset: str) -> DpMod
     if row is None:
         return None
     bounds = {c: Bounds(lo, hi) for c, (lo, hi) in json.loads(row.bounds_json).items()}
-    return DpMode(grant.agreement_id, dataset, budget(conn, grant.agreement_id, dataset), bounds)
+    current = budget(conn, grant.agreement_id, dataset)
+    assert current is not None  # its dp_budgets row was just read in this transaction
+    return DpMode(grant.agreement_id, dataset, current, bounds)
 
 
 def refusal(mode: DpMode):
@@ -196,6 +198,7 @@ def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
     out = []
     for b in conn.execute(select(dp_budgets).where(dp_budgets.c.agreement_id == agreement_id)):
         current = budget(conn, agreement_id, b.dataset)
+        assert current is not None  # b is its dp_budgets row
         out.append(
             {
                 "dataset": b.dataset,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from pyroaring import BitMap
 from sqlalchemy import func, select
@@ -55,7 +56,7 @@ class History:
     def _refresh_numbers(self, conn: Connection, dataset: str) -> dict[str, int]:
         known = self._numbers.setdefault(dataset, {})
         top = self._top.get(dataset, -1)
-        cursor = conn.connection.driver_connection.cursor()  # same transaction
+        cursor = _driver_cursor(conn)
         try:
             pending = self._pending.pop(dataset, None)
             if pending and _committed(cursor, dataset, top, pending):
@@ -110,7 +111,7 @@ class History:
             # order): a million new keys take seconds, not the twenty that row
             # dictionaries through the SQL layer took.
             rows = sorted(((dataset, k, n) for k, n in fresh.items()), key=lambda r: r[1])
-            cursor = conn.connection.driver_connection.cursor()  # same transaction
+            cursor = _driver_cursor(conn)
             try:
                 cursor.executemany(
                     "INSERT INTO entity_numbers (dataset, entity_key, number) VALUES (?, ?, ?)",
@@ -176,6 +177,14 @@ def history_of(platform) -> History:
     return platform.shared("history", History)
 
 
+def _driver_cursor(conn: Connection) -> Any:
+    """A cursor of the database driver's own connection under ``conn``: the same
+    transaction, without the SQL layer's per-row cost."""
+    driver = conn.connection.driver_connection
+    assert driver is not None  # an open Connection holds its driver connection
+    return driver.cursor()
+
+
 def _committed(cursor, dataset: str, top: int, pending: dict[str, int]) -> bool:
     """Whether the store holds exactly the numbers above ``top`` that this process gave
     (``pending``): its write committed and no other process numbered since. Otherwise
@@ -186,7 +195,7 @@ def _committed(cursor, dataset: str, top: int, pending: dict[str, int]) -> bool:
     ).fetchone()
     if count != len(pending) or highest != top + len(pending):
         return False
-    first, last = min(pending, key=pending.get), max(pending, key=pending.get)
+    first, last = min(pending, key=pending.__getitem__), max(pending, key=pending.__getitem__)
     for key in (first, last):
         found = cursor.execute(
             "SELECT number FROM entity_numbers WHERE dataset = ? AND entity_key = ?",

@@ -283,6 +283,7 @@ def _start_worker(
         start_new_session=True,
         text=True,
     )
+    assert proc.stdin is not None  # opened with stdin=PIPE
     proc.stdin.write(json.dumps(task) + "\n")
     proc.stdin.close()
     return proc
@@ -310,6 +311,7 @@ def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    answers: list[dict] = []
     for status in statuses:
         if status is None:
             raise JobFailed("an HE worker ended without an answer", code="worker_died")
@@ -319,7 +321,8 @@ def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
             raise JobFailed(
                 f"an HE worker failed ({status.get('error', 'unknown')})", code="engine_error"
             )
-    return statuses
+        answers.append(status)
+    return answers
 
 
 def _add_shares(

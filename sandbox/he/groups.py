@@ -135,15 +135,15 @@ def _join(plan: HePlan, snapshot: Path, keys: Sequence[str], entities: bool) -> 
                 {cols}, count(DISTINCT e) AS subjects FROM m GROUP BY {cols}"""
         )
         members_sql = f"SELECT g.gid, list(DISTINCT m.e) FROM m JOIN grp g ON {same} GROUP BY g.gid"
+        ambiguous = con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()
+        assert ambiguous is not None  # count(*) always answers one row
         return _Joined(
             groups=con.execute(f"SELECT gid, {cols}, subjects FROM grp ORDER BY gid").fetchall(),
             pairs=con.execute(
                 f"SELECT DISTINCT m.pos, g.gid FROM m JOIN grp g ON {same}"
             ).fetchnumpy(),
             members=dict(con.execute(members_sql).fetchall()) if entities else {},
-            ambiguous=int(
-                con.execute("SELECT count(*) FROM q WHERE k IN (SELECT k FROM amb)").fetchone()[0]
-            ),
+            ambiguous=int(ambiguous[0]),
         )
     except duckdb.Error as exc:
         raise JobFailed(

@@ -36,7 +36,7 @@ def terms_from_row(row: Row) -> AgreementTerms:
     )
 
 
-def terms_of(conn: Connection, agreement_ids: Iterable[int]) -> dict[int, AgreementTerms]:
+def terms_of(conn: Connection, agreement_ids: Iterable[int | None]) -> dict[int, AgreementTerms]:
     """The terms of each named agreement (None ids are skipped)."""
     ids = sorted({i for i in agreement_ids if i is not None})
     if not ids:
