@@ -59,7 +59,7 @@ from _results import figure  # noqa: E402
 from sql_job import QUERY, _sql_literal, bare_connection, setup  # noqa: E402
 
 from sandbox.core.platform import Platform  # noqa: E402
-from sandbox.psi.service import SetupSpec, build_bundle  # noqa: E402
+from sandbox.psi.setup import SetupSpec, build_bundle  # noqa: E402
 from sandbox.run.engines import ray_pool  # noqa: E402
 from sandbox.run.engines import spark as spark_engine  # noqa: E402
 from sandbox.run.execution import JobService, JobState  # noqa: E402

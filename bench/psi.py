@@ -55,7 +55,7 @@ from sandbox.core.platform import Platform  # noqa: E402
 from sandbox.core.principals import by_name  # noqa: E402
 from sandbox.data.grants import add_grant  # noqa: E402
 from sandbox.data.vault import register  # noqa: E402
-from sandbox.psi.service import set_terms  # noqa: E402
+from sandbox.psi.terms import set_terms  # noqa: E402
 
 REGISTRY = Classification.from_dict(
     {"entity_key": "code", "columns": {"code": "identifier", "county": "dimension"}}

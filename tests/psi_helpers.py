@@ -15,7 +15,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.psi.service import set_terms
+from sandbox.psi.terms import set_terms
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 FIRMS = Classification.from_dict(

@@ -25,7 +25,7 @@ from policies.errors import ConfigError, JobFailed, SandboxError
 from sandbox.client import he as client_he
 from sandbox.core.store import jobs
 from sandbox.he import evaluate as he
-from sandbox.psi.service import SetupSpec, build_bundle
+from sandbox.psi.setup import SetupSpec, build_bundle
 from sandbox.run.engines import ray_pool
 from sandbox.run.execution import JobState
 from tests.psi_helpers import firm_code

@@ -27,15 +27,8 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Role, insert
 from sandbox.data import vault
-from sandbox.psi.service import (
-    LocalTransport,
-    SetupSpec,
-    build_bundle,
-    column_key,
-    key_path,
-    open_session,
-    process_chunk,
-)
+from sandbox.psi.service import LocalTransport, open_session, process_chunk
+from sandbox.psi.setup import SetupSpec, build_bundle, column_key, key_path
 from sandbox.workflow import agreements
 from tests.psi_helpers import PEOPLE, firm_code, psi_agreement, psi_grant, register_firms
 
@@ -367,7 +360,7 @@ def test_suspended_agreement_refuses_at_open_and_between_chunks(cast):
     agreement_id = psi_agreement(
         cast.platform, cast.authority, cast.bank, cast.provider, [cast.r1, cast.r2]
     )
-    from sandbox.psi.service import set_terms
+    from sandbox.psi.terms import set_terms
 
     set_terms(
         cast.platform,

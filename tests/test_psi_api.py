@@ -19,7 +19,7 @@ from sandbox.client import Client
 from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.data.grants import add_grant
-from sandbox.psi.service import set_terms
+from sandbox.psi.terms import set_terms
 from tests.api_server import ApiServer, check_envelope, make_home
 from tests.psi_helpers import firm_code, register_firms
 

@@ -34,7 +34,7 @@ from sandbox.core.principals import Role, by_name
 from sandbox.data.backup import backup, restore, verify_home
 from sandbox.data.grants import add_grant, grants_of
 from sandbox.data.products import fetch_product
-from sandbox.psi.service import set_terms
+from sandbox.psi.terms import set_terms
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID, NAME
 from sandbox.psi import service as psi
+from sandbox.psi.terms import set_terms
 
 router = APIRouter(prefix="/v1/psi", tags=["psi"])
 
@@ -77,7 +78,7 @@ def psi_terms_set(request: Request, body: TermsRequest, me: CurrentPrincipal) ->
     """The authority sets the PSI terms of an agreement (or a direct grant) on one column."""
     from policies.psi import parse_mode
 
-    terms_id = psi.set_terms(
+    terms_id = set_terms(
         request.app.state.platform,
         me,
         dataset=body.dataset,

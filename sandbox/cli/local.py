@@ -366,7 +366,7 @@ class LocalBackend(Backend):
         return psi_dict(run_psi(transport, dataset, column, items, **options))
 
     def set_psi_terms(self, dataset, column, *, agreement, grant, **terms):
-        from sandbox.psi.service import set_terms
+        from sandbox.psi.terms import set_terms
 
         return set_terms(
             self.platform,

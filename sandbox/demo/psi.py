@@ -23,7 +23,8 @@ from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.data.vault import get_version
-from sandbox.psi.service import LocalTransport, set_terms
+from sandbox.psi.service import LocalTransport
+from sandbox.psi.terms import set_terms
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100 characters
 

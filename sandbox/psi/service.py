@@ -27,40 +27,25 @@ not, is ever written to the store or the ledger.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
-import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from multiprocessing import get_context
-from pathlib import Path
 from typing import Any
 
 import private_set_intersection.python as psi_lib
-import pyarrow.parquet as pq
 from google.protobuf.message import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from connectors.normalise import normalise
 from jobs.psi_match import (
     KIND,
-    BundleKind,
     check_columns,
     over_persons,
-    pack_parts,
     parse_ask,
 )
 from policies.errors import (
     Conflict,
     InputError,
-    JobFailed,
     NotFound,
     PayloadTooLarge,
     PolicyRefusal,
@@ -72,406 +57,24 @@ from policies.psi import (
     check_ask,
     check_chunk,
     chunk_floor,
-    parse_mode,
 )
-from policies.psi import offered_groups as _offered
-from sandbox.core.ledger import SYSTEM, now_utc
+from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
-from sandbox.core.store import grants as grants_table
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
+from sandbox.psi.setup import (
+    SetupInfo,
+    SetupSpec,
+    column_key,
+    ensure_setup,
+    setup_etag,
+    version_dir,
+)
 from sandbox.psi.tables import psi_sessions, psi_terms
-from sandbox.psi.worker import encrypt_shard, merge_raw
-from sandbox.workflow.base import require_authority
-from sandbox.workflow.jurisdiction import grant_place, require_covers
-from sandbox.workflow.tables import agreements
-
-KEY_BYTES = 32
-
-
-# --- keys ------------------------------------------------------------------------------------
-
-
-def _slug(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def key_path(home: Path, dataset: str, version: int, column: str) -> Path:
-    return home / "keys" / "psi" / f"{dataset}.v{version}.{_slug(column)}.key"
-
-
-def column_key(home: Path, dataset: str, version: int, column: str) -> bytes:
-    """The PSI key of one dataset column and version; created on first use (mode 0600)."""
-    path = key_path(home, dataset, version, column)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != KEY_BYTES:
-            raise InputError(f"the PSI key of {dataset} v{version} is damaged") from None
-        return key
-    key = psi_lib.server.CreateWithNewKey(False).GetPrivateKeyBytes()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    return key
-
-
-# --- the cached setup ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SetupSpec:
-    """Everything a setup bundle depends on; its cache name is derived from it."""
-
-    dataset: str
-    version: int
-    column: str
-    group_by: str | None
-    threshold: int  # groups only
-    structure: str
-    fpr: float
-    capacity: int
-
-    @property
-    def name(self) -> str:
-        group = f"{self.group_by}>={self.threshold}" if self.group_by else ""
-        parts = f"{self.column}|{group}|{self.structure}|{self.fpr:g}|{self.capacity}"
-        return _slug(parts)
-
-
-@dataclass(frozen=True)
-class SetupInfo:
-    path: Path
-    etag: str
-    meta: dict
-
-
-def _version_dir(home: Path, dataset: str, version: int) -> Path:
-    return home / "psi" / dataset / f"v{version}"
-
-
-def _read_items(
-    snapshot: Path, column: str, group_by: str | None
-) -> tuple[list[str], dict[str, list[str]]]:
-    """Distinct normalised items of the column; per group value too when grouping."""
-    names = [column] + ([group_by] if group_by else [])
-    table = pq.read_table(snapshot, columns=names)
-    values = table.column(column).to_pylist()
-    if not group_by:
-        seen: dict[str, None] = {}
-        for value in values:
-            if value is not None and (text := normalise(value)):
-                seen.setdefault(text, None)
-        return list(seen), {}
-    groups: dict[str, dict[str, None]] = {}
-    for value, group in zip(values, table.column(group_by).to_pylist(), strict=True):
-        if value is None or group is None or not (text := normalise(value)):
-            continue
-        groups.setdefault(str(group), {}).setdefault(text, None)
-    return [], {g: list(items) for g, items in groups.items()}
-
-
-def _shards(items: list[str], count: int) -> list[list[str]]:
-    count = max(1, min(count, len(items)))
-    size, extra = divmod(len(items), count)
-    out, at = [], 0
-    for i in range(count):
-        step = size + (1 if i < extra else 0)
-        out.append(items[at : at + step])
-        at += step
-    return out
-
-
-def _encrypt_all(
-    key: bytes, spec: SetupSpec, tasks: Sequence[list[str]], processes: int, ray_address: str = ""
-) -> list[bytes]:
-    if ray_address and len(tasks) > 1:  # issue 9: the shards as Ray tasks
-        from sandbox.run.engines.ray_pool import ray_map
-
-        calls = [(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
-        return ray_map(encrypt_shard, calls, ray_address, what=f"the PSI setup of '{spec.dataset}'")
-    if processes <= 1 or len(tasks) <= 1:
-        return [encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
-    # spawn: the server is threaded, and a forked copy of a threaded process may hold
-    # locks it can never release. The worker module imports only the PSI library.
-    try:
-        with ProcessPoolExecutor(
-            max_workers=min(processes, len(tasks)), mp_context=get_context("spawn")
-        ) as pool:
-            futures = [
-                pool.submit(encrypt_shard, key, spec.fpr, spec.capacity, spec.structure, t)
-                for t in tasks
-            ]
-            return [f.result() for f in futures]
-    except (BrokenProcessPool, OSError, RuntimeError) as exc:
-        raise JobFailed(
-            f"the PSI setup of '{spec.dataset}' could not be built in {processes} processes "
-            "(setting psi.build_processes)"
-        ) from exc
-
-
-def build_bundle(
-    key: bytes, spec: SetupSpec, snapshot: Path, processes: int, ray_address: str = ""
-) -> tuple[bytes, dict]:
-    """The setup bundle of a spec and what it is made of (sizes, never items).
-
-    With ``ray_address`` (the ``ray.address`` setting) the shards are Ray tasks."""
-    started = time.perf_counter()
-    items, groups = _read_items(snapshot, spec.column, spec.group_by)
-    read_s = time.perf_counter() - started
-    if spec.group_by is None:
-        if not items:
-            parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]
-        else:
-            # More shards than processes only when a structure keeps its shards apart.
-            blobs = _encrypt_all(key, spec, _shards(items, processes), processes, ray_address)
-            if spec.structure == "raw":
-                blobs = [merge_raw(blobs)]
-            parts = [("", b) for b in blobs]
-        kind, meta = BundleKind.SHARDS, {"items": len(items)}
-    else:
-        sizes = {g: len(v) for g, v in groups.items()}
-        offered = _offered(sizes, spec.threshold)
-        blobs = _encrypt_all(key, spec, [groups[g] for g in offered], processes, ray_address)
-        parts = list(zip(offered, blobs, strict=True))
-        kind = BundleKind.GROUPS
-        meta = {
-            "items": sum(sizes[g] for g in offered),
-            "groups_offered": len(offered),
-            "groups_withheld": len(sizes) - len(offered),
-        }
-    bundle = pack_parts(kind, parts)
-    meta.update(
-        parts=len(parts),
-        bytes=len(bundle),
-        read_s=round(read_s, 3),
-        build_s=round(time.perf_counter() - started, 3),
-        processes=processes,
-        sha256=hashlib.sha256(bundle).hexdigest(),
-    )
-    return bundle, meta
-
-
-def ensure_setup(
-    platform: Platform, version: DatasetVersion, spec: SetupSpec
-) -> tuple[SetupInfo, bool]:
-    """The cached bundle of ``spec``, built now if missing; (info, built_now)."""
-    folder = _version_dir(platform.home, spec.dataset, spec.version)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{spec.name}.bundle"
-    meta_path = folder / f"{spec.name}.json"
-    with open(folder / f"{spec.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists() and meta_path.exists():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            return SetupInfo(path, _etag(meta), meta), False
-        key = column_key(platform.home, spec.dataset, spec.version, spec.column)
-        processes = platform.settings["psi.build_processes"]
-        ray_address = platform.settings["ray.address"]
-        bundle, meta = build_bundle(key, spec, version.path, processes, ray_address)
-        for target, data in ((path, bundle), (meta_path, json.dumps(meta).encode())):
-            part = target.with_suffix(target.suffix + ".part")
-            part.write_bytes(data)
-            os.replace(part, target)  # a reader sees the whole file or none
-    _drop_older(platform.home, spec.dataset, spec.version)
-    with platform.store.transaction() as conn:
-        platform.record(
-            conn,
-            SYSTEM,
-            "psi.setup_built",
-            f"dataset:{spec.dataset}",
-            {
-                "version": spec.version,
-                "column": spec.column,
-                "group_by": spec.group_by,
-                "structure": spec.structure,
-                **{k: meta[k] for k in ("items", "parts", "bytes", "build_s", "processes")},
-            },
-            "Art. 15",
-        )
-    return SetupInfo(path, _etag(meta), meta), True
-
-
-def _etag(meta: dict) -> str:
-    return '"' + meta["sha256"][:32] + '"'
-
-
-def _drop_older(home: Path, dataset: str, version: int) -> None:
-    """Bundles of older versions serve nobody once a newer one is built."""
-    root = home / "psi" / dataset
-    for child in root.iterdir():
-        if (
-            child.name.startswith("v")
-            and child.name[1:].isdigit()
-            and int(child.name[1:]) < version
-        ):
-            shutil.rmtree(child, ignore_errors=True)
-
-
-# --- terms -----------------------------------------------------------------------------------
-
-
-def _terms_from_row(row) -> PsiTerms:
-    return PsiTerms(
-        id=row.id,
-        dataset=row.dataset,
-        column=row.column_name,
-        mode=PsiMode(row.mode),
-        min_items=row.min_items,
-        max_items=row.max_items,
-        daily_cap=row.daily_cap,
-        group_dimensions=frozenset(json.loads(row.group_dimensions_json)),
-        group_threshold=row.group_threshold,
-        consent_required=bool(row.consent_required),
-        agreement_id=row.agreement_id,
-        grant_id=row.grant_id,
-    )
-
-
-def terms_for(conn: Connection, grant, dataset: str, column: str) -> PsiTerms | None:
-    """The terms that apply through ``grant``: its agreement's, or its own if direct."""
-    scope = (
-        psi_terms.c.agreement_id == grant.agreement_id
-        if grant.agreement_id is not None
-        else psi_terms.c.grant_id == grant.id
-    )
-    row = conn.execute(
-        select(psi_terms).where(
-            scope, psi_terms.c.dataset == dataset, psi_terms.c.column_name == column
-        )
-    ).first()
-    return _terms_from_row(row) if row is not None else None
-
-
-def set_terms(
-    platform: Platform,
-    authority: Principal,
-    *,
-    dataset: str,
-    column: str,
-    agreement_id: int | None = None,
-    grant_id: int | None = None,
-    mode: str | PsiMode = PsiMode.CARDINALITY,
-    min_items: int | None = None,
-    max_items: int | None = None,
-    daily_cap: int | None = None,
-    group_dimensions: Sequence[str] = (),
-    group_threshold: int | None = None,
-    consent_required: bool = False,
-) -> int:
-    """An authority sets (or replaces) the PSI terms of one dataset column (Art. 13)."""
-    require_role(authority, Role.AUTHORITY, action="set PSI terms", article="Art. 13")
-    settings = platform.settings
-
-    def given_or(value, setting: str):
-        return value if value is not None else settings[setting]
-
-    terms = PsiTerms(
-        dataset=dataset,
-        column=column,
-        mode=parse_mode(mode),
-        min_items=given_or(min_items, "psi.min_items"),
-        max_items=given_or(max_items, "psi.max_items"),
-        daily_cap=given_or(daily_cap, "psi.daily_cap"),
-        group_dimensions=frozenset(group_dimensions),
-        group_threshold=given_or(group_threshold, "psi.group_threshold"),
-        consent_required=consent_required,
-        agreement_id=agreement_id,
-        grant_id=grant_id,
-    )
-    if terms.max_items > settings["psi.max_items"]:
-        raise InputError(
-            f"max_items {terms.max_items} is over the platform's psi.max_items "
-            f"({settings['psi.max_items']})"
-        )
-    with platform.store.transaction() as conn:
-        version = get_version(conn, platform, dataset)
-        check_columns(version.classification, column, None)
-        for dim in terms.group_dimensions:
-            check_columns(version.classification, column, dim)
-        if agreement_id is not None:
-            _check_agreement_covers(conn, authority, terms, agreement_id)
-            where, subject = psi_terms.c.agreement_id == agreement_id, f"agreement:{agreement_id}"
-        else:
-            row = conn.execute(select(grants_table).where(grants_table.c.id == grant_id)).first()
-            if row is None or row.dataset_id != version.dataset_id:
-                raise NotFound(f"no grant {grant_id} for dataset '{dataset}'")
-            # a direct grant's terms are the city's; a grant under an agreement, its place's
-            require_covers(authority, grant_place(conn, grant_id), "set PSI terms", "Art. 13")
-            where, subject = psi_terms.c.grant_id == grant_id, f"grant:{grant_id}"
-        terms_id = _store_terms(conn, authority, terms, where)
-        platform.record(
-            conn,
-            authority.actor,
-            "psi.terms",
-            subject,
-            terms.to_dict() | {"id": terms_id},
-            "Art. 13",
-        )
-    return terms_id
-
-
-def _check_agreement_covers(
-    conn: Connection, authority: Principal, terms: PsiTerms, agreement_id: int
-) -> None:
-    """The agreement exists, is the authority's to rule on, and covers the dataset, the
-    columns (the key and every group dimension) and PSI jobs (Art. 13)."""
-    row = conn.execute(select(agreements).where(agreements.c.id == agreement_id)).first()
-    if row is None:
-        raise NotFound(f"no agreement {agreement_id}")
-    require_authority(authority, row.jurisdiction, "set PSI terms", "Art. 13")
-    scope = json.loads(row.scope_json)
-    if terms.dataset not in scope["datasets"]:
-        raise InputError(
-            f"dataset '{terms.dataset}' is outside agreement {agreement_id}", article="Art. 13"
-        )
-    allowed = scope["datasets"][terms.dataset]
-    used = [terms.column, *sorted(terms.group_dimensions)]
-    outside = [c for c in used if allowed is not None and c not in allowed]
-    if outside:
-        raise InputError(
-            f"column '{outside[0]}' is outside agreement {agreement_id}", article="Art. 13"
-        )
-    if KIND not in scope["job_kinds"]:
-        raise InputError(
-            f"agreement {agreement_id} does not include '{KIND}' jobs", article="Art. 13"
-        )
-
-
-def _store_terms(conn: Connection, authority: Principal, terms: PsiTerms, where) -> int:
-    """Insert the terms, or replace those of the same owner, dataset and column."""
-    values = {
-        "mode": terms.mode.value,
-        "min_items": terms.min_items,
-        "max_items": terms.max_items,
-        "daily_cap": terms.daily_cap,
-        "group_dimensions_json": json.dumps(sorted(terms.group_dimensions)),
-        "group_threshold": terms.group_threshold,
-        "consent_required": terms.consent_required,
-        "set_by": authority.id,
-        "created_at": now_utc(),
-    }
-    existing = conn.execute(
-        select(psi_terms.c.id).where(
-            where, psi_terms.c.dataset == terms.dataset, psi_terms.c.column_name == terms.column
-        )
-    ).first()
-    if existing is not None:
-        conn.execute(psi_terms.update().where(psi_terms.c.id == existing.id).values(**values))
-        return existing.id
-    return conn.execute(
-        psi_terms.insert().values(
-            agreement_id=terms.agreement_id,
-            grant_id=terms.grant_id,
-            dataset=terms.dataset,
-            column_name=terms.column,
-            **values,
-        )
-    ).inserted_primary_key[0]
-
+from sandbox.psi.terms import (
+    terms_for,
+)
 
 # --- sessions --------------------------------------------------------------------------------
 
@@ -607,12 +210,12 @@ def setup_of(platform: Platform, operator: Principal, session_id: int) -> SetupI
         row = _session(conn, operator, session_id)
     if row.status != "open":
         raise Conflict(f"PSI session {session_id} is {row.status}")
-    folder = _version_dir(platform.home, row.dataset, row.version)
+    folder = version_dir(platform.home, row.dataset, row.version)
     meta_path = folder / f"{row.setup_key}.json"
     if not meta_path.exists():
         raise Conflict(f"the setup of PSI session {session_id} is gone: a newer version exists")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return SetupInfo(folder / f"{row.setup_key}.bundle", _etag(meta), meta)
+    return SetupInfo(folder / f"{row.setup_key}.bundle", setup_etag(meta), meta)
 
 
 def chunk_session(platform: Platform, operator: Principal, session_id: int) -> None:

@@ -1,0 +1,259 @@
+"""The platform's half of a PSI match, prepared once per dataset version and column:
+the column's own key (kept under keys/psi/), and the cached server setup every
+session of that version sends (built in worker processes, or as Ray tasks)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import private_set_intersection.python as psi_lib
+import pyarrow.parquet as pq
+
+from connectors.normalise import normalise
+from jobs.psi_match import (
+    BundleKind,
+    pack_parts,
+)
+from policies.errors import (
+    InputError,
+    JobFailed,
+)
+from policies.psi import offered_groups as _offered
+from sandbox.core.ledger import SYSTEM
+from sandbox.core.platform import Platform
+from sandbox.data.vault import DatasetVersion
+from sandbox.psi.worker import encrypt_shard, merge_raw
+
+KEY_BYTES = 32
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def key_path(home: Path, dataset: str, version: int, column: str) -> Path:
+    return home / "keys" / "psi" / f"{dataset}.v{version}.{_slug(column)}.key"
+
+
+def column_key(home: Path, dataset: str, version: int, column: str) -> bytes:
+    """The PSI key of one dataset column and version; created on first use (mode 0600)."""
+    path = key_path(home, dataset, version, column)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise InputError(f"the PSI key of {dataset} v{version} is damaged") from None
+        return key
+    key = psi_lib.server.CreateWithNewKey(False).GetPrivateKeyBytes()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+# --- the cached setup ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupSpec:
+    """Everything a setup bundle depends on; its cache name is derived from it."""
+
+    dataset: str
+    version: int
+    column: str
+    group_by: str | None
+    threshold: int  # groups only
+    structure: str
+    fpr: float
+    capacity: int
+
+    @property
+    def name(self) -> str:
+        group = f"{self.group_by}>={self.threshold}" if self.group_by else ""
+        parts = f"{self.column}|{group}|{self.structure}|{self.fpr:g}|{self.capacity}"
+        return _slug(parts)
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    path: Path
+    etag: str
+    meta: dict
+
+
+def version_dir(home: Path, dataset: str, version: int) -> Path:
+    return home / "psi" / dataset / f"v{version}"
+
+
+def _read_items(
+    snapshot: Path, column: str, group_by: str | None
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Distinct normalised items of the column; per group value too when grouping."""
+    names = [column] + ([group_by] if group_by else [])
+    table = pq.read_table(snapshot, columns=names)
+    values = table.column(column).to_pylist()
+    if not group_by:
+        seen: dict[str, None] = {}
+        for value in values:
+            if value is not None and (text := normalise(value)):
+                seen.setdefault(text, None)
+        return list(seen), {}
+    groups: dict[str, dict[str, None]] = {}
+    for value, group in zip(values, table.column(group_by).to_pylist(), strict=True):
+        if value is None or group is None or not (text := normalise(value)):
+            continue
+        groups.setdefault(str(group), {}).setdefault(text, None)
+    return [], {g: list(items) for g, items in groups.items()}
+
+
+def _shards(items: list[str], count: int) -> list[list[str]]:
+    count = max(1, min(count, len(items)))
+    size, extra = divmod(len(items), count)
+    out, at = [], 0
+    for i in range(count):
+        step = size + (1 if i < extra else 0)
+        out.append(items[at : at + step])
+        at += step
+    return out
+
+
+def _encrypt_all(
+    key: bytes, spec: SetupSpec, tasks: Sequence[list[str]], processes: int, ray_address: str = ""
+) -> list[bytes]:
+    if ray_address and len(tasks) > 1:  # issue 9: the shards as Ray tasks
+        from sandbox.run.engines.ray_pool import ray_map
+
+        calls = [(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
+        return ray_map(encrypt_shard, calls, ray_address, what=f"the PSI setup of '{spec.dataset}'")
+    if processes <= 1 or len(tasks) <= 1:
+        return [encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
+    # spawn: the server is threaded, and a forked copy of a threaded process may hold
+    # locks it can never release. The worker module imports only the PSI library.
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(processes, len(tasks)), mp_context=get_context("spawn")
+        ) as pool:
+            futures = [
+                pool.submit(encrypt_shard, key, spec.fpr, spec.capacity, spec.structure, t)
+                for t in tasks
+            ]
+            return [f.result() for f in futures]
+    except (BrokenProcessPool, OSError, RuntimeError) as exc:
+        raise JobFailed(
+            f"the PSI setup of '{spec.dataset}' could not be built in {processes} processes "
+            "(setting psi.build_processes)"
+        ) from exc
+
+
+def build_bundle(
+    key: bytes, spec: SetupSpec, snapshot: Path, processes: int, ray_address: str = ""
+) -> tuple[bytes, dict]:
+    """The setup bundle of a spec and what it is made of (sizes, never items).
+
+    With ``ray_address`` (the ``ray.address`` setting) the shards are Ray tasks."""
+    started = time.perf_counter()
+    items, groups = _read_items(snapshot, spec.column, spec.group_by)
+    read_s = time.perf_counter() - started
+    if spec.group_by is None:
+        if not items:
+            parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]
+        else:
+            # More shards than processes only when a structure keeps its shards apart.
+            blobs = _encrypt_all(key, spec, _shards(items, processes), processes, ray_address)
+            if spec.structure == "raw":
+                blobs = [merge_raw(blobs)]
+            parts = [("", b) for b in blobs]
+        kind, meta = BundleKind.SHARDS, {"items": len(items)}
+    else:
+        sizes = {g: len(v) for g, v in groups.items()}
+        offered = _offered(sizes, spec.threshold)
+        blobs = _encrypt_all(key, spec, [groups[g] for g in offered], processes, ray_address)
+        parts = list(zip(offered, blobs, strict=True))
+        kind = BundleKind.GROUPS
+        meta = {
+            "items": sum(sizes[g] for g in offered),
+            "groups_offered": len(offered),
+            "groups_withheld": len(sizes) - len(offered),
+        }
+    bundle = pack_parts(kind, parts)
+    meta.update(
+        parts=len(parts),
+        bytes=len(bundle),
+        read_s=round(read_s, 3),
+        build_s=round(time.perf_counter() - started, 3),
+        processes=processes,
+        sha256=hashlib.sha256(bundle).hexdigest(),
+    )
+    return bundle, meta
+
+
+def ensure_setup(
+    platform: Platform, version: DatasetVersion, spec: SetupSpec
+) -> tuple[SetupInfo, bool]:
+    """The cached bundle of ``spec``, built now if missing; (info, built_now)."""
+    folder = version_dir(platform.home, spec.dataset, spec.version)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.name}.bundle"
+    meta_path = folder / f"{spec.name}.json"
+    with open(folder / f"{spec.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            return SetupInfo(path, setup_etag(meta), meta), False
+        key = column_key(platform.home, spec.dataset, spec.version, spec.column)
+        processes = platform.settings["psi.build_processes"]
+        ray_address = platform.settings["ray.address"]
+        bundle, meta = build_bundle(key, spec, version.path, processes, ray_address)
+        for target, data in ((path, bundle), (meta_path, json.dumps(meta).encode())):
+            part = target.with_suffix(target.suffix + ".part")
+            part.write_bytes(data)
+            os.replace(part, target)  # a reader sees the whole file or none
+    _drop_older(platform.home, spec.dataset, spec.version)
+    with platform.store.transaction() as conn:
+        platform.record(
+            conn,
+            SYSTEM,
+            "psi.setup_built",
+            f"dataset:{spec.dataset}",
+            {
+                "version": spec.version,
+                "column": spec.column,
+                "group_by": spec.group_by,
+                "structure": spec.structure,
+                **{k: meta[k] for k in ("items", "parts", "bytes", "build_s", "processes")},
+            },
+            "Art. 15",
+        )
+    return SetupInfo(path, setup_etag(meta), meta), True
+
+
+def setup_etag(meta: dict) -> str:
+    return '"' + meta["sha256"][:32] + '"'
+
+
+def _drop_older(home: Path, dataset: str, version: int) -> None:
+    """Bundles of older versions serve nobody once a newer one is built."""
+    root = home / "psi" / dataset
+    for child in root.iterdir():
+        if (
+            child.name.startswith("v")
+            and child.name[1:].isdigit()
+            and int(child.name[1:]) < version
+        ):
+            shutil.rmtree(child, ignore_errors=True)
