@@ -32,7 +32,7 @@ from policies.errors import JobFailed, PermissionDenied, PolicyRefusal, SandboxE
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
-from sandbox.core.store import jobs
+from sandbox.core.store import inserted_id, jobs
 from sandbox.guard import dp_budget
 from sandbox.guard.history import difference, history_of
 from sandbox.run.admission import Prepared, prepare
@@ -122,7 +122,7 @@ class JobService:
         kind.referenced_datasets(request)  # a malformed request is refused before it is recorded
         now = now_utc()
         with platform.store.transaction() as conn:
-            job_id = conn.execute(
+            inserted = conn.execute(
                 jobs.insert().values(
                     operator_id=operator.id,
                     kind=kind.name,
@@ -131,7 +131,8 @@ class JobService:
                     created_at=now,
                     updated_at=now,
                 )
-            ).inserted_primary_key[0]
+            )
+            job_id = inserted_id(inserted)
             platform.record(
                 conn,
                 operator.actor,

@@ -451,7 +451,7 @@ def agreement_dict(conn: Connection, viewer: Principal, agreement_id: int) -> di
     }
 
 
-def active_of(conn: Connection, operator_id: int) -> list[Row]:
+def active_of(conn: Connection, operator_id: int) -> Sequence[Row]:
     return conn.execute(
         select(agreements)
         .where(

@@ -38,7 +38,7 @@ from policies.workflow import (
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name
-from sandbox.core.store import grants, jobs
+from sandbox.core.store import grants, inserted_id, jobs
 from sandbox.run.settle import release_held
 from sandbox.workflow.base import create, get, move, names, need_text, require_authority
 from sandbox.workflow.jurisdiction import job_place, require_covers
@@ -99,6 +99,7 @@ def appoint_checkers(
             row = get(conn, agreements, agreement_id, "agreement")
             jurisdiction, operator_id = row.jurisdiction, row.operator_id
         else:
+            assert job_id is not None  # exactly one of the two was given (checked above)
             job = get(conn, jobs, job_id, "job")
             jurisdiction = job_place(conn, job_id)
             operator_id = job.operator_id
@@ -114,7 +115,7 @@ def appoint_checkers(
                     article="Art. 15",
                 )
             check_not_own_org(name, checker.org, author.org, "output it is", "Art. 15")
-            appointment = conn.execute(
+            inserted = conn.execute(
                 checker_appointments.insert().values(
                     agreement_id=agreement_id,
                     job_id=job_id,
@@ -122,7 +123,8 @@ def appoint_checkers(
                     appointed_by=authority.id,
                     created_at=now_utc(),
                 )
-            ).inserted_primary_key[0]
+            )
+            appointment = inserted_id(inserted)
             platform.record(
                 conn,
                 authority.actor,
@@ -173,7 +175,9 @@ def open_in(platform: Platform, conn: Connection, actor: Actor, job_id: int) -> 
         },
         {"job": job_id, "agreements": sorted(ids)},
     )
-    return _review(conn, job_id)
+    opened = _review(conn, job_id)
+    assert opened is not None  # created just above
+    return opened
 
 
 def _may_see(conn: Connection, viewer: Principal, job: Row) -> None:
@@ -202,7 +206,7 @@ def vote(platform: Platform, checker: Principal, job_id: int, decision: Vote, re
     need_text({"reason": reason}, "Art. 15")
     with platform.store.transaction() as conn:
         review = _open_for_vote(platform, conn, checker, job_id)
-        vote_id = conn.execute(
+        inserted = conn.execute(
             output_votes.insert().values(
                 review_id=review.id,
                 checker_id=checker.id,
@@ -210,7 +214,8 @@ def vote(platform: Platform, checker: Principal, job_id: int, decision: Vote, re
                 reason=reason,
                 created_at=now_utc(),
             )
-        ).inserted_primary_key[0]
+        )
+        vote_id = inserted_id(inserted)
         # Sealed: the ledger holds a commitment, not the vote, until the verdict.
         nonce = secrets.token_hex(16)
         seal = hashlib.sha256(f"{decision.value}|{reason}|{nonce}".encode()).hexdigest()

@@ -24,7 +24,7 @@ from policies.workflow import article_of, check_jurisdiction, check_transition
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
-from sandbox.core.store import datasets
+from sandbox.core.store import datasets, inserted_id
 
 
 def parse_time(text: str | datetime, field: str = "time", *, end: bool = False) -> datetime:
@@ -74,7 +74,7 @@ def create(
     row = {**values, "status": state.value, "created_at": stamp}
     if "updated_at" in table.c:
         row["updated_at"] = stamp
-    obj_id = conn.execute(table.insert().values(**row)).inserted_primary_key[0]
+    obj_id = inserted_id(conn.execute(table.insert().values(**row)))
     platform.record(
         conn,
         actor,

@@ -13,7 +13,7 @@ from policies.errors import Conflict, InputError, NotFound
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
-from sandbox.core.store import products
+from sandbox.core.store import inserted_id, products
 from sandbox.workflow.tables import feedback, product_dispositions
 
 
@@ -36,7 +36,7 @@ def give(
                 f"product '{product_id}' was deleted at its agreement's end (Art. 13)",
                 article="Art. 13",
             )
-        fid = conn.execute(
+        inserted = conn.execute(
             feedback.insert().values(
                 product_id=product_id,
                 consumer_id=consumer.id,
@@ -44,7 +44,8 @@ def give(
                 comment=comment or "",
                 created_at=now_utc(),
             )
-        ).inserted_primary_key[0]
+        )
+        fid = inserted_id(inserted)
         platform.record(
             conn,
             consumer.actor,

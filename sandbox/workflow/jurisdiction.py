@@ -115,7 +115,7 @@ def _input_grants(inputs_json: str | None) -> list[int]:
         items = json.loads(inputs_json or "[]")
     except ValueError:
         return []
-    return [i.get("grant") for i in items if isinstance(i, dict) and i.get("grant") is not None]
+    return [i["grant"] for i in items if isinstance(i, dict) and i.get("grant") is not None]
 
 
 def _one_place(grant_ids: list[int], places: Mapping[int, str]) -> str:

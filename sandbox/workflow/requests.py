@@ -24,7 +24,7 @@ from policies.workflow import RequestState, TicketState, check_not_own_org, cove
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
-from sandbox.core.store import datasets, grants
+from sandbox.core.store import datasets, grants, inserted_id
 from sandbox.data.vault import get_version
 from sandbox.workflow.base import create, dataset_row, get, move, need_text, now_or
 from sandbox.workflow.tables import agreements, data_requests, quality_tickets
@@ -118,13 +118,13 @@ def approve(
         if RequestState(req.status) is not RequestState.SUBMITTED:
             raise Conflict(f"data request {request_id} is {req.status} already")
         agreement = get(conn, agreements, req.agreement_id, "agreement")
-        ds = conn.execute(select(datasets).where(datasets.c.id == req.dataset_id)).first()
+        ds = conn.execute(select(datasets).where(datasets.c.id == req.dataset_id)).one()
         requested = json.loads(req.columns_json) if req.columns_json else None
         _agreement_allows(conn, agreement.id, ds.name, requested, moment)
         scope = json.loads(agreement.scope_json)
         columns = requested if requested is not None else scope["datasets"].get(ds.name)
         get_version(conn, platform, ds.name)  # the dataset has a version to read
-        grant_id = conn.execute(
+        inserted = conn.execute(
             grants.insert().values(
                 operator_id=req.operator_id,
                 dataset_id=req.dataset_id,
@@ -141,7 +141,8 @@ def approve(
                 agreement_id=agreement.id,
                 review_required=bool(agreement.review_required),
             )
-        ).inserted_primary_key[0]
+        )
+        grant_id = inserted_id(inserted)
         platform.record(
             conn,
             approver.actor,
@@ -229,7 +230,7 @@ def answer_quality(
     need_text({"answer": text}, "Art. 14")
     with platform.store.transaction() as conn:
         ticket = get(conn, quality_tickets, ticket_id, "quality ticket")
-        ds = conn.execute(select(datasets).where(datasets.c.id == ticket.dataset_id)).first()
+        ds = conn.execute(select(datasets).where(datasets.c.id == ticket.dataset_id)).one()
         if ds.provider_id != provider.id:
             raise PermissionDenied(
                 f"dataset '{ds.name}' belongs to another provider (Art. 14)",

@@ -27,7 +27,7 @@ from policies.workflow import EvaluationState
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
-from sandbox.core.store import grants, principals
+from sandbox.core.store import grants, inserted_id, principals
 from sandbox.run.jobstate import cancel_operator_jobs
 from sandbox.workflow.agreements import active_of, restore_in, suspend_in
 from sandbox.workflow.airlock import freeze
@@ -62,7 +62,7 @@ def notify(
     article: str,
 ) -> int:
     """A notification record for a principal (read with ``sandbox notifications``)."""
-    nid = conn.execute(
+    inserted = conn.execute(
         notifications.insert().values(
             recipient_id=recipient_id,
             kind=kind,
@@ -70,7 +70,8 @@ def notify(
             body_json=json.dumps(body),
             created_at=now_utc(),
         )
-    ).inserted_primary_key[0]
+    )
+    nid = inserted_id(inserted)
     platform.record(
         conn,
         actor,
@@ -135,6 +136,7 @@ def evaluate(
             },
         )
         if not passed:
+            assert until is not None  # a failed evaluation has its deadline (checked above)
             suspend_in(
                 platform,
                 conn,
@@ -216,7 +218,7 @@ def report_incident(
         mine = active_of(conn, op.id)
         direct = _direct_grants(conn, op.id)
         scope = {"agreements": [a.id for a in mine], "grants": direct}
-        incident = conn.execute(
+        inserted = conn.execute(
             incidents.insert().values(
                 operator_id=op.id,
                 reported_by=reporter.id,
@@ -225,7 +227,8 @@ def report_incident(
                 suspended_json=json.dumps(scope),
                 created_at=now_utc(),
             )
-        ).inserted_primary_key[0]
+        )
+        incident = inserted_id(inserted)
         platform.record(
             conn,
             reporter.actor,
@@ -326,7 +329,7 @@ def inspect(
         if not operator_in_scope(conn, authority, op.id):
             require_authority(authority, "city", "inspect operators outside its county", "Art. 22")
         todo = [t.strip() for t in tasks if t and t.strip()]
-        inspection = conn.execute(
+        inserted = conn.execute(
             inspections.insert().values(
                 operator_id=op.id,
                 authority_id=authority.id,
@@ -335,7 +338,8 @@ def inspect(
                 deadline=until.isoformat() if until else None,
                 created_at=now_utc(),
             )
-        ).inserted_primary_key[0]
+        )
+        inspection = inserted_id(inserted)
         platform.record(
             conn,
             authority.actor,
@@ -350,6 +354,7 @@ def inspect(
             "Art. 22",
         )
         if todo:
+            assert until is not None  # tasks come with a deadline (checked above)
             notify(
                 platform,
                 conn,
