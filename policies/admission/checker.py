@@ -178,49 +178,8 @@ class _Checker:
                 family, arg = "count", inner
             extras = list(node.expressions)
         else:
-            if name in self.policy.member_value:
-                _refuse(
-                    "member_aggregate",
-                    f"aggregate {name} returns values of single members and is not admitted",
-                    subject=name,
-                    hint=f"use {self.allowed_aggregates()}",
-                )
-            if name in self.policy.base:
-                family = name
-            elif name in self.policy.grantable:
-                family = self.policy.grantable[name]
-                if family not in self.scope.extra_aggregates:
-                    _refuse(
-                        "aggregate_not_granted",
-                        f"aggregate {name} needs the grant '{family}', which this job does not have",
-                        subject=name,
-                        hint=f"ask for the '{family}' grant, or use {self.allowed_aggregates()}",
-                    )
-            else:
-                _refuse(
-                    "aggregate_not_allowed",
-                    f"aggregate {name} is not on the allow list (default deny)",
-                    subject=name,
-                    hint=f"use {self.allowed_aggregates()}",
-                )
-            arg = node.this
-            extras = [
-                v for k, v in node.args.items() if k != "this" and isinstance(v, exp.Expression)
-            ] + [v for v in node.args.get("expressions") or [] if isinstance(v, exp.Expression)]
-            if isinstance(arg, exp.Distinct):
-                _refuse(
-                    "aggregate_not_allowed",
-                    f"DISTINCT inside {name} is not admitted; DISTINCT is only allowed in COUNT",
-                    subject=name,
-                )
-            if family == "quantile":
-                if len(extras) != 1 or _number(extras[0]) is None:
-                    _refuse(
-                        "aggregate_expression",
-                        f"{name} takes one column and one constant fraction",
-                        subject=name,
-                    )
-                extras = []
+            family = self._family(name)
+            arg, extras = self._argument(node, name, family)
         if extras or arg is None:
             _refuse("aggregate_expression", f"{name} takes exactly one column", subject=name)
         if isinstance(arg, exp.Column):
@@ -246,6 +205,60 @@ class _Checker:
                 "or ask for the 'expressions' grant",
             )
         return family
+
+    def _family(self, name: str) -> str:
+        """The family of an aggregate other than COUNT: base, granted, or refused."""
+        if name in self.policy.member_value:
+            _refuse(
+                "member_aggregate",
+                f"aggregate {name} returns values of single members and is not admitted",
+                subject=name,
+                hint=f"use {self.allowed_aggregates()}",
+            )
+        if name in self.policy.base:
+            return name
+        if name in self.policy.grantable:
+            family = self.policy.grantable[name]
+            if family not in self.scope.extra_aggregates:
+                _refuse(
+                    "aggregate_not_granted",
+                    f"aggregate {name} needs the grant '{family}', which this job does not have",
+                    subject=name,
+                    hint=f"ask for the '{family}' grant, or use {self.allowed_aggregates()}",
+                )
+            return family
+        _refuse(
+            "aggregate_not_allowed",
+            f"aggregate {name} is not on the allow list (default deny)",
+            subject=name,
+            hint=f"use {self.allowed_aggregates()}",
+        )
+
+    @staticmethod
+    def _argument(
+        node: exp.Expression, name: str, family: str
+    ) -> tuple[exp.Expression | None, list[exp.Expression]]:
+        """The aggregate's argument and any further arguments (a quantile's constant
+        fraction is allowed and dropped); DISTINCT outside COUNT is refused."""
+        arg = node.this
+        extras = [
+            v for k, v in node.args.items() if k != "this" and isinstance(v, exp.Expression)
+        ] + [v for v in node.args.get("expressions") or [] if isinstance(v, exp.Expression)]
+        if isinstance(arg, exp.Distinct):
+            _refuse(
+                "aggregate_not_allowed",
+                f"DISTINCT inside {name} is not admitted; DISTINCT is only allowed in COUNT",
+                subject=name,
+            )
+        if family == "quantile":
+            if len(extras) != 1 or _number(extras[0]) is None:
+                _refuse(
+                    "aggregate_expression",
+                    f"{name} takes one column and one constant fraction",
+                    subject=name,
+                )
+            extras = []
+        return arg, extras
 
     # -- group keys
     def check_group_key(self, key: exp.Expression) -> None:
