@@ -219,7 +219,7 @@ class JobService:
         with self.platform.store.transaction() as conn:
             if not may_transition(state_of(conn, job_id), JobState.FAILED):
                 return
-            row = conn.execute(select(jobs.c.operator_id).where(jobs.c.id == job_id)).first()
+            row = conn.execute(select(jobs.c.operator_id).where(jobs.c.id == job_id)).one()
             transition(
                 self.platform,
                 conn,
@@ -365,7 +365,7 @@ class JobService:
                     runtime_json=json.dumps(runtime),
                 )
                 return
-            where = {
+            where: dict[str, Any] = {
                 k: runtime[k] for k in ("engine", "master", "dispatch", "node") if k in runtime
             }
             transition(
@@ -409,14 +409,14 @@ class JobService:
         bounds = {
             i: mode.bounds[name]
             for i, name in argument_columns(admitted).items()
-            if name in mode.bounds
+            if name is not None and name in mode.bounds
         }
         noisy = add_noise(result, raw, admitted.spec, mode.budget.per_query, rng(), bounds)
         return noisy
 
     def _guard(
         self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table
-    ) -> Callable[[CheckResult], Callable]:
+    ) -> Callable[[CheckResult], Callable[[Connection], tuple] | None]:
         """What runs inside the release transaction: the differencing check against the
         history as committed now, the history's new cells, the DP spend."""
         platform = self.platform
@@ -429,6 +429,7 @@ class JobService:
             def finish(conn: Connection) -> tuple[pa.Table, dict, dict, dict]:
                 checked, cells, details = result, [], {}
                 if differencing:
+                    assert prepared.lineage  # differencing is on only for a job with a lineage
                     checked, cells = difference(
                         conn,
                         self.history,

@@ -232,7 +232,7 @@ def hold_entities(
     _table, meta_path = held_paths(platform, job_id)
     if not meta_path.exists():
         return
-    held = {"lineage": prepared.lineage}
+    held: dict[str, Any] = {"lineage": prepared.lineage}
     if ENTITIES in raw.column_names and prepared.lineage:
         held["labels"] = labels_of(raw, prepared.plan.payload.spec)
         held["open_rows"] = released_rows(result, prepared.plan.payload.spec, raw.num_rows)

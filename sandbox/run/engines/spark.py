@@ -122,7 +122,7 @@ def _top_n(node: exp.Expression) -> exp.Expression:
             )
             for i, key in enumerate(keys)
         ]
-        mask = bits[0]
+        mask: exp.Expr = bits[0]
         for bit in bits[1:]:
             mask = exp.Add(this=mask, expression=bit)
         return exp.Paren(this=mask)
