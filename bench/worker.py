@@ -22,8 +22,8 @@ Figures (``name: value unit``, medians of ``--runs``):
     ``run_no_spare / bare_subprocess`` is the whole price of the runner.
 ``layers_isolate`` / ``layers_confine``
     the set-up of the layers themselves, timed inside a throw-away process
-    (:func:`sandbox.run.worker.isolate`: limits, network namespace, capabilities,
-    seccomp; :func:`sandbox.run.worker.confine`: Landlock).
+    (:func:`sandbox.run.isolation.isolate`: limits, network namespace, capabilities,
+    seccomp; :func:`sandbox.run.isolation.confine`: Landlock).
 
 Nothing here asserts a time.
 """
@@ -63,13 +63,13 @@ print(len(rows))
 LAYERS = """
 import json, sys, time
 from pathlib import Path
-from sandbox.run import worker
+from sandbox.run import isolation
 t0 = time.perf_counter()
-layers = worker.isolate(60, 4096, 64)
+layers = isolation.isolate(60, 4096, 64)
 t1 = time.perf_counter()
 import duckdb, pyarrow.dataset  # noqa
 t2 = time.perf_counter()
-layers += worker.confine([Path(sys.argv[1])], Path.cwd())
+layers += isolation.confine([Path(sys.argv[1])], Path.cwd())
 t3 = time.perf_counter()
 print(json.dumps({"isolate": t1 - t0, "imports": t2 - t1, "confine": t3 - t2, "layers": layers}))
 """

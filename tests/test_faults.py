@@ -31,7 +31,7 @@ from sandbox.core.store import dataset_versions, datasets, products
 from sandbox.data import vault
 from sandbox.data.backup import verify_home
 from sandbox.data.grants import add_grant
-from sandbox.run import worker
+from sandbox.run import isolation
 from sandbox.run.execution import JobService
 
 SETTINGS = "[job]\nspare_worker = false\n"
@@ -267,5 +267,5 @@ def test_a_full_disk_during_release(tmp_path):
     # The job's ledger entry names the isolation layers that were in force.
     layers = set(entry["details"]["isolation"])
     assert {"rlimit_as", "duckdb_external_access_off", "scrubbed_env"} <= layers, layers
-    if os.geteuid() == 0 and worker.landlock_abi() >= 6:
+    if os.geteuid() == 0 and isolation.landlock_abi() >= 6:
         assert {"netns", "seccomp", "landlock_fs", "landlock_scope"} <= layers, layers

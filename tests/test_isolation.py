@@ -25,13 +25,13 @@ import pytest
 
 from policies.errors import JobFailed
 from sandbox.core.platform import Platform
-from sandbox.run import worker
+from sandbox.run import isolation
 from sandbox.run.runner import Limits, Runner, available_layers
 
 HARNESS = "tests.worker_harness"
 NEXT_SQL = "SELECT g, SUM(x) AS s FROM t GROUP BY g ORDER BY g"
 NEXT_ROWS = {"g": [0, 1, 2], "s": [1683, 1617, 1650]}
-FULL = worker.landlock_abi() >= 6 and "seccomp" in available_layers() and os.geteuid() == 0
+FULL = isolation.landlock_abi() >= 6 and "seccomp" in available_layers() and os.geteuid() == 0
 needs_layers = pytest.mark.skipif(not FULL, reason="needs root, Landlock ABI 6+ and seccomp")
 
 

@@ -166,7 +166,7 @@ def test_the_engine_configuration_is_locked(table_path):
 NETWORK_PROBE = textwrap.dedent(
     """
     import socket, sys
-    from sandbox.run.worker import leave_network
+    from sandbox.run.isolation import leave_network
     if sys.argv[2] == "leave":
         layer = leave_network()
         print("layer", layer, flush=True)

@@ -364,7 +364,7 @@ def _status(out: str) -> dict | None:
 
 def _worker_main() -> None:
     """``python -m sandbox.he.evaluate``: one share of the evaluation, in its own limited process."""
-    from sandbox.run.worker import apply_limits, leave_network
+    from sandbox.run.isolation import apply_limits, leave_network
 
     task = json.loads(sys.stdin.readline())
     apply_limits(task["cpu_s"], task["memory_mb"], 1024)

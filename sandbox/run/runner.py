@@ -40,8 +40,9 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from policies.errors import JobFailed
-from sandbox.run import worker as worker_mod
-from sandbox.run.worker import KNOWN_LAYERS, RESULT_NAME
+from sandbox.run import isolation
+from sandbox.run.isolation import KNOWN_LAYERS
+from sandbox.run.worker import RESULT_NAME
 
 log = logging.getLogger("sandbox.run.runner")
 
@@ -127,7 +128,7 @@ def available_layers() -> list[str]:
         found.append("netns")
     if sys.platform == "linux" and os.uname().machine == "x86_64":
         found.append("seccomp")
-    if worker_mod.landlock_abi() >= 1:
+    if isolation.landlock_abi() >= 1:
         found.append("landlock_fs")
     return found
 
