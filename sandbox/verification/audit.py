@@ -76,7 +76,7 @@ def who(
         if scope is not None:
             calls = calls.where(verify_calls.c.product.in_(scope.verifications))
         rows = conn.execute(calls.order_by(verify_calls.c.id)).all()
-        entries: dict[int, dict] = {}
+        entries: dict[int, dict | None] = {}
         out = []
         for r in rows:
             if r.ledger_seq not in entries:
@@ -134,14 +134,14 @@ def stats(platform: Platform, viewer: Principal, product: str) -> dict:
             require_product_authority(conn, viewer, row, "read verification stats")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         where = verify_calls.c.product == product
-        codes = dict(
+        codes: dict[str, int] = dict(
             conn.execute(
                 select(verify_calls.c.code, func.count())
                 .where(where & verify_calls.c.code.is_not(None))
                 .group_by(verify_calls.c.code)
             ).all()
         )
-        refused = dict(
+        refused: dict[str, int] = dict(
             conn.execute(
                 select(verify_calls.c.refusal, func.count())
                 .where(where & verify_calls.c.refusal.is_not(None))

@@ -91,7 +91,9 @@ class GroupCommitter:
 
     def _run(self) -> None:
         with self.engine.connect() as conn:
-            conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")
+            driver = conn.connection.driver_connection
+            assert driver is not None  # an open Connection holds its driver connection
+            driver.execute("PRAGMA synchronous=FULL")
             conn = conn.execution_options(sandbox_write=True)
             stop = False
             while not stop:

@@ -104,7 +104,9 @@ def _load(db: duckdb.DuckDBPyConnection, plan, versions: Mapping[str, DatasetVer
         db.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(version.path)])
     db.execute("SET enable_external_access = false")
     db.execute("SET lock_configuration = true")
-    return db.execute(plan.default).fetchone()[0]
+    row = db.execute(plan.default).fetchone()
+    assert row is not None  # the default query selects one row over no input rows
+    return row[0]
 
 
 def _write_index(

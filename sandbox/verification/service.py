@@ -137,6 +137,8 @@ class VerificationService:
                     subject=product,
                     hint="the authority may publish it again once the agreement is active",
                 )
+            # published, so its index was built when it was published
+            assert loaded is not None
             stale = False
             if time.monotonic() - loaded.checked_at > FRESHNESS_S:
                 latest = self._latest(conn, loaded.rule.tables)
@@ -173,7 +175,10 @@ class VerificationService:
 
     def _rebuild(self, product: str) -> Loaded:
         with self._build_lock:
-            return refresh(self.platform, product, service=self)
+            loaded = refresh(self.platform, product, service=self)
+        if loaded is None:  # withdrawn while its index was being rebuilt
+            raise NotFound(f"no published verification product '{product}'")
+        return loaded
 
     # -- the call
     def call(
