@@ -61,6 +61,7 @@ from policies.psi import (
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.psi.setup import (
@@ -119,10 +120,10 @@ def _admit(
                 psi_sessions.c.day == _today(),
             )
         ).scalar_one()
-    check_ask(
+    allowed = check_ask(
         terms, ask, used_today=used, over_persons=over_persons(version.classification, ask.column)
     )
-    return version, terms, used
+    return version, allowed, used
 
 
 def open_session(platform: Platform, operator: Principal, request: Mapping[str, Any]) -> dict:
@@ -142,7 +143,7 @@ def open_session(platform: Platform, operator: Principal, request: Mapping[str, 
         if version2.version != version.version:
             raise Conflict("a new version was registered meanwhile; send the request again")
         now = now_utc()
-        session_id = conn.execute(
+        inserted = conn.execute(
             psi_sessions.insert().values(
                 operator_id=operator.id,
                 terms_id=terms.id,
@@ -161,7 +162,8 @@ def open_session(platform: Platform, operator: Principal, request: Mapping[str, 
                 created_at=now,
                 updated_at=now,
             )
-        ).inserted_primary_key[0]
+        )
+        session_id = inserted_id(inserted)
         platform.record(
             conn,
             operator.actor,
@@ -267,7 +269,7 @@ def process_chunk(platform: Platform, operator: Principal, session_id: int, body
                 article="Art. 13",
                 subject=f"psi:{session_id}",
             )
-        terms_row = conn.execute(select(psi_terms).where(psi_terms.c.id == row.terms_id)).first()
+        terms_row = conn.execute(select(psi_terms).where(psi_terms.c.id == row.terms_id)).one()
         floor = chunk_floor(min(terms_row.min_items, row.list_size), cap)
         check_chunk(
             items=len(elements),

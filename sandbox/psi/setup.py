@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import private_set_intersection.python as psi_lib
 import pyarrow.parquet as pq
@@ -170,6 +171,7 @@ def build_bundle(
     started = time.perf_counter()
     items, groups = _read_items(snapshot, spec.column, spec.group_by)
     read_s = time.perf_counter() - started
+    meta: dict[str, Any]
     if spec.group_by is None:
         if not items:
             parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]

@@ -26,6 +26,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import grants as grants_table
+from sandbox.core.store import inserted_id
 from sandbox.data.vault import get_version
 from sandbox.psi.tables import psi_terms
 from sandbox.workflow.base import require_authority
@@ -118,6 +119,7 @@ def set_terms(
             row = conn.execute(select(grants_table).where(grants_table.c.id == grant_id)).first()
             if row is None or row.dataset_id != version.dataset_id:
                 raise NotFound(f"no grant {grant_id} for dataset '{dataset}'")
+            assert grant_id is not None  # the terms name one agreement or one grant (validated)
             # a direct grant's terms are the city's; a grant under an agreement, its place's
             require_covers(authority, grant_place(conn, grant_id), "set PSI terms", "Art. 13")
             where, subject = psi_terms.c.grant_id == grant_id, f"grant:{grant_id}"
@@ -181,7 +183,7 @@ def _store_terms(conn: Connection, authority: Principal, terms: PsiTerms, where)
     if existing is not None:
         conn.execute(psi_terms.update().where(psi_terms.c.id == existing.id).values(**values))
         return existing.id
-    return conn.execute(
+    inserted = conn.execute(
         psi_terms.insert().values(
             agreement_id=terms.agreement_id,
             grant_id=terms.grant_id,
@@ -189,4 +191,5 @@ def _store_terms(conn: Connection, authority: Principal, terms: PsiTerms, where)
             column_name=terms.column,
             **values,
         )
-    ).inserted_primary_key[0]
+    )
+    return inserted_id(inserted)
