@@ -79,15 +79,15 @@ def demo_psi(
         f"   {authority.name} sets PSI terms {terms_id} on enterprises.credit_code: membership "
         "allowed, lists of 100 to 1,000,000, 10 requests a day, counts per county (Art. 13)"
     )
-    customers, registered = bank_customers(platform, customers)
+    bank_list, registered = bank_customers(platform, customers)
     echo(
-        f"   {operator.name}'s list: {len(customers):,} customers ({registered:,} of them "
+        f"   {operator.name}'s list: {len(bank_list):,} customers ({registered:,} of them "
         "registered; some typed in lower case or with spaces)"
     )
     transport = LocalTransport(platform, operator)
     cache: dict = {}
     t = time.perf_counter()
-    counted = run_psi(transport, "enterprises", "credit_code", customers, cache=cache)
+    counted = run_psi(transport, "enterprises", "credit_code", bank_list, cache=cache)
     echo(
         f"   cardinality: {counted.count:,} of {counted.list_size:,} are registered "
         f"({time.perf_counter() - t:.1f} s; the platform built its encrypted set of version "
@@ -95,19 +95,21 @@ def demo_psi(
     )
     t = time.perf_counter()
     listed = run_psi(
-        transport, "enterprises", "credit_code", customers, mode="membership", cache=cache
+        transport, "enterprises", "credit_code", bank_list, mode="membership", cache=cache
     )
+    assert listed.items is not None  # a membership answer carries the matched items
     sample = ", ".join(code[:6] + "********" + code[-4:] for code in listed.items[:3])
     echo(
         f"   membership: {len(listed.items):,} matched codes come back to the bank only "
         f"({time.perf_counter() - t:.1f} s; setup reused), e.g. {sample}"
     )
-    grouped = run_psi(transport, "enterprises", "credit_code", customers, group_by="county")
+    grouped = run_psi(transport, "enterprises", "credit_code", bank_list, group_by="county")
+    assert grouped.groups is not None  # a grouped answer carries its group counts
     echo("   per county (counties with at least 10 registered enterprises):")
     for county, n in sorted(grouped.groups.items(), key=lambda kv: -kv[1]):
         echo(f"     {county:<12} {n:>6,}")
     try:
-        run_psi(transport, "enterprises", "credit_code", customers[:5])
+        run_psi(transport, "enterprises", "credit_code", bank_list[:5])
     except PolicyRefusal as exc:
         echo(f"   a list of 5 (a probe of single firms) -> refused [{exc.rule}]: {exc}")
     with platform.store.read() as conn:

@@ -32,7 +32,7 @@ from sandbox.workflow import agreements, applications, notices, requests, review
 
 TABLES = ("persons", "enterprises", "social_insurance")
 
-IDENTITY = {
+IDENTITY: dict[str, Any] = {
     "name": "identity",
     "dataset": "persons",
     "keys": ["pid", "name"],
@@ -45,7 +45,7 @@ IDENTITY = {
     ),
 }
 
-SOCIAL_INSURANCE = {
+SOCIAL_INSURANCE: dict[str, Any] = {
     "name": "si_paid_6_of_12",
     "dataset": "enterprises",
     "keys": ["credit_code"],
@@ -165,7 +165,7 @@ def demo_verify(
         echo(f"   without a consent reference: refused [{refusal.rule}] ({refusal.article})")
     codes = firms.column("credit_code").to_pylist()[:200]
     batch = service.call(consumer, "si_paid_6_of_12", [{"keys": {"credit_code": c}} for c in codes])
-    tally: dict[str, int] = {}
+    tally: dict[str | None, int] = {}
     for r in batch.results:
         tally[r.code or r.refused] = tally.get(r.code or r.refused, 0) + 1
     echo(f"   a batch of {len(codes)} enterprises: {tally} (dataset versions {batch.versions})")
