@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from policies.errors import ConfigError
+from sandbox.core.catalogue import SETTINGS
 from sandbox.core.platform import Platform
-from sandbox.core.settings import SETTINGS, Settings, env_name
+from sandbox.core.settings import Settings, env_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
