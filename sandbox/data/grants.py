@@ -168,6 +168,32 @@ def grants_in_use(
     return chosen
 
 
+def _check_kinds(extra_aggregates: Sequence[str], job_kinds: Sequence[str]) -> None:
+    for family in extra_aggregates:
+        if family not in GRANTABLE_FAMILIES:
+            raise InputError(
+                f"aggregate '{family}' cannot be granted; "
+                + did_you_mean(family, GRANTABLE_FAMILIES)
+            )
+    for kind in job_kinds:
+        if kind not in JOB_KINDS:
+            raise InputError(f"unknown job kind '{kind}'; " + did_you_mean(kind, JOB_KINDS))
+
+
+def _term(start: str | None, until: str) -> tuple[datetime, datetime]:
+    """A grant's term; a bare date as its end takes in the whole of that day."""
+    try:
+        valid_from = _parse_time(start) if start else datetime.now(UTC)
+        valid_until = _parse_time(until)
+    except ValueError:
+        raise InputError("--from and --until must be ISO dates such as 2026-12-31") from None
+    if len(until.strip()) == 10:
+        valid_until += timedelta(days=1)
+    if valid_until <= valid_from:
+        raise InputError("the grant's term must end after it starts (Art. 13)", article="Art. 13")
+    return valid_from, valid_until
+
+
 def add_grant(
     platform: Platform,
     authority: Principal,
@@ -188,24 +214,8 @@ def add_grant(
     county authority grants only through its county's agreements (Art. 5).
     """
     require_city(authority, "grant data use directly", "Art. 14")
-    for family in extra_aggregates:
-        if family not in GRANTABLE_FAMILIES:
-            raise InputError(
-                f"aggregate '{family}' cannot be granted; "
-                + did_you_mean(family, GRANTABLE_FAMILIES)
-            )
-    for kind in job_kinds:
-        if kind not in JOB_KINDS:
-            raise InputError(f"unknown job kind '{kind}'; " + did_you_mean(kind, JOB_KINDS))
-    try:
-        valid_from = _parse_time(start) if start else datetime.now(UTC)
-        valid_until = _parse_time(until)
-    except ValueError:
-        raise InputError("--from and --until must be ISO dates such as 2026-12-31") from None
-    if len(until.strip()) == 10:  # a bare date: the term takes in the whole of that day
-        valid_until += timedelta(days=1)
-    if valid_until <= valid_from:
-        raise InputError("the grant's term must end after it starts (Art. 13)", article="Art. 13")
+    _check_kinds(extra_aggregates, job_kinds)
+    valid_from, valid_until = _term(start, until)
     overrides = dict(disclosure or {})
     DisclosureParams().tightened(overrides)  # validates names and values
     with platform.store.transaction() as conn:
