@@ -41,6 +41,27 @@ class Me(BaseModel):
     jurisdiction: str | None
 
 
+class PrincipalStatus(BaseModel):
+    """A principal's lifecycle state after a deactivation or reactivation."""
+
+    name: str
+    role: str
+    jurisdiction: str | None
+    status: str
+
+
+class RotatedToken(PrincipalStatus):
+    """A principal's new token, shown once; the old one is refused from now on."""
+
+    token: str
+
+
+class LifecycleReason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(max_length=2000, description="why; written to the ledger")
+
+
 class DatasetSummary(BaseModel):
     name: str
     provider_id: int

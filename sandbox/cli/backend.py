@@ -95,6 +95,20 @@ class Backend(abc.ABC):
     def ledger(self, **filters: Any) -> list[dict]:
         """Entries by actor, subject, action, since, until, limit."""
 
+    # --- principals' lifecycle (Art. 5) -------------------------------------------------
+
+    @abc.abstractmethod
+    def deactivate_principal(self, name: str, reason: str) -> dict:
+        """name, role, jurisdiction, status of a principal now deactivated."""
+
+    @abc.abstractmethod
+    def reactivate_principal(self, name: str, reason: str) -> dict:
+        """name, role, jurisdiction, status of a principal now active again."""
+
+    @abc.abstractmethod
+    def rotate_token(self, name: str) -> dict:
+        """name, role, jurisdiction, status and the new token (shown once)."""
+
     # --- notices, applications, reviews (Art. 10 to 12) -------------------------------------
 
     @abc.abstractmethod

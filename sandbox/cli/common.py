@@ -240,7 +240,7 @@ class SandboxGroup(click.Group):
     envvar="SANDBOX_SERVER",
     default=None,
     help="run through the HTTP API at this URL instead of on the platform's host "
-    "(every command but the host-level ones: init, principal, settings, serve, "
+    "(every command but the host-level ones: init, principal add and list, settings, serve, "
     "backup, restore, demo, ledger head, verify unblock)",
 )
 @click.pass_context

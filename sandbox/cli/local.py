@@ -184,6 +184,29 @@ class LocalBackend(Backend):
         with self.platform.store.read() as conn:
             return read_ledger(conn, me, **filters)
 
+    # --- principals' lifecycle ---------------------------------------------------------
+
+    @property
+    def _manager(self):
+        """Who acts on a principal here: with a token, that principal (an authority, its
+        jurisdiction); without one, the platform's host, as for ``principal add``."""
+        return self.me if self._token else None
+
+    def deactivate_principal(self, name, reason):
+        from sandbox.core.principals import Status, set_status
+
+        return set_status(self.platform, self._manager, name, Status.DEACTIVATED, reason)
+
+    def reactivate_principal(self, name, reason):
+        from sandbox.core.principals import Status, set_status
+
+        return set_status(self.platform, self._manager, name, Status.ACTIVE, reason)
+
+    def rotate_token(self, name):
+        from sandbox.core.principals import rotate_token
+
+        return rotate_token(self.platform, self._manager, name)
+
     # --- notices, applications, reviews ---------------------------------------------------
 
     def publish_notice(self, fields, pass_score, min_reviewers, aggregate):

@@ -126,6 +126,17 @@ class RemoteBackend(Backend):
     def ledger(self, **filters):
         return [_plain(e) for e in self.client.ledger(**filters)]
 
+    # --- principals' lifecycle ---------------------------------------------------------
+
+    def deactivate_principal(self, name, reason):
+        return _plain(self.client.deactivate_principal(name, reason))
+
+    def reactivate_principal(self, name, reason):
+        return _plain(self.client.reactivate_principal(name, reason))
+
+    def rotate_token(self, name):
+        return _plain(self.client.rotate_token(name))
+
     # --- notices, applications, reviews ---------------------------------------------------
 
     def publish_notice(self, fields, pass_score, min_reviewers, aggregate):

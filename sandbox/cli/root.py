@@ -1,6 +1,9 @@
 """The host-level commands: init, settings, principal, demo-data and demo. They act on the
 platform home itself (:attr:`sandbox.cli.common.Context.platform`), so they refuse
-``--server``; ``principal list`` authenticates its caller there."""
+``--server``; ``principal list`` authenticates its caller there. A principal's lifecycle
+(``principal deactivate``, ``reactivate``, ``rotate-token``) goes through the backend: on
+the host without a token it is the host's act, with ``--as`` an authority's, and with
+``--server`` an authority's through the HTTP API."""
 
 from __future__ import annotations
 
@@ -68,6 +71,61 @@ def principal_add(
     )
 
 
+def _lifecycle_text(done: dict) -> str:
+    where = f", {done['jurisdiction']}" if done.get("jurisdiction") else ""
+    return f"{done['name']} ({done['role']}{where}): {done['status']}"
+
+
+@principal.command("deactivate")
+@click.argument("name")
+@click.option("--reason", required=True, help="why; written to the ledger")
+@as_option
+@json_option
+@pass_ctx
+def principal_deactivate(
+    obj: Context, name: str, reason: str, token: str | None, as_json: bool
+) -> None:
+    """Deactivate a principal: its token is refused at once (the host without --as, or an
+    authority of the principal's jurisdiction; also with --server)."""
+    with obj.backend(token) as backend:
+        done = backend.deactivate_principal(name, reason)
+    emit(done, as_json, _lifecycle_text(done))
+
+
+@principal.command("reactivate")
+@click.argument("name")
+@click.option("--reason", required=True, help="why; written to the ledger")
+@as_option
+@json_option
+@pass_ctx
+def principal_reactivate(
+    obj: Context, name: str, reason: str, token: str | None, as_json: bool
+) -> None:
+    """Reactivate a deactivated principal: its token is accepted again (the host, or an
+    authority of its jurisdiction)."""
+    with obj.backend(token) as backend:
+        done = backend.reactivate_principal(name, reason)
+    emit(done, as_json, _lifecycle_text(done))
+
+
+@principal.command("rotate-token")
+@click.argument("name")
+@as_option
+@json_option
+@pass_ctx
+def principal_rotate_token(obj: Context, name: str, token: str | None, as_json: bool) -> None:
+    """Give a principal a new token, printed once; the old one is refused at once (the
+    host, or an authority of the principal's jurisdiction)."""
+    with obj.backend(token) as backend:
+        done = backend.rotate_token(name)
+    emit(
+        done,
+        as_json,
+        f"{done['token']}\n(the new token of {done['name']}, {done['role']}; shown once, keep "
+        "it safe; the old token no longer works)",
+    )
+
+
 @principal.command("list")
 @as_option
 @json_option
@@ -90,6 +148,7 @@ def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
                     principals.c.role,
                     principals.c.org,
                     principals.c.jurisdiction,
+                    principals.c.status,
                 )
             ).mappings()
         ]
@@ -97,8 +156,8 @@ def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
         rows,
         as_json,
         table(
-            [(r["name"], r["role"], r["org"], r["jurisdiction"]) for r in rows],
-            ("name", "role", "organisation", "jurisdiction"),
+            [(r["name"], r["role"], r["org"], r["jurisdiction"], r["status"]) for r in rows],
+            ("name", "role", "organisation", "jurisdiction", "status"),
             empty="(no principals)",
         ),
     )

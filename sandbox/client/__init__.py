@@ -35,8 +35,10 @@ from sandbox.api.models import (
     LedgerEntry,
     LedgerVerification,
     Me,
+    PrincipalStatus,
     Product,
     Registration,
+    RotatedToken,
 )
 from sandbox.client.workflow import WorkflowCalls
 from sandbox.core.codes import InternalError, error_from
@@ -150,6 +152,24 @@ class Client(WorkflowCalls):
 
     def openapi(self) -> dict:
         return self._json("GET", "/openapi.json")
+
+    # --- principals' lifecycle (an authority, its jurisdiction) ------------------
+
+    def deactivate_principal(self, name: str, reason: str) -> PrincipalStatus:
+        body = {"reason": reason}
+        return _build(
+            PrincipalStatus, self._json("POST", f"/v1/principals/{name}/deactivate", json=body)
+        )
+
+    def reactivate_principal(self, name: str, reason: str) -> PrincipalStatus:
+        body = {"reason": reason}
+        return _build(
+            PrincipalStatus, self._json("POST", f"/v1/principals/{name}/reactivate", json=body)
+        )
+
+    def rotate_token(self, name: str) -> RotatedToken:
+        """The principal's new token (shown once); its old token is refused from now on."""
+        return _build(RotatedToken, self._json("POST", f"/v1/principals/{name}/rotate-token"))
 
     # --- datasets and grants ---------------------------------------------------
 

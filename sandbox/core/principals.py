@@ -5,6 +5,12 @@ A principal is a person or organisation account with exactly one role
 once; only the token's SHA-256 is stored, and a presented token is compared
 with :func:`hmac.compare_digest`. An authority carries a jurisdiction: ``city``
 or one county code (Art. 5).
+
+A principal is ``active`` or ``deactivated`` (its lifecycle, :func:`set_status`);
+its token can be replaced (:func:`rotate_token`). Both take effect at once: every
+request authenticates its token against the store (:func:`authenticate`), the API's
+on every call and the host's command line once per command, and nothing keeps an
+authenticated principal between requests.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ from sqlalchemy.engine import Connection
 
 from policies.classes import did_you_mean
 from policies.errors import AuthError, Conflict, InputError, NotFound, PermissionDenied
+from policies.workflow import check_jurisdiction
 from sandbox.core.ledger import Actor
 from sandbox.core.store import inserted_id, principals
 
 TOKEN_PREFIX = "sbx_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 COUNTY_PATTERN = re.compile(r"^\d{6}$")
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
 
 
 class Role(StrEnum):
@@ -110,6 +122,7 @@ def insert(
             jurisdiction=jurisdiction,
             token_sha256=token_digest(token),
             active=True,
+            status=Status.ACTIVE.value,
             created_at=created_at,
         )
     )
@@ -125,11 +138,25 @@ def authenticate(conn: Connection, token: str | None) -> Principal:
         )
     digest = token_digest(token.strip())
     row = conn.execute(select(principals).where(principals.c.token_sha256 == digest)).first()
-    if row is None or not hmac.compare_digest(row.token_sha256, digest) or not row.active:
+    if row is None or not hmac.compare_digest(row.token_sha256, digest) or not _is_active(row):
         raise AuthError(
             "the token is not valid for any active principal (Art. 7)", article="Art. 7"
         )
     return _from_row(row)
+
+
+def _is_active(row) -> bool:
+    return bool(row.active) and row.status == Status.ACTIVE.value
+
+
+def require_active(conn: Connection, principal_id: int) -> None:
+    """Refuse, as an unknown token is refused, a principal deactivated since it was
+    authenticated: work begun for it earlier (a queued job) stops here."""
+    row = conn.execute(select(principals).where(principals.c.id == principal_id)).first()
+    if row is None or not _is_active(row):
+        raise AuthError(
+            "the principal is no longer active: its token is not valid (Art. 7)", article="Art. 7"
+        )
 
 
 def by_name(conn: Connection, name: str, role: Role | None = None) -> Principal:
@@ -181,3 +208,139 @@ def add_principal(
             "Art. 5",
         )
     return principal, token
+
+
+# --- lifecycle: deactivate, reactivate, rotate the token --------------------------------------
+
+REASON_MAX = 2000
+CITY = "city"
+
+
+def place_of(principal: Principal) -> str:
+    """The jurisdiction a principal's account belongs to (Art. 5): an authority's own;
+    ``city`` for every other role, whose account spans the city (an operator may hold
+    agreements of several counties, a provider's datasets are the city's registry)."""
+    if principal.role is Role.AUTHORITY and principal.jurisdiction:
+        return principal.jurisdiction
+    return CITY
+
+
+def _acting(conn: Connection, actor: Principal | None, target: Principal, action: str) -> Actor:
+    """Who acts on ``target``: the platform's host (``actor`` None) may act on every
+    principal; an authority, still active now, on those its jurisdiction covers."""
+    from sandbox.core.ledger import SYSTEM
+
+    if actor is None:
+        return SYSTEM
+    require_active(conn, actor.id)
+    require_role(actor, Role.AUTHORITY, action=action, article="Art. 5")
+    check_jurisdiction(actor.name, actor.jurisdiction, place_of(target))
+    return actor.actor
+
+
+def _reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise InputError("give a --reason: it is written to the ledger (Art. 7)", article="Art. 7")
+    if len(text) > REASON_MAX:
+        raise InputError(f"the reason is {len(text)} characters long; at most {REASON_MAX}")
+    return text
+
+
+def _target(conn: Connection, name: str):
+    row = conn.execute(select(principals).where(principals.c.name == name)).first()
+    if row is None:
+        by_name(conn, name)  # raises NotFound, naming the nearest names
+    return row
+
+
+def _status_of(row) -> Status:
+    return Status.ACTIVE if _is_active(row) else Status.DEACTIVATED
+
+
+def status_dict(principal: Principal, status: Status) -> dict:
+    return {
+        "name": principal.name,
+        "role": principal.role.value,
+        "jurisdiction": principal.jurisdiction,
+        "status": status.value,
+    }
+
+
+def set_status(platform, actor: Principal | None, name: str, status: Status, reason: str) -> dict:
+    """Deactivate or reactivate ``name``, ledgered with the reason; ``actor`` None is the
+    platform's host. From the commit on, the principal's token is refused (401) or
+    accepted again everywhere. Nobody deactivates the last active city authority."""
+    text = _reason(reason)
+    verb = "deactivate" if status is Status.DEACTIVATED else "reactivate"
+    with platform.store.transaction() as conn:
+        row = _target(conn, name)
+        target = _from_row(row)
+        who = _acting(conn, actor, target, f"{verb} principals")
+        if _status_of(row) is status:
+            raise Conflict(f"principal '{name}' is {status.value} already")
+        if status is Status.DEACTIVATED and _last_city_authority(conn, target):
+            raise Conflict(
+                f"'{name}' is the last active city authority; add or reactivate another "
+                "city authority first, so that someone can still act for the city (Art. 5)",
+                article="Art. 5",
+            )
+        conn.execute(
+            principals.update()
+            .where(principals.c.id == target.id)
+            .values(status=status.value, active=status is Status.ACTIVE)
+        )
+        platform.record(
+            conn,
+            who,
+            f"principal.{verb}",
+            f"principal:{name}",
+            {
+                "role": target.role.value,
+                "jurisdiction": target.jurisdiction,
+                "reason": text,
+            },
+            "Art. 5",
+        )
+    return status_dict(target, status)
+
+
+def _last_city_authority(conn: Connection, target: Principal) -> bool:
+    if target.role is not Role.AUTHORITY or target.jurisdiction != CITY:
+        return False
+    others = conn.execute(
+        select(principals.c.id).where(
+            principals.c.role == Role.AUTHORITY.value,
+            principals.c.jurisdiction == CITY,
+            principals.c.status == Status.ACTIVE.value,
+            principals.c.active.is_(True),
+            principals.c.id != target.id,
+        )
+    ).first()
+    return others is None
+
+
+def rotate_token(platform, actor: Principal | None, name: str) -> dict:
+    """Give ``name`` a new token and return it (shown once, like ``principal add``);
+    the old one is refused from the commit on. The ledger names the act, never the
+    token or its hash. A deactivated principal's token may be rotated too (it stays
+    unusable until it is reactivated)."""
+    with platform.store.transaction() as conn:
+        row = _target(conn, name)
+        target = _from_row(row)
+        who = _acting(conn, actor, target, "rotate tokens")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        conn.execute(
+            principals.update()
+            .where(principals.c.id == target.id)
+            .values(token_sha256=token_digest(token))
+        )
+        platform.record(
+            conn,
+            who,
+            "principal.rotate_token",
+            f"principal:{name}",
+            {"role": target.role.value, "jurisdiction": target.jurisdiction},
+            "Art. 5",
+        )
+    return {**status_dict(target, _status_of(row)), "token": token}

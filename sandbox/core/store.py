@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The features whose tables the store holds beside its own. Each module declares its
 # tables on :data:`metadata` when imported; the store imports them by name before it
@@ -52,11 +52,18 @@ FEATURE_TABLES: tuple[str, ...] = (
 )
 
 # Columns added after a schema version, as (version, table, column DDL): an older
-# store gains them at open. Version 2: grants name their agreement.
+# store gains them at open. Version 2: grants name their agreement. Version 3: a
+# principal's lifecycle status (``sandbox principal deactivate|reactivate``).
 ADDED_COLUMNS = (
     (2, "grants", "agreement_id INTEGER"),
     (2, "grants", "review_required BOOLEAN NOT NULL DEFAULT 0"),
+    (3, "principals", "status VARCHAR(20) NOT NULL DEFAULT 'active'"),
 )
+
+# Statements that fill columns added by a version from what an older store held, run
+# once after the columns are added, as (version, SQL). Version 3: a principal whose
+# ``active`` flag was off (only by editing the store) starts as deactivated.
+ADDED_DATA = ((3, "UPDATE principals SET status = 'deactivated' WHERE active = 0"),)
 
 metadata = MetaData()
 
@@ -76,8 +83,12 @@ principals = Table(
     Column("org", String(200), nullable=False),
     Column("jurisdiction", String(32)),  # authorities: "city" or a county code
     Column("token_sha256", String(64), nullable=False, unique=True),
+    # ``status`` is the principal's lifecycle state, ``active`` or ``deactivated``;
+    # ``active`` (schema 1) is kept equal to it, and a token authenticates only when
+    # both say active (sandbox.core.principals.authenticate).
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", String(40), nullable=False),
+    Column("status", String(20), nullable=False, default="active", server_default="active"),
 )
 
 datasets = Table(
@@ -213,6 +224,9 @@ def _upgrade(conn: Connection, version: int) -> None:
         present = {c["name"] for c in inspect(conn).get_columns(table)}
         if since > version and name not in present:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {ddl}")
+    for since, statement in ADDED_DATA:
+        if since > version:
+            conn.exec_driver_sql(statement)
     conn.execute(
         meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
     )

@@ -31,7 +31,7 @@ from policies.disclosure import CheckResult, OutputVerdict
 from policies.errors import JobFailed, PermissionDenied, PolicyRefusal, SandboxError
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.core.principals import Principal, Role, by_id
+from sandbox.core.principals import Principal, Role, by_id, require_active
 from sandbox.core.store import inserted_id, jobs
 from sandbox.guard import dp_budget
 from sandbox.guard.history import difference, history_of
@@ -201,6 +201,8 @@ class JobService:
         pinned = {i["dataset"]: i["version"] for i in json.loads(row.inputs_json or "[]")}
         try:
             with platform.store.read() as conn:
+                # an operator deactivated since it queued the job: nothing runs for it
+                require_active(conn, operator.id)
                 prepared = prepare(conn, platform, operator, kind, request, pinned)
             self._execute(operator, job_id, kind, prepared)
         except Exception as exc:
