@@ -26,7 +26,6 @@ The YAML file looks like::
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
+
+from policies.suggest import did_you_mean
 
 from .errors import ClassificationError
 
@@ -56,15 +57,6 @@ FORMATS = {
     "cn_resident_id": "GB 11643 resident identity number (18 characters, check digit)",
     "cn_credit_code": "GB 32100 unified social credit code (18 characters, check character)",
 }
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """A short suggestion for a misspelt name, or the list of known names."""
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return "known: " + ", ".join(known)
 
 
 @dataclass(frozen=True)

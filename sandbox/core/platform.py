@@ -22,17 +22,19 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Connection
 
-from policies.disclosure import DisclosureParams
 from policies.errors import ConfigError
 from sandbox.core import keys, ledger, storage
 from sandbox.core.ledger import Actor
 from sandbox.core.settings import Settings
 from sandbox.core.store import Store
+
+if TYPE_CHECKING:
+    from policies.disclosure import DisclosureParams
 
 STORE_NAME = "store.sqlite"
 T = TypeVar("T")
@@ -54,6 +56,8 @@ class Platform:
     def disclosure_minimums(self) -> DisclosureParams:
         """The platform's disclosure settings as rules; a grant or an agreement may only
         tighten them (:meth:`DisclosureParams.tightened`)."""
+        from policies.disclosure import DisclosureParams  # pyarrow: not at the CLI's start
+
         s = self.settings
         return DisclosureParams(
             min_entities=s["disclosure.min_entities"],

@@ -25,8 +25,8 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from policies.classes import did_you_mean
 from policies.errors import AuthError, Conflict, InputError, NotFound, PermissionDenied
+from policies.suggest import did_you_mean
 from policies.workflow import check_jurisdiction
 from sandbox.core.ledger import Actor
 from sandbox.core.store import inserted_id, principals

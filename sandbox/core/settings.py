@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policies.classes import did_you_mean
 from policies.errors import ConfigError
+from policies.suggest import did_you_mean
 from sandbox.core.catalogue import SETTINGS, Setting
 
 _BY_NAME = {s.name: s for s in SETTINGS}
