@@ -36,7 +36,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from policies.suggest import did_you_mean
+# did_you_mean lives in policies.suggest; named here too for the modules importing it from here
+from policies.suggest import did_you_mean as did_you_mean
 
 from .errors import ClassificationError
 
