@@ -40,8 +40,8 @@ from sandbox.api.models import (
     Registration,
     RotatedToken,
 )
+from sandbox.client.envelope import raise_for_envelope
 from sandbox.client.workflow import WorkflowCalls
-from sandbox.core.codes import InternalError, error_from
 
 LONG_POLL_S = 25.0
 
@@ -64,29 +64,6 @@ class VerifyAnswer:
     versions: dict
     results: list
     code: str | None = None
-
-
-def raise_for_envelope(response: httpx.Response) -> None:
-    """Raise the exception the envelope names; a body without one is an InternalError."""
-    if response.is_success:
-        return
-    try:
-        body = response.json()["error"]
-        error = error_from(
-            body["code"],
-            body["message"],
-            body.get("article"),
-            body.get("rule"),
-            body.get("subject"),
-            response.status_code,
-        )
-        request_id = body.get("request_id")
-    except (ValueError, KeyError, TypeError):
-        error = InternalError(f"the server answered {response.status_code} without an error body")
-        request_id = response.headers.get("x-request-id")
-    error.status = response.status_code
-    error.request_id = request_id
-    raise error
 
 
 class Client(WorkflowCalls):

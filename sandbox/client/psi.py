@@ -34,6 +34,7 @@ from connectors.normalise import normalise_all
 from jobs.psi_match import BundleKind, plan_chunks, unpack_parts
 from policies.errors import InputError, SandboxError
 from policies.psi import parse_mode
+from sandbox.client.envelope import raise_for_envelope
 
 ProgressFn = Callable[[int, int], None]  # items sent, items in the list
 
@@ -231,8 +232,6 @@ class HttpTransport:
         ).json()
 
     def setup(self, session: dict, etag: str | None) -> tuple[str, bytes | None]:
-        from sandbox.client import raise_for_envelope
-
         headers = {"If-None-Match": etag} if etag else {}
         path = f"/v1/psi/sessions/{session['session']}/setup"
         try:
