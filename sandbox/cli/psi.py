@@ -187,4 +187,4 @@ def psi_terms(
             dataset, column, agreement=agreement, grant=grant_id, **terms
         )
     scope = f"agreement {agreement}" if agreement is not None else f"grant {grant_id}"
-    emit({"id": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}")
+    emit({"terms": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}")

@@ -34,8 +34,9 @@ READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR)
 def _require_reader(viewer: Principal) -> None:
     if viewer.role not in READERS:
         raise PermissionDenied(
-            f"a {viewer.role.value} may not read products yet; the catalogue "
-            "comes with the workflow (Art. 17)",
+            f"a {viewer.role.value} does not read operators' products: a catalogue of "
+            "released reports for consumers is not built yet; verification services "
+            "answer consumers (Art. 17)",
             article="Art. 17",
         )
 
