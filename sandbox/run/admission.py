@@ -16,7 +16,6 @@ from jobs.base import JobKind, JobPlan
 from policies.access import Grant
 from policies.admission import QueryScope, TableScope
 from policies.disclosure import DisclosureParams
-from policies.errors import PolicyRefusal
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.core.store import datasets
@@ -45,7 +44,7 @@ def _scope(
     request: Mapping[str, Any],
     now: datetime,
     pinned: Mapping[str, int] | None = None,
-) -> tuple[QueryScope, dict[str, DatasetVersion], dict[str, Grant]]:
+) -> tuple[QueryScope, dict[str, DatasetVersion]]:
     """Every dataset the operator holds any grant for (usable or not: decide() says why not),
     with the columns of the grant the job would run under (:func:`grants_in_use`).
 
@@ -67,7 +66,7 @@ def _scope(
     )
     expressions = bool(relevant) and all(g.aggregate_expressions for g in relevant)
     scope = QueryScope(tables=tables, extra_aggregates=extras, aggregate_expressions=expressions)
-    return scope, versions, in_use
+    return scope, versions
 
 
 def _refuse_ungranted(
@@ -110,25 +109,17 @@ def prepare(
 ) -> Prepared:
     """Admission and the grants gate; raises PolicyRefusal naming rule and article."""
     now = datetime.now(UTC)
-    scope, versions, admitted_under = _scope(conn, platform, operator, kind, request, now, pinned)
+    scope, versions = _scope(conn, platform, operator, kind, request, now, pinned)
     _refuse_ungranted(conn, operator, kind, request, scope)
     plan = kind.plan(request, scope)
     used = may_run(conn, operator, plan.tables, kind.name, now)
-    for name, grant in used.items():
-        if grant.id != admitted_under[name].id:  # cannot happen at one ``now``; never widen
-            raise PolicyRefusal(
-                "grant_changed",
-                f"the grant for '{name}' changed while the job was admitted; submit it again",
-                article="Art. 14",
-                subject=name,
-            )
     if plan.kind != "sql_aggregate":
         return Prepared(plan, used, _params(platform, used), versions)
     # Issue 11: the evidence the differencing defence and the DP mode need.
-    from jobs.sql_evidence import _first_table_alias, argument_columns, with_evidence
+    from jobs.sql_evidence import argument_columns, first_table_alias, with_evidence
     from policies.dp import refuse_unsupported
 
-    lineage = _first_table_alias(plan.payload.tree).name
+    lineage = first_table_alias(plan.payload.tree).name
     mode = dp_budget.mode_for(conn, used, lineage)
     if mode is not None:
         refused = dp_budget.refusal(mode)
