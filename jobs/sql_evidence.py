@@ -79,7 +79,6 @@ def first_table_alias(tree: exp.Select) -> exp.Table:
 
 
 # The old private name, still imported by sandbox/run/execution.py until it takes the new one.
-_first_table_alias = first_table_alias
 
 
 def evidence_columns(query: AdmittedQuery) -> list[str]:

@@ -235,7 +235,7 @@ def released_count(conn: Connection, dataset: str) -> int:
 # --------------------------------------------------------------------------- the gate
 
 
-def _labels(table, spec) -> list[list]:
+def cell_labels(table, spec) -> list[list]:
     from policies.outputs import OutputRole
 
     names = [c.name for c in spec.columns if c.role is OutputRole.GROUP]
@@ -287,7 +287,7 @@ def difference(
         r: f for r, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS
     }
     result = suppress_rows(result, raw, spec, hit, k)
-    labels = _labels(raw, spec)
+    labels = cell_labels(raw, spec)
     keep = released_rows(result, spec, raw.num_rows)
     cells = [(r, labels[r], bitmaps[r]) for r in keep if bitmaps[r] is not None]
     return result, cells

@@ -23,7 +23,7 @@ from sandbox.core.principals import Principal, by_id
 from sandbox.core.store import jobs
 from sandbox.data.release import write_product
 from sandbox.guard import dp_budget
-from sandbox.guard.history import history_of
+from sandbox.guard.history import cell_labels, history_of
 from sandbox.run.admission import Prepared
 from sandbox.run.jobstate import (
     JobState,
@@ -98,12 +98,6 @@ def release_held(platform: Platform, job_id: int, reviewers: list[str]) -> str:
 
 def unguarded(result: CheckResult) -> None:
     return None
-
-
-def labels_of(raw: pa.Table, spec) -> list[list]:
-    from sandbox.guard.history import _labels
-
-    return _labels(raw, spec)
 
 
 def held_finish(
@@ -234,7 +228,7 @@ def hold_entities(
         return
     held: dict[str, Any] = {"lineage": prepared.lineage}
     if ENTITIES in raw.column_names and prepared.lineage:
-        held["labels"] = labels_of(raw, prepared.plan.payload.spec)
+        held["labels"] = cell_labels(raw, prepared.plan.payload.spec)
         held["open_rows"] = released_rows(result, prepared.plan.payload.spec, raw.num_rows)
         held["entities"] = raw.column(ENTITIES).to_pylist()
     if prepared.dp is not None:
