@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -27,6 +27,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import datasets, grants, inserted_id, principals
 from sandbox.data.vault import get_version
+from sandbox.workflow.base import parse_time
 from sandbox.workflow.jurisdiction import grant_place, require_city, require_covers, scope_of
 from sandbox.workflow.terms import terms_of
 
@@ -181,16 +182,15 @@ def _check_kinds(extra_aggregates: Sequence[str], job_kinds: Sequence[str]) -> N
 
 
 def _term(start: str | None, until: str) -> tuple[datetime, datetime]:
-    """A grant's term; a bare date as its end takes in the whole of that day."""
-    try:
-        valid_from = _parse_time(start) if start else datetime.now(UTC)
-        valid_until = _parse_time(until)
-    except ValueError:
-        raise InputError("--from and --until must be ISO dates such as 2026-12-31") from None
-    if len(until.strip()) == 10:
-        valid_until += timedelta(days=1)
+    """A grant's term; a bare date as its end takes in the whole of that day
+    (:func:`sandbox.workflow.base.parse_time`, as for agreements and deadlines)."""
+    valid_from = parse_time(start, "--from") if start else datetime.now(UTC)
+    valid_until = parse_time(until, "--until", end=True)
     if valid_until <= valid_from:
-        raise InputError("the grant's term must end after it starts (Art. 13)", article="Art. 13")
+        raise InputError(
+            "the grant's term must end after it starts: give --until later than --from (Art. 13)",
+            article="Art. 13",
+        )
     return valid_from, valid_until
 
 
