@@ -35,8 +35,11 @@ extremes, the number of entities) in the same aggregation as the evidence
 same types; floating-point sums add in another order (last bits only).
 
 When the platform asks (``entities=True``, for the differencing defence),
-each output row also carries ``__entities``: the list of its distinct entity
-keys as text. When it asks for ``clamp`` (the DP mode), each SUM / AVG over a
+each output row also carries ``__entities``: the numbers of its distinct
+entities, from the table ``__numbers`` (entity key as text, number) that the
+platform hands the engine beside the data (``sandbox.guard.numbering``); the
+local worker folds each list into a roaring bitmap before it answers, so raw
+keys never leave it. When it asks for ``clamp`` (the DP mode), each SUM / AVG over a
 bounded plain column also carries ``__clamped_{i}``: the sum of the per-entity
 sums clamped to the declared bounds. Both are evidence columns: the output
 check drops them before release.
@@ -64,6 +67,18 @@ from policies.outputs import OutputSpec, evidence_name
 
 ENTITIES = evidence_name("entities")
 MAGNITUDE = frozenset({"sum", "avg"})
+# The entity numbering the worker reads (``sandbox.guard.numbering``): entity key as text,
+# number. NULL keys count as one entity together, under NULL_KEY.
+NUMBERS_TABLE = "__numbers"
+NULL_KEY = "\x00null"
+# Each row's entity number, in the row order of the first table's snapshot (DuckDB).
+ROW_NUMBERS_TABLE = "__rownumbers"
+ROW_NUMBER = "__en"
+
+
+def key_text_sql(column_sql: str) -> str:
+    """The entity key's text as the numbering holds it (NULL keys as :data:`NULL_KEY`)."""
+    return f"COALESCE(CAST({column_sql} AS VARCHAR), chr(0) || 'null')"
 
 
 def _q(name: str) -> str:
@@ -105,13 +120,20 @@ def with_evidence(
     *,
     entities: bool = False,
     clamp: dict[str, tuple[float, float]] | None = None,
+    positional: bool = True,
 ) -> str:
     """DuckDB SQL yielding the admitted query's columns plus their evidence columns.
 
     ``entities`` adds ``__entities`` per row; ``clamp`` ({column: (lower, upper)})
-    adds ``__clamped_{i}`` for SUM / AVG over those plain columns.
+    adds ``__clamped_{i}`` for SUM / AVG over those plain columns. With ``entities``,
+    each row of the first table gets its entity's number from :data:`ROW_NUMBERS_TABLE`
+    by a positional join (``positional``: DuckDB), and the cells are grouped by that
+    number; otherwise (Spark) each (cell, entity) row looks its number up in
+    :data:`NUMBERS_TABLE` by the key's text.
     """
     parts = _base(query, scope)
+    if entities and positional:
+        _number_rows(parts)
     # Per entity, per grouping set: output name -> SQL.
     per: dict[str, str] = {}
     for i, family, arg_col in parts.aggregates:
@@ -126,7 +148,14 @@ def with_evidence(
     base.set("expressions", parts.base_items)
     base_sql = base.sql(dialect=DIALECT)
     per_sql = _per_entity_sql(query.spec, parts.key_cols, per)
+    if entities and not positional:  # each entity's number, once per (cell, entity) row
+        per_sql = (
+            f"SELECT __pe.*, __nb.number AS __en FROM ({per_sql}) AS __pe "
+            f"LEFT JOIN {NUMBERS_TABLE} AS __nb ON {key_text_sql('__pe.__e')} = __nb.entity_key"
+        )
     ev_items, extra = _evidence_items(query, parts, entities, clamp)
+    if entities and positional:  # __e is the entity's number already
+        ev_items = [item.replace("list(__en)", "list(__e)") for item in ev_items]
     ev_group = ", ".join([*parts.key_cols, "__grouping"])
     if derived is not None:
         return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra)
@@ -177,6 +206,28 @@ def _base(query: AdmittedQuery, scope: QueryScope) -> _Base:
     return _Base(first, table, keys, key_cols, aggregates, base_items, base)
 
 
+def _number_rows(parts: _Base) -> None:
+    """Read the first table beside its rows' entity numbers (a positional join: the row
+    file is in the snapshot's row order) and count entities by their number."""
+    alias = parts.first.alias_or_name
+    numbered = sqlglot.parse_one(
+        f"SELECT * FROM {_q(parts.first.name)} POSITIONAL JOIN {ROW_NUMBERS_TABLE}", read=DIALECT
+    )
+    for table in parts.base.find_all(exp.Table):
+        if table.alias_or_name == alias and table.name == parts.first.name:
+            table.replace(
+                exp.Subquery(
+                    this=numbered, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
+                )
+            )
+            break
+    for n, item in enumerate(parts.base_items):
+        if item.alias == "__e":
+            parts.base_items[n] = exp.alias_(
+                exp.column(ROW_NUMBER, table=alias, quoted=True), "__e"
+            )
+
+
 def _per_entity_sql(spec: OutputSpec, key_cols: list[str], per: dict[str, str]) -> str:
     """One row per entity and grouping set: its row count and per-aggregate figures."""
     grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
@@ -200,7 +251,7 @@ def _evidence_items(
     ev_items = [*parts.key_cols, "__grouping", f"COUNT(*) AS {evidence_name('n')}"]
     extra = []
     if entities:
-        ev_items.append(f"list(CAST(__e AS VARCHAR)) AS {ENTITIES}")
+        ev_items.append(f"list(__en) AS {ENTITIES}")
         extra.append(ENTITIES)
     arguments = argument_columns(query) if clamp else {}
     for i, family, arg_col in parts.aggregates:

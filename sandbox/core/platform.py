@@ -7,6 +7,8 @@ Home layout::
     keys/platform.key    Ed25519 signing key (0600); keys/platform.pub
     vault/               content-addressed Parquet snapshots of dataset versions
     products/            released products, one folder each, with a signed manifest
+    numbers/             the entity numbering the job worker reads (sandbox.guard.numbering):
+                         copies of the store's numbers, written again from it when missing
     tmp/                 work in progress; cleared at open (never holds anything released)
     run/                 the API's server processes: their lock files and rate-limit buckets;
                          ledger-head.json, the copy of the last signed ledger head (0600)
@@ -151,7 +153,7 @@ class Platform:
 
 def _private_files() -> None:
     """Whatever this process creates from now on is its owner's alone (0600 files,
-    0700 folders): the store holds entity numbers, held/ raw keys, the vault raw data.
+    0700 folders): the store holds entity numbers, numbers/ entity keys, the vault raw data.
     The mask only ever tightens; it is the process's, like the server it runs in."""
     current = os.umask(0o077)
     os.umask(current | 0o077)

@@ -34,10 +34,10 @@ from pyroaring import BitMap
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from jobs.sql_evidence import NULL_KEY  # NULL entity keys count as one entity together
 from policies.differencing import HistoryIndex
+from sandbox.guard.evidence import entity_bitmaps
 from sandbox.guard.tables import released_cells, released_request_cells
-
-NULL_KEY = "\x00null"  # rows whose entity key is NULL count as one entity together
 
 
 class History:
@@ -56,7 +56,7 @@ class History:
     def _refresh_numbers(self, conn: Connection, dataset: str) -> dict[str, int]:
         known = self._numbers.setdefault(dataset, {})
         top = self._top.get(dataset, -1)
-        cursor = _driver_cursor(conn)
+        cursor = driver_cursor(conn)
         try:
             pending = self._pending.pop(dataset, None)
             if pending and _committed(cursor, dataset, top, pending):
@@ -111,7 +111,7 @@ class History:
             # order): a million new keys take seconds, not the twenty that row
             # dictionaries through the SQL layer took.
             rows = sorted(((dataset, k, n) for k, n in fresh.items()), key=lambda r: r[1])
-            cursor = _driver_cursor(conn)
+            cursor = driver_cursor(conn)
             try:
                 cursor.executemany(
                     "INSERT INTO entity_numbers (dataset, entity_key, number) VALUES (?, ?, ?)",
@@ -177,7 +177,7 @@ def history_of(platform) -> History:
     return platform.shared("history", History)
 
 
-def _driver_cursor(conn: Connection) -> Any:
+def driver_cursor(conn: Connection) -> Any:
     """A cursor of the database driver's own connection under ``conn``: the same
     transaction, without the SQL layer's per-row cost."""
     driver = conn.connection.driver_connection
@@ -277,11 +277,7 @@ def difference(
             subject=ENTITIES,
             hint="this is a platform fault; report it with the job id",
         )
-    keys = raw.column(ENTITIES).to_pylist()
-    rows = set(released_rows(result, spec, raw.num_rows))
-    bitmaps = history.bitmaps(
-        conn, dataset, [keys[r] if r in rows else None for r in range(len(keys))]
-    )
+    bitmaps = entity_bitmaps(raw, set(released_rows(result, spec, raw.num_rows)))
     findings = check_cells(bitmaps, history.index(conn, dataset), k)
     hit = {
         r: f for r, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS

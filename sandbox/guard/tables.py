@@ -92,3 +92,29 @@ dp_spends = Table(
     Column("created_at", String(40), nullable=False),
     Index("ix_dp_spends", "agreement_id", "dataset"),
 )
+
+# The numbering as the job worker reads it (issue 25, :mod:`sandbox.guard.numbering`):
+# Parquet copies of the store's ``entity_numbers`` rows, one per range of numbers.
+entity_number_segments = Table(
+    "entity_number_segments",
+    metadata,
+    Column("dataset", String(200), nullable=False),
+    Column("first", Integer, nullable=False),
+    Column("last", Integer, nullable=False),
+    Column("path", Text, nullable=False),  # relative to the platform home
+    Column("created_at", String(40), nullable=False),
+    PrimaryKeyConstraint("dataset", "first"),
+)
+
+# The dataset versions whose every entity key has a number in a segment, and the file
+# of each of their rows' numbers the evidence query reads beside the data.
+numbered_versions = Table(
+    "numbered_versions",
+    metadata,
+    Column("dataset", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("keys", Integer, nullable=False),  # keys this version numbered first
+    Column("rows_path", Text, nullable=False),  # each row's number, in row order
+    Column("created_at", String(40), nullable=False),
+    PrimaryKeyConstraint("dataset", "version"),
+)

@@ -34,6 +34,7 @@ class Prepared:
     versions: Mapping[str, DatasetVersion]
     lineage: str | None = None  # the dataset whose entities the cells count (differencing)
     dp: dp_budget.DpMode | None = None  # the agreement's differential-privacy mode
+    entities: bool = False  # the engine reads the entity numbering (each cell's contributors)
 
 
 def _scope(
@@ -129,6 +130,10 @@ def prepare(
     entities = platform.settings["differencing.enabled"]
     if entities or mode is not None:
         clamp = {c: (b.lower, b.upper) for c, b in mode.bounds.items()} if mode else None
-        sql = with_evidence(plan.payload, scope, entities=entities, clamp=clamp)
+        # Spark has no positional join: it looks each entity's number up by its key
+        positional = platform.settings["engine"] != "spark"
+        sql = with_evidence(
+            plan.payload, scope, entities=entities, clamp=clamp, positional=positional
+        )
         plan = replace(plan, engine_sql=sql)
-    return Prepared(plan, used, _params(platform, used), versions, lineage, mode)
+    return Prepared(plan, used, _params(platform, used), versions, lineage, mode, entities)

@@ -286,7 +286,7 @@ class JobService:
         runtime: dict[str, Any] = {}
         snapshots = {t: v.path for t, v in prepared.versions.items()}
         try:
-            raw = kind.run(prepared.plan, self._executor(prepared, runtime), snapshots)
+            raw = kind.run(prepared.plan, self._with_numbers(prepared, runtime), snapshots)
         except JobFailed as failure:
             self._to(operator, job_id, JobState.FAILED, runtime, failure=failure)
             return
@@ -319,6 +319,31 @@ class JobService:
             self.platform, operator, job_id, result, report, manifest, review_required=bool(review)
         )
         hold_entities(self.platform, job_id, prepared, raw, result)
+
+    def _with_numbers(self, prepared: Prepared, runtime: dict[str, Any]):
+        """The executor, handed the entity numbering too when the evidence reads it: the
+        lineage's segments, numbering the version first if it is new (issue 25)."""
+        execute = self._executor(prepared, runtime)
+        if not prepared.entities or prepared.lineage is None:
+            return execute
+        import time
+
+        from jobs.sql_evidence import NUMBERS_TABLE, ROW_NUMBERS_TABLE
+        from sandbox.guard.numbering import numbering_for
+
+        started = time.perf_counter()
+        numbering = numbering_for(
+            self.platform, prepared.lineage, prepared.versions[prepared.lineage]
+        )
+        runtime["numbering_s"] = round(time.perf_counter() - started, 4)
+        extra: dict[str, Any] = {ROW_NUMBERS_TABLE: numbering.rows}
+        if self.platform.settings["engine"] == "spark" and prepared.plan.kind == "sql_aggregate":
+            extra = {NUMBERS_TABLE: numbering.segments}
+
+        def with_numbers(sql: str, tables: Mapping[str, Any]) -> pa.Table:
+            return execute(sql, {**tables, **extra})
+
+        return with_numbers
 
     def _executor(self, prepared: Prepared, runtime: dict[str, Any]):
         """Where the plan runs: a local isolated worker, or Spark or a Ray node for SQL

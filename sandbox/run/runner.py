@@ -273,7 +273,10 @@ class Runner:
         limits = self.limits
         task = {
             "sql": sql,
-            "tables": {name: str(path) for name, path in tables.items()},
+            "tables": {
+                name: [str(p) for p in path] if isinstance(path, list | tuple) else str(path)
+                for name, path in tables.items()
+            },
             "threads": limits.threads,
             "memory_limit_mb": max(128, limits.memory_mb // 2),
             "max_rows": limits.max_rows,
@@ -302,6 +305,8 @@ class Runner:
             )
         if not status.get("ok"):
             kind = str(status.get("error", "engine_error"))
+            if status.get("host_detail"):  # the engine's own words: the host's log only
+                log.warning("job worker stopped (%s): %s", kind, status["host_detail"])
             if kind == "output_rows":
                 raise JobFailed(
                     f"the job yields more than {limits.max_rows} output rows, the cap; "

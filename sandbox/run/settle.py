@@ -4,6 +4,7 @@ withhold it for the output review (its checked table and evidence kept under
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable, Mapping
@@ -12,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyroaring import BitMap
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
@@ -23,6 +25,7 @@ from sandbox.core.principals import Principal, by_id
 from sandbox.core.store import jobs
 from sandbox.data.release import write_product
 from sandbox.guard import dp_budget
+from sandbox.guard.evidence import entity_bitmaps
 from sandbox.guard.history import cell_labels, history_of
 from sandbox.run.admission import Prepared
 from sandbox.run.jobstate import (
@@ -120,13 +123,15 @@ def held_finish(
         table = pq.read_table(held_paths(platform, job_id)[0])
         details: dict = {}
         lineage = held.get("lineage")
-        if platform.settings["differencing.enabled"] and lineage and "entities" in held:
+        if platform.settings["differencing.enabled"] and lineage and "bitmaps" in held:
             open_rows = set(held["open_rows"])
             history = history_of(platform)
-            keys = held["entities"]
-            bitmaps = history.bitmaps(
-                conn, lineage, [keys[r] if r in open_rows else None for r in range(len(keys))]
-            )
+            bitmaps = [
+                BitMap.deserialize(base64.b64decode(b))
+                if b is not None and r in open_rows
+                else None
+                for r, b in enumerate(held["bitmaps"])
+            ]
             k = platform.settings["differencing.k"]
             findings = check_cells(bitmaps, history.index(conn, lineage), k)
             if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
@@ -230,7 +235,11 @@ def hold_entities(
     if ENTITIES in raw.column_names and prepared.lineage:
         held["labels"] = cell_labels(raw, prepared.plan.payload.spec)
         held["open_rows"] = released_rows(result, prepared.plan.payload.spec, raw.num_rows)
-        held["entities"] = raw.column(ENTITIES).to_pylist()
+        # the contributors as bitmaps of entity numbers: no raw key is written to disk
+        held["bitmaps"] = [
+            None if b is None else base64.b64encode(b.serialize()).decode()
+            for b in entity_bitmaps(raw)
+        ]
     if prepared.dp is not None:
         held["dp"] = {"agreement_id": prepared.dp.agreement_id, "dataset": prepared.dp.dataset}
     meta_path.with_suffix(".entities.json").write_text(json.dumps(held, default=str))

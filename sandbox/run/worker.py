@@ -44,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandbox.guard.evidence import fold_entities
 from sandbox.run.isolation import (
     confine,
     isolate,
@@ -98,11 +99,12 @@ def run_task(task: dict) -> dict:
         },
     )
     # DuckDB reads the granted snapshots itself (faster than through Arrow); it may
-    # open exactly these files once external access is off, and nothing else.
-    paths = [str(path) for path in task["tables"].values()]
-    con.execute("SET allowed_paths = $paths", {"paths": paths})
+    # open exactly these files once external access is off, and nothing else. A table
+    # may be several files (the entity numbering's segments).
+    con.execute("SET allowed_paths = $paths", {"paths": task_paths(task)})
     for table, path in task["tables"].items():
-        con.execute(f"CREATE VIEW {_ident(table)} AS SELECT * FROM read_parquet({_text(path)})")
+        files = ", ".join(_text(p) for p in ([path] if isinstance(path, str) else path))
+        con.execute(f"CREATE VIEW {_ident(table)} AS SELECT * FROM read_parquet([{files}])")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     task["_layers"].extend(["duckdb_external_access_off", "duckdb_config_locked"])
@@ -118,11 +120,20 @@ def run_task(task: dict) -> dict:
                 "error": "output_rows",
                 "message": f"the query yields more than {max_rows} output rows",
             }
-        batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
+        batches.append(fold_entities(batch))
+    schema = batches[0].schema if batches else fold_entities(reader.schema.empty_table()).schema
+    table = pa.Table.from_batches(batches, schema=schema)
     with pa.OSFile(RESULT_NAME, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return {"ok": True, "rows": rows, "engine_s": round(time.perf_counter() - started, 4)}
+
+
+def task_paths(task: dict) -> list[str]:
+    """Every file the task's tables read (a table is one path or a list of paths)."""
+    out: list[str] = []
+    for path in task["tables"].values():
+        out += [str(path)] if isinstance(path, str) else [str(p) for p in path]
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,13 +165,15 @@ def serve(argv: list[str] | None, run=run_task) -> None:
     else:
         task["_layers"] = layers
         try:
-            layers += confine([Path(p) for p in task["tables"].values()], Path.cwd())
+            layers += confine([Path(p) for p in task_paths(task)], Path.cwd())
             status = run(task)
         except BaseException as exc:  # the parent must always get a status line
             status = {
                 "ok": False,
                 "error": _error_kind(exc),
                 "message": "the engine stopped the query",
+                # for the host's log only (it may quote data): never shown to the operator
+                "host_detail": f"{type(exc).__name__}: {exc}"[:2000],
             }
     status["layers"] = layers + ["scrubbed_env", "own_workdir"]
     status["woke_at"] = woke
