@@ -42,6 +42,9 @@ subject_per_day = 1000
 miss_min_calls = 100000
 guess_ids_throttle = 100000
 guess_ids_block = 100000
+value_per_hour = 100000
+value_per_day = 100000
+subject_lifetime = 100000
 """
 
 

@@ -54,8 +54,14 @@ def test_define_approve_call_batch_stats_and_who_over_http(served):
         with pytest.raises(PolicyRefusal) as info:
             bank.verify("identity", {"pid": pid, "name": name})
         assert info.value.status == 403 and info.value.article == "Art. 19"
+        # one consent per subject: a consent reference is a value counted across all
+        # consumers like the keys (verify.value_per_hour), so one reference for 50 subjects
+        # would be refused after 20
         items = [
-            {"keys": {"pid": persons["pid"][i], "name": persons["name"][i if i % 3 else i + 1]}}
+            {
+                "keys": {"pid": persons["pid"][i], "name": persons["name"][i if i % 3 else i + 1]},
+                "consent": dict(CONSENT, reference=f"KYC-{i:04d}"),
+            }
             for i in range(50)
         ]
         batch = bank.verify_batch("identity", items, CONSENT)

@@ -40,7 +40,10 @@ Refusal rules of this module (``PolicyRefusal.rule``): ``rule_shape``,
 :mod:`policies.admission`.
 
 The parts: :mod:`.common` (states, limits), :mod:`.definition`, :mod:`.rules` (admission),
-:mod:`.index` (the index plan), :mod:`.defence` (consent, enumeration defence).
+:mod:`.index` (the index plan), :mod:`.defence` (consent, enumeration defence), :mod:`.values`
+(attempts per value of each input field across all consumers; its refusal rules
+``value_hourly_limit``, ``value_daily_limit``, ``subject_lifetime_limit``; and the rule
+``miss_codes`` of :meth:`Definition.require_misses`).
 """
 
 from policies.verification.common import (
@@ -60,6 +63,7 @@ from policies.verification.defence import Consent, Signals, Thresholds, assess, 
 from policies.verification.definition import Definition
 from policies.verification.index import IndexPlan, index_plan, lookup_patterns
 from policies.verification.rules import AdmittedRule, KeyUse, admit_rule
+from policies.verification.values import ValueCounts, ValueLimits, alert_due, judge
 
 __all__ = [
     "ARTICLE",
@@ -79,9 +83,13 @@ __all__ = [
     "Standing",
     "TRANSITIONS",
     "Thresholds",
+    "ValueCounts",
+    "ValueLimits",
     "admit_rule",
+    "alert_due",
     "assess",
     "index_plan",
+    "judge",
     "lookup_patterns",
     "may_move",
     "worse",

@@ -13,6 +13,7 @@ from policies.verification.common import (
     DEFAULT_MISS_CODES,
     MAX_KEYS,
     NAME_PATTERN,
+    refuse,
 )
 
 
@@ -89,6 +90,31 @@ class Definition:
             person_level=None if person is None else bool(person),
             description=str(data.get("description") or ""),
         )
+
+    def require_misses(self, unknown_code: str | None = None) -> None:
+        """A mismatch is always a miss: the definition must name its miss codes, among them
+        ``mismatch`` and ``not_found`` when it declares them, and (once the index knows it)
+        the code of an unknown subject. Refused otherwise (rule ``miss_codes``): the
+        per-consumer defence counts misses, and ``miss_codes: []`` once let guesses through
+        uncounted. Calls count structural misses anyway (``sandbox.verification``)."""
+        if not self.miss_codes:
+            refuse(
+                "miss_codes",
+                f"product '{self.name}' declares no miss codes; the codes that say 'not this "
+                "subject' or 'no such subject' are misses, and no definition may turn their "
+                "counting off",
+                subject="miss_codes",
+                hint="list them under miss_codes, e.g. [mismatch, not_found]",
+            )
+        for code in (*DEFAULT_MISS_CODES, unknown_code):
+            if code is not None and code in self.codes and code not in self.miss_codes:
+                refuse(
+                    "miss_codes",
+                    f"product '{self.name}': code '{code}' says the subject or value is not "
+                    "known, so it is a miss; it must be among miss_codes",
+                    subject="miss_codes",
+                    hint=f"add '{code}' to miss_codes",
+                )
 
     def to_dict(self) -> dict[str, Any]:
 

@@ -172,8 +172,16 @@ class IndexReader:
 
     def lookup(self, secret: bytes, subject: Sequence[str], checks: Sequence[str]) -> str:
         """The code for normalised subject values and check values."""
+        return self.answer(secret, subject, checks)[0]
+
+    def answer(
+        self, secret: bytes, subject: Sequence[str], checks: Sequence[str]
+    ) -> tuple[str, bool]:
+        """The code, and whether the subject's rows hold every value supplied (False: an
+        unknown subject or a check value none of its rows holds, a miss whatever the
+        code's name; the caller never sees this flag)."""
         conn = self._conn()
-        for keep in self.patterns:
+        for i, keep in enumerate(self.patterns):
             values = list(subject) + [
                 v if k else NO_MATCH for v, k in zip(checks, keep, strict=True)
             ]
@@ -181,5 +189,5 @@ class IndexReader:
                 "SELECT code FROM idx WHERE h = ?", (index_key(secret, self.product, values),)
             ).fetchone()
             if row is not None:
-                return self.codes[row[0]]
-        return self.default
+                return self.codes[row[0]], i == 0
+        return self.default, False

@@ -97,3 +97,9 @@ def key_hash(secret: bytes, product: str, values: Sequence[str]) -> str:
 def check_hash(secret: bytes, product: str, values: Sequence[str]) -> str:
     """The check-key values alone (e.g. the name), to see many IDs tried for one name."""
     return _digest(secret, "check:" + product, values).hex()
+
+
+def value_hash(secret: bytes, label: str, value: str) -> str:
+    """One value of an input field (``label`` "key": any product's key; "consent": a
+    consent reference), the same for every product and field, for the counts per value."""
+    return _digest(secret, "value:" + label, [value]).hex()

@@ -97,6 +97,7 @@ def define(
         definition = Definition.from_dict(definition)
     if definition.name in RESERVED:
         raise InputError(f"'{definition.name}' is a reserved name; choose another")
+    definition.require_misses()  # a mismatch is always a miss (rule miss_codes)
     with platform.store.transaction() as conn:
         rule = admit_definition(conn, platform, definition)
         grants = may_run(conn, operator, rule.tables, KIND, columns=rule.columns)
@@ -199,10 +200,12 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
         if not may_move(ProductState(row.status), ProductState.PUBLISHED):
             raise Conflict(f"verification product '{name}' is {row.status}; it cannot be approved")
         definition = Definition.from_dict(json.loads(row.definition_json))
+        definition.require_misses()
         rule = admit_definition(conn, platform, definition)
         may_run(conn, by_id(conn, row.operator_id), rule.tables, KIND, columns=rule.columns)
         versions = latest_versions(conn, platform, rule.tables)
     built = build(platform, rule, versions, secret)
+    definition.require_misses(built.default_code)  # an unknown subject's code is a miss
     with platform.store.transaction() as conn:
         move_product(
             platform,

@@ -21,6 +21,7 @@ from policies.verification import (
     Signals,
     Standing,
     Thresholds,
+    ValueLimits,
     assess,
     worse,
 )
@@ -38,6 +39,7 @@ from sandbox.verification.tables import (
     verify_guesses,
     verify_standing,
 )
+from sandbox.verification.values import Tally, ValueGuard
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,12 @@ class Item:
     check_hash: str | None
     consent: Consent | None
     code: str
+    # (field, keyed hash of the value, is a subject key) per input value, consent reference
+    # included: the counts per value across all consumers (sandbox.verification.values)
+    values: tuple[tuple[str, str, bool], ...] = ()
+    # a miss whatever the definition's miss codes: a miss code, or the subject's rows do
+    # not hold every value supplied (an unknown subject, a name that is not its name)
+    missed: bool = False
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Limits:
     subject_per_day: int
     throttled_per_minute: int
     thresholds: Thresholds = field(default_factory=Thresholds)
+    values: ValueLimits = field(default_factory=ValueLimits)
 
     @classmethod
     def of(cls, platform: Platform) -> Limits:
@@ -115,6 +124,12 @@ class Limits:
                 miss_share_throttle=s["verify.miss_share_throttle"],
                 miss_share_block=s["verify.miss_share_block"],
             ),
+            values=ValueLimits(
+                per_hour=s["verify.value_per_hour"],
+                per_day=s["verify.value_per_day"],
+                subject_lifetime=s["verify.subject_lifetime"],
+                alert_accounts=s["verify.alert_accounts"],
+            ),
         )
 
 
@@ -126,6 +141,7 @@ class CallUnit:
     def __init__(self, platform: Platform, limits: Limits):
         self.platform = platform
         self.limits = limits
+        self.values = ValueGuard(platform, limits.values)
 
     # -- inside the group commit: limits, defence, ledger
     def record(
@@ -150,11 +166,23 @@ class CallUnit:
         over = self._over_rate(conn, consumer, len(items), standing, clock)
         if over is not None:
             return over
-        results, seen, answered = self._per_subject(conn, items, clock.day)
+        epoch = int(now.timestamp())
+        tally = self.values.tally(conn, epoch)
+        results, seen, answered = self._per_subject(conn, items, clock.day, tally)
         new, reason = self._enumeration(
             conn, consumer, loaded, request_id, standing, answered, clock
         )
         _bump(conn, "consumer_minute", str(consumer.id), clock.minute, len(items))
+        counted = [] if new is Standing.BLOCKED else answered
+        self.values.record(
+            conn,
+            consumer,
+            loaded.name,
+            request_id,
+            [i.values for i in items],
+            [i.values for i in counted],
+            epoch,
+        )
         if new is Standing.BLOCKED:
             return _blocked(consumer, reason, now=True)
         for subject, count in seen.items():
@@ -190,10 +218,11 @@ class CallUnit:
         return None
 
     def _per_subject(
-        self, conn: Connection, items: Sequence[Item], day: str
+        self, conn: Connection, items: Sequence[Item], day: str, tally: Tally
     ) -> tuple[list[ItemResult], dict[str, int], list[Item]]:
-        """The per-subject daily limit, across consumers and products: each item's result,
-        the subjects answered with how often, and the items answered."""
+        """The per-subject daily limit and the limits per value of each input field, across
+        consumers and products: each item's result, the subjects answered with how often,
+        and the items answered. Only counts decide, never the item's code."""
         results: list[ItemResult] = []
         seen: dict[str, int] = {}
         answered: list[Item] = []
@@ -208,6 +237,10 @@ class CallUnit:
                         "(setting verify.subject_per_day, Art. 19); ask again tomorrow",
                     )
                 )
+                continue
+            verdict = tally.refusal(item.values)
+            if verdict is not None:
+                results.append(ItemResult(None, *verdict))
                 continue
             seen[item.subject_hash] = seen.get(item.subject_hash, 0) + 1
             answered.append(item)
@@ -228,8 +261,7 @@ class CallUnit:
         consumer's day, judges (:func:`policies.verification.assess`) and, when the
         standing worsens, alerts. Returns the consumer's standing after this call and why."""
         me, day = str(consumer.id), clock.day
-        miss_codes = set(loaded.definition.miss_codes)
-        misses = [i for i in answered if i.code in miss_codes]
+        misses = [i for i in answered if i.missed]  # not the definition's word alone
         for item in misses:
             if item.check_hash is not None:
                 conn.execute(
@@ -340,6 +372,7 @@ class CallUnit:
             )
         )
         details = {
+            "kind": "consumer_standing",
             "consumer": consumer.name,
             "standing": standing.value,
             "reason": reason,

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import InputError, NotFound, PolicyRefusal, SandboxError
 from policies.verification import (
+    AdmittedRule,
     Consent,
     Definition,
     ProductState,
@@ -55,6 +56,7 @@ from sandbox.verification.keys import (
     load_secret,
     normalise_key,
     subject_hash,
+    value_hash,
 )
 from sandbox.verification.products import (
     FRESHNESS_S,
@@ -229,7 +231,7 @@ class VerificationService:
                         "the consent's fields must not repeat the subject's key values "
                         "(they would reach the ledger); give a reference to your record"
                     )
-        code = loaded.reader.lookup(self.secret, subject, checks)
+        code, held = loaded.reader.answer(self.secret, subject, checks)
         name = loaded.name
         return Item(
             subject=subject,
@@ -239,7 +241,30 @@ class VerificationService:
             check_hash=check_hash(self.secret, name, checks) if checks else None,
             consent=parsed,
             code=code,
+            values=self._values(rule, subject, checks, parsed),
+            missed=code in loaded.definition.miss_codes or not held,
         )
+
+    def _values(
+        self,
+        rule: AdmittedRule,
+        subject: tuple[str, ...],
+        checks: tuple[str, ...],
+        consent: Consent | None,
+    ) -> tuple[tuple[str, str, bool], ...]:
+        """Each input value's field, keyed hash (the same in every product) and whether it
+        is a subject key; the consent reference too. One entry per distinct value."""
+        named = [(k.name, v, True) for k, v in zip(rule.subject_keys, subject, strict=True)]
+        named += [(k.name, v, False) for k, v in zip(rule.check_keys, checks, strict=True)]
+        out: dict[str, tuple[str, str, bool]] = {}
+        for field, value, is_subject in named:
+            key = value_hash(self.secret, "key", value)
+            if key not in out or is_subject:
+                out[key] = (field, key, is_subject)
+        if consent is not None:
+            key = value_hash(self.secret, "consent", normalise_key(consent.reference))
+            out.setdefault(key, ("consent.reference", key, False))
+        return tuple(out.values())
 
 
 def refresh(

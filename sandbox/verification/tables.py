@@ -4,7 +4,8 @@ Imported by :meth:`sandbox.core.store.Store._migrate` before ``create_all``. No 
 holds a key value: subjects appear only as keyed hashes (:mod:`sandbox.verification.keys`).
 The counters and guesses are the limits' and the enumeration defence's memory; they
 are written in the same transaction as the call's ledger entry (group commit), so a
-limit is exact across server processes.
+limit is exact across server processes. The ``verify_value_*`` tables count answers per
+value of each input field across all consumers (their keys are keyed hashes too).
 """
 
 from __future__ import annotations
@@ -78,4 +79,35 @@ verify_standing = Table(
     Column("reason", Text, nullable=False),
     Column("day", String(10), nullable=False),  # a throttle lasts the day; a block stays
     Column("updated_at", String(40), nullable=False),
+)
+
+# Answers per value of an input field (a keyed hash, never the value), across all
+# consumers and products (policies.verification.values): span "5m" (bucket: epoch
+# seconds // 300) and "1h" (// 3600) for the rolling hour and day, "life" (bucket 0)
+# for a subject key's lifetime cap. Old buckets are pruned when the value is written.
+verify_value_counts = Table(
+    "verify_value_counts",
+    metadata,
+    Column("value_hash", String(64), primary_key=True),
+    Column("span", String(8), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
+# Which consumers tried a value (answered or refused), and the hour bucket of their last try.
+verify_value_accounts = Table(
+    "verify_value_accounts",
+    metadata,
+    Column("value_hash", String(64), primary_key=True),
+    Column("consumer_id", Integer, ForeignKey(P), primary_key=True),
+    Column("hour", Integer, nullable=False),
+)
+
+# The hour bucket a value last alerted the authority: one alert per value per rolling day.
+verify_value_alerts = Table(
+    "verify_value_alerts",
+    metadata,
+    Column("value_hash", String(64), primary_key=True),
+    Column("hour", Integer, nullable=False),
+    Column("accounts", Integer, nullable=False),
 )
