@@ -57,6 +57,9 @@ subject_per_day = 1000000
 miss_min_calls = 100000000
 guess_ids_throttle = 100000000
 guess_ids_block = 100000000
+value_per_hour = 100000000
+value_per_day = 100000000
+subject_lifetime = 100000000
 """
 
 BARE = """
