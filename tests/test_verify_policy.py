@@ -13,9 +13,12 @@ from policies.verification import (
     Signals,
     Standing,
     Thresholds,
+    ValueCounts,
+    ValueLimits,
     admit_rule,
     assess,
     index_plan,
+    judge,
     lookup_patterns,
     may_move,
 )
@@ -181,3 +184,28 @@ def test_product_states():
     assert may_move(ProductState.WITHDRAWN, ProductState.PUBLISHED)
     assert not may_move(ProductState.REJECTED, ProductState.PUBLISHED)
     assert not may_move(ProductState.DEFINED, ProductState.WITHDRAWN)
+
+
+def test_a_definition_must_count_its_misses():
+    Definition.from_dict(BASE).require_misses("not_found")
+    for miss in ([], ["not_found"], ["mismatch"]):
+        with pytest.raises(PolicyRefusal) as info:
+            Definition.from_dict({**BASE, "miss_codes": miss}).require_misses()
+        assert info.value.rule == "miss_codes"
+    renamed = Definition.from_dict(
+        {**BASE, "codes": ["match", "mismatch", "absent"], "miss_codes": ["mismatch"]}
+    )
+    renamed.require_misses()  # 'absent' is not a known miss word ...
+    with pytest.raises(PolicyRefusal, match="absent"):
+        renamed.require_misses("absent")  # ... but it is the unknown subject's code
+
+
+def test_value_limits_depend_on_counts_only():
+    limits = ValueLimits(per_hour=3, per_day=5, subject_lifetime=7)
+    assert judge("name", ValueCounts(2, 4), limits) is None
+    assert judge("name", ValueCounts(3, 3), limits)[0] == "value_hourly_limit"
+    assert judge("name", ValueCounts(0, 5), limits)[0] == "value_daily_limit"
+    assert judge("pid", ValueCounts(0, 0, 7), limits)[0] == "subject_lifetime_limit"
+    assert judge("name", ValueCounts(0, 0, None), limits) is None  # not a subject key
+    rule, message = judge("pid", ValueCounts(3, 3), limits) or ("", "")
+    assert "'pid'" in message and "verify.value_per_hour" in message and "Art. 19" in message
