@@ -33,7 +33,7 @@ the result (:func:`suppress_rows`).
 
 Speed: conditions are tested exactly on bitmaps, but only for candidates that
 survive vectorised filters which never drop a true match: ``near`` needs
-``||A| - |B|| < k``; ``A inside B`` needs ``|A| <= |B|``, ``min A >= min B`` and
+``||A| - |B|| < k``; ``A inside B`` needs ``|A| <= |B|``, ``min A`` in B and
 eight pivot entities of A (spread over its ranks) all in B; ``B inside A``
 needs ``|A| >= |B| + k`` and A's range to cover B's. Group keys are not a sound
 filter (an attacker moves a key from GROUP BY into WHERE), so they are not used
@@ -63,7 +63,7 @@ RULE = "differencing"
 ARTICLE = "Art. 15"
 PIVOTS = 8
 BUCKETS = 64  # a cell's sketch: how many of its entities fall in each hash bucket
-_TAIL = 512  # cells kept outside the vectorised arrays until merged
+COARSE = 8  # the first filter's buckets (sums of BUCKETS / COARSE neighbours)
 
 
 class Condition(Enum):
@@ -115,6 +115,21 @@ def sketch(cell: BitMap) -> np.ndarray:
     return np.bincount(buckets.astype(np.int64), minlength=BUCKETS).astype(np.int32)
 
 
+def _members(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``members`` (sorted: a bitmap's own order)."""
+    if not members.size:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(members, values), members.size - 1)
+    found: np.ndarray = members[at] == values
+    return found
+
+
+def coarse(sketched: np.ndarray) -> np.ndarray:
+    """The sketch summed over groups of buckets: a cheaper first filter, as sound."""
+    out: np.ndarray = sketched.reshape(COARSE, BUCKETS // COARSE).sum(axis=1)
+    return out
+
+
 def pivots(cell: BitMap) -> np.ndarray:
     """PIVOTS entities of ``cell`` spread over its ranks (repeats when it is smaller)."""
     n = len(cell)
@@ -125,105 +140,135 @@ def pivots(cell: BitMap) -> np.ndarray:
 class HistoryIndex:
     """The released cells of one dataset lineage, in memory, ready to be checked against.
 
-    ``add`` appends; the vectorised arrays are rebuilt from a short tail now and
-    then, so adding many cells stays linear.
+    ``add`` appends to arrays that grow by doubling, so adding n cells costs O(n) and
+    every filter sees every cell at once (the cells of one output being judged are an
+    index too: :func:`check_cells`).
     """
 
     def __init__(self) -> None:
         self.cells: list[BitMap] = []
-        self._card = np.empty(0, np.int64)
-        self._min = np.empty(0, np.int64)
-        self._max = np.empty(0, np.int64)
-        self._piv = np.empty((0, PIVOTS), np.int64)
-        self._sketch = np.empty((0, BUCKETS), np.int32)
-        self._tail: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
+        self._n = 0
+        self._card_a = np.empty(0, np.int64)
+        self._min_a = np.empty(0, np.int64)
+        self._max_a = np.empty(0, np.int64)
+        self._piv_a = np.empty((0, PIVOTS), np.int64)
+        self._sketch_a = np.empty((0, BUCKETS), np.int32)
+        self._coarse_a = np.empty((0, COARSE), np.int32)
 
     def __len__(self) -> int:
         return len(self.cells)
 
-    def add(self, cell: BitMap) -> None:
+    def add(self, cell: BitMap, sketched: np.ndarray | None = None) -> None:
         if not cell:
             return
+        if self._n == len(self._card_a):
+            self._grow(max(64, 2 * self._n))
+        n = self._n
+        self._card_a[n], self._min_a[n], self._max_a[n] = len(cell), cell.min(), cell.max()
+        self._piv_a[n] = pivots(cell)
+        self._sketch_a[n] = sketch(cell) if sketched is None else sketched
+        self._coarse_a[n] = coarse(self._sketch_a[n])
         self.cells.append(cell)
-        self._tail.append((len(cell), cell.min(), cell.max(), pivots(cell), sketch(cell)))
-        if len(self._tail) >= _TAIL:
-            self._merge()
+        self._n = n + 1
 
-    def _merge(self) -> None:
-        if not self._tail:
-            return
-        card, lo, hi, piv, sk = zip(*self._tail, strict=True)
-        self._card = np.concatenate([self._card, np.array(card, np.int64)])
-        self._min = np.concatenate([self._min, np.array(lo, np.int64)])
-        self._max = np.concatenate([self._max, np.array(hi, np.int64)])
-        self._piv = np.concatenate([self._piv, np.stack(piv)])
-        self._sketch = np.concatenate([self._sketch, np.stack(sk)])
-        self._tail = []
+    def _grow(self, size: int) -> None:
+        def grown(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((size, *a.shape[1:]), a.dtype)
+            out[: self._n] = a[: self._n]
+            return out
+
+        self._card_a, self._min_a, self._max_a = (
+            grown(self._card_a),
+            grown(self._min_a),
+            grown(self._max_a),
+        )
+        self._piv_a, self._sketch_a = grown(self._piv_a), grown(self._sketch_a)
+        self._coarse_a = grown(self._coarse_a)
+
+    @property
+    def _card(self) -> np.ndarray:
+        return self._card_a[: self._n]
+
+    @property
+    def _min(self) -> np.ndarray:
+        return self._min_a[: self._n]
+
+    @property
+    def _max(self) -> np.ndarray:
+        return self._max_a[: self._n]
+
+    @property
+    def _piv(self) -> np.ndarray:
+        return self._piv_a[: self._n]
+
+    @property
+    def _sketch(self) -> np.ndarray:
+        return self._sketch_a[: self._n]
+
+    def _dominated(self, found: np.ndarray, own: np.ndarray, *, below: bool) -> np.ndarray:
+        """Of ``found``, the cells whose sketch is <= (``below``) or >= ``own`` in every
+        bucket: the coarse sketch first (a sum of buckets keeps the order), then the fine."""
+        for table, mine in ((self._coarse_a, coarse(own)), (self._sketch_a, own)):
+            if not found.size:
+                break
+            rows = table[found]
+            found = found[((rows <= mine) if below else (rows >= mine)).all(axis=1)]
+        return found
 
     # --- candidate filters (never drop a true match) -------------------------------
 
-    def near(self, cell: BitMap, k: int) -> np.ndarray:
+    def near(self, cell: BitMap, k: int, sketched: np.ndarray | None = None) -> np.ndarray:
         """Cells that may differ from ``cell`` by fewer than ``k`` entities."""
-        self._merge()
         band = np.flatnonzero(np.abs(self._card - len(cell)) < k)
         if not band.size:
             return band
-        distance = np.abs(self._sketch[band] - sketch(cell)).sum(axis=1)
+        own = sketch(cell) if sketched is None else sketched
+        band = band[np.abs(self._coarse_a[band] - coarse(own)).sum(axis=1) < k]
+        distance = np.abs(self._sketch_a[band] - own).sum(axis=1)
         close: np.ndarray = band[distance < k]
         return close
 
-    def inside(self, cell: BitMap) -> np.ndarray:
-        """Cells that may lie inside ``cell``."""
-        self._merge()
-        if not len(self.cells):
+    def inside(self, cell: BitMap, sketched: np.ndarray | None = None) -> np.ndarray:
+        """Cells that may lie inside ``cell``: their smallest entity is one of its own."""
+        if not self._n:
             return np.empty(0, np.int64)
-        top = cell.max()
-        mask = np.zeros(top + 1, dtype=bool)
-        mask[np.frombuffer(cell.to_array(), dtype=np.uint32)] = True
-        piv = self._piv
-        hits = (piv <= top) & mask[np.minimum(piv, top)]
-        keep = hits.all(axis=1) & (self._card <= len(cell)) & (self._min >= cell.min())
-        found = np.flatnonzero(keep)
+        members = np.frombuffer(cell.to_array(), dtype=np.uint32)
+        found = np.flatnonzero(self._card <= len(cell))
         if found.size:
-            found = found[(self._sketch[found] <= sketch(cell)).all(axis=1)]
+            found = found[_members(self._min[found], members)]
+        if found.size:
+            own = sketch(cell) if sketched is None else sketched
+            found = self._dominated(found, own, below=True)
+        if found.size:
+            found = found[_members(self._piv[found], members).all(axis=1)]
         return found
 
-    def around(self, cell: BitMap, k: int) -> np.ndarray:
+    def around(self, cell: BitMap, k: int, sketched: np.ndarray | None = None) -> np.ndarray:
         """Cells that may contain ``cell`` with at least ``k`` entities to spare."""
-        self._merge()
         keep = (self._card >= len(cell) + k) & (self._min <= cell.min()) & (self._max >= cell.max())
         found = np.flatnonzero(keep)
         if found.size:
-            found = found[(self._sketch[found] >= sketch(cell)).all(axis=1)]
+            own = sketch(cell) if sketched is None else sketched
+            found = self._dominated(found, own, below=False)
         return found
 
 
-def _near(cell: BitMap, sources: Sequence[HistoryIndex | list[BitMap]], k: int) -> Finding:
-    size = len(cell)
+def _near(cell: BitMap, sources: Sequence[HistoryIndex], k: int, sk: np.ndarray) -> Finding:
     for source in sources:
-        candidates = (
-            (source.cells[i] for i in source.near(cell, k))
-            if isinstance(source, HistoryIndex)
-            else (a for a in source if abs(len(a) - size) < k)
-        )
-        for other in candidates:
-            d = cell.symmetric_difference_cardinality(other)
+        for i in source.near(cell, k, sk):
+            d = cell.symmetric_difference_cardinality(source.cells[i])
             if 0 < d < k:
                 return Finding.suppress(
-                    Condition.INSIDE if cell.issubset(other) else Condition.NEAR, k
+                    Condition.INSIDE if cell.issubset(source.cells[i]) else Condition.NEAR, k
                 )
     return PASSED
 
 
-def _covered(cell: BitMap, sources: Sequence[HistoryIndex | list[BitMap]], k: int) -> Finding:
+def _covered(cell: BitMap, sources: Sequence[HistoryIndex], k: int, sk: np.ndarray) -> Finding:
     union = BitMap()
     for source in sources:
-        candidates = (
-            (source.cells[i] for i in source.inside(cell))
-            if isinstance(source, HistoryIndex)
-            else (a for a in source if len(a) <= len(cell))
-        )
-        for other in candidates:
+        for i in source.inside(cell, sk):
+            other = source.cells[i]
             if other.issubset(cell):
                 union |= other
     rest = len(cell) - len(union)
@@ -232,28 +277,47 @@ def _covered(cell: BitMap, sources: Sequence[HistoryIndex | list[BitMap]], k: in
     return PASSED
 
 
-def _alone(cell: BitMap, sources: Sequence[HistoryIndex | list[BitMap]], k: int) -> Finding:
+def _alone(
+    cell: BitMap, sources: Sequence[HistoryIndex], k: int, sk: np.ndarray | None = None
+) -> Finding:
     """Conditions near, inside and union for one cell."""
-    found = _near(cell, sources, k)
-    return found if found.verdict is DiffVerdict.SUPPRESS else _covered(cell, sources, k)
+    own = sketch(cell) if sk is None else sk
+    found = _near(cell, sources, k, own)
+    return found if found.verdict is DiffVerdict.SUPPRESS else _covered(cell, sources, k, own)
 
 
-def check(cell: BitMap, history: HistoryIndex, k: int, pending: Sequence[BitMap] = ()) -> Finding:
-    """The differencing verdict of one new cell against the history (and ``pending`` cells)."""
+def _as_index(pending: HistoryIndex | Sequence[BitMap]) -> HistoryIndex:
+    if isinstance(pending, HistoryIndex):
+        return pending
+    index = HistoryIndex()
+    for cell in pending:
+        index.add(cell)
+    return index
+
+
+def check(
+    cell: BitMap,
+    history: HistoryIndex,
+    k: int,
+    pending: HistoryIndex | Sequence[BitMap] = (),
+    sk: np.ndarray | None = None,
+) -> Finding:
+    """The differencing verdict of one new cell against the history (and ``pending`` cells:
+    those of the same output already passed)."""
     if not cell or k <= 1:
         return PASSED
-    sources: list[HistoryIndex | list[BitMap]] = [history, list(pending)]
-    found = _alone(cell, sources, k)
+    sources = [history, _as_index(pending)]
+    own = sketch(cell) if sk is None else sk
+    found = _alone(cell, sources, k, own)
     if found.verdict is DiffVerdict.SUPPRESS:
         return found
-    supersets = [history.cells[i] for i in history.around(cell, k)]
-    supersets += [a for a in pending if len(a) >= len(cell) + k]
-    for outer in supersets:
-        if not cell.issubset(outer):
-            continue
-        rest = outer - cell
-        if _alone(rest, sources, k).verdict is DiffVerdict.SUPPRESS:
-            return Finding.suppress(Condition.COMPLEMENT, k)
+    for source in sources:
+        for i in source.around(cell, k, own):
+            outer = source.cells[i]
+            if not cell.issubset(outer):
+                continue
+            if _alone(outer - cell, sources, k).verdict is DiffVerdict.SUPPRESS:
+                return Finding.suppress(Condition.COMPLEMENT, k)
     return PASSED
 
 
@@ -266,12 +330,13 @@ def check_cells(
         ((i, c) for i, c in enumerate(cells) if c is not None), key=lambda ic: (-len(ic[1]), ic[0])
     )
     out: list[Finding | None] = [None] * len(cells)
-    passed: list[BitMap] = []
+    passed = HistoryIndex()
     for i, cell in order:
-        found = check(cell, history, k, passed)
+        sk = sketch(cell) if cell else None
+        found = check(cell, history, k, passed, sk)
         out[i] = found
         if found.verdict is DiffVerdict.PASS:
-            passed.append(cell)
+            passed.add(cell, sk)
     return out
 
 

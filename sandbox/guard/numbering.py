@@ -68,15 +68,15 @@ def numbering_for(platform: Platform, lineage: str, version: DatasetVersion) -> 
     with platform.store.read() as conn:
         rows = _rows_path(conn, lineage, version.version)
         paths = _segment_paths(platform, conn, lineage)
-    ready = rows is not None and (platform.home / rows).exists()
-    if not (ready and all(p.exists() for p in paths)):
+    if rows is None or not (platform.home / rows).exists() or not all(p.exists() for p in paths):
         with platform.store.transaction() as conn:
             if _rows_path(conn, lineage, version.version) is None:
                 _number(platform, conn, lineage, version)
             _rewrite_missing(platform, conn, lineage)
             paths = _segment_paths(platform, conn, lineage) or [_empty_segment(platform)]
             rows = _rows_path(conn, lineage, version.version)
-            assert rows is not None  # numbered just now, in this transaction
+            if rows is None:  # numbered just now, in this transaction
+                raise RuntimeError(f"dataset '{lineage}' version {version.version} is not numbered")
             if not (platform.home / rows).exists():
                 _write_rows(platform, version, paths, platform.home / rows)
     return Numbering(paths or [_empty_segment(platform)], platform.home / rows)

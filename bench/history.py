@@ -1,0 +1,156 @@
+"""Benchmark: the release history's evidence at scale (issue 25), with and without it.
+
+Usage::
+
+    python bench/history.py [--rows 10000000] [--runs 3] [--settle 1.5]
+    python bench/history.py --quick      # --rows 1000000 --runs 2 (make bench)
+
+Over the payments table of ``bench/_data.py`` (about rows/10 persons), registered
+twice: as ``t`` (``county`` and ``month`` dimensions) and as ``u`` (the same file,
+``kwh`` a dimension too), it times :meth:`sandbox.run.execution.JobService.submit`
+of two everyday tables:
+
+``two_way``
+    ``SELECT county, month, SUM(amount) ... GROUP BY county, month``: 264 cells of
+    about rows/264 payments each. ``two_way_evidence`` runs with the differencing
+    defence (each cell's contributors as a bitmap, checked against every earlier
+    release and recorded), ``two_way_plain`` with ``differencing.enabled = false``
+    (the per-cell evidence of the output check only): the reference. The aim of
+    issue 25 is evidence <= 1.5x plain.
+``ten_thousand``
+    ``county, month, kwh // 55`` (11 x 24 x 37 = 9,768 cells, under the default cap of 10,000 output rows) with evidence: its
+    checks complete.
+
+``first_job_numbering`` is the one-off numbering of the version's entities before
+its first job (``sandbox.guard.numbering``), which later jobs skip. Each figure is
+the median of ``--runs`` warm runs after one warm-up, the cases interleaved round
+by round. When ``acro`` is importable, ACRO's crosstab of the same two-way table
+is timed beside them as a peer figure; it is not a dependency of the platform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _data
+import _results
+from _results import figure
+from sql_job import interleaved, runtime_of, setup
+
+from policies.classes import Classification
+from sandbox.data import vault
+from sandbox.data.grants import add_grant
+from sandbox.run.execution import JobService
+
+TWO_WAY = "SELECT county, month, SUM(amount) AS total FROM t GROUP BY county, month"
+TEN_THOUSAND = (
+    "SELECT county, month, kwh // 55 AS band, SUM(amount) AS total, COUNT(*) AS n "
+    "FROM u GROUP BY county, month, kwh // 55"
+)
+AIM_RATIO = 1.5
+
+
+def _with_kwh_dimension(platform, rows: int) -> None:
+    """The same payments file as dataset ``u``, with ``kwh`` a dimension."""
+    from sandbox.core.principals import by_name
+
+    classification = dict(_data.CLASSIFICATION)
+    classification["columns"] = {**_data.CLASSIFICATION["columns"], "kwh": "dimension"}
+    with platform.store.read() as conn:
+        provider = by_name(conn, "bench_provider")
+    source = _data.payments_parquet(rows)
+    vault.register(platform, provider, "u", str(source), Classification.from_dict(classification))
+    with platform.store.read() as conn:
+        authority = by_name(conn, "bench_authority")
+    add_grant(platform, authority, "bench_operator", "u", until="2030-01-01")
+
+
+def _acro_crosstab(rows: int) -> float | None:
+    try:
+        import acro  # type: ignore[import-not-found]
+        import pandas as pd
+    except ImportError:
+        return None
+    frame = pd.read_parquet(_data.payments_parquet(rows), columns=["county", "month", "amount"])
+    session = acro.ACRO(suppress=True)
+    started = time.perf_counter()
+    session.crosstab(frame["county"], frame["month"], values=frame["amount"], aggfunc="sum")
+    return time.perf_counter() - started
+
+
+def bench_size(rows: int, runs: int, settle: float) -> None:
+    print(f"# rows={rows}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
+        platform, operator, _version = setup(Path(tmp) / "home", rows)
+        _with_kwh_dimension(platform, rows)
+        settings = platform.settings.values
+        assert isinstance(settings, dict)
+        service = JobService(platform, spare=True)
+
+        def submit(sql: str, evidence: bool):
+            settings["differencing.enabled"] = evidence
+            return service.submit(operator, {"sql": sql})
+
+        try:
+            started = time.perf_counter()
+            first = submit(TWO_WAY, True)
+            figure(f"{rows}_first_job", time.perf_counter() - started, "s", first.state.value)
+            numbering = runtime_of(platform, first.job_id).get("numbering_s", float("nan"))
+            figure(f"{rows}_first_job_numbering", numbering, "s", "once per dataset version")
+            submit(TEN_THOUSAND, True)  # numbers u as well, outside the timed rounds
+            cases = {
+                "two_way_evidence": lambda: submit(TWO_WAY, True),
+                "two_way_plain": lambda: submit(TWO_WAY, False),
+                "ten_thousand": lambda: submit(TEN_THOUSAND, True),
+            }
+            times, results = interleaved(cases, runs, settle)
+        finally:
+            service.close()
+        states = {name: sorted({o.state.value for o in outs}) for name, outs in results.items()}
+        worker = {
+            name: statistics.median(runtime_of(platform, o.job_id).get("run_s", 0) for o in outs)
+            for name, outs in results.items()
+        }
+        platform.close()
+    med = {name: statistics.median(values) for name, values in times.items()}
+    for name in cases:
+        spread = f"min {min(times[name]):.3f}, max {max(times[name]):.3f}"
+        figure(f"{rows}_{name}", med[name], "s", f"{','.join(states[name])}; {spread}")
+        figure(f"{rows}_{name}_worker", worker[name], "s", "runner: take worker..read")
+    figure(
+        f"{rows}_ratio_evidence_vs_plain",
+        med["two_way_evidence"] / med["two_way_plain"],
+        "x",
+        f"aim <= {AIM_RATIO:g}x",
+    )
+    acro_s = _acro_crosstab(rows)
+    if acro_s is None:
+        figure(f"{rows}_acro_crosstab", "not installed", "", "pip install acro to compare")
+    else:
+        figure(f"{rows}_acro_crosstab", acro_s, "s", "ACRO crosstab with suppression, same rows")
+        figure(
+            f"{rows}_ratio_acro_vs_evidence", acro_s / med["two_way_evidence"], "x", "aim >= 10x"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
+    parser.add_argument("--runs", type=int, default=3, help="timed warm runs per figure")
+    parser.add_argument(
+        "--settle", type=float, default=1.5, help="seconds of sleep before each call"
+    )
+    args = _results.parse_args(parser, {"rows": [1_000_000], "runs": 2}, argv)
+    with _results.recording(__file__, args):
+        for rows in args.rows:
+            bench_size(rows, args.runs, args.settle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
