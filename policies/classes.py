@@ -14,6 +14,8 @@ with the line ``# yaml-language-server: $schema=<path to that file>``.
 The YAML file looks like::
 
     entity_key: pid
+    entity_kind: person          # or organisation; undeclared is treated as person
+    membership: sensitive        # or non_sensitive: being in the data reveals nothing
     columns:
       pid: identifier
       name: identifier
@@ -22,6 +24,15 @@ The YAML file looks like::
       income: measure
     formats:
       pid: cn_resident_id
+    domains:                     # declared values of dimension, quasi and public columns
+      county: {codes: [任城区, 兖州区]}
+      birth_date: {range: {from: 1926, to: 2025}}   # a date column's range is of years
+    derived:                     # measures the provider derives from measure columns
+      monthly_income: income / 12
+
+The declared metadata (entity kind, domains, derived measures, membership) is
+what table mode and HE decide from before any run; :mod:`policies.domains`
+computes sizes and grids from it.
 """
 
 from __future__ import annotations
@@ -33,12 +44,22 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import sqlglot
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
+from sqlglot import exp
 
 # did_you_mean lives in policies.suggest; named here too for the modules importing it from here
 from policies.suggest import did_you_mean as did_you_mean
 
+from .domains import BAND_KEYS, DOMAIN_KEYS, Domain, DomainSpec, domain_to_dict
 from .errors import ClassificationError
 
 
@@ -60,23 +81,45 @@ FORMATS = {
 }
 
 
+EntityKind = Literal["person", "organisation"]
+Membership = Literal["sensitive", "non_sensitive"]
+
+
 @dataclass(frozen=True)
 class Classification:
-    """The provider's statement about each column of one dataset."""
+    """The provider's statement about each column of one dataset.
+
+    ``entity_kind`` None means undeclared, which every rule treats as ``person``.
+    """
 
     columns: Mapping[str, ColumnClass]
     entity_key: str
     formats: Mapping[str, str] = field(default_factory=dict)
+    entity_kind: EntityKind | None = None
+    domains: Mapping[str, Domain] = field(default_factory=dict)
+    derived: Mapping[str, str] = field(default_factory=dict)
+    membership: Membership = "sensitive"
 
     def class_of(self, column: str) -> ColumnClass:
         return self.columns[column]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The file's keys; the optional declarations only when declared, so the dict of
+        a classification without them (a dataset version's identity) is unchanged."""
+        out: dict[str, Any] = {
             "entity_key": self.entity_key,
             "columns": {name: cls.value for name, cls in self.columns.items()},
             "formats": dict(self.formats),
         }
+        if self.entity_kind is not None:
+            out["entity_kind"] = self.entity_kind
+        if self.membership != "sensitive":
+            out["membership"] = self.membership
+        if self.domains:
+            out["domains"] = {name: domain_to_dict(d) for name, d in self.domains.items()}
+        if self.derived:
+            out["derived"] = dict(self.derived)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Classification:
@@ -93,6 +136,10 @@ class Classification:
             columns=dict(parsed.columns),
             entity_key=parsed.entity_key,
             formats=dict(parsed.formats),
+            entity_kind=parsed.entity_kind,
+            domains={name: spec.domain() for name, spec in parsed.domains.items()},
+            derived={name: text.strip() for name, text in parsed.derived.items()},
+            membership=parsed.membership,
         )
 
     def check_against(self, column_names: Iterable[str]) -> None:
@@ -115,9 +162,10 @@ class Classification:
 
 # --- the file's schema ---------------------------------------------------------------------------
 
-KEYS = ("columns", "entity_key", "formats")
+KEYS = ("columns", "entity_key", "formats", "entity_kind", "membership", "domains", "derived")
 SCHEMA_PATH = Path(__file__).with_name("classification.schema.json")
 FormatName = Literal["cn_resident_id", "cn_credit_code"]  # the keys of FORMATS
+DECLARABLE = (ColumnClass.DIMENSION, ColumnClass.QUASI, ColumnClass.PUBLIC)  # may have a domain
 
 
 class ClassificationFile(BaseModel):
@@ -155,6 +203,51 @@ class ClassificationFile(BaseModel):
             + "; ".join(f"{name}: {text}" for name, text in FORMATS.items())
         ),
     )
+
+    entity_kind: EntityKind | None = Field(
+        None,
+        description=(
+            "Optional: what the entity key names, 'person' or 'organisation'. Undeclared is "
+            "treated as person, for safety: a job that any person dataset reaches is a person "
+            "job (sole proprietors and one-employee wage totals included)."
+        ),
+    )
+    membership: Membership = Field(
+        "sensitive",
+        description=(
+            "Optional: 'sensitive' (the default) if being in the dataset reveals something "
+            "about a person, else 'non_sensitive'; HE joins only non_sensitive datasets."
+        ),
+    )
+    domains: dict[str, DomainSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Optional: the declared values of dimension, quasi and public columns (codes, "
+            "bands or range); table mode lists and caps its grids from them. Values seen in "
+            "the data are not a declared domain."
+        ),
+    )
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Optional: derived measures, name -> an expression over the dataset's measure "
+            "columns with numbers and + - * / only (e.g. 'amount * 12')."
+        ),
+    )
+
+    @field_validator("entity_kind", "membership", mode="before")
+    @classmethod
+    def _word_loosely(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("domains", "derived", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            return value
+        return {str(name): given for name, given in value.items()}
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -195,14 +288,76 @@ class ClassificationFile(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _declarations_fit(self) -> ClassificationFile:
+        for name in self.domains:
+            if name not in self.columns:
+                raise ValueError(
+                    f"domains, column '{name}': the column is not classified; "
+                    + did_you_mean(name, self.columns)
+                )
+            if self.columns[name] not in DECLARABLE:
+                raise ValueError(
+                    f"domains, column '{name}': the column is classified "
+                    f"'{self.columns[name].value}'; a domain is declared only for dimension, "
+                    "quasi or public columns"
+                )
+        for name, text in self.derived.items():
+            _check_derived(name, text, self.columns)
+        return self
+
+
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Paren)
+
+
+def _check_derived(name: str, text: str, columns: Mapping[str, ColumnClass]) -> None:
+    """A derived measure: a new name, and only measure columns, numbers and + - * /."""
+    where = f"derived measure '{name}'"
+    if name.lower() in {c.lower() for c in columns}:
+        raise ValueError(f"{where} has the name of a column; choose another name")
+    if not (name.isascii() and name.isidentifier()):
+        raise ValueError(f"{where}: use letters, digits and '_', starting with a letter")
+    measures = [c for c, cls in columns.items() if cls is ColumnClass.MEASURE]
+    allowed = "only measure columns, numbers and + - * /"
+    try:
+        tree = sqlglot.parse_one(text, dialect="duckdb")
+    except sqlglot.errors.ParseError:
+        raise ValueError(f"{where}: {text!r} is not an expression ({allowed})") from None
+    used = 0
+    for node in tree.walk():
+        if isinstance(node, exp.Identifier) and isinstance(node.parent, exp.Column):
+            continue
+        if isinstance(node, exp.Column):
+            column = node.name
+            if node.table or column not in columns:
+                raise ValueError(
+                    f"{where}: {node.sql('duckdb')!r} is not a column of the dataset; "
+                    + did_you_mean(column, measures)
+                )
+            if columns[column] is not ColumnClass.MEASURE:
+                raise ValueError(
+                    f"{where}: column '{column}' is classified '{columns[column].value}', not a measure"
+                )
+            used += 1
+        elif (
+            isinstance(node, exp.Literal)
+            and node.is_string
+            or not isinstance(node, (*_ARITHMETIC, exp.Literal, exp.Column))
+        ):
+            raise ValueError(f"{where}: {node.sql('duckdb')!r} is not allowed; {allowed}")
+    if not used:
+        raise ValueError(f"{where}: {text!r} uses no measure column")
+
 
 def _first_problem(exc: ValidationError) -> str:
     """The message of the first problem, in the order of the file's keys."""
-    order = {"": 0, "columns": 2, "entity_key": 3, "formats": 4}
+    order = {"": 0, "columns": 2, "entity_key": 3, **{k: i + 2 for i, k in enumerate(KEYS)}}
     errors = exc.errors(include_url=False)
     ranked = sorted(
         errors,
-        key=lambda e: 1 if e["type"] == "extra_forbidden" else order.get(_top(e), 5),
+        key=lambda e: (
+            1 if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else order.get(_top(e), 9)
+        ),
     )
     return _describe(ranked[0])
 
@@ -214,10 +369,12 @@ def _top(error: ErrorDetails) -> str:
 def _describe(error: ErrorDetails) -> str:
     kind, loc, value = error["type"], error["loc"], error.get("input")
     top = _top(error)
-    if kind == "model_type":
+    if kind == "model_type" and not loc:
         return "the classification must be a mapping with 'columns' and 'entity_key'"
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and len(loc) == 1:
         return f"unknown key '{top}' in the classification; " + did_you_mean(top, KEYS)
+    if top in ("entity_kind", "membership", "domains", "derived"):
+        return _describe_declaration(error)
     if kind == "value_error":
         return str(error["ctx"]["error"])
     if top == "columns" and len(loc) == 2:
@@ -234,6 +391,49 @@ def _describe(error: ErrorDetails) -> str:
     if top == "formats":
         return "'formats', if given, must be a mapping of column name to format"
     return f"{'.'.join(map(str, loc))}: {error['msg']}"  # not expected; pydantic's own words
+
+
+def _describe_declaration(error: ErrorDetails) -> str:
+    """The message of a problem in entity_kind, membership, domains or derived."""
+    kind, loc, value = error["type"], error["loc"], error.get("input")
+    top = _top(error)
+    if top in ("entity_kind", "membership"):
+        words = (
+            ("person", "organisation") if top == "entity_kind" else ("sensitive", "non_sensitive")
+        )
+        return f"{top} must be '{words[0]}' or '{words[1]}', not {value!r}; " + did_you_mean(
+            str(value), words
+        )
+    if top == "derived":
+        if len(loc) == 1:
+            return "'derived', if given, must be a mapping of name to an expression over measures"
+        return f"derived measure '{loc[1]}' must be an expression as text, not {value!r}"
+    if len(loc) == 1:
+        return (
+            "'domains', if given, must be a mapping of column name to one of: codes, bands, range"
+        )
+    where = f"domains, column '{loc[1]}'"
+    if kind == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    if kind == "extra_forbidden":
+        known = DOMAIN_KEYS if len(loc) == 3 else BAND_KEYS if loc[2] == "bands" else ("from", "to")
+        return f"{where}: unknown key '{loc[-1]}'; " + did_you_mean(str(loc[-1]), known)
+    if len(loc) == 2:
+        return f"{where}: a domain is a mapping with one of 'codes', 'bands', 'range'"
+    if loc[2] == "codes" and len(loc) > 3:
+        return f"{where}: code {value!r} is not text, a number or a boolean"
+    if loc[2] == "codes":
+        return f"{where}: 'codes' must be a list of values"
+    part = ".".join(map(str, loc[2:4]))
+    if kind == "missing":
+        return f"{where}: '{part}' is missing"
+    if kind.startswith("int") or kind == "list_type":
+        return f"{where}: '{part}' must be {'a list of integers' if kind == 'list_type' else 'an integer'}, not {value!r}"
+    if kind == "model_type":
+        return f"{where}: '{part}' must be a mapping of " + ", ".join(
+            f"'{k}'" for k in (BAND_KEYS if loc[2] == "bands" else ("from", "to"))
+        )
+    return f"{where}: {part}: {error['msg']}"
 
 
 def json_schema() -> dict[str, Any]:
