@@ -307,3 +307,13 @@ def test_the_schema_declares_the_new_keys():
 def test_an_unknown_key_is_named_before_problems_of_the_known_ones():
     with pytest.raises(ClassificationError, match="unknown key 'entity'"):
         Classification.from_dict({"entity": "pid", "columns": {"pid": "nonsense"}})
+
+
+def test_the_readme_example_of_the_declarations_is_a_valid_classification():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    examples = [yaml.safe_load(b) for b in blocks if "entity_key:" in b]
+    assert examples
+    for example in examples:
+        parsed = Classification.from_dict(example)
+        assert parsed.entity_kind and parsed.domains and parsed.derived
