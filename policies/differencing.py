@@ -46,6 +46,7 @@ from cells that each differ by at least k. Those need the DP mode.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -124,6 +125,10 @@ def _members(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     return found
 
 
+def _digest(cell: BitMap) -> bytes:
+    return hashlib.blake2b(cell.serialize(), digest_size=16).digest()
+
+
 def coarse(sketched: np.ndarray) -> np.ndarray:
     """The sketch summed over groups of buckets: a cheaper first filter, as sound."""
     out: np.ndarray = sketched.reshape(COARSE, BUCKETS // COARSE).sum(axis=1)
@@ -147,6 +152,7 @@ class HistoryIndex:
 
     def __init__(self) -> None:
         self.cells: list[BitMap] = []
+        self._seen: set[bytes] = set()  # digests of the cells held: a repeat adds nothing
         self._n = 0
         self._card_a = np.empty(0, np.int64)
         self._min_a = np.empty(0, np.int64)
@@ -159,8 +165,13 @@ class HistoryIndex:
         return len(self.cells)
 
     def add(self, cell: BitMap, sketched: np.ndarray | None = None) -> None:
+        """Hold ``cell`` (an empty cell, or one equal to a cell held, changes nothing)."""
         if not cell:
             return
+        digest = _digest(cell)
+        if digest in self._seen:
+            return
+        self._seen.add(digest)
         if self._n == len(self._card_a):
             self._grow(max(64, 2 * self._n))
         n = self._n
@@ -170,6 +181,10 @@ class HistoryIndex:
         self._coarse_a[n] = coarse(self._sketch_a[n])
         self.cells.append(cell)
         self._n = n + 1
+
+    def holds(self, cell: BitMap) -> bool:
+        """Whether a cell equal to ``cell`` is held (its release adds no new set)."""
+        return _digest(cell) in self._seen
 
     def _grow(self, size: int) -> None:
         def grown(a: np.ndarray) -> np.ndarray:
@@ -307,6 +322,8 @@ def check(
     if not cell or k <= 1:
         return PASSED
     sources = [history, _as_index(pending)]
+    if any(source.holds(cell) for source in sources):
+        return PASSED  # a repeat of a released set releases no new set
     own = sketch(cell) if sk is None else sk
     found = _alone(cell, sources, k, own)
     if found.verdict is DiffVerdict.SUPPRESS:
