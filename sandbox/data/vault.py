@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 from connectors import open_source
 from connectors.quality import profile_parquet
 from policies.classes import Classification, did_you_mean
+from policies.domains import check_values
 from policies.errors import ClassificationError, Conflict, InputError, NotFound, SandboxError
 from sandbox.core import storage
 from sandbox.core.ledger import now_utc
@@ -113,6 +114,7 @@ def _write_snapshot(
         )
         try:
             for batch in _read_ahead(source.batches()):
+                check_values(batch, classification)  # values inside their declared domains
                 writer.write_batch(batch)
                 rows += batch.num_rows
                 if progress is not None:

@@ -16,6 +16,7 @@ from jobs.base import JobKind, JobPlan
 from policies.access import Grant
 from policies.admission import QueryScope, TableScope
 from policies.disclosure import DisclosureParams
+from policies.errors import PolicyRefusal
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.core.store import datasets
@@ -100,6 +101,26 @@ def _params(platform: Platform, used: Mapping[str, Grant]) -> DisclosureParams:
     return params
 
 
+def _refuse_over_the_cap(
+    platform: Platform, plan: JobPlan, versions: Mapping[str, DatasetVersion]
+) -> None:
+    """Refuse before the run a query whose declared domains allow more output rows than
+    the cap: then a declared query never fails on the cap after running (issue 25)."""
+    from policies.limits import output_bound
+
+    bound = output_bound(plan.payload, {t: v.classification for t, v in versions.items()})
+    cap = platform.settings["job.max_output_rows"]
+    if bound is not None and bound > cap:
+        raise PolicyRefusal(
+            "output_rows",
+            f"by the declared domains of its group keys the query can yield up to {bound} "
+            f"rows, more than the cap of {cap} output rows (job.max_output_rows)",
+            article="Art. 15",
+            subject="GROUP BY",
+            hint="group by fewer or coarser keys",
+        )
+
+
 def prepare(
     conn: Connection,
     platform: Platform,
@@ -116,6 +137,7 @@ def prepare(
     used = may_run(conn, operator, plan.tables, kind.name, now)
     if plan.kind != "sql_aggregate":
         return Prepared(plan, used, _params(platform, used), versions)
+    _refuse_over_the_cap(platform, plan, versions)
     # Issue 11: the evidence the differencing defence and the DP mode need.
     from jobs.sql_evidence import argument_columns, first_table_alias, with_evidence
     from policies.dp import refuse_unsupported
