@@ -56,7 +56,7 @@ from sandbox.he import service as he  # noqa: E402
 CLASSIFICATION = Classification.from_dict(
     {
         "entity_key": "code",
-        "columns": {"code": "identifier", "county": "dimension", "industry": "dimension"},
+        "columns": {"code": "identifier", "county": "public", "industry": "public"},
     }
 )
 

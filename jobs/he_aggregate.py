@@ -4,8 +4,10 @@ An operator sends values encrypted under its own key with the join keys; the
 platform joins the keys to public attributes of a granted dataset and sums the
 ciphertexts per group (``sandbox.he.service`` does the work). What this module decides:
 
-* the request's shape: the group-by columns are ``dimension`` columns of the
-  dataset (``he_group_not_dimension``, Art. 15), the join key is an
+* the request's shape: the group-by columns are ``public`` columns of the
+  dataset (``he_group_not_public``, Art. 15: the operator chooses its values, so
+  one subject given a distinct value shows its group; only a group that is
+  published anyway may be shown), the join key is an
   ``identifier`` column (``he_key_not_identifier``, Art. 15); grant and
   agreement scope are asked of ``sandbox.data.grants.may_run`` with these columns;
 * the encryption parameters are at least 128-bit secure
@@ -13,7 +15,10 @@ ciphertexts per group (``sandbox.he.service`` does the work). What this module d
   standard's table of largest coefficient moduli per ring degree;
 * which groups may come back: only those with at least ``min_entities``
   matched subjects (the disclosure parameters of the grant and the platform);
-  the others are refused before anything is computed for them (Art. 15).
+  the others are refused before anything is computed for them (Art. 15). A
+  refused group is simply not in the answer, like a group none of the keys
+  reached: the answer says neither which nor how many groups were withheld, nor
+  how many keys matched nothing (those counts and reasons are for the ledger).
 """
 
 from __future__ import annotations
@@ -113,14 +118,16 @@ def plan_he(request: HeRequest, classification: Classification, params: Disclosu
             hint="join on an identifier column of the dataset, such as its entity key",
         )
     for name in by:
-        if columns[name] is not ColumnClass.DIMENSION:
+        if columns[name] is not ColumnClass.PUBLIC:
             raise PolicyRefusal(
-                "he_group_not_dimension",
-                f"column '{name}' is a {columns[name].value} column; only dimension columns "
-                "may group encrypted sums",
+                "he_group_not_public",
+                f"column '{name}' is a {columns[name].value} column; encrypted sums group "
+                "only by public columns (Art. 15): the values are yours, so a value you "
+                "choose for one key would show that subject's group",
                 article="Art. 15",
                 subject=name,
-                hint="group by a dimension such as county or industry",
+                hint="group by a column the classification declares public, such as the "
+                "county of a registered enterprise",
             )
     return HePlan(
         dataset=request.dataset,

@@ -25,8 +25,9 @@ REGISTRY = Classification.from_dict(
         "columns": {
             "code": "identifier",
             "name": "identifier",
-            "county": "dimension",
-            "industry": "dimension",
+            "county": "public",  # the register of enterprises is published
+            "industry": "public",
+            "status": "dimension",  # not published here: HE may not group by it
             "founded": "quasi",
             "capital": "measure",
         },
@@ -57,6 +58,7 @@ def registry(rows: int = 600, seed: int = 3, small: int = 4) -> pa.Table:
             "industry": rng.choice(np.array(["C", "F"]), rows).tolist(),
             "founded": rng.integers(1990, 2024, rows),
             "capital": rng.integers(10_000, 5_000_000, rows),
+            "status": ["closed" if i % 7 == 0 else "active" for i in range(rows)],
         }
     )
 

@@ -74,15 +74,16 @@ def _ledger(platform, action):
 # --------------------------------------------------------------------------- policy
 
 
-def test_plan_refuses_a_non_identifier_key_and_a_non_dimension_group():
+def test_plan_refuses_a_non_identifier_key_and_a_non_public_group():
     params = DisclosureParams()
     with pytest.raises(PolicyRefusal) as key:
         plan_he(HeRequest("registry", "county", ("industry",)), REGISTRY, params)
     assert key.value.rule == "he_key_not_identifier" and key.value.article == "Art. 15"
-    for column in ("capital", "founded", "name"):
+    for column in ("capital", "founded", "name", "status"):
         with pytest.raises(PolicyRefusal) as group:
             plan_he(HeRequest("registry", "code", (column,)), REGISTRY, params)
-        assert group.value.rule == "he_group_not_dimension" and group.value.subject == column
+        assert group.value.rule == "he_group_not_public" and group.value.subject == column
+        assert group.value.article == "Art. 15" and "public" in str(group.value)
     with pytest.raises(InputError, match="did you mean 'county'"):
         plan_he(HeRequest("registry", "code", ("countyy",)), REGISTRY, params)
     plan = plan_he(HeRequest("registry", "code", ("county", "industry")), REGISTRY, params)
@@ -138,19 +139,20 @@ def test_ckks_sums_match_plain_sums_and_small_groups_are_refused(bank, ckks):
         assert got[group].subjects == count
         assert got[group].sum == pytest.approx(total, rel=1e-6)
         assert got[group].mean == pytest.approx(total / count, rel=1e-6)
-    assert result.groups_refused == 1
-    # The small county's 4 entries would follow from the unmatched count: withheld.
-    assert result.unmatched is None and result.ambiguous is None
+    # Nothing says the small county was withheld, nor how many keys matched nothing.
+    for word in ("refused", "differenced", "unmatched", "ambiguous", "list_size"):
+        assert word not in answer.header
     assert len(answer.to_bytes()) < 2 * 1024 * 1024
     (entry,) = _ledger(platform, "he.sum")
-    details = entry["details"]
+    details = entry["details"]  # the auditors' view keeps the counts and the reasons
     assert details["list_size"] == len(keys) and details["groups"] == 4
     assert details["groups_refused"] == 1 and details["unmatched"] == 40
+    assert details["withheld"] == [{"group": [SMALL_COUNTY], "reason": "min_entities"}]
     text = json.dumps(entry)
     assert keys[0] not in text and str(values[0]) not in text
 
 
-def test_bfv_sums_are_exact_with_two_group_columns_and_unmatched_counts(bank, bfv):
+def test_bfv_sums_are_exact_with_two_group_columns(bank, bfv):
     platform, operator, table, _token = bank
     rng = np.random.default_rng(5)
     keys = table.column("code").to_pylist()[4:404] + [f"X{i}" for i in range(7)]
@@ -164,7 +166,8 @@ def test_bfv_sums_are_exact_with_two_group_columns_and_unmatched_counts(bank, bf
     assert got and set(got) == {g for g, (_s, n) in expected.items() if n >= 10}
     for group, g in got.items():
         assert (g.sum, g.subjects) == expected[group]
-    assert result.unmatched == 7 and result.ambiguous == 0  # no refused group to give away
+    details = _ledger(platform, "he.sum")[-1]["details"]
+    assert details["unmatched"] == 7 and details["ambiguous"] == 0  # for auditors only
 
 
 def test_ambiguous_keys_join_no_group(bank, bfv):
@@ -173,7 +176,8 @@ def test_ambiguous_keys_join_no_group(bank, bfv):
     values = [1] * len(names)
     body = client_he.build_request(bfv, "registry", "name", ["county"], names, values, "bfv")
     result = client_he.decrypt_answer(bfv, he.he_sum(platform, operator, body).to_bytes())
-    assert result.ambiguous == 5  # SHARED-0..4 name enterprises in two counties
+    # SHARED-0..4 name enterprises in two counties (the ledger says so, not the answer)
+    assert _ledger(platform, "he.sum")[-1]["details"]["ambiguous"] == 5
     assert sum(g.sum for g in result.groups) == sum(g.subjects for g in result.groups)
     assert sum(g.subjects for g in result.groups) == len(names) - 5
 
@@ -319,7 +323,8 @@ def test_cli_he_sum_in_process(bank, tmp_path):
     expected = expected_sums(table, "code", ["county"], _rows(table, 200), list(range(200)))
     for row in data["groups"]:
         assert (row["sum"], row["subjects"]) == expected[(row["county"],)]
-    assert data["groups_refused"] == 1
+    assert SMALL_COUNTY not in {row["county"] for row in data["groups"]}
+    assert "groups_refused" not in data and "unmatched" not in data
 
 
 def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
@@ -343,12 +348,10 @@ def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
 
     before = ask(first)
     assert {g.group["county"] for g in before.groups} == set(COUNTIES)
-    assert before.groups_differenced == 0
     again = ask(first)
     assert [(g.group, g.sum) for g in again.groups] == [(g.group, g.sum) for g in before.groups]
     probe = ask([*first, extra])
     assert {g.group["county"] for g in probe.groups} == set(COUNTIES) - {COUNTIES[0]}
-    assert probe.groups_differenced == 1 and probe.groups_refused == before.groups_refused + 1
     expected = expected_sums(
         table, "code", ["county"], [*first, extra], [values[k] for k in [*first, extra]]
     )
@@ -356,6 +359,7 @@ def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
         assert (g.sum, g.subjects) == expected[(g.group["county"],)]
     last = _ledger(platform, "he.sum")[-1]["details"]
     assert last["groups_differenced"] == 1
+    assert {"group": [COUNTIES[0]], "reason": "differencing"} in last["withheld"]
     from sandbox.guard.tables import released_request_cells
 
     with platform.store.read() as conn:

@@ -4,7 +4,7 @@ The body is the binary request of :func:`sandbox.client.he.build_request`
 (``application/octet-stream``): header, public context, keys, ciphertexts. It
 is read as a stream and cut off at ``he.max_request_mb`` (the door's cap for
 this path is ``api.max_upload_mb``, :mod:`.limits`). The answer is binary too:
-a header (groups, subjects per released group, refused count) and one
+a header (the released groups and their subjects, nothing else) and one
 ciphertext that only the operator can decrypt. The gate is the platform's
 (``may_run`` with job kind ``he_aggregate``, inside :func:`sandbox.he.service.he_sum`),
 so refusals carry the same rule and article as in-process.
@@ -32,7 +32,7 @@ MIB = 1024 * 1024
     responses={200: {"content": {MEDIA: {}}, "description": "the encrypted group sums"}},
 )
 async def he_sum_route(request: Request, me: CurrentPrincipal) -> Response:
-    """Encrypted sums per group of a dataset's dimensions (operators). Binary in, binary out."""
+    """Encrypted sums per group of a dataset's public columns (operators). Binary in, binary out."""
     require_role(me, Role.OPERATOR, action="run HE aggregate jobs", article="Art. 14")
     platform = request.app.state.platform
     cap_mb = platform.settings["he.max_request_mb"]

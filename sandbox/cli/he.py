@@ -29,7 +29,7 @@ def _by(values: tuple[str, ...]) -> list[str]:
 @he_group.command("sum")
 @click.option("--dataset", required=True, help="the granted dataset to join to")
 @click.option("--key-column", required=True, help="its identifier column your keys are values of")
-@click.option("--by", "by", multiple=True, required=True, help="dimension(s) to group by")
+@click.option("--by", "by", multiple=True, required=True, help="public column(s) to group by")
 @click.option(
     "--keys-and-values",
     "source",
@@ -51,7 +51,7 @@ def he_sum_command(
     token: str | None,
     as_json: bool,
 ) -> None:
-    """Sum your encrypted values per group of a dataset's dimensions."""
+    """Sum your encrypted values per group of a dataset's public columns."""
     from sandbox.client import he as client_he
 
     columns = _by(by)
@@ -69,11 +69,7 @@ def he_sum_command(
         "groups": [
             {**g.group, "subjects": g.subjects, "sum": g.sum, "mean": g.mean} for g in result.groups
         ],
-        "groups_refused": result.groups_refused,
-        "groups_differenced": result.groups_differenced,
-        "unmatched": result.unmatched,
-        "ambiguous": result.ambiguous,
-        "list_size": result.list_size,
+        "list_size": len(keys),
         "answer_bytes": result.answer_bytes,
         "seconds": round(elapsed, 2),
     }
@@ -90,12 +86,7 @@ def he_sum_command(
     grid = table(rows, ("group", "subjects", "sum", "mean"), right=("subjects", "sum", "mean"))
     lines.extend("  " + line for line in grid.splitlines())
     lines.append(
-        f"{result.groups_refused} group(s) refused (fewer subjects than the threshold, or "
-        f"{result.groups_differenced} too close to an earlier release); "
-        f"unmatched keys: {_count(result.unmatched)}; ambiguous keys: {_count(result.ambiguous)}"
+        "Groups not listed were withheld or reached by none of your keys: the answer does "
+        "not say which, nor how many keys matched nothing."
     )
     emit(data, as_json, "\n".join(lines))
-
-
-def _count(value: int | None) -> str:
-    return "withheld" if value is None else f"{value:,}"

@@ -352,8 +352,9 @@ class Client(WorkflowCalls):
         """Encrypted sums of ``values`` per group of ``by``; the secret key stays here.
 
         Returns a :class:`sandbox.client.he.HeResult` (decrypted sums, subjects per
-        released group, refused-group count). ``context``: a private TenSEAL context
-        of :func:`sandbox.client.he.make_context` to reuse (making one takes seconds).
+        released group; nothing about withheld groups or unmatched keys). ``context``:
+        a private TenSEAL context of :func:`sandbox.client.he.make_context` to reuse
+        (making one takes seconds).
         """
         from sandbox.client import he as client_he
 

@@ -145,13 +145,11 @@ class HeResult:
     dataset: str
     version: int
     by: list[str]
+    # The released groups only: a group withheld (too few subjects, or too close to an
+    # earlier release) is not here, like a group none of the keys reached; the answer
+    # says nothing of how many keys matched nothing (docs/he.md).
     groups: list[HeGroup]
-    groups_refused: int  # includes the groups_differenced
-    unmatched: int | None  # None: withheld (it would give away a refused group's count)
-    ambiguous: int | None
-    list_size: int
     answer_bytes: int
-    groups_differenced: int = 0  # withheld by the differencing defence
 
 
 def decrypt_answer(ctx, body: bytes) -> HeResult:
@@ -185,12 +183,7 @@ def decrypt_answer(ctx, body: bytes) -> HeResult:
         version=int(header["version"]),
         by=list(header["by"]),
         groups=groups,
-        groups_refused=int(header["groups_refused"]),
-        unmatched=header.get("unmatched"),
-        ambiguous=header.get("ambiguous"),
-        list_size=int(header["list_size"]),
         answer_bytes=len(body),
-        groups_differenced=int(header.get("groups_differenced", 0)),
     )
 
 

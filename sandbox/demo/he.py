@@ -85,10 +85,9 @@ def demo_he(
         else 0.0
     )
     echo(
-        f"   decrypted by the bank: {len(result.groups)} groups released, "
-        f"{result.groups_refused} refused (fewer than {answer.header['min_subjects']} "
-        f"enterprises); unmatched keys: "
-        f"{'withheld' if result.unmatched is None else result.unmatched}; largest "
+        f"   decrypted by the bank: {len(result.groups)} groups released (a group of fewer "
+        f"than {answer.header['min_subjects']} enterprises is not listed, like one the "
+        "bank's keys never reached; nothing says how many keys matched nothing); largest "
         f"difference to the plaintext sums {worst:.1e} (relative)"
     )
     for g in sorted(result.groups, key=lambda g: -g.sum)[:show]:

@@ -1,6 +1,10 @@
 """The join of the operator's keys to the dataset's snapshot (DuckDB, in-process):
 which answer slot each list entry adds to, and which groups are refused for having
 too few subjects.
+
+:class:`Groups` keeps the counts and the per-group reasons (``withheld``) for the
+ledger only; the operator's answer lists the released groups and nothing else
+(:func:`sandbox.he.service._header`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class Groups:
     # defence judges them against every earlier release of the dataset).
     entities: list[list[str]] = field(default_factory=list)
     differenced: int = 0  # groups withheld by the differencing defence
+    # (group values, reason) of each withheld group, reason "min_entities" or
+    # "differencing": for the auditors' ledger entry, never for the operator.
+    withheld: list[tuple[tuple, str]] = field(default_factory=list)
 
     def without(self, slots: set[int]) -> Groups:
         """These groups withheld (by the differencing defence): the other groups move up
@@ -53,6 +60,7 @@ class Groups:
             refused=self.refused + len(slots),
             refused_entries=self.refused_entries + dropped,
             differenced=self.differenced + len(slots),
+            withheld=self.withheld + [(self.released[s][0], "differencing") for s in sorted(slots)],
         )
 
 
@@ -90,6 +98,7 @@ def join_groups(
         entities=(
             [list(joined.members[gid_of[group]]) for group, _n in released] if entities else []
         ),
+        withheld=[(d.group, "min_entities") for d in decisions if d.verdict is GroupVerdict.REFUSE],
     )
 
 

@@ -27,7 +27,10 @@ its list of join keys, and its values encrypted under its own key, packed
    rotations and a second multiplication per group, and the second level leaves
    CKKS only 20 bits for the totals;
 6. writes one ledger entry of metadata (who, dataset version, groups, list
-   size, refused groups), never keys, values or ciphertexts.
+   size, unmatched and ambiguous counts, each withheld group with its reason),
+   never keys, values or ciphertexts;
+7. answers with the released groups only: no unmatched count, no refused count,
+   no reason. A withheld group looks exactly like a group none of the keys reached.
 
 The platform never decrypts: it never holds the secret key. The slot layout
 is the operator's list order, so the operator never has to sort by group (which
@@ -109,7 +112,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
             _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
         _record_sum(conn, platform, operator, plan, version, upload, groups)
     timings["total_s"] = time.perf_counter() - t0
-    return HeAnswer(_header(plan, version, upload, groups), answer, timings)
+    return HeAnswer(_header(plan, version, groups), answer, timings)
 
 
 def _admit(platform, operator, upload: HeUpload, now: datetime):
@@ -155,11 +158,13 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
     return plan, version
 
 
-def _header(plan: HePlan, version, upload: HeUpload, groups: Groups) -> dict:
-    """The answer's clear header: the groups released with their slots and sizes."""
-    # Unmatched and ambiguous counts would give away the entries of the refused
-    # groups by difference when those are fewer than the threshold: then withheld.
-    small_rest = 0 < groups.refused_entries < plan.min_subjects
+def _header(plan: HePlan, version, groups: Groups) -> dict:
+    """The answer's clear header: the released groups with their slots and sizes, and
+    nothing else. No count of unmatched or ambiguous keys (with a list of one real key
+    and padding, it would say whether that key is in the dataset), no count of refused
+    or differenced groups, no list size: a group withheld for any reason is simply not
+    here, exactly like a group none of the keys reached, and two lists that differ only
+    in keys matching nothing get the same header. The reasons go to the ledger."""
     return {
         "scheme": plan.scheme.value,
         "dataset": plan.dataset,
@@ -167,7 +172,6 @@ def _header(plan: HePlan, version, upload: HeUpload, groups: Groups) -> dict:
         "key_column": plan.key_column,
         "by": list(plan.by),
         "slots": SLOTS,
-        "list_size": len(upload.keys),
         "min_subjects": plan.min_subjects,
         "groups": [
             {
@@ -177,11 +181,10 @@ def _header(plan: HePlan, version, upload: HeUpload, groups: Groups) -> dict:
             }
             for slot, (g, n) in enumerate(groups.released)
         ],
-        "groups_refused": groups.refused,
-        "groups_differenced": groups.differenced,
-        "unmatched": None if small_rest else groups.unmatched,
-        "ambiguous": None if small_rest else groups.ambiguous,
     }
+
+
+MAX_LEDGERED_GROUPS = 200  # withheld groups named one by one in a ledger entry
 
 
 def _record_sum(conn, platform, operator, plan: HePlan, version, upload: HeUpload, groups: Groups):
@@ -206,6 +209,12 @@ def _record_sum(conn, platform, operator, plan: HePlan, version, upload: HeUploa
             "unmatched": groups.unmatched,
             "ambiguous": groups.ambiguous,
             "min_subjects": plan.min_subjects,
+            # for auditors only: which groups were withheld and why
+            "withheld": [
+                {"group": [_json_value(v) for v in group], "reason": reason}
+                for group, reason in groups.withheld[:MAX_LEDGERED_GROUPS]
+            ],
+            "withheld_more": max(0, len(groups.withheld) - MAX_LEDGERED_GROUPS),
         },
         "Art. 15",
     )
