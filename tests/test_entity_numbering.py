@@ -205,3 +205,46 @@ def test_the_engines_own_words_go_to_the_host_log_only(tmp_path, caplog):
     assert caught.value.code == "engine_error"
     assert "secret-value-17" not in caught.value.message
     assert "secret-value-17" in caplog.text  # the host sees what went wrong
+
+
+@pytest.mark.spark
+def test_on_spark_the_executors_fold_the_cells_and_the_attack_is_caught(tmp_path, make_principal):
+    """The same attack on a platform whose SQL jobs run on Spark: each cell's numbers
+    are looked up by key and folded into bitmaps by the executors."""
+    from sandbox.core.platform import Platform
+    from sandbox.run.engines import spark as spark_engine
+
+    home = tmp_path / "spark-home"
+    home.mkdir()
+    (home / "sandbox.toml").write_text('engine = "spark"\n[spark]\nmaster = "local[2]"\n')
+    platform = Platform.init(home)
+    try:
+        from sandbox.core import principals
+        from sandbox.core.ledger import now_utc
+
+        with platform.store.transaction() as conn:
+            made = {
+                name: principals.insert(conn, name, role, name, juris, now_utc())[0]
+                for name, role, juris in (
+                    ("prov", Role.PROVIDER, None),
+                    ("city", Role.AUTHORITY, "city"),
+                    ("bank", Role.OPERATOR, None),
+                )
+            }
+        _register(platform, made["prov"], tmp_path, _rows(range(90), _county, lambda p: 100 + p))
+        add_grant(platform, made["city"], "bank", "d", until="2099-01-01")
+        service = JobService(platform, spare=False)
+        try:
+            first = service.submit(made["bank"], {"sql": QUERY})
+            assert first.state is JobState.RELEASED, first
+            near = service.submit(
+                made["bank"],
+                {"sql": "SELECT county, COUNT(*) AS n FROM d WHERE block <> 3 GROUP BY county"},
+            )
+            near = service.outcome(made["city"], near.job_id)
+        finally:
+            service.close()
+        assert near.state is JobState.RELEASED and _differenced(near)
+    finally:
+        platform.close()
+        spark_engine.stop_all()

@@ -20,7 +20,9 @@ verbatim (they may quote data).
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Mapping
@@ -198,6 +200,9 @@ class SparkEngine:
             conf = dict(SESSION_CONF)
             if self.master.startswith("local"):
                 conf.update(LOCAL_CONF)
+                # the executors' Python folds entity bitmaps (_folded): the platform's own,
+                # with pyarrow and pyroaring (a cluster's executors need the package)
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             for key, value in conf.items():
                 builder = builder.config(key, value)
             try:
@@ -257,9 +262,12 @@ class SparkEngine:
                 if timer is not None:
                     timer.start()
                 for name, path in tables.items():
-                    spark.read.parquet(str(path)).createOrReplaceTempView(name)
+                    files = (
+                        [str(p) for p in path] if isinstance(path, list | tuple) else [str(path)]
+                    )
+                    spark.read.parquet(*files).createOrReplaceTempView(name)
                     registered.append(name)
-                frame = spark.sql(translated).limit(max_rows + 1)
+                frame = _folded(spark.sql(translated).limit(max_rows + 1))
                 table = _to_arrow(frame)
             except JobFailed:
                 raise
@@ -316,6 +324,31 @@ def _unreachable(master: str, timeout_s: float = 5.0) -> str | None:
         except OSError as exc:
             failures.append(f"{host}:{port} ({type(exc).__name__})")
     return "nothing answered on " + ", ".join(failures)
+
+
+def _fold_batches(batches):
+    """Each batch with its cells' entity numbers folded into bitmaps (on the executor)."""
+    from sandbox.guard.evidence import fold_entities
+
+    for batch in batches:
+        yield fold_entities(batch)
+
+
+def _folded(frame):
+    """The frame with ``__entities`` (a list of numbers per cell) as serialized roaring
+    bitmaps, computed by the executors (``mapInArrow``, not a SQL function: nothing an
+    operator's SQL can call): the driver collects one bitmap per cell, not the lists."""
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    from sandbox.guard.evidence import ENTITIES
+
+    if ENTITIES not in frame.columns:
+        return frame
+    fields = [
+        StructField(ENTITIES, BinaryType(), True) if f.name == ENTITIES else f
+        for f in frame.schema.fields
+    ]
+    return frame.mapInArrow(_fold_batches, StructType(fields))
 
 
 def _to_arrow(frame) -> pa.Table:
