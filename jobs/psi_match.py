@@ -10,7 +10,7 @@ both halves share:
 
 * :func:`parse_ask` turns a request mapping into a checked ``PsiAsk``;
 * :func:`check_columns` says which columns may be matched (identifiers or public
-  facts) and grouped (dimensions), from the provider's classification;
+  facts) and grouped (``public`` columns only), from the provider's classification;
 * :func:`over_persons` says whether a column identifies persons (Art. 19 consent);
 * :func:`plan_chunks` splits a list into near-equal chunks that each meet the floor;
 * :func:`pack_parts` / :func:`unpack_parts` frame the setup *bundle*: the
@@ -67,8 +67,10 @@ def parse_ask(request: Mapping[str, Any]) -> PsiAsk:
 
 
 def check_columns(classification: Classification, column: str, group_by: str | None) -> None:
-    """Refuse a match column that is not an identifier or public fact, or a group column
-    that is not a dimension (Art. 15: quasi-identifiers and measures never match)."""
+    """Refuse a match column that is not an identifier or public fact (Art. 15:
+    quasi-identifiers and measures never match), or a group column that is not
+    ``public``: a client that encrypts each item under its own key learns each matched
+    item's group (docs/psi.md), so a group must be one that is published anyway."""
     columns = classification.columns
     for name in (column, group_by):
         if name is not None and name not in columns:
@@ -81,12 +83,14 @@ def check_columns(classification: Classification, column: str, group_by: str | N
             article="Art. 15",
             subject=column,
         )
-    if group_by is not None and columns[group_by] is not ColumnClass.DIMENSION:
+    if group_by is not None and columns[group_by] is not ColumnClass.PUBLIC:
         raise PolicyRefusal(
-            "psi_group_class",
-            f"column '{group_by}' is a {columns[group_by].value}; groups are dimensions only",
+            "psi_group_not_public",
+            f"column '{group_by}' is a {columns[group_by].value} column; PSI groups only by "
+            "public columns (Art. 15): a client can learn the group of each item it matches",
             article="Art. 15",
             subject=group_by,
+            hint="group by a column the classification declares public",
         )
 
 

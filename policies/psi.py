@@ -10,20 +10,32 @@ and article and never a list item:
 
 * ``psi_not_in_terms``: no terms for this dataset column (Art. 13);
 * ``psi_mode_not_allowed``: membership asked where the terms say cardinality (Art. 13);
-* ``psi_group_not_allowed``: a group dimension the terms do not name (Art. 13);
+* ``psi_group_not_allowed``: a group column the terms do not name (Art. 13); the
+  column must be ``public`` (``psi_group_not_public``, :mod:`jobs.psi_match`);
 * ``psi_group_membership``: groups are counted, never listed (Art. 15);
 * ``psi_list_too_small``: fewer distinct items than the minimum: a short list in
   cardinality mode is a membership probe (Art. 15);
 * ``psi_list_too_large``: more items than the terms allow (Art. 13);
-* ``psi_daily_cap``: the day's match requests are used up (Art. 13);
-* ``psi_consent_required``: membership over persons needs the batch's consent
-  reference (Art. 19);
+* ``psi_daily_cap``: the day's match requests are used up (Art. 13); every
+  opened session counts, refused ones too, and it is checked first, so refusals
+  cannot be used to probe for free;
+* ``psi_consent_required``: a match over persons needs the batch's consent
+  reference (Art. 19), in cardinality mode too (see below);
 * ``psi_chunk_too_small`` / ``psi_over_declared``: a chunk with fewer distinct items
   than the floor, or more items than the session declared (Art. 15).
 
-Known limit, inherent to PSI: a client may pad a list with made-up items, so a
-list of the minimum size can still carry a single real item. The minimum makes
-this costly, the daily cap bounds how often, and the ledger shows every list size.
+Known limits, inherent to this PSI protocol with the operator as its client:
+
+* a client may pad a list with made-up items, so a list of the minimum size can
+  still carry a single real item. The minimum makes this costly, the daily cap
+  bounds how often, and the ledger shows every list size;
+* cardinality mode holds only for an honest client: one that encrypts each item
+  under its own key can decrypt the sorted answer key by key and learns which
+  items matched (and, with groups, each matched item's group). The platform cannot
+  detect it (every encrypted item is a random-looking point, whatever the key), so
+  the rules that protect persons treat cardinality as membership: consent over
+  persons in every mode, groups only on public columns. Counts about persons
+  without per-item knowledge need the roles swapped (docs/psi.md).
 """
 
 from __future__ import annotations
@@ -70,7 +82,7 @@ class PsiTerms:
     daily_cap: int = 20  # match requests (sessions) per operator and UTC day
     group_dimensions: frozenset[str] = frozenset()
     group_threshold: int = 10  # a group is counted only if the platform holds this many
-    consent_required: bool = False  # demand a consent reference even outside persons
+    consent_required: bool = False  # demand a consent reference outside persons too
     agreement_id: int | None = None
     grant_id: int | None = None
     id: int | None = None
@@ -132,6 +144,16 @@ def check_ask(
             subject=subject,
             hint="ask the authority to set PSI terms for your agreement",
         )
+    # First: every opened session counts, refused ones too (the caller records them),
+    # so once the cap is used up every request is refused for it alone.
+    if used_today >= terms.daily_cap:
+        raise PolicyRefusal(
+            "psi_daily_cap",
+            f"the daily cap of {terms.daily_cap} PSI match requests on '{subject}' is used up",
+            article="Art. 13",
+            subject=subject,
+            hint="try again after midnight (UTC)",
+        )
     if ask.mode.reveals_items and not terms.mode.reveals_items:
         raise PolicyRefusal(
             "psi_mode_not_allowed",
@@ -152,10 +174,10 @@ def check_ask(
             named = ", ".join(sorted(terms.group_dimensions)) or "none"
             raise PolicyRefusal(
                 "psi_group_not_allowed",
-                f"dimension '{ask.group_by}' is not offered for group counts on '{subject}'",
+                f"column '{ask.group_by}' is not offered for group counts on '{subject}'",
                 article="Art. 13",
                 subject=ask.group_by,
-                hint=f"dimensions in your terms: {named}",
+                hint=f"group columns in your terms: {named}",
             )
     if ask.list_size < terms.min_items:
         raise PolicyRefusal(
@@ -174,19 +196,14 @@ def check_ask(
             subject=subject,
             hint="split the list over several days, or ask for larger terms",
         )
-    if used_today >= terms.daily_cap:
-        raise PolicyRefusal(
-            "psi_daily_cap",
-            f"the daily cap of {terms.daily_cap} PSI match requests on '{subject}' is used up",
-            article="Art. 13",
-            subject=subject,
-            hint="try again after midnight (UTC)",
-        )
-    needs_consent = ask.mode.reveals_items and (over_persons or terms.consent_required)
+    # In cardinality mode too: a client that encrypts each item under its own key
+    # learns which items matched, and the platform cannot tell (module docstring).
+    needs_consent = over_persons or terms.consent_required
     if needs_consent and not (ask.consent or "").strip():
         raise PolicyRefusal(
             "psi_consent_required",
-            "membership over persons needs the consent reference of this batch",
+            "a match over persons needs the consent reference of this batch, in "
+            "cardinality mode too (a client can learn which of its items matched)",
             article="Art. 19",
             subject=subject,
             hint="pass --consent REF (the record of the data subjects' consent)",

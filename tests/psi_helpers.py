@@ -21,7 +21,8 @@ from sandbox.workflow import agreements, applications, notices, requests, review
 FIRMS = Classification.from_dict(
     {
         "entity_key": "code",
-        "columns": {"code": "identifier", "county": "dimension", "capital": "measure"},
+        # county is published with the register: PSI groups only by public columns
+        "columns": {"code": "identifier", "county": "public", "capital": "measure"},
     }
 )
 PEOPLE = Classification.from_dict(

@@ -155,6 +155,18 @@ def test_terms_checks_name_rule_and_article():
         with pytest.raises(PolicyRefusal) as exc:
             check_ask(t, a, used_today=used, over_persons=persons)
         assert refusal(exc) == expected
+    # Cardinality over persons needs consent too: a client that encrypts each item
+    # under its own key learns which items matched (docs/psi.md).
+    counted = PsiAsk("people", "pid", PsiMode.CARDINALITY, 150)
+    with pytest.raises(PolicyRefusal) as exc:
+        check_ask(member, counted, used_today=0, over_persons=True)
+    assert refusal(exc) == ("psi_consent_required", "Art. 19")
+    # The cap is checked first: once used up, every request is refused for it alone.
+    with pytest.raises(PolicyRefusal) as exc:
+        check_ask(
+            terms, PsiAsk("firms", "code", PsiMode.CARDINALITY, 1), used_today=2, over_persons=False
+        )
+    assert refusal(exc) == ("psi_daily_cap", "Art. 13")
     ok = PsiAsk("people", "pid", PsiMode.MEMBERSHIP, 150, consent="CONSENT-2026-001")
     assert check_ask(member, ok, used_today=0, over_persons=True) is member
 
@@ -282,7 +294,8 @@ def test_membership_refused_where_terms_say_cardinality(cast):
 
 def test_limits_small_large_daily_cap_and_chunks(cast):
     cast.firms([firm_code(i) for i in range(300)])
-    psi_grant(cast.platform, cast.authority, cast.bank, min_items=100, max_items=500, daily_cap=2)
+    # The cap of 5 counts the three refused requests too: 3 refused + 2 sessions.
+    psi_grant(cast.platform, cast.authority, cast.bank, min_items=100, max_items=500, daily_cap=5)
     with pytest.raises(PolicyRefusal) as exc:
         cast.match([firm_code(1)])  # a list of one is a membership probe
     assert refusal(exc) == ("psi_list_too_small", "Art. 15")
@@ -330,9 +343,15 @@ def test_limits_small_large_daily_cap_and_chunks(cast):
             client.CreateRequest([f"Z{i}" for i in range(100)]).SerializeToString(),
         )
     assert refusal(exc)[0] == "psi_over_declared"
-    with pytest.raises(PolicyRefusal) as exc:  # two sessions today: the cap is used up
+    with pytest.raises(PolicyRefusal) as exc:  # 3 refused + 2 sessions: the cap is used up
         cast.match([firm_code(i) for i in range(150)])
     assert refusal(exc) == ("psi_daily_cap", "Art. 13")
+    assert [e["details"]["rule"] for e in cast.entries("psi.refused")] == [
+        "psi_list_too_small",
+        "psi_list_too_small",
+        "psi_list_too_large",
+        "psi_daily_cap",
+    ]
 
 
 def test_membership_over_persons_needs_consent(cast):

@@ -76,7 +76,7 @@ def _text(data: dict) -> str:
     help="learn only how many match, or which",
 )
 @click.option("--consent", default=None, help="consent reference of the batch (Art. 19)")
-@click.option("--group-by", default=None, help="count matches per value of this dimension")
+@click.option("--group-by", default=None, help="count matches per value of this public column")
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -138,7 +138,7 @@ def psi_cmd(
     "--group-dimension",
     "group_dimensions",
     multiple=True,
-    help="a dimension offered for group counts (repeat for more)",
+    help="a public column offered for group counts (repeat for more)",
 )
 @click.option(
     "--group-threshold",
@@ -187,4 +187,6 @@ def psi_terms(
             dataset, column, agreement=agreement, grant=grant_id, **terms
         )
     scope = f"agreement {agreement}" if agreement is not None else f"grant {grant_id}"
-    emit({"terms": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}")
+    emit(
+        {"terms": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}"
+    )

@@ -6,7 +6,10 @@ the platform adds its key to each element and sends them back; the operator
 removes its key and compares with the setup. The platform learns the list's
 size only; the operator learns the intersection, or in cardinality mode only its
 size, because then the platform's library sorts its answer (the reveal switch is
-the platform's, set from the terms, never the client's).
+the platform's, set from the terms, never the client's). That holds for an honest
+client only: one that encrypts each item under its own key learns which items
+matched, undetectably, so the terms' rules for persons treat cardinality as
+membership (:mod:`policies.psi`; docs/psi.md).
 
 Keys: a fresh 32-byte key per dataset column **and version**, in
 ``keys/psi/`` (file mode 0600), never in the store, never in a job worker. What a
@@ -20,7 +23,9 @@ keeps two server processes from building the same bundle twice.
 
 Sessions: :func:`open_session` asks the one gate (:func:`sandbox.data.grants.may_run`,
 job kind ``psi_match``) and the PSI terms (:mod:`policies.psi`), and writes a
-ledger entry with metadata only; :func:`process_chunk` answers one chunk of the
+ledger entry with metadata only; a request the terms refuse is a session too
+(status ``refused``, ledgered as ``psi.refused``), counted by the daily cap like
+any other, so refusals cannot probe for free; :func:`process_chunk` answers one chunk of the
 encrypted list; :func:`close_session` records how it ended. No item, encrypted or
 not, is ever written to the store or the ledger.
 """
@@ -49,6 +54,7 @@ from policies.errors import (
     NotFound,
     PayloadTooLarge,
     PolicyRefusal,
+    SandboxError,
 )
 from policies.psi import (
     PsiAsk,
@@ -98,6 +104,19 @@ def _spec(platform: Platform, version: DatasetVersion, ask: PsiAsk, terms: PsiTe
     )
 
 
+def _used_today(conn: Connection, operator: Principal, terms: PsiTerms) -> int:
+    """Sessions the operator opened today under these terms, refused ones included."""
+    return conn.execute(
+        select(func.count())
+        .select_from(psi_sessions)
+        .where(
+            psi_sessions.c.operator_id == operator.id,
+            psi_sessions.c.terms_id == terms.id,
+            psi_sessions.c.day == _today(),
+        )
+    ).scalar_one()
+
+
 def _admit(
     conn: Connection, platform: Platform, operator: Principal, ask: PsiAsk
 ) -> tuple[DatasetVersion, PsiTerms, int]:
@@ -109,59 +128,123 @@ def _admit(
         ask.dataset
     ]
     terms = terms_for(conn, grant, ask.dataset, ask.column)
-    used = 0
-    if terms is not None:
-        used = conn.execute(
-            select(func.count())
-            .select_from(psi_sessions)
-            .where(
-                psi_sessions.c.operator_id == operator.id,
-                psi_sessions.c.terms_id == terms.id,
-                psi_sessions.c.day == _today(),
-            )
-        ).scalar_one()
+    used = _used_today(conn, operator, terms) if terms is not None else 0
     allowed = check_ask(
         terms, ask, used_today=used, over_persons=over_persons(version.classification, ask.column)
     )
     return version, allowed, used
 
 
+def _session_values(ask: PsiAsk, operator: Principal, terms: PsiTerms, version: int) -> dict:
+    now = now_utc()
+    return {
+        "operator_id": operator.id,
+        "terms_id": terms.id,
+        "dataset": ask.dataset,
+        "version": version,
+        "column_name": ask.column,
+        "group_by": ask.group_by,
+        "mode": ask.mode.value,
+        "list_size": ask.list_size,
+        "received": 0,
+        "chunks": 0,
+        "consent_ref": ask.consent,
+        "day": _today(),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _record_refusal(
+    platform: Platform, operator: Principal, ask: PsiAsk, refusal: PolicyRefusal
+) -> None:
+    """A refused request still opens a session (status ``refused``) that counts toward
+    the daily cap of its terms, so refusals cannot be used to probe for free; ledgered
+    as ``psi.refused``. A request no terms cover (the gate's refusals, no terms for
+    the column) has no cap to count against and leaves no row."""
+    with platform.store.transaction() as conn:
+        try:
+            version = get_version(conn, platform, ask.dataset)
+            grant = may_run(
+                conn, operator, [ask.dataset], KIND, columns={ask.dataset: [ask.column]}
+            )
+            terms = terms_for(conn, grant[ask.dataset], ask.dataset, ask.column)
+        except SandboxError:
+            return
+        if terms is None:
+            return
+        used = _used_today(conn, operator, terms)
+        values = _session_values(ask, operator, terms, version.version)
+        inserted = conn.execute(
+            psi_sessions.insert().values(**values, setup_key="", status="refused")
+        )
+        platform.record(
+            conn,
+            operator.actor,
+            "psi.refused",
+            f"psi:{inserted_id(inserted)}",
+            {
+                "dataset": ask.dataset,
+                "version": version.version,
+                "column": ask.column,
+                "group_by": ask.group_by,
+                "mode": ask.mode.value,
+                "list_size": ask.list_size,
+                "rule": refusal.rule,
+                "terms": terms.id,
+                "requests_today": used + 1,
+            },
+            refusal.article or "Art. 13",
+        )
+
+
 def open_session(platform: Platform, operator: Principal, request: Mapping[str, Any]) -> dict:
-    """Admit a match request, make sure its setup is built, and open its session."""
+    """Admit a match request, make sure its setup is built, and open its session.
+
+    A refusal by the PSI terms still counts toward the daily cap (:func:`_record_refusal`).
+    """
     require_role(operator, Role.OPERATOR, action="run PSI matches", article="Art. 14")
     ask = parse_ask(request)
-    with platform.store.read() as conn:
-        version, terms, _ = _admit(conn, platform, operator, ask)
-    spec = _spec(platform, version, ask, terms)
-    info, built = ensure_setup(platform, version, spec)
+    try:
+        with platform.store.read() as conn:
+            version, terms, _ = _admit(conn, platform, operator, ask)
+        spec = _spec(platform, version, ask, terms)
+        info, built = ensure_setup(platform, version, spec)
+        session_id, used = _open(platform, operator, ask, version, spec)
+    except PolicyRefusal as refusal:
+        _record_refusal(platform, operator, ask, refusal)
+        raise
     settings = platform.settings
-    floor = chunk_floor(terms.min_items, settings["psi.chunk_items"])
+    return {
+        "session": session_id,
+        "dataset": ask.dataset,
+        "version": version.version,
+        "column": ask.column,
+        "group_by": ask.group_by,
+        "mode": ask.mode.value,
+        "reveal": ask.mode.reveals_items,
+        "list_size": ask.list_size,
+        "chunk_items": settings["psi.chunk_items"],
+        "chunk_floor": chunk_floor(terms.min_items, settings["psi.chunk_items"]),
+        "etag": info.etag,
+        "setup_bytes": info.meta["bytes"],
+        "setup_built_now": built,
+    }
+
+
+def _open(
+    platform: Platform, operator: Principal, ask: PsiAsk, version: DatasetVersion, spec: SetupSpec
+) -> tuple[int, int]:
+    """The session's row and its ``psi.open`` entry; returns (session id, used before)."""
     with platform.store.transaction() as conn:
         # Checked again under the write lock: the daily cap and the agreement may have
         # changed while the setup was built.
         version2, terms, used = _admit(conn, platform, operator, ask)
         if version2.version != version.version:
             raise Conflict("a new version was registered meanwhile; send the request again")
-        now = now_utc()
+        values = _session_values(ask, operator, terms, version.version)
         inserted = conn.execute(
-            psi_sessions.insert().values(
-                operator_id=operator.id,
-                terms_id=terms.id,
-                dataset=ask.dataset,
-                version=version.version,
-                column_name=ask.column,
-                group_by=ask.group_by,
-                mode=ask.mode.value,
-                list_size=ask.list_size,
-                received=0,
-                chunks=0,
-                consent_ref=ask.consent,
-                setup_key=spec.name,
-                status="open",
-                day=_today(),
-                created_at=now,
-                updated_at=now,
-            )
+            psi_sessions.insert().values(**values, setup_key=spec.name, status="open")
         )
         session_id = inserted_id(inserted)
         platform.record(
@@ -182,21 +265,7 @@ def open_session(platform: Platform, operator: Principal, request: Mapping[str, 
             },
             "Art. 19" if ask.consent else "Art. 15",
         )
-    return {
-        "session": session_id,
-        "dataset": ask.dataset,
-        "version": version.version,
-        "column": ask.column,
-        "group_by": ask.group_by,
-        "mode": ask.mode.value,
-        "reveal": ask.mode.reveals_items,
-        "list_size": ask.list_size,
-        "chunk_items": settings["psi.chunk_items"],
-        "chunk_floor": floor,
-        "etag": info.etag,
-        "setup_bytes": info.meta["bytes"],
-        "setup_built_now": built,
-    }
+    return session_id, used
 
 
 def _session(conn: Connection, operator: Principal, session_id: int):

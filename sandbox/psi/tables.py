@@ -3,8 +3,9 @@
 ``psi_terms``: the terms an authority set for an agreement or a direct grant, one
 row per dataset column (:class:`policies.psi.PsiTerms`). ``psi_sessions``: one
 row per match request, with its metadata only (who, dataset version, column,
-mode, declared and received list sizes), never an item; the daily cap counts
-these rows. Built setup bundles live in files (``psi/`` in the home), not here.
+mode, declared and received list sizes), never an item; a request the terms
+refused is a row too (status ``refused``, no setup), and the daily cap counts
+every row. Built setup bundles live in files (``psi/`` in the home), not here.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ psi_sessions = Table(
     Column("received", Integer, nullable=False),  # items processed so far
     Column("chunks", Integer, nullable=False),
     Column("consent_ref", String(200)),
-    Column("setup_key", String(300), nullable=False),
-    Column("status", String(20), nullable=False),  # open, closed
+    Column("setup_key", String(300), nullable=False),  # "" when refused
+    Column("status", String(20), nullable=False),  # open, closed, refused
     Column("result_size", Integer),  # reported by the client in cardinality mode
     Column("day", String(10), nullable=False),  # UTC date, for the daily cap
     Column("created_at", String(40), nullable=False),
