@@ -4,6 +4,7 @@ Usage::
 
     python bench/history.py [--rows 10000000] [--runs 3] [--settle 1.5]
     python bench/history.py --quick      # --rows 1000000 --runs 2 (make bench)
+    python bench/history.py --engine spark --rows 100000000 --runs 1 --no-ten-thousand
 
 Over the payments table of ``bench/_data.py`` (about rows/10 persons), registered
 twice: as ``t`` (``county`` and ``month`` dimensions) and as ``u`` (the same file,
@@ -20,6 +21,11 @@ of two everyday tables:
 ``ten_thousand``
     ``county, month, kwh // 55`` (11 x 24 x 37 = 9,768 cells, under the default cap of 10,000 output rows) with evidence: its
     checks complete.
+
+With ``--engine spark`` the jobs run on Spark ``local[2]`` (the executors fold each
+cell's entity numbers into bitmaps) and ``peak_rss`` reports the largest resident
+memory of the platform's process and of its children (the Spark JVM, the job
+worker) sampled every 0.2 s.
 
 ``first_job_numbering`` is the one-off numbering of the version's entities before
 its first job (``sandbox.guard.numbering``), which later jobs skip. Each figure is
@@ -83,14 +89,50 @@ def _acro_crosstab(rows: int) -> float | None:
     return time.perf_counter() - started
 
 
-def bench_size(rows: int, runs: int, settle: float) -> None:
-    print(f"# rows={rows}", flush=True)
+class PeakMemory:
+    """The largest resident memory of this process and of its children, sampled."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        import threading
+
+        import psutil
+
+        self.me = psutil.Process()
+        self.own = self.children = 0
+        self._stop = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                self.own = max(self.own, self.me.memory_info().rss)
+                kids = sum(c.memory_info().rss for c in self.me.children(recursive=True))
+                self.children = max(self.children, kids)
+            except psutil.Error:
+                pass
+            self._stop.wait(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_size(rows: int, runs: int, settle: float, engine: str, ten_thousand: bool) -> None:
+    print(f"# rows={rows} engine={engine}", flush=True)
+    peak = PeakMemory()
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         platform, operator, _version = setup(Path(tmp) / "home", rows)
-        _with_kwh_dimension(platform, rows)
+        if ten_thousand:
+            _with_kwh_dimension(platform, rows)
         settings = platform.settings.values
         assert isinstance(settings, dict)
-        service = JobService(platform, spare=True)
+        settings["engine"] = engine
+        settings["job.time_limit_s"] = max(settings["job.time_limit_s"], 3600)
+        service = JobService(platform, spare=engine == "duckdb")
 
         def submit(sql: str, evidence: bool):
             settings["differencing.enabled"] = evidence
@@ -102,12 +144,13 @@ def bench_size(rows: int, runs: int, settle: float) -> None:
             figure(f"{rows}_first_job", time.perf_counter() - started, "s", first.state.value)
             numbering = runtime_of(platform, first.job_id).get("numbering_s", float("nan"))
             figure(f"{rows}_first_job_numbering", numbering, "s", "once per dataset version")
-            submit(TEN_THOUSAND, True)  # numbers u as well, outside the timed rounds
             cases = {
                 "two_way_evidence": lambda: submit(TWO_WAY, True),
                 "two_way_plain": lambda: submit(TWO_WAY, False),
-                "ten_thousand": lambda: submit(TEN_THOUSAND, True),
             }
+            if ten_thousand:
+                submit(TEN_THOUSAND, True)  # numbers u as well, outside the timed rounds
+                cases["ten_thousand"] = lambda: submit(TEN_THOUSAND, True)
             times, results = interleaved(cases, runs, settle)
         finally:
             service.close()
@@ -117,6 +160,9 @@ def bench_size(rows: int, runs: int, settle: float) -> None:
             for name, outs in results.items()
         }
         platform.close()
+    peak.stop()
+    figure(f"{rows}_peak_rss_platform", peak.own / 2**20, "MiB", "the platform's own process")
+    figure(f"{rows}_peak_rss_children", peak.children / 2**20, "MiB", f"{engine} JVM or job worker")
     med = {name: statistics.median(values) for name, values in times.items()}
     for name in cases:
         spread = f"min {min(times[name]):.3f}, max {max(times[name]):.3f}"
@@ -145,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle", type=float, default=1.5, help="seconds of sleep before each call"
     )
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    parser.add_argument(
+        "--no-ten-thousand", action="store_true", help="skip the table of about 10,000 cells"
+    )
     args = _results.parse_args(parser, {"rows": [1_000_000], "runs": 2}, argv)
     with _results.recording(__file__, args):
         for rows in args.rows:
-            bench_size(rows, args.runs, args.settle)
+            bench_size(rows, args.runs, args.settle, args.engine, not args.no_ten_thousand)
     return 0
 
 
