@@ -30,8 +30,10 @@ worker) sampled every 0.2 s.
 ``first_job_numbering`` is the one-off numbering of the version's entities before
 its first job (``sandbox.guard.numbering``), which later jobs skip. Each figure is
 the median of ``--runs`` warm runs after one warm-up, the cases interleaved round
-by round. When ``acro`` is importable, ACRO's crosstab of the same two-way table
-is timed beside them as a peer figure; it is not a dependency of the platform.
+by round. With ``--acro-python`` (an interpreter of an environment where ``acro`` is
+installed, e.g. ``python -m venv acro-env && acro-env/bin/pip install acro``), ACRO's
+crosstab of the same two-way table is timed beside them as a peer figure; ACRO is not
+a dependency of the platform.
 """
 
 from __future__ import annotations
@@ -76,17 +78,33 @@ def _with_kwh_dimension(platform, rows: int) -> None:
     add_grant(platform, authority, "bench_operator", "u", until="2030-01-01")
 
 
-def _acro_crosstab(rows: int) -> float | None:
-    try:
-        import acro  # type: ignore[import-not-found]
-        import pandas as pd
-    except ImportError:
+ACRO_SCRIPT = """
+import sys, time
+import acro, pandas as pd
+frame = pd.read_parquet(sys.argv[1], columns=["county", "month", "amount"])
+session = acro.ACRO(suppress=True)
+started = time.perf_counter()
+session.crosstab(frame["county"], frame["month"], values=frame["amount"], aggfunc="sum")
+print("ACRO_SECONDS", time.perf_counter() - started)
+"""
+
+
+def _acro_crosstab(rows: int, python: str | None) -> float | None:
+    """ACRO's crosstab with suppression of the two-way table, timed inside ``python``
+    (an interpreter where ``acro`` is installed: its own environment, so its pins do not
+    touch the platform's), or None without one."""
+    import subprocess
+
+    if not python:
         return None
-    frame = pd.read_parquet(_data.payments_parquet(rows), columns=["county", "month", "amount"])
-    session = acro.ACRO(suppress=True)
-    started = time.perf_counter()
-    session.crosstab(frame["county"], frame["month"], values=frame["amount"], aggfunc="sum")
-    return time.perf_counter() - started
+    done = subprocess.run(
+        [python, "-c", ACRO_SCRIPT, str(_data.payments_parquet(rows))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("ACRO_SECONDS"))
+    return float(line.split()[1])
 
 
 class PeakMemory:
@@ -121,7 +139,9 @@ class PeakMemory:
         self._thread.join()
 
 
-def bench_size(rows: int, runs: int, settle: float, engine: str, ten_thousand: bool) -> None:
+def bench_size(
+    rows: int, runs: int, settle: float, engine: str, ten_thousand: bool, acro_python: str | None
+) -> None:
     print(f"# rows={rows} engine={engine}", flush=True)
     peak = PeakMemory()
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
@@ -174,9 +194,9 @@ def bench_size(rows: int, runs: int, settle: float, engine: str, ten_thousand: b
         "x",
         f"aim <= {AIM_RATIO:g}x",
     )
-    acro_s = _acro_crosstab(rows)
+    acro_s = _acro_crosstab(rows, acro_python)
     if acro_s is None:
-        figure(f"{rows}_acro_crosstab", "not installed", "", "pip install acro to compare")
+        figure(f"{rows}_acro_crosstab", "not measured", "", "--acro-python: a Python with acro")
     else:
         figure(f"{rows}_acro_crosstab", acro_s, "s", "ACRO crosstab with suppression, same rows")
         figure(
@@ -193,12 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
     parser.add_argument(
+        "--acro-python",
+        help="a Python interpreter with acro installed, for ACRO's crosstab as a peer figure",
+    )
+    parser.add_argument(
         "--no-ten-thousand", action="store_true", help="skip the table of about 10,000 cells"
     )
     args = _results.parse_args(parser, {"rows": [1_000_000], "runs": 2}, argv)
     with _results.recording(__file__, args):
         for rows in args.rows:
-            bench_size(rows, args.runs, args.settle, args.engine, not args.no_ten_thousand)
+            bench_size(
+                rows,
+                args.runs,
+                args.settle,
+                args.engine,
+                not args.no_ten_thousand,
+                args.acro_python,
+            )
     return 0
 
 
