@@ -31,8 +31,15 @@ COUNT(*), COUNT(x), SUM(x), AVG(x), MIN(x), MAX(x) or COUNT(DISTINCT entity
 key), and every grouping set has a key, the visible figures are derived from
 ``__per_entity`` (sums of per-entity counts and sums, extremes of per-entity
 extremes, the number of entities) in the same aggregation as the evidence
-(``__one``), and the input is scanned once instead of twice. Same columns,
-same types; floating-point sums add in another order (last bits only).
+(``__one``), and the input is scanned once instead of twice
+(:mod:`jobs.evidence_one_pass`). Same columns, same types; floating-point sums add
+in another order (last bits only).
+
+With joins, each output row also carries ``__joined``: the fewest distinct entities
+of any other joined table that reaches the row (its entity key, counted per
+grouping set over ``__base``), so a table of persons joined to enterprises cannot
+release a cell of one enterprise behind its many employees (issue 17); the
+threshold rule reads it beside ``__n``.
 
 When the platform asks (``entities=True``, for the differencing defence),
 each output row also carries ``__entities``: the numbers of its distinct
@@ -65,7 +72,10 @@ from policies.admission import (
 from policies.errors import PolicyRefusal
 from policies.outputs import OutputSpec, evidence_name
 
+from .evidence_one_pass import Derived, derive_visible, one_pass
+
 ENTITIES = evidence_name("entities")
+JOINED = evidence_name("joined")  # the fewest entities of any other joined table in the row
 MAGNITUDE = frozenset({"sum", "avg"})
 # The entity numbering the worker reads (``sandbox.guard.numbering``): entity key as text,
 # number. NULL keys count as one entity together, under NULL_KEY.
@@ -99,6 +109,8 @@ def first_table_alias(tree: exp.Select) -> exp.Table:
 def evidence_columns(query: AdmittedQuery) -> list[str]:
     """The names of the evidence columns :func:`with_evidence` adds, in order."""
     names = [evidence_name("grouping"), evidence_name("n")]
+    if query.tree.args.get("joins"):
+        names.append(JOINED)
     for i, _ in query.spec.aggregates():
         names += [evidence_name(kind, i) for kind in ("n", "total", "top1", "top2", "neg", "null")]
     return names
@@ -141,7 +153,7 @@ def with_evidence(
             per[f"__c{i}"] = f"COUNT({arg_col})"
             if family in MAGNITUDE:
                 per[f"__s{i}"] = f"SUM({arg_col})"
-    derived = _derive_visible(
+    derived = derive_visible(
         query, parts.keys, parts.key_cols, parts.first, parts.table, parts.base_items, per
     )
     base = parts.base
@@ -158,9 +170,11 @@ def with_evidence(
         ev_items = [item.replace("list(__en)", "list(__e)") for item in ev_items]
     ev_group = ", ".join([*parts.key_cols, "__grouping"])
     if derived is not None:
-        return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra)
+        sql = _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra, parts)
+        return _with_others(sql, query, parts, "__one")
     ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
-    return _two_pass(query, parts, base_sql, per_sql, ev_sql, extra)
+    sql = _two_pass(query, parts, base_sql, per_sql, ev_sql, extra)
+    return _with_others(sql, query, parts, "__v")
 
 
 @dataclass
@@ -175,6 +189,7 @@ class _Base:
     aggregates: list[tuple[int, str | None, str | None]]  # (output index, family, argument column)
     base_items: list[exp.Expr]
     base: exp.Select
+    others: list[str]  # the __o columns: entity keys of the other joined tables
 
 
 def _base(query: AdmittedQuery, scope: QueryScope) -> _Base:
@@ -200,10 +215,55 @@ def _base(query: AdmittedQuery, scope: QueryScope) -> _Base:
             arg_col = f"__a{i}"
             base_items.append(exp.alias_(arg.copy(), arg_col))
         aggregates.append((i, column.function, arg_col))
+    others = []
+    for j, join in enumerate(tree.args.get("joins") or []):
+        joined = join.this
+        key = scope.tables[joined.name].classification.entity_key
+        others.append(f"__o{j}")
+        base_items.append(
+            exp.alias_(exp.column(key, table=joined.alias_or_name, quoted=True), others[-1])
+        )
     base = tree.copy()
     for clause in ("group", "having", "order", "distinct"):
         base.set(clause, None)
-    return _Base(first, table, keys, key_cols, aggregates, base_items, base)
+    return _Base(first, table, keys, key_cols, aggregates, base_items, base, others)
+
+
+def _others_sql(spec: OutputSpec, parts: _Base) -> str:
+    """Per output row, the fewest distinct entities of any other joined table (issue 17:
+    a join of persons with enterprises must not count only persons: one firm's capital
+    over its forty employees is still one firm's)."""
+    key_cols = parts.key_cols
+    grouping = f"GROUPING({', '.join(key_cols)})" if key_cols else "0"
+    # a table none of whose entities reaches the row (a LEFT JOIN's NULLs) is left out
+    counts = [f"NULLIF(COUNT(DISTINCT {o}), 0)" for o in parts.others]
+    fewest = counts[0] if len(counts) == 1 else f"LEAST({', '.join(counts)})"
+    sets = ", ".join(
+        "(" + ", ".join(key_cols[spec.group_keys.index(name)] for name in grouping_set) + ")"
+        for grouping_set in spec.grouping_sets
+    )
+    return (
+        f"SELECT {', '.join([*key_cols, f'{grouping} AS __grouping'])}, "
+        f"{fewest} AS __n_others FROM __base GROUP BY GROUPING SETS ({sets})"
+    )
+
+
+def _with_others(sql: str, query: AdmittedQuery, parts: _Base, row: str) -> str:
+    """``sql`` (a rewrite whose final SELECT reads the output rows as ``row``, with the
+    markers of the joined count and of its join) with the column :data:`JOINED`: the
+    fewest entities of any other joined table that reaches the row."""
+    if not parts.others:
+        return sql
+    spec = query.spec
+    others = _others_sql(spec, parts)
+    on = [
+        f"{row}.{_q(name)} IS NOT DISTINCT FROM __ot.{col}"
+        for name, col in zip(spec.group_keys, parts.key_cols, strict=True)
+    ]
+    on.append(f"{row}.__grouping = __ot.__grouping")
+    sql = sql.replace("__EV_JOINED_MARK", f"__ot.__n_others AS {JOINED}")
+    sql = sql.replace("__EV_OTHERS_JOIN", f" LEFT JOIN __others AS __ot ON {' AND '.join(on)}")
+    return sql.replace("__per_entity AS (", f"__others AS ({others}), __per_entity AS (", 1)
 
 
 def _number_rows(parts: _Base) -> None:
@@ -292,6 +352,9 @@ def _two_pass(
             counted.add(evidence_name("neg", i))
     for name in evidence_columns(query)[1:]:
         column = f"__ev.{name}"
+        if name == JOINED:
+            out_cols.append("__EV_JOINED_MARK")  # from __others, see _with_others
+            continue
         out_cols.append(f"COALESCE({column}, 0) AS {name}" if name in counted else column)
     out_cols += [f"__ev.{name}" for name in extra]
     on = [
@@ -314,195 +377,30 @@ def _two_pass(
         f"__evidence AS ({ev_sql}), "
         f"__visible AS ({visible.sql(dialect=DIALECT)}) "
         f"SELECT {', '.join(out_cols)} FROM __visible AS __v "
-        f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}{order_sql}"
+        f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}"
+        f"{'__EV_OTHERS_JOIN' if parts.others else ''}{order_sql}"
     )
-
-
-# --- one pass: the visible figures from the per-entity rows ---------------------------
-
-
-@dataclass
-class _Derived:
-    """The admitted query's projections and HAVING with every aggregate replaced by
-    its equivalent over ``__per_entity`` (and every group key by its ``__g`` column)."""
-
-    columns: list[tuple[str, str]]  # (output name, SQL over __per_entity)
-    having: str | None
-
-
-def _derive_visible(
-    query: AdmittedQuery,
-    keys: list[exp.Expression],
-    key_cols: list[str],
-    first: exp.Table,
-    table: TableScope,
-    base_items: list[exp.Expr],
-    per: dict[str, str],
-) -> _Derived | None:
-    """The visible columns computed from the per-entity rows, or None when a figure
-    cannot be (then ``__visible`` scans the input a second time).
-
-    COUNT(*) is the sum of the entities' row counts, COUNT(x) and SUM(x) the sums of
-    theirs, AVG(x) their SUM over their COUNT, MIN and MAX the extremes of theirs, and
-    COUNT(DISTINCT entity key) the number of entities. Needs a group key in every
-    grouping set (a global aggregate over no rows still has one output row, which
-    per-entity rows cannot give). Adds the base and per-entity columns it uses to
-    ``base_items`` and ``per``; the floating-point sums add in another order.
-    """
-    tree, spec = query.tree, query.spec
-    if not keys or any(not s for s in spec.grouping_sets) or tree.args.get("distinct"):
-        return None
-    rewriter = _Rewriter(query, keys, key_cols, first, table, base_items, per)
-    saved_base, saved_per = list(base_items), dict(per)
-    try:
-        columns = []
-        for projection in tree.expressions:
-            value = projection.this.copy().transform(rewriter.replace)
-            columns.append((projection.alias, value.sql(dialect=DIALECT)))
-        having = tree.args.get("having")
-        having_sql = None
-        if having is not None:
-            having_sql = having.this.copy().transform(rewriter.replace).sql(dialect=DIALECT)
-        for _name, sql in columns:
-            _check_over_per_entity(sql, key_cols)
-        if having_sql is not None:
-            _check_over_per_entity(having_sql, key_cols)
-    except _NotDerivable:
-        base_items[:] = saved_base
-        per.clear()
-        per.update(saved_per)
-        return None
-    return _Derived(columns, having_sql)
-
-
-class _Rewriter:
-    """Replaces each aggregate of the admitted query by its equivalent over the
-    per-entity rows, adding the base and per-entity columns it needs."""
-
-    def __init__(
-        self,
-        query: AdmittedQuery,
-        keys: list[exp.Expression],
-        key_cols: list[str],
-        first: exp.Table,
-        table: TableScope,
-        base_items: list[exp.Expr],
-        per: dict[str, str],
-    ) -> None:
-        self.entity_key = table.classification.entity_key
-        self.first = first
-        self.key_sql = {k.sql(dialect=DIALECT): c for k, c in zip(keys, key_cols, strict=True)}
-        self.base_items = base_items
-        self.per = per
-        self.arguments: dict[str, str] = {}  # argument SQL -> its base column
-        for item in base_items:
-            if item.alias.startswith("__a"):
-                self.arguments.setdefault(item.this.sql(dialect=DIALECT), item.alias)
-
-    def column_of(self, arg: exp.Expression) -> str:
-        text = arg.sql(dialect=DIALECT)
-        if text not in self.arguments:
-            self.arguments[text] = f"__x{len(self.arguments)}"
-            self.base_items.append(exp.alias_(arg.copy(), self.arguments[text]))
-        return self.arguments[text]
-
-    def per_entity(self, function: str, column: str) -> str:
-        for name, sql in self.per.items():
-            if sql == f"{function}({column})":
-                return name
-        name = f"__p{len(self.per)}"
-        self.per[name] = f"{function}({column})"
-        return name
-
-    def replace(self, node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Filter | exp.Window | exp.WithinGroup):
-            raise _NotDerivable  # an aggregate over its own subset or order of the rows
-        text = node.sql(dialect=DIALECT)
-        if text in self.key_sql and not isinstance(node, exp.AggFunc):
-            return exp.column(self.key_sql[text])
-        if not isinstance(node, exp.AggFunc):
-            return node
-        arg = aggregate_argument(node)
-        if isinstance(node, exp.Count) and arg is None:
-            return _sql("CAST(SUM(__rows) AS BIGINT)")
-        if arg is None or isinstance(arg, exp.Distinct):
-            raise _NotDerivable
-        if isinstance(node.this, exp.Distinct):
-            if (
-                isinstance(node, exp.Count)
-                and isinstance(arg, exp.Column)
-                and arg.name == self.entity_key
-                and arg.table == self.first.alias_or_name
-            ):
-                return _sql("COUNT(__e)")
-            raise _NotDerivable
-        return self._over_entities(node, self.column_of(arg))
-
-    def _over_entities(self, node: exp.AggFunc, column: str) -> exp.Expr:
-        if isinstance(node, exp.Count):
-            return _sql(f"CAST(SUM({self.per_entity('COUNT', column)}) AS BIGINT)")
-        if isinstance(node, exp.Sum):
-            return _sql(f"SUM({self.per_entity('SUM', column)})")
-        if isinstance(node, exp.Avg):
-            total, count = self.per_entity("SUM", column), self.per_entity("COUNT", column)
-            return _sql(f"CAST(SUM({total}) AS DOUBLE) / NULLIF(SUM({count}), 0)")
-        if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is None:
-            function = "MIN" if isinstance(node, exp.Min) else "MAX"
-            return _sql(f"{function}({self.per_entity(function, column)})")
-        raise _NotDerivable
-
-
-class _NotDerivable(Exception):
-    pass
-
-
-def _sql(text: str) -> exp.Expr:
-    return sqlglot.parse_one(text, read=DIALECT)
-
-
-def _check_over_per_entity(sql: str, key_cols: list[str]) -> None:
-    """Every column a derived figure reads must be a per-entity column: a base column
-    left over (an expression over a raw column outside any aggregate) cannot be."""
-    allowed = {*key_cols, "__e", "__rows"}
-    for column in sqlglot.parse_one(sql, read=DIALECT).find_all(exp.Column):
-        if column.table or not (
-            column.name in allowed or column.name.startswith(("__p", "__c", "__s"))
-        ):
-            raise _NotDerivable
 
 
 def _one_pass(
     query: AdmittedQuery,
-    derived: _Derived,
+    derived: Derived,
     base_sql: str,
     per_sql: str,
     ev_items: list[str],
     ev_group: str,
     extra: list[str],
+    parts: _Base,
 ) -> str:
     """The rewrite when the visible figures derive from ``__per_entity``: one aggregation
     over it gives each output row's visible columns and its evidence together."""
-    visible = [f"{sql} AS {_q(name)}" for name, sql in derived.columns]
-    having = f" HAVING {derived.having}" if derived.having else ""
-    order_sql = ""
-    order = query.tree.args.get("order")
-    if order is not None:
-        items = []
-        for ordered in order.expressions:
-            item = ordered.copy()
-            item.set("this", exp.column(ordered.this.name, quoted=True))
-            items.append(item.sql(dialect=DIALECT))
-        order_sql = " ORDER BY " + ", ".join(items)
     names = [_q(c.name) for c in query.spec.columns] + ["__grouping"]
     names += evidence_columns(query)[1:] + extra
-    inner = ev_items[ev_items.index("__grouping") :]
-    return (
-        f"WITH __base AS ({base_sql}), "
-        f"__per_entity AS ({per_sql}), "
-        f"__one AS (SELECT {', '.join(visible + inner)} FROM __per_entity "
-        f"GROUP BY {ev_group}{having}) "
-        f"SELECT {', '.join(names)} FROM __one{order_sql}"
-    )
+    join = ""
+    if parts.others:  # the fewest entities of any other joined table, from __others
+        names = ["__EV_JOINED_MARK" if name == JOINED else f"__one.{name}" for name in names]
+        join = "__EV_OTHERS_JOIN"
+    return one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, names, join)
 
 
 def _cell_evidence(i: int, family: str | None, arg_col: str | None) -> list[str]:

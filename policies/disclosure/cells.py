@@ -36,6 +36,9 @@ class CellEvidence:
     top2: object = None
     negatives: int | None = None
     nulls: int | None = None
+    # __joined: the fewest entities of any other joined table that reaches the row
+    # (issue 17: one firm behind forty employees is one firm); None without a join
+    joined: int | None = None
 
 
 class RuleOutcome(NamedTuple):
@@ -70,6 +73,12 @@ def rule_threshold(cell: CellEvidence, p: DisclosureParams) -> RuleOutcome:
         )
     if cell.row_n < limit:
         return RuleOutcome(CellVerdict.SUPPRESS, f"its group has fewer than {limit} entities", True)
+    if cell.joined is not None and cell.joined < limit:
+        return RuleOutcome(
+            CellVerdict.SUPPRESS,
+            f"fewer than {limit} entities of a joined table reach its group",
+            True,
+        )
     if cell.function in COUNTS and cell.value == 0:
         return _quiet("a zero count is left to the zero rule")
     if cell.n < limit:

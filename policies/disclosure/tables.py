@@ -118,6 +118,7 @@ def _evidence(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]
     """Every aggregate cell's evidence, by output column position."""
     rows = table.num_rows
     row_n = _column(table, evidence_name("n"))
+    joined = _column(table, evidence_name("joined"), required=False) or [None] * rows
     out: dict[int, list[CellEvidence]] = {}
     for i, col in spec.aggregates():
         fn = col.function or ""
@@ -142,6 +143,7 @@ def _evidence(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]
                 top2=extra["top2"][r],
                 negatives=extra["neg"][r],
                 nulls=nulls[r],
+                joined=joined[r],
             )
             for r in range(rows)
         ]
