@@ -38,6 +38,7 @@ class JobPlan:
     engine_sql: str  # the rewritten statement the worker runs (never shown to consumers)
     details: Mapping[str, Any] = field(default_factory=dict)  # safe to show the operator
     payload: Any = None  # kind-specific, stays inside the platform
+    grid: Any = None  # the declared grid the output is completed to (jobs.grid), if any
 
 
 class JobKind(abc.ABC):

@@ -10,6 +10,7 @@ rules (``policies.disclosure``), which drop every evidence column.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +22,8 @@ from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit, check_
 from policies.disclosure import CheckResult, DisclosureParams, check_output
 from policies.errors import InputError, PolicyRefusal
 
-from .base import JobKind, JobPlan
+from .base import Executor, JobKind, JobPlan
+from .grid import complete_grid, declared_grid
 from .sql_evidence import with_evidence
 
 MAX_SQL_BYTES = 64 * 1024
@@ -65,7 +67,16 @@ class SqlAggregate(JobKind):
             engine_sql=with_evidence(admitted, scope),
             details={"sql": admitted.sql, "outputs": [c.name for c in admitted.spec.columns]},
             payload=admitted,
+            grid=declared_grid(admitted, scope),
         )
+
+    def run(self, plan: JobPlan, execute: Executor, snapshots: Mapping[str, Path]) -> pa.Table:
+        """The run's rows, with every declared combination the data lacks as an empty
+        row (:mod:`jobs.grid`): the rows released never depend on the data."""
+        raw = super().run(plan, execute, snapshots)
+        if plan.grid is None:
+            return raw
+        return complete_grid(raw, plan.payload, plan.grid)
 
     def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
         return check_output(raw, plan.payload.spec, params)

@@ -1,0 +1,130 @@
+"""The declared grid of an output: every combination of its keys' declared codes (issue 17).
+
+``GROUP BY`` emits only the groups the data has, so the presence of a row says that
+someone is in it, and a zero count never appears for the zero rule to judge. When
+every group key of an admitted query is a plain column whose provider declared a
+code list (:mod:`policies.domains`), the output lists every combination of the
+declared codes, per grouping set, whatever the data holds: the rows the data lacks
+are added after the run as empty cells (no entity: the threshold rule suppresses
+them, like small ones), so the released table has the same rows for any data.
+
+A key computed from a column (``upper(county)``), or over a column without a code
+list, leaves the output as the data gives it (the rows present are then an answer
+of the data; docs/disclosure.md says so).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from policies.admission import AdmittedQuery, QueryScope
+from policies.disclosure import COUNTS
+from policies.domains import Codes, canonical, declared_values
+from policies.outputs import EVIDENCE_PREFIX, OutputRole, grouping_mask
+
+from .sql_evidence import first_table_alias
+
+
+@dataclass(frozen=True)
+class DeclaredGrid:
+    """The declared codes of each group key (by output name)."""
+
+    values: Mapping[str, tuple[Any, ...]]
+
+
+def declared_grid(query: AdmittedQuery, scope: QueryScope) -> DeclaredGrid | None:
+    """The grid of ``query``'s keys, or None unless every key is a plain column with a
+    declared code list."""
+    projections = {p.alias: p.this for p in query.tree.expressions}
+    datasets: dict[str, str] = {}
+    first = first_table_alias(query.tree)
+    for table in [first] + [j.this for j in query.tree.args.get("joins") or []]:
+        datasets[table.alias_or_name] = table.name
+    values: dict[str, tuple[Any, ...]] = {}
+    for name in query.spec.group_keys:
+        key = projections[name]
+        if not isinstance(key, exp.Column):
+            return None
+        dataset = datasets.get(key.table) if key.table else next(iter(datasets.values()))
+        table = scope.tables.get(dataset or "")
+        if table is None:
+            return None
+        domain = table.classification.domains.get(key.name)
+        if not isinstance(domain, Codes):
+            return None
+        values[name] = tuple(declared_values(domain))
+    return DeclaredGrid(values) if values else None
+
+
+def complete_grid(raw: pa.Table, query: AdmittedQuery, grid: DeclaredGrid) -> pa.Table:
+    """``raw`` with a row for every declared combination it lacks, per grouping set (and
+    sorted again by the query's ORDER BY)."""
+    spec = query.spec
+    present = {
+        (tuple(canonical(v) for v in key), mask)
+        for *key, mask in zip(
+            *(raw.column(k).to_pylist() for k in spec.group_keys),
+            raw.column("__grouping").to_pylist()
+            if "__grouping" in raw.column_names
+            else [0] * raw.num_rows,
+            strict=True,
+        )
+    }
+    missing: list[tuple[list[Any], int]] = []
+    for grouping_set in spec.grouping_sets:
+        mask = grouping_mask(spec, grouping_set)
+        choices = [grid.values[k] if k in grouping_set else (None,) for k in spec.group_keys]
+        for combo in itertools.product(*choices):
+            if (tuple(canonical(v) for v in combo), mask) not in present:
+                missing.append((list(combo), mask))
+    if not missing:
+        return raw
+    added = pa.table(
+        [_column(raw, name, missing, query) for name in raw.column_names], names=raw.column_names
+    )
+    out = pa.concat_tables([raw, added])
+    return _ordered(out, query)
+
+
+def _column(
+    raw: pa.Table, name: str, missing: list[tuple[list[Any], int]], query: AdmittedQuery
+) -> pa.Array:
+    spec = query.spec
+    kind = raw.schema.field(name).type
+    if name in spec.group_keys:
+        at = spec.group_keys.index(name)
+        values = [combo[at] for combo, _mask in missing]
+        if all(v is None or isinstance(v, str) for v in values) and not pa.types.is_string(kind):
+            return pa.array(values, type=pa.string()).cast(kind)
+        return pa.array(values).cast(kind)
+    if name == "__grouping":
+        return pa.array([mask for _combo, mask in missing]).cast(kind)
+    return pa.array([_empty(name, query)] * len(missing)).cast(kind)
+
+
+def _empty(name: str, query: AdmittedQuery) -> Any:
+    """An empty cell's value: 0 for counts and entity counts, NULL for the rest."""
+    if name.startswith(EVIDENCE_PREFIX):
+        kind = name[len(EVIDENCE_PREFIX) :].rsplit("_", 1)[0]
+        return 0 if kind in ("n", "null") else None
+    column = next(c for c in query.spec.columns if c.name == name)
+    if column.role is OutputRole.AGGREGATE and column.function in COUNTS:
+        return 0
+    return None
+
+
+def _ordered(table: pa.Table, query: AdmittedQuery) -> pa.Table:
+    order = query.tree.args.get("order")
+    if order is None:
+        return table
+    keys = [
+        (ordered.this.name, "descending" if ordered.args.get("desc") else "ascending", "at_end")
+        for ordered in order.expressions
+    ]
+    return table.sort_by(keys)  # NULLS LAST, as DuckDB orders by default
