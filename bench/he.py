@@ -56,6 +56,7 @@ from sandbox.he import service as he  # noqa: E402
 CLASSIFICATION = Classification.from_dict(
     {
         "entity_key": "code",
+        "membership": "non_sensitive",
         "columns": {"code": "identifier", "county": "public", "industry": "public"},
     }
 )

@@ -129,6 +129,17 @@ def plan_he(request: HeRequest, classification: Classification, params: Disclosu
                 hint="group by a column the classification declares public, such as the "
                 "county of a registered enterprise",
             )
+    if getattr(classification, "membership", "sensitive") != "non_sensitive":
+        raise PolicyRefusal(
+            "he_membership_sensitive",
+            f"dataset '{request.dataset}' does not declare its membership non-sensitive: "
+            "an encrypted sum over your keys says which of them are in it, and being in it "
+            "may say something about a person (Art. 15)",
+            article="Art. 15",
+            subject=request.dataset,
+            hint="encrypted sums run only over datasets whose provider declares "
+            "'membership: non_sensitive' in the classification (a public register)",
+        )
     return HePlan(
         dataset=request.dataset,
         key_column=request.key_column,

@@ -22,6 +22,7 @@ from sandbox.workflow import notices, requests, reviews
 REGISTRY = Classification.from_dict(
     {
         "entity_key": "code",
+        "membership": "non_sensitive",  # a public register: being in it says nothing
         "columns": {
             "code": "identifier",
             "name": "identifier",

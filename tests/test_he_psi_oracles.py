@@ -15,9 +15,11 @@ worker processes, the PSI library on both sides, the store and its ledger.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import private_set_intersection.python as psi_lib
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.he_aggregate import unpack
@@ -33,7 +35,14 @@ from sandbox.data import vault
 from sandbox.he import service as he
 from sandbox.psi.service import LocalTransport, open_session, process_chunk, setup_of
 from sandbox.psi.terms import set_terms
-from tests.he_helpers import COUNTIES, SMALL_COUNTY, direct_grant, register_registry
+from tests.he_helpers import (
+    COUNTIES,
+    REGISTRY,
+    SMALL_COUNTY,
+    direct_grant,
+    register_registry,
+    registry,
+)
 from tests.psi_helpers import PEOPLE, firm_code, psi_grant, register_firms
 
 
@@ -144,6 +153,27 @@ def test_he_grouping_by_a_non_public_column_is_refused(bank, bfv):
     assert [e["details"]["rule"] for e in _entries(platform, "he.refused")] == [
         "he_group_not_public"
     ] * 2
+    assert not _entries(platform, "he.sum")
+
+
+def test_he_runs_only_over_a_dataset_whose_membership_is_declared_non_sensitive(
+    platform, provider, make_principal, tmp_path, bfv
+):
+    """A register of persons (membership undeclared, so sensitive): an encrypted sum over
+    chosen keys would tell which of them are in it. Refused before anything is computed."""
+    sensitive = replace(REGISTRY, membership="sensitive")
+    table = registry()
+    path = tmp_path / "registry.parquet"
+    pq.write_table(table, path)
+    vault.register(platform, provider, "registry", str(path), sensitive)
+    authority, _ = make_principal("city", Role.AUTHORITY, jurisdiction="city")
+    operator, _token = make_principal("bank", Role.OPERATOR)
+    direct_grant(platform, authority, "bank")
+    keys = table.column("code").to_pylist()[:50]
+    body = client_he.build_request(bfv, "registry", "code", ["county"], keys, [1] * 50, "bfv")
+    with pytest.raises(PolicyRefusal) as refused:
+        he.he_sum(platform, operator, body)
+    assert (refused.value.rule, refused.value.article) == ("he_membership_sensitive", "Art. 15")
     assert not _entries(platform, "he.sum")
 
 
