@@ -17,6 +17,7 @@ version references is removed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -267,7 +268,9 @@ def register(
                 _remove_if_unreferenced(platform, relative)
             raise
         with platform.store.read() as conn:
-            return RegisterResult(get_version(conn, platform, name, version), changed=True)
+            registered = get_version(conn, platform, name, version)
+        _number_entities(platform, registered)
+        return RegisterResult(registered, changed=True)
     except Exception as exc:
         if storage.is_disk_full(exc):
             raise storage.disk_full(f"dataset '{name}'") from exc
@@ -276,6 +279,24 @@ def register(
         raise InputError(f"dataset '{name}' could not be ingested: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _number_entities(platform: Platform, version: DatasetVersion) -> None:
+    """Number the version's entities now, so that no operator's first job waits for it
+    (issue 25); a failure here leaves it to that first job, which numbers it again."""
+    if not platform.settings["differencing.enabled"]:
+        return
+    from sandbox.guard.numbering import numbering_for
+
+    try:
+        numbering_for(platform, version.dataset, version)
+    except Exception:  # the version is registered; its first job numbers it
+        logging.getLogger("sandbox.data.vault").warning(
+            "entity numbering of %s v%s deferred to its first job",
+            version.dataset,
+            version.version,
+            exc_info=True,
+        )
 
 
 def _unchanged(platform, provider, name, existing, sha, identity) -> RegisterResult | None:

@@ -37,6 +37,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -45,11 +46,26 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from jobs.sql_evidence import ROW_NUMBER, key_text_sql
+from policies.classes import Classification
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.data.vault import DatasetVersion
 from sandbox.guard.history import driver_cursor
 from sandbox.guard.tables import entity_number_segments, numbered_versions
+
+
+class DatasetVersion(Protocol):
+    """What the numbering reads of a :class:`sandbox.data.vault.DatasetVersion` (the vault
+    numbers a version as it registers it, so this module does not import it)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def classification(self) -> Classification: ...
+
 
 SCHEMA = pa.schema([("entity_key", pa.string()), ("number", pa.uint32())])
 
