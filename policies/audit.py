@@ -18,16 +18,15 @@ least ``minimum`` (a zero needs ``minimum`` above it), or ``levels`` per cell. A
 found at a bound it cannot pass (its unknowns' least sum; an equation's value less its
 other unknowns' least) in another program's optimum has that end without a program.
 
-**Incremental** (``previous``): an equation links its unknowns (and a protected
-margin its own); a range depends only on its component's equations. An unknown is
-*touched* when it changed, or shares an equation, old or new, with a changed cell
-(status or value) or with a margin over a changed interior cell. Soundness: let C be a
-new component with no touched unknown and no protected cell that is new, changed its
-value or requirement, or lies over a changed cell. Each equation, old or new, holding a
-cell of C was released before and after with no changed descendant (else that cell is
-touched): same unknowns, same right-hand side; C's cells were unknown before. So C is
-closed under the old equations too, its programs are the same, and its ranges are
-reused; the rest is solved again. A ``previous`` of other hypercube or parameters: none.
+**Incremental** (``previous``, same hypercube and parameters): an equation links its
+unknowns (a protected margin its own); a range depends only on its component's
+equations. An unknown is *touched* when it changed, or shares an equation, old or new,
+with a changed cell (status or value) or a margin over a changed interior cell.
+Soundness: let C be a new component with no touched unknown and no protected cell that
+is new, changed value or requirement, or lies over a changed cell. Each equation, old
+or new, holding a cell of C was released before and after with no changed descendant
+(else that cell is touched): same unknowns and right-hand side; C's cells were unknown
+before. So C is closed under the old equations too: same programs, ranges reused.
 """
 
 from __future__ import annotations
@@ -65,7 +64,9 @@ class Hypercube:
 
     dimensions: tuple[str, ...]
     codes: tuple[tuple[Code, ...], ...]
-    _position: tuple[dict[Code, int], ...] = field(init=False, repr=False, compare=False)
+    shape: tuple[int, ...] = field(init=False, repr=False, compare=False)  # codes + 1 each
+    _position: tuple[dict[Code | None, int], ...] = field(init=False, repr=False, compare=False)
+    _seen: dict[Cell, int] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.dimensions) != len(self.codes) or not self.dimensions:
@@ -73,7 +74,8 @@ class Hypercube:
         position = tuple({code: i for i, code in enumerate(cs)} for cs in self.codes)
         if any(len(p) != len(cs) or not cs for p, cs in zip(position, self.codes, strict=True)):
             raise ValueError("every dimension needs distinct codes, at least one")
-        object.__setattr__(self, "_position", position)
+        object.__setattr__(self, "shape", tuple(len(cs) + 1 for cs in self.codes))
+        object.__setattr__(self, "_position", tuple({**p, None: len(p)} for p in position))
 
     @classmethod
     def from_domains(
@@ -87,17 +89,15 @@ class Hypercube:
         codes = tuple(tuple(declared_values(d)) for _, d in domains if d is not None)
         return cls(tuple(c for _, c in columns), codes)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(cs) + 1 for cs in self.codes)
-
     def index(self, cell: Cell) -> int:
+        if (known := self._seen.get(cell)) is not None:
+            return known
         flat = 0  # (zip's strict raises ValueError for a cell of another length)
         for code, size, position in zip(cell, self.shape, self._position, strict=True):
-            at = size - 1 if code is None else position.get(code)
-            if at is None:
+            if (at := position.get(code)) is None:
                 raise ValueError(f"code {code!r} of cell {cell!r} is not declared")
             flat = flat * size + at
+        self._seen[cell] = flat
         return flat
 
     def cell(self, flat: int) -> Cell:
@@ -465,7 +465,7 @@ def secondary_pattern(
         if not picks:
             break
         open_ -= picks
-        taken |= picks | _structural(hypercube, open_, guard | taken | picks, kept)
+        taken |= picks | _structural(hypercube, open_, picks, kept)  # only theirs can be new
         rounds += 1
         result = audit(hypercube, open_, guard, true_values, params, levels=levels, previous=result)
     return Pattern(frozenset(taken), result, rounds)
