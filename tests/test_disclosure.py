@@ -510,6 +510,7 @@ def test_params_round_trip_and_defaults():
         "mitigation": "suppress",
         "rounding_base": 5,
         "zero_cells": "review",
+        "missing_cells": "pass",
     }
     custom = DisclosureParams.from_dict({"mitigation": "ROUND_10_5", "zero_cells": "suppress"})
     assert custom.mitigation is Mitigation.ROUND_10_5

@@ -147,9 +147,17 @@ def rule_zero(cell: CellEvidence, p: DisclosureParams) -> RuleOutcome:
 
 
 def rule_missing(cell: CellEvidence, p: DisclosureParams) -> RuleOutcome:
+    """ACRO's ``check_missing_values``: a note by default; ``missing_cells`` may make it
+    a review or a suppression (a cell describing only the rows that have a value)."""
     if cell.nulls:
+        if p.missing_cells is CellVerdict.PASS:
+            return RuleOutcome(
+                CellVerdict.PASS,
+                "rows with a missing value were left out of it (a note only)",
+                True,
+            )
         return RuleOutcome(
-            CellVerdict.PASS, "rows with a missing value were left out of it (a note only)", True
+            p.missing_cells, "rows with a missing value were left out of it (missing)", True
         )
     return _quiet("no missing values")
 

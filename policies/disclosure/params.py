@@ -48,8 +48,8 @@ class DisclosureParams:
 
     Stricter means "suppresses at least the same cells": a higher
     ``min_entities``, ``dominance_n``, ``p_ratio`` and ``rounding_base``, a lower
-    ``dominance_k``, rounding over plain suppression, and for zeros
-    PASS < REVIEW < SUPPRESS. A larger ``dominance_n`` is *stricter* at the same
+    ``dominance_k``, rounding over plain suppression, and for zeros and missing
+    values PASS < REVIEW < SUPPRESS. A larger ``dominance_n`` is *stricter* at the same
     ``k``: the top two always hold at least the top one's share.
     """
 
@@ -64,6 +64,11 @@ class DisclosureParams:
     zero_cells: CellVerdict = field(
         default=CellVerdict.REVIEW, metadata={"help": "verdict for COUNT cells equal to 0"}
     )
+    # ACRO's check_missing_values: off (pass, a note) by default, as in ACRO
+    missing_cells: CellVerdict = field(
+        default=CellVerdict.PASS,
+        metadata={"help": "verdict for cells that left out rows with a missing value"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("min_entities", "dominance_n", "rounding_base"):
@@ -76,8 +81,9 @@ class DisclosureParams:
                 raise ConfigError(f"disclosure parameter '{name}' must be a number")
         if not isinstance(self.mitigation, Mitigation):
             raise ConfigError("disclosure parameter 'mitigation' must be a Mitigation")
-        if not isinstance(self.zero_cells, CellVerdict):
-            raise ConfigError("disclosure parameter 'zero_cells' must be a CellVerdict")
+        for name in ("zero_cells", "missing_cells"):
+            if not isinstance(getattr(self, name), CellVerdict):
+                raise ConfigError(f"disclosure parameter '{name}' must be a CellVerdict")
         if self.min_entities < 1:
             raise ConfigError("disclosure parameter 'min_entities' must be at least 1")
         if self.dominance_n not in (1, 2):
@@ -101,6 +107,7 @@ class DisclosureParams:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mitigation"] = self.mitigation.value
         out["zero_cells"] = self.zero_cells.value
+        out["missing_cells"] = self.missing_cells.value
         return out
 
     @classmethod
@@ -117,7 +124,7 @@ class DisclosureParams:
                 )
             if key == "mitigation":
                 value = _enum(Mitigation, key, value)
-            elif key == "zero_cells":
+            elif key in ("zero_cells", "missing_cells"):
                 value = _enum(CellVerdict, key, value)
             values[key] = value
         return cls(**values)
@@ -186,6 +193,7 @@ _ORDER: dict[str, Callable[[Any], Any]] = {
     "mitigation": _MITIGATION_ORDER.index,
     "rounding_base": lambda v: v,
     "zero_cells": _ZERO_ORDER.index,
+    "missing_cells": _ZERO_ORDER.index,
 }
 
 

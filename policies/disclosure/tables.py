@@ -61,7 +61,7 @@ class CheckResult:
         else:
             lines.append(f"Refused: none of the {c['cells']} cells can be released ({ARTICLE}).")
         for rule in ALL_RULES:
-            if rule == "missing" or not c.get(rule):
+            if not c.get(rule) or (rule == "missing" and p.missing_cells is CellVerdict.PASS):
                 continue
             lines.append(f"- {_cells(c[rule])}: {_RULE_WORDS[rule].format(**p.to_dict())}.")
         if c.get("missing"):
@@ -91,6 +91,8 @@ _RULE_WORDS = {
     "(dominance)",
     "p_ratio": "the second largest contributor could estimate the largest too closely (p% rule)",
     "zero": "zero counts, which may reveal an attribute of a whole group (zero)",
+    "missing": "rows with a missing value were left out, and the parameters hold such cells "
+    "back (missing)",
     "complementary": "held back so that suppressed cells cannot be worked out from totals "
     "(complementary)",
 }

@@ -149,6 +149,15 @@ SETTINGS: tuple[Setting, ...] = (
         "a fraction in [0, 1)",
     ),
     Setting(
+        "disclosure.missing_cells",
+        "pass",
+        "platform minimum verdict for a cell that left out rows with a missing value, as ACRO's "
+        "check_missing_values: pass (a note), review or suppress (agreements may only raise it)",
+        str,
+        lambda v: v in ("pass", "review", "suppress"),
+        "one of pass, review, suppress",
+    ),
+    Setting(
         "ingest.batch_rows",
         131_072,
         "rows per Arrow batch when ingesting a source",

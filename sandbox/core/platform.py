@@ -58,7 +58,10 @@ class Platform:
     def disclosure_minimums(self) -> DisclosureParams:
         """The platform's disclosure settings as rules; a grant or an agreement may only
         tighten them (:meth:`DisclosureParams.tightened`)."""
-        from policies.disclosure import DisclosureParams  # pyarrow: not at the CLI's start
+        from policies.disclosure import (  # pyarrow: not at the CLI's start
+            CellVerdict,
+            DisclosureParams,
+        )
 
         s = self.settings
         return DisclosureParams(
@@ -66,6 +69,7 @@ class Platform:
             dominance_n=s["disclosure.dominance_n"],
             dominance_k=s["disclosure.dominance_k"],
             p_ratio=s["disclosure.p_ratio"],
+            missing_cells=CellVerdict(s["disclosure.missing_cells"]),
         )
 
     def shared(self, name: str, make: Callable[[], T]) -> T:
