@@ -1,7 +1,7 @@
 """The interval audit of a lineage's hypercube, and a secondary pattern that passes it.
 
-../shared/DESIGN.md, "Releases", 4: show, before anything leaves, that no protected
-(suppressed) cell can be narrowed below its protection interval. A :class:`Hypercube`
+The release rules (docs/disclosure.md, "Interval audit") ask to show, before anything
+leaves, that no protected (suppressed) cell can be narrowed below its protection interval. A :class:`Hypercube`
 cell has a code or :data:`TOTAL` per declared dimension; a cell with a total on one
 dimension is the sum of its children along it, for all combinations, whichever
 grouping sets were released. An attacker knows the released values and that every

@@ -3,7 +3,7 @@
 A provider may declare, in the classification file (``domains``, see
 :mod:`policies.classes`), the values a dimension, quasi or public column can
 take: a code list, integer bands, or a range of years or integers. Table mode
-(../shared/DESIGN.md, "Releases", points 1 and 3) lists every combination of
+(docs/disclosure.md, "Declared grids") lists every combination of
 its grouping keys' declared values, so a row's presence says nothing, and caps
 the grid's size from the domain sizes before the run. Everything here depends
 only on the declared metadata, never on the data, except :func:`values_outside`
