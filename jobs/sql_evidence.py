@@ -170,11 +170,9 @@ def with_evidence(
         ev_items = [item.replace("list(__en)", "list(__e)") for item in ev_items]
     ev_group = ", ".join([*parts.key_cols, "__grouping"])
     if derived is not None:
-        sql = _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra, parts)
-        return _with_others(sql, query, parts, "__one")
+        return _one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, extra, parts)
     ev_sql = f"SELECT {', '.join(ev_items)} FROM __per_entity GROUP BY {ev_group}"
-    sql = _two_pass(query, parts, base_sql, per_sql, ev_sql, extra)
-    return _with_others(sql, query, parts, "__v")
+    return _two_pass(query, parts, base_sql, per_sql, ev_sql, extra)
 
 
 @dataclass
@@ -248,22 +246,16 @@ def _others_sql(spec: OutputSpec, parts: _Base) -> str:
     )
 
 
-def _with_others(sql: str, query: AdmittedQuery, parts: _Base, row: str) -> str:
-    """``sql`` (a rewrite whose final SELECT reads the output rows as ``row``, with the
-    markers of the joined count and of its join) with the column :data:`JOINED`: the
-    fewest entities of any other joined table that reaches the row."""
-    if not parts.others:
-        return sql
-    spec = query.spec
-    others = _others_sql(spec, parts)
+def _joined(query: AdmittedQuery, parts: _Base, row: str) -> tuple[str, str]:
+    """The column :data:`JOINED` (the fewest entities of any other joined table that
+    reaches the row) and the join that brings it to the rows read as ``row``."""
     on = [
         f"{row}.{_q(name)} IS NOT DISTINCT FROM __ot.{col}"
-        for name, col in zip(spec.group_keys, parts.key_cols, strict=True)
+        for name, col in zip(query.spec.group_keys, parts.key_cols, strict=True)
     ]
     on.append(f"{row}.__grouping = __ot.__grouping")
-    sql = sql.replace("__EV_JOINED_MARK", f"__ot.__n_others AS {JOINED}")
-    sql = sql.replace("__EV_OTHERS_JOIN", f" LEFT JOIN __others AS __ot ON {' AND '.join(on)}")
-    return sql.replace("__per_entity AS (", f"__others AS ({others}), __per_entity AS (", 1)
+    join = f" LEFT JOIN ({_others_sql(query.spec, parts)}) AS __ot ON {' AND '.join(on)}"
+    return f"__ot.__n_others AS {JOINED}", join
 
 
 def _number_rows(parts: _Base) -> None:
@@ -350,10 +342,11 @@ def _two_pass(
         counted |= {evidence_name("n", i), evidence_name("null", i)}
         if family in MAGNITUDE:
             counted.add(evidence_name("neg", i))
+    joined, join = _joined(query, parts, "__v") if parts.others else ("", "")
     for name in evidence_columns(query)[1:]:
         column = f"__ev.{name}"
         if name == JOINED:
-            out_cols.append("__EV_JOINED_MARK")  # from __others, see _with_others
+            out_cols.append(joined)
             continue
         out_cols.append(f"COALESCE({column}, 0) AS {name}" if name in counted else column)
     out_cols += [f"__ev.{name}" for name in extra]
@@ -377,8 +370,7 @@ def _two_pass(
         f"__evidence AS ({ev_sql}), "
         f"__visible AS ({visible.sql(dialect=DIALECT)}) "
         f"SELECT {', '.join(out_cols)} FROM __visible AS __v "
-        f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}"
-        f"{'__EV_OTHERS_JOIN' if parts.others else ''}{order_sql}"
+        f"LEFT JOIN __evidence AS __ev ON {' AND '.join(on)}{join}{order_sql}"
     )
 
 
@@ -397,9 +389,9 @@ def _one_pass(
     names = [_q(c.name) for c in query.spec.columns] + ["__grouping"]
     names += evidence_columns(query)[1:] + extra
     join = ""
-    if parts.others:  # the fewest entities of any other joined table, from __others
-        names = ["__EV_JOINED_MARK" if name == JOINED else f"__one.{name}" for name in names]
-        join = "__EV_OTHERS_JOIN"
+    if parts.others:  # the fewest entities of any other joined table
+        joined, join = _joined(query, parts, "__one")
+        names = [joined if name == JOINED else f"__one.{name}" for name in names]
     return one_pass(query, derived, base_sql, per_sql, ev_items, ev_group, names, join)
 
 
