@@ -26,9 +26,8 @@ from sqlglot import exp
 from policies.admission import AdmittedQuery, QueryScope
 from policies.disclosure import COUNTS
 from policies.domains import Codes, canonical, declared_values
+from policies.limits import key_columns
 from policies.outputs import EVIDENCE_PREFIX, OutputRole, grouping_mask
-
-from .sql_evidence import first_table_alias
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,14 @@ def declared_grid(query: AdmittedQuery, scope: QueryScope) -> DeclaredGrid | Non
     """The grid of ``query``'s keys, or None unless every key is a plain column with a
     declared code list."""
     projections = {p.alias: p.this for p in query.tree.expressions}
-    datasets: dict[str, str] = {}
-    first = first_table_alias(query.tree)
-    for table in [first] + [j.this for j in query.tree.args.get("joins") or []]:
-        datasets[table.alias_or_name] = table.name
+    read = key_columns(query)  # the (dataset, column) each key reads, as the cap's bound
     values: dict[str, tuple[Any, ...]] = {}
     for name in query.spec.group_keys:
-        key = projections[name]
-        if not isinstance(key, exp.Column):
+        if not isinstance(projections[name], exp.Column) or len(read[name]) != 1:
             return None
-        dataset = datasets.get(key.table) if key.table else next(iter(datasets.values()))
-        table = scope.tables.get(dataset or "")
-        if table is None:
-            return None
-        domain = table.classification.domains.get(key.name)
+        [(dataset, column)] = read[name]
+        table = scope.tables.get(dataset)
+        domain = None if table is None else table.classification.domains.get(column)
         if not isinstance(domain, Codes):
             return None
         values[name] = tuple(declared_values(domain))
