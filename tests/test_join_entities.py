@@ -67,6 +67,9 @@ def service(platform, provider, make_principal, tmp_path):
         # two passes (COUNT(DISTINCT) of another column keeps the operator's own query)
         "SELECT f.county, SUM(f.capital) AS capital, COUNT(DISTINCT s.wage) AS wages "
         "FROM staff AS s JOIN firms AS f ON s.employer = f.fid GROUP BY f.county",
+        # the tables the other way round: the firm is the first table's entity
+        "SELECT f.county, AVG(f.capital) AS capital, COUNT(*) AS n "
+        "FROM firms AS f JOIN staff AS s ON f.fid = s.employer GROUP BY f.county",
     ],
 )
 def test_one_firm_behind_forty_employees_is_still_one_firm(platform, service, sql):
