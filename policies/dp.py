@@ -6,9 +6,14 @@ overlapping releases. Differential privacy bounds what *any* combination of
 releases reveals about one entity, at a price counted in epsilon.
 
 Mechanism: the discrete Laplace (two-sided geometric) distribution on
-integers, ``P(x) ~ exp(-|x| / scale)``, sampled as the difference of two
-geometric variables. Integer noise on integer-rounded values avoids the
-floating-point attacks on the continuous Laplace mechanism (Mironov 2012).
+integers, ``P(x) ~ exp(-|x| / scale)``, added by OpenDP's measurement
+``make_laplace`` on a vector of 64-bit integers under the L1 distance (OpenDP
+samples it exactly, in integer and rational arithmetic). Integer noise on
+integer-rounded values avoids the floating-point attacks on the continuous
+Laplace mechanism (Mironov 2012). The platform does not sample: it builds, per
+released column, the OpenDP measurement whose privacy map certifies the
+column's share of epsilon for the column's L1 sensitivity (:func:`laplace`),
+and hands it the true integers.
 
 Per job (entity-level DP, each entity's contribution bounded):
 
@@ -16,32 +21,54 @@ Per job (entity-level DP, each entity's contribution bounded):
   evidence ``__n_i``), sensitivity 1 per cell;
 * SUM cells release the noisy sum of per-entity sums clamped to the bounds
   declared for the measure column (``__clamped_i``), sensitivity
-  ``ceil(max(|lo|, |hi|)) + 1`` (the +1 covers rounding the total);
+  ``ceil(max(|lo|, |hi|)) + 1`` per cell (the +1 covers rounding the total);
 * AVG cells are a noisy clamped sum over a noisy entity count (two measurements).
 
-One entity lies in one row per grouping set, so a job's epsilon is split
-evenly over (grouping sets x measurements per row): basic sequential
-composition across those, parallel composition across the disjoint rows.
+One entity lies in at most ``rows_per_entity`` rows per grouping set (the L0
+bound, 1 unless the caller states more), so one column's L1 sensitivity is
+(grouping sets x rows_per_entity x the per-cell sensitivity), and a job's
+epsilon is split evenly over the measurements per row (one per COUNT or SUM
+column, two per AVG): basic sequential composition across columns, the L1
+sensitivity covering the rows within one column.
 
-Known shortcuts (docs/disclosure.md): the noise generator is numpy's PCG64
-seeded from the OS (``secrets``), not a cryptographically audited sampler such
-as OpenDP's (the ``opendp`` package is not a dependency yet); which groups
-appear, and the threshold rule's suppressions, are decided on true values,
-which is not covered by the DP guarantee (declared public group domains would
-remove that, not built).
+Each noisy column's noise scale and the half-width of its 95% interval (from
+``opendp.accuracy.discrete_laplacian_scale_to_accuracy``: the true value lies
+within released +- half-width with probability at least 0.95) travel with the
+released table, as the JSON under the key ``dp`` of its Arrow schema metadata
+(:func:`released_noise`), and so reach the product's ``output.parquet``.
+
+Known shortcuts (docs/disclosure.md):
+
+* the L0 bound is an assumption, not enforced: the job path calls
+  :func:`add_noise` with ``rows_per_entity=1``, which is right when each entity
+  has one row (or group keys that do not vary within an entity) but wrong for a
+  table whose group key varies within an entity (county x month over monthly
+  records puts one person in up to 12 rows: the real epsilon is then up to 12
+  times the stated one) until a per-dataset L0 bound is declared or checked;
+* which groups appear, and the threshold rule's suppressions, are decided on
+  true values, which is not covered by the DP guarantee (declared public group
+  domains would remove that, not built);
+* the 95% interval of an AVG cell is not stated (only its sum's and count's);
+* pure epsilon-DP with basic composition only (no zCDP / Gaussian noise, which
+  would compose better over many releases and suit L0 > 1);
+* OpenDP's own documented limitations apply to its samplers.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import opendp.prelude as dp
 import pyarrow as pa
+from opendp.accuracy import discrete_laplacian_scale_to_accuracy
+from opendp.mod import Measurement
 
 from .disclosure import COUNTS, CellVerdict, CheckResult
 from .errors import PolicyRefusal
@@ -49,29 +76,62 @@ from .outputs import OutputRole, OutputSpec, evidence_name
 
 ARTICLE = "Art. 15"
 SUPPORTED = COUNTS | {"sum", "avg"}
+CONFIDENCE = 0.95
+MECHANISM = f"discrete Laplace (OpenDP {dp.__version__} make_laplace on i64, L1)"
+METADATA_KEY = b"dp"
+
+dp.enable_features("contrib")  # make_laplace is in OpenDP's "contrib" set
 
 
-def rng(seed: int | None = None) -> np.random.Generator:
-    """A noise generator: seeded for tests, from the OS's randomness otherwise."""
-    return np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+def _space() -> tuple[Any, Any]:
+    return dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64")
 
 
-def discrete_laplace(
-    scale: float, generator: np.random.Generator, size: int | None = None
-) -> int | npt.NDArray[np.int64]:
-    """Samples of the discrete Laplace distribution with ``P(x) ~ exp(-|x|/scale)``.
+def laplace(sensitivity: int, epsilon: float) -> tuple[Measurement, float]:
+    """OpenDP's discrete Laplace measurement on a vector of i64, and its noise scale.
 
-    Variance ``2 q / (1 - q)^2`` with ``q = exp(-1/scale)``.
+    The scale is ``sensitivity / epsilon``, raised by the last bits needed for
+    OpenDP's own privacy map to certify at most ``epsilon`` for a vector that
+    moves by ``sensitivity`` in the L1 distance (the map rounds conservatively).
+    """
+    if not epsilon > 0:
+        raise ValueError("epsilon must be positive")
+    if sensitivity < 1:
+        raise ValueError("the sensitivity must be a positive integer")
+    scale = sensitivity / epsilon
+    for _ in range(64):
+        measurement = dp.m.make_laplace(*_space(), scale=scale)
+        certify: Any = measurement.map  # OpenDP's privacy map (untyped in its stubs)
+        if certify(sensitivity) <= epsilon:
+            return measurement, scale
+        scale = math.nextafter(scale, math.inf)
+    raise ValueError(
+        f"OpenDP certifies no scale near {sensitivity / epsilon} for epsilon {epsilon}"
+    )
+
+
+def discrete_laplace(scale: float, size: int) -> npt.NDArray[np.int64]:
+    """``size`` draws of the discrete Laplace distribution ``P(x) ~ exp(-|x|/scale)``,
+    sampled by OpenDP (noise added to zeros). Variance ``2 q / (1 - q)^2``, ``q = exp(-1/scale)``.
     """
     if not scale > 0:
         raise ValueError("scale must be positive")
-    p = -math.expm1(-1.0 / scale)  # 1 - exp(-1/scale), exact for large scales
-    return generator.geometric(p, size) - generator.geometric(p, size)
+    measurement = dp.m.make_laplace(*_space(), scale=scale)
+    return np.asarray(measurement([0] * size), dtype=np.int64)
 
 
 def discrete_laplace_variance(scale: float) -> float:
     q = math.exp(-1.0 / scale)
     return 2 * q / (1 - q) ** 2
+
+
+def half_width(scale: float, confidence: float = CONFIDENCE) -> int:
+    """The integer ``h`` with ``P(|noise| <= h) >= confidence`` for the discrete Laplace
+    of ``scale`` (OpenDP's accuracy helper; its float may be floored, the noise is integer)."""
+    accuracy = discrete_laplacian_scale_to_accuracy(
+        scale=float(scale), alpha=float(1 - confidence), T="f64"
+    )
+    return math.floor(float(accuracy))
 
 
 @dataclass(frozen=True)
@@ -92,10 +152,65 @@ class Bounds:
         return math.ceil(max(abs(self.lower), abs(self.upper))) + 1
 
 
+def per_row(spec: OutputSpec) -> int:
+    """How many noisy measurements one row carries (COUNT and SUM one, AVG two)."""
+    return max(1, sum(2 if c.function == "avg" else 1 for _, c in spec.aggregates()))
+
+
 def measurements(spec: OutputSpec) -> int:
-    """How many noisy measurements one entity's data enters in one job."""
-    per_row = sum(2 if c.function == "avg" else 1 for _, c in spec.aggregates())
-    return max(1, per_row) * max(1, len(spec.grouping_sets))
+    """How many noisy measurements one entity's data enters in one job (one row per set)."""
+    return per_row(spec) * max(1, len(spec.grouping_sets))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """One noisy measurement of one column: OpenDP's measurement and what it states."""
+
+    quantity: str  # "count" or "sum"
+    epsilon: float  # this measurement's share of the job's epsilon
+    cell_sensitivity: int  # how far one entity moves one cell
+    sensitivity: int  # how far one entity moves the whole column (L1)
+    scale: float
+    measurement: Measurement
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "quantity": self.quantity,
+            "epsilon": self.epsilon,
+            "cell_sensitivity": self.cell_sensitivity,
+            "l1_sensitivity": self.sensitivity,
+            "scale": self.scale,
+            "half_width_95": half_width(self.scale),
+        }
+
+
+def plan(
+    spec: OutputSpec, epsilon: float, bounds: Mapping[int, Bounds], rows_per_entity: int = 1
+) -> dict[int, tuple[Noise, ...]]:
+    """Per SUM/COUNT/AVG output position, its measurements (AVG: count, then sum).
+
+    ``epsilon`` is the job's; ``rows_per_entity`` the L0 bound per grouping set.
+    Raises ValueError for a non-positive epsilon or L0 bound.
+    """
+    if not epsilon > 0:
+        raise ValueError("epsilon must be positive")
+    if rows_per_entity < 1:
+        raise ValueError("rows_per_entity must be at least 1")
+    eps = epsilon / per_row(spec)
+    cells = max(1, len(spec.grouping_sets)) * rows_per_entity  # rows one entity moves
+    out: dict[int, tuple[Noise, ...]] = {}
+    for i, column in spec.aggregates():
+        fn = column.function or ""
+        parts = []
+        if fn in COUNTS or fn == "avg":
+            measurement, scale = laplace(cells, eps)
+            parts.append(Noise("count", eps, 1, cells, scale, measurement))
+        if fn in ("sum", "avg"):
+            cell = bounds[i].sensitivity
+            measurement, scale = laplace(cells * cell, eps)
+            parts.append(Noise("sum", eps, cell, cells * cell, scale, measurement))
+        out[i] = tuple(parts)
+    return out
 
 
 def refuse_unsupported(
@@ -139,50 +254,96 @@ def _cast(value: float, kind: pa.DataType) -> int | Decimal | float:
     return float(value)
 
 
+def _noisy(noise: Noise, values: list[int]) -> list[int]:
+    return [int(v) for v in noise.measurement(values)] if values else []
+
+
 def add_noise(
     result: CheckResult,
     raw: pa.Table,
     spec: OutputSpec,
     epsilon: float,
-    generator: np.random.Generator,
     bounds: Mapping[int, Bounds],
+    rows_per_entity: int = 1,
 ) -> CheckResult:
     """``result`` with every released aggregate cell replaced by its noisy value.
 
-    ``bounds`` maps SUM/AVG output positions to the bounds of their argument.
-    Suppressed cells stay empty. Raises ValueError for a non-positive epsilon.
+    ``bounds`` maps SUM/AVG output positions to the bounds of their argument;
+    ``rows_per_entity`` is the L0 bound (see the module's shortcuts). Suppressed
+    cells stay empty. Each noisy column's noise (scale, 95% half-width, epsilon)
+    is written under ``dp`` in the released table's schema metadata. Raises
+    ValueError for a non-positive epsilon.
     """
-    if not epsilon > 0:
-        raise ValueError("epsilon must be positive")
-    eps_each = epsilon / measurements(spec)
+    noises = plan(spec, epsilon, bounds, rows_per_entity)
     hidden = {(c.row, c.column) for c in result.cells if c.verdict is CellVerdict.SUPPRESS}
     table = result.released
+    stated: dict[str, Any] = {}
     for i, column in spec.aggregates():
         if column.role is not OutputRole.AGGREGATE or column.name not in table.column_names:
             continue
         fn = column.function or ""
-        n = raw.column(evidence_name("n", i)).to_pylist()
-        sums = raw.column(evidence_name("clamped", i)).to_pylist() if fn in ("sum", "avg") else None
         kind = table.column(column.name).type
         values = table.column(column.name).to_pylist()
-        for r in range(len(values)):
-            if (r, column.name) in hidden or values[r] is None:
-                continue
-            count = (n[r] or 0) + int(discrete_laplace(1 / eps_each, generator))
-            if fn in COUNTS:
-                values[r] = _cast(max(count, 0), kind)
-                continue
-            # refuse_unsupported let through only COUNTS, SUM and AVG, so sums is read here
-            assert sums is not None
-            b = bounds[i]
-            total = round(sums[r] or 0) + int(discrete_laplace(b.sensitivity / eps_each, generator))
-            if fn == "sum":
-                values[r] = _cast(total, kind)
+        rows = [
+            r
+            for r in range(len(values))
+            if (r, column.name) not in hidden and values[r] is not None
+        ]
+        n = raw.column(evidence_name("n", i)).to_pylist()
+        counts = sums = None
+        for noise in noises[i]:
+            if noise.quantity == "count":
+                counts = _noisy(noise, [int(n[r] or 0) for r in rows])
             else:
-                values[r] = _cast(min(max(total / max(count, 1), b.lower), b.upper), kind)
+                clamped = raw.column(evidence_name("clamped", i)).to_pylist()
+                sums = _noisy(noise, [int(round(clamped[r] or 0)) for r in rows])
+        for k, r in enumerate(rows):
+            if fn in COUNTS:
+                assert counts is not None
+                values[r] = _cast(max(counts[k], 0), kind)
+            elif fn == "sum":
+                assert sums is not None
+                values[r] = _cast(sums[k], kind)
+            else:  # refuse_unsupported let through only COUNTS, SUM and AVG
+                assert counts is not None and sums is not None
+                b = bounds[i]
+                values[r] = _cast(min(max(sums[k] / max(counts[k], 1), b.lower), b.upper), kind)
         position = table.column_names.index(column.name)
         table = table.set_column(position, column.name, pa.array(values, type=kind))
-    return replace(result, released=table)
+        parts = [noise.describe() for noise in noises[i]]
+        stated[column.name] = {
+            "function": fn,
+            "epsilon": sum(p["epsilon"] for p in parts),
+            "noisy_cells": len(rows),
+            **(
+                {"scale": parts[0]["scale"], "half_width_95": parts[0]["half_width_95"]}
+                if len(parts) == 1
+                else {"half_width_95": None}  # a ratio: see the count's and the sum's
+            ),
+            "measurements": parts,
+        }
+    section = {
+        "mechanism": MECHANISM,
+        "epsilon": epsilon,
+        "rows_per_entity": rows_per_entity,
+        "grouping_sets": max(1, len(spec.grouping_sets)),
+        "confidence": CONFIDENCE,
+        "interval": "released value +- half_width_95 holds the true value (a SUM: its "
+        "clamped, rounded total; a COUNT: its number of entities) with probability >= 0.95",
+        "columns": stated,
+    }
+    metadata = dict(table.schema.metadata or {})
+    metadata[METADATA_KEY] = json.dumps(section, sort_keys=True).encode()
+    return replace(result, released=table.replace_schema_metadata(metadata))
+
+
+def released_noise(table: pa.Table) -> dict[str, Any] | None:
+    """The ``dp`` section :func:`add_noise` wrote into a released table, or None."""
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        return None
+    section: dict[str, Any] = json.loads(raw)
+    return section
 
 
 # --------------------------------------------------------------------------- budget

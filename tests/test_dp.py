@@ -1,28 +1,25 @@
 """The differential-privacy mode: the noise, and a persistent budget that stops averaging.
 
-The mechanism is checked statistically with a seeded generator; the mode runs
-end to end through an agreement made by the real workflow, the real JobService
-and worker, and a platform reopened from its home.
+The mechanism (OpenDP's samplers) is checked statistically in
+tests/test_dp_noise.py; here the mode runs end to end through an agreement made by
+the real workflow, the real JobService and worker, and a platform reopened from its
+home, and the released product states each noisy column's scale and 95% interval.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from policies.disclosure import CheckResult, DisclosureParams, OutputVerdict
 from policies.dp import (
     Bounds,
     Budget,
-    add_noise,
-    discrete_laplace,
     discrete_laplace_variance,
+    half_width,
     refuse_unsupported,
-    rng,
+    released_noise,
 )
 from policies.errors import PolicyRefusal
 from policies.outputs import OutputColumn, OutputRole, OutputSpec
@@ -34,37 +31,6 @@ from tests.workflow_helpers import granted, make_cast
 
 QUERY = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex ORDER BY sex"
 TRUE_N = {0: 486, 1: 514}
-
-
-def test_discrete_laplace_has_mean_zero_and_the_stated_variance():
-    for scale in (0.5, 4.0, 50.0):
-        draws = discrete_laplace(scale, rng(7), 200_000)
-        assert draws.dtype.kind == "i"
-        variance = discrete_laplace_variance(scale)
-        assert abs(draws.mean()) < 4 * math.sqrt(variance / draws.size)
-        assert abs(draws.var() / variance - 1) < 0.05
-
-
-def test_add_noise_is_unbiased_and_clamps_sums_to_the_declared_bounds():
-    spec = OutputSpec(
-        columns=(
-            OutputColumn("n", OutputRole.AGGREGATE, "count_star"),
-            OutputColumn("s", OutputRole.AGGREGATE, "sum"),
-        )
-    )
-    released = pa.table({"n": [100], "s": [1e9]})
-    raw = pa.table({"__n_0": [100], "__n_1": [100], "__clamped_1": [5000.0]})
-    result = CheckResult(OutputVerdict.RELEASED, released, (), {}, DisclosureParams())
-    generator = rng(11)
-    ns, ss = [], []
-    for _ in range(4000):
-        noisy = add_noise(result, raw, spec, 1.0, generator, {1: Bounds(0, 100)}).released
-        ns.append(noisy.column("n")[0].as_py())
-        ss.append(noisy.column("s")[0].as_py())
-    # epsilon 1 split over two measurements: scales 2 (count) and 2 * 101 (sum).
-    assert abs(np.mean(ns) - 100) < 0.3 and abs(np.mean(ss) - 5000) < 30
-    assert abs(np.var(ss) / discrete_laplace_variance(2 * 101) - 1) < 0.15
-    assert max(ss) < 1e6  # the unclamped 1e9 never leaks through
 
 
 def test_what_the_dp_mode_cannot_release_is_refused_with_the_article():
@@ -105,6 +71,11 @@ def _released(platform, outcome) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def _stated_noise(platform, outcome) -> dict | None:
+    path = platform.home / "products" / outcome.product_id / "output.parquet"
+    return released_noise(pq.read_table(path))
+
+
 def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(platform, dp_cast):
     """Attacker: repeat the same count and average the answers until the noise cancels.
 
@@ -121,6 +92,13 @@ def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(
             assert outcome.state is JobState.RELEASED, (outcome.reason, outcome.report)
             assert outcome.report["dp"]["remaining"] == pytest.approx(remaining)
             answers.append({r["sex"]: r["n"] for r in _released(platform, outcome)})
+            # the product states each noisy column's scale and 95% interval (OpenDP's)
+            stated = _stated_noise(platform, outcome)
+            assert stated is not None and stated["epsilon"] == 0.5
+            n, total = stated["columns"]["n"], stated["columns"]["total"]
+            assert n["scale"] == pytest.approx(4.0) and n["half_width_95"] == half_width(4.0)
+            assert total["scale"] == pytest.approx(4 * 200_001)
+            assert total["half_width_95"] == half_width(4 * 200_001)
         refused = service.submit(cast.operator, {"sql": QUERY})
     finally:
         service.close()

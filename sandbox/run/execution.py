@@ -430,7 +430,7 @@ class JobService:
         if mode is None:
             return result
         from jobs.sql_evidence import argument_columns
-        from policies.dp import add_noise, rng
+        from policies.dp import add_noise
 
         admitted = prepared.plan.payload
         bounds = {
@@ -438,8 +438,8 @@ class JobService:
             for i, name in argument_columns(admitted).items()
             if name is not None and name in mode.bounds
         }
-        noisy = add_noise(result, raw, admitted.spec, mode.budget.per_query, rng(), bounds)
-        return noisy
+        # OpenDP's discrete Laplace; each column's scale and 95% half-width go with the table
+        return add_noise(result, raw, admitted.spec, mode.budget.per_query, bounds)
 
     def _guard(
         self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table
