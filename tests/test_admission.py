@@ -178,7 +178,9 @@ def load_cases(path: Path = GOLDEN) -> list[Case]:
 def scope_for(case: Case) -> QueryScope:
     scope = base_scope()
     for tweak in case.tweaks:
-        if tweak == "grant expressions":
+        if tweak == "dp mode":
+            scope = replace(scope, mode="dp")
+        elif tweak == "grant expressions":
             scope = replace(scope, aggregate_expressions=True)
         elif tweak.startswith("grant "):
             grants = frozenset(g.strip() for g in tweak[len("grant ") :].split(","))
@@ -340,8 +342,12 @@ def test_refusal_messages_explain_themselves():
     assert "did you mean 'pums'" in str(info.value)
     with pytest.raises(PolicyRefusal) as info:
         admit("SELECT sex, MIN(income) FROM pums GROUP BY sex", scope)
+    assert "MIN is not released exactly" in str(info.value)
+    assert "DP mode" in str(info.value)
+    with pytest.raises(PolicyRefusal) as info:
+        admit("SELECT sex, MIN(income) FROM pums GROUP BY sex", replace(scope, mode="dp"))
     assert "'min'" in str(info.value)
-    granted = replace(scope, extra_aggregates=frozenset({"min"}))
+    granted = replace(scope, extra_aggregates=frozenset({"min"}), mode="dp")
     with pytest.raises(PolicyRefusal) as info:
         admit("SELECT sex, COUNT(*) FROM pums WHERE income > 5 GROUP BY sex", granted)
     assert "SUM, AVG, COUNT, MIN" in str(info.value)

@@ -65,7 +65,7 @@ def service(platform, provider, make_principal, tmp_path):
         "SELECT f.county, AVG(f.capital) AS capital, COUNT(*) AS n "
         "FROM staff AS s JOIN firms AS f ON s.employer = f.fid GROUP BY f.county",
         # two passes (COUNT(DISTINCT) of another column keeps the operator's own query)
-        "SELECT f.county, SUM(f.capital) AS capital, COUNT(DISTINCT s.wage) AS wages "
+        "SELECT f.county, SUM(f.capital) AS capital, COUNT(DISTINCT s.employer) AS employers "
         "FROM staff AS s JOIN firms AS f ON s.employer = f.fid GROUP BY f.county",
         # the tables the other way round: the firm is the first table's entity
         "SELECT f.county, AVG(f.capital) AS capital, COUNT(*) AS n "

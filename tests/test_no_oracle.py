@@ -258,10 +258,13 @@ def test_a_division_by_zero_on_one_row_does_not_fail_the_job(worlds):
 
 
 def test_expressions_that_can_fail_are_admitted_as_try():
-    """What admission hands the engine: CAST as TRY_CAST, a failing argument or WHERE in TRY."""
+    """What admission hands the engine: CAST as TRY_CAST, a failing argument or WHERE in TRY.
+
+    The DP mode's scope: table mode refuses expressions inside aggregates at all."""
     scope = QueryScope(
         tables={"persons": TableScope("persons", Classification.from_dict(CLASSIFICATION))},
         aggregate_expressions=True,
+        mode="dp",
     )
     admitted = admit(
         "SELECT sex, CAST(SUM(income * 92233720368547) AS SMALLINT) AS s FROM persons "

@@ -27,6 +27,7 @@ from .scope import (
     load_function_policy,
 )
 from .shape import _check_shape, parse_one_select, refuse_too_deep
+from .table_mode import check_table_mode
 
 
 def admit(sql: str, scope: QueryScope) -> AdmittedQuery:
@@ -82,6 +83,9 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
         checker.group_keys[_key(key)] = key
     columns = _check_outputs(tree, checker, keys)
     _check_order(tree, checker, columns)
+    undeclared: tuple[str, ...] = ()
+    if scope.mode == "table":
+        undeclared = check_table_mode(tree, checker, keys, columns).undeclared
     key_names = _key_names(tree, keys)
     group_keys = tuple(key_names[_key(k)] for k in keys)
     grouping_sets: list[tuple[str, ...]] = []
@@ -102,7 +106,11 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     _casts_never_fail(tree)
     _errors_are_null(tree, policy)
     return AdmittedQuery(
-        sql=tree.sql(dialect=DIALECT), tree=tree, spec=spec, tables=tuple(table_names)
+        sql=tree.sql(dialect=DIALECT),
+        tree=tree,
+        spec=spec,
+        tables=tuple(table_names),
+        undeclared=undeclared,
     )
 
 

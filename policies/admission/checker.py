@@ -8,6 +8,7 @@ from typing import NoReturn
 from sqlglot import exp
 
 from ..classes import ColumnClass, did_you_mean
+from . import table_mode
 from .naming import _is_aggregate
 from .scope import (
     Clause,
@@ -196,6 +197,10 @@ class _Checker:
             return family
         # An expression: its columns first (so attacks get their own rule), then the grant.
         self.walk(arg, Clause.SELECT, agg=family)
+        if self.scope.mode == "table":
+            if not table_mode.is_declared_derived(arg, self):
+                table_mode.refuse_expression(name, name)
+            return family
         if not self.scope.aggregate_expressions:
             _refuse(
                 "aggregate_expression",
@@ -217,6 +222,8 @@ class _Checker:
             )
         if name in self.policy.base:
             return name
+        if name in self.policy.grantable and self.scope.mode == "table":
+            table_mode.refuse_aggregate(name, name)
         if name in self.policy.grantable:
             family = self.policy.grantable[name]
             if family not in self.scope.extra_aggregates:

@@ -42,6 +42,9 @@ class QueryScope:
     tables: Mapping[str, TableScope]
     extra_aggregates: frozenset[str] = frozenset()
     aggregate_expressions: bool = False
+    # "table": exact outputs under table mode's rules (:mod:`.table_mode`); "dp": the
+    # agreement's differential-privacy mode answers the query with noise.
+    mode: str = "table"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class AdmittedQuery:
     tree: exp.Select
     spec: OutputSpec
     tables: tuple[str, ...]
+    # Table mode: "dataset.column" grouped or filtered without a declared domain; the
+    # output then goes to the output review (values seen are not a declared domain).
+    undeclared: tuple[str, ...] = ()
 
 
 class Clause(StrEnum):

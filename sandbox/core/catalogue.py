@@ -217,6 +217,29 @@ SETTINGS: tuple[Setting, ...] = (
         "host or host:port entries (environment: separated by ',')",
     ),
     Setting(
+        "review.person_jobs",
+        True,
+        "hold every table-mode person job (any person dataset reached, sole proprietors "
+        "included) for the two output checkers before anything is released (Art. 15)",
+        bool,
+    ),
+    Setting(
+        "review.undeclared_domains",
+        True,
+        "hold for the two output checkers a table-mode job that groups or filters on a column "
+        "without a declared domain: values seen in the data are not a declared domain",
+        bool,
+    ),
+    Setting(
+        "review.person_jobs_per_quarter",
+        50,
+        "most table-mode person jobs one agreement may queue per calendar quarter (UTC); "
+        "exact tables about persons fall outside any epsilon (rule person_jobs_per_quarter)",
+        int,
+        lambda v: v >= 0,
+        "a whole number of at least 0",
+    ),
+    Setting(
         "differencing.enabled",
         True,
         "check every released cell against all earlier releases on the same dataset and "

@@ -118,3 +118,16 @@ numbered_versions = Table(
     Column("created_at", String(40), nullable=False),
     PrimaryKeyConstraint("dataset", "version"),
 )
+
+# One row per table-mode person job admitted to run (issue 17, item 5): the quarterly cap
+# per agreement counts them. ``agreement_id`` is NULL for a job under an authority's
+# direct grant, which is then counted per operator.
+person_jobs = Table(
+    "person_jobs",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("agreement_id", Integer),
+    Column("operator_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("quarter", String(8), nullable=False),
+    Index("ix_person_jobs_quarter", "quarter", "agreement_id"),
+)

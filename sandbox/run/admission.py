@@ -24,6 +24,9 @@ from sandbox.data.grants import grants_in_use, grants_of, may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 
+PERSON_JOB = "a person job in table mode (Art. 15): two output checkers review its cells"
+UNDECLARED = "grouped or filtered on columns without a declared domain"
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -36,6 +39,10 @@ class Prepared:
     lineage: str | None = None  # the dataset whose entities the cells count (differencing)
     dp: dp_budget.DpMode | None = None  # the agreement's differential-privacy mode
     entities: bool = False  # the engine reads the entity numbering (each cell's contributors)
+    # Why the output waits for the two output checkers whatever the check finds, decided
+    # from the SQL and the declared metadata alone (table mode's person jobs, undeclared
+    # domains): never from the data, so the hold itself tells the operator nothing.
+    review: tuple[str, ...] = ()
 
 
 def _scope(
@@ -67,7 +74,16 @@ def _scope(
         frozenset.intersection(*(g.extra_aggregates for g in relevant)) if relevant else frozenset()
     )
     expressions = bool(relevant) and all(g.aggregate_expressions for g in relevant)
-    scope = QueryScope(tables=tables, extra_aggregates=extras, aggregate_expressions=expressions)
+    # The DP mode of the agreement behind the first table's grant answers free questions
+    # with noise; every other query is admitted under table mode's rules.
+    first = next(iter(named), None)
+    dp = first is not None and dp_budget.mode_for(conn, in_use, first) is not None
+    scope = QueryScope(
+        tables=tables,
+        extra_aggregates=extras,
+        aggregate_expressions=expressions,
+        mode="dp" if dp else "table",
+    )
     return scope, versions
 
 
@@ -144,6 +160,8 @@ def prepare(
 
     lineage = first_table_alias(plan.payload.tree).name
     mode = dp_budget.mode_for(conn, used, lineage)
+    if mode is None and scope.mode == "dp":  # the DP mode belongs to another table's grant
+        plan = kind.plan(request, replace(scope, mode="table"))
     if mode is not None:
         refused = dp_budget.refusal(mode)
         if refused is not None:
@@ -158,4 +176,18 @@ def prepare(
             plan.payload, scope, entities=entities, clamp=clamp, positional=positional
         )
         plan = replace(plan, engine_sql=sql)
-    return Prepared(plan, used, _params(platform, used), versions, lineage, mode, entities)
+    review = _review_reasons(plan, versions) if mode is None else ()
+    return Prepared(plan, used, _params(platform, used), versions, lineage, mode, entities, review)
+
+
+def _review_reasons(plan: JobPlan, versions: Mapping[str, DatasetVersion]) -> tuple[str, ...]:
+    """Why a table-mode output waits for the output review, from metadata alone."""
+    from policies.domains import is_person_job
+
+    reasons = []
+    if is_person_job(versions[t].classification for t in plan.tables):
+        reasons.append(PERSON_JOB)
+    undeclared = getattr(plan.payload, "undeclared", ())
+    if undeclared:
+        reasons.append(f"{UNDECLARED}: " + ", ".join(undeclared))
+    return tuple(reasons)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_active
 from sandbox.core.store import inserted_id, jobs
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_budget, person_jobs
 from sandbox.guard.history import difference, history_of
-from sandbox.run.admission import Prepared, prepare
+from sandbox.run.admission import PERSON_JOB, UNDECLARED, Prepared, prepare
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -170,6 +171,28 @@ class JobService:
             for t in prepared.plan.tables
         ]
         with platform.store.transaction() as conn:
+            if PERSON_JOB in prepared.review:
+                try:  # counted in the transaction that queues it: no race for the last place
+                    person_jobs.reserve(
+                        conn,
+                        job_id,
+                        operator.id,
+                        prepared.used,
+                        platform.settings["review.person_jobs_per_quarter"],
+                        datetime.now(UTC),
+                    )
+                except PolicyRefusal as refusal:
+                    transition(
+                        platform,
+                        conn,
+                        job_id,
+                        operator,
+                        JobState.REFUSED,
+                        {"rule": refusal.rule, "subject": refusal.subject},
+                        refusal.article or "Art. 15",
+                        reason_json=json.dumps(refusal.to_dict()),
+                    )
+                    return self.outcome(operator, job_id)
             transition(
                 platform,
                 conn,
@@ -293,7 +316,10 @@ class JobService:
         self._to(operator, job_id, JobState.CHECKING, runtime, rows=raw.num_rows)
         result = kind.check(prepared.plan, raw, prepared.params)
         result = self._noise(prepared, raw, result)
-        review = [g.id for g in prepared.used.values() if getattr(g, "review_required", False)]
+        review = [
+            f"grant {g.id}" for g in prepared.used.values() if getattr(g, "review_required", False)
+        ]
+        review += [r for r in prepared.review if self._holds(r)]
         if result.verdict in RELEASABLE and not review:
             try:
                 self._release_checked(operator, job_id, prepared, raw, result)
@@ -315,10 +341,16 @@ class JobService:
                 )
         report = report_of(result, prepared.params)
         manifest = manifest_of(job_id, operator, prepared, result, report)
-        withhold(
-            self.platform, operator, job_id, result, report, manifest, review_required=bool(review)
-        )
+        withhold(self.platform, operator, job_id, result, report, manifest, review=review)
         hold_entities(self.platform, job_id, prepared, raw, result)
+
+    def _holds(self, reason: str) -> bool:
+        """Does this review reason hold the output? Each has its setting (on by default)."""
+        if reason == PERSON_JOB:
+            return bool(self.platform.settings["review.person_jobs"])
+        if reason.startswith(UNDECLARED):
+            return bool(self.platform.settings["review.undeclared_domains"])
+        return True
 
     def _with_numbers(self, prepared: Prepared, runtime: dict[str, Any]):
         """The executor, handed the entity numbering too when the evidence reads it: the

@@ -301,18 +301,15 @@ def withhold(
     report: dict,
     manifest: dict,
     *,
-    review_required: bool,
+    review: list[str],
 ) -> None:
     # The checked table stays inside the platform, for the output review.
     table_path, meta_path = held_paths(platform, job_id)
     table_path.parent.mkdir(exist_ok=True)
     pq.write_table(result.released, table_path)
     meta_path.write_text(json.dumps({"report": report, "manifest": manifest}, default=str))
-    why = (
-        "the agreement asks for human output review"
-        if review_required
-        else "the output check holds cells for review"
-    )
+    # For the checkers and auditors: the operator reads only "withheld for review".
+    why = "; ".join(review) if review else "the output check holds cells for review"
     shown = {**report, "summary": withheld_summary(report["summary"], why)}
     with platform.store.transaction() as conn:
         transition(

@@ -2,7 +2,8 @@
 --
 -- A block starts with "-- case: <what it shows>", may name scope tweaks with
 -- "-- scope: grant min,max" (extra aggregates), "-- scope: grant expressions"
--- (aggregates over expressions) or "-- scope: columns pums=sex,income" (granted
+-- (aggregates over expressions), "-- scope: dp mode" (the agreement's DP mode:
+-- table mode's rules do not apply) or "-- scope: columns pums=sex,income" (granted
 -- columns), and ends with the SQL, then ";;" and the verdict: "admitted" or
 -- "refused <rule>". Tables: pums (entity pid), charities (entity charity),
 -- persons and payments (entity pid, synthetic resident IDs).
@@ -108,21 +109,37 @@ SELECT sex, first(income) FROM pums GROUP BY sex ;; refused member_aggregate
 SELECT mode(age) FROM pums ;; refused member_aggregate
 -- case: an aggregate not on the allow list
 SELECT kurtosis(income) FROM pums ;; refused aggregate_not_allowed
--- case: MIN(income) refused by default
-SELECT sex, MIN(income) AS lowest FROM pums GROUP BY sex ;; refused aggregate_not_granted
--- case: MIN(income) admitted with the grant
+-- case: MIN(income) refused in table mode: one member's value
+SELECT sex, MIN(income) AS lowest FROM pums GROUP BY sex ;; refused table_mode_aggregate
+-- case: MIN(income) refused in table mode, even with the grant
 -- scope: grant min,max
+SELECT sex, MIN(income) AS lowest FROM pums GROUP BY sex ;; refused table_mode_aggregate
+-- case: MIN(income) without the grant, in the DP mode
+-- scope: dp mode
+SELECT sex, MIN(income) AS lowest FROM pums GROUP BY sex ;; refused aggregate_not_granted
+-- case: MIN(income) admitted with the grant, in the DP mode
+-- scope: grant min,max
+-- scope: dp mode
 SELECT sex, MIN(income) AS lowest, MAX(income) AS highest FROM pums GROUP BY sex ;; admitted
 -- case: median needs its own grant
 -- scope: grant min,max
+-- scope: dp mode
 SELECT median(income) FROM pums ;; refused aggregate_not_granted
--- case: quantile and stddev with their grants
+-- case: quantile and stddev with their grants, in the DP mode
 -- scope: grant quantile,stddev,variance,median
+-- scope: dp mode
 SELECT sex, quantile_cont(income, 0.5) AS q, stddev(income) AS sd, var_pop(income) AS v, median(income) AS med FROM pums GROUP BY sex ;; admitted
--- case: SUM over an expression without the grant
+-- case: SUM over an expression in table mode
+SELECT SUM(income * 2) FROM pums ;; refused table_mode_expression
+-- case: SUM over an expression without the grant, in the DP mode
+-- scope: dp mode
 SELECT SUM(income * 2) FROM pums ;; refused aggregate_expression
+-- case: a tracker inside SUM is refused in table mode, even with the grant
+-- scope: grant expressions
+SELECT sex, SUM(CASE WHEN age = 37 AND educ = 12 THEN income ELSE 0 END) AS s FROM pums GROUP BY sex ;; refused table_mode_expression
 -- case: SUM over an expression with the grant (run as SUM(TRY(..)): an overflow is NULL, not a failed job)
 -- scope: grant expressions
+-- scope: dp mode
 SELECT sex, SUM(income * 2 + 1) AS s FROM pums GROUP BY sex ;; admitted
 -- case: a group key that could fail on a value (run as TRY(..) in GROUP BY and SELECT)
 SELECT educ - 1 AS e, COUNT(*) AS n FROM pums GROUP BY educ - 1 ;; admitted
@@ -130,8 +147,9 @@ SELECT educ - 1 AS e, COUNT(*) AS n FROM pums GROUP BY educ - 1 ;; admitted
 SELECT educ * 2 AS e, sex, COUNT(*) AS n FROM pums GROUP BY ROLLUP (educ * 2, sex) ;; admitted
 -- case: arithmetic in WHERE (run as WHERE TRY(..): a division by zero drops the row, never fails the job)
 SELECT sex, COUNT(*) AS n FROM pums WHERE age // 5 * 5 >= 40 AND educ - 1 > 8 GROUP BY sex ;; admitted
--- case: SUM over an expression with the grant
+-- case: SUM over an expression with the grant, in the DP mode
 -- scope: grant expressions
+-- scope: dp mode
 SELECT sex, SUM(CASE WHEN married = 1 THEN income ELSE 0 END) AS married_income FROM pums GROUP BY sex ;; admitted
 -- case: COUNT(*) is always fine
 SELECT COUNT(*) AS n FROM pums ;; admitted
@@ -156,6 +174,7 @@ SELECT COUNT(*) FROM pums WHERE pid IN (1, 2, 3) ;; refused identifier_literal
 SELECT COUNT(*) FROM pums WHERE pid BETWEEN 10 AND 11 ;; refused identifier_literal
 -- case: identifier inside MAX
 -- scope: grant min,max
+-- scope: dp mode
 SELECT sex, MAX(pid) AS m FROM pums GROUP BY sex ;; refused identifier_use
 -- case: HAVING, even with the extra aggregates granted
 -- scope: grant min,max

@@ -69,15 +69,15 @@ SELECT educ, COUNT(*) AS n FROM pums GROUP BY educ ;; released
 -- disclosure: mitigation=round_10_5
 SELECT sex, educ, COUNT(*) AS n FROM pums GROUP BY sex, educ ;; suppressed threshold
 
--- case: MIN and MAX under the min,max grant
+-- case: table mode: MIN and MAX return one member's value, refused even under the min,max grant
 -- grant: min,max
-SELECT sex, MIN(income) AS lo, MAX(income) AS hi FROM pums GROUP BY sex ;; released
--- case: an aggregate over an expression under the expressions grant
+SELECT sex, MIN(income) AS lo, MAX(income) AS hi FROM pums GROUP BY sex ;; refused table_mode_aggregate
+-- case: table mode: an aggregate over an expression, refused even under the expressions grant
 -- grant: expressions
-SELECT sex, SUM(income / 1000) AS thousands FROM pums GROUP BY sex ;; released
--- case: a zero count in a large group goes to a reviewer
+SELECT sex, SUM(income / 1000) AS thousands FROM pums GROUP BY sex ;; refused table_mode_expression
+-- case: table mode: a filter inside COUNT is a question of the query's own making
 -- grant: expressions
-SELECT sex, COUNT(CASE WHEN age > 200 THEN 1 END) AS very_old FROM pums GROUP BY sex ;; review zero
+SELECT sex, COUNT(CASE WHEN age > 200 THEN 1 END) AS very_old FROM pums GROUP BY sex ;; refused table_mode_expression
 
 -- case: negative: charities' balances include deficits, so a person reviews
 SELECT year, SUM(balance) AS balance FROM charities GROUP BY year ;; review negative
@@ -103,11 +103,11 @@ SELECT * FROM pums ;; refused row_level
 SELECT COUNT(*) AS n FROM pums WHERE pid = '5' ;; refused identifier_literal
 -- case: refused: singling out a charity by name
 SELECT SUM(inc_total) AS income FROM charities WHERE charity = '4Children' ;; refused identifier_literal
--- case: refused: MIN without the min grant
-SELECT MIN(income) AS lo FROM pums ;; refused aggregate_not_granted
--- case: refused: MEDIAN under a grant for min,max only
+-- case: refused: MIN in table mode
+SELECT MIN(income) AS lo FROM pums ;; refused table_mode_aggregate
+-- case: refused: MEDIAN in table mode, whatever the grant
 -- grant: min,max
-SELECT sex, MEDIAN(income) AS mid FROM pums GROUP BY sex ;; refused aggregate_not_granted
+SELECT sex, MEDIAN(income) AS mid FROM pums GROUP BY sex ;; refused table_mode_aggregate
 -- case: refused: COPY a table to a file
 COPY pums TO '/tmp/leak.csv' ;; refused statement
 -- case: refused: read_csv of a host file
@@ -131,7 +131,7 @@ SELECT sex, income FROM pums GROUP BY sex, income ;; refused measure_outside_agg
 SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex LIMIT 1 ;; refused limit
 -- case: refused: a window function
 SELECT sex, SUM(income) OVER () AS s FROM pums ;; refused window
--- case: refused: an aggregate over an expression without the grant
-SELECT sex, SUM(income * 2) AS s FROM pums GROUP BY sex ;; refused aggregate_expression
+-- case: refused: an aggregate over an expression in table mode
+SELECT sex, SUM(income * 2) AS s FROM pums GROUP BY sex ;; refused table_mode_expression
 -- case: refused: not SQL
 SELEKT everything FROM pums ;; refused parse_error
