@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 
 from sandbox.demo.flow import run_demo
+from tests.conftest import HOLDS_OFF
 
 
-def test_the_demo_runs_the_whole_flow(tmp_path):
+def test_the_demo_runs_the_whole_flow(tmp_path, monkeypatch):
+    for name in HOLDS_OFF:  # the demo as `make demo` runs it: person jobs wait for checkers
+        monkeypatch.delenv(name, raising=False)
     lines: list[str] = []
     home = run_demo(persons=20000, echo=lines.append, home=tmp_path)
     text = "\n".join(lines)
@@ -15,7 +18,9 @@ def test_the_demo_runs_the_whole_flow(tmp_path):
         assert "application passed (Art. 12)" in text
         assert text.count("-> grant") == 3  # three data requests approved
         assert "released, product prod-000001" in text
-        for rule in ("row_level", "identifier_literal", "aggregate_not_granted"):
+        assert "withheld for review (a person job in table mode)" in text
+        assert "reviewer_sdu and reviewer_qfnu review the cells and approve" in text
+        for rule in ("row_level", "identifier_literal", "table_mode_aggregate"):
             assert f"refused [{rule}]" in text
         assert "refused [agreement_suspended]" in text and "(Art. 24)" in text
         assert "rectified and restored; the same job -> released" in text

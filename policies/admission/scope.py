@@ -43,7 +43,9 @@ class QueryScope:
     extra_aggregates: frozenset[str] = frozenset()
     aggregate_expressions: bool = False
     # "table": exact outputs under table mode's rules (:mod:`.table_mode`); "dp": the
-    # agreement's differential-privacy mode answers the query with noise.
+    # agreement's differential-privacy mode answers the query with noise; "verification":
+    # a verification rule's aggregate twin (policies.verification.rules), checked for the
+    # columns it reads only.
     mode: str = "table"
 
 

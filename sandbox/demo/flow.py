@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.quality import format_profile
-from policies.workflow import Disposal
+from policies.workflow import Disposal, Vote
 from sandbox.core import ledger
 from sandbox.core.keys import load_public
 from sandbox.core.platform import Platform
@@ -28,9 +28,10 @@ from sandbox.demo.data import DEMO_TABLES, write_demo_data
 from sandbox.demo.he import demo_he
 from sandbox.demo.psi import demo_psi
 from sandbox.demo.verification import demo_verify
-from sandbox.run.execution import JobService
+from sandbox.run.execution import JobOutcome, JobService, JobState
 from sandbox.workflow import (
     agreements,
+    airlock,
     applications,
     feedback,
     notices,
@@ -118,9 +119,15 @@ def run_demo(
     agreement_id = _workflow(
         platform, echo, cast.authority, cast.operator, cast.providers, cast.reviewers
     )
+    names = [r.name for r in cast.reviewers]
+    airlock.appoint_checkers(platform, cast.authority, names, agreement_id=agreement_id)
+    echo(
+        f"   {cast.authority.name} appoints {' and '.join(names)} as the output checkers of "
+        f"agreement {agreement_id}: exact tables about persons wait for both (Art. 15)"
+    )
     service = JobService(platform, spare=True)
     try:
-        product_ids = _queries(service, echo, cast.operator)
+        product_ids = _queries(service, echo, cast.operator, cast.reviewers)
         demo_he(platform, echo, cast.operator)
         demo_psi(platform, echo, cast.operator, cast.authority, agreement_id)
         demo_verify(
@@ -141,6 +148,7 @@ def run_demo(
             cast.consumer,
             agreement_id,
             product_ids,
+            cast.reviewers,
         )
     finally:
         service.close()
@@ -219,7 +227,28 @@ def _register(platform: Platform, echo, cast: _Cast, data_dir: Path, persons: in
     return summary
 
 
-def _queries(service: JobService, echo, operator: Principal) -> list[str]:
+def _checked(
+    service: JobService, echo, operator: Principal, reviewers: list[Principal], outcome: JobOutcome
+) -> JobOutcome:
+    """A person job in table mode is withheld until the two output checkers approve it."""
+    if outcome.state is not JobState.WITHHELD:
+        return outcome
+    echo(f"   -> job {outcome.job_id}: withheld for review (a person job in table mode)")
+    for reviewer in reviewers:
+        airlock.vote(
+            service.platform,
+            reviewer,
+            outcome.job_id,
+            Vote.APPROVE,
+            "every cell checked against the rules and the audit; no cell singles anyone out",
+        )
+    echo(f"   {' and '.join(r.name for r in reviewers)} review the cells and approve")
+    return service.outcome(operator, outcome.job_id)
+
+
+def _queries(
+    service: JobService, echo, operator: Principal, reviewers: list[Principal]
+) -> list[str]:
     """Steps 6 and 7: two released queries, then extraction attempts refused."""
     echo(
         "== 6. The operator's aggregate queries run in an isolated worker; "
@@ -228,7 +257,9 @@ def _queries(service: JobService, echo, operator: Principal) -> list[str]:
     product_ids = []
     for sql in (RELEASED_QUERY, UTILITY_QUERY):
         echo("   " + "\n   ".join(sql.splitlines()))
-        outcome = service.submit(operator, {"sql": sql})
+        outcome = _checked(
+            service, echo, operator, reviewers, service.submit(operator, {"sql": sql})
+        )
         echo(f"   -> job {outcome.job_id}: {outcome.state.value}, product {outcome.product_id}")
         for line in (outcome.report or {}).get("summary", "").splitlines():
             echo("      " + line)
@@ -342,7 +373,7 @@ def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
 
 
 def _supervision(
-    platform, echo, service, authority, operator, consumer, agreement_id, product_ids
+    platform, echo, service, authority, operator, consumer, agreement_id, product_ids, reviewers
 ) -> None:
     """Art. 16, 23, 24: feedback, a failed evaluation that suspends, rectification."""
     echo("== 8. Feedback and supervision (Art. 16, 23, 24)")
@@ -366,6 +397,7 @@ def _supervision(
     )
     supervision.rectify(platform, authority, agreement_id, "reports filed; process fixed")
     outcome = service.submit(operator, {"sql": UTILITY_QUERY})
+    outcome = _checked(service, echo, operator, reviewers, outcome)
     echo(
         f"   rectified and restored; the same job -> {outcome.state.value}, "
         f"product {outcome.product_id}"
@@ -413,6 +445,8 @@ def _through_the_api(home: Path, echo: Callable[[str], None], token: str) -> lis
             echo(f"   POST /v1/jobs -> 202, job {job.job} {job.state}")
             done = client.wait_job(job.job)
             echo(f"   GET /v1/jobs/{job.job}?wait=... -> {done.state}, product {done.product}")
+            if done.state == "withheld":
+                echo("   (a person job: it waits for the two output checkers, as in step 6)")
             refused = client.submit_job(ATTACKS[0][1])
             echo(
                 f"   a row-level select over HTTP -> {refused.state} "
