@@ -39,12 +39,15 @@ released table, as the JSON under the key ``dp`` of its Arrow schema metadata
 
 Known shortcuts (docs/disclosure.md):
 
-* the L0 bound is an assumption, not enforced: the job path calls
-  :func:`add_noise` with ``rows_per_entity=1``, which is right when each entity
-  has one row (or group keys that do not vary within an entity) but wrong for a
-  table whose group key varies within an entity (county x month over monthly
-  records puts one person in up to 12 rows: the real epsilon is then up to 12
-  times the stated one) until a per-dataset L0 bound is declared or checked;
+* the L0 bound is checked, not declared: the job path calls :func:`add_noise`
+  with ``rows_per_entity=1`` (right when group keys are fixed for each entity),
+  and a job whose entity evidence (``__entities``, there when the differencing
+  defence is on) shows an entity in more rows of one grouping set fails closed
+  (``dp_contributions``), e.g. county x month over monthly records. With the
+  differencing defence off there is no evidence and the bound is assumed: such
+  a table's real epsilon is then up to (rows per entity) times the stated one.
+  The check itself reads true data (whether the job is refused), like the
+  suppressions; a per-dataset L0 bound declared by the provider would replace it;
 * which groups appear, and the threshold rule's suppressions, are decided on
   true values, which is not covered by the DP guarantee (declared public group
   domains would remove that, not built);
@@ -69,6 +72,7 @@ import opendp.prelude as dp
 import pyarrow as pa
 from opendp.accuracy import discrete_laplacian_scale_to_accuracy
 from opendp.mod import Measurement
+from pyroaring import BitMap
 
 from .disclosure import COUNTS, CellVerdict, CheckResult
 from .errors import PolicyRefusal
@@ -254,6 +258,52 @@ def _cast(value: float, kind: pa.DataType) -> int | Decimal | float:
     return float(value)
 
 
+ENTITIES = evidence_name("entities")  # jobs.sql_evidence.ENTITIES: each row's entity numbers
+GROUPING = evidence_name("grouping")
+
+
+def _numbers(value: object) -> npt.NDArray[np.uint32]:
+    """One row's entity numbers: a serialized roaring bitmap (folded) or a list."""
+    if isinstance(value, bytes):
+        return np.asarray(BitMap.deserialize(value).to_array(), dtype=np.uint32)
+    return np.asarray(value, dtype=np.uint32)
+
+
+def rows_per_entity_seen(raw: pa.Table) -> int | None:
+    """The most rows of one grouping set that one entity lies in, read from the
+    ``__entities`` evidence (present when the differencing defence is on), or None."""
+    if ENTITIES not in raw.column_names:
+        return None
+    rows = raw.column(ENTITIES).to_pylist()
+    sets = raw.column(GROUPING).to_pylist() if GROUPING in raw.column_names else [0] * len(rows)
+    by_set: dict[object, list[npt.NDArray[np.uint32]]] = {}
+    for value, grouping in zip(rows, sets, strict=True):
+        if value is not None:
+            by_set.setdefault(grouping, []).append(_numbers(value))
+    most = 0
+    for parts in by_set.values():
+        numbers = np.concatenate(parts)
+        if numbers.size:
+            most = max(most, int(np.unique(numbers, return_counts=True)[1].max()))
+    return most
+
+
+def refuse_over_l0(raw: pa.Table, rows_per_entity: int) -> None:
+    """Refuse (fail closed) a release whose evidence shows an entity in more rows of one
+    grouping set than the noise was scaled for: its epsilon would be understated."""
+    seen = rows_per_entity_seen(raw)
+    if seen is not None and seen > rows_per_entity:
+        raise PolicyRefusal(
+            "dp_contributions",
+            f"an entity lies in more than {rows_per_entity} row(s) of one grouping set, "
+            "so the differential-privacy noise would be too small for the stated epsilon; "
+            "nothing is released and no budget is spent",
+            article=ARTICLE,
+            hint="group by keys that are fixed for each entity (county, sex), not by keys "
+            "that vary within one (month, date)",
+        )
+
+
 def _noisy(noise: Noise, values: list[int]) -> list[int]:
     return [int(v) for v in noise.measurement(values)] if values else []
 
@@ -272,9 +322,11 @@ def add_noise(
     ``rows_per_entity`` is the L0 bound (see the module's shortcuts). Suppressed
     cells stay empty. Each noisy column's noise (scale, 95% half-width, epsilon)
     is written under ``dp`` in the released table's schema metadata. Raises
-    ValueError for a non-positive epsilon.
+    ValueError for a non-positive epsilon, and PolicyRefusal ``dp_contributions``
+    when the entity evidence, if present, shows more rows per entity than allowed.
     """
     noises = plan(spec, epsilon, bounds, rows_per_entity)
+    refuse_over_l0(raw, rows_per_entity)
     hidden = {(c.row, c.column) for c in result.cells if c.verdict is CellVerdict.SUPPRESS}
     table = result.released
     stated: dict[str, Any] = {}

@@ -13,6 +13,7 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
+from policies.classes import Classification
 from policies.dp import (
     Bounds,
     Budget,
@@ -25,6 +26,7 @@ from policies.errors import PolicyRefusal
 from policies.outputs import OutputColumn, OutputRole, OutputSpec
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
+from sandbox.data import vault
 from sandbox.guard import dp_budget
 from sandbox.run.execution import JobService, JobState
 from tests.workflow_helpers import granted, make_cast
@@ -144,3 +146,54 @@ def test_a_dp_job_summing_an_unbounded_measure_is_refused_and_spends_nothing(pla
     assert outcome.reason["rule"] in ("dp_unbounded", "aggregate_expression")
     with platform.store.read() as conn:
         assert dp_budget.budget(conn, agreement_id, "pums").spent == 0
+
+
+def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
+    platform, make_principal, provider, tmp_path
+):
+    """A panel (one row per person and survey wave, education recorded each wave) grouped
+    by education puts a person in up to three rows of one grouping set: noise scaled for
+    one row would understate epsilon threefold. The entity evidence shows it, so the job
+    fails, releases nothing and spends nothing; grouped by a key fixed per person (sex),
+    the same data is released."""
+    csv = tmp_path / "panel.csv"
+    lines = ["pid,sex,educ,age,income"]  # the columns the helpers' agreement names
+    lines += [
+        f"{p},{p % 2},{wave},{20 + p % 40},{1000 * wave + p}"
+        for p in range(1, 301)
+        for wave in (1, 2, 3)
+    ]
+    csv.write_text("\n".join(lines) + "\n")
+    classification = Classification.from_dict(
+        {
+            "entity_key": "pid",
+            "columns": {
+                "sex": "dimension",
+                "educ": "dimension",
+                "age": "quasi",
+                "income": "measure",
+                "pid": "identifier",
+            },
+        }
+    )
+    vault.register(platform, provider, "pums", str(csv), classification)
+    cast = make_cast(platform, make_principal, provider)
+    agreement_id, _grant = granted(cast)
+    dp_budget.configure(
+        platform, cast.city, agreement_id, "pums", epsilon=1.0, per_query=0.5, bounds={}
+    )
+    service = JobService(platform, spare=False)
+    try:
+        by_educ = service.submit(
+            cast.operator, {"sql": "SELECT educ, COUNT(*) AS n FROM pums GROUP BY educ"}
+        )
+        by_sex = service.submit(
+            cast.operator, {"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"}
+        )
+    finally:
+        service.close()
+    assert by_educ.state is JobState.FAILED and by_educ.product_id is None
+    assert by_educ.reason["rule"] == "dp_contributions", by_educ.reason
+    assert by_sex.state is JobState.RELEASED, (by_sex.reason, by_sex.report)
+    with platform.store.read() as conn:
+        assert dp_budget.budget(conn, agreement_id, "pums").spent == pytest.approx(0.5)

@@ -144,3 +144,27 @@ def test_each_noisy_column_states_its_scale_and_95_percent_interval():
     assert [m["quantity"] for m in columns["a"]["measurements"]] == ["count", "sum"]
     assert columns["a"]["epsilon"] == pytest.approx(1.0)
     assert sum(c["epsilon"] for c in columns.values()) == pytest.approx(2.0)
+
+
+def test_an_entity_in_more_rows_than_the_l0_bound_fails_closed():
+    """county x month over monthly records: one person in several rows of one set."""
+    from pyroaring import BitMap
+
+    from policies.dp import rows_per_entity_seen
+    from policies.errors import PolicyRefusal
+
+    spec = OutputSpec(columns=(OutputColumn("n", OutputRole.AGGREGATE, "count_star"),))
+    released = pa.table({"n": [3, 2, 4]})
+    result = CheckResult(OutputVerdict.RELEASED, released, (), {}, DisclosureParams())
+    lists = [[1, 2, 3], [3, 4], [5, 6, 7, 8]]  # entity 3 in two rows
+    for evidence in (lists, [BitMap(x).serialize() for x in lists]):
+        raw = pa.table({"__n_0": [3, 2, 4], "__entities": evidence, "__grouping": [0, 0, 0]})
+        assert rows_per_entity_seen(raw) == 2
+        with pytest.raises(PolicyRefusal) as refused:
+            add_noise(result, raw, spec, 1.0, {})
+        assert refused.value.rule == "dp_contributions"
+        assert add_noise(result, raw, spec, 1.0, {}, rows_per_entity=2).released.num_rows == 3
+    # the same entity in two grouping sets (a margin and its rows) is allowed for
+    raw = pa.table({"__n_0": [3, 2, 4], "__entities": lists, "__grouping": [0, 1, 1]})
+    assert rows_per_entity_seen(raw) == 1
+    add_noise(result, raw, spec, 1.0, {})
