@@ -7,8 +7,9 @@ releases reveals about one entity, at a price counted in epsilon.
 
 Mechanism: the discrete Laplace (two-sided geometric) distribution on
 integers, ``P(x) ~ exp(-|x| / scale)``, added by OpenDP's measurement
-``make_laplace`` on a vector of 64-bit integers under the L1 distance (OpenDP
-samples it exactly, in integer and rational arithmetic). Integer noise on
+``make_laplace`` on a vector of 64-bit integers under the L1 distance, sampled
+inside OpenDP (its documentation cites the exact sampler of Canonne, Kamath and
+Steinke 2020), never by numpy. Integer noise on
 integer-rounded values avoids the floating-point attacks on the continuous
 Laplace mechanism (Mironov 2012). The platform does not sample: it builds, per
 released column, the OpenDP measurement whose privacy map certifies the
@@ -42,7 +43,7 @@ Known shortcuts (docs/disclosure.md):
 * the L0 bound is checked, not declared: the job path calls :func:`add_noise`
   with ``rows_per_entity=1`` (right when group keys are fixed for each entity),
   and a job whose entity evidence (``__entities``, there when the differencing
-  defence is on) shows an entity in more rows of one grouping set fails closed
+  defence is on, as it is by default) shows an entity in more rows of one grouping set fails closed
   (``dp_contributions``), e.g. county x month over monthly records. With the
   differencing defence off there is no evidence and the bound is assumed: such
   a table's real epsilon is then up to (rows per entity) times the stated one.
