@@ -129,6 +129,16 @@ def cost_key(hypercube: Hypercube, cell: Cell) -> tuple[int, int]:
     return sum(1 for c in cell if c is TOTAL), hypercube.index(cell)
 
 
+# The protection interval of a suppressed cell in a job's table (docs/disclosure.md,
+# "Interval audit"), until DisclosureParams carries them: tau-argus asks an interval of
+# a share of the value on each side (its "protection levels"), with an absolute minimum.
+# policies.disclosure.tables widens the share for sums to what the p% and (n, k) rules
+# in force need, and for counts asks that the attacker cannot tell the cell is below
+# the threshold (its upper end reaches ``min_entities``).
+PROTECTION_SHARE = 0.10
+PROTECTION_MINIMUM = 1.0
+
+
 @dataclass(frozen=True)
 class AuditParams:
     """Protection required of a suppressed cell, and what an attacker knows a priori."""
@@ -166,6 +176,7 @@ class AuditResult:
     reused: int  # protected cells whose range came from ``previous``
     _values: FloatArray = field(repr=False, compare=False)  # released values, NaN elsewhere
     _needs: Needs = field(repr=False, compare=False)
+    _unknown: FloatArray = field(repr=False, compare=False)  # per cell: unknown interior cells
 
     @property
     def narrowed(self) -> tuple[Cell, ...]:
@@ -185,6 +196,7 @@ class _System:
     rhs: FloatArray
     objectives: dict[int, tuple[IntArray, float]]  # protected flat -> (its variables, constant)
     component: IntArray  # per variable
+    unknown: FloatArray  # per cell: how many of its interior descendants are unknown
 
 
 def _subsets(d: int) -> list[list[int]]:
@@ -253,7 +265,7 @@ def _build(hc: Hypercube, values: FloatArray, protected: Sequence[int], tol: flo
     graph = coo_matrix((np.ones(len(ends[0])), (ends[1], len(variables) + ends[0])), (nodes,) * 2)
     labels = np.asarray(connected_components(graph, directed=False)[1], dtype=np.int64)
     rhs = values[rows] - sums[rows]
-    return _System(variables, ancestors, matrix, rhs, objectives, labels[: len(variables)])
+    return _System(variables, ancestors, matrix, rhs, objectives, labels[: len(variables)], counts)
 
 
 def _solve(
@@ -406,7 +418,7 @@ def audit(
         narrowed = bool(low > need_low + slack or high < need_high - slack)
         cell = hypercube.cell(flat)
         found[cell] = CellAudit(cell, value, float(low), float(high), need_low, need_high, narrowed)
-    return AuditResult(hypercube, params, found, runs, reused, values, needs)
+    return AuditResult(hypercube, params, found, runs, reused, values, needs, system.unknown)
 
 
 def _groups(labels: IntArray) -> dict[int, IntArray]:
@@ -447,7 +459,10 @@ def secondary_pattern(
     finest level first, then the declared order (:func:`cost_key`). (1) Value-free:
     while a relation holds a suppressed cell as its only unknown, take out its cheapest
     released member. (2) For each narrowed cell, take out the cheapest released cell of
-    the relations nearest to it through unknowns; audit again (incrementally). Not
+    the relations nearest to it through unknowns, first those under the released total
+    over it with the fewest unknowns (the equation that pins it), unless a pick of this
+    round already left one of its relations whose total is released; audit again
+    (incrementally). Not
     guaranteed: the fewest cells (greedy); one pattern for any values (step 2 follows
     the narrowed cells, which values decide); success (see :attr:`Pattern.unresolved`).
     """
@@ -459,7 +474,10 @@ def secondary_pattern(
     while not result.passed and rounds < max_rounds:
         picks: set[Cell] = set()
         for cell in result.narrowed:
-            pick = _complement(hypercube, cell, open_ - picks, kept)
+            tight = [(p, cs) for p, cs in hypercube.relations(cell) if p in open_]
+            if any(m in picks for p, cs in tight for m in (p, *cs)):
+                continue  # a pick of this round already loosens one of its equations
+            pick = _complement(hypercube, cell, open_ - picks, kept, result)
             if pick is not None:
                 picks.add(pick)
         if not picks:
@@ -469,6 +487,21 @@ def secondary_pattern(
         rounds += 1
         result = audit(hypercube, open_, guard, true_values, params, levels=levels, previous=result)
     return Pattern(frozenset(taken), result, rounds)
+
+
+def structural_pattern(
+    hypercube: Hypercube,
+    released: Collection[Cell],
+    protected: Collection[Cell],
+    *,
+    fixed: Collection[Cell] = (),
+) -> frozenset[Cell]:
+    """Step 1 of :func:`secondary_pattern` alone (no values): the cells to take out of
+    ``released`` until no relation holds a protected or taken cell as its only unknown.
+    For measures that are not sums of their children (COUNT DISTINCT, MIN, MAX,
+    quantiles), whose margins give inequalities only, so no interval audit applies."""
+    open_ = set(released)
+    return frozenset(_structural(hypercube, open_, set(protected), set(fixed)))
 
 
 def _structural(hc: Hypercube, open_: set[Cell], guard: set[Cell], kept: set[Cell]) -> set[Cell]:
@@ -487,14 +520,35 @@ def _structural(hc: Hypercube, open_: set[Cell], guard: set[Cell], kept: set[Cel
             return taken
 
 
-def _complement(hc: Hypercube, cell: Cell, open_: set[Cell], kept: set[Cell]) -> Cell | None:
-    """The cheapest released cell in the relations nearest ``cell`` through unknowns."""
+def _complement(
+    hc: Hypercube, cell: Cell, open_: set[Cell], kept: set[Cell], state: AuditResult
+) -> Cell | None:
+    """The cheapest released cell in the relations nearest ``cell`` through unknowns;
+    among those, first the cells under the released total over ``cell`` with the fewest
+    unknown cells in ``state`` (the equation that pins it down), the finer first."""
+    inner = [i for i, code in enumerate(cell) if code is not TOTAL]
+    totals = []
+    for k in range(1, len(inner) + 1):
+        for rolled in itertools.combinations(inner, k):
+            above = tuple(TOTAL if i in rolled else code for i, code in enumerate(cell))
+            flat = hc.index(above)
+            if not math.isnan(state._values[flat]):
+                totals.append((float(state._unknown[flat]), k, above))
+
+    def nearness(other: Cell) -> tuple[float, int]:
+        under = (
+            (unknown, k)
+            for unknown, k, above in totals
+            if all(a is TOTAL or a == o for a, o in zip(above, other, strict=True))
+        )
+        return min(under, default=(math.inf, len(cell) + 1))
+
     seen, frontier = {cell}, [cell]
     while frontier:
         near = {m for c in frontier for p, cs in hc.relations(c) for m in (p, *cs)} - seen
         choices = (near & open_) - kept
         if choices:
-            return min(choices, key=lambda c: cost_key(hc, c))
+            return min(choices, key=lambda c: (nearness(c), cost_key(hc, c)))
         frontier = list(near - open_)
         seen |= near
     return None
