@@ -79,4 +79,8 @@ class SqlAggregate(JobKind):
         return complete_grid(raw, plan.payload, plan.grid)
 
     def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
-        return check_output(raw, plan.payload.spec, params)
+        """The output check; with a declared grid, the table's secondary suppression is
+        chosen on the declared hypercube and must pass the interval audit (issue 17,
+        item 3; ``policies.disclosure.tables``)."""
+        grid = None if plan.grid is None else plan.grid.values
+        return check_output(raw, plan.payload.spec, params, grid=grid)

@@ -21,8 +21,11 @@ this runs to a fixpoint, and ends because every step suppresses one more cell.
 Known shortcut: for one hierarchy (a ROLLUP) the rule leaves every suppressed
 cell undetermined even by exact linear algebra over all relations (the
 relations form a tree). For crossed margins (CUBE, several GROUPING SETS) it
-stops the simple subtraction attack but a full linear or interval audit (as in
-tau-argus) is not done; such outputs should be reviewed when small cells appear.
+stops the simple subtraction attack, but grouping sets two keys apart are not
+linked at all. So this module serves only outputs without a declared grid: when
+every key has a declared code list (``jobs.grid``), ``policies.disclosure.tables``
+chooses the pattern on the declared hypercube and runs the interval audit of
+:mod:`policies.audit` instead.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ class Relation:
 
     def members(self) -> tuple[int, ...]:
         return (self.parent, *self.children)
+
+
+def key_values(table: pa.Table, spec: OutputSpec) -> dict[str, list[Any]]:
+    """Values of every group key (per row), read from the visible column that carries it."""
+    return _key_columns(spec, table)
 
 
 def _key_columns(spec: OutputSpec, table: pa.Table) -> dict[str, list[Any]]:
