@@ -20,11 +20,17 @@ previous=history_audit)``), until its audit passes. ``audit_incremental`` is the
 audit of the final pattern given the history's audit, and ``audit_full`` the same
 audit from nothing, the reference: their ratio is what being incremental saves.
 Nothing is asserted; the issue's aim is printed beside ``judge``: under 2 s.
+
+``check_cube`` is the job path's output check of one table (issue 17, item 3, for one
+job): the whole CUBE over A x B x C of the same counts (every cell and every margin,
+``prod(dims + 1)`` rows) through ``policies.disclosure.check_output`` with the declared
+grid, so the pattern and the audit of the table itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -32,11 +38,14 @@ from pathlib import Path
 
 import _results
 import numpy as np
+import pyarrow as pa
 from _results import figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.audit import TOTAL, AuditResult, Hypercube, audit, secondary_pattern  # noqa: E402
+from policies.disclosure import DisclosureParams, check_output  # noqa: E402
+from policies.outputs import OutputColumn, OutputRole, OutputSpec, grouping_mask  # noqa: E402
 
 THRESHOLD = 10
 
@@ -125,6 +134,41 @@ def run(args: argparse.Namespace) -> None:
     figure("audit_full", full, "s")
     figure("ratio_full_to_incremental", full / max(incremental, 1e-9), "x", fmt=".1f")
     figure("judge", seconds, "s", "aim: under 2 s for 1,000 new cells against 10,000 released")
+
+    table, spec = cube_table(hc, values)
+    grid = dict(zip(hc.dimensions, hc.codes, strict=True))
+    seconds, checked = timed(lambda: check_output(table, spec, DisclosureParams(), grid), args.runs)
+    figure("check_cube_rows", table.num_rows, "rows")
+    figure("check_cube_suppressed", checked.counts["suppressed"], "cells")
+    figure("check_cube_complementary", checked.counts["complementary"], "cells")
+    figure("check_cube_verdict", checked.verdict.value)
+    figure("check_cube", seconds, "s", "the output check of the whole CUBE, pattern and audit")
+
+
+def cube_table(hc: Hypercube, values: dict) -> tuple[pa.Table, OutputSpec]:
+    """Every cell of the hypercube as one row of a CUBE's output, with its evidence (one
+    entity per unit of count)."""
+    keys = hc.dimensions
+    spec = OutputSpec(
+        (
+            *(OutputColumn(k, OutputRole.GROUP, group_key=k) for k in keys),
+            OutputColumn("n", OutputRole.AGGREGATE, function="count_star"),
+        ),
+        keys,
+        tuple(s for k in range(len(keys), -1, -1) for s in itertools.combinations(keys, k)),
+    )
+    cells = list(values)
+    counts = [int(values[c]) for c in cells]
+    masks = [
+        grouping_mask(spec, tuple(k for k, v in zip(keys, c, strict=True) if v is not TOTAL))
+        for c in cells
+    ]
+    data = {k: pa.array([c[i] for c in cells], pa.string()) for i, k in enumerate(keys)}
+    n = pa.array(counts, pa.int64())
+    at = len(keys)
+    data |= {"n": n, "__grouping": pa.array(masks, pa.int64()), "__n": n, f"__n_{at}": n}
+    data[f"__null_{at}"] = pa.array([0] * len(cells), pa.int64())
+    return pa.table(data), spec
 
 
 if __name__ == "__main__":
