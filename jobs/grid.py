@@ -8,6 +8,10 @@ declared codes, per grouping set, whatever the data holds: the rows the data lac
 are added after the run as empty cells (no entity: the threshold rule suppresses
 them, like small ones), so the released table has the same rows for any data.
 
+The grid is also the declared hypercube of the output check: with margins, the
+secondary suppression is chosen on it and must pass the interval audit
+(``policies.disclosure.tables``; ``SqlAggregate.check`` passes the codes on).
+
 A key computed from a column (``upper(county)``), or over a column without a code
 list, leaves the output as the data gives it (the rows present are then an answer
 of the data; docs/disclosure.md says so).

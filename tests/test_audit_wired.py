@@ -71,9 +71,9 @@ def _classification(declared: bool) -> Classification:
     )
 
 
-def _submit(platform, provider, make_principal, tmp_path, sql, *, declared=True):
+def _submit(platform, provider, make_principal, tmp_path, sql, *, declared=True, firms=None):
     path = tmp_path / "firms.csv"
-    pacsv.write_csv(pa.Table.from_pylist(_firms()), path)
+    pacsv.write_csv(pa.Table.from_pylist(_firms() if firms is None else firms), path)
     vault.register(platform, provider, "firms", str(path), _classification(declared))
     authority = make_principal("city", Role.AUTHORITY, jurisdiction="city")[0]
     make_principal("bank", Role.OPERATOR)
@@ -213,6 +213,31 @@ def test_a_cube_with_every_margin_protects_counts_sums_and_averages(
     for row in rows:
         hidden = {c for c in ("n", "staff", "mean") if row[c] is None}
         assert hidden in (set(), {"n", "staff", "mean"}), row
+
+
+def test_values_outside_the_declared_codes_are_cells_of_their_own(
+    platform, provider, make_principal, tmp_path
+):
+    """Rows whose region is NULL (registration refuses undeclared values, not NULL) stay
+    in the output as the data gives them; the hypercube gives NULL a code of its own,
+    so the totals still add up and the audit runs (an inconsistent sum would hold back
+    the whole table)."""
+    extra = [
+        {"fid": f"N{i:03d}", "region": region, "sector": "s1", "size": "z1", "staff": 4}
+        for i, region in enumerate([None] * 12)
+    ]
+    seen, whole = _submit(
+        platform, provider, make_principal, tmp_path, TWO_APART, firms=_firms() + extra
+    )
+    assert seen.state is JobState.RELEASED, whole.report
+    counts = whole.report["counts"]
+    assert counts["audit"] == 0 and counts["threshold"] >= 1 and counts["complementary"] >= 1
+    table = pq.read_table(platform.home / "products" / seen.product_id / "output.parquet")
+    rows = table.to_pylist()
+    regions = [r["region"] for r in rows if r["sector"] is not None and r["size"] is not None]
+    assert regions.count(None) == 3 * 3 + 1  # the (sector, size) totals, and the NULL region
+    small = [r for r in rows if tuple(r[k] for k in KEYS) == SMALL]
+    assert small and small[0]["n"] is None
 
 
 def test_an_unresolved_pattern_withholds_the_job_and_tells_the_operator_nothing(

@@ -460,6 +460,8 @@ def _audited(
     try:
         before = []
         for value, protected, ap, levels in measures:
+            if not all(math.isfinite(v) for v in value.values()):
+                raise ValueError("a cell is not a finite number: no equation holds")
             grown = audit.secondary_pattern(
                 hypercube, open_, protected, value, ap, levels=levels, max_rounds=PATTERN_ROUNDS
             )
@@ -470,7 +472,7 @@ def _audited(
             audit.audit(hypercube, open_, protected, value, ap, levels=levels, previous=old).passed
             for (value, protected, ap, levels), old in zip(measures, before, strict=True)
         )
-    except ValueError:  # released values that are not sums of their cells: fail closed
+    except ValueError:  # values that are not finite sums of their cells: fail closed
         passed = False
     for key, judgement in judged.items():
         if not passed:
