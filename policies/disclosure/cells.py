@@ -129,6 +129,16 @@ def rule_p_ratio(cell: CellEvidence, p: DisclosureParams) -> RuleOutcome:
     total, top1, top2 = _exact(cell.total), _exact(cell.top1), _exact(cell.top2) or Fraction(0)
     if total is None or top1 is None:
         return RuleOutcome(CellVerdict.SUPPRESS, "its p% evidence is incomplete", True)
+    if cell.function == "avg" and top1 == 0 and total == 0 and p.p_ratio > 0:
+        # Every contribution is zero (negatives skip this rule), so any contributor
+        # knows all the others' values exactly, as ACRO's p% check finds. A SUM's
+        # contributors are its non-zero ones, so the threshold rule holds that cell;
+        # an AVG counts every entity with a value.
+        return RuleOutcome(
+            CellVerdict.SUPPRESS,
+            "every contribution is zero, so each contributor's value is known (p% rule)",
+            True,
+        )
     if total - top1 - top2 < Fraction(str(p.p_ratio)) * top1:
         return RuleOutcome(
             CellVerdict.SUPPRESS,
