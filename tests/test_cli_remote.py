@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from api_server import ApiServer, make_home, write_persons
 
+from tests.conftest import HOLDS_OFF
+
 REPO = Path(__file__).resolve().parents[1]
 SQL = "SELECT county, sex, COUNT(*) AS n, SUM(income) AS total FROM persons GROUP BY county, sex"
 
@@ -28,6 +30,7 @@ def cli(
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env.update(HOLDS_OFF)  # the review holds of table mode: see tests/conftest.py
     env.update(
         SANDBOX_SERVER=server.url,
         PYTHONPATH=str(REPO),

@@ -27,6 +27,7 @@ from sandbox.client import Client
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Role, insert
+from tests.conftest import HOLDS_OFF
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC)
@@ -53,6 +54,7 @@ TERMS = [
 def cli(server: ApiServer, token: str | None, *args: str, stdin: str | None = None):
     """``python -m sandbox ARGS`` with SANDBOX_SERVER, as a user on another machine runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env.update(HOLDS_OFF)  # the review holds of table mode: see tests/conftest.py
     env.update(SANDBOX_SERVER=server.url, PYTHONPATH=str(REPO), SANDBOX_HOME="/nonexistent")
     if token:
         env["SANDBOX_TOKEN"] = token

@@ -38,6 +38,7 @@ from sandbox.psi.terms import set_terms
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home
+from tests.conftest import HOLDS_OFF
 from tests.psi_helpers import firm_code, register_firms
 from tests.workflow_helpers import granted, make_cast
 
@@ -48,6 +49,7 @@ HEAD_COPY = Path("run") / "ledger-head.json"
 def sandbox_cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
     """``python -m sandbox ARGS`` as a user runs it (no SANDBOX_* settings inherited)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env.update(HOLDS_OFF)  # the review holds of table mode: see tests/conftest.py
     env["PYTHONPATH"] = str(ROOT)
     if token:
         env["SANDBOX_TOKEN"] = token

@@ -76,7 +76,8 @@ def _scope(
     expressions = bool(relevant) and all(g.aggregate_expressions for g in relevant)
     # The DP mode of the agreement behind the first table's grant answers free questions
     # with noise; every other query is admitted under table mode's rules.
-    first = next(iter(named), None)
+    order = kind.referenced_datasets(request)
+    first = order[0] if order else None
     dp = first is not None and dp_budget.mode_for(conn, in_use, first) is not None
     scope = QueryScope(
         tables=tables,

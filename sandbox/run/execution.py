@@ -512,10 +512,15 @@ class JobService:
                 report = report_of(checked, prepared.params)
                 if prepared.dp is not None:
                     after = dp_budget.spend(platform, conn, operator.actor, prepared.dp, job_id)
+                    from policies.dp import released_noise
+
+                    noise = released_noise(checked.released) or {}
                     report["dp"] = details["dp"] = {
                         "epsilon": prepared.dp.budget.per_query,
-                        "mechanism": "discrete Laplace",
+                        "mechanism": "discrete Laplace (OpenDP)",
                         "remaining": after.remaining,
+                        # per column: its scale and the half-width of a 95% interval
+                        "columns": noise.get("columns"),
                     }
                 manifest = manifest_of(job_id, operator, prepared, checked, report)
                 return checked.released, report, manifest, details
