@@ -9,6 +9,7 @@ home, and the released product states each noisy column's scale and 95% interval
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +32,7 @@ from sandbox.guard import dp_budget
 from sandbox.run.execution import JobService, JobState
 from tests.workflow_helpers import granted, make_cast
 
+YEAR = datetime.now(UTC).year  # the year of the jobs' submission, whose budget they draw on
 QUERY = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex ORDER BY sex"
 TRUE_N = {0: 486, 1: 514}
 
@@ -56,16 +58,25 @@ def test_what_the_dp_mode_cannot_release_is_refused_with_the_article():
 def dp_cast(platform, make_principal, provider, pums_dataset):
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
-    dp_budget.configure(
-        platform,
-        cast.city,
-        agreement_id,
-        "pums",
-        epsilon=1.0,
-        per_query=0.5,
-        bounds={"income": (0, 200_000)},
-    )
+    dp_mode(platform, cast, agreement_id, share=1.0, bounds={"income": (0, 200_000)})
     return cast, agreement_id
+
+
+def dp_mode(platform, cast, agreement_id, *, share, bounds, total=10.0, per_query=0.5):
+    """The persons' budget for this year, the agreement's share of it, its DP mode on pums."""
+    with platform.store.read() as conn:
+        have = dp_budget.budgets(conn, cast.city, YEAR)["budgets"]
+    if not have:
+        dp_budget.set_total(platform, cast.city, "person", YEAR, total)
+    dp_budget.set_share(platform, cast.city, agreement_id, YEAR, share)
+    dp_budget.configure(
+        platform, cast.city, agreement_id, "pums", per_query=per_query, bounds=bounds
+    )
+
+
+def spent(platform, agreement_id) -> float:
+    with platform.store.read() as conn:
+        return dp_budget.balance(conn, agreement_id, "person", YEAR).share_spent
 
 
 def _released(platform, outcome) -> list[dict]:
@@ -107,7 +118,8 @@ def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(
     assert refused.state is JobState.REFUSED
     assert refused.reason["rule"] == "dp_budget_exhausted"
     assert refused.reason["article"] == "Art. 15"
-    assert "0 of 1 remains" in refused.reason["message"]
+    assert f"agreement {agreement_id} has 0 of its share of 1 left" in refused.reason["message"]
+    assert "the person population has 9 of 10 left" in refused.reason["message"]
     # What two answers allow: the mean's noise keeps a standard deviation of about 4.
     sd_of_mean = math.sqrt(discrete_laplace_variance(1 / (0.5 / 2)) / len(answers))
     assert sd_of_mean > 3
@@ -122,9 +134,9 @@ def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(
     reopened = Platform.open(home)
     try:
         with reopened.store.read() as conn:
-            shown = dp_budget.show(conn, cast.operator, agreement_id)
-        assert shown[0]["epsilon_spent"] == pytest.approx(1.0)
-        assert shown[0]["epsilon_remaining"] == 0
+            shown = dp_budget.shares(conn, cast.operator, YEAR)["shares"]
+        assert shown[0]["spent"] == pytest.approx(1.0)
+        assert shown[0]["remaining"] == 0
         service = JobService(reopened, spare=False)
         try:
             again = service.submit(cast.operator, {"sql": QUERY})
@@ -144,8 +156,7 @@ def test_a_dp_job_summing_an_unbounded_measure_is_refused_and_spends_nothing(pla
         service.close()
     assert outcome.state is JobState.REFUSED
     assert outcome.reason["rule"] in ("dp_unbounded", "aggregate_expression")
-    with platform.store.read() as conn:
-        assert dp_budget.budget(conn, agreement_id, "pums").spent == 0
+    assert spent(platform, agreement_id) == 0  # refused at admission: nothing charged
 
 
 def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
@@ -154,7 +165,7 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     """A panel (one row per person and survey wave, education recorded each wave) grouped
     by education puts a person in up to three rows of one grouping set: noise scaled for
     one row would understate epsilon threefold. The entity evidence shows it, so the job
-    fails, releases nothing and spends nothing; grouped by a key fixed per person (sex),
+    fails and releases nothing (its epsilon, charged when it was queued, stays spent); grouped by a key fixed per person (sex),
     the same data is released."""
     csv = tmp_path / "panel.csv"
     lines = ["pid,sex,educ,age,income"]  # the columns the helpers' agreement names
@@ -179,9 +190,7 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     vault.register(platform, provider, "pums", str(csv), classification)
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
-    dp_budget.configure(
-        platform, cast.city, agreement_id, "pums", epsilon=1.0, per_query=0.5, bounds={}
-    )
+    dp_mode(platform, cast, agreement_id, share=1.0, bounds={})
     service = JobService(platform, spare=False)
     try:
         by_educ = service.submit(
@@ -195,5 +204,6 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     assert by_educ.state is JobState.FAILED and by_educ.product_id is None
     assert by_educ.reason["rule"] == "dp_contributions", by_educ.reason
     assert by_sex.state is JobState.RELEASED, (by_sex.reason, by_sex.report)
-    with platform.store.read() as conn:
-        assert dp_budget.budget(conn, agreement_id, "pums").spent == pytest.approx(0.5)
+    # Both spent their epsilon when they were queued: the failure refunds nothing (a
+    # refund decided by the run's outcome would tell whether the data put a person twice).
+    assert spent(platform, agreement_id) == pytest.approx(1.0)

@@ -1,51 +1,362 @@
-"""Per-agreement privacy budgets: the DP mode's configuration, balance and ledgered spends.
+"""Privacy budgets per entity population and year, and the DP mode of each agreement.
 
-An authority puts an agreement's use of one dataset into the
-differential-privacy mode with :func:`configure`: a total epsilon for the
-agreement's term, the epsilon each job spends, and the bounds of each measure
-column that may be summed (the provider's declared range of one entity's
-value). From then on every job of that agreement on that dataset is released
-with noise (:func:`policies.dp.add_noise`) and spends its epsilon.
+Accounting: pure epsilon-DP with basic sequential composition (delta 0). Every
+release about one entity adds its epsilon to what that entity has lost; nothing
+better than the plain sum is claimed (:data:`ACCOUNTING`).
 
-* A job that would exceed the budget is refused before it runs (rule
-  ``dp_budget_exhausted``, Art. 15, naming the remaining budget): see
-  :func:`refusal`, called by the job's policy check.
-* The spend is written in the same transaction as the release (:func:`spend`,
-  which checks the balance again under the store's write lock), so two jobs
-  cannot both spend the last epsilon; a job that fails or is withheld spends
-  nothing.
-* Every configuration and spend is one ledger entry; :func:`show` is what the
-  operator and the authority see.
+* **One budget per population per year** (issue 18). The persons (every dataset
+  whose classification's ``entity_kind`` is ``person`` or undeclared) are one
+  population, the organisations another. The authority sets each population's
+  epsilon for a UTC year (:func:`set_total`) and shares it out per agreement
+  (:func:`set_share`); the shares of a population-year never add up to more than
+  its total, so the agreements of colluding operators together never spend more
+  than the total, whichever datasets and dataset versions they touch.
+* **The DP mode** of an agreement's use of one dataset (:func:`configure`): the
+  epsilon each job spends and the bounds of each measure column that may be summed.
+  A job in the DP mode draws its epsilon from its agreement's share of the
+  population-year it touches: its first table's population, in the year of the
+  job's submission (UTC).
+* **Charged at admission** (:func:`reserve`), in the store transaction that moves
+  the job to ``queued``, with the check under the store's write lock: two jobs
+  cannot both take the last epsilon. A job that would exceed the share or the
+  population's remainder is refused (rule ``dp_budget_exhausted``, Art. 15, naming
+  what remains) and spends nothing. A job admitted to run has spent its epsilon
+  whether it is later released, withheld or fails: a refund decided by the run's
+  outcome would tell the operator something about the data.
+* Every setting, share and spend is one ledger entry; :func:`budgets`,
+  :func:`shares` and :func:`spends` are what the authority, the auditors and the
+  operators (their own agreements only) see.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from policies.access import Grant
-from policies.dp import Bounds, Budget
-from policies.errors import InputError, NotFound
+from policies.dp import Bounds
+from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
-from sandbox.guard.tables import dp_budgets, dp_spends
+from sandbox.core.store import jobs
+from sandbox.guard.tables import dp_budgets, dp_charges, dp_population_budgets, dp_shares
 
 ARTICLE = "Art. 15"
+ACCOUNTING = "pure epsilon-DP, basic composition, delta 0"
+POPULATIONS = ("person", "organisation")
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+RULE = "dp_budget_exhausted"
+OVER_TOTAL = "dp_shares_over_total"
+SLACK = 1e-9  # floating-point sums of epsilons: a job may use exactly what remains
+
+
+def population_of(entity_kind: str | None) -> str:
+    """The population whose budget a dataset's entities draw on (undeclared: person)."""
+    return "organisation" if entity_kind == "organisation" else "person"
 
 
 @dataclass(frozen=True)
 class DpMode:
-    """The DP mode that applies to one job: whose budget, and how to bound sums."""
+    """The DP mode that applies to one job: whose share pays, and how to bound sums."""
 
     agreement_id: int
     dataset: str
-    budget: Budget
+    per_query: float
     bounds: Mapping[str, Bounds]
+    population: str = "person"
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One agreement's share of one population-year, and the population's total."""
+
+    agreement_id: int
+    population: str
+    year: int
+    share: float
+    share_spent: float
+    total: float
+    total_spent: float
+
+    @property
+    def share_remaining(self) -> float:
+        return max(0.0, self.share - self.share_spent)
+
+    @property
+    def total_remaining(self) -> float:
+        return max(0.0, self.total - self.total_spent)
+
+    @property
+    def remaining(self) -> float:
+        """What a job of this agreement may still spend: the smaller of the two."""
+        return min(self.share_remaining, self.total_remaining)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _epsilon(value: Any, field: str, *, zero: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise InputError(
+            f"{field}: epsilon must be a finite number {'of 0 or more' if zero else 'above 0'}, "
+            f"not {value!r} ({ARTICLE})",
+            article=ARTICLE,
+        )
+    if number == 0 and not zero:
+        raise InputError(f"{field}: epsilon must be above 0, not 0 ({ARTICLE})", article=ARTICLE)
+    return number
+
+
+def _year(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            raise InputError(
+                f"year: '{value}' is not a year ({ARTICLE})", article=ARTICLE
+            ) from None
+    if not FIRST_YEAR <= value <= LAST_YEAR:
+        raise InputError(
+            f"year: {value} is out of range; budgets are set for the years {FIRST_YEAR} to "
+            f"{LAST_YEAR} (UTC) ({ARTICLE})",
+            article=ARTICLE,
+        )
+    return value
+
+
+def _population(value: Any) -> str:
+    if value not in POPULATIONS:
+        raise InputError(
+            f"population: '{value}' is not a population; use person or organisation ({ARTICLE})",
+            article=ARTICLE,
+        )
+    return str(value)
+
+
+def _agreement(conn: Connection, agreement_id: Any) -> Row:
+    from sandbox.workflow.tables import agreements
+
+    if isinstance(agreement_id, bool) or not isinstance(agreement_id, int):
+        raise InputError(
+            f"agreement: '{agreement_id}' is not an agreement number ({ARTICLE})", article=ARTICLE
+        )
+    row = conn.execute(select(agreements).where(agreements.c.id == agreement_id)).first()
+    if row is None:
+        raise NotFound(
+            f"agreement: there is no agreement {agreement_id} ({ARTICLE})", article=ARTICLE
+        )
+    return row
+
+
+# --------------------------------------------------------------------------- sums
+
+
+def _total(conn: Connection, population: str, year: int) -> float | None:
+    row = conn.execute(
+        select(dp_population_budgets.c.epsilon).where(
+            dp_population_budgets.c.population == population,
+            dp_population_budgets.c.year == year,
+        )
+    ).first()
+    return None if row is None else float(row.epsilon)
+
+
+def _shared(conn: Connection, population: str, year: int, but: int | None = None) -> float:
+    where = [dp_shares.c.population == population, dp_shares.c.year == year]
+    if but is not None:
+        where.append(dp_shares.c.agreement_id != but)
+    return float(
+        conn.execute(
+            select(func.coalesce(func.sum(dp_shares.c.epsilon), 0.0)).where(*where)
+        ).scalar_one()
+    )
+
+
+def _spent(conn: Connection, population: str, year: int, agreement_id: int | None = None) -> float:
+    where = [dp_charges.c.population == population, dp_charges.c.year == year]
+    if agreement_id is not None:
+        where.append(dp_charges.c.agreement_id == agreement_id)
+    return float(
+        conn.execute(
+            select(func.coalesce(func.sum(dp_charges.c.epsilon), 0.0)).where(*where)
+        ).scalar_one()
+    )
+
+
+def _share(conn: Connection, agreement_id: int, population: str, year: int) -> float:
+    row = conn.execute(
+        select(dp_shares.c.epsilon).where(
+            dp_shares.c.agreement_id == agreement_id,
+            dp_shares.c.population == population,
+            dp_shares.c.year == year,
+        )
+    ).first()
+    return 0.0 if row is None else float(row.epsilon)
+
+
+def balance(conn: Connection, agreement_id: int, population: str, year: int) -> Balance:
+    """The agreement's share of a population-year and the population's total, with spends."""
+    return Balance(
+        agreement_id,
+        population,
+        year,
+        _share(conn, agreement_id, population, year),
+        _spent(conn, population, year, agreement_id),
+        _total(conn, population, year) or 0.0,
+        _spent(conn, population, year),
+    )
+
+
+# --------------------------------------------------------------------------- the authority
+
+
+def set_total(
+    platform: Platform, authority: Principal, population: str, year: int, epsilon: float
+) -> dict:
+    """Set a population's epsilon for a year (the city authority). It may be lowered, never
+    below the shares already given, and never raised once set: a budget that grows after
+    releases were made bounds nothing."""
+    from policies.workflow import check_jurisdiction
+
+    require_role(authority, Role.AUTHORITY, action="set privacy budgets", article=ARTICLE)
+    check_jurisdiction(authority.name, authority.jurisdiction, "city")
+    population, year = _population(population), _year(year)
+    epsilon = _epsilon(epsilon, "epsilon")
+    with platform.store.transaction() as conn:
+        before = _total(conn, population, year)
+        shared = _shared(conn, population, year)
+        if before is not None and epsilon > before + SLACK:
+            raise PolicyRefusal(
+                "dp_budget_fixed",
+                f"epsilon: the {population} population's budget for {year} is {before:g}; "
+                f"it may be lowered but never raised (to {epsilon:g})",
+                article=ARTICLE,
+                subject="epsilon",
+            )
+        if epsilon + SLACK < shared:
+            raise PolicyRefusal(
+                OVER_TOTAL,
+                f"epsilon: {epsilon:g} is below the {shared:g} already shared out of the "
+                f"{population} population's {year} budget; the shares may never exceed "
+                "the year's total",
+                article=ARTICLE,
+                subject="epsilon",
+            )
+        values = dict(epsilon=epsilon, set_by=authority.id, updated_at=now_utc())
+        if before is None:
+            conn.execute(
+                dp_population_budgets.insert().values(population=population, year=year, **values)
+            )
+        else:
+            conn.execute(
+                dp_population_budgets.update()
+                .where(
+                    dp_population_budgets.c.population == population,
+                    dp_population_budgets.c.year == year,
+                )
+                .values(**values)
+            )
+        platform.record(
+            conn,
+            authority.actor,
+            "dp.budget.set",
+            f"dp:{population}:{year}",
+            {"epsilon": epsilon, "before": before, "shared": shared, "accounting": ACCOUNTING},
+            ARTICLE,
+        )
+        return _budget_row(conn, population, year)
+
+
+def set_share(
+    platform: Platform,
+    authority: Principal,
+    agreement_id: int,
+    year: int,
+    epsilon: float,
+    population: str = "person",
+) -> dict:
+    """Give an agreement its share of a population-year (an authority covering the
+    agreement). The shares never exceed the year's total; a share is never set below what
+    the agreement has already spent of it."""
+    from sandbox.workflow.base import require_authority
+
+    require_role(authority, Role.AUTHORITY, action="share privacy budgets", article=ARTICLE)
+    population, year = _population(population), _year(year)
+    epsilon = _epsilon(epsilon, "epsilon", zero=True)
+    with platform.store.transaction() as conn:
+        row = _agreement(conn, agreement_id)
+        require_authority(authority, row.jurisdiction, "share privacy budgets", "Art. 5")
+        total = _total(conn, population, year)
+        if total is None:
+            raise PolicyRefusal(
+                OVER_TOTAL,
+                f"year: the {population} population has no budget for {year} yet; the "
+                "authority sets it first (sandbox dp budget set)",
+                article=ARTICLE,
+                subject="year",
+            )
+        others = _shared(conn, population, year, but=agreement_id)
+        if others + epsilon > total + SLACK:
+            raise PolicyRefusal(
+                OVER_TOTAL,
+                f"epsilon: a share of {epsilon:g} for agreement {agreement_id} is more than the "
+                f"{max(0.0, total - others):g} of the {population} population's {year} budget "
+                f"of {total:g} not shared out to other agreements; the shares may never exceed "
+                "the year's total",
+                article=ARTICLE,
+                subject="epsilon",
+            )
+        spent = _spent(conn, population, year, agreement_id)
+        if epsilon + SLACK < spent:
+            raise PolicyRefusal(
+                OVER_TOTAL,
+                f"epsilon: agreement {agreement_id} has already spent {spent:g} of its share of "
+                f"the {population} population's {year} budget; its share cannot be less",
+                article=ARTICLE,
+                subject="epsilon",
+            )
+        before = _share(conn, agreement_id, population, year)
+        keys = dict(agreement_id=agreement_id, population=population, year=year)
+        values = dict(epsilon=epsilon, set_by=authority.id, updated_at=now_utc())
+        exists = conn.execute(
+            select(dp_shares.c.epsilon).where(*(dp_shares.c[k] == v for k, v in keys.items()))
+        ).first()
+        if exists is None:
+            conn.execute(dp_shares.insert().values(**keys, **values))
+        else:
+            conn.execute(
+                dp_shares.update()
+                .where(*(dp_shares.c[k] == v for k, v in keys.items()))
+                .values(**values)
+            )
+        platform.record(
+            conn,
+            authority.actor,
+            "dp.share",
+            f"agreement:{agreement_id}",
+            {
+                "population": population,
+                "year": year,
+                "epsilon": epsilon,
+                "before": before,
+                "shared": others + epsilon,
+                "total": total,
+            },
+            ARTICLE,
+        )
+        return _share_row(conn, agreement_id, population, year)
 
 
 def configure(
@@ -54,17 +365,16 @@ def configure(
     agreement_id: int,
     dataset: str,
     *,
-    epsilon: float,
     per_query: float,
     bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> None:
-    """Put an agreement's use of ``dataset`` into the DP mode (once; the budget never grows)."""
+    """Put an agreement's use of ``dataset`` into the DP mode (once): each job spends
+    ``per_query`` of the agreement's share of the dataset's population-year."""
     from sandbox.workflow.base import get, require_authority
     from sandbox.workflow.tables import agreements
 
     require_role(authority, Role.AUTHORITY, action="set privacy budgets", article=ARTICLE)
-    if not (0 < per_query <= epsilon):
-        raise InputError("the per-query epsilon must be positive and at most the total epsilon")
+    per_query = _epsilon(per_query, "per_query")
     try:
         parsed = {col: Bounds(float(lo), float(hi)) for col, (lo, hi) in (bounds or {}).items()}
     except (TypeError, ValueError) as exc:
@@ -81,15 +391,15 @@ def configure(
         ).first()
         if exists:
             raise InputError(
-                f"agreement {agreement_id} already has a privacy budget for '{dataset}'; "
-                "a budget is fixed for the agreement's term"
+                f"agreement {agreement_id} is already in the DP mode for '{dataset}'; "
+                "its configuration is fixed for the agreement's term"
             )
         conn.execute(
             dp_budgets.insert().values(
                 agreement_id=agreement_id,
                 dataset=dataset,
-                epsilon_total=float(epsilon),
-                epsilon_per_query=float(per_query),
+                epsilon_total=0.0,  # the earlier model's column: budgets are per population
+                epsilon_per_query=per_query,
                 bounds_json=json.dumps({c: [b.lower, b.upper] for c, b in parsed.items()}),
                 configured_by=authority.id,
                 created_at=now_utc(),
@@ -100,91 +410,290 @@ def configure(
             authority.actor,
             "dp.configure",
             f"agreement:{agreement_id}",
-            {
-                "dataset": dataset,
-                "epsilon": epsilon,
-                "per_query": per_query,
-                "bounded": sorted(parsed),
-            },
+            {"dataset": dataset, "per_query": per_query, "bounded": sorted(parsed)},
             ARTICLE,
         )
 
 
-def budget(conn: Connection, agreement_id: int, dataset: str) -> Budget | None:
-    row = conn.execute(
-        select(dp_budgets).where(
-            dp_budgets.c.agreement_id == agreement_id, dp_budgets.c.dataset == dataset
-        )
-    ).first()
-    if row is None:
-        return None
-    spent = conn.execute(
-        select(func.coalesce(func.sum(dp_spends.c.epsilon), 0.0)).where(
-            dp_spends.c.agreement_id == agreement_id, dp_spends.c.dataset == dataset
-        )
-    ).scalar_one()
-    return Budget(row.epsilon_total, float(spent), row.epsilon_per_query)
+# --------------------------------------------------------------------------- jobs
 
 
-def mode_for(conn: Connection, used: Mapping[str, Grant], dataset: str) -> DpMode | None:
-    """The DP mode of the job's first dataset, if the agreement behind its grant has one."""
+def mode_for(
+    conn: Connection,
+    used: Mapping[str, Grant],
+    dataset: str,
+    entity_kind: str | None = None,
+) -> DpMode | None:
+    """The DP mode of the job's first dataset, if the agreement behind its grant has one;
+    ``entity_kind`` (of the dataset version the job reads) names the population."""
     grant = used.get(dataset)
     if grant is None or grant.agreement_id is None:
         return None
     row = conn.execute(
-        select(dp_budgets.c.bounds_json).where(
+        select(dp_budgets.c.bounds_json, dp_budgets.c.epsilon_per_query).where(
             dp_budgets.c.agreement_id == grant.agreement_id, dp_budgets.c.dataset == dataset
         )
     ).first()
     if row is None:
         return None
     bounds = {c: Bounds(lo, hi) for c, (lo, hi) in json.loads(row.bounds_json).items()}
-    current = budget(conn, grant.agreement_id, dataset)
-    assert current is not None  # its dp_budgets row was just read in this transaction
-    return DpMode(grant.agreement_id, dataset, current, bounds)
+    return DpMode(
+        grant.agreement_id,
+        dataset,
+        float(row.epsilon_per_query),
+        bounds,
+        population_of(entity_kind),
+    )
 
 
-def refusal(mode: DpMode):
+def year_of_job(conn: Connection, job_id: int) -> int:
+    """The UTC year the job was submitted in: the year whose budget it draws on."""
+    created = conn.execute(select(jobs.c.created_at).where(jobs.c.id == job_id)).scalar_one()
+    moment = datetime.fromisoformat(created)
+    return (moment if moment.tzinfo is None else moment.astimezone(UTC)).year
+
+
+def refusal(current: Balance, asked: float) -> PolicyRefusal | None:
     """The refusal of a job the remaining budget cannot pay for, or None."""
-    return mode.budget.refusal(subject=f"agreement:{mode.agreement_id}")
+    if asked <= current.remaining + SLACK:
+        return None
+    return PolicyRefusal(
+        RULE,
+        f"the privacy budget is exhausted: this job needs epsilon {asked:g}; agreement "
+        f"{current.agreement_id} has {current.share_remaining:g} of its share of "
+        f"{current.share:g} left, and the {current.population} population has "
+        f"{current.total_remaining:g} of {current.total:g} left, for {current.year} "
+        f"({ACCOUNTING}); nothing was spent",
+        article=ARTICLE,
+        subject=f"agreement:{current.agreement_id}",
+        hint="no further differentially private releases on this population are possible "
+        "this year under this agreement's share; ask the authority",
+    )
 
 
-def spend(platform: Platform, conn: Connection, actor: Actor, mode: DpMode, job_id: int) -> Budget:
-    """Spend one job's epsilon in the caller's (release) transaction; refuse if it is gone."""
-    current = budget(conn, mode.agreement_id, mode.dataset)
-    if current is None:
-        raise NotFound(f"agreement {mode.agreement_id} has no privacy budget")
-    refused = current.refusal(subject=f"agreement:{mode.agreement_id}")
+def charge_of(conn: Connection, job_id: int) -> Row | None:
+    """The job's charge, if it has one."""
+    return conn.execute(select(dp_charges).where(dp_charges.c.job_id == job_id)).first()
+
+
+def reserve(
+    platform: Platform, conn: Connection, actor: Actor, mode: DpMode, job_id: int
+) -> Balance:
+    """Charge the job's epsilon to its agreement's share, in the caller's write
+    transaction (the one that queues the job): check and insert under one lock. Raises
+    the ``dp_budget_exhausted`` refusal, having written nothing. A job already charged
+    is not charged again."""
+    done = charge_of(conn, job_id)
+    if done is not None:
+        return balance(conn, done.agreement_id, done.population, done.year)
+    year = year_of_job(conn, job_id)
+    current = balance(conn, mode.agreement_id, mode.population, year)
+    refused = refusal(current, mode.per_query)
     if refused is not None:
         raise refused
     conn.execute(
-        dp_spends.insert().values(
-            agreement_id=mode.agreement_id,
-            dataset=mode.dataset,
+        dp_charges.insert().values(
             job_id=job_id,
-            epsilon=current.per_query,
+            agreement_id=mode.agreement_id,
+            population=mode.population,
+            year=year,
+            dataset=mode.dataset,
+            epsilon=mode.per_query,
             created_at=now_utc(),
         )
     )
-    after = Budget(current.total, current.spent + current.per_query, current.per_query)
+    after = balance(conn, mode.agreement_id, mode.population, year)
     platform.record(
         conn,
         actor,
         "dp.spend",
         f"agreement:{mode.agreement_id}",
         {
-            "dataset": mode.dataset,
             "job": job_id,
-            "epsilon": current.per_query,
-            "remaining": after.remaining,
+            "dataset": mode.dataset,
+            "population": mode.population,
+            "year": year,
+            "epsilon": mode.per_query,
+            "share_remaining": after.share_remaining,
+            "population_remaining": after.total_remaining,
+            "accounting": ACCOUNTING,
         },
         ARTICLE,
     )
     return after
 
 
+def charged(platform: Platform, conn: Connection, actor: Actor, mode: DpMode, job_id: int) -> dict:
+    """In a release transaction: what the job spent (charging it now if it was queued
+    before its agreement entered the DP mode). Nothing is released in the DP mode without
+    a charge of at least the epsilon its noise was calibrated for."""
+    after = reserve(platform, conn, actor, mode, job_id)
+    row = charge_of(conn, job_id)
+    assert row is not None  # reserve wrote it or found it
+    if row.epsilon + SLACK < mode.per_query:
+        raise PolicyRefusal(
+            RULE,
+            f"job {job_id} was charged epsilon {row.epsilon:g}, less than the {mode.per_query:g} "
+            "of its noise; nothing is released",
+            article=ARTICLE,
+            subject=f"job:{job_id}",
+        )
+    return {
+        "epsilon": float(row.epsilon),
+        "population": row.population,
+        "year": row.year,
+        "remaining": after.share_remaining,
+        "accounting": ACCOUNTING,
+    }
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _budget_row(conn: Connection, population: str, year: int) -> dict:
+    total = _total(conn, population, year) or 0.0
+    shared, spent = _shared(conn, population, year), _spent(conn, population, year)
+    return {
+        "population": population,
+        "year": year,
+        "epsilon": total,
+        "shared": shared,
+        "unshared": max(0.0, total - shared),
+        "spent": spent,
+        "remaining": max(0.0, total - spent),
+        "accounting": ACCOUNTING,
+    }
+
+
+def _share_row(conn: Connection, agreement_id: int, population: str, year: int) -> dict:
+    current = balance(conn, agreement_id, population, year)
+    return {
+        "agreement": agreement_id,
+        "population": population,
+        "year": year,
+        "epsilon": current.share,
+        "spent": current.share_spent,
+        "remaining": current.share_remaining,
+        "accounting": ACCOUNTING,
+    }
+
+
+def _visible_agreements(conn: Connection, viewer: Principal) -> set[int] | None:
+    """The agreements whose shares and spends ``viewer`` sees; None: every one."""
+    from policies.workflow import covers
+    from sandbox.workflow.tables import agreements
+
+    if viewer.role is Role.AUDITOR or (
+        viewer.role is Role.AUTHORITY and viewer.jurisdiction == "city"
+    ):
+        return None
+    if viewer.role is Role.AUTHORITY:
+        rows = conn.execute(select(agreements.c.id, agreements.c.jurisdiction))
+        return {r.id for r in rows if covers(viewer.jurisdiction, r.jurisdiction)}
+    if viewer.role is Role.OPERATOR:
+        return set(
+            conn.execute(
+                select(agreements.c.id).where(agreements.c.operator_id == viewer.id)
+            ).scalars()
+        )
+    raise PermissionDenied(
+        f"{viewer.name} is a {viewer.role.value}; privacy budgets are read by the authority, "
+        f"the auditors and the operators of the agreements ({ARTICLE})",
+        article=ARTICLE,
+    )
+
+
+def budgets(conn: Connection, viewer: Principal, year: int | None = None) -> dict:
+    """Every population-year budget (authorities and auditors)."""
+    require_role(
+        viewer, Role.AUTHORITY, Role.AUDITOR, action="read population budgets", article=ARTICLE
+    )
+    query = select(dp_population_budgets.c.population, dp_population_budgets.c.year)
+    if year is not None:
+        query = query.where(dp_population_budgets.c.year == _year(year))
+    rows = conn.execute(
+        query.order_by(dp_population_budgets.c.year, dp_population_budgets.c.population)
+    )
+    return {
+        "accounting": ACCOUNTING,
+        "budgets": [_budget_row(conn, r.population, r.year) for r in rows],
+    }
+
+
+def shares(
+    conn: Connection, viewer: Principal, year: int | None = None, agreement_id: int | None = None
+) -> dict:
+    """The shares ``viewer`` may see (an operator: its own agreements')."""
+    visible = _visible_agreements(conn, viewer)
+    query = select(dp_shares.c.agreement_id, dp_shares.c.population, dp_shares.c.year)
+    if year is not None:
+        query = query.where(dp_shares.c.year == _year(year))
+    if agreement_id is not None:
+        _seen(conn, visible, agreement_id)
+        query = query.where(dp_shares.c.agreement_id == agreement_id)
+    rows = [
+        r
+        for r in conn.execute(
+            query.order_by(dp_shares.c.year, dp_shares.c.population, dp_shares.c.agreement_id)
+        )
+        if visible is None or r.agreement_id in visible
+    ]
+    return {
+        "accounting": ACCOUNTING,
+        "shares": [_share_row(conn, r.agreement_id, r.population, r.year) for r in rows],
+    }
+
+
+def _seen(conn: Connection, visible: set[int] | None, agreement_id: int) -> None:
+    if visible is not None and agreement_id not in visible:
+        raise NotFound(
+            f"agreement: there is no agreement {agreement_id} ({ARTICLE})", article=ARTICLE
+        )
+    _agreement(conn, agreement_id)
+
+
+def spends(
+    conn: Connection, viewer: Principal, year: int | None = None, agreement_id: int | None = None
+) -> dict:
+    """What was spent, per agreement and population-year with the jobs that spent it, and
+    in total over the agreements ``viewer`` sees."""
+    visible = _visible_agreements(conn, viewer)
+    query = select(dp_charges).order_by(dp_charges.c.job_id)
+    if year is not None:
+        query = query.where(dp_charges.c.year == _year(year))
+    if agreement_id is not None:
+        _seen(conn, visible, agreement_id)
+        query = query.where(dp_charges.c.agreement_id == agreement_id)
+    groups: dict[tuple[int, str, int], dict] = {}
+    total = 0.0
+    for r in conn.execute(query):
+        if visible is not None and r.agreement_id not in visible:
+            continue
+        key = (r.agreement_id, r.population, r.year)
+        group = groups.setdefault(
+            key,
+            {
+                "agreement": r.agreement_id,
+                "population": r.population,
+                "year": r.year,
+                "spent": 0.0,
+                "jobs": [],
+            },
+        )
+        group["spent"] += float(r.epsilon)
+        group["jobs"].append(r.job_id)
+        total += float(r.epsilon)
+    return {
+        "accounting": ACCOUNTING,
+        "agreements": [groups[k] for k in sorted(groups, key=lambda k: (k[2], k[1], k[0]))],
+        "total": total,
+    }
+
+
 def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
-    """The agreement's budgets: for its operator, an authority covering it or an auditor."""
+    """The agreement's DP mode per dataset (per-query epsilon, bounds): for its operator,
+    an authority covering it or an auditor. Its shares and spends: :func:`shares`,
+    :func:`spends`."""
     from sandbox.workflow.base import get, require_authority
     from sandbox.workflow.tables import agreements
 
@@ -195,18 +704,12 @@ def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
         raise NotFound(f"no agreement {agreement_id}")
     if viewer.role is Role.AUTHORITY:
         require_authority(viewer, row.jurisdiction, "read privacy budgets", "Art. 5")
-    out = []
-    for b in conn.execute(select(dp_budgets).where(dp_budgets.c.agreement_id == agreement_id)):
-        current = budget(conn, agreement_id, b.dataset)
-        assert current is not None  # b is its dp_budgets row
-        out.append(
-            {
-                "dataset": b.dataset,
-                "epsilon_total": current.total,
-                "epsilon_spent": current.spent,
-                "epsilon_remaining": current.remaining,
-                "epsilon_per_query": current.per_query,
-                "bounds": json.loads(b.bounds_json),
-            }
-        )
-    return out
+    return [
+        {
+            "dataset": b.dataset,
+            "epsilon_per_query": b.epsilon_per_query,
+            "bounds": json.loads(b.bounds_json),
+            "accounting": ACCOUNTING,
+        }
+        for b in conn.execute(select(dp_budgets).where(dp_budgets.c.agreement_id == agreement_id))
+    ]

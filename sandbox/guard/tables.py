@@ -67,7 +67,9 @@ released_request_cells = Table(
     Index("ix_released_request_cells_dataset", "dataset", "id"),
 )
 
-# The differential-privacy mode of an agreement for one dataset, and its budget.
+# The differential-privacy mode of an agreement for one dataset: the epsilon each job
+# spends and the bounds of its measures. ``epsilon_total`` is the agreement's own total
+# of the model before the population budgets (issue 18): no longer read, written as 0.
 dp_budgets = Table(
     "dp_budgets",
     metadata,
@@ -81,6 +83,8 @@ dp_budgets = Table(
     PrimaryKeyConstraint("agreement_id", "dataset"),
 )
 
+# The spends of that earlier model (per agreement and dataset, written at release); no
+# longer written or read: :data:`dp_charges` holds every spend since.
 dp_spends = Table(
     "dp_spends",
     metadata,
@@ -91,6 +95,48 @@ dp_spends = Table(
     Column("epsilon", Float, nullable=False),
     Column("created_at", String(40), nullable=False),
     Index("ix_dp_spends", "agreement_id", "dataset"),
+)
+
+# One yearly epsilon per entity population (issue 18): ``person`` (every dataset whose
+# entity_kind is person or undeclared) or ``organisation``; the year is a UTC year.
+dp_population_budgets = Table(
+    "dp_population_budgets",
+    metadata,
+    Column("population", String(20), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("set_by", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    PrimaryKeyConstraint("population", "year"),
+)
+
+# An agreement's share of one population-year; the shares of a population-year never
+# add up to more than its epsilon.
+dp_shares = Table(
+    "dp_shares",
+    metadata,
+    Column("agreement_id", Integer, nullable=False),
+    Column("population", String(20), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("set_by", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    PrimaryKeyConstraint("agreement_id", "population", "year"),
+)
+
+# One row per DP job admitted to run: its epsilon, charged in the transaction that queues
+# it and never refunded (withheld, failed or released alike).
+dp_charges = Table(
+    "dp_charges",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("agreement_id", Integer, nullable=False),
+    Column("population", String(20), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("dataset", String(200), nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_dp_charges_population", "population", "year", "agreement_id"),
 )
 
 # The numbering as the job worker reads it (issue 25, :mod:`sandbox.guard.numbering`):

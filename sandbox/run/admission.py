@@ -37,7 +37,7 @@ class Prepared:
     params: DisclosureParams
     versions: Mapping[str, DatasetVersion]
     lineage: str | None = None  # the dataset whose entities the cells count (differencing)
-    dp: dp_budget.DpMode | None = None  # the agreement's differential-privacy mode
+    dp: dp_budget.DpMode | None = None  # the agreement's DP mode, its population's budget
     entities: bool = False  # the engine reads the entity numbering (each cell's contributors)
     # Why the output waits for the two output checkers whatever the check finds, decided
     # from the SQL and the declared metadata alone (table mode's person jobs, undeclared
@@ -160,13 +160,13 @@ def prepare(
     from policies.dp import refuse_unsupported
 
     lineage = first_table_alias(plan.payload.tree).name
-    mode = dp_budget.mode_for(conn, used, lineage)
+    # The lineage's entities are the population whose budget pays (charged when queued:
+    # JobService.enqueue, dp_budget.reserve).
+    kind_of = versions[lineage].classification.entity_kind if lineage in versions else None
+    mode = dp_budget.mode_for(conn, used, lineage, kind_of)
     if mode is None and scope.mode == "dp":  # the DP mode belongs to another table's grant
         plan = kind.plan(request, replace(scope, mode="table"))
     if mode is not None:
-        refused = dp_budget.refusal(mode)
-        if refused is not None:
-            raise refused
         refuse_unsupported(plan.payload.spec, argument_columns(plan.payload), mode.bounds)
     entities = platform.settings["differencing.enabled"]
     if entities or mode is not None:

@@ -193,6 +193,21 @@ class JobService:
                         reason_json=json.dumps(refusal.to_dict()),
                     )
                     return self.outcome(operator, job_id)
+            if prepared.dp is not None:
+                try:  # charged in the transaction that queues it: no race for the last epsilon
+                    dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
+                except PolicyRefusal as refusal:  # nothing was charged
+                    transition(
+                        platform,
+                        conn,
+                        job_id,
+                        operator,
+                        JobState.REFUSED,
+                        {"rule": refusal.rule, "subject": refusal.subject},
+                        refusal.article or "Art. 15",
+                        reason_json=json.dumps(refusal.to_dict()),
+                    )
+                    return self.outcome(operator, job_id)
             transition(
                 platform,
                 conn,
@@ -470,8 +485,9 @@ class JobService:
             for i, name in argument_columns(admitted).items()
             if name is not None and name in mode.bounds
         }
-        # OpenDP's discrete Laplace; each column's scale and 95% half-width go with the table
-        return add_noise(result, raw, admitted.spec, mode.budget.per_query, bounds)
+        # OpenDP's discrete Laplace; each column's scale and 95% half-width go with the table.
+        # The epsilon was charged when the job was queued (checked again at release).
+        return add_noise(result, raw, admitted.spec, mode.per_query, bounds)
 
     def _guard(
         self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table
@@ -511,14 +527,14 @@ class JobService:
                     }
                 report = report_of(checked, prepared.params)
                 if prepared.dp is not None:
-                    after = dp_budget.spend(platform, conn, operator.actor, prepared.dp, job_id)
+                    # spent when queued; a job queued before the DP mode is charged now
+                    spent = dp_budget.charged(platform, conn, operator.actor, prepared.dp, job_id)
                     from policies.dp import released_noise
 
                     noise = released_noise(checked.released) or {}
                     report["dp"] = details["dp"] = {
-                        "epsilon": prepared.dp.budget.per_query,
+                        **spent,
                         "mechanism": "discrete Laplace (OpenDP)",
-                        "remaining": after.remaining,
                         # per column: its scale and the half-width of a 95% interval
                         "columns": noise.get("columns"),
                     }

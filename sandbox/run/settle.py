@@ -159,10 +159,10 @@ def held_finish(
                     if g.agreement_id == held["dp"]["agreement_id"]
                 },
                 held["dp"]["dataset"],
+                held["dp"].get("population"),
             )
-            if mode is not None:
-                after = dp_budget.spend(platform, conn, operator.actor, mode, job_id)
-                details["dp"] = {"epsilon": mode.budget.per_query, "remaining": after.remaining}
+            if mode is not None:  # spent when the job was queued (a refund would be an oracle)
+                details["dp"] = dp_budget.charged(platform, conn, operator.actor, mode, job_id)
         return table, report, manifest, details
 
     return finish
@@ -241,7 +241,11 @@ def hold_entities(
             for b in entity_bitmaps(raw)
         ]
     if prepared.dp is not None:
-        held["dp"] = {"agreement_id": prepared.dp.agreement_id, "dataset": prepared.dp.dataset}
+        held["dp"] = {
+            "agreement_id": prepared.dp.agreement_id,
+            "dataset": prepared.dp.dataset,
+            "population": prepared.dp.population,
+        }
     meta_path.with_suffix(".entities.json").write_text(json.dumps(held, default=str))
 
 
