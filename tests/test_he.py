@@ -367,3 +367,56 @@ def test_a_group_one_subject_away_from_an_earlier_answer_is_withheld(bank, bfv):
     # Three answers' released groups are in the history, none of the withheld one.
     assert len(kept) == 2 * len(before.groups) + len(probe.groups)
     assert all(row.kind == "he.sum" and row.principal_id == operator.id for row in kept)
+
+
+# --------------------------------------------------------------------------- job rows
+
+
+def test_an_he_request_is_a_job_row_through_the_same_states(bank, ckks):
+    """Issue 18: an answered request is a released job, a refused one a refused job, each
+    move ledgered under the operator; the row holds what was asked, never keys or values."""
+    from sandbox.core.store import jobs
+    from sandbox.run.jobstate import JobState, job_outcome, list_jobs
+
+    platform, operator, table, _token = bank
+    keys = _rows(table, 200)
+    body = client_he.build_request(ckks, "registry", "code", ["county"], keys, [3.0] * 200)
+    he.he_sum(platform, operator, body)
+    private = ckks.serialize(save_secret_key=True)
+    with pytest.raises(PolicyRefusal):
+        he.he_sum(platform, operator, _body_with_context(private, keys[:20], [1.0] * 20, ctx=ckks))
+    with platform.store.read() as conn:
+        listed = list_jobs(conn, operator)
+        rows = {r.id: r for r in conn.execute(jobs.select())}
+        released, refused = (job_outcome(conn, operator, r["id"]) for r in listed)
+    assert [r["kind"] for r in listed] == ["he_aggregate", "he_aggregate"]
+    assert released.state is JobState.RELEASED and released.product_id is None
+    assert refused.state is JobState.REFUSED
+    assert refused.reason["rule"] == "he_secret_key_sent"
+    asked = json.loads(rows[released.job_id].request_json)
+    assert asked == {
+        "dataset": "registry",
+        "key_column": "code",
+        "by": ["county"],
+        "scheme": "ckks",
+        "list_size": 200,
+    }
+    assert json.loads(rows[released.job_id].inputs_json)[0]["dataset"] == "registry"
+    moves = [e["action"] for e in _ledger_of(platform, f"job:{released.job_id}")]
+    assert moves == [
+        "job.submitted",
+        "job.queued",
+        "job.running",
+        "job.checking",
+        "job.released",
+    ]
+    assert all(e["actor"] == "bank" for e in _ledger_of(platform, f"job:{released.job_id}"))
+    text = json.dumps([dict(r._mapping) for r in rows.values()], default=str)
+    assert keys[0] not in text
+
+
+def _ledger_of(platform, subject):
+    from sandbox.core import ledger
+
+    with platform.store.read() as conn:
+        return [e for e in ledger.query(conn) if e["subject"] == subject]

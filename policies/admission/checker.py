@@ -8,7 +8,6 @@ from typing import NoReturn
 from sqlglot import exp
 
 from ..classes import ColumnClass, did_you_mean
-from . import table_mode
 from .naming import _is_aggregate
 from .scope import (
     Clause,
@@ -21,6 +20,7 @@ from .scope import (
     _strip,
     function_name,
 )
+from .table_mode import is_declared_derived, refuse_aggregate, refuse_expression
 
 
 class _Checker:
@@ -198,8 +198,8 @@ class _Checker:
         # An expression: its columns first (so attacks get their own rule), then the grant.
         self.walk(arg, Clause.SELECT, agg=family)
         if self.scope.mode == "table":
-            if not table_mode.is_declared_derived(arg, self):
-                table_mode.refuse_expression(name, name)
+            if not is_declared_derived(arg, self):
+                refuse_expression(name, name)
             return family
         if not self.scope.aggregate_expressions:
             _refuse(
@@ -223,7 +223,7 @@ class _Checker:
         if name in self.policy.base:
             return name
         if name in self.policy.grantable and self.scope.mode == "table":
-            table_mode.refuse_aggregate(name, name)
+            refuse_aggregate(name, name)
         if name in self.policy.grantable:
             family = self.policy.grantable[name]
             if family not in self.scope.extra_aggregates:

@@ -34,7 +34,7 @@ questions with noise (docs/disclosure.md, "Table mode").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn, Protocol
 
 import sqlglot
 from sqlglot import exp
@@ -46,8 +46,15 @@ from ..outputs import OutputColumn, OutputRole
 from .naming import aggregate_argument, unwrap_aggregate
 from .scope import DIALECT, Clause, TableScope, _number, _refuse, _strip, function_name
 
-if TYPE_CHECKING:  # the checker calls this module's rules on aggregates
-    from .checker import _Checker
+
+class _Checker(Protocol):
+    """What this module reads of :class:`.checker._Checker` (which calls its rules, so it
+    is not imported here)."""
+
+    def resolve(self, column: exp.Column) -> tuple[TableScope, str]: ...
+    def class_of(self, column: exp.Column) -> ColumnClass: ...
+    def generalised_column(self, key: exp.Expression) -> exp.Column | None: ...
+
 
 # The aggregate families table mode releases exactly.
 TABLE_FAMILIES = frozenset({"count_star", "count", "count_distinct", "sum", "avg"})

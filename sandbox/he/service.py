@@ -40,6 +40,7 @@ which keys the operator sent: it must, to join them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
 from sandbox.he.evaluate import evaluate
 from sandbox.he.groups import Groups, join_groups
 from sandbox.he.upload import HeUpload, load_public_context, parse_upload
+from sandbox.run.jobstate import JobState, may_transition, state_of, transition
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,39 @@ def _json_value(value):
 
 
 def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAnswer:
-    """Run one HE aggregate request from the operator's body; see the module docstring."""
+    """Run one HE aggregate request from the operator's body; see the module docstring.
+
+    The request is a job row like any other (issue 18): ``submitted`` once its body is
+    well formed, then ``refused`` by the gate, or ``queued`` and ``running`` (one
+    transaction, so no executor ever finds it queued), ``checking`` and ``released``
+    when the answer is made, or ``failed``; each move is a ledger entry naming the
+    operator. The answer is not kept: the platform cannot read it.
+    """
     settings = platform.settings
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     upload = parse_upload(body, settings["he.max_values"])
-    plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
+    job_id = _open_job(platform, operator, upload)
+    try:
+        plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
+    except (PolicyRefusal, InputError) as exc:
+        _end_job(platform, operator, job_id, JobState.REFUSED, exc)
+        raise
+    except Exception as exc:
+        _end_job(platform, operator, job_id, JobState.FAILED, exc)
+        raise
+    _start_job(platform, operator, job_id, version)
+    try:
+        answer = _run(platform, operator, job_id, upload, plan, version, timings, t0)
+    except Exception as exc:
+        _end_job(platform, operator, job_id, JobState.FAILED, exc)
+        raise
+    return answer
+
+
+def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAnswer:
+    """Join, difference, evaluate and record one admitted HE request (see he_sum)."""
+    settings = platform.settings
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     differencing = settings["differencing.enabled"]
@@ -111,8 +140,103 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         if differencing:
             _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
         _record_sum(conn, platform, operator, plan, version, upload, groups)
+        transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            JobState.RELEASED,
+            {"kind": KIND, "groups": len(groups.released)},
+        )
     timings["total_s"] = time.perf_counter() - t0
+    # the answer does not name its job: two answers that hold the same groups are the
+    # same bytes (the operator finds the job in its job list)
     return HeAnswer(_header(plan, version, groups), answer, timings)
+
+
+def _open_job(platform, operator, upload: HeUpload) -> int:
+    """The job row of a well-formed request (``submitted``): what it asks, never its keys,
+    values or ciphertexts."""
+    from sandbox.core.ledger import now_utc
+    from sandbox.core.store import inserted_id, jobs
+
+    request = upload.request
+    asked = {
+        "dataset": request.dataset,
+        "key_column": request.key_column,
+        "by": list(request.by),
+        "scheme": request.scheme.value,
+        "list_size": len(upload.keys),
+    }
+    now = now_utc()
+    with platform.store.transaction() as conn:
+        job_id = int(
+            inserted_id(
+                conn.execute(
+                    jobs.insert().values(
+                        operator_id=operator.id,
+                        kind=KIND,
+                        request_json=json.dumps(asked),
+                        status=JobState.SUBMITTED.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            )
+        )
+        platform.record(
+            conn,
+            operator.actor,
+            "job.submitted",
+            f"job:{job_id}",
+            {"kind": KIND, "request": asked},
+            "Art. 7",
+        )
+    return job_id
+
+
+def _start_job(platform, operator, job_id: int, version) -> None:
+    """``queued`` and ``running`` in one transaction, with the dataset version it reads."""
+    inputs = [{"dataset": version.dataset, "version": version.version, "sha256": version.sha256}]
+    with platform.store.transaction() as conn:
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            JobState.QUEUED,
+            {"inputs": inputs},
+            "Art. 14",
+            inputs_json=json.dumps(inputs),
+        )
+        transition(platform, conn, job_id, operator, JobState.RUNNING, {"engine": "tenseal"})
+
+
+def _end_job(platform, operator, job_id: int, state: JobState, exc: Exception) -> None:
+    """``refused`` (the gate said no) or ``failed``; the reason as the operator reads it."""
+    reason = (
+        exc.to_dict()
+        if isinstance(exc, SandboxError)
+        else {
+            "code": "internal_error",
+            "message": "the platform failed while answering the HE request; nothing was sent",
+            "article": "Art. 8",
+        }
+    )
+    with platform.store.transaction() as conn:
+        if not may_transition(state_of(conn, job_id), state):
+            return
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            state,
+            {"rule": reason.get("rule") or reason.get("code"), "error": type(exc).__name__},
+            reason.get("article") or "Art. 15",
+            reason_json=json.dumps(reason),
+        )
 
 
 def _admit(platform, operator, upload: HeUpload, now: datetime):
