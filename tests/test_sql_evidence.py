@@ -32,6 +32,7 @@ SHOPS = Classification.from_dict(
 SCOPE = QueryScope(
     tables={"people": TableScope("people", PEOPLE), "shops": TableScope("shops", SHOPS)},
     extra_aggregates=frozenset({"max", "median"}),
+    mode="dp",  # the granted aggregates' evidence: table mode refuses them before any rewrite
 )
 
 # pid 1: three rows of 100 (one entity, 300 in all); pid 2: 50 and NULL; pid 3: -20;
