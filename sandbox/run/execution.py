@@ -193,10 +193,12 @@ class JobService:
                         reason_json=json.dumps(refusal.to_dict()),
                     )
                     return self.outcome(operator, job_id)
+            over_budget = None
             if prepared.dp is not None:
                 try:  # charged in the transaction that queues it: no race for the last epsilon
                     dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
                 except PolicyRefusal as refusal:  # nothing was charged
+                    over_budget = refusal
                     transition(
                         platform,
                         conn,
@@ -207,18 +209,18 @@ class JobService:
                         refusal.article or "Art. 15",
                         reason_json=json.dumps(refusal.to_dict()),
                     )
-                    return self.outcome(operator, job_id)
-            transition(
-                platform,
-                conn,
-                job_id,
-                operator,
-                JobState.QUEUED,
-                {"inputs": inputs, "params": prepared.params.to_dict()},
-                "Art. 14",
-                inputs_json=json.dumps(inputs),
-            )
-        return self.outcome(operator, job_id)
+            if over_budget is None:
+                transition(
+                    platform,
+                    conn,
+                    job_id,
+                    operator,
+                    JobState.QUEUED,
+                    {"inputs": inputs, "params": prepared.params.to_dict()},
+                    "Art. 14",
+                    inputs_json=json.dumps(inputs),
+                )
+        return self.outcome(operator, job_id)  # read once the transaction committed
 
     def run(self, job_id: int) -> JobOutcome | None:
         """Claim a queued job and run it to its end; None if it was not queued."""
