@@ -148,6 +148,10 @@ class AuditParams:
     minimum: float = 1.0  # absolute protection on each side, also for zeros
     lower_bound: float | None = 0.0  # every cell is at least this; None: negatives declared
     tolerance: float = 1e-6
+    # True: a cell's end is not solved for once another program's optimum shows it can
+    # reach its need (its low or high is then that value, not the extreme): the same
+    # verdicts, fewer programs. The job path's check asks only for the verdicts.
+    witness: bool = False
 
     def __post_init__(self) -> None:
         if min(self.lower_share, self.upper_share, self.minimum, self.lower_bound or 0) < 0:
@@ -269,9 +273,15 @@ def _build(hc: Hypercube, values: FloatArray, protected: Sequence[int], tol: flo
 
 
 def _solve(
-    system: _System, members: IntArray, rows: IntArray, flats: list[int], params: AuditParams
+    system: _System,
+    members: IntArray,
+    rows: IntArray,
+    flats: list[int],
+    params: AuditParams,
+    needs: Needs,
 ) -> tuple[dict[int, tuple[float, float]], int]:
-    """Least and greatest value of each protected cell of one component; programs run."""
+    """Least and greatest value of each protected cell of one component; programs run.
+    With ``params.witness``, an end another optimum already shows past its need."""
     tol, lower = params.tolerance, params.lower_bound
     local = [np.searchsorted(members, system.objectives[f][0]) for f in flats]
     const = np.array([system.objectives[f][1] for f in flats])
@@ -286,6 +296,10 @@ def _solve(
     equations = LinearConstraint(matrix, rhs, rhs)
     bounds = Bounds(-math.inf if lower is None else lower, math.inf)
     low, high = np.full(len(flats), math.nan), np.full(len(flats), math.nan)
+    witness = None
+    if params.witness:
+        wanted = np.array([needs[f][1:] for f in flats]).reshape(-1, 2).T
+        witness = (wanted[0], wanted[1])
     runs = 0
     for k in range(len(flats)):
         for sense, found in ((-1.0, high), (1.0, low)):  # the greatest first
@@ -305,6 +319,12 @@ def _solve(
                 low[seen] = floor[seen]
                 seen = np.isnan(high) & (value >= ceiling - slack[1])
                 high[seen] = ceiling[seen]
+                if witness is not None:
+                    reach = value + const  # each cell's value at this optimum
+                    seen = np.isnan(low) & (reach <= witness[0])
+                    low[seen] = reach[seen] - const[seen]
+                    seen = np.isnan(high) & (reach >= witness[1])
+                    high[seen] = reach[seen] - const[seen]
                 found[k] = sense * float(result.fun)
             elif result.status == 3:
                 found[k] = -sense * math.inf
@@ -409,7 +429,7 @@ def audit(
             reused += len(flats)
             continue
         rows = equations.get(component, np.zeros(0, dtype=np.int64))
-        solved, n = _solve(system, members[component], rows, flats, params)
+        solved, n = _solve(system, members[component], rows, flats, params, needs)
         ranges.update(solved)
         runs += n
     found: dict[Cell, CellAudit] = {}

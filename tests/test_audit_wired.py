@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.optimize import linprog
 
+from policies.audit import TOTAL, AuditParams, Hypercube, audit, secondary_pattern
 from policies.classes import Classification
 from policies.disclosure import tables
 from sandbox.core.principals import Role, by_name
@@ -251,3 +252,35 @@ def test_an_unresolved_pattern_withholds_the_job_and_tells_the_operator_nothing(
     assert seen.report == withheld_report() and seen.reason is None
     assert whole.report["verdict"] == "refused"
     assert whole.report["counts"]["audit"] == whole.report["counts"]["cells"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_job_paths_witness_mode_gives_the_exact_audits_verdicts(seed):
+    """The check runs the audit with ``witness=True`` (an end another optimum shows past
+    its need is not solved for): the narrowed cells, and so the pattern, are those of
+    the exact audit."""
+    rng = np.random.default_rng(seed)
+    sizes = (4, 3, 3)
+    hc = Hypercube(
+        tuple("abc"),
+        tuple(tuple(f"{n}{i}" for i in range(s)) for n, s in zip("abc", sizes, strict=True)),
+    )
+    inner = rng.poisson(rng.choice([4.0, 25.0], size=sizes, p=[0.2, 0.8])).astype(float)
+    values = {}
+    for cell in itertools.product(*[(*codes, TOTAL) for codes in hc.codes]):
+        at = tuple(
+            slice(None) if c is TOTAL else codes.index(c)
+            for c, codes in zip(cell, hc.codes, strict=True)
+        )
+        values[cell] = float(inner[at].sum())
+    sets = [("a", "b", "c"), ("b", "c"), ("a",), ("a", "c"), ()][: 2 + seed % 4]
+    cells = {c for s in sets for c in hc.grouping_set(s)}
+    protected = {c for c in cells if values[c] < 10}
+    exact, quick = AuditParams(), AuditParams(witness=True)
+    first = audit(hc, cells - protected, protected, values, exact)
+    second = audit(hc, cells - protected, protected, values, quick)
+    assert protected and first.narrowed == second.narrowed
+    assert second.solved <= first.solved
+    one = secondary_pattern(hc, cells - protected, protected, values, exact)
+    two = secondary_pattern(hc, cells - protected, protected, values, quick)
+    assert one.suppressed == two.suppressed and one.unresolved == two.unresolved

@@ -1,5 +1,8 @@
-"""The output check of a whole table: each cell judged, complementary suppression of
-the margins, 10-5 rounding, and the report the checkers read.
+"""The output check of a whole table: each cell judged, the class rule (a count cell
+holding almost all of a margin), secondary suppression of the margins (on the declared
+hypercube with the interval audit of :mod:`policies.audit` when the output has a
+declared grid, else :mod:`policies.suppression`), 10-5 rounding, and the report the
+checkers read (docs/disclosure.md, "Interval audit" and "Class disclosure").
 """
 
 from __future__ import annotations
@@ -449,6 +452,7 @@ def _audited(
             audit.PROTECTION_SHARE,
             audit.PROTECTION_MINIMUM,
             lower_bound=None if negative else 0.0,
+            witness=True,  # the verdicts only: an end shown past its need is not solved
         )
         levels = {
             cell_of[c.row]: _levels(c, value[cell_of[c.row]], primary[(c.row, i)], params,
