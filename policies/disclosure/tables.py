@@ -139,6 +139,15 @@ def class_share(params: DisclosureParams) -> float:
     return float(share)
 
 
+def protection(params: DisclosureParams) -> tuple[float, float]:
+    """The protection interval's share of a suppressed cell's value and its minimum: the
+    parameters once they exist, else :data:`policies.audit.PROTECTION_SHARE` (10%) and
+    :data:`policies.audit.PROTECTION_MINIMUM` (1)."""
+    share = getattr(params, "protection_share", audit.PROTECTION_SHARE)
+    least = getattr(params, "protection_minimum", audit.PROTECTION_MINIMUM)
+    return float(share), float(least)
+
+
 @overload
 def _column(table: pa.Table, name: str) -> list[Any]: ...
 @overload
@@ -379,7 +388,7 @@ def _class_disclosure(
             for r in rows:
                 held = entities[r]
                 if held and Fraction(held) >= share * margin:
-                    down = values[r] - float(share) * total + audit.PROTECTION_MINIMUM
+                    down = values[r] - float(share) * total + protection(params)[1]
                     found[(r, i)] = max(found.get((r, i), -math.inf), down)
     for cell in sorted(found):
         judged[cell] = _suppressed(judged[cell], CLASS_RULE, _class_reason(params))
@@ -447,10 +456,11 @@ def _audited(
             continue
         value = {cell_of[c.row]: _number(c.total if fn == "avg" else c.value) for c in cells}
         negative = fn in MAGNITUDE and any(c.negatives for c in cells)
+        share, least = protection(params)
         ap = audit.AuditParams(
-            audit.PROTECTION_SHARE,
-            audit.PROTECTION_SHARE,
-            audit.PROTECTION_MINIMUM,
+            share,
+            share,
+            least,
             lower_bound=None if negative else 0.0,
             witness=True,  # the verdicts only: an end shown past its need is not solved
         )
@@ -526,7 +536,7 @@ def _levels(
     * a cell suppressed by the class rule alone: downwards only, past ``share`` of its
       margin (:func:`_class_disclosure`); with another rule too, the larger of both.
     """
-    share, least = audit.PROTECTION_SHARE, audit.PROTECTION_MINIMUM
+    share, least = protection(params)
     if cell.function in MAGNITUDE:
         share = max(share, params.p_ratio, 1 / params.dominance_k - 1)
         down = up = max(least, share * abs(value))
