@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.api import (
     errors,
     routes_datasets,
+    routes_dp,
     routes_he,
     routes_jobs,
     routes_ledger,
@@ -127,6 +128,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         routes_psi,
         routes_he,
         routes_verify,
+        routes_dp,
     )
     for module in routes:
         app.include_router(module.router, responses=ERROR_RESPONSES)

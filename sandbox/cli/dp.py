@@ -1,0 +1,191 @@
+"""``sandbox dp``: privacy budgets per entity population and year (docs/disclosure.md).
+
+Added to :data:`sandbox.cli.common.main` when :mod:`sandbox.cli.app` imports this module.
+The city authority sets a population's yearly epsilon (``dp budget set``); an authority
+covering an agreement gives it a share (``dp share``); ``dp budget show``,
+``dp shares`` and ``dp spent`` show the totals, the shares and what was spent with the
+jobs that spent it (an operator: its own agreements). Each command acts as the
+principal of ``--as``, on the home, or through the HTTP API with ``--server``
+(:mod:`sandbox.api.routes_dp`), and prints the same text and JSON either way, with the
+accounting: pure epsilon-DP, basic composition, delta 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+
+POPULATION = click.Choice(["person", "organisation"])
+BUDGETS_ROUTE = ("POST", "/v1/dp/budgets")
+
+
+def _call(
+    obj: Context,
+    token: str | None,
+    name: str,
+    args: tuple[Any, ...],
+    route: tuple[str, str],
+    params: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict:
+    """:func:`sandbox.guard.dp_budget.<name>` on the home, or ``route`` with --server."""
+    if obj.server:
+        method, path = route
+        with obj.client(token) as client:
+            # the client's generic call: it raises the envelope's error like its methods do
+            return client._json(
+                method,
+                path,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                json=body,
+            )
+    from sandbox.guard import dp_budget
+
+    me = obj.principal(token)
+    platform = obj.platform
+    if body is not None:
+        return getattr(dp_budget, name)(platform, me, *args)
+    with platform.store.read() as conn:
+        return getattr(dp_budget, name)(conn, me, *args)
+
+
+def _footer(data: dict) -> str:
+    return f"accounting: {data['accounting']}"
+
+
+@main.group("dp")
+def dp_group() -> None:
+    """Privacy budgets: one epsilon per population (persons, organisations) and year."""
+
+
+@dp_group.group("budget")
+def budget_group() -> None:
+    """A population's yearly epsilon (set by the city authority)."""
+
+
+@budget_group.command("set")
+@click.option("--population", type=POPULATION, default="person", show_default=True)
+@click.option("--year", type=int, required=True, help="the UTC year")
+@click.option("--epsilon", type=float, required=True, help="the year's total epsilon")
+@as_option
+@json_option
+@pass_ctx
+def budget_set(
+    obj: Context, population: str, year: int, epsilon: float, token: str | None, as_json: bool
+) -> None:
+    """Set a population's epsilon for a year (lowered later, never raised)."""
+    body = {"population": population, "year": year, "epsilon": epsilon}
+    row = _call(obj, token, "set_total", (population, year, epsilon), BUDGETS_ROUTE, body=body)
+    emit(
+        row,
+        as_json,
+        f"{row['population']} {row['year']}: epsilon {row['epsilon']:g}, "
+        f"{row['shared']:g} shared out, {row['spent']:g} spent\n{_footer(row)}",
+    )
+
+
+def _budget_text(data: dict) -> str:
+    rows = [
+        (b["population"], b["year"], b["epsilon"], b["shared"], b["spent"], b["remaining"])
+        for b in data["budgets"]
+    ]
+    grid = table(
+        rows,
+        ("population", "year", "epsilon", "shared", "spent", "remaining"),
+        right=("epsilon", "shared", "spent", "remaining"),
+        empty="(no budget set)",
+    )
+    return f"{grid}\n{_footer(data)}"
+
+
+@budget_group.command("show")
+@click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
+@as_option
+@json_option
+@pass_ctx
+def budget_show(obj: Context, year: int | None, token: str | None, as_json: bool) -> None:
+    """Each population's yearly total, what is shared out and spent (authority, auditor)."""
+    data = _call(obj, token, "budgets", (year,), ("GET", "/v1/dp/budgets"), {"year": year})
+    emit(data, as_json, _budget_text(data))
+
+
+@dp_group.command("share")
+@click.option("--agreement", type=int, required=True)
+@click.option("--epsilon", type=float, required=True, help="the agreement's share")
+@click.option("--year", type=int, required=True, help="the UTC year")
+@click.option("--population", type=POPULATION, default="person", show_default=True)
+@as_option
+@json_option
+@pass_ctx
+def share_set(
+    obj: Context,
+    agreement: int,
+    epsilon: float,
+    year: int,
+    population: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Give an agreement its share of a population-year (never above the year's total)."""
+    args = (agreement, year, epsilon, population)
+    body = dict(zip(("agreement", "year", "epsilon", "population"), args, strict=True))
+    row = _call(obj, token, "set_share", args, ("POST", "/v1/dp/shares"), body=body)
+    emit(
+        row,
+        as_json,
+        f"agreement {row['agreement']}: {row['epsilon']:g} of the {row['population']} "
+        f"population's {row['year']} budget, {row['spent']:g} spent\n{_footer(row)}",
+    )
+
+
+@dp_group.command("shares")
+@click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
+@click.option("--agreement", type=int, default=None, help="one agreement")
+@as_option
+@json_option
+@pass_ctx
+def shares_show(
+    obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
+) -> None:
+    """The agreements' shares you may see, with what each spent and has left."""
+    query = {"year": year, "agreement": agreement}
+    data = _call(obj, token, "shares", (year, agreement), ("GET", "/v1/dp/shares"), query)
+    rows = [
+        (s["agreement"], s["population"], s["year"], s["epsilon"], s["spent"], s["remaining"])
+        for s in data["shares"]
+    ]
+    grid = table(
+        rows,
+        ("agreement", "population", "year", "share", "spent", "remaining"),
+        right=("share", "spent", "remaining"),
+        empty="(no share)",
+    )
+    emit(data, as_json, f"{grid}\n{_footer(data)}")
+
+
+@dp_group.command("spent")
+@click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
+@click.option("--agreement", type=int, default=None, help="one agreement")
+@as_option
+@json_option
+@pass_ctx
+def spent_show(
+    obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
+) -> None:
+    """What was spent per agreement and population-year, with the jobs that spent it."""
+    query = {"year": year, "agreement": agreement}
+    data = _call(obj, token, "spends", (year, agreement), ("GET", "/v1/dp/spends"), query)
+    rows = [
+        (g["agreement"], g["population"], g["year"], g["spent"], ", ".join(map(str, g["jobs"])))
+        for g in data["agreements"]
+    ]
+    grid = table(
+        rows,
+        ("agreement", "population", "year", "spent", "jobs"),
+        right=("spent",),
+        empty="(nothing spent)",
+    )
+    emit(data, as_json, f"{grid}\ntotal: {data['total']:g}\n{_footer(data)}")
