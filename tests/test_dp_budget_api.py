@@ -7,10 +7,15 @@ restarted once: the balance and the refusal survive it. Every error is the envel
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import httpx
 import pytest
 from api_server import ApiServer, check_envelope
 
+from tests.test_cli import REPO, _env
 from tests.test_dp_budget_jobs import COUNT, YEAR, World, world
 
 ACCOUNTING = "pure epsilon-DP, basic composition, delta 0"
@@ -127,5 +132,21 @@ def test_budgets_shares_and_spends_over_http_survive_a_restart(w):
             (1.0, 1.0, 0.5, 0.5)
         ]
         error_of(call(server, w, "operator", "GET", "/v1/dp/budgets"), 403, "forbidden")
+
+        # the command line with --server: the same answers, the same one-line errors
+        def cli(who: str, *args: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "sandbox", "--server", server.url, "dp", *args]
+            env = _env(w.platform.home.parent)
+            return subprocess.run(
+                [*command, "--as", w.cast.tokens[who]],
+                capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+            )  # fmt: skip
+
+        assert json.loads(cli("city", "spent", "--json").stdout) == spends
+        over = cli(
+            "city", "share", "--agreement", str(w.b), "--epsilon", "0.75", "--year", str(YEAR)
+        )
+        assert over.returncode == 3 and over.stdout == "", over.stderr
+        assert over.stderr.startswith("error [refused]: epsilon:") and "(Art. 15)" in over.stderr
     finally:
         server.stop()
