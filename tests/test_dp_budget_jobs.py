@@ -18,13 +18,14 @@ from sqlalchemy import select
 
 from policies.classes import Classification
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal
+from policies.workflow import Vote
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
 from sandbox.guard import dp_budget
 from sandbox.guard.tables import dp_charges
 from sandbox.run.execution import JobService, JobState
-from sandbox.workflow import applications, notices, requests, reviews
+from sandbox.workflow import airlock, applications, notices, requests, reviews
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 from tests.workflow_helpers import Cast, make_cast, sign
 
@@ -173,6 +174,14 @@ def test_a_withheld_job_has_spent_its_epsilon(platform, make_principal, provider
     assert charges(platform) == [(held.job_id, w.b, 0.5)]
     assert next_one.state is JobState.REFUSED
     assert next_one.reason["rule"] == "dp_budget_exhausted"
+    # two checkers release it later: it was paid for once, when it was queued
+    airlock.appoint_checkers(platform, w.cast.city, ["r1", "r2"], agreement_id=w.b)
+    airlock.vote(platform, w.cast.r1, held.job_id, Vote.APPROVE, "safe")
+    final = airlock.vote(platform, w.cast.r2, held.job_id, Vote.APPROVE, "safe")
+    assert final["status"] == "approved" and final["product"]
+    assert charges(platform) == [(held.job_id, w.b, 0.5)]
+    with platform.store.read() as conn:
+        assert len(ledger.query(conn, action="dp.spend")) == 1
 
 
 def test_a_refusal_spends_nothing_and_names_the_remaining_budget(w):
