@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from policies.classes import Classification
-from policies.disclosure import CellVerdict, DisclosureParams, OutputVerdict, check_output, tables
+from policies.disclosure import CellVerdict, DisclosureParams, OutputVerdict, check_output
 from policies.outputs import OutputColumn, OutputRole, OutputSpec, grouping_mask
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
@@ -119,19 +119,22 @@ def test_a_margin_row_with_more_entities_than_its_cells_is_what_counts():
     assert result.counts["class"] == 0  # 95 of 120: 79%
 
 
-def test_the_share_is_a_parameter(monkeypatch):
+def test_the_share_is_a_parameter():
     rows = [
         ({"county": "X", "sex": "F"}, 95),
         ({"county": "X", "sex": "M"}, 5),
         ({"county": "Y", "sex": "F"}, 60),
         ({"county": "Y", "sex": "M"}, 70),
     ]
-    monkeypatch.setattr(tables, "CLASS_SHARE", 0.96)
-    result = check_output(table_of(BY_COUNTY_SEX, rows), BY_COUNTY_SEX, DisclosureParams())
+    looser = DisclosureParams(class_share=0.96)
+    result = check_output(table_of(BY_COUNTY_SEX, rows), BY_COUNTY_SEX, looser)
     assert ("X", "F") not in judged(result, BY_COUNTY_SEX, rows)
-    monkeypatch.setattr(tables, "CLASS_SHARE", 0.95)  # at least the share: 95% fires
-    result = check_output(table_of(BY_COUNTY_SEX, rows), BY_COUNTY_SEX, DisclosureParams())
+    exact = DisclosureParams(class_share=0.95)  # at least the share: 95% fires
+    result = check_output(table_of(BY_COUNTY_SEX, rows), BY_COUNTY_SEX, exact)
     assert judged(result, BY_COUNTY_SEX, rows)[("X", "F")] == ("class",)
+    # an agreement may only lower the share (stricter), never raise it
+    assert DisclosureParams().tightened({"class_share": 0.96}).class_share == 0.90
+    assert DisclosureParams().tightened({"class_share": 0.5}).class_share == 0.5
 
 
 def test_a_one_key_table_is_not_judged_against_the_whole_population():

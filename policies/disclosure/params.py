@@ -69,13 +69,31 @@ class DisclosureParams:
         default=CellVerdict.PASS,
         metadata={"help": "verdict for cells that left out rows with a missing value"},
     )
+    # The class rule and the interval audit (docs/disclosure.md, "Interval audit")
+    class_share: float = field(
+        default=0.90,
+        metadata={"help": "class rule: suppress a count cell holding this share of a margin"},
+    )
+    protection_share: float = field(
+        default=0.10,
+        metadata={"help": "interval audit: protection as a share of a suppressed cell's value"},
+    )
+    protection_minimum: float = field(
+        default=1.0, metadata={"help": "interval audit: least protection on each side"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("min_entities", "dominance_n", "rounding_base"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"disclosure parameter '{name}' must be a whole number")
-        for name in ("dominance_k", "p_ratio"):
+        for name in (
+            "dominance_k",
+            "p_ratio",
+            "class_share",
+            "protection_share",
+            "protection_minimum",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
                 raise ConfigError(f"disclosure parameter '{name}' must be a number")
@@ -95,6 +113,13 @@ class DisclosureParams:
             raise ConfigError("disclosure parameter 'dominance_k' must be above 0 and at most 1")
         if not 0 <= self.p_ratio <= 1:
             raise ConfigError("disclosure parameter 'p_ratio' must be between 0 and 1")
+        if not 0 < self.class_share <= 1:
+            raise ConfigError("disclosure parameter 'class_share' must be above 0 and at most 1")
+        if not 0 <= self.protection_share <= 1 or self.protection_minimum < 0:
+            raise ConfigError(
+                "disclosure parameters 'protection_share' (0 to 1) and 'protection_minimum' "
+                "(at least 0) are out of range"
+            )
         if self.rounding_base < 1:
             raise ConfigError("disclosure parameter 'rounding_base' must be at least 1")
         if self.mitigation is Mitigation.ROUND_10_5 and self.min_entities < 10:
@@ -194,6 +219,9 @@ _ORDER: dict[str, Callable[[Any], Any]] = {
     "rounding_base": lambda v: v,
     "zero_cells": _ZERO_ORDER.index,
     "missing_cells": _ZERO_ORDER.index,
+    "class_share": lambda v: -v,
+    "protection_share": lambda v: v,
+    "protection_minimum": lambda v: v,
 }
 
 

@@ -44,10 +44,9 @@ from policies.outputs import (
 )
 
 # Class disclosure (issue 17, item 2): a count cell holding at least this share of its
-# margin's entities says that almost everyone in the margin has the cell's code. Read as
-# ``params.class_share`` once DisclosureParams has it; this default until then.
+# margin's entities (``DisclosureParams.class_share``, 90% by default) says that almost
+# everyone in the margin has the cell's code.
 CLASS_RULE = "class"
-CLASS_SHARE = 0.90
 # A table whose suppression pattern does not pass the interval audit leaves nothing.
 AUDIT_RULE = "audit"
 PATTERN_ROUNDS = 100  # audits the greedy pattern may run after its first, per measure
@@ -134,18 +133,14 @@ _ADVICE = {
 
 
 def class_share(params: DisclosureParams) -> float:
-    """The class-disclosure share in force: the parameter once it exists, else 90%."""
-    share = getattr(params, "class_share", CLASS_SHARE)
-    return float(share)
+    """The class-disclosure share in force (``class_share``, 90% by default)."""
+    return float(params.class_share)
 
 
 def protection(params: DisclosureParams) -> tuple[float, float]:
-    """The protection interval's share of a suppressed cell's value and its minimum: the
-    parameters once they exist, else :data:`policies.audit.PROTECTION_SHARE` (10%) and
-    :data:`policies.audit.PROTECTION_MINIMUM` (1)."""
-    share = getattr(params, "protection_share", audit.PROTECTION_SHARE)
-    least = getattr(params, "protection_minimum", audit.PROTECTION_MINIMUM)
-    return float(share), float(least)
+    """The protection interval's share of a suppressed cell's value and its minimum
+    (``protection_share`` 10% and ``protection_minimum`` 1 by default)."""
+    return float(params.protection_share), float(params.protection_minimum)
 
 
 @overload

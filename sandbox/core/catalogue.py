@@ -149,6 +149,15 @@ SETTINGS: tuple[Setting, ...] = (
         "a fraction in [0, 1)",
     ),
     Setting(
+        "disclosure.class_share",
+        0.9,
+        "platform maximum share of a margin's entities one count cell may hold before the "
+        "class rule suppresses it (agreements may only lower it)",
+        float,
+        _fraction,
+        "a fraction in (0, 1]",
+    ),
+    Setting(
         "disclosure.missing_cells",
         "pass",
         "platform minimum verdict for a cell that left out rows with a missing value, as ACRO's "

@@ -70,6 +70,7 @@ class Platform:
             dominance_k=s["disclosure.dominance_k"],
             p_ratio=s["disclosure.p_ratio"],
             missing_cells=CellVerdict(s["disclosure.missing_cells"]),
+            class_share=s["disclosure.class_share"],
         )
 
     def shared(self, name: str, make: Callable[[], T]) -> T:
