@@ -171,8 +171,10 @@ class JobService:
             for t in prepared.plan.tables
         ]
         with platform.store.transaction() as conn:
-            if PERSON_JOB in prepared.review:
-                try:  # counted in the transaction that queues it: no race for the last place
+            refused = None
+            try:
+                if PERSON_JOB in prepared.review:
+                    # counted in the transaction that queues it: no race for the last place
                     person_jobs.reserve(
                         conn,
                         job_id,
@@ -181,35 +183,22 @@ class JobService:
                         platform.settings["review.person_jobs_per_quarter"],
                         datetime.now(UTC),
                     )
-                except PolicyRefusal as refusal:
-                    transition(
-                        platform,
-                        conn,
-                        job_id,
-                        operator,
-                        JobState.REFUSED,
-                        {"rule": refusal.rule, "subject": refusal.subject},
-                        refusal.article or "Art. 15",
-                        reason_json=json.dumps(refusal.to_dict()),
-                    )
-                    return self.outcome(operator, job_id)
-            over_budget = None
-            if prepared.dp is not None:
-                try:  # charged in the transaction that queues it: no race for the last epsilon
+                if prepared.dp is not None:
+                    # charged in the transaction that queues it: no race for the last epsilon
                     dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
-                except PolicyRefusal as refusal:  # nothing was charged
-                    over_budget = refusal
-                    transition(
-                        platform,
-                        conn,
-                        job_id,
-                        operator,
-                        JobState.REFUSED,
-                        {"rule": refusal.rule, "subject": refusal.subject},
-                        refusal.article or "Art. 15",
-                        reason_json=json.dumps(refusal.to_dict()),
-                    )
-            if over_budget is None:
+            except PolicyRefusal as refusal:  # nothing was counted or charged
+                refused = refusal
+                transition(
+                    platform,
+                    conn,
+                    job_id,
+                    operator,
+                    JobState.REFUSED,
+                    {"rule": refusal.rule, "subject": refusal.subject},
+                    refusal.article or "Art. 15",
+                    reason_json=json.dumps(refusal.to_dict()),
+                )
+            if refused is None:
                 transition(
                     platform,
                     conn,
