@@ -58,7 +58,7 @@ from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
 from sandbox.he.evaluate import evaluate
 from sandbox.he.groups import Groups, join_groups
 from sandbox.he.upload import HeUpload, load_public_context, parse_upload
-from sandbox.run.jobstate import JobState, may_transition, state_of, transition
+from sandbox.run.jobstate import JobState, may_transition, refuse, state_of, transition
 
 
 @dataclass(frozen=True)
@@ -215,28 +215,15 @@ def _start_job(platform, operator, job_id: int, version) -> None:
 
 def _end_job(platform, operator, job_id: int, state: JobState, exc: Exception) -> None:
     """``refused`` (the gate said no) or ``failed``; the reason as the operator reads it."""
-    reason = (
-        exc.to_dict()
-        if isinstance(exc, SandboxError)
-        else {
-            "code": "internal_error",
-            "message": "the platform failed while answering the HE request; nothing was sent",
-            "article": "Art. 8",
-        }
-    )
-    with platform.store.transaction() as conn:
-        if not may_transition(state_of(conn, job_id), state):
-            return
-        transition(
-            platform,
-            conn,
-            job_id,
-            operator,
-            state,
-            {"rule": reason.get("rule") or reason.get("code"), "error": type(exc).__name__},
-            reason.get("article") or "Art. 15",
-            reason_json=json.dumps(reason),
+    if not isinstance(exc, SandboxError):
+        exc = SandboxError(
+            "the platform failed while answering the HE request; nothing was sent",
+            code="internal_error",
+            article="Art. 8",
         )
+    with platform.store.transaction() as conn:
+        if may_transition(state_of(conn, job_id), state):
+            refuse(platform, conn, job_id, operator, exc, state)
 
 
 def _admit(platform, operator, upload: HeUpload, now: datetime):

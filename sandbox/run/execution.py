@@ -47,6 +47,7 @@ from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API live
     may_transition,
     next_queued,
     recover,
+    refuse,
     state_of,
     transition,
 )
@@ -147,16 +148,7 @@ class JobService:
                 prepared = prepare(conn, platform, operator, kind, request)
         except PolicyRefusal as refusal:
             with platform.store.transaction() as conn:
-                transition(
-                    platform,
-                    conn,
-                    job_id,
-                    operator,
-                    JobState.REFUSED,
-                    {"rule": refusal.rule, "subject": refusal.subject},
-                    refusal.article or "Art. 15",
-                    reason_json=json.dumps(refusal.to_dict()),
-                )
+                refuse(platform, conn, job_id, operator, refusal)
             return self.outcome(operator, job_id)
         except Exception as exc:
             self._fail(job_id, exc)
@@ -188,16 +180,7 @@ class JobService:
                     dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
             except PolicyRefusal as refusal:  # nothing was counted or charged
                 refused = refusal
-                transition(
-                    platform,
-                    conn,
-                    job_id,
-                    operator,
-                    JobState.REFUSED,
-                    {"rule": refusal.rule, "subject": refusal.subject},
-                    refusal.article or "Art. 15",
-                    reason_json=json.dumps(refusal.to_dict()),
-                )
+                refuse(platform, conn, job_id, operator, refusal)
             if refused is None:
                 transition(
                     platform,

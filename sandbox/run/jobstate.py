@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from policies.errors import Conflict, NotFound, PermissionDenied
+from policies.errors import Conflict, NotFound, PermissionDenied, SandboxError
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
@@ -100,6 +100,29 @@ def transition(
         f"job:{job_id}",
         {"from": old.value, **(details or {})},
         article or ARTICLE_OF.get(new, "Art. 7"),
+    )
+
+
+def refuse(
+    platform: Platform,
+    conn: Connection,
+    job_id: int,
+    operator: Principal,
+    refusal: SandboxError,
+    state: JobState = JobState.REFUSED,
+) -> None:
+    """End a job ``refused`` (or ``failed``) with the error as its operator reads it: the
+    rule (or code), the subject and the article, in the caller's transaction."""
+    reason = refusal.to_dict()
+    transition(
+        platform,
+        conn,
+        job_id,
+        operator,
+        state,
+        {"rule": reason.get("rule") or reason.get("code"), "subject": reason.get("subject")},
+        reason.get("article") or "Art. 15",
+        reason_json=json.dumps(reason),
     )
 
 
