@@ -15,6 +15,10 @@ secondary suppression is chosen on it and must pass the interval audit
 A key computed from a column (``upper(county)``), or over a column without a code
 list, leaves the output as the data gives it (the rows present are then an answer
 of the data; docs/disclosure.md says so).
+
+:func:`lineage_keys` names what the audit across releases (issue 17, item 3, "one
+hypercube per lineage") joins an output to: its dataset, each group key's column, each
+additive measure as its aggregate and normalised argument, and the normalised WHERE.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from policies.admission import AdmittedQuery, QueryScope
+from policies.admission import (
+    DIALECT,
+    AdmittedQuery,
+    QueryScope,
+    aggregate_argument,
+    unwrap_aggregate,
+)
 from policies.disclosure import COUNTS
 from policies.domains import Codes, canonical, declared_values
 from policies.limits import key_columns
@@ -125,3 +135,60 @@ def _ordered(table: pa.Table, query: AdmittedQuery) -> pa.Table:
         for ordered in order.expressions
     ]
     return table.sort_by(keys)  # NULLS LAST, as DuckDB orders by default
+
+
+# The measures whose cells are sums of their children, the only ones an interval audit
+# across releases can hold (an AVG, COUNT DISTINCT or other statistic is not).
+LINEAGE_FUNCTIONS = frozenset({"count", "count_star", "sum"})
+
+
+@dataclass(frozen=True)
+class LineageKeys:
+    """What joins an output to earlier ones in the audit across releases."""
+
+    dataset: str
+    dimensions: Mapping[str, str]  # group key (output name) -> the column it reads
+    measures: Mapping[int, str]  # aggregate position -> measure key, e.g. ``sum(capital)``
+    where: str  # the normalised WHERE text, '' without one
+
+
+def lineage_keys(query: AdmittedQuery, grid: DeclaredGrid | None) -> LineageKeys | None:
+    """The lineage keys of an output over one table whose group keys all have a declared
+    grid (or that has none: a grand total); None otherwise (joins, subqueries, a key
+    without a code list, a column grouped twice)."""
+    tree = query.tree
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    if (
+        from_ is None
+        or not isinstance(from_.this, exp.Table)
+        or tree.args.get("joins")
+        or tree.args.get("with")
+        or len(query.tables) != 1
+        or (query.spec.group_keys and grid is None)
+    ):
+        return None
+    read = key_columns(query)
+    dimensions = {k: next(iter(read[k]))[1] for k in query.spec.group_keys if len(read[k]) == 1}
+    if len(dimensions) != len(query.spec.group_keys) or len(set(dimensions.values())) != len(
+        dimensions
+    ):
+        return None
+    projections = {p.alias: p.this for p in tree.expressions}
+    measures: dict[int, str] = {}
+    for i, column in query.spec.aggregates():
+        if column.function not in LINEAGE_FUNCTIONS:
+            continue
+        argument = aggregate_argument(unwrap_aggregate(projections[column.name]))
+        measures[i] = f"{column.function}({'*' if argument is None else _normal(argument)})"
+    where = tree.args.get("where")
+    return LineageKeys(
+        from_.this.name, dimensions, measures, "" if where is None else _normal(where.this)
+    )
+
+
+def _normal(node: exp.Expression) -> str:
+    """An expression's text without table qualifiers, identifiers normalised."""
+    copy = node.copy()
+    for column in copy.find_all(exp.Column):
+        column.set("table", None)
+    return copy.sql(dialect=DIALECT, normalize=True, comments=False)
