@@ -337,11 +337,9 @@ def add_noise(
         fn = column.function or ""
         kind = table.column(column.name).type
         values = table.column(column.name).to_pylist()
-        rows = [
-            r
-            for r in range(len(values))
-            if (r, column.name) not in hidden and values[r] is not None
-        ]
+        # every cell not suppressed, empty ones too: which cells get a value may not
+        # depend on the data (an empty SUM on the declared grid is a noisy 0)
+        rows = [r for r in range(len(values)) if (r, column.name) not in hidden]
         n = raw.column(evidence_name("n", i)).to_pylist()
         counts = sums = None
         for noise in noises[i]:
@@ -430,3 +428,45 @@ class Budget:
             hint="no further differentially private releases are possible on this dataset "
             "under this agreement; ask the authority about a new agreement",
         )
+
+
+def release_on_grid(
+    raw: pa.Table, spec: OutputSpec, grid: Mapping[str, tuple[Any, ...]] | None, params: Any
+) -> tuple[pa.Table, CheckResult]:
+    """The DP mode's output before noise: every row of the declared grid, judged by nothing.
+
+    No check on a DP output reads true values (issue 18): no threshold, dominance or
+    differencing suppression decides which cells appear, and a row whose key is not a
+    declared code (a NULL or a value outside the list, present only because the data
+    holds it) is dropped, so the rows released are the declared grid's whatever the data
+    holds. Returns the rows kept (with their evidence, for the noise) and a result that
+    releases every aggregate cell of them.
+    """
+    from .domains import canonical
+    from .outputs import EVIDENCE_PREFIX, grouping_mask
+
+    if grid is not None and raw.num_rows:
+        allowed = {k: {canonical(v) for v in values} for k, values in grid.items()}
+        masks = (
+            raw.column("__grouping").to_pylist()
+            if "__grouping" in raw.column_names
+            else [0] * raw.num_rows
+        )
+        sets = {grouping_mask(spec, s): set(s) for s in spec.grouping_sets}
+        columns = {k: raw.column(k).to_pylist() for k in spec.group_keys}
+        keep = [
+            all(
+                canonical(columns[k][r]) in allowed[k]
+                for k in sets.get(masks[r], set(spec.group_keys))
+                if k in allowed
+            )
+            for r in range(raw.num_rows)
+        ]
+        raw = raw.filter(pa.array(keep, type=pa.bool_()))
+    visible = [n for n in raw.column_names if not n.startswith(EVIDENCE_PREFIX)]
+    released = raw.select(visible)
+    cells = raw.num_rows * len(list(spec.aggregates()))
+    from .disclosure import OutputVerdict
+
+    counts = {"cells": cells, "suppressed": 0, "review": 0, "rounded": 0}
+    return raw, CheckResult(OutputVerdict.RELEASED, released, (), counts, params)

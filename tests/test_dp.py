@@ -30,6 +30,7 @@ from sandbox.core.platform import Platform
 from sandbox.data import vault
 from sandbox.guard import dp_budget
 from sandbox.run.execution import JobService, JobState
+from tests.conftest import PUMS_CLASSIFICATION
 from tests.workflow_helpers import granted, make_cast
 
 YEAR = datetime.now(UTC).year  # the year of the jobs' submission, whose budget they draw on
@@ -54,8 +55,13 @@ def test_what_the_dp_mode_cannot_release_is_refused_with_the_article():
     assert Budget(1.0, 0.5, 0.5).refusal() is None
 
 
+# PUMS with its sex codes declared: the DP mode releases the declared grid of its keys.
+DP_PUMS = {**PUMS_CLASSIFICATION, "domains": {"sex": {"codes": [0, 1]}}}
+
+
 @pytest.fixture
-def dp_cast(platform, make_principal, provider, pums_dataset):
+def dp_cast(platform, make_principal, provider, pums_csv):
+    vault.register(platform, provider, "pums", str(pums_csv), Classification.from_dict(DP_PUMS))
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
     dp_mode(platform, cast, agreement_id, share=1.0, bounds={"income": (0, 200_000)})
@@ -185,6 +191,8 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
                 "income": "measure",
                 "pid": "identifier",
             },
+            # the DP mode releases the declared grid of its keys
+            "domains": {"sex": {"codes": [0, 1]}, "educ": {"codes": [1, 2, 3]}},
         }
     )
     vault.register(platform, provider, "pums", str(csv), classification)
@@ -207,3 +215,53 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     # Both spent their epsilon when they were queued: the failure refunds nothing (a
     # refund decided by the run's outcome would tell whether the data put a person twice).
     assert spent(platform, agreement_id) == pytest.approx(1.0)
+
+
+def test_the_dp_mode_judges_nothing_on_true_values_and_releases_the_declared_grid(
+    platform, make_principal, provider, tmp_path
+):
+    """Issue 18: which cells appear, and which carry a value, may not depend on the data.
+    One person alone in a sex, a declared sex with nobody and a value the data
+    holds but the provider did not declare (NULL): the released table is the declared
+    grid, every cell noisy (no threshold suppression of the lone person, a noisy value
+    for the empty sex), and the NULL is not a row."""
+    csv = tmp_path / "people.csv"
+    lines = ["pid,sex,educ,age,income"]
+    lines += [f"{p},{0 if p == 1 else 1},{9},{30},{1000}" for p in range(1, 201)]
+    lines += ["999,,9,30,1000"]  # sex NULL: in the data, not a declared code
+    csv.write_text("\n".join(lines) + "\n")
+    classification = Classification.from_dict(
+        {
+            "entity_key": "pid",
+            "columns": {
+                "sex": "dimension",
+                "educ": "dimension",
+                "age": "quasi",
+                "income": "measure",
+                "pid": "identifier",
+            },
+            "domains": {"sex": {"codes": [0, 1, 2]}},
+        }
+    )
+    vault.register(platform, provider, "pums", str(csv), classification)
+    cast = make_cast(platform, make_principal, provider)
+    agreement_id, _grant = granted(cast)
+    dp_mode(platform, cast, agreement_id, share=1.0, bounds={"income": (0, 2000)})
+    service = JobService(platform, spare=False)
+    try:
+        outcome = service.submit(
+            cast.operator,
+            {"sql": "SELECT sex, COUNT(*) AS n, SUM(income) AS s FROM pums GROUP BY sex"},
+        )
+        refused = service.submit(
+            cast.operator, {"sql": "SELECT educ, COUNT(*) AS n FROM pums GROUP BY educ"}
+        )
+    finally:
+        service.close()
+    assert outcome.state is JobState.RELEASED, (outcome.reason, outcome.report)
+    rows = {r["sex"]: r for r in _released(platform, outcome)}
+    assert set(rows) == {0, 1, 2}  # the declared grid: no NULL, and 2 though nobody is there
+    assert all(r["n"] is not None and r["s"] is not None for r in rows.values())
+    assert outcome.report["counts"]["suppressed"] == 0
+    # an undeclared key is refused before it runs (and spends nothing)
+    assert refused.state is JobState.REFUSED and refused.reason["rule"] == "dp_undeclared_grid"

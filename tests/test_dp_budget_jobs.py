@@ -79,7 +79,10 @@ def agreement_on(cast: Cast, operator, dataset: str, **sign_kw) -> int:
 def world(platform: Platform, make_principal, provider, *, b_review: bool = False) -> World:
     """pums and pums2 (one CSV, one population of persons), agreement a of the operator on
     pums and b of the rival on pums2, both in the DP mode at 0.5 a job; no budget yet."""
-    classification = Classification.from_dict(PUMS_CLASSIFICATION)
+    # sex's codes declared: the DP mode releases the declared grid of its keys
+    classification = Classification.from_dict(
+        {**PUMS_CLASSIFICATION, "domains": {"sex": {"codes": [0, 1]}}}
+    )
     for name in ("pums", "pums2"):
         vault.register(platform, provider, name, str(DATA / "pums_1000_pid.csv"), classification)
     cast = make_cast(platform, make_principal, provider)
@@ -277,7 +280,11 @@ def test_organisations_are_a_population_of_their_own(w, provider):
     spending the persons' does not touch it, and no share of it means no DP job on it."""
     platform, cast = w.platform, w.cast
     classification = Classification.from_dict(
-        {**PUMS_CLASSIFICATION, "entity_kind": "organisation"}
+        {
+            **PUMS_CLASSIFICATION,
+            "entity_kind": "organisation",
+            "domains": {"sex": {"codes": [0, 1]}},
+        }
     )
     vault.register(platform, provider, "firms", str(DATA / "pums_1000_pid.csv"), classification)
     c = agreement_on(cast, cast.operator, "firms")

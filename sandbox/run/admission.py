@@ -168,6 +168,16 @@ def prepare(
         plan = kind.plan(request, replace(scope, mode="table"))
     if mode is not None:
         refuse_unsupported(plan.payload.spec, argument_columns(plan.payload), mode.bounds)
+        if plan.payload.spec.group_keys and plan.grid is None:
+            raise PolicyRefusal(
+                "dp_undeclared_grid",
+                "the DP mode releases every cell of the declared grid of its group keys, "
+                "and a key of this query is not a plain column with a declared code list",
+                article="Art. 15",
+                subject="GROUP BY",
+                hint="group by columns whose provider declared their codes (classification "
+                "'domains'); which groups exist may not depend on the data",
+            )
     entities = platform.settings["differencing.enabled"]
     if entities or mode is not None:
         clamp = {c: (b.lower, b.upper) for c, b in mode.bounds.items()} if mode else None

@@ -303,7 +303,13 @@ class JobService:
             self._to(operator, job_id, JobState.FAILED, runtime, failure=failure)
             return
         self._to(operator, job_id, JobState.CHECKING, runtime, rows=raw.num_rows)
-        result = kind.check(prepared.plan, raw, prepared.params)
+        if prepared.dp is None:
+            result = kind.check(prepared.plan, raw, prepared.params)
+        else:  # nothing judged on true values: the declared grid, every cell with noise
+            from policies.dp import release_on_grid
+
+            grid = prepared.plan.grid.values if prepared.plan.grid is not None else None
+            raw, result = release_on_grid(raw, prepared.plan.payload.spec, grid, prepared.params)
         result = self._noise(prepared, raw, result)
         review = [
             f"grant {g.id}" for g in prepared.used.values() if getattr(g, "review_required", False)
@@ -469,7 +475,10 @@ class JobService:
         """What runs inside the release transaction: the differencing check against the
         history as committed now, the history's new cells, the DP spend."""
         platform = self.platform
-        differencing = platform.settings["differencing.enabled"] and prepared.lineage
+        # the DP mode's cells are judged on nothing true: no differencing suppression
+        differencing = (
+            platform.settings["differencing.enabled"] and prepared.lineage and prepared.dp is None
+        )
         if not differencing and prepared.dp is None:
             return unguarded
         k = platform.settings["differencing.k"]
