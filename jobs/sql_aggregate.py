@@ -20,6 +20,7 @@ from sqlglot.errors import SqlglotError
 
 from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit, check_nesting
 from policies.disclosure import CheckResult, DisclosureParams, check_output
+from policies.disclosure.tables import Lineage
 from policies.errors import InputError, PolicyRefusal
 
 from .base import Executor, JobKind, JobPlan
@@ -78,9 +79,17 @@ class SqlAggregate(JobKind):
             return raw
         return complete_grid(raw, plan.payload, plan.grid)
 
-    def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
+    def check(
+        self,
+        plan: JobPlan,
+        raw: pa.Table,
+        params: DisclosureParams,
+        lineage: Lineage | None = None,
+    ) -> CheckResult:
         """The output check; with a declared grid, the table's secondary suppression is
         chosen on the declared hypercube and must pass the interval audit (issue 17,
-        item 3; ``policies.disclosure.tables``)."""
+        item 3; ``policies.disclosure.tables``), with ``lineage`` (the earlier releases
+        of the output's lineage, measures and WHERE, ``sandbox.guard.lineage_audit``)
+        on the hypercube over their dimensions too."""
         grid = None if plan.grid is None else plan.grid.values
-        return check_output(raw, plan.payload.spec, params, grid=grid)
+        return check_output(raw, plan.payload.spec, params, grid=grid, lineage=lineage)

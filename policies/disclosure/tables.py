@@ -651,7 +651,7 @@ class LineageOutcome:
 
     dimensions: tuple[str, ...]
     cells: Mapping[str, tuple[tuple[int, LineageCell], ...]]
-    note: Mapping[str, Any]
+    note: dict[str, Any]
     measures: Mapping[int, str] = field(default_factory=dict)  # position -> measure key
 
     @property
@@ -701,6 +701,58 @@ def final_cells(
             )
         found[key] = tuple(seen.values())
     return found
+
+
+def lineage_outcome(
+    result: CheckResult, table: pa.Table, spec: OutputSpec, lineage: Lineage
+) -> LineageOutcome:
+    """The output's cells as the history records them, for a ``result`` checked without
+    earlier releases (``check_output(lineage=)`` with none gives the same verdicts): the
+    primary and class rules judged again, the verdicts read from ``result``."""
+    params = result.params
+    evidence = _evidence(table, spec)
+    primary = {
+        (cell.row, i): judge(cell, params) for i, cells in evidence.items() for cell in cells
+    }
+    layout = _layout(table, spec) if table.num_rows and spec.group_keys else None
+    scratch = dict(primary)
+    class_down = (
+        {}
+        if layout is None
+        else _class_disclosure(layout, evidence, scratch, params, margins=spec.has_margins)
+    )
+    position = {c.name: i for i, c in spec.aggregates()}
+    hidden = {
+        (c.row, position[c.column])
+        for c in result.cells
+        if c.verdict is _SUPPRESS and c.column in position
+    }
+    judged = {
+        key: Judgement(_SUPPRESS if key in hidden else CellVerdict.PASS, (), ()) for key in primary
+    }
+    alone = Lineage(lineage.dimensions, lineage.measures, lineage.codes, {}, lineage.limit)
+    return _lineage(table, layout, spec, evidence, primary, judged, params, class_down, alone)
+
+
+def audit_release(
+    dims: tuple[str, ...],
+    cells: Sequence[LineageCell],
+    earlier: Sequence[Release],
+    codes: Mapping[str, Sequence[Any]],
+    limit: int = LINEAGE_LIMIT,
+) -> bool:
+    """Whether an output's cells as they stand (no cell may be added to its pattern: a
+    reviewed output) keep every protected cell of ``earlier`` and its own unnarrowed."""
+    lineage = Lineage({}, {}, codes, {}, limit)
+    rows = set(range(len(cells)))
+    try:
+        forced, passed, _note = _across(
+            dims, list(enumerate(cells)), earlier, lineage, rows, False,
+            (audit.PROTECTION_SHARE, audit.PROTECTION_MINIMUM),
+        )  # fmt: skip
+    except ValueError:  # released twice with two values: fail closed
+        return False
+    return passed and not forced
 
 
 def _lineage(
@@ -797,6 +849,8 @@ def _lineage(
         note["inconsistent"] = str(error)
         passed = False
     note["suppressed_rows"] = len(added)
+    if not open_rows - added:  # the pattern leaves nothing: the audit's, not a complement
+        passed = False
     for key_, judgement in judged.items():
         if not passed:
             judged[key_] = _suppressed(judgement, *_LINEAGE_UNRESOLVED)

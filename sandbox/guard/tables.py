@@ -177,3 +177,29 @@ person_jobs = Table(
     Column("quarter", String(8), nullable=False),
     Index("ix_person_jobs_quarter", "quarter", "agreement_id"),
 )
+
+# The audit across releases (issue 17, item 3, "one hypercube per lineage"): every cell of
+# every additive measure of a released table-mode output over declared code lists, by
+# lineage (dataset name), snapshot, measure key and WHERE key. ``pending`` is 1 for a
+# withheld output's cells until the checkers release it (only then are they history).
+lineage_cells = Table(
+    "lineage_cells",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset", String(200), nullable=False),
+    Column("snapshot", String(80), nullable=False),  # the version's sha256: same values
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("measure", Text, nullable=False),  # e.g. sum(capital), count_star(*)
+    Column("where_key", Text, nullable=False),  # the normalised WHERE, '' without one
+    Column("dimensions", Text, nullable=False),  # JSON list of column names, sorted
+    Column("codes", Text, nullable=False),  # JSON list, one code per dimension; null: TOTAL
+    Column("value", Float, nullable=False),
+    Column("state", String(12), nullable=False),  # released, protected, suppressed
+    Column("need_down", Float, nullable=False),  # protected: the interval it must keep
+    Column("need_up", Float, nullable=False),
+    Column("bounded", Integer, nullable=False),  # 1: no contribution is negative
+    Column("pending", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_lineage_cells_key", "dataset", "measure", "where_key", "pending"),
+    Index("ix_lineage_cells_job", "job_id"),
+)

@@ -34,7 +34,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_active
 from sandbox.core.store import inserted_id, jobs
-from sandbox.guard import dp_budget, person_jobs
+from sandbox.guard import dp_budget, lineage_audit, person_jobs
 from sandbox.guard.history import difference, history_of
 from sandbox.run.admission import PERSON_JOB, UNDECLARED, Prepared, prepare
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
@@ -311,6 +311,10 @@ class JobService:
             grid = prepared.plan.grid.values if prepared.plan.grid is not None else None
             raw, result = release_on_grid(raw, prepared.plan.payload.spec, grid, prepared.params)
         result = self._noise(prepared, raw, result)
+        # --- lineage audit (issue 17, item 3): with the lineage's earlier releases ---
+        result = lineage_audit.checked(self.platform, kind, prepared, raw, result)
+        outcome = result.lineage
+        # ---
         review = [
             f"grant {g.id}" for g in prepared.used.values() if getattr(g, "review_required", False)
         ]
@@ -335,9 +339,14 @@ class JobService:
                     self.platform.settings["differencing.k"],
                 )
         report = report_of(result, prepared.params)
+        if outcome is not None:  # lineage audit: what the checkers read of it
+            report["lineage_audit"] = lineage_audit.note_of(outcome)
         manifest = manifest_of(job_id, operator, prepared, result, report)
         withhold(self.platform, operator, job_id, result, report, manifest, review=review)
         hold_entities(self.platform, job_id, prepared, raw, result)
+        # --- lineage audit: the withheld cells wait for the checkers' release (held_finish)
+        with self.platform.store.transaction() as conn:
+            lineage_audit.record(conn, prepared, job_id, outcome, result, now_utc(), pending=True)
 
     def _holds(self, reason: str) -> bool:
         """Does this review reason hold the output? Each has its setting (on by default)."""
@@ -479,13 +488,23 @@ class JobService:
         differencing = (
             platform.settings["differencing.enabled"] and prepared.lineage and prepared.dp is None
         )
-        if not differencing and prepared.dp is None:
+        lineage = lineage_audit.keys_of(prepared)  # the audit across releases applies
+        if not differencing and prepared.dp is None and lineage is None:
             return unguarded
         k = platform.settings["differencing.k"]
+        kind = get_kind(prepared.plan.kind)
 
         def bind(result: CheckResult):
             def finish(conn: Connection) -> tuple[pa.Table, dict, dict, dict]:
                 checked, cells, details = result, [], {}
+                # --- lineage audit: again if the history grew since the check ---
+                outcome = None
+                if lineage is not None:
+                    checked = lineage_audit.guard(conn, kind, prepared, raw, result)
+                    outcome = checked.lineage
+                    if checked.verdict not in RELEASABLE:
+                        raise Withhold(checked)
+                # ---
                 if differencing:
                     assert prepared.lineage  # differencing is on only for a job with a lineage
                     checked, cells = difference(
@@ -494,7 +513,7 @@ class JobService:
                         prepared.lineage,
                         raw,
                         prepared.plan.payload.spec,
-                        result,
+                        checked,
                         k,
                     )
                     if checked.verdict not in (
@@ -509,6 +528,11 @@ class JobService:
                         "recorded_cells": recorded,
                     }
                 report = report_of(checked, prepared.params)
+                if outcome is not None:  # --- lineage audit: record the released cells ---
+                    written = lineage_audit.record(conn, prepared, job_id, outcome, checked,
+                                                   now_utc())  # fmt: skip
+                    report["lineage_audit"] = lineage_audit.note_of(outcome)
+                    details["lineage_audit"] = {"recorded_cells": written}
                 if prepared.dp is not None:
                     # spent when queued; a job queued before the DP mode is charged now
                     spent = dp_budget.charged(platform, conn, operator.actor, prepared.dp, job_id)

@@ -24,7 +24,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, by_id
 from sandbox.core.store import jobs
 from sandbox.data.release import write_product
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_budget, lineage_audit
 from sandbox.guard.evidence import entity_bitmaps
 from sandbox.guard.history import cell_labels, history_of
 from sandbox.run.admission import Prepared
@@ -122,6 +122,11 @@ def held_finish(
     def finish(conn: Connection) -> tuple:
         table = pq.read_table(held_paths(platform, job_id)[0])
         details: dict = {}
+        # --- lineage audit (issue 17, item 3): the held cells against the history now ---
+        audited = lineage_audit.held(conn, job_id)
+        if audited is not None:
+            details["lineage_audit"] = audited
+        # ---
         lineage = held.get("lineage")
         if platform.settings["differencing.enabled"] and lineage and "bitmaps" in held:
             open_rows = set(held["open_rows"])
