@@ -20,6 +20,7 @@ both halves share:
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -147,3 +148,32 @@ def unpack_parts(blob: bytes) -> tuple[BundleKind, list[tuple[str, bytes]]]:
         return BundleKind(kind), parts
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise InputError("the PSI setup bundle is damaged; download it again") from exc
+
+
+# --- count sessions: one JSON header and one binary payload --------------------------------
+
+COUNT_MAGIC = b"PSIC1"
+_MESSAGE = struct.Struct(">5sI")  # magic, length of the JSON header
+
+
+def pack_message(header: Mapping[str, Any], payload: bytes) -> bytes:
+    """A count-session message: the header (JSON, never an item) and a serialised PSI
+    message (the operator's setup, or the platform's request)."""
+    raw = json.dumps(dict(header), sort_keys=True).encode("utf-8")
+    return _MESSAGE.pack(COUNT_MAGIC, len(raw)) + raw + payload
+
+
+def unpack_message(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """The header and payload of :func:`pack_message`; damage is an InputError."""
+    try:
+        magic, size = _MESSAGE.unpack_from(blob, 0)
+        if magic != COUNT_MAGIC or _MESSAGE.size + size > len(blob):
+            raise ValueError("framing")
+        header = json.loads(blob[_MESSAGE.size : _MESSAGE.size + size].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("header")
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            "the PSI count message is damaged: expected PSIC1, a JSON header and a PSI message"
+        ) from exc
+    return header, bytes(blob[_MESSAGE.size + size :])

@@ -41,7 +41,7 @@ Known limits, inherent to this PSI protocol with the operator as its client:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -247,3 +247,19 @@ def check_chunk(*, items: int, distinct: int, floor: int, received: int, declare
 def offered_groups(sizes: Mapping[str, int], threshold: int) -> list[str]:
     """Group values whose platform-side size reaches the threshold, in sorted order."""
     return sorted(value for value, size in sizes.items() if size >= threshold)
+
+
+COUNT_MODE = "count"  # psi_sessions.mode of a count session (the roles swapped, DP noise)
+
+
+def check_count_ask(terms: PsiTerms | None, ask: PsiAsk, *, used_today: int) -> PsiTerms:
+    """The terms' rules for a count session (docs/psi.md, "Counts about persons"): the daily
+    cap first, the group column the terms offer, the list sizes. No consent: the operator
+    learns a noisy count, nothing item by item. ``ask.mode`` is ignored (a count session
+    reveals less than cardinality, which every terms allow)."""
+    plain = PsiAsk(ask.dataset, ask.column, PsiMode.CARDINALITY, ask.list_size, None, ask.group_by)
+    if terms is None:
+        return check_ask(None, plain, used_today=used_today, over_persons=False)
+    relaxed = replace(terms, consent_required=False)
+    check_ask(relaxed, plain, used_today=used_today, over_persons=False)
+    return terms

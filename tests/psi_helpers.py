@@ -131,3 +131,39 @@ def psi_agreement(
     request_id = requests.request_data(platform, operator, agreement_id, dataset, purpose="match")
     requests.approve(platform, provider, request_id)
     return agreement_id
+
+
+# --- count sessions (the roles swapped): persons with a public county on a declared grid ---
+
+DECLARED_COUNTIES = (*COUNTIES, "370899")  # the last is declared and holds nobody
+PERSONS_COUNTED = Classification.from_dict(
+    {
+        "entity_key": "pid",
+        "entity_kind": "person",
+        "columns": {"pid": "identifier", "county": "public", "age": "measure"},
+        "domains": {"county": {"codes": list(DECLARED_COUNTIES)}},
+    }
+)
+
+
+def person_id(i: int) -> str:
+    return f"P{i:07d}"
+
+
+def county_of(i: int) -> str | None:
+    """Person i's county: the four populated codes in turn, none for every 97th."""
+    return None if i % 97 == 0 else COUNTIES[i % 4]
+
+
+def register_persons(
+    platform: Platform, provider: Principal, folder: Path, n: int, name: str = "people"
+) -> vault.DatasetVersion:
+    """``n`` persons (pid, county on the declared grid, age) under ``name``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    lines = ["pid,county,age"]
+    lines += [f"{person_id(i)},{county_of(i) or ''},{20 + i % 60}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return vault.register(
+        platform, provider, name, f"csv://{path}?text=pid,county", PERSONS_COUNTED
+    ).version

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID, NAME
+from sandbox.psi import counts
 from sandbox.psi import service as psi
 from sandbox.psi.terms import set_terms
 
@@ -137,3 +138,31 @@ def psi_close(
 ) -> dict:
     """End the session; in cardinality mode the client may report the size it learned."""
     return psi.close_session(request.app.state.platform, me, session_id, body.result_size)
+
+
+# --- count sessions: the roles swapped (docs/psi.md, "Counts about persons") ---------------
+
+
+@router.post("/count-sessions", status_code=201)
+async def psi_count_open(request: Request, me: CurrentPrincipal):
+    """Round 1 (operators): the operator's setup in (``PSIC1`` framing: a JSON header
+    ``{dataset, column, group_by}`` and a serialised RAW ``ServerSetup``), the session and
+    the platform's request out (the same framing, octets); or the refusal, which counts
+    toward the daily cap and spends nothing."""
+    platform = request.app.state.platform
+    body = await request.body()
+    answer = await anyio.to_thread.run_sync(counts.open_count, platform, me, body)
+    return Response(content=answer, media_type=OCTETS, status_code=201)
+
+
+@router.post("/count-sessions/{session_id}/response")
+async def psi_count_response(
+    request: Request, me: CurrentPrincipal, session_id: int = PathParam(ge=1, le=MAX_ID)
+) -> dict:
+    """Round 2: the operator's serialised ``Response`` to the platform's request in (octets);
+    the noisy count (per declared group) out, with its noise scale and 95% half-width.
+    The session is checked to be the caller's own and open before the body is read."""
+    platform = request.app.state.platform
+    await anyio.to_thread.run_sync(counts.check_session, platform, me, session_id)
+    body = await request.body()
+    return await anyio.to_thread.run_sync(counts.answer_count, platform, me, session_id, body)

@@ -190,3 +190,68 @@ def psi_terms(
     emit(
         {"terms": terms_id}, as_json, f"PSI terms {terms_id} set for {scope} on {dataset}.{column}"
     )
+
+
+def _count_text(data: dict) -> str:
+    noise = data["noise"]
+    lines = [
+        f"PSI count session {data['session']} (job {data['job']}): {data['dataset']} "
+        f"v{data['version']} column {data['column']}",
+        f"your list: {data['list_size']:,} distinct items; in the column, with noise: "
+        f"{data['count']:,} (+- {noise['half_width_95']} at 95% per count, "
+        f"epsilon {noise['epsilon']:g}, scale {noise['scale']:.4g})",
+    ]
+    for group, n in (data["groups"] or {}).items():
+        lines.append(f"  {group}: {n:,}")
+    budget = data["budget"]
+    lines.append(
+        f"agreement {budget['agreement']}: {budget['remaining']:g} of its {budget['population']} "
+        "share left this year"
+    )
+    return "\n".join(lines)
+
+
+@psi_cmd.command("count")
+@click.option("--dataset", required=True, help="the dataset to count against")
+@click.option("--column", required=True, help="its column (an identifier the PSI terms name)")
+@click.option(
+    "--items",
+    "items_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV file of your items (first column, or --items-column)",
+)
+@click.option("--items-column", default=None, help="the CSV column holding the items")
+@click.option("--group-by", default=None, help="count per declared code of this public column")
+@as_option
+@json_option
+@click.pass_context
+def psi_count_cmd(ctx, dataset, column, items_path, items_column, group_by, token, as_json) -> None:
+    """Count, with differential-privacy noise, how many of your items are in a column.
+
+    The roles are swapped: your items are the PSI server's set (encrypted under a key that
+    stays here), the platform's column the client's, so the platform learns the size of
+    the intersection, never which items, and releases it with noise charged to your
+    agreement's privacy budget. Both rounds run in this one command."""
+    from dataclasses import asdict
+
+    from sandbox.client.psi import CountTransport, HttpTransport, run_psi_count
+
+    obj: Context = ctx.find_object(Context)
+    items = read_items(items_path, items_column)
+    with obj.backend(token) as backend:
+        from sandbox.cli.local import LocalBackend
+
+        transport: CountTransport
+        if isinstance(backend, LocalBackend):  # on the platform's host: in-process
+            from sandbox.psi.counts import LocalCountTransport
+
+            transport = LocalCountTransport(backend.platform, backend.me)
+        else:  # --server: over HTTP
+            from sandbox.cli.remote import RemoteBackend
+
+            assert isinstance(backend, RemoteBackend)
+            transport = HttpTransport(backend.client)
+        result = run_psi_count(transport, dataset, column, items, group_by=group_by)
+    data = asdict(result)
+    emit(data, as_json, _count_text(data))

@@ -260,3 +260,120 @@ class HttpTransport:
             f"/v1/psi/sessions/{session['session']}/close",
             json={"result_size": result_size},
         )
+
+    def count_open(self, body: bytes) -> bytes:
+        return self.client._call(
+            "POST",
+            "/v1/psi/count-sessions",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=self.SLOW_S,
+        ).content
+
+    def count_respond(self, session: int, body: bytes) -> dict:
+        return self.client._call(
+            "POST",
+            f"/v1/psi/count-sessions/{session}/response",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=self.SLOW_S,
+        ).json()
+
+
+# --- count sessions: the roles swapped (docs/psi.md, "Counts about persons") ---------------
+
+
+class CountTransport(Protocol):
+    def count_open(self, body: bytes) -> bytes: ...
+
+    def count_respond(self, session: int, body: bytes) -> dict: ...
+
+
+@dataclass(frozen=True)
+class PsiCount:
+    """A noisy count released by the platform: ``count`` (the sum of ``groups`` when
+    grouped), ``groups`` (every declared group of ``group_by``), and ``noise``: the
+    mechanism, epsilon, ``scale`` and ``half_width_95`` (the true count lies within
+    count +- half_width_95 with probability at least 0.95, before a count is floored at 0)."""
+
+    session: int
+    job: int
+    dataset: str
+    version: int
+    column: str
+    group_by: str | None
+    list_size: int
+    count: int
+    groups: dict[str, int] | None
+    noise: dict[str, Any]
+    budget: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def run_psi_count(
+    transport: CountTransport,
+    dataset: str,
+    column: str,
+    items: Iterable[object],
+    *,
+    group_by: str | None = None,
+) -> PsiCount:
+    """Count, with noise, how many of ``items`` are in a dataset column (per declared group
+    of ``group_by``), the operator being the PSI *server*: its items are encrypted under a
+    key that never leaves this process, and what the platform learns is the size of the
+    intersection, never which items; the operator learns only the noisy count.
+
+    Round 1 sends the setup (the list, encrypted, RAW form) and gets the platform's
+    request (its column encrypted under a key of this session); round 2 answers it."""
+    from jobs.psi_match import pack_message, unpack_message
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    listed = normalise_all(items)
+    server = psi_lib.server.CreateWithNewKey(False)
+    setup = server.CreateSetupMessage(
+        1e-9, max(1, len(listed)), listed, psi_lib.DataStructure.RAW
+    ).SerializeToString()
+    timings["setup"] = round(time.perf_counter() - t, 4)
+    t = time.perf_counter()
+    header = {"dataset": dataset, "column": column, "group_by": group_by}
+    opened, request = unpack_message(transport.count_open(pack_message(header, setup)))
+    timings["round1"] = round(time.perf_counter() - t, 4)
+    t = time.perf_counter()
+    # The platform asks for positions only when it counts per group; this server holds
+    # the same key whichever the library's reveal switch says.
+    reveal = bool(opened["reveal"])
+    if reveal != (group_by is not None):
+        raise InputError("the platform's request does not fit the count asked for")
+    responder = psi_lib.server.CreateFromKey(server.GetPrivateKeyBytes(), reveal)
+    try:
+        response = responder.data.ProcessRequest(psi_core.cpp_proto_request.Load(request)).save()
+    except RuntimeError as exc:
+        raise InputError(f"the platform's request was refused by the PSI library: {exc}") from exc
+    timings["process"] = round(time.perf_counter() - t, 4)
+    t = time.perf_counter()
+    answer = transport.count_respond(opened["session"], response)
+    timings["round2"] = round(time.perf_counter() - t, 4)
+    return PsiCount(
+        session=answer["session"],
+        job=answer["job"],
+        dataset=answer["dataset"],
+        version=answer["version"],
+        column=answer["column"],
+        group_by=answer["group_by"],
+        list_size=answer["list_size"],
+        count=answer["count"],
+        groups=answer["groups"],
+        noise=answer["noise"],
+        budget=answer["budget"],
+        timings=timings,
+        sizes={"setup": len(setup), "request": len(request), "response": len(response)},
+    )
+
+
+def psi_count(
+    client, dataset: str, column: str, items: Iterable[object], *, group_by: str | None = None
+) -> PsiCount:
+    """:func:`run_psi_count` over HTTP through a :class:`sandbox.client.Client`."""
+    return run_psi_count(HttpTransport(client), dataset, column, items, group_by=group_by)

@@ -57,6 +57,7 @@ from policies.errors import (
     SandboxError,
 )
 from policies.psi import (
+    COUNT_MODE,
     PsiAsk,
     PsiMode,
     PsiTerms,
@@ -270,7 +271,8 @@ def _open(
 
 def _session(conn: Connection, operator: Principal, session_id: int):
     row = conn.execute(select(psi_sessions).where(psi_sessions.c.id == session_id)).first()
-    if row is None or row.operator_id != operator.id:
+    # a count session (sandbox.psi.counts) is not a match session: not found here
+    if row is None or row.operator_id != operator.id or row.mode == COUNT_MODE:
         raise NotFound(f"no PSI session {session_id} of yours")
     return row
 

@@ -1,0 +1,633 @@
+"""Count sessions: PSI with the roles swapped, for counts about persons (issue 18, item 2).
+
+In a match session (:mod:`sandbox.psi.service`) the operator is the PSI *client* and,
+with a crafted client, learns item by item which of its items are in the column
+(docs/psi.md, "Limits"). Here the operator is the PSI *server* and the platform the
+client, so the platform, not the operator, learns the intersection's size; it releases
+that size (or one size per declared group of a ``public`` column) with OpenDP's discrete
+Laplace noise, charged to the DP budget of the operator's agreement for the dataset's
+population and year (:mod:`sandbox.guard.dp_budget`). Two rounds:
+
+1. :func:`open_count`: the operator sends its setup message (its items encrypted under
+   its own key, RAW form) with the dataset, column and group column. Admission, decided
+   before anything is computed and spending nothing: the gate (job kind ``psi_match``),
+   the column classes (a group column must be ``public`` and its code list declared),
+   the PSI terms (the daily cap first, the group column offered, the list sizes), the
+   agreement's DP mode for the dataset and the budget left for one session's epsilon.
+   The platform then encrypts every distinct item of its column, in a random order,
+   under a key made for this session and answers with that request.
+2. :func:`answer_count`: the operator answers with its server's response to the
+   request; the platform removes its key, compares with the operator's setup, counts
+   (per declared group when asked: every declared group is in the answer, values
+   outside the declaration in none), adds noise of scale ``1 / epsilon`` (one item lies
+   in at most one group, so the L1 sensitivity is 1), and in one transaction charges
+   the epsilon, records the session's outcome and releases the job. The session key and
+   the operator's setup are deleted.
+
+Each session is a job row (kind ``psi_count``): ``submitted``, then ``refused``, or
+``queued`` and ``running`` (round 1), ``checking`` and ``released`` (round 2), or
+``failed``. Each is a row of ``psi_sessions`` too (mode ``count``), so the daily cap of the
+terms counts count sessions, refused ones included, with the match sessions. The ledger
+holds sizes, rules, epsilons and the released noisy counts, never an item (clear or
+encrypted) and never a true count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import private_set_intersection.python as psi_lib
+import pyarrow.parquet as pq
+from google.protobuf.message import DecodeError
+from private_set_intersection.python import _openmined_psi as psi_core
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from connectors.normalise import normalise
+from jobs.psi_match import KIND as GATE_KIND
+from jobs.psi_match import check_columns, pack_message, unpack_message
+from policies.classes import did_you_mean
+from policies.domains import Codes
+from policies.dp import CONFIDENCE, MECHANISM, half_width, laplace
+from policies.errors import Conflict, InputError, NotFound, PolicyRefusal, SandboxError
+from policies.psi import COUNT_MODE, PsiAsk, PsiMode, PsiTerms, check_count_ask
+from sandbox.core.ledger import now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.store import inserted_id, jobs
+from sandbox.data.grants import may_run
+from sandbox.data.vault import DatasetVersion, get_version
+from sandbox.guard import dp_budget
+from sandbox.psi.service import _today, _used_today
+from sandbox.psi.tables import psi_sessions
+from sandbox.psi.terms import terms_for
+from sandbox.run.jobstate import JobState, may_transition, state_of, transition
+
+KIND = "psi_count"  # the job rows' kind; the gate asks for psi_match (the agreement's kind)
+ARTICLE = "Art. 15"
+FIELDS = {"dataset", "column", "group_by"}
+NO_BUDGET = "psi_count_no_budget"
+UNDECLARED = "psi_group_undeclared"
+BAD_SETUP = "the setup is not a serialised ServerSetup of the PSI library in RAW form"
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    version: DatasetVersion
+    terms: PsiTerms
+    mode: dp_budget.DpMode
+    used_today: int
+    groups: tuple[str, ...] | None  # the declared codes of the group column
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def _folder(platform: Platform, session_id: int) -> Path:
+    return platform.home / "psi-count" / str(session_id)
+
+
+def _key_path(platform: Platform, session_id: int) -> Path:
+    return platform.home / "keys" / "psi" / "count" / f"{session_id}.key"
+
+
+def _forget(platform: Platform, session_id: int) -> None:
+    """The session key and the operator's setup serve nobody once the session ended."""
+    _key_path(platform, session_id).unlink(missing_ok=True)
+    shutil.rmtree(_folder(platform, session_id), ignore_errors=True)
+
+
+def _write_key(platform: Platform, session_id: int, key: bytes) -> None:
+    path = _key_path(platform, session_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+
+
+# --- round 1 ---------------------------------------------------------------------------------
+
+
+def _parse(header: dict, payload: bytes) -> tuple[PsiAsk, int]:
+    """The request (never an item) and the setup's element count."""
+    unknown = sorted(set(header) - FIELDS)
+    if unknown:
+        raise InputError(f"unknown field '{unknown[0]}'; " + did_you_mean(unknown[0], FIELDS))
+    for name in ("dataset", "column"):
+        if not isinstance(header.get(name), str) or not header[name]:
+            raise InputError(f"'{name}' is required: the dataset and column to count against")
+    group_by = header.get("group_by")
+    if group_by is not None and (not isinstance(group_by, str) or not group_by):
+        raise InputError("'group_by' must name a public column, or be left out")
+    setup = psi_lib.ServerSetup()
+    try:
+        setup.ParseFromString(payload)
+    except DecodeError:
+        raise InputError(BAD_SETUP) from None
+    if not setup.HasField("raw"):
+        raise InputError(BAD_SETUP)
+    size = len(set(setup.raw.encrypted_elements))
+    ask = PsiAsk(header["dataset"], header["column"], PsiMode.CARDINALITY, size, None, group_by)
+    return ask, size
+
+
+def _admit(
+    conn: Connection, platform: Platform, operator: Principal, ask: PsiAsk, job_id: int
+) -> _Admitted:
+    """Everything decided before a thing is computed; raises the first refusal."""
+    version = get_version(conn, platform, ask.dataset)
+    classification = version.classification
+    check_columns(classification, ask.column, ask.group_by)
+    used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
+    used = may_run(conn, operator, [ask.dataset], GATE_KIND, columns={ask.dataset: used_cols})
+    terms = terms_for(conn, used[ask.dataset], ask.dataset, ask.column)
+    today = _used_today(conn, operator, terms) if terms is not None else 0
+    terms = check_count_ask(terms, ask, used_today=today)
+    groups = None
+    if ask.group_by is not None:
+        domain = classification.domains.get(ask.group_by)
+        if not isinstance(domain, Codes):
+            raise PolicyRefusal(
+                UNDECLARED,
+                f"column '{ask.group_by}' has no declared code list; counts are given on "
+                "the declared grid of a group column only (every declared group, no other)",
+                article=ARTICLE,
+                subject=ask.group_by,
+                hint="ask the provider to declare the column's codes under 'domains'",
+            )
+        groups = tuple(str(code) for code in domain.values)
+    mode = dp_budget.mode_for(conn, used, ask.dataset, classification.entity_kind)
+    if mode is None:
+        raise PolicyRefusal(
+            NO_BUDGET,
+            f"your agreement has no differential-privacy budget for '{ask.dataset}': a count "
+            "session releases a noisy count charged to it",
+            article=ARTICLE,
+            subject=ask.dataset,
+            hint="ask the authority to put the agreement's use of the dataset in the DP mode "
+            "(sandbox dp configure) and to give it a share of the year's budget",
+        )
+    year = dp_budget.year_of_job(conn, job_id)
+    current = dp_budget.balance(conn, mode.agreement_id, mode.population, year)
+    refused = dp_budget.refusal(current, mode.per_query)
+    if refused is not None:
+        raise refused
+    return _Admitted(version, terms, mode, today, groups)
+
+
+def _column(
+    version: DatasetVersion, column: str, group_by: str | None, groups: tuple[str, ...] | None
+) -> tuple[list[str], list[int]]:
+    """The distinct normalised items of the column, each with its group's position in the
+    declared codes (-1: no group asked, or a value outside the declaration). An item that
+    lies in two declared groups would move two counts: refused (fail closed), decided on
+    the platform's data alone, whatever the operator's list."""
+    names = [column] + ([group_by] if group_by else [])
+    table = pq.read_table(version.path, columns=names)
+    values = table.column(column).to_pylist()
+    labels = table.column(group_by).to_pylist() if group_by else [None] * len(values)
+    index = {code: i for i, code in enumerate(groups or ())}
+    seen: dict[str, int] = {}
+    for value, label in zip(values, labels, strict=True):
+        if value is None or not (text := normalise(value)):
+            continue
+        at = index.get(str(label), -1) if label is not None else -1
+        before = seen.setdefault(text, at)
+        if before != at and -1 not in (before, at):
+            raise PolicyRefusal(
+                "dp_contributions",
+                f"an item of '{column}' lies in more than one group of '{group_by}', so one "
+                "person would move two counts; nothing is computed and nothing is spent",
+                article=ARTICLE,
+                subject=group_by,
+                hint="group by a column that is fixed for each item",
+            )
+        if before == -1 and at != -1:
+            seen[text] = at
+    return list(seen), list(seen.values())
+
+
+def _open_job(platform: Platform, operator: Principal, ask: PsiAsk) -> int:
+    asked = {
+        "dataset": ask.dataset,
+        "column": ask.column,
+        "group_by": ask.group_by,
+        "list_size": ask.list_size,
+    }
+    now = now_utc()
+    with platform.store.transaction() as conn:
+        job_id = int(
+            inserted_id(
+                conn.execute(
+                    jobs.insert().values(
+                        operator_id=operator.id,
+                        kind=KIND,
+                        request_json=json.dumps(asked),
+                        status=JobState.SUBMITTED.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            )
+        )
+        platform.record(
+            conn,
+            operator.actor,
+            "job.submitted",
+            f"job:{job_id}",
+            {"kind": KIND, "request": asked},
+            "Art. 7",
+        )
+    return job_id
+
+
+def _end_job(
+    platform: Platform,
+    conn: Connection,
+    operator: Principal,
+    job_id: int,
+    state: JobState,
+    exc: Exception,
+) -> None:
+    reason = (
+        exc.to_dict()
+        if isinstance(exc, SandboxError)
+        else {
+            "code": "internal_error",
+            "message": "the platform failed during the PSI count; nothing was released",
+            "article": "Art. 8",
+        }
+    )
+    if not may_transition(state_of(conn, job_id), state):
+        return
+    transition(
+        platform,
+        conn,
+        job_id,
+        operator,
+        state,
+        {"rule": reason.get("rule") or reason.get("code"), "error": type(exc).__name__},
+        reason.get("article") or ARTICLE,
+        reason_json=json.dumps(reason),
+    )
+
+
+def _session_values(operator: Principal, terms: PsiTerms, ask: PsiAsk, version: int) -> dict:
+    now = now_utc()
+    return {
+        "operator_id": operator.id,
+        "terms_id": terms.id,
+        "dataset": ask.dataset,
+        "version": version,
+        "column_name": ask.column,
+        "group_by": ask.group_by,
+        "mode": COUNT_MODE,
+        "list_size": ask.list_size,
+        "received": 0,
+        "chunks": 0,
+        "consent_ref": None,
+        "setup_key": "",
+        "day": _today(),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _refuse(
+    platform: Platform, operator: Principal, job_id: int, ask: PsiAsk, exc: SandboxError
+) -> None:
+    """The job ``refused``; and, when terms cover the column, a refused session that counts
+    toward their daily cap (refusals cannot probe for free), ledgered as ``psi.refused``."""
+    with platform.store.transaction() as conn:
+        state = JobState.REFUSED if isinstance(exc, PolicyRefusal) else JobState.FAILED
+        _end_job(platform, conn, operator, job_id, state, exc)
+        if not isinstance(exc, PolicyRefusal):
+            return
+        try:
+            version = get_version(conn, platform, ask.dataset)
+            grant = may_run(conn, operator, [ask.dataset], GATE_KIND)[ask.dataset]
+            terms = terms_for(conn, grant, ask.dataset, ask.column)
+        except SandboxError:
+            return
+        if terms is None:
+            return
+        used = _used_today(conn, operator, terms)
+        values = _session_values(operator, terms, ask, version.version)
+        inserted = conn.execute(psi_sessions.insert().values(**values, status="refused"))
+        platform.record(
+            conn,
+            operator.actor,
+            "psi.refused",
+            f"psi:{inserted_id(inserted)}",
+            {
+                "dataset": ask.dataset,
+                "version": version.version,
+                "column": ask.column,
+                "group_by": ask.group_by,
+                "mode": COUNT_MODE,
+                "list_size": ask.list_size,
+                "rule": exc.rule,
+                "terms": terms.id,
+                "job": job_id,
+                "requests_today": used + 1,
+            },
+            exc.article or ARTICLE,
+        )
+
+
+def _start(
+    platform: Platform, operator: Principal, ask: PsiAsk, job_id: int, first: _Admitted
+) -> tuple[int, _Admitted]:
+    """Under the write lock: admitted again (the cap, the budget, a new version), the
+    session's row, ``queued`` and ``running``, ``psi.count.open``."""
+    with platform.store.transaction() as conn:
+        admitted = _admit(conn, platform, operator, ask, job_id)
+        if admitted.version.version != first.version.version:
+            raise Conflict("a new version was registered meanwhile; send the request again")
+        version = admitted.version
+        values = _session_values(operator, admitted.terms, ask, version.version)
+        inserted = conn.execute(psi_sessions.insert().values(**values, status="open"))
+        session_id = int(inserted_id(inserted))
+        inputs = [
+            {"dataset": version.dataset, "version": version.version, "sha256": version.sha256}
+        ]
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            JobState.QUEUED,
+            {"inputs": inputs, "psi_session": session_id},
+            "Art. 14",
+            inputs_json=json.dumps(inputs),
+        )
+        transition(platform, conn, job_id, operator, JobState.RUNNING, {"engine": "psi"})
+        platform.record(
+            conn,
+            operator.actor,
+            "psi.count.open",
+            f"psi:{session_id}",
+            {
+                "job": job_id,
+                "dataset": ask.dataset,
+                "version": version.version,
+                "column": ask.column,
+                "group_by": ask.group_by,
+                "list_size": ask.list_size,
+                "terms": admitted.terms.id,
+                "agreement": admitted.mode.agreement_id,
+                "epsilon": admitted.mode.per_query,
+                "requests_today": admitted.used_today + 1,
+            },
+            ARTICLE,
+        )
+    return session_id, admitted
+
+
+def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
+    """Round 1: the operator's setup in, the platform's request (and the session) out.
+
+    ``body``: :func:`jobs.psi_match.pack_message` of ``{dataset, column, group_by}`` and
+    the operator's serialised RAW ``ServerSetup``. The answer: the same framing, the
+    session's header and the platform's serialised ``Request``.
+    """
+    require_role(operator, Role.OPERATOR, action="run PSI counts", article="Art. 14")
+    t0 = time.perf_counter()
+    header, payload = unpack_message(body)
+    ask, _ = _parse(header, payload)
+    job_id = _open_job(platform, operator, ask)
+    try:
+        with platform.store.read() as conn:
+            first = _admit(conn, platform, operator, ask, job_id)
+        items, positions = _column(first.version, ask.column, ask.group_by, first.groups)
+        session_id, admitted = _start(platform, operator, ask, job_id, first)
+    except (PolicyRefusal, InputError, Conflict) as exc:
+        _refuse(platform, operator, job_id, ask, exc)
+        raise
+    except Exception as exc:
+        with platform.store.transaction() as conn:
+            _end_job(platform, conn, operator, job_id, JobState.FAILED, exc)
+        raise
+    try:
+        reveal = ask.group_by is not None  # the platform needs each match's position
+        order = list(range(len(items)))
+        random.SystemRandom().shuffle(order)  # the request's order says nothing
+        client = psi_lib.client.CreateWithNewKey(reveal)
+        request = client.data.CreateRequest([items[i] for i in order]).save()
+        folder = _folder(platform, session_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "setup.bin").write_bytes(payload)
+        meta = {
+            "job": job_id,
+            "reveal": reveal,
+            "request_size": len(items),
+            "groups": list(admitted.groups) if admitted.groups is not None else None,
+            "positions": [positions[i] for i in order] if reveal else None,
+        }
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        _write_key(platform, session_id, client.GetPrivateKeyBytes())
+    except Exception as exc:
+        _fail_session(platform, operator, session_id, job_id, exc)
+        raise
+    answer = {
+        "session": session_id,
+        "job": job_id,
+        "dataset": ask.dataset,
+        "version": admitted.version.version,
+        "column": ask.column,
+        "group_by": ask.group_by,
+        "groups": meta["groups"],
+        "reveal": reveal,
+        "list_size": ask.list_size,
+        "request_size": len(items),
+        "epsilon": admitted.mode.per_query,
+        "open_s": round(time.perf_counter() - t0, 4),
+    }
+    return pack_message(answer, request)
+
+
+def _fail_session(
+    platform: Platform, operator: Principal, session_id: int, job_id: int, exc: Exception
+) -> None:
+    with platform.store.transaction() as conn:
+        conn.execute(
+            psi_sessions.update()
+            .where(psi_sessions.c.id == session_id)
+            .values(status="failed", updated_at=now_utc())
+        )
+        _end_job(platform, conn, operator, job_id, JobState.FAILED, exc)
+    _forget(platform, session_id)
+
+
+# --- round 2 ---------------------------------------------------------------------------------
+
+
+def count_session(conn: Connection, operator: Principal, session_id: int):
+    """The operator's own open count session (else ``not_found``, or ``conflict``)."""
+    row = conn.execute(select(psi_sessions).where(psi_sessions.c.id == session_id)).first()
+    if row is None or row.operator_id != operator.id or row.mode != COUNT_MODE:
+        raise NotFound(f"no PSI count session {session_id} of yours")
+    if row.status != "open":
+        raise Conflict(f"PSI count session {session_id} is {row.status}")
+    return row
+
+
+def check_session(platform: Platform, operator: Principal, session_id: int) -> None:
+    """Asked before the body of round 2 is read."""
+    with platform.store.read() as conn:
+        count_session(conn, operator, session_id)
+
+
+def _true_counts(
+    platform: Platform, session_id: int, meta: dict[str, Any], body: bytes
+) -> list[int]:
+    """The intersection's size, or its size per declared group (in the declared order)."""
+    response = psi_lib.Response()
+    try:
+        response.ParseFromString(body)
+    except DecodeError:
+        raise InputError("the answer is not a serialised Response of the PSI library") from None
+    elements = response.encrypted_elements
+    # One element per element of the request, all distinct (as the platform's items are):
+    # a response that repeats or adds elements could count one person more than once.
+    if len(elements) != meta["request_size"] or len(set(elements)) != len(elements):
+        raise InputError(
+            f"the answer must hold {meta['request_size']} distinct elements, one per element "
+            f"of the platform's request; it holds {len(elements)} ({len(set(elements))} distinct)"
+        )
+    key = _key_path(platform, session_id).read_bytes()
+    client = psi_lib.client.CreateFromKey(key, meta["reveal"])
+    setup = psi_core.cpp_proto_server_setup.Load(
+        (_folder(platform, session_id) / "setup.bin").read_bytes()
+    )
+    loaded = psi_core.cpp_proto_response.Load(body)
+    try:
+        if not meta["reveal"]:
+            return [int(client.data.GetIntersectionSize(setup, loaded))]
+        counts = [0] * len(meta["groups"])
+        positions = meta["positions"]
+        for i in client.data.GetIntersection(setup, loaded):
+            if positions[i] >= 0:
+                counts[positions[i]] += 1
+        return counts
+    except RuntimeError as exc:
+        raise InputError(f"the answer was refused by the PSI library: {exc}") from exc
+
+
+def answer_count(platform: Platform, operator: Principal, session_id: int, body: bytes) -> dict:
+    """Round 2: the operator's server response in, the noisy count(s) out."""
+    t0 = time.perf_counter()
+    with platform.store.read() as conn:
+        row = count_session(conn, operator, session_id)
+    folder = _folder(platform, session_id)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    job_id = int(meta["job"])
+    try:
+        with platform.store.read() as conn:
+            # the gate and the DP mode again: a suspension takes effect between rounds
+            used = may_run(conn, operator, [row.dataset], GATE_KIND)
+            version = get_version(conn, platform, row.dataset, row.version)
+            mode = dp_budget.mode_for(conn, used, row.dataset, version.classification.entity_kind)
+            if mode is None:
+                raise PolicyRefusal(NO_BUDGET, "the agreement left the DP mode", article=ARTICLE)
+    except PolicyRefusal as exc:
+        _fail_session(platform, operator, session_id, job_id, exc)
+        raise
+    true = _true_counts(platform, session_id, meta, body)  # InputError: the session stays open
+    measurement, scale = laplace(1, mode.per_query)
+    noisy = [max(0, int(v)) for v in measurement(true)]
+    del true
+    width = half_width(scale)
+    groups = dict(zip(meta["groups"], noisy, strict=True)) if meta["reveal"] else None
+    count = noisy[0] if groups is None else sum(noisy)
+    noise = {
+        "mechanism": MECHANISM,
+        "epsilon": mode.per_query,
+        "sensitivity": 1,
+        "scale": scale,
+        "half_width_95": width,
+        "confidence": CONFIDENCE,
+    }
+    try:
+        with platform.store.transaction() as conn:
+            count_session(conn, operator, session_id)  # still open: one answer per session
+            after = dp_budget.reserve(platform, conn, operator.actor, mode, job_id)
+            conn.execute(
+                psi_sessions.update()
+                .where(psi_sessions.c.id == session_id)
+                .values(status="closed", received=meta["request_size"], updated_at=now_utc())
+            )
+            details = {
+                "job": job_id,
+                "dataset": row.dataset,
+                "version": row.version,
+                "column": row.column_name,
+                "group_by": row.group_by,
+                "list_size": row.list_size,
+                "column_size": meta["request_size"],
+                "released": groups if groups is not None else count,
+                **noise,
+            }
+            platform.record(
+                conn, operator.actor, "psi.count", f"psi:{session_id}", details, ARTICLE
+            )
+            transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
+            answer = {
+                "session": session_id,
+                "job": job_id,
+                "dataset": row.dataset,
+                "version": row.version,
+                "column": row.column_name,
+                "group_by": row.group_by,
+                "list_size": row.list_size,
+                "count": count,
+                "groups": groups,
+                "noise": noise,
+                "budget": {
+                    "agreement": mode.agreement_id,
+                    "population": mode.population,
+                    "remaining": after.share_remaining,
+                    "accounting": dp_budget.ACCOUNTING,
+                },
+            }
+            transition(
+                platform,
+                conn,
+                job_id,
+                operator,
+                JobState.RELEASED,
+                {"kind": KIND, "epsilon": mode.per_query},
+                report_json=json.dumps(answer),
+            )
+    except PolicyRefusal as exc:  # the budget went meanwhile: nothing released or spent
+        _fail_session(platform, operator, session_id, job_id, exc)
+        raise
+    _forget(platform, session_id)
+    answer["timings"] = {"answer_s": round(time.perf_counter() - t0, 4)}
+    return answer
+
+
+# --- the in-process transport ----------------------------------------------------------------
+
+
+class LocalCountTransport:
+    """The operator's half's view of the platform in-process (the CLI on the platform's host):
+    the functions the HTTP routes call."""
+
+    def __init__(self, platform: Platform, operator: Principal):
+        self.platform = platform
+        self.operator = operator
+
+    def count_open(self, body: bytes) -> bytes:
+        return open_count(self.platform, self.operator, body)
+
+    def count_respond(self, session: int, body: bytes) -> dict:
+        return answer_count(self.platform, self.operator, session, body)
