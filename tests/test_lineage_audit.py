@@ -260,3 +260,80 @@ def test_refused_and_withheld_jobs_record_no_history(platform, firms):
     with platform.store.read() as conn:
         rows = conn.execute(select(lineage_cells.c.job_id, lineage_cells.c.pending)).all()
     assert len({job for job, _pending in rows}) == 2 and not any(p for _j, p in rows)
+
+
+@pytest.fixture
+def held(platform, provider, make_principal, tmp_path):
+    """The same rows as a person dataset: every job waits for two output checkers."""
+    platform.settings.values["review.person_jobs"] = True
+    path = tmp_path / "firms.csv"
+    pacsv.write_csv(pa.Table.from_pylist(_firms()), path)
+    persons = {**CLASSIFICATION, "entity_kind": "person"}
+    vault.register(platform, provider, "firms", str(path), Classification.from_dict(persons))
+    authority = make_principal("city", Role.AUTHORITY, jurisdiction="city")[0]
+    make_principal("bank", Role.OPERATOR)
+    add_grant(platform, authority, "bank", "firms", until="2099-01-01")
+    for name in ("r1", "r2"):
+        make_principal(name, Role.REVIEWER, org=f"University {name}")
+    return authority
+
+
+def _approve(platform, authority, job_id):
+    from policies.workflow import Vote
+    from sandbox.workflow import airlock
+
+    airlock.appoint_checkers(platform, authority, ["r1", "r2"], job_id=job_id)
+    for name in ("r1", "r2"):
+        airlock.vote(platform, _operator(platform, name), job_id, Vote.APPROVE, "fine")
+
+
+def _product(platform, job_id):
+    service = JobService(platform, spare=False)
+    try:
+        seen = service.outcome(_operator(platform, "bank"), job_id)
+    finally:
+        service.close()
+    assert seen.state is JobState.RELEASED
+    path = platform.home / "products" / seen.product_id / "output.parquet"
+    return pq.read_table(path).to_pylist()
+
+
+def _submit(platform, sql):
+    service = JobService(platform, spare=False)
+    try:
+        seen = service.submit(_operator(platform, "bank"), {"sql": sql})
+    finally:
+        service.close()
+    assert seen.state is JobState.WITHHELD
+    return seen.job_id
+
+
+def test_withheld_outputs_enter_the_history_when_the_checkers_release_them(platform, held):
+    first = _submit(platform, CELLS)
+    _approve(platform, held, first)  # now history
+    second = _submit(platform, COUNTY)  # checked with the table: c1's total held back
+    _approve(platform, held, second)
+    cells, counties = _product(platform, first), _product(platform, second)
+    assert _suppressed(cells, county="c1", industry="i0") and _suppressed(counties, county="c1")
+    assert_protected([cells, counties])
+    with platform.store.read() as conn:  # both released: no cell waits any more
+        pending = conn.execute(select(lineage_cells.c.pending)).scalars().all()
+    assert pending and not any(pending)
+
+
+def test_a_held_output_is_refused_when_a_release_since_makes_it_narrow(platform, held):
+    from policies.errors import PolicyRefusal
+
+    table = _submit(platform, CELLS)  # held: its cells are pending, not history
+    totals = _submit(platform, COUNTY)  # checked without the table: c1's total is open
+    _approve(platform, held, table)  # the table becomes history first
+    with pytest.raises(PolicyRefusal) as refused:
+        _approve(platform, held, totals)
+    assert refused.value.rule == "audit"
+    with platform.store.read() as conn:
+        jobs_in_history = set(
+            conn.execute(
+                select(lineage_cells.c.job_id).where(lineage_cells.c.pending == 0)
+            ).scalars()
+        )
+    assert jobs_in_history == {table}
