@@ -62,7 +62,8 @@ def _register(platform, provider, tmp_path, rows, name="firms", classification=N
 
 def _bound(version, sql: str) -> int | None:
     scope = QueryScope(
-        tables={version.dataset: TableScope(version.dataset, version.classification)}
+        tables={version.dataset: TableScope(version.dataset, version.classification)},
+        mode="dp",  # the bound of any admitted key (table mode refuses upper(county))
     )
     admitted = get_kind("sql_aggregate").plan({"sql": sql}, scope).payload
     return output_bound(admitted, {version.dataset: version.classification})

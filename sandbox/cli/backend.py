@@ -313,6 +313,28 @@ class Backend(abc.ABC):
     def verification_products(self) -> list[dict]:
         """The verification products the principal may see."""
 
+    # --- privacy budgets (sandbox.guard.dp_budget, /v1/dp) ---------------------------------
+
+    @abc.abstractmethod
+    def dp_set_total(self, population: str, year: int, epsilon: float) -> dict:
+        """Set a population's epsilon for a year: population, year, epsilon, shared, spent."""
+
+    @abc.abstractmethod
+    def dp_budgets(self, year: int | None) -> dict:
+        """budgets (each population-year's total, shared, spent, remaining), accounting."""
+
+    @abc.abstractmethod
+    def dp_set_share(self, agreement: int, year: int, epsilon: float, population: str) -> dict:
+        """Give an agreement its share of a population-year."""
+
+    @abc.abstractmethod
+    def dp_shares(self, year: int | None, agreement: int | None) -> dict:
+        """shares the principal may see, with what each spent and has left; accounting."""
+
+    @abc.abstractmethod
+    def dp_spends(self, year: int | None, agreement: int | None) -> dict:
+        """agreements (spent, jobs), total, accounting."""
+
 
 def psi_dict(result) -> dict:
     """A :class:`sandbox.client.psi.PsiResult` as the command line prints it."""

@@ -12,44 +12,11 @@ accounting: pure epsilon-DP, basic composition, delta 0.
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
 
 POPULATION = click.Choice(["person", "organisation"])
-BUDGETS_ROUTE = ("POST", "/v1/dp/budgets")
-
-
-def _call(
-    obj: Context,
-    token: str | None,
-    name: str,
-    args: tuple[Any, ...],
-    route: tuple[str, str],
-    params: dict[str, Any] | None = None,
-    body: dict[str, Any] | None = None,
-) -> dict:
-    """:func:`sandbox.guard.dp_budget.<name>` on the home, or ``route`` with --server."""
-    if obj.server:
-        method, path = route
-        with obj.client(token) as client:
-            # the client's generic call: it raises the envelope's error like its methods do
-            return client._json(
-                method,
-                path,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                json=body,
-            )
-    from sandbox.guard import dp_budget
-
-    me = obj.principal(token)
-    platform = obj.platform
-    if body is not None:
-        return getattr(dp_budget, name)(platform, me, *args)
-    with platform.store.read() as conn:
-        return getattr(dp_budget, name)(conn, me, *args)
 
 
 def _footer(data: dict) -> str:
@@ -77,8 +44,8 @@ def budget_set(
     obj: Context, population: str, year: int, epsilon: float, token: str | None, as_json: bool
 ) -> None:
     """Set a population's epsilon for a year (lowered later, never raised)."""
-    body = {"population": population, "year": year, "epsilon": epsilon}
-    row = _call(obj, token, "set_total", (population, year, epsilon), BUDGETS_ROUTE, body=body)
+    with obj.backend(token) as backend:
+        row = backend.dp_set_total(population, year, epsilon)
     emit(
         row,
         as_json,
@@ -108,7 +75,8 @@ def _budget_text(data: dict) -> str:
 @pass_ctx
 def budget_show(obj: Context, year: int | None, token: str | None, as_json: bool) -> None:
     """Each population's yearly total, what is shared out and spent (authority, auditor)."""
-    data = _call(obj, token, "budgets", (year,), ("GET", "/v1/dp/budgets"), {"year": year})
+    with obj.backend(token) as backend:
+        data = backend.dp_budgets(year)
     emit(data, as_json, _budget_text(data))
 
 
@@ -130,9 +98,8 @@ def share_set(
     as_json: bool,
 ) -> None:
     """Give an agreement its share of a population-year (never above the year's total)."""
-    args = (agreement, year, epsilon, population)
-    body = dict(zip(("agreement", "year", "epsilon", "population"), args, strict=True))
-    row = _call(obj, token, "set_share", args, ("POST", "/v1/dp/shares"), body=body)
+    with obj.backend(token) as backend:
+        row = backend.dp_set_share(agreement, year, epsilon, population)
     emit(
         row,
         as_json,
@@ -151,8 +118,8 @@ def shares_show(
     obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
 ) -> None:
     """The agreements' shares you may see, with what each spent and has left."""
-    query = {"year": year, "agreement": agreement}
-    data = _call(obj, token, "shares", (year, agreement), ("GET", "/v1/dp/shares"), query)
+    with obj.backend(token) as backend:
+        data = backend.dp_shares(year, agreement)
     rows = [
         (s["agreement"], s["population"], s["year"], s["epsilon"], s["spent"], s["remaining"])
         for s in data["shares"]
@@ -176,8 +143,8 @@ def spent_show(
     obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
 ) -> None:
     """What was spent per agreement and population-year, with the jobs that spent it."""
-    query = {"year": year, "agreement": agreement}
-    data = _call(obj, token, "spends", (year, agreement), ("GET", "/v1/dp/spends"), query)
+    with obj.backend(token) as backend:
+        data = backend.dp_spends(year, agreement)
     rows = [
         (g["agreement"], g["population"], g["year"], g["spent"], ", ".join(map(str, g["jobs"])))
         for g in data["agreements"]

@@ -446,3 +446,31 @@ class LocalBackend(Backend):
         from sandbox.verification.products import list_products
 
         return list_products(self.platform, self.me)
+
+    def dp_set_total(self, population, year, epsilon):
+        from sandbox.guard import dp_budget
+
+        return dp_budget.set_total(self.platform, self.me, population, year, epsilon)
+
+    def dp_budgets(self, year):
+        from sandbox.guard import dp_budget
+
+        with self.platform.store.read() as conn:
+            return dp_budget.budgets(conn, self.me, year)
+
+    def dp_set_share(self, agreement, year, epsilon, population):
+        from sandbox.guard import dp_budget
+
+        return dp_budget.set_share(self.platform, self.me, agreement, year, epsilon, population)
+
+    def dp_shares(self, year, agreement):
+        from sandbox.guard import dp_budget
+
+        with self.platform.store.read() as conn:
+            return dp_budget.shares(conn, self.me, year, agreement)
+
+    def dp_spends(self, year, agreement):
+        from sandbox.guard import dp_budget
+
+        with self.platform.store.read() as conn:
+            return dp_budget.spends(conn, self.me, year, agreement)

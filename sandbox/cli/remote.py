@@ -284,3 +284,24 @@ class RemoteBackend(Backend):
 
     def verification_products(self):
         return self.client.verification_products()
+
+    def _dp(self, method: str, path: str, query: dict | None = None, body: dict | None = None):
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        return self.client._json(method, path, params=params, json=body)
+
+    def dp_set_total(self, population, year, epsilon):
+        body = {"population": population, "year": year, "epsilon": epsilon}
+        return self._dp("POST", "/v1/dp/budgets", body=body)
+
+    def dp_budgets(self, year):
+        return self._dp("GET", "/v1/dp/budgets", {"year": year})
+
+    def dp_set_share(self, agreement, year, epsilon, population):
+        body = {"agreement": agreement, "year": year, "epsilon": epsilon, "population": population}
+        return self._dp("POST", "/v1/dp/shares", body=body)
+
+    def dp_shares(self, year, agreement):
+        return self._dp("GET", "/v1/dp/shares", {"year": year, "agreement": agreement})
+
+    def dp_spends(self, year, agreement):
+        return self._dp("GET", "/v1/dp/spends", {"year": year, "agreement": agreement})
