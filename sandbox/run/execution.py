@@ -153,6 +153,32 @@ class JobService:
         except Exception as exc:
             self._fail(job_id, exc)
             raise
+        with platform.store.transaction() as conn:
+            self._queue(conn, operator, job_id, prepared)
+        return self.outcome(operator, job_id)  # read once the transaction committed
+
+    def _queue(
+        self, conn: Connection, operator: Principal, job_id: int, prepared: Prepared
+    ) -> None:
+        """Queue an admitted job, in the caller's transaction: the person-job cap and the
+        DP charge are taken here, so two jobs cannot both take the last place or epsilon;
+        a refusal of either counts and charges nothing."""
+        platform = self.platform
+        try:
+            if PERSON_JOB in prepared.review:
+                person_jobs.reserve(
+                    conn,
+                    job_id,
+                    operator.id,
+                    prepared.used,
+                    platform.settings["review.person_jobs_per_quarter"],
+                    datetime.now(UTC),
+                )
+            if prepared.dp is not None:
+                dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
+        except PolicyRefusal as refusal:
+            refuse(platform, conn, job_id, operator, refusal)
+            return
         inputs = [
             {
                 "dataset": t,
@@ -162,37 +188,16 @@ class JobService:
             }
             for t in prepared.plan.tables
         ]
-        with platform.store.transaction() as conn:
-            refused = None
-            try:
-                if PERSON_JOB in prepared.review:
-                    # counted in the transaction that queues it: no race for the last place
-                    person_jobs.reserve(
-                        conn,
-                        job_id,
-                        operator.id,
-                        prepared.used,
-                        platform.settings["review.person_jobs_per_quarter"],
-                        datetime.now(UTC),
-                    )
-                if prepared.dp is not None:
-                    # charged in the transaction that queues it: no race for the last epsilon
-                    dp_budget.reserve(platform, conn, operator.actor, prepared.dp, job_id)
-            except PolicyRefusal as refusal:  # nothing was counted or charged
-                refused = refusal
-                refuse(platform, conn, job_id, operator, refusal)
-            if refused is None:
-                transition(
-                    platform,
-                    conn,
-                    job_id,
-                    operator,
-                    JobState.QUEUED,
-                    {"inputs": inputs, "params": prepared.params.to_dict()},
-                    "Art. 14",
-                    inputs_json=json.dumps(inputs),
-                )
-        return self.outcome(operator, job_id)  # read once the transaction committed
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            JobState.QUEUED,
+            {"inputs": inputs, "params": prepared.params.to_dict()},
+            "Art. 14",
+            inputs_json=json.dumps(inputs),
+        )
 
     def run(self, job_id: int) -> JobOutcome | None:
         """Claim a queued job and run it to its end; None if it was not queued."""
