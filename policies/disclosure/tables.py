@@ -825,6 +825,7 @@ def _lineage(
     added: set[int] = set()
     passed = True
     share, least = protection(params)
+    memo: dict[str, dict[str, Any]] = {}
     try:
         for grow in (True, False):
             for key, mine in cells.items():
@@ -832,8 +833,9 @@ def _lineage(
                 if not earlier:
                     continue
                 more, ok, seen = _across(
-                    dims, mine, earlier, lineage, open_rows - added, grow, (share, least)
-                )
+                    dims, mine, earlier, lineage, open_rows - added, grow, (share, least),
+                    memo.setdefault(key, {}),
+                )  # fmt: skip
                 added |= more
                 passed = passed and ok
                 note.setdefault("earlier", [])
@@ -867,6 +869,7 @@ def _across(
     open_rows: set[int],
     grow: bool,
     protection_: tuple[float, float],
+    memo: dict[str, Any] | None = None,
 ) -> tuple[set[int], bool, dict[str, Any]]:
     """One measure: the rows of the output to hold back so that no protected cell of the
     lineage is narrowed (``grow``), or only whether the output as it is passes. Returns
@@ -971,15 +974,23 @@ def _across(
     if not levels:
         return forced, True, note
     # Cells the earlier releases narrow already keep what they have left: the new release
-    # may not narrow them further (they cannot be taken back).
-    before = audit.audit(hc, fixed, set(levels), values, ap, levels=levels)
-    narrowed = before.narrowed
-    for at in narrowed:
-        a = before.cells[at]
-        levels[at] = (max(0.0, a.value - a.low), max(0.0, a.high - a.value))
+    # may not narrow them further (they cannot be taken back). ``memo`` keeps this audit
+    # of the earlier releases alone from the pattern's pass to the final one.
+    if memo is not None and "before" in memo:
+        levels, before = memo["levels"], memo["before"]
+        narrowed = memo["narrowed"]
+    else:
+        before = audit.audit(hc, fixed, set(levels), values, ap, levels=levels)
+        narrowed = before.narrowed
+        for at in narrowed:
+            a = before.cells[at]
+            levels[at] = (max(0.0, a.value - a.low), max(0.0, a.high - a.value))
+        if narrowed:
+            before = audit.audit(hc, fixed, set(levels), values, ap, levels=levels, previous=before)
+        if memo is not None:
+            memo.update(levels=levels, before=before, narrowed=narrowed)
     if narrowed:
         note["already_narrowed"] = len(narrowed)
-        before = audit.audit(hc, fixed, set(levels), values, ap, levels=levels)
     released = fixed | set(open_)
     if not grow:
         result = audit.audit(hc, released, set(levels), values, ap, levels=levels, previous=before)
