@@ -25,6 +25,13 @@ Nothing is asserted; the issue's aim is printed beside ``judge``: under 2 s.
 job): the whole CUBE over A x B x C of the same counts (every cell and every margin,
 ``prod(dims + 1)`` rows) through ``policies.disclosure.check_output`` with the declared
 grid, so the pattern and the audit of the table itself.
+
+``check_lineage`` is the job path's output check across releases (issue 17, item 3,
+"one hypercube per lineage"): the A x B table (``GROUP BY A, B``, no margins of its own)
+through ``check_output(..., lineage=)`` with the history above as two earlier releases
+(A x B x C and A x C, their released, protected and secondary cells), so the hypercube
+over A x B x C and the new table's pattern grown until no earlier protected cell is
+narrowed.
 """
 
 from __future__ import annotations
@@ -45,6 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.audit import TOTAL, AuditResult, Hypercube, audit, secondary_pattern  # noqa: E402
 from policies.disclosure import DisclosureParams, check_output  # noqa: E402
+from policies.disclosure.tables import (  # noqa: E402
+    PROTECTED,
+    RELEASED,
+    SUPPRESSED,
+    Lineage,
+    LineageCell,
+    Release,
+)
 from policies.outputs import OutputColumn, OutputRole, OutputSpec, grouping_mask  # noqa: E402
 
 THRESHOLD = 10
@@ -144,20 +159,63 @@ def run(args: argparse.Namespace) -> None:
     figure("check_cube_verdict", checked.verdict.value)
     figure("check_cube", seconds, "s", "the output check of the whole CUBE, pattern and audit")
 
+    earlier = []
+    for job, keys in enumerate(("ABC", "AC")):
+        cells = []
+        for cell in hc.grouping_set(keys):
+            state = PROTECTED if cell in primary else RELEASED if cell in released else SUPPRESSED
+            down = max(1.0, 0.1 * values[cell])
+            up = max(down, THRESHOLD - values[cell]) if state == PROTECTED else 0.0
+            codes = tuple(
+                str(c) if c is not None else None
+                for c, d in zip(cell, hc.dimensions, strict=True)
+                if d in keys
+            )
+            cells.append(LineageCell(codes, values[cell], state, down, up))
+        earlier.append(Release(job, tuple(keys), tuple(cells)))
+    table, spec = cube_table(hc, values, keys=("A", "B"), sets=(("A", "B"),))
+    lineage_ = Lineage({"A": "A", "B": "B"}, {2: "count_star(*)"}, grid, {"count_star(*)": earlier})
+    seconds, checked = timed(
+        lambda: check_output(table, spec, DisclosureParams(), grid, lineage=lineage_), args.runs
+    )
+    figure("check_lineage_rows", table.num_rows, "rows")
+    figure("check_lineage_earlier_cells", sum(len(r.cells) for r in earlier), "cells")
+    figure("check_lineage_suppressed", checked.counts["suppressed"], "cells")
+    figure("check_lineage_complementary", checked.counts["complementary"], "cells")
+    figure("check_lineage_verdict", checked.verdict.value)
+    figure("check_lineage", seconds, "s", "the A x B table checked with the history's releases")
 
-def cube_table(hc: Hypercube, values: dict) -> tuple[pa.Table, OutputSpec]:
+
+def cube_table(
+    hc: Hypercube,
+    values: dict,
+    keys: tuple[str, ...] | None = None,
+    sets: tuple[tuple[str, ...], ...] | None = None,
+) -> tuple[pa.Table, OutputSpec]:
     """Every cell of the hypercube as one row of a CUBE's output, with its evidence (one
-    entity per unit of count)."""
-    keys = hc.dimensions
+    entity per unit of count); with ``keys`` and ``sets``, those grouping sets only."""
+    keys = keys or hc.dimensions
+    if sets is None:
+        sets = tuple(s for k in range(len(keys), -1, -1) for s in itertools.combinations(keys, k))
     spec = OutputSpec(
         (
             *(OutputColumn(k, OutputRole.GROUP, group_key=k) for k in keys),
             OutputColumn("n", OutputRole.AGGREGATE, function="count_star"),
         ),
         keys,
-        tuple(s for k in range(len(keys), -1, -1) for s in itertools.combinations(keys, k)),
+        sets,
     )
-    cells = list(values)
+    wanted = {c for s in sets for c in hc.grouping_set(s)}
+    cells = [
+        tuple(v for v, d in zip(c, hc.dimensions, strict=True) if d in keys)
+        for c in values
+        if c in wanted
+    ]
+    values = {
+        tuple(v for v, d in zip(c, hc.dimensions, strict=True) if d in keys): x
+        for c, x in values.items()
+        if c in wanted
+    }
     counts = [int(values[c]) for c in cells]
     masks = [
         grouping_mask(spec, tuple(k for k, v in zip(keys, c, strict=True) if v is not TOTAL))

@@ -43,7 +43,7 @@ LARGE = " WHERE size = 'large'"
 
 
 def _firms() -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     for county, industry in INTERIOR:
         for i in range(24):
             if (county, industry) == TARGET:
@@ -337,3 +337,39 @@ def test_a_held_output_is_refused_when_a_release_since_makes_it_narrow(platform,
             ).scalars()
         )
     assert jobs_in_history == {table}
+
+
+def test_the_release_transaction_checks_again_against_a_history_grown_since(
+    platform, firms, monkeypatch
+):
+    """Two jobs checked against the same history: the totals are checked before the table
+    is released and released after it. The release transaction finds the table in the
+    history and checks the totals again, so they cannot both pass without the other."""
+    service = JobService(platform, spare=False)
+    bank = _operator(platform, "bank")
+    table = service.enqueue(bank, {"sql": CELLS}).job_id
+    totals = service.enqueue(bank, {"sql": COUNTY}).job_id
+    checked = lineage_audit.checked
+    ran = []
+
+    def table_released_meanwhile(platform_, kind, prepared, raw, result):
+        found = checked(platform_, kind, prepared, raw, result)  # the history without it
+        if not ran:
+            ran.append(True)
+            other = JobService(platform, spare=False)
+            try:
+                assert other.run(table).state is JobState.RELEASED
+            finally:
+                other.close()
+        return found
+
+    monkeypatch.setattr(lineage_audit, "checked", table_released_meanwhile)
+    try:
+        assert service.run(totals).state is JobState.RELEASED
+    finally:
+        service.close()
+    monkeypatch.setattr(lineage_audit, "checked", checked)
+    assert ran
+    cells, counties = _product(platform, table), _product(platform, totals)
+    assert _suppressed(counties, county="c1")
+    assert_protected([cells, counties])

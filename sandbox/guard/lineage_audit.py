@@ -79,16 +79,17 @@ def _where(keys: LineageKeys, snapshot: str, measures: list[str]) -> list[Any]:
     ]
 
 
-def last_id(conn: Connection, prepared: Any, keys: LineageKeys) -> int:
-    """The newest history row of the job's lineage, measures and WHERE (0: none)."""
+def last_id(conn: Connection, prepared: Any, keys: LineageKeys) -> list[int]:
+    """How many history rows the job's lineage, measures and WHERE have, and the newest
+    one's id: a held output's rows join the history with their old ids, so both."""
     measures = sorted(set(keys.measures.values()))
     c = lineage_cells.c
-    found = conn.execute(
-        select(func.max(c.id)).where(
+    count, newest = conn.execute(
+        select(func.count(), func.max(c.id)).where(
             *_where(keys, _snapshot(prepared, keys), measures), c.pending == 0
         )
-    ).scalar()
-    return int(found or 0)
+    ).one()
+    return [int(count or 0), int(newest or 0)]
 
 
 def gather(
