@@ -46,7 +46,7 @@ from tests.psi_helpers import (
 
 YEAR = datetime.now(UTC).year
 PEOPLE = 2000
-TOML = "[psi]\nbuild_processes = 1\n"
+TOML = "[psi]\nbuild_processes = 1\nchunk_items = 700\n"  # round 2 in parts of 700
 
 
 def invented(n: int, start: int = 0) -> list[str]:
@@ -303,8 +303,9 @@ def test_the_platforms_request_reveals_no_item(w):
 
 
 def test_a_crafted_response_is_refused_and_the_session_stays_open(w):
-    """A response that repeats elements could count a person twice: refused before
-    anything is counted; the session can still be answered once, then never again."""
+    """An answer that repeats elements, within a part or from another part, could count a
+    person twice: refused before anything is counted; the session can still be answered
+    once, part by part, then never again."""
     w.dp(per_query=1.0, total=100.0, share_a=100.0)
     mine = [person_id(i) for i in range(50)] + invented(50)
     server = psi_lib.server.CreateWithNewKey(False)
@@ -314,15 +315,39 @@ def test_a_crafted_response_is_refused_and_the_session_stays_open(w):
     header, raw = unpack_message(transport.count_open(body))
     request = psi_lib.Request()
     request.ParseFromString(raw)
-    response = server.ProcessRequest(request)
-    doubled = psi_lib.Response()
-    doubled.encrypted_elements.extend(list(response.encrypted_elements[:-1]))
-    doubled.encrypted_elements.append(response.encrypted_elements[0])
-    with pytest.raises(InputError):
-        transport.count_respond(header["session"], doubled.SerializeToString())
+    step = header["part_items"]
+    assert step == 700 and header["request_size"] == PEOPLE
+
+    def part(k: int) -> list[bytes]:
+        piece = psi_lib.Request()
+        piece.encrypted_elements.extend(request.encrypted_elements[k * step : (k + 1) * step])
+        return list(server.ProcessRequest(piece).encrypted_elements)
+
+    def body_of(elements: list[bytes]) -> bytes:
+        response = psi_lib.Response()
+        response.encrypted_elements.extend(elements)
+        return response.SerializeToString()
+
+    first, second, third = part(0), part(1), part(2)
+    session = header["session"]
+    with pytest.raises(InputError):  # a repeat within the part
+        transport.count_respond(session, body_of(first[:-1] + first[:1]), 0)
+    assert transport.count_respond(session, body_of(first), 0) == {
+        "session": session,
+        "job": header["job"],
+        "parts": 3,
+        "answered": 1,
+    }
+    with pytest.raises(InputError):  # an element of part 0 again in part 1
+        transport.count_respond(session, body_of(second[:-1] + first[:1]), 1)
+    with pytest.raises(InputError):  # one element short
+        transport.count_respond(session, body_of(second[:-1]), 1)
     assert w.charges() == []
-    answer = transport.count_respond(header["session"], response.SerializeToString())
+    assert transport.count_respond(session, body_of(second), 1)["answered"] == 2
+    answer = transport.count_respond(session, body_of(third), 2)
     assert answer["job"] == header["job"] and len(w.charges()) == 1
+    assert abs(answer["count"] - 50) <= 3 * answer["noise"]["half_width_95"] + 3
+    response = body_of(third)
     with pytest.raises(NotFound):  # a match-session route does not serve it
         from sandbox.psi.service import setup_of
 
@@ -330,7 +355,7 @@ def test_a_crafted_response_is_refused_and_the_session_stays_open(w):
     from policies.errors import Conflict
 
     with pytest.raises(Conflict):
-        transport.count_respond(header["session"], response.SerializeToString())
+        transport.count_respond(header["session"], response, 2)
     assert len(w.charges()) == 1
     with w.platform.store.read() as conn:  # every step ledgered, never an item
         rows = ledger.query(conn)

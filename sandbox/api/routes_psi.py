@@ -15,7 +15,7 @@ runs in a thread, so one long chunk never blocks the event loop.
 from __future__ import annotations
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
@@ -157,12 +157,17 @@ async def psi_count_open(request: Request, me: CurrentPrincipal):
 
 @router.post("/count-sessions/{session_id}/response")
 async def psi_count_response(
-    request: Request, me: CurrentPrincipal, session_id: int = PathParam(ge=1, le=MAX_ID)
+    request: Request,
+    me: CurrentPrincipal,
+    session_id: int = PathParam(ge=1, le=MAX_ID),
+    part: int = Query(default=0, ge=0, le=10**6),
 ) -> dict:
-    """Round 2: the operator's serialised ``Response`` to the platform's request in (octets);
-    the noisy count (per declared group) out, with its noise scale and 95% half-width.
-    The session is checked to be the caller's own and open before the body is read."""
+    """Round 2: the operator's serialised ``Response`` to one part of the platform's request
+    (elements ``part * part_items`` on, at most ``part_items``) in (octets); when every part
+    is in, the noisy count (per declared group) with its noise scale and 95% half-width,
+    else ``{parts, answered}``. The session is checked to be the caller's own and open
+    before the body is read."""
     platform = request.app.state.platform
     await anyio.to_thread.run_sync(counts.check_session, platform, me, session_id)
     body = await request.body()
-    return await anyio.to_thread.run_sync(counts.answer_count, platform, me, session_id, body)
+    return await anyio.to_thread.run_sync(counts.answer_count, platform, me, session_id, body, part)

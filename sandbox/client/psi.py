@@ -270,10 +270,11 @@ class HttpTransport:
             timeout=self.SLOW_S,
         ).content
 
-    def count_respond(self, session: int, body: bytes) -> dict:
+    def count_respond(self, session: int, body: bytes, part: int = 0) -> dict:
         return self.client._call(
             "POST",
             f"/v1/psi/count-sessions/{session}/response",
+            params={"part": part},
             content=body,
             headers={"Content-Type": "application/octet-stream"},
             timeout=self.SLOW_S,
@@ -286,7 +287,7 @@ class HttpTransport:
 class CountTransport(Protocol):
     def count_open(self, body: bytes) -> bytes: ...
 
-    def count_respond(self, session: int, body: bytes) -> dict: ...
+    def count_respond(self, session: int, body: bytes, part: int) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,8 @@ def run_psi_count(
     intersection, never which items; the operator learns only the noisy count.
 
     Round 1 sends the setup (the list, encrypted, RAW form) and gets the platform's
-    request (its column encrypted under a key of this session); round 2 answers it."""
+    request (its column encrypted under a key of this session); round 2 answers it, in
+    parts of at most ``part_items`` elements (the last part's answer is the count)."""
     from jobs.psi_match import pack_message, unpack_message
 
     timings: dict[str, float] = {}
@@ -347,14 +349,33 @@ def run_psi_count(
     if reveal != (group_by is not None):
         raise InputError("the platform's request does not fit the count asked for")
     responder = psi_lib.server.CreateFromKey(server.GetPrivateKeyBytes(), reveal)
-    try:
-        response = responder.data.ProcessRequest(psi_core.cpp_proto_request.Load(request)).save()
-    except RuntimeError as exc:
-        raise InputError(f"the platform's request was refused by the PSI library: {exc}") from exc
-    timings["process"] = round(time.perf_counter() - t, 4)
-    t = time.perf_counter()
-    answer = transport.count_respond(opened["session"], response)
-    timings["round2"] = round(time.perf_counter() - t, 4)
+    asked = psi_lib.Request()
+    asked.ParseFromString(request)
+    elements = asked.encrypted_elements
+    step = max(1, int(opened["part_items"]))
+    starts = list(range(0, len(elements), step)) or [0]
+    answer: dict[str, Any] = {}
+    sent = 0
+    process_s = exchange_s = 0.0
+    for part, at in enumerate(starts):  # each part's body stays under the API's limit
+        t = time.perf_counter()
+        piece = psi_lib.Request()
+        piece.reveal_intersection = asked.reveal_intersection
+        piece.encrypted_elements.extend(elements[at : at + step])
+        try:
+            loaded = psi_core.cpp_proto_request.Load(piece.SerializeToString())
+            response = responder.data.ProcessRequest(loaded).save()
+        except RuntimeError as exc:
+            raise InputError(
+                f"the platform's request was refused by the PSI library: {exc}"
+            ) from exc
+        process_s += time.perf_counter() - t
+        t = time.perf_counter()
+        answer = transport.count_respond(opened["session"], response, part)
+        exchange_s += time.perf_counter() - t
+        sent += len(response)
+    timings["process"] = round(process_s, 4)
+    timings["round2"] = round(exchange_s, 4)
     return PsiCount(
         session=answer["session"],
         job=answer["job"],
@@ -368,7 +389,12 @@ def run_psi_count(
         noise=answer["noise"],
         budget=answer["budget"],
         timings=timings,
-        sizes={"setup": len(setup), "request": len(request), "response": len(response)},
+        sizes={
+            "setup": len(setup),
+            "request": len(request),
+            "response": sent,
+            "parts": len(starts),
+        },
     )
 
 

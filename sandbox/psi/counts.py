@@ -17,7 +17,9 @@ population and year (:mod:`sandbox.guard.dp_budget`). Two rounds:
    The platform then encrypts every distinct item of its column, in a random order,
    under a key made for this session and answers with that request.
 2. :func:`answer_count`: the operator answers with its server's response to the
-   request; the platform removes its key, compares with the operator's setup, counts
+   request, in parts of at most ``psi.chunk_items`` elements (so each body stays under
+   ``api.max_body_mb``; each part counted once, its elements distinct within it and from
+   the other parts', the running tally a file of the session); the platform removes its key, compares with the operator's setup, counts
    (per declared group when asked: every declared group is in the answer, values
    outside the declaration in none), adds noise of scale ``1 / epsilon`` (one item lies
    in at most one group, so the L1 sensitivity is 1), and in one transaction charges
@@ -34,6 +36,8 @@ encrypted) and never a true count.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import random
@@ -429,6 +433,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
             "job": job_id,
             "reveal": reveal,
             "request_size": len(items),
+            "part_items": platform.settings["psi.chunk_items"],
             "groups": list(admitted.groups) if admitted.groups is not None else None,
             "positions": [positions[i] for i in order] if reveal else None,
         }
@@ -448,6 +453,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
         "reveal": reveal,
         "list_size": ask.list_size,
         "request_size": len(items),
+        "part_items": meta["part_items"],
         "epsilon": admitted.mode.per_query,
         "open_s": round(time.perf_counter() - t0, 4),
     }
@@ -486,22 +492,38 @@ def check_session(platform: Platform, operator: Principal, session_id: int) -> N
         count_session(conn, operator, session_id)
 
 
-def _true_counts(
-    platform: Platform, session_id: int, meta: dict[str, Any], body: bytes
-) -> list[int]:
-    """The intersection's size, or its size per declared group (in the declared order)."""
+def parts_of(meta: dict[str, Any]) -> list[tuple[int, int]]:
+    """The slices ``[start, stop)`` of the platform's request answered one part each (a
+    part is at most ``part_items`` elements, so each body stays under ``api.max_body_mb``)."""
+    size, step = meta["request_size"], meta["part_items"]
+    return [(at, min(at + step, size)) for at in range(0, size, step)] or [(0, 0)]
+
+
+def _digests(elements) -> set[bytes]:
+    return {hashlib.blake2b(e, digest_size=12).digest() for e in elements}
+
+
+def _part_counts(
+    platform: Platform, session_id: int, meta: dict[str, Any], body: bytes, part: int, seen: set
+) -> tuple[list[int], set[bytes]]:
+    """The intersection's size, or its size per declared group (in the declared order), in
+    one part of the answer; and the digests of the part's elements."""
+    start, stop = parts_of(meta)[part]
     response = psi_lib.Response()
     try:
         response.ParseFromString(body)
     except DecodeError:
         raise InputError("the answer is not a serialised Response of the PSI library") from None
     elements = response.encrypted_elements
-    # One element per element of the request, all distinct (as the platform's items are):
-    # a response that repeats or adds elements could count one person more than once.
-    if len(elements) != meta["request_size"] or len(set(elements)) != len(elements):
+    digests = _digests(elements)
+    # One element per element of the request, all distinct (as the platform's items are),
+    # within the part and across parts: an answer that repeats or adds elements could count
+    # one person more than once.
+    if len(elements) != stop - start or len(digests) != len(elements) or digests & seen:
         raise InputError(
-            f"the answer must hold {meta['request_size']} distinct elements, one per element "
-            f"of the platform's request; it holds {len(elements)} ({len(set(elements))} distinct)"
+            f"part {part} of the answer must hold {stop - start} distinct elements, one per "
+            f"element of the platform's request from {start}, none repeated from another "
+            f"part; it holds {len(elements)}"
         )
     key = _key_path(platform, session_id).read_bytes()
     client = psi_lib.client.CreateFromKey(key, meta["reveal"])
@@ -511,19 +533,54 @@ def _true_counts(
     loaded = psi_core.cpp_proto_response.Load(body)
     try:
         if not meta["reveal"]:
-            return [int(client.data.GetIntersectionSize(setup, loaded))]
+            return [int(client.data.GetIntersectionSize(setup, loaded))], digests
         counts = [0] * len(meta["groups"])
         positions = meta["positions"]
         for i in client.data.GetIntersection(setup, loaded):
-            if positions[i] >= 0:
-                counts[positions[i]] += 1
-        return counts
+            if positions[start + i] >= 0:
+                counts[positions[start + i]] += 1
+        return counts, digests
     except RuntimeError as exc:
         raise InputError(f"the answer was refused by the PSI library: {exc}") from exc
 
 
-def answer_count(platform: Platform, operator: Principal, session_id: int, body: bytes) -> dict:
-    """Round 2: the operator's server response in, the noisy count(s) out."""
+def _tally(
+    platform: Platform, session_id: int, meta: dict[str, Any], body: bytes, part: int
+) -> tuple[list[int], int]:
+    """Count one part and add it to the session's tally (a file of the session, deleted
+    with it); returns (the tally, parts answered). One part at a time per session."""
+    parts = parts_of(meta)
+    if not 0 <= part < len(parts):
+        raise InputError(f"part must be 0 to {len(parts) - 1}, not {part}")
+    folder = _folder(platform, session_id)
+    with open(folder / "tally.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path, seen_path = folder / "tally.json", folder / "seen.bin"
+        width = 1 if not meta["reveal"] else len(meta["groups"])
+        state = (
+            json.loads(path.read_text(encoding="utf-8"))
+            if path.exists()
+            else {"done": [], "counts": [0] * width}
+        )
+        if part in state["done"]:
+            raise Conflict(f"part {part} of PSI count session {session_id} is answered already")
+        raw = seen_path.read_bytes() if seen_path.exists() else b""
+        seen = {raw[i : i + 12] for i in range(0, len(raw), 12)}
+        counts, digests = _part_counts(platform, session_id, meta, body, part, seen)
+        state["done"].append(part)
+        state["counts"] = [a + b for a, b in zip(state["counts"], counts, strict=True)]
+        with open(seen_path, "ab") as fh:
+            fh.write(b"".join(sorted(digests)))
+        path.write_text(json.dumps(state), encoding="utf-8")
+    return state["counts"], len(state["done"])
+
+
+def answer_count(
+    platform: Platform, operator: Principal, session_id: int, body: bytes, part: int = 0
+) -> dict:
+    """Round 2, one part of the answer at a time (:func:`parts_of`): the operator's server
+    response to that slice of the request in; once every part is in, the noisy count(s)
+    out, else how many parts are in."""
     t0 = time.perf_counter()
     with platform.store.read() as conn:
         row = count_session(conn, operator, session_id)
@@ -541,7 +598,11 @@ def answer_count(platform: Platform, operator: Principal, session_id: int, body:
     except PolicyRefusal as exc:
         _fail_session(platform, operator, session_id, job_id, exc)
         raise
-    true = _true_counts(platform, session_id, meta, body)  # InputError: the session stays open
+    # an InputError leaves the session open and the part unanswered
+    true, answered = _tally(platform, session_id, meta, body, part)
+    parts = len(parts_of(meta))
+    if answered < parts:
+        return {"session": session_id, "job": job_id, "parts": parts, "answered": answered}
     measurement, scale = laplace(1, mode.per_query)
     noisy = [max(0, int(v)) for v in measurement(true)]
     del true
@@ -629,5 +690,5 @@ class LocalCountTransport:
     def count_open(self, body: bytes) -> bytes:
         return open_count(self.platform, self.operator, body)
 
-    def count_respond(self, session: int, body: bytes) -> dict:
-        return answer_count(self.platform, self.operator, session, body)
+    def count_respond(self, session: int, body: bytes, part: int = 0) -> dict:
+        return answer_count(self.platform, self.operator, session, body, part)
