@@ -373,3 +373,33 @@ def test_the_release_transaction_checks_again_against_a_history_grown_since(
     cells, counties = _product(platform, table), _product(platform, totals)
     assert _suppressed(counties, county="c1")
     assert_protected([cells, counties])
+
+
+def test_over_the_cell_limit_the_report_says_the_audit_fell_back(platform, firms, monkeypatch):
+    """A hypercube over the limit is not built: the table is audited alone, and the
+    report the checkers read says so (the county total then leaves, as before)."""
+    from policies.disclosure import tables
+
+    monkeypatch.setattr(tables, "LINEAGE_LIMIT", 10)  # county alone: 5; with industry: 20
+    _run(platform, firms, CELLS)
+    state, counties, report = _run(platform, firms, COUNTY)
+    assert state is JobState.RELEASED and not _suppressed(counties, county="c1")
+    assert "fell back to this table alone" in report["lineage_audit"]["summary"]
+
+
+def test_rounded_counts_are_left_out_and_sums_still_audited(platform, firms, make_principal):
+    """Under round_10_5 the count cells are rounded (not equations): the report says the
+    audit holds sums only; the sums, not rounded, are audited as before."""
+    make_principal("shop", Role.OPERATOR)
+    add_grant(
+        platform, firms, "shop", "firms", until="2099-01-01",
+        disclosure={"mitigation": "round_10_5"},
+    )  # fmt: skip
+    _run(platform, firms, CELLS)
+    sql = "SELECT county, COUNT(*) AS n, SUM(capital) AS capital FROM firms GROUP BY county"
+    state, counties, report = _run(platform, firms, sql, operator="shop")
+    assert state is JobState.RELEASED and _suppressed(counties, county="c1")
+    assert "holds sums only" in report["lineage_audit"]["summary"]
+    with platform.store.read() as conn:
+        measures = set(conn.execute(select(lineage_cells.c.measure)).scalars())
+    assert measures == {'sum("capital")'}  # no count_star(*): its cells are rounded

@@ -659,17 +659,19 @@ class LineageOutcome:
         note = self.note
         if note.get("skipped"):
             return f"the audit across releases did not run: {note['skipped']}."
+        parts = [note["skipped_counts"]] if note.get("skipped_counts") else []
         if note.get("fallback"):
-            return f"the audit across releases fell back to this table alone: {note['fallback']}."
-        if not note.get("earlier"):
-            return ""
-        text = (
-            f"audited with {len(note['earlier'])} earlier release(s) of the same measures "
-            f"({note['cells']} cells in the hypercube)"
-        )
-        if note.get("left_out"):
-            text += f"; {len(note['left_out'])} left out, over the cell limit"
-        return text + "."
+            parts.append(f"the audit across releases fell back to this table alone: "
+                         f"{note['fallback']}")  # fmt: skip
+        elif note.get("earlier"):
+            text = (
+                f"audited with {len(note['earlier'])} earlier release(s) of the same measures "
+                f"({note['cells']} cells in the hypercube)"
+            )
+            if note.get("left_out"):
+                text += f"; {len(note['left_out'])} left out, over the cell limit"
+            parts.append(text)
+        return "; ".join(parts) + "." if parts else ""
 
 
 def final_cells(
@@ -780,9 +782,17 @@ def _lineage(
     dims = tuple(sorted(lineage.dimensions.values()))
     measures = {i: k for i, k in lineage.measures.items() if i in evidence}
     note: dict[str, Any] = {}
-    if params.mitigation is Mitigation.ROUND_10_5:
-        note["skipped"] = "counts are rounded (round_10_5), so released cells are not equations"
-        return LineageOutcome(dims, {}, note, measures)
+    if params.mitigation is Mitigation.ROUND_10_5:  # rounded counts are not equations
+        rounded = {i for i in measures if evidence[i][0].function in COUNTS}
+        if rounded:
+            note["skipped_counts"] = (
+                "count cells are rounded (round_10_5), so they are not equations: "
+                "the audit across releases holds sums only"
+            )
+        measures = {i: k for i, k in measures.items() if i not in rounded}
+        if not measures:
+            note["skipped"] = "counts are rounded (round_10_5), so released cells are not equations"
+            return LineageOutcome(dims, {}, note, measures)
     if spec.group_keys and layout is None:
         note["skipped"] = "the output does not show all its group keys"
         return LineageOutcome(dims, {}, note, measures)

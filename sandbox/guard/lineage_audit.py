@@ -32,7 +32,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from jobs.grid import LineageKeys, lineage_keys
-from policies.disclosure import CheckResult
+from policies.disclosure import CheckResult, tables
 from policies.disclosure.tables import (
     RELEASED,
     Lineage,
@@ -128,7 +128,8 @@ def gather(
     earlier: dict[str, list[Release]] = {}
     for (measure, job), (dims, cells) in grouped.items():
         earlier.setdefault(measure, []).append(Release(job, dims, tuple(cells)))
-    return Lineage(keys.dimensions, keys.measures, codes, earlier)
+    # the limit read now (not at import): a test may lower it
+    return Lineage(keys.dimensions, keys.measures, codes, earlier, tables.LINEAGE_LIMIT)
 
 
 def checked(platform: Any, kind: Any, prepared: Any, raw: Any, result: CheckResult) -> CheckResult:
