@@ -364,7 +364,7 @@ def test_a_crafted_response_is_refused_and_the_session_stays_open(w):
     actions = [r["action"] for r in rows]
     for action in ("job.submitted", "job.queued", "job.running", "psi.count.open"):
         assert action in actions
-    for action in ("psi.count", "dp.spend", "job.checking", "job.released"):
+    for action in ("psi.count.part", "psi.count", "dp.spend", "job.checking", "job.released"):
         assert action in actions
 
 
@@ -428,3 +428,21 @@ def test_both_rounds_over_http_and_the_cli(served):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert list(data["groups"]) == list(DECLARED_COUNTIES) and data["noise"]["scale"] >= 1.0
+
+
+def test_an_unanswered_session_expires_and_spends_nothing(w):
+    from datetime import timedelta
+
+    from sandbox.psi.counts import EXPIRY_S, expire
+
+    w.dp(per_query=1.0, total=100.0, share_a=100.0)
+    header, _ = open_round(w, [person_id(i) for i in range(100)])
+    home = w.platform.home
+    assert (home / "keys" / "psi" / "count" / f"{header['session']}.key").exists()
+    assert expire(w.platform) == []  # not yet
+    later = datetime.now(UTC) + timedelta(seconds=EXPIRY_S + 1)
+    assert expire(w.platform, later) == [header["session"]]
+    assert not (home / "keys" / "psi" / "count" / f"{header['session']}.key").exists()
+    assert not (home / "psi-count" / str(header["session"])).exists()
+    assert w.sessions() == [("count", "expired")]
+    assert w.job(header["job"]).status == "failed" and w.charges() == []

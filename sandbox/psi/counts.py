@@ -44,6 +44,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from policies.errors import Conflict, InputError, NotFound, PolicyRefusal, Sandb
 from policies.psi import COUNT_MODE, PsiAsk, PsiMode, PsiTerms, check_count_ask
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.core.principals import Principal, Role, require_role
+from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import inserted_id, jobs
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
@@ -396,6 +397,52 @@ def _start(
     return session_id, admitted
 
 
+EXPIRY_S = 3600  # an unanswered count session is ended after an hour (its key deleted)
+
+
+def expire(platform: Platform, now: datetime | None = None) -> list[int]:
+    """End the count sessions left unanswered for :data:`EXPIRY_S`: status ``expired``,
+    their job ``failed``, their key and the operator's setup deleted. Nothing was released
+    or spent. Run whenever a count session is opened; returns the sessions ended."""
+    moment = now or datetime.now(UTC)
+    cutoff = (moment - timedelta(seconds=EXPIRY_S)).isoformat(timespec="microseconds")
+    with platform.store.read() as conn:
+        rows = conn.execute(
+            select(psi_sessions.c.id, psi_sessions.c.operator_id).where(
+                psi_sessions.c.mode == COUNT_MODE,
+                psi_sessions.c.status == "open",
+                psi_sessions.c.updated_at < cutoff,
+            )
+        ).all()
+    ended = []
+    for row in rows:
+        meta_path = _folder(platform, row.id) / "meta.json"
+        job_id = (
+            json.loads(meta_path.read_text(encoding="utf-8"))["job"] if meta_path.exists() else None
+        )
+        with platform.store.transaction() as conn:
+            operator = by_id(conn, row.operator_id)
+            done = conn.execute(
+                psi_sessions.update()
+                .where(psi_sessions.c.id == row.id, psi_sessions.c.status == "open")
+                .values(status="expired", updated_at=now_utc())
+            ).rowcount
+            if not done:
+                continue
+            if job_id is not None:
+                _end_job(
+                    platform,
+                    conn,
+                    operator,
+                    int(job_id),
+                    JobState.FAILED,
+                    Conflict(f"PSI count session {row.id} was not answered within {EXPIRY_S} s"),
+                )
+        _forget(platform, row.id)
+        ended.append(row.id)
+    return ended
+
+
 def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
     """Round 1: the operator's setup in, the platform's request (and the session) out.
 
@@ -405,6 +452,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
     """
     require_role(operator, Role.OPERATOR, action="run PSI counts", article="Art. 14")
     t0 = time.perf_counter()
+    expire(platform)
     header, payload = unpack_message(body)
     ask, _ = _parse(header, payload)
     job_id = _open_job(platform, operator, ask)
@@ -601,6 +649,22 @@ def answer_count(
     # an InputError leaves the session open and the part unanswered
     true, answered = _tally(platform, session_id, meta, body, part)
     parts = len(parts_of(meta))
+    start, stop = parts_of(meta)[part]
+    with platform.store.transaction() as conn:
+        platform.record(
+            conn,
+            operator.actor,
+            "psi.count.part",
+            f"psi:{session_id}",
+            {
+                "job": job_id,
+                "part": part,
+                "elements": stop - start,
+                "parts": parts,
+                "answered": answered,
+            },
+            ARTICLE,
+        )
     if answered < parts:
         return {"session": session_id, "job": job_id, "parts": parts, "answered": answered}
     measurement, scale = laplace(1, mode.per_query)
@@ -666,7 +730,6 @@ def answer_count(
                 operator,
                 JobState.RELEASED,
                 {"kind": KIND, "epsilon": mode.per_query},
-                report_json=json.dumps(answer),
             )
     except PolicyRefusal as exc:  # the budget went meanwhile: nothing released or spent
         _fail_session(platform, operator, session_id, job_id, exc)
