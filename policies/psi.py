@@ -35,7 +35,9 @@ Known limits, inherent to this PSI protocol with the operator as its client:
   detect it (every encrypted item is a random-looking point, whatever the key), so
   the rules that protect persons treat cardinality as membership: consent over
   persons in every mode, groups only on public columns. Counts about persons
-  without per-item knowledge need the roles swapped (docs/psi.md).
+  without per-item consent are count sessions, the roles swapped: the platform counts
+  and releases the count with differential-privacy noise (:func:`check_count_ask`,
+  :mod:`sandbox.psi.counts`, docs/psi.md).
 """
 
 from __future__ import annotations

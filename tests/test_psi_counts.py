@@ -62,6 +62,7 @@ class World:
         home.mkdir()
         (home / "sandbox.toml").write_text(TOML, encoding="utf-8")
         self.platform = Platform.init(home)
+        self.tokens: dict[str, str] = {}
         p = self.platform
         self.provider = self._add("registry", Role.PROVIDER)
         self.city = self._add("city", Role.AUTHORITY, "city")
@@ -86,7 +87,8 @@ class World:
 
     def _add(self, name, role, jurisdiction=None):
         with self.platform.store.transaction() as conn:
-            principal, _ = insert(conn, name, role, name + " org", jurisdiction, now_utc())
+            principal, token = insert(conn, name, role, name + " org", jurisdiction, now_utc())
+        self.tokens[name] = token
         return principal
 
     def dp(self, per_query: float, total: float, share_a: float, share_b: float = 0.0):
@@ -446,3 +448,38 @@ def test_an_unanswered_session_expires_and_spends_nothing(w):
     assert not (home / "psi-count" / str(header["session"])).exists()
     assert w.sessions() == [("count", "expired")]
     assert w.job(header["job"]).status == "failed" and w.charges() == []
+
+
+def test_the_request_order_is_drawn_anew_per_session(w):
+    """The platform's request is its column in a random order per session, so a crafted
+    answer cannot aim at a person by position (docs/psi.md, Limits)."""
+    import json as json_
+
+    w.dp(per_query=1.0, total=100.0, share_a=100.0)
+    server = psi_lib.server.CreateWithNewKey(False)
+    setup = server.CreateSetupMessage(1e-9, 1, invented(100), psi_lib.DataStructure.RAW)
+    orders = []
+    for _ in range(2):
+        header = {"dataset": "people", "column": "pid", "group_by": "county"}
+        body = pack_message(header, setup.SerializeToString())
+        opened, _ = unpack_message(LocalCountTransport(w.platform, w.bank).count_open(body))
+        assert opened["reveal"] is True and opened["groups"] == list(DECLARED_COUNTIES)
+        meta = w.platform.home / "psi-count" / str(opened["session"]) / "meta.json"
+        orders.append(json_.loads(meta.read_text())["positions"])
+    assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
+
+
+def test_the_cli_on_the_platforms_host(w):
+    w.dp(per_query=1.0, total=100.0, share_a=100.0)
+    items = w.platform.home.parent / "mine.csv"
+    mine = [person_id(i) for i in range(120)] + invented(30)
+    items.write_text("pid\n" + "\n".join(mine) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main,
+        ["--home", str(w.platform.home), "psi", "count", "--dataset", "people"]
+        + ["--column", "pid", "--items", str(items), "--as", w.tokens["bank"]],
+    )
+    assert result.exit_code == 0, result.output
+    assert "your list: 150 distinct items; in the column, with noise:" in result.output
+    assert "+- " in result.output and "epsilon 1" in result.output
+    assert len(w.charges()) == 1
