@@ -57,10 +57,10 @@ class World:
     """A person register ``people`` (and ``people2``, the same persons), the bank with an
     agreement on people and the rival with one on people2, PSI terms on both."""
 
-    def __init__(self, tmp: Path, people: int = PEOPLE):
+    def __init__(self, tmp: Path, people: int = PEOPLE, toml: str = TOML):
         home = tmp / "home"
         home.mkdir()
-        (home / "sandbox.toml").write_text(TOML, encoding="utf-8")
+        (home / "sandbox.toml").write_text(toml, encoding="utf-8")
         self.platform = Platform.init(home)
         self.tokens: dict[str, str] = {}
         p = self.platform
@@ -483,3 +483,23 @@ def test_the_cli_on_the_platforms_host(w):
     assert "your list: 150 distinct items; in the column, with noise:" in result.output
     assert "+- " in result.output and "epsilon 1" in result.output
     assert len(w.charges()) == 1
+
+
+def test_a_large_column_is_encrypted_in_processes_with_the_same_answer(tmp_path, monkeypatch):
+    """From PARALLEL_FROM items the platform's request is built in psi.build_processes
+    processes (shards under the session key, in order): the per-group counts stay right."""
+    from sandbox.psi import counts
+
+    monkeypatch.setattr(counts, "PARALLEL_FROM", 100)
+    w = World(tmp_path, toml=TOML.replace("build_processes = 1", "build_processes = 2"))
+    try:
+        w.dp(per_query=4.0, total=100.0, share_a=100.0)
+        result = w.count([person_id(i) for i in range(800)], group_by="county")
+        truth = {c: 0 for c in DECLARED_COUNTIES}
+        for i in range(800):
+            if county_of(i) is not None:
+                truth[county_of(i)] += 1
+        assert result.sizes["request"] > 35 * PEOPLE - 100
+        assert all(abs(result.groups[c] - truth[c]) <= 6 for c in truth)  # scale 0.25
+    finally:
+        w.platform.close()

@@ -43,8 +43,11 @@ import os
 import random
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,14 @@ from jobs.psi_match import check_columns, pack_message, unpack_message
 from policies.classes import did_you_mean
 from policies.domains import Codes
 from policies.dp import CONFIDENCE, MECHANISM, half_width, laplace
-from policies.errors import Conflict, InputError, NotFound, PolicyRefusal, SandboxError
+from policies.errors import (
+    Conflict,
+    InputError,
+    JobFailed,
+    NotFound,
+    PolicyRefusal,
+    SandboxError,
+)
 from policies.psi import COUNT_MODE, PsiAsk, PsiMode, PsiTerms, check_count_ask
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
@@ -71,8 +81,10 @@ from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 from sandbox.psi.service import _today, _used_today
+from sandbox.psi.setup import _shards
 from sandbox.psi.tables import psi_sessions
 from sandbox.psi.terms import terms_for
+from sandbox.psi.worker import encrypt_request_shard
 from sandbox.run.jobstate import JobState, may_transition, state_of, transition
 
 KIND = "psi_count"  # the job rows' kind; the gate asks for psi_match (the agreement's kind)
@@ -218,6 +230,34 @@ def _column(
         if before == -1 and at != -1:
             seen[text] = at
     return list(seen), list(seen.values())
+
+
+PARALLEL_FROM = 20_000  # items of the column from which the request is built in processes
+
+
+def _encrypt_column(platform: Platform, key: bytes, reveal: bool, items: list[str]) -> bytes:
+    """The platform's request: ``items`` encrypted under the session key, in order; in
+    ``psi.build_processes`` processes (shards under the one key) for a large column."""
+    processes = platform.settings["psi.build_processes"]
+    if processes <= 1 or len(items) < PARALLEL_FROM:
+        return encrypt_request_shard(key, reveal, items)
+    shards = _shards(items, processes)
+    try:
+        with ProcessPoolExecutor(max_workers=len(shards), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(encrypt_request_shard, key, reveal, s) for s in shards]
+            blobs = [f.result() for f in futures]
+    except (BrokenProcessPool, OSError, RuntimeError) as exc:
+        raise JobFailed(
+            f"the PSI count request could not be built in {processes} processes "
+            "(setting psi.build_processes)"
+        ) from exc
+    merged = psi_lib.Request()
+    merged.reveal_intersection = reveal
+    for blob in blobs:
+        part = psi_lib.Request()
+        part.ParseFromString(blob)
+        merged.encrypted_elements.extend(part.encrypted_elements)
+    return merged.SerializeToString()
 
 
 def _open_job(platform: Platform, operator: Principal, ask: PsiAsk) -> int:
@@ -472,8 +512,8 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
         reveal = ask.group_by is not None  # the platform needs each match's position
         order = list(range(len(items)))
         random.SystemRandom().shuffle(order)  # the request's order says nothing
-        client = psi_lib.client.CreateWithNewKey(reveal)
-        request = client.data.CreateRequest([items[i] for i in order]).save()
+        key = psi_lib.client.CreateWithNewKey(reveal).GetPrivateKeyBytes()
+        request = _encrypt_column(platform, key, reveal, [items[i] for i in order])
         folder = _folder(platform, session_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "setup.bin").write_bytes(payload)
@@ -486,7 +526,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
             "positions": [positions[i] for i in order] if reveal else None,
         }
         (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        _write_key(platform, session_id, client.GetPrivateKeyBytes())
+        _write_key(platform, session_id, key)
     except Exception as exc:
         _fail_session(platform, operator, session_id, job_id, exc)
         raise

@@ -37,3 +37,10 @@ def merge_raw(parts: list[bytes]) -> bytes:
     merged = psi.ServerSetup()
     merged.raw.encrypted_elements.extend(elements)
     return merged.SerializeToString()
+
+
+def encrypt_request_shard(key: bytes, reveal: bool, items: list[str]) -> bytes:
+    """The encrypted elements of ``items`` under a count session's client key, in order
+    (a serialised Request; the shards' elements together are the whole request)."""
+    client = psi.client.CreateFromKey(key, reveal)
+    return client.data.CreateRequest(items).save()
