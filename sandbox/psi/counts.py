@@ -691,6 +691,11 @@ def answer_count(
     parts = len(parts_of(meta))
     start, stop = parts_of(meta)[part]
     with platform.store.transaction() as conn:
+        conn.execute(
+            psi_sessions.update()
+            .where(psi_sessions.c.id == session_id)
+            .values(received=psi_sessions.c.received + (stop - start), updated_at=now_utc())
+        )
         platform.record(
             conn,
             operator.actor,
@@ -728,7 +733,7 @@ def answer_count(
             conn.execute(
                 psi_sessions.update()
                 .where(psi_sessions.c.id == session_id)
-                .values(status="closed", received=meta["request_size"], updated_at=now_utc())
+                .values(status="closed", updated_at=now_utc())
             )
             details = {
                 "job": job_id,
