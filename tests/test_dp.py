@@ -28,7 +28,7 @@ from policies.outputs import OutputColumn, OutputRole, OutputSpec
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_budget, dp_views
 from sandbox.run.execution import JobService, JobState
 from tests.conftest import PUMS_CLASSIFICATION
 from tests.workflow_helpers import granted, make_cast
@@ -71,7 +71,7 @@ def dp_cast(platform, make_principal, provider, pums_csv):
 def dp_mode(platform, cast, agreement_id, *, share, bounds, total=10.0, per_query=0.5):
     """The persons' budget for this year, the agreement's share of it, its DP mode on pums."""
     with platform.store.read() as conn:
-        have = dp_budget.budgets(conn, cast.city, YEAR)["budgets"]
+        have = dp_views.budgets(conn, cast.city, YEAR)["budgets"]
     if not have:
         dp_budget.set_total(platform, cast.city, "person", YEAR, total)
     dp_budget.set_share(platform, cast.city, agreement_id, YEAR, share)
@@ -140,7 +140,7 @@ def test_averaging_noisy_answers_is_stopped_by_a_budget_that_survives_a_restart(
     reopened = Platform.open(home)
     try:
         with reopened.store.read() as conn:
-            shown = dp_budget.shares(conn, cast.operator, YEAR)["shares"]
+            shown = dp_views.shares(conn, cast.operator, YEAR)["shares"]
         assert shown[0]["spent"] == pytest.approx(1.0)
         assert shown[0]["remaining"] == 0
         service = JobService(reopened, spare=False)

@@ -22,7 +22,7 @@ from policies.workflow import Vote
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_budget, dp_views
 from sandbox.guard.tables import dp_charges
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import airlock, applications, notices, requests, reviews
@@ -137,9 +137,9 @@ def test_two_agreements_on_two_datasets_of_the_persons_share_one_yearly_cap(w):
         assert f"agreement {agreement} has 0 of its share of 0.5 left" in outcome.reason["message"]
         assert "the person population has 0 of 1 left" in outcome.reason["message"]
     with platform.store.read() as conn:
-        shown = dp_budget.budgets(conn, cast.auditor, YEAR)["budgets"]
-        spent = dp_budget.spends(conn, cast.city, YEAR)
-        rivals = dp_budget.spends(conn, cast.rival, YEAR)
+        shown = dp_views.budgets(conn, cast.auditor, YEAR)["budgets"]
+        spent = dp_views.spends(conn, cast.city, YEAR)
+        rivals = dp_views.spends(conn, cast.rival, YEAR)
     assert shown == [
         {
             "population": "person",
@@ -269,7 +269,7 @@ def test_shares_never_exceed_the_total_and_bad_input_names_field_and_article(w):
     with pytest.raises(PermissionDenied, match="Art. 5"):
         dp_budget.set_share(platform, cast.county, w.a, YEAR, 0.1)
     with platform.store.read() as conn:
-        shares = dp_budget.shares(conn, cast.auditor, YEAR)["shares"]
+        shares = dp_views.shares(conn, cast.auditor, YEAR)["shares"]
         entries = ledger.query(conn, action="dp.share") + ledger.query(conn, action="dp.budget.set")
     assert [(s["agreement"], s["epsilon"]) for s in shares] == [(w.a, 0.6)]  # nothing half-written
     assert len(entries) == 2

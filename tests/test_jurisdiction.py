@@ -25,7 +25,7 @@ from policies.errors import PermissionDenied
 from sandbox.core.principals import Role
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.demo.verification import IDENTITY
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_views
 from sandbox.run.execution import JobService, JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
@@ -255,12 +255,12 @@ def test_a_county_authority_reads_no_output_review_or_budget_of_the_city(world):
     with pytest.raises(PermissionDenied, match="Art. 5"):
         airlock.show(cast.platform, cast.county, world.city_job)
     with cast.platform.store.read() as conn, pytest.raises(PermissionDenied, match="Art. 5"):
-        dp_budget.show(conn, cast.county, world.city_agreement)
+        dp_views.show(conn, cast.county, world.city_agreement)
     assert airlock.show(cast.platform, cast.county, world.county_job)["job"] == world.county_job
     assert airlock.show(cast.platform, cast.city, world.city_job)["job"] == world.city_job
     with cast.platform.store.read() as conn:
-        assert dp_budget.show(conn, cast.city, world.city_agreement) == []
-        assert dp_budget.show(conn, cast.county, world.county_agreement) == []
+        assert dp_views.show(conn, cast.city, world.city_agreement) == []
+        assert dp_views.show(conn, cast.county, world.county_agreement) == []
 
 
 # --- reads: the ledger -------------------------------------------------------------------------

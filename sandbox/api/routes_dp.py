@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_budget, dp_views
 
 router = APIRouter(prefix="/v1/dp", tags=["privacy budgets"])
 
@@ -99,7 +99,7 @@ def dp_budgets(
 ) -> dict:
     """Every population's yearly budget: total, shared, spent (authority or auditor)."""
     with request.app.state.platform.store.read() as conn:
-        return dp_budget.budgets(conn, me, year)
+        return dp_views.budgets(conn, me, year)
 
 
 @router.post("/budgets", response_model=PopulationBudget)
@@ -119,7 +119,7 @@ def dp_shares(
 ) -> dict:
     """The agreements' shares you may see, with what each has spent and has left."""
     with request.app.state.platform.store.read() as conn:
-        return dp_budget.shares(conn, me, year, agreement)
+        return dp_views.shares(conn, me, year, agreement)
 
 
 @router.post("/shares", response_model=Share)
@@ -139,4 +139,4 @@ def dp_spends(
 ) -> dict:
     """What was spent per agreement and population-year, the jobs that spent it, the total."""
     with request.app.state.platform.store.read() as conn:
-        return dp_budget.spends(conn, me, year, agreement)
+        return dp_views.spends(conn, me, year, agreement)

@@ -453,10 +453,10 @@ class LocalBackend(Backend):
         return dp_budget.set_total(self.platform, self.me, population, year, epsilon)
 
     def dp_budgets(self, year):
-        from sandbox.guard import dp_budget
+        from sandbox.guard import dp_views
 
         with self.platform.store.read() as conn:
-            return dp_budget.budgets(conn, self.me, year)
+            return dp_views.budgets(conn, self.me, year)
 
     def dp_set_share(self, agreement, year, epsilon, population):
         from sandbox.guard import dp_budget
@@ -464,13 +464,13 @@ class LocalBackend(Backend):
         return dp_budget.set_share(self.platform, self.me, agreement, year, epsilon, population)
 
     def dp_shares(self, year, agreement):
-        from sandbox.guard import dp_budget
+        from sandbox.guard import dp_views
 
         with self.platform.store.read() as conn:
-            return dp_budget.shares(conn, self.me, year, agreement)
+            return dp_views.shares(conn, self.me, year, agreement)
 
     def dp_spends(self, year, agreement):
-        from sandbox.guard import dp_budget
+        from sandbox.guard import dp_views
 
         with self.platform.store.read() as conn:
-            return dp_budget.spends(conn, self.me, year, agreement)
+            return dp_views.spends(conn, self.me, year, agreement)
