@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.audit import TOTAL, AuditResult, Hypercube, audit, secondary_pattern  # noqa: E402
 from policies.disclosure import DisclosureParams, check_output  # noqa: E402
-from policies.disclosure.tables import (  # noqa: E402
+from policies.disclosure.lineage import (  # noqa: E402
     PROTECTED,
     RELEASED,
     SUPPRESSED,

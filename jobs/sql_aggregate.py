@@ -20,7 +20,7 @@ from sqlglot.errors import SqlglotError
 
 from policies.admission import DIALECT, AdmittedQuery, QueryScope, admit, check_nesting
 from policies.disclosure import CheckResult, DisclosureParams, check_output
-from policies.disclosure.tables import Lineage
+from policies.disclosure.lineage import Lineage
 from policies.errors import InputError, PolicyRefusal
 
 from .base import Executor, JobKind, JobPlan

@@ -21,7 +21,7 @@ from scipy.optimize import linprog
 
 from policies.audit import TOTAL, AuditParams, Hypercube, audit, secondary_pattern
 from policies.classes import Classification
-from policies.disclosure import tables
+from policies.disclosure import hypercube
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
@@ -246,7 +246,7 @@ def test_an_unresolved_pattern_withholds_the_job_and_tells_the_operator_nothing(
 ):
     """A pattern the greedy cannot finish (no rounds allowed here) leaves nothing: the
     job is withheld, and its operator reads the one text every withheld job reads."""
-    monkeypatch.setattr(tables, "PATTERN_ROUNDS", 0)
+    monkeypatch.setattr(hypercube, "PATTERN_ROUNDS", 0)
     seen, whole = _submit(platform, provider, make_principal, tmp_path, TWO_APART)
     assert seen.state is JobState.WITHHELD
     assert seen.report == withheld_report() and seen.reason is None

@@ -378,9 +378,9 @@ def test_the_release_transaction_checks_again_against_a_history_grown_since(
 def test_over_the_cell_limit_the_report_says_the_audit_fell_back(platform, firms, monkeypatch):
     """A hypercube over the limit is not built: the table is audited alone, and the
     report the checkers read says so (the county total then leaves, as before)."""
-    from policies.disclosure import tables
+    from policies.disclosure import lineage
 
-    monkeypatch.setattr(tables, "LINEAGE_LIMIT", 10)  # county alone: 5; with industry: 20
+    monkeypatch.setattr(lineage, "LINEAGE_LIMIT", 10)  # county alone: 5; with industry: 20
     _run(platform, firms, CELLS)
     state, counties, report = _run(platform, firms, COUNTY)
     assert state is JobState.RELEASED and not _suppressed(counties, county="c1")

@@ -32,17 +32,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from jobs.grid import LineageKeys, lineage_keys
-from policies.disclosure import CheckResult, tables
-from policies.disclosure.tables import (
-    RELEASED,
-    Lineage,
-    LineageCell,
-    LineageOutcome,
-    Release,
-    audit_release,
-    final_cells,
-    lineage_outcome,
-)
+from policies.disclosure import CheckResult
+from policies.disclosure import lineage as lineage_rules
+from policies.disclosure.lineage import RELEASED, Lineage, LineageCell, LineageOutcome, Release
+from policies.disclosure.tables import audit_release, final_cells, lineage_outcome
 from policies.domains import Codes, declared_values
 from policies.errors import PolicyRefusal
 from sandbox.guard.tables import lineage_cells
@@ -129,7 +122,7 @@ def gather(
     for (measure, job), (dims, cells) in grouped.items():
         earlier.setdefault(measure, []).append(Release(job, dims, tuple(cells)))
     # the limit read now (not at import): a test may lower it
-    return Lineage(keys.dimensions, keys.measures, codes, earlier, tables.LINEAGE_LIMIT)
+    return Lineage(keys.dimensions, keys.measures, codes, earlier, lineage_rules.LINEAGE_LIMIT)
 
 
 def checked(platform: Any, kind: Any, prepared: Any, raw: Any, result: CheckResult) -> CheckResult:
