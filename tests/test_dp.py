@@ -28,7 +28,7 @@ from policies.outputs import OutputColumn, OutputRole, OutputSpec
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
-from sandbox.guard import dp_budget, dp_views
+from sandbox.guard import dp_admin, dp_budget, dp_views
 from sandbox.run.execution import JobService, JobState
 from tests.conftest import PUMS_CLASSIFICATION
 from tests.workflow_helpers import granted, make_cast
@@ -73,9 +73,9 @@ def dp_mode(platform, cast, agreement_id, *, share, bounds, total=10.0, per_quer
     with platform.store.read() as conn:
         have = dp_views.budgets(conn, cast.city, YEAR)["budgets"]
     if not have:
-        dp_budget.set_total(platform, cast.city, "person", YEAR, total)
-    dp_budget.set_share(platform, cast.city, agreement_id, YEAR, share)
-    dp_budget.configure(
+        dp_admin.set_total(platform, cast.city, "person", YEAR, total)
+    dp_admin.set_share(platform, cast.city, agreement_id, YEAR, share)
+    dp_admin.configure(
         platform, cast.city, agreement_id, "pums", per_query=per_query, bounds=bounds
     )
 

@@ -22,7 +22,7 @@ from policies.workflow import Vote
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
-from sandbox.guard import dp_budget, dp_views
+from sandbox.guard import dp_admin, dp_budget, dp_views
 from sandbox.guard.tables import dp_charges
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import airlock, applications, notices, requests, reviews
@@ -89,7 +89,7 @@ def world(platform: Platform, make_principal, provider, *, b_review: bool = Fals
     a = agreement_on(cast, cast.operator, "pums")
     b = agreement_on(cast, cast.rival, "pums2", review_required=b_review)
     for agreement, dataset in ((a, "pums"), (b, "pums2")):
-        dp_budget.configure(platform, cast.city, agreement, dataset, per_query=0.5, bounds={})
+        dp_admin.configure(platform, cast.city, agreement, dataset, per_query=0.5, bounds={})
     return World(platform, cast, a, b)
 
 
@@ -109,13 +109,13 @@ def test_two_agreements_on_two_datasets_of_the_persons_share_one_yearly_cap(w):
     the same persons. Under per-agreement-and-dataset budgets they had twice the epsilon;
     now the persons' 2026 total of 1.0 caps both: 0.5 each, then both are refused."""
     platform, cast = w.platform, w.cast
-    dp_budget.set_total(platform, cast.city, "person", YEAR, 1.0)
-    dp_budget.set_share(platform, cast.city, w.a, YEAR, 0.5)
+    dp_admin.set_total(platform, cast.city, "person", YEAR, 1.0)
+    dp_admin.set_share(platform, cast.city, w.a, YEAR, 0.5)
     with pytest.raises(PolicyRefusal) as over:  # b cannot be given what a already holds
-        dp_budget.set_share(platform, cast.city, w.b, YEAR, 1.0)
+        dp_admin.set_share(platform, cast.city, w.b, YEAR, 1.0)
     assert over.value.rule == "dp_shares_over_total" and over.value.article == "Art. 15"
     assert "never exceed the year's total" in str(over.value)
-    dp_budget.set_share(platform, cast.city, w.b, YEAR, 0.5)
+    dp_admin.set_share(platform, cast.city, w.b, YEAR, 0.5)
     service = JobService(platform, spare=False)
     try:
         first = [
@@ -165,8 +165,8 @@ def test_a_withheld_job_has_spent_its_epsilon(platform, make_principal, provider
     """Agreement b's outputs wait for the output review: the job is withheld, and its
     epsilon stays spent (the operator learns nothing from the budget about why)."""
     w = world(platform, make_principal, provider, b_review=True)
-    dp_budget.set_total(platform, w.cast.city, "person", YEAR, 2.0)
-    dp_budget.set_share(platform, w.cast.city, w.b, YEAR, 0.5)
+    dp_admin.set_total(platform, w.cast.city, "person", YEAR, 2.0)
+    dp_admin.set_share(platform, w.cast.city, w.b, YEAR, 0.5)
     service = JobService(platform, spare=False)
     try:
         held = service.submit(w.cast.rival, {"sql": COUNT.format(table="pums2")})
@@ -189,8 +189,8 @@ def test_a_withheld_job_has_spent_its_epsilon(platform, make_principal, provider
 
 def test_a_refusal_spends_nothing_and_names_the_remaining_budget(w):
     platform, cast = w.platform, w.cast
-    dp_budget.set_total(platform, cast.city, "person", YEAR, 2.0)
-    dp_budget.set_share(platform, cast.city, w.a, YEAR, 0.75)  # one job of 0.5, then 0.25 left
+    dp_admin.set_total(platform, cast.city, "person", YEAR, 2.0)
+    dp_admin.set_share(platform, cast.city, w.a, YEAR, 0.75)  # one job of 0.5, then 0.25 left
     service = JobService(platform, spare=False)
     try:
         done = service.submit(cast.operator, {"sql": COUNT.format(table="pums")})
@@ -215,8 +215,8 @@ def test_a_refusal_spends_nothing_and_names_the_remaining_budget(w):
 
 def test_two_submissions_racing_for_the_last_epsilon_get_it_once(w):
     platform, cast = w.platform, w.cast
-    dp_budget.set_total(platform, cast.city, "person", YEAR, 1.0)
-    dp_budget.set_share(platform, cast.city, w.a, YEAR, 0.5)
+    dp_admin.set_total(platform, cast.city, "person", YEAR, 1.0)
+    dp_admin.set_share(platform, cast.city, w.a, YEAR, 0.5)
     services = [JobService(platform, spare=False) for _ in range(2)]
     outcomes: list = [None, None]
     start = threading.Barrier(2)
@@ -240,34 +240,34 @@ def test_two_submissions_racing_for_the_last_epsilon_get_it_once(w):
 def test_shares_never_exceed_the_total_and_bad_input_names_field_and_article(w):
     platform, cast = w.platform, w.cast
     with pytest.raises(PolicyRefusal, match="no budget for"):
-        dp_budget.set_share(platform, cast.city, w.a, YEAR, 0.5)
-    dp_budget.set_total(platform, cast.city, "person", YEAR, 1.0)
+        dp_admin.set_share(platform, cast.city, w.a, YEAR, 0.5)
+    dp_admin.set_total(platform, cast.city, "person", YEAR, 1.0)
     for bad, field in (
-        (lambda: dp_budget.set_total(platform, cast.city, "person", YEAR, -1), "epsilon"),
-        (lambda: dp_budget.set_total(platform, cast.city, "people", YEAR, 1), "population"),
-        (lambda: dp_budget.set_total(platform, cast.city, "person", 1850, 1), "year"),
-        (lambda: dp_budget.set_share(platform, cast.city, w.a, YEAR, float("nan")), "epsilon"),
+        (lambda: dp_admin.set_total(platform, cast.city, "person", YEAR, -1), "epsilon"),
+        (lambda: dp_admin.set_total(platform, cast.city, "people", YEAR, 1), "population"),
+        (lambda: dp_admin.set_total(platform, cast.city, "person", 1850, 1), "year"),
+        (lambda: dp_admin.set_share(platform, cast.city, w.a, YEAR, float("nan")), "epsilon"),
     ):
         with pytest.raises(InputError) as info:
             bad()
         assert str(info.value).startswith(f"{field}:") and "Art. 15" in str(info.value)
     with pytest.raises(NotFound, match="agreement: there is no agreement 999"):
-        dp_budget.set_share(platform, cast.city, 999, YEAR, 0.5)
+        dp_admin.set_share(platform, cast.city, 999, YEAR, 0.5)
     with pytest.raises(PolicyRefusal, match="never raised"):
-        dp_budget.set_total(platform, cast.city, "person", YEAR, 5.0)
-    dp_budget.set_share(platform, cast.city, w.a, YEAR, 0.6)
+        dp_admin.set_total(platform, cast.city, "person", YEAR, 5.0)
+    dp_admin.set_share(platform, cast.city, w.a, YEAR, 0.6)
     with pytest.raises(PolicyRefusal) as over:
-        dp_budget.set_share(platform, cast.city, w.b, YEAR, 0.5)
+        dp_admin.set_share(platform, cast.city, w.b, YEAR, 0.5)
     assert "more than the 0.4" in str(over.value) and over.value.rule == "dp_shares_over_total"
     with pytest.raises(PolicyRefusal, match="below the 0.6 already shared"):
-        dp_budget.set_total(platform, cast.city, "person", YEAR, 0.5)
+        dp_admin.set_total(platform, cast.city, "person", YEAR, 0.5)
     # only authorities set; a county authority neither the total nor a city agreement's share
     with pytest.raises(PermissionDenied):
-        dp_budget.set_total(platform, cast.operator, "person", YEAR, 1.0)
+        dp_admin.set_total(platform, cast.operator, "person", YEAR, 1.0)
     with pytest.raises(PermissionDenied, match="Art. 5"):
-        dp_budget.set_total(platform, cast.county, "person", YEAR, 1.0)
+        dp_admin.set_total(platform, cast.county, "person", YEAR, 1.0)
     with pytest.raises(PermissionDenied, match="Art. 5"):
-        dp_budget.set_share(platform, cast.county, w.a, YEAR, 0.1)
+        dp_admin.set_share(platform, cast.county, w.a, YEAR, 0.1)
     with platform.store.read() as conn:
         shares = dp_views.shares(conn, cast.auditor, YEAR)["shares"]
         entries = ledger.query(conn, action="dp.share") + ledger.query(conn, action="dp.budget.set")
@@ -288,14 +288,14 @@ def test_organisations_are_a_population_of_their_own(w, provider):
     )
     vault.register(platform, provider, "firms", str(DATA / "pums_1000_pid.csv"), classification)
     c = agreement_on(cast, cast.operator, "firms")
-    dp_budget.configure(platform, cast.city, c, "firms", per_query=0.5, bounds={})
-    dp_budget.set_total(platform, cast.city, "person", YEAR, 1.0)
-    dp_budget.set_share(platform, cast.city, c, YEAR, 1.0)  # persons: not what firms draw on
+    dp_admin.configure(platform, cast.city, c, "firms", per_query=0.5, bounds={})
+    dp_admin.set_total(platform, cast.city, "person", YEAR, 1.0)
+    dp_admin.set_share(platform, cast.city, c, YEAR, 1.0)  # persons: not what firms draw on
     service = JobService(platform, spare=False)
     try:
         refused = service.submit(cast.operator, {"sql": COUNT.format(table="firms")})
-        dp_budget.set_total(platform, cast.city, "organisation", YEAR, 1.0)
-        dp_budget.set_share(platform, cast.city, c, YEAR, 0.5, population="organisation")
+        dp_admin.set_total(platform, cast.city, "organisation", YEAR, 1.0)
+        dp_admin.set_share(platform, cast.city, c, YEAR, 0.5, population="organisation")
         done = service.submit(cast.operator, {"sql": COUNT.format(table="firms")})
     finally:
         service.close()

@@ -30,7 +30,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Role, by_name, insert
 from sandbox.core.store import jobs
-from sandbox.guard import dp_budget
+from sandbox.guard import dp_admin, dp_budget
 from sandbox.guard.tables import dp_charges
 from sandbox.psi.counts import LocalCountTransport
 from sandbox.psi.tables import psi_sessions
@@ -93,12 +93,12 @@ class World:
 
     def dp(self, per_query: float, total: float, share_a: float, share_b: float = 0.0):
         p = self.platform
-        dp_budget.configure(p, self.city, self.a, "people", per_query=per_query)
-        dp_budget.configure(p, self.city, self.b, "people2", per_query=per_query)
-        dp_budget.set_total(p, self.city, "person", YEAR, total)
-        dp_budget.set_share(p, self.city, self.a, YEAR, share_a)
+        dp_admin.configure(p, self.city, self.a, "people", per_query=per_query)
+        dp_admin.configure(p, self.city, self.b, "people2", per_query=per_query)
+        dp_admin.set_total(p, self.city, "person", YEAR, total)
+        dp_admin.set_share(p, self.city, self.a, YEAR, share_a)
         if share_b:
-            dp_budget.set_share(p, self.city, self.b, YEAR, share_b)
+            dp_admin.set_share(p, self.city, self.b, YEAR, share_b)
 
     def count(self, items, who=None, dataset="people", **kw):
         transport = LocalCountTransport(self.platform, who or self.bank)
@@ -399,9 +399,9 @@ def served(tmp_path_factory):
             daily_cap=100,
             group_dimensions=["county"],
         )
-        dp_budget.configure(platform, city, agreement, "people", per_query=1.0)
-        dp_budget.set_total(platform, city, "person", YEAR, 50.0)
-        dp_budget.set_share(platform, city, agreement, YEAR, 50.0)
+        dp_admin.configure(platform, city, agreement, "people", per_query=1.0)
+        dp_admin.set_total(platform, city, "person", YEAR, 50.0)
+        dp_admin.set_share(platform, city, agreement, YEAR, 50.0)
     finally:
         platform.close()
     with ApiServer(home) as server:

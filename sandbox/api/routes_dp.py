@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.guard import dp_budget, dp_views
+from sandbox.guard import dp_admin, dp_budget, dp_views
 
 router = APIRouter(prefix="/v1/dp", tags=["privacy budgets"])
 
@@ -105,7 +105,7 @@ def dp_budgets(
 @router.post("/budgets", response_model=PopulationBudget)
 def dp_budget_set(request: Request, me: CurrentPrincipal, body: BudgetSet) -> dict:
     """Set a population's epsilon for a year (the city authority; lowered, never raised)."""
-    return dp_budget.set_total(
+    return dp_admin.set_total(
         request.app.state.platform, me, body.population, body.year, body.epsilon
     )
 
@@ -125,7 +125,7 @@ def dp_shares(
 @router.post("/shares", response_model=Share)
 def dp_share_set(request: Request, me: CurrentPrincipal, body: ShareSet) -> dict:
     """Give an agreement its share of a population-year (an authority covering it)."""
-    return dp_budget.set_share(
+    return dp_admin.set_share(
         request.app.state.platform, me, body.agreement, body.year, body.epsilon, body.population
     )
 

@@ -448,9 +448,9 @@ class LocalBackend(Backend):
         return list_products(self.platform, self.me)
 
     def dp_set_total(self, population, year, epsilon):
-        from sandbox.guard import dp_budget
+        from sandbox.guard import dp_admin
 
-        return dp_budget.set_total(self.platform, self.me, population, year, epsilon)
+        return dp_admin.set_total(self.platform, self.me, population, year, epsilon)
 
     def dp_budgets(self, year):
         from sandbox.guard import dp_views
@@ -459,9 +459,9 @@ class LocalBackend(Backend):
             return dp_views.budgets(conn, self.me, year)
 
     def dp_set_share(self, agreement, year, epsilon, population):
-        from sandbox.guard import dp_budget
+        from sandbox.guard import dp_admin
 
-        return dp_budget.set_share(self.platform, self.me, agreement, year, epsilon, population)
+        return dp_admin.set_share(self.platform, self.me, agreement, year, epsilon, population)
 
     def dp_shares(self, year, agreement):
         from sandbox.guard import dp_views
