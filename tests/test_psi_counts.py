@@ -32,7 +32,7 @@ from sandbox.core.principals import Role, by_name, insert
 from sandbox.core.store import jobs
 from sandbox.guard import dp_admin, dp_budget
 from sandbox.guard.tables import dp_charges
-from sandbox.psi.counts import LocalCountTransport
+from sandbox.psi.count_answers import LocalCountTransport
 from sandbox.psi.tables import psi_sessions
 from sandbox.psi.terms import set_terms
 from tests.api_server import ApiServer, make_home
@@ -488,9 +488,9 @@ def test_the_cli_on_the_platforms_host(w):
 def test_a_large_column_is_encrypted_in_processes_with_the_same_answer(tmp_path, monkeypatch):
     """From PARALLEL_FROM items the platform's request is built in psi.build_processes
     processes (shards under the session key, in order): the per-group counts stay right."""
-    from sandbox.psi import counts
+    from sandbox.psi import count_request
 
-    monkeypatch.setattr(counts, "PARALLEL_FROM", 100)
+    monkeypatch.setattr(count_request, "PARALLEL_FROM", 100)
     w = World(tmp_path, toml=TOML.replace("build_processes = 1", "build_processes = 2"))
     try:
         w.dp(per_query=4.0, total=100.0, share_a=100.0)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID, NAME
-from sandbox.psi import counts
+from sandbox.psi import count_answers, counts
 from sandbox.psi import service as psi
 from sandbox.psi.terms import set_terms
 
@@ -168,6 +168,8 @@ async def psi_count_response(
     else ``{parts, answered}``. The session is checked to be the caller's own and open
     before the body is read."""
     platform = request.app.state.platform
-    await anyio.to_thread.run_sync(counts.check_session, platform, me, session_id)
+    await anyio.to_thread.run_sync(count_answers.check_session, platform, me, session_id)
     body = await request.body()
-    return await anyio.to_thread.run_sync(counts.answer_count, platform, me, session_id, body, part)
+    return await anyio.to_thread.run_sync(
+        count_answers.answer_count, platform, me, session_id, body, part
+    )

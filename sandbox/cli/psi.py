@@ -244,7 +244,7 @@ def psi_count_cmd(ctx, dataset, column, items_path, items_column, group_by, toke
 
         transport: CountTransport
         if isinstance(backend, LocalBackend):  # on the platform's host: in-process
-            from sandbox.psi.counts import LocalCountTransport
+            from sandbox.psi.count_answers import LocalCountTransport
 
             transport = LocalCountTransport(backend.platform, backend.me)
         else:  # --server: over HTTP
