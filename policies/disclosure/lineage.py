@@ -139,61 +139,117 @@ def _lineage(
     back the whole output (rule ``audit``). Counts rounded by ``round_10_5`` are not
     equations: the audit is then skipped, and the report says so."""
     dims = tuple(sorted(lineage.dimensions.values()))
-    measures = {i: k for i, k in lineage.measures.items() if i in evidence}
     note: dict[str, Any] = {}
-    if params.mitigation is Mitigation.ROUND_10_5:  # rounded counts are not equations
-        rounded = {i for i in measures if evidence[i][0].function in COUNTS}
-        if rounded:
-            note["skipped_counts"] = (
-                "count cells are rounded (round_10_5), so they are not equations: "
-                "the audit across releases holds sums only"
-            )
-        measures = {i: k for i, k in measures.items() if i not in rounded}
-        if not measures:
-            note["skipped"] = "counts are rounded (round_10_5), so released cells are not equations"
-            return LineageOutcome(dims, {}, note, measures)
-    if spec.group_keys and layout is None:
-        note["skipped"] = "the output does not show all its group keys"
-        return LineageOutcome(dims, {}, note, measures)
-    key_of = {d: k for k, d in lineage.dimensions.items()}
-
-    def code(value: Any) -> str:
-        return _NULL_CODE if value is None else canonical(value)
-
-    rows = range(table.num_rows)
-    if layout is None:
-        cell_of: list[tuple[str | None, ...]] = [()] * table.num_rows
-    else:
-        cell_of = [
-            tuple(
-                code(layout.keys[key_of[d]][r]) if key_of[d] in layout.sets[r] else None
-                for d in dims
-            )
-            for r in rows
-        ]
-    cells: dict[str, tuple[tuple[int, LineageCell], ...]] = {}
-    for i, key in measures.items():
-        found = []
-        bounded = not any(c.negatives for c in evidence[i])
-        for c in evidence[i]:
-            r, value = c.row, _number(c.value)
-            state, down, up = RELEASED, 0.0, 0.0
-            if judged[(r, i)].verdict is _SUPPRESS:
-                state = SUPPRESSED
-                if primary[(r, i)].verdict is _SUPPRESS or (r, i) in class_down:
-                    state = PROTECTED
-                    down, up = _levels(c, value, primary[(r, i)], params, class_down.get((r, i)))
-            found.append((r, LineageCell(cell_of[r], value, state, down, up, bounded)))
-        cells[key] = tuple(found)
+    measures = _audited_measures(lineage, evidence, params, note)
+    if measures is None or (spec.group_keys and layout is None):
+        note.setdefault("skipped", "the output does not show all its group keys")
+        return LineageOutcome(dims, {}, note, measures or {})
+    cell_of = _cell_codes(table, layout, lineage, dims)
+    cells = {
+        key: _output_cells(evidence[i], i, cell_of, primary, judged, params, class_down)
+        for i, key in measures.items()
+    }
     outcome = LineageOutcome(dims, cells, note, measures)
+    rows = range(table.num_rows)
     open_rows = set(rows) - {
         r for r in rows if all(judged[(r, i)].verdict is _SUPPRESS for i, _ in spec.aggregates())
     }
     if not open_rows or not any(lineage.earlier.get(k) for k in cells):
         return outcome  # nothing leaves, or nothing earlier to audit with
+    added, passed = _grow(dims, cells, lineage, open_rows, protection(params), note)
+    note["suppressed_rows"] = len(added)
+    if not open_rows - added:  # the pattern leaves nothing: the audit's, not a complement
+        passed = False
+    for key_, judgement in judged.items():
+        if not passed:
+            judged[key_] = _suppressed(judgement, *_LINEAGE_UNRESOLVED)
+        elif key_[0] in added and judgement.verdict is not _SUPPRESS:
+            judged[key_] = _suppressed(judgement, *_LINEAGE_COMPLEMENTARY)
+    return outcome
+
+
+def _audited_measures(
+    lineage: Lineage,
+    evidence: dict[int, list[CellEvidence]],
+    params: DisclosureParams,
+    note: dict[str, Any],
+) -> dict[int, str] | None:
+    """The measures (output position -> measure key) the lineage audit holds; None when
+    there is none left: counts rounded by ``round_10_5`` are not equations."""
+    measures = {i: k for i, k in lineage.measures.items() if i in evidence}
+    if params.mitigation is not Mitigation.ROUND_10_5:
+        return measures
+    rounded = {i for i in measures if evidence[i][0].function in COUNTS}
+    if rounded:
+        note["skipped_counts"] = (
+            "count cells are rounded (round_10_5), so they are not equations: "
+            "the audit across releases holds sums only"
+        )
+    measures = {i: k for i, k in measures.items() if i not in rounded}
+    if not measures:
+        note["skipped"] = "counts are rounded (round_10_5), so released cells are not equations"
+        return None
+    return measures
+
+
+def _cell_codes(
+    table: pa.Table, layout: _Layout | None, lineage: Lineage, dims: tuple[str, ...]
+) -> list[tuple[str | None, ...]]:
+    """Each row's cell of the lineage's hypercube: a code per dimension, None (TOTAL) for
+    a rolled-up one, a code of its own for a NULL key value."""
+    if layout is None:
+        return [()] * table.num_rows
+    key_of = {d: k for k, d in lineage.dimensions.items()}
+
+    def code(value: Any) -> str:
+        return _NULL_CODE if value is None else canonical(value)
+
+    return [
+        tuple(
+            code(layout.keys[key_of[d]][r]) if key_of[d] in layout.sets[r] else None for d in dims
+        )
+        for r in range(table.num_rows)
+    ]
+
+
+def _output_cells(
+    column: list[CellEvidence],
+    i: int,
+    cell_of: list[tuple[str | None, ...]],
+    primary: dict[tuple[int, int], Judgement],
+    judged: dict[tuple[int, int], Judgement],
+    params: DisclosureParams,
+    class_down: Mapping[tuple[int, int], float],
+) -> tuple[tuple[int, LineageCell], ...]:
+    """One measure's cells as the history keeps them: released, protected (a primary or
+    class suppression, with its interval) or suppressed (a complement)."""
+    bounded = not any(c.negatives for c in column)
+    found = []
+    for c in column:
+        r, value = c.row, _number(c.value)
+        state, down, up = RELEASED, 0.0, 0.0
+        if judged[(r, i)].verdict is _SUPPRESS:
+            state = SUPPRESSED
+            if primary[(r, i)].verdict is _SUPPRESS or (r, i) in class_down:
+                state = PROTECTED
+                down, up = _levels(c, value, primary[(r, i)], params, class_down.get((r, i)))
+        found.append((r, LineageCell(cell_of[r], value, state, down, up, bounded)))
+    return tuple(found)
+
+
+def _grow(
+    dims: tuple[str, ...],
+    cells: Mapping[str, tuple[tuple[int, LineageCell], ...]],
+    lineage: Lineage,
+    open_rows: set[int],
+    protection_: tuple[float, float],
+    note: dict[str, Any],
+) -> tuple[set[int], bool]:
+    """The rows to hold back so that every measure passes against its earlier releases
+    (grown on every measure first, then checked on the final pattern), and whether it
+    passed; what the checkers read goes to ``note``."""
     added: set[int] = set()
     passed = True
-    share, least = protection(params)
     memo: dict[str, dict[str, Any]] = {}
     try:
         for grow in (True, False):
@@ -202,13 +258,12 @@ def _lineage(
                 if not earlier:
                     continue
                 more, ok, seen = _across(
-                    dims, mine, earlier, lineage, open_rows - added, grow, (share, least),
+                    dims, mine, earlier, lineage, open_rows - added, grow, protection_,
                     memo.setdefault(key, {}),
                 )  # fmt: skip
                 added |= more
                 passed = passed and ok
-                note.setdefault("earlier", [])
-                note["earlier"] = sorted({*note["earlier"], *seen.get("earlier", ())})
+                note["earlier"] = sorted({*note.get("earlier", ()), *seen.get("earlier", ())})
                 note["left_out"] = sorted({*note.get("left_out", ()), *seen.get("left_out", ())})
                 note["cells"] = max(note.get("cells", 0), seen.get("cells", 0))
                 for word in ("fallback", "already_narrowed"):
@@ -219,15 +274,7 @@ def _lineage(
     except ValueError as error:  # inconsistent values (another version?): fail closed
         note["inconsistent"] = str(error)
         passed = False
-    note["suppressed_rows"] = len(added)
-    if not open_rows - added:  # the pattern leaves nothing: the audit's, not a complement
-        passed = False
-    for key_, judgement in judged.items():
-        if not passed:
-            judged[key_] = _suppressed(judgement, *_LINEAGE_UNRESOLVED)
-        elif key_[0] in added and judgement.verdict is not _SUPPRESS:
-            judged[key_] = _suppressed(judgement, *_LINEAGE_COMPLEMENTARY)
-    return outcome
+    return added, passed
 
 
 def _across(
@@ -244,6 +291,58 @@ def _across(
     lineage is narrowed (``grow``), or only whether the output as it is passes. Returns
     (rows, passed, note)."""
     note: dict[str, Any] = {}
+    domains = _domains(dims, new, earlier, lineage)
+    used = _releases_used(dims, earlier, domains, lineage.limit, note)
+    union = {*dims, *(d for r in used for d in r.dimensions)}
+    if not used or not union:
+        return set(), True, note
+    order = tuple(sorted(union))
+    hc = audit.Hypercube(order, tuple(domains[d] for d in order))
+    placed = _Placed(order)
+    sources: list[tuple[tuple[str, ...], list[tuple[int | None, LineageCell]], bool]] = [
+        (r.dimensions, [(None, c) for c in r.cells], True) for r in used
+    ]
+    sources.append((dims, list(new), False))
+    for names, found, old in sources:
+        placed.add(names, found, old, open_rows, domains)
+    levels = placed.levels()
+    forced = {r for at in set(placed.open_) & set(levels) for r in placed.open_.pop(at)}
+    share, least = protection_
+    ap = audit.AuditParams(
+        share, share, least, lower_bound=0.0 if placed.bounded else None, witness=True
+    )
+    if not levels:
+        return forced, True, note
+    levels, before = _before(hc, placed, levels, ap, memo, note)
+    released = placed.fixed | set(placed.open_)
+    if not grow:
+        result = audit.audit(
+            hc, released, set(levels), placed.values, ap, levels=levels, previous=before
+        )
+        return forced, result.passed, note
+    pattern = audit.secondary_pattern(
+        hc,
+        released,
+        set(levels),
+        placed.values,
+        ap,
+        fixed=placed.fixed,
+        levels=levels,
+        previous=before,
+        max_rounds=PATTERN_ROUNDS,
+    )
+    taken = {r for at in pattern.suppressed if at in placed.open_ for r in placed.open_[at]}
+    return forced | taken, not pattern.unresolved, note
+
+
+def _domains(
+    dims: tuple[str, ...],
+    new: Sequence[tuple[int, LineageCell]],
+    earlier: Sequence[Release],
+    lineage: Lineage,
+) -> dict[str, tuple[str, ...]]:
+    """Each dimension's codes: the declared ones, then any other seen in a release (a
+    NULL key value's code)."""
     seen: dict[str, set[str]] = {}
     for release_dims, release_cells in [(r.dimensions, r.cells) for r in earlier] + [
         (dims, tuple(c for _r, c in new))
@@ -256,99 +355,127 @@ def _across(
     for d in {*dims, *(d for r in earlier for d in r.dimensions)}:
         declared = tuple(dict.fromkeys(canonical(v) for v in lineage.codes.get(d, ())))
         domains[d] = (*declared, *sorted(seen.get(d, set()) - set(declared)))
+    return domains
+
+
+def _releases_used(
+    dims: tuple[str, ...],
+    earlier: Sequence[Release],
+    domains: Mapping[str, tuple[str, ...]],
+    limit: int,
+    note: dict[str, Any],
+) -> list[Release]:
+    """The earlier releases the hypercube takes in, subsets and supersets of the output's
+    dimensions first, while its cells stay within ``limit``; the rest go to ``note``."""
 
     def size(names: set[str]) -> int:
         return math.prod(len(domains[d]) + 1 for d in names)
 
     own = set(dims)
-    if size(own) > lineage.limit:
-        note["fallback"] = f"the table alone has more than {lineage.limit} cells"
-        return set(), True, note
+    if size(own) > limit:
+        note["fallback"] = f"the table alone has more than {limit} cells"
+        return []
     related = sorted(
         earlier,
         key=lambda r: (not (set(r.dimensions) <= own or set(r.dimensions) >= own), r.job),
     )
     union, used, left = set(own), [], []
     for release in related:
-        if size(union | set(release.dimensions)) <= lineage.limit:
+        if size(union | set(release.dimensions)) <= limit:
             union |= set(release.dimensions)
             used.append(release)
         else:
             left.append(release.job)
     note.update(earlier=[r.job for r in used], left_out=left, cells=size(union))
     if left and not used:
-        note["fallback"] = f"every earlier release would take the hypercube over {lineage.limit}"
-    if not used or not union:
-        return set(), True, note
-    order = tuple(sorted(union))
-    hc = audit.Hypercube(order, tuple(domains[d] for d in order))
+        note["fallback"] = f"every earlier release would take the hypercube over {limit}"
+    return used
 
-    def lift(names: tuple[str, ...], codes: tuple[str | None, ...]) -> audit.Cell:
+
+class _Placed:
+    """The releases' cells on the hypercube: values, fixed (released before, or known to
+    be 0), protected (with their intervals: earlier ones and the output's own), and the
+    output's released cells that may still be held back (by row)."""
+
+    TOLERANCE = 1e-6
+
+    def __init__(self, order: tuple[str, ...]):
+        self.order = order
+        self.values: dict[audit.Cell, float] = {}
+        self.fixed: set[audit.Cell] = set()
+        self.old: dict[audit.Cell, tuple[float, float]] = {}
+        self.mine: dict[audit.Cell, tuple[float, float]] = {}
+        self.open_: dict[audit.Cell, list[int]] = {}
+        self.bounded = True
+
+    def lift(self, names: tuple[str, ...], codes: tuple[str | None, ...]) -> audit.Cell:
         at = dict(zip(names, codes, strict=True))
-        return tuple(at.get(d) for d in order)
+        return tuple(at.get(d) for d in self.order)
 
-    values: dict[audit.Cell, float] = {}
-    tolerance = 1e-6
-
-    def put(cell: audit.Cell, value: float) -> None:
-        before = values.setdefault(cell, value)
-        if abs(before - value) > tolerance * (1 + abs(value)):
+    def put(self, cell: audit.Cell, value: float) -> None:
+        before = self.values.setdefault(cell, value)
+        if abs(before - value) > self.TOLERANCE * (1 + abs(value)):
             raise ValueError(f"cell {cell!r} was released with two values")
 
-    fixed: set[audit.Cell] = set()
-    old: dict[audit.Cell, tuple[float, float]] = {}
-    mine: dict[audit.Cell, tuple[float, float]] = {}
-    open_: dict[audit.Cell, list[int]] = {}
-    bounded = True
-    sources: list[
-        tuple[
-            tuple[str, ...],
-            list[tuple[int | None, LineageCell]],
-            dict[audit.Cell, tuple[float, float]],
-        ]
-    ] = [(r.dimensions, [(None, c) for c in r.cells], old) for r in used]
-    sources.append((dims, list(new), mine))
-    for names, found, protected in sources:
+    def add(
+        self,
+        names: tuple[str, ...],
+        found: list[tuple[int | None, LineageCell]],
+        old: bool,
+        open_rows: set[int],
+        domains: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        protected = self.old if old else self.mine
         present: dict[frozenset[str], set[audit.Cell]] = {}
         for row, cell in found:
-            at = lift(names, cell.codes)
-            put(at, cell.value)
-            bounded = bounded and cell.bounded
+            at = self.lift(names, cell.codes)
+            self.put(at, cell.value)
+            self.bounded = self.bounded and cell.bounded
             keys = frozenset(d for d, c in zip(names, cell.codes, strict=True) if c is not None)
             present.setdefault(keys, set()).add(at)
             if cell.state == PROTECTED:
                 down, up = protected.get(at, (0.0, 0.0))
                 protected[at] = (max(down, cell.down), max(up, cell.up))
             elif cell.state == RELEASED and row is None:
-                fixed.add(at)
+                self.fixed.add(at)
             elif cell.state == RELEASED and row in open_rows:
-                open_.setdefault(at, []).append(row)
+                self.open_.setdefault(at, []).append(row)
         # a declared grid lists every non-empty group: a cell it lacks is known to be 0
         for keys, cells in present.items():
-            choices = [domains[d] if d in keys else (audit.TOTAL,) for d in order]
+            choices = [domains[d] if d in keys else (audit.TOTAL,) for d in self.order]
             if len(cells) < math.prod(map(len, choices)):
                 for at in itertools.product(*choices):
                     if at not in cells:
-                        put(at, 0.0)
-                        fixed.add(at)
-    levels = {**old}
-    for at, (down, up) in mine.items():
-        levels[at] = (max(down, levels.get(at, (0, 0))[0]), max(up, levels.get(at, (0, 0))[1]))
-    lost = set(levels) & fixed  # released by some release already: nothing to protect
-    for at in lost:
-        del levels[at]
-    forced = {r for at in set(open_) & set(levels) for r in open_.pop(at)}
-    share, least = protection_
-    ap = audit.AuditParams(share, share, least, lower_bound=0.0 if bounded else None, witness=True)
-    if not levels:
-        return forced, True, note
-    # Cells the earlier releases narrow already keep what they have left: the new release
-    # may not narrow them further (they cannot be taken back). ``memo`` keeps this audit
-    # of the earlier releases alone from the pattern's pass to the final one.
+                        self.put(at, 0.0)
+                        self.fixed.add(at)
+
+    def levels(self) -> dict[audit.Cell, tuple[float, float]]:
+        """The protected cells and their intervals; a cell some release has shown has
+        nothing left to protect."""
+        levels = {**self.old}
+        for at, (down, up) in self.mine.items():
+            was = levels.get(at, (0, 0))
+            levels[at] = (max(down, was[0]), max(up, was[1]))
+        for at in set(levels) & self.fixed:
+            del levels[at]
+        return levels
+
+
+def _before(
+    hc: audit.Hypercube,
+    placed: _Placed,
+    levels: dict[audit.Cell, tuple[float, float]],
+    ap: audit.AuditParams,
+    memo: dict[str, Any] | None,
+    note: dict[str, Any],
+) -> tuple[dict[audit.Cell, tuple[float, float]], audit.AuditResult]:
+    """The audit of the earlier releases alone. Cells they narrow already keep what they
+    have left: the new release may not narrow them further (they cannot be taken back).
+    ``memo`` keeps it from the pattern's pass to the final one."""
     if memo is not None and "before" in memo:
-        levels, before = memo["levels"], memo["before"]
-        narrowed = memo["narrowed"]
+        levels, before, narrowed = memo["levels"], memo["before"], memo["narrowed"]
     else:
+        fixed, values = placed.fixed, placed.values
         before = audit.audit(hc, fixed, set(levels), values, ap, levels=levels)
         narrowed = before.narrowed
         for at in narrowed:
@@ -360,20 +487,4 @@ def _across(
             memo.update(levels=levels, before=before, narrowed=narrowed)
     if narrowed:
         note["already_narrowed"] = len(narrowed)
-    released = fixed | set(open_)
-    if not grow:
-        result = audit.audit(hc, released, set(levels), values, ap, levels=levels, previous=before)
-        return forced, result.passed, note
-    pattern = audit.secondary_pattern(
-        hc,
-        released,
-        set(levels),
-        values,
-        ap,
-        fixed=fixed,
-        levels=levels,
-        previous=before,
-        max_rounds=PATTERN_ROUNDS,
-    )
-    taken = {r for at in pattern.suppressed if at in open_ for r in open_[at]}
-    return forced | taken, not pattern.unresolved, note
+    return levels, before
