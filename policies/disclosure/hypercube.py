@@ -218,33 +218,8 @@ def _audited(
         rows_of.setdefault(cell, []).append(row)
     hidden = {cell_of[r] for (r, _i), j in judged.items() if j.verdict is _SUPPRESS}
     open_ = set(rows_of) - hidden
-    measures: list[tuple[dict[audit.Cell, float], set[audit.Cell], audit.AuditParams, Any]] = []
-    value_free: set[audit.Cell] = set()
-    for i, cells in evidence.items():
-        fn = cells[0].function
-        protected = {cell_of[c.row] for c in cells if judged[(c.row, i)].verdict is _SUPPRESS}
-        if fn not in _AUDITED:
-            value_free |= protected
-            continue
-        if not protected:
-            continue
-        value = {cell_of[c.row]: _number(c.total if fn == "avg" else c.value) for c in cells}
-        negative = fn in MAGNITUDE and any(c.negatives for c in cells)
-        share, least = protection(params)
-        ap = audit.AuditParams(
-            share,
-            share,
-            least,
-            lower_bound=None if negative else 0.0,
-            witness=True,  # the verdicts only: an end shown past its need is not solved
-        )
-        levels = {
-            cell_of[c.row]: _levels(c, value[cell_of[c.row]], primary[(c.row, i)], params,
-                                    class_down.get((c.row, i)))
-            for c in cells
-            if cell_of[c.row] in protected and c.row == rows_of[cell_of[c.row]][0]
-        }  # fmt: skip
-        measures.append((value, protected, ap, levels))
+    measures, value_free = _measures(evidence, cell_of, rows_of, primary, judged, params,
+                                     class_down)  # fmt: skip
     try:
         before = []
         for value, protected, ap, levels in measures:
@@ -267,6 +242,51 @@ def _audited(
             judged[key] = _suppressed(judgement, *_UNRESOLVED)
         elif cell_of[key[0]] not in open_ and judgement.verdict is not _SUPPRESS:
             judged[key] = _suppressed(judgement, *_COMPLEMENTARY)
+
+
+_Measure = tuple[dict[audit.Cell, float], set[audit.Cell], audit.AuditParams, dict[audit.Cell, Any]]
+
+
+def _measures(
+    evidence: dict[int, list[CellEvidence]],
+    cell_of: list[audit.Cell],
+    rows_of: Mapping[audit.Cell, list[int]],
+    primary: dict[tuple[int, int], Judgement],
+    judged: dict[tuple[int, int], Judgement],
+    params: DisclosureParams,
+    class_down: Mapping[tuple[int, int], float],
+) -> tuple[list[_Measure], set[audit.Cell]]:
+    """Per additive measure with a suppressed cell: its values, protected cells, audit
+    parameters and protection intervals; and the suppressed cells of the other measures
+    (the value-free step only)."""
+    measures: list[_Measure] = []
+    value_free: set[audit.Cell] = set()
+    share, least = protection(params)
+    for i, cells in evidence.items():
+        fn = cells[0].function
+        protected = {cell_of[c.row] for c in cells if judged[(c.row, i)].verdict is _SUPPRESS}
+        if fn not in _AUDITED:
+            value_free |= protected
+            continue
+        if not protected:
+            continue
+        value = {cell_of[c.row]: _number(c.total if fn == "avg" else c.value) for c in cells}
+        negative = fn in MAGNITUDE and any(c.negatives for c in cells)
+        ap = audit.AuditParams(
+            share,
+            share,
+            least,
+            lower_bound=None if negative else 0.0,
+            witness=True,  # the verdicts only: an end shown past its need is not solved
+        )
+        levels = {
+            cell_of[c.row]: _levels(c, value[cell_of[c.row]], primary[(c.row, i)], params,
+                                    class_down.get((c.row, i)))
+            for c in cells
+            if cell_of[c.row] in protected and c.row == rows_of[cell_of[c.row]][0]
+        }  # fmt: skip
+        measures.append((value, protected, ap, levels))
+    return measures, value_free
 
 
 _AUDITED = frozenset({"count", "count_star", "sum", "avg"})
