@@ -158,9 +158,41 @@ def answer_count(
     folder = _folder(platform, session_id)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     job_id = int(meta["job"])
+    mode = _mode_again(platform, operator, row, session_id, job_id)
+    # an InputError leaves the session open and the part unanswered
+    true, answered = _tally(platform, session_id, meta, body, part)
+    parts = len(parts_of(meta))
+    _record_part(platform, operator, session_id, job_id, meta, part, answered)
+    if answered < parts:
+        return {"session": session_id, "job": job_id, "parts": parts, "answered": answered}
+    measurement, scale = laplace(1, mode.per_query)
+    noisy = [max(0, int(v)) for v in measurement(true)]
+    del true
+    groups = dict(zip(meta["groups"], noisy, strict=True)) if meta["reveal"] else None
+    count = noisy[0] if groups is None else sum(noisy)
+    noise = {
+        "mechanism": MECHANISM,
+        "epsilon": mode.per_query,
+        "sensitivity": 1,
+        "scale": scale,
+        "half_width_95": half_width(scale),
+        "confidence": CONFIDENCE,
+    }
+    try:
+        answer = _release(platform, operator, row, meta, mode, count, groups, noise)
+    except PolicyRefusal as exc:  # the budget went meanwhile: nothing released or spent
+        _fail_session(platform, operator, session_id, job_id, exc)
+        raise
+    _forget(platform, session_id)
+    answer["timings"] = {"answer_s": round(time.perf_counter() - t0, 4)}
+    return answer
+
+
+def _mode_again(platform: Platform, operator: Principal, row: Any, session_id: int, job_id: int):
+    """The gate and the DP mode asked again: a suspension takes effect between rounds (the
+    session fails, nothing is spent)."""
     try:
         with platform.store.read() as conn:
-            # the gate and the DP mode again: a suspension takes effect between rounds
             used = may_run(conn, operator, [row.dataset], GATE_KIND)
             version = get_version(conn, platform, row.dataset, row.version)
             mode = dp_budget.mode_for(conn, used, row.dataset, version.classification.entity_kind)
@@ -169,102 +201,98 @@ def answer_count(
     except PolicyRefusal as exc:
         _fail_session(platform, operator, session_id, job_id, exc)
         raise
-    # an InputError leaves the session open and the part unanswered
-    true, answered = _tally(platform, session_id, meta, body, part)
-    parts = len(parts_of(meta))
-    start, stop = parts_of(meta)[part]
+    return mode
+
+
+def _record_part(
+    platform: Platform,
+    operator: Principal,
+    session_id: int,
+    job_id: int,
+    meta: dict[str, Any],
+    part: int,
+    answered: int,
+) -> None:
+    """One answered part: its elements counted as received, and its ledger entry."""
+    parts = parts_of(meta)
+    start, stop = parts[part]
     with platform.store.transaction() as conn:
         conn.execute(
             psi_sessions.update()
             .where(psi_sessions.c.id == session_id)
             .values(received=psi_sessions.c.received + (stop - start), updated_at=now_utc())
         )
+        details = {
+            "job": job_id,
+            "part": part,
+            "elements": stop - start,
+            "parts": len(parts),
+            "answered": answered,
+        }
         platform.record(
-            conn,
-            operator.actor,
-            "psi.count.part",
-            f"psi:{session_id}",
-            {
-                "job": job_id,
-                "part": part,
-                "elements": stop - start,
-                "parts": parts,
-                "answered": answered,
-            },
-            ARTICLE,
+            conn, operator.actor, "psi.count.part", f"psi:{session_id}", details, ARTICLE
         )
-    if answered < parts:
-        return {"session": session_id, "job": job_id, "parts": parts, "answered": answered}
-    measurement, scale = laplace(1, mode.per_query)
-    noisy = [max(0, int(v)) for v in measurement(true)]
-    del true
-    width = half_width(scale)
-    groups = dict(zip(meta["groups"], noisy, strict=True)) if meta["reveal"] else None
-    count = noisy[0] if groups is None else sum(noisy)
-    noise = {
-        "mechanism": MECHANISM,
-        "epsilon": mode.per_query,
-        "sensitivity": 1,
-        "scale": scale,
-        "half_width_95": width,
-        "confidence": CONFIDENCE,
+
+
+def _release(
+    platform: Platform,
+    operator: Principal,
+    row: Any,
+    meta: dict[str, Any],
+    mode: Any,
+    count: int,
+    groups: dict[str, int] | None,
+    noise: dict[str, Any],
+) -> dict:
+    """The noisy answer out, in one transaction: the session still open (one answer per
+    session), the epsilon charged, the session closed, ledgered, the job released."""
+    session_id, job_id = row.id, int(meta["job"])
+    with platform.store.transaction() as conn:
+        count_session(conn, operator, session_id)
+        after = dp_budget.reserve(platform, conn, operator.actor, mode, job_id)
+        conn.execute(
+            psi_sessions.update()
+            .where(psi_sessions.c.id == session_id)
+            .values(status="closed", updated_at=now_utc())
+        )
+        shown = {
+            "dataset": row.dataset,
+            "version": row.version,
+            "column": row.column_name,
+            "group_by": row.group_by,
+            "list_size": row.list_size,
+        }
+        details = {
+            "job": job_id,
+            **shown,
+            "column_size": meta["request_size"],
+            "released": groups if groups is not None else count,
+            **noise,
+        }
+        platform.record(conn, operator.actor, "psi.count", f"psi:{session_id}", details, ARTICLE)
+        transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
+        transition(
+            platform,
+            conn,
+            job_id,
+            operator,
+            JobState.RELEASED,
+            {"kind": KIND, "epsilon": mode.per_query},
+        )
+    return {
+        "session": session_id,
+        "job": job_id,
+        **shown,
+        "count": count,
+        "groups": groups,
+        "noise": noise,
+        "budget": {
+            "agreement": mode.agreement_id,
+            "population": mode.population,
+            "remaining": after.share_remaining,
+            "accounting": dp_budget.ACCOUNTING,
+        },
     }
-    try:
-        with platform.store.transaction() as conn:
-            count_session(conn, operator, session_id)  # still open: one answer per session
-            after = dp_budget.reserve(platform, conn, operator.actor, mode, job_id)
-            conn.execute(
-                psi_sessions.update()
-                .where(psi_sessions.c.id == session_id)
-                .values(status="closed", updated_at=now_utc())
-            )
-            details = {
-                "job": job_id,
-                "dataset": row.dataset,
-                "version": row.version,
-                "column": row.column_name,
-                "group_by": row.group_by,
-                "list_size": row.list_size,
-                "column_size": meta["request_size"],
-                "released": groups if groups is not None else count,
-                **noise,
-            }
-            platform.record(
-                conn, operator.actor, "psi.count", f"psi:{session_id}", details, ARTICLE
-            )
-            transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
-            answer = {
-                "session": session_id,
-                "job": job_id,
-                "dataset": row.dataset,
-                "version": row.version,
-                "column": row.column_name,
-                "group_by": row.group_by,
-                "list_size": row.list_size,
-                "count": count,
-                "groups": groups,
-                "noise": noise,
-                "budget": {
-                    "agreement": mode.agreement_id,
-                    "population": mode.population,
-                    "remaining": after.share_remaining,
-                    "accounting": dp_budget.ACCOUNTING,
-                },
-            }
-            transition(
-                platform,
-                conn,
-                job_id,
-                operator,
-                JobState.RELEASED,
-                {"kind": KIND, "epsilon": mode.per_query},
-            )
-    except PolicyRefusal as exc:  # the budget went meanwhile: nothing released or spent
-        _fail_session(platform, operator, session_id, job_id, exc)
-        raise
-    _forget(platform, session_id)
-    answer["timings"] = {"answer_s": round(time.perf_counter() - t0, 4)}
-    return answer
 
 
 # --- the in-process transport ----------------------------------------------------------------
