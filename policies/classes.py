@@ -38,6 +38,7 @@ computes sizes and grids from it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -99,6 +100,8 @@ class Classification:
     domains: Mapping[str, Domain] = field(default_factory=dict)
     derived: Mapping[str, str] = field(default_factory=dict)
     membership: Membership = "sensitive"
+    # the range of one entity's value of a measure (the DP mode clamps to it)
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def class_of(self, column: str) -> ColumnClass:
         return self.columns[column]
@@ -119,6 +122,8 @@ class Classification:
             out["domains"] = {name: domain_to_dict(d) for name, d in self.domains.items()}
         if self.derived:
             out["derived"] = dict(self.derived)
+        if self.bounds:
+            out["bounds"] = {name: list(pair) for name, pair in self.bounds.items()}
         return out
 
     @classmethod
@@ -140,6 +145,7 @@ class Classification:
             domains={name: spec.domain() for name, spec in parsed.domains.items()},
             derived={name: text.strip() for name, text in parsed.derived.items()},
             membership=parsed.membership,
+            bounds={name: (float(lo), float(hi)) for name, (lo, hi) in parsed.bounds.items()},
         )
 
     def check_against(self, column_names: Iterable[str]) -> None:
@@ -162,7 +168,16 @@ class Classification:
 
 # --- the file's schema ---------------------------------------------------------------------------
 
-KEYS = ("columns", "entity_key", "formats", "entity_kind", "membership", "domains", "derived")
+KEYS = (
+    "columns",
+    "entity_key",
+    "formats",
+    "entity_kind",
+    "membership",
+    "domains",
+    "derived",
+    "bounds",
+)
 SCHEMA_PATH = Path(__file__).with_name("classification.schema.json")
 FormatName = Literal["cn_resident_id", "cn_credit_code"]  # the keys of FORMATS
 DECLARABLE = (ColumnClass.DIMENSION, ColumnClass.QUASI, ColumnClass.PUBLIC)  # may have a domain
@@ -234,13 +249,20 @@ class ClassificationFile(BaseModel):
             "columns with numbers and + - * / only (e.g. 'amount * 12')."
         ),
     )
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description=(
+            "Optional: per measure column, the range [low, high] of one entity's value; the "
+            "DP mode clamps each entity's contribution to it before noise."
+        ),
+    )
 
     @field_validator("entity_kind", "membership", mode="before")
     @classmethod
     def _word_loosely(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("domains", "derived", mode="before")
+    @field_validator("domains", "derived", "bounds", mode="before")
     @classmethod
     def _names_as_text(cls, value: Any) -> Any:
         if value is None:
@@ -304,6 +326,16 @@ class ClassificationFile(BaseModel):
                 )
         for name, text in self.derived.items():
             _check_derived(name, text, self.columns)
+        for name, (low, high) in self.bounds.items():
+            if self.columns.get(name) is not ColumnClass.MEASURE:
+                raise ValueError(
+                    f"bounds, column '{name}': bounds are declared for measure columns only"
+                )
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(
+                    f"bounds, column '{name}': [low, high] must be finite numbers with low "
+                    f"below high, not [{low}, {high}]"
+                )
         return self
 
 
@@ -390,6 +422,10 @@ def _describe(error: ErrorDetails) -> str:
         return f"column '{loc[1]}': unknown format '{value}'; " + did_you_mean(str(value), FORMATS)
     if top == "formats":
         return "'formats', if given, must be a mapping of column name to format"
+    if top == "bounds":
+        if len(loc) == 1:
+            return "'bounds', if given, must be a mapping of measure column to [low, high]"
+        return f"bounds, column '{loc[1]}' must be a pair [low, high] of numbers, not {value!r}"
     return f"{'.'.join(map(str, loc))}: {error['msg']}"  # not expected; pydantic's own words
 
 

@@ -265,3 +265,25 @@ def test_the_dp_mode_judges_nothing_on_true_values_and_releases_the_declared_gri
     assert outcome.report["counts"]["suppressed"] == 0
     # an undeclared key is refused before it runs (and spends nothing)
     assert refused.state is JobState.REFUSED and refused.reason["rule"] == "dp_undeclared_grid"
+
+
+def test_the_clamp_is_the_providers_declared_bounds(platform, make_principal, provider, pums_csv):
+    """The classification declares the range of one person's income: the DP mode clamps
+    to it and scales the noise for it, with no bounds from the agreement."""
+    declared = {**DP_PUMS, "bounds": {"income": [0, 100_000]}}
+    vault.register(platform, provider, "pums", str(pums_csv), Classification.from_dict(declared))
+    cast = make_cast(platform, make_principal, provider)
+    agreement_id, _grant = granted(cast)
+    dp_mode(platform, cast, agreement_id, share=1.0, bounds={})
+    service = JobService(platform, spare=False)
+    try:
+        outcome = service.submit(cast.operator, {"sql": QUERY})
+    finally:
+        service.close()
+    assert outcome.state is JobState.RELEASED, (outcome.reason, outcome.report)
+    stated = _stated_noise(platform, outcome)
+    assert stated is not None
+    assert stated["columns"]["total"]["scale"] == pytest.approx(4 * 100_001)
+    assert all(
+        0 <= r["total"] <= 1000 * 100_000 + 40 * 4 * 100_001 for r in _released(platform, outcome)
+    )

@@ -226,9 +226,13 @@ def mode_for(
     used: Mapping[str, Grant],
     dataset: str,
     entity_kind: str | None = None,
+    declared: Mapping[str, tuple[float, float]] | None = None,
 ) -> DpMode | None:
     """The DP mode of the job's first dataset, if the agreement behind its grant has one;
-    ``entity_kind`` (of the dataset version the job reads) names the population."""
+    ``entity_kind`` (of the dataset version the job reads) names the population, and
+    ``declared`` is its classification's ``bounds``: the provider's range of one entity's
+    value of each measure, the clamp the noise is scaled for. A measure the provider
+    declared no bounds for takes the agreement's (``dp_admin.configure``), if any."""
     grant = used.get(dataset)
     if grant is None or grant.agreement_id is None:
         return None
@@ -239,7 +243,8 @@ def mode_for(
     ).first()
     if row is None:
         return None
-    bounds = {c: Bounds(lo, hi) for c, (lo, hi) in json.loads(row.bounds_json).items()}
+    agreed = json.loads(row.bounds_json)
+    bounds = {c: Bounds(lo, hi) for c, (lo, hi) in {**agreed, **(declared or {})}.items()}
     return DpMode(
         grant.agreement_id,
         dataset,

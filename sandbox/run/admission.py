@@ -162,8 +162,10 @@ def prepare(
     lineage = first_table_alias(plan.payload.tree).name
     # The lineage's entities are the population whose budget pays (charged when queued:
     # JobService.enqueue, dp_budget.reserve).
-    kind_of = versions[lineage].classification.entity_kind if lineage in versions else None
-    mode = dp_budget.mode_for(conn, used, lineage, kind_of)
+    reads = versions[lineage].classification if lineage in versions else None
+    kind_of = reads.entity_kind if reads is not None else None
+    declared = reads.bounds if reads is not None else None
+    mode = dp_budget.mode_for(conn, used, lineage, kind_of, declared)
     if mode is None and scope.mode == "dp":  # the DP mode belongs to another table's grant
         plan = kind.plan(request, replace(scope, mode="table"))
     if mode is not None:
