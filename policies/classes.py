@@ -102,6 +102,8 @@ class Classification:
     membership: Membership = "sensitive"
     # the range of one entity's value of a measure (the DP mode clamps to it)
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # the most rows of one grouping set one entity's records can reach (its L0 bound)
+    rows_per_entity: int = 1
 
     def class_of(self, column: str) -> ColumnClass:
         return self.columns[column]
@@ -124,6 +126,8 @@ class Classification:
             out["derived"] = dict(self.derived)
         if self.bounds:
             out["bounds"] = {name: list(pair) for name, pair in self.bounds.items()}
+        if self.rows_per_entity != 1:
+            out["rows_per_entity"] = self.rows_per_entity
         return out
 
     @classmethod
@@ -146,6 +150,7 @@ class Classification:
             derived={name: text.strip() for name, text in parsed.derived.items()},
             membership=parsed.membership,
             bounds={name: (float(lo), float(hi)) for name, (lo, hi) in parsed.bounds.items()},
+            rows_per_entity=parsed.rows_per_entity,
         )
 
     def check_against(self, column_names: Iterable[str]) -> None:
@@ -177,6 +182,7 @@ KEYS = (
     "domains",
     "derived",
     "bounds",
+    "rows_per_entity",
 )
 SCHEMA_PATH = Path(__file__).with_name("classification.schema.json")
 FormatName = Literal["cn_resident_id", "cn_credit_code"]  # the keys of FORMATS
@@ -254,6 +260,16 @@ class ClassificationFile(BaseModel):
         description=(
             "Optional: per measure column, the range [low, high] of one entity's value; the "
             "DP mode clamps each entity's contribution to it before noise."
+        ),
+    )
+    rows_per_entity: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description=(
+            "Optional: the most rows of one output's grouping set one entity's records can "
+            "reach (1 for one record per entity; 12 for monthly records grouped by month). "
+            "The DP mode scales its noise for it, and a job whose evidence shows more fails."
         ),
     )
 
@@ -422,6 +438,8 @@ def _describe(error: ErrorDetails) -> str:
         return f"column '{loc[1]}': unknown format '{value}'; " + did_you_mean(str(value), FORMATS)
     if top == "formats":
         return "'formats', if given, must be a mapping of column name to format"
+    if top == "rows_per_entity":
+        return f"rows_per_entity must be a whole number from 1 to 10000, not {value!r}"
     if top == "bounds":
         if len(loc) == 1:
             return "'bounds', if given, must be a mapping of measure column to [low, high]"

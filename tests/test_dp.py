@@ -287,3 +287,49 @@ def test_the_clamp_is_the_providers_declared_bounds(platform, make_principal, pr
     assert all(
         0 <= r["total"] <= 1000 * 100_000 + 40 * 4 * 100_001 for r in _released(platform, outcome)
     )
+
+
+def test_a_declared_l0_bound_scales_the_noise_instead_of_failing(
+    platform, make_principal, provider, tmp_path
+):
+    """The same panel, its classification declaring that one person's records reach at
+    most three rows of a grouping set (rows_per_entity: 3): grouped by education it is
+    released, with noise three times the scale of a table where a person is in one row."""
+    csv = tmp_path / "panel.csv"
+    lines = ["pid,sex,educ,age,income"]
+    lines += [
+        f"{p},{p % 2},{wave},{20 + p % 40},{1000 * wave + p}"
+        for p in range(1, 301)
+        for wave in (1, 2, 3)
+    ]
+    csv.write_text("\n".join(lines) + "\n")
+    classification = Classification.from_dict(
+        {
+            "entity_key": "pid",
+            "columns": {
+                "sex": "dimension",
+                "educ": "dimension",
+                "age": "quasi",
+                "income": "measure",
+                "pid": "identifier",
+            },
+            "domains": {"sex": {"codes": [0, 1]}, "educ": {"codes": [1, 2, 3]}},
+            "rows_per_entity": 3,
+        }
+    )
+    vault.register(platform, provider, "pums", str(csv), classification)
+    cast = make_cast(platform, make_principal, provider)
+    agreement_id, _grant = granted(cast)
+    dp_mode(platform, cast, agreement_id, share=1.0, bounds={})
+    service = JobService(platform, spare=False)
+    try:
+        by_educ = service.submit(
+            cast.operator, {"sql": "SELECT educ, COUNT(*) AS n FROM pums GROUP BY educ"}
+        )
+    finally:
+        service.close()
+    assert by_educ.state is JobState.RELEASED, (by_educ.reason, by_educ.report)
+    stated = _stated_noise(platform, by_educ)
+    assert stated is not None
+    # sensitivity 3 (three rows per person) over epsilon 0.5: scale 6, not 2
+    assert stated["columns"]["n"]["scale"] == pytest.approx(6.0)

@@ -481,7 +481,11 @@ class JobService:
         }
         # OpenDP's discrete Laplace; each column's scale and 95% half-width go with the table.
         # The epsilon was charged when the job was queued (checked again at release).
-        return add_noise(result, raw, admitted.spec, mode.per_query, bounds)
+        reads = prepared.versions.get(prepared.lineage or "")
+        rows_per_entity = reads.classification.rows_per_entity if reads is not None else 1
+        return add_noise(
+            result, raw, admitted.spec, mode.per_query, bounds, rows_per_entity=rows_per_entity
+        )
 
     def _guard(
         self, operator: Principal, job_id: int, prepared: Prepared, raw: pa.Table
