@@ -68,7 +68,15 @@ def test_the_authority_sets_and_shares_operators_see_their_own_and_spends_persis
         w, tmp_path, "dp", "share", "--agreement", str(w.b), "--epsilon", "0.6", "--year", year,
         who="city",
     )  # fmt: skip
-    one_error(over, "refused", 3, "epsilon:", "never exceed the year's total", "(Art. 15)")
+    one_error(
+        over,
+        "refused",
+        3,
+        "epsilon:",
+        "never exceed the year's total",
+        "(Art. 15)",
+        "(rule dp_shares_over_total)",
+    )
     for args, code, status, words in (
         (("--agreement", str(w.b), "--epsilon", "-1", "--year", year), "bad_input", 2, "epsilon:"),
         (("--agreement", "999", "--epsilon", "0.1", "--year", year), "not_found", 1, "agreement:"),

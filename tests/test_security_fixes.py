@@ -132,7 +132,8 @@ def test_a_suspended_agreement_stops_every_product_read_on_the_api_and_the_host(
     remote = sandbox_cli("--server", server.url, *get, str(tmp_path / "r"), token=token)
     local = sandbox_cli("--home", str(server.home), *get, str(tmp_path / "h"), token=token)
     assert (remote.returncode, local.returncode) == (3, 3), (remote.stderr, local.stderr)
-    assert remote.stderr == local.stderr == f"error [refused]: {host.value}\n"
+    shown = f"error [refused]: {host.value} (rule {host.value.rule})\n"  # names the rule
+    assert remote.stderr == local.stderr == shown
     assert f"agreement {agreement_id} is suspended" in remote.stderr
     assert "Art. 24" in remote.stderr
     assert not (tmp_path / "r" / product_id).exists() and not (tmp_path / "h").exists()

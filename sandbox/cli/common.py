@@ -218,7 +218,9 @@ class SandboxGroup(click.Group):
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 raise
-            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            rule = getattr(exc, "rule", None)  # a refusal names the rule it was refused by
+            named = f" (rule {rule})" if rule and rule != exc.code else ""
+            click.echo(f"error [{exc.code}]: {exc}{named}", err=True)
             ctx.exit(exit_code_of(exc))
 
 
