@@ -308,7 +308,8 @@ def test_a_refusal_is_one_line_naming_rule_and_article(served, world):
     )
     assert done.returncode == 3
     assert done.stderr.startswith("error [refused]: an application must name")
-    assert done.stderr.rstrip().endswith("(Art. 20)") and done.stderr.count("\n") == 1
+    assert done.stderr.rstrip().endswith("(Art. 20) (rule security_officer_required)")
+    assert done.stderr.count("\n") == 1
     assert done.stdout == ""
 
 
