@@ -58,7 +58,14 @@ from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
 from sandbox.he.evaluate import evaluate
 from sandbox.he.groups import Groups, join_groups
 from sandbox.he.upload import HeUpload, load_public_context, parse_upload
-from sandbox.run.jobstate import JobState, may_transition, refuse, state_of, transition
+from sandbox.run.jobstate import (
+    JobState,
+    may_transition,
+    open_job,
+    refuse,
+    state_of,
+    transition,
+)
 
 
 @dataclass(frozen=True)
@@ -158,9 +165,6 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
 def _open_job(platform, operator, upload: HeUpload) -> int:
     """The job row of a well-formed request (``submitted``): what it asks, never its keys,
     values or ciphertexts."""
-    from sandbox.core.ledger import now_utc
-    from sandbox.core.store import inserted_id, jobs
-
     request = upload.request
     asked = {
         "dataset": request.dataset,
@@ -169,31 +173,7 @@ def _open_job(platform, operator, upload: HeUpload) -> int:
         "scheme": request.scheme.value,
         "list_size": len(upload.keys),
     }
-    now = now_utc()
-    with platform.store.transaction() as conn:
-        job_id = int(
-            inserted_id(
-                conn.execute(
-                    jobs.insert().values(
-                        operator_id=operator.id,
-                        kind=KIND,
-                        request_json=json.dumps(asked),
-                        status=JobState.SUBMITTED.value,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            )
-        )
-        platform.record(
-            conn,
-            operator.actor,
-            "job.submitted",
-            f"job:{job_id}",
-            {"kind": KIND, "request": asked},
-            "Art. 7",
-        )
-    return job_id
+    return open_job(platform, operator, KIND, asked)
 
 
 def _start_job(platform, operator, job_id: int, version) -> None:

@@ -64,7 +64,7 @@ from policies.psi import COUNT_MODE, PsiAsk, PsiMode, PsiTerms, check_count_ask
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
-from sandbox.core.store import inserted_id, jobs
+from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
@@ -72,7 +72,7 @@ from sandbox.psi.count_request import _column, _encrypt_column
 from sandbox.psi.service import _today, _used_today
 from sandbox.psi.tables import psi_sessions
 from sandbox.psi.terms import terms_for
-from sandbox.run.jobstate import JobState, may_transition, state_of, transition
+from sandbox.run.jobstate import JobState, may_transition, open_job, state_of, transition
 
 KIND = "psi_count"  # the job rows' kind; the gate asks for psi_match (the agreement's kind)
 ARTICLE = "Art. 15"
@@ -194,31 +194,7 @@ def _open_job(platform: Platform, operator: Principal, ask: PsiAsk) -> int:
         "group_by": ask.group_by,
         "list_size": ask.list_size,
     }
-    now = now_utc()
-    with platform.store.transaction() as conn:
-        job_id = int(
-            inserted_id(
-                conn.execute(
-                    jobs.insert().values(
-                        operator_id=operator.id,
-                        kind=KIND,
-                        request_json=json.dumps(asked),
-                        status=JobState.SUBMITTED.value,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            )
-        )
-        platform.record(
-            conn,
-            operator.actor,
-            "job.submitted",
-            f"job:{job_id}",
-            {"kind": KIND, "request": asked},
-            "Art. 7",
-        )
-    return job_id
+    return open_job(platform, operator, KIND, asked)
 
 
 def _end_job(

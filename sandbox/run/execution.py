@@ -33,7 +33,7 @@ from policies.errors import JobFailed, PermissionDenied, PolicyRefusal, SandboxE
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_active
-from sandbox.core.store import inserted_id, jobs
+from sandbox.core.store import jobs
 from sandbox.guard import dp_budget, lineage_audit, person_jobs
 from sandbox.guard.history import difference, history_of
 from sandbox.run.admission import PERSON_JOB, UNDECLARED, Prepared, prepare
@@ -46,6 +46,7 @@ from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API live
     list_jobs,
     may_transition,
     next_queued,
+    open_job,
     recover,
     refuse,
     state_of,
@@ -122,27 +123,7 @@ class JobService:
             )
         kind = get_kind(kind_name)
         kind.referenced_datasets(request)  # a malformed request is refused before it is recorded
-        now = now_utc()
-        with platform.store.transaction() as conn:
-            inserted = conn.execute(
-                jobs.insert().values(
-                    operator_id=operator.id,
-                    kind=kind.name,
-                    request_json=json.dumps(dict(request)),
-                    status=JobState.SUBMITTED.value,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            job_id = inserted_id(inserted)
-            platform.record(
-                conn,
-                operator.actor,
-                "job.submitted",
-                f"job:{job_id}",
-                {"kind": kind.name, "request": dict(request)},
-                "Art. 7",
-            )
+        job_id = open_job(platform, operator, kind.name, request)
         try:
             with platform.store.read() as conn:
                 prepared = prepare(conn, platform, operator, kind, request)

@@ -30,7 +30,7 @@ from policies.errors import Conflict, NotFound, PermissionDenied, SandboxError
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
-from sandbox.core.store import jobs
+from sandbox.core.store import inserted_id, jobs
 from sandbox.run.views import released_report, withheld_report
 from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
@@ -101,6 +101,33 @@ def transition(
         {"from": old.value, **(details or {})},
         article or ARTICLE_OF.get(new, "Art. 7"),
     )
+
+
+def open_job(platform: Platform, operator: Principal, kind: str, request: Mapping[str, Any]) -> int:
+    """A new job row, ``submitted``, and its ledger entry, in a transaction of its own:
+    what the job asks (for an HE or PSI job, never its keys, values or items)."""
+    now = now_utc()
+    with platform.store.transaction() as conn:
+        inserted = conn.execute(
+            jobs.insert().values(
+                operator_id=operator.id,
+                kind=kind,
+                request_json=json.dumps(dict(request)),
+                status=JobState.SUBMITTED.value,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        job_id = int(inserted_id(inserted))
+        platform.record(
+            conn,
+            operator.actor,
+            "job.submitted",
+            f"job:{job_id}",
+            {"kind": kind, "request": dict(request)},
+            "Art. 7",
+        )
+    return job_id
 
 
 def refuse(
