@@ -165,6 +165,40 @@ def test_a_dp_job_summing_an_unbounded_measure_is_refused_and_spends_nothing(pla
     assert spent(platform, agreement_id) == 0  # refused at admission: nothing charged
 
 
+# The columns the helpers' agreement names; sex and education with declared codes (the
+# DP mode releases the declared grid of its keys).
+PANEL_COLUMNS = {
+    "sex": "dimension",
+    "educ": "dimension",
+    "age": "quasi",
+    "income": "measure",
+    "pid": "identifier",
+}
+
+
+def _register_panel(platform, provider, tmp_path, rows: list[str], **declared) -> None:
+    """``rows`` (pid,sex,educ,age,income) registered as ``pums`` with ``declared`` keys
+    added to its classification (domains default to sex 0/1 and education 1 to 3)."""
+    csv = tmp_path / "panel.csv"
+    csv.write_text("\n".join(["pid,sex,educ,age,income", *rows]) + "\n")
+    classification = {
+        "entity_key": "pid",
+        "columns": PANEL_COLUMNS,
+        "domains": {"sex": {"codes": [0, 1]}, "educ": {"codes": [1, 2, 3]}},
+        **declared,
+    }
+    vault.register(platform, provider, "pums", str(csv), Classification.from_dict(classification))
+
+
+def _waves() -> list[str]:
+    """300 persons, each in three survey waves (education recorded each wave)."""
+    return [
+        f"{p},{p % 2},{wave},{20 + p % 40},{1000 * wave + p}"
+        for p in range(1, 301)
+        for wave in (1, 2, 3)
+    ]
+
+
 def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     platform, make_principal, provider, tmp_path
 ):
@@ -173,29 +207,7 @@ def test_a_dp_job_putting_one_person_in_several_rows_fails_closed(
     one row would understate epsilon threefold. The entity evidence shows it, so the job
     fails and releases nothing (its epsilon, charged when it was queued, stays spent); grouped by a key fixed per person (sex),
     the same data is released."""
-    csv = tmp_path / "panel.csv"
-    lines = ["pid,sex,educ,age,income"]  # the columns the helpers' agreement names
-    lines += [
-        f"{p},{p % 2},{wave},{20 + p % 40},{1000 * wave + p}"
-        for p in range(1, 301)
-        for wave in (1, 2, 3)
-    ]
-    csv.write_text("\n".join(lines) + "\n")
-    classification = Classification.from_dict(
-        {
-            "entity_key": "pid",
-            "columns": {
-                "sex": "dimension",
-                "educ": "dimension",
-                "age": "quasi",
-                "income": "measure",
-                "pid": "identifier",
-            },
-            # the DP mode releases the declared grid of its keys
-            "domains": {"sex": {"codes": [0, 1]}, "educ": {"codes": [1, 2, 3]}},
-        }
-    )
-    vault.register(platform, provider, "pums", str(csv), classification)
+    _register_panel(platform, provider, tmp_path, _waves())
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
     dp_mode(platform, cast, agreement_id, share=1.0, bounds={})
@@ -225,25 +237,9 @@ def test_the_dp_mode_judges_nothing_on_true_values_and_releases_the_declared_gri
     holds but the provider did not declare (NULL): the released table is the declared
     grid, every cell noisy (no threshold suppression of the lone person, a noisy value
     for the empty sex), and the NULL is not a row."""
-    csv = tmp_path / "people.csv"
-    lines = ["pid,sex,educ,age,income"]
-    lines += [f"{p},{0 if p == 1 else 1},{9},{30},{1000}" for p in range(1, 201)]
-    lines += ["999,,9,30,1000"]  # sex NULL: in the data, not a declared code
-    csv.write_text("\n".join(lines) + "\n")
-    classification = Classification.from_dict(
-        {
-            "entity_key": "pid",
-            "columns": {
-                "sex": "dimension",
-                "educ": "dimension",
-                "age": "quasi",
-                "income": "measure",
-                "pid": "identifier",
-            },
-            "domains": {"sex": {"codes": [0, 1, 2]}},
-        }
-    )
-    vault.register(platform, provider, "pums", str(csv), classification)
+    rows = [f"{p},{0 if p == 1 else 1},{9},{30},{1000}" for p in range(1, 201)]
+    rows += ["999,,9,30,1000"]  # sex NULL: in the data, not a declared code
+    _register_panel(platform, provider, tmp_path, rows, domains={"sex": {"codes": [0, 1, 2]}})
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
     dp_mode(platform, cast, agreement_id, share=1.0, bounds={"income": (0, 2000)})
@@ -295,29 +291,7 @@ def test_a_declared_l0_bound_scales_the_noise_instead_of_failing(
     """The same panel, its classification declaring that one person's records reach at
     most three rows of a grouping set (rows_per_entity: 3): grouped by education it is
     released, with noise three times the scale of a table where a person is in one row."""
-    csv = tmp_path / "panel.csv"
-    lines = ["pid,sex,educ,age,income"]
-    lines += [
-        f"{p},{p % 2},{wave},{20 + p % 40},{1000 * wave + p}"
-        for p in range(1, 301)
-        for wave in (1, 2, 3)
-    ]
-    csv.write_text("\n".join(lines) + "\n")
-    classification = Classification.from_dict(
-        {
-            "entity_key": "pid",
-            "columns": {
-                "sex": "dimension",
-                "educ": "dimension",
-                "age": "quasi",
-                "income": "measure",
-                "pid": "identifier",
-            },
-            "domains": {"sex": {"codes": [0, 1]}, "educ": {"codes": [1, 2, 3]}},
-            "rows_per_entity": 3,
-        }
-    )
-    vault.register(platform, provider, "pums", str(csv), classification)
+    _register_panel(platform, provider, tmp_path, _waves(), rows_per_entity=3)
     cast = make_cast(platform, make_principal, provider)
     agreement_id, _grant = granted(cast)
     dp_mode(platform, cast, agreement_id, share=1.0, bounds={})
