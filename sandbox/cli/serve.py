@@ -4,7 +4,7 @@ Added to :data:`sandbox.cli.common.main` when :mod:`sandbox.cli.app` imports thi
 The platform home is handed to uvicorn's worker processes
 in ``SANDBOX_HOME`` (they import :func:`sandbox.api.app.app_from_env` by name).
 Loopback is the default: in production the API sits behind a reverse proxy
-that terminates TLS (DESIGN.md, "Real parts").
+that terminates TLS.
 """
 
 from __future__ import annotations

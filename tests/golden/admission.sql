@@ -34,11 +34,11 @@ SELEKT everything FROM pums ;; refused parse_error
 -- case: table function read_csv in FROM
 SELECT COUNT(*) FROM read_csv('/etc/passwd') ;; refused table_function
 -- case: table function read_parquet in FROM
-SELECT COUNT(*) FROM read_parquet('../shared/data/charities.parquet') ;; refused table_function
+SELECT COUNT(*) FROM read_parquet('../elsewhere/charities.parquet') ;; refused table_function
 -- case: table function glob in FROM
 SELECT COUNT(*) FROM glob('/srv/*') ;; refused table_function
 -- case: file path as a table name
-SELECT COUNT(*) FROM '../shared/data/pums_1000_pid.csv' ;; refused table_function
+SELECT COUNT(*) FROM '../elsewhere/pums_1000_pid.csv' ;; refused table_function
 -- case: unknown table with did-you-mean
 SELECT COUNT(*) FROM pumz ;; refused unknown_table
 -- case: schema-qualified table outside the scope
