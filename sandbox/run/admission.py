@@ -24,8 +24,16 @@ from sandbox.data.grants import grants_in_use, grants_of, may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 
-PERSON_JOB = "a person job in table mode (Art. 15): two output checkers review its cells"
-UNDECLARED = "grouped or filtered on columns without a declared domain"
+PERSON_JOB = "review.person_jobs"  # the setting that holds a person job for the checkers
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why an output waits for the two output checkers whatever its cells, and the
+    setting (on by default) that makes the hold."""
+
+    setting: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class Prepared:
     # Why the output waits for the two output checkers whatever the check finds, decided
     # from the SQL and the declared metadata alone (table mode's person jobs, undeclared
     # domains): never from the data, so the hold itself tells the operator nothing.
-    review: tuple[str, ...] = ()
+    review: tuple[Hold, ...] = ()
 
 
 def _scope(
@@ -193,14 +201,16 @@ def prepare(
     return Prepared(plan, used, _params(platform, used), versions, lineage, mode, entities, review)
 
 
-def _review_reasons(plan: JobPlan, versions: Mapping[str, DatasetVersion]) -> tuple[str, ...]:
+def _review_reasons(plan: JobPlan, versions: Mapping[str, DatasetVersion]) -> tuple[Hold, ...]:
     """Why a table-mode output waits for the output review, from metadata alone."""
     from policies.domains import is_person_job
 
-    reasons = []
+    holds = []
     if is_person_job(versions[t].classification for t in plan.tables):
-        reasons.append(PERSON_JOB)
+        why = "a person job in table mode (Art. 15): two output checkers review its cells"
+        holds.append(Hold(PERSON_JOB, why))
     undeclared = getattr(plan.payload, "undeclared", ())
     if undeclared:
-        reasons.append(f"{UNDECLARED}: " + ", ".join(undeclared))
-    return tuple(reasons)
+        why = "grouped or filtered on columns without a declared domain: " + ", ".join(undeclared)
+        holds.append(Hold("review.undeclared_domains", why))
+    return tuple(holds)

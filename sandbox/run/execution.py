@@ -36,7 +36,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_active
 from sandbox.core.store import jobs
 from sandbox.guard import dp_budget, lineage_audit, person_jobs
 from sandbox.guard.history import difference, history_of
-from sandbox.run.admission import PERSON_JOB, UNDECLARED, Prepared, prepare
+from sandbox.run.admission import PERSON_JOB, Prepared, prepare
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -146,7 +146,7 @@ class JobService:
         a refusal of either counts and charges nothing."""
         platform = self.platform
         try:
-            if PERSON_JOB in prepared.review:
+            if any(hold.setting == PERSON_JOB for hold in prepared.review):
                 person_jobs.reserve(
                     conn,
                     job_id,
@@ -304,7 +304,8 @@ class JobService:
         review = [
             f"grant {g.id}" for g in prepared.used.values() if getattr(g, "review_required", False)
         ]
-        review += [r for r in prepared.review if self._holds(r)]
+        settings = self.platform.settings
+        review += [hold.why for hold in prepared.review if settings[hold.setting]]
         if result.verdict in RELEASABLE and not review:
             try:
                 self._release_checked(operator, job_id, prepared, raw, result)
@@ -333,14 +334,6 @@ class JobService:
         # --- lineage audit: the withheld cells wait for the checkers' release (held_finish)
         with self.platform.store.transaction() as conn:
             lineage_audit.record(conn, prepared, job_id, outcome, result, now_utc(), pending=True)
-
-    def _holds(self, reason: str) -> bool:
-        """Does this review reason hold the output? Each has its setting (on by default)."""
-        if reason == PERSON_JOB:
-            return bool(self.platform.settings["review.person_jobs"])
-        if reason.startswith(UNDECLARED):
-            return bool(self.platform.settings["review.undeclared_domains"])
-        return True
 
     def _with_numbers(self, prepared: Prepared, runtime: dict[str, Any]):
         """The executor, handed the entity numbering too when the evidence reads it: the
