@@ -75,9 +75,10 @@ from opendp.accuracy import discrete_laplacian_scale_to_accuracy
 from opendp.mod import Measurement
 from pyroaring import BitMap
 
-from .disclosure import COUNTS, CellVerdict, CheckResult
+from .disclosure import COUNTS, CellVerdict, CheckResult, OutputVerdict
+from .domains import canonical
 from .errors import PolicyRefusal
-from .outputs import OutputRole, OutputSpec, evidence_name
+from .outputs import EVIDENCE_PREFIX, OutputRole, OutputSpec, evidence_name, grouping_mask
 
 ARTICLE = "Art. 15"
 SUPPORTED = COUNTS | {"sum", "avg"}
@@ -442,8 +443,6 @@ def release_on_grid(
     holds. Returns the rows kept (with their evidence, for the noise) and a result that
     releases every aggregate cell of them.
     """
-    from .domains import canonical
-    from .outputs import EVIDENCE_PREFIX, grouping_mask
 
     if grid is not None and raw.num_rows:
         allowed = {k: {canonical(v) for v in values} for k, values in grid.items()}
@@ -466,7 +465,5 @@ def release_on_grid(
     visible = [n for n in raw.column_names if not n.startswith(EVIDENCE_PREFIX)]
     released = raw.select(visible)
     cells = raw.num_rows * len(list(spec.aggregates()))
-    from .disclosure import OutputVerdict
-
     counts = {"cells": cells, "suppressed": 0, "review": 0, "rounded": 0}
     return raw, CheckResult(OutputVerdict.RELEASED, released, (), counts, params)
