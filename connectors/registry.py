@@ -17,9 +17,19 @@ from .base import DEFAULT_BATCH_ROWS, Source, check_uri_text, split_scheme
 
 
 def _files(uri: str, batch_rows: int) -> Source:
+    from .excel import is_workbook
+
+    if is_workbook(split_scheme(uri)[1]):
+        return _excel(uri, batch_rows)
     from .files import open_file
 
     return open_file(uri, batch_rows=batch_rows)
+
+
+def _excel(uri: str, batch_rows: int) -> Source:
+    from .excel import open_excel
+
+    return open_excel(uri, batch_rows=batch_rows)
 
 
 def _duckdb(uri: str, batch_rows: int) -> Source:
@@ -40,6 +50,8 @@ SCHEMES: dict[str, Callable[[str, int], Source]] = {
     "csv": _files,
     "parquet": _files,
     "jsonl": _files,
+    "excel": _excel,
+    "xlsx": _excel,
     "duckdb": _duckdb,
     "postgresql": _postgres,
     "postgres": _postgres,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import yaml
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -40,7 +40,7 @@ from sandbox.data.vault import get_version, list_datasets, register
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
-UPLOAD_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"}
+UPLOAD_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".xlsx", ".xls"}
 PROFILE_READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
 COPY_CHUNK = 1 << 20
 
@@ -139,11 +139,15 @@ async def _save(upload: UploadFile, target: Path) -> None:
 async def datasets_register_upload(
     request: Request,
     me: CurrentPrincipal,
-    file: Annotated[UploadFile, File(description="the data: .csv, .parquet, .jsonl")],
+    file: Annotated[UploadFile, File(description="the data: .csv, .parquet, .jsonl, .xlsx")],
     classification: Annotated[UploadFile, File(description="the classification YAML")],
     name: str = Form(pattern=NAME, max_length=100),
     text: str | None = Form(
         default=None, max_length=10_000, description="CSV columns to read as text, comma-separated"
+    ),
+    sheet: str | None = Form(default=None, max_length=200, description="a workbook's sheet"),
+    header: str | None = Form(
+        default=None, max_length=20, description="a workbook's header row (2) or rows (1-2)"
     ),
 ):
     """Register an uploaded file with its classification (capped by ``api.max_upload_mb``)."""
@@ -157,8 +161,11 @@ async def datasets_register_upload(
             f"the uploaded file's name must end in one of {', '.join(sorted(UPLOAD_SUFFIXES))}, "
             "which tells its kind"
         )
-    if text is not None and suffix != ".csv":
-        raise InputError("'text' applies to CSV uploads only")
+    workbook = suffix in (".xlsx", ".xls")
+    if text is not None and suffix != ".csv" and not workbook:
+        raise InputError("'text' applies to CSV and workbook uploads only")
+    if (sheet is not None or header is not None) and not workbook:
+        raise InputError("'sheet' and 'header' apply to workbook uploads (.xlsx, .xls) only")
     raw = await classification.read(COPY_CHUNK + 1)
     if len(raw) > COPY_CHUNK:
         raise InputError("the classification file is over 1 MiB")
@@ -172,7 +179,10 @@ async def datasets_register_upload(
         target = work / f"upload{suffix}"
         await _save(file, target)
         uri = str(target)
-        if text is not None:
+        if workbook:
+            given = {"sheet": sheet, "header": header, "text": text}
+            uri = f"excel://{target}?" + urlencode({k: v for k, v in given.items() if v})
+        elif text is not None:
             uri = f"csv://{target}?text={quote(text, safe=',')}"
         try:
             result = await run_in_threadpool(
@@ -188,6 +198,8 @@ async def datasets_register_upload(
                     f"give its encoding, e.g. csv://{target}?encoding=gbk": utf8,
                     f"give the file's encoding, e.g. csv://{target}?encoding=gbk": utf8,
                     f"with csv://{target}?text=": "by sending the form field text=",
+                    "with ?text=": "by sending the form field text=",
+                    f"excel://{target}": shown,
                     f"csv://{target}": shown,
                     str(target): shown,
                     str(work): "the upload's work folder",

@@ -30,11 +30,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 from connectors.base import check_uri_text, redact_uri, split_scheme
+from connectors.excel import is_workbook
 from policies.errors import InputError, SourceError
 
 log = logging.getLogger("sandbox.api.sources")
 
-FILE_SCHEMES = {"", "file", "csv", "parquet", "jsonl", "duckdb"}
+FILE_SCHEMES = {"", "file", "csv", "parquet", "jsonl", "duckdb", "excel", "xlsx"}
 DATABASE_SCHEMES = {"postgresql", "postgres"}
 DEFAULT_PORT = 5432
 DATABASE_OPTIONS = {"table", "query", "sslmode", "application_name", "user", "password", "dbname"}
@@ -49,7 +50,8 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]/]*)(?::(\d*))?$")
 
 def _path_of(scheme: str, rest: str, uri: str) -> str:
     if scheme == "":
-        return uri
+        # a workbook's plain path may carry ?sheet=...: the file is what comes before
+        return uri.partition("?")[0] if is_workbook(uri) and not Path(uri).is_file() else uri
     path = rest.partition("?")[0]
     if scheme == "file":
         if path.startswith("localhost/"):

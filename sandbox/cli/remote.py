@@ -28,6 +28,20 @@ def job_dict(job) -> dict:
     }
 
 
+def _local_workbook(source: str) -> tuple[str, dict[str, str]] | None:
+    """(path, options) of a workbook on this machine named with ``?sheet=...`` options."""
+    from urllib.parse import parse_qsl
+
+    from connectors.excel import is_workbook
+
+    for prefix in ("excel://", "xlsx://", ""):
+        if source.startswith(prefix) and is_workbook(source[len(prefix) :]):
+            path, _, query = source[len(prefix) :].partition("?")
+            if Path(path).is_file():
+                return path, dict(parse_qsl(query))
+    return None
+
+
 class RemoteBackend(Backend):
     def __init__(self, client: Client):
         self.client = client
@@ -37,6 +51,16 @@ class RemoteBackend(Backend):
     def register_dataset(self, name, source, classification_path, classification, progress):
         if Path(source).is_file():  # a local file is uploaded; anything else the server reads
             reg = self.client.register_upload(name, source, classification_path)
+        elif (workbook := _local_workbook(source)) is not None:
+            path, options = workbook
+            reg = self.client.register_upload(
+                name,
+                path,
+                classification_path,
+                sheet=options.get("sheet"),
+                header=options.get("header"),
+                text_columns=options["text"].split(",") if options.get("text") else None,
+            )
         else:
             reg = self.client.register_uri(name, source, classification.to_dict())
         return _plain(reg)

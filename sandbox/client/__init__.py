@@ -164,12 +164,18 @@ class Client(WorkflowCalls):
         classification: Path | str,
         *,
         text_columns: Iterable[str] | None = None,
+        sheet: str | None = None,
+        header: str | None = None,
     ) -> Registration:
-        """Upload a data file (CSV, Parquet, JSON lines) with its classification YAML."""
+        """Upload a data file (CSV, Parquet, JSON lines, an Excel workbook's ``sheet`` with
+        its ``header`` row, e.g. ``"2"`` or ``"1-2"``) with its classification YAML."""
         file, classification = Path(file), Path(classification)
         data = {"name": name}
         if text_columns:
             data["text"] = ",".join(text_columns)
+        for key, value in (("sheet", sheet), ("header", header)):
+            if value is not None:
+                data[key] = value
         with open(file, "rb") as fh, open(classification, "rb") as ch:
             files = {
                 "file": (file.name, fh, "application/octet-stream"),
