@@ -24,9 +24,10 @@ What a workbook holds and how it is read:
 * empty rows and columns at the end are dropped; an empty row with values below it
   is refused (a second table or a note), naming the row: give ``last_row``.
 * a column's type comes from all its cells: numbers (integers when every one is
-  whole), dates, date-times, times, booleans or text. Numbers stored as text in a
-  column of numbers are read as numbers; any other mix is refused naming the first
-  cell that does not fit, with the option that reads it.
+  whole), dates, date-times, times, booleans or text. Numbers stored as text are
+  read as numbers (``1,250.5`` too), unless one has a leading zero (``007``: a code)
+  or more than 15 digits (an identity number): then the column stays text. Any other
+  mix is refused naming the first cell that does not fit, with the option that reads it.
 * a number of 16 or more digits is refused naming its cell: Excel keeps 15
   significant digits, so an identity number typed as a number has already lost
   its last digits; such a column must be stored as text in the workbook.
@@ -324,7 +325,7 @@ def _column(
     if option == "dates":
         return _serial_dates(cells, col, name, where)
     kinds = {_kind(v) for v in values if v is not None}
-    if kinds == {"number"} or (kinds == {"number", "text"} and all(
+    if kinds == {"number"} or (kinds <= {"number", "text"} and all(
         _number_text(v) is not None for v in values if isinstance(v, str)
     )):  # fmt: skip
         return _numbers(values)
@@ -366,9 +367,13 @@ def _as_text(value: Any) -> str:
 
 
 def _number_text(value: str) -> float | None:
-    """The number a text cell holds ("1,234.5", " 12 "), or None; a leading zero is a code."""
+    """The number a text cell holds ("1,234.5", " 12 "), or None: a leading zero makes it a
+    code, and more than 15 digits an identity number (both stay text)."""
     text = value.strip().replace(",", "")
-    return float(text) if _NUMBER_TEXT.fullmatch(text) else None
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > EXACT_DIGITS or not _NUMBER_TEXT.fullmatch(text):
+        return None
+    return float(text)
 
 
 def _numbers(values: list[Any]) -> pa.Array:

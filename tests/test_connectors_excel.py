@@ -128,10 +128,13 @@ def test_empty_trailing_rows_are_dropped_and_an_inner_empty_row_is_refused(tmp_p
 
 
 def test_numbers_stored_as_text_are_numbers_and_codes_stay_text(tmp_path):
-    rows = [("amount", "code"), (12, "007"), ("13", "010"), (" 1,250.5 ", "011")]
+    rows = [("amount", "code", "all_text", "pid"), (12, "007", "5", "370802199001011234"),
+            ("13", "010", "6", "370802199001011235"), (" 1,250.5 ", "011", "7", "1")]  # fmt: skip
     table, _ = read(workbook(tmp_path / "n.xlsx", rows))
     assert table.column("amount").to_pylist() == [12.0, 13.0, 1250.5]
     assert table.column("code").to_pylist() == ["007", "010", "011"]
+    assert table.column("all_text").to_pylist() == [5, 6, 7]
+    assert table.column("pid").to_pylist()[0] == "370802199001011234"
 
 
 def test_a_word_in_a_column_of_numbers_names_its_cell_never_its_value(tmp_path):

@@ -10,6 +10,7 @@ from sandbox.cli import (  # noqa: F401  (importing a module registers its comma
     psi,
     root,
     serve,
+    sources,
     supervision,
     verify,
     workflow,

@@ -46,6 +46,10 @@ class Backend(abc.ABC):
         """dataset, version, sha256, rows, classification, profile (None when withheld)."""
 
     @abc.abstractmethod
+    def suggest_classification(self, source: str, rows: int | None) -> dict:
+        """A proposed classification of a source: classification, evidence, notes, yaml."""
+
+    @abc.abstractmethod
     def add_grant(
         self,
         operator: str,

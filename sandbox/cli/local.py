@@ -55,6 +55,11 @@ class LocalBackend(Backend):
             "sha256": v.sha256,
         }
 
+    def suggest_classification(self, source, rows):
+        from sandbox.data.suggestion import suggest_classification
+
+        return suggest_classification(self.platform, self.me, source, rows=rows)
+
     def list_datasets(self):
         from sandbox.data.vault import list_datasets
 

@@ -65,6 +65,15 @@ class RemoteBackend(Backend):
             reg = self.client.register_uri(name, source, classification.to_dict())
         return _plain(reg)
 
+    def suggest_classification(self, source, rows):
+        if Path(source).is_file():  # a file on this machine is sent along, not kept
+            return self.client.suggest_upload(source, rows=rows)
+        if (workbook := _local_workbook(source)) is not None:
+            path, options = workbook
+            sheet, header = options.get("sheet"), options.get("header")
+            return self.client.suggest_upload(path, rows=rows, sheet=sheet, header=header)
+        return self.client.suggest(source, rows=rows)
+
     def list_datasets(self):
         return [_plain(d) for d in self.client.list_datasets()]
 

@@ -41,6 +41,7 @@ from sandbox.api.models import (
     RotatedToken,
 )
 from sandbox.client.envelope import raise_for_envelope
+from sandbox.client.sources import SourceCalls
 from sandbox.client.workflow import WorkflowCalls
 
 LONG_POLL_S = 25.0
@@ -66,7 +67,7 @@ class VerifyAnswer:
     code: str | None = None
 
 
-class Client(WorkflowCalls):
+class Client(SourceCalls, WorkflowCalls):
     """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`."""
 
     def __init__(
