@@ -116,7 +116,7 @@ def bench_sql(rows: int, runs: int, tmp: Path) -> None:
 
     on_spark = opened(platform.home, engine="spark", job_time_limit_s="900")
     spark_jobs = JobService(on_spark, spare=False)
-    engine = spark_engine.engine_for(on_spark.settings["spark.master"])
+    engine = spark_engine.engine_for(on_spark.settings.spark.master)
     start_s, session = timed(engine.session)
     figure("spark_session_start", start_s, "s", f"master {engine.master}, once per process")
 

@@ -151,14 +151,13 @@ def bench_size(
         platform, operator, version = setup(Path(tmp) / "home", rows)
         if ten_thousand:
             _with_kwh_dimension(platform, rows)
-        settings = platform.settings.values
-        assert isinstance(settings, dict)
-        settings["engine"] = engine
-        settings["job.time_limit_s"] = max(settings["job.time_limit_s"], 3600)
+        platform.settings = platform.settings.changed(
+            **{"engine": engine, "job.time_limit_s": max(platform.settings.job.time_limit_s, 3600)}
+        )
         service = JobService(platform, spare=engine == "duckdb")
 
         def submit(sql: str, evidence: bool):
-            settings["differencing.enabled"] = evidence
+            platform.settings = platform.settings.changed(**{"differencing.enabled": evidence})
             return service.submit(operator, {"sql": sql})
 
         try:

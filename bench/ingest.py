@@ -204,8 +204,8 @@ def child(csv: Path) -> None:
             "rss_before_mb": rss_before,
             "peak_rss_mb": _proc_status_mb("VmHWM"),
             "self_ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "batch_rows": platform.settings["ingest.batch_rows"],
-            "compression": platform.settings["ingest.compression"],
+            "batch_rows": platform.settings.ingest.batch_rows,
+            "compression": platform.settings.ingest.compression,
         }
         platform.close()
     print(json.dumps(report), flush=True)

@@ -150,8 +150,8 @@ def bare_connection(platform: Platform) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(
         ":memory:",
         config={
-            "threads": settings["job.threads"],
-            "memory_limit": f"{max(128, settings['job.memory_limit_mb'] // 2)}MB",
+            "threads": settings.job.threads,
+            "memory_limit": f"{max(128, settings.job.memory_limit_mb // 2)}MB",
         },
     )
     con.execute("SET enable_progress_bar = false")

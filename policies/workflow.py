@@ -24,6 +24,8 @@ rules can be tested (and property-tested) on their own::
     ticket:      open -> answered
     evaluation:  passed;  failed -> rectified | terminated
     airlock:     pending -> approved | returned | rejected;  pending <-> frozen
+    hold:        suspended -> lifted | terminated;  terminated (a provider's hold on the
+                 use of its data under one agreement)
 """
 
 from __future__ import annotations
@@ -85,6 +87,17 @@ class AirlockState(StrEnum):
     REJECTED = "rejected"
 
 
+class HoldState(StrEnum):
+    """A provider's hold on the use of its dataset under one agreement (Art. 5, 13, 24).
+
+    An authorizing unit supervises the use of what it authorized: it suspends the use
+    (the grants stop, the jobs reading them are cancelled) and lifts or ends it."""
+
+    SUSPENDED = "suspended"
+    LIFTED = "lifted"
+    TERMINATED = "terminated"
+
+
 class Vote(StrEnum):
     APPROVE = "approve"
     RETURN = "return"
@@ -141,6 +154,7 @@ _TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
         ),
         AirlockState.FROZEN: frozenset({AirlockState.PENDING}),
     },
+    HoldState: {HoldState.SUSPENDED: frozenset({HoldState.LIFTED, HoldState.TERMINATED})},
 }
 
 # The article each state is reached under, for the ledger entry of the move. Keyed by
@@ -186,6 +200,11 @@ _ARTICLES: dict[type[StrEnum], dict[str, str]] = {
         AirlockState.APPROVED.value: "Art. 15",
         AirlockState.RETURNED.value: "Art. 15",
         AirlockState.REJECTED.value: "Art. 15",
+    },
+    HoldState: {
+        HoldState.SUSPENDED.value: "Art. 24",
+        HoldState.LIFTED.value: "Art. 24",
+        HoldState.TERMINATED.value: "Art. 24",
     },
 }
 

@@ -190,6 +190,22 @@ def make_home(home: Path, settings_toml: str = "") -> dict[str, str]:
     return tokens
 
 
+def host_grant(home: Path, operator: str, dataset: str, until: str = "2099-12-31", **kw) -> int:
+    """A direct grant by the city authority ``authority``, made on the host (as ``sandbox
+    grant add`` is): the API grants no data use outside the workflow."""
+    from sandbox.core.platform import Platform
+    from sandbox.core.principals import Role, by_name
+    from sandbox.data.grants import add_grant
+
+    platform = Platform.open(home)
+    try:
+        with platform.store.read() as conn:
+            authority = by_name(conn, "authority", Role.AUTHORITY)
+        return add_grant(platform, authority, operator, dataset, until=until, **kw)
+    finally:
+        platform.close()
+
+
 def write_persons(folder: Path, rows: int = 2000) -> tuple[Path, Path]:
     """A small CSV of persons (4 counties x 2 sexes) and its classification YAML."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import zipfile
 
 import httpx
 import pytest
-from api_server import ApiServer, check_envelope, make_home, write_persons
+from api_server import ApiServer, check_envelope, host_grant, make_home, write_persons
 
 from policies.errors import (
     AuthError,
@@ -47,7 +47,7 @@ def api(tmp_path_factory):
     clients["anonymous"] = Client(server.url, None, hooks=[_hook])
     csv, yaml_path = write_persons(root / "data")
     clients["provider"].register_upload("persons", csv, yaml_path)
-    clients["authority"].add_grant("operator", "persons", "2099-12-31")
+    host_grant(root / "home", "operator", "persons")
     job = clients["operator"].submit_job(GROUP_SQL)
     done = clients["operator"].wait_job(job.job, timeout=60)
     assert done.state == "released", (done, server.log())
@@ -95,7 +95,7 @@ def test_unauthenticated_is_401_on_every_v1_route(api):
         c.ledger,
         c.verify_ledger,
         lambda: c.submit_job(GROUP_SQL),
-        lambda: c.add_grant("operator", "persons", "2099-01-01"),
+        lambda: c._json("POST", "/v1/grants", json={}),
     ):
         with pytest.raises(AuthError) as info:
             call()
@@ -163,12 +163,15 @@ def test_server_side_uri_refused_without_source_roots(api):
         api["c"]["provider"].register_uri("srv", "http://127.0.0.1/x.csv", yaml_path)
 
 
-def test_grants_only_by_the_authority(api):
-    for name in ("provider", "operator", "consumer", "auditor", "reviewer"):
-        with pytest.raises(PermissionDenied, match="only an authority"):
-            api["c"][name].add_grant("operator2", "persons", "2099-12-31")
-    with pytest.raises(InputError):
-        api["c"]["authority"].add_grant("operator2", "persons", "not-a-date")
+def test_no_direct_grant_over_the_api(api):
+    """Art. 13, 14: data use is granted under an agreement; the direct grant is host-only."""
+    body = {"operator": "operator2", "dataset": "persons", "until": "2099-12-31"}
+    for name in ("authority", "provider", "operator", "consumer", "auditor", "reviewer"):
+        with pytest.raises(PermissionDenied, match="host only") as info:
+            api["c"][name]._json("POST", "/v1/grants", json=body)
+        assert info.value.code == "direct_grant_host_only" and info.value.status == 403
+    assert api["c"]["operator2"].list_grants() == []
+    assert not hasattr(api["c"]["authority"], "add_grant")
 
 
 def test_grants_listed_by_role_with_their_kinds(api):
@@ -188,8 +191,6 @@ def test_grants_listed_by_role_with_their_kinds(api):
     for name in ("consumer", "reviewer"):
         with pytest.raises(PermissionDenied, match="Art. 14"):
             c[name].list_grants()
-    with pytest.raises(InputError, match="unknown job kind 'psi'"):
-        c["authority"].add_grant("operator2", "persons", "2099-12-31", kinds=["psi"])
 
 
 def test_ledger_filters_refuse_malformed_times(api):

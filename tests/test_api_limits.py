@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from api_server import ApiServer, check_envelope, make_home, write_persons
+from api_server import ApiServer, check_envelope, host_grant, make_home, write_persons
 
 from policies.errors import InputError, PayloadTooLarge, RateLimited
 from sandbox.client import Client
@@ -113,7 +113,7 @@ def test_two_workers_never_run_the_same_job(tmp_path):
     with ApiServer(tmp_path / "home", workers=2) as server:
         prov = Client(server.url, tokens["provider"], hooks=[_hook])
         prov.register_upload("persons", csv, yaml_path)
-        Client(server.url, tokens["authority"]).add_grant("operator", "persons", "2099-12-31")
+        host_grant(tmp_path / "home", "operator", "persons")
         op = Client(server.url, tokens["operator"], hooks=[_hook])
         ids = [op.submit_job(SQL).job for _ in range(6)]
         states = [op.wait_job(i, timeout=60).state for i in ids]

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import schemathesis
-from api_server import ApiServer, check_error_fields, make_home, write_persons
+from api_server import ApiServer, check_error_fields, host_grant, make_home, write_persons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ def live(tmp_path_factory):
     server = ApiServer(root / "home").start()
     csv, yaml_path = write_persons(root / "data", rows=300)
     Client(server.url, tokens["provider"]).register_upload("persons", csv, yaml_path)
-    Client(server.url, tokens["authority"]).add_grant("operator", "persons", "2099-12-31")
+    host_grant(root / "home", "operator", "persons")
     yield server, tokens
     server.stop()
 

@@ -311,6 +311,23 @@ def test_exit_codes_name_the_kind_of_outcome(cli: Cli):
     _one_error_line(missing, "not_found")
 
 
+def test_a_direct_grant_is_host_only_and_ledgered_as_direct(cli: Cli):
+    """Art. 13, 14: ``grant add`` skips the workflow, so it never runs through --server,
+    and its ledger entry says it was a direct grant (no agreement)."""
+    args = ("grant", "add", "--operator", "bank", "--dataset", "pums", "--until", "2099-01-01")
+    remote = cli.run("--server", "http://127.0.0.1:9", *args, token="city")
+    assert remote.returncode == 2
+    assert "runs on the platform's host only" in _one_error_line(remote, "bad_input")
+    done = cli.run(*args, "--json", token="city")
+    assert done.returncode == 0, done.stderr
+    grant = json.loads(done.stdout)["grant"]
+    entries = json.loads(
+        cli.run("ledger", "show", "--subject", f"grant:{grant}", "--json", token="audit").stdout
+    )
+    assert [e["action"] for e in entries] == ["grant.direct"]
+    assert entries[0]["details"]["direct"] is True and entries[0]["details"]["agreement"] is None
+
+
 def test_ledger_show_refuses_malformed_times(cli: Cli):
     for flag in ("--since", "--until"):
         result = cli.run("ledger", "show", flag, "yesterday", token="audit")

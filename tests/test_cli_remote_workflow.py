@@ -275,8 +275,9 @@ def test_the_whole_flow_remotely(served):
     assert refused.returncode == 3
     reason = json.loads(refused.stdout)["reason"]
     assert (reason["rule"], reason["article"]) == ("agreement_suspended", "Art. 24")
-    notified = rjson(server, t["operator"], "notifications")  # in-process: saves a start-up
-    assert [n["kind"] for n in notified] == ["evaluation_failed"]
+    notified = rjson(server, t["operator"], "inbox")["items"]  # in-process: saves a start-up
+    assert notified[0]["kind"] == "evaluation_failed"  # newest first
+    assert "agreement_suspended" not in {n["kind"] for n in notified}  # one notice, not two
     rectified = cli(
         server, t["authority"], "rectify", "--agreement", agreement, "--notes", "reports filed"
     )
@@ -333,10 +334,24 @@ READS = [
     ("auditor", "review", "show", "{application}"),
     ("operator2", "agreement", "show", "{agreement}"),
     ("provider", "dataset", "show", "persons"),
-    ("authority", "notifications"),
+    ("authority", "inbox"),
+    ("operator2", "inbox", "--limit", "2"),
+    ("provider", "provider", "uses"),
 ]
 
 REFUSALS = [
+    ("operator", "provider", "uses"),  # a provider's supervision of its data (Art. 5)
+    (
+        "provider2",
+        "provider",
+        "suspend",
+        "--agreement",
+        "{agreement}",
+        "--dataset",
+        "persons",
+        "--reason",
+        "not mine",
+    ),  # fmt: skip
     ("operator", "application", "show", "{application}"),  # another operator's: not found
     ("consumer", "application", "show", "{application}"),
     ("operator", "review", "show", "{application}"),
@@ -509,7 +524,7 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
         DEADLINE,
     )
     assert inspected.exit_code == 0 and inspected.stdout.startswith("inspection "), inspected.output
-    assert rjson(server, t["operator2"], "notifications")[-1]["kind"] == "inspection"
+    assert rjson(server, t["operator2"], "inbox")["items"][0]["kind"] == "inspection"
 
     rid = rjson(
         server,
@@ -545,7 +560,7 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
         "laptop lost",
     )
     assert incident["suspended"] == [int(agreement)] and incident["notified"]
-    assert rjson(server, t["authority"], "notifications")[-1]["kind"] == "incident"
+    assert rjson(server, t["authority"], "inbox")["items"][0]["kind"] == "incident"
 
 
 def test_dataset_show_remotely_hides_the_profile_from_operators(served):

@@ -105,7 +105,7 @@ def goldens(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("ray-jobs")
     local = _golden(root / "local")
     on_ray = _golden(root / "ray", cluster)
-    assert on_ray.platform.settings["ray.dispatch_jobs"] is True
+    assert on_ray.platform.settings.ray.dispatch_jobs is True
     yield local, on_ray
     local.close()
     on_ray.close()

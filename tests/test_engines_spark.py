@@ -106,7 +106,7 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 
 @pytest.mark.parametrize("case", ADMITTED, ids=[f"L{c.line}-{c.name}" for c in ADMITTED])
 def test_spark_matches_duckdb(engine, golden: GoldenPlatform, case):
-    cap = golden.platform.settings["job.max_output_rows"]
+    cap = golden.platform.settings.job.max_output_rows
 
     def duck(sql, tables):
         return golden.service.runner.run(sql, tables).table
@@ -149,7 +149,7 @@ def test_spark_refuses_what_is_not_the_admitted_plan(tmp_path):
 def spark_golden(engine, tmp_path_factory):
     home = tmp_path_factory.mktemp("spark-jobs") / "home"
     built = GoldenPlatform(home, f'engine = "spark"\n[spark]\nmaster = "{MASTER}"\n')
-    assert built.platform.settings["engine"] == "spark"
+    assert built.platform.settings.engine == "spark"
     yield built
     built.close()
 

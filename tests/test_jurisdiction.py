@@ -147,22 +147,25 @@ def test_each_object_takes_the_place_it_was_made_under(world):
 
 
 def test_a_county_authority_may_not_grant_a_city_dataset_directly(world, make_principal):
+    """A direct grant is the city authority's, and made on the host only: over the API
+    nobody grants directly (Art. 13, 14), and on the host a county authority is refused."""
     newco, _ = make_principal("newco", Role.OPERATOR, org="NewCo")
     body = {"operator": "newco", "dataset": "pums", "until": UNTIL}
-    response = world.post("county", "/v1/grants", body)
-    _refused_art5(response)
-    assert (
-        "only the city authority may grant data use directly" in response.json()["error"]["message"]
-    )
+    for who in ("county", "city"):
+        response = world.post(who, "/v1/grants", body)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "direct_grant_host_only"
     platform = world.cast.platform
+    with pytest.raises(PermissionDenied, match="only the city authority may grant"):
+        add_grant(platform, world.cast.county, "newco", "pums", until=UNTIL)
     with platform.store.read() as conn:
         assert grants_of(conn, newco.id) == []
     service = JobService(platform, spare=False)
-    try:  # the probe's operator then ran a job and got it released: now it has no grant
+    try:  # the probe's operator has no grant, so its job is refused
         refused = service.submit(newco, {"sql": RELEASABLE})
         assert refused.state is JobState.REFUSED
-        # the city authority still grants directly, and the job then runs
-        assert world.post("city", "/v1/grants", body).status_code == 201
+        # the city authority still grants directly on the host, and the job then runs
+        add_grant(platform, world.cast.city, "newco", "pums", until=UNTIL)
         assert service.submit(newco, {"sql": RELEASABLE}).state is JobState.RELEASED
     finally:
         service.close()

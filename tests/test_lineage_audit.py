@@ -265,7 +265,7 @@ def test_refused_and_withheld_jobs_record_no_history(platform, firms):
 @pytest.fixture
 def held(platform, provider, make_principal, tmp_path):
     """The same rows as a person dataset: every job waits for two output checkers."""
-    platform.settings.values["review.person_jobs"] = True
+    platform.settings = platform.settings.changed(**{"review.person_jobs": True})
     path = tmp_path / "firms.csv"
     pacsv.write_csv(pa.Table.from_pylist(_firms()), path)
     persons = {**CLASSIFICATION, "entity_kind": "person"}

@@ -71,7 +71,7 @@ def test_a_grant_may_hold_back_cells_with_missing_values(
 
 
 def test_the_platform_setting_is_a_minimum_an_agreement_cannot_lower(platform):
-    platform.settings.values["disclosure.missing_cells"] = "review"
+    platform.settings = platform.settings.changed(**{"disclosure.missing_cells": "review"})
     minimums = platform.disclosure_minimums()
     assert minimums.missing_cells is CellVerdict.REVIEW
     assert minimums.tightened({"missing_cells": "pass"}).missing_cells is CellVerdict.REVIEW

@@ -87,7 +87,7 @@ def test_the_bound_comes_from_the_sql_and_the_declared_domains(platform, provide
 def service(platform, make_principal):
     authority = make_principal("city", Role.AUTHORITY, jurisdiction="city")[0]
     operator = make_principal("bank", Role.OPERATOR)[0]
-    platform.settings.values["job.max_output_rows"] = 100
+    platform.settings = platform.settings.changed(**{"job.max_output_rows": 100})
     svc = JobService(platform, spare=False)
     yield svc, authority, operator
     svc.close()

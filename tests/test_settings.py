@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -25,33 +26,33 @@ def write_toml(home: Path, text: str) -> Path:
 def test_defaults_without_file_or_environment(tmp_path):
     settings = Settings.load(tmp_path, environ={})
     for setting in SETTINGS:
-        assert settings[setting.name] == setting.default
+        assert settings.value(setting.name) == setting.default
         assert settings.sources[setting.name] == "default"
-    assert settings["job.time_limit_s"] == 60.0
-    assert settings["engine"] == "duckdb"
+    assert settings.job.time_limit_s == 60.0
+    assert settings.engine == "duckdb"
     assert settings.home == tmp_path
 
 
 def test_toml_overrides_default(tmp_path):
     write_toml(tmp_path, "[job]\ntime_limit_s = 5\nspare_worker = false\n")
     settings = Settings.load(tmp_path, environ={})
-    assert settings["job.time_limit_s"] == 5.0
-    assert isinstance(settings["job.time_limit_s"], float)
-    assert settings["job.spare_worker"] is False
+    assert settings.job.time_limit_s == 5.0
+    assert isinstance(settings.job.time_limit_s, float)
+    assert settings.job.spare_worker is False
     assert settings.sources["job.time_limit_s"] == "sandbox.toml"
-    assert settings["job.threads"] == 2  # untouched settings keep their default
+    assert settings.job.threads == 2  # untouched settings keep their default
 
 
 def test_environment_overrides_toml(tmp_path):
     write_toml(tmp_path, "[job]\ntime_limit_s = 5\n")
     settings = Settings.load(tmp_path, environ={"SANDBOX_JOB_TIME_LIMIT_S": "7.5"})
-    assert settings["job.time_limit_s"] == 7.5
+    assert settings.job.time_limit_s == 7.5
     assert settings.sources["job.time_limit_s"] == "SANDBOX_JOB_TIME_LIMIT_S"
 
 
 def test_process_environment_is_read_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("SANDBOX_JOB_THREADS", "3")
-    assert Settings.load(tmp_path)["job.threads"] == 3
+    assert Settings.load(tmp_path).job.threads == 3
 
 
 def test_platform_open_loads_the_home_settings(tmp_path):
@@ -60,14 +61,14 @@ def test_platform_open_loads_the_home_settings(tmp_path):
     write_toml(home, "[disclosure]\nmin_entities = 25\n")
     platform = Platform.open(home)
     try:
-        assert platform.settings["disclosure.min_entities"] == 25
+        assert platform.settings.disclosure.min_entities == 25
     finally:
         platform.close()
 
 
 def test_home_and_token_variables_are_not_settings(tmp_path):
     settings = Settings.load(tmp_path, environ={"SANDBOX_HOME": "/x", "SANDBOX_TOKEN": "sbx_abc"})
-    assert settings["job.threads"] == 2
+    assert settings.job.threads == 2
 
 
 def test_unknown_setting_in_toml_names_it_with_a_suggestion(tmp_path):
@@ -97,7 +98,7 @@ def test_unknown_setting_in_environment_names_it_with_a_suggestion(tmp_path):
 def test_unknown_name_asked_of_settings_is_refused(tmp_path):
     settings = Settings.load(tmp_path, environ={})
     with pytest.raises(ConfigError, match=r"'job\.thread'.*did you mean 'job\.threads'"):
-        settings["job.thread"]
+        settings.value("job.thread")
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_invalid_environment_value_names_setting_and_variable(tmp_path, variable
 @pytest.mark.parametrize(("raw", "expected"), [("1", True), ("off", False), ("Yes", True)])
 def test_boolean_words_from_environment(tmp_path, raw, expected):
     settings = Settings.load(tmp_path, environ={"SANDBOX_JOB_SPARE_WORKER": raw})
-    assert settings["job.spare_worker"] is expected
+    assert settings.job.spare_worker is expected
 
 
 def test_broken_toml_is_a_config_error(tmp_path):
@@ -190,3 +191,27 @@ def test_every_setting_has_help_and_is_documented():
 def test_setting_names_are_unique():
     names = [s.name for s in SETTINGS]
     assert len(names) == len(set(names))
+
+
+def test_every_setting_is_a_typed_attribute_of_its_section(tmp_path):
+    """Code reads settings as attributes; each one's declared type is what the loader gives."""
+    settings = Settings.load(tmp_path, environ={"SANDBOX_PSI_FPR": "1e-6"})
+    for setting in SETTINGS:
+        section, _, attr = setting.name.rpartition(".")
+        holder = getattr(settings, section) if section else settings
+        assert isinstance(getattr(holder, attr), setting.kind), setting.name
+    assert settings.psi.fpr == 1e-6
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.job.threads = 9  # type: ignore[misc]
+
+
+def test_a_change_in_code_is_validated_like_a_loaded_value(tmp_path):
+    settings = Settings.load(tmp_path, environ={})
+    changed = settings.changed(**{"job.threads": "3", "review.person_jobs": "no"})
+    assert changed.job.threads == 3 and changed.review.person_jobs is False
+    assert changed.sources["job.threads"] == "changed"
+    assert settings.job.threads == 2  # the original is untouched
+    with pytest.raises(ConfigError, match="job.threads"):
+        settings.changed(**{"job.threads": 0})
+    with pytest.raises(ConfigError, match="did you mean 'job.threads'"):
+        settings.changed(**{"job.thread": 1})

@@ -143,8 +143,8 @@ def world(tmp_path, monkeypatch):
 
 def test_the_defaults_hold_person_jobs_and_undeclared_domains(world):
     settings = world.platform.settings
-    assert settings["review.person_jobs"] is True
-    assert settings["review.undeclared_domains"] is True
+    assert settings.review.person_jobs is True
+    assert settings.review.undeclared_domains is True
 
 
 # --- item 1: what table mode refuses, before the run --------------------------------------------
@@ -265,7 +265,9 @@ def test_a_query_over_a_column_without_a_declared_domain_goes_to_review(world):
 
 
 def test_person_jobs_are_capped_per_quarter_before_they_run(world):
-    world.platform.settings.values["review.person_jobs_per_quarter"] = 2
+    world.platform.settings = world.platform.settings.changed(
+        **{"review.person_jobs_per_quarter": 2}
+    )
     sql = "SELECT county, COUNT(*) AS n FROM people GROUP BY county"
     first, second = world.submit(sql), world.submit(sql)
     assert first.state is JobState.WITHHELD and second.state is JobState.WITHHELD

@@ -98,7 +98,7 @@ def test_89_accounts_with_4_guesses_each_cannot_find_one_id_among_354(world, mak
             answered += 1
             found = found or (pid == true_pid and result.code == "match")
     assert not found
-    limit = world.platform.settings["verify.value_per_hour"]
+    limit = world.platform.settings.verify.value_per_hour
     assert answered == limit  # the name was answered 20 times in the hour, then no more
     assert len(refused) == 354 - limit
     # the refusal names the rule, the setting and the article, and says the same for the
@@ -223,7 +223,7 @@ def test_a_stored_definition_without_miss_codes_still_counts_misses(world):
             outcome = refusal.rule
             break
     assert outcome == "enumeration_blocked"
-    assert k + 1 == world.platform.settings["verify.guess_ids_block"]
+    assert k + 1 == world.platform.settings.verify.guess_ids_block
 
 
 def test_the_authority_is_alerted_when_several_accounts_try_one_subject(world, make_principal):

@@ -43,7 +43,11 @@ COMMANDS = [
     "output review",
     "output vote",
     "output appoint",
-    "notifications",
+    "inbox",
+    "provider uses",
+    "provider suspend",
+    "provider lift",
+    "provider terminate",
 ]
 
 
@@ -194,7 +198,7 @@ def test_the_whole_flow_from_the_command_line(run, tmp_path):
         "agreement_suspended",
         "Art. 24",
     )
-    assert run("operator", "notifications")[0]["kind"] == "evaluation_failed"
+    assert run("operator", "inbox")["items"][0]["kind"] == "evaluation_failed"
     run("city", "rectify", "--agreement", str(agreement), "--notes", "reports filed")
     assert run("operator", "job", "submit", "--sql", str(sql))["state"] == "released"
     quarter = f"{datetime.now(UTC).year}-Q{(datetime.now(UTC).month - 1) // 3 + 1}"

@@ -97,7 +97,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         app.state.platform = platform
         app.state.service = service
         app.state.executor = executor
-        app.state.rate = RateLimiter(settings["api.rate_per_minute"], home / "run" / "rate")
+        app.state.rate = RateLimiter(settings.api.rate_per_minute, home / "run" / "rate")
         executor.start()
         try:
             yield
@@ -134,7 +134,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.add_middleware(
         BodyLimitMiddleware,
-        caps=BodyCaps(settings["api.max_body_mb"], settings["api.max_upload_mb"]),
+        caps=BodyCaps(settings.api.max_body_mb, settings.api.max_upload_mb),
     )
     app.add_middleware(RequestIdMiddleware)
     return app

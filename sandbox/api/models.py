@@ -97,23 +97,6 @@ class RegisterByUri(BaseModel):
     classification: dict[str, Any]
 
 
-class GrantRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    operator: str = Field(pattern=NAME, max_length=100)
-    dataset: str = Field(pattern=NAME, max_length=100)
-    until: str = Field(max_length=40, description="end of the term, ISO date")
-    start: str | None = Field(default=None, max_length=40)
-    columns: list[str] | None = Field(default=None, max_length=1000)
-    extra_aggregates: list[str] = Field(default_factory=list, max_length=20)
-    aggregate_expressions: bool = False
-    kinds: list[str] = Field(default_factory=lambda: ["sql_aggregate"], min_length=1, max_length=4)
-    disclosure: dict[str, float | int | str] = Field(default_factory=dict)
-
-
-class GrantCreated(BaseModel):
-    grant: int
-
-
 class GrantSummary(BaseModel):
     """A grant as its operator, the dataset's provider, the authority or an auditor sees it."""
 

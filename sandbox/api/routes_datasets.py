@@ -1,8 +1,10 @@
 """Datasets (register by upload or server-side URI, list, show) and grants.
 
 Registration and grants call the same platform functions as the CLI
-(:func:`sandbox.data.vault.register`, :func:`sandbox.data.grants.add_grant`), which
-check the role. A quality profile stays inside the platform: only the owning
+(:func:`sandbox.data.vault.register`, :func:`sandbox.data.grants.list_grants`), which
+check the role. A direct grant (no agreement) is not made over the API: ``POST
+/v1/grants`` refuses every caller and names the workflow that grants data use
+(Art. 13, 14); the host keeps ``sandbox grant add`` for tests and recovery. A quality profile stays inside the platform: only the owning
 provider, the authority and auditors see it; consumers see no classification
 either (they reach products, not datasets).
 """
@@ -27,15 +29,13 @@ from sandbox.api.models import (
     NAME,
     DatasetDetail,
     DatasetSummary,
-    GrantCreated,
-    GrantRequest,
     GrantSummary,
     RegisterByUri,
     Registration,
 )
 from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.core.principals import Role, require_role
-from sandbox.data.grants import add_grant, list_grants
+from sandbox.data.grants import list_grants
 from sandbox.data.vault import get_version, list_datasets, register
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
@@ -104,7 +104,7 @@ def datasets_register_uri(request: Request, body: RegisterByUri, me: CurrentPrin
     platform = request.app.state.platform
     classification = _classification(body.classification)
     settings = platform.settings
-    check_source(body.uri, tuple(settings["api.source_roots"]), tuple(settings["api.source_hosts"]))
+    check_source(body.uri, tuple(settings.api.source_roots), tuple(settings.api.source_hosts))
     try:
         result = register(platform, me, body.name, body.uri, classification)
     except ConnectError as exc:
@@ -218,23 +218,16 @@ def _upload_name(filename: str | None, suffix: str) -> str:
     return f"the uploaded file '{name or 'upload' + suffix}'"
 
 
-@router.post("/grants", response_model=GrantCreated, status_code=201, tags=["grants"])
-def grants_add(request: Request, body: GrantRequest, me: CurrentPrincipal):
-    """An authority grants an operator use of a dataset for a term (Art. 14)."""
-    grant_id = add_grant(
-        request.app.state.platform,
-        me,
-        body.operator,
-        body.dataset,
-        until=body.until,
-        start=body.start,
-        columns=body.columns,
-        extra_aggregates=body.extra_aggregates,
-        aggregate_expressions=body.aggregate_expressions,
-        job_kinds=body.kinds,
-        disclosure=dict(body.disclosure),
+@router.post("/grants", status_code=403, tags=["grants"])
+def grants_add(me: CurrentPrincipal) -> None:
+    """Refused for everyone: data use is granted through the workflow (Art. 13, 14)."""
+    raise PermissionDenied(
+        "no direct grant over the API: data use is granted by a data request under an "
+        "agreement (notice, application, review, agreement, approval by the provider or "
+        "the authority); a direct grant is made on the platform's host only (Art. 13, 14)",
+        article="Art. 14",
+        code="direct_grant_host_only",
     )
-    return GrantCreated(grant=grant_id)
 
 
 @router.get("/grants", response_model=list[GrantSummary], tags=["grants"])

@@ -35,7 +35,7 @@ async def he_sum_route(request: Request, me: CurrentPrincipal) -> Response:
     """Encrypted sums per group of a dataset's public columns (operators). Binary in, binary out."""
     require_role(me, Role.OPERATOR, action="run HE aggregate jobs", article="Art. 14")
     platform = request.app.state.platform
-    cap_mb = platform.settings["he.max_request_mb"]
+    cap_mb = platform.settings.he.max_request_mb
     cap = int(cap_mb * MIB)
     chunks, seen = [], 0
     async for chunk in request.stream():

@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 
 from policies.workflow import PassRule
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.models import MAX_ID
+from sandbox.api.models import MAX_ID, NAME
 from sandbox.api.workflow_models import (
     AgreementBody,
     AnswerBody,
@@ -48,12 +48,14 @@ from sandbox.workflow import (
     applications,
     feedback,
     notices,
+    providers,
     reading,
     requests,
     reviews,
     supervision,
     usage,
 )
+from sandbox.workflow.inbox import inbox_of
 
 router = APIRouter(prefix="/v1", tags=["workflow"])
 
@@ -312,10 +314,37 @@ def incident_report(request: Request, me: CurrentPrincipal, body: IncidentBody) 
     )
 
 
-@router.get("/notifications")
-def notification_list(request: Request, me: CurrentPrincipal) -> list[dict]:
-    """Notifications addressed to the viewer."""
-    return supervision.notifications_of(_platform(request), me)
+@router.get("/inbox")
+def inbox(
+    request: Request,
+    me: CurrentPrincipal,
+    limit: int = Query(default=50, ge=1, le=500),
+    before: int | None = Query(default=None, ge=1, le=MAX_ID),
+    kind: str | None = Query(default=None, max_length=40),
+) -> dict[str, Any]:
+    """The caller's notifications, newest first, a page at a time (``next_before``)."""
+    return inbox_of(_platform(request), me, limit=limit, before=before, kind=kind)
+
+
+@router.get("/provider/uses")
+def provider_uses(request: Request, me: CurrentPrincipal) -> dict[str, Any]:
+    """The agreements, grants, jobs and products that use the provider's data (Art. 5)."""
+    with _platform(request).store.read() as conn:
+        return providers.uses_of(conn, me)
+
+
+@router.post("/agreements/{agreement_id}/datasets/{dataset}/{action}")
+def provider_hold(
+    request: Request,
+    me: CurrentPrincipal,
+    body: ReasonBody,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
+    dataset: str = PathParam(pattern=NAME, max_length=100),
+    action: Literal["suspend", "lift", "terminate"] = PathParam(),
+) -> dict[str, Any]:
+    """A provider suspends, lifts or ends the use of its dataset under an agreement (Art. 24)."""
+    hold = providers.HOLDS[action]
+    return hold(_platform(request), me, agreement_id, dataset, body.reason)
 
 
 # --- the rest of the CLI's workflow commands, so each one runs with --server ------------------

@@ -50,22 +50,6 @@ class Backend(abc.ABC):
         """A proposed classification of a source: classification, evidence, notes, yaml."""
 
     @abc.abstractmethod
-    def add_grant(
-        self,
-        operator: str,
-        dataset: str,
-        until: str,
-        *,
-        start: str | None,
-        columns: list[str] | None,
-        extra_aggregates: list[str],
-        aggregate_expressions: bool,
-        kinds: list[str],
-        disclosure: dict[str, Any],
-    ) -> int:
-        """The new grant's id."""
-
-    @abc.abstractmethod
     def list_grants(self) -> list[dict]:
         """The grants the principal may see."""
 
@@ -218,8 +202,16 @@ class Backend(abc.ABC):
         """The new inspection's id."""
 
     @abc.abstractmethod
-    def notifications(self) -> list[dict]:
-        """The principal's notifications."""
+    def inbox(self, limit: int, before: int | None, kind: str | None) -> dict:
+        """One page of the principal's inbox: items (newest first), total, next_before."""
+
+    @abc.abstractmethod
+    def data_uses(self) -> dict:
+        """A provider's datasets and the agreements, grants, jobs and products using them."""
+
+    @abc.abstractmethod
+    def hold_use(self, action: str, agreement_id: int, dataset: str, reason: str) -> dict:
+        """A provider suspends, lifts or terminates the use of its dataset under an agreement."""
 
     @abc.abstractmethod
     def give_feedback(self, product_id: str, rating: int, comment: str) -> int:

@@ -1,5 +1,7 @@
 """``sandbox dataset ...`` and ``sandbox grant ...``: register datasets, read their profiles,
-grant their use. Each command runs through :meth:`sandbox.cli.common.Context.backend`."""
+list grants. Each command runs through :meth:`sandbox.cli.common.Context.backend`, except
+``grant add``: a direct grant outside the workflow, made on the platform's host only
+(:attr:`sandbox.cli.common.Context.platform` refuses ``--server``) for tests and recovery."""
 
 from __future__ import annotations
 
@@ -195,23 +197,32 @@ def grant_add(
     token: str | None,
     as_json: bool,
 ) -> None:
-    """Grant an operator use of a dataset for a term."""
+    """Host only: grant an operator use of a dataset directly, outside the workflow.
+
+    For tests and recovery. No notice, review, agreement or provider approval stands
+    behind it (Art. 13, 14 require them), so it runs without --server only and the
+    ledger records it as grant.direct. Data use is granted by `sandbox request data`
+    under an agreement and its approval (docs/workflow.md)."""
     job_kinds = _split(kinds) or []
     if not job_kinds:
         raise InputError("--kinds names no job kind; e.g. --kinds sql_aggregate,psi_match")
     overrides = _overrides(disclosure)
-    with obj.backend(token) as backend:
-        grant_id = backend.add_grant(
-            operator,
-            dataset_name,
-            until,
-            start=start,
-            columns=_split(columns),
-            extra_aggregates=_split(aggregates) or [],
-            aggregate_expressions=expressions,
-            kinds=job_kinds,
-            disclosure=overrides,
-        )
+    from sandbox.data.grants import add_grant
+
+    platform = obj.platform  # refuses --server: a direct grant is made on the host only
+    grant_id = add_grant(
+        platform,
+        obj.principal(token),
+        operator,
+        dataset_name,
+        until=until,
+        start=start,
+        columns=_split(columns),
+        extra_aggregates=_split(aggregates) or [],
+        aggregate_expressions=expressions,
+        job_kinds=job_kinds,
+        disclosure=overrides,
+    )
     emit(
         {"grant": grant_id, "kinds": sorted(job_kinds)},
         as_json,

@@ -96,35 +96,6 @@ class LocalBackend(Backend):
             "profile": v.profile,
         }
 
-    def add_grant(
-        self,
-        operator,
-        dataset,
-        until,
-        *,
-        start,
-        columns,
-        extra_aggregates,
-        aggregate_expressions,
-        kinds,
-        disclosure,
-    ):
-        from sandbox.data.grants import add_grant
-
-        return add_grant(
-            self.platform,
-            self.me,
-            operator,
-            dataset,
-            until=until,
-            start=start,
-            columns=columns,
-            extra_aggregates=extra_aggregates,
-            aggregate_expressions=aggregate_expressions,
-            job_kinds=kinds,
-            disclosure=disclosure,
-        )
-
     def list_grants(self):
         from sandbox.data.grants import list_grants
 
@@ -346,10 +317,22 @@ class LocalBackend(Backend):
 
         return inspect(self.platform, self.me, operator, findings, tasks, deadline)
 
-    def notifications(self):
-        from sandbox.workflow.supervision import notifications_of
+    def inbox(self, limit, before, kind):
+        from sandbox.workflow.inbox import inbox_of
 
-        return notifications_of(self.platform, self.me)
+        return inbox_of(self.platform, self.me, limit=limit, before=before, kind=kind)
+
+    def data_uses(self):
+        from sandbox.workflow.providers import uses_of
+
+        me = self.me
+        with self.platform.store.read() as conn:
+            return uses_of(conn, me)
+
+    def hold_use(self, action, agreement_id, dataset, reason):
+        from sandbox.workflow.providers import HOLDS
+
+        return HOLDS[action](self.platform, self.me, agreement_id, dataset, reason)
 
     def give_feedback(self, product_id, rating, comment):
         from sandbox.workflow.feedback import give

@@ -89,31 +89,6 @@ class RemoteBackend(Backend):
             "profile": d.profile,
         }
 
-    def add_grant(
-        self,
-        operator,
-        dataset,
-        until,
-        *,
-        start,
-        columns,
-        extra_aggregates,
-        aggregate_expressions,
-        kinds,
-        disclosure,
-    ):
-        return self.client.add_grant(
-            operator,
-            dataset,
-            until,
-            start=start,
-            columns=columns,
-            extra_aggregates=extra_aggregates,
-            aggregate_expressions=aggregate_expressions,
-            kinds=kinds,
-            disclosure=disclosure,
-        )
-
     def list_grants(self):
         return self.client.list_grants()
 
@@ -253,8 +228,14 @@ class RemoteBackend(Backend):
     def inspect(self, operator, findings, tasks, deadline):
         return self.client.inspect(operator, list(findings), list(tasks), deadline)
 
-    def notifications(self):
-        return self.client.notifications()
+    def inbox(self, limit, before, kind):
+        return self.client.inbox(limit=limit, before=before, kind=kind)
+
+    def data_uses(self):
+        return self.client.data_uses()
+
+    def hold_use(self, action, agreement_id, dataset, reason):
+        return self.client.hold_use(action, agreement_id, dataset, reason)
 
     def give_feedback(self, product_id, rating, comment):
         return self.client.give_feedback(product_id, rating, comment)

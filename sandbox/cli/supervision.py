@@ -1,6 +1,6 @@
 """The workflow's commands after the agreement (Art. 14, 16, 21 to 24): data requests,
-quality tickets, evaluations, rectifications, incidents, inspections, notifications,
-feedback, usage reports and output review. Added to ``sandbox`` by :mod:`sandbox.cli.app`.
+quality tickets, evaluations, rectifications, incidents, inspections, the inbox,
+providers' holds on the use of their data, feedback, usage reports and output review. Added to ``sandbox`` by :mod:`sandbox.cli.app`.
 
 Like :mod:`sandbox.cli.workflow`, each command parses its options, calls
 :meth:`sandbox.cli.common.Context.backend` and prints; the files of a usage report are
@@ -189,24 +189,103 @@ def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_jso
     emit({"inspection": iid}, as_json, f"inspection {iid} recorded")
 
 
-@main.command("notifications")
+@main.command("inbox")
+@click.option("--limit", type=int, default=50, show_default=True, help="at most this many")
+@click.option("--before", type=int, default=None, help="older than this notification id")
+@click.option("--kind", default=None, help="only this kind, e.g. data_request_refused")
 @as_option
 @json_option
 @pass_ctx
-def notifications_cmd(obj: Context, token, as_json) -> None:
-    """Your notifications (failed evaluations, incidents, inspection tasks)."""
+def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
+    """Your notifications, newest first: every decision that concerns you (refused
+    requests, review results, suspensions, terminations, expiry, quality tickets,
+    incidents, inspection tasks). Page with --before NEXT, as the last line says."""
     with obj.backend(token) as backend:
-        rows = backend.notifications()
+        page = backend.inbox(limit, before, kind)
+    rows = page["items"]
+    more = f"\nmore: --before {page['next_before']}" if page["next_before"] else ""
     emit(
-        rows,
+        page,
         as_json,
         table(
-            [(r["id"], r["kind"], r["subject"]) for r in rows],
-            ("id", "kind", "subject"),
+            [(r["id"], r["kind"], r["subject"], r["created_at"][:16].replace("T", " "))
+             for r in rows],
+            ("id", "kind", "subject", "at (UTC)"),
             right=("id",),
             empty="(no notifications)",
+        )
+        + more,
+    )  # fmt: skip
+
+
+# --- providers: the use of their data (Art. 4, 5, 13, 24) ---------------------------------------
+
+
+@main.group("provider")
+def provider_group() -> None:
+    """A provider's supervision of the use of its data. Art. 5, 24."""
+
+
+@provider_group.command("uses")
+@as_option
+@json_option
+@pass_ctx
+def provider_uses(obj: Context, token, as_json) -> None:
+    """The agreements, grants, jobs and products that use your datasets (providers)."""
+    with obj.backend(token) as backend:
+        uses = backend.data_uses()
+    lines = [
+        table(
+            [(a["id"], a["operator"], a["status"], ", ".join(a["datasets"]), a["until"][:10])
+             for a in uses["agreements"]],
+            ("agreement", "operator", "status", "your datasets", "until"),
+            right=("agreement",),
+            empty="(no agreement uses your datasets)",
         ),
-    )
+        table(
+            [(j["id"], j["operator"], j["kind"], j["status"], ", ".join(j["datasets"]))
+             for j in uses["jobs"]],
+            ("job", "operator", "kind", "status", "your datasets"),
+            right=("job",),
+            empty="(no job read your datasets)",
+        ),
+        table(
+            [(p["id"], p["job"], p["operator"]) for p in uses["products"]],
+            ("product", "job", "operator"),
+            empty="(no product)",
+        ),
+    ]  # fmt: skip
+    emit(uses, as_json, "\n\n".join(lines))
+
+
+def _hold_command(action: str, doc: str):
+    @provider_group.command(action, help=doc)
+    @click.option("--agreement", "agreement_id", type=int, required=True)
+    @click.option("--dataset", required=True, help="your dataset in the agreement's scope")
+    @click.option("--reason", required=True)
+    @as_option
+    @json_option
+    @pass_ctx
+    def command(obj: Context, agreement_id, dataset, reason, token, as_json) -> None:
+        with obj.backend(token) as backend:
+            done = backend.hold_use(action, agreement_id, dataset, reason)
+        cancelled = done.get("cancelled_jobs") or []
+        emit(
+            done,
+            as_json,
+            f"the use of {dataset} under agreement {agreement_id} is {done['status']} "
+            f"(hold {done['hold']}; grants {done['grants'] or 'none'}"
+            + (f"; jobs cancelled: {cancelled})" if cancelled else ")"),
+        )
+
+    return command
+
+
+_hold_command("suspend", "Suspend the use of your dataset under an agreement; the jobs reading "
+              "it are cancelled, the operator's others go on (providers).")  # fmt: skip
+_hold_command("lift", "Lift your suspension: the grants it stopped are active again.")
+_hold_command("terminate", "End the use of your dataset under an agreement for good: its grants "
+              "are revoked and no new request for it is approved (providers).")  # fmt: skip
 
 
 # --- feedback and usage (Art. 16) ---------------------------------------------------------------

@@ -194,32 +194,6 @@ class Client(SourceCalls, WorkflowCalls):
         payload = {"name": name, "uri": uri, "classification": classification}
         return _build(Registration, self._json("POST", "/v1/datasets", json=payload))
 
-    def add_grant(
-        self,
-        operator: str,
-        dataset: str,
-        until: str,
-        *,
-        start: str | None = None,
-        columns: list[str] | None = None,
-        extra_aggregates: list[str] | None = None,
-        aggregate_expressions: bool = False,
-        kinds: list[str] | None = None,
-        disclosure: dict | None = None,
-    ) -> int:
-        payload = {
-            "operator": operator,
-            "dataset": dataset,
-            "until": until,
-            "start": start,
-            "columns": columns,
-            "extra_aggregates": extra_aggregates or [],
-            "aggregate_expressions": aggregate_expressions,
-            "kinds": kinds or ["sql_aggregate"],
-            "disclosure": disclosure or {},
-        }
-        return self._json("POST", "/v1/grants", json=payload)["grant"]
-
     def list_grants(self) -> list[dict]:
         """The grants this principal may see, each with the job kinds it covers."""
         return self._json("GET", "/v1/grants")

@@ -114,8 +114,24 @@ class WorkflowCalls:
         body = {"operator": operator, "kind": kind, "description": description}
         return self._json("POST", "/v1/incidents", json=body)
 
-    def notifications(self) -> list[dict]:
-        return self._json("GET", "/v1/notifications")
+    def inbox(self, *, limit: int = 50, before: int | None = None, kind: str | None = None) -> dict:
+        """One page of your inbox, newest first: items, total, next_before (the next page's
+        ``before``; None on the last page)."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        if kind:
+            params["kind"] = kind
+        return self._json("GET", "/v1/inbox", params=params)
+
+    def data_uses(self) -> dict:
+        """A provider's datasets and the agreements, grants, jobs and products using them."""
+        return self._json("GET", "/v1/provider/uses")
+
+    def hold_use(self, action: str, agreement_id: int, dataset: str, reason: str) -> dict:
+        """``action``: suspend, lift or terminate the use of your dataset under an agreement."""
+        path = f"/v1/agreements/{agreement_id}/datasets/{dataset}/{action}"
+        return self._json("POST", path, json={"reason": reason})
 
     def notice(self, notice_id: int) -> dict:
         return self._json("GET", f"/v1/notices/{notice_id}")

@@ -1,24 +1,45 @@
-"""Every setting of the platform, declared once: name, type, default, help, and the check
-its value must pass (:class:`Setting`). :mod:`sandbox.core.settings` reads them;
-docs/settings.md lists them (a test keeps the two equal)."""
+"""Every setting of the platform, declared once, as typed attributes of :class:`Values`.
+
+A section (``[job]`` in ``sandbox.toml``) is a frozen dataclass; each of its fields is
+one setting, declared with :func:`setting`: its default, help text, and the check its
+value must pass with that check's rule in words. Code reads them as attributes
+(``platform.settings.job.time_limit_s``), typed for mypy; :data:`SETTINGS` lists the
+same declarations by dotted name for the loader (:mod:`sandbox.core.settings`), the
+``sandbox settings`` command and docs/settings.md (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting by its dotted name, as the loader and the docs see it."""
+
     name: str
     default: Any
     help: str
     kind: type = str
     check: Callable[[Any], bool] | None = None
     rule: str = ""  # what the check demands, in words
+
+
+def setting(default: T, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> T:
+    """Declare one field of a section: its default, help, and check (with its rule in words)."""
+    meta = {"help": help, "check": check, "rule": rule}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _positive(value: Any) -> bool:
@@ -56,8 +77,6 @@ class HostList(tuple):
 
 
 def _hosts(value: Any) -> bool:
-    from urllib.parse import urlsplit
-
     for entry in value:
         try:
             parts = urlsplit(f"//{entry}")
@@ -69,422 +88,417 @@ def _hosts(value: Any) -> bool:
     return True
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "engine",
-        "duckdb",
-        "SQL engine for aggregate jobs",
-        str,
-        lambda v: v in {"duckdb", "spark"},
-        "one of: duckdb, spark",
-    ),
-    Setting(
-        "job.time_limit_s",
+@dataclass(frozen=True)
+class Job:
+    """``[job]``: One job's worker: its limits and threads."""
+
+    time_limit_s: float = setting(
         60.0,
         "wall-clock limit of one job's worker, seconds",
-        float,
         _positive,
         "a positive number",
-    ),
-    Setting(
-        "job.memory_limit_mb",
+    )
+    memory_limit_mb: int = setting(
         4096,
         "address-space limit of one job's worker, MiB; DuckDB gets half of it",
-        int,
         lambda v: v >= 3072,
         "at least 3072 (pyarrow and DuckDB reserve address space up front)",
-    ),
-    Setting(
-        "job.max_output_rows",
+    )
+    max_output_rows: int = setting(
         10_000,
         "most output rows a job may produce; more fails the job",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "job.threads",
+    )
+    threads: int = setting(
         2,
         "DuckDB threads inside a worker",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "job.spare_worker",
+    )
+    spare_worker: bool = setting(
         True,
         "keep one pre-started worker so jobs do not wait for imports",
-        bool,
-    ),
-    Setting(
-        "disclosure.min_entities",
+    )
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """``[disclosure]``: The platform's release rules (agreements may only tighten them)."""
+
+    min_entities: int = setting(
         10,
         "platform minimum: distinct entities per released cell (agreements may only raise it)",
-        int,
         lambda v: v >= 2,
         "at least 2",
-    ),
-    Setting(
-        "disclosure.dominance_n",
+    )
+    dominance_n: int = setting(
         2,
         "platform default n of the (n, k) dominance rule",
-        int,
         lambda v: v in (1, 2),
         "1 or 2",
-    ),
-    Setting(
-        "disclosure.dominance_k",
+    )
+    dominance_k: float = setting(
         0.9,
         "platform maximum k of the (n, k) dominance rule (agreements may only lower it)",
-        float,
         _fraction,
         "a fraction in (0, 1]",
-    ),
-    Setting(
-        "disclosure.p_ratio",
+    )
+    p_ratio: float = setting(
         0.1,
         "platform minimum p of the p% rule (agreements may only raise it)",
-        float,
         lambda v: 0 <= v < 1,
         "a fraction in [0, 1)",
-    ),
-    Setting(
-        "disclosure.class_share",
+    )
+    class_share: float = setting(
         0.9,
         "platform maximum share of a margin's entities one count cell may hold before the "
         "class rule suppresses it (agreements may only lower it)",
-        float,
         _fraction,
         "a fraction in (0, 1]",
-    ),
-    Setting(
-        "disclosure.missing_cells",
+    )
+    missing_cells: str = setting(
         "pass",
         "platform minimum verdict for a cell that left out rows with a missing value, as ACRO's "
         "check_missing_values: pass (a note), review or suppress (agreements may only raise it)",
-        str,
         lambda v: v in ("pass", "review", "suppress"),
         "one of pass, review, suppress",
-    ),
-    Setting(
-        "ingest.batch_rows",
+    )
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """``[ingest]``: Reading providers' sources into the vault."""
+
+    batch_rows: int = setting(
         131_072,
         "rows per Arrow batch when ingesting a source",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "ingest.compression",
+    )
+    compression: str = setting(
         "zstd",
         "Parquet compression of dataset snapshots",
-        str,
         lambda v: v in {"zstd", "snappy", "none"},
         "one of: zstd, snappy, none",
-    ),
-    Setting(
-        "api.max_body_mb",
+    )
+
+
+@dataclass(frozen=True)
+class Api:
+    """``[api]``: The HTTP API: body and rate limits, where sources may be read from."""
+
+    max_body_mb: float = setting(
         1.0,
         "largest HTTP request body the API reads, MiB (uploads have their own cap); more is 413",
-        float,
         _positive,
         "a positive number",
-    ),
-    Setting(
-        "api.max_upload_mb",
+    )
+    max_upload_mb: float = setting(
         512.0,
         "largest dataset upload the API accepts, MiB; more is 413",
-        float,
         _positive,
         "a positive number",
-    ),
-    Setting(
-        "api.rate_per_minute",
+    )
+    rate_per_minute: int = setting(
         600,
         "requests one principal may make per minute to the server, all its processes "
         "together (token bucket); more is 429",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "api.source_roots",
+    )
+    source_roots: PathList = setting(
         PathList(),
         "folders whose files providers may register by server-side path through the API "
         "(empty: none; database hosts: api.source_hosts)",
-        PathList,
         _absolute_paths,
         "absolute folder paths (environment: separated by ':')",
-    ),
-    Setting(
-        "api.source_hosts",
+    )
+    source_hosts: HostList = setting(
         HostList(),
         "database hosts a provider may name in a postgresql:// source through the API, "
         "as host (port 5432) or host:port (empty: none)",
-        HostList,
         _hosts,
         "host or host:port entries (environment: separated by ',')",
-    ),
-    Setting(
-        "review.person_jobs",
+    )
+
+
+@dataclass(frozen=True)
+class Review:
+    """``[review]``: What holds a job for two output checkers."""
+
+    person_jobs: bool = setting(
         True,
         "hold every table-mode person job (any person dataset reached, sole proprietors "
         "included) for the two output checkers before anything is released (Art. 15)",
-        bool,
-    ),
-    Setting(
-        "review.undeclared_domains",
+    )
+    undeclared_domains: bool = setting(
         True,
         "hold for the two output checkers a table-mode job that groups or filters on a column "
         "without a declared domain: values seen in the data are not a declared domain",
-        bool,
-    ),
-    Setting(
-        "review.person_jobs_per_quarter",
+    )
+    person_jobs_per_quarter: int = setting(
         50,
         "most table-mode person jobs one agreement may queue per calendar quarter (UTC); "
         "exact tables about persons fall outside any epsilon (rule person_jobs_per_quarter)",
-        int,
         lambda v: v >= 0,
         "a whole number of at least 0",
-    ),
-    Setting(
-        "differencing.enabled",
+    )
+
+
+@dataclass(frozen=True)
+class Differencing:
+    """``[differencing]``: The differencing defence across releases."""
+
+    enabled: bool = setting(
         True,
         "check every released cell against all earlier releases on the same dataset and "
         "suppress cells that would single out a few entities (rule differencing, Art. 15)",
-        bool,
-    ),
-    Setting(
-        "differencing.k",
+    )
+    k: int = setting(
         10,
         "smallest group of entities two releases may differ by, or earlier parts may leave "
         "uncovered, before a cell is suppressed by the differencing defence",
-        int,
         lambda v: v >= 2,
         "a whole number of at least 2",
-    ),
-    Setting(
-        "he.processes",
+    )
+
+
+@dataclass(frozen=True)
+class He:
+    """``[he]``: Homomorphic-encryption sums."""
+
+    processes: int = setting(
         2,
         "worker processes that share the groups of one HE aggregate job",
-        int,
         lambda v: 1 <= v <= 64,
         "a whole number from 1 to 64",
-    ),
-    Setting(
-        "he.max_values",
+    )
+    max_values: int = setting(
         2_000_000,
         "most values (keys) in one HE aggregate request",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "he.max_request_mb",
+    )
+    max_request_mb: float = setting(
         512.0,
         "largest HE aggregate request body (context, keys, ciphertexts), MiB; more is 413",
-        float,
         _positive,
         "a positive number",
-    ),
-    Setting(
-        "verify.consumer_per_minute",
+    )
+
+
+@dataclass(frozen=True)
+class Verify:
+    """``[verify]``: Verification products: limits per consumer and subject, enumeration defence."""
+
+    consumer_per_minute: int = setting(
         600,
         "verification subjects one consumer may ask per minute, all products; more is 429",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.consumer_per_day",
+    )
+    consumer_per_day: int = setting(
         20_000,
         "verification subjects one consumer may ask per day, all products; more is 429",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.subject_per_day",
+    )
+    subject_per_day: int = setting(
         10,
         "answers about one subject per day across all consumers; more is refused (Art. 19)",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.throttled_per_minute",
+    )
+    throttled_per_minute: int = setting(
         5,
         "per-minute allowance of a consumer throttled by the enumeration defence",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.guess_ids_throttle",
+    )
+    guess_ids_throttle: int = setting(
         3,
         "distinct subjects missed for one check value (a name) in a day that throttle a consumer",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.guess_ids_block",
+    )
+    guess_ids_block: int = setting(
         5,
         "distinct subjects missed for one check value in a day that block a consumer",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.miss_min_calls",
+    )
+    miss_min_calls: int = setting(
         50,
         "answers a consumer must have had today before its share of misses is judged",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.miss_share_throttle",
+    )
+    miss_share_throttle: float = setting(
         0.6,
         "share of miss codes (mismatch, not_found) in a day that throttles a consumer",
-        float,
         _fraction,
         "a fraction in (0, 1]",
-    ),
-    Setting(
-        "verify.miss_share_block",
+    )
+    miss_share_block: float = setting(
         0.9,
         "share of miss codes in a day that blocks a consumer",
-        float,
         _fraction,
         "a fraction in (0, 1]",
-    ),
-    Setting(
-        "verify.commit_interval_ms",
+    )
+    commit_interval_ms: float = setting(
         2.0,
         "how long the group commit gathers verification calls before one durable commit",
-        float,
         lambda v: 0 <= v <= 100,
         "between 0 and 100",
-    ),
-    Setting(
-        "verify.value_per_hour",
+    )
+    value_per_hour: int = setting(
         20,
         "answers with one value of an input field in a rolling hour, all consumers and products",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.value_per_day",
+    )
+    value_per_day: int = setting(
         60,
         "answers with one value of an input field in a rolling day, all consumers and products",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.subject_lifetime",
+    )
+    subject_lifetime: int = setting(
         1000,
         "answers ever about one subject (one value of a subject key), all consumers",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "verify.alert_accounts",
+    )
+    alert_accounts: int = setting(
         3,
         "different consumers trying one value within a day that alert the authority",
-        int,
         lambda v: v >= 2,
         "a whole number of at least 2",
-    ),
-    Setting(
-        "psi.build_processes",
+    )
+
+
+@dataclass(frozen=True)
+class Psi:
+    """``[psi]``: Private set intersection."""
+
+    build_processes: int = setting(
         2,
         "processes that build a PSI setup in parallel (shards under one key)",
-        int,
         lambda v: 1 <= v <= 64,
         "a whole number from 1 to 64",
-    ),
-    Setting(
-        "psi.data_structure",
+    )
+    data_structure: str = setting(
         "raw",
         "form of the PSI setup: raw (exact, 33 bytes per item, shards merge into one), "
         "gcs or bloom (about 6 to 8 bytes per item, false positives up to psi.fpr)",
-        str,
         lambda v: v in {"raw", "gcs", "bloom"},
         "one of: raw, gcs, bloom",
-    ),
-    Setting(
-        "psi.fpr",
+    )
+    fpr: float = setting(
         1e-9,
         "false-positive bound of one PSI request of psi.max_items items (gcs and bloom)",
-        float,
         lambda v: 0 < v < 0.01,
         "a number in (0, 0.01)",
-    ),
-    Setting(
-        "psi.min_items",
+    )
+    min_items: int = setting(
         100,
         "default minimum distinct items of a PSI list when terms do not say",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "psi.max_items",
+    )
+    max_items: int = setting(
         1_000_000,
         "largest PSI list any terms may allow; also the client size the setup is built for",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "psi.daily_cap",
+    )
+    daily_cap: int = setting(
         20,
         "default PSI match requests per operator, terms and UTC day when terms do not say",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "psi.chunk_items",
+    )
+    chunk_items: int = setting(
         20_000,
         "most items in one PSI chunk (about 35 bytes each on the wire); more is 413",
-        int,
         lambda v: v >= 2,
         "a whole number of at least 2",
-    ),
-    Setting(
-        "psi.group_threshold",
+    )
+    group_threshold: int = setting(
         10,
         "default smallest platform-side group counted in PSI group cardinality",
-        int,
         _positive,
         "a positive whole number",
-    ),
-    Setting(
-        "spark.master",
+    )
+
+
+@dataclass(frozen=True)
+class Spark:
+    """``[spark]``: The Spark engine."""
+
+    master: str = setting(
         "local[2]",
         "Spark master for SQL jobs when engine = spark (local[N], spark://host:7077, yarn, ...)",
-        str,
         lambda v: bool(v.strip()),
         "a Spark master URL",
-    ),
-    Setting(
-        "ray.address",
+    )
+
+
+@dataclass(frozen=True)
+class Ray:
+    """``[ray]``: Ray for PSI set-up, HE shards and, optionally, SQL job workers."""
+
+    address: str = setting(
         "",
         "Ray cluster for PSI set-up and HE group-sum shards: empty = local processes, "
         "'local' = a 2-CPU cluster started here, or a cluster address (ray://host:10001)",
-        str,
-    ),
-    Setting(
-        "ray.dispatch_jobs",
+    )
+    dispatch_jobs: bool = setting(
         False,
         "with ray.address set, run each SQL job's isolated DuckDB worker as a Ray task on a "
         "cluster node instead of on the platform host",
-        bool,
-    ),
-)
+    )
+
+
+@dataclass(frozen=True)
+class Values:
+    """Every setting, as typed attributes: ``values.job.time_limit_s``."""
+
+    engine: str = setting(
+        "duckdb",
+        "SQL engine for aggregate jobs",
+        lambda v: v in {"duckdb", "spark"},
+        "one of: duckdb, spark",
+    )
+    job: Job = field(default_factory=Job)
+    disclosure: Disclosure = field(default_factory=Disclosure)
+    ingest: Ingest = field(default_factory=Ingest)
+    api: Api = field(default_factory=Api)
+    review: Review = field(default_factory=Review)
+    differencing: Differencing = field(default_factory=Differencing)
+    he: He = field(default_factory=He)
+    verify: Verify = field(default_factory=Verify)
+    psi: Psi = field(default_factory=Psi)
+    spark: Spark = field(default_factory=Spark)
+    ray: Ray = field(default_factory=Ray)
+
+
+def _declared(cls: type, prefix: str) -> list[Setting]:
+    hints: dict[str, Any] = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            out += _declared(kind, f"{prefix}{f.name}.")
+            continue
+        factory: Any = f.default_factory  # a tuple default is given by a factory (setting())
+        default = f.default if factory is dataclasses.MISSING else factory()
+        meta = f.metadata
+        out.append(
+            Setting(f"{prefix}{f.name}", default, meta["help"], kind, meta["check"], meta["rule"])
+        )
+    return out
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_declared(Values, ""))

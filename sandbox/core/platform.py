@@ -65,12 +65,12 @@ class Platform:
 
         s = self.settings
         return DisclosureParams(
-            min_entities=s["disclosure.min_entities"],
-            dominance_n=s["disclosure.dominance_n"],
-            dominance_k=s["disclosure.dominance_k"],
-            p_ratio=s["disclosure.p_ratio"],
-            missing_cells=CellVerdict(s["disclosure.missing_cells"]),
-            class_share=s["disclosure.class_share"],
+            min_entities=s.disclosure.min_entities,
+            dominance_n=s.disclosure.dominance_n,
+            dominance_k=s.disclosure.dominance_k,
+            p_ratio=s.disclosure.p_ratio,
+            missing_cells=CellVerdict(s.disclosure.missing_cells),
+            class_share=s.disclosure.class_share,
         )
 
     def shared(self, name: str, make: Callable[[], T]) -> T:

@@ -1,25 +1,27 @@
-"""Settings, declared once in :mod:`sandbox.core.catalogue` (name, type, default, help).
+"""Settings, declared once in :mod:`sandbox.core.catalogue` (type, default, help, check).
 
 They are read, in increasing priority, from those defaults, from
 ``sandbox.toml`` in the platform's home folder (dotted names map to tables:
 ``job.time_limit_s`` is ``[job] time_limit_s``), and from environment variables
 ``SANDBOX_<NAME>`` with dots as underscores (``SANDBOX_JOB_TIME_LIMIT_S``).
 Every value is validated at load; an error names the setting and its source.
-The resulting :class:`Settings` is immutable and passed down explicitly.
+The resulting :class:`Settings` is immutable and passed down explicitly; code reads it
+by typed attribute (``settings.job.time_limit_s``), never by a string key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from policies.errors import ConfigError
 from policies.suggest import did_you_mean
-from sandbox.core.catalogue import SETTINGS, Setting
+from sandbox.core.catalogue import SETTINGS, Setting, Values
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -65,17 +67,37 @@ def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The platform's home folder and its validated settings."""
+class Settings(Values):
+    """The platform's home folder and its validated settings, as typed attributes."""
 
-    home: Path
-    values: Mapping[str, Any]
-    sources: Mapping[str, str]
+    home: Path = Path(".")
+    sources: Mapping[str, str] = field(default_factory=dict)  # dotted name -> where it came from
 
-    def __getitem__(self, name: str) -> Any:
-        if name not in self.values:
-            raise ConfigError(f"unknown setting '{name}'; " + did_you_mean(name, self.values))
-        return self.values[name]
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every setting by dotted name (for ``sandbox settings`` and the docs)."""
+        return {s.name: self.value(s.name) for s in SETTINGS}
+
+    def value(self, name: str) -> Any:
+        """One setting by its dotted name, for names held as data (a hold's setting)."""
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown setting '{name}'; " + did_you_mean(name, _BY_NAME))
+        node: Any = self
+        for part in name.split("."):
+            node = getattr(node, part)
+        return node
+
+    def changed(self, **dotted: Any) -> Settings:
+        """A copy with some settings changed, each validated as at load
+        (``settings.changed(**{"job.threads": 1})``)."""
+        values = self.values
+        sources = dict(self.sources)
+        for name, raw in dotted.items():
+            if name not in _BY_NAME:
+                raise ConfigError(f"unknown setting '{name}'; " + did_you_mean(name, _BY_NAME))
+            values[name] = _convert(_BY_NAME[name], raw, "a change in code")
+            sources[name] = "changed"
+        return _build(self.home, values, sources)
 
     @classmethod
     def load(cls, home: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,8 +140,28 @@ class Settings:
                 f"ray.dispatch_jobs is on ({sources['ray.dispatch_jobs']}) but ray.address is "
                 "empty: name the Ray cluster (or 'local'), or turn ray.dispatch_jobs off"
             )
-        return cls(home=Path(home), values=values, sources=sources)
+        return _build(Path(home), values, sources)
 
 
 def env_name(name: str) -> str:
     return "SANDBOX_" + name.upper().replace(".", "_")
+
+
+def _build(home: Path, values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
+    """Settings from flat dotted values: each section's dataclass from its names."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for name, value in values.items():
+        section, _, attr = name.rpartition(".")
+        (sections.setdefault(section, {}) if section else top)[attr] = value
+    for f in dataclasses.fields(Values):
+        if f.name in sections:
+            top[f.name] = _SECTIONS[f.name](**sections[f.name])
+    return Settings(home=home, sources=dict(sources), **top)
+
+
+_SECTIONS: dict[str, Any] = {
+    f.name: f.default_factory
+    for f in dataclasses.fields(Values)
+    if dataclasses.is_dataclass(f.default_factory)
+}

@@ -4,8 +4,9 @@
 run this kind of job on these datasets now?" (Art. 13, 14, 24). It loads the
 operator's grants and the terms of the agreements they were made under, and
 asks the pure :func:`policies.access.decide`. Grants come from approved data
-requests under an agreement (``sandbox.workflow.requests``), or directly from
-an authority (``sandbox grant add``, no agreement).
+requests under an agreement (``sandbox.workflow.requests``), or, on the
+platform's host only, directly from the city authority (``sandbox grant add``, no
+agreement: for tests and recovery; never over the API, recorded as ``grant.direct``).
 """
 
 from __future__ import annotations
@@ -208,7 +209,11 @@ def add_grant(
     job_kinds: Sequence[str] = ("sql_aggregate",),
     disclosure: dict | None = None,
 ) -> int:
-    """An authority grants an operator use of a dataset for a term (interim, Art. 14).
+    """The city authority grants an operator use of a dataset for a term, outside the
+    workflow: no notice, review, agreement or provider approval (Art. 13, 14 require
+    them). A host-only shortcut for tests and recovery: no HTTP route calls it, the
+    command runs without ``--server`` only, and the ledger records it as
+    ``grant.direct``, apart from the ``grant.add`` of an approved data request.
 
     A direct grant is an act of the city authority: datasets are the city's, and a
     county authority grants only through its county's agreements (Art. 5).
@@ -248,9 +253,11 @@ def add_grant(
         platform.record(
             conn,
             authority.actor,
-            "grant.add",
+            "grant.direct",
             f"grant:{grant_id}",
             {
+                "direct": True,
+                "agreement": None,
                 "operator": operator.name,
                 "dataset": dataset_name,
                 "columns": sorted(columns) if columns is not None else "all",

@@ -103,10 +103,10 @@ def _write_snapshot(
     progress: ProgressFn | None,
 ) -> tuple[Path, int, str, pa.Schema]:
     settings = platform.settings
-    compression = settings["ingest.compression"]
+    compression = settings.ingest.compression
     out = work / "snapshot.parquet"
     rows = 0
-    with open_source(uri, batch_rows=settings["ingest.batch_rows"]) as source:
+    with open_source(uri, batch_rows=settings.ingest.batch_rows) as source:
         schema = source.schema
         classification.check_against(schema.names)
         _check_format_types(classification, schema)
@@ -284,7 +284,7 @@ def register(
 def _number_entities(platform: Platform, version: DatasetVersion) -> None:
     """Number the version's entities now, so that no operator's first job waits for it
     (issue 25); a failure here leaves it to that first job, which numbers it again."""
-    if not platform.settings["differencing.enabled"]:
+    if not platform.settings.differencing.enabled:
         return
     from sandbox.guard.numbering import numbering_for
 

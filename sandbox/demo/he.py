@@ -64,7 +64,7 @@ def demo_he(
     wire = answer.to_bytes()
     echo(
         f"   the platform joins the keys to {dataset} v{version.version}, sums on ciphertexts "
-        f"in {platform.settings['he.processes']} processes and answers with one ciphertext of "
+        f"in {platform.settings.he.processes} processes and answers with one ciphertext of "
         f"{len(wire) / 1024:.0f} KiB ({answer.timings.get('total_s', 0):.1f} s); it never "
         "decrypts"
     )

@@ -124,7 +124,7 @@ def _write_rows(platform: Platform, version: DatasetVersion, segments: list[Path
     files = ", ".join(_text(str(p)) for p in segments)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     part = target.with_suffix(f".{os.getpid()}.part")
-    con = duckdb.connect(":memory:", config={"threads": platform.settings["job.threads"]})
+    con = duckdb.connect(":memory:", config={"threads": platform.settings.job.threads})
     try:
         con.execute(
             f"COPY (SELECT __nb.number AS {ROW_NUMBER} "
@@ -193,7 +193,7 @@ def _number(platform: Platform, conn: Connection, lineage: str, version: Dataset
     covered = segments[-1].last if segments else -1
     since = _store_rows(conn, lineage, covered + 1)  # numbered elsewhere (HE) since
     key = version.classification.entity_key
-    con = duckdb.connect(":memory:", config={"threads": platform.settings["job.threads"]})
+    con = duckdb.connect(":memory:", config={"threads": platform.settings.job.threads})
     try:
         con.register("__since", since)
         known = ["SELECT entity_key FROM __since"]

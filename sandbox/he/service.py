@@ -94,7 +94,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     settings = platform.settings
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    upload = parse_upload(body, settings["he.max_values"])
+    upload = parse_upload(body, settings.he.max_values)
     job_id = _open_job(platform, operator, upload)
     try:
         plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
@@ -118,11 +118,11 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
     settings = platform.settings
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    differencing = settings["differencing.enabled"]
+    differencing = settings.differencing.enabled
     groups = join_groups(plan, version.path, upload.keys, entities=differencing)
     bitmaps: list = []
     if differencing:
-        groups, bitmaps = _difference(platform, plan.dataset, groups, settings["differencing.k"])
+        groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
     timings["join_s"] = time.perf_counter() - t1
     if len(groups.released) > SLOTS:
         raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
@@ -135,10 +135,10 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
             groups.labels,
             len(groups.released),
             plan.scheme,
-            settings["he.processes"],
-            settings["job.time_limit_s"],
-            settings["job.memory_limit_mb"],
-            settings["ray.address"],
+            settings.he.processes,
+            settings.job.time_limit_s,
+            settings.job.memory_limit_mb,
+            settings.ray.address,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -337,7 +337,7 @@ def _record_groups(conn, platform, operator, dataset: str, groups: Groups, bitma
     from sandbox.guard.history import history_of
 
     history = history_of(platform)
-    k = platform.settings["differencing.k"]
+    k = platform.settings.differencing.k
     findings = check_cells(bitmaps, history.index(conn, dataset), k)
     if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
         raise Conflict(

@@ -63,7 +63,7 @@ PARALLEL_FROM = 20_000  # items of the column from which the request is built in
 def _encrypt_column(platform: Platform, key: bytes, reveal: bool, items: list[str]) -> bytes:
     """The platform's request: ``items`` encrypted under the session key, in order; in
     ``psi.build_processes`` processes (shards under the one key) for a large column."""
-    processes = platform.settings["psi.build_processes"]
+    processes = platform.settings.psi.build_processes
     if processes <= 1 or len(items) < PARALLEL_FROM:
         return encrypt_request_shard(key, reveal, items)
     shards = _shards(items, processes)

@@ -424,7 +424,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
             "job": job_id,
             "reveal": reveal,
             "request_size": len(items),
-            "part_items": platform.settings["psi.chunk_items"],
+            "part_items": platform.settings.psi.chunk_items,
             "groups": list(admitted.groups) if admitted.groups is not None else None,
             "positions": [positions[i] for i in order] if reveal else None,
         }

@@ -99,9 +99,9 @@ def _spec(platform: Platform, version: DatasetVersion, ask: PsiAsk, terms: PsiTe
         column=ask.column,
         group_by=ask.group_by,
         threshold=terms.group_threshold if ask.group_by else 0,
-        structure=settings["psi.data_structure"],
-        fpr=settings["psi.fpr"],
-        capacity=settings["psi.max_items"],
+        structure=settings.psi.data_structure,
+        fpr=settings.psi.fpr,
+        capacity=settings.psi.max_items,
     )
 
 
@@ -225,8 +225,8 @@ def open_session(platform: Platform, operator: Principal, request: Mapping[str, 
         "mode": ask.mode.value,
         "reveal": ask.mode.reveals_items,
         "list_size": ask.list_size,
-        "chunk_items": settings["psi.chunk_items"],
-        "chunk_floor": chunk_floor(terms.min_items, settings["psi.chunk_items"]),
+        "chunk_items": settings.psi.chunk_items,
+        "chunk_floor": chunk_floor(terms.min_items, settings.psi.chunk_items),
         "etag": info.etag,
         "setup_bytes": info.meta["bytes"],
         "setup_built_now": built,
@@ -318,7 +318,7 @@ def process_chunk(platform: Platform, operator: Principal, session_id: int, body
     except DecodeError:
         raise InputError("the PSI chunk is not a serialised request of the PSI library") from None
     elements = request.encrypted_elements
-    cap = platform.settings["psi.chunk_items"]
+    cap = platform.settings.psi.chunk_items
     if len(elements) > cap:
         raise PayloadTooLarge(
             f"a chunk of {len(elements)} items is over the limit of {cap} "

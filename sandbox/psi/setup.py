@@ -219,8 +219,8 @@ def ensure_setup(
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             return SetupInfo(path, setup_etag(meta), meta), False
         key = column_key(platform.home, spec.dataset, spec.version, spec.column)
-        processes = platform.settings["psi.build_processes"]
-        ray_address = platform.settings["ray.address"]
+        processes = platform.settings.psi.build_processes
+        ray_address = platform.settings.ray.address
         bundle, meta = build_bundle(key, spec, version.path, processes, ray_address)
         for target, data in ((path, bundle), (meta_path, json.dumps(meta).encode())):
             part = target.with_suffix(target.suffix + ".part")

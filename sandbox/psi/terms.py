@@ -87,7 +87,7 @@ def set_terms(
     settings = platform.settings
 
     def given_or(value, setting: str):
-        return value if value is not None else settings[setting]
+        return value if value is not None else settings.value(setting)
 
     terms = PsiTerms(
         dataset=dataset,
@@ -102,10 +102,10 @@ def set_terms(
         agreement_id=agreement_id,
         grant_id=grant_id,
     )
-    if terms.max_items > settings["psi.max_items"]:
+    if terms.max_items > settings.psi.max_items:
         raise InputError(
             f"max_items {terms.max_items} is over the platform's psi.max_items "
-            f"({settings['psi.max_items']})"
+            f"({settings.psi.max_items})"
         )
     with platform.store.transaction() as conn:
         version = get_version(conn, platform, dataset)

@@ -134,7 +134,7 @@ def _refuse_over_the_cap(
     from policies.limits import output_bound
 
     bound = output_bound(plan.payload, {t: v.classification for t, v in versions.items()})
-    cap = platform.settings["job.max_output_rows"]
+    cap = platform.settings.job.max_output_rows
     if bound is not None and bound > cap:
         raise PolicyRefusal(
             "output_rows",
@@ -188,11 +188,11 @@ def prepare(
                 hint="group by columns whose provider declared their codes (classification "
                 "'domains'); which groups exist may not depend on the data",
             )
-    entities = platform.settings["differencing.enabled"]
+    entities = platform.settings.differencing.enabled
     if entities or mode is not None:
         clamp = {c: (b.lower, b.upper) for c, b in mode.bounds.items()} if mode else None
         # Spark has no positional join: it looks each entity's number up by its key
-        positional = platform.settings["engine"] != "spark"
+        positional = platform.settings.engine != "spark"
         sql = with_evidence(
             plan.payload, scope, entities=entities, clamp=clamp, positional=positional
         )

@@ -67,10 +67,10 @@ from sandbox.run.settle import (
 def _limits(platform: Platform) -> Limits:
     s = platform.settings
     return Limits(
-        time_s=s["job.time_limit_s"],
-        memory_mb=s["job.memory_limit_mb"],
-        max_rows=s["job.max_output_rows"],
-        threads=s["job.threads"],
+        time_s=s.job.time_limit_s,
+        memory_mb=s.job.memory_limit_mb,
+        max_rows=s.job.max_output_rows,
+        threads=s.job.threads,
     )
 
 
@@ -92,7 +92,7 @@ class JobService:
 
     def __init__(self, platform: Platform, *, spare: bool | None = None):
         self.platform = platform
-        use_spare = platform.settings["job.spare_worker"] if spare is None else spare
+        use_spare = platform.settings.job.spare_worker if spare is None else spare
         self.runner = Runner(_limits(platform), spare=use_spare)
         self.history = history_of(platform)
 
@@ -152,7 +152,7 @@ class JobService:
                     job_id,
                     operator.id,
                     prepared.used,
-                    platform.settings["review.person_jobs_per_quarter"],
+                    platform.settings.review.person_jobs_per_quarter,
                     datetime.now(UTC),
                 )
             if prepared.dp is not None:
@@ -190,8 +190,8 @@ class JobService:
             operator = by_id(conn, row.operator_id)
             detail = {"engine": "duckdb"}
             if row.kind == "sql_aggregate":
-                detail["engine"] = platform.settings["engine"]
-                if detail["engine"] == "duckdb" and platform.settings["ray.dispatch_jobs"]:
+                detail["engine"] = platform.settings.engine
+                if detail["engine"] == "duckdb" and platform.settings.ray.dispatch_jobs:
                     detail["dispatch"] = "ray"
             transition(platform, conn, job_id, operator, JobState.RUNNING, detail)
         kind = get_kind(row.kind)
@@ -238,13 +238,11 @@ class JobService:
         from sandbox.run.engines.spark import engine_for
 
         settings = self.platform.settings
-        spark = engine_for(settings["spark.master"])
+        spark = engine_for(settings.spark.master)
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
             started = time.time()
-            table = spark.run(
-                sql, tables, settings["job.max_output_rows"], settings["job.time_limit_s"]
-            )
+            table = spark.run(sql, tables, settings.job.max_output_rows, settings.job.time_limit_s)
             runtime.update(
                 engine="spark", master=spark.master, run_s=round(time.time() - started, 4)
             )
@@ -259,7 +257,7 @@ class JobService:
 
         from sandbox.run.engines.ray_pool import dispatch_sql_job
 
-        address = self.platform.settings["ray.address"]
+        address = self.platform.settings.ray.address
         limits = asdict(self.runner.limits)
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
@@ -305,14 +303,14 @@ class JobService:
             f"grant {g.id}" for g in prepared.used.values() if getattr(g, "review_required", False)
         ]
         settings = self.platform.settings
-        review += [hold.why for hold in prepared.review if settings[hold.setting]]
+        review += [hold.why for hold in prepared.review if settings.value(hold.setting)]
         if result.verdict in RELEASABLE and not review:
             try:
                 self._release_checked(operator, job_id, prepared, raw, result)
                 return
             except Withhold as held:
                 result = held.result
-        elif self.platform.settings["differencing.enabled"] and prepared.lineage is not None:
+        elif self.platform.settings.differencing.enabled and prepared.lineage is not None:
             # The reviewer sees the cells the differencing defence holds back; the
             # history is checked again, and written, when the review releases it.
             with self.platform.store.transaction() as conn:
@@ -323,7 +321,7 @@ class JobService:
                     raw,
                     prepared.plan.payload.spec,
                     result,
-                    self.platform.settings["differencing.k"],
+                    self.platform.settings.differencing.k,
                 )
         report = report_of(result, prepared.params)
         if outcome is not None:  # lineage audit: what the checkers read of it
@@ -352,7 +350,7 @@ class JobService:
         )
         runtime["numbering_s"] = round(time.perf_counter() - started, 4)
         extra: dict[str, Any] = {ROW_NUMBERS_TABLE: numbering.rows}
-        if self.platform.settings["engine"] == "spark" and prepared.plan.kind == "sql_aggregate":
+        if self.platform.settings.engine == "spark" and prepared.plan.kind == "sql_aggregate":
             extra = {NUMBERS_TABLE: numbering.segments}
 
         def with_numbers(sql: str, tables: Mapping[str, Any]) -> pa.Table:
@@ -365,9 +363,9 @@ class JobService:
         aggregates (issue 9: same plan, same output check). ``runtime`` collects how."""
         settings = self.platform.settings
         if prepared.plan.kind == "sql_aggregate":
-            if settings["engine"] == "spark":
+            if settings.engine == "spark":
                 return self._spark_executor(runtime)
-            if settings["ray.dispatch_jobs"]:
+            if settings.ray.dispatch_jobs:
                 return self._ray_executor(runtime)
 
         def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
@@ -469,12 +467,12 @@ class JobService:
         platform = self.platform
         # the DP mode's cells are judged on nothing true: no differencing suppression
         differencing = (
-            platform.settings["differencing.enabled"] and prepared.lineage and prepared.dp is None
+            platform.settings.differencing.enabled and prepared.lineage and prepared.dp is None
         )
         lineage = lineage_audit.keys_of(prepared)  # the audit across releases applies
         if not differencing and prepared.dp is None and lineage is None:
             return unguarded
-        k = platform.settings["differencing.k"]
+        k = platform.settings.differencing.k
         kind = get_kind(prepared.plan.kind)
 
         def bind(result: CheckResult):

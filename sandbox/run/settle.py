@@ -128,7 +128,7 @@ def held_finish(
             details["lineage_audit"] = audited
         # ---
         lineage = held.get("lineage")
-        if platform.settings["differencing.enabled"] and lineage and "bitmaps" in held:
+        if platform.settings.differencing.enabled and lineage and "bitmaps" in held:
             open_rows = set(held["open_rows"])
             history = history_of(platform)
             bitmaps = [
@@ -137,7 +137,7 @@ def held_finish(
                 else None
                 for r, b in enumerate(held["bitmaps"])
             ]
-            k = platform.settings["differencing.k"]
+            k = platform.settings.differencing.k
             findings = check_cells(bitmaps, history.index(conn, lineage), k)
             if any(f is not None and f.verdict is DiffVerdict.SUPPRESS for f in findings):
                 raise PolicyRefusal(

@@ -113,22 +113,22 @@ class Limits:
     def of(cls, platform: Platform) -> Limits:
         s = platform.settings
         return cls(
-            per_minute=s["verify.consumer_per_minute"],
-            per_day=s["verify.consumer_per_day"],
-            subject_per_day=s["verify.subject_per_day"],
-            throttled_per_minute=s["verify.throttled_per_minute"],
+            per_minute=s.verify.consumer_per_minute,
+            per_day=s.verify.consumer_per_day,
+            subject_per_day=s.verify.subject_per_day,
+            throttled_per_minute=s.verify.throttled_per_minute,
             thresholds=Thresholds(
-                guess_ids_throttle=s["verify.guess_ids_throttle"],
-                guess_ids_block=s["verify.guess_ids_block"],
-                miss_min_calls=s["verify.miss_min_calls"],
-                miss_share_throttle=s["verify.miss_share_throttle"],
-                miss_share_block=s["verify.miss_share_block"],
+                guess_ids_throttle=s.verify.guess_ids_throttle,
+                guess_ids_block=s.verify.guess_ids_block,
+                miss_min_calls=s.verify.miss_min_calls,
+                miss_share_throttle=s.verify.miss_share_throttle,
+                miss_share_block=s.verify.miss_share_block,
             ),
             values=ValueLimits(
-                per_hour=s["verify.value_per_hour"],
-                per_day=s["verify.value_per_day"],
-                subject_lifetime=s["verify.subject_lifetime"],
-                alert_accounts=s["verify.alert_accounts"],
+                per_hour=s.verify.value_per_hour,
+                per_day=s.verify.value_per_day,
+                subject_lifetime=s.verify.subject_lifetime,
+                alert_accounts=s.verify.alert_accounts,
             ),
         )
 

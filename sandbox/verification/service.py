@@ -83,7 +83,7 @@ class VerificationService:
         self.limits = Limits.of(platform)
         self.unit = CallUnit(platform, self.limits)
         self.committer = GroupCommitter(
-            platform.store.engine, platform.settings["verify.commit_interval_ms"] / 1000.0
+            platform.store.engine, platform.settings.verify.commit_interval_ms / 1000.0
         )
         self._loaded: dict[str, Loaded] = {}
         self._lock = threading.Lock()

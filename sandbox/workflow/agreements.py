@@ -7,8 +7,9 @@ breach liability and the disposal of derived products at expiry. States::
 
     active -> suspended -> active | terminated | expired;   active -> expired
 
-Suspension (failed evaluation or incident) cancels the operator's queued and
-running jobs and freezes its held outputs, in the same transaction. At expiry
+Suspension (failed evaluation or incident) cancels the queued and running jobs
+that read data under the agreement's grants (the operator's other agreements go
+on) and freezes its held outputs, in the same transaction. At expiry
 (and at termination) the disposal clause runs: the operator's products made
 under the agreement are deleted or handed to the signing authority, each
 recorded. :mod:`sandbox.workflow.terms` gives the job gate
@@ -49,6 +50,7 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
+from sandbox.workflow.inbox import notify
 from sandbox.workflow.tables import (
     agreements,
     applications,
@@ -169,12 +171,14 @@ def _signable(conn: Connection, authority: Principal, application_id: int) -> tu
 
 
 def _cancel_jobs(
-    platform: Platform, conn: Connection, operator_id: int, reason: str, article: str
+    platform: Platform, conn: Connection, agreement_id: int, reason: str, article: str
 ) -> list[int]:
-    """Queued and running jobs of the operator fail at once (Art. 24), via the job path."""
-    from sandbox.run.execution import cancel_operator_jobs
+    """The queued and running jobs that read data under this agreement's grants fail at
+    once (Art. 24); the operator's jobs under its other agreements go on."""
+    from sandbox.workflow.providers import cancel_jobs_using
 
-    return list(cancel_operator_jobs(platform, conn, operator_id, reason, article))
+    mine = conn.execute(select(grants.c.id).where(grants.c.agreement_id == agreement_id))
+    return cancel_jobs_using(platform, conn, list(mine.scalars()), reason, article)
 
 
 def suspend_in(
@@ -185,8 +189,10 @@ def suspend_in(
     reason: str,
     article: str = "Art. 24",
     deadline: datetime | None = None,
+    tell: bool = True,
 ) -> None:
-    """Suspend inside the caller's transaction: cancel jobs, freeze held outputs."""
+    """Suspend inside the caller's transaction: cancel jobs, freeze held outputs, and
+    tell the operator (``tell=False`` when the caller sends its own notice)."""
     from sandbox.workflow.airlock import freeze
 
     row = get(conn, agreements, agreement_id, "agreement")
@@ -202,8 +208,12 @@ def suspend_in(
         article,
         rectify_deadline=deadline.isoformat() if deadline else None,
     )
-    _cancel_jobs(platform, conn, row.operator_id, reason, article)
+    cancelled = _cancel_jobs(platform, conn, agreement_id, reason, article)
     freeze(platform, conn, actor, row.operator_id, agreement_id)
+    if tell:
+        body = {"reason": reason, "rectify_by": deadline.isoformat() if deadline else None,
+                "cancelled_jobs": cancelled}  # fmt: skip
+        _tell(platform, conn, actor, row, "agreement_suspended", body, article)
 
 
 def restore_in(
@@ -225,6 +235,24 @@ def restore_in(
         rectify_deadline=None,
     )
     unfreeze(platform, conn, actor, row.operator_id, agreement_id)
+    _tell(platform, conn, actor, row, "agreement_restored", {"reason": reason}, "Art. 24")
+
+
+def _tell(
+    platform: Platform,
+    conn: Connection,
+    actor: Actor,
+    row: Row,
+    kind: str,
+    body: dict,
+    article: str,
+    *,
+    signer: bool = False,
+) -> None:
+    """The operator (and, with ``signer``, the signing authority) learns of a decision on
+    its agreement (Art. 13, 24)."""
+    for recipient in sorted({row.operator_id} | ({row.signed_by} if signer else set())):
+        notify(platform, conn, actor, recipient, kind, f"agreement:{row.id}", body, article)
 
 
 def _authority_row(
@@ -301,7 +329,10 @@ def terminate(
                 authority.actor,
                 {"agreement": agreement_id},
             )
-        return dispose_in(platform, conn, authority.actor, row)
+        done = dispose_in(platform, conn, authority.actor, row)
+        body = {"reason": reason, "disposal": row.disposal, "products": done}
+        _tell(platform, conn, authority.actor, row, "agreement_terminated", body, "Art. 24")
+        return done
 
 
 # --- expiry and disposal --------------------------------------------------------------------
@@ -409,7 +440,9 @@ def expire(
                 who,
                 {"term_end": row.valid_until},
             )
-            dispose_in(platform, conn, who, row)
+            done = dispose_in(platform, conn, who, row)
+            body = {"term_end": row.valid_until, "disposal": row.disposal, "products": done}
+            _tell(platform, conn, who, row, "agreement_expired", body, "Art. 13", signer=True)
             expired.append(row.id)
     return expired
 

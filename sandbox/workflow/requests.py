@@ -20,13 +20,15 @@ from sqlalchemy import select
 
 from policies.access import GrantStatus, agreement_refusal
 from policies.errors import Conflict, NotFound, PermissionDenied
-from policies.workflow import RequestState, TicketState, check_not_own_org, covers
+from policies.workflow import RequestState, TicketState, check_not_own_org, covers, refuse
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, inserted_id
 from sandbox.data.vault import get_version
 from sandbox.workflow.base import create, dataset_row, get, move, need_text, now_or
+from sandbox.workflow.inbox import notify
+from sandbox.workflow.providers import open_hold
 from sandbox.workflow.tables import agreements, data_requests, quality_tickets
 from sandbox.workflow.terms import terms_of
 
@@ -119,6 +121,15 @@ def approve(
             raise Conflict(f"data request {request_id} is {req.status} already")
         agreement = get(conn, agreements, req.agreement_id, "agreement")
         ds = conn.execute(select(datasets).where(datasets.c.id == req.dataset_id)).one()
+        if (held := open_hold(conn, agreement.id, ds.id)) is not None:
+            raise refuse(
+                "data_use_held",
+                f"the provider has {held.status} the use of '{ds.name}' under agreement "
+                f"{agreement.id} (hold {held.id})",
+                "Art. 24",
+                f"data_request:{request_id}",
+                "the provider lifts its suspension first",
+            )
         requested = json.loads(req.columns_json) if req.columns_json else None
         _agreement_allows(conn, agreement.id, ds.name, requested, moment)
         scope = json.loads(agreement.scope_json)
@@ -176,6 +187,9 @@ def approve(
             decided_by=approver.id,
             grant_id=grant_id,
         )
+        body = {"request": request_id, "dataset": ds.name, "grant": grant_id}
+        notify(platform, conn, approver.actor, req.operator_id, "data_request_approved",
+               f"data_request:{request_id}", body, "Art. 14")  # fmt: skip
         return grant_id
 
 
@@ -196,6 +210,10 @@ def refuse_request(platform: Platform, approver: Principal, request_id: int, rea
             decided_by=approver.id,
             reason=reason,
         )
+        ds = conn.execute(select(datasets.c.name).where(datasets.c.id == req.dataset_id)).one()
+        body = {"request": request_id, "dataset": ds.name, "reason": reason}
+        notify(platform, conn, approver.actor, req.operator_id, "data_request_refused",
+               f"data_request:{request_id}", body, "Art. 14")  # fmt: skip
 
 
 # --- quality tickets -----------------------------------------------------------------------
@@ -207,7 +225,7 @@ def report_quality(platform: Platform, reporter: Principal, dataset: str, text: 
     need_text({"text": text}, "Art. 14")
     with platform.store.transaction() as conn:
         ds = dataset_row(conn, dataset)
-        return create(
+        ticket = create(
             platform,
             conn,
             quality_tickets,
@@ -217,6 +235,10 @@ def report_quality(platform: Platform, reporter: Principal, dataset: str, text: 
             {"dataset_id": ds.id, "reporter_id": reporter.id, "text": text},
             {"dataset": dataset},
         )
+        body = {"ticket": ticket, "dataset": dataset, "text": text, "reporter": reporter.name}
+        notify(platform, conn, reporter.actor, ds.provider_id, "quality_ticket",
+               f"quality_ticket:{ticket}", body, "Art. 14")  # fmt: skip
+        return ticket
 
 
 def answer_quality(
@@ -252,3 +274,7 @@ def answer_quality(
             answered_by=provider.id,
             fixed_version=fixed_version,
         )
+        body = {"ticket": ticket_id, "dataset": ds.name, "answer": text,
+                "fixed_version": fixed_version}  # fmt: skip
+        notify(platform, conn, provider.actor, ticket.reporter_id, "quality_answered",
+               f"quality_ticket:{ticket_id}", body, "Art. 14")  # fmt: skip

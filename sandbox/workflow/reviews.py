@@ -17,6 +17,8 @@ from sqlalchemy import select
 
 from policies.errors import Conflict, InputError, PermissionDenied
 from policies.workflow import (
+    DIMENSIONS,
+    Aggregate,
     ApplicationState,
     PassRule,
     ReviewState,
@@ -27,6 +29,7 @@ from policies.workflow import (
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.workflow.base import create, get, move, names, require_authority
+from sandbox.workflow.inbox import notify
 from sandbox.workflow.tables import applications, notices, review_appointments
 
 
@@ -160,7 +163,21 @@ def score(
             reviewer.actor,
             {"rule": rule.to_dict(), "reviewers": len(rows)},
         )
+        body = {"application": application_id, "result": verdict.value,
+                "scores": _combined([json.loads(r.scores_json) for r in rows], rule),
+                "pass_score": rule.min_score}  # fmt: skip
+        for recipient in sorted({app.operator_id, notice.published_by}):
+            notify(platform, conn, reviewer.actor, recipient, f"application_{verdict.value}",
+                   f"application:{application_id}", body, "Art. 12")  # fmt: skip
         return verdict
+
+
+def _combined(scores: list[dict], rule: PassRule) -> dict[str, float]:
+    """Each dimension's combined score, as the pass rule combines them (mean or min); the
+    applicant learns the result, not each reviewer's marks (Art. 12)."""
+    if rule.aggregate is Aggregate.MIN:
+        return {d: min(s[d] for s in scores) for d in DIMENSIONS}
+    return {d: round(sum(s[d] for s in scores) / len(scores), 1) for d in DIMENSIONS}
 
 
 def reviews_of(platform: Platform, viewer: Principal, application_id: int) -> list[dict]:

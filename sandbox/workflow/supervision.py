@@ -7,7 +7,8 @@
   it (:func:`sandbox.workflow.agreements.terminate`).
 * An incident (leak, damage, loss), reported by the operator or an authority,
   suspends every active agreement and direct grant of the operator at once and
-  leaves a notification record for each responsible authority.
+  notifies each responsible authority and each provider whose data the operator
+  holds a grant on (authorizing units, Art. 5, 21).
 * An inspection records findings and rectification tasks.
 """
 
@@ -24,10 +25,10 @@ from sqlalchemy.engine import Connection
 from policies.access import GrantStatus
 from policies.errors import Conflict, InputError, NotFound
 from policies.workflow import EvaluationState
-from sandbox.core.ledger import Actor, now_utc
+from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
-from sandbox.core.store import grants, inserted_id, principals
+from sandbox.core.store import datasets, grants, inserted_id, principals
 from sandbox.run.jobstate import cancel_operator_jobs
 from sandbox.workflow.agreements import active_of, restore_in, suspend_in
 from sandbox.workflow.airlock import freeze
@@ -40,47 +41,18 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
+from sandbox.workflow.inbox import notifications_of, notify
 from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import agreements, evaluations, incidents, inspections, notifications
+from sandbox.workflow.tables import agreements, evaluations, incidents, inspections
 from sandbox.workflow.usage import figures
+
+__all__ = ["evaluate", "inspect", "notifications_of", "notify", "rectify", "report_incident"]
 
 
 class IncidentKind(StrEnum):
     LEAK = "leak"
     DAMAGE = "damage"
     LOSS = "loss"
-
-
-def notify(
-    platform: Platform,
-    conn: Connection,
-    actor: Actor,
-    recipient_id: int,
-    kind: str,
-    subject: str,
-    body: dict,
-    article: str,
-) -> int:
-    """A notification record for a principal (read with ``sandbox notifications``)."""
-    inserted = conn.execute(
-        notifications.insert().values(
-            recipient_id=recipient_id,
-            kind=kind,
-            subject=subject,
-            body_json=json.dumps(body),
-            created_at=now_utc(),
-        )
-    )
-    nid = inserted_id(inserted)
-    platform.record(
-        conn,
-        actor,
-        "notification.sent",
-        f"notification:{nid}",
-        {"recipient": by_id(conn, recipient_id).name, "kind": kind, "about": subject},
-        article,
-    )
-    return nid
 
 
 def evaluate(
@@ -145,6 +117,7 @@ def evaluate(
                 f"failed evaluation {ev}",
                 "Art. 24",
                 until,
+                tell=False,  # the evaluation_failed notice below says it
             )
             notify(
                 platform,
@@ -239,6 +212,7 @@ def report_incident(
         )
         _suspend_everything(platform, conn, reporter, op, mine, direct, incident, kind)
         signers = {a.signed_by for a in mine} or _city_authorities(conn)
+        signers |= _providers_of(conn, op.id)
         notified = [
             notify(
                 platform,
@@ -291,9 +265,20 @@ def _suspend_everything(
             {"from": "active", "to": "suspended", "reason": reason},
             "Art. 21",
         )
-    if not mine:  # no agreement-level suspension cancelled its jobs
-        cancel_operator_jobs(platform, conn, op.id, reason, "Art. 21")
+    cancel_operator_jobs(platform, conn, op.id, reason, "Art. 21")  # all of its data use
     freeze(platform, conn, reporter.actor, op.id, None)
+
+
+def _providers_of(conn: Connection, operator_id: int) -> set[int]:
+    """The providers of the datasets the operator holds a grant on: the authorizing
+    units of its data use, told of its incidents (Art. 5, 21)."""
+    return set(
+        conn.execute(
+            select(datasets.c.provider_id)
+            .join(grants, grants.c.dataset_id == datasets.c.id)
+            .where(grants.c.operator_id == operator_id)
+        ).scalars()
+    )
 
 
 def _city_authorities(conn: Connection) -> set[int]:
@@ -366,22 +351,3 @@ def inspect(
                 "Art. 22",
             )
         return inspection
-
-
-def notifications_of(platform: Platform, viewer: Principal) -> list[dict]:
-    with platform.store.read() as conn:
-        rows = conn.execute(
-            select(notifications)
-            .where(notifications.c.recipient_id == viewer.id)
-            .order_by(notifications.c.id)
-        ).all()
-    return [
-        {
-            "id": r.id,
-            "kind": r.kind,
-            "subject": r.subject,
-            "body": json.loads(r.body_json),
-            "created_at": r.created_at,
-        }
-        for r in rows
-    ]

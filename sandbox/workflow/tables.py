@@ -225,3 +225,16 @@ product_dispositions = Table(
     Column("custodian_id", Integer, ForeignKey(P)),
     Column("created_at", String(40), nullable=False),
 )
+
+provider_holds = Table(
+    "provider_holds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("provider_id", Integer, ForeignKey(P), nullable=False),
+    Column("grants_json", Text, nullable=False),  # the grants the hold stopped
+    Column("reason", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    *_times(),
+)
