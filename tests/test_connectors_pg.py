@@ -163,3 +163,41 @@ def test_session_is_read_only_and_data_errors_hide_values(pg):
 def test_needs_table_or_query(pg):
     with pytest.raises(SourceError, match="give exactly one of"):
         open_source(uri(pg))
+
+
+def test_a_registered_table_is_refreshed_and_its_password_stays_out_of_the_store(
+    pg, platform, provider
+):
+    from policies.classes import Classification
+    from sandbox.core import ledger
+    from sandbox.data import vault
+    from sandbox.data.refresh import refresh
+
+    socket_dir, db = pg
+    admin = f"postgresql://reader:{quote(PASSWORD)}@/{db}?host={socket_dir}"
+    con = psycopg2.connect(admin)
+    with con, con.cursor() as cur:
+        cur.execute("CREATE TABLE refreshed AS SELECT 'P' || i AS pid, i % 3 AS county "
+                    "FROM generate_series(1, 50) AS i")  # fmt: skip
+    classes = Classification.from_dict(
+        {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension"}}
+    )
+    source = uri(pg, query="SELECT * FROM refreshed ORDER BY pid")
+    vault.register(platform, provider, "refreshed", source, classes)
+    assert refresh(platform, provider, "refreshed")["changed"] is False
+    with con, con.cursor() as cur:
+        cur.execute("INSERT INTO refreshed VALUES ('P51', 0)")
+    assert refresh(platform, provider, "refreshed")["version"] == 2
+    with con, con.cursor() as cur:
+        cur.execute("DROP TABLE refreshed")
+    con.close()
+    with pytest.raises(SourceError) as err:
+        refresh(platform, provider, "refreshed")
+    assert "version 2 stays" in err.value.message and PASSWORD not in err.value.message
+    secret = quote(PASSWORD)  # as the URI carries it
+    assert secret in (platform.home / "keys" / "sources" / "refreshed.uri").read_text()
+    with platform.store.read() as conn:
+        entries = ledger.query(conn, subject="dataset:refreshed")
+    assert len(entries) >= 4 and secret not in str(entries) and PASSWORD not in str(entries)
+    stores = list(platform.home.glob("*.sqlite*"))
+    assert stores and not any(secret.encode() in f.read_bytes() for f in stores)

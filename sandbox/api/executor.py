@@ -27,11 +27,13 @@ writes again, not left ``checking`` until a restart.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -47,6 +49,7 @@ from sandbox.run.jobstate import JobState, next_queued, recover, state_of, trans
 log = logging.getLogger("sandbox.api.executor")
 
 IDLE_SLEEP_S = 0.2
+REFRESH_CHECK_S = 30.0  # how often the loop looks for scheduled source pulls that are due
 
 
 def _failure(job_id: int, exc: Exception) -> dict:
@@ -77,6 +80,7 @@ class Executor:
         self._thread: threading.Thread | None = None
         self._alive_fd: int | None = None
         self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
+        self._next_refresh = 0.0  # monotonic time of the next look for due source pulls
 
     def start(self) -> None:
         self._recover_once()
@@ -108,6 +112,7 @@ class Executor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._settle()
+            self._refresh_due()
             try:
                 outcome = self._run_next()
             except Exception:  # the loop must outlive any one job's error
@@ -116,6 +121,20 @@ class Executor:
             if outcome is None:
                 self._wake.wait(self.idle_s)
                 self._wake.clear()
+
+    def _refresh_due(self) -> None:
+        """Pull the sources whose daily schedule has come (:func:`sandbox.data.refresh.run_due`),
+        at most every :data:`REFRESH_CHECK_S`; a pull runs in this loop, between jobs."""
+        if time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + REFRESH_CHECK_S
+        from sandbox.data.refresh import run_due
+
+        try:
+            for pulled in run_due(self.platform, dt.datetime.now(dt.UTC)):
+                log.info("scheduled refresh: %s", pulled)
+        except Exception:  # the loop must outlive a failed look at the schedules
+            log.exception("the executor failed to run the scheduled refreshes")
 
     def _run_next(self):
         with self.platform.store.read() as conn:

@@ -50,6 +50,18 @@ class Backend(abc.ABC):
         """A proposed classification of a source: classification, evidence, notes, yaml."""
 
     @abc.abstractmethod
+    def refresh_dataset(self, name: str) -> dict:
+        """Pull a dataset from its source again: dataset, version, changed, rows, sha256."""
+
+    @abc.abstractmethod
+    def schedule_refresh(self, name: str, daily_at: str | None) -> dict:
+        """Set or clear a dataset's daily pull: dataset, daily_at, timezone."""
+
+    @abc.abstractmethod
+    def list_sources(self) -> list[dict]:
+        """The provider's datasets with a source to pull again, their schedules, last pulls."""
+
+    @abc.abstractmethod
     def list_grants(self) -> list[dict]:
         """The grants the principal may see."""
 

@@ -60,6 +60,21 @@ class LocalBackend(Backend):
 
         return suggest_classification(self.platform, self.me, source, rows=rows)
 
+    def refresh_dataset(self, name):
+        from sandbox.data.refresh import refresh
+
+        return refresh(self.platform, self.me, name)
+
+    def schedule_refresh(self, name, daily_at):
+        from sandbox.data.refresh import set_schedule
+
+        return set_schedule(self.platform, self.me, name, daily_at)
+
+    def list_sources(self):
+        from sandbox.data.refresh import list_sources
+
+        return list_sources(self.platform, self.me)
+
     def list_datasets(self):
         from sandbox.data.vault import list_datasets
 

@@ -74,6 +74,15 @@ class RemoteBackend(Backend):
             return self.client.suggest_upload(path, rows=rows, sheet=sheet, header=header)
         return self.client.suggest(source, rows=rows)
 
+    def refresh_dataset(self, name):
+        return self.client.refresh(name)
+
+    def schedule_refresh(self, name, daily_at):
+        return self.client.schedule_refresh(name, daily_at)
+
+    def list_sources(self):
+        return self.client.list_sources()
+
     def list_datasets(self):
         return [_plain(d) for d in self.client.list_datasets()]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 
 class SourceCalls:
-    """``suggest`` (``POST /v1/datasets/suggest`` and ``.../suggest/upload``)."""
+    """``suggest`` a classification; ``refresh``, ``schedule_refresh`` and ``list_sources``."""
 
     def _json(self, method: str, path: str, **kwargs) -> Any:  # pragma: no cover - Client's
         raise NotImplementedError
@@ -34,3 +34,15 @@ class SourceCalls:
         with open(file, "rb") as fh:
             files = {"file": (file.name, fh, "application/octet-stream")}
             return self._json("POST", "/v1/datasets/suggest/upload", data=data, files=files)
+
+    def refresh(self, name: str) -> dict:
+        """Pull a dataset from its source again: dataset, version, changed, rows, sha256."""
+        return self._json("POST", f"/v1/datasets/{name}/refresh")
+
+    def schedule_refresh(self, name: str, daily_at: str | None) -> dict:
+        """Pull a dataset every day at ``daily_at`` (HH:MM, Asia/Shanghai); None: no schedule."""
+        return self._json("PUT", f"/v1/datasets/{name}/schedule", json={"daily_at": daily_at})
+
+    def list_sources(self) -> list[dict]:
+        """The provider's datasets with a source to pull again, their schedules, last pulls."""
+        return self._json("GET", "/v1/sources")

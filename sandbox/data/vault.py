@@ -43,6 +43,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.storage import sha256_file as _sha256
 from sandbox.core.store import dataset_versions, datasets
+from sandbox.data.kept_sources import keep_source
 
 ProgressFn = Callable[[int, int, int | None], None]  # rows, bytes read, total bytes
 
@@ -242,6 +243,7 @@ def register(
         if existing is not None:
             same = _unchanged(platform, provider, name, existing, sha, identity)
             if same is not None:
+                keep_source(platform, name, uri)  # the source it is read again from
                 return same
         relative = Path("vault") / sha[:2] / f"{sha}.parquet"
         target = platform.home / relative
@@ -270,6 +272,7 @@ def register(
         with platform.store.read() as conn:
             registered = get_version(conn, platform, name, version)
         _number_entities(platform, registered)
+        keep_source(platform, name, uri)  # the source it is read again from
         return RegisterResult(registered, changed=True)
     except Exception as exc:
         if storage.is_disk_full(exc):

@@ -1,0 +1,162 @@
+"""Refresh: a registered source pulled again on demand or by its daily schedule (run with an
+injected clock), against a real DuckDB database file; every pull ledgered, a failed pull
+keeps the last version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+
+from policies.classes import Classification
+from policies.errors import InputError, PermissionDenied, SourceError
+from sandbox.core import ledger
+from sandbox.core.principals import Role, Status, set_status
+from sandbox.data import vault
+from sandbox.data.kept_sources import kept_uri
+from sandbox.data.refresh import list_sources, refresh, run_due, set_schedule
+
+CLASSES = Classification.from_dict(
+    {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension", "n": "measure"}}
+)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def write_db(path, rows: int, table: str = "payments") -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(
+            f"CREATE TABLE {table} AS SELECT 'P' || i AS pid, 'c' || (i % 3) AS county, i AS n "
+            f"FROM range({rows}) t(i) ORDER BY i"
+        )
+
+
+@pytest.fixture
+def registered(platform, provider, tmp_path):
+    db = tmp_path / "bureau.duckdb"
+    write_db(db, 90)
+    uri = f"duckdb://{db}?query=SELECT * FROM payments ORDER BY n"
+    vault.register(platform, provider, "payments", uri, CLASSES)
+    return db
+
+
+def actions(platform, action):
+    with platform.store.read() as conn:
+        return ledger.query(conn, action=action)
+
+
+def latest(platform):
+    with platform.store.read() as conn:
+        return vault.get_version(conn, platform, "payments")
+
+
+def test_unchanged_data_keeps_the_version_and_changed_data_makes_the_next(
+    platform, provider, registered
+):
+    pulled = refresh(platform, provider, "payments")
+    assert pulled["version"] == 1 and pulled["changed"] is False
+    write_db(registered, 120)
+    pulled = refresh(platform, provider, "payments")
+    assert pulled["version"] == 2 and pulled["changed"] is True and pulled["rows"] == 120
+    entries = actions(platform, "dataset.refresh")
+    assert [(e["details"]["status"], e["details"]["version"]) for e in entries] == [
+        ("unchanged", 1),
+        ("changed", 2),
+    ]
+    (source,) = list_sources(platform, provider)
+    assert source["last_status"] == "changed" and source["last_error"] is None
+
+
+def test_a_failed_pull_keeps_the_last_version_and_tells_the_provider(
+    platform, provider, registered
+):
+    with duckdb.connect(str(registered)) as con:
+        con.execute("ALTER TABLE payments RENAME TO payments_old")
+    with pytest.raises(SourceError) as err:
+        refresh(platform, provider, "payments")
+    assert "refresh of 'payments' failed, version 1 stays" in err.value.message
+    assert latest(platform).version == 1
+    (failed,) = actions(platform, "dataset.refresh_failed")
+    assert failed["details"]["version"] == 1 and "payments" in failed["details"]["error"]
+    (source,) = list_sources(platform, provider)
+    assert source["last_status"] == "failed" and "cannot run" in source["last_error"]
+
+
+def test_only_the_datasets_provider_refreshes_and_an_upload_has_no_source(
+    platform, provider, make_principal, registered, tmp_path
+):
+    other = make_principal("water_utility", Role.PROVIDER)[0]
+    with pytest.raises(PermissionDenied):
+        refresh(platform, other, "payments")
+    operator = make_principal("bank", Role.OPERATOR)[0]
+    with pytest.raises(PermissionDenied):
+        refresh(platform, operator, "payments")
+    # A registration from a file in the platform's work folder (an upload) forgets the source.
+    work = platform.work_dir()
+    upload = work / "upload.csv"
+    upload.write_text("pid,county,n\nP1,c1,1\n")
+    vault.register(platform, provider, "payments", str(upload), CLASSES)
+    with pytest.raises(InputError) as err:
+        refresh(platform, provider, "payments")
+    assert "uploaded" in err.value.message
+    assert kept_uri(platform, "payments") is None and list_sources(platform, provider) == []
+
+
+def test_a_schedule_fires_once_a_day_at_its_time_in_shanghai(platform, provider, registered):
+    assert set_schedule(platform, provider, "payments", "02:30")["timezone"] == "Asia/Shanghai"
+    day = dt.datetime(2026, 3, 1, 2, 29, tzinfo=SHANGHAI)
+    assert run_due(platform, day) == []  # one minute early
+    write_db(registered, 150)
+    # 02:30 in Shanghai is 18:30 UTC the day before: the clock's own zone does not matter.
+    at = dt.datetime(2026, 2, 28, 18, 30, tzinfo=dt.UTC)
+    (pulled,) = run_due(platform, at)
+    assert pulled["trigger"] == "schedule" and pulled["version"] == 2 and pulled["changed"]
+    assert run_due(platform, day.replace(hour=23)) == []  # once that day
+    (again,) = run_due(platform, day + dt.timedelta(days=1, minutes=5))
+    assert again["version"] == 2 and again["changed"] is False
+    triggers = [e["details"]["trigger"] for e in actions(platform, "dataset.refresh")]
+    assert triggers == ["schedule", "schedule"]
+
+
+def test_a_failed_scheduled_pull_is_tried_again_the_next_day(platform, provider, registered):
+    set_schedule(platform, provider, "payments", "06:00")
+    registered.unlink()
+    day = dt.datetime(2026, 3, 1, 7, 0, tzinfo=SHANGHAI)
+    (failed,) = run_due(platform, day)
+    assert "does not exist" in failed["error"] and latest(platform).version == 1
+    assert run_due(platform, day + dt.timedelta(hours=1)) == []
+    write_db(registered, 30)
+    (pulled,) = run_due(platform, day + dt.timedelta(days=1))
+    assert pulled["version"] == 2
+
+
+def test_a_deactivated_providers_schedule_is_skipped(platform, provider, registered):
+    set_schedule(platform, provider, "payments", "00:00")
+    set_status(platform, None, provider.name, Status.DEACTIVATED, "left the bureau")
+    (skipped,) = run_due(platform, dt.datetime(2026, 3, 1, 1, 0, tzinfo=SHANGHAI))
+    assert "deactivated" in skipped["error"]
+    assert len(actions(platform, "dataset.refresh_skipped")) == 1
+
+
+def test_schedule_input_is_checked(platform, provider, registered):
+    for bad in ("25:00", "2:30", "noon"):
+        with pytest.raises(InputError) as err:
+            set_schedule(platform, provider, "payments", bad)
+        assert "HH:MM" in err.value.message
+    set_schedule(platform, provider, "payments", "08:15")
+    assert set_schedule(platform, provider, "payments", None)["daily_at"] is None
+    assert run_due(platform, dt.datetime(2026, 3, 1, 23, 0, tzinfo=SHANGHAI)) == []
+    with pytest.raises(ValueError):
+        run_due(platform, dt.datetime(2026, 3, 1, 23, 0))
+
+
+def test_the_password_stays_in_the_kept_file(platform, provider, registered):
+    uri = kept_uri(platform, "payments")
+    path = platform.home / "keys" / "sources" / "payments.uri"
+    assert path.read_text() == uri and path.stat().st_mode & 0o777 == 0o600
+    with platform.store.read() as conn:
+        entries = ledger.query(conn, action="dataset.register")
+    assert "duckdb://" in json.dumps(entries)
