@@ -44,6 +44,7 @@ COMMANDS = [
     "output vote",
     "output appoint",
     "inbox",
+    "tick",
     "provider uses",
     "provider suspend",
     "provider lift",

@@ -218,6 +218,28 @@ def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
     )  # fmt: skip
 
 
+@main.command("tick")
+@json_option
+@pass_ctx
+def tick_cmd(obj: Context, as_json) -> None:
+    """Host only: expire the agreements whose term has ended and carry out their disposal
+    clauses, as the platform (Art. 13). The server does this every minute; a host without
+    one runs it from cron. Running it again does nothing more."""
+    from sandbox.verification.disposal import dispose_indexes
+    from sandbox.workflow.scheduler import tick
+
+    done = tick(obj.platform)
+    done["indexes_deleted"] = dispose_indexes(obj.platform)
+    disposed = sum(len(v) for v in done["disposed"].values())
+    text = (
+        f"expired agreements: {', '.join(map(str, done['expired'])) or 'none'}; products "
+        f"disposed: {disposed}; verification indexes deleted: {len(done['indexes_deleted'])}"
+        if done["expired"] or done["indexes_deleted"]
+        else "nothing is due"
+    )
+    emit(done, as_json, text)
+
+
 # --- providers: the use of their data (Art. 4, 5, 13, 24) ---------------------------------------
 
 

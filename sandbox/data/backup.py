@@ -6,7 +6,8 @@ A backup is one folder::
                      (the server may keep writing meanwhile)
     keys/            the signing key and every other key file (mode 0600)
     vault/           every snapshot the copied store references
-    products/        every product the copied store records
+    products/        every product the copied store records, but those deleted by a
+                     disposal clause (Art. 13): their rows stay, their folders are gone
     held/            the checked outputs of withheld jobs
     other/           anything else of the home but tmp/ (caches, indexes), as is; but
                      run/ledger-head.json is the head of the copied store, not the home's
@@ -41,18 +42,26 @@ from pathlib import Path
 from sqlalchemy import select
 
 from policies.errors import ConfigError, IntegrityError
+from policies.workflow import Disposal
 from sandbox.core import keys, ledger
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import STORE_NAME, Platform
 from sandbox.core.storage import sha256_file as _sha256
 from sandbox.core.store import dataset_versions, jobs, products
 from sandbox.data.release import verify_product
+from sandbox.workflow.disposal import deleted_products
+from sandbox.workflow.tables import product_dispositions
 
 MANIFEST = "backup.json"
 SIGNATURE = "backup.sig"
 FORMAT = 1
 SKIP_TOP = {STORE_NAME, f"{STORE_NAME}-wal", f"{STORE_NAME}-shm", "tmp"}
 OWN_TOP = {"keys", "vault", "products", "held"}
+# A product deleted by a disposal clause keeps its row (lineage, ledger) but has no folder.
+LIVE_PRODUCTS = (
+    f"SELECT path FROM {products.name} WHERE id NOT IN (SELECT product_id FROM "
+    f"{product_dispositions.name} WHERE action = '{Disposal.DELETE.value}')"
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ def _referenced(store_copy: Path) -> tuple[list[tuple[str, str]], list[str], lis
     conn = sqlite3.connect(store_copy)
     try:
         snaps = list(conn.execute(f"SELECT DISTINCT path, sha256 FROM {dataset_versions.name}"))
-        prods = [r[0] for r in conn.execute(f"SELECT path FROM {products.name}")]
+        prods = [r[0] for r in conn.execute(LIVE_PRODUCTS)]
         held = [r[0] for r in conn.execute(f"SELECT id FROM {jobs.name} WHERE status = 'withheld'")]
     finally:
         conn.close()
@@ -216,7 +225,10 @@ def verify_home(platform: Platform) -> HomeCheck:
     with platform.store.read() as conn:
         report = ledger.verify(conn, public)
         snaps = conn.execute(select(dataset_versions.c.path, dataset_versions.c.sha256)).all()
-        prods = conn.execute(select(products.c.path)).scalars().all()
+        gone = deleted_products(conn)
+        prods = [
+            r.path for r in conn.execute(select(products.c.id, products.c.path)) if r.id not in gone
+        ]
     for relative, sha in {(r.path, r.sha256) for r in snaps}:
         path = platform.home / relative
         if not path.is_file() or _sha256(path) != sha:

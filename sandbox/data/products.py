@@ -26,6 +26,7 @@ from sandbox.core.store import jobs, products
 from sandbox.data.grants import may_run
 from sandbox.data.release import verify_product
 from sandbox.run.jobstate import JobState
+from sandbox.workflow.disposal import deleted_products, deletion_of
 from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
 READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR)
@@ -81,6 +82,12 @@ def readable_product(conn: Connection, viewer: Principal, product_id: str) -> di
         or row["status"] != JobState.RELEASED.value
     ):
         raise NotFound(f"no released product '{product_id}' that you may read")
+    if (gone := deletion_of(conn, product_id)) is not None:
+        raise NotFound(
+            f"product '{product_id}' was deleted by the disposal clause of agreement "
+            f"{gone.agreement_id} at its end (Art. 13)",
+            article="Art. 13",
+        )
     if viewer.role is Role.OPERATOR:
         _still_allowed(conn, viewer, row["kind"], row["inputs_json"])
     elif viewer.role is Role.AUTHORITY:
@@ -100,9 +107,10 @@ def list_products(conn: Connection, viewer: Principal) -> list[dict]:
         .order_by(products.c.created_at)
     ).mappings()
     allowed: dict[tuple, bool] = {}
+    gone = deleted_products(conn)
     out = []
     for r in rows:
-        if not _visible(viewer, r["operator_id"]):
+        if not _visible(viewer, r["operator_id"]) or r["id"] in gone:
             continue
         if scope is not None and r["id"] not in scope.products:
             continue

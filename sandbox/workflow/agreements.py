@@ -3,7 +3,8 @@
 An agreement follows a passed review and carries every field Art. 13 names:
 parties, scope (datasets and columns, job kinds, product kinds, disclosure
 parameters), term, rights and duties, security requirements, exit conditions,
-breach liability and the disposal of derived products at expiry. States::
+breach liability and the disposal of derived products at expiry
+(:mod:`sandbox.workflow.disposal`). States::
 
     active -> suspended -> active | terminated | expired;   active -> expired
 
@@ -20,7 +21,6 @@ in-term, in-scope agreement.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -34,13 +34,12 @@ from policies.workflow import (
     ApplicationState,
     Disposal,
     EvaluationState,
-    covers,
     refuse,
 )
-from sandbox.core.ledger import SYSTEM, Actor, now_utc
+from sandbox.core.ledger import Actor
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
-from sandbox.core.store import grants, jobs, products
+from sandbox.core.store import grants
 from sandbox.workflow.base import (
     create,
     get,
@@ -50,14 +49,28 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
-from sandbox.workflow.inbox import notify
+from sandbox.workflow.disposal import dispose_in, expire, products_under
+from sandbox.workflow.inbox import tell_agreement
 from sandbox.workflow.tables import (
     agreements,
     applications,
     evaluations,
     notices,
-    product_dispositions,
 )
+
+# expiry and disposal live in sandbox.workflow.disposal; their callers find them here too
+__all__ = [
+    "active_of",
+    "agreement_dict",
+    "expire",
+    "products_under",
+    "restore",
+    "restore_in",
+    "sign",
+    "suspend",
+    "suspend_in",
+    "terminate",
+]
 
 
 def sign(
@@ -213,7 +226,7 @@ def suspend_in(
     if tell:
         body = {"reason": reason, "rectify_by": deadline.isoformat() if deadline else None,
                 "cancelled_jobs": cancelled}  # fmt: skip
-        _tell(platform, conn, actor, row, "agreement_suspended", body, article)
+        tell_agreement(platform, conn, actor, row, "agreement_suspended", body, article)
 
 
 def restore_in(
@@ -235,24 +248,7 @@ def restore_in(
         rectify_deadline=None,
     )
     unfreeze(platform, conn, actor, row.operator_id, agreement_id)
-    _tell(platform, conn, actor, row, "agreement_restored", {"reason": reason}, "Art. 24")
-
-
-def _tell(
-    platform: Platform,
-    conn: Connection,
-    actor: Actor,
-    row: Row,
-    kind: str,
-    body: dict,
-    article: str,
-    *,
-    signer: bool = False,
-) -> None:
-    """The operator (and, with ``signer``, the signing authority) learns of a decision on
-    its agreement (Art. 13, 24)."""
-    for recipient in sorted({row.operator_id} | ({row.signed_by} if signer else set())):
-        notify(platform, conn, actor, recipient, kind, f"agreement:{row.id}", body, article)
+    tell_agreement(platform, conn, actor, row, "agreement_restored", {"reason": reason}, "Art. 24")
 
 
 def _authority_row(
@@ -331,120 +327,10 @@ def terminate(
             )
         done = dispose_in(platform, conn, authority.actor, row)
         body = {"reason": reason, "disposal": row.disposal, "products": done}
-        _tell(platform, conn, authority.actor, row, "agreement_terminated", body, "Art. 24")
+        tell_agreement(
+            platform, conn, authority.actor, row, "agreement_terminated", body, "Art. 24"
+        )
         return done
-
-
-# --- expiry and disposal --------------------------------------------------------------------
-
-
-def products_under(conn: Connection, agreement_id: int) -> list[Row]:
-    """Products whose job read a dataset through a grant of this agreement."""
-    mine = {
-        r.id for r in conn.execute(select(grants.c.id).where(grants.c.agreement_id == agreement_id))
-    }
-    if not mine:
-        return []
-    found = []
-    rows = conn.execute(
-        select(products, jobs.c.inputs_json)
-        .join(jobs, jobs.c.id == products.c.job_id)
-        .order_by(products.c.id)
-    ).all()
-    for row in rows:
-        inputs = json.loads(row.inputs_json or "[]")
-        if any(item.get("grant") in mine for item in inputs):
-            found.append(row)
-    return found
-
-
-def dispose_in(platform: Platform, conn: Connection, actor: Actor, row: Row) -> list[str]:
-    """Carry out the disposal clause: delete or hand over each derived product (Art. 13)."""
-    disposal = Disposal(row.disposal)
-    done = []
-    for product in products_under(conn, row.id):
-        if conn.execute(
-            select(product_dispositions.c.product_id).where(
-                product_dispositions.c.product_id == product.id
-            )
-        ).first():
-            continue
-        custodian = None if disposal is Disposal.DELETE else row.signed_by
-        conn.execute(
-            product_dispositions.insert().values(
-                product_id=product.id,
-                agreement_id=row.id,
-                action=disposal.value,
-                custodian_id=custodian,
-                created_at=now_utc(),
-            )
-        )
-        if disposal is Disposal.DELETE:
-            shutil.rmtree(platform.home / product.path, ignore_errors=True)
-        platform.record(
-            conn,
-            actor,
-            f"product.{disposal.value}",
-            f"product:{product.id}",
-            {"agreement": row.id, "custodian": by_id(conn, custodian).name if custodian else None},
-            "Art. 13",
-        )
-        done.append(product.id)
-    return done
-
-
-def expire(
-    platform: Platform,
-    actor: Principal | None = None,
-    agreement_id: int | None = None,
-    now: datetime | None = None,
-) -> list[int]:
-    """Expire agreements whose term has ended and run their disposal clause."""
-    moment = now_or(now)
-    who = actor.actor if actor is not None else SYSTEM
-    if actor is not None and actor.role is not Role.AUTHORITY:
-        raise PermissionDenied(
-            f"{actor.name} is not an authority; only an authority (or the "
-            "platform) expires agreements (Art. 13)",
-            article="Art. 13",
-        )
-    expired = []
-    with platform.store.transaction() as conn:
-        stmt = select(agreements).where(
-            agreements.c.status.in_((AgreementState.ACTIVE.value, AgreementState.SUSPENDED.value))
-        )
-        if agreement_id is not None:
-            row = get(conn, agreements, agreement_id, "agreement")
-            if actor is not None:
-                require_authority(actor, row.jurisdiction, "expire agreements", "Art. 13")
-            if moment < parse_time(row.valid_until):
-                raise refuse(
-                    "agreement_in_term",
-                    f"agreement {agreement_id} runs until {row.valid_until}",
-                    "Art. 13",
-                    f"agreement:{agreement_id}",
-                )
-            stmt = stmt.where(agreements.c.id == agreement_id)
-        for row in conn.execute(stmt.order_by(agreements.c.id)).all():
-            if moment < parse_time(row.valid_until):
-                continue
-            if actor is not None and not covers(actor.jurisdiction, row.jurisdiction):
-                continue
-            move(
-                platform,
-                conn,
-                agreements,
-                "agreement",
-                row.id,
-                AgreementState.EXPIRED,
-                who,
-                {"term_end": row.valid_until},
-            )
-            done = dispose_in(platform, conn, who, row)
-            body = {"term_end": row.valid_until, "disposal": row.disposal, "products": done}
-            _tell(platform, conn, who, row, "agreement_expired", body, "Art. 13", signer=True)
-            expired.append(row.id)
-    return expired
 
 
 # --- reading ---------------------------------------------------------------------------------

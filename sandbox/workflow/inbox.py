@@ -113,3 +113,20 @@ def notifications_of(platform: Platform, viewer: Principal) -> list[dict]:
             .order_by(notifications.c.id)
         ).all()
     return [_row(r) for r in rows]
+
+
+def tell_agreement(
+    platform: Platform,
+    conn: Connection,
+    actor: Actor,
+    row,
+    kind: str,
+    body: dict,
+    article: str,
+    *,
+    signer: bool = False,
+) -> None:
+    """The operator of the agreement ``row`` (and, with ``signer``, its signing authority)
+    learns of a decision on it (Art. 13, 24)."""
+    for recipient in sorted({row.operator_id} | ({row.signed_by} if signer else set())):
+        notify(platform, conn, actor, recipient, kind, f"agreement:{row.id}", body, article)

@@ -1,0 +1,35 @@
+"""The platform's tick: what falls due with time alone (Art. 13).
+
+:func:`tick` expires every agreement whose term has ended and carries out its disposal
+clause (:func:`sandbox.workflow.disposal.expire_due`), as the platform itself (the
+ledger's actor ``platform``). The server's job loop calls it every
+:data:`TICK_EVERY_S`; a host without a server runs ``sandbox tick`` (from cron, say).
+Both take the moment from the caller, so tests inject the clock. Ticking twice does
+nothing more: an expired agreement is final and a disposal runs once per product.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from policies.errors import PermissionDenied
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role
+from sandbox.workflow.base import now_or
+from sandbox.workflow.disposal import expire_due
+
+TICK_EVERY_S = 60.0
+
+
+def tick(platform: Platform, *, now: datetime | None = None, by: Principal | None = None) -> dict:
+    """Expire what has come to its end; ``expired`` ids and ``disposed`` products by
+    agreement. ``by``: an authority asking (within its jurisdiction); None: the platform."""
+    if by is not None and by.role is not Role.AUTHORITY:
+        raise PermissionDenied(
+            f"{by.name} is a {by.role.value}; only the platform or an authority runs the "
+            "tick that expires agreements (Art. 13)",
+            article="Art. 13",
+        )
+    moment = now_or(now)
+    disposed = expire_due(platform, by, now=moment)
+    return {"at": moment.isoformat(), "expired": sorted(disposed), "disposed": disposed}
