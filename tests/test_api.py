@@ -253,7 +253,7 @@ def test_products_by_role_and_downloads_are_ledgered(api, tmp_path):
         with pytest.raises(PermissionDenied):
             c[name].download_file(product, "output.csv", tmp_path)
     path = c["operator"].download_file(product, "output.csv", tmp_path)
-    assert path.read_text().splitlines()[0].startswith('"county"')
+    assert path.read_text(encoding="utf-8-sig").splitlines()[0].startswith('"county"')
     zipped = c["operator"].download_zip(product, tmp_path)
     names = zipfile.ZipFile(io.BytesIO(zipped.read_bytes())).namelist()
     assert f"{product}/manifest.json" in names and f"{product}/manifest.sig" in names

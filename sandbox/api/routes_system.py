@@ -1,14 +1,16 @@
-"""Liveness, readiness and "who am I": what a load balancer and a new client ask first."""
+"""Liveness, readiness, "who am I" and the platform's public key: what a load balancer,
+a new client and a verifier off the host ask first."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from policies.errors import NotReady
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import Health, Me
-from sandbox.core.keys import sign
+from sandbox.core.keys import fingerprint, public_pem, sign
 from sandbox.core.keys import verify as verify_signature
 from sandbox.core.store import ledger_head
 
@@ -53,3 +55,27 @@ def me(principal: CurrentPrincipal) -> Me:
         org=principal.org,
         jurisdiction=principal.jurisdiction,
     )
+
+
+class PlatformKey(BaseModel):
+    """The platform's public signing key."""
+
+    algorithm: str
+    pem: str
+    fingerprint: str
+
+
+@router.get("/v1/keys/platform", response_model=PlatformKey, tags=["system"])
+def platform_key(request: Request) -> PlatformKey:
+    """The platform's Ed25519 public key (PEM) and its SHA-256 fingerprint; no token needed.
+
+    Public by design: it verifies product manifests and ledger checkpoints, and whoever
+    holds a product (a consumer, a court) may verify it without an account. Compare the
+    fingerprint with one published out of band before trusting a key fetched here.
+    Example: ``sandbox product verify prod-000001 --key https://host/v1/keys/platform``.
+    """
+    platform = getattr(request.app.state, "platform", None)
+    if platform is None:
+        raise NotReady("the platform is not open yet")
+    public = platform.key.public_key()
+    return PlatformKey(algorithm="Ed25519", pem=public_pem(public), fingerprint=fingerprint(public))

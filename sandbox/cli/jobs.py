@@ -154,24 +154,44 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None, as_
 @product.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
+    "--key",
     "--public-key",
-    type=click.Path(path_type=Path),
+    "key",
+    metavar="FILE|URL",
     default=None,
-    help="the platform's public key (default: the one in --home)",
+    help="the platform's public key: a PEM file, or an http(s) address such as "
+    "https://HOST/v1/keys/platform (default: the key of --home)",
+)
+@click.option(
+    "--fingerprint",
+    default=None,
+    help="refuse a key whose SHA-256 fingerprint is not this one (sha256:HEX, as "
+    "GET /v1/keys/platform gives it)",
 )
 @json_option
 @pass_ctx
-def product_verify(obj: Context, folder: Path, public_key: Path | None, as_json: bool) -> None:
-    """Check a product's signature and the hash of every file."""
-    from sandbox.core.keys import load_public
+def product_verify(
+    obj: Context, folder: Path, key: str | None, fingerprint: str | None, as_json: bool
+) -> None:
+    """Check a product's signature and the hash of every file, on the host or off it.
+
+    Example: sandbox product verify prod-000001 --key https://HOST/v1/keys/platform
+    """
+    from sandbox.cli.keysource import public_key_from
     from sandbox.data.release import verify_product
 
-    key_path = public_key or obj.home / "keys" / "platform.pub"
-    manifest = verify_product(folder, load_public(key_path))
+    public, found = public_key_from(key, obj.home, fingerprint)
+    manifest = verify_product(folder, public)
     emit(
-        {"product": manifest["product"], "verified": True, "files": sorted(manifest["files"])},
+        {
+            "product": manifest["product"],
+            "verified": True,
+            "files": sorted(manifest["files"]),
+            "key_fingerprint": found,
+        },
         as_json,
-        f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified",
+        f"{manifest['product']}: signature and {len(manifest['files'])} file hashes verified "
+        f"(key {found})",
     )
 
 

@@ -2,12 +2,15 @@
 
 Created by ``sandbox init`` in ``keys/platform.key`` (file mode 0600); its public
 half is ``keys/platform.pub`` (PEM), which anyone may hold to verify ledger
-checkpoints and product manifests. The key never leaves the platform home and
-is never handed to a job worker.
+checkpoints and product manifests: the API serves it to anyone at
+``GET /v1/keys/platform`` with its :func:`fingerprint`, and ``sandbox product
+verify --key FILE|URL`` reads it from a file or that address. The private key never
+leaves the platform home and is never handed to a job worker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -58,14 +61,40 @@ def load_private(key_dir: Path) -> Ed25519PrivateKey:
 
 def load_public(path: Path) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"public key file {Path(path).name} not found") from None
+    return parse_public(data, Path(path).name)
+
+
+def parse_public(data: bytes, what: str) -> Ed25519PublicKey:
+    """The Ed25519 public key in PEM ``data``; ``what`` names its source in the error."""
+    try:
+        key = serialization.load_pem_public_key(data)
     except ValueError as exc:
-        raise ConfigError(f"{Path(path).name} is not a PEM public key") from exc
+        raise ConfigError(f"{what} is not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{Path(path).name} is not an Ed25519 public key")
+        raise ConfigError(f"{what} is not an Ed25519 public key")
     return key
+
+
+def public_pem(public: Ed25519PublicKey) -> str:
+    """The public key as PEM text (SubjectPublicKeyInfo), as ``keys/platform.pub`` holds it."""
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def fingerprint(public: Ed25519PublicKey) -> str:
+    """``sha256:`` and the hex SHA-256 of the key's DER SubjectPublicKeyInfo.
+
+    The same as ``openssl pkey -pubin -in platform.pub -outform DER | sha256sum``, so a
+    verifier can compare it with one published elsewhere.
+    """
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 def sign(key: Ed25519PrivateKey, message: bytes) -> str:
