@@ -101,6 +101,27 @@ class Source(abc.ABC):
         return f"<{type(self).__name__} {self.uri}>"
 
 
+class ConnectError(SourceError):
+    """A database could not be reached or refused the session (before any query ran).
+
+    Its message says why (the driver's reason), which the host's own command line shows;
+    the API answers every one of these with one message (``sandbox.api.sources``),
+    since the reason would tell a closed port from an open one.
+    """
+
+
+def without_secret(text: str, secret: str | None) -> str:
+    """``text`` with every whole occurrence of ``secret`` as ``***``.
+
+    Only where the secret stands alone (not inside a longer word or number), so a
+    short password such as ``on`` does not turn "connection" into "c***necti***".
+    """
+    if not secret:
+        return text
+    pattern = r"(?<![A-Za-z0-9_])" + re.escape(secret) + r"(?![A-Za-z0-9_])"
+    return re.sub(pattern, "***", text)
+
+
 def quote_ident(name: str) -> str:
     """A quoted SQL identifier (the same rule in DuckDB and PostgreSQL)."""
     return '"' + name.replace('"', '""') + '"'

@@ -35,7 +35,6 @@ reader would be faster for very large tables.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -45,7 +44,8 @@ import pyarrow as pa
 from policies.classes import did_you_mean
 from policies.errors import SourceError
 
-from .base import DEFAULT_BATCH_ROWS, Source, quote_ident, split_scheme
+from .base import DEFAULT_BATCH_ROWS, ConnectError, Source, quote_ident, split_scheme
+from .base import without_secret as _without
 
 OWN_OPTIONS = ("table", "query")
 CONNECT_TIMEOUT_S = 10
@@ -77,27 +77,6 @@ def _psycopg2():
     except ImportError as exc:  # pragma: no cover - psycopg2-binary is a dependency
         raise SourceError("reading PostgreSQL needs the package psycopg2-binary") from exc
     return psycopg2
-
-
-class ConnectError(SourceError):
-    """The server could not be reached or refused the session (before any query ran).
-
-    Its message says why (libpq's reason), which the host's own command line shows;
-    the API answers every one of these with one message (``sandbox.api.sources``),
-    since the reason would tell a closed port from an open one.
-    """
-
-
-def _without(text: str, secret: str | None) -> str:
-    """``text`` with every whole occurrence of ``secret`` as ``***``.
-
-    Only where the secret stands alone (not inside a longer word or number), so a
-    short password such as ``on`` does not turn "connection" into "c***necti***".
-    """
-    if not secret:
-        return text
-    pattern = r"(?<![A-Za-z0-9_])" + re.escape(secret) + r"(?![A-Za-z0-9_])"
-    return re.sub(pattern, "***", text)
 
 
 def _column_plan(name: str, type_code: int, precision, scale) -> tuple[str, pa.DataType]:

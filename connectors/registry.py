@@ -44,6 +44,12 @@ def _postgres(uri: str, batch_rows: int) -> Source:
     return PostgresSource(uri, batch_rows=batch_rows)
 
 
+def _mysql(uri: str, batch_rows: int) -> Source:
+    from .mysql import MySQLSource
+
+    return MySQLSource(uri, batch_rows=batch_rows)
+
+
 SCHEMES: dict[str, Callable[[str, int], Source]] = {
     "": _files,
     "file": _files,
@@ -55,6 +61,8 @@ SCHEMES: dict[str, Callable[[str, int], Source]] = {
     "duckdb": _duckdb,
     "postgresql": _postgres,
     "postgres": _postgres,
+    "mysql": _mysql,
+    "mariadb": _mysql,
 }
 
 

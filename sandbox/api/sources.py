@@ -7,12 +7,14 @@ may be named at all, and data comes by upload. Known shortcut: the check and
 the read are two steps, so a file swapped for a symlink in between is read; the
 folders are the host's own, which makes that the host's risk.
 
-A database URI (``postgresql://``) makes the platform open a connection, so it
+A database URI (``postgresql://``, ``mysql://``, ``mariadb://``) makes the platform
+open a connection, so it
 could be used to probe which hosts and ports the platform's machine reaches.
 It is refused unless its one host and port are listed in ``api.source_hosts``
 (empty by default: no database through the API). A host is compared as
-written, without resolving it; a listed host without a port allows port 5432
-only. Only the libpq options in :data:`DATABASE_OPTIONS` are accepted: others
+written, without resolving it; a listed host without a port allows the scheme's
+default port only (5432; 3306 for MySQL). Only the libpq options in
+:data:`DATABASE_OPTIONS` are accepted (for MySQL, :data:`MYSQL_OPTIONS`): others
 (``host``, ``hostaddr``, ``port``, ``service``, ``passfile``, ``sslrootcert``,
 ...) would name another server or read files of the platform's machine. Every
 failure to connect is answered with one message (:data:`CONNECT_FAILED`), so
@@ -36,9 +38,11 @@ from policies.errors import InputError, SourceError
 log = logging.getLogger("sandbox.api.sources")
 
 FILE_SCHEMES = {"", "file", "csv", "parquet", "jsonl", "duckdb", "excel", "xlsx"}
-DATABASE_SCHEMES = {"postgresql", "postgres"}
+DATABASE_SCHEMES = {"postgresql", "postgres", "mysql", "mariadb"}
 DEFAULT_PORT = 5432
+DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306}  # any other database scheme: 5432
 DATABASE_OPTIONS = {"table", "query", "sslmode", "application_name", "user", "password", "dbname"}
+MYSQL_OPTIONS = {"table", "query"}  # unix_socket would name a socket of the platform's machine
 CONNECT_FAILED = (
     "the database could not be reached or did not accept the connection (host, port, "
     "SSL mode, user, password or database); the platform's host finds the reason in the "
@@ -60,13 +64,13 @@ def _path_of(scheme: str, rest: str, uri: str) -> str:
     return path
 
 
-def host_and_port(entry: str) -> tuple[str, int]:
+def host_and_port(entry: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``("db.example.org", 5432)`` for ``db.example.org`` or ``DB.example.org:5432``."""
     match = _HOST_PORT.match(entry.strip())
     if match is None or not match.group(1):
         raise ValueError(entry)
     port = match.group(2)
-    number = int(port) if port else DEFAULT_PORT
+    number = int(port) if port else default_port
     if not 0 < number < 65536:
         raise ValueError(entry)
     return match.group(1).lower(), number
@@ -74,30 +78,32 @@ def host_and_port(entry: str) -> tuple[str, int]:
 
 def check_database(uri: str, allowed_hosts: tuple[str, ...]) -> None:
     """Raise InputError unless the database URI names one allowed host and safe options."""
-    _scheme, rest = split_scheme(uri)
+    scheme, rest = split_scheme(uri)
     base, _, query = rest.partition("?")
     authority = base.partition("/")[0]
     hostport = authority.rpartition("@")[2]
     shown = redact_uri(uri)
+    accepted = MYSQL_OPTIONS if scheme in DEFAULT_PORTS else DATABASE_OPTIONS
+    default_port = DEFAULT_PORTS.get(scheme, DEFAULT_PORT)
     for name, _value in parse_qsl(query, keep_blank_values=True):
-        if name not in DATABASE_OPTIONS:
+        if name not in accepted:
             raise InputError(
                 f"{shown}: option '{name}' is not accepted through the API; the options "
-                f"accepted are {', '.join(sorted(DATABASE_OPTIONS))}"
+                f"accepted are {', '.join(sorted(accepted))}"
             )
     if not hostport or "," in hostport:
         raise InputError(
             f"{shown}: name exactly one database host in the URI "
-            "(postgresql://user:password@host:port/database?table=schema.name)"
+            f"({scheme}://user:password@host:port/database?table=name)"
         )
     try:
-        host, port = host_and_port(unquote(hostport))
+        host, port = host_and_port(unquote(hostport), default_port)
     except ValueError:
         raise InputError(f"{shown}: the host and port cannot be read") from None
     allowed = set()
     for entry in allowed_hosts:
         try:
-            allowed.add(host_and_port(entry))
+            allowed.add(host_and_port(entry, default_port))
         except ValueError:
             continue  # the setting's own check refuses such an entry at load
     if (host, port) not in allowed:
@@ -119,7 +125,7 @@ def check_source(uri: str, roots: tuple[str, ...], allowed_hosts: tuple[str, ...
     if scheme not in FILE_SCHEMES:
         raise InputError(
             f"source scheme '{scheme}://' cannot be used through the API; use a file under "
-            "a folder of api.source_roots, a postgresql:// URI of a host in "
+            "a folder of api.source_roots, a postgresql:// or mysql:// URI of a host in "
             "api.source_hosts, or upload the file (POST /v1/datasets/upload)"
         )
     if not roots:

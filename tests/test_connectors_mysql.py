@@ -1,0 +1,189 @@
+"""The MySQL-family connector against a real MariaDB server that the module starts
+(tests/mariadb_server.py): types, batches, a query, the error messages (no password, no
+value), the allowed hosts of the API, and a table through registration to a released job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from urllib.parse import quote
+
+import pyarrow as pa
+import pytest
+from mariadb_server import SKIP_REASON, MariaDB, binaries
+from source_helpers import release_counts
+
+from connectors import open_source
+from policies.errors import InputError, SourceError
+from sandbox.api.sources import check_source
+
+pymysql = pytest.importorskip("pymysql")
+
+pytestmark = [
+    pytest.mark.mysql,
+    pytest.mark.skipif(binaries() is None, reason=SKIP_REASON),
+]
+
+PASSWORD = "Mq-7b1e!z"
+
+
+@pytest.fixture(scope="module")
+def maria(tmp_path_factory):
+    server = MariaDB(tmp_path_factory.mktemp("maria")).start()
+    try:
+        con = server.admin()
+        with con.cursor() as cur:
+            cur.execute("CREATE DATABASE civic CHARACTER SET utf8mb4")
+            cur.execute("CREATE USER 'reader'@'%%' IDENTIFIED BY %s", (PASSWORD,))
+            cur.execute("GRANT SELECT ON civic.* TO 'reader'@'%'")
+            cur.execute("GRANT ALL ON civic.* TO 'root'@'localhost'")
+            cur.execute("USE civic")
+            cur.execute(
+                """CREATE TABLE payments (
+                    pid VARCHAR(20) NOT NULL, county VARCHAR(20), month DATE, paid_at DATETIME,
+                    stamped TIMESTAMP NULL, amount DECIMAL(12, 2), score DOUBLE, n INT,
+                    big BIGINT UNSIGNED, active TINYINT(1), note JSON, raw VARBINARY(8),
+                    kind ENUM('a', 'b'), flags BIT(3), took TIME, body TEXT)"""
+            )
+            cur.execute(
+                """INSERT INTO payments
+                SELECT CONCAT('P', seq), CONCAT('县', seq % 3), '2024-01-01' + INTERVAL (seq % 28) DAY,
+                       '2024-01-01 08:00:00' + INTERVAL seq MINUTE, '2024-01-01 00:00:00',
+                       seq * 1.25, seq / 4, seq, seq * 1000000000, seq % 2,
+                       JSON_OBJECT('k', seq), X'0102', IF(seq % 2, 'a', 'b'), b'101',
+                       '-01:30:00', REPEAT('x', 3)
+                FROM seq_1_to_2500"""
+            )
+            cur.execute("INSERT INTO payments (pid) VALUES ('P-null')")
+            cur.execute("CREATE SEQUENCE counter")
+            cur.execute("GRANT INSERT ON civic.counter TO 'reader'@'%'")  # nextval may write
+            cur.execute("CREATE TABLE zero (d DATE)")
+            cur.execute("SET SESSION sql_mode = ''")
+            cur.execute("INSERT INTO zero VALUES ('0000-00-00')")
+        con.close()
+        yield server
+    finally:
+        server.stop()
+
+
+def uri(maria, *, password: str = PASSWORD, scheme: str = "mysql", **options) -> str:
+    query = "&".join(f"{k}={quote(v)}" for k, v in options.items())
+    return f"{scheme}://reader:{quote(password)}@127.0.0.1:{maria.port}/civic?{query}"
+
+
+def read_all(source):
+    with source:
+        batches = list(source.batches())
+    return pa.Table.from_batches(batches, schema=source.schema), [b.num_rows for b in batches]
+
+
+def test_table_types_are_mapped_and_batches_bounded(maria):
+    source = open_source(uri(maria, table="payments"), batch_rows=1000)
+    assert {f.name: f.type for f in source.schema} == {
+        "pid": pa.string(),
+        "county": pa.string(),
+        "month": pa.date32(),
+        "paid_at": pa.timestamp("us"),
+        "stamped": pa.timestamp("us", tz="UTC"),
+        "amount": pa.decimal128(12, 2),
+        "score": pa.float64(),
+        "n": pa.int64(),
+        "big": pa.uint64(),
+        "active": pa.int64(),
+        "note": pa.string(),
+        "raw": pa.binary(),
+        "kind": pa.string(),
+        "flags": pa.int64(),
+        "took": pa.duration("us"),
+        "body": pa.string(),
+    }
+    table, sizes = read_all(source)
+    assert sizes == [1000, 1000, 501]
+    rows = {r["pid"]: r for r in table.to_pylist()}
+    first = rows["P1"]
+    assert first["county"] == "县1" and first["month"] == dt.date(2024, 1, 2)
+    assert first["paid_at"] == dt.datetime(2024, 1, 1, 8, 1)
+    assert first["amount"] == decimal.Decimal("1.25") and first["score"] == 0.25
+    assert first["big"] == 1_000_000_000 and first["active"] == 1
+    assert first["note"].replace(" ", "") == '{"k":1}' and first["raw"] == b"\x01\x02"
+    assert first["kind"] == "a" and first["flags"] == 5
+    assert first["took"] == dt.timedelta(hours=-1, minutes=-30) and first["body"] == "xxx"
+    assert rows["P-null"]["amount"] is None and rows["P-null"]["month"] is None
+    assert source.progress.rows_read == 2501
+
+
+def test_query_mariadb_scheme_and_redacted_uri(maria):
+    query = "SELECT county, COUNT(*) AS n FROM payments WHERE county IS NOT NULL GROUP BY county"
+    source = open_source(uri(maria, scheme="mariadb", query=query))
+    assert PASSWORD not in source.uri and quote(PASSWORD) not in source.uri
+    assert source.uri.startswith("mariadb://reader:***@127.0.0.1:")
+    table, _ = read_all(source)
+    assert sorted(table.column("n").to_pylist()) == [833, 833, 834]
+
+
+def test_bad_password_is_refused_without_showing_it(maria):
+    wrong = "Wrong-secret-42"
+    with pytest.raises(SourceError) as err:
+        open_source(uri(maria, password=wrong, table="payments"))
+    message = err.value.message
+    assert "cannot connect to mysql://reader:***@127.0.0.1" in message
+    assert "Access denied for user 'reader'" in message
+    assert wrong not in message and PASSWORD not in message
+    assert err.value.__cause__ is None
+
+
+def test_unreachable_host_and_unknown_database(maria):
+    with pytest.raises(SourceError) as err:
+        open_source(f"mysql://reader:{PASSWORD}@127.0.0.1:1/civic?table=payments")
+    assert "cannot connect" in err.value.message and "Can't connect" in err.value.message
+    assert PASSWORD not in err.value.message
+    with pytest.raises(SourceError) as err:
+        open_source(uri(maria, table="payments").replace("/civic?", "/civics?"))
+    assert "civics" in err.value.message and PASSWORD not in err.value.message
+
+
+def test_missing_table_suggests_and_options_are_checked(maria):
+    with pytest.raises(SourceError) as err:
+        open_source(uri(maria, table="payment"))
+    assert "table 'payment' does not exist; did you mean 'payments'?" in err.value.message
+    with pytest.raises(SourceError, match="give exactly one of"):
+        open_source(uri(maria))
+    with pytest.raises(SourceError, match="unknown option 'tabel'"):
+        open_source(uri(maria, tabel="payments"))
+
+
+def test_session_is_read_only_and_errors_hide_values(maria):
+    with pytest.raises(SourceError) as err:
+        read_all(open_source(uri(maria, query="SELECT NEXTVAL(counter) AS v")))
+    assert "READ ONLY transaction" in err.value.message and PASSWORD not in err.value.message
+    with pytest.raises(SourceError) as err:
+        read_all(open_source(uri(maria, table="zero")))
+    assert "column 'd'" in err.value.message and "0000" in err.value.message  # the hint only
+    source = open_source(uri(maria, query="SELECT CAST(pid AS DECIMAL(5)) / 0 AS v FROM payments"))
+    table, _ = read_all(source)  # MariaDB answers NULL, not an error: nothing to hide
+    assert table.column("v").null_count == 2501
+
+
+def test_the_api_allows_only_listed_hosts_and_options(maria):
+    allowed = (f"127.0.0.1:{maria.port}",)
+    check_source(uri(maria, table="payments"), (), allowed)
+    with pytest.raises(InputError) as err:
+        check_source(uri(maria, table="payments"), (), ("127.0.0.1",))
+    assert "api.source_hosts" in err.value.message and PASSWORD not in err.value.message
+    with pytest.raises(InputError) as err:
+        check_source(uri(maria, table="payments", unix_socket="/tmp/x.sock"), (), allowed)
+    assert "unix_socket" in err.value.message
+    check_source("mysql://u:p@db.example.org/civic?table=t", (), ("db.example.org",))  # 3306
+
+
+def test_a_table_through_registration_to_a_released_job(maria, platform, provider, make_principal):
+    classes = {
+        "entity_key": "pid",
+        "columns": {"pid": "identifier", "county": "dimension", "amount": "measure"},
+    }
+    query = "SELECT pid, county, amount FROM payments WHERE county IS NOT NULL ORDER BY pid"
+    counts = release_counts(
+        platform, provider, make_principal, "payments", uri(maria, query=query), classes
+    )
+    assert counts == {"县0": 833, "县1": 834, "县2": 833}
