@@ -1,12 +1,19 @@
-"""The one interface every kind of job implements.
+"""The one interface every kind of job implements: :class:`JobKind`.
 
-A job kind turns an operator's request into a :class:`JobPlan` after checking
-it against policy (:meth:`JobKind.plan`, which raises
-:class:`~policies.errors.PolicyRefusal` naming the rule and article), runs the
-plan through an :class:`Executor` that the platform provides (an isolated
-worker; the job kind never sees a process or a file), and judges the raw
-result with the output check (:meth:`JobKind.check`). Only the released table
-of that check may leave the platform.
+Every kind (SQL aggregate, PSI match, HE aggregate, verification) names the datasets
+a request reads (:meth:`JobKind.referenced_datasets`, for the grants gate) and turns
+the request into a plan after checking it against policy (:meth:`JobKind.plan`,
+which raises :class:`~policies.errors.PolicyRefusal` naming the rule and article).
+The platform builds the scope (the datasets' classifications and granted columns)
+and hands it in; a kind never reads the store, a file or a process.
+
+What happens after the plan differs by kind, and the interface says so:
+:class:`SqlKind` (SQL aggregates) runs its plan through an :class:`Executor` that
+the platform provides (an isolated worker) and judges the raw result with the output
+check (:meth:`SqlKind.check`); only the released table of that check may leave the
+platform. A PSI match and an HE sum run as sessions of their own
+(``sandbox.psi``, ``sandbox.he``), and a verification rule becomes a keyed index
+(``sandbox.verification``): their plans are what those sessions execute.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from policies.admission import QueryScope
+from policies.admission import QueryScope, TableScope
+from policies.classes import Classification, did_you_mean
 from policies.disclosure import CheckResult, DisclosureParams
+from policies.errors import InputError
 
 
 class Executor(Protocol):
@@ -41,16 +50,29 @@ class JobPlan:
     grid: Any = None  # the declared grid the output is completed to (jobs.grid), if any
 
 
-class JobKind(abc.ABC):
-    name: str
+PlanT = TypeVar("PlanT")
+
+
+class JobKind(abc.ABC, Generic[PlanT]):
+    """A kind of job: its name (the grants and agreements name it), the article its
+    requests are admitted under, and its admission."""
+
+    name: ClassVar[str]
+    article: ClassVar[str]
 
     @abc.abstractmethod
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
-        """Dataset names the request mentions (a hint for building its scope)."""
+        """Dataset names the request mentions (a hint for building its scope); a request
+        of the wrong shape is an InputError naming the field."""
 
     @abc.abstractmethod
-    def plan(self, request: Mapping[str, Any], scope: QueryScope) -> JobPlan:
+    def plan(self, request: Mapping[str, Any], scope: QueryScope) -> PlanT:
         """Check the request against policy; refuse or return the plan."""
+
+
+class SqlKind(JobKind[JobPlan]):
+    """A kind whose plan is one SQL statement run in an isolated worker, and whose raw
+    result is judged by the output check before anything is released."""
 
     def run(self, plan: JobPlan, execute: Executor, snapshots: Mapping[str, Path]) -> pa.Table:
         return execute(plan.engine_sql, {t: snapshots[t] for t in plan.tables})
@@ -58,3 +80,15 @@ class JobKind(abc.ABC):
     @abc.abstractmethod
     def check(self, plan: JobPlan, raw: pa.Table, params: DisclosureParams) -> CheckResult:
         """The output check of the raw result (which never leaves the platform)."""
+
+
+def one_table_scope(dataset: str, classification: Classification) -> QueryScope:
+    """The scope of a kind that reads one dataset (a PSI column, an HE join)."""
+    return QueryScope(tables={dataset: TableScope(dataset, classification)})
+
+
+def table_of(scope: QueryScope, dataset: str) -> Classification:
+    """The classification of one dataset of the scope, or an InputError naming it."""
+    if dataset not in scope.tables:
+        raise InputError(f"no dataset '{dataset}' in scope; " + did_you_mean(dataset, scope.tables))
+    return scope.tables[dataset].classification

@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
+from policies.admission import QueryScope
 from policies.classes import Classification, ColumnClass, did_you_mean
 from policies.disclosure import DisclosureParams
 from policies.errors import InputError, PolicyRefusal
+
+from .base import JobKind, table_of
 
 KIND = "he_aggregate"
 MAX_GROUP_COLUMNS = 3
@@ -59,6 +62,28 @@ class HeRequest:
     key_column: str
     by: tuple[str, ...]
     scheme: Scheme = Scheme.CKKS
+
+    @classmethod
+    def from_mapping(cls, request: Mapping[str, Any]) -> HeRequest:
+        """The request part of an upload's header; a missing field is an InputError."""
+        try:
+            by = request["by"]
+            return cls(
+                dataset=str(request["dataset"]),
+                key_column=str(request["key_column"]),
+                by=tuple(str(c) for c in (by if isinstance(by, list | tuple) else [by])),
+                scheme=parse_scheme(request.get("scheme", "ckks")),
+            )
+        except KeyError as exc:
+            raise InputError(f"the HE request needs '{exc.args[0]}'") from None
+
+    def as_mapping(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "key_column": self.key_column,
+            "by": list(self.by),
+            "scheme": self.scheme.value,
+        }
 
 
 @dataclass(frozen=True)
@@ -148,6 +173,24 @@ def plan_he(request: HeRequest, classification: Classification, params: Disclosu
         entity_key=classification.entity_key,
         min_subjects=params.min_entities,
     )
+
+
+class HeAggregate(JobKind[HePlan]):
+    """Encrypted sums per public group of a dataset the operator joins its keys to."""
+
+    name = KIND
+    article = "Art. 15"
+
+    def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
+        return [HeRequest.from_mapping(request).dataset]
+
+    def plan(self, request: Mapping[str, Any], scope: QueryScope) -> HePlan:
+        """:func:`plan_he` against the scope's one dataset, with the disclosure
+        parameters in force (``scope.disclosure``: the smallest group released)."""
+        he_request = HeRequest.from_mapping(request)
+        if scope.disclosure is None:
+            raise InputError("an HE plan needs the disclosure parameters in force")
+        return plan_he(he_request, table_of(scope, he_request.dataset), scope.disclosure)
 
 
 def check_security(scheme: Scheme, poly_modulus_degree: int, coeff_bits: Sequence[int]) -> None:

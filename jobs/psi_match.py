@@ -4,9 +4,9 @@ A PSI match is not a SQL job: nothing runs over the data at the operator's
 request. The platform's encrypted set is built once per dataset version
 (:mod:`sandbox.psi.service`), and a match is a *session*: the operator states the
 dataset, column, mode and the size of its list (:class:`policies.psi.PsiAsk`),
-then sends its encrypted list in chunks. So this kind does not implement
-:class:`jobs.base.JobKind` (whose plan is a SQL statement); it offers the pieces
-both halves share:
+then sends its encrypted list in chunks. :class:`PsiMatch` is the kind behind
+:class:`jobs.base.JobKind`: its plan is the checked ask (the session executes it).
+The module also offers the pieces both halves share:
 
 * :func:`parse_ask` turns a request mapping into a checked ``PsiAsk``;
 * :func:`check_columns` says which columns may be matched (identifiers or public
@@ -24,12 +24,16 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from policies.admission import QueryScope
 from policies.classes import Classification, ColumnClass, did_you_mean
 from policies.errors import InputError, PolicyRefusal
 from policies.psi import PsiAsk, parse_mode
+
+from .base import JobKind, table_of
 
 KIND = "psi_match"
 MATCHABLE = (ColumnClass.IDENTIFIER, ColumnClass.PUBLIC)
@@ -99,6 +103,46 @@ def over_persons(classification: Classification, column: str) -> bool:
     """True when the column or the dataset's entity key is a resident ID (GB 11643)."""
     formats = classification.formats
     return "cn_resident_id" in (formats.get(column), formats.get(classification.entity_key))
+
+
+@dataclass(frozen=True)
+class PsiMatchPlan:
+    """A match that passed admission: the ask, and whether it is over persons (then the
+    terms ask for the subjects' consent, Art. 19)."""
+
+    ask: PsiAsk
+    over_persons: bool
+
+
+class PsiMatch(JobKind[PsiMatchPlan]):
+    """PSI match sessions: the column is matchable and any group is public (Art. 15)."""
+
+    name = KIND
+    article = "Art. 15"
+
+    def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
+        return [parse_ask(request).dataset]
+
+    def plan(self, request: Mapping[str, Any], scope: QueryScope) -> PsiMatchPlan:
+        ask = parse_ask(request)
+        classification = table_of(scope, ask.dataset)
+        check_columns(classification, ask.column, ask.group_by)
+        return PsiMatchPlan(ask, over_persons(classification, ask.column))
+
+
+def ask_request(ask: PsiAsk) -> dict[str, Any]:
+    """The request mapping of a parsed ask (what :func:`parse_ask` reads back)."""
+    request: dict[str, Any] = {
+        "dataset": ask.dataset,
+        "column": ask.column,
+        "mode": ask.mode.value,
+        "list_size": ask.list_size,
+    }
+    if ask.consent:
+        request["consent"] = ask.consent
+    if ask.group_by:
+        request["group_by"] = ask.group_by
+    return request
 
 
 def plan_chunks(n: int, chunk_items: int) -> list[int]:

@@ -23,15 +23,16 @@ from policies.disclosure import CheckResult, DisclosureParams, check_output
 from policies.disclosure.lineage import Lineage
 from policies.errors import InputError, PolicyRefusal
 
-from .base import Executor, JobKind, JobPlan
+from .base import Executor, JobPlan, SqlKind
 from .grid import complete_grid, declared_grid
 from .sql_evidence import with_evidence
 
 MAX_SQL_BYTES = 64 * 1024
 
 
-class SqlAggregate(JobKind):
+class SqlAggregate(SqlKind):
     name = "sql_aggregate"
+    article = "Art. 15"
 
     @staticmethod
     def _sql(request: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 from sqlglot import exp
@@ -17,6 +17,9 @@ from sqlglot import exp
 from ..classes import Classification
 from ..errors import ConfigError, PolicyRefusal
 from ..outputs import OutputSpec
+
+if TYPE_CHECKING:
+    from ..disclosure import DisclosureParams
 
 ARTICLE = "Art. 15"
 DIALECT = "duckdb"
@@ -47,6 +50,10 @@ class QueryScope:
     # a verification rule's aggregate twin (policies.verification.rules), checked for the
     # columns it reads only.
     mode: str = "table"
+    # The disclosure parameters in force (the platform's minimums tightened by the
+    # grants), for a kind that decides at admission what may come back (an HE sum's
+    # smallest group); a SQL job's output check receives them after the run instead.
+    disclosure: DisclosureParams | None = None
 
 
 @dataclass(frozen=True)

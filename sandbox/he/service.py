@@ -43,16 +43,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from jobs import get_kind
+from jobs.base import one_table_scope
 from jobs.he_aggregate import (
     KIND,
     SLOTS,
     HePlan,
     duplicate_count,
     pack,
-    plan_he,
 )
 from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
 from sandbox.he.evaluate import evaluate
@@ -225,7 +226,8 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
             )
             version = get_version(conn, platform, request.dataset)
         params = platform.disclosure_minimums().tightened(used[request.dataset].disclosure)
-        plan = plan_he(request, version.classification, params)
+        scope = replace(one_table_scope(request.dataset, version.classification), disclosure=params)
+        plan = get_kind(KIND).plan(request.as_mapping(), scope)
         ctx = load_public_context(upload.context, plan.scheme)
         if ctx.is_private():  # the platform never keeps a context it could decrypt with
             raise PolicyRefusal("he_secret_key_sent", "the context holds a secret key")

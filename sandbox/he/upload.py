@@ -14,7 +14,6 @@ from jobs.he_aggregate import (
     Scheme,
     check_security,
     frames_digest,
-    parse_scheme,
     unpack,
 )
 from policies.errors import InputError, PolicyRefusal
@@ -43,13 +42,7 @@ def parse_upload(body: bytes, max_values: int) -> HeUpload:
         body, max_frames=2 + max_cts, max_frame=max(MAX_CONTEXT_BYTES, 64 * max_values)
     )
     try:
-        by = header["by"]
-        request = HeRequest(
-            dataset=str(header["dataset"]),
-            key_column=str(header["key_column"]),
-            by=tuple(str(c) for c in (by if isinstance(by, list) else [by])),
-            scheme=parse_scheme(header.get("scheme", "ckks")),
-        )
+        request = HeRequest.from_mapping(header)
         n = int(header["values"])
         digest = str(header["sha256"])
     except (KeyError, TypeError, ValueError):

@@ -50,8 +50,10 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from jobs import get_kind
+from jobs.base import one_table_scope
 from jobs.psi_match import KIND as GATE_KIND
-from jobs.psi_match import check_columns, pack_message, unpack_message
+from jobs.psi_match import ask_request, pack_message, unpack_message
 from policies.classes import did_you_mean
 from policies.domains import Codes
 from policies.errors import (
@@ -149,7 +151,7 @@ def _admit(
     """Everything decided before a thing is computed; raises the first refusal."""
     version = get_version(conn, platform, ask.dataset)
     classification = version.classification
-    check_columns(classification, ask.column, ask.group_by)
+    get_kind(GATE_KIND).plan(ask_request(ask), one_table_scope(ask.dataset, classification))
     used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
     used = may_run(conn, operator, [ask.dataset], GATE_KIND, columns={ask.dataset: used_cols})
     terms = terms_for(conn, used[ask.dataset], ask.dataset, ask.column)

@@ -42,12 +42,9 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from jobs.psi_match import (
-    KIND,
-    check_columns,
-    over_persons,
-    parse_ask,
-)
+from jobs import get_kind
+from jobs.base import one_table_scope
+from jobs.psi_match import KIND, ask_request, parse_ask
 from policies.errors import (
     Conflict,
     InputError,
@@ -123,16 +120,16 @@ def _admit(
 ) -> tuple[DatasetVersion, PsiTerms, int]:
     """The gate and the terms; returns (latest version, terms, sessions used today)."""
     version = get_version(conn, platform, ask.dataset)
-    check_columns(version.classification, ask.column, ask.group_by)
+    plan = get_kind(KIND).plan(
+        ask_request(ask), one_table_scope(ask.dataset, version.classification)
+    )
     used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
     grant = may_run(conn, operator, [ask.dataset], KIND, columns={ask.dataset: used_cols})[
         ask.dataset
     ]
     terms = terms_for(conn, grant, ask.dataset, ask.column)
     used = _used_today(conn, operator, terms) if terms is not None else 0
-    allowed = check_ask(
-        terms, ask, used_today=used, over_persons=over_persons(version.classification, ask.column)
-    )
+    allowed = check_ask(terms, ask, used_today=used, over_persons=plan.over_persons)
     return version, allowed, used
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from jobs.base import JobKind, JobPlan
+from jobs.base import JobPlan, SqlKind
 from policies.access import Grant
 from policies.admission import QueryScope, TableScope
 from policies.disclosure import DisclosureParams
@@ -57,7 +57,7 @@ def _scope(
     conn: Connection,
     platform: Platform,
     operator: Principal,
-    kind: JobKind,
+    kind: SqlKind,
     request: Mapping[str, Any],
     now: datetime,
     pinned: Mapping[str, int] | None = None,
@@ -99,7 +99,7 @@ def _scope(
 def _refuse_ungranted(
     conn: Connection,
     operator: Principal,
-    kind: JobKind,
+    kind: SqlKind,
     request: Mapping[str, Any],
     scope: QueryScope,
 ) -> None:
@@ -150,7 +150,7 @@ def prepare(
     conn: Connection,
     platform: Platform,
     operator: Principal,
-    kind: JobKind,
+    kind: SqlKind,
     request: Mapping[str, Any],
     pinned: Mapping[str, int] | None = None,
 ) -> Prepared:

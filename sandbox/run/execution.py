@@ -26,8 +26,8 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from jobs import get_kind
-from jobs.base import JobKind
+from jobs import sql_kind
+from jobs.base import SqlKind
 from policies.disclosure import CheckResult, OutputVerdict
 from policies.errors import JobFailed, PermissionDenied, PolicyRefusal, SandboxError
 from sandbox.core.ledger import now_utc
@@ -121,7 +121,7 @@ class JobService:
                 "may submit jobs (Art. 14)",
                 article="Art. 14",
             )
-        kind = get_kind(kind_name)
+        kind = sql_kind(kind_name)
         kind.referenced_datasets(request)  # a malformed request is refused before it is recorded
         job_id = open_job(platform, operator, kind.name, request)
         try:
@@ -194,7 +194,7 @@ class JobService:
                 if detail["engine"] == "duckdb" and platform.settings.ray.dispatch_jobs:
                     detail["dispatch"] = "ray"
             transition(platform, conn, job_id, operator, JobState.RUNNING, detail)
-        kind = get_kind(row.kind)
+        kind = sql_kind(row.kind)
         request = json.loads(row.request_json)
         pinned = {i["dataset"]: i["version"] for i in json.loads(row.inputs_json or "[]")}
         try:
@@ -277,7 +277,7 @@ class JobService:
 
         return execute
 
-    def _execute(self, operator: Principal, job_id: int, kind: JobKind, prepared: Prepared) -> None:
+    def _execute(self, operator: Principal, job_id: int, kind: SqlKind, prepared: Prepared) -> None:
         """Run the admitted plan, check its output, then release it or hold it for review."""
         runtime: dict[str, Any] = {}
         snapshots = {t: v.path for t, v in prepared.versions.items()}
@@ -473,7 +473,7 @@ class JobService:
         if not differencing and prepared.dp is None and lineage is None:
             return unguarded
         k = platform.settings.differencing.k
-        kind = get_kind(prepared.plan.kind)
+        kind = sql_kind(prepared.plan.kind)
 
         def bind(result: CheckResult):
             def finish(conn: Connection) -> tuple[pa.Table, dict, dict, dict]:

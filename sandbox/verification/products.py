@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from jobs import get_kind
+from jobs.verification import KIND
 from policies.admission import QueryScope, TableScope
 from policies.errors import Conflict, InputError, NotFound, PolicyRefusal
 from policies.verification import (
     AdmittedRule,
     Definition,
     ProductState,
-    admit_rule,
     may_move,
 )
 from sandbox.core.ledger import Actor, now_utc
@@ -45,9 +46,6 @@ MAX_BATCH = 1000
 RESERVED = {"products", "who"}
 
 
-KIND = "verification"
-
-
 WITHDRAWING = {
     "agreement_suspended",
     "agreement_terminated",
@@ -71,7 +69,10 @@ def _scope(conn: Connection, platform: Platform) -> QueryScope:
 
 
 def admit_definition(conn: Connection, platform: Platform, definition: Definition) -> AdmittedRule:
-    return admit_rule(definition, _scope(conn, platform))
+    """The definition's rule admitted by its job kind against every registered dataset
+    (the grants gate, :func:`may_run`, then asks for the columns it reads)."""
+    rule: AdmittedRule = get_kind(KIND).plan(definition.to_dict(), _scope(conn, platform))
+    return rule
 
 
 def _agreement_of(grants: Mapping, rule: AdmittedRule) -> int:
