@@ -2,7 +2,9 @@
 
 Append-only entries: sequence number, UTC time, actor (principal and role),
 action, subject, details (JSON), article, the previous entry's hash and the
-entry's own hash, SHA-256 over the canonical JSON of all other fields. Every
+entry's own hash, SHA-256 over the canonical JSON of all other fields (RFC 8785,
+the JSON Canonicalization Scheme, by the ``rfc8785`` package: any tool that
+implements the RFC recomputes the hashes). Every
 append also rewrites the signed head (``ledger_head``): the platform's Ed25519
 signature over the last entry's sequence number and hash. Hence:
 
@@ -31,7 +33,9 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -71,11 +76,77 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+CANONICAL_FORM = "RFC 8785"  # named in each new platform's platform.init entry
+SAFE_INTEGER = 2**53 - 1  # I-JSON (RFC 7493): larger integers are written as strings
+
+
 def canonical(data: Any) -> bytes:
+    """``data`` in the JSON Canonicalization Scheme (RFC 8785).
+
+    Integers beyond I-JSON's safe range and non-finite floats become strings (the RFC
+    admits neither). Data of strings, safe integers, booleans and null only, with no
+    key outside the Basic Multilingual Plane, comes out of ``json.dumps`` byte for byte
+    as the RFC writes it (a property test holds the two equal), and that is the fast
+    path: the ledger appends an entry for every verification call."""
+    if _plain(data):
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return rfc8785.dumps(_i_json(data))
+
+
+def legacy_canonical(data: Any) -> bytes:
+    """The canonical form of ledgers begun before RFC 8785 (``json.dumps`` with sorted keys)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def entry_hash(fields: Mapping[str, Any]) -> str:
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_OUTSIDE_BMP = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")  # sorts apart in UTF-16
+
+
+def _plain(data: Any) -> bool:
+    if isinstance(data, str):
+        return _LONE_SURROGATE.search(data) is None
+    if data is None or isinstance(data, bool):
+        return True
+    if isinstance(data, int):
+        return -SAFE_INTEGER <= data <= SAFE_INTEGER
+    if isinstance(data, list | tuple):
+        return all(_plain(v) for v in data)
+    if isinstance(data, dict):
+        return all(isinstance(k, str) and _OUTSIDE_BMP.search(k) is None for k in data) and all(
+            _plain(v) for v in data.values()
+        )
+    return False  # floats (written in ECMAScript's number form) and the rest: the library
+
+
+def _i_json(data: Any) -> Any:
+    if isinstance(data, bool) or data is None or isinstance(data, str):
+        return data
+    if isinstance(data, int):
+        return data if -SAFE_INTEGER <= data <= SAFE_INTEGER else str(data)
+    if isinstance(data, float):
+        return data if math.isfinite(data) else str(data)
+    if isinstance(data, list | tuple):
+        return [_i_json(v) for v in data]
+    if isinstance(data, Mapping):
+        return {str(k): _i_json(v) for k, v in data.items()}
+    return data  # the library names what it cannot write
+
+
+_FORMS: dict[str, Callable[[Any], bytes]] = {}  # store URL -> its ledger's canonical form
+
+
+def _form_of(conn: Connection) -> Callable[[Any], bytes]:
+    """The canonical form of this store's ledger: RFC 8785 when its ``platform.init``
+    entry says so, else the form it was begun with (read once per store and process)."""
+    url = str(conn.engine.url)
+    if url not in _FORMS:
+        first = conn.execute(select(ledger.c.details).where(ledger.c.seq == 1)).scalar()
+        marked = first is not None and f'"canonical_json":"{CANONICAL_FORM}"' in first
+        _FORMS[url] = canonical if marked or first is None else legacy_canonical
+    return _FORMS[url]
+
+
+def entry_hash(fields: Mapping[str, Any], form: Callable[[Any], bytes] | None = None) -> str:
     body = {
         k: fields[k]
         for k in (
@@ -90,7 +161,7 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
             "prev_hash",
         )
     }
-    return hashlib.sha256(canonical(body)).hexdigest()
+    return hashlib.sha256((form or canonical)(body)).hexdigest()
 
 
 def _head_message(seq: int, digest: str) -> bytes:
@@ -112,6 +183,8 @@ def append(
     ).first()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
+    form = canonical if last is None else _form_of(conn)
+    text = form(dict(details or {})).decode()
     fields = {
         "seq": seq,
         "ts": now_utc(),
@@ -119,16 +192,12 @@ def append(
         "role": actor.role,
         "action": action,
         "subject": subject,
-        "details": json.loads(canonical(dict(details or {}))),
+        "details": json.loads(text),
         "article": article,
         "prev_hash": prev,
     }
-    digest = entry_hash(fields)
-    conn.execute(
-        ledger.insert().values(
-            **{**fields, "details": canonical(fields["details"]).decode(), "hash": digest}
-        )
-    )
+    digest = entry_hash(fields, form)
+    conn.execute(ledger.insert().values(**{**fields, "details": text, "hash": digest}))
     signature = keys.sign(key, _head_message(seq, digest))
     updated = conn.execute(
         ledger_head.update()
@@ -285,8 +354,11 @@ def _walk_chain(conn: Connection, copy_seq: int | None) -> tuple[int, str, str |
     expected_seq = 1
     prev = last_hash = GENESIS
     hash_at_copy = None
+    form = canonical
     for row in _rows(conn):
         seq = row["seq"]
+        if seq == 1 and row["details"].get("canonical_json") != CANONICAL_FORM:
+            form = legacy_canonical  # a ledger begun before RFC 8785: its own form throughout
         if seq != expected_seq:
             if seq > expected_seq:
                 raise IntegrityError(
@@ -294,10 +366,10 @@ def _walk_chain(conn: Connection, copy_seq: int | None) -> tuple[int, str, str |
                     article="Art. 7",
                 )
             raise IntegrityError(f"ledger entry {seq} appears twice (inserted)", article="Art. 7")
-        if entry_hash(row) != row["hash"]:
+        if entry_hash(row, form) != row["hash"]:
             # Does the content belong to another position? Then entries were moved.
             for other in (seq - 1, seq + 1):
-                if other >= 1 and entry_hash({**row, "seq": other}) == row["hash"]:
+                if other >= 1 and entry_hash({**row, "seq": other}, form) == row["hash"]:
                     raise IntegrityError(
                         f"ledger entry {seq} holds the content of entry {other}: "
                         "entries were reordered",

@@ -95,7 +95,12 @@ class Platform:
         if created:
             with platform.store.transaction() as conn:
                 platform.record(
-                    conn, ledger.SYSTEM, "platform.init", "platform", {"schema": "v1"}, "Art. 6"
+                    conn,
+                    ledger.SYSTEM,
+                    "platform.init",
+                    "platform",
+                    {"schema": "v1", "canonical_json": ledger.CANONICAL_FORM},
+                    "Art. 6",
                 )
         return platform
 
