@@ -39,7 +39,8 @@ def small(tmp_path_factory):
 
 
 def client(small, name: str) -> Client:
-    return Client(small["server"].url, small["tokens"][name], hooks=[_hook])
+    # retry=None: these tests read the 429 itself (tests/test_client_habits.py the retries)
+    return Client(small["server"].url, small["tokens"][name], hooks=[_hook], retry=None)
 
 
 def test_body_over_the_cap_is_413_naming_the_limit(small):

@@ -32,19 +32,19 @@ from sandbox.api.models import (
     DatasetSummary,
     Job,
     JobSummary,
-    LedgerEntry,
-    LedgerVerification,
     Me,
     PrincipalStatus,
-    Product,
     Registration,
     RotatedToken,
 )
 from sandbox.client.envelope import raise_for_envelope
+from sandbox.client.products import ProductCalls, ProductHandle
+from sandbox.client.retry import RetryPolicy, send
 from sandbox.client.sources import SourceCalls
 from sandbox.client.workflow import WorkflowCalls
 
 LONG_POLL_S = 25.0
+DEFAULT_RETRY = RetryPolicy()  # 4 tries, waits of at most 30 s
 
 
 def _build(cls, data: dict):
@@ -67,8 +67,18 @@ class VerifyAnswer:
     code: str | None = None
 
 
-class Client(SourceCalls, WorkflowCalls):
-    """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`."""
+__all__ = ["Client", "ProductHandle", "RetryPolicy", "VerifyAnswer", "dumps"]
+
+
+class Client(ProductCalls, SourceCalls, WorkflowCalls):
+    """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`.
+
+    A 429 (over ``api.rate_per_minute``) or a 503 (not ready) is sent again after the
+    answer's ``Retry-After`` or a backoff (:class:`sandbox.client.retry.RetryPolicy`;
+    ``retry=None`` raises the first one).
+
+    Example: ``with Client("http://127.0.0.1:8040", token) as api: print(api.me().role)``
+    """
 
     def __init__(
         self,
@@ -77,7 +87,9 @@ class Client(SourceCalls, WorkflowCalls):
         *,
         timeout: float = 60.0,
         hooks: Iterable[Callable[[httpx.Response], None]] = (),
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ):
+        self.retry = retry
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -101,11 +113,22 @@ class Client(SourceCalls, WorkflowCalls):
         self.close()
 
     def close(self) -> None:
+        """Close the connections (``with Client(...)`` does it on leaving).
+
+        Example: ``api.close()``
+        """
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        def attempt() -> httpx.Response:
+            for part in (kwargs.get("files") or {}).values():  # a retry sends files whole
+                handle = part[1] if isinstance(part, tuple) else part
+                if hasattr(handle, "seek"):
+                    handle.seek(0)
+            return self._http.request(method, path, **kwargs)
+
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = send(attempt, self.retry)
         except httpx.HTTPError as exc:
             raise SandboxError(
                 f"cannot reach the platform at {self._http.base_url}: {type(exc).__name__}",
@@ -120,41 +143,76 @@ class Client(SourceCalls, WorkflowCalls):
     # --- system ---------------------------------------------------------------
 
     def health(self) -> str:
+        """Liveness: ``"ok"`` while the process is up (no token needed).
+
+        Example: ``api.health()``
+        """
         return self._json("GET", "/healthz")["status"]
 
     def ready(self) -> str:
+        """Readiness: ``"ready"`` when the store, the signing key and the executor work.
+
+        Example: ``api.ready()``
+        """
         return self._json("GET", "/readyz")["status"]
 
     def me(self) -> Me:
+        """The principal this client's token belongs to.
+
+        Example: ``api.me().role``
+        """
         return _build(Me, self._json("GET", "/v1/me"))
 
     def openapi(self) -> dict:
+        """The API's OpenAPI description.
+
+        Example: ``sorted(api.openapi()["paths"])``
+        """
         return self._json("GET", "/openapi.json")
 
     # --- principals' lifecycle (an authority, its jurisdiction) ------------------
 
     def deactivate_principal(self, name: str, reason: str) -> PrincipalStatus:
+        """An authority stops a principal's token (the reason is ledgered).
+
+        Example: ``api.deactivate_principal("lucheng_credit", "contract ended")``
+        """
         body = {"reason": reason}
         return _build(
             PrincipalStatus, self._json("POST", f"/v1/principals/{name}/deactivate", json=body)
         )
 
     def reactivate_principal(self, name: str, reason: str) -> PrincipalStatus:
+        """An authority lets a deactivated principal in again.
+
+        Example: ``api.reactivate_principal("lucheng_credit", "contract renewed")``
+        """
         body = {"reason": reason}
         return _build(
             PrincipalStatus, self._json("POST", f"/v1/principals/{name}/reactivate", json=body)
         )
 
     def rotate_token(self, name: str) -> RotatedToken:
-        """The principal's new token (shown once); its old token is refused from now on."""
+        """The principal's new token (shown once); its old token is refused from now on.
+
+        Example: ``api.rotate_token("lucheng_credit").token``
+        """
         return _build(RotatedToken, self._json("POST", f"/v1/principals/{name}/rotate-token"))
 
     # --- datasets and grants ---------------------------------------------------
 
     def list_datasets(self) -> list[DatasetSummary]:
+        """The datasets you may see: names, versions, sizes.
+
+        Example: ``[d.name for d in api.list_datasets()]``
+        """
         return [_build(DatasetSummary, d) for d in self._json("GET", "/v1/datasets")]
 
     def show_dataset(self, name: str, version: int | None = None) -> DatasetDetail:
+        """One dataset (its latest version, or ``version``) with its profile.
+
+        Example: ``api.show_dataset("persons").profile["rows"]``
+        """
         params = {"version": version} if version is not None else None
         return _build(DatasetDetail, self._json("GET", f"/v1/datasets/{name}", params=params))
 
@@ -169,7 +227,11 @@ class Client(SourceCalls, WorkflowCalls):
         header: str | None = None,
     ) -> Registration:
         """Upload a data file (CSV, Parquet, JSON lines, an Excel workbook's ``sheet`` with
-        its ``header`` row, e.g. ``"2"`` or ``"1-2"``) with its classification YAML."""
+        its ``header`` row, e.g. ``"2"`` or ``"1-2"``) with its classification YAML.
+
+        Example: ``api.register_upload("persons", "persons.csv", "persons.yaml",
+        text_columns=["pid"]).version``
+        """
         file, classification = Path(file), Path(classification)
         data = {"name": name}
         if text_columns:
@@ -186,7 +248,11 @@ class Client(SourceCalls, WorkflowCalls):
         return _build(Registration, body)
 
     def register_uri(self, name: str, uri: str, classification: dict | Path | str) -> Registration:
-        """Register a server-side source (a file under api.source_roots, or a database URI)."""
+        """Register a server-side source (a file under api.source_roots, or a database URI).
+
+        Example: ``api.register_uri("firms", "postgresql://db.example/registry?table=firms",
+        "firms.yaml")``
+        """
         if not isinstance(classification, dict):
             import yaml
 
@@ -195,21 +261,34 @@ class Client(SourceCalls, WorkflowCalls):
         return _build(Registration, self._json("POST", "/v1/datasets", json=payload))
 
     def list_grants(self) -> list[dict]:
-        """The grants this principal may see, each with the job kinds it covers."""
+        """The grants this principal may see, each with the job kinds it covers.
+
+        Example: ``[(g["dataset"], g["kinds"]) for g in api.list_grants()]``
+        """
         return self._json("GET", "/v1/grants")
 
     # --- jobs -----------------------------------------------------------------
 
     def submit_job(self, sql: str, kind: str = "sql_aggregate") -> Job:
-        """202: the job is ``queued`` (the server runs it) or ``refused`` (reason says why)."""
+        """202: the job is ``queued`` (the server runs it) or ``refused`` (reason says why).
+
+        Example: ``api.submit_job("SELECT county, COUNT(*) AS n FROM persons GROUP BY county")``
+        """
         return _build(Job, self._json("POST", "/v1/jobs", json={"sql": sql, "kind": kind}))
 
     def job(self, job_id: int, *, wait: float = 0.0) -> Job:
+        """A job's state; ``wait`` seconds of long-polling until it changes.
+
+        Example: ``api.job(job.job, wait=10).state``
+        """
         params = {"wait": wait} if wait else None
         return _build(Job, self._json("GET", f"/v1/jobs/{job_id}", params=params))
 
     def wait_job(self, job_id: int, timeout: float = 120.0) -> Job:
-        """Long-poll until the job ends (released, withheld, refused, failed) or ``timeout``."""
+        """Long-poll until the job ends (released, withheld, refused, failed) or ``timeout``.
+
+        Example: ``api.wait_job(api.submit_job(sql).job, timeout=60).state``
+        """
         deadline = time.monotonic() + timeout
         job = self.job(job_id)
         while not job.done and time.monotonic() < deadline:
@@ -217,55 +296,11 @@ class Client(SourceCalls, WorkflowCalls):
         return job
 
     def list_jobs(self) -> list[JobSummary]:
+        """Your jobs (an authority: those of its jurisdiction).
+
+        Example: ``[(j.id, j.status) for j in api.list_jobs()]``
+        """
         return [_build(JobSummary, j) for j in self._json("GET", "/v1/jobs")]
-
-    # --- products ---------------------------------------------------------------
-
-    def list_products(self) -> list[Product]:
-        return [_build(Product, p) for p in self._json("GET", "/v1/products")]
-
-    def product_manifest(self, product_id: str) -> dict:
-        return self._json("GET", f"/v1/products/{product_id}")
-
-    def download_file(self, product_id: str, name: str, out: Path | str) -> Path:
-        """Save one file of a product into folder ``out``; returns its path."""
-        response = self._call("GET", f"/v1/products/{product_id}/files/{name}")
-        target = Path(out) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(response.content)
-        return target
-
-    def download_zip(self, product_id: str, out: Path | str) -> Path:
-        """Save the product as ``<out>/<product_id>.zip``; returns its path."""
-        response = self._call("GET", f"/v1/products/{product_id}/zip")
-        target = Path(out) / f"{product_id}.zip"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(response.content)
-        return target
-
-    # --- ledger -----------------------------------------------------------------
-
-    def ledger(
-        self,
-        *,
-        actor: str | None = None,
-        subject: str | None = None,
-        action: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int | None = None,
-    ) -> list[LedgerEntry]:
-        params = {
-            k: v
-            for k, v in dict(
-                actor=actor, subject=subject, action=action, since=since, until=until, limit=limit
-            ).items()
-            if v is not None
-        }
-        return [_build(LedgerEntry, e) for e in self._json("GET", "/v1/ledger", params=params)]
-
-    def verify_ledger(self) -> LedgerVerification:
-        return _build(LedgerVerification, self._json("GET", "/v1/ledger/verify"))
 
     # --- PSI matches (docs/psi.md) ------------------------------------------------
 
@@ -285,6 +320,8 @@ class Client(SourceCalls, WorkflowCalls):
         Returns a :class:`sandbox.client.psi.PsiResult`: ``count`` always, ``items`` (the
         matched items, normalised) in membership mode, ``groups`` with ``group_by``.
         The platform's setup is fetched once per dataset version (ETag) and kept here.
+
+        Example: ``api.psi("persons", "pid", ["P0000001", "P0000002"]).count``
         """
         from sandbox.client.psi import HttpTransport, run_psi
 
@@ -312,7 +349,10 @@ class Client(SourceCalls, WorkflowCalls):
         **terms: Any,
     ) -> int:
         """The authority's PSI terms: min_items, max_items, daily_cap, group_dimensions,
-        group_threshold, consent_required."""
+        group_threshold, consent_required.
+
+        Example: ``api.set_psi_terms("persons", "pid", agreement=3, min_items=100, daily_cap=5)``
+        """
         body = {"dataset": dataset, "column": column, "agreement": agreement, "grant": grant}
         body.update(mode=mode, **terms)
         return self._json("POST", "/v1/psi/terms", json=body)["id"]
@@ -336,6 +376,8 @@ class Client(SourceCalls, WorkflowCalls):
         released group; nothing about withheld groups or unmatched keys). ``context``:
         a private TenSEAL context of :func:`sandbox.client.he.make_context` to reuse
         (making one takes seconds).
+
+        Example: ``api.he_sum("payments", "pid", "county", ["P01"], [3.5]).groups``
         """
         from sandbox.client import he as client_he
 
@@ -354,22 +396,41 @@ class Client(SourceCalls, WorkflowCalls):
     # --- verification products (docs/verification.md) ------------------------------
 
     def define_verification(self, **definition: Any) -> dict:
-        """name, dataset, keys, codes, rule[, miss_codes, person_level, description]"""
+        """name, dataset, keys, codes, rule[, miss_codes, person_level, description]
+
+        Example: ``api.define_verification(name="licence_check", dataset="licences",
+        keys=["uscc"], codes={"valid": "status = 'valid'"}, rule="first")``
+        """
         return self._json("POST", "/v1/verify/products", json=definition)
 
     def verification_products(self) -> list[dict]:
+        """The verification products you may call or manage.
+
+        Example: ``[p["name"] for p in api.verification_products()]``
+        """
         return self._json("GET", "/v1/verify/products")
 
     def approve_verification(self, name: str) -> dict:
+        """The authority approves a defined verification product.
+
+        Example: ``api.approve_verification("licence_check")``
+        """
         return self._json("POST", f"/v1/verify/products/{name}/approve")
 
     def reject_verification(self, name: str, reason: str) -> None:
+        """The authority rejects a defined verification product, saying why.
+
+        Example: ``api.reject_verification("licence_check", "keys too broad")``
+        """
         self._call("POST", f"/v1/verify/products/{name}/reject", json={"reason": reason})
 
     def verify(
         self, product: str, keys: dict[str, str], consent: dict | None = None
     ) -> VerifyAnswer:
-        """One subject: the code (a refused subject raises, e.g. ``subject_daily_limit``)."""
+        """One subject: the code (a refused subject raises, e.g. ``subject_daily_limit``).
+
+        Example: ``api.verify("licence_check", {"uscc": "91370800MA3C0000X1"}).code``
+        """
         body = {"keys": keys, "consent": consent}
         return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
 
@@ -377,15 +438,25 @@ class Client(SourceCalls, WorkflowCalls):
         self, product: str, items: list[dict], consent: dict | None = None
     ) -> VerifyAnswer:
         """Up to 1,000 subjects: ``items`` are ``{"keys": {...}[, "consent": {...}]}``;
-        each result has ``code`` or ``refused``."""
+        each result has ``code`` or ``refused``.
+
+        Example: ``api.verify_batch("licence_check", [{"keys": {"uscc": "91370800MA3C0000X1"}}])``
+        """
         body = {"items": items, "consent": consent}
         return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
 
     def verification_stats(self, name: str) -> dict:
+        """A verification product's call counts.
+
+        Example: ``api.verification_stats("licence_check")``
+        """
         return self._json("GET", f"/v1/verify/products/{name}/stats")
 
     def who_verified(self, keys: dict[str, str], product: str | None = None) -> list[dict]:
-        """Auditors and the authority: the calls about the subject with these keys."""
+        """Auditors and the authority: the calls about the subject with these keys.
+
+        Example: ``api.who_verified({"uscc": "91370800MA3C0000X1"})``
+        """
         return self._json("POST", "/v1/verify/who", json={"keys": keys, "product": product})
 
 
