@@ -270,14 +270,14 @@ def propose(
 
 def _identifier(name: str, stats: dict[str, Any], *, numeric: bool) -> ColumnSuggestion | None:
     for key, fmt, what in (
-        ("resident_id", "cn_resident_id", "GB 11643 resident identity numbers"),
-        ("credit_code", "cn_credit_code", "GB 32100 unified social credit codes"),
-        ("phone", None, "phone numbers"),
+        ("resident_id", "cn_resident_id", "GB 11643 resident identity numbers: name a person"),
+        ("credit_code", "cn_credit_code", "GB 32100 credit codes: name an enterprise"),
+        ("phone", None, "phone numbers: name a person or enterprise"),
     ):
         share = _share(stats, key)
         if stats["non_null"] and share >= SHARE:
             found = ColumnSuggestion(
-                name, "identifier", f"{what}: names a person or enterprise",
+                name, "identifier", what,
                 _evidence(stats, share_valid=share), fmt=fmt,
             )  # fmt: skip
             if fmt and numeric:  # the vault refuses a format on a number column
@@ -374,7 +374,10 @@ def to_yaml(suggestion: Suggestion) -> str:
     lines = list(head)
     for key, value in data.items():
         if key != "columns":
-            block = yaml.safe_dump({key: value}, allow_unicode=True, sort_keys=False)
+            flow = None if isinstance(value, dict) else False  # lists inline, the rest in blocks
+            block = yaml.safe_dump(
+                {key: value}, allow_unicode=True, sort_keys=False, default_flow_style=flow, width=88
+            )
             lines.append(block.rstrip("\n"))
             continue
         lines.append("columns:")
@@ -388,6 +391,7 @@ def to_yaml(suggestion: Suggestion) -> str:
 
 def _figure(key: str, value: Any) -> str:
     """``500 distinct`` or ``share_valid 100.0%``: one figure of the evidence, for a comment."""
+    key = {"non_null": "non-empty"}.get(key, key)
     if key.startswith("share"):
         return f"{key.removeprefix('share_').replace('_', ' ')} {100 * value:.1f}%"
     if isinstance(value, float) and not value.is_integer():

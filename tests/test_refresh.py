@@ -160,3 +160,16 @@ def test_the_password_stays_in_the_kept_file(platform, provider, registered):
     with platform.store.read() as conn:
         entries = ledger.query(conn, action="dataset.register")
     assert "duckdb://" in json.dumps(entries)
+
+
+def test_a_relative_path_is_kept_absolute(platform, provider, tmp_path, monkeypatch):
+    from sandbox.data.kept_sources import absolute
+
+    monkeypatch.chdir(tmp_path)
+    write_db(tmp_path / "rel.duckdb", 10)
+    vault.register(platform, provider, "rel", "duckdb://rel.duckdb?table=payments", CLASSES)
+    assert kept_uri(platform, "rel") == f"duckdb://{tmp_path / 'rel.duckdb'}?table=payments"
+    assert absolute("data/x.xlsx?sheet=a") == f"{tmp_path / 'data/x.xlsx'}?sheet=a"
+    assert absolute("mysql://u:p@h/db?table=t") == "mysql://u:p@h/db?table=t"
+    monkeypatch.chdir(tmp_path.parent)  # the server's own folder: the same file is read
+    assert refresh(platform, provider, "rel")["changed"] is False

@@ -6,7 +6,8 @@ password as ``***``, and the URI itself, password included, is written to
 ``keys/sources/<dataset>.uri`` (mode 0600, as the signing key beside it; backed up
 with the keys). It never reaches the store, the ledger or a message. A dataset
 registered from an upload (a file in the platform's work folder, gone after the
-registration) has no source to read again: its kept source, if any, is forgotten.
+registration) has no source to read again: its kept source, if any, is forgotten. A
+relative file path is kept as an absolute one (the server reads it from its own folder).
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def _uploaded(platform: Platform, uri: str) -> bool:
         return False
 
 
+_FILE_SCHEMES = ("csv", "parquet", "jsonl", "duckdb", "excel", "xlsx")
+
+
+def absolute(uri: str) -> str:
+    """The URI with a relative file path made absolute, so that a refresh started from
+    another folder (the server's) reads the same file."""
+    scheme, rest = split_scheme(uri)
+    if scheme == "":
+        path, mark, options = uri.partition("?")
+        return os.path.abspath(path) + mark + options if not os.path.isabs(path) else uri
+    if scheme in _FILE_SCHEMES and not rest.startswith("/"):
+        return f"{scheme}://{os.path.abspath(rest.partition('?')[0])}" + (
+            "?" + rest.partition("?")[2] if "?" in rest else ""
+        )
+    return uri
+
+
 def keep_source(platform: Platform, name: str, uri: str) -> None:
     """Keep (or forget, for an upload) the source dataset ``name`` was registered from.
 
@@ -58,6 +76,7 @@ def keep_source(platform: Platform, name: str, uri: str) -> None:
                 )
                 _file(platform, name).unlink(missing_ok=True)
                 return
+            uri = absolute(uri)
             _write_secret(_file(platform, name), uri)
             values = {"source": redact_uri(uri), "updated_at": now_utc()}
             found = conn.execute(
