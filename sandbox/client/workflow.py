@@ -41,82 +41,160 @@ class WorkflowCalls:
 
     def publish_notice(self, **fields: Any) -> int:
         """title, domain, scenario, datasets, conditions, deadline[, jurisdiction, min_score,
-        min_reviewers]"""
+        min_reviewers]
+
+        Example: ``api.publish_notice(title="Credit scoring", domain="finance",
+        scenario="county credit", datasets=["persons"], conditions="aggregates only",
+        deadline=deadline)``
+        """
         return self._json("POST", "/v1/notices", json=fields)["id"]
 
     def apply(self, notice_id: int, **fields: Any) -> int:
         """scenario, datasets ({name: columns or None}), security_measures, security_officer,
-        incident_plan[, job_kinds, product_kinds]"""
+        incident_plan[, job_kinds, product_kinds]
+
+        Example: ``api.apply(notice_id, scenario="county credit", datasets={"persons": None},
+        security_measures="...", security_officer="Li", incident_plan="...")``
+        """
         return self._json("POST", f"/v1/notices/{notice_id}/applications", json=fields)["id"]
 
     def appoint_reviewers(self, application_id: int, reviewers: list[str]) -> list[int]:
+        """The authority appoints reviewers of an application; returns the review ids.
+
+        Example: ``api.appoint_reviewers(application_id, ["prof_sun", "prof_qian"])``
+        """
         path = f"/v1/applications/{application_id}/reviewers"
         return self._json("POST", path, json={"reviewers": reviewers})["reviews"]
 
     def score(
         self, application_id: int, *, capability: int, scenario: int, security: int, comment=""
     ) -> str:
+        """A reviewer scores an application (each score 0 to 100); returns its state.
+
+        Example: ``api.score(application_id, capability=80, scenario=75, security=90)``
+        """
         body = dict(capability=capability, scenario=scenario, security=security, comment=comment)
         return self._json("POST", f"/v1/applications/{application_id}/scores", json=body)["state"]
 
     def reviews(self, application_id: int) -> list[dict]:
+        """The reviews of an application, each with its scores.
+
+        Example: ``[r["reviewer"] for r in api.reviews(application_id)]``
+        """
         return self._json("GET", f"/v1/applications/{application_id}/reviews")
 
     def sign_agreement(self, application_id: int, **fields: Any) -> int:
         """valid_from, valid_until, rights_duties, security_requirements, exit_conditions,
         breach_liability, disposal ('delete' or 'hand_over')[, review_required, disclosure,
-        aggregates]"""
+        aggregates]
+
+        Example: ``api.sign_agreement(application_id, valid_from=start, valid_until=end,
+        rights_duties="...", security_requirements="...", exit_conditions="...",
+        breach_liability="...", disposal="delete")``
+        """
         path = f"/v1/applications/{application_id}/agreement"
         return self._json("POST", path, json=fields)["id"]
 
     def agreement(self, agreement_id: int) -> dict:
+        """An agreement: its terms, state and datasets.
+
+        Example: ``api.agreement(agreement_id)["status"]``
+        """
         return self._json("GET", f"/v1/agreements/{agreement_id}")
 
     def suspend_agreement(self, agreement_id: int, reason: str, deadline: str | None = None):
+        """The authority suspends an agreement (its grants stop) until a deadline to rectify.
+
+        Example: ``api.suspend_agreement(agreement_id, "late security report", deadline)``
+        """
         body = {"reason": reason, "deadline": deadline}
         self._call("POST", f"/v1/agreements/{agreement_id}/suspend", json=body)
 
     def restore_agreement(self, agreement_id: int, reason: str) -> None:
+        """The authority restores a suspended agreement.
+
+        Example: ``api.restore_agreement(agreement_id, "report received")``
+        """
         self._call("POST", f"/v1/agreements/{agreement_id}/restore", json={"reason": reason})
 
     def terminate_agreement(self, agreement_id: int, reason: str) -> list[str]:
+        """The authority ends an agreement; returns what was disposed of.
+
+        Example: ``api.terminate_agreement(agreement_id, "breach of terms")``
+        """
         path = f"/v1/agreements/{agreement_id}/terminate"
         return self._json("POST", path, json={"reason": reason})["disposed"]
 
     def evaluate(self, agreement_id: int, *, passed: bool, notes: str, deadline=None) -> int:
+        """The authority records an evaluation of an agreement's use; returns its id.
+
+        Example: ``api.evaluate(agreement_id, passed=True, notes="annual check")``
+        """
         body = {"passed": passed, "notes": notes, "deadline": deadline}
         return self._json("POST", f"/v1/agreements/{agreement_id}/evaluations", json=body)["id"]
 
     def request_data(
         self, agreement_id: int, dataset: str, *, purpose: str, columns: list[str] | None = None
     ) -> int:
+        """The operator asks for a dataset under its agreement; returns the request id.
+
+        Example: ``api.request_data(agreement_id, "persons", purpose="county credit")``
+        """
         body = {"dataset": dataset, "purpose": purpose, "columns": columns}
         return self._json("POST", f"/v1/agreements/{agreement_id}/data-requests", json=body)["id"]
 
     def approve_request(self, request_id: int) -> int:
+        """The provider (or authority) approves a data request; returns the grant id.
+
+        Example: ``api.approve_request(request_id)``
+        """
         return self._json("POST", f"/v1/data-requests/{request_id}/approve")["grant"]
 
     def refuse_request(self, request_id: int, reason: str) -> None:
+        """The provider (or authority) refuses a data request, saying why.
+
+        Example: ``api.refuse_request(request_id, "columns not needed for the purpose")``
+        """
         self._call("POST", f"/v1/data-requests/{request_id}/refuse", json={"reason": reason})
 
     def output_review(self, job_id: int) -> dict:
+        """The output review of a withheld job: its status and the votes in (sealed until the
+        verdict).
+
+        Example: ``api.output_review(job_id)["votes_in"]``
+        """
         return self._json("GET", f"/v1/jobs/{job_id}/review")
 
     def vote(self, job_id: int, decision: str, reason: str) -> dict:
+        """An output checker's vote on a withheld job: approve or reject, with a reason.
+
+        Example: ``api.vote(job_id, "approve", "cells checked")``
+        """
         body = {"decision": decision, "reason": reason}
         return self._json("POST", f"/v1/jobs/{job_id}/review", json=body)
 
     def give_feedback(self, product_id: str, rating: int, comment: str = "") -> int:
+        """A rating (1 to 5) of a product; returns the feedback id.
+
+        Example: ``api.give_feedback(product_id, 4, "clear report")``
+        """
         body = {"rating": rating, "comment": comment}
         return self._json("POST", f"/v1/products/{product_id}/feedback", json=body)["id"]
 
     def report_incident(self, operator: str, kind: str, description: str) -> dict:
+        """Report a security incident about an operator.
+
+        Example: ``api.report_incident("lucheng_credit", "leak", "a table left the sandbox")``
+        """
         body = {"operator": operator, "kind": kind, "description": description}
         return self._json("POST", "/v1/incidents", json=body)
 
     def inbox(self, *, limit: int = 50, before: int | None = None, kind: str | None = None) -> dict:
         """One page of your inbox, newest first: items, total, next_before (the next page's
-        ``before``; None on the last page)."""
+        ``before``; None on the last page).
+
+        Example: ``api.inbox(limit=20)["items"]``
+        """
         params: dict[str, Any] = {"limit": limit}
         if before is not None:
             params["before"] = before
@@ -125,28 +203,48 @@ class WorkflowCalls:
         return self._json("GET", "/v1/inbox", params=params)
 
     def data_uses(self) -> dict:
-        """A provider's datasets and the agreements, grants, jobs and products using them."""
+        """A provider's datasets and the agreements, grants, jobs and products using them.
+
+        Example: ``api.data_uses()["datasets"]``
+        """
         return self._json("GET", "/v1/provider/uses")
 
     def hold_use(self, action: str, agreement_id: int, dataset: str, reason: str) -> dict:
-        """``action``: suspend, lift or terminate the use of your dataset under an agreement."""
+        """``action``: suspend, lift or terminate the use of your dataset under an agreement.
+
+        Example: ``api.hold_use("suspend", agreement_id, "persons", "audit pending")``
+        """
         path = f"/v1/agreements/{agreement_id}/datasets/{dataset}/{action}"
         return self._json("POST", path, json={"reason": reason})
 
     def notice(self, notice_id: int) -> dict:
+        """A published call for applications.
+
+        Example: ``api.notice(notice_id)["title"]``
+        """
         return self._json("GET", f"/v1/notices/{notice_id}")
 
     def application(self, application_id: int) -> dict:
-        """The applicant, the notice's authority, appointed reviewers and auditors may read it."""
+        """The applicant, the notice's authority, appointed reviewers and auditors may read it.
+
+        Example: ``api.application(application_id)["scenario"]``
+        """
         return self._json("GET", f"/v1/applications/{application_id}")
 
     def expire_agreements(self, agreement_id: int | None = None) -> list[int]:
-        """Expire the (or every) agreement whose term ended; returns the expired ids."""
+        """Expire the (or every) agreement whose term ended; returns the expired ids.
+
+        Example: ``api.expire_agreements()``
+        """
         return self._json("POST", "/v1/agreements/expire", json={"agreement": agreement_id})[
             "expired"
         ]
 
     def rectify(self, agreement_id: int, notes: str) -> None:
+        """The operator says what it did about a suspension.
+
+        Example: ``api.rectify(agreement_id, "report filed")``
+        """
         self._call("POST", f"/v1/agreements/{agreement_id}/rectify", json={"notes": notes})
 
     def inspect(
@@ -156,6 +254,10 @@ class WorkflowCalls:
         tasks: list[str] | None = None,
         deadline: str | None = None,
     ) -> int:
+        """The authority records an inspection of an operator; returns its id.
+
+        Example: ``api.inspect("lucheng_credit", ["logs kept"], tasks=["rotate keys"])``
+        """
         body = {
             "operator": operator,
             "findings": list(findings),
@@ -165,15 +267,26 @@ class WorkflowCalls:
         return self._json("POST", "/v1/inspections", json=body)["id"]
 
     def report_quality(self, dataset: str, text: str) -> int:
+        """Report a data quality problem of a dataset; returns the ticket id.
+
+        Example: ``api.report_quality("persons", "county codes missing")``
+        """
         body = {"dataset": dataset, "text": text}
         return self._json("POST", "/v1/quality-tickets", json=body)["id"]
 
     def answer_quality(self, ticket_id: int, text: str, version: int | None = None) -> None:
+        """The provider answers a quality ticket, naming the fixed version if any.
+
+        Example: ``api.answer_quality(ticket_id, "fixed", version=2)``
+        """
         body = {"text": text, "version": version}
         self._call("POST", f"/v1/quality-tickets/{ticket_id}/answer", json=body)
 
     def usage_report(self, operator: str, period: str) -> UsageReport:
-        """The report (recorded in the ledger on the server) with its three files."""
+        """The report (recorded in the ledger on the server) with its three files.
+
+        Example: ``api.usage_report("lucheng_credit", "2026-Q4").write("reports")``
+        """
         import base64
 
         body = {"operator": operator, "period": period}
@@ -184,10 +297,16 @@ class WorkflowCalls:
     def appoint_checkers(
         self, checkers: list[str], *, agreement_id: int | None = None, job_id: int | None = None
     ) -> list[int]:
-        """Two checkers for an agreement's held outputs, or for one job's."""
+        """Two checkers for an agreement's held outputs, or for one job's.
+
+        Example: ``api.appoint_checkers(["checker_wang", "checker_zhao"], job_id=job_id)``
+        """
         body = {"checkers": list(checkers), "agreement": agreement_id, "job": job_id}
         return self._json("POST", "/v1/checkers", json=body)["appointments"]
 
     def open_review(self, job_id: int) -> dict:
-        """Open the review of a withheld job if needed, and show it (votes sealed)."""
+        """Open the review of a withheld job if needed, and show it (votes sealed).
+
+        Example: ``api.open_review(job_id)["status"]``
+        """
         return self._json("POST", f"/v1/jobs/{job_id}/review/open")
