@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/ingest.py [--rows 10000000] [--repeat 3] [--variants] [--diagnose]
+    python bench/ingest.py [--rows 10000000] [--repeat 3] [--variants] [--diagnose] [--database]
     python bench/ingest.py --quick       # --rows 1000000 --repeat 2 (make bench)
 
 What it measures, in one run of this script (same machine, same page cache: the
@@ -42,6 +42,8 @@ the environment (``SANDBOX_INGEST_BATCH_ROWS``, ``SANDBOX_INGEST_COMPRESSION``).
 Parquet encode alone with a few writer options, the two scans of the profile),
 to show where a faster ingestion could come from. Nothing here asserts a time:
 the aims (ratio <= 1.5x, peak memory < 1.5 GB) are printed beside the figures.
+``--database`` adds the connectors' figures: the table read from PostgreSQL against
+ADBC, and from MariaDB against a plain cursor (``bench/_ingest_db.py``).
 """
 
 from __future__ import annotations
@@ -306,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", action="store_true", help="also register with other ingestion settings"
     )
     parser.add_argument("--diagnose", action="store_true", help="time the pieces with pyarrow")
+    parser.add_argument(
+        "--database",
+        action="store_true",
+        help="also read the table from PostgreSQL and MariaDB (bench/_ingest_db.py)",
+    )
     parser.add_argument("--child", metavar="CSV", help=argparse.SUPPRESS)
     args = _results.parse_args(parser, {"rows": 1_000_000, "repeat": 2}, argv)
     if args.child:
@@ -352,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                 print_register(name, runs, reference)
         if args.diagnose:
             diagnose(csv)
+        if args.database:
+            from _ingest_db import database_figures
+
+            database_figures(csv, args.rows, args.repeat, line, _data.DATA_DIR)
     return 0
 
 
