@@ -105,7 +105,6 @@ def mysql(csv: Path, rows: int, repeat: int, line: Line, folder: Path) -> None:
     try:
         import pymysql
         import pymysql.cursors
-
         from mariadb_server import SKIP_REASON, MariaDB, binaries
     except ImportError as exc:
         line("mysql_skipped", f"needs {exc.name}")
