@@ -137,6 +137,7 @@ class Classification:
         :class:`ClassificationFile` checks it; the first problem found is raised
         as a :class:`ClassificationError` naming the key, column or format.
         """
+        _refuse_secrets(data)
         try:
             parsed = ClassificationFile.model_validate(data)
         except ValidationError as exc:
@@ -169,6 +170,29 @@ class Classification:
                     f"column '{name}' is classified but missing from the data; "
                     + did_you_mean(name, names)
                 )
+
+
+def _refuse_secrets(data: Any) -> None:
+    """State secrets stay out of the platform (Art. 2): a dataset flagged ``secret: true``,
+    or a column classed ``secret``, is refused before anything else is read."""
+    if not isinstance(data, dict):
+        return
+    if data.get("secret") not in (None, False):
+        raise ClassificationError(
+            "the dataset is flagged 'secret': state secrets are outside the regulation's "
+            "public data and may not be registered on the platform (Art. 2)",
+            article="Art. 2",
+            code="state_secret",
+        )
+    columns = data.get("columns")
+    for name, value in columns.items() if isinstance(columns, dict) else ():
+        if isinstance(value, str) and value.strip().lower() == "secret":
+            raise ClassificationError(
+                f"column '{name}' is classed 'secret': state secrets are outside the "
+                "regulation's public data; leave the column out of the source (Art. 2)",
+                article="Art. 2",
+                code="state_secret",
+            )
 
 
 # --- the file's schema ---------------------------------------------------------------------------

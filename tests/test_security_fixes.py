@@ -37,6 +37,7 @@ from sandbox.data.products import fetch_product
 from sandbox.psi.terms import set_terms
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements
+from sandbox.workflow.base import BEIJING
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home
 from tests.conftest import HOLDS_OFF
 from tests.psi_helpers import firm_code, register_firms
@@ -461,16 +462,18 @@ def test_a_group_commit_unit_undone_by_its_savepoint_does_not_move_the_copy(plat
 def test_a_grant_until_a_bare_date_covers_the_whole_of_that_day(
     platform, make_principal, pums_dataset
 ):
-    """``--until 2026-12-04`` reads as 'through the 4th': the term ends at the next midnight."""
+    """``--until 2026-12-04`` reads as 'through the 4th' in Beijing, where the regulation's
+    days fall: the term ends at the next midnight of Asia/Shanghai (16:00 UTC)."""
     authority, _ = make_principal("city", Role.AUTHORITY, jurisdiction="city")
     operator, _ = make_principal("bank", Role.OPERATOR)
-    today = datetime.now(UTC).date()
+    today = datetime.now(BEIJING).date()
     add_grant(platform, authority, "bank", "pums", until=today.isoformat())
     add_grant(platform, authority, "bank", "pums", until=f"{today.isoformat()}T23:59:00+00:00")
     with platform.store.read() as conn:
         whole_day, exact = grants_of(conn, operator.id)
+    beijing_midnight = datetime(today.year, today.month, today.day, tzinfo=BEIJING)
+    assert whole_day.valid_until == beijing_midnight + timedelta(days=1)
     midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
-    assert whole_day.valid_until == midnight + timedelta(days=1)
     assert whole_day.valid_until > datetime.now(UTC)  # usable for the rest of today
     assert exact.valid_until == midnight + timedelta(
         hours=23, minutes=59

@@ -3,7 +3,8 @@
 It states the scenario, the datasets and columns it needs (within the notice),
 the job and product kinds, its security measures, its named data-security
 officer (Art. 20) and its incident-response plan (Art. 21). A late application,
-or one without officer or plan, is refused by name and is not stored.
+one without officer or plan, or a second one of the same operator to the same notice,
+is refused by name and is not stored.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.access import JOB_KINDS
@@ -82,6 +84,21 @@ def apply(
                 "Art. 11",
                 subject,
                 "watch for the next notice",
+            )
+        earlier = conn.execute(
+            select(applications.c.id, applications.c.status).where(
+                applications.c.notice_id == notice_id,
+                applications.c.operator_id == operator.id,
+            )
+        ).first()
+        if earlier is not None:
+            raise refuse(
+                "duplicate_application",
+                f"you applied to notice {notice_id} already (application {earlier.id}, "
+                f"{earlier.status}); one application per operator and notice",
+                "Art. 11",
+                subject,
+                "follow that application, or answer the next notice",
             )
         in_scope = json.loads(notice.datasets_json)
         scope = _check_scope(conn, platform, datasets, in_scope, notice_id)

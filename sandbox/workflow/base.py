@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection, Row
@@ -26,13 +27,17 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import datasets, inserted_id
 
+BEIJING = ZoneInfo("Asia/Shanghai")  # the regulation's clock: Jining keeps Beijing time
+
 
 def parse_time(text: str | datetime, field: str = "time", *, end: bool = False) -> datetime:
-    """An ISO date or time; a naive one is taken as UTC.
+    """An ISO date or time, answered in UTC; a time without a zone is taken as UTC.
 
-    As the end of a term or a deadline (``end``), a bare date takes in the whole of
-    that day: ``--until 2026-12-31`` ends at the start of 2027-01-01, as a reader of
-    the command would expect.
+    A bare date is a day of the calendar in Beijing (Asia/Shanghai), where the
+    regulation's deadlines fall: as a start it begins at 00:00 Beijing time, and as the
+    end of a term or a deadline (``end``) it takes in the whole of that day, so
+    ``--deadline 2026-12-31`` closes at 2027-01-01 00:00 in Beijing (2026-12-31 16:00
+    UTC), as a reader of the notice would expect.
     """
     if isinstance(text, datetime):
         value = text
@@ -42,9 +47,9 @@ def parse_time(text: str | datetime, field: str = "time", *, end: bool = False) 
             value = datetime.fromisoformat(raw)
         except ValueError:
             raise InputError(f"{field} '{text}' is not an ISO date such as 2026-12-31") from None
-        if end and len(raw) == 10:
-            value += timedelta(days=1)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if len(raw) == 10:  # a bare date: a day in Beijing
+            value = value.replace(tzinfo=BEIJING) + (timedelta(days=1) if end else timedelta())
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def now_or(now: datetime | None) -> datetime:
