@@ -31,7 +31,7 @@ import private_set_intersection.python as psi_lib
 from private_set_intersection.python import _openmined_psi as psi_core
 
 from connectors.normalise import normalise_all
-from jobs.psi_match import BundleKind, plan_chunks, unpack_parts
+from jobs.psi_match import BundleKind, pack_message, plan_chunks, unpack_message, unpack_parts
 from policies.errors import InputError, SandboxError
 from policies.psi import parse_mode
 from sandbox.client.envelope import raise_for_envelope
@@ -328,8 +328,6 @@ def run_psi_count(
     Round 1 sends the setup (the list, encrypted, RAW form) and gets the platform's
     request (its column encrypted under a key of this session); round 2 answers it, in
     parts of at most ``part_items`` elements (the last part's answer is the count)."""
-    from jobs.psi_match import pack_message, unpack_message
-
     timings: dict[str, float] = {}
     t = time.perf_counter()
     listed = normalise_all(items)
@@ -342,13 +340,40 @@ def run_psi_count(
     header = {"dataset": dataset, "column": column, "group_by": group_by}
     opened, request = unpack_message(transport.count_open(pack_message(header, setup)))
     timings["round1"] = round(time.perf_counter() - t, 4)
-    t = time.perf_counter()
     # The platform asks for positions only when it counts per group; this server holds
     # the same key whichever the library's reveal switch says.
     reveal = bool(opened["reveal"])
     if reveal != (group_by is not None):
         raise InputError("the platform's request does not fit the count asked for")
-    responder = psi_lib.server.CreateFromKey(server.GetPrivateKeyBytes(), reveal)
+    answer, sizes, process_s, exchange_s = _answer_in_parts(
+        transport, server.GetPrivateKeyBytes(), reveal, opened, request
+    )
+    timings["process"] = round(process_s, 4)
+    timings["round2"] = round(exchange_s, 4)
+    return PsiCount(
+        session=answer["session"],
+        job=answer["job"],
+        dataset=answer["dataset"],
+        version=answer["version"],
+        column=answer["column"],
+        group_by=answer["group_by"],
+        list_size=answer["list_size"],
+        count=answer["count"],
+        groups=answer["groups"],
+        noise=answer["noise"],
+        budget=answer["budget"],
+        timings=timings,
+        sizes={"setup": len(setup), "request": len(request), **sizes},
+    )
+
+
+def _answer_in_parts(
+    transport: CountTransport, key: bytes, reveal: bool, opened: dict, request: bytes
+) -> tuple[dict[str, Any], dict[str, int], float, float]:
+    """Round 2: the platform's request answered in parts of at most ``part_items``, each
+    body under the API's limit; the last part's answer holds the count. Returns that
+    answer, the sizes sent, and the seconds spent processing and exchanging."""
+    responder = psi_lib.server.CreateFromKey(key, reveal)
     asked = psi_lib.Request()
     asked.ParseFromString(request)
     elements = asked.encrypted_elements
@@ -357,7 +382,7 @@ def run_psi_count(
     answer: dict[str, Any] = {}
     sent = 0
     process_s = exchange_s = 0.0
-    for part, at in enumerate(starts):  # each part's body stays under the API's limit
+    for part, at in enumerate(starts):
         t = time.perf_counter()
         piece = psi_lib.Request()
         piece.reveal_intersection = asked.reveal_intersection
@@ -374,28 +399,7 @@ def run_psi_count(
         answer = transport.count_respond(opened["session"], response, part)
         exchange_s += time.perf_counter() - t
         sent += len(response)
-    timings["process"] = round(process_s, 4)
-    timings["round2"] = round(exchange_s, 4)
-    return PsiCount(
-        session=answer["session"],
-        job=answer["job"],
-        dataset=answer["dataset"],
-        version=answer["version"],
-        column=answer["column"],
-        group_by=answer["group_by"],
-        list_size=answer["list_size"],
-        count=answer["count"],
-        groups=answer["groups"],
-        noise=answer["noise"],
-        budget=answer["budget"],
-        timings=timings,
-        sizes={
-            "setup": len(setup),
-            "request": len(request),
-            "response": sent,
-            "parts": len(starts),
-        },
-    )
+    return answer, {"response": sent, "parts": len(starts)}, process_s, exchange_s
 
 
 def psi_count(

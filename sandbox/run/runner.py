@@ -291,49 +291,7 @@ class Runner:
             ) from None
         except BrokenPipeError:
             out = ""
-        code = worker.proc.returncode
-        status = _status(out)
-        if status is None:
-            if code == -signal.SIGXCPU:
-                raise JobFailed(
-                    "the job exceeded its CPU-time limit and was stopped", code="cpu_limit"
-                )
-            raise JobFailed(
-                f"the job's worker ended without an answer (exit status {code}); "
-                f"it may have exceeded its memory limit of {limits.memory_mb} MiB",
-                code="worker_died",
-            )
-        if not status.get("ok"):
-            kind = str(status.get("error", "engine_error"))
-            if status.get("host_detail"):  # the engine's own words: the host's log only
-                log.warning("job worker stopped (%s): %s", kind, status["host_detail"])
-            if kind == "output_rows":
-                raise JobFailed(
-                    f"the job yields more than {limits.max_rows} output rows, the cap; "
-                    "group more coarsely",
-                    code="output_rows",
-                )
-            if kind == "memory_limit":
-                raise JobFailed(
-                    f"the job exceeded its memory limit of {limits.memory_mb} MiB",
-                    code="memory_limit",
-                )
-            if kind == "access_denied":
-                raise JobFailed(
-                    "the job tried to reach something outside its granted datasets (a file, "
-                    "a process or a system call the worker does not allow) and was stopped",
-                    code="access_denied",
-                    article="Art. 15",
-                )
-            if kind == "network_denied":
-                raise JobFailed(
-                    "the job tried to reach the network; job workers have none",
-                    code="network_denied",
-                    article="Art. 15",
-                )
-            engine = kind.split(":", 1)[-1]
-            named = f" ({engine})" if engine in ENGINE_ERRORS else ""
-            raise JobFailed(f"the engine could not run the query{named}", code="engine_error")
+        status = _answer(out, worker.proc.returncode, limits)
         with pa.memory_map(str(worker.dir / RESULT_NAME)) as source:
             table = pa.ipc.open_file(source).read_all()
         finished = time.time()
@@ -374,3 +332,49 @@ def _status(out: str | None) -> dict | None:
         if isinstance(value, dict) and "ok" in value:
             return value
     return None
+
+
+def _answer(out: str, code: int | None, limits: Limits) -> dict:
+    """The worker's status line when it ran the query, else the JobFailed that names the
+    limit or fault (the engine's own words go to the host's log only)."""
+    status = _status(out)
+    if status is None:
+        if code == -signal.SIGXCPU:
+            raise JobFailed("the job exceeded its CPU-time limit and was stopped", code="cpu_limit")
+        raise JobFailed(
+            f"the job's worker ended without an answer (exit status {code}); "
+            f"it may have exceeded its memory limit of {limits.memory_mb} MiB",
+            code="worker_died",
+        )
+    if not status.get("ok"):
+        kind = str(status.get("error", "engine_error"))
+        if status.get("host_detail"):  # the engine's own words: the host's log only
+            log.warning("job worker stopped (%s): %s", kind, status["host_detail"])
+        if kind == "output_rows":
+            raise JobFailed(
+                f"the job yields more than {limits.max_rows} output rows, the cap; "
+                "group more coarsely",
+                code="output_rows",
+            )
+        if kind == "memory_limit":
+            raise JobFailed(
+                f"the job exceeded its memory limit of {limits.memory_mb} MiB",
+                code="memory_limit",
+            )
+        if kind == "access_denied":
+            raise JobFailed(
+                "the job tried to reach something outside its granted datasets (a file, "
+                "a process or a system call the worker does not allow) and was stopped",
+                code="access_denied",
+                article="Art. 15",
+            )
+        if kind == "network_denied":
+            raise JobFailed(
+                "the job tried to reach the network; job workers have none",
+                code="network_denied",
+                article="Art. 15",
+            )
+        engine = kind.split(":", 1)[-1]
+        named = f" ({engine})" if engine in ENGINE_ERRORS else ""
+        raise JobFailed(f"the engine could not run the query{named}", code="engine_error")
+    return status
