@@ -5,20 +5,38 @@ leaves every product list and read, and the home still backs up, restores and ve
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
+from api_server import ApiServer, make_home
+from click.testing import CliRunner
 
 from policies.errors import NotFound, PermissionDenied
-from policies.workflow import Disposal
+from policies.workflow import Disposal, PassRule
+from sandbox.cli.app import main
 from sandbox.core.platform import Platform
+from sandbox.core.principals import Role, by_name
+from sandbox.data import vault
 from sandbox.data.backup import backup, restore, verify_home
 from sandbox.data.products import list_products, readable_product
 from sandbox.run.execution import JobService, JobState
-from sandbox.workflow import scheduler
+from sandbox.verification import products as verify_products
+from sandbox.verification.disposal import dispose_indexes
+from sandbox.verification.tables import verify_products as table
+from sandbox.workflow import agreements, applications, notices, reviews, scheduler
 from sandbox.workflow.inbox import notifications_of
 from sandbox.workflow.providers import uses_of
-from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger
+from tests.verify_helpers import IDENTITY, make_world
+from tests.workflow_helpers import (
+    NOW,
+    entries,
+    granted,
+    make_cast,
+    passed_application,
+    sign,
+    verify_ledger,
+)
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
 TERM = timedelta(days=2)
@@ -106,11 +124,6 @@ def test_only_the_platform_or_an_authority_ticks(cast):
 
 
 def test_sandbox_tick_runs_on_the_host_only(cast):
-    from click.testing import CliRunner
-
-    from sandbox.cli.app import main
-    from tests.workflow_helpers import passed_application, sign
-
     ended = sign(cast, passed_application(cast), start=NOW - timedelta(days=10),
                  until=NOW - timedelta(days=1))  # fmt: skip
     home = ["--home", str(cast.platform.home)]
@@ -125,11 +138,6 @@ def test_sandbox_tick_runs_on_the_host_only(cast):
 
 def test_an_ended_agreement_deletes_its_verification_indexes(platform, make_principal, tmp_path):
     """A verification index is a derived product: the delete clause removes it (Art. 13)."""
-    from sandbox.verification import products as verify_products
-    from sandbox.verification.disposal import dispose_indexes
-    from sandbox.verification.tables import verify_products as table
-    from tests.verify_helpers import IDENTITY, make_world
-
     w = make_world(platform, make_principal, tmp_path / "data", persons=200)
     verify_products.define(platform, w.operator, IDENTITY)
     verify_products.approve(platform, w.city, "identity")
@@ -149,3 +157,46 @@ def test_an_ended_agreement_deletes_its_verification_indexes(platform, make_prin
     ]
     assert dispose_indexes(platform) == []  # once
     verify_ledger(platform)
+
+
+def test_the_servers_loop_expires_agreements_on_its_own(tmp_path):
+    """A real server: an agreement whose term has ended expires without anyone asking."""
+    make_home(tmp_path / "home")
+    platform = Platform.open(tmp_path / "home")
+    try:
+        with platform.store.read() as conn:
+            city, operator, reviewer, provider = (
+                by_name(conn, name, role)
+                for name, role in [("authority", Role.AUTHORITY), ("operator", Role.OPERATOR),
+                                   ("reviewer", Role.REVIEWER), ("provider", Role.PROVIDER)]
+            )  # fmt: skip
+        source = tmp_path / "d.csv"
+        source.write_text("pid,income\nP1,10\nP2,20\n", encoding="utf-8")
+        shape = {"entity_key": "pid", "columns": {"pid": "identifier", "income": "measure"}}
+        vault.register(platform, provider, "d", str(source), vault.Classification.from_dict(shape))
+        nid = notices.publish(platform, city, title="t", domain="d", scenario="s", datasets=["d"],
+                              conditions="c", deadline=NOW + timedelta(days=3),
+                              pass_rule=PassRule(min_reviewers=1))  # fmt: skip
+        aid = applications.apply(platform, operator, nid, scenario="s", datasets={"d": None},
+                                 security_measures="m", security_officer="o",
+                                 incident_plan="p")  # fmt: skip
+        reviews.appoint(platform, city, aid, ["reviewer"])
+        reviews.score(platform, reviewer, aid, capability=80, scenario=80, security=80)
+        ended = agreements.sign(platform, city, aid, valid_from=NOW - timedelta(days=9),
+                                valid_until=NOW - timedelta(days=1), rights_duties="r",
+                                security_requirements="s", exit_conditions="e",
+                                breach_liability="b", disposal=Disposal.DELETE)  # fmt: skip
+    finally:
+        platform.close()
+    with ApiServer(tmp_path / "home"):
+        platform = Platform.open(tmp_path / "home")
+        try:
+            for _ in range(100):
+                done = [e for e in entries(platform, f"agreement:{ended}")
+                        if e["action"] == "agreement.expired"]  # fmt: skip
+                if done:
+                    break
+                time.sleep(0.1)
+            assert done and done[0]["actor"] == "platform"
+        finally:
+            platform.close()

@@ -2,7 +2,9 @@
 
 Each server process (``--workers N`` makes N) runs one :class:`Executor`: a
 background thread that first recovers the store once, then loops
-runs the oldest queued job (:meth:`JobService.run`) and sleeps briefly when the queue is empty. Claims
+runs the oldest queued job (:meth:`JobService.run`) and sleeps briefly when the queue is empty;
+between jobs it pulls the sources that are due and runs the workflow's tick (agreements
+expire at term end and their disposal clauses run, Art. 13). Claims
 are atomic: :meth:`JobService.run` moves a job from ``queued`` to ``running``
 inside a write transaction (``BEGIN IMMEDIATE``), so two processes never run
 the same job; the loser of a race gets ``None`` and looks again.
@@ -81,6 +83,7 @@ class Executor:
         self._alive_fd: int | None = None
         self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
         self._next_refresh = 0.0  # monotonic time of the next look for due source pulls
+        self._next_tick = 0.0  # monotonic time of the next workflow tick (expiry, Art. 13)
 
     def start(self) -> None:
         self._recover_once()
@@ -113,6 +116,7 @@ class Executor:
         while not self._stop.is_set():
             self._settle()
             self._refresh_due()
+            self._tick_due()
             try:
                 outcome = self._run_next()
             except Exception:  # the loop must outlive any one job's error
@@ -135,6 +139,24 @@ class Executor:
                 log.info("scheduled refresh: %s", pulled)
         except Exception:  # the loop must outlive a failed look at the schedules
             log.exception("the executor failed to run the scheduled refreshes")
+
+    def _tick_due(self) -> None:
+        """Expire the agreements whose term has ended and carry out their disposal clauses
+        (:func:`sandbox.workflow.scheduler.tick`, then the verification indexes), at most
+        every :data:`sandbox.workflow.scheduler.TICK_EVERY_S`, between jobs."""
+        from sandbox.verification.disposal import dispose_indexes
+        from sandbox.workflow.scheduler import TICK_EVERY_S, tick
+
+        if time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + TICK_EVERY_S
+        try:
+            done = tick(self.platform, now=dt.datetime.now(dt.UTC))
+            deleted = dispose_indexes(self.platform)
+            if done["expired"] or deleted:
+                log.info("tick: expired %s, indexes deleted %s", done["expired"], deleted)
+        except Exception:  # the loop must outlive a failed tick
+            log.exception("the executor failed to run the workflow tick")
 
     def _run_next(self):
         with self.platform.store.read() as conn:
