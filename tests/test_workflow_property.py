@@ -3,8 +3,9 @@
 Each example copies one prepared platform home (principals, the pums dataset,
 three passed applications) and drives up to a dozen actions: sign, request,
 approve, suspend, restore, fail an evaluation, rectify, terminate, report an
-incident, expire, each at a random moment and by a random principal. After
-every action it asserts:
+incident, expire, a provider's hold on its data (suspend, lift, terminate), the
+platform's tick, each at a random moment and by a random principal. After every
+action it asserts:
 
 * every object is in a state of its Enum, and replaying its ledger entries by
   allowed moves arrives at exactly that state;
@@ -12,7 +13,10 @@ every action it asserts:
   unchanged object none; a refused action changes nothing and writes nothing;
 * the job gate (:func:`sandbox.data.grants.may_run`) never answers yes outside an
   active, in-term grant of an active, in-term agreement whose scope covers the
-  dataset and job kind (checked against the raw rows, not through ``decide``);
+  dataset and job kind (checked against the raw rows, not through ``decide``), and
+  never under an agreement whose provider holds the use of the dataset;
+* after a tick at a moment, no agreement whose term ended by then is still active or
+  suspended;
 * the ledger verifies.
 """
 
@@ -35,6 +39,7 @@ from policies.workflow import (
     AirlockState,
     ApplicationState,
     EvaluationState,
+    HoldState,
     RequestState,
     ReviewState,
     allowed,
@@ -44,7 +49,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.core.store import grants
 from sandbox.data.grants import may_run
-from sandbox.workflow import agreements, requests, supervision
+from sandbox.workflow import agreements, providers, requests, scheduler, supervision
 from sandbox.workflow.base import parse_time
 from sandbox.workflow.tables import (
     agreements as agreements_t,
@@ -54,6 +59,7 @@ from sandbox.workflow.tables import (
     data_requests,
     evaluations,
     output_reviews,
+    provider_holds,
     review_appointments,
 )
 from tests.workflow_helpers import NOW, make_cast, passed_application, sign, verify_ledger
@@ -65,6 +71,7 @@ STATEFUL = {
     "data_request": (data_requests, RequestState),
     "evaluation": (evaluations, EvaluationState),
     "output_review": (output_reviews, AirlockState),
+    "provider_hold": (provider_holds, HoldState),
 }
 NAMES = ["city", "county", "operator", "rival", "r1", "consumer", "auditor", "stats_bureau"]
 ACTIONS = [
@@ -81,6 +88,10 @@ ACTIONS = [
     "terminate",
     "incident",
     "expire",
+    "hold",
+    "lift",
+    "end_use",
+    "tick",
     "probe",
     "probe",
 ]
@@ -146,6 +157,20 @@ def gate_is_sound(conn, operator, now, kind) -> None:
         assert row.status == "active"
         assert parse_time(row.valid_from) <= now < parse_time(row.valid_until)
         assert "pums" in scope["datasets"] and kind in scope["job_kinds"]
+        held = conn.execute(
+            provider_holds.select().where(
+                provider_holds.c.agreement_id == grant.agreement_id,
+                provider_holds.c.status.in_(["suspended", "terminated"]),
+            )
+        ).first()
+        assert held is None, f"grant {grant.id} usable under provider hold {held.id}"
+
+
+def tick_is_complete(conn, moment) -> None:
+    """After a tick at ``moment`` no agreement whose term had ended is still in force."""
+    for row in conn.execute(agreements_t.select()):
+        if parse_time(row.valid_until) <= moment:
+            assert row.status in ("expired", "terminated"), (row.id, row.status)
 
 
 step = st.tuples(
@@ -163,6 +188,9 @@ PROPER = {
     "request": "operator",
     "approve": "stats_bureau",
     "incident": "operator",
+    "hold": "stats_bureau",
+    "lift": "stats_bureau",
+    "end_use": "stats_bureau",
 }  # the rest: the city authority
 
 
@@ -211,11 +239,22 @@ def act(platform, conn_read, who, action, n, at, start, length, kind):
         return supervision.report_incident(
             platform, who, "operator", supervision.IncidentKind.LEAK, "x"
         )
+    if action in HOLDS:
+        return HOLDS[action](platform, who, a, "pums", "random check")
+    if action == "tick":
+        return scheduler.tick(platform, now=moment, by=None if who.name == "city" else who)
     if action == "expire":
         return agreements.expire(
             platform, who if who.role.value == "authority" else None, now=moment
         )
     raise AssertionError(action)
+
+
+HOLDS = {
+    "hold": providers.suspend_use,
+    "lift": providers.lift_use,
+    "end_use": providers.terminate_use,
+}
 
 
 class _Cast:
@@ -263,6 +302,8 @@ def test_random_workflows_keep_every_invariant(template, tmp_path_factory, steps
                     changed = before.get(subject) != state
                     assert new_counts[subject] - counts.get(subject, 0) == int(changed), subject
                 gate_is_sound(conn, operator, NOW + timedelta(days=at), "sql_aggregate")
+                if action == "tick" and not failed:
+                    tick_is_complete(conn, NOW + timedelta(days=at))
             before, counts = after, new_counts
         verify_ledger(platform)
     finally:
