@@ -4,7 +4,8 @@
 kind what it needs (its scope, and for SQL kinds an executor that runs SQL in an
 isolated worker) through the interface in :mod:`jobs.base`. :data:`KINDS` is the
 registry of every kind a grant, an agreement or a job row may name:
-``sql_aggregate``, ``psi_match``, ``he_aggregate`` and ``verification``;
+``sql_aggregate``, ``psi_match``, ``he_aggregate``, ``verification`` and
+``model_train``;
 :func:`get_kind` finds one, :func:`sql_kind` one that runs as a SQL job.
 """
 
@@ -15,12 +16,14 @@ from policies.errors import InputError
 
 from .base import JobKind, JobPlan, SqlKind
 from .he_aggregate import HeAggregate
+from .model import ModelTrain
 from .psi_match import PsiMatch
 from .sql_aggregate import SqlAggregate
 from .verification import Verification
 
 KINDS: dict[str, JobKind[Any]] = {
-    kind.name: kind for kind in (SqlAggregate(), PsiMatch(), HeAggregate(), Verification())
+    kind.name: kind
+    for kind in (SqlAggregate(), PsiMatch(), HeAggregate(), Verification(), ModelTrain())
 }
 
 
@@ -47,6 +50,7 @@ _SESSIONS = {
     "psi_match": "sandbox psi",
     "he_aggregate": "sandbox he sum",
     "verification": "sandbox verify define",
+    "model_train": "sandbox model train",
 }
 
 __all__ = ["KINDS", "JobKind", "JobPlan", "SqlKind", "get_kind", "sql_kind"]

@@ -40,7 +40,7 @@ class GrantStatus(StrEnum):
     REVOKED = "revoked"
 
 
-JOB_KINDS = ("sql_aggregate", "psi_match", "he_aggregate", "verification")
+JOB_KINDS = ("sql_aggregate", "psi_match", "he_aggregate", "verification", "model_train")
 
 
 @dataclass(frozen=True)

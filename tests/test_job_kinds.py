@@ -22,7 +22,13 @@ FIRMS = DEMO_TABLES["enterprises"].classification()
 
 
 def test_the_registry_holds_every_kind_a_grant_may_name():
-    assert set(KINDS) == {"sql_aggregate", "psi_match", "he_aggregate", "verification"}
+    assert set(KINDS) == {
+        "sql_aggregate",
+        "psi_match",
+        "he_aggregate",
+        "verification",
+        "model_train",
+    }
     for name, kind in KINDS.items():
         assert isinstance(kind, JobKind) and kind.name == name
         assert kind.article.startswith("Art. ")
@@ -36,6 +42,7 @@ def test_only_sql_kinds_run_as_sql_jobs_and_the_others_say_where_they_run():
         ("psi_match", "sandbox psi"),
         ("he_aggregate", "sandbox he sum"),
         ("verification", "sandbox verify define"),
+        ("model_train", "sandbox model train"),
     ]:
         with pytest.raises(InputError, match=command):
             sql_kind(name)

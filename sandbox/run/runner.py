@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc
@@ -252,11 +253,15 @@ class Runner:
             self._spare = None
         return _Worker(self.limits, self.module), False
 
-    def run(self, sql: str, tables: Mapping[str, Path]) -> RunResult:
+    def run(
+        self, sql: str, tables: Mapping[str, Path], extra: Mapping[str, Any] | None = None
+    ) -> RunResult:
+        """Run ``sql`` over ``tables`` in a worker; ``extra`` adds fields to the task (the
+        model worker's training spec, ``sandbox.models``)."""
         started = time.time()
         worker, spare_used = self._take()
         try:
-            return self._run_in(worker, sql, tables, started, spare_used)
+            return self._run_in(worker, sql, tables, started, spare_used, extra)
         finally:
             worker.cleanup()
             if self.spare_enabled and self._spare is None:
@@ -269,6 +274,7 @@ class Runner:
         tables: Mapping[str, Path],
         started: float,
         spare_used: bool,
+        extra: Mapping[str, Any] | None = None,
     ) -> RunResult:
         limits = self.limits
         task = {
@@ -280,6 +286,7 @@ class Runner:
             "threads": limits.threads,
             "memory_limit_mb": max(128, limits.memory_mb // 2),
             "max_rows": limits.max_rows,
+            **(extra or {}),
         }
         try:
             out, _ = worker.proc.communicate(json.dumps(task) + "\n", timeout=limits.time_s)

@@ -83,11 +83,12 @@ def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def run_task(task: dict) -> dict:
+def connect(task: dict):
+    """A DuckDB connection over the task's granted snapshots and nothing else: each a
+    view, external access off, the configuration locked (the layers are noted in
+    ``task["_layers"]``). The model worker (``sandbox.models.worker``) reads through it too."""
     import duckdb
-    import pyarrow as pa
 
-    started = time.perf_counter()
     con = duckdb.connect(
         ":memory:",
         config={
@@ -108,6 +109,14 @@ def run_task(task: dict) -> dict:
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     task["_layers"].extend(["duckdb_external_access_off", "duckdb_config_locked"])
+    return con
+
+
+def run_task(task: dict) -> dict:
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    con = connect(task)
     max_rows = int(task["max_rows"])
     reader = con.execute(task["sql"]).to_arrow_reader(8192)
     assert reader is not None  # a SELECT always has a result to read
