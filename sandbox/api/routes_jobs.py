@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from sandbox.api import idempotency
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID, Job, JobRequest, JobSummary
+from sandbox.api.paging import LimitQuery, page
 from sandbox.run.jobstate import ACTIVE_STATES, JobOutcome, job_outcome, list_jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -37,19 +39,48 @@ def job_body(outcome: JobOutcome) -> Job:
 
 
 @router.post("/jobs", response_model=Job, status_code=202)
-def jobs_submit(request: Request, body: JobRequest, me: CurrentPrincipal):
+def jobs_submit(
+    request: Request,
+    body: JobRequest,
+    me: CurrentPrincipal,
+    idempotency_key: str | None = Header(
+        default=None,
+        alias=idempotency.HEADER,
+        description="a key of your choosing: a retry with the same key and body makes no "
+        "second job and answers the first (header Idempotent-Replayed: true)",
+    ),
+):
     """Submit a job (operators): 202 with its id and state, ``queued`` or ``refused``."""
     service = request.app.state.service
-    outcome = service.enqueue(me, {"sql": body.sql}, body.kind)
+    if idempotency_key is None:
+        outcome = service.enqueue(me, {"sql": body.sql}, body.kind)
+        headers = {}
+    else:
+        home = request.app.state.platform.home
+        with idempotency.claim(home, me.id, idempotency_key, body.model_dump()) as slot:
+            if slot.job_id is not None:
+                outcome = service.outcome(me, slot.job_id)
+            else:
+                outcome = service.enqueue(me, {"sql": body.sql}, body.kind)
+                slot.job_id = outcome.job_id
+        headers = {"Idempotent-Replayed": "true"} if slot.replayed else {}
     request.app.state.executor.wake()
-    return JSONResponse(job_body(outcome).model_dump(), status_code=202)
+    return JSONResponse(job_body(outcome).model_dump(), status_code=202, headers=headers)
 
 
 @router.get("/jobs", response_model=list[JobSummary])
-def jobs_list(request: Request, me: CurrentPrincipal):
-    """Your jobs (the city authority and auditors: every job; a county authority: its county's)."""
+def jobs_list(
+    request: Request,
+    response: Response,
+    me: CurrentPrincipal,
+    limit: int | None = LimitQuery,
+    after: int | None = Query(default=None, ge=0, le=MAX_ID, description="the last id seen"),
+):
+    """Your jobs (the city authority and auditors: every job; a county authority: its county's),
+    by id; with ``limit``, one page and a ``Link: <...>; rel="next"`` header to the next."""
     with request.app.state.platform.store.read() as conn:
-        return list_jobs(conn, me)
+        rows = list_jobs(conn, me)
+    return page(request, response, rows, lambda r: r["id"], limit, after)
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

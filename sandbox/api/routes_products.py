@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import zipfile
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from policies.errors import NotFound
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import Product
+from sandbox.api.paging import LimitQuery, page
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.data.products import list_products, readable_product
@@ -57,10 +58,18 @@ def _ledger_download(platform: Platform, viewer: Principal, row: dict, what: str
 
 
 @router.get("/products", response_model=list[Product])
-def products_list(request: Request, me: CurrentPrincipal):
-    """Products you may download."""
+def products_list(
+    request: Request,
+    response: Response,
+    me: CurrentPrincipal,
+    limit: int | None = LimitQuery,
+    after: str | None = Query(default=None, pattern=PRODUCT_ID, description="the last id seen"),
+):
+    """Products you may download, by id; with ``limit``, one page and a
+    ``Link: <...>; rel="next"`` header to the next."""
     with request.app.state.platform.store.read() as conn:
-        return list_products(conn, me)
+        rows = list_products(conn, me)
+    return page(request, response, rows, lambda r: r["id"], limit, after)
 
 
 @router.get("/products/{product_id}")

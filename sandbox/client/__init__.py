@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -269,12 +270,20 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls):
 
     # --- jobs -----------------------------------------------------------------
 
-    def submit_job(self, sql: str, kind: str = "sql_aggregate") -> Job:
+    def submit_job(
+        self, sql: str, kind: str = "sql_aggregate", *, idempotency_key: str | None = None
+    ) -> Job:
         """202: the job is ``queued`` (the server runs it) or ``refused`` (reason says why).
+
+        Sent with an ``Idempotency-Key`` (a fresh one per call unless you give one), so
+        a retried request makes no second job; the same key again answers that job.
 
         Example: ``api.submit_job("SELECT county, COUNT(*) AS n FROM persons GROUP BY county")``
         """
-        return _build(Job, self._json("POST", "/v1/jobs", json={"sql": sql, "kind": kind}))
+        key = idempotency_key or uuid.uuid4().hex
+        body = {"sql": sql, "kind": kind}
+        headers = {"Idempotency-Key": key}
+        return _build(Job, self._json("POST", "/v1/jobs", json=body, headers=headers))
 
     def job(self, job_id: int, *, wait: float = 0.0) -> Job:
         """A job's state; ``wait`` seconds of long-polling until it changes.
@@ -294,6 +303,14 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls):
         while not job.done and time.monotonic() < deadline:
             job = self.job(job_id, wait=min(LONG_POLL_S, max(0.1, deadline - time.monotonic())))
         return job
+
+    def iter_jobs(self, page_size: int = 100) -> Iterator[JobSummary]:
+        """Your jobs, fetched a page at a time (``limit`` and the next links).
+
+        Example: ``sum(1 for j in api.iter_jobs(page_size=200) if j.status == "released")``
+        """
+        for row in self._paged("/v1/jobs", page_size):
+            yield _build(JobSummary, row)
 
     def list_jobs(self) -> list[JobSummary]:
         """Your jobs (an authority: those of its jurisdiction).

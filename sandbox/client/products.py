@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import httpx
 
 from policies.errors import IntegrityError
 from sandbox.api.models import LedgerEntry, LedgerVerification, Product
+from sandbox.api.paging import next_link
 
 if TYPE_CHECKING:
     import pyarrow
@@ -142,6 +144,22 @@ class ProductCalls:
         Example: ``api.product(job.product).to_pandas()``
         """
         return ProductHandle(self, product_id, public_key)
+
+    def _paged(self, path: str, page_size: int) -> Iterator[Any]:
+        """Every row of a paged list, one page (``limit``) at a time, by its next links."""
+        target: str | None = f"{path}?limit={int(page_size)}"
+        while target is not None:
+            response = self._call("GET", target)
+            yield from response.json()
+            target = next_link(response.headers.get("link"))
+
+    def iter_products(self, page_size: int = 100) -> Iterator[Product]:
+        """The products you may download, fetched a page at a time.
+
+        Example: ``for p in api.iter_products(page_size=50): print(p.id)``
+        """
+        for row in self._paged("/v1/products", page_size):
+            yield Product.model_validate(row)
 
     def list_products(self) -> list[Product]:
         """The products you may download now.
