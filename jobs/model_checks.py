@@ -27,7 +27,7 @@ names no value of the data. The verdict is :class:`ModelVerdict`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -105,8 +105,8 @@ class FittedArrays:
     n_train: int
     n_features: int
     trees: tuple[TreeArrays, ...] = ()
-    coef: FloatArray = np.zeros(0)
-    intercept: FloatArray = np.zeros(0)
+    coef: FloatArray = field(default_factory=lambda: np.zeros(0))
+    intercept: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     def parameters(self) -> int:
         """The model's free parameters: coefficients and intercepts, or leaves."""

@@ -379,6 +379,48 @@ class Verify:
 
 
 @dataclass(frozen=True)
+class Model:
+    """``[model]``: Model training (issue 22): its limits and the checks of a fitted model."""
+
+    time_limit_s: float = setting(
+        600.0,
+        "wall-clock limit of one training worker, seconds (fit, evaluation and attacks)",
+        _positive,
+        "a positive number",
+    )
+    max_entities: int = setting(
+        2_000_000,
+        "most entities (rows of the features query) one model may train on",
+        _positive,
+        "a positive whole number",
+    )
+    max_depth: int = setting(
+        8,
+        "deepest tree a model may hold (structural check tree_depth)",
+        lambda v: 1 <= v <= 32,
+        "a whole number from 1 to 32",
+    )
+    attack_max_auc: float = setting(
+        0.6,
+        "highest AUC a simulated membership-inference attack may reach on a passed model",
+        lambda v: 0.5 < v <= 1,
+        "a number in (0.5, 1]",
+    )
+    attack_sample: int = setting(
+        2000,
+        "training (and as many held-out) entities each attack is run on",
+        lambda v: v >= 100,
+        "a whole number of at least 100",
+    )
+    shadow_models: int = setting(
+        8,
+        "shadow models of the likelihood-ratio attack (LiRA)",
+        lambda v: 2 <= v <= 64,
+        "a whole number from 2 to 64",
+    )
+
+
+@dataclass(frozen=True)
 class Psi:
     """``[psi]``: Private set intersection."""
 
@@ -479,6 +521,7 @@ class Values:
     differencing: Differencing = field(default_factory=Differencing)
     he: He = field(default_factory=He)
     verify: Verify = field(default_factory=Verify)
+    model: Model = field(default_factory=Model)
     psi: Psi = field(default_factory=Psi)
     spark: Spark = field(default_factory=Spark)
     ray: Ray = field(default_factory=Ray)
