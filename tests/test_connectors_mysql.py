@@ -187,3 +187,32 @@ def test_a_table_through_registration_to_a_released_job(maria, platform, provide
         platform, provider, make_principal, "payments", uri(maria, query=query), classes
     )
     assert counts == {"县0": 833, "县1": 834, "县2": 833}
+
+
+def test_a_registered_table_is_refreshed(maria, platform, provider):
+    from policies.classes import Classification
+    from sandbox.data import vault
+    from sandbox.data.refresh import refresh
+
+    con = maria.admin()
+    with con.cursor() as cur:
+        cur.execute("USE civic")
+        cur.execute("CREATE TABLE civic.daily AS SELECT CONCAT('P', seq) AS pid, seq % 3 AS county "
+                    "FROM seq_1_to_40")  # fmt: skip
+    classes = Classification.from_dict(
+        {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension"}}
+    )
+    vault.register(
+        platform, provider, "daily", uri(maria, query="SELECT * FROM daily ORDER BY pid"), classes
+    )
+    assert refresh(platform, provider, "daily")["changed"] is False
+    with con.cursor() as cur:
+        cur.execute("INSERT INTO civic.daily VALUES ('P41', 0)")
+    pulled = refresh(platform, provider, "daily")
+    assert pulled["version"] == 2 and pulled["rows"] == 41
+    with con.cursor() as cur:
+        cur.execute("DROP TABLE civic.daily")
+    con.close()
+    with pytest.raises(SourceError) as err:
+        refresh(platform, provider, "daily")
+    assert "version 2 stays" in err.value.message and PASSWORD not in err.value.message

@@ -201,3 +201,14 @@ def test_a_registered_table_is_refreshed_and_its_password_stays_out_of_the_store
     assert len(entries) >= 4 and secret not in str(entries) and PASSWORD not in str(entries)
     stores = list(platform.home.glob("*.sqlite*"))
     assert stores and not any(secret.encode() in f.read_bytes() for f in stores)
+
+
+def test_a_table_through_registration_to_a_released_job(pg, platform, provider, make_principal):
+    from source_helpers import release_counts
+
+    classes = {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension"}}
+    query = "SELECT pid, county FROM social.payments WHERE county IS NOT NULL ORDER BY pid"
+    counts = release_counts(
+        platform, provider, make_principal, "payments", uri(pg, query=query), classes
+    )
+    assert counts == {"county 0": 833, "county 1": 834, "county 2": 833}
