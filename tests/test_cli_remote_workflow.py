@@ -337,10 +337,14 @@ READS = [
     ("authority", "inbox"),
     ("operator2", "inbox", "--limit", "2"),
     ("provider", "provider", "uses"),
+    ("consumer", "notice", "list", "--open"),
+    ("operator2", "agreement", "list"),
+    ("provider", "request", "list", "--limit", "1"),
 ]
 
 REFUSALS = [
     ("operator", "provider", "uses"),  # a provider's supervision of its data (Art. 5)
+    ("consumer", "agreement", "list"),
     (
         "provider2",
         "provider",

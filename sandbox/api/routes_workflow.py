@@ -56,6 +56,7 @@ from sandbox.workflow import (
     usage,
 )
 from sandbox.workflow.inbox import inbox_of
+from sandbox.workflow.lists import list_page
 
 router = APIRouter(prefix="/v1", tags=["workflow"])
 
@@ -324,6 +325,21 @@ def inbox(
 ) -> dict[str, Any]:
     """The caller's notifications, newest first, a page at a time (``next_before``)."""
     return inbox_of(_platform(request), me, limit=limit, before=before, kind=kind)
+
+
+@router.get("/workflow/{kind}")
+def workflow_list(
+    request: Request,
+    me: CurrentPrincipal,
+    kind: Literal["notices", "applications", "agreements", "requests", "tickets"],
+    limit: int = Query(default=50, ge=1, le=500),
+    before: int | None = Query(default=None, ge=1, le=MAX_ID),
+    status: str | None = Query(default=None, max_length=20),
+    open_only: bool = Query(default=False, alias="open"),
+) -> dict[str, Any]:
+    """A page of workflow objects the caller may see, newest first (``next_before``)."""
+    return list_page(_platform(request), me, kind, limit=limit, before=before, status=status,
+                     open_only=open_only)  # fmt: skip
 
 
 @router.get("/provider/uses")

@@ -218,6 +218,11 @@ class Backend(abc.ABC):
         """One page of the principal's inbox: items (newest first), total, next_before."""
 
     @abc.abstractmethod
+    def list_workflow(self, kind: str, **filters: Any) -> dict:
+        """A page of notices, applications, agreements, requests or tickets (limit, before,
+        status, open_only): items, total, next_before."""
+
+    @abc.abstractmethod
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them."""
 

@@ -337,6 +337,11 @@ class LocalBackend(Backend):
 
         return inbox_of(self.platform, self.me, limit=limit, before=before, kind=kind)
 
+    def list_workflow(self, kind, **filters):
+        from sandbox.workflow.lists import list_page
+
+        return list_page(self.platform, self.me, kind, **filters)
+
     def data_uses(self):
         from sandbox.workflow.providers import uses_of
 

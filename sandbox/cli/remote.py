@@ -240,6 +240,9 @@ class RemoteBackend(Backend):
     def inbox(self, limit, before, kind):
         return self.client.inbox(limit=limit, before=before, kind=kind)
 
+    def list_workflow(self, kind, **filters):
+        return self.client.list_workflow(kind, **filters)
+
     def data_uses(self):
         return self.client.data_uses()
 

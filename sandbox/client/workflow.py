@@ -202,6 +202,24 @@ class WorkflowCalls:
             params["kind"] = kind
         return self._json("GET", "/v1/inbox", params=params)
 
+    def list_workflow(
+        self,
+        kind: str,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        status: str | None = None,
+        open_only: bool = False,
+    ) -> dict:
+        """A page of ``kind`` (notices, applications, agreements, requests, tickets) you may
+        see, newest first: items, total, next_before."""
+        params: dict[str, Any] = {"limit": limit, "open": open_only}
+        if before is not None:
+            params["before"] = before
+        if status:
+            params["status"] = status
+        return self._json("GET", f"/v1/workflow/{kind}", params=params)
+
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them.
 

@@ -1,0 +1,101 @@
+"""Lists of workflow objects (issue 20, item 4): each reader sees what its single reads
+show, newest first and a page at a time; open notices are discoverable by operators."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from policies.errors import InputError, PermissionDenied
+from sandbox.cli.app import main
+from sandbox.workflow import requests
+from sandbox.workflow.lists import list_page
+from tests.workflow_helpers import (
+    COUNTY,
+    NOW,
+    apply,
+    granted,
+    make_cast,
+    publish,
+    verify_ledger,
+)
+
+
+@pytest.fixture
+def cast(platform, make_principal, provider, pums_dataset):
+    c = make_cast(platform, make_principal, provider)
+    yield c
+    verify_ledger(platform)
+
+
+def ids(cast, who, kind, **filters) -> list[int]:
+    return [i["id"] for i in list_page(cast.platform, who, kind, **filters)["items"]]
+
+
+def test_each_reader_lists_what_it_may_read(cast):
+    city_agreement, _ = granted(cast)
+    county_agreement, _ = granted(cast, authority=cast.county, notice_kw={"jurisdiction": COUNTY})
+    rival_app = apply(cast, publish(cast), operator=cast.rival)
+    assert ids(cast, cast.operator, "agreements") == [county_agreement, city_agreement]
+    assert ids(cast, cast.rival, "agreements") == []
+    assert ids(cast, cast.county, "agreements") == [county_agreement]
+    assert ids(cast, cast.other_county, "agreements") == []
+    assert ids(cast, cast.provider, "agreements") == [county_agreement, city_agreement]
+    assert ids(cast, cast.auditor, "agreements") == [county_agreement, city_agreement]
+    assert rival_app in ids(cast, cast.rival, "applications")
+    assert rival_app not in ids(cast, cast.operator, "applications")
+    assert rival_app not in ids(cast, cast.r1, "applications")  # not appointed to it
+    assert len(ids(cast, cast.provider, "requests")) == 2
+    assert ids(cast, cast.rival, "requests") == []
+    for who, kind in [(cast.consumer, "agreements"), (cast.provider, "applications"),
+                      (cast.r1, "requests"), (cast.consumer, "tickets")]:  # fmt: skip
+        with pytest.raises(PermissionDenied, match="may not list"):
+            list_page(cast.platform, who, kind)
+
+
+def test_open_notices_are_discoverable_and_pages_follow_each_other(cast):
+    closing = publish(cast, deadline=NOW + timedelta(days=2))
+    later = [publish(cast) for _ in range(4)]
+    assert ids(cast, cast.consumer, "notices", open_only=True) == [*reversed(later), closing]
+    assert ids(cast, cast.operator, "notices", open_only=True, now=NOW + timedelta(days=3)) == [
+        *reversed(later)
+    ]
+    seen, before = [], None
+    while True:
+        page = list_page(cast.platform, cast.operator, "notices", limit=2, before=before)
+        seen += [i["id"] for i in page["items"]]
+        if page["next_before"] is None:
+            break
+        before = page["next_before"]
+    assert seen == sorted(seen, reverse=True) and len(seen) == page["total"] == 5
+    for bad in ({"limit": 0}, {"before": 0}):
+        with pytest.raises(InputError):
+            list_page(cast.platform, cast.operator, "notices", **bad)
+    with pytest.raises(InputError, match="unknown list"):
+        list_page(cast.platform, cast.operator, "grants")
+
+
+def test_status_filters_and_the_command_line(cast):
+    agreement_id, _ = granted(cast)
+    rid = requests.request_data(cast.platform, cast.operator, agreement_id, "pums", purpose="x")
+    requests.refuse_request(cast.platform, cast.provider, rid, "no")
+    assert ids(cast, cast.operator, "requests", status="refused") == [rid]
+    runner = CliRunner()
+    home = ["--home", str(cast.platform.home)]
+
+    def run(who, *args):
+        result = runner.invoke(main, [*home, *args, "--as", cast.tokens[who]])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    listed = json.loads(run("operator", "request", "list", "--status", "refused", "--json"))
+    assert [i["reason"] for i in listed["items"]] == ["no"]
+    assert "pums" in run("operator", "agreement", "list")
+    assert json.loads(run("consumer", "notice", "list", "--open", "--json"))["total"] == 1
+    text = run("operator", "application", "list", "--limit", "1")
+    assert "more: --before" not in text  # one application only
+    refused = runner.invoke(main, [*home, "agreement", "list", "--as", cast.tokens["consumer"]])
+    assert refused.exit_code == 3 and "Art. 13" in refused.output
