@@ -28,6 +28,7 @@ from sandbox.api import (
     routes_principals,
     routes_products,
     routes_psi,
+    routes_sources,
     routes_system,
     routes_verify,
     routes_workflow,
@@ -129,6 +130,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         routes_he,
         routes_verify,
         routes_dp,
+        routes_sources,
     )
     for module in routes:
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +36,7 @@ from sandbox.core.store import jobs
 from sandbox.guard import dp_budget, lineage_audit, person_jobs
 from sandbox.guard.history import difference, history_of
 from sandbox.run.admission import PERSON_JOB, Prepared, prepare
+from sandbox.run.executors import with_numbers
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
     TRANSITIONS,
     JobOutcome,
@@ -231,58 +231,13 @@ class JobService:
                 reason_json=json.dumps(reason),
             )
 
-    def _spark_executor(self, runtime: dict[str, Any]) -> Callable[[str, Mapping], pa.Table]:
-        """The executor of ``engine = spark``: the admitted SQL on the Spark session."""
-        import time
-
-        from sandbox.run.engines.spark import engine_for
-
-        settings = self.platform.settings
-        spark = engine_for(settings.spark.master)
-
-        def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
-            started = time.time()
-            table = spark.run(sql, tables, settings.job.max_output_rows, settings.job.time_limit_s)
-            runtime.update(
-                engine="spark", master=spark.master, run_s=round(time.time() - started, 4)
-            )
-            return table
-
-        return execute
-
-    def _ray_executor(self, runtime: dict[str, Any]) -> Callable[[str, Mapping], pa.Table]:
-        """The executor of ``ray.dispatch_jobs``: the same isolated worker, started by a
-        Ray task on a cluster node."""
-        from dataclasses import asdict
-
-        from sandbox.run.engines.ray_pool import dispatch_sql_job
-
-        address = self.platform.settings.ray.address
-        limits = asdict(self.runner.limits)
-
-        def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
-            runtime.update(dispatch="ray")  # recorded even when the task fails
-            table, layers, wait_s, run_s, node, total_s = dispatch_sql_job(
-                sql, dict(tables), limits, address
-            )
-            runtime.update(
-                dispatch="ray",
-                node=node,
-                layers=layers,
-                wait_s=round(wait_s, 4),
-                run_s=round(run_s, 4),
-                task_s=round(total_s, 4),
-            )
-            return table
-
-        return execute
-
     def _execute(self, operator: Principal, job_id: int, kind: SqlKind, prepared: Prepared) -> None:
         """Run the admitted plan, check its output, then release it or hold it for review."""
         runtime: dict[str, Any] = {}
         snapshots = {t: v.path for t, v in prepared.versions.items()}
         try:
-            raw = kind.run(prepared.plan, self._with_numbers(prepared, runtime), snapshots)
+            execute = with_numbers(self.platform, self.runner, prepared, runtime)
+            raw = kind.run(prepared.plan, execute, snapshots)
         except JobFailed as failure:
             self._to(operator, job_id, JobState.FAILED, runtime, failure=failure)
             return
@@ -332,53 +287,6 @@ class JobService:
         # --- lineage audit: the withheld cells wait for the checkers' release (held_finish)
         with self.platform.store.transaction() as conn:
             lineage_audit.record(conn, prepared, job_id, outcome, result, now_utc(), pending=True)
-
-    def _with_numbers(self, prepared: Prepared, runtime: dict[str, Any]):
-        """The executor, handed the entity numbering too when the evidence reads it: the
-        lineage's segments, numbering the version first if it is new (issue 25)."""
-        execute = self._executor(prepared, runtime)
-        if not prepared.entities or prepared.lineage is None:
-            return execute
-        import time
-
-        from jobs.sql_evidence import NUMBERS_TABLE, ROW_NUMBERS_TABLE
-        from sandbox.guard.numbering import numbering_for
-
-        started = time.perf_counter()
-        numbering = numbering_for(
-            self.platform, prepared.lineage, prepared.versions[prepared.lineage]
-        )
-        runtime["numbering_s"] = round(time.perf_counter() - started, 4)
-        extra: dict[str, Any] = {ROW_NUMBERS_TABLE: numbering.rows}
-        if self.platform.settings.engine == "spark" and prepared.plan.kind == "sql_aggregate":
-            extra = {NUMBERS_TABLE: numbering.segments}
-
-        def with_numbers(sql: str, tables: Mapping[str, Any]) -> pa.Table:
-            return execute(sql, {**tables, **extra})
-
-        return with_numbers
-
-    def _executor(self, prepared: Prepared, runtime: dict[str, Any]):
-        """Where the plan runs: a local isolated worker, or Spark or a Ray node for SQL
-        aggregates (issue 9: same plan, same output check). ``runtime`` collects how."""
-        settings = self.platform.settings
-        if prepared.plan.kind == "sql_aggregate":
-            if settings.engine == "spark":
-                return self._spark_executor(runtime)
-            if settings.ray.dispatch_jobs:
-                return self._ray_executor(runtime)
-
-        def execute(sql: str, tables: Mapping[str, Path]) -> pa.Table:
-            result = self.runner.run(sql, tables)
-            runtime.update(
-                layers=list(result.layers),
-                wait_s=round(result.wait_s, 4),
-                run_s=round(result.total_s, 4),
-                spare_used=result.spare_used,
-            )
-            return result.table
-
-        return execute
 
     def _to(
         self,

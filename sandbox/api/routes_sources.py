@@ -1,0 +1,183 @@
+"""Providers' sources over HTTP: a suggested classification (``POST /v1/datasets/suggest``,
+or ``.../suggest/upload`` for a file sent along), nothing registered; a registered
+source pulled again (``POST /v1/datasets/{name}/refresh``), daily on a schedule
+(``PUT /v1/datasets/{name}/schedule``), and the provider's sources (``GET /v1/sources``).
+
+A server-side source passes the same checks as a registration
+(:func:`sandbox.api.sources.check_source`: files under ``api.source_roots``, databases
+of ``api.source_hosts``); a failure to connect is answered with one message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from connectors import redact_uri
+from connectors.postgres import ConnectError
+from policies.errors import InputError, SandboxError, SourceError
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.models import NAME
+from sandbox.api.routes_datasets import _save, _scrub, _upload_name
+from sandbox.api.sources import CONNECT_FAILED, check_source, uniform_connect_error
+from sandbox.core.principals import Role, require_role
+from sandbox.data.kept_sources import kept_uri
+from sandbox.data.refresh import list_sources, refresh, set_schedule
+from sandbox.data.suggestion import MAX_ROWS, suggest_classification
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+SUGGEST_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".xlsx", ".xls"}
+
+
+class SuggestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(min_length=1, max_length=4096)
+    rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
+
+
+class Suggestion(BaseModel):
+    """A proposed classification, each column's evidence, and the YAML text to edit."""
+
+    source: str
+    rows: int
+    complete: bool
+    classification: dict[str, Any]
+    evidence: dict[str, dict[str, Any]]
+    notes: list[str]
+    yaml: str
+
+
+@router.post("/datasets/suggest", response_model=Suggestion)
+def datasets_suggest(request: Request, body: SuggestRequest, me: CurrentPrincipal):
+    """Profile a server-side source and propose its classification; registers nothing."""
+    platform = request.app.state.platform
+    settings = platform.settings
+    check_source(body.uri, tuple(settings.api.source_roots), tuple(settings.api.source_hosts))
+    try:
+        return suggest_classification(platform, me, body.uri, rows=body.rows)
+    except ConnectError as exc:
+        raise uniform_connect_error(exc, body.uri) from None
+    except SandboxError as exc:
+        _scrub(exc, {str(platform.home): "the platform's home"})
+        raise
+
+
+@router.post("/datasets/suggest/upload", response_model=Suggestion)
+async def datasets_suggest_upload(
+    request: Request,
+    me: CurrentPrincipal,
+    file: Annotated[UploadFile, File(description="the data: .csv, .parquet, .jsonl, .xlsx")],
+    rows: int | None = Form(default=None, ge=1, le=MAX_ROWS),
+    sheet: str | None = Form(default=None, max_length=200),
+    header: str | None = Form(default=None, max_length=20),
+):
+    """Profile an uploaded file and propose its classification; the file is not kept."""
+    platform = request.app.state.platform
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in SUGGEST_SUFFIXES:
+        raise InputError(
+            f"the uploaded file's name must end in one of {', '.join(sorted(SUGGEST_SUFFIXES))}"
+        )
+    workbook = suffix in (".xlsx", ".xls")
+    if (sheet is not None or header is not None) and not workbook:
+        raise InputError("'sheet' and 'header' apply to workbook uploads (.xlsx, .xls) only")
+    work = platform.work_dir()
+    try:
+        target = work / f"upload{suffix}"
+        await _save(file, target)
+        uri = str(target)
+        if workbook and (sheet or header):
+            given = {"sheet": sheet, "header": header}
+            uri = f"excel://{target}?" + urlencode({k: v for k, v in given.items() if v})
+        try:
+            return await run_in_threadpool(suggest_classification, platform, me, uri, rows=rows)
+        except SandboxError as exc:
+            shown = _upload_name(file.filename, suffix)
+            _scrub(exc, {uri: shown, str(target): shown, str(platform.home): "the platform's home"})
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class Pull(BaseModel):
+    dataset: str
+    version: int
+    changed: bool
+    rows: int
+    sha256: str
+    trigger: str
+
+
+class ScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    daily_at: str | None = Field(
+        default=None, max_length=5, description="HH:MM in Asia/Shanghai; null: no schedule"
+    )
+
+
+class Schedule(BaseModel):
+    dataset: str
+    daily_at: str | None
+    timezone: str
+
+
+class KeptSource(BaseModel):
+    """A dataset that can be pulled again: its source (password as ***), schedule, last pull."""
+
+    dataset: str
+    source: str
+    daily_at: str | None
+    timezone: str
+    last_pull_at: str | None
+    last_status: str | None
+    last_error: str | None
+
+
+@router.post("/datasets/{name}/refresh", response_model=Pull)
+def datasets_refresh(request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)):
+    """Pull a dataset from its source again; a new version only if its data changed.
+
+    The source must still be one this API may open (``api.source_roots``,
+    ``api.source_hosts``); a failed pull keeps the last version, ledgered."""
+    platform = request.app.state.platform
+    settings = platform.settings
+    require_role(me, Role.PROVIDER, action="refresh datasets", article="Art. 14")
+    uri = kept_uri(platform, name)
+    if uri is not None:
+        check_source(uri, tuple(settings.api.source_roots), tuple(settings.api.source_hosts))
+    try:
+        return refresh(platform, me, name)
+    except ConnectError as exc:
+        uniform_connect_error(exc, uri or "")
+        raise SourceError(
+            f"refresh of '{name}' failed, the last version stays: cannot connect to "
+            f"{redact_uri(uri or '')}: {CONNECT_FAILED}"
+        ) from None
+    except SandboxError as exc:
+        _scrub(exc, {str(platform.home): "the platform's home"})
+        raise
+
+
+@router.put("/datasets/{name}/schedule", response_model=Schedule)
+def datasets_schedule(
+    request: Request,
+    body: ScheduleRequest,
+    me: CurrentPrincipal,
+    name: str = PathParam(pattern=NAME),
+):
+    """Pull a dataset from its source every day at a time (Asia/Shanghai), or stop."""
+    return set_schedule(request.app.state.platform, me, name, body.daily_at)
+
+
+@router.get("/sources", response_model=list[KeptSource])
+def sources_list(request: Request, me: CurrentPrincipal):
+    """The caller's datasets that can be pulled again, with their schedules and last pulls."""
+    return list_sources(request.app.state.platform, me)
