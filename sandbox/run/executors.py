@@ -14,7 +14,9 @@ from typing import Any
 import pyarrow as pa
 
 from jobs.base import Executor
+from jobs.sql_evidence import NUMBERS_TABLE, ROW_NUMBERS_TABLE
 from sandbox.core.platform import Platform
+from sandbox.guard.numbering import numbering_for
 from sandbox.run.admission import Prepared
 from sandbox.run.runner import Runner
 
@@ -69,11 +71,6 @@ def with_numbers(
     execute = executor(platform, runner, prepared, runtime)
     if not prepared.entities or prepared.lineage is None:
         return execute
-    import time
-
-    from jobs.sql_evidence import NUMBERS_TABLE, ROW_NUMBERS_TABLE
-    from sandbox.guard.numbering import numbering_for
-
     started = time.perf_counter()
     numbering = numbering_for(platform, prepared.lineage, prepared.versions[prepared.lineage])
     runtime["numbering_s"] = round(time.perf_counter() - started, 4)
