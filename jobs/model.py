@@ -369,6 +369,10 @@ class ModelPlan:
     features: AdmittedFeatures
 
     @property
+    def kind(self) -> str:
+        return KIND
+
+    @property
     def tables(self) -> tuple[str, ...]:
         return self.features.tables
 

@@ -47,6 +47,7 @@ SCHEMA_VERSION = 3
 FEATURE_TABLES: tuple[str, ...] = (
     "sandbox.data.tables",
     "sandbox.guard.tables",
+    "sandbox.models.tables",
     "sandbox.psi.tables",
     "sandbox.verification.tables",
     "sandbox.workflow.tables",
