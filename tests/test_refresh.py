@@ -18,6 +18,7 @@ from sandbox.core.principals import Role, Status, set_status
 from sandbox.data import vault
 from sandbox.data.kept_sources import kept_uri
 from sandbox.data.refresh import list_sources, refresh, run_due, set_schedule
+from sandbox.workflow.inbox import inbox_of
 
 CLASSES = Classification.from_dict(
     {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension", "n": "measure"}}
@@ -127,6 +128,8 @@ def test_a_failed_scheduled_pull_is_tried_again_the_next_day(platform, provider,
     day = dt.datetime(2026, 3, 1, 7, 0, tzinfo=SHANGHAI)
     (failed,) = run_due(platform, day)
     assert "does not exist" in failed["error"] and latest(platform).version == 1
+    page = inbox_of(platform, provider, kind="source.refresh_failed")
+    assert page["total"] == 1 and "does not exist" in page["items"][0]["body"]["error"]
     assert run_due(platform, day + dt.timedelta(hours=1)) == []
     write_db(registered, 30)
     (pulled,) = run_due(platform, day + dt.timedelta(days=1))
