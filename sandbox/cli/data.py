@@ -52,7 +52,7 @@ class _Progress:
 @click.option(
     "--source",
     required=True,
-    help="file path or URI (csv, parquet, jsonl, duckdb://, postgresql://)",
+    help="file path or URI (csv, parquet, jsonl, xlsx?sheet=, duckdb://, postgresql://, mysql://)",
 )
 @click.option(
     "--classification",
