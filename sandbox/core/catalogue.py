@@ -10,82 +10,19 @@ same declarations by dotted name for the loader (:mod:`sandbox.core.settings`), 
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting by its dotted name, as the loader and the docs see it."""
-
-    name: str
-    default: Any
-    help: str
-    kind: type = str
-    check: Callable[[Any], bool] | None = None
-    rule: str = ""  # what the check demands, in words
-
-
-def setting(default: T, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> T:
-    """Declare one field of a section: its default, help, and check (with its rule in words)."""
-    meta = {"help": help, "check": check, "rule": rule}
-    if isinstance(default, tuple):
-        return field(default_factory=lambda: default, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _positive(value: Any) -> bool:
-    return value > 0
-
-
-def _fraction(value: Any) -> bool:
-    return 0 < value <= 1
-
-
-class PathList(tuple):
-    """A list of folders: a TOML array of strings, or one string split at ``os.pathsep``."""
-
-    def __new__(cls, raw: Any = ()):
-        if isinstance(raw, str):
-            raw = [part for part in raw.split(os.pathsep) if part.strip()]
-        if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
-            raise TypeError(raw)
-        return super().__new__(cls, (p.strip() for p in raw))
-
-
-def _absolute_paths(value: Any) -> bool:
-    return all(Path(p).is_absolute() for p in value)
-
-
-class HostList(tuple):
-    """A list of ``host`` or ``host:port``: a TOML array of strings, or one string split at ','."""
-
-    def __new__(cls, raw: Any = ()):
-        if isinstance(raw, str):
-            raw = raw.split(",")
-        if not isinstance(raw, list | tuple) or not all(isinstance(h, str) for h in raw):
-            raise TypeError(raw)
-        return super().__new__(cls, (h.strip() for h in raw if h.strip()))
-
-
-def _hosts(value: Any) -> bool:
-    for entry in value:
-        try:
-            parts = urlsplit(f"//{entry}")
-            if not parts.hostname or parts.path or parts.query or "@" in entry or "," in entry:
-                return False
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            return False
-    return True
+from sandbox.core.setting_kinds import (
+    HostList,
+    PathList,
+    Setting,
+    absolute_paths,
+    declared,
+    fraction,
+    hosts,
+    positive,
+    setting,
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +32,7 @@ class Job:
     time_limit_s: float = setting(
         60.0,
         "wall-clock limit of one job's worker, seconds",
-        _positive,
+        positive,
         "a positive number",
     )
     memory_limit_mb: int = setting(
@@ -107,13 +44,13 @@ class Job:
     max_output_rows: int = setting(
         10_000,
         "most output rows a job may produce; more fails the job",
-        _positive,
+        positive,
         "a positive whole number",
     )
     threads: int = setting(
         2,
         "DuckDB threads inside a worker",
-        _positive,
+        positive,
         "a positive whole number",
     )
     spare_worker: bool = setting(
@@ -141,7 +78,7 @@ class Disclosure:
     dominance_k: float = setting(
         0.9,
         "platform maximum k of the (n, k) dominance rule (agreements may only lower it)",
-        _fraction,
+        fraction,
         "a fraction in (0, 1]",
     )
     p_ratio: float = setting(
@@ -154,7 +91,7 @@ class Disclosure:
         0.9,
         "platform maximum share of a margin's entities one count cell may hold before the "
         "class rule suppresses it (agreements may only lower it)",
-        _fraction,
+        fraction,
         "a fraction in (0, 1]",
     )
     missing_cells: str = setting(
@@ -173,7 +110,7 @@ class Ingest:
     batch_rows: int = setting(
         131_072,
         "rows per Arrow batch when ingesting a source",
-        _positive,
+        positive,
         "a positive whole number",
     )
     compression: str = setting(
@@ -191,34 +128,34 @@ class Api:
     max_body_mb: float = setting(
         1.0,
         "largest HTTP request body the API reads, MiB (uploads have their own cap); more is 413",
-        _positive,
+        positive,
         "a positive number",
     )
     max_upload_mb: float = setting(
         512.0,
         "largest dataset upload the API accepts, MiB; more is 413",
-        _positive,
+        positive,
         "a positive number",
     )
     rate_per_minute: int = setting(
         600,
         "requests one principal may make per minute to the server, all its processes "
         "together (token bucket); more is 429",
-        _positive,
+        positive,
         "a positive whole number",
     )
     source_roots: PathList = setting(
         PathList(),
         "folders whose files providers may register by server-side path through the API "
         "(empty: none; database hosts: api.source_hosts)",
-        _absolute_paths,
+        absolute_paths,
         "absolute folder paths (environment: separated by ':')",
     )
     source_hosts: HostList = setting(
         HostList(),
         "database hosts a provider may name in a postgresql:// source through the API, "
         "as host (port 5432) or host:port (empty: none)",
-        _hosts,
+        hosts,
         "host or host:port entries (environment: separated by ',')",
     )
 
@@ -277,13 +214,13 @@ class He:
     max_values: int = setting(
         2_000_000,
         "most values (keys) in one HE aggregate request",
-        _positive,
+        positive,
         "a positive whole number",
     )
     max_request_mb: float = setting(
         512.0,
         "largest HE aggregate request body (context, keys, ciphertexts), MiB; more is 413",
-        _positive,
+        positive,
         "a positive number",
     )
 
@@ -295,55 +232,55 @@ class Verify:
     consumer_per_minute: int = setting(
         600,
         "verification subjects one consumer may ask per minute, all products; more is 429",
-        _positive,
+        positive,
         "a positive whole number",
     )
     consumer_per_day: int = setting(
         20_000,
         "verification subjects one consumer may ask per day, all products; more is 429",
-        _positive,
+        positive,
         "a positive whole number",
     )
     subject_per_day: int = setting(
         10,
         "answers about one subject per day across all consumers; more is refused (Art. 19)",
-        _positive,
+        positive,
         "a positive whole number",
     )
     throttled_per_minute: int = setting(
         5,
         "per-minute allowance of a consumer throttled by the enumeration defence",
-        _positive,
+        positive,
         "a positive whole number",
     )
     guess_ids_throttle: int = setting(
         3,
         "distinct subjects missed for one check value (a name) in a day that throttle a consumer",
-        _positive,
+        positive,
         "a positive whole number",
     )
     guess_ids_block: int = setting(
         5,
         "distinct subjects missed for one check value in a day that block a consumer",
-        _positive,
+        positive,
         "a positive whole number",
     )
     miss_min_calls: int = setting(
         50,
         "answers a consumer must have had today before its share of misses is judged",
-        _positive,
+        positive,
         "a positive whole number",
     )
     miss_share_throttle: float = setting(
         0.6,
         "share of miss codes (mismatch, not_found) in a day that throttles a consumer",
-        _fraction,
+        fraction,
         "a fraction in (0, 1]",
     )
     miss_share_block: float = setting(
         0.9,
         "share of miss codes in a day that blocks a consumer",
-        _fraction,
+        fraction,
         "a fraction in (0, 1]",
     )
     commit_interval_ms: float = setting(
@@ -355,19 +292,19 @@ class Verify:
     value_per_hour: int = setting(
         20,
         "answers with one value of an input field in a rolling hour, all consumers and products",
-        _positive,
+        positive,
         "a positive whole number",
     )
     value_per_day: int = setting(
         60,
         "answers with one value of an input field in a rolling day, all consumers and products",
-        _positive,
+        positive,
         "a positive whole number",
     )
     subject_lifetime: int = setting(
         1000,
         "answers ever about one subject (one value of a subject key), all consumers",
-        _positive,
+        positive,
         "a positive whole number",
     )
     alert_accounts: int = setting(
@@ -385,13 +322,13 @@ class Model:
     time_limit_s: float = setting(
         600.0,
         "wall-clock limit of one training worker, seconds (fit, evaluation and attacks)",
-        _positive,
+        positive,
         "a positive number",
     )
     max_entities: int = setting(
         2_000_000,
         "most entities (rows of the features query) one model may train on",
-        _positive,
+        positive,
         "a positive whole number",
     )
     max_depth: int = setting(
@@ -446,19 +383,19 @@ class Psi:
     min_items: int = setting(
         100,
         "default minimum distinct items of a PSI list when terms do not say",
-        _positive,
+        positive,
         "a positive whole number",
     )
     max_items: int = setting(
         1_000_000,
         "largest PSI list any terms may allow; also the client size the setup is built for",
-        _positive,
+        positive,
         "a positive whole number",
     )
     daily_cap: int = setting(
         20,
         "default PSI match requests per operator, terms and UTC day when terms do not say",
-        _positive,
+        positive,
         "a positive whole number",
     )
     chunk_items: int = setting(
@@ -470,7 +407,7 @@ class Psi:
     group_threshold: int = setting(
         10,
         "default smallest platform-side group counted in PSI group cardinality",
-        _positive,
+        positive,
         "a positive whole number",
     )
 
@@ -527,21 +464,4 @@ class Values:
     ray: Ray = field(default_factory=Ray)
 
 
-def _declared(cls: type, prefix: str) -> list[Setting]:
-    hints: dict[str, Any] = typing.get_type_hints(cls)
-    out: list[Setting] = []
-    for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-            out += _declared(kind, f"{prefix}{f.name}.")
-            continue
-        factory: Any = f.default_factory  # a tuple default is given by a factory (setting())
-        default = f.default if factory is dataclasses.MISSING else factory()
-        meta = f.metadata
-        out.append(
-            Setting(f"{prefix}{f.name}", default, meta["help"], kind, meta["check"], meta["rule"])
-        )
-    return out
-
-
-SETTINGS: tuple[Setting, ...] = tuple(_declared(Values, ""))
+SETTINGS: tuple[Setting, ...] = tuple(declared(Values, ""))
