@@ -218,3 +218,37 @@ def test_the_store_knows_every_features_tables():
 
     found = {m for m in MODULES if m.startswith("sandbox.") and m.endswith(".tables")}
     assert set(FEATURE_TABLES) == found
+
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def _too_long(tree: ast.AST) -> list[tuple[str, int]]:
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_module_over_500_lines_and_no_function_over_80():
+    """A module past 500 lines wants splitting into named parts; a function past 80
+    into named steps."""
+    long_modules, long_functions = [], []
+    for module, path in MODULES.items():
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n") + 1
+        if lines > MAX_MODULE_LINES:
+            long_modules.append((module, lines))
+        long_functions += [(module, *f) for f in _too_long(ast.parse(text))]
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_the_size_rule_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert _too_long(ast.parse(f"def f():\n{body}\n")) == [("f", MAX_FUNCTION_LINES + 1)]
+    assert _too_long(ast.parse("def g():\n    return 1\n")) == []

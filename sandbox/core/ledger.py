@@ -33,9 +33,7 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,13 +42,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError, IntegrityError
 from sandbox.core import keys
+from sandbox.core.canonical import CANONICAL_FORM, canonical, legacy_canonical
 from sandbox.core.store import after_commit, ledger, ledger_head
 
 GENESIS = "0" * 64
@@ -74,62 +72,6 @@ SYSTEM = Actor("platform", "system")
 
 def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-CANONICAL_FORM = "RFC 8785"  # named in each new platform's platform.init entry
-SAFE_INTEGER = 2**53 - 1  # I-JSON (RFC 7493): larger integers are written as strings
-
-
-def canonical(data: Any) -> bytes:
-    """``data`` in the JSON Canonicalization Scheme (RFC 8785).
-
-    Integers beyond I-JSON's safe range and non-finite floats become strings (the RFC
-    admits neither). Data of strings, safe integers, booleans and null only, with no
-    key outside the Basic Multilingual Plane, comes out of ``json.dumps`` byte for byte
-    as the RFC writes it (a property test holds the two equal), and that is the fast
-    path: the ledger appends an entry for every verification call."""
-    if _plain(data):
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return rfc8785.dumps(_i_json(data))
-
-
-def legacy_canonical(data: Any) -> bytes:
-    """The canonical form of ledgers begun before RFC 8785 (``json.dumps`` with sorted keys)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_OUTSIDE_BMP = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")  # sorts apart in UTF-16
-
-
-def _plain(data: Any) -> bool:
-    if isinstance(data, str):
-        return _LONE_SURROGATE.search(data) is None
-    if data is None or isinstance(data, bool):
-        return True
-    if isinstance(data, int):
-        return -SAFE_INTEGER <= data <= SAFE_INTEGER
-    if isinstance(data, list | tuple):
-        return all(_plain(v) for v in data)
-    if isinstance(data, dict):
-        return all(isinstance(k, str) and _OUTSIDE_BMP.search(k) is None for k in data) and all(
-            _plain(v) for v in data.values()
-        )
-    return False  # floats (written in ECMAScript's number form) and the rest: the library
-
-
-def _i_json(data: Any) -> Any:
-    if isinstance(data, bool) or data is None or isinstance(data, str):
-        return data
-    if isinstance(data, int):
-        return data if -SAFE_INTEGER <= data <= SAFE_INTEGER else str(data)
-    if isinstance(data, float):
-        return data if math.isfinite(data) else str(data)
-    if isinstance(data, list | tuple):
-        return [_i_json(v) for v in data]
-    if isinstance(data, Mapping):
-        return {str(k): _i_json(v) for k, v in data.items()}
-    return data  # the library names what it cannot write
 
 
 _FORMS: dict[str, Callable[[Any], bytes]] = {}  # store URL -> its ledger's canonical form

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -54,52 +55,12 @@ def apply(
     """Submit an application to a notice; returns its id."""
     require_role(operator, Role.OPERATOR, action="apply to notices", article="Art. 11")
     subject = f"notice:{notice_id}"
-    if not (security_officer or "").strip():
-        raise refuse(
-            "security_officer_required",
-            "an application must name the operator's data-security officer",
-            "Art. 20",
-            subject,
-            "pass --security-officer NAME",
-        )
-    if not (incident_plan or "").strip():
-        raise refuse(
-            "incident_plan_required",
-            "an application must carry an incident-response plan",
-            "Art. 21",
-            subject,
-            "pass --incident-plan FILE",
-        )
+    _require_security_duties(security_officer, incident_plan, subject)
     need_text({"scenario": scenario, "security_measures": security_measures}, "Art. 11")
     kinds = _check_kinds(job_kinds, JOB_KINDS, "job kind")
     products = _check_kinds(product_kinds, PRODUCT_KINDS, "product kind")
     with platform.store.transaction() as conn:
-        notice = get(conn, notices, notice_id, "notice")
-        if NoticeState(notice.status) is not NoticeState.PUBLISHED:
-            raise refuse("notice_closed", f"notice {notice_id} is closed", "Art. 11", subject)
-        if now_or(now) >= parse_time(notice.deadline):
-            raise refuse(
-                "application_late",
-                f"notice {notice_id} closed for applications at {notice.deadline}",
-                "Art. 11",
-                subject,
-                "watch for the next notice",
-            )
-        earlier = conn.execute(
-            select(applications.c.id, applications.c.status).where(
-                applications.c.notice_id == notice_id,
-                applications.c.operator_id == operator.id,
-            )
-        ).first()
-        if earlier is not None:
-            raise refuse(
-                "duplicate_application",
-                f"you applied to notice {notice_id} already (application {earlier.id}, "
-                f"{earlier.status}); one application per operator and notice",
-                "Art. 11",
-                subject,
-                "follow that application, or answer the next notice",
-            )
+        notice = _open_notice(conn, notice_id, operator, now, subject)
         in_scope = json.loads(notice.datasets_json)
         scope = _check_scope(conn, platform, datasets, in_scope, notice_id)
         return create(
@@ -171,3 +132,57 @@ def application_dict(conn: Connection, application_id: int) -> dict:
         "security_officer": row.security_officer,
         "status": row.status,
     }
+
+
+def _require_security_duties(security_officer: str, incident_plan: str, subject: str) -> None:
+    """An application names its data-security officer (Art. 20) and carries an
+    incident-response plan (Art. 21)."""
+    if not (security_officer or "").strip():
+        raise refuse(
+            "security_officer_required",
+            "an application must name the operator's data-security officer",
+            "Art. 20",
+            subject,
+            "pass --security-officer NAME",
+        )
+    if not (incident_plan or "").strip():
+        raise refuse(
+            "incident_plan_required",
+            "an application must carry an incident-response plan",
+            "Art. 21",
+            subject,
+            "pass --incident-plan FILE",
+        )
+
+
+def _open_notice(
+    conn: Connection, notice_id: int, operator: Principal, now: datetime | None, subject: str
+) -> Any:
+    """The notice, if it still takes applications and this operator has none to it yet."""
+    notice = get(conn, notices, notice_id, "notice")
+    if NoticeState(notice.status) is not NoticeState.PUBLISHED:
+        raise refuse("notice_closed", f"notice {notice_id} is closed", "Art. 11", subject)
+    if now_or(now) >= parse_time(notice.deadline):
+        raise refuse(
+            "application_late",
+            f"notice {notice_id} closed for applications at {notice.deadline}",
+            "Art. 11",
+            subject,
+            "watch for the next notice",
+        )
+    earlier = conn.execute(
+        select(applications.c.id, applications.c.status).where(
+            applications.c.notice_id == notice_id,
+            applications.c.operator_id == operator.id,
+        )
+    ).first()
+    if earlier is not None:
+        raise refuse(
+            "duplicate_application",
+            f"you applied to notice {notice_id} already (application {earlier.id}, "
+            f"{earlier.status}); one application per operator and notice",
+            "Art. 11",
+            subject,
+            "follow that application, or answer the next notice",
+        )
+    return notice

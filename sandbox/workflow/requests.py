@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from policies.access import GrantStatus, agreement_refusal
 from policies.errors import Conflict, NotFound, PermissionDenied
@@ -135,46 +137,7 @@ def approve(
         scope = json.loads(agreement.scope_json)
         columns = requested if requested is not None else scope["datasets"].get(ds.name)
         get_version(conn, platform, ds.name)  # the dataset has a version to read
-        inserted = conn.execute(
-            grants.insert().values(
-                operator_id=req.operator_id,
-                dataset_id=req.dataset_id,
-                columns_json=json.dumps(sorted(columns)) if columns is not None else None,
-                extra_aggregates_json=json.dumps(scope.get("aggregates", [])),
-                aggregate_expressions=False,
-                job_kinds_json=json.dumps(sorted(scope["job_kinds"])),
-                disclosure_json=json.dumps(scope.get("disclosure", {})),
-                valid_from=agreement.valid_from,
-                valid_until=agreement.valid_until,
-                status=GrantStatus.ACTIVE.value,
-                granted_by=approver.id,
-                created_at=now_utc(),
-                agreement_id=agreement.id,
-                review_required=bool(agreement.review_required),
-            )
-        )
-        grant_id = inserted_id(inserted)
-        platform.record(
-            conn,
-            approver.actor,
-            "grant.add",
-            f"grant:{grant_id}",
-            {
-                "from": None,
-                "to": GrantStatus.ACTIVE.value,
-                "operator": by_id(conn, req.operator_id).name,
-                "dataset": ds.name,
-                "agreement": agreement.id,
-                "columns": columns if columns is not None else "all",
-                "job_kinds": sorted(scope["job_kinds"]),
-                "valid_from": agreement.valid_from,
-                "valid_until": agreement.valid_until,
-                "disclosure": scope.get("disclosure", {}),
-                "review_required": bool(agreement.review_required),
-                "request": request_id,
-            },
-            "Art. 14",
-        )
+        grant_id = _grant_from(platform, conn, approver, req, ds.name, agreement, columns)
         move(
             platform,
             conn,
@@ -278,3 +241,58 @@ def answer_quality(
                 "fixed_version": fixed_version}  # fmt: skip
         notify(platform, conn, provider.actor, ticket.reporter_id, "quality_answered",
                f"quality_ticket:{ticket_id}", body, "Art. 14")  # fmt: skip
+
+
+def _grant_from(
+    platform: Platform,
+    conn: Connection,
+    approver: Principal,
+    req: Any,
+    dataset: str,
+    agreement: Any,
+    columns: list[str] | None,
+) -> int:
+    """The grant an approved request creates, in the agreement's scope, and its
+    ``grant.add`` entry (Art. 14); returns its id."""
+    scope = json.loads(agreement.scope_json)
+    inserted = conn.execute(
+        grants.insert().values(
+            operator_id=req.operator_id,
+            dataset_id=req.dataset_id,
+            columns_json=json.dumps(sorted(columns)) if columns is not None else None,
+            extra_aggregates_json=json.dumps(scope.get("aggregates", [])),
+            aggregate_expressions=False,
+            job_kinds_json=json.dumps(sorted(scope["job_kinds"])),
+            disclosure_json=json.dumps(scope.get("disclosure", {})),
+            valid_from=agreement.valid_from,
+            valid_until=agreement.valid_until,
+            status=GrantStatus.ACTIVE.value,
+            granted_by=approver.id,
+            created_at=now_utc(),
+            agreement_id=agreement.id,
+            review_required=bool(agreement.review_required),
+        )
+    )
+    grant_id = inserted_id(inserted)
+    platform.record(
+        conn,
+        approver.actor,
+        "grant.add",
+        f"grant:{grant_id}",
+        {
+            "from": None,
+            "to": GrantStatus.ACTIVE.value,
+            "operator": by_id(conn, req.operator_id).name,
+            "dataset": dataset,
+            "agreement": agreement.id,
+            "columns": columns if columns is not None else "all",
+            "job_kinds": sorted(scope["job_kinds"]),
+            "valid_from": agreement.valid_from,
+            "valid_until": agreement.valid_until,
+            "disclosure": scope.get("disclosure", {}),
+            "review_required": bool(agreement.review_required),
+            "request": req.id,
+        },
+        "Art. 14",
+    )
+    return grant_id
