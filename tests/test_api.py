@@ -247,11 +247,14 @@ def test_products_by_role_and_downloads_are_ledgered(api, tmp_path):
         c["operator2"].product_manifest(product)
     with pytest.raises(NotFound):
         c["operator2"].download_zip(product, tmp_path)
-    for name in ("provider", "consumer", "reviewer"):
+    for name in ("provider", "reviewer"):
         with pytest.raises(PermissionDenied):
             c[name].list_products()
         with pytest.raises(PermissionDenied):
             c[name].download_file(product, "output.csv", tmp_path)
+    assert c["consumer"].list_products() == []  # nothing delivered to it (Art. 15)
+    with pytest.raises(NotFound):
+        c["consumer"].download_file(product, "output.csv", tmp_path)
     path = c["operator"].download_file(product, "output.csv", tmp_path)
     assert path.read_text(encoding="utf-8-sig").splitlines()[0].startswith('"county"')
     zipped = c["operator"].download_zip(product, tmp_path)

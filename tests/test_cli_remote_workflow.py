@@ -255,7 +255,10 @@ def test_the_whole_flow_remotely(served):
     grant = ok(cli(server, t["provider"], "request", "approve", str(req), "--json"))["grant"]
     job = ok(cli(server, t["operator"], "job", "submit", "--sql", "-", "--json", stdin=SQL))
     assert job["state"] == "released" and job["product"]
-    fed = cli(server, t["consumer"], "feedback", job["product"], "--rating", "4")
+    given = cli(server, t["operator"], "product", "deliver", job["product"], "--to", "consumer")
+    assert given.returncode == 0 and "delivered to consumer" in given.stdout, given.stderr
+    points = ("--quality", "4", "--use", "4", "--effect", "3")
+    fed = cli(server, t["consumer"], "feedback", job["product"], *points)
     assert fed.returncode == 0 and f"on {job['product']} recorded" in fed.stdout, fed.stderr
     failed = cli(
         server,
@@ -375,7 +378,7 @@ REFUSALS = [
         "--security",
         "1",
     ),
-    ("consumer", "feedback", "prod-000001", "--rating", "9"),
+    ("consumer", "feedback", "prod-000001", "--quality", "9", "--use", "1", "--effect", "1"),
     (
         "authority",
         "notice",

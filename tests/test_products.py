@@ -15,7 +15,7 @@ import pytest
 
 from policies.access import GrantStatus
 from policies.classes import Classification
-from policies.errors import Conflict, IntegrityError, NotFound, PermissionDenied, PolicyRefusal
+from policies.errors import Conflict, IntegrityError, NotFound, PolicyRefusal
 from sandbox.core import ledger, principals
 from sandbox.core.keys import load_public
 from sandbox.core.platform import Platform
@@ -184,17 +184,13 @@ def test_the_authority_may_fetch_any_product(released: Released, tmp_path: Path)
 @pytest.mark.parametrize("who", ["other", "consumer"])
 def test_others_cannot_fetch_or_see_the_product(released: Released, tmp_path: Path, who: str):
     viewer = getattr(released, who)
-    # Another operator is told there is no such product; a consumer that its role reads
-    # none (Art. 17), as the API tells it (one check, sandbox.data.products.readable_product).
-    with pytest.raises(NotFound if who == "other" else PermissionDenied):
+    # Another operator, and a consumer it was not delivered to (Art. 15), are told there
+    # is no such product, as the API tells them (one check, readable_product).
+    with pytest.raises(NotFound):
         fetch_product(released.platform, viewer, released.product_id, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     with released.platform.store.read() as conn:
-        if who == "other":
-            assert list_products(conn, viewer) == []
-        else:
-            with pytest.raises(PermissionDenied):
-                list_products(conn, viewer)
+        assert list_products(conn, viewer) == []
         downloads = ledger.query(conn, action="product.download", actor=viewer.name)
     assert downloads == []
 

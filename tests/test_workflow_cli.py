@@ -39,6 +39,7 @@ COMMANDS = [
     "incident report",
     "inspect",
     "feedback",
+    "product deliver",
     "report usage",
     "output review",
     "output vote",
@@ -184,7 +185,10 @@ def test_the_whole_flow_from_the_command_line(run, tmp_path):
     sql.write_text("SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex")
     job = run("operator", "job", "submit", "--sql", str(sql))
     assert job["state"] == "released"
-    assert run("consumer", "feedback", job["product"], "--rating", "5", "--comment", "good")
+    assert run("operator", "product", "deliver", job["product"], "--to", "consumer")["delivery"]
+    assert [p["id"] for p in run("consumer", "product", "list")] == [job["product"]]
+    fed = ["--quality", "5", "--use", "4", "--effect", "5", "--comment", "good"]
+    assert run("consumer", "feedback", job["product"], *fed)
     run(
         "city",
         "evaluate",

@@ -16,7 +16,7 @@ from policies.errors import Conflict, InputError, PermissionDenied, PolicyRefusa
 from policies.workflow import Disposal
 from sandbox.data.grants import add_grant, grants_of, may_run
 from sandbox.run.execution import JobService, JobState
-from sandbox.workflow import agreements, airlock, feedback, supervision, usage
+from sandbox.workflow import agreements, airlock, deliveries, feedback, supervision, usage
 from sandbox.workflow.tables import output_reviews, product_dispositions
 from sandbox.workflow.terms import terms_of
 from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger
@@ -131,6 +131,7 @@ def test_only_the_covering_authority_evaluates(cast):
 def test_after_the_term_jobs_are_refused_and_products_disposed(cast, service):
     agreement_id, _ = granted(cast, disposal=Disposal.DELETE)
     product = service.submit(cast.operator, {"sql": RELEASABLE}).product_id
+    deliveries.deliver(cast.platform, cast.operator, product, "consumer")
     with cast.platform.store.read() as conn:
         end = terms_of(conn, [agreement_id])[agreement_id].valid_until
         with pytest.raises(PolicyRefusal) as caught:
@@ -149,7 +150,7 @@ def test_after_the_term_jobs_are_refused_and_products_disposed(cast, service):
         "Art. 13",
     )
     with pytest.raises(Conflict):
-        feedback.give(cast.platform, cast.consumer, product, 5, "gone")
+        feedback.give(cast.platform, cast.consumer, product, quality=5, use=5, effect=5)
 
 
 def test_hand_over_keeps_the_product_with_the_authority(cast, service):
@@ -246,12 +247,17 @@ def test_feedback_and_the_usage_report(cast, service, tmp_path):
     granted(cast)
     product = service.submit(cast.operator, {"sql": RELEASABLE}).product_id
     assert refused(service.submit(cast.operator, {"sql": "SELECT pid FROM pums"}))
-    feedback.give(cast.platform, cast.consumer, product, 4, "useful")
-    for bad in (0, 6):
-        with pytest.raises(InputError):
-            feedback.give(cast.platform, cast.consumer, product, bad)
+    with pytest.raises(PermissionDenied) as info:  # not delivered to it yet (Art. 16)
+        feedback.give(cast.platform, cast.consumer, product, quality=4, use=4, effect=4)
+    assert info.value.code == "not_delivered"
+    deliveries.deliver(cast.platform, cast.operator, product, "consumer", "county limits")
+    feedback.give(cast.platform, cast.consumer, product, quality=4, use=5, effect=3,
+                  comment="useful")  # fmt: skip
+    for bad in (0, 6, True):
+        with pytest.raises(InputError, match="--use"):
+            feedback.give(cast.platform, cast.consumer, product, quality=4, use=bad, effect=4)
     with pytest.raises(PermissionDenied):
-        feedback.give(cast.platform, cast.operator, product, 5)
+        feedback.give(cast.platform, cast.operator, product, quality=5, use=5, effect=5)
     quarter = f"{NOW.year}-Q{(NOW.month - 1) // 3 + 1}"
     report = usage.usage_report(cast.platform, cast.operator, "operator", quarter)
     assert report["totals"]["jobs"] == 2 and report["totals"]["refusals"] == 1

@@ -27,6 +27,7 @@ from sandbox.api.workflow_models import (
     CheckersBody,
     Created,
     DataRequestBody,
+    DeliveryBody,
     EvaluationBody,
     ExpireBody,
     FeedbackBody,
@@ -46,6 +47,7 @@ from sandbox.workflow import (
     agreements,
     airlock,
     applications,
+    deliveries,
     feedback,
     notices,
     providers,
@@ -303,8 +305,21 @@ def product_feedback(
     body: FeedbackBody,
     product_id: str = PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"),
 ):
-    """A consumer rates a product (Art. 19)."""
-    return Created(id=feedback.give(_platform(request), me, product_id, body.rating, body.comment))
+    """A consumer the product was delivered to gives feedback on its three points (Art. 16)."""
+    points = body.model_dump(include={"quality", "use", "effect", "comment"})
+    return Created(id=feedback.give(_platform(request), me, product_id, **points))
+
+
+@router.post("/products/{product_id}/deliveries", response_model=Created, status_code=201)
+def product_deliver(
+    request: Request,
+    me: CurrentPrincipal,
+    body: DeliveryBody,
+    product_id: str = PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"),
+):
+    """An operator delivers its product to a named consumer (Art. 15)."""
+    done = deliveries.deliver(_platform(request), me, product_id, body.consumer, body.note)
+    return Created(id=done)
 
 
 @router.post("/incidents", status_code=201)

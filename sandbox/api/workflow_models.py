@@ -91,8 +91,17 @@ class VoteBody(Body):
 
 
 class FeedbackBody(Body):
-    rating: int = Field(ge=-MAX_ID, le=MAX_ID, description="1 to 5")
+    """The three points of Art. 16, each 1 to 5 (checked, with the article, by the workflow)."""
+
+    quality: int = Field(ge=-MAX_ID, le=MAX_ID, description="the product's quality, 1 to 5")
+    use: int = Field(ge=-MAX_ID, le=MAX_ID, description="how it was used, 1 to 5")
+    effect: int = Field(ge=-MAX_ID, le=MAX_ID, description="what it did, 1 to 5")
     comment: str = Field(default="", max_length=TEXT)
+
+
+class DeliveryBody(Body):
+    consumer: str = Field(max_length=100)
+    note: str = Field(default="", max_length=TEXT)
 
 
 class IncidentBody(Body):

@@ -231,8 +231,12 @@ class Backend(abc.ABC):
         """A provider suspends, lifts or terminates the use of its dataset under an agreement."""
 
     @abc.abstractmethod
-    def give_feedback(self, product_id: str, rating: int, comment: str) -> int:
-        """The new feedback's id."""
+    def give_feedback(self, product_id: str, points: dict[str, int], comment: str) -> int:
+        """The new feedback's id (points: quality, use, effect)."""
+
+    @abc.abstractmethod
+    def deliver_product(self, product_id: str, consumer: str, note: str) -> int:
+        """The new delivery's id."""
 
     @abc.abstractmethod
     def usage_report(self, operator: str, period: str, folder: Path) -> tuple[dict, dict[str, str]]:

@@ -354,10 +354,15 @@ class LocalBackend(Backend):
 
         return HOLDS[action](self.platform, self.me, agreement_id, dataset, reason)
 
-    def give_feedback(self, product_id, rating, comment):
+    def give_feedback(self, product_id, points, comment):
         from sandbox.workflow.feedback import give
 
-        return give(self.platform, self.me, product_id, rating, comment)
+        return give(self.platform, self.me, product_id, **points, comment=comment)
+
+    def deliver_product(self, product_id, consumer, note):
+        from sandbox.workflow.deliveries import deliver
+
+        return deliver(self.platform, self.me, product_id, consumer, note)
 
     def usage_report(self, operator, period, folder):
         from sandbox.workflow.usage import usage_report, write_report

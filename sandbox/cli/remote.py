@@ -249,8 +249,11 @@ class RemoteBackend(Backend):
     def hold_use(self, action, agreement_id, dataset, reason):
         return self.client.hold_use(action, agreement_id, dataset, reason)
 
-    def give_feedback(self, product_id, rating, comment):
-        return self.client.give_feedback(product_id, rating, comment)
+    def give_feedback(self, product_id, points, comment):
+        return self.client.give_feedback(product_id, **points, comment=comment)
+
+    def deliver_product(self, product_id, consumer, note):
+        return self.client.deliver_product(product_id, consumer, note)
 
     def usage_report(self, operator, period, folder):
         got = self.client.usage_report(operator, period)

@@ -15,6 +15,7 @@ import click
 
 from policies.workflow import Vote
 from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.jobs import product
 
 # --- data requests and quality (Art. 14) ------------------------------------------------------
 
@@ -313,17 +314,37 @@ _hold_command("terminate", "End the use of your dataset under an agreement for g
 # --- feedback and usage (Art. 16) ---------------------------------------------------------------
 
 
+@product.command("deliver")
+@click.argument("product_id")
+@click.option("--to", "consumer", required=True, help="the consumer's name")
+@click.option("--note", default="", help="what it is for")
+@as_option
+@json_option
+@pass_ctx
+def product_deliver(obj: Context, product_id, consumer, note, token, as_json) -> None:
+    """Deliver your product to a named consumer, who may then list, download and give
+    feedback on it (operators, Art. 15)."""
+    with obj.backend(token) as backend:
+        did = backend.deliver_product(product_id, consumer, note)
+    emit({"delivery": did, "product": product_id, "consumer": consumer}, as_json,
+         f"product {product_id} delivered to {consumer} (delivery {did})")  # fmt: skip
+
+
 @main.command("feedback")
 @click.argument("product_id")
-@click.option("--rating", type=int, required=True, help="1 to 5")
+@click.option("--quality", type=int, required=True, help="the product's quality, 1 to 5")
+@click.option("--use", "use_", type=int, required=True, help="how you used it, 1 to 5")
+@click.option("--effect", type=int, required=True, help="what it did for you, 1 to 5")
 @click.option("--comment", default="")
 @as_option
 @json_option
 @pass_ctx
-def feedback_cmd(obj: Context, product_id, rating, comment, token, as_json) -> None:
-    """Rate and comment on a product (consumers)."""
+def feedback_cmd(obj: Context, product_id, quality, use_, effect, comment, token, as_json) -> None:
+    """Feedback on a product delivered to you: its quality, use and effect (consumers,
+    Art. 16)."""
+    points = {"quality": quality, "use": use_, "effect": effect}
     with obj.backend(token) as backend:
-        fid = backend.give_feedback(product_id, rating, comment)
+        fid = backend.give_feedback(product_id, points, comment)
     emit({"feedback": fid}, as_json, f"feedback {fid} on {product_id} recorded")
 
 

@@ -173,13 +173,21 @@ class WorkflowCalls:
         body = {"decision": decision, "reason": reason}
         return self._json("POST", f"/v1/jobs/{job_id}/review", json=body)
 
-    def give_feedback(self, product_id: str, rating: int, comment: str = "") -> int:
-        """A rating (1 to 5) of a product; returns the feedback id.
+    def give_feedback(
+        self, product_id: str, *, quality: int, use: int, effect: int, comment: str = ""
+    ) -> int:
+        """Feedback on a product delivered to you, on its three points (1 to 5 each,
+        Art. 16); returns the feedback id.
 
-        Example: ``api.give_feedback(product_id, 4, "clear report")``
+        Example: ``api.give_feedback(product_id, quality=4, use=5, effect=3)``
         """
-        body = {"rating": rating, "comment": comment}
+        body = {"quality": quality, "use": use, "effect": effect, "comment": comment}
         return self._json("POST", f"/v1/products/{product_id}/feedback", json=body)["id"]
+
+    def deliver_product(self, product_id: str, consumer: str, note: str = "") -> int:
+        """Deliver your product to a named consumer (Art. 15); returns the delivery id."""
+        body = {"consumer": consumer, "note": note}
+        return self._json("POST", f"/v1/products/{product_id}/deliveries", json=body)["id"]
 
     def report_incident(self, operator: str, kind: str, description: str) -> dict:
         """Report a security incident about an operator.

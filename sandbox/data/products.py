@@ -5,8 +5,8 @@ download it while its grants (and their agreements) are in force; the city
 authority and the auditors may read every product, a county authority the products
 of its county's jobs (Art. 5, 7; :mod:`sandbox.workflow.jurisdiction`). Every read, on the host and
 over the API, passes :func:`readable_product`. Every download is a ledger entry.
-Consumers reach products through the catalogue and agreements of the workflow
-issue; until then they are refused here, by name.
+A consumer reads the products an operator delivered to it (Art. 15,
+:mod:`sandbox.workflow.deliveries`) and no other; providers and reviewers read none.
 """
 
 from __future__ import annotations
@@ -26,26 +26,33 @@ from sandbox.core.store import jobs, products
 from sandbox.data.grants import may_run
 from sandbox.data.release import verify_product
 from sandbox.run.jobstate import JobState
+from sandbox.workflow.deliveries import delivered_to
 from sandbox.workflow.disposal import deleted_products, deletion_of
 from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
-READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR)
+READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR, Role.CONSUMER)
 
 
 def _require_reader(viewer: Principal) -> None:
     if viewer.role not in READERS:
         raise PermissionDenied(
-            f"a {viewer.role.value} does not read operators' products: a catalogue of "
-            "released reports for consumers is not built yet; verification services "
-            "answer consumers (Art. 17)",
-            article="Art. 17",
+            f"a {viewer.role.value} does not read operators' products: operators deliver "
+            "them to consumers (Art. 15), the authority and auditors supervise them",
+            article="Art. 15",
         )
 
 
-def _visible(viewer: Principal, operator_id: int) -> bool:
+def _visible(viewer: Principal, operator_id: int, product_id: str, delivered: set[str]) -> bool:
+    """Its operator, the consumers it was delivered to (Art. 15), authorities, auditors."""
     if viewer.role is Role.OPERATOR:
         return operator_id == viewer.id
+    if viewer.role is Role.CONSUMER:
+        return product_id in delivered
     return viewer.role in (Role.AUTHORITY, Role.AUDITOR)
+
+
+def _delivered(conn: Connection, viewer: Principal) -> set[str]:
+    return delivered_to(conn, viewer.id) if viewer.role is Role.CONSUMER else set()
 
 
 def _still_allowed(conn: Connection, operator: Principal, kind: str, inputs_json: str | None):
@@ -78,7 +85,7 @@ def readable_product(conn: Connection, viewer: Principal, product_id: str) -> di
     )
     if (
         row is None
-        or not _visible(viewer, row["operator_id"])
+        or not _visible(viewer, row["operator_id"], product_id, _delivered(conn, viewer))
         or row["status"] != JobState.RELEASED.value
     ):
         raise NotFound(f"no released product '{product_id}' that you may read")
@@ -108,9 +115,10 @@ def list_products(conn: Connection, viewer: Principal) -> list[dict]:
     ).mappings()
     allowed: dict[tuple, bool] = {}
     gone = deleted_products(conn)
+    delivered = _delivered(conn, viewer)
     out = []
     for r in rows:
-        if not _visible(viewer, r["operator_id"]) or r["id"] in gone:
+        if not _visible(viewer, r["operator_id"], r["id"], delivered) or r["id"] in gone:
             continue
         if scope is not None and r["id"] not in scope.products:
             continue

@@ -33,6 +33,7 @@ from sandbox.workflow import (
     agreements,
     airlock,
     applications,
+    deliveries,
     feedback,
     notices,
     requests,
@@ -378,8 +379,11 @@ def _supervision(
     """Art. 16, 23, 24: feedback, a failed evaluation that suspends, rectification."""
     echo("== 8. Feedback and supervision (Art. 16, 23, 24)")
     if product_ids:
-        feedback.give(platform, consumer, product_ids[0], 4, "useful for county credit limits")
-        echo(f"   {consumer.name} rates {product_ids[0]} 4 of 5 (Art. 16)")
+        deliveries.deliver(platform, operator, product_ids[0], consumer.name, "credit limits")
+        echo(f"   {operator.name} delivers {product_ids[0]} to {consumer.name} (Art. 15)")
+        feedback.give(platform, consumer, product_ids[0], quality=4, use=5, effect=4,
+                      comment="useful for county credit limits")  # fmt: skip
+        echo(f"   {consumer.name} rates its quality 4, use 5, effect 4 of 5 (Art. 16)")
     supervision.evaluate(
         platform,
         authority,

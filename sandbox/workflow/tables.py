@@ -238,3 +238,24 @@ provider_holds = Table(
     Column("status", String(20), nullable=False),
     *_times(),
 )
+
+deliveries = Table(  # Art. 15: an operator delivers a product to a named consumer
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("product_id", String(64), ForeignKey("products.id"), nullable=False),
+    Column("consumer_id", Integer, ForeignKey(P), nullable=False),
+    Column("operator_id", Integer, ForeignKey(P), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("product_id", "consumer_id"),
+)
+
+feedback_points = Table(  # Art. 16: the three points of a consumer's feedback
+    "feedback_points",
+    metadata,
+    Column("feedback_id", Integer, ForeignKey("feedback.id"), primary_key=True),
+    Column("quality", Integer, nullable=False),
+    Column("use_score", Integer, nullable=False),
+    Column("effect", Integer, nullable=False),
+)
