@@ -41,6 +41,7 @@ class ProductHandle:
         self._calls = calls
         self.id = product_id
         self._public = public_key
+        self._manifest: dict | None = None  # checked once per handle
 
     def __repr__(self) -> str:
         return f"ProductHandle({self.id!r})"
@@ -52,12 +53,14 @@ class ProductHandle:
         """
         from sandbox.core.keys import verify
 
+        if self._manifest is not None:
+            return self._manifest
         body = self._calls._call("GET", f"/v1/products/{self.id}/files/manifest.json").content
         signature = self._calls._call("GET", f"/v1/products/{self.id}/files/manifest.sig").text
         public = self._public or self._calls.platform_key()
         verify(public, body, signature.strip(), f"product {self.id}: manifest.json")
-        manifest: dict = json.loads(body)
-        return manifest
+        self._manifest = json.loads(body)
+        return self._manifest
 
     def file(self, name: str) -> bytes:
         """One file's bytes, refused unless its SHA-256 is the signed manifest's.
