@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from policies.errors import InputError, SandboxError
-from sandbox.core.platform import Platform, default_home
+from sandbox.core.home import default_home
 
 if TYPE_CHECKING:
     from sandbox.cli.backend import Backend
+    from sandbox.core.platform import Platform
 
 TOKEN_HELP = (
     "the principal's token (or set SANDBOX_TOKEN, or SANDBOX_TOKEN_FILE to a file "
@@ -117,6 +118,8 @@ class Context:
                 "(and SANDBOX_SERVER) to run it there"
             )
         if self._platform is None:
+            from sandbox.core.platform import Platform  # SQLAlchemy: not at the CLI's start
+
             self._platform = Platform.open(self.home)
         return self._platform
 

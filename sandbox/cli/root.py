@@ -13,13 +13,14 @@ from pathlib import Path
 import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
-from sandbox.core.platform import Platform
 
 
 @main.command()
 @pass_ctx
 def init(obj: Context) -> None:
     """Create a platform home: store, signing key, vault."""
+    from sandbox.core.platform import Platform  # SQLAlchemy: not at the CLI's start
+
     platform = Platform.init(obj.home)
     click.echo(f"platform home ready at {platform.home}")
     click.echo(f"public key: {platform.public_key_path}")

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import ConfigError
 from sandbox.core import keys, ledger, storage
+from sandbox.core.home import default_home as default_home  # named here for its callers
 from sandbox.core.ledger import Actor
 from sandbox.core.settings import Settings
 from sandbox.core.store import Store
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
 STORE_NAME = "store.sqlite"
 T = TypeVar("T")
 _SHARED_LOCK = threading.Lock()
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("SANDBOX_HOME", ".sandbox"))
 
 
 @dataclass
@@ -90,10 +87,11 @@ class Platform:
         for sub in ("vault", "products", "tmp"):
             (home / sub).mkdir(mode=0o700, exist_ok=True)
         keys.create_key(home / "keys")
-        created = not (home / STORE_NAME).exists()
         platform = cls.open(home, _create=True)
-        if created:
-            with platform.store.transaction() as conn:
+        # A new store (a file or a PostgreSQL database) begins its ledger here, once:
+        # the write lock makes the check and the entry one step on any store.
+        with platform.store.transaction() as conn:
+            if ledger.count(conn) == 0:
                 platform.record(
                     conn,
                     ledger.SYSTEM,
@@ -112,7 +110,7 @@ class Platform:
         _private_files()
         _private_home(home)
         settings = Settings.load(home)
-        store = Store.open(home / STORE_NAME, create=_create)
+        store = Store.open(home / STORE_NAME, create=_create, url=settings.store.url)
         key = keys.load_private(home / "keys")
         platform = cls(home=home, settings=settings, store=store, key=key)
         platform._clear_tmp()
