@@ -150,8 +150,16 @@ def mysql(csv: Path, rows: int, repeat: int, line: Line, folder: Path) -> None:
         server.stop()
 
 
-def database_figures(csv: Path, rows: int, repeat: int, line: Line, data_dir: Path) -> None:
-    """The PostgreSQL and MariaDB figures, each server in a temporary folder of its own."""
+def database_figures(
+    csv: Path, rows: int, repeat: int, line: Line, data_dir: Path, kinds: set[str]
+) -> None:
+    """The PostgreSQL and MariaDB figures (``kinds``: postgres, mysql), each server in a
+    temporary folder of its own."""
+    unknown = kinds - {"postgres", "mysql"}
+    if unknown:
+        raise SystemExit(f"--database: unknown {', '.join(sorted(unknown))}; use postgres, mysql")
     with tempfile.TemporaryDirectory(prefix="bench-db-", dir=data_dir) as tmp:
-        postgres(csv, rows, repeat, line, Path(tmp))
-        mysql(csv, rows, repeat, line, Path(tmp))
+        if "postgres" in kinds:
+            postgres(csv, rows, repeat, line, Path(tmp))
+        if "mysql" in kinds:
+            mysql(csv, rows, repeat, line, Path(tmp))

@@ -310,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diagnose", action="store_true", help="time the pieces with pyarrow")
     parser.add_argument(
         "--database",
-        action="store_true",
-        help="also read the table from PostgreSQL and MariaDB (bench/_ingest_db.py)",
+        nargs="?",
+        const="postgres,mysql",
+        default=None,
+        help="also read the table from PostgreSQL and MariaDB, or the one named "
+        "(--database postgres) (bench/_ingest_db.py)",
     )
     parser.add_argument("--child", metavar="CSV", help=argparse.SUPPRESS)
     args = _results.parse_args(parser, {"rows": 1_000_000, "repeat": 2}, argv)
@@ -362,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.database:
             from _ingest_db import database_figures
 
-            database_figures(csv, args.rows, args.repeat, line, _data.DATA_DIR)
+            kinds = {k.strip() for k in args.database.split(",")}
+            database_figures(csv, args.rows, args.repeat, line, _data.DATA_DIR, kinds)
     return 0
 
 
