@@ -26,6 +26,14 @@ def test_the_demo_runs_the_whole_flow(tmp_path, monkeypatch):
         assert "rectified and restored; the same job -> released" in text
         assert "a row-level select over HTTP -> refused [row_level]" in text
         assert "hash chain and signed head verified" in text
+        # Art. 15, 16: a delivered product and its three-point feedback
+        assert "delivers prod-000001 to jining_bank (Art. 15)" in text
+        # Art. 5, 24: a provider suspends the use of its data, then lifts it
+        assert "suspends the use of utility_payments" in text
+        assert "refused [grant_suspended] (Art. 24)" in text
+        # Art. 13: the tick at the term's end disposes; the home still backs up
+        assert "the disposal clause deletes" in text and "lists 0 products" in text
+        assert "backup after the disposal" in text
         # Suppressed cells are empty in the released file: the demo shows one.
         assert ",," in text
     finally:

@@ -25,6 +25,7 @@ from sandbox.core.principals import Principal, Role, add_principal
 from sandbox.data.release import verify_product
 from sandbox.data.vault import get_version, register
 from sandbox.demo.data import DEMO_TABLES, write_demo_data
+from sandbox.demo.ending import demo_ending, demo_provider
 from sandbox.demo.he import demo_he
 from sandbox.demo.psi import demo_psi
 from sandbox.demo.verification import demo_verify
@@ -74,6 +75,8 @@ FROM utility_payments
 WHERE payer_kind = 'household'
 GROUP BY county, utility
 ORDER BY county, utility"""
+
+HELD_BY = "utility_payments"  # the dataset whose provider suspends its use in step 12
 
 ATTACKS = (
     ("a row-level select of names and incomes", "SELECT name, income FROM persons"),
@@ -155,6 +158,8 @@ def run_demo(
         service.close()
     product_ids.extend(_through_the_api(home, echo, cast.operator_token))
     _verify_all(platform, echo, home, product_ids)
+    demo_provider(platform, echo, cast.providers[HELD_BY], cast.operator, HELD_BY, agreement_id)
+    demo_ending(platform, echo, cast.operator, agreement_id, home.parent / "backup")
     echo("== Summary of registered datasets")
     echo(f"   {'dataset':<17} {'version':>7} {'rows':>12}  {'provider':<26} sha256")
     for table, version, rows, sha, provider in summary:
