@@ -61,9 +61,9 @@ SOUND = {
 }
 
 BANDS = [
-    {"grade": "a", "upto": 0.1},
-    {"grade": "b", "upto": 0.25},
-    {"grade": "c", "upto": 0.5},
+    {"grade": "a", "upto": 0.05},
+    {"grade": "b", "upto": 0.15},
+    {"grade": "c", "upto": 0.35},
     {"grade": "d", "upto": 1.0},
 ]
 
@@ -76,7 +76,7 @@ def credit_table(n: int = 2500, seed: int = 5) -> pa.Table:
     arrears = rng.poisson(0.8, n)
     staff = rng.poisson(12, n)
     bills = np.round(rng.lognormal(6, 0.7, n), 2)
-    z = -2.2 + 0.9 * arrears - 0.06 * staff - 0.4 * (np.log(bills) - 6)
+    z = -1.6 + 1.1 * arrears - 0.12 * staff - 0.8 * (np.log(bills) - 6)
     defaulted = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
     return pa.table(
         {

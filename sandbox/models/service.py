@@ -153,7 +153,8 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
              "datasets": versions, "algorithm": parsed.algorithm},
             "Art. 15",
         )  # fmt: skip
-    return {"card": card, "signature": signature, "card_sha256": digest}
+    timings = {**meta.get("timings", {}), "total_s": round(result.total_s, 3)}
+    return {"card": card, "signature": signature, "card_sha256": digest, "timings": timings}
 
 
 def _free_name(platform: Platform, operator: Principal, name: str) -> None:

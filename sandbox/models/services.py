@@ -1,0 +1,255 @@
+"""Scoring services (数据服务): a passed model published for consumers, its lifecycle.
+
+The states are verification products' (:class:`policies.verification.ProductState`),
+each move one ledger entry ``score.<state>``::
+
+    operator defines (a passed model of its own, made under an agreement)
+    -> authority approves: the grade index is built, the service is published | rejected
+    -> consumers call it (sandbox.models.calls); each call asks the grants gate again:
+       a suspended, expired or terminated agreement withdraws the service (Art. 24)
+    -> an agreement that ended with a delete clause disposes of the index and the scores
+       (:func:`dispose_ended`)
+
+The index holds one grade per scored subject by keyed hash, built from the model's
+scores (kept inside at training) and the bands of the definition
+(:class:`jobs.model_bands.ServiceDefinition`); no score and no feature is kept in it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from jobs.model import KIND
+from jobs.model_bands import ServiceDefinition, require_band_sizes
+from policies.errors import Conflict, InputError, NotFound, PolicyRefusal
+from policies.verification import ProductState, may_move
+from policies.workflow import AgreementState, Disposal
+from sandbox.core.ledger import SYSTEM, Actor, now_utc
+from sandbox.core.platform import Platform
+from sandbox.core.principals import Principal, Role, by_id, require_role
+from sandbox.data.grants import may_run
+from sandbox.models.service import model_row, scores_of
+from sandbox.models.tables import models, score_index, score_services
+from sandbox.verification.products import require_product_authority
+from sandbox.workflow.tables import agreements
+
+
+def _tables(row) -> list[str]:
+    return list(json.loads(row.versions_json))
+
+
+def service_row(conn: Connection, name: str):
+    row = conn.execute(select(score_services).where(score_services.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"no scoring service '{name}'")
+    return row
+
+
+def _bands(
+    platform: Platform, definition: ServiceDefinition, model
+) -> tuple[Any, np.ndarray, list[int]]:
+    """The model's scores (keyed hashes), each one's band and the bands' sizes; every band
+    must hold the disclosure threshold of entities (rule ``band_size``)."""
+    if model.status != "passed" or not model.scores_path:
+        raise PolicyRefusal(
+            "model_not_passed",
+            f"model '{model.name}' did not pass its checks (or was disposed); only a passed "
+            "model may be published",
+            article="Art. 15",
+            subject=model.name,
+        )
+    scores = scores_of(platform, model.scores_path)
+    bands = definition.band_of(np.asarray(scores.column("score").to_numpy(), dtype=float))
+    counts = require_band_sizes(definition, bands, platform.disclosure_minimums().min_entities)
+    return scores, bands, counts
+
+
+def define(platform: Platform, operator: Principal, data: Mapping[str, Any]) -> dict[str, Any]:
+    """File a service over a passed model of the operator's; it waits for approval."""
+    require_role(operator, Role.OPERATOR, action="define scoring services", article="Art. 13")
+    definition = ServiceDefinition.from_dict(data)
+    with platform.store.transaction() as conn:
+        model = model_row(conn, definition.model)
+        if model.operator_id != operator.id:
+            raise NotFound(f"no model '{definition.model}'")
+        if model.agreement_id is None:
+            raise PolicyRefusal(
+                "agreement_required",
+                "scoring services are published under an operation agreement; the model was "
+                "trained under a direct grant",
+                article="Art. 13",
+                subject=definition.model,
+                hint="train it under an agreement whose job kinds include model_train",
+            )
+        may_run(conn, operator, _tables(model), KIND)
+        counts = _bands(platform, definition, model)[2]
+        if conn.execute(
+            select(score_services.c.name).where(score_services.c.name == definition.name)
+        ).first():
+            raise Conflict(f"a scoring service named '{definition.name}' exists")
+        stamp = now_utc()
+        conn.execute(
+            score_services.insert().values(
+                name=definition.name,
+                model=definition.model,
+                operator_id=operator.id,
+                agreement_id=model.agreement_id,
+                definition_json=json.dumps(definition.to_dict()),
+                status=ProductState.DEFINED.value,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+        platform.record(
+            conn, operator.actor, "score.defined", f"score:{definition.name}",
+            {"definition": definition.to_dict(), "agreement": model.agreement_id},
+            "Art. 13",
+        )  # fmt: skip
+    return {"name": definition.name, "state": ProductState.DEFINED.value, "band_sizes": counts}
+
+
+def move(
+    platform: Platform,
+    conn: Connection,
+    name: str,
+    new: ProductState,
+    actor: Actor,
+    details: Mapping[str, Any],
+    article: str,
+    **values: Any,
+) -> None:
+    row = service_row(conn, name)
+    old = ProductState(row.status)
+    if not may_move(old, new):
+        raise Conflict(f"scoring service '{name}' is {old.value}; it cannot become {new.value}")
+    conn.execute(
+        score_services.update()
+        .where(score_services.c.name == name)
+        .values(status=new.value, updated_at=now_utc(), **values)
+    )
+    platform.record(
+        conn, actor, f"score.{new.value}", f"score:{name}",
+        {"from": old.value, "to": new.value, **details}, article,
+    )  # fmt: skip
+
+
+def approve(platform: Platform, authority: Principal, name: str) -> dict[str, Any]:
+    """Publish a defined (or withdrawn) service: the gate again, the grade index built."""
+    require_role(authority, Role.AUTHORITY, action="approve scoring services", article="Art. 13")
+    with platform.store.transaction() as conn:
+        row = service_row(conn, name)
+        require_product_authority(conn, authority, row, "approve scoring services")
+        if not may_move(ProductState(row.status), ProductState.PUBLISHED):
+            raise Conflict(f"scoring service '{name}' is {row.status}; it cannot be approved")
+        definition = ServiceDefinition.from_dict(json.loads(row.definition_json))
+        model = model_row(conn, definition.model)
+        may_run(conn, by_id(conn, row.operator_id), _tables(model), KIND)
+        scores, bands, _ = _bands(platform, definition, model)
+        conn.execute(score_index.delete().where(score_index.c.service == name))
+        grades = np.asarray(definition.grades, dtype=object)[bands]
+        conn.execute(
+            score_index.insert(),
+            [
+                {"service": name, "subject_hash": h, "grade": g}
+                for h, g in zip(scores.column("subject_hash").to_pylist(), grades, strict=True)
+            ],
+        )
+        move(
+            platform, conn, name, ProductState.PUBLISHED, authority.actor,
+            {"model": definition.model, "index_rows": len(grades), "grades": list(definition.codes)},
+            "Art. 13", approved_by=authority.id, index_rows=len(grades),
+        )  # fmt: skip
+    return {"name": name, "state": ProductState.PUBLISHED.value, "index_rows": len(grades)}
+
+
+def reject(platform: Platform, authority: Principal, name: str, reason: str) -> None:
+    require_role(authority, Role.AUTHORITY, action="reject scoring services", article="Art. 13")
+    if not reason.strip():
+        raise InputError("a rejection needs a reason (Art. 13)", article="Art. 13")
+    with platform.store.transaction() as conn:
+        require_product_authority(conn, authority, service_row(conn, name), "reject services")
+        move(
+            platform,
+            conn,
+            name,
+            ProductState.REJECTED,
+            authority.actor,
+            {"reason": reason},
+            "Art. 13",
+        )
+
+
+def withdraw(platform: Platform, name: str, refusal: PolicyRefusal) -> None:
+    """The gate refused a call: the agreement or grant stopped; withdrawn (Art. 24)."""
+    with platform.store.transaction() as conn:
+        if service_row(conn, name).status != ProductState.PUBLISHED:
+            return
+        move(
+            platform, conn, name, ProductState.WITHDRAWN, SYSTEM,
+            {"rule": refusal.rule, "reason": refusal.message}, refusal.article or "Art. 24",
+        )  # fmt: skip
+
+
+def list_services(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
+    """Consumers see published services; operators their own; authorities, auditors all."""
+    with platform.store.read() as conn:
+        rows = conn.execute(select(score_services).order_by(score_services.c.name)).all()
+    out = []
+    for row in rows:
+        if viewer.role is Role.CONSUMER and row.status != ProductState.PUBLISHED.value:
+            continue
+        if viewer.role is Role.OPERATOR and row.operator_id != viewer.id:
+            continue
+        if viewer.role in (Role.PROVIDER, Role.REVIEWER):
+            continue
+        definition = json.loads(row.definition_json)
+        out.append(
+            {
+                "name": row.name,
+                "state": row.status,
+                "model": row.model,
+                "grades": [b["grade"] for b in definition["bands"]],
+                "description": definition["description"],
+            }
+        )
+    return out
+
+
+def dispose_ended(platform: Platform, actor: Actor = SYSTEM) -> list[str]:
+    """Carry out the disposal clause of ended agreements on their models and services:
+    ``delete`` removes the grade index and the scores, withdraws a published service and
+    marks the model disposed (``model.disposed``); idempotent."""
+    ended = (AgreementState.EXPIRED.value, AgreementState.TERMINATED.value)
+    done = []
+    with platform.store.transaction() as conn:
+        rows = conn.execute(
+            select(models)
+            .join(agreements, agreements.c.id == models.c.agreement_id)
+            .where(agreements.c.status.in_(ended), agreements.c.disposal == Disposal.DELETE.value)
+            .where(models.c.status != "disposed")
+        ).all()
+        for model in rows:
+            for svc in conn.execute(
+                select(score_services).where(score_services.c.model == model.name)
+            ).all():
+                if svc.status == ProductState.PUBLISHED.value:
+                    move(platform, conn, svc.name, ProductState.WITHDRAWN, actor,
+                         {"reason": "the agreement ended"}, "Art. 13")  # fmt: skip
+                conn.execute(score_index.delete().where(score_index.c.service == svc.name))
+            if model.scores_path:
+                (platform.home / model.scores_path).unlink(missing_ok=True)
+            conn.execute(
+                models.update()
+                .where(models.c.name == model.name)
+                .values(status="disposed", scores_path=None)
+            )
+            platform.record(conn, actor, "model.disposed", f"model:{model.name}",
+                            {"agreement": model.agreement_id}, "Art. 13")  # fmt: skip
+            done.append(model.name)
+    return done
