@@ -185,7 +185,10 @@ class WorkflowCalls:
         return self._json("POST", f"/v1/products/{product_id}/feedback", json=body)["id"]
 
     def deliver_product(self, product_id: str, consumer: str, note: str = "") -> int:
-        """Deliver your product to a named consumer (Art. 15); returns the delivery id."""
+        """Deliver your product to a named consumer (Art. 15); returns the delivery id.
+
+        Example: ``api.deliver_product(job.product, "citizen_li", "the county table")``
+        """
         body = {"consumer": consumer, "note": note}
         return self._json("POST", f"/v1/products/{product_id}/deliveries", json=body)["id"]
 
@@ -220,7 +223,10 @@ class WorkflowCalls:
         open_only: bool = False,
     ) -> dict:
         """A page of ``kind`` (notices, applications, agreements, requests, tickets) you may
-        see, newest first: items, total, next_before."""
+        see, newest first: items, total, next_before.
+
+        Example: ``api.list_workflow("agreements", status="active", limit=20)["items"]``
+        """
         params: dict[str, Any] = {"limit": limit, "open": open_only}
         if before is not None:
             params["before"] = before
