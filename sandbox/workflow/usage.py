@@ -73,9 +73,14 @@ def parse_period(text: str) -> tuple[datetime, datetime]:
     )
 
 
-def _metric(entry: Mapping, operator: str, owned: set[str]) -> str | None:
+def _metric(entry: Mapping, operator: str, owned: set[str], services: set[str]) -> str | None:
+    """The metric an entry counts in, if any: the operator's own acts; the downloads of its
+    products by itself and by the consumers they were delivered to (not the authority's
+    or an auditor's reads); the calls of its verification products; feedback."""
     action, subject = entry["action"], entry["subject"]
     product = subject.split(":", 1)[1] if subject.startswith("product:") else None
+    if action == "verify.call" and subject.split(":", 1)[-1] in services:
+        return "verifications"
     if entry["actor"] == operator:
         if action == "job.submitted":
             return "jobs"
@@ -85,11 +90,9 @@ def _metric(entry: Mapping, operator: str, owned: set[str]) -> str | None:
             return "withheld"
         if action == "product.release":
             return "products"
-    if product in owned:
-        if action == "product.download":
+    if product in owned and action == "product.download":
+        if entry["actor"] == operator or entry.get("role") == Role.CONSUMER.value:
             return "downloads"
-        if action.startswith("verification."):
-            return "verifications"
     if action == "feedback.given" and entry["details"].get("product") in owned:
         return "feedback"
     return None
@@ -101,6 +104,10 @@ def figures(conn: Connection, operator: str, start: datetime, end: datetime) -> 
     owned = set(
         conn.execute(select(products.c.id).where(products.c.operator_id == op.id)).scalars()
     )
+    services = {  # its verification products, named by its own definitions in the ledger
+        e["subject"].split(":", 1)[1]
+        for e in ledger_mod.query(conn, action="verify.defined", actor=operator)
+    }
     totals = dict.fromkeys(METRICS, 0)
     first_monday = (start - timedelta(days=start.weekday())).date()
     weeks: dict[str, dict[str, int]] = {}
@@ -112,7 +119,7 @@ def figures(conn: Connection, operator: str, start: datetime, end: datetime) -> 
         ts = datetime.fromisoformat(entry["ts"])
         if not start <= ts < end:
             continue
-        metric = _metric(entry, operator, owned)
+        metric = _metric(entry, operator, owned, services)
         if metric is None:
             continue
         totals[metric] += 1
