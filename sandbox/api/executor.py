@@ -144,6 +144,7 @@ class Executor:
         """Expire the agreements whose term has ended and carry out their disposal clauses
         (:func:`sandbox.workflow.scheduler.tick`, then the verification indexes), at most
         every :data:`sandbox.workflow.scheduler.TICK_EVERY_S`, between jobs."""
+        from sandbox.models.services import dispose_ended
         from sandbox.verification.disposal import dispose_indexes
         from sandbox.workflow.scheduler import TICK_EVERY_S, tick
 
@@ -153,6 +154,7 @@ class Executor:
         try:
             done = tick(self.platform, now=dt.datetime.now(dt.UTC))
             deleted = dispose_indexes(self.platform)
+            deleted += dispose_ended(self.platform)  # models and their scoring services
             if done["expired"] or deleted:
                 log.info("tick: expired %s, indexes deleted %s", done["expired"], deleted)
         except Exception:  # the loop must outlive a failed tick

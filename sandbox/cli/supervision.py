@@ -226,11 +226,13 @@ def tick_cmd(obj: Context, as_json) -> None:
     """Host only: expire the agreements whose term has ended and carry out their disposal
     clauses, as the platform (Art. 13). The server does this every minute; a host without
     one runs it from cron. Running it again does nothing more."""
+    from sandbox.models.services import dispose_ended
     from sandbox.verification.disposal import dispose_indexes
     from sandbox.workflow.scheduler import tick
 
     done = tick(obj.platform)
     done["indexes_deleted"] = dispose_indexes(obj.platform)
+    done["models_disposed"] = dispose_ended(obj.platform)
     disposed = sum(len(v) for v in done["disposed"].values())
     text = (
         f"expired agreements: {', '.join(map(str, done['expired'])) or 'none'}; products "
