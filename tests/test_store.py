@@ -21,3 +21,28 @@ def test_a_version_1_store_is_upgraded_at_open(tmp_path):
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     assert {"agreement_id", "review_required"} <= columns
     assert version == str(SCHEMA_VERSION)
+
+
+def test_a_store_url_of_another_database_is_refused_naming_the_setting(tmp_path, monkeypatch):
+    import pytest
+
+    from policies.errors import ConfigError
+    from sandbox.core.platform import Platform
+
+    monkeypatch.setenv("SANDBOX_STORE_URL", "mysql://root@localhost/sandbox")
+    with pytest.raises(ConfigError, match="store.url") as refused:
+        Platform.init(tmp_path / "home")
+    assert "postgresql://" in str(refused.value)
+    assert not (tmp_path / "home" / "store.sqlite").exists()
+
+
+def test_an_empty_store_url_keeps_the_sqlite_file_in_the_home(tmp_path, monkeypatch):
+    from sandbox.core.platform import Platform
+
+    monkeypatch.setenv("SANDBOX_STORE_URL", "")
+    platform = Platform.init(tmp_path / "home")
+    try:
+        assert platform.store.engine.dialect.name == "sqlite"
+        assert (tmp_path / "home" / "store.sqlite").exists()
+    finally:
+        platform.close()

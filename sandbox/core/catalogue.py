@@ -22,6 +22,7 @@ from sandbox.core.setting_kinds import (
     hosts,
     positive,
     setting,
+    store_url,
 )
 
 
@@ -441,6 +442,19 @@ class Ray:
 
 
 @dataclass(frozen=True)
+class Store:
+    """``[store]``: Where the metadata store and the ledger live."""
+
+    url: str = setting(
+        "",
+        "the metadata store and ledger: empty = store.sqlite in the home (embedded, one host), "
+        "or postgresql://user:password@host:port/database for several server hosts on one store",
+        store_url,
+        "empty, sqlite:///<file> or postgresql://...",
+    )
+
+
+@dataclass(frozen=True)
 class Values:
     """Every setting, as typed attributes: ``values.job.time_limit_s``."""
 
@@ -462,6 +476,7 @@ class Values:
     psi: Psi = field(default_factory=Psi)
     spark: Spark = field(default_factory=Spark)
     ray: Ray = field(default_factory=Ray)
+    store: Store = field(default_factory=Store)
 
 
 SETTINGS: tuple[Setting, ...] = tuple(declared(Values, ""))

@@ -83,6 +83,17 @@ def hosts(value: Any) -> bool:
     return True
 
 
+def store_url(value: Any) -> bool:
+    """Empty (the home's SQLite file), a SQLite file URL or a PostgreSQL URL."""
+    text = str(value).strip()
+    if not text:
+        return True
+    scheme = text.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        return text.startswith("sqlite:///") and len(text) > len("sqlite:///")
+    return scheme in ("postgresql", "postgresql+psycopg2") and "://" in text
+
+
 def declared(cls: type, prefix: str) -> list[Setting]:
     hints: dict[str, Any] = typing.get_type_hints(cls)
     out: list[Setting] = []

@@ -30,11 +30,13 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     inspect,
     select,
 )
-from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from policies.errors import ConfigError
 
@@ -219,6 +221,63 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+# The key of PostgreSQL's transaction-level advisory lock that every writing
+# transaction takes first (:func:`_postgres_begin`): the store's write lock, as
+# SQLite's ``BEGIN IMMEDIATE`` is, across every host on the store.
+WRITE_LOCK_KEY = 0x5A4E_4442  # "ZNDB"
+
+
+def _postgres_begin(conn: Connection) -> None:
+    # Writers queue one after another across all hosts, as on SQLite, so every check
+    # then write (the ledger's last entry, a DP budget, the released-cell history, a
+    # job's claim) sees the writes committed before it; readers are never blocked.
+    if conn.get_execution_options().get("sandbox_write"):
+        conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, to name it in an error."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a URL)"
+
+
+def _engine(path: Path, url: str, create: bool) -> Engine:
+    if not url.strip():
+        if not create and not path.exists():
+            raise ConfigError(
+                f"no platform store at {path.name} in this home; run 'sandbox init' first"
+            )
+        url = f"sqlite:///{path}"
+    try:
+        parsed = make_url(url.strip())
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg2")  # the driver installed
+        engine = create_engine(parsed, future=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"setting store.url: cannot use {_safe_url(url)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "begin", _postgres_begin)
+    else:
+        raise ConfigError(
+            f"setting store.url: {engine.dialect.name} is not a supported store; "
+            "use SQLite (empty) or postgresql://"
+        )
+    return engine
+
+
+def insert_or(conn: Connection, table: Table) -> Any:
+    """An INSERT on ``table`` that takes ``.on_conflict_do_nothing()`` and
+    ``.on_conflict_do_update(...)``, in the dialect of the store ``conn`` is on."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def _upgrade(conn: Connection, version: int) -> None:
     """Bring an older store up to SCHEMA_VERSION, in the caller's transaction."""
     for since, table, ddl in ADDED_COLUMNS:
@@ -286,27 +345,36 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = False) -> Store:
-        path = Path(path)
-        if not create and not path.exists():
-            raise ConfigError(
-                f"no platform store at {path.name} in this home; run 'sandbox init' first"
-            )
-        engine = create_engine(f"sqlite:///{path}", future=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+    def open(cls, path: Path, *, create: bool = False, url: str = "") -> Store:
+        """The store at ``url`` (setting ``store.url``), or the SQLite file ``path`` when
+        ``url`` is empty. Only SQLite gets the pragmas and ``BEGIN IMMEDIATE``; on
+        PostgreSQL a writing transaction takes the store's write lock instead."""
+        engine = _engine(Path(path), url, create)
         store = cls(engine)
         try:
-            store._migrate()
+            store._migrate(create)
         except SQLAlchemyError as exc:
+            engine.dispose()
             raise ConfigError(
                 f"the platform store cannot be opened: {exc.__class__.__name__}"
+                + (f" (setting store.url: {_safe_url(url)})" if url else "")
             ) from exc
+        except ConfigError:
+            engine.dispose()
+            raise
         return store
 
-    def _migrate(self) -> None:
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def _migrate(self, create: bool) -> None:
         for module in FEATURE_TABLES:  # each declares its tables on ``metadata``
             importlib.import_module(module)
+        if self.is_postgres and not create and not inspect(self.engine).has_table("meta"):
+            raise ConfigError(
+                "no platform store in the database of setting store.url; run 'sandbox init' first"
+            )
         metadata.create_all(self.engine)
         with self.transaction() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()

@@ -49,7 +49,7 @@ from jobs.sql_evidence import ROW_NUMBER, key_text_sql
 from policies.classes import Classification
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.guard.history import driver_cursor
+from sandbox.guard.history import driver_rows, insert_numbers
 from sandbox.guard.tables import entity_number_segments, numbered_versions
 
 
@@ -160,16 +160,12 @@ def _folder(lineage: str) -> Path:
 
 def _store_rows(conn: Connection, lineage: str, first: int, last: int | None = None) -> pa.Table:
     """The store's numbers of ``lineage`` from ``first`` (to ``last``), in number order."""
-    cursor = driver_cursor(conn)
-    try:
-        sql = "SELECT entity_key, number FROM entity_numbers WHERE dataset = ? AND number >= ?"
-        args: tuple = (lineage, first)
-        if last is not None:
-            sql += " AND number <= ?"
-            args += (last,)
-        rows = cursor.execute(sql + " ORDER BY number", args).fetchall()
-    finally:
-        cursor.close()
+    sql = "SELECT entity_key, number FROM entity_numbers WHERE dataset = ? AND number >= ?"
+    args: tuple = (lineage, first)
+    if last is not None:
+        sql += " AND number <= ?"
+        args += (last,)
+    rows = driver_rows(conn, sql + " ORDER BY number", args)
     keys, numbers = zip(*rows, strict=True) if rows else ((), ())
     return pa.table({"entity_key": list(keys), "number": list(numbers)}, schema=SCHEMA)
 
@@ -210,14 +206,7 @@ def _number(platform: Platform, conn: Connection, lineage: str, version: Dataset
     top = covered if not since.num_rows else since.column("number")[-1].as_py()
     keys = fresh.column("entity_key").to_pylist()
     if keys:
-        cursor = driver_cursor(conn)
-        try:
-            cursor.executemany(
-                "INSERT INTO entity_numbers (dataset, entity_key, number) VALUES (?, ?, ?)",
-                ((lineage, text, top + 1 + i) for i, text in enumerate(keys)),
-            )
-        finally:
-            cursor.close()
+        insert_numbers(conn, ((lineage, text, top + 1 + i) for i, text in enumerate(keys)))
     numbered = pa.table(
         {
             "entity_key": fresh.column("entity_key"),

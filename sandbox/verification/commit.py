@@ -91,9 +91,10 @@ class GroupCommitter:
 
     def _run(self) -> None:
         with self.engine.connect() as conn:
-            driver = conn.connection.driver_connection
-            assert driver is not None  # an open Connection holds its driver connection
-            driver.execute("PRAGMA synchronous=FULL")
+            if conn.dialect.name == "sqlite":  # PostgreSQL commits durably by default
+                driver = conn.connection.driver_connection
+                assert driver is not None  # an open Connection holds its driver connection
+                driver.execute("PRAGMA synchronous=FULL")
             conn = conn.execution_options(sandbox_write=True)
             stop = False
             while not stop:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from policies.errors import PolicyRefusal, RateLimited, SandboxError
@@ -29,6 +28,7 @@ from sandbox.core import ledger as ledger_mod
 from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
+from sandbox.core.store import insert_or
 from sandbox.verification.index import IndexReader
 from sandbox.verification.products import (
     product_row,
@@ -265,7 +265,7 @@ class CallUnit:
         for item in misses:
             if item.check_hash is not None:
                 conn.execute(
-                    sqlite_insert(verify_guesses)
+                    insert_or(conn, verify_guesses)
                     .values(
                         consumer_id=consumer.id,
                         day=day,
@@ -358,7 +358,7 @@ class CallUnit:
 
         stamp = now_utc()
         conn.execute(
-            sqlite_insert(verify_standing)
+            insert_or(conn, verify_standing)
             .values(
                 consumer_id=consumer.id,
                 status=standing.value,
@@ -456,7 +456,7 @@ def _bump(conn: Connection, kind: str, key: str, window: str, n: int) -> None:
     if n <= 0:
         return
     conn.execute(
-        sqlite_insert(verify_counters)
+        insert_or(conn, verify_counters)
         .values(kind=kind, key=key, window=window, n=n)
         .on_conflict_do_update(
             index_elements=["kind", "key", "window"], set_={"n": verify_counters.c.n + n}

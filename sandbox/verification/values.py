@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from policies.verification import ValueCounts, ValueLimits, alert_due, judge
@@ -29,6 +28,7 @@ from policies.verification.values import (
 from sandbox.core.ledger import SYSTEM
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, by_id
+from sandbox.core.store import insert_or
 from sandbox.verification.products import product_row
 from sandbox.verification.tables import (
     verify_value_accounts,
@@ -126,7 +126,7 @@ class ValueGuard:
                 fields.setdefault(key, field)
         for key in fields:
             conn.execute(
-                sqlite_insert(verify_value_accounts)
+                insert_or(conn, verify_value_accounts)
                 .values(value_hash=key, consumer_id=consumer.id, hour=hour)
                 .on_conflict_do_update(
                     index_elements=["value_hash", "consumer_id"], set_={"hour": hour}
@@ -150,7 +150,7 @@ class ValueGuard:
         if last is not None and last > since:
             return  # alerted within the day already
         conn.execute(
-            sqlite_insert(verify_value_alerts)
+            insert_or(conn, verify_value_alerts)
             .values(value_hash=key, hour=hour, accounts=accounts)
             .on_conflict_do_update(
                 index_elements=["value_hash"], set_={"hour": hour, "accounts": accounts}
@@ -186,7 +186,7 @@ def _count(conn: Connection, answered: Iterable[Values], epoch: int) -> None:
     c = verify_value_counts.c
     for (key, span, bucket), n in adds.items():
         conn.execute(
-            sqlite_insert(verify_value_counts)
+            insert_or(conn, verify_value_counts)
             .values(value_hash=key, span=span, bucket=bucket, n=n)
             .on_conflict_do_update(
                 index_elements=["value_hash", "span", "bucket"], set_={"n": c.n + n}

