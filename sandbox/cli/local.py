@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox.cli.backend import Backend, psi_dict
+from sandbox.cli.local_workflow import LocalWorkflowCalls
 from sandbox.core.platform import Platform
 
 
@@ -24,7 +25,7 @@ def outcome_dict(outcome) -> dict:
     }
 
 
-class LocalBackend(Backend):
+class LocalBackend(LocalWorkflowCalls, Backend):
     def __init__(self, platform: Platform, token: str | None):
         self.platform = platform
         self._token = token
@@ -331,38 +332,6 @@ class LocalBackend(Backend):
         from sandbox.workflow.supervision import inspect
 
         return inspect(self.platform, self.me, operator, findings, tasks, deadline)
-
-    def inbox(self, limit, before, kind):
-        from sandbox.workflow.inbox import inbox_of
-
-        return inbox_of(self.platform, self.me, limit=limit, before=before, kind=kind)
-
-    def list_workflow(self, kind, **filters):
-        from sandbox.workflow.lists import list_page
-
-        return list_page(self.platform, self.me, kind, **filters)
-
-    def data_uses(self):
-        from sandbox.workflow.providers import uses_of
-
-        me = self.me
-        with self.platform.store.read() as conn:
-            return uses_of(conn, me)
-
-    def hold_use(self, action, agreement_id, dataset, reason):
-        from sandbox.workflow.providers import HOLDS
-
-        return HOLDS[action](self.platform, self.me, agreement_id, dataset, reason)
-
-    def give_feedback(self, product_id, points, comment):
-        from sandbox.workflow.feedback import give
-
-        return give(self.platform, self.me, product_id, **points, comment=comment)
-
-    def deliver_product(self, product_id, consumer, note):
-        from sandbox.workflow.deliveries import deliver
-
-        return deliver(self.platform, self.me, product_id, consumer, note)
 
     def usage_report(self, operator, period, folder):
         from sandbox.workflow.usage import usage_report, write_report

@@ -1,0 +1,47 @@
+"""The host's answers to the workflow calls added for the regulation's issue 20 (inbox,
+lists, providers' holds, deliveries and feedback), mixed into
+:class:`sandbox.cli.local.LocalBackend`, which gives them ``platform`` and ``me``: each
+is the domain function, in-process, as every call of that backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.core.platform import Platform
+
+
+class LocalWorkflowCalls:
+    platform: Platform
+    me: Any  # the principal of the token: LocalBackend's property
+
+    def inbox(self, limit, before, kind):
+        from sandbox.workflow.inbox import inbox_of
+
+        return inbox_of(self.platform, self.me, limit=limit, before=before, kind=kind)
+
+    def list_workflow(self, kind, **filters):
+        from sandbox.workflow.lists import list_page
+
+        return list_page(self.platform, self.me, kind, **filters)
+
+    def data_uses(self):
+        from sandbox.workflow.providers import uses_of
+
+        me = self.me
+        with self.platform.store.read() as conn:
+            return uses_of(conn, me)
+
+    def hold_use(self, action, agreement_id, dataset, reason):
+        from sandbox.workflow.providers import HOLDS
+
+        return HOLDS[action](self.platform, self.me, agreement_id, dataset, reason)
+
+    def give_feedback(self, product_id, points, comment):
+        from sandbox.workflow.feedback import give
+
+        return give(self.platform, self.me, product_id, **points, comment=comment)
+
+    def deliver_product(self, product_id, consumer, note):
+        from sandbox.workflow.deliveries import deliver
+
+        return deliver(self.platform, self.me, product_id, consumer, note)
