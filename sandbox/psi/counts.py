@@ -71,7 +71,7 @@ from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 from sandbox.psi.count_request import _column, _encrypt_column
-from sandbox.psi.service import _today, _used_today
+from sandbox.psi.sessions import record_refused, session_values, used_today
 from sandbox.psi.tables import psi_sessions
 from sandbox.psi.terms import terms_for
 from sandbox.run.jobstate import JobState, may_transition, open_job, state_of, transition
@@ -155,7 +155,7 @@ def _admit(
     used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
     used = may_run(conn, operator, [ask.dataset], GATE_KIND, columns={ask.dataset: used_cols})
     terms = terms_for(conn, used[ask.dataset], ask.dataset, ask.column)
-    today = _used_today(conn, operator, terms) if terms is not None else 0
+    today = used_today(conn, operator, terms) if terms is not None else 0
     terms = check_count_ask(terms, ask, used_today=today)
     groups = None
     if ask.group_by is not None:
@@ -230,27 +230,6 @@ def _end_job(
     )
 
 
-def _session_values(operator: Principal, terms: PsiTerms, ask: PsiAsk, version: int) -> dict:
-    now = now_utc()
-    return {
-        "operator_id": operator.id,
-        "terms_id": terms.id,
-        "dataset": ask.dataset,
-        "version": version,
-        "column_name": ask.column,
-        "group_by": ask.group_by,
-        "mode": COUNT_MODE,
-        "list_size": ask.list_size,
-        "received": 0,
-        "chunks": 0,
-        "consent_ref": None,
-        "setup_key": "",
-        "day": _today(),
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 def _refuse(
     platform: Platform, operator: Principal, job_id: int, ask: PsiAsk, exc: SandboxError
 ) -> None:
@@ -259,38 +238,11 @@ def _refuse(
     with platform.store.transaction() as conn:
         state = JobState.REFUSED if isinstance(exc, PolicyRefusal) else JobState.FAILED
         _end_job(platform, conn, operator, job_id, state, exc)
-        if not isinstance(exc, PolicyRefusal):
-            return
-        try:
-            version = get_version(conn, platform, ask.dataset)
-            grant = may_run(conn, operator, [ask.dataset], GATE_KIND)[ask.dataset]
-            terms = terms_for(conn, grant, ask.dataset, ask.column)
-        except SandboxError:
-            return
-        if terms is None:
-            return
-        used = _used_today(conn, operator, terms)
-        values = _session_values(operator, terms, ask, version.version)
-        inserted = conn.execute(psi_sessions.insert().values(**values, status="refused"))
-        platform.record(
-            conn,
-            operator.actor,
-            "psi.refused",
-            f"psi:{inserted_id(inserted)}",
-            {
-                "dataset": ask.dataset,
-                "version": version.version,
-                "column": ask.column,
-                "group_by": ask.group_by,
-                "mode": COUNT_MODE,
-                "list_size": ask.list_size,
-                "rule": exc.rule,
-                "terms": terms.id,
-                "job": job_id,
-                "requests_today": used + 1,
-            },
-            exc.article or ARTICLE,
-        )
+        if isinstance(exc, PolicyRefusal):
+            record_refused(
+                platform, conn, operator, ask, exc, mode=COUNT_MODE, article=ARTICLE,
+                extra={"job": job_id},
+            )  # fmt: skip
 
 
 def _start(
@@ -303,7 +255,7 @@ def _start(
         if admitted.version.version != first.version.version:
             raise Conflict("a new version was registered meanwhile; send the request again")
         version = admitted.version
-        values = _session_values(operator, admitted.terms, ask, version.version)
+        values = session_values(operator, admitted.terms, ask, version.version, COUNT_MODE)
         inserted = conn.execute(psi_sessions.insert().values(**values, status="open"))
         session_id = int(inserted_id(inserted))
         inputs = [

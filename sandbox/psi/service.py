@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import private_set_intersection.python as psi_lib
 from google.protobuf.message import DecodeError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from jobs import get_kind
@@ -51,7 +50,6 @@ from policies.errors import (
     NotFound,
     PayloadTooLarge,
     PolicyRefusal,
-    SandboxError,
 )
 from policies.psi import (
     COUNT_MODE,
@@ -68,6 +66,7 @@ from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
+from sandbox.psi.sessions import record_refused, session_values, used_today
 from sandbox.psi.setup import (
     SetupInfo,
     SetupSpec,
@@ -84,10 +83,6 @@ from sandbox.psi.terms import (
 # --- sessions --------------------------------------------------------------------------------
 
 
-def _today() -> str:
-    return datetime.now(UTC).date().isoformat()
-
-
 def _spec(platform: Platform, version: DatasetVersion, ask: PsiAsk, terms: PsiTerms) -> SetupSpec:
     settings = platform.settings
     return SetupSpec(
@@ -100,19 +95,6 @@ def _spec(platform: Platform, version: DatasetVersion, ask: PsiAsk, terms: PsiTe
         fpr=settings.psi.fpr,
         capacity=settings.psi.max_items,
     )
-
-
-def _used_today(conn: Connection, operator: Principal, terms: PsiTerms) -> int:
-    """Sessions the operator opened today under these terms, refused ones included."""
-    return conn.execute(
-        select(func.count())
-        .select_from(psi_sessions)
-        .where(
-            psi_sessions.c.operator_id == operator.id,
-            psi_sessions.c.terms_id == terms.id,
-            psi_sessions.c.day == _today(),
-        )
-    ).scalar_one()
 
 
 def _admit(
@@ -128,71 +110,18 @@ def _admit(
         ask.dataset
     ]
     terms = terms_for(conn, grant, ask.dataset, ask.column)
-    used = _used_today(conn, operator, terms) if terms is not None else 0
+    used = used_today(conn, operator, terms) if terms is not None else 0
     allowed = check_ask(terms, ask, used_today=used, over_persons=plan.over_persons)
     return version, allowed, used
-
-
-def _session_values(ask: PsiAsk, operator: Principal, terms: PsiTerms, version: int) -> dict:
-    now = now_utc()
-    return {
-        "operator_id": operator.id,
-        "terms_id": terms.id,
-        "dataset": ask.dataset,
-        "version": version,
-        "column_name": ask.column,
-        "group_by": ask.group_by,
-        "mode": ask.mode.value,
-        "list_size": ask.list_size,
-        "received": 0,
-        "chunks": 0,
-        "consent_ref": ask.consent,
-        "day": _today(),
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _record_refusal(
     platform: Platform, operator: Principal, ask: PsiAsk, refusal: PolicyRefusal
 ) -> None:
-    """A refused request still opens a session (status ``refused``) that counts toward
-    the daily cap of its terms, so refusals cannot be used to probe for free; ledgered
-    as ``psi.refused``. A request no terms cover (the gate's refusals, no terms for
-    the column) has no cap to count against and leaves no row."""
+    """A refused match request, counted toward the terms' daily cap (:func:`record_refused`)."""
     with platform.store.transaction() as conn:
-        try:
-            version = get_version(conn, platform, ask.dataset)
-            grant = may_run(
-                conn, operator, [ask.dataset], KIND, columns={ask.dataset: [ask.column]}
-            )
-            terms = terms_for(conn, grant[ask.dataset], ask.dataset, ask.column)
-        except SandboxError:
-            return
-        if terms is None:
-            return
-        used = _used_today(conn, operator, terms)
-        values = _session_values(ask, operator, terms, version.version)
-        inserted = conn.execute(
-            psi_sessions.insert().values(**values, setup_key="", status="refused")
-        )
-        platform.record(
-            conn,
-            operator.actor,
-            "psi.refused",
-            f"psi:{inserted_id(inserted)}",
-            {
-                "dataset": ask.dataset,
-                "version": version.version,
-                "column": ask.column,
-                "group_by": ask.group_by,
-                "mode": ask.mode.value,
-                "list_size": ask.list_size,
-                "rule": refusal.rule,
-                "terms": terms.id,
-                "requests_today": used + 1,
-            },
-            refusal.article or "Art. 13",
+        record_refused(
+            platform, conn, operator, ask, refusal, mode=ask.mode.value, article="Art. 13"
         )
 
 
@@ -240,9 +169,9 @@ def _open(
         version2, terms, used = _admit(conn, platform, operator, ask)
         if version2.version != version.version:
             raise Conflict("a new version was registered meanwhile; send the request again")
-        values = _session_values(ask, operator, terms, version.version)
+        values = session_values(operator, terms, ask, version.version, ask.mode.value)
         inserted = conn.execute(
-            psi_sessions.insert().values(**values, setup_key=spec.name, status="open")
+            psi_sessions.insert().values({**values, "setup_key": spec.name, "status": "open"})
         )
         session_id = inserted_id(inserted)
         platform.record(
