@@ -237,6 +237,9 @@ def test_the_html_report_says_what_was_asked_of_what_and_what_was_held_back(rele
     assert "COUNT(*)" in text and "firms" in text  # the question and the dataset
     assert "min_entities" in text and "at least 10 different people or organisations" in text
     assert "2 of 8 numbers are suppressed" in text
+    report = json.loads(product.read("report.json"))
+    assert {c["row"] for c in report["suppressed_cells"]} == {3}  # the job view's numbering
+    assert "report.html and report.md count them from 1" in report["row_numbers"]
     # rows numbered from 1: 泗水县 sorts last of the four
     assert re.search(r"\b4 泗水县 n\b", text), text
     for county in COUNTIES:

@@ -74,6 +74,14 @@ CSV_ESCAPING = {
 }
 
 
+# report.json keeps the job view's numbering (tests and tools read it); the reports for
+# people count as a spreadsheet's reader does.
+ROW_NUMBERS = (
+    "suppressed_cells[].row counts the table's data rows from 0; report.html and "
+    "report.md count them from 1 (row 1 is the first line under the header)"
+)
+
+
 def _escape(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
@@ -186,8 +194,9 @@ def _write_files(
     csv_table, escaped = csv_safe(table)
     (work / "output.csv").write_bytes(csv_bytes(csv_table))
     csv_note = {**CSV_ESCAPING, "escaped_cells": escaped}
+    shown = {**report, "csv": csv_note, "row_numbers": ROW_NUMBERS}
     (work / "report.json").write_bytes(
-        json.dumps({**report, "csv": csv_note}, indent=2, ensure_ascii=False, default=str).encode()
+        json.dumps(shown, indent=2, ensure_ascii=False, default=str).encode()
     )
     manifest = {
         "product": product_id,
