@@ -46,6 +46,8 @@ COMMANDS = [
     "output appoint",
     "inbox",
     "tick",
+    "security record",
+    "security list",
     "notice list",
     "application list",
     "agreement list",

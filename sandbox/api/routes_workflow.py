@@ -28,6 +28,7 @@ from sandbox.api.workflow_models import (
     Created,
     DataRequestBody,
     DeliveryBody,
+    DutyBody,
     EvaluationBody,
     ExpireBody,
     FeedbackBody,
@@ -48,6 +49,7 @@ from sandbox.workflow import (
     airlock,
     applications,
     deliveries,
+    duties,
     feedback,
     notices,
     providers,
@@ -355,6 +357,24 @@ def workflow_list(
     """A page of workflow objects the caller may see, newest first (``next_before``)."""
     return list_page(_platform(request), me, kind, limit=limit, before=before, status=status,
                      open_only=open_only)  # fmt: skip
+
+
+@router.post("/security-records", response_model=Created, status_code=201)
+def duty_record(request: Request, me: CurrentPrincipal, body: DutyBody):
+    """An operator records a staff training (Art. 20) or an emergency drill (Art. 21)."""
+    fields = body.model_dump(exclude={"kind", "agreement"})
+    return Created(id=duties.record(_platform(request), me, body.kind, **fields,
+                                    agreement_id=body.agreement))  # fmt: skip
+
+
+@router.get("/security-records")
+def duty_list(
+    request: Request,
+    me: CurrentPrincipal,
+    operator: str | None = Query(default=None, max_length=100),
+) -> list[dict]:
+    """Training and drill records: the operator's own, an authority's reach, auditors all."""
+    return duties.records_of(_platform(request), me, operator)
 
 
 @router.get("/provider/uses")

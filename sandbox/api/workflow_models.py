@@ -99,6 +99,15 @@ class FeedbackBody(Body):
     comment: str = Field(default="", max_length=TEXT)
 
 
+class DutyBody(Body):
+    kind: str = Field(max_length=20, description="training (Art. 20) or drill (Art. 21)")
+    held_on: str = Field(max_length=40, description="the day it was held, ISO date")
+    topic: str = Field(max_length=TEXT)
+    attendees: int = Field(ge=-MAX_ID, le=MAX_ID)
+    names: list[str] = Field(default_factory=list, max_length=1000)
+    agreement: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
 class DeliveryBody(Body):
     consumer: str = Field(max_length=100)
     note: str = Field(default="", max_length=TEXT)

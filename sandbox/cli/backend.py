@@ -223,6 +223,14 @@ class Backend(abc.ABC):
         status, open_only): items, total, next_before."""
 
     @abc.abstractmethod
+    def record_duty(self, kind: str, fields: dict[str, Any]) -> int:
+        """The new training or drill record's id (held_on, topic, attendees, names, agreement_id)."""
+
+    @abc.abstractmethod
+    def duties(self, operator: str | None) -> list[dict]:
+        """The training and drill records the principal may read."""
+
+    @abc.abstractmethod
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them."""
 

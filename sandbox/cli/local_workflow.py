@@ -45,3 +45,13 @@ class LocalWorkflowCalls:
         from sandbox.workflow.deliveries import deliver
 
         return deliver(self.platform, self.me, product_id, consumer, note)
+
+    def record_duty(self, kind, fields):
+        from sandbox.workflow.duties import record
+
+        return record(self.platform, self.me, kind, **fields)
+
+    def duties(self, operator):
+        from sandbox.workflow.duties import records_of
+
+        return records_of(self.platform, self.me, operator)

@@ -243,6 +243,12 @@ class RemoteBackend(Backend):
     def list_workflow(self, kind, **filters):
         return self.client.list_workflow(kind, **filters)
 
+    def record_duty(self, kind, fields):
+        return self.client.record_duty(kind, **fields)
+
+    def duties(self, operator):
+        return self.client.duties(operator)
+
     def data_uses(self):
         return self.client.data_uses()
 

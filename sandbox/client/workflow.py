@@ -234,6 +234,26 @@ class WorkflowCalls:
             params["status"] = status
         return self._json("GET", f"/v1/workflow/{kind}", params=params)
 
+    def record_duty(
+        self,
+        kind: str,
+        *,
+        held_on: str,
+        topic: str,
+        attendees: int,
+        names: list[str] | None = None,
+        agreement_id: int | None = None,
+    ) -> int:
+        """Record a staff training (Art. 20) or an emergency drill (Art. 21) you held."""
+        body = {"kind": kind, "held_on": held_on, "topic": topic, "attendees": attendees,
+                "names": names or [], "agreement": agreement_id}  # fmt: skip
+        return self._json("POST", "/v1/security-records", json=body)["id"]
+
+    def duties(self, operator: str | None = None) -> list[dict]:
+        """The training and drill records you may read (optionally of one operator)."""
+        params = {"operator": operator} if operator else {}
+        return self._json("GET", "/v1/security-records", params=params)
+
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them.
 

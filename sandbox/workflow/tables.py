@@ -259,3 +259,17 @@ feedback_points = Table(  # Art. 16: the three points of a consumer's feedback
     Column("use_score", Integer, nullable=False),
     Column("effect", Integer, nullable=False),
 )
+
+security_records = Table(  # Art. 20 staff training, Art. 21 emergency drills
+    "security_records",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey(P), nullable=False),
+    Column("agreement_id", Integer, ForeignKey("agreements.id")),
+    Column("kind", String(20), nullable=False),
+    Column("held_on", String(40), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("attendees", Integer, nullable=False),
+    Column("names", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
