@@ -297,7 +297,7 @@ def test_only_an_authority_may_act_on_principals(world):
     assert world.http("GET", "/v1/me", "operator2").status_code == 200
 
 
-def test_an_older_store_opens_and_gains_the_status_column(tmp_path):
+def test_an_older_store_gains_the_status_column_by_db_upgrade(tmp_path):
     home = tmp_path / "old"
     Platform.init(home).close()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -317,9 +317,13 @@ def test_an_older_store_opens_and_gains_the_status_column(tmp_path):
         db.execute("ALTER TABLE principals DROP COLUMN status")
         db.execute("UPDATE principals SET active = 0 WHERE name = 'gone'")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute("DROP TABLE alembic_version")  # written before the store used Alembic
     with sqlite3.connect(home / "store.sqlite") as db:
         columns = [r[1] for r in db.execute("PRAGMA table_info(principals)")]
     assert "status" not in columns
+    refused = cli("principal", "list", "--json")
+    assert refused.returncode != 0 and "sandbox db upgrade" in refused.stderr
+    ok(cli("db", "upgrade"))
 
     listed = json.loads(ok(cli("principal", "list", "--json", "--as", tokens["city"])).stdout)
     assert {r["name"]: r["status"] for r in listed} == {

@@ -4,6 +4,7 @@ commands each module adds to it (importing a module registers its commands)."""
 from sandbox.cli import (  # noqa: F401  (importing a module registers its commands)
     backup,
     data,
+    db,
     dp,
     he,
     jobs,

@@ -55,19 +55,14 @@ FEATURE_TABLES: tuple[str, ...] = (
     "sandbox.workflow.tables",
 )
 
-# Columns added after a schema version, as (version, table, column DDL): an older
-# store gains them at open. Version 2: grants name their agreement. Version 3: a
-# principal's lifecycle status (``sandbox principal deactivate|reactivate``).
-ADDED_COLUMNS = (
-    (2, "grants", "agreement_id INTEGER"),
-    (2, "grants", "review_required BOOLEAN NOT NULL DEFAULT 0"),
-    (3, "principals", "status VARCHAR(20) NOT NULL DEFAULT 'active'"),
-)
-
-# Statements that fill columns added by a version from what an older store held, run
-# once after the columns are added, as (version, SQL). Version 3: a principal whose
-# ``active`` flag was off (only by editing the store) starts as deactivated.
-ADDED_DATA = ((3, "UPDATE principals SET status = 'deactivated' WHERE active = 0"),)
+# The store's schema versions, oldest first, as Alembic revisions
+# (sandbox/core/migrations/versions/; ``sandbox db upgrade`` runs them): ``schema_N`` is
+# ``meta.schema_version`` N. A new store is created from ``metadata`` and stamped at the
+# last; an older store is refused at open until it is upgraded. Tables a feature adds
+# to ``metadata`` are created at open (nothing else changes); a change to an existing
+# table is a new revision, which adds what is missing, and a new SCHEMA_VERSION.
+REVISIONS = ("schema_1", "schema_2", "schema_3")
+UPGRADE_COMMAND = "sandbox db upgrade"
 
 metadata = MetaData()
 
@@ -186,6 +181,13 @@ ledger = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# Alembic's record of the revision a store is at (its own table; not in ``metadata``).
+alembic_version = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), primary_key=True),
+)
+
 # One row: the signed head of the ledger (its last entry), rewritten by every
 # append in the same transaction. Truncating the ledger needs a head signature
 # the platform never made.
@@ -243,7 +245,7 @@ def _safe_url(url: str) -> str:
         return "(not a URL)"
 
 
-def _engine(path: Path, url: str, create: bool) -> Engine:
+def make_engine(path: Path, url: str, create: bool) -> Engine:
     if not url.strip():
         if not create and not path.exists():
             raise ConfigError(
@@ -278,18 +280,47 @@ def insert_or(conn: Connection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
-def _upgrade(conn: Connection, version: int) -> None:
-    """Bring an older store up to SCHEMA_VERSION, in the caller's transaction."""
-    for since, table, ddl in ADDED_COLUMNS:
-        name = ddl.split()[0]
-        present = {c["name"] for c in inspect(conn).get_columns(table)}
-        if since > version and name not in present:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {ddl}")
-    for since, statement in ADDED_DATA:
-        if since > version:
-            conn.exec_driver_sql(statement)
-    conn.execute(
-        meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+def schema_state(conn: Connection) -> tuple[str | None, int | None]:
+    """(Alembic revision, ``meta.schema_version``) of the store ``conn`` is on; None for
+    what it does not have (a store older than Alembic has no revision)."""
+    names = set(inspect(conn).get_table_names())
+    revision = None
+    if alembic_version.name in names:
+        revision = conn.execute(select(alembic_version.c.version_num)).scalar()
+    version = None
+    if meta.name in names:
+        value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        version = None if value is None else int(value)
+    return revision, version
+
+
+def stamp(conn: Connection, revision: str) -> None:
+    """Record ``revision`` as the store's (what ``alembic stamp`` does)."""
+    alembic_version.create(conn, checkfirst=True)
+    conn.execute(alembic_version.delete())
+    conn.execute(alembic_version.insert().values(version_num=revision))
+
+
+def _require_current(conn: Connection) -> None:
+    """Refuse a store at another schema than this software's, naming what to do; stamp
+    a current store written before Alembic kept the revision."""
+    revision, version = schema_state(conn)
+    if revision == REVISIONS[-1]:
+        return
+    if revision is None and version == SCHEMA_VERSION:
+        stamp(conn, REVISIONS[-1])
+        return
+    found = REVISIONS.index(revision) + 1 if revision in REVISIONS else None
+    if revision is None:
+        found = version or 1  # the meta table without a version: the first schema
+    if found is not None and found < SCHEMA_VERSION:
+        raise ConfigError(
+            f"the store has schema version {found}, older than this software's "
+            f"({SCHEMA_VERSION}); back it up, then run '{UPGRADE_COMMAND}'"
+        )
+    raise ConfigError(
+        f"the store has schema {revision or version}, newer than this software "
+        f"({SCHEMA_VERSION}); upgrade the platform"
     )
 
 
@@ -349,7 +380,7 @@ class Store:
         """The store at ``url`` (setting ``store.url``), or the SQLite file ``path`` when
         ``url`` is empty. Only SQLite gets the pragmas and ``BEGIN IMMEDIATE``; on
         PostgreSQL a writing transaction takes the store's write lock instead."""
-        engine = _engine(Path(path), url, create)
+        engine = make_engine(Path(path), url, create)
         store = cls(engine)
         try:
             store._migrate(create)
@@ -371,22 +402,20 @@ class Store:
     def _migrate(self, create: bool) -> None:
         for module in FEATURE_TABLES:  # each declares its tables on ``metadata``
             importlib.import_module(module)
-        if self.is_postgres and not create and not inspect(self.engine).has_table("meta"):
-            raise ConfigError(
-                "no platform store in the database of setting store.url; run 'sandbox init' first"
-            )
-        metadata.create_all(self.engine)
-        with self.transaction() as conn:
-            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
-            if row is None:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(row.value) > SCHEMA_VERSION:
+        with self.transaction() as conn:  # one writer: hosts starting together queue
+            if inspect(conn).has_table(meta.name):
+                _require_current(conn)
+            elif not create:
                 raise ConfigError(
-                    f"the store has schema version {row.value}, newer than this software "
-                    f"({SCHEMA_VERSION}); upgrade the platform"
+                    "no platform store in the database of setting store.url; "
+                    "run 'sandbox init' first"
                 )
-            elif int(row.value) < SCHEMA_VERSION:
-                _upgrade(conn, int(row.value))
+            else:
+                metadata.create_all(conn)
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                stamp(conn, REVISIONS[-1])
+                return
+            metadata.create_all(conn)  # tables a feature declared since: nothing else
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

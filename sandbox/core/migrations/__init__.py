@@ -1,0 +1,1 @@
+"""The store's Alembic migrations (:mod:`sandbox.core.schema` runs them)."""
