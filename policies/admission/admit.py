@@ -9,9 +9,9 @@ from sqlglot.optimizer.qualify import qualify
 
 from ..classes import ColumnClass, did_you_mean
 from ..outputs import OutputColumn, OutputRole, OutputSpec
-from .checker import _Checker, _compared_with_literal
-from .grouping import _group_sets
-from .naming import _expand_group_by_all, _is_aggregate, _name_outputs, unwrap_aggregate
+from .checker import Checker, compared_with_literal
+from .grouping import group_sets
+from .naming import expand_group_by_all, is_aggregate, name_outputs, unwrap_aggregate
 from .scope import (
     DIALECT,
     AdmittedQuery,
@@ -19,14 +19,14 @@ from .scope import (
     FunctionPolicy,
     QueryScope,
     TableScope,
-    _arg,
-    _key,
-    _number,
-    _refuse,
-    _strip,
+    arg_of,
+    key_text,
     load_function_policy,
+    number_of,
+    refuse_query,
+    unwrap,
 )
-from .shape import _check_shape, parse_one_select, refuse_too_deep
+from .shape import check_shape, parse_one_select, refuse_too_deep
 from .table_mode import check_table_mode
 
 
@@ -45,9 +45,9 @@ def admit(sql: str, scope: QueryScope) -> AdmittedQuery:
 def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     policy = load_function_policy()
     tree = parse_one_select(sql)
-    _check_shape(tree, scope)
-    _name_outputs(tree)
-    _expand_group_by_all(tree)
+    check_shape(tree, scope)
+    name_outputs(tree)
+    expand_group_by_all(tree)
     schema: dict[str, object] = {
         ts.name: {c: "VARCHAR" for c in ts.classification.columns} for ts in scope.tables.values()
     }
@@ -60,34 +60,34 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
             quote_identifiers=True,
         )
     except SqlglotError:
-        _refuse("parse_error", "the query's columns could not be resolved", subject="sql")
+        refuse_query("parse_error", "the query's columns could not be resolved", subject="sql")
     aliases: dict[str, TableScope] = {}
     table_names: list[str] = []
-    for table in [_arg(tree, "from").this] + [j.this for j in _arg(tree, "joins") or []]:
+    for table in [arg_of(tree, "from").this] + [j.this for j in arg_of(tree, "joins") or []]:
         aliases[table.alias_or_name] = scope.tables[table.name]
         if table.name not in table_names:
             table_names.append(table.name)
-    checker = _Checker(scope, policy, aliases)
+    checker = Checker(scope, policy, aliases)
     for column in tree.find_all(exp.Column):
         if column.find_ancestor(exp.Order) is None:  # ORDER BY may name outputs: see _check_order
             checker.resolve(column)
     _distinct_to_group_by(tree, checker)
-    for join in _arg(tree, "joins") or []:
+    for join in arg_of(tree, "joins") or []:
         _check_join_condition(join, checker)
-    where = _arg(tree, "where")
+    where = arg_of(tree, "where")
     if where is not None:
         checker.walk(where.this, Clause.WHERE)
-    keys, sets = _group_sets(_arg(tree, "group"))
+    keys, sets = group_sets(arg_of(tree, "group"))
     for key in keys:
         checker.check_group_key(key)
-        checker.group_keys[_key(key)] = key
+        checker.group_keys[key_text(key)] = key
     columns = _check_outputs(tree, checker, keys)
     _check_order(tree, checker, columns)
     undeclared: tuple[str, ...] = ()
     if scope.mode == "table":
         undeclared = check_table_mode(tree, checker, keys, columns).undeclared
     key_names = _key_names(tree, keys)
-    group_keys = tuple(key_names[_key(k)] for k in keys)
+    group_keys = tuple(key_names[key_text(k)] for k in keys)
     grouping_sets: list[tuple[str, ...]] = []
     for s in sets:
         names = tuple(key_names[k] for k in dict.fromkeys(s))
@@ -114,21 +114,21 @@ def _admit(sql: str, scope: QueryScope) -> AdmittedQuery:
     )
 
 
-def _distinct_to_group_by(tree: exp.Select, checker: _Checker) -> None:
+def _distinct_to_group_by(tree: exp.Select, checker: Checker) -> None:
     distinct = tree.args.get("distinct")
     if distinct is None:
         return
-    if distinct.args.get("on") is not None or _arg(tree, "group") is not None:
-        _refuse(
+    if distinct.args.get("on") is not None or arg_of(tree, "group") is not None:
+        refuse_query(
             "distinct",
             "DISTINCT ON, or DISTINCT with GROUP BY, is not admitted",
             subject="DISTINCT",
         )
     keys = []
     for projection in tree.expressions:
-        inner = _strip(projection.this)
+        inner = unwrap(projection.this)
         if not isinstance(inner, exp.Column):
-            _refuse(
+            refuse_query(
                 "distinct",
                 "SELECT DISTINCT is admitted only over plain dimension or public columns",
                 subject=projection.alias,
@@ -136,7 +136,7 @@ def _distinct_to_group_by(tree: exp.Select, checker: _Checker) -> None:
             )
         cls = checker.class_of(inner)
         if cls not in (ColumnClass.DIMENSION, ColumnClass.PUBLIC):
-            _refuse(
+            refuse_query(
                 "distinct",
                 f"SELECT DISTINCT over {inner.name} ({cls.value}) would list its values",
                 subject=inner.name,
@@ -147,7 +147,7 @@ def _distinct_to_group_by(tree: exp.Select, checker: _Checker) -> None:
     tree.set("group", exp.Group(expressions=keys))
 
 
-def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
+def _check_join_condition(join: exp.Join, checker: Checker) -> None:
     """Equality of columns only, and at least one between identifiers (the entity link).
 
     A join on dimensions alone (``ON a.sex = b.sex``) multiplies rows across
@@ -157,12 +157,12 @@ def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
     condition = join.args.get("on")
     # qualify() has rewritten USING as ON, and a join with neither was refused (shape)
     assert condition is not None
-    parts = list(condition.flatten()) if isinstance(_strip(condition), exp.And) else [condition]
+    parts = list(condition.flatten()) if isinstance(unwrap(condition), exp.And) else [condition]
     linked = False
     for part in parts:
-        part = _strip(part)
+        part = unwrap(part)
         left, right = (
-            (_strip(part.this), _strip(part.expression))
+            (unwrap(part.this), unwrap(part.expression))
             if isinstance(part, exp.EQ)
             else (None, None)
         )
@@ -173,11 +173,11 @@ def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
         ):
             for column in part.find_all(exp.Column):  # the sharper rules first
                 cls = checker.class_of(column)
-                if cls is ColumnClass.IDENTIFIER and _compared_with_literal(column):
+                if cls is ColumnClass.IDENTIFIER and compared_with_literal(column):
                     checker.refuse_identifier(column, Clause.JOIN)
                 if cls is ColumnClass.MEASURE:
                     checker.check_column(column, Clause.JOIN, None)
-            _refuse(
+            refuse_query(
                 "join",
                 "a join condition may only be equality between columns of two tables",
                 subject="JOIN ... ON",
@@ -189,7 +189,7 @@ def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
                 checker.check_column(column, Clause.JOIN, None)
         linked = linked or classes == [ColumnClass.IDENTIFIER, ColumnClass.IDENTIFIER]
     if not linked:
-        _refuse(
+        refuse_query(
             "join",
             "a join must link the tables by equality of identifier columns",
             subject="JOIN ... ON",
@@ -199,22 +199,22 @@ def _check_join_condition(join: exp.Join, checker: _Checker) -> None:
 
 
 def _check_outputs(
-    tree: exp.Select, checker: _Checker, keys: list[exp.Expression]
+    tree: exp.Select, checker: Checker, keys: list[exp.Expression]
 ) -> list[OutputColumn]:
     policy = checker.policy
     has_group = bool(keys)
-    has_aggregate = any(_is_aggregate(n, policy) for p in tree.expressions for n in p.this.walk())
+    has_aggregate = any(is_aggregate(n, policy) for p in tree.expressions for n in p.this.walk())
     if not has_group and not has_aggregate:
-        _refuse(
+        refuse_query(
             "row_level",
             "the query returns single rows, not aggregates",
             subject="SELECT",
             hint="select aggregates (COUNT, SUM, AVG), grouped by dimensions",
         )
     key_names = _key_names(tree, keys)
-    missing = [k for k in keys if _key(k) not in key_names]
+    missing = [k for k in keys if key_text(k) not in key_names]
     if missing:
-        _refuse(
+        refuse_query(
             "group_key_not_in_output",
             "every GROUP BY key must also be an output column",
             subject=_describe(missing[0]),
@@ -223,12 +223,12 @@ def _check_outputs(
     columns: list[OutputColumn] = []
     for projection in tree.expressions:
         name, inner = projection.alias, projection.this
-        text = _key(inner)
+        text = key_text(inner)
         if text in checker.group_keys:
             columns.append(OutputColumn(name, OutputRole.GROUP, group_key=key_names[text]))
             continue
         core = unwrap_aggregate(inner)
-        if _is_aggregate(core, policy):
+        if is_aggregate(core, policy):
             for node in inner.walk():  # the wrappers: round(.., n), CAST, parentheses
                 if node is not core and not _inside(node, core):
                     checker.check_syntax(node)
@@ -236,8 +236,8 @@ def _check_outputs(
             columns.append(OutputColumn(name, OutputRole.AGGREGATE, function=family))
             continue
         checker.walk(inner, Clause.SELECT)
-        if any(_is_aggregate(n, policy) for n in inner.walk()):
-            _refuse(
+        if any(is_aggregate(n, policy) for n in inner.walk()):
+            refuse_query(
                 "output_expression",
                 f"output column '{name}' combines aggregates or columns",
                 subject=name,
@@ -245,8 +245,8 @@ def _check_outputs(
                 "or a group key",
             )
         if not list(inner.find_all(exp.Column)):
-            _refuse("output_expression", f"output column '{name}' is a constant", subject=name)
-        _refuse(
+            refuse_query("output_expression", f"output column '{name}' is a constant", subject=name)
+        refuse_query(
             "row_level",
             f"output column '{name}' is neither an aggregate nor a group key",
             subject=name,
@@ -271,10 +271,10 @@ def _describe(node: exp.Expression) -> str:
 
 def _key_names(tree: exp.Select, keys: list[exp.Expression]) -> dict[str, str]:
     """Group key text -> the output name of the first output column equal to it."""
-    wanted = {_key(k) for k in keys}
+    wanted = {key_text(k) for k in keys}
     names: dict[str, str] = {}
     for projection in tree.expressions:
-        text = _key(projection.this)
+        text = key_text(projection.this)
         if text in wanted and text not in names:
             names[text] = projection.alias
     return names
@@ -307,12 +307,12 @@ def _errors_are_null(tree: exp.Select, policy: FunctionPolicy) -> None:
     output check holds back. With TRY the row drops out of the filter, or adds NULL.
     Engines without TRY (Spark) return NULL for these unless run in ANSI mode.
     """
-    where = _arg(tree, "where")
+    where = arg_of(tree, "where")
     if where is not None and any(isinstance(n, _MAY_FAIL) for n in where.this.walk()):
         where.set("this", exp.Try(this=where.this.copy()))
     for projection in tree.expressions:
         core = unwrap_aggregate(projection.this)
-        if not _is_aggregate(core, policy):
+        if not is_aggregate(core, policy):
             continue
         argument = core.this
         if isinstance(argument, exp.Distinct) or argument is None:
@@ -321,61 +321,63 @@ def _errors_are_null(tree: exp.Select, policy: FunctionPolicy) -> None:
             argument.replace(exp.Try(this=argument.copy()))
 
 
-def _keys_never_fail(tree: exp.Select, checker: _Checker, keys: list[exp.Expression]) -> None:
+def _keys_never_fail(tree: exp.Select, checker: Checker, keys: list[exp.Expression]) -> None:
     """A group key that can fail on a value (``GROUP BY 1 // (sex = 'F')::INT`` under a
     filter on one person) is computed inside TRY, in GROUP BY and in its output column
     alike. The generalisations of quasi-identifiers (``floor(age / 10) * 10``, ``x // 5 * 5``)
     divide by a constant and cannot fail; they are left as written."""
     failing = {
-        _key(k)
+        key_text(k)
         for k in keys
         if checker.generalised_column(k) is None and any(isinstance(n, _MAY_FAIL) for n in k.walk())
     }
     if not failing:
         return
-    group = _arg(tree, "group")
-    targets = [n for n in group.walk() if _key(n) in failing and not isinstance(n.parent, exp.Try)]
+    group = arg_of(tree, "group")
+    targets = [
+        n for n in group.walk() if key_text(n) in failing and not isinstance(n.parent, exp.Try)
+    ]
     for projection in tree.expressions:
-        if _key(projection.this) in failing:
+        if key_text(projection.this) in failing:
             targets.append(projection.this)
     for node in targets:
         node.replace(exp.Try(this=node.copy()))
 
 
-def _check_order(tree: exp.Select, checker: _Checker, columns: list[OutputColumn]) -> None:
-    order = _arg(tree, "order")
+def _check_order(tree: exp.Select, checker: Checker, columns: list[OutputColumn]) -> None:
+    order = arg_of(tree, "order")
     if order is None:
         return
     aggregates = {c.name for c in columns if c.role is OutputRole.AGGREGATE}
     outputs = [p.alias for p in tree.expressions]
     by_text: dict[str, str] = {}
     for projection in tree.expressions:
-        by_text.setdefault(_key(projection.this), projection.alias)
+        by_text.setdefault(key_text(projection.this), projection.alias)
     for ordered in order.expressions:
-        target = _strip(ordered.this)
+        target = unwrap(ordered.this)
         name = None
-        position = _number(target)
+        position = number_of(target)
         if position is not None:
             if position.is_integer() and 1 <= position <= len(outputs):
                 name = outputs[int(position) - 1]
         elif isinstance(target, exp.Column) and not target.table and target.name in outputs:
             name = target.name
-        elif _key(target) in by_text:
-            name = by_text[_key(target)]
+        elif key_text(target) in by_text:
+            name = by_text[key_text(target)]
         if name is None:
             if isinstance(target, exp.Column) and not target.table:
                 hint = did_you_mean(target.name, outputs)
             else:
                 checker.walk(target, Clause.ORDER_BY)
                 hint = "order by output columns: " + ", ".join(outputs)
-            _refuse(
+            refuse_query(
                 "order_by",
                 "ORDER BY may only name output columns or group keys",
                 subject="ORDER BY",
                 hint=hint,
             )
         if name in aggregates:
-            _refuse(
+            refuse_query(
                 "order_by",
                 f"ORDER BY the aggregate '{name}' is not admitted: the rows' order would place "
                 "a suppressed cell by its hidden value",

@@ -8,22 +8,22 @@ from typing import NoReturn
 from sqlglot import exp
 
 from ..classes import ColumnClass, did_you_mean
-from .naming import _is_aggregate
+from .naming import is_aggregate
 from .scope import (
     Clause,
     FunctionPolicy,
     QueryScope,
     TableScope,
-    _key,
-    _number,
-    _refuse,
-    _strip,
     function_name,
+    key_text,
+    number_of,
+    refuse_query,
+    unwrap,
 )
 from .table_mode import is_declared_derived, refuse_aggregate, refuse_expression
 
 
-class _Checker:
+class Checker:
     """Checks each use of each column and function of a qualified SELECT."""
 
     def __init__(
@@ -46,20 +46,20 @@ class _Checker:
                 if name in ts.classification.columns:
                     owners.append(ts.name)
             if table is None and len(set(owners)) > 1:
-                _refuse(
+                refuse_query(
                     "unknown_column",
                     f"column '{name}' is ambiguous: it is in " + ", ".join(sorted(set(owners))),
                     subject=name,
                     hint=f"qualify it, e.g. {sorted(set(owners))[0]}.{name}",
                 )
-            _refuse(
+            refuse_query(
                 "unknown_column",
                 f"column '{name}' is not a column of the tables in this query",
                 subject=name,
                 hint=did_you_mean(name, known),
             )
         if table.columns is not None and name not in table.columns:
-            _refuse(
+            refuse_query(
                 "column_not_granted",
                 f"column '{name}' of {table.name} is not granted to this job",
                 subject=name,
@@ -83,13 +83,15 @@ class _Checker:
     # -- expressions
     def walk(self, node: exp.Expression, clause: Clause, agg: str | None = None) -> None:
         """Check one expression of a clause; ``agg`` is the family when inside an aggregate."""
-        if agg is None and clause is not Clause.WHERE and _key(node) in self.group_keys:
+        if agg is None and clause is not Clause.WHERE and key_text(node) in self.group_keys:
             return  # a group key, checked once by check_group_key
-        if _is_aggregate(node, self.policy):
+        if is_aggregate(node, self.policy):
             if agg is not None:
-                _refuse("aggregate_expression", "an aggregate inside an aggregate is not admitted")
+                refuse_query(
+                    "aggregate_expression", "an aggregate inside an aggregate is not admitted"
+                )
             if clause in (Clause.WHERE, Clause.JOIN, Clause.GROUP_BY):
-                _refuse(
+                refuse_query(
                     "aggregate_context",
                     f"aggregates are not admitted in {clause.value}",
                     subject=clause.value,
@@ -111,7 +113,7 @@ class _Checker:
         name = function_name(node) if isinstance(node, exp.Func) else node.key
         if name in self.policy.scalar:
             return
-        _refuse(
+        refuse_query(
             "function_not_allowed",
             f"function or operator '{name}' is not on the allow list (default deny)",
             subject=name,
@@ -124,7 +126,7 @@ class _Checker:
         if cls is ColumnClass.IDENTIFIER:
             self.refuse_identifier(column, clause)
         if cls is ColumnClass.MEASURE and agg is None:
-            _refuse(
+            refuse_query(
                 "measure_outside_aggregate",
                 f"{name} may only be used inside {self.allowed_aggregates()}; "
                 f"it may not appear in {clause.value} outside an aggregate",
@@ -136,7 +138,7 @@ class _Checker:
 
     def refuse_quasi(self, name: str, clause: Clause) -> NoReturn:
         width = int(self.policy.min_bin_width)
-        _refuse(
+        refuse_query(
             "quasi_generalisation",
             f"{name} is a quasi-identifier: in {clause.value} it may only appear through a "
             "generalising function",
@@ -148,14 +150,14 @@ class _Checker:
 
     def refuse_identifier(self, column: exp.Column, clause: Clause) -> NoReturn:
         name = column.name
-        if _compared_with_literal(column):
-            _refuse(
+        if compared_with_literal(column):
+            refuse_query(
                 "identifier_literal",
                 f"{name} is an identifier and may not be compared with a constant (in {clause.value})",
                 subject=name,
                 hint="single subjects may not be singled out; group by dimensions instead",
             )
-        _refuse(
+        refuse_query(
             "identifier_use",
             f"{name} is an identifier: it may not be used in {clause.value} or inside an expression",
             subject=name,
@@ -173,7 +175,9 @@ class _Checker:
                 return "count_star"
             if isinstance(inner, exp.Distinct):
                 if len(inner.expressions) != 1:
-                    _refuse("aggregate_expression", "COUNT(DISTINCT ..) takes exactly one column")
+                    refuse_query(
+                        "aggregate_expression", "COUNT(DISTINCT ..) takes exactly one column"
+                    )
                 family, arg = "count_distinct", inner.expressions[0]
             else:
                 family, arg = "count", inner
@@ -182,13 +186,13 @@ class _Checker:
             family = self._family(name)
             arg, extras = self._argument(node, name, family)
         if extras or arg is None:
-            _refuse("aggregate_expression", f"{name} takes exactly one column", subject=name)
+            refuse_query("aggregate_expression", f"{name} takes exactly one column", subject=name)
         if isinstance(arg, exp.Column):
             if self.class_of(arg) is ColumnClass.IDENTIFIER and family not in (
                 "count",
                 "count_distinct",
             ):
-                _refuse(
+                refuse_query(
                     "identifier_use",
                     f"{arg.name} is an identifier: it may only be counted, not used in {name}",
                     subject=arg.name,
@@ -202,7 +206,7 @@ class _Checker:
                 refuse_expression(name, name)
             return family
         if not self.scope.aggregate_expressions:
-            _refuse(
+            refuse_query(
                 "aggregate_expression",
                 f"{name} over an expression is not granted; aggregates take one column",
                 subject=name,
@@ -214,7 +218,7 @@ class _Checker:
     def _family(self, name: str) -> str:
         """The family of an aggregate other than COUNT: base, granted, or refused."""
         if name in self.policy.member_value:
-            _refuse(
+            refuse_query(
                 "member_aggregate",
                 f"aggregate {name} returns values of single members and is not admitted",
                 subject=name,
@@ -227,14 +231,14 @@ class _Checker:
         if name in self.policy.grantable:
             family = self.policy.grantable[name]
             if family not in self.scope.extra_aggregates:
-                _refuse(
+                refuse_query(
                     "aggregate_not_granted",
                     f"aggregate {name} needs the grant '{family}', which this job does not have",
                     subject=name,
                     hint=f"ask for the '{family}' grant, or use {self.allowed_aggregates()}",
                 )
             return family
-        _refuse(
+        refuse_query(
             "aggregate_not_allowed",
             f"aggregate {name} is not on the allow list (default deny)",
             subject=name,
@@ -252,14 +256,14 @@ class _Checker:
             v for k, v in node.args.items() if k != "this" and isinstance(v, exp.Expression)
         ] + [v for v in node.args.get("expressions") or [] if isinstance(v, exp.Expression)]
         if isinstance(arg, exp.Distinct):
-            _refuse(
+            refuse_query(
                 "aggregate_not_allowed",
                 f"DISTINCT inside {name} is not admitted; DISTINCT is only allowed in COUNT",
                 subject=name,
             )
         if family == "quantile":
-            if len(extras) != 1 or _number(extras[0]) is None:
-                _refuse(
+            if len(extras) != 1 or number_of(extras[0]) is None:
+                refuse_query(
                     "aggregate_expression",
                     f"{name} takes one column and one constant fraction",
                     subject=name,
@@ -284,11 +288,11 @@ class _Checker:
 
     def generalised_column(self, key: exp.Expression) -> exp.Column | None:
         """The column a generalising function reduces, or None when ``key`` is not one."""
-        node = _strip(key)
+        node = unwrap(key)
         p = self.policy
         if isinstance(node, exp.Mul):
             for bin_, width in ((node.this, node.expression), (node.expression, node.this)):
-                column = self._bin_column(_strip(bin_), _number(width))
+                column = self._bin_column(unwrap(bin_), number_of(width))
                 if column is not None:
                     return column
             return None
@@ -297,7 +301,7 @@ class _Checker:
             return column
         if not isinstance(node, exp.Func):
             return None
-        target = _strip(node.this)
+        target = unwrap(node.this)
         if not isinstance(target, exp.Column):
             return None
         column, name = target, function_name(node)
@@ -309,10 +313,10 @@ class _Checker:
             text = unit.name.lower() if isinstance(unit, (exp.Var, exp.Literal)) else ""
             return column if text in p.date_trunc_units else None
         if name == "left":
-            n = _number(node.args.get("expression"))
+            n = number_of(node.args.get("expression"))
             return column if n is not None and 1 <= n <= p.max_prefix else None
         if name in ("substring", "substr"):
-            start, length = _number(node.args.get("start")), _number(node.args.get("length"))
+            start, length = number_of(node.args.get("start")), number_of(node.args.get("length"))
             ok = start == 1 and length is not None and 1 <= length <= p.max_prefix
             return column if ok else None
         return None
@@ -320,12 +324,12 @@ class _Checker:
     def _bin_column(self, node: exp.Expression, width: float | None) -> exp.Column | None:
         """``floor(x / W)`` or ``x // W`` with W >= the minimum (and equal to ``width`` if given)."""
         if isinstance(node, exp.Floor) and not node.args.get("decimals"):
-            node = _strip(node.this)
+            node = unwrap(node.this)
             if not isinstance(node, exp.Div):
                 return None
         elif not isinstance(node, exp.IntDiv):
             return None
-        column, w = _strip(node.this), _number(node.expression)
+        column, w = unwrap(node.this), number_of(node.expression)
         if not isinstance(column, exp.Column) or w is None or w < self.policy.min_bin_width:
             return None
         if width is not None and width != w:
@@ -333,7 +337,7 @@ class _Checker:
         return column
 
 
-def _compared_with_literal(column: exp.Column) -> bool:
+def compared_with_literal(column: exp.Column) -> bool:
     """Is the column (or an expression of it) compared with a constant?"""
     predicates = (exp.Predicate, exp.In, exp.Between, exp.Like, exp.ILike, exp.Is)
     node: exp.Expr | None = column

@@ -6,20 +6,20 @@ import itertools
 
 from sqlglot import exp
 
-from .scope import _key, _strip
+from .scope import key_text, unwrap
 
 
-def _group_sets(group: exp.Group | None) -> tuple[list[exp.Expression], list[list[str]]]:
+def group_sets(group: exp.Group | None) -> tuple[list[exp.Expression], list[list[str]]]:
     """The distinct key expressions (GROUP BY order) and the grouping sets as key texts."""
     if group is None:
         return [], [[]]
     keys: dict[str, exp.Expression] = {}
 
     def add(node: exp.Expression) -> list[str]:
-        node = _strip(node) if not isinstance(node, exp.Tuple) else node
+        node = unwrap(node) if not isinstance(node, exp.Tuple) else node
         if isinstance(node, exp.Tuple):
             return [k for e in node.expressions for k in add(e)]
-        text = _key(node)
+        text = key_text(node)
         keys.setdefault(text, node)
         return [text]
 

@@ -8,12 +8,12 @@ from sqlglot import exp
 from ..outputs import EVIDENCE_PREFIX
 from .scope import (
     FunctionPolicy,
-    _arg,
-    _number,
-    _refuse,
-    _strip,
+    arg_of,
     function_name,
     load_function_policy,
+    number_of,
+    refuse_query,
+    unwrap,
 )
 
 
@@ -33,14 +33,14 @@ def _derived_name(node: exp.Expression, position: int) -> str:
     return f"col{position + 1}"
 
 
-def _name_outputs(tree: exp.Select) -> None:
+def name_outputs(tree: exp.Select) -> None:
     """Give every projection an explicit alias; refuse duplicate or reserved names."""
     seen: set[str] = set()
     for position, node in enumerate(list(tree.expressions)):
         if isinstance(node, exp.Alias):
             name = node.alias.lower() if not node.args["alias"].quoted else node.alias
             if name in seen:
-                _refuse(
+                refuse_query(
                     "output_name",
                     f"the output name '{name}' is used twice",
                     subject=name,
@@ -52,7 +52,7 @@ def _name_outputs(tree: exp.Select) -> None:
                 name = f"{name}_{position + 1}"
             node.replace(exp.alias_(node.copy(), name, quoted=True))
         if name.startswith(EVIDENCE_PREFIX):
-            _refuse(
+            refuse_query(
                 "output_name",
                 f"output names may not start with '{EVIDENCE_PREFIX}' (reserved for evidence)",
                 subject=name,
@@ -60,8 +60,8 @@ def _name_outputs(tree: exp.Select) -> None:
         seen.add(name)
 
 
-def _expand_group_by_all(tree: exp.Select) -> None:
-    group = _arg(tree, "group")
+def expand_group_by_all(tree: exp.Select) -> None:
+    group = arg_of(tree, "group")
     if group is None or not group.args.get("all"):
         return
     keys = [p.this.copy() for p in tree.expressions if not _has_aggregate_like(p.this)]
@@ -70,10 +70,10 @@ def _expand_group_by_all(tree: exp.Select) -> None:
 
 def _has_aggregate_like(node: exp.Expression) -> bool:
     policy = load_function_policy()
-    return any(_is_aggregate(n, policy) for n in node.walk())
+    return any(is_aggregate(n, policy) for n in node.walk())
 
 
-def _is_aggregate(node: exp.Expr, policy: FunctionPolicy) -> bool:
+def is_aggregate(node: exp.Expr, policy: FunctionPolicy) -> bool:
     if isinstance(node, exp.AggFunc):
         return True
     return isinstance(node, exp.Anonymous) and str(node.name).lower() in policy.aggregate_names
@@ -81,14 +81,14 @@ def _is_aggregate(node: exp.Expr, policy: FunctionPolicy) -> bool:
 
 def unwrap_aggregate(node: exp.Expression) -> exp.Expression:
     """The aggregate call of an output column: through parentheses, round(.., n) and CAST."""
-    node = _strip(node)
+    node = unwrap(node)
     while True:
         if isinstance(node, exp.Round) and (
-            node.args.get("decimals") is None or _number(node.args["decimals"]) is not None
+            node.args.get("decimals") is None or number_of(node.args["decimals"]) is not None
         ):
-            node = _strip(node.this)
+            node = unwrap(node.this)
         elif isinstance(node, (exp.Cast, exp.TryCast)):
-            node = _strip(node.this)
+            node = unwrap(node.this)
         else:
             return node
 

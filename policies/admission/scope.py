@@ -125,27 +125,27 @@ def load_function_policy(path: Path = FUNCTIONS_FILE) -> FunctionPolicy:
     return policy
 
 
-def _refuse(
+def refuse_query(
     rule: str, message: str, *, subject: str | None = None, hint: str | None = None
 ) -> NoReturn:
     raise PolicyRefusal(rule, f"{message} ({ARTICLE})", article=ARTICLE, subject=subject, hint=hint)
 
 
-def _arg(node: exp.Expression, name: str) -> Any:
+def arg_of(node: exp.Expression, name: str) -> Any:
     """An arg of a node; sqlglot 30 spells some with a trailing underscore (``from_``)."""
     value = node.args.get(name)
     return value if value is not None else node.args.get(name + "_")
 
 
-def _strip(node: exp.Expression) -> exp.Expression:
+def unwrap(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
 
 
-def _key(node: exp.Expression) -> str:
+def key_text(node: exp.Expression) -> str:
     """A canonical text of an expression, to compare group keys and outputs."""
-    return _strip(node).sql(dialect=DIALECT)
+    return unwrap(node).sql(dialect=DIALECT)
 
 
 def function_name(node: exp.Expr) -> str:
@@ -156,8 +156,8 @@ def function_name(node: exp.Expr) -> str:
     return match.group(1).lower() if match else node.key
 
 
-def _number(node: exp.Expression | None) -> float | None:
-    node = _strip(node) if node is not None else None
+def number_of(node: exp.Expression | None) -> float | None:
+    node = unwrap(node) if node is not None else None
     if isinstance(node, exp.Literal) and not node.is_string:
         try:
             return float(node.this)

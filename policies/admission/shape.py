@@ -10,8 +10,8 @@ from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import TokenType
 
 from ..classes import did_you_mean
-from .naming import _is_aggregate
-from .scope import DIALECT, QueryScope, _arg, _refuse, function_name, load_function_policy
+from .naming import is_aggregate
+from .scope import DIALECT, QueryScope, arg_of, function_name, load_function_policy, refuse_query
 
 FILTER_HINT = (
     "filter rows in WHERE on dimension or public columns; the output check decides which "
@@ -29,7 +29,7 @@ _PREFIX = {TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE}
 
 
 def refuse_too_deep() -> NoReturn:
-    _refuse(
+    refuse_query(
         "nesting",
         f"the query is nested deeper than the {MAX_NESTING} levels admitted",
         subject="sql",
@@ -77,13 +77,15 @@ def parse_one_select(sql: str) -> exp.Select:
             where = f" at line {first.get('line')}, column {first.get('col')}"
             desc = str(first.get("description") or "syntax error").split("\n")[0]
             where = f"{where}: {desc}"
-        _refuse("parse_error", f"the query could not be parsed{where}", subject="sql")
+        refuse_query("parse_error", f"the query could not be parsed{where}", subject="sql")
     except SqlglotError:
-        _refuse("parse_error", "the query could not be parsed (unterminated string or bad token)")
+        refuse_query(
+            "parse_error", "the query could not be parsed (unterminated string or bad token)"
+        )
     if not statements:
-        _refuse("parse_error", "the query is empty", hint="write one SELECT statement")
+        refuse_query("parse_error", "the query is empty", hint="write one SELECT statement")
     if len(statements) > 1:
-        _refuse(
+        refuse_query(
             "statement",
             f"only one SELECT statement is admitted, found {len(statements)} statements",
             subject="statement",
@@ -91,19 +93,19 @@ def parse_one_select(sql: str) -> exp.Select:
         )
     tree = statements[0]
     if isinstance(tree, exp.SetOperation):
-        _refuse(
+        refuse_query(
             "single_select",
             f"{tree.key.upper()} of several SELECTs is not admitted",
             subject=tree.key.upper(),
             hint="submit each aggregate as its own query",
         )
     if isinstance(tree, exp.Subquery):
-        _refuse(
+        refuse_query(
             "single_select", "a parenthesised or nested SELECT is not admitted", subject="subquery"
         )
     if not isinstance(tree, exp.Select):
         kind = str(tree.this).upper() if isinstance(tree, exp.Command) else tree.key.upper()
-        _refuse(
+        refuse_query(
             "statement",
             f"only SELECT statements are admitted, not {kind}",
             subject=kind,
@@ -112,11 +114,11 @@ def parse_one_select(sql: str) -> exp.Select:
     return tree
 
 
-def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
+def check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
     """Structural rules that need no column classes. Returns the tables in FROM/JOIN order."""
     _refuse_aggregate_filters(tree)
-    if _arg(tree, "with"):
-        _refuse(
+    if arg_of(tree, "with"):
+        refuse_query(
             "single_select",
             "a WITH clause (common table expression) is not admitted",
             subject="WITH",
@@ -126,7 +128,7 @@ def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
         if node is tree:
             continue
         if isinstance(node, (exp.Select, exp.Subquery, exp.SetOperation, exp.With)):
-            _refuse(
+            refuse_query(
                 "single_select",
                 "subqueries are not admitted (in FROM, WHERE or SELECT)",
                 subject="subquery",
@@ -134,46 +136,46 @@ def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
             )
     for node in tree.walk():
         if isinstance(node, exp.Window):
-            _refuse("window", "window functions (OVER) are not admitted", subject="OVER")
+            refuse_query("window", "window functions (OVER) are not admitted", subject="OVER")
         if isinstance(node, (exp.Limit, exp.Offset, exp.Fetch)):
-            _refuse(
+            refuse_query(
                 "limit",
                 f"{node.key.upper()} is not admitted: it selects single rows",
                 subject=node.key.upper(),
                 hint="the whole aggregate result is returned after the output check",
             )
         if isinstance(node, exp.TableSample):
-            _refuse("limit", "SAMPLE / TABLESAMPLE is not admitted", subject="SAMPLE")
+            refuse_query("limit", "SAMPLE / TABLESAMPLE is not admitted", subject="SAMPLE")
         if isinstance(node, exp.Filter):
-            _refuse(
+            refuse_query(
                 "aggregate_filter",
                 "the FILTER clause on aggregates is not admitted",
                 subject="FILTER",
                 hint="filter rows in WHERE, or group by the filtering dimension",
             )
         if isinstance(node, (exp.Lateral, exp.Unnest, exp.Values, exp.Pivot)):
-            _refuse(
+            refuse_query(
                 "table_function", f"{node.key.upper()} is not admitted in FROM", subject=node.key
             )
-    if _arg(tree, "windows"):
-        _refuse("window", "named windows are not admitted", subject="WINDOW")
-    if _arg(tree, "sample"):
-        _refuse("limit", "SAMPLE is not admitted", subject="SAMPLE")
+    if arg_of(tree, "windows"):
+        refuse_query("window", "named windows are not admitted", subject="WINDOW")
+    if arg_of(tree, "sample"):
+        refuse_query("limit", "SAMPLE is not admitted", subject="SAMPLE")
     for node in tree.expressions:
         if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and node.is_star):
-            _refuse(
+            refuse_query(
                 "row_level",
                 "SELECT * returns rows, not aggregates",
                 subject="*",
                 hint="select aggregates (COUNT, SUM, AVG) and group keys",
             )
-    from_ = _arg(tree, "from")
+    from_ = arg_of(tree, "from")
     if from_ is None:
-        _refuse(
+        refuse_query(
             "unknown_table", "the query reads no table", subject="FROM", hint="add FROM <table>"
         )
     tables = [from_.this]
-    for join in _arg(tree, "joins") or []:
+    for join in arg_of(tree, "joins") or []:
         _check_join_kind(join)
         tables.append(join.this)
     for table in tables:
@@ -183,7 +185,7 @@ def _check_shape(tree: exp.Select, scope: QueryScope) -> list[exp.Table]:
 
 def _aggregates_in(node: exp.Expression) -> bool:
     policy = load_function_policy()
-    return any(_is_aggregate(n, policy) for n in node.walk())
+    return any(is_aggregate(n, policy) for n in node.walk())
 
 
 def _refuse_aggregate_filters(tree: exp.Select) -> None:
@@ -196,24 +198,24 @@ def _refuse_aggregate_filters(tree: exp.Select) -> None:
     a binary search finds that person's value, whatever the output check then holds
     back. These are refused before anything runs, as one rule.
     """
-    if _arg(tree, "having") is not None:
-        _refuse(
+    if arg_of(tree, "having") is not None:
+        refuse_query(
             "aggregate_filter",
             "HAVING is not admitted: a filter on an aggregate's value makes which rows "
             "exist answer questions about the hidden values",
             subject="HAVING",
             hint=FILTER_HINT,
         )
-    if _arg(tree, "qualify") is not None:
-        _refuse(
+    if arg_of(tree, "qualify") is not None:
+        refuse_query(
             "aggregate_filter",
             "QUALIFY is not admitted: it filters rows on a computed (window or aggregate) value",
             subject="QUALIFY",
             hint=FILTER_HINT,
         )
-    with_ = _arg(tree, "with")
+    with_ = arg_of(tree, "with")
     if with_ is not None and _aggregates_in(with_):
-        _refuse(
+        refuse_query(
             "aggregate_filter",
             "a WITH clause that aggregates is not admitted: the outer query could filter "
             "or join on the aggregate's value",
@@ -224,7 +226,7 @@ def _refuse_aggregate_filters(tree: exp.Select) -> None:
         if node is tree:
             continue
         if isinstance(node, (exp.Select, exp.Subquery, exp.SetOperation)) and _aggregates_in(node):
-            _refuse(
+            refuse_query(
                 "aggregate_filter",
                 "a subquery that aggregates is not admitted: filtering or joining on its "
                 "value would make the output depend on a hidden aggregate",
@@ -235,7 +237,7 @@ def _refuse_aggregate_filters(tree: exp.Select) -> None:
             parts = [node.args.get("partition_by") or [], [node.args.get("order")]]
             inner = list(node.this.iter_expressions()) if node.this is not None else []
             if any(p is not None and _aggregates_in(p) for p in inner + parts[0] + parts[1]):
-                _refuse(
+                refuse_query(
                     "aggregate_filter",
                     "a window over an aggregate is not admitted: it ranks or compares "
                     "hidden aggregate values",
@@ -250,14 +252,14 @@ def _check_join_kind(join: exp.Join) -> None:
     method = (join.method or "").upper() if join.args.get("method") else ""
     label = " ".join(p for p in (method, side, kind) if p) or "comma"
     if method or side not in ("", "LEFT") or kind not in ("", "INNER", "OUTER"):
-        _refuse(
+        refuse_query(
             "join",
             f"{label} JOIN is not admitted",
             subject="JOIN",
             hint="use [INNER | LEFT] JOIN ... ON a.key = b.key or USING (key)",
         )
     if not join.args.get("on") and not join.args.get("using"):
-        _refuse(
+        refuse_query(
             "join",
             f"a {label} join without ON or USING is a cross join and is not admitted",
             subject="JOIN",
@@ -267,10 +269,12 @@ def _check_join_kind(join: exp.Join) -> None:
 
 def _check_table(table: exp.Expression, scope: QueryScope) -> None:
     if not isinstance(table, exp.Table):
-        _refuse("table_function", f"{table.key.upper()} is not admitted in FROM", subject=table.key)
+        refuse_query(
+            "table_function", f"{table.key.upper()} is not admitted in FROM", subject=table.key
+        )
     if not isinstance(table.this, exp.Identifier):
         name = function_name(table.this) if isinstance(table.this, exp.Func) else table.this.key
-        _refuse(
+        refuse_query(
             "table_function",
             f"table function {name} is not admitted in FROM",
             subject=name,
@@ -278,7 +282,7 @@ def _check_table(table: exp.Expression, scope: QueryScope) -> None:
         )
     name = table.name
     if any(ch in name for ch in "./\\:") and name not in scope.tables:
-        _refuse(
+        refuse_query(
             "table_function",
             "reading a file path in FROM is not admitted",
             subject="FROM",
@@ -286,7 +290,7 @@ def _check_table(table: exp.Expression, scope: QueryScope) -> None:
         )
     if table.args.get("db") or table.args.get("catalog") or name not in scope.tables:
         shown = name if name.isidentifier() else "the table"
-        _refuse(
+        refuse_query(
             "unknown_table",
             f"table '{shown}' is not in the scope granted to this job",
             subject=shown,

@@ -44,10 +44,10 @@ from ..classes import ColumnClass
 from ..domains import Bands, Codes, Domain, Range, canonical, declared_values
 from ..outputs import OutputColumn, OutputRole
 from .naming import aggregate_argument, unwrap_aggregate
-from .scope import DIALECT, Clause, TableScope, _number, _refuse, _strip, function_name
+from .scope import DIALECT, Clause, TableScope, function_name, number_of, refuse_query, unwrap
 
 
-class _Checker(Protocol):
+class Checker(Protocol):
     """What this module reads of :class:`.checker._Checker` (which calls its rules, so it
     is not imported here)."""
 
@@ -72,7 +72,7 @@ class TableModeReport:
 
 def check_table_mode(
     tree: exp.Select,
-    checker: _Checker,
+    checker: Checker,
     keys: list[exp.Expression],
     columns: list[OutputColumn],
 ) -> TableModeReport:
@@ -92,7 +92,7 @@ def check_table_mode(
 
 def refuse_aggregate(name: str, subject: str) -> NoReturn:
     """MIN, MAX, MEDIAN, quantiles, STDDEV, VARIANCE: not released exactly."""
-    _refuse(
+    refuse_query(
         "table_mode_aggregate",
         f"{name.upper()} is not released exactly; table mode releases COUNT and SUM (and "
         "AVG from them) only",
@@ -103,7 +103,7 @@ def refuse_aggregate(name: str, subject: str) -> NoReturn:
 
 def refuse_expression(name: str, subject: str) -> NoReturn:
     """CASE, arithmetic or a function inside an aggregate, not a declared derived measure."""
-    _refuse(
+    refuse_query(
         "table_mode_expression",
         f"{name.upper()} over an expression (CASE, arithmetic or a function) asks a question "
         "of the query's own making; table mode aggregates bare columns or the derived "
@@ -113,7 +113,7 @@ def refuse_expression(name: str, subject: str) -> NoReturn:
     )
 
 
-def _check_aggregates(tree: exp.Select, checker: _Checker, columns: list[OutputColumn]) -> None:
+def _check_aggregates(tree: exp.Select, checker: Checker, columns: list[OutputColumn]) -> None:
     for projection, column in zip(tree.expressions, columns, strict=True):
         if column.role is not OutputRole.AGGREGATE:
             continue
@@ -125,13 +125,13 @@ def _check_aggregates(tree: exp.Select, checker: _Checker, columns: list[OutputC
         argument = aggregate_argument(core)
         if argument is None:
             continue
-        argument = _strip(argument)
+        argument = unwrap(argument)
         if isinstance(argument, exp.Column):
             if (
                 family == "count_distinct"
                 and checker.class_of(argument) is not ColumnClass.IDENTIFIER
             ):
-                _refuse(
+                refuse_query(
                     "table_mode_aggregate",
                     f"column '{column.name}': COUNT(DISTINCT {argument.name}) counts the "
                     "values the data holds; table mode counts entities: COUNT(DISTINCT) of "
@@ -152,7 +152,7 @@ def _unqualified(node: exp.Expr) -> str:
     return copy.sql(dialect=DIALECT, normalize=True, identify=False).lower()
 
 
-def is_declared_derived(argument: exp.Expression, checker: _Checker) -> bool:
+def is_declared_derived(argument: exp.Expression, checker: Checker) -> bool:
     """Is ``argument`` one of the derived measures declared by the table its columns read?"""
     owners = {}
     for column in argument.find_all(exp.Column):
@@ -185,9 +185,9 @@ class _Form:
     declared: bool  # the expression is the domain's declared form
 
 
-def _form(node: exp.Expression, checker: _Checker) -> _Form | None:
+def _form(node: exp.Expression, checker: Checker) -> _Form | None:
     """The declared-form reading of ``node``, or None when it reads no single column."""
-    node = _strip(node)
+    node = unwrap(node)
     columns = list(node.find_all(exp.Column))
     if len(columns) != 1:
         return None
@@ -199,7 +199,7 @@ def _form(node: exp.Expression, checker: _Checker) -> _Form | None:
     if isinstance(domain, Codes) or (isinstance(domain, Range) and cls is not ColumnClass.QUASI):
         declared = isinstance(node, exp.Column)
     elif isinstance(domain, Range):
-        declared = isinstance(node, exp.Year) and _strip(node.this) == column
+        declared = isinstance(node, exp.Year) and unwrap(node.this) == column
     elif isinstance(domain, Bands):
         width = domain.width
         bin_column = checker.generalised_column(node)
@@ -215,7 +215,7 @@ def _form(node: exp.Expression, checker: _Checker) -> _Form | None:
 
 def _bin_width(node: exp.Mul) -> float | None:
     for side in (node.this, node.expression):
-        value = _number(_strip(side))
+        value = number_of(unwrap(side))
         if value is not None:
             return value
     return None
@@ -232,10 +232,10 @@ def _describe_form(domain: Domain, name: str) -> str:
     return f"floor({name} / {width}) * {width} (declared bands of width {width})"
 
 
-def _check_key(key: exp.Expression, checker: _Checker, undeclared: list[str]) -> None:
+def _check_key(key: exp.Expression, checker: Checker, undeclared: list[str]) -> None:
     form = _form(key, checker)
     if form is None:
-        _refuse(
+        refuse_query(
             "table_mode_key",
             "a group key of table mode reads exactly one column",
             subject=key.sql(dialect=DIALECT),
@@ -245,7 +245,7 @@ def _check_key(key: exp.Expression, checker: _Checker, undeclared: list[str]) ->
         undeclared.append(f"{form.table.name}.{form.column}")
         return
     if not form.declared:
-        _refuse(
+        refuse_query(
             "table_mode_key",
             f"group key {key.sql(dialect=DIALECT)} is not the declared form of "
             f"{form.column}: {_describe_form(form.domain, form.column)}",
@@ -254,8 +254,8 @@ def _check_key(key: exp.Expression, checker: _Checker, undeclared: list[str]) ->
         )
 
 
-def _check_filter(node: exp.Expression, checker: _Checker, undeclared: list[str]) -> None:
-    node = _strip(node)
+def _check_filter(node: exp.Expression, checker: Checker, undeclared: list[str]) -> None:
+    node = unwrap(node)
     if isinstance(node, (exp.And, exp.Or)):
         _check_filter(node.this, checker, undeclared)
         _check_filter(node.expression, checker, undeclared)
@@ -265,7 +265,7 @@ def _check_filter(node: exp.Expression, checker: _Checker, undeclared: list[str]
         return
     if isinstance(node, exp.Is):
         operand, literals = node.this, [node.expression]
-        if not isinstance(_strip(node.expression), exp.Null):
+        if not isinstance(unwrap(node.expression), exp.Null):
             _refuse_filter(node, "IS compares with NULL only")
         literals = []
     elif isinstance(node, _ORDERING):
@@ -289,7 +289,7 @@ def _check_filter(node: exp.Expression, checker: _Checker, undeclared: list[str]
         undeclared.append(f"{form.table.name}.{form.column}")
         return
     if not form.declared:
-        _refuse(
+        refuse_query(
             "table_mode_filter",
             f"the filter {node.sql(dialect=DIALECT)} reads {form.column} in a form that is "
             f"not declared: {_describe_form(form.domain, form.column)}",
@@ -300,7 +300,7 @@ def _check_filter(node: exp.Expression, checker: _Checker, undeclared: list[str]
     for literal in literals:
         text = _literal_text(literal)
         if text not in allowed:
-            _refuse(
+            refuse_query(
                 "table_mode_filter",
                 f"the filter {node.sql(dialect=DIALECT)} compares {form.column} with {text}, "
                 f"which is not one of its declared values",
@@ -310,7 +310,7 @@ def _check_filter(node: exp.Expression, checker: _Checker, undeclared: list[str]
 
 
 def _refuse_filter(node: exp.Expression, why: str) -> NoReturn:
-    _refuse(
+    refuse_query(
         "table_mode_filter",
         f"the filter {node.sql(dialect=DIALECT)} is not admitted in table mode: {why}",
         subject=Clause.WHERE.value,
@@ -320,21 +320,21 @@ def _refuse_filter(node: exp.Expression, why: str) -> NoReturn:
 
 
 def _constant(node: exp.Expression) -> bool:
-    node = _strip(node)
+    node = unwrap(node)
     while isinstance(node, (exp.Cast, exp.TryCast)):
-        node = _strip(node.this)
+        node = unwrap(node.this)
     if isinstance(node, exp.Neg):
-        node = _strip(node.this)
+        node = unwrap(node.this)
     return isinstance(node, (exp.Literal, exp.Boolean))
 
 
 def _literal_text(node: exp.Expression) -> str:
-    node = _strip(node)
+    node = unwrap(node)
     while isinstance(node, (exp.Cast, exp.TryCast)):
-        node = _strip(node.this)
+        node = unwrap(node.this)
     negative = isinstance(node, exp.Neg)
     if negative:
-        node = _strip(node.this)
+        node = unwrap(node.this)
     if isinstance(node, exp.Boolean):
         return canonical(bool(node.this))
     assert isinstance(node, exp.Literal)
