@@ -25,6 +25,7 @@ from sandbox.api import (
     routes_he,
     routes_jobs,
     routes_ledger,
+    routes_models,
     routes_principals,
     routes_products,
     routes_psi,
@@ -129,6 +130,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         routes_psi,
         routes_he,
         routes_verify,
+        routes_models,
         routes_dp,
         routes_sources,
     )

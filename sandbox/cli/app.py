@@ -9,6 +9,7 @@ from sandbox.cli import (  # noqa: F401  (importing a module registers its comma
     he,
     jobs,
     lists,
+    models,
     psi,
     root,
     serve,

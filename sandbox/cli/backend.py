@@ -338,6 +338,40 @@ class Backend(abc.ABC):
     def verification_products(self) -> list[dict]:
         """The verification products the principal may see."""
 
+    # --- models and scoring services (sandbox.models, docs/models.md) -------------------
+
+    @abc.abstractmethod
+    def train_model(self, request: dict) -> dict:
+        """Train and judge a model: card, signature, card_sha256, timings."""
+
+    @abc.abstractmethod
+    def show_model(self, name: str) -> dict:
+        """name, operator, status, card, signature."""
+
+    @abc.abstractmethod
+    def list_models(self) -> list[dict]:
+        """The models the principal may see: name, status, algorithm, auc, created_at."""
+
+    @abc.abstractmethod
+    def define_score_service(self, definition: dict) -> dict:
+        """name, state, band_sizes of a defined scoring service."""
+
+    @abc.abstractmethod
+    def approve_score_service(self, name: str) -> dict:
+        """name, state, index_rows of a published scoring service."""
+
+    @abc.abstractmethod
+    def reject_score_service(self, name: str, reason: str) -> None:
+        """Reject a defined scoring service."""
+
+    @abc.abstractmethod
+    def score_services(self) -> list[dict]:
+        """The scoring services the principal may see."""
+
+    @abc.abstractmethod
+    def grade(self, service: str, items: list[dict], consent: dict | None) -> dict:
+        """request_id, product, versions, results (each code = grade, refused, message)."""
+
     # --- privacy budgets (sandbox.guard.dp_budget, /v1/dp) ---------------------------------
 
     @abc.abstractmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox.cli.backend import Backend, psi_dict
+from sandbox.cli.local_models import LocalModelCalls
 from sandbox.cli.local_workflow import LocalWorkflowCalls
 from sandbox.core.platform import Platform
 
@@ -25,7 +26,7 @@ def outcome_dict(outcome) -> dict:
     }
 
 
-class LocalBackend(LocalWorkflowCalls, Backend):
+class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
     def __init__(self, platform: Platform, token: str | None):
         self.platform = platform
         self._token = token

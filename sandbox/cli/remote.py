@@ -320,6 +320,32 @@ class RemoteBackend(Backend):
     def verification_products(self):
         return self.client.verification_products()
 
+    # --- models and scoring services -------------------------------------------------------
+
+    def train_model(self, request):
+        return self.client.train_model(**request)
+
+    def show_model(self, name):
+        return self.client.model(name)
+
+    def list_models(self):
+        return self.client.models()
+
+    def define_score_service(self, definition):
+        return self.client.define_score_service(**definition)
+
+    def approve_score_service(self, name):
+        return self.client.approve_score_service(name)
+
+    def reject_score_service(self, name, reason):
+        self.client.reject_score_service(name, reason)
+
+    def score_services(self):
+        return self.client.score_services()
+
+    def grade(self, service, items, consent):
+        return self.client.grade(service, items, consent)
+
     def _dp(self, method: str, path: str, query: dict | None = None, body: dict | None = None):
         params = {k: v for k, v in (query or {}).items() if v is not None}
         return self.client._json(method, path, params=params, json=body)

@@ -39,6 +39,7 @@ from sandbox.api.models import (
     RotatedToken,
 )
 from sandbox.client.envelope import raise_for_envelope
+from sandbox.client.models import ModelCalls
 from sandbox.client.products import ProductCalls, ProductHandle
 from sandbox.client.retry import RetryPolicy, send
 from sandbox.client.sources import SourceCalls
@@ -71,7 +72,7 @@ class VerifyAnswer:
 __all__ = ["Client", "ProductHandle", "RetryPolicy", "VerifyAnswer", "dumps"]
 
 
-class Client(ProductCalls, SourceCalls, WorkflowCalls):
+class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
     """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`.
 
     A 429 (over ``api.rate_per_minute``) or a 503 (not ready) is sent again after the

@@ -1,0 +1,127 @@
+"""Models and scoring services over HTTP (数据模型, 数据服务; docs/models.md).
+
+``POST /v1/models`` trains a model inside and answers its signed card once training
+and the checks are done (the request waits, up to ``model.time_limit_s``).
+``POST /v1/score/{service}`` is the consumers' call: subject keys with consent in,
+grades out. Each route calls the one function the CLI calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.api.auth import CurrentPrincipal
+from sandbox.models import calls, service, services
+
+router = APIRouter(tags=["models"])
+NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainBody(_Body):
+    name: str = Field(pattern=NAME)
+    features: str = Field(min_length=1, max_length=64 * 1024)
+    label: str = Field(min_length=1, max_length=64)
+    algorithm: str = Field(min_length=1, max_length=64)
+    params: dict[str, float] = Field(default_factory=dict, max_length=10)
+    holdout: float = 0.3
+    seed: int = 1
+    description: str = Field(default="", max_length=500)
+
+
+class BandBody(_Body):
+    grade: str = Field(min_length=1, max_length=40)
+    upto: float
+
+
+class ServiceBody(_Body):
+    name: str = Field(pattern=NAME)
+    model: str = Field(pattern=NAME)
+    bands: list[BandBody] = Field(min_length=1, max_length=20)
+    description: str = Field(default="", max_length=500)
+
+
+class ReasonBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ConsentBody(_Body):
+    reference: str = Field(max_length=500)
+    who: str = Field(max_length=500)
+    purpose: str = Field(max_length=500)
+    given_at: str = Field(max_length=40)
+
+
+class ItemBody(_Body):
+    key: str = Field(min_length=1, max_length=200)
+    consent: ConsentBody | None = None
+
+
+class ScoreBody(_Body):
+    items: list[ItemBody] = Field(min_length=1, max_length=1000)
+    consent: ConsentBody | None = None
+
+
+@router.post("/v1/models", status_code=201)
+def train(request: Request, me: CurrentPrincipal, body: TrainBody) -> dict[str, Any]:
+    """Train a model inside, judge it and sign its card (operators)."""
+    return service.train(request.app.state.platform, me, body.model_dump())
+
+
+@router.get("/v1/models")
+def models(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
+    """The models you may see: operators their own; authorities and auditors all."""
+    return service.list_models(request.app.state.platform, me)
+
+
+@router.get("/v1/models/{name}")
+def model(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    """A model's signed card."""
+    return service.show(request.app.state.platform, me, name)
+
+
+@router.post("/v1/score/services", status_code=201)
+def define(request: Request, me: CurrentPrincipal, body: ServiceBody) -> dict[str, Any]:
+    """Define a scoring service over a passed model (operators)."""
+    return services.define(request.app.state.platform, me, body.model_dump())
+
+
+@router.get("/v1/score/services")
+def list_services(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
+    """Scoring services you may see: consumers the published ones."""
+    return services.list_services(request.app.state.platform, me)
+
+
+@router.post("/v1/score/services/{name}/approve")
+def approve(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    """Publish a scoring service: build its grade index (the authority)."""
+    return services.approve(request.app.state.platform, me, name)
+
+
+@router.post("/v1/score/services/{name}/reject")
+def reject(
+    request: Request, me: CurrentPrincipal, body: ReasonBody, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    services.reject(request.app.state.platform, me, name, body.reason)
+    return {"name": name, "state": "rejected"}
+
+
+@router.post("/v1/score/{name}")
+def score(
+    request: Request, me: CurrentPrincipal, body: ScoreBody, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    """Grades of up to 1,000 subjects, each with the subject's consent (consumers)."""
+    items = [item.model_dump(exclude_none=True) for item in body.items]
+    consent = body.consent.model_dump() if body.consent else None
+    return calls.call(request.app.state.platform, me, name, items, consent).to_dict()

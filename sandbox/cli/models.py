@@ -1,0 +1,201 @@
+"""``sandbox model ...`` and ``sandbox score ...``: models and scoring services (docs/models.md).
+
+``model train`` (operator), ``model show`` and ``model list``; ``score define``
+(operator), ``score approve`` / ``score reject`` (authority), ``score call`` (consumer)
+and ``score list``. They parse options, call :meth:`sandbox.cli.common.Context.backend`
+(:mod:`sandbox.models` on the platform's host, or the routes of ``/v1/models`` and
+``/v1/score`` with ``--server``) and print.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import yaml
+
+from policies.errors import InputError
+from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path.name} is not YAML or JSON") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path.name} must hold a mapping")
+    return data
+
+
+def _card_text(card: dict) -> str:
+    ev = card.get("evaluation", {})
+    lines = [
+        f"model {card['name']}: {card['verdict'].upper()} ({card['algorithm']})",
+        f"  held-out: AUC {ev.get('auc')}, KS {ev.get('ks')}, calibration error "
+        f"{ev.get('calibration_error')} on {ev.get('holdout_entities')} entities",
+    ]
+    for finding in card.get("structure", []) + card.get("attacks", {}).get("findings", []):
+        mark = "ok  " if finding["passed"] else "FAIL"
+        lines.append(f"  {mark} {finding['rule']}: {finding['message']}")
+    return "\n".join(lines)
+
+
+@main.group()
+def model() -> None:
+    """Models trained inside, judged before use, kept inside (Art. 4, 15)."""
+
+
+@model.command("train")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="YAML or JSON: name, features, label, algorithm[, params, holdout, seed, description]",
+)
+@as_option
+@json_option
+@pass_ctx
+def train_cmd(obj: Context, path: Path, token, as_json) -> None:
+    """Train a model in an isolated worker, judge it and sign its card (operator)."""
+    with obj.backend(token) as backend:
+        out = backend.train_model(_read(path))
+    emit(out, as_json, _card_text(out["card"]))
+
+
+@model.command("show")
+@click.argument("name")
+@as_option
+@json_option
+@pass_ctx
+def show_cmd(obj: Context, name: str, token, as_json) -> None:
+    """A model's signed card (its operator, authorities, auditors)."""
+    with obj.backend(token) as backend:
+        out = backend.show_model(name)
+    emit(out, as_json, _card_text(out["card"]) + f"\n  status: {out['status']}")
+
+
+@model.command("list")
+@as_option
+@json_option
+@pass_ctx
+def list_cmd(obj: Context, token, as_json) -> None:
+    """Models you may see."""
+    with obj.backend(token) as backend:
+        rows = backend.list_models()
+    text = table(
+        [(r["name"], r["status"], r["algorithm"], r["auc"], r["created_at"]) for r in rows],
+        ("model", "status", "algorithm", "auc", "trained"),
+        empty="no models",
+    )
+    emit(rows, as_json, text)
+
+
+@main.group()
+def score() -> None:
+    """Scoring services: a grade of declared bands for one subject, with consent (Art. 19)."""
+
+
+@score.command("define")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="YAML or JSON: name, model, bands (each grade, upto)[, description]",
+)
+@as_option
+@json_option
+@pass_ctx
+def define_cmd(obj: Context, path: Path, token, as_json) -> None:
+    """Define a scoring service over a passed model (operator); it waits for approval."""
+    with obj.backend(token) as backend:
+        out = backend.define_score_service(_read(path))
+    sizes = ", ".join(str(n) for n in out["band_sizes"])
+    emit(out, as_json, f"defined {out['name']} (entities per band: {sizes}); waiting for approval")
+
+
+@score.command("approve")
+@click.argument("name")
+@as_option
+@json_option
+@pass_ctx
+def approve_cmd(obj: Context, name: str, token, as_json) -> None:
+    """Publish a scoring service and build its grade index (authority)."""
+    with obj.backend(token) as backend:
+        out = backend.approve_score_service(name)
+    emit(out, as_json, f"published {name}: {out['index_rows']} subjects graded")
+
+
+@score.command("reject")
+@click.argument("name")
+@click.option("--reason", required=True)
+@as_option
+@json_option
+@pass_ctx
+def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
+    """Reject a defined scoring service (authority)."""
+    with obj.backend(token) as backend:
+        backend.reject_score_service(name, reason)
+    emit({"service": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
+
+
+@score.command("call")
+@click.argument("service")
+@click.option("--key", help="the subject's key (e.g. its credit code)")
+@click.option(
+    "--batch",
+    type=click.Path(path_type=Path, exists=True),
+    help='JSON lines, one {"key": ...[, "consent": {...}]} per subject (up to 1,000)',
+)
+@click.option("--consent-ref", help="your reference to the subject's consent record (Art. 19)")
+@click.option("--consent-who", default="subject", show_default=True, help="who consented")
+@click.option("--purpose", help="the purpose the subject consented to")
+@click.option("--consented-at", help="when, ISO date")
+@as_option
+@json_option
+@pass_ctx
+def call_cmd(
+    obj: Context, service, key, batch, consent_ref, consent_who, purpose, consented_at,
+    token, as_json,
+) -> None:  # fmt: skip
+    """Grade one subject (--key) or a batch (--batch FILE) (consumer)."""
+    consent = None
+    if consent_ref or purpose or consented_at:
+        consent = {
+            "reference": consent_ref or "",
+            "who": consent_who,
+            "purpose": purpose or "",
+            "given_at": consented_at or "",
+        }
+    if batch is not None:
+        items = [json.loads(line) for line in batch.read_text().splitlines() if line.strip()]
+    elif key:
+        items = [{"key": key}]
+    else:
+        raise InputError("give --key KEY (one subject) or --batch FILE")
+    with obj.backend(token) as backend:
+        result = backend.grade(service, items, consent)
+    lines = [
+        r["code"] if r["code"] else f"refused [{r['refused']}]: {r['message']}"
+        for r in result["results"]
+    ]
+    emit(result, as_json, "\n".join(lines) + f"\n(request {result['request_id']})")
+
+
+@score.command("list")
+@as_option
+@json_option
+@pass_ctx
+def services_cmd(obj: Context, token, as_json) -> None:
+    """Scoring services you may see."""
+    with obj.backend(token) as backend:
+        rows = backend.score_services()
+    text = table(
+        [(r["name"], r["state"], r["model"], " ".join(r["grades"])) for r in rows],
+        ("service", "state", "model", "grades"),
+        empty="no scoring services",
+    )
+    emit(rows, as_json, text)
