@@ -52,12 +52,14 @@ def served(tmp_path_factory):
         yield server, root, root / "download" / product
 
 
-def verify(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``sandbox product verify`` as a consumer runs it: no home, no token, no server."""
+def verify(*args: str, cwd: Path, before: bool = False) -> subprocess.CompletedProcess:
+    """``sandbox product verify`` as a consumer runs it: no home, no token, no server
+    (``before``: the first two arguments are the main group's, e.g. ``--server URL``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env.update(PYTHONPATH=str(REPO), SANDBOX_HOME=str(cwd / "no-home"))
+    head, tail = (list(args[:2]), list(args[2:])) if before else ([], list(args))
     return subprocess.run(
-        [sys.executable, "-m", "sandbox", "product", "verify", *args],
+        [sys.executable, "-m", "sandbox", *head, "product", "verify", *tail],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -95,6 +97,14 @@ def test_a_product_verifies_off_the_host_with_the_key_from_the_server(served, tm
     pem = tmp_path / "platform.pub"
     pem.write_text(key["pem"])
     assert verify(str(folder), "--key", str(pem), cwd=tmp_path).returncode == 0
+
+
+def test_with_server_the_key_comes_from_the_server(served, tmp_path):
+    server, _root, folder = served
+    done = verify("--server", server.url, str(folder), cwd=tmp_path, before=True)
+    assert done.returncode == 0, done.stderr
+    key = httpx.get(server.url + "/v1/keys/platform").json()
+    assert key["fingerprint"] in done.stdout
 
 
 def test_without_a_key_off_the_host_the_error_says_how_to_give_one(served, tmp_path):

@@ -160,7 +160,7 @@ def product_get(obj: Context, product_id: str, out: Path, token: str | None, as_
     metavar="FILE|URL",
     default=None,
     help="the platform's public key: a PEM file, or an http(s) address such as "
-    "https://HOST/v1/keys/platform (default: the key of --home)",
+    "https://HOST/v1/keys/platform (default: the --server's key, else the key of --home)",
 )
 @click.option(
     "--fingerprint",
@@ -180,7 +180,7 @@ def product_verify(
     from sandbox.cli.keysource import public_key_from
     from sandbox.data.release import verify_product
 
-    public, found = public_key_from(key, obj.home, fingerprint)
+    public, found = public_key_from(key, obj.home, fingerprint, obj.server)
     manifest = verify_product(folder, public)
     emit(
         {

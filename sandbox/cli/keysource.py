@@ -3,7 +3,8 @@
 ``--key FILE`` reads a PEM file (``keys/platform.pub`` of a home, or a copy);
 ``--key URL`` fetches it over HTTP(S): the platform's ``GET /v1/keys/platform``
 (JSON with ``pem`` and ``fingerprint``) or any address that serves the PEM itself.
-Without ``--key`` the key of ``--home`` is used, as before. ``--fingerprint`` pins
+Without ``--key``, the key of the ``--server`` (or ``SANDBOX_SERVER``) when one is
+given, else the key of ``--home``, as before. ``--fingerprint`` pins
 the key: a fetched key whose SHA-256 fingerprint differs is refused, so a key from
 the same host as the product can be checked against one published elsewhere.
 """
@@ -47,10 +48,13 @@ def _fetch(url: str) -> bytes:
 
 
 def public_key_from(
-    source: str | None, home: Path, pinned: str | None = None
+    source: str | None, home: Path, pinned: str | None = None, server: str | None = None
 ) -> tuple[Ed25519PublicKey, str]:
-    """The public key named by ``--key`` (a file or an http(s) URL; the home's when None)
-    and its fingerprint, checked against ``pinned`` when given."""
+    """The public key named by ``--key`` (a file or an http(s) URL; without it, the
+    server's with ``--server``, else the home's) and its fingerprint, checked against
+    ``pinned`` when given."""
+    if source is None and server:
+        source = server.rstrip("/") + KEY_ROUTE
     if source is None:
         if not (home / "keys" / "platform.pub").exists():
             raise ConfigError(
