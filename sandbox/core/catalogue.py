@@ -154,8 +154,9 @@ class Api:
     )
     source_hosts: HostList = setting(
         HostList(),
-        "database hosts a provider may name in a postgresql:// source through the API, "
-        "as host (port 5432) or host:port (empty: none)",
+        "database hosts a provider may name in a postgresql://, mysql:// or mariadb:// "
+        "source through the API, as host (port 5432; 3306 for MySQL) or host:port "
+        "(empty: none)",
         hosts,
         "host or host:port entries (environment: separated by ',')",
     )
