@@ -122,15 +122,9 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        def attempt() -> httpx.Response:
-            for part in (kwargs.get("files") or {}).values():  # a retry sends files whole
-                handle = part[1] if isinstance(part, tuple) else part
-                if hasattr(handle, "seek"):
-                    handle.seek(0)
-            return self._http.request(method, path, **kwargs)
-
+        # a retried upload sends its files whole: httpx seeks each file to its start
         try:
-            response = send(attempt, self.retry)
+            response = send(lambda: self._http.request(method, path, **kwargs), self.retry)
         except httpx.HTTPError as exc:
             raise SandboxError(
                 f"cannot reach the platform at {self._http.base_url}: {type(exc).__name__}",

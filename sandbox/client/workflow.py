@@ -244,13 +244,20 @@ class WorkflowCalls:
         names: list[str] | None = None,
         agreement_id: int | None = None,
     ) -> int:
-        """Record a staff training (Art. 20) or an emergency drill (Art. 21) you held."""
+        """Record a staff training (Art. 20) or an emergency drill (Art. 21) you held.
+
+        Example: ``api.record_duty("training", held_on="2026-11-20", topic="data handling",
+        attendees=12)``
+        """
         body = {"kind": kind, "held_on": held_on, "topic": topic, "attendees": attendees,
                 "names": names or [], "agreement": agreement_id}  # fmt: skip
         return self._json("POST", "/v1/security-records", json=body)["id"]
 
     def duties(self, operator: str | None = None) -> list[dict]:
-        """The training and drill records you may read (optionally of one operator)."""
+        """The training and drill records you may read (optionally of one operator).
+
+        Example: ``api.duties("lucheng_credit")``
+        """
         params = {"operator": operator} if operator else {}
         return self._json("GET", "/v1/security-records", params=params)
 
