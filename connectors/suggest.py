@@ -28,7 +28,8 @@ The rules, first match wins (share = of the non-empty values):
   otherwise).
 
 The entity key is the first identifier column whose values are all distinct, a
-resident ID or credit code first; ``entity_kind`` follows from its format.
+resident ID or credit code first; ``entity_kind`` follows from its format. A key on
+several rows gives ``rows_per_entity``, its most rows in the rows read.
 
 Evidence never holds a data value except the code lists and the ranges, which the
 provider, who owns the data, is asked to confirm.
@@ -51,6 +52,7 @@ from .base import quote_ident
 SHARE = 0.9  # share of valid values that makes a format or pattern the column's kind
 DEFAULT_ROWS = 200_000
 MAX_CODES = 50
+ROWS_PER_ENTITY_MAX = 10_000  # the classification's own limit
 PHONE_RE = r"(\+?86[- ]?)?(1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})"
 NAME_RE = r"[\x{4e00}-\x{9fff}]{2,4}|[\x{4e00}-\x{9fff}]{1,10}·[\x{4e00}-\x{9fff}]{1,10}"
 ADDRESS_RE = r"[省市区县镇乡村路街道巷弄号室楼栋组]"
@@ -80,6 +82,7 @@ class Suggestion:
     columns: list[ColumnSuggestion] = field(default_factory=list)
     entity_key: str = ""
     entity_kind: str | None = None
+    rows_per_entity: int = 1  # the most rows one entity key has in the rows read
     notes: list[str] = field(default_factory=list)
 
     def classification(self) -> dict[str, Any]:
@@ -99,6 +102,8 @@ class Suggestion:
         bounds = {c.name: list(c.bounds) for c in self.columns if c.bounds}
         if bounds:
             out["bounds"] = bounds
+        if self.rows_per_entity > 1:
+            out["rows_per_entity"] = self.rows_per_entity
         Classification.from_dict(out)  # the same checks as a file the provider writes
         return out
 
@@ -138,9 +143,10 @@ def suggest(uri: str, *, rows: int = DEFAULT_ROWS, max_codes: int = MAX_CODES) -
         for column in schema:
             stats = _profile(con, column.name, column.type, max_codes)
             result.columns.append(propose(column.name, column.type, stats, max_codes))
+        _choose_entity_key(result)
+        _rows_per_entity(con, result)
     finally:
         con.close()
-    _choose_entity_key(result)
     if not complete:
         result.notes.append(
             f"profiled the first {taken:,} rows only; codes and ranges may miss later values"
@@ -333,6 +339,25 @@ def _measure(name: str, stats: dict[str, Any]) -> ColumnSuggestion:
         _evidence(stats, min=stats.get("min"), max=stats.get("max"), p01=low, p99=high),
         bounds=bounds,
     )  # fmt: skip
+
+
+def _rows_per_entity(con, result: Suggestion) -> None:
+    """A key on several rows (monthly records): its most rows, as rows_per_entity (the
+    release rules' L0 bound; one grouping set may not reach them all: the provider judges)."""
+    key = next(c for c in result.columns if c.name == result.entity_key)
+    if key.evidence["distinct"] >= key.evidence["non_null"]:
+        return
+    col = quote_ident(key.name)
+    most = con.execute(
+        f"SELECT max(n) FROM (SELECT count(*) AS n FROM t WHERE {col} IS NOT NULL GROUP BY {col})"
+    ).fetchone()[0]
+    key.evidence["most_rows_of_one_key"] = int(most or 1)
+    result.rows_per_entity = max(1, min(int(most or 1), ROWS_PER_ENTITY_MAX))
+    result.notes.append(
+        f"an entity key has up to {result.rows_per_entity:,} rows: rows_per_entity is proposed "
+        "as that; lower it to the most rows one entity reaches in one grouping (12 for monthly "
+        "records grouped by month)"
+    )
 
 
 def _choose_entity_key(result: Suggestion) -> None:

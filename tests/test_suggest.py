@@ -161,3 +161,17 @@ def test_a_bad_source_is_a_source_error(platform, provider, tmp_path):
     with pytest.raises(SourceError) as err:
         suggest_classification(platform, provider, str(tmp_path / "none.csv"))
     assert "does not exist" in err.value.message
+
+
+def test_a_key_on_several_rows_proposes_rows_per_entity(tmp_path):
+    table = people(100).select(["pid", "county", "income"])
+    monthly = pa.concat_tables([table] * 12 + [table.slice(0, 1)])  # one person 13 times
+    path = tmp_path / "monthly.parquet"
+    pq.write_table(monthly, path)
+    result = suggest(str(path))
+    assert result.entity_key == "pid" and result.classification()["rows_per_entity"] == 13
+    assert result.columns[0].evidence["most_rows_of_one_key"] == 13
+    assert any("rows_per_entity" in note for note in result.notes)
+    once = tmp_path / "once.parquet"
+    pq.write_table(table, once)
+    assert "rows_per_entity" not in suggest(str(once)).classification()
