@@ -302,6 +302,7 @@ _TYPES = {
     frozenset({"datetime"}): pa.timestamp("us"),
     frozenset({"date", "datetime"}): pa.timestamp("us"),
     frozenset({"time"}): pa.time64("us"),
+    frozenset({"duration"}): pa.duration("us"),
     frozenset({"text"}): pa.string(),
     frozenset(): pa.string(),
 }

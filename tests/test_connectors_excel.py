@@ -75,6 +75,17 @@ def test_types_come_from_every_cell_and_batches_are_bounded(tmp_path):
     }  # fmt: skip
 
 
+def test_times_durations_and_a_mix_of_kinds(tmp_path):
+    rows = [("at", "took", "mixed"), (dt.time(8, 30), dt.timedelta(hours=30), True),
+            (dt.time(9, 0), dt.timedelta(minutes=5), 3)]  # fmt: skip
+    path = workbook(tmp_path / "t.xlsx", rows, formats={"B2": "[h]:mm", "B3": "[h]:mm"})
+    table, _ = read(f"excel://{path}?text=mixed")
+    assert table.column("at").to_pylist() == [dt.time(8, 30), dt.time(9, 0)]
+    assert table.column("took").to_pylist() == [dt.timedelta(hours=30), dt.timedelta(minutes=5)]
+    assert table.column("mixed").to_pylist() == ["TRUE", "3"]
+    assert "cell C3 holds a number" in refusal(path)
+
+
 def test_sheet_option_and_a_missing_sheet_suggests(tmp_path):
     path = workbook(
         tmp_path / "b.xlsx", [("x",), (1,)], extra_sheets=[("人口", [("age",), (30,), (40,)])]

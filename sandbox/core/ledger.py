@@ -431,10 +431,14 @@ def query(
     until: str | None = None,
     limit: int | None = None,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    after: int | None = None,
 ) -> list[dict]:
-    """Entries matching the filters, oldest first. ``keep`` (a viewer's scope, e.g. a
-    county authority's) drops entries before ``limit`` counts them."""
+    """Entries matching the filters, oldest first, from the one after sequence number
+    ``after`` (a page's cursor). ``keep`` (a viewer's scope, e.g. a county authority's)
+    drops entries before ``limit`` counts them."""
     stmt = select(ledger).order_by(ledger.c.seq)
+    if after is not None:
+        stmt = stmt.where(ledger.c.seq > after)
     if actor:
         stmt = stmt.where(ledger.c.actor == actor)
     if subject:
