@@ -4,7 +4,8 @@ A list route with paging answers the rows it always answered, in the order of th
 ids; with ``?limit=N`` it answers at most N of them, those after ``?after=ID`` (the id
 of the last row of the page before), and names the next page in a ``Link`` header
 (RFC 8288): ``Link: </v1/jobs?limit=N&after=ID>; rel="next"``, a path relative to the
-server, absent on the last page. The body stays a JSON list, so a caller that pages
+server with the request's filters kept, absent on the last page. ``/v1/ledger`` pages
+the same way by sequence number, its ``limit`` (default 1000) always set. The body stays a JSON list, so a caller that pages
 nothing sees no change. The cursor is the row's id, so a row added while one pages
 lands on a later page and none is served twice.
 
@@ -42,9 +43,16 @@ def page(
     if limit is None or len(ordered) <= limit:
         return ordered
     shown = ordered[:limit]
-    query = urlencode({"limit": limit, "after": key(shown[-1])})
-    response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    link_next(request, response, limit, key(shown[-1]))
     return shown
+
+
+def link_next(request: Request, response: Response, limit: int, after: Any) -> None:
+    """Set ``Link: <path?...&limit=N&after=ID>; rel="next"``, the request's other query
+    parameters (its filters) kept."""
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "after")]
+    query = urlencode([*kept, ("limit", limit), ("after", after)])
+    response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
 
 
 def next_link(header: str | None) -> str | None:

@@ -11,10 +11,11 @@ authenticated principal may ask.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import LedgerEntry, LedgerVerification
+from sandbox.api.paging import link_next
 from sandbox.core import ledger as ledger_mod
 from sandbox.workflow.jurisdiction import read_ledger
 
@@ -26,6 +27,7 @@ MAX_ENTRIES = 10_000
 @router.get("/ledger", response_model=list[LedgerEntry])
 def ledger_read(
     request: Request,
+    response: Response,
     me: CurrentPrincipal,
     actor: str | None = Query(default=None, max_length=200),
     subject: str | None = Query(default=None, max_length=200),
@@ -33,10 +35,13 @@ def ledger_read(
     since: str | None = Query(default=None, max_length=40, description="ISO time"),
     until: str | None = Query(default=None, max_length=40, description="ISO time"),
     limit: int = Query(default=1000, ge=1, le=MAX_ENTRIES),
+    after: int | None = Query(default=None, ge=0, description="the last sequence number seen"),
 ):
-    """Ledger entries, oldest first (auditor or authority; a county authority's own county)."""
+    """Ledger entries, oldest first (auditor or authority; a county authority's own county):
+    at most ``limit``, after ``after``, and a ``Link: <...>; rel="next"`` header while more
+    follow (the filters kept)."""
     with request.app.state.platform.store.read() as conn:
-        return read_ledger(
+        rows = read_ledger(
             conn,
             me,
             actor=actor,
@@ -44,8 +49,13 @@ def ledger_read(
             action=action,
             since=since,
             until=until,
-            limit=limit,
+            limit=limit + 1,  # one more: is there a next page?
+            after=after,
         )
+    if len(rows) > limit:
+        rows = rows[:limit]
+        link_next(request, response, limit, rows[-1]["seq"])
+    return rows
 
 
 @router.get("/ledger/verify", response_model=LedgerVerification)

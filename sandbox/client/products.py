@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -148,9 +149,12 @@ class ProductCalls:
         """
         return ProductHandle(self, product_id, public_key)
 
-    def _paged(self, path: str, page_size: int) -> Iterator[Any]:
+    def _paged(
+        self, path: str, page_size: int, filters: dict[str, Any] | None = None
+    ) -> Iterator[Any]:
         """Every row of a paged list, one page (``limit``) at a time, by its next links."""
-        target: str | None = f"{path}?limit={int(page_size)}"
+        given = {k: v for k, v in (filters or {}).items() if v is not None}
+        target: str | None = f"{path}?{urlencode({**given, 'limit': int(page_size)})}"
         while target is not None:
             response = self._call("GET", target)
             yield from response.json()
@@ -219,6 +223,24 @@ class ProductCalls:
         params = {k: v for k, v in {**given, "limit": limit}.items() if v is not None}
         entries = self._json("GET", "/v1/ledger", params=params)
         return [LedgerEntry.model_validate(e) for e in entries]
+
+    def iter_ledger(
+        self,
+        *,
+        actor: str | None = None,
+        subject: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[LedgerEntry]:
+        """Every ledger entry matching the filters, a page at a time (no 10,000 cap).
+
+        Example: ``sum(1 for e in api.iter_ledger(action="product.download"))``
+        """
+        filters = dict(actor=actor, subject=subject, action=action, since=since, until=until)
+        for row in self._paged("/v1/ledger", page_size, filters):
+            yield LedgerEntry.model_validate(row)
 
     def verify_ledger(self) -> LedgerVerification:
         """The ledger's hash chain and signed checkpoints, checked by the server.
