@@ -123,6 +123,7 @@ def _read_csv(pipe, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: _csv_type(f.type) for f in schema},
+                null_values=[""],  # only COPY's NULL: "NA", "NULL", "N/A" are text here
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
                 true_values=["t"],

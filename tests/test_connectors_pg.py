@@ -212,3 +212,17 @@ def test_a_table_through_registration_to_a_released_job(pg, platform, provider, 
         platform, provider, make_principal, "payments", uri(pg, query=query), classes
     )
     assert counts == {"county 0": 833, "county 1": 834, "county 2": 833}
+
+
+def test_copy_keeps_empty_text_nulls_line_breaks_and_quotes_apart(pg):
+    query = (
+        "SELECT '' AS empty, NULL::text AS missing, E'two\\nlines' AS breaks, "
+        "'a \"quoted\", value' AS quoted, 'NA' AS na, NULL::bytea AS nobytes"
+    )
+    table, _ = read_all(open_source(uri(pg, query=query)))
+    assert table.to_pylist() == [
+        {"empty": "", "missing": None, "breaks": "two\nlines", "quoted": 'a "quoted", value',
+         "na": "NA", "nobytes": None}
+    ]  # fmt: skip
+    table, sizes = read_all(open_source(uri(pg, query="SELECT * FROM social.payments WHERE false")))
+    assert table.num_rows == 0 and sizes == [] and "amount" in table.schema.names
