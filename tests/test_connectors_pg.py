@@ -217,12 +217,14 @@ def test_a_table_through_registration_to_a_released_job(pg, platform, provider, 
 def test_copy_keeps_empty_text_nulls_line_breaks_and_quotes_apart(pg):
     query = (
         "SELECT '' AS empty, NULL::text AS missing, E'two\\nlines' AS breaks, "
-        "'a \"quoted\", value' AS quoted, 'NA' AS na, NULL::bytea AS nobytes"
+        "'a \"quoted\", value' AS quoted, 'NA' AS na, NULL::bytea AS nobytes, "
+        "'Infinity'::float8 AS inf, true AS yes, time '23:59:59.5' AS t"
     )
     table, _ = read_all(open_source(uri(pg, query=query)))
     assert table.to_pylist() == [
         {"empty": "", "missing": None, "breaks": "two\nlines", "quoted": 'a "quoted", value',
-         "na": "NA", "nobytes": None}
+         "na": "NA", "nobytes": None, "inf": float("inf"), "yes": True,
+         "t": dt.time(23, 59, 59, 500000)}
     ]  # fmt: skip
     table, sizes = read_all(open_source(uri(pg, query="SELECT * FROM social.payments WHERE false")))
     assert table.num_rows == 0 and sizes == [] and "amount" in table.schema.names
