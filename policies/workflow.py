@@ -26,6 +26,7 @@ rules can be tested (and property-tested) on their own::
     airlock:     pending -> approved | returned | rejected;  pending <-> frozen
     hold:        suspended -> lifted | terminated;  terminated (a provider's hold on the
                  use of its data under one agreement)
+    inspection:  open -> rectified -> closed;  open -> closed
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ class HoldState(StrEnum):
     TERMINATED = "terminated"
 
 
+class InspectionState(StrEnum):
+    """An inspection (Art. 22): its findings and tasks are open until the operator reports
+    them rectified; the inspector closes it (an inspection without tasks, at once)."""
+
+    OPEN = "open"
+    RECTIFIED = "rectified"
+    CLOSED = "closed"
+
+
 class Vote(StrEnum):
     APPROVE = "approve"
     RETURN = "return"
@@ -155,6 +165,10 @@ _TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
         AirlockState.FROZEN: frozenset({AirlockState.PENDING}),
     },
     HoldState: {HoldState.SUSPENDED: frozenset({HoldState.LIFTED, HoldState.TERMINATED})},
+    InspectionState: {
+        InspectionState.OPEN: frozenset({InspectionState.RECTIFIED, InspectionState.CLOSED}),
+        InspectionState.RECTIFIED: frozenset({InspectionState.CLOSED}),
+    },
 }
 
 # The article each state is reached under, for the ledger entry of the move. Keyed by
@@ -201,6 +215,7 @@ _ARTICLES: dict[type[StrEnum], dict[str, str]] = {
         AirlockState.RETURNED.value: "Art. 15",
         AirlockState.REJECTED.value: "Art. 15",
     },
+    InspectionState: {s.value: "Art. 22" for s in InspectionState},
     HoldState: {
         HoldState.SUSPENDED.value: "Art. 24",
         HoldState.LIFTED.value: "Art. 24",

@@ -239,8 +239,10 @@ def test_inspection_records_findings_and_tasks(cast):
     assert supervision.notifications_of(cast.platform, cast.operator)[-1]["kind"] == "inspection"
     with pytest.raises(InputError):
         supervision.inspect(cast.platform, cast.city, "operator", [])
-    with pytest.raises(PermissionDenied):
-        supervision.inspect(cast.platform, cast.auditor, "operator", ["x"])
+    with pytest.raises(
+        PermissionDenied
+    ):  # supervisory departments inspect (auditors): not consumers
+        supervision.inspect(cast.platform, cast.consumer, "operator", ["x"])
 
 
 def test_feedback_and_the_usage_report(cast, service, tmp_path):

@@ -7,6 +7,7 @@ from sandbox.cli import (  # noqa: F401  (importing a module registers its comma
     db,
     dp,
     he,
+    inspections,
     jobs,
     lists,
     models,

@@ -231,6 +231,14 @@ class Backend(abc.ABC):
         """The training and drill records the principal may read."""
 
     @abc.abstractmethod
+    def inspections(self) -> list[dict]:
+        """The inspections the principal may read, with their state and history."""
+
+    @abc.abstractmethod
+    def inspection_step(self, action: str, inspection_id: int, notes: str) -> None:
+        """``rectify`` (the operator) or ``close`` (the inspector) an inspection."""
+
+    @abc.abstractmethod
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them."""
 

@@ -55,3 +55,14 @@ class LocalWorkflowCalls:
         from sandbox.workflow.duties import records_of
 
         return records_of(self.platform, self.me, operator)
+
+    def inspections(self):
+        from sandbox.workflow.inspections import inspections_of
+
+        return inspections_of(self.platform, self.me)
+
+    def inspection_step(self, action, inspection_id, notes):
+        from sandbox.workflow import inspections
+
+        step = {"rectify": inspections.rectify, "close": inspections.close}[action]
+        step(self.platform, self.me, inspection_id, notes)

@@ -249,6 +249,12 @@ class RemoteBackend(Backend):
     def duties(self, operator):
         return self.client.duties(operator)
 
+    def inspections(self):
+        return self.client.inspections()
+
+    def inspection_step(self, action, inspection_id, notes):
+        self.client.inspection_step(action, inspection_id, notes)
+
     def data_uses(self):
         return self.client.data_uses()
 

@@ -261,6 +261,14 @@ class WorkflowCalls:
         params = {"operator": operator} if operator else {}
         return self._json("GET", "/v1/security-records", params=params)
 
+    def inspections(self) -> list[dict]:
+        """The inspections you may read, with their state and history (Art. 22)."""
+        return self._json("GET", "/v1/inspections")
+
+    def inspection_step(self, action: str, inspection_id: int, notes: str) -> None:
+        """``rectify`` (the inspected operator) or ``close`` (the inspector)."""
+        self._call("POST", f"/v1/inspections/{inspection_id}/{action}", json={"notes": notes})
+
     def data_uses(self) -> dict:
         """A provider's datasets and the agreements, grants, jobs and products using them.
 

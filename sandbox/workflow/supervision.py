@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -42,8 +41,9 @@ from sandbox.workflow.base import (
     require_authority,
 )
 from sandbox.workflow.inbox import notifications_of, notify
+from sandbox.workflow.inspections import inspect
 from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import agreements, evaluations, incidents, inspections
+from sandbox.workflow.tables import agreements, evaluations, incidents
 from sandbox.workflow.usage import figures
 
 __all__ = ["evaluate", "inspect", "notifications_of", "notify", "rectify", "report_incident"]
@@ -289,65 +289,3 @@ def _city_authorities(conn: Connection) -> set[int]:
             )
         ).scalars()
     )
-
-
-def inspect(
-    platform: Platform,
-    authority: Principal,
-    operator: str,
-    findings: Sequence[str],
-    tasks: Sequence[str] = (),
-    deadline: str | datetime | None = None,
-) -> int:
-    """Record an inspection's findings and rectification tasks (Art. 22)."""
-    require_role(authority, Role.AUTHORITY, action="inspect operators", article="Art. 22")
-    found = [f.strip() for f in findings if f and f.strip()]
-    if not found:
-        raise InputError(
-            "an inspection records at least one --finding (Art. 22)", article="Art. 22"
-        )
-    until = parse_time(deadline, "--deadline", end=True) if deadline else None
-    if tasks and until is None:
-        raise InputError("rectification tasks need a --deadline (Art. 22)", article="Art. 22")
-    with platform.store.transaction() as conn:
-        op = by_name(conn, operator, Role.OPERATOR)
-        if not operator_in_scope(conn, authority, op.id):
-            require_authority(authority, "city", "inspect operators outside its county", "Art. 22")
-        todo = [t.strip() for t in tasks if t and t.strip()]
-        inserted = conn.execute(
-            inspections.insert().values(
-                operator_id=op.id,
-                authority_id=authority.id,
-                findings_json=json.dumps(found),
-                tasks_json=json.dumps(todo),
-                deadline=until.isoformat() if until else None,
-                created_at=now_utc(),
-            )
-        )
-        inspection = inserted_id(inserted)
-        platform.record(
-            conn,
-            authority.actor,
-            "inspection.recorded",
-            f"inspection:{inspection}",
-            {
-                "operator": op.name,
-                "findings": found,
-                "tasks": todo,
-                "deadline": until.isoformat() if until else None,
-            },
-            "Art. 22",
-        )
-        if todo:
-            assert until is not None  # tasks come with a deadline (checked above)
-            notify(
-                platform,
-                conn,
-                authority.actor,
-                op.id,
-                "inspection",
-                f"inspection:{inspection}",
-                {"tasks": todo, "deadline": until.isoformat()},
-                "Art. 22",
-            )
-        return inspection

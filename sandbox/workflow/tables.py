@@ -273,3 +273,12 @@ security_records = Table(  # Art. 20 staff training, Art. 21 emergency drills
     Column("names", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+
+inspection_progress = Table(  # Art. 22: an inspection's state after it was recorded (open)
+    "inspection_progress",
+    metadata,
+    Column("inspection_id", Integer, ForeignKey("inspections.id"), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("notes_json", Text, nullable=False),  # [{by, to, notes, at}]
+    Column("updated_at", String(40), nullable=False),
+)
