@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -176,3 +177,34 @@ def test_a_relative_path_is_kept_absolute(platform, provider, tmp_path, monkeypa
     assert absolute("mysql://u:p@h/db?table=t") == "mysql://u:p@h/db?table=t"
     monkeypatch.chdir(tmp_path.parent)  # the server's own folder: the same file is read
     assert refresh(platform, provider, "rel")["changed"] is False
+
+
+def test_the_commands_on_the_host(platform, make_principal, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    provider, token = make_principal("water_bureau", Role.PROVIDER)
+    write_db(tmp_path / "w.duckdb", 20)
+    vault.register(platform, provider, "water", f"duckdb://{tmp_path / 'w.duckdb'}?table=payments",
+                   CLASSES)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox", "--home", str(platform.home), *args, "--as", token],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    done = cli("dataset", "refresh", "water", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["changed"] is False
+    done = cli("dataset", "schedule", "water", "--daily", "07:00")
+    assert done.returncode == 0 and "every day at 07:00 (Asia/Shanghai)" in done.stdout
+    done = cli("dataset", "sources", "--json")
+    assert json.loads(done.stdout)[0]["daily_at"] == "07:00"
+    done = cli("dataset", "schedule", "water")
+    assert done.returncode == 2 and "--daily HH:MM or --off" in done.stderr
+    done = cli("dataset", "refresh", "nope")
+    assert done.returncode == 1 and "no dataset named 'nope'" in done.stderr
