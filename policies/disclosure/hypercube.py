@@ -53,8 +53,8 @@ def protection(params: DisclosureParams) -> tuple[float, float]:
     return float(params.protection_share), float(params.protection_minimum)
 
 
-_SUPPRESS = CellVerdict.SUPPRESS
-_COMPLEMENTARY = (
+SUPPRESS_VERDICT = CellVerdict.SUPPRESS
+COMPLEMENTARY = (
     suppression.RULE,
     "a total next to it would otherwise reveal a suppressed cell (complementary)",
 )
@@ -65,12 +65,12 @@ _UNRESOLVED = (
 )
 
 
-def _suppressed(before: Judgement, rule: str, reason: str) -> Judgement:
-    return Judgement(_SUPPRESS, (*before.rules, rule), (*before.reasons, reason))
+def suppressed_by(before: Judgement, rule: str, reason: str) -> Judgement:
+    return Judgement(SUPPRESS_VERDICT, (*before.rules, rule), (*before.reasons, reason))
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     """Per output row: its grouping set and its group keys' values."""
 
     sets: list[frozenset[str]]
@@ -80,7 +80,7 @@ class _Layout:
         return tuple(self.keys[k][row] for k in order if k in keys)
 
 
-def _layout(table: pa.Table, spec: OutputSpec) -> _Layout | None:
+def layout_of(table: pa.Table, spec: OutputSpec) -> Layout | None:
     """None for an output without margins that does not select all its group keys (its
     rows cannot be told apart by key; with margins that refuses, as before)."""
     shown = {c.group_key: c.name for c in spec.columns if c.role is OutputRole.GROUP}
@@ -100,11 +100,11 @@ def _layout(table: pa.Table, spec: OutputSpec) -> _Layout | None:
                 hint="this is a platform fault; report it with the job id",
             )
         sets.append(by_mask[mask])
-    return _Layout(sets, suppression.key_values(table, spec))
+    return Layout(sets, suppression.key_values(table, spec))
 
 
-def _class_disclosure(
-    layout: _Layout,
+def class_disclosure(
+    layout: Layout,
     evidence: dict[int, list[CellEvidence]],
     judged: dict[tuple[int, int], Judgement],
     params: DisclosureParams,
@@ -129,7 +129,7 @@ def _class_disclosure(
 
     Returns, per suppressed cell, how far down (in the cell's value) the secondary
     pattern must leave its range open for the share to stay unknown: its value less
-    ``share`` times the margin's value, plus the audit's minimum (see :func:`_levels`).
+    ``share`` times the margin's value, plus the audit's minimum (see :func:`levels_of`).
     """
     share = Fraction(str(class_share(params)))
     keys = tuple(layout.keys)
@@ -147,7 +147,7 @@ def _class_disclosure(
         if not cells or cells[0].function not in COUNTS:
             continue
         entities = [c.n for c in cells]
-        values = [_number(c.value) for c in cells]
+        values = [cell_number(c.value) for c in cells]
         for (keyset, key, label), rows in along.items():
             parent = row_of.get((keyset - {key}, label))
             if parent is None and margins:
@@ -165,7 +165,7 @@ def _class_disclosure(
                     down = values[r] - float(share) * total + protection(params)[1]
                     found[(r, i)] = max(found.get((r, i), -math.inf), down)
     for cell in sorted(found):
-        judged[cell] = _suppressed(judged[cell], CLASS_RULE, _class_reason(params))
+        judged[cell] = suppressed_by(judged[cell], CLASS_RULE, _class_reason(params))
     return found
 
 
@@ -176,7 +176,7 @@ def _class_reason(params: DisclosureParams) -> str:
     )
 
 
-def _number(value: object) -> float:
+def cell_number(value: object) -> float:
     """A cell's value as a number for the audit: NULL (an empty SUM) adds nothing."""
     if value is None:
         return 0.0
@@ -184,8 +184,8 @@ def _number(value: object) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def _audited(
-    layout: _Layout,
+def audited_pattern(
+    layout: Layout,
     spec: OutputSpec,
     evidence: dict[int, list[CellEvidence]],
     primary: dict[tuple[int, int], Judgement],
@@ -205,7 +205,7 @@ def _audited(
     SUM, and AVG through its SUM evidence) each grow the pattern with
     :func:`policies.audit.secondary_pattern` over their own suppressed cells, then
     each is audited on the final pattern: every suppressed cell must keep its
-    protection interval (:func:`_levels`) against every released cell of the table.
+    protection interval (:func:`levels_of`) against every released cell of the table.
     Other measures (COUNT DISTINCT, MIN, MAX, quantiles) are not sums of their
     children: their cells get the value-free step only (no relation holds one as
     its only unknown). When a pattern leaves a cell narrowed, or the released values
@@ -216,7 +216,7 @@ def _audited(
     rows_of: dict[audit.Cell, list[int]] = {}
     for row, cell in enumerate(cell_of):
         rows_of.setdefault(cell, []).append(row)
-    hidden = {cell_of[r] for (r, _i), j in judged.items() if j.verdict is _SUPPRESS}
+    hidden = {cell_of[r] for (r, _i), j in judged.items() if j.verdict is SUPPRESS_VERDICT}
     open_ = set(rows_of) - hidden
     measures, value_free = _measures(evidence, cell_of, rows_of, primary, judged, params,
                                      class_down)  # fmt: skip
@@ -239,9 +239,9 @@ def _audited(
         passed = False
     for key, judgement in judged.items():
         if not passed:
-            judged[key] = _suppressed(judgement, *_UNRESOLVED)
-        elif cell_of[key[0]] not in open_ and judgement.verdict is not _SUPPRESS:
-            judged[key] = _suppressed(judgement, *_COMPLEMENTARY)
+            judged[key] = suppressed_by(judgement, *_UNRESOLVED)
+        elif cell_of[key[0]] not in open_ and judgement.verdict is not SUPPRESS_VERDICT:
+            judged[key] = suppressed_by(judgement, *COMPLEMENTARY)
 
 
 _Measure = tuple[dict[audit.Cell, float], set[audit.Cell], audit.AuditParams, dict[audit.Cell, Any]]
@@ -264,13 +264,15 @@ def _measures(
     share, least = protection(params)
     for i, cells in evidence.items():
         fn = cells[0].function
-        protected = {cell_of[c.row] for c in cells if judged[(c.row, i)].verdict is _SUPPRESS}
+        protected = {
+            cell_of[c.row] for c in cells if judged[(c.row, i)].verdict is SUPPRESS_VERDICT
+        }
         if fn not in _AUDITED:
             value_free |= protected
             continue
         if not protected:
             continue
-        value = {cell_of[c.row]: _number(c.total if fn == "avg" else c.value) for c in cells}
+        value = {cell_of[c.row]: cell_number(c.total if fn == "avg" else c.value) for c in cells}
         negative = fn in MAGNITUDE and any(c.negatives for c in cells)
         ap = audit.AuditParams(
             share,
@@ -280,7 +282,7 @@ def _measures(
             witness=True,  # the verdicts only: an end shown past its need is not solved
         )
         levels = {
-            cell_of[c.row]: _levels(c, value[cell_of[c.row]], primary[(c.row, i)], params,
+            cell_of[c.row]: levels_of(c, value[cell_of[c.row]], primary[(c.row, i)], params,
                                     class_down.get((c.row, i)))
             for c in cells
             if cell_of[c.row] in protected and c.row == rows_of[cell_of[c.row]][0]
@@ -290,14 +292,14 @@ def _measures(
 
 
 _AUDITED = frozenset({"count", "count_star", "sum", "avg"})
-_NULL_CODE = "\x00null"  # a NULL group key value that is not a rolled-up total
+NULL_CODE = "\x00null"  # a NULL group key value that is not a rolled-up total
 
 
 def _hypercube(
-    layout: _Layout, spec: OutputSpec, grid: Mapping[str, Sequence[Any]]
+    layout: Layout, spec: OutputSpec, grid: Mapping[str, Sequence[Any]]
 ) -> tuple[audit.Hypercube, list[audit.Cell]]:
     def code(value: Any) -> str:
-        return _NULL_CODE if value is None else canonical(value)
+        return NULL_CODE if value is None else canonical(value)
 
     codes = []
     for key in spec.group_keys:
@@ -312,7 +314,7 @@ def _hypercube(
     return hypercube, cells
 
 
-def _levels(
+def levels_of(
     cell: CellEvidence,
     value: float,
     primary: Judgement,
@@ -328,7 +330,7 @@ def _levels(
       (``p_ratio`` of the largest contribution, at most ``p_ratio`` of the value) and
       the (n, k) rule (at most ``1/k - 1`` of the value), at least the minimum;
     * a cell suppressed by the class rule alone: downwards only, past ``share`` of its
-      margin (:func:`_class_disclosure`); with another rule too, the larger of both.
+      margin (:func:`class_disclosure`); with another rule too, the larger of both.
     """
     share, least = protection(params)
     if cell.function in MAGNITUDE:
@@ -339,7 +341,7 @@ def _levels(
         up = max(down, params.min_entities - value)
     if class_down is None:
         return down, up
-    if primary.verdict is not _SUPPRESS:
+    if primary.verdict is not SUPPRESS_VERDICT:
         return max(least, class_down), 0.0
     return max(down, class_down), up
 
@@ -362,7 +364,7 @@ def _column(table: pa.Table, name: str, *, required: bool = True) -> list[Any] |
     )
 
 
-def _evidence(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]]:
+def evidence_of(table: pa.Table, spec: OutputSpec) -> dict[int, list[CellEvidence]]:
     """Every aggregate cell's evidence, by output column position."""
     rows = table.num_rows
     row_n = _column(table, evidence_name("n"))

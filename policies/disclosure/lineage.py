@@ -20,15 +20,15 @@ from policies.disclosure.cells import (
     Judgement,
 )
 from policies.disclosure.hypercube import (
-    _NULL_CODE,
-    _SUPPRESS,
     AUDIT_RULE,
+    NULL_CODE,
     PATTERN_ROUNDS,
-    _Layout,
-    _levels,
-    _number,
-    _suppressed,
+    SUPPRESS_VERDICT,
+    Layout,
+    cell_number,
+    levels_of,
     protection,
+    suppressed_by,
 )
 from policies.disclosure.params import (
     COUNTS,
@@ -116,9 +116,9 @@ class LineageOutcome:
         return "; ".join(parts) + "." if parts else ""
 
 
-def _lineage(
+def lineage_of(
     table: pa.Table,
-    layout: _Layout | None,
+    layout: Layout | None,
     spec: OutputSpec,
     evidence: dict[int, list[CellEvidence]],
     primary: dict[tuple[int, int], Judgement],
@@ -130,7 +130,7 @@ def _lineage(
     """The audit across releases, in place on ``judged`` (issue 17, item 3).
 
     Per measure with earlier releases (same lineage, measure key and WHERE key): the
-    hypercube over the union of the dimensions (:func:`_across`) holds every earlier
+    hypercube over the union of the dimensions (:func:`across_lineage`) holds every earlier
     released cell (fixed: it cannot be taken back), every earlier and new suppressed
     cell of a primary rule as protected, and the output's released cells; the output's
     secondary pattern grows (:func:`policies.audit.secondary_pattern`) until no
@@ -152,7 +152,9 @@ def _lineage(
     outcome = LineageOutcome(dims, cells, note, measures)
     rows = range(table.num_rows)
     open_rows = set(rows) - {
-        r for r in rows if all(judged[(r, i)].verdict is _SUPPRESS for i, _ in spec.aggregates())
+        r
+        for r in rows
+        if all(judged[(r, i)].verdict is SUPPRESS_VERDICT for i, _ in spec.aggregates())
     }
     if not open_rows or not any(lineage.earlier.get(k) for k in cells):
         return outcome  # nothing leaves, or nothing earlier to audit with
@@ -162,9 +164,9 @@ def _lineage(
         passed = False
     for key_, judgement in judged.items():
         if not passed:
-            judged[key_] = _suppressed(judgement, *_LINEAGE_UNRESOLVED)
-        elif key_[0] in added and judgement.verdict is not _SUPPRESS:
-            judged[key_] = _suppressed(judgement, *_LINEAGE_COMPLEMENTARY)
+            judged[key_] = suppressed_by(judgement, *_LINEAGE_UNRESOLVED)
+        elif key_[0] in added and judgement.verdict is not SUPPRESS_VERDICT:
+            judged[key_] = suppressed_by(judgement, *_LINEAGE_COMPLEMENTARY)
     return outcome
 
 
@@ -193,7 +195,7 @@ def _audited_measures(
 
 
 def _cell_codes(
-    table: pa.Table, layout: _Layout | None, lineage: Lineage, dims: tuple[str, ...]
+    table: pa.Table, layout: Layout | None, lineage: Lineage, dims: tuple[str, ...]
 ) -> list[tuple[str | None, ...]]:
     """Each row's cell of the lineage's hypercube: a code per dimension, None (TOTAL) for
     a rolled-up one, a code of its own for a NULL key value."""
@@ -202,7 +204,7 @@ def _cell_codes(
     key_of = {d: k for k, d in lineage.dimensions.items()}
 
     def code(value: Any) -> str:
-        return _NULL_CODE if value is None else canonical(value)
+        return NULL_CODE if value is None else canonical(value)
 
     return [
         tuple(
@@ -226,13 +228,13 @@ def _output_cells(
     bounded = not any(c.negatives for c in column)
     found = []
     for c in column:
-        r, value = c.row, _number(c.value)
+        r, value = c.row, cell_number(c.value)
         state, down, up = RELEASED, 0.0, 0.0
-        if judged[(r, i)].verdict is _SUPPRESS:
+        if judged[(r, i)].verdict is SUPPRESS_VERDICT:
             state = SUPPRESSED
-            if primary[(r, i)].verdict is _SUPPRESS or (r, i) in class_down:
+            if primary[(r, i)].verdict is SUPPRESS_VERDICT or (r, i) in class_down:
                 state = PROTECTED
-                down, up = _levels(c, value, primary[(r, i)], params, class_down.get((r, i)))
+                down, up = levels_of(c, value, primary[(r, i)], params, class_down.get((r, i)))
         found.append((r, LineageCell(cell_of[r], value, state, down, up, bounded)))
     return tuple(found)
 
@@ -257,7 +259,7 @@ def _grow(
                 earlier = lineage.earlier.get(key) or ()
                 if not earlier:
                     continue
-                more, ok, seen = _across(
+                more, ok, seen = across_lineage(
                     dims, mine, earlier, lineage, open_rows - added, grow, protection_,
                     memo.setdefault(key, {}),
                 )  # fmt: skip
@@ -277,7 +279,7 @@ def _grow(
     return added, passed
 
 
-def _across(
+def across_lineage(
     dims: tuple[str, ...],
     new: Sequence[tuple[int, LineageCell]],
     earlier: Sequence[Release],

@@ -2,7 +2,7 @@
 holding almost all of a margin), secondary suppression of the margins (on the declared
 hypercube with the interval audit of :mod:`policies.audit` when the output has a
 declared grid, else :mod:`policies.suppression`), the same audit across the earlier
-releases of the output's lineage (``lineage=``, :func:`_lineage`), 10-5 rounding, and
+releases of the output's lineage (``lineage=``, :func:`lineage_of`), 10-5 rounding, and
 the report the checkers read (docs/disclosure.md, "Interval audit" and "Class
 disclosure").
 """
@@ -24,16 +24,16 @@ from policies.disclosure.cells import (
     judge,
 )
 from policies.disclosure.hypercube import (
-    _COMPLEMENTARY,
-    _SUPPRESS,
     AUDIT_RULE,
     CLASS_RULE,
-    _audited,
-    _class_disclosure,
-    _evidence,
-    _layout,
-    _suppressed,
+    COMPLEMENTARY,
+    SUPPRESS_VERDICT,
+    audited_pattern,
+    class_disclosure,
     class_share,
+    evidence_of,
+    layout_of,
+    suppressed_by,
 )
 from policies.disclosure.lineage import (
     LINEAGE_LIMIT,
@@ -43,8 +43,8 @@ from policies.disclosure.lineage import (
     LineageCell,
     LineageOutcome,
     Release,
-    _across,
-    _lineage,
+    across_lineage,
+    lineage_of,
 )
 from policies.disclosure.params import (
     ARTICLE,
@@ -163,11 +163,11 @@ def check_output(
     """Decide what of an admitted query's result may leave the sandbox (Art. 15).
 
     Every aggregate cell is judged by :data:`RULES`, and count cells by the class
-    rule (:func:`_class_disclosure`). With margins, secondary suppression follows:
+    rule (:func:`class_disclosure`). With margins, secondary suppression follows:
 
     * with a declared ``grid`` (the declared codes of every group key, ``jobs.grid``),
       the table's rows are cells of the hypercube over those keys and
-      :func:`_audited` chooses the pattern (:func:`policies.audit.secondary_pattern`,
+      :func:`audited_pattern` chooses the pattern (:func:`policies.audit.secondary_pattern`,
       value-free costs) and releases only what passes the interval audit;
     * without one, :mod:`policies.suppression` suppresses until no relation one key
       apart holds exactly one suppressed cell (subtotals two keys apart are not
@@ -179,33 +179,33 @@ def check_output(
 
     With ``lineage`` (the earlier releases of the output's lineage, measure and WHERE),
     the pattern grows further until the audit on the hypercube over the union of their
-    dimensions passes too (:func:`_lineage`), and :attr:`CheckResult.lineage` gives the
+    dimensions passes too (:func:`lineage_of`), and :attr:`CheckResult.lineage` gives the
     output's cells as the history records them.
     """
-    evidence = _evidence(table, spec)
+    evidence = evidence_of(table, spec)
     primary = {
         (cell.row, i): judge(cell, params) for i, cells in evidence.items() for cell in cells
     }
     judged = dict(primary)
-    layout = _layout(table, spec) if table.num_rows and spec.group_keys else None
+    layout = layout_of(table, spec) if table.num_rows and spec.group_keys else None
     class_down = (
         {}
         if layout is None
-        else _class_disclosure(layout, evidence, judged, params, margins=spec.has_margins)
+        else class_disclosure(layout, evidence, judged, params, margins=spec.has_margins)
     )
 
     if spec.has_margins and layout is not None:
         if grid is not None:
-            _audited(layout, spec, evidence, primary, judged, params, grid, class_down)
+            audited_pattern(layout, spec, evidence, primary, judged, params, grid, class_down)
         else:
             found = suppression.relations(table, spec)
             for i, cells in evidence.items():
-                hidden = [c.row for c in cells if judged[(c.row, i)].verdict is _SUPPRESS]
+                hidden = [c.row for c in cells if judged[(c.row, i)].verdict is SUPPRESS_VERDICT]
                 for r in suppression.complete(found, hidden, [c.n for c in cells]):
-                    judged[(r, i)] = _suppressed(judged[(r, i)], *_COMPLEMENTARY)
+                    judged[(r, i)] = suppressed_by(judged[(r, i)], *COMPLEMENTARY)
     outcome = None
     if lineage is not None:
-        outcome = _lineage(table, layout, spec, evidence, primary, judged, params, class_down,
+        outcome = lineage_of(table, layout, spec, evidence, primary, judged, params, class_down,
                            lineage)  # fmt: skip
 
     counts = {rule: 0 for rule in REPORTED_RULES}
@@ -282,7 +282,7 @@ def final_cells(
     hidden = {
         (c.row, by_name[c.column])
         for c in result.cells
-        if c.verdict is _SUPPRESS and c.column in by_name
+        if c.verdict is SUPPRESS_VERDICT and c.column in by_name
     }
     measure_of = {key: i for i, key in outcome.measures.items()}
     found: dict[str, tuple[LineageCell, ...]] = {}
@@ -309,28 +309,29 @@ def lineage_outcome(
     earlier releases (``check_output(lineage=)`` with none gives the same verdicts): the
     primary and class rules judged again, the verdicts read from ``result``."""
     params = result.params
-    evidence = _evidence(table, spec)
+    evidence = evidence_of(table, spec)
     primary = {
         (cell.row, i): judge(cell, params) for i, cells in evidence.items() for cell in cells
     }
-    layout = _layout(table, spec) if table.num_rows and spec.group_keys else None
+    layout = layout_of(table, spec) if table.num_rows and spec.group_keys else None
     scratch = dict(primary)
     class_down = (
         {}
         if layout is None
-        else _class_disclosure(layout, evidence, scratch, params, margins=spec.has_margins)
+        else class_disclosure(layout, evidence, scratch, params, margins=spec.has_margins)
     )
     position = {c.name: i for i, c in spec.aggregates()}
     hidden = {
         (c.row, position[c.column])
         for c in result.cells
-        if c.verdict is _SUPPRESS and c.column in position
+        if c.verdict is SUPPRESS_VERDICT and c.column in position
     }
     judged = {
-        key: Judgement(_SUPPRESS if key in hidden else CellVerdict.PASS, (), ()) for key in primary
+        key: Judgement(SUPPRESS_VERDICT if key in hidden else CellVerdict.PASS, (), ())
+        for key in primary
     }
     alone = Lineage(lineage.dimensions, lineage.measures, lineage.codes, {}, lineage.limit)
-    return _lineage(table, layout, spec, evidence, primary, judged, params, class_down, alone)
+    return lineage_of(table, layout, spec, evidence, primary, judged, params, class_down, alone)
 
 
 def audit_release(
@@ -345,7 +346,7 @@ def audit_release(
     lineage = Lineage({}, {}, codes, {}, limit)
     rows = set(range(len(cells)))
     try:
-        forced, passed, _note = _across(
+        forced, passed, _note = across_lineage(
             dims, list(enumerate(cells)), earlier, lineage, rows, False,
             (audit.PROTECTION_SHARE, audit.PROTECTION_MINIMUM),
         )  # fmt: skip

@@ -21,16 +21,16 @@ from sandbox.guard.dp_budget import (
     ARTICLE,
     OVER_TOTAL,
     SLACK,
-    _agreement,
-    _budget_row,
-    _epsilon,
-    _population,
-    _share,
-    _share_row,
-    _shared,
-    _spent,
-    _total,
-    _year,
+    agreement_row,
+    budget_row,
+    budget_year,
+    checked_population,
+    epsilon_of,
+    share_of,
+    share_row,
+    shared_of,
+    spent_of,
+    total_of,
 )
 from sandbox.guard.tables import dp_budgets, dp_population_budgets, dp_shares
 
@@ -45,11 +45,11 @@ def set_total(
 
     require_role(authority, Role.AUTHORITY, action="set privacy budgets", article=ARTICLE)
     check_jurisdiction(authority.name, authority.jurisdiction, "city")
-    population, year = _population(population), _year(year)
-    epsilon = _epsilon(epsilon, "epsilon")
+    population, year = checked_population(population), budget_year(year)
+    epsilon = epsilon_of(epsilon, "epsilon")
     with platform.store.transaction() as conn:
-        before = _total(conn, population, year)
-        shared = _shared(conn, population, year)
+        before = total_of(conn, population, year)
+        shared = shared_of(conn, population, year)
         if before is not None and epsilon > before + SLACK:
             raise PolicyRefusal(
                 "dp_budget_fixed",
@@ -89,7 +89,7 @@ def set_total(
             {"epsilon": epsilon, "before": before, "shared": shared, "accounting": ACCOUNTING},
             ARTICLE,
         )
-        return _budget_row(conn, population, year)
+        return budget_row(conn, population, year)
 
 
 def set_share(
@@ -106,12 +106,12 @@ def set_share(
     from sandbox.workflow.base import require_authority
 
     require_role(authority, Role.AUTHORITY, action="share privacy budgets", article=ARTICLE)
-    population, year = _population(population), _year(year)
-    epsilon = _epsilon(epsilon, "epsilon", zero=True)
+    population, year = checked_population(population), budget_year(year)
+    epsilon = epsilon_of(epsilon, "epsilon", zero=True)
     with platform.store.transaction() as conn:
-        row = _agreement(conn, agreement_id)
+        row = agreement_row(conn, agreement_id)
         require_authority(authority, row.jurisdiction, "share privacy budgets", "Art. 5")
-        total = _total(conn, population, year)
+        total = total_of(conn, population, year)
         if total is None:
             raise PolicyRefusal(
                 OVER_TOTAL,
@@ -120,7 +120,7 @@ def set_share(
                 article=ARTICLE,
                 subject="year",
             )
-        others = _shared(conn, population, year, but=agreement_id)
+        others = shared_of(conn, population, year, but=agreement_id)
         if others + epsilon > total + SLACK:
             raise PolicyRefusal(
                 OVER_TOTAL,
@@ -131,7 +131,7 @@ def set_share(
                 article=ARTICLE,
                 subject="epsilon",
             )
-        spent = _spent(conn, population, year, agreement_id)
+        spent = spent_of(conn, population, year, agreement_id)
         if epsilon + SLACK < spent:
             raise PolicyRefusal(
                 OVER_TOTAL,
@@ -140,7 +140,7 @@ def set_share(
                 article=ARTICLE,
                 subject="epsilon",
             )
-        before = _share(conn, agreement_id, population, year)
+        before = share_of(conn, agreement_id, population, year)
         keys = dict(agreement_id=agreement_id, population=population, year=year)
         values = dict(epsilon=epsilon, set_by=authority.id, updated_at=now_utc())
         exists = conn.execute(
@@ -169,7 +169,7 @@ def set_share(
             },
             ARTICLE,
         )
-        return _share_row(conn, agreement_id, population, year)
+        return share_row(conn, agreement_id, population, year)
 
 
 def configure(
@@ -187,7 +187,7 @@ def configure(
     from sandbox.workflow.tables import agreements
 
     require_role(authority, Role.AUTHORITY, action="set privacy budgets", article=ARTICLE)
-    per_query = _epsilon(per_query, "per_query")
+    per_query = epsilon_of(per_query, "per_query")
     try:
         parsed = {col: Bounds(float(lo), float(hi)) for col, (lo, hi) in (bounds or {}).items()}
     except (TypeError, ValueError) as exc:

@@ -102,7 +102,7 @@ class Balance:
 # --------------------------------------------------------------------------- input
 
 
-def _epsilon(value: Any, field: str, *, zero: bool = False) -> float:
+def epsilon_of(value: Any, field: str, *, zero: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -118,7 +118,7 @@ def _epsilon(value: Any, field: str, *, zero: bool = False) -> float:
     return number
 
 
-def _year(value: Any) -> int:
+def budget_year(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             value = int(str(value).strip())
@@ -135,7 +135,7 @@ def _year(value: Any) -> int:
     return value
 
 
-def _population(value: Any) -> str:
+def checked_population(value: Any) -> str:
     if value not in POPULATIONS:
         raise InputError(
             f"population: '{value}' is not a population; use person or organisation ({ARTICLE})",
@@ -144,7 +144,7 @@ def _population(value: Any) -> str:
     return str(value)
 
 
-def _agreement(conn: Connection, agreement_id: Any) -> Row:
+def agreement_row(conn: Connection, agreement_id: Any) -> Row:
     from sandbox.workflow.tables import agreements
 
     if isinstance(agreement_id, bool) or not isinstance(agreement_id, int):
@@ -162,7 +162,7 @@ def _agreement(conn: Connection, agreement_id: Any) -> Row:
 # --------------------------------------------------------------------------- sums
 
 
-def _total(conn: Connection, population: str, year: int) -> float | None:
+def total_of(conn: Connection, population: str, year: int) -> float | None:
     row = conn.execute(
         select(dp_population_budgets.c.epsilon).where(
             dp_population_budgets.c.population == population,
@@ -172,7 +172,7 @@ def _total(conn: Connection, population: str, year: int) -> float | None:
     return None if row is None else float(row.epsilon)
 
 
-def _shared(conn: Connection, population: str, year: int, but: int | None = None) -> float:
+def shared_of(conn: Connection, population: str, year: int, but: int | None = None) -> float:
     where = [dp_shares.c.population == population, dp_shares.c.year == year]
     if but is not None:
         where.append(dp_shares.c.agreement_id != but)
@@ -183,7 +183,9 @@ def _shared(conn: Connection, population: str, year: int, but: int | None = None
     )
 
 
-def _spent(conn: Connection, population: str, year: int, agreement_id: int | None = None) -> float:
+def spent_of(
+    conn: Connection, population: str, year: int, agreement_id: int | None = None
+) -> float:
     where = [dp_charges.c.population == population, dp_charges.c.year == year]
     if agreement_id is not None:
         where.append(dp_charges.c.agreement_id == agreement_id)
@@ -194,7 +196,7 @@ def _spent(conn: Connection, population: str, year: int, agreement_id: int | Non
     )
 
 
-def _share(conn: Connection, agreement_id: int, population: str, year: int) -> float:
+def share_of(conn: Connection, agreement_id: int, population: str, year: int) -> float:
     row = conn.execute(
         select(dp_shares.c.epsilon).where(
             dp_shares.c.agreement_id == agreement_id,
@@ -211,10 +213,10 @@ def balance(conn: Connection, agreement_id: int, population: str, year: int) -> 
         agreement_id,
         population,
         year,
-        _share(conn, agreement_id, population, year),
-        _spent(conn, population, year, agreement_id),
-        _total(conn, population, year) or 0.0,
-        _spent(conn, population, year),
+        share_of(conn, agreement_id, population, year),
+        spent_of(conn, population, year, agreement_id),
+        total_of(conn, population, year) or 0.0,
+        spent_of(conn, population, year),
     )
 
 
@@ -358,9 +360,9 @@ def charged(platform: Platform, conn: Connection, actor: Actor, mode: DpMode, jo
 # --------------------------------------------------------------------------- views
 
 
-def _budget_row(conn: Connection, population: str, year: int) -> dict:
-    total = _total(conn, population, year) or 0.0
-    shared, spent = _shared(conn, population, year), _spent(conn, population, year)
+def budget_row(conn: Connection, population: str, year: int) -> dict:
+    total = total_of(conn, population, year) or 0.0
+    shared, spent = shared_of(conn, population, year), spent_of(conn, population, year)
     return {
         "population": population,
         "year": year,
@@ -373,7 +375,7 @@ def _budget_row(conn: Connection, population: str, year: int) -> dict:
     }
 
 
-def _share_row(conn: Connection, agreement_id: int, population: str, year: int) -> dict:
+def share_row(conn: Connection, agreement_id: int, population: str, year: int) -> dict:
     current = balance(conn, agreement_id, population, year)
     return {
         "agreement": agreement_id,

@@ -19,10 +19,10 @@ from sandbox.core.principals import Principal, Role, require_role
 from sandbox.guard.dp_budget import (
     ACCOUNTING,
     ARTICLE,
-    _agreement,
-    _budget_row,
-    _share_row,
-    _year,
+    agreement_row,
+    budget_row,
+    budget_year,
+    share_row,
 )
 from sandbox.guard.tables import dp_budgets, dp_charges, dp_population_budgets, dp_shares
 
@@ -59,13 +59,13 @@ def budgets(conn: Connection, viewer: Principal, year: int | None = None) -> dic
     )
     query = select(dp_population_budgets.c.population, dp_population_budgets.c.year)
     if year is not None:
-        query = query.where(dp_population_budgets.c.year == _year(year))
+        query = query.where(dp_population_budgets.c.year == budget_year(year))
     rows = conn.execute(
         query.order_by(dp_population_budgets.c.year, dp_population_budgets.c.population)
     )
     return {
         "accounting": ACCOUNTING,
-        "budgets": [_budget_row(conn, r.population, r.year) for r in rows],
+        "budgets": [budget_row(conn, r.population, r.year) for r in rows],
     }
 
 
@@ -76,7 +76,7 @@ def shares(
     visible = _visible_agreements(conn, viewer)
     query = select(dp_shares.c.agreement_id, dp_shares.c.population, dp_shares.c.year)
     if year is not None:
-        query = query.where(dp_shares.c.year == _year(year))
+        query = query.where(dp_shares.c.year == budget_year(year))
     if agreement_id is not None:
         _seen(conn, visible, agreement_id)
         query = query.where(dp_shares.c.agreement_id == agreement_id)
@@ -89,7 +89,7 @@ def shares(
     ]
     return {
         "accounting": ACCOUNTING,
-        "shares": [_share_row(conn, r.agreement_id, r.population, r.year) for r in rows],
+        "shares": [share_row(conn, r.agreement_id, r.population, r.year) for r in rows],
     }
 
 
@@ -98,7 +98,7 @@ def _seen(conn: Connection, visible: set[int] | None, agreement_id: int) -> None
         raise NotFound(
             f"agreement: there is no agreement {agreement_id} ({ARTICLE})", article=ARTICLE
         )
-    _agreement(conn, agreement_id)
+    agreement_row(conn, agreement_id)
 
 
 def spends(
@@ -109,7 +109,7 @@ def spends(
     visible = _visible_agreements(conn, viewer)
     query = select(dp_charges).order_by(dp_charges.c.job_id)
     if year is not None:
-        query = query.where(dp_charges.c.year == _year(year))
+        query = query.where(dp_charges.c.year == budget_year(year))
     if agreement_id is not None:
         _seen(conn, visible, agreement_id)
         query = query.where(dp_charges.c.agreement_id == agreement_id)

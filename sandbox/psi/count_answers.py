@@ -37,11 +37,11 @@ from sandbox.psi.counts import (
     ARTICLE,
     KIND,
     NO_BUDGET,
-    _fail_session,
-    _folder,
-    _forget,
-    _key_path,
+    fail_session,
+    forget_session,
     open_count,
+    session_folder,
+    session_key_path,
 )
 from sandbox.psi.tables import psi_sessions
 from sandbox.run.jobstate import JobState, transition
@@ -96,10 +96,10 @@ def _part_counts(
             f"element of the platform's request from {start}, none repeated from another "
             f"part; it holds {len(elements)}"
         )
-    key = _key_path(platform, session_id).read_bytes()
+    key = session_key_path(platform, session_id).read_bytes()
     client = psi_lib.client.CreateFromKey(key, meta["reveal"])
     setup = psi_core.cpp_proto_server_setup.Load(
-        (_folder(platform, session_id) / "setup.bin").read_bytes()
+        (session_folder(platform, session_id) / "setup.bin").read_bytes()
     )
     loaded = psi_core.cpp_proto_response.Load(body)
     try:
@@ -123,7 +123,7 @@ def _tally(
     parts = parts_of(meta)
     if not 0 <= part < len(parts):
         raise InputError(f"part must be 0 to {len(parts) - 1}, not {part}")
-    folder = _folder(platform, session_id)
+    folder = session_folder(platform, session_id)
     with open(folder / "tally.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path, seen_path = folder / "tally.json", folder / "seen.bin"
@@ -155,7 +155,7 @@ def answer_count(
     t0 = time.perf_counter()
     with platform.store.read() as conn:
         row = count_session(conn, operator, session_id)
-    folder = _folder(platform, session_id)
+    folder = session_folder(platform, session_id)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     job_id = int(meta["job"])
     mode = _mode_again(platform, operator, row, session_id, job_id)
@@ -181,9 +181,9 @@ def answer_count(
     try:
         answer = _release(platform, operator, row, meta, mode, count, groups, noise)
     except PolicyRefusal as exc:  # the budget went meanwhile: nothing released or spent
-        _fail_session(platform, operator, session_id, job_id, exc)
+        fail_session(platform, operator, session_id, job_id, exc)
         raise
-    _forget(platform, session_id)
+    forget_session(platform, session_id)
     answer["timings"] = {"answer_s": round(time.perf_counter() - t0, 4)}
     return answer
 
@@ -199,7 +199,7 @@ def _mode_again(platform: Platform, operator: Principal, row: Any, session_id: i
             if mode is None:
                 raise PolicyRefusal(NO_BUDGET, "the agreement left the DP mode", article=ARTICLE)
     except PolicyRefusal as exc:
-        _fail_session(platform, operator, session_id, job_id, exc)
+        fail_session(platform, operator, session_id, job_id, exc)
         raise
     return mode
 

@@ -19,13 +19,13 @@ from policies.errors import (
 )
 from sandbox.core.platform import Platform
 from sandbox.data.vault import DatasetVersion
-from sandbox.psi.setup import _shards
+from sandbox.psi.setup import shards_of
 from sandbox.psi.worker import encrypt_request_shard
 
 ARTICLE = "Art. 15"
 
 
-def _column(
+def column_items(
     version: DatasetVersion, column: str, group_by: str | None, groups: tuple[str, ...] | None
 ) -> tuple[list[str], list[int]]:
     """The distinct normalised items of the column, each with its group's position in the
@@ -60,13 +60,13 @@ def _column(
 PARALLEL_FROM = 20_000  # items of the column from which the request is built in processes
 
 
-def _encrypt_column(platform: Platform, key: bytes, reveal: bool, items: list[str]) -> bytes:
+def encrypt_column(platform: Platform, key: bytes, reveal: bool, items: list[str]) -> bytes:
     """The platform's request: ``items`` encrypted under the session key, in order; in
     ``psi.build_processes`` processes (shards under the one key) for a large column."""
     processes = platform.settings.psi.build_processes
     if processes <= 1 or len(items) < PARALLEL_FROM:
         return encrypt_request_shard(key, reveal, items)
-    shards = _shards(items, processes)
+    shards = shards_of(items, processes)
     try:
         with ProcessPoolExecutor(max_workers=len(shards), mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(encrypt_request_shard, key, reveal, s) for s in shards]

@@ -70,7 +70,7 @@ from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
-from sandbox.psi.count_request import _column, _encrypt_column
+from sandbox.psi.count_request import column_items, encrypt_column
 from sandbox.psi.sessions import record_refused, session_values, used_today
 from sandbox.psi.tables import psi_sessions
 from sandbox.psi.terms import terms_for
@@ -96,22 +96,22 @@ class _Admitted:
 # --- paths -----------------------------------------------------------------------------------
 
 
-def _folder(platform: Platform, session_id: int) -> Path:
+def session_folder(platform: Platform, session_id: int) -> Path:
     return platform.home / "psi-count" / str(session_id)
 
 
-def _key_path(platform: Platform, session_id: int) -> Path:
+def session_key_path(platform: Platform, session_id: int) -> Path:
     return platform.home / "keys" / "psi" / "count" / f"{session_id}.key"
 
 
-def _forget(platform: Platform, session_id: int) -> None:
+def forget_session(platform: Platform, session_id: int) -> None:
     """The session key and the operator's setup serve nobody once the session ended."""
-    _key_path(platform, session_id).unlink(missing_ok=True)
-    shutil.rmtree(_folder(platform, session_id), ignore_errors=True)
+    session_key_path(platform, session_id).unlink(missing_ok=True)
+    shutil.rmtree(session_folder(platform, session_id), ignore_errors=True)
 
 
 def _write_key(platform: Platform, session_id: int, key: bytes) -> None:
-    path = _key_path(platform, session_id)
+    path = session_key_path(platform, session_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -313,7 +313,7 @@ def expire(platform: Platform, now: datetime | None = None) -> list[int]:
         ).all()
     ended = []
     for row in rows:
-        meta_path = _folder(platform, row.id) / "meta.json"
+        meta_path = session_folder(platform, row.id) / "meta.json"
         job_id = (
             json.loads(meta_path.read_text(encoding="utf-8"))["job"] if meta_path.exists() else None
         )
@@ -335,7 +335,7 @@ def expire(platform: Platform, now: datetime | None = None) -> list[int]:
                     JobState.FAILED,
                     Conflict(f"PSI count session {row.id} was not answered within {EXPIRY_S} s"),
                 )
-        _forget(platform, row.id)
+        forget_session(platform, row.id)
         ended.append(row.id)
     return ended
 
@@ -356,7 +356,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
     try:
         with platform.store.read() as conn:
             first = _admit(conn, platform, operator, ask, job_id)
-        items, positions = _column(first.version, ask.column, ask.group_by, first.groups)
+        items, positions = column_items(first.version, ask.column, ask.group_by, first.groups)
         session_id, admitted = _start(platform, operator, ask, job_id, first)
     except (PolicyRefusal, InputError, Conflict) as exc:
         _refuse(platform, operator, job_id, ask, exc)
@@ -370,8 +370,8 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
         order = list(range(len(items)))
         random.SystemRandom().shuffle(order)  # the request's order says nothing
         key = psi_lib.client.CreateWithNewKey(reveal).GetPrivateKeyBytes()
-        request = _encrypt_column(platform, key, reveal, [items[i] for i in order])
-        folder = _folder(platform, session_id)
+        request = encrypt_column(platform, key, reveal, [items[i] for i in order])
+        folder = session_folder(platform, session_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "setup.bin").write_bytes(payload)
         meta = {
@@ -385,7 +385,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
         (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         _write_key(platform, session_id, key)
     except Exception as exc:
-        _fail_session(platform, operator, session_id, job_id, exc)
+        fail_session(platform, operator, session_id, job_id, exc)
         raise
     answer = {
         "session": session_id,
@@ -405,7 +405,7 @@ def open_count(platform: Platform, operator: Principal, body: bytes) -> bytes:
     return pack_message(answer, request)
 
 
-def _fail_session(
+def fail_session(
     platform: Platform, operator: Principal, session_id: int, job_id: int, exc: Exception
 ) -> None:
     with platform.store.transaction() as conn:
@@ -415,7 +415,7 @@ def _fail_session(
             .values(status="failed", updated_at=now_utc())
         )
         _end_job(platform, conn, operator, job_id, JobState.FAILED, exc)
-    _forget(platform, session_id)
+    forget_session(platform, session_id)
 
 
 # --- round 2 ---------------------------------------------------------------------------------

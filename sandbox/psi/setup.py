@@ -123,7 +123,7 @@ def _read_items(
     return [], {g: list(items) for g, items in groups.items()}
 
 
-def _shards(items: list[str], count: int) -> list[list[str]]:
+def shards_of(items: list[str], count: int) -> list[list[str]]:
     count = max(1, min(count, len(items)))
     size, extra = divmod(len(items), count)
     out, at = [], 0
@@ -177,7 +177,7 @@ def build_bundle(
             parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]
         else:
             # More shards than processes only when a structure keeps its shards apart.
-            blobs = _encrypt_all(key, spec, _shards(items, processes), processes, ray_address)
+            blobs = _encrypt_all(key, spec, shards_of(items, processes), processes, ray_address)
             if spec.structure == "raw":
                 blobs = [merge_raw(blobs)]
             parts = [("", b) for b in blobs]
