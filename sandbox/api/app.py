@@ -100,7 +100,8 @@ def create_app(platform_home: Path | str) -> FastAPI:
         app.state.platform = platform
         app.state.service = service
         app.state.executor = executor
-        app.state.rate = RateLimiter(settings.api.rate_per_minute, home / "run" / "rate")
+        shared = platform.store.engine if platform.store.is_postgres else None  # hosts
+        app.state.rate = RateLimiter(settings.api.rate_per_minute, home / "run" / "rate", shared)
         executor.start()
         try:
             yield

@@ -91,6 +91,12 @@ class Executor:
         self._thread.start()
 
     def _recover_once(self) -> None:
+        if self.platform.store.is_postgres:
+            # Other hosts may be running jobs of this store, and the lock files below
+            # see this host's processes only: failing "interrupted" jobs here would
+            # fail theirs. Not done on PostgreSQL (docs/deploy.md, recovery).
+            log.info("store on PostgreSQL: no start-up recovery of interrupted jobs")
+            return
         folder = self.platform.home / "run"
         folder.mkdir(mode=0o700, exist_ok=True)
         gate = _lock_file(folder / "recover.lock")

@@ -10,9 +10,11 @@ The rate limit is a token bucket per principal (``api.rate_per_minute``): a burs
 of up to a minute's allowance, then one request per ``60 / rate`` seconds. The
 buckets are small files under the home's ``run/rate/``, locked with ``flock``, so
 every server process of the home (``--workers N``) draws from the same bucket; a
-request costs a lock, a 16-byte read and write, not a store transaction. Known
-shortcut: server processes on several hosts would need a shared home or a bucket
-service of their own.
+request costs a lock, a 16-byte read and write, not a store transaction. With the
+store on PostgreSQL (``store.url``: several hosts) the buckets are rows of the store
+(``rate_buckets``), each drawn in a short transaction of its own under its row lock
+(``SELECT ... FOR UPDATE``, not the store's write lock) and timed by the database's
+clock, so every process of every host draws from one bucket per principal.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policies.errors import PayloadTooLarge, RateLimited
 from sandbox.api.errors import envelope, new_request_id
+from sandbox.api.tables import rate_buckets
+from sandbox.core.store import insert_or
 
 MIB = 1024 * 1024
 UPLOAD_PATH = "/v1/datasets/upload"
@@ -114,8 +120,9 @@ class RateLimiter:
 
     _RECORD = struct.Struct("<dd")
 
-    def __init__(self, per_minute: int, folder: Path | None = None):
+    def __init__(self, per_minute: int, folder: Path | None = None, engine: Engine | None = None):
         self.per_minute = per_minute
+        self.engine = engine  # the PostgreSQL store: buckets in its rate_buckets table
         self.capacity = float(per_minute)
         self.refill_per_s = per_minute / 60.0
         self.folder = folder
@@ -127,7 +134,9 @@ class RateLimiter:
 
     def take(self, key: int) -> None:
         with self._lock:
-            if self.folder is None or key in self._memory:
+            if self.engine is not None:
+                allowed, wait = self._draw_store(key)
+            elif self.folder is None or key in self._memory:
                 allowed, wait = self._draw(key, self._memory.get(key), self._memory.__setitem__)
             else:
                 try:
@@ -147,8 +156,10 @@ class RateLimiter:
             error.headers = {"Retry-After": str(wait)}
             raise error
 
-    def _draw(self, key: int, state: tuple[float, float] | None, store) -> tuple[bool, int]:
-        now = time.time()
+    def _draw(
+        self, key: int, state: tuple[float, float] | None, store, now: float | None = None
+    ) -> tuple[bool, int]:
+        now = time.time() if now is None else now
         tokens, last = state if state is not None else (self.capacity, now)
         tokens = min(self.capacity, tokens + max(0.0, now - last) * self.refill_per_s)
         if tokens < 1.0:
@@ -174,6 +185,38 @@ class RateLimiter:
             return self._draw(key, state, store)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _draw_store(self, key: int) -> tuple[bool, int]:
+        assert self.engine is not None  # store buckets are drawn only with an engine
+        b = rate_buckets
+        clock = func.extract("epoch", func.clock_timestamp())
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                select(b.c.tokens, b.c.updated, clock)
+                .where(b.c.principal_id == key)
+                .with_for_update()
+            ).first()
+            if found is None:  # the principal's first request: a full bucket
+                conn.execute(
+                    insert_or(conn, b)
+                    .values(principal_id=key, tokens=self.capacity, updated=0.0)
+                    .on_conflict_do_nothing()
+                )
+                found = conn.execute(
+                    select(b.c.tokens, b.c.updated, clock)
+                    .where(b.c.principal_id == key)
+                    .with_for_update()
+                ).one()
+            state = None if found.updated == 0.0 else (found.tokens, found.updated)
+
+            def store(_key: int, value: tuple[float, float]) -> None:
+                conn.execute(
+                    b.update()
+                    .where(b.c.principal_id == key)
+                    .values(tokens=value[0], updated=value[1])
+                )
+
+            return self._draw(key, state, store, float(found[2]))
 
     def close(self) -> None:
         with self._lock:

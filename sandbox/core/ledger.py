@@ -52,6 +52,7 @@ from sandbox.core.canonical import CANONICAL_FORM, canonical, legacy_canonical
 from sandbox.core.store import after_commit, ledger, ledger_head
 
 GENESIS = "0" * 64
+LEDGER_LOCK_KEY = 0x5A4E_4C47  # PostgreSQL's advisory lock of the chain and its head
 # The copy of the last signed head, relative to the folder of the store (the home).
 HEAD_COPY = Path("run") / "ledger-head.json"
 HEAD_LOCK = "ledger-head.lock"
@@ -119,7 +120,14 @@ def append(
     details: Mapping[str, Any] | None = None,
     article: str = "Art. 7",
 ) -> int:
-    """Append one entry inside the caller's transaction; return its sequence number."""
+    """Append one entry inside the caller's transaction; return its sequence number.
+
+    On PostgreSQL the entry is written under a transaction-level advisory lock of the
+    ledger's own, taken before the last entry is read and held to the commit, so two
+    hosts never read the same last entry and fork the chain (a writing transaction
+    already holds the store's write lock; this covers an append in any other)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(LEDGER_LOCK_KEY)))
     last = conn.execute(
         select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)
     ).first()

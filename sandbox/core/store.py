@@ -47,6 +47,7 @@ SCHEMA_VERSION = 3
 # creates or upgrades the schema, so core depends on no feature
 # (tests/test_architecture.py checks this list against every ``sandbox/*/tables.py``).
 FEATURE_TABLES: tuple[str, ...] = (
+    "sandbox.api.tables",
     "sandbox.data.tables",
     "sandbox.guard.tables",
     "sandbox.models.tables",

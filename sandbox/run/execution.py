@@ -42,6 +42,7 @@ from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API live
     JobOutcome,
     JobState,
     cancel_operator_jobs,
+    claim_queued,
     job_outcome,
     list_jobs,
     may_transition,
@@ -184,8 +185,8 @@ class JobService:
         """Claim a queued job and run it to its end; None if it was not queued."""
         platform = self.platform
         with platform.store.transaction() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-            if row is None or row.status != JobState.QUEUED.value:
+            row = claim_queued(conn, job_id)
+            if row is None:
                 return None
             operator = by_id(conn, row.operator_id)
             detail = {"engine": "duckdb"}

@@ -221,6 +221,19 @@ def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def claim_queued(conn: Connection, job_id: int) -> Any:
+    """The row of job ``job_id`` if it is queued, locked for the caller's write
+    transaction, else None. On PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED``: a job
+    another host is claiming at this moment is passed over (None), never waited for or
+    claimed twice. SQLite renders no FOR UPDATE: the transaction already holds its
+    database's write lock (``BEGIN IMMEDIATE``)."""
+    return conn.execute(
+        select(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobState.QUEUED.value)
+        .with_for_update(skip_locked=True)
+    ).first()
+
+
 def next_queued(conn: Connection) -> int | None:
     """The oldest queued job, or None."""
     return conn.execute(

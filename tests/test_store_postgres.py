@@ -1,0 +1,200 @@
+"""The store on PostgreSQL (``store.url``), as several hosts use it at once.
+
+Each test has a fresh database of the session's embedded server (tests/pg_store.py).
+"Two hosts" are two :class:`Store` objects (two engines, two connection pools) on one
+database; the locks under test are PostgreSQL's, so they hold between processes and
+machines alike (tests/test_hosts_postgres.py runs two server processes).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select, text
+
+from policies.errors import ConfigError, RateLimited
+from sandbox.core import keys, ledger
+from sandbox.core.ledger import Actor
+from sandbox.core.store import Store, jobs, principals
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def hosts(tmp_path, pg_url):
+    """Two stores on one new PostgreSQL database, and the platform key both sign with."""
+    first = Store.open(tmp_path / "unused.sqlite", create=True, url=pg_url)
+    second = Store.open(tmp_path / "unused.sqlite", url=pg_url)
+    keys.create_key(tmp_path / "keys")
+    key = keys.load_private(tmp_path / "keys")
+    yield first, second, key
+    first.dispose()
+    second.dispose()
+
+
+def test_a_new_database_gets_the_schema_and_the_sqlite_file_is_not_made(tmp_path, pg_url):
+    store = Store.open(tmp_path / "store.sqlite", create=True, url=pg_url)
+    try:
+        assert store.is_postgres
+        with store.read() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+                "schema_3"
+            )
+            assert conn.execute(select(func.count()).select_from(principals)).scalar() == 0
+    finally:
+        store.dispose()
+    assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_a_database_without_a_store_is_refused_naming_sandbox_init(tmp_path, pg_url):
+    with pytest.raises(ConfigError, match="store.url.*sandbox init"):
+        Store.open(tmp_path / "store.sqlite", url=pg_url)
+
+
+def test_appends_of_two_hosts_at_once_never_fork_the_ledger(hosts):
+    """Eight threads on two stores append 25 entries each, half in the store's writing
+    transactions and half in plain transactions (only the ledger's own lock): the
+    chain has every entry once, in one line, under one signed head."""
+    first, second, key = hosts
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(store: Store, n: int, plain: bool) -> None:
+        try:
+            start.wait()
+            for i in range(25):
+                if plain:
+                    with store.engine.begin() as conn:
+                        ledger.append(conn, key, Actor("t", "system"), "test.plain", f"{n}:{i}")
+                else:
+                    with store.transaction() as conn:
+                        ledger.append(conn, key, Actor("t", "system"), "test.write", f"{n}:{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=((first, second)[n % 2], n, n < 4)) for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    with first.read() as conn:
+        report = ledger.verify(conn, key.public_key())
+        subjects = [e["subject"] for e in ledger.query(conn)]
+    assert report.entries == report.head_seq == 200
+    assert len(set(subjects)) == 200
+
+
+def _queued_job(store: Store) -> int:
+    with store.transaction() as conn:
+        person = conn.execute(
+            principals.insert().values(
+                name=f"op-{time.monotonic_ns()}",
+                role="operator",
+                org="o",
+                token_sha256=f"{time.monotonic_ns():064d}",
+                created_at="2026-12-04",
+            )
+        ).inserted_primary_key[0]
+        return conn.execute(
+            jobs.insert().values(
+                operator_id=person,
+                kind="sql_aggregate",
+                request_json="{}",
+                status="queued",
+                created_at="2026-12-04",
+                updated_at="2026-12-04",
+            )
+        ).inserted_primary_key[0]
+
+
+def test_a_job_another_host_is_claiming_is_skipped_not_waited_for(hosts):
+    """``claim_queued``: FOR UPDATE SKIP LOCKED. While one host's transaction holds a
+    job's row, the other's claim of it returns None at once; another queued job is
+    still claimed; once the first commits the job as running, nobody claims it again."""
+    from sandbox.run.jobstate import claim_queued
+
+    first, second, _key = hosts
+    job, other = _queued_job(first), _queued_job(first)
+    with first.engine.connect() as holder, holder.begin():
+        assert claim_queued(holder, job) is not None
+        with second.engine.connect() as rival, rival.begin():
+            began = time.monotonic()
+            assert claim_queued(rival, job) is None
+            assert time.monotonic() - began < 2.0
+            assert claim_queued(rival, other) is not None
+        holder.execute(jobs.update().where(jobs.c.id == job).values(status="running"))
+    with second.engine.connect() as rival, rival.begin():
+        assert claim_queued(rival, job) is None
+
+
+def test_a_writing_transaction_waits_for_another_hosts(hosts):
+    """The store's write lock (as SQLite's BEGIN IMMEDIATE): a second host's writing
+    transaction begins only once the first's has committed, so it reads what that wrote."""
+    first, second, _key = hosts
+    order: list[str] = []
+    holding = threading.Event()
+
+    def other_host() -> None:
+        holding.wait(10)
+        with second.transaction() as conn:
+            order.append("second began")
+            seen = conn.execute(select(func.count()).select_from(principals)).scalar()
+            order.append(f"second saw {seen}")
+
+    thread = threading.Thread(target=other_host)
+    thread.start()
+    with first.transaction() as conn:
+        holding.set()
+        time.sleep(0.5)
+        conn.execute(
+            principals.insert().values(
+                name="p", role="operator", org="o", token_sha256="0" * 64, created_at="x"
+            )
+        )
+        order.append("first commits")
+    thread.join(30)
+    assert order == ["first commits", "second began", "second saw 1"]
+
+
+def test_rate_limits_hold_across_two_hosts(hosts):
+    """Two limiters (two hosts) on the store's ``rate_buckets`` draw from one bucket per
+    principal: five requests a minute in all, the sixth refused with its wait."""
+    from sandbox.api.limits import RateLimiter
+
+    first, second, _key = hosts
+    limiters = [RateLimiter(5, None, first.engine), RateLimiter(5, None, second.engine)]
+    for i in range(5):
+        limiters[i % 2].take(7)
+    with pytest.raises(RateLimited, match="api.rate_per_minute") as refused:
+        limiters[1].take(7)
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    limiters[0].take(8)  # another principal's bucket is full
+    with pytest.raises(RateLimited):
+        limiters[0].take(7)
+
+
+def test_an_older_postgresql_store_is_refused_then_upgraded(tmp_path, pg_url):
+    from sandbox.core.schema import upgrade
+
+    Store.open(tmp_path / "x", create=True, url=pg_url).dispose()
+    old = Store.open(tmp_path / "x", url=pg_url)
+    with old.engine.begin() as conn:  # a store of schema 2, from before Alembic
+        conn.execute(text("ALTER TABLE principals DROP COLUMN status"))
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
+    old.dispose()
+    with pytest.raises(ConfigError, match="schema version 2.*sandbox db upgrade"):
+        Store.open(tmp_path / "x", url=pg_url)
+    done = upgrade(tmp_path / "x", pg_url)
+    assert (done.before, done.after) == (2, 3)
+    store = Store.open(tmp_path / "x", url=pg_url)
+    try:
+        with store.read() as conn:
+            assert conn.execute(select(principals.c.status)).all() == []
+    finally:
+        store.dispose()
