@@ -16,7 +16,8 @@ action it asserts:
   dataset and job kind (checked against the raw rows, not through ``decide``), and
   never under an agreement whose provider holds the use of the dataset;
 * after a tick at a moment, no agreement whose term ended by then is still active or
-  suspended;
+  suspended, and each active agreement on a report schedule (half of those signed) was
+  reminded of every usage report due by then and not filed;
 * the ledger verifies.
 """
 
@@ -49,7 +50,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.core.store import grants
 from sandbox.data.grants import may_run
-from sandbox.workflow import agreements, providers, requests, scheduler, supervision
+from sandbox.workflow import agreements, providers, reporting, requests, scheduler, supervision
 from sandbox.workflow.base import parse_time
 from sandbox.workflow.tables import (
     agreements as agreements_t,
@@ -60,6 +61,8 @@ from sandbox.workflow.tables import (
     evaluations,
     output_reviews,
     provider_holds,
+    report_reminders,
+    report_schedules,
     review_appointments,
 )
 from tests.workflow_helpers import NOW, make_cast, passed_application, sign, verify_ledger
@@ -167,10 +170,21 @@ def gate_is_sound(conn, operator, now, kind) -> None:
 
 
 def tick_is_complete(conn, moment) -> None:
-    """After a tick at ``moment`` no agreement whose term had ended is still in force."""
+    """After a tick at ``moment`` no agreement whose term had ended is still in force, and
+    every active agreement on a report schedule was reminded of each report due by then
+    and not filed."""
     for row in conn.execute(agreements_t.select()):
         if parse_time(row.valid_until) <= moment:
             assert row.status in ("expired", "terminated"), (row.id, row.status)
+    scheduled = conn.execute(
+        agreements_t.select().add_columns(report_schedules.c.every)
+        .join(report_schedules, report_schedules.c.agreement_id == agreements_t.c.id)
+        .where(agreements_t.c.status == "active")
+    ).all()  # fmt: skip
+    for row in scheduled:
+        sent = {r.period for r in conn.execute(
+            report_reminders.select().where(report_reminders.c.agreement_id == row.id))}  # fmt: skip
+        assert set(reporting.due_of(conn, row, row.every, moment)["missing"]) <= sent, row.id
 
 
 step = st.tuples(
@@ -212,6 +226,7 @@ def act(platform, conn_read, who, action, n, at, start, length, kind):
             authority=who,
             start=NOW + timedelta(days=start),
             until=NOW + timedelta(days=start + length),
+            report_every="month" if n % 2 else None,
         )
     if action == "request":
         return requests.request_data(platform, who, a, "pums", purpose="p", now=moment)

@@ -180,6 +180,7 @@ def agreement_sign(
         review_required=body.review_required,
         disclosure=dict(body.disclosure),
         aggregates=body.aggregates,
+        report_every=body.report_every,
     )
     return Created(id=agreement_id)
 

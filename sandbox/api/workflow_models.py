@@ -66,6 +66,7 @@ class AgreementBody(Body):
     review_required: bool = False
     disclosure: dict[str, float | int | str] = Field(default_factory=dict)
     aggregates: list[str] = Field(default_factory=list, max_length=20)
+    report_every: str | None = Field(default=None, max_length=20, description="month or quarter")
 
 
 class ReasonBody(Body):

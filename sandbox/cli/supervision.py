@@ -224,7 +224,8 @@ def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
 @pass_ctx
 def tick_cmd(obj: Context, as_json) -> None:
     """Host only: expire the agreements whose term has ended and carry out their disposal
-    clauses, as the platform (Art. 13). The server does this every minute; a host without
+    clauses, as the platform (Art. 13), and remind operators of usage reports due on their
+    agreements' schedules (Art. 16). The server does this every minute; a host without
     one runs it from cron. Running it again does nothing more."""
     from sandbox.models.services import dispose_ended
     from sandbox.verification.disposal import dispose_indexes
@@ -236,8 +237,9 @@ def tick_cmd(obj: Context, as_json) -> None:
     disposed = sum(len(v) for v in done["disposed"].values())
     text = (
         f"expired agreements: {', '.join(map(str, done['expired'])) or 'none'}; products "
-        f"disposed: {disposed}; verification indexes deleted: {len(done['indexes_deleted'])}"
-        if done["expired"] or done["indexes_deleted"]
+        f"disposed: {disposed}; verification indexes deleted: {len(done['indexes_deleted'])}; "
+        f"usage reports reminded: {len(done['reminded'])}"
+        if done["expired"] or done["indexes_deleted"] or done["reminded"]
         else "nothing is due"
     )
     emit(done, as_json, text)

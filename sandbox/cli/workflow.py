@@ -292,6 +292,12 @@ def agreement() -> None:
 @click.option("--disclosure", multiple=True, help="stricter disclosure parameter, NAME=VALUE")
 @click.option("--aggregates", default="", help="extra aggregates, e.g. median,quantile")
 @click.option("--checker", "checkers", multiple=True, help="output checker (repeat; two)")
+@click.option(
+    "--report-every",
+    type=click.Choice(["month", "quarter"]),
+    default=None,
+    help="usage reports due at the end of each month or quarter (Art. 16)",
+)
 @as_option
 @json_option
 @pass_ctx
@@ -309,6 +315,7 @@ def agreement_sign(
     disclosure,
     aggregates,
     checkers,
+    report_every,
     token,
     as_json,
 ) -> None:
@@ -324,6 +331,8 @@ def agreement_sign(
         disclosure=_pairs(disclosure, "--disclosure"),
         aggregates=[a.strip() for a in aggregates.split(",") if a.strip()],
     )
+    if report_every:
+        terms["report_every"] = report_every
     with obj.backend(token) as backend:
         aid = backend.sign_agreement(application_id, **terms, disposal=disposal)
         if checkers:

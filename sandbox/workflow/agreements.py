@@ -51,6 +51,7 @@ from sandbox.workflow.base import (
 )
 from sandbox.workflow.disposal import dispose_in, expire, products_under
 from sandbox.workflow.inbox import tell_agreement
+from sandbox.workflow.reporting import check_every, set_in
 from sandbox.workflow.tables import (
     agreements,
     applications,
@@ -88,8 +89,12 @@ def sign(
     review_required: bool = False,
     disclosure: Mapping | None = None,
     aggregates: Sequence[str] = (),
+    report_every: str | None = None,
 ) -> int:
-    """Sign the agreement of a passed application; it is active from signing."""
+    """Sign the agreement of a passed application; it is active from signing.
+    ``report_every`` (month or quarter) makes the operator's usage reports due on that
+    schedule (Art. 16, :mod:`sandbox.workflow.reporting`)."""
+    check_every(report_every)
     need_text(
         {
             "rights_duties": rights_duties,
@@ -118,7 +123,7 @@ def sign(
             "disclosure": overrides,
             "aggregates": sorted(set(aggregates)),
         }
-        return create(
+        agreement_id = create(
             platform,
             conn,
             agreements,
@@ -147,8 +152,12 @@ def sign(
                 "term": [start.isoformat(), end.isoformat()],
                 "disposal": disposal.value,
                 "review_required": bool(review_required),
+                "report_every": report_every,
             },
         )
+        if report_every:
+            set_in(conn, agreement_id, report_every)
+        return agreement_id
 
 
 def _signable(conn: Connection, authority: Principal, application_id: int) -> tuple[Row, Row]:

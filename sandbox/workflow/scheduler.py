@@ -1,11 +1,13 @@
-"""The platform's tick: what falls due with time alone (Art. 13).
+"""The platform's tick: what falls due with time alone (Art. 13, 16).
 
 :func:`tick` expires every agreement whose term has ended and carries out its disposal
 clause (:func:`sandbox.workflow.disposal.expire_due`), as the platform itself (the
-ledger's actor ``platform``). The server's job loop calls it every
-:data:`TICK_EVERY_S`; a host without a server runs ``sandbox tick`` (from cron, say).
-Both take the moment from the caller, so tests inject the clock. Ticking twice does
-nothing more: an expired agreement is final and a disposal runs once per product.
+ledger's actor ``platform``), then reminds operators of the usage reports their
+agreements' schedules made due (:func:`sandbox.workflow.reporting.remind_due`). The
+server's job loop calls it every :data:`TICK_EVERY_S`; a host without a server runs
+``sandbox tick`` (from cron, say). Both take the moment from the caller, so tests inject
+the clock. Ticking twice does nothing more: an expired agreement is final, a disposal
+runs once per product, and a reminder is sent once per agreement and period.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
 from sandbox.workflow.base import now_or
 from sandbox.workflow.disposal import expire_due
+from sandbox.workflow.reporting import remind_due
 
 TICK_EVERY_S = 60.0
 
@@ -32,4 +35,6 @@ def tick(platform: Platform, *, now: datetime | None = None, by: Principal | Non
         )
     moment = now_or(now)
     disposed = expire_due(platform, by, now=moment)
-    return {"at": moment.isoformat(), "expired": sorted(disposed), "disposed": disposed}
+    reminded = remind_due(platform, moment)
+    return {"at": moment.isoformat(), "expired": sorted(disposed), "disposed": disposed,
+            "reminded": [{"agreement": a, "period": p} for a, p in reminded]}  # fmt: skip

@@ -282,3 +282,21 @@ inspection_progress = Table(  # Art. 22: an inspection's state after it was reco
     Column("notes_json", Text, nullable=False),  # [{by, to, notes, at}]
     Column("updated_at", String(40), nullable=False),
 )
+
+report_schedules = Table(  # Art. 16: how often the operator reports its use, set at signing
+    "report_schedules",
+    metadata,
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), primary_key=True),
+    Column("every", String(20), nullable=False),  # month | quarter
+    Column("created_at", String(40), nullable=False),
+)
+
+report_reminders = Table(  # one reminder per agreement and period a report was due for
+    "report_reminders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("period", String(20), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("agreement_id", "period"),
+)
