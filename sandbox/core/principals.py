@@ -136,7 +136,12 @@ def authenticate(conn: Connection, token: str | None) -> Principal:
             "no token given: pass --as TOKEN, or set SANDBOX_TOKEN or SANDBOX_TOKEN_FILE (Art. 7)",
             article="Art. 7",
         )
-    digest = token_digest(token.strip())
+    return authenticate_digest(conn, token_digest(token.strip()))
+
+
+def authenticate_digest(conn: Connection, digest: str) -> Principal:
+    """The active principal whose token has this SHA-256 (a console session keeps the
+    digest its token had at sign-in, :mod:`sandbox.core.sessions`)."""
     row = conn.execute(select(principals).where(principals.c.token_sha256 == digest)).first()
     if row is None or not hmac.compare_digest(row.token_sha256, digest) or not _is_active(row):
         raise AuthError(

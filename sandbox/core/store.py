@@ -203,6 +203,22 @@ ledger_head = Table(
 )
 
 
+# A browser's console session (:mod:`sandbox.core.sessions`), by the SHA-256 of the random
+# id its cookie holds; with the digest of the token it was opened with (a rotated token
+# ends it) and the CSRF token of its forms. New tables are created in older stores at open.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("principal_id", Integer, ForeignKey("principals.id"), nullable=False),
+    Column("token_sha256", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Column("ended_at", String(40)),
+)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # Transactions are begun by _sqlite_begin, not by the driver.
     dbapi_conn.isolation_level = None

@@ -57,7 +57,9 @@ def job_agreements(conn: Connection, job_id: int) -> set[int]:
     return {a for a in found if a is not None}
 
 
-def _checkers(conn: Connection, job_id: int) -> set[int]:
+def checkers_of(conn: Connection, job_id: int) -> set[int]:
+    """The principals appointed to check the job's held output: for the job itself, or
+    else for the agreements it ran under."""
     by_job = set(
         conn.execute(
             select(checker_appointments.c.checker_id).where(checker_appointments.c.job_id == job_id)
@@ -185,7 +187,7 @@ def _may_see(conn: Connection, viewer: Principal, job: Row) -> None:
     jurisdiction covers the job (Art. 5)."""
     if viewer.role is Role.OPERATOR and viewer.id == job.operator_id:
         return
-    if viewer.role is Role.AUDITOR or viewer.id in _checkers(conn, job.id):
+    if viewer.role is Role.AUDITOR or viewer.id in checkers_of(conn, job.id):
         return
     if viewer.role is Role.AUTHORITY:
         require_covers(viewer, job_place(conn, job.id), "read output reviews", "Art. 15")
@@ -268,7 +270,7 @@ def _open_for_vote(platform: Platform, conn: Connection, checker: Principal, job
             code="own_organisation",
         )
     check_not_own_org(checker.name, checker.org, author.org, "output it is", "Art. 15")
-    if checker.id not in _checkers(conn, job_id):
+    if checker.id not in checkers_of(conn, job_id):
         raise PermissionDenied(
             f"{checker.name} is not appointed to check job {job_id} (Art. 15)",
             article="Art. 15",
