@@ -7,7 +7,7 @@ README's layout section:
 
 - ``policies`` imports nothing of ours; ``jobs`` only ``policies``; ``connectors``
   only ``policies``;
-- inside ``sandbox``, the adapters (``api``, ``cli``, ``client``) and the ``demo``
+- inside ``sandbox``, the adapters (``api``, ``cli``, ``client``, ``console``) and the ``demo``
   are imported by nothing but adapters and the demo;
 - ``sandbox.core`` imports nothing else of ``sandbox``;
 - no import cycle, between modules or between packages.
@@ -27,7 +27,7 @@ TOPS = ("sandbox", "policies", "jobs", "connectors")
 ADAPTERS = {"sandbox.api", "sandbox.cli", "sandbox.client", "sandbox.console", "sandbox.demo"}
 PURE = {"policies": set(), "jobs": {"policies"}, "connectors": {"policies"}}
 ROOT_MODULES = {"__init__.py", "__main__.py"}
-PACKAGES = {"api", "cli", "client", "core", "data", "demo", "guard", "he", "psi", "run"}
+PACKAGES = {"api", "cli", "client", "console", "core", "data", "demo", "guard", "he", "psi", "run"}
 PACKAGES |= {"models", "verification", "workflow"}
 
 # Imports against the direction that are still to be removed: (importer, imported) packages.

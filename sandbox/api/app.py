@@ -39,6 +39,7 @@ from sandbox.api.errors import REQUEST_ID_HEADER, new_request_id
 from sandbox.api.executor import Executor
 from sandbox.api.limits import BodyCaps, BodyLimitMiddleware, RateLimiter
 from sandbox.api.models import ErrorEnvelope
+from sandbox.console import install as install_console
 from sandbox.core.platform import Platform, default_home
 from sandbox.run.execution import JobService
 
@@ -139,6 +140,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
     )
     for module in routes:
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    install_console(app)  # the web console at /console, on the same platform and gates
     app.add_middleware(
         BodyLimitMiddleware,
         caps=BodyCaps(settings.api.max_body_mb, settings.api.max_upload_mb),

@@ -198,14 +198,17 @@ CJK_FONTS = (
     "Noto Sans SC",
     "Source Han Sans SC",
     "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
     "SimHei",
 )
 CHART_SIZE = (8.0, 4.5)  # inches; the width grows with the number of weeks
 CHART_DPI = 100
-_DRAWING = threading.Lock()
+# One drawing at a time: matplotlib's rcParams and warning filters are global.
+DRAWING = threading.Lock()
 
 
-def _font_families() -> list[str]:
+def font_families() -> list[str]:
+    """DejaVu Sans, then the CJK fonts installed here (the console's charts use them too)."""
     from matplotlib import font_manager
 
     installed = {font.name for font in font_manager.fontManager.ttflist}
@@ -225,7 +228,7 @@ def chart_figure(report: Mapping, metrics: Sequence[str] = METRICS) -> Figure:
     weeks = list(report["weeks"])
     labels = [week["week"] for week in weeks]
     width = max(CHART_SIZE[0], 2.0 + 0.35 * len(weeks))
-    with rc_context({"font.family": _font_families()}):
+    with rc_context({"font.family": font_families()}):
         fig = Figure(figsize=(width, CHART_SIZE[1]), dpi=CHART_DPI, layout="constrained")
         ax = fig.add_subplot()
         bar = 0.8 / max(len(metrics), 1)
@@ -259,7 +262,7 @@ def chart_png(report: Mapping, metrics: Sequence[str] = METRICS) -> bytes:
     buffer = io.BytesIO()
     # Tick labels are made when the figure is drawn, so the fonts apply to the drawing too;
     # rcParams and the warning filters are global, hence one drawing at a time.
-    with _DRAWING, rc_context({"font.family": _font_families()}), warnings.catch_warnings():
+    with DRAWING, rc_context({"font.family": font_families()}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig = chart_figure(report, metrics)
         FigureCanvasAgg(fig).print_png(buffer, metadata={"Software": None})

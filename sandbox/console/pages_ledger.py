@@ -1,0 +1,148 @@
+"""The auditor's pages: the ledger as a filterable timeline with a chart of activity per
+day and kind, and ``ledger verify`` from the page.
+
+Entries come from :func:`sandbox.workflow.jurisdiction.read_ledger`, the function of
+``GET /v1/ledger`` (auditors and the authority; a county authority sees its county's
+entries only); verification is :func:`sandbox.core.ledger.verify`, as
+``GET /v1/ledger/verify``. The filters are those of the API: actor, action, subject and
+a date range (the last :data:`DEFAULT_DAYS` days unless given). The chart is an SVG of
+its own (:mod:`.charts`), drawn from the same filtered entries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from policies.errors import InputError, IntegrityError
+from sandbox.console.charts import activity_svg, per_day_and_kind
+from sandbox.console.i18n import translator
+from sandbox.console.web import (
+    CSP_SVG,
+    PREFIX,
+    ConsoleRoute,
+    CurrentSession,
+    language,
+    render,
+)
+from sandbox.core import ledger as ledger_mod
+from sandbox.workflow.jurisdiction import read_ledger
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+MAX_ENTRIES = 20_000
+SHOWN = 300
+Text = Annotated[str, Query(max_length=200)]
+Day = Annotated[str, Query(max_length=10)]
+
+
+def _range(since: str, until: str) -> tuple[date, date]:
+    try:
+        last = date.fromisoformat(until) if until else datetime.now(UTC).date()
+        first = date.fromisoformat(since) if since else last - timedelta(days=DEFAULT_DAYS - 1)
+    except ValueError:
+        raise InputError("dates are written YYYY-MM-DD") from None
+    if first > last:
+        raise InputError(f"the range starts ({first}) after it ends ({last})")
+    if (last - first).days >= MAX_DAYS:
+        raise InputError(f"the range is longer than {MAX_DAYS} days; choose a shorter one")
+    return first, last
+
+
+def _entries(request: Request, session, filters: dict[str, str]) -> tuple[list[dict], date, date]:
+    first, last = _range(filters["since"], filters["until"])
+    with request.app.state.platform.store.read() as conn:
+        rows = read_ledger(
+            conn,
+            session.principal,
+            actor=filters["actor"] or None,
+            action=filters["action"] or None,
+            subject=filters["subject"] or None,
+            since=first.isoformat(),
+            until=last.isoformat(),
+            limit=MAX_ENTRIES,
+        )
+    return rows, first, last
+
+
+def _filters(actor: str, action: str, subject: str, since: str, until: str) -> dict[str, str]:
+    return {
+        "actor": actor.strip(),
+        "action": action.strip(),
+        "subject": subject.strip(),
+        "since": since.strip(),
+        "until": until.strip(),
+    }
+
+
+@router.get("/ledger")
+def ledger_page(
+    request: Request,
+    session: CurrentSession,
+    actor: Text = "",
+    action: Text = "",
+    subject: Text = "",
+    since: Day = "",
+    until: Day = "",
+) -> Response:
+    filters = _filters(actor, action, subject, since, until)
+    rows, first, last = _entries(request, session, filters)
+    context: dict[str, Any] = {
+        "entries": list(reversed(rows))[:SHOWN],
+        "total": len(rows),
+        "capped": len(rows) >= MAX_ENTRIES,
+        "filters": {**filters, "since": first.isoformat(), "until": last.isoformat()},
+        "query": request.url.query,
+    }
+    template = "ledger_results.html" if request.headers.get("hx-request") else "ledger.html"
+    return render(request, template, context)
+
+
+@router.get("/ledger/chart.svg")
+def ledger_chart(
+    request: Request,
+    session: CurrentSession,
+    actor: Text = "",
+    action: Text = "",
+    subject: Text = "",
+    since: Day = "",
+    until: Day = "",
+) -> Response:
+    """Entries per day and kind over the filtered range, as an SVG image."""
+    rows, first, last = _entries(request, session, _filters(actor, action, subject, since, until))
+    days, series = per_day_and_kind(rows, first, last)
+    t = translator(language(request))
+    labels = {
+        "title": t("ledger.chart_title", first=first.isoformat(), last=last.isoformat()),
+        "x": t("ledger.chart_x"),
+        "y": t("ledger.chart_y"),
+        "empty": t("ledger.chart_empty"),
+    }
+    return Response(
+        activity_svg(days, series, labels),
+        media_type="image/svg+xml",
+        headers={"Content-Security-Policy": CSP_SVG},
+    )
+
+
+@router.get("/ledger/verify")
+def ledger_verify(request: Request, session: CurrentSession) -> Response:
+    """Walk the hash chain and the signed head, as ``sandbox ledger verify`` does."""
+    platform = request.app.state.platform
+    try:
+        with platform.store.read() as conn:
+            report = ledger_mod.verify(conn, platform.key.public_key())
+        result: dict[str, Any] = {
+            "ok": True,
+            "entries": report.entries,
+            "head_seq": report.head_seq,
+            "head_hash": report.head_hash,
+        }
+    except IntegrityError as exc:
+        result = {"ok": False, "error": exc.to_dict()}
+    return render(request, "ledger_verify.html", {"result": result})

@@ -1,0 +1,212 @@
+"""The operator's pages: submit a SQL job beside the schemas it may use, follow its state,
+read and download its products.
+
+The same functions as the API's routes: :meth:`JobService.enqueue` (admission refuses at
+once, naming the rule, the article and what to do, shown in place above the editor),
+:func:`~sandbox.run.jobstate.list_jobs` and :func:`~sandbox.run.jobstate.job_outcome`
+(an operator reads only its own jobs, and a withheld job only as "withheld for review"),
+:func:`~sandbox.data.products.list_products` and
+:func:`~sandbox.data.products.readable_product` (a suspended agreement stops every read),
+and :func:`~sandbox.data.release.verify_product` before any byte is shown or served; each
+download is a ``product.download`` ledger entry, as through the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Form, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+
+from policies.errors import NotFound
+from sandbox.console.web import (
+    PREFIX,
+    ConsoleRoute,
+    CurrentSession,
+    FormSession,
+    redirect,
+    render,
+)
+from sandbox.core.principals import Principal, Role
+from sandbox.data.grants import grants_of
+from sandbox.data.products import list_products, readable_product
+from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
+from sandbox.data.vault import get_version
+from sandbox.run.jobstate import ACTIVE_STATES, job_outcome, list_jobs
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+MAX_ID = 2**53
+SQL_MAX = 100_000
+PREVIEW_ROWS = 100
+PRODUCT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+
+def _schemas(platform, operator: Principal) -> list[dict[str, Any]]:
+    """The datasets the operator holds a grant in force for, each with its columns and
+    their classes (the columns the grant allows, when it names them)."""
+    if operator.role is not Role.OPERATOR:
+        return []
+    now = datetime.now(UTC)
+    out: dict[str, dict[str, Any]] = {}
+    with platform.store.read() as conn:
+        for grant in grants_of(conn, operator.id):
+            if grant.status.value != "active" or not grant.valid_from <= now < grant.valid_until:
+                continue
+            version = get_version(conn, platform, grant.dataset)
+            classes = version.classification.to_dict().get("columns") or {}
+            allowed = grant.columns
+            out[grant.dataset] = {
+                "name": grant.dataset,
+                "version": version.version,
+                "rows": version.rows,
+                "entity_key": version.classification.entity_key,
+                "columns": [
+                    {"name": name, "class": _class_name(spec)}
+                    for name, spec in classes.items()
+                    if allowed is None or name in allowed
+                ],
+            }
+    return sorted(out.values(), key=lambda d: d["name"])
+
+
+def _class_name(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return str(spec.get("class") or spec.get("kind") or "")
+    return str(spec)
+
+
+def _jobs_page(request: Request, session, sql: str = "", error: dict | None = None, status=200):
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        jobs = list_jobs(conn, session.principal)
+    return render(
+        request,
+        "jobs.html",
+        {
+            "jobs": list(reversed(jobs)),
+            "schemas": _schemas(platform, session.principal),
+            "sql": sql,
+            "error": error,
+            "may_submit": session.principal.role is Role.OPERATOR,
+        },
+        status=status,
+    )
+
+
+@router.get("/jobs")
+def jobs_page(request: Request, session: CurrentSession) -> Response:
+    return _jobs_page(request, session)
+
+
+@router.post("/jobs")
+def jobs_submit(
+    request: Request, session: FormSession, sql: Annotated[str, Form(max_length=SQL_MAX)] = ""
+) -> Response:
+    """Submit as ``POST /v1/jobs`` does; a refusal is shown above the editor, SQL kept."""
+    service = request.app.state.service
+    outcome = service.enqueue(session.principal, {"sql": sql})
+    request.app.state.executor.wake()
+    if outcome.reason is not None and outcome.state.value == "refused":
+        return _jobs_page(request, session, sql, outcome.reason, status=422)
+    return redirect(f"/jobs/{outcome.job_id}")
+
+
+def _outcome(request: Request, session, job_id: int) -> dict[str, Any]:
+    with request.app.state.platform.store.read() as conn:
+        outcome = job_outcome(conn, session.principal, job_id)
+    return {
+        "job": outcome.job_id,
+        "state": outcome.state.value,
+        "active": outcome.state in ACTIVE_STATES,
+        "reason": outcome.reason,
+        "report": outcome.report,
+        "product": outcome.product_id,
+    }
+
+
+@router.get("/jobs/{job_id}")
+def job_page(
+    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
+) -> Response:
+    return render(request, "job.html", {"job": _outcome(request, session, job_id)})
+
+
+@router.get("/jobs/{job_id}/state")
+def job_state(
+    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
+) -> Response:
+    """The job's state panel, which htmx polls while the job runs."""
+    return render(request, "job_state.html", {"job": _outcome(request, session, job_id)})
+
+
+@router.get("/products")
+def products_page(request: Request, session: CurrentSession) -> Response:
+    with request.app.state.platform.store.read() as conn:
+        items = list_products(conn, session.principal)
+    return render(request, "products.html", {"items": list(reversed(items))})
+
+
+def _verified(request: Request, session, product_id: str) -> tuple[dict, dict]:
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        row = readable_product(conn, session.principal, product_id)
+    manifest = verify_product(platform.home / row["path"], platform.key.public_key())
+    return row, manifest
+
+
+@router.get("/products/{product_id}")
+def product_page(
+    request: Request,
+    session: CurrentSession,
+    product_id: Annotated[str, PathParam(pattern=PRODUCT_ID)],
+) -> Response:
+    """The manifest (verified), the released table's first rows, and the files."""
+    row, manifest = _verified(request, session, product_id)
+    table = pq.read_table(request.app.state.platform.home / row["path"] / "output.parquet")
+    preview = table.slice(0, PREVIEW_ROWS).to_pylist()
+    return render(
+        request,
+        "product.html",
+        {
+            "product": row,
+            "manifest": manifest,
+            "columns": table.column_names,
+            "preview": preview,
+            "total_rows": table.num_rows,
+            "files": sorted(set(manifest.get("files", {})) | {MANIFEST, SIGNATURE}),
+        },
+    )
+
+
+@router.get("/products/{product_id}/files/{name}")
+def product_file(
+    request: Request,
+    session: CurrentSession,
+    product_id: Annotated[str, PathParam(pattern=PRODUCT_ID)],
+    name: Annotated[str, PathParam(pattern=FILE_NAME)],
+) -> Response:
+    """One file of the product, verified and ledgered (``product.download``, channel console)."""
+    platform = request.app.state.platform
+    row, manifest = _verified(request, session, product_id)
+    allowed = set(manifest.get("files", {})) | {MANIFEST, SIGNATURE}
+    if name not in allowed:
+        raise NotFound(f"product '{product_id}' has no file '{name}'")
+    with platform.store.transaction() as conn:
+        platform.record(
+            conn,
+            session.principal.actor,
+            "product.download",
+            f"product:{product_id}",
+            {"manifest_sha256": row["manifest_sha256"], "file": name, "channel": "console"},
+            "Art. 15",
+        )
+    return FileResponse(
+        platform.home / row["path"] / name,
+        filename=f"{product_id}-{name}",
+        media_type="application/octet-stream",
+    )

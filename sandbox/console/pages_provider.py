@@ -1,0 +1,101 @@
+"""The provider's pages: its datasets, each version's quality profile as a table and a
+chart, and who uses the data (the grants on it).
+
+A provider sees its own datasets (the authority and auditors every one, as the API's
+``GET /v1/datasets/{name}`` shows them the profile); the grants come from
+:func:`sandbox.data.grants.list_grants`, whose rule gives a provider the grants on its
+own datasets only. Values never appear: a profile holds counts and rates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from policies.errors import NotFound, PermissionDenied
+from sandbox.console.charts import columns_svg
+from sandbox.console.i18n import translator
+from sandbox.console.web import CSP_SVG, PREFIX, ConsoleRoute, CurrentSession, language, render
+from sandbox.core.principals import Principal, Role
+from sandbox.data.grants import list_grants
+from sandbox.data.vault import get_version, list_datasets
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+
+def _require(viewer: Principal) -> None:
+    if viewer.role not in READERS:
+        raise PermissionDenied(
+            f"a {viewer.role.value} does not read datasets' quality profiles (Art. 14)",
+            article="Art. 14",
+        )
+
+
+def _mine(viewer: Principal, provider_id: int) -> bool:
+    return viewer.role is not Role.PROVIDER or provider_id == viewer.id
+
+
+@router.get("/datasets")
+def datasets_page(request: Request, session: CurrentSession) -> Response:
+    me = session.principal
+    _require(me)
+    with request.app.state.platform.store.read() as conn:
+        items = [d for d in list_datasets(conn) if _mine(me, d["provider_id"])]
+    return render(request, "datasets.html", {"items": items})
+
+
+def _version(request: Request, me: Principal, name: str, version: int | None):
+    _require(me)
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        found = get_version(conn, platform, name, version)
+        if not _mine(me, found.provider_id):
+            raise NotFound(f"no dataset '{name}' of yours")
+        grants = [g for g in list_grants(conn, me) if g["dataset"] == name]
+    return found, grants
+
+
+@router.get("/datasets/{name}")
+def dataset_page(
+    request: Request,
+    session: CurrentSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+    version: int | None = None,
+) -> Response:
+    found, grants = _version(request, session.principal, name, version)
+    columns: dict[str, Any] = found.profile.get("columns") or {}
+    return render(
+        request,
+        "dataset.html",
+        {"d": found, "columns": columns, "profile": found.profile, "grants": grants},
+    )
+
+
+@router.get("/datasets/{name}/nulls.svg")
+def dataset_nulls(
+    request: Request,
+    session: CurrentSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+    version: int | None = None,
+) -> Response:
+    """The null rate of each column of a version, as an SVG image."""
+    found, _grants = _version(request, session.principal, name, version)
+    columns = found.profile.get("columns") or {}
+    t = translator(language(request))
+    labels = {
+        "title": t("datasets.chart_title", name=name, version=found.version),
+        "x": t("datasets.null_rate"),
+        "y": t("columns"),
+    }
+    rates = [float(c.get("null_rate") or 0.0) for c in columns.values()]
+    return Response(
+        columns_svg(list(columns), rates, labels),
+        media_type="image/svg+xml",
+        headers={"Content-Security-Policy": CSP_SVG},
+    )

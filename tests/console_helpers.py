@@ -1,0 +1,59 @@
+"""Builders for the console's tests: a held output waiting for two checkers, and signing in.
+
+The scene goes through the real workflow functions (tests/workflow_helpers.py) and the
+real job service: an agreement that asks for the output review, a granted PUMS, a job
+whose output the platform holds back, two appointed checkers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from sandbox.run.execution import JobService, JobState
+from sandbox.run.settle import held_paths
+from sandbox.workflow import airlock
+from tests.workflow_helpers import Cast, granted
+
+# Cells of every size: some pass, some are suppressed (the review shows each one's rules).
+HELD_SQL = "SELECT educ, sex, COUNT(*) AS n, SUM(income) AS income FROM pums GROUP BY educ, sex"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+SIGNIN = re.compile(r'name="signin" value="([^"]+)"')
+
+
+@dataclass
+class Scene:
+    cast: Cast
+    agreement_id: int
+    job_id: int
+
+    def held(self) -> tuple[list[dict], dict]:
+        """The held table's rows and the output check's report, as the platform keeps them."""
+        table_path, meta_path = held_paths(self.cast.platform, self.job_id)
+        return pq.read_table(table_path).to_pylist(), json.loads(meta_path.read_text())["report"]
+
+
+def held_scene(cast: Cast) -> Scene:
+    agreement_id, _grant = granted(cast, review_required=True)
+    service = JobService(cast.platform, spare=False)
+    try:
+        outcome = service.submit(cast.operator, {"sql": HELD_SQL})
+    finally:
+        service.close()
+    assert outcome.state is JobState.WITHHELD
+    airlock.appoint_checkers(cast.platform, cast.city, ["r1", "r2"], agreement_id=agreement_id)
+    return Scene(cast, agreement_id, outcome.job_id)
+
+
+def sign_in(client, token: str, next_path: str = "") -> str:
+    """Sign in through the form (as a browser does); returns the session's CSRF token."""
+    page = client.get("/console/login")
+    signin = SIGNIN.search(page.text).group(1)
+    answer = client.post(
+        "/console/login", data={"token": token, "signin": signin, "next": next_path}
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    return CSRF.search(answer.text).group(1)

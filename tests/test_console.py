@@ -1,0 +1,365 @@
+"""The web console over HTTP (no browser): sessions, CSRF, headers, and what each role sees.
+
+The app is the one ``sandbox serve`` runs (:func:`sandbox.api.app.create_app`, its
+lifespan and job executor included), driven by Starlette's test client; the platform
+is the real one of the ``platform`` fixture. The browser tests are in
+tests/test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from policies.classes import ColumnClass
+from policies.disclosure import CellVerdict
+from policies.workflow import AgreementState, AirlockState, ApplicationState, Vote
+from sandbox.api.app import create_app
+from sandbox.console.i18n import EN, LANGUAGES, ZH
+from sandbox.core.principals import Role, Status, rotate_token, set_status
+from sandbox.run.jobstate import JobState
+from sandbox.workflow import agreements
+from tests.console_helpers import SIGNIN, Scene, held_scene, sign_in
+from tests.workflow_helpers import entries, make_cast, verify_ledger
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
+INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.I)
+
+
+@pytest.fixture
+def cast(platform, make_principal, provider, pums_dataset):
+    c = make_cast(platform, make_principal, provider)
+    yield c
+    verify_ledger(platform)
+
+
+@pytest.fixture
+def scene(cast) -> Scene:
+    return held_scene(cast)
+
+
+@pytest.fixture
+def app(platform):
+    return create_app(platform.home)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def new_client(app, base_url: str = "http://testserver") -> TestClient:
+    return TestClient(app, base_url=base_url)
+
+
+def _cookie_header(response, name: str) -> str:
+    found = [h for h in response.headers.get_list("set-cookie") if h.startswith(name + "=")]
+    assert found, response.headers
+    return found[0].lower()
+
+
+# --- sessions, cookies, CSRF, headers --------------------------------------------------------
+
+
+def test_sign_in_gives_a_strict_session_cookie(app, cast):
+    with new_client(app) as c:
+        page = c.get("/console/login")
+        signin = SIGNIN.search(page.text).group(1)
+        answer = c.post(
+            "/console/login",
+            data={"token": cast.tokens["auditor"], "signin": signin},
+            follow_redirects=False,
+        )
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/ledger"
+    cookie = _cookie_header(answer, "sbx_session")
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    assert "secure" not in cookie  # plain http here; behind TLS it is Secure (below)
+    assert cast.tokens["auditor"] not in answer.headers.get("set-cookie", "")
+    with new_client(app, "https://testserver") as c:
+        page = c.get("/console/login")
+        signin = SIGNIN.search(page.text).group(1)
+        answer = c.post(
+            "/console/login",
+            data={"token": cast.tokens["auditor"], "signin": signin},
+            follow_redirects=False,
+        )
+    assert "; secure" in _cookie_header(answer, "sbx_session")
+    [start] = [
+        e for e in entries(cast.platform, "principal:auditor") if e["action"] == "session.start"
+    ][-1:]
+    assert start["details"]["channel"] == "console"
+
+
+def test_a_wrong_token_or_a_forged_sign_in_form_is_refused(client, cast):
+    page = client.get("/console/login")
+    signin = SIGNIN.search(page.text).group(1)
+    wrong = client.post("/console/login", data={"token": "sbx_nope", "signin": signin})
+    assert wrong.status_code == 401 and "sbx_session" not in wrong.cookies
+    forged = client.post(
+        "/console/login", data={"token": cast.tokens["auditor"], "signin": "forged"}
+    )
+    assert forged.status_code == 403 and "csrf" in forged.text
+    assert "sbx_session" not in client.cookies
+
+
+def test_a_post_without_its_csrf_token_is_refused(client, scene):
+    csrf = sign_in(client, scene.cast.tokens["r1"])
+    url = f"/console/reviews/{scene.job_id}/vote"
+    vote = {"decision": "approve", "note": "cells checked"}
+    for data in (vote, {**vote, "csrf": "not-the-token"}, {**vote, "csrf": ""}):
+        refused = client.post(url, data=data)
+        assert refused.status_code == 403, refused.text[:300]
+        assert "csrf" in refused.text
+    assert not [
+        e for e in entries(scene.cast.platform, f"job:{scene.job_id}") if "vote" in e["action"]
+    ]
+    assert client.get(f"/console/reviews/{scene.job_id}").text.count("vote-form") == 1
+    done = client.post(url, data={**vote, "csrf": csrf})
+    assert done.status_code == 200 and "1 / 2" in done.text
+
+
+def test_every_page_has_a_strict_content_security_policy_and_no_inline_script(client, scene):
+    sign_in(client, scene.cast.tokens["city"])
+    pages = [
+        "/console/login",
+        "/console/inbox",
+        "/console/reviews",
+        "/console/agreements",
+        f"/console/reviews/{scene.job_id}",
+        f"/console/agreements/{scene.agreement_id}",
+        "/console/ledger",
+        "/console/jobs",
+        "/console/products",
+        "/console/datasets",
+    ]
+    for path in pages:
+        page = client.get(path)
+        assert page.status_code == 200, (path, page.text[:300])
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, path
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["cache-control"] == "no-store"
+        assert not INLINE_SCRIPT.search(page.text), path
+        assert not INLINE_HANDLER.search(page.text), path
+        assert ' style="' not in page.text, path
+    static = client.get("/console/static/htmx.min.js")
+    assert static.status_code == 200 and b"htmx" in static.content[:2000]
+
+
+def test_a_deactivated_principals_cookie_stops_working(client, scene):
+    sign_in(client, scene.cast.tokens["r1"])
+    assert client.get("/console/reviews").status_code == 200
+    set_status(scene.cast.platform, None, "r1", Status.DEACTIVATED, "left the panel")
+    gone = client.get("/console/reviews", follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"].startswith("/console/login")
+    set_status(scene.cast.platform, None, "r1", Status.ACTIVE, "back on the panel")
+    again = client.get("/console/reviews", follow_redirects=False)
+    assert again.status_code == 303, "a session refused once stays ended: sign in again"
+
+
+def test_a_rotated_token_ends_its_sessions(client, scene):
+    sign_in(client, scene.cast.tokens["r2"])
+    rotate_token(scene.cast.platform, None, "r2")
+    assert client.get("/console/reviews", follow_redirects=False).status_code == 303
+
+
+def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(app, cast):
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["auditor"])
+        stolen = c.cookies.get("sbx_session")
+        out = c.post("/console/logout", data={"csrf": csrf}, follow_redirects=False)
+        assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    with new_client(app) as thief:
+        thief.cookies.set("sbx_session", stolen, path="/console")
+        assert thief.get("/console/ledger", follow_redirects=False).status_code == 303
+
+
+# --- the checker: what it votes on ------------------------------------------------------------
+
+
+def test_the_checker_sees_every_cell_with_its_flags_and_reasons(client, scene):
+    """The blind-vote test: it fails if a cell's value, a flagged cell's rules or reasons,
+    the SQL or a dataset's version is missing from the checker's page."""
+    sign_in(client, scene.cast.tokens["r1"])
+    page = client.get(f"/console/reviews/{scene.job_id}")
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    rows, report = scene.held()
+    assert report["cells"], "the scene must hold flagged cells"
+    body = text.split('id="held-table"', 1)[1].split("</table>", 1)[0]
+    trs = body.split("<tr>")[2:]  # the header row first
+    assert len(trs) == len(rows)
+    for tr, row in zip(trs, rows, strict=True):
+        for value in row.values():
+            assert ("∅" if value is None else str(value)) in tr
+    flagged = text.split('id="flagged"', 1)[1].split("</table>", 1)[0]
+    for cell in report["cells"]:
+        for rule in cell["rules"]:
+            assert f'<span class="flag">{rule}</span>' in flagged
+        assert cell["summary"] in flagged
+    sql = text.split('id="review-sql">', 1)[1].split("</pre>", 1)[0]
+    assert sql.startswith("SELECT") and '"pums"."educ"' in sql and "GROUP BY" in sql
+    datasets = text.split('id="review-datasets"', 1)[1].split("</table>", 1)[0]
+    assert "<td>pums</td><td>v1</td>" in datasets
+    assert "OpCo" not in text and ">operator<" not in text  # never the author or its org
+    assert "review-state" in text and "vote-form" in text
+
+
+def test_the_operator_never_reads_the_held_output(client, scene):
+    sign_in(client, scene.cast.tokens["operator"])
+    page = client.get(f"/console/reviews/{scene.job_id}")
+    assert page.status_code == 404
+    job = client.get(f"/console/jobs/{scene.job_id}")
+    assert job.status_code == 200 and "data-rules" not in job.text and "flag" not in job.text
+    _rows, report = scene.held()
+    assert report["cells"][0]["summary"] not in html.unescape(job.text)
+
+
+def test_votes_stay_sealed_until_both_are_in_and_the_product_reaches_the_operator(app, scene):
+    with new_client(app) as r1:
+        csrf = sign_in(r1, scene.cast.tokens["r1"])
+        r1.post(
+            f"/console/reviews/{scene.job_id}/vote",
+            data={"decision": "approve", "note": "first note", "csrf": csrf},
+        )
+    with new_client(app) as r2:
+        csrf = sign_in(r2, scene.cast.tokens["r2"])
+        page = r2.get(f"/console/reviews/{scene.job_id}")
+        assert "first note" not in page.text and "1 / 2" in page.text
+        done = r2.post(
+            f"/console/reviews/{scene.job_id}/vote",
+            data={"decision": "approve", "note": "second note", "csrf": csrf},
+        )
+        assert "first note" in done.text and "second note" in done.text
+        product = re.search(r'id="released">[^<]*?(prod-\d+)', done.text).group(1)
+    with new_client(app) as op:
+        sign_in(op, scene.cast.tokens["operator"])
+        listing = op.get("/console/products")
+        assert product in listing.text
+        shown = op.get(f"/console/products/{product}")
+        assert shown.status_code == 200 and 'id="verified"' in shown.text
+        download = op.get(f"/console/products/{product}/files/output.csv")
+        assert download.status_code == 200 and download.content.startswith(b'"educ"')
+    downloads = [
+        e
+        for e in entries(scene.cast.platform, f"product:{product}")
+        if e["action"] == "product.download"
+    ]
+    assert downloads[-1]["details"]["channel"] == "console"
+
+
+# --- operator, authority, auditor -----------------------------------------------------------
+
+
+def test_a_refusal_is_shown_in_place_with_its_rule_and_the_sql_kept(client, cast):
+    from tests.workflow_helpers import granted
+
+    granted(cast)
+    csrf = sign_in(client, cast.tokens["operator"])
+    page = client.get("/console/jobs")
+    assert 'id="schemas"' in page.text and "pums" in page.text and "income" in page.text
+    answer = client.post("/console/jobs", data={"sql": "SELECT pid FROM pums", "csrf": csrf})
+    assert answer.status_code == 422
+    assert 'id="error-rule"' in answer.text and "SELECT pid FROM pums" in answer.text
+
+
+def test_a_suspension_by_the_authority_shows_as_a_refusal_on_the_submit_page(app, scene):
+    with new_client(app) as city:
+        csrf = sign_in(city, scene.cast.tokens["city"])
+        page = city.get(f"/console/agreements/{scene.agreement_id}")
+        assert 'id="suspend-form"' in page.text and "Art. 24" in page.text
+        city.post(
+            f"/console/agreements/{scene.agreement_id}/suspend",
+            data={"reason": "audit finding", "csrf": csrf},
+        )
+    with scene.cast.platform.store.read() as conn:
+        assert (
+            agreements.agreement_dict(conn, scene.cast.city, scene.agreement_id)["status"]
+            == "suspended"
+        )
+    with new_client(app) as op:
+        csrf = sign_in(op, scene.cast.tokens["operator"])
+        answer = op.post(
+            "/console/jobs",
+            data={"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex", "csrf": csrf},
+        )
+        assert answer.status_code == 422 and 'id="error-rule"' in answer.text
+
+
+def test_a_county_authority_cannot_suspend_another_countys_agreement(client, scene):
+    csrf = sign_in(client, scene.cast.tokens["other_county"])
+    answer = client.post(
+        f"/console/agreements/{scene.agreement_id}/suspend",
+        data={"reason": "not mine", "csrf": csrf},
+    )
+    assert answer.status_code in (403, 404)
+    with scene.cast.platform.store.read() as conn:
+        assert (
+            agreements.agreement_dict(conn, scene.cast.city, scene.agreement_id)["status"]
+            == "active"
+        )
+
+
+def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
+    sign_in(client, scene.cast.tokens["auditor"])
+    page = client.get("/console/ledger?action=job.withheld")
+    assert page.status_code == 200 and f"job:{scene.job_id}" in page.text
+    chart = client.get("/console/ledger/chart.svg")
+    assert chart.headers["content-type"] == "image/svg+xml"
+    assert "unsafe-inline" in chart.headers["content-security-policy"]
+    assert b"<svg" in chart.content and b"<script" not in chart.content
+    verified = client.get("/console/ledger/verify")
+    assert 'id="verify-ok"' in verified.text
+
+
+def test_a_role_without_the_right_is_refused_with_the_platforms_rule(client, cast):
+    sign_in(client, cast.tokens["consumer"])  # its first page is its inbox
+    page = client.get("/console/ledger")
+    assert page.status_code == 403 and "auditor" in page.text
+
+
+# --- words -------------------------------------------------------------------------------------
+
+
+def test_both_languages_have_every_key_the_templates_name():
+    from pathlib import Path
+
+    import sandbox.console as console
+
+    assert set(ZH) == set(EN)
+    folder = Path(console.__file__).parent
+    texts = [p.read_text(encoding="utf-8") for p in (folder / "templates").glob("*.html")]
+    texts += [p.read_text(encoding="utf-8") for p in folder.glob("*.py")]
+    key = re.compile(r'\bt\(\s*["\']([a-z_][a-z_.0-9]*)["\']')
+    named = {k for text in texts for k in key.findall(text)}
+    fixed = {k for k in named if not k.endswith(".")}  # "vote." ~ v: the enums, below
+    assert fixed and not fixed - set(ZH)
+    for prefix, values in {
+        "jobstate.": JobState,
+        "airlock.": AirlockState,
+        "agrstate.": AgreementState,
+        "appstate.": ApplicationState,
+        "vote.": Vote,
+        "role.": Role,
+        "verdict.": CellVerdict,
+        "outverdict.": ("released", "released_with_suppressions"),
+        "class.": ColumnClass,
+        "lang.": LANGUAGES,
+    }.items():
+        assert prefix in named
+        for value in values:
+            assert prefix + str(getattr(value, "value", value)) in ZH, (prefix, value)
+
+
+def test_chinese_first_with_an_english_switch(client, cast):
+    sign_in(client, cast.tokens["auditor"])
+    assert "审计账本" in client.get("/console/ledger").text
+    client.get("/console/lang/en?next=/console/ledger")
+    assert "Ledger" in client.get("/console/ledger").text
+    away = client.get("/console/lang/zh?next=https://elsewhere.example/", follow_redirects=False)
+    assert away.headers["location"] == "/console/"
