@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not postgres and not mysql and not spark and not ray"
+	$(BIN)/python -m pytest -q -m "not slow and not postgres and not mysql and not spark and not ray and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -132,3 +132,13 @@ def pg_server():
 def pg_url(pg_server) -> str:
     """``store.url`` of a fresh PostgreSQL database of its own for this test."""
     return pg_server.new_database()
+
+
+def pytest_report_header(config) -> str:
+    """Say at the top of every run whether the console's browser tests can run."""
+    from tests.browser import find_browser
+
+    found = find_browser()
+    if found.problem is None:
+        return f"console browser tests: {found.browser} with {found.driver}"
+    return f"console browser tests: SKIPPED, {found.problem}"

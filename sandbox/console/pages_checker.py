@@ -42,7 +42,7 @@ def reviews(request: Request, session: CurrentSession) -> Response:
 def _flagged(rows: list[list[dict]]) -> list[dict]:
     """Every cell that did not simply pass, with its row number, for the list under the table."""
     return [
-        {"row": r + 1, **cell}
+        {"row": r, **cell}
         for r, row in enumerate(rows)
         for cell in row
         if cell["verdict"] != "pass" or cell["rules"]

@@ -1,0 +1,144 @@
+"""The console in a real browser: headless Chromium on a real ``sandbox serve``.
+
+One task per screen, end to end, as a person does it: two checkers open the held
+output, read its cells and flags, and approve it, and the product appears for the
+operator; an authority suspends an agreement and the operator's submit page shows the
+refusal; an operator's job page follows the job's state by itself (htmx, under the
+strict CSP); an auditor filters the ledger and verifies it from the page. Screenshots go
+to the test's folder; with ``UPDATE_CONSOLE_SCREENSHOTS=1`` the README's go to
+docs/console/. Every test fails on a Content-Security-Policy violation in the page.
+
+Skipped, with the reason, when no Chromium, chromedriver or selenium is found (see
+:mod:`tests.browser`; ``.ci/run`` installs them where it can).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api_server import ApiServer
+from tests.browser import Page, skip_reason
+from tests.console_helpers import Scene, held_scene
+from tests.workflow_helpers import make_cast
+
+REASON = skip_reason()
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+]
+
+
+@pytest.fixture
+def scene(platform, make_principal, provider, pums_dataset) -> Scene:
+    return held_scene(make_cast(platform, make_principal, provider))
+
+
+@pytest.fixture
+def server(scene, tmp_path):
+    with ApiServer(scene.cast.platform.home, log=tmp_path / "server.log") as running:
+        yield running
+
+
+@pytest.fixture
+def browser(server, tmp_path):
+    pages: list[Page] = []
+
+    def open_page() -> Page:
+        page = Page(server.url, tmp_path / "screenshots")
+        pages.append(page)
+        return page
+
+    yield open_page
+    for page in pages:
+        violations = page.csp_violations()
+        page.close()
+        assert not violations, violations
+
+
+def test_two_checkers_approve_a_held_output_and_the_operator_gets_the_product(scene, browser):
+    tokens = scene.cast.tokens
+    page = browser()
+    page.sign_in(tokens["r1"])
+    page.wait_for("#reviews")
+    page.click(f"#review-{scene.job_id}")
+    page.wait_for("#held-table")
+    rows, report = scene.held()
+    cells = page.driver.find_elements("css selector", "#held-table td[data-rules]")
+    flagged = [c for c in cells if c.get_attribute("data-rules")]
+    assert len(cells) == len(rows) * len(rows[0]) and len(flagged) == len(report["cells"])
+    assert "OpCo" not in page.text
+    page.shot("checker-review", readme=True)
+    page.click("#decision-approve")
+    page.type("#note", "单元格已逐一核对，抑制合理")
+    page.click("#vote-submit")
+    page.wait_for("#review-state")
+    assert "1 / 2" in page.text
+    page.sign_out()
+
+    page.sign_in(tokens["r2"])
+    page.open(f"/console/reviews/{scene.job_id}")
+    assert "单元格已逐一核对" not in page.text  # sealed until both are in
+    page.click("#decision-approve")
+    page.type("#note", "同意发布")
+    page.click("#vote-submit")
+    released = page.wait_for("#released").text
+    assert "单元格已逐一核对" in page.text and "同意发布" in page.text
+    page.shot("checker-verdict")
+    page.sign_out()
+
+    page.sign_in(tokens["operator"])
+    page.open("/console/products")
+    product = next(word for word in released.split() if word.startswith("prod-"))
+    page.click(f'a[href="/console/products/{product}"]')
+    page.wait_for("#verified")
+    assert page.has("#preview tbody tr")
+    page.shot("operator-product", readme=True)
+
+
+def test_an_authority_suspends_an_agreement_and_the_operator_sees_the_refusal(scene, browser):
+    city = browser()
+    city.sign_in(scene.cast.tokens["city"])
+    city.wait_for("#inbox-outputs")
+    city.shot("authority-inbox", readme=True)
+    city.open(f"/console/agreements/{scene.agreement_id}")
+    city.type("#reason", "检查发现安全措施未落实")
+    city.click("#suspend")
+    city.wait_for("#restore-form")
+    assert "已暂停" in city.el("#agreement-state").text
+    city.shot("authority-agreement")
+
+    operator = browser()
+    operator.sign_in(scene.cast.tokens["operator"])
+    operator.wait_for("#submit-form")
+    operator.type("#sql", "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex")
+    operator.click("#submit")
+    rule = operator.wait_for("#error-rule").text
+    assert rule and "SELECT sex" in operator.el("#sql").get_attribute("value")
+    operator.shot("operator-refusal", readme=True)
+
+
+def test_a_job_page_follows_the_state_and_the_auditor_verifies_the_ledger(scene, browser):
+    operator = browser()
+    operator.sign_in(scene.cast.tokens["operator"])
+    operator.type("#sql", "SELECT educ, COUNT(*) AS n FROM pums GROUP BY educ")
+    operator.click("#submit")
+    operator.wait_for("#state")
+    # the agreement asks for the output review: htmx polls until the job is withheld
+    operator.wait_for("#state", "暂扣待审")
+    operator.shot("operator-job")
+
+    auditor = browser()
+    auditor.sign_in(scene.cast.tokens["auditor"])
+    auditor.wait_for("#chart")
+    auditor.type('input[name="action"]', "job.withheld")
+    auditor.click("#filter")
+    auditor.wait_for("#ledger-results h2", "共 2 条记录")  # htmx swapped the results in
+    assert "job.queued" not in auditor.el("#ledger-results").text
+    auditor.click("#verify")
+    auditor.wait_for("#verify-ok")
+    assert auditor.driver.execute_script(
+        "var i = document.getElementById('chart'); return i.complete && i.naturalWidth > 0"
+    )
+    auditor.click("#lang-en")
+    auditor.wait_for("h1", "Ledger")
+    auditor.shot("auditor-ledger", readme=True)
