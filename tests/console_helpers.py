@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
 from sandbox.run.execution import JobService, JobState
+from sandbox.run.jobstate import ACTIVE_STATES, job_outcome
 from sandbox.run.settle import held_paths
 from sandbox.workflow import airlock
 from tests.workflow_helpers import Cast, granted
@@ -43,7 +45,13 @@ def held_scene(cast: Cast) -> Scene:
         outcome = service.submit(cast.operator, {"sql": HELD_SQL})
     finally:
         service.close()
-    assert outcome.state is JobState.WITHHELD
+    # A console test's app may already run its executor, which can claim the job first.
+    deadline = time.monotonic() + 60
+    while outcome.state in ACTIVE_STATES and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with cast.platform.store.read() as conn:
+            outcome = job_outcome(conn, cast.city, outcome.job_id)
+    assert outcome.state is JobState.WITHHELD, (outcome.state, outcome.reason)
     airlock.appoint_checkers(cast.platform, cast.city, ["r1", "r2"], agreement_id=agreement_id)
     return Scene(cast, agreement_id, outcome.job_id)
 
