@@ -244,7 +244,9 @@ def test_votes_stay_sealed_until_both_are_in_and_the_product_reaches_the_operato
         shown = op.get(f"/console/products/{product}")
         assert shown.status_code == 200 and 'id="verified"' in shown.text
         download = op.get(f"/console/products/{product}/files/output.csv")
-        assert download.status_code == 200 and download.content.startswith(b'"educ"')
+        assert download.status_code == 200 and download.content.lstrip(b"\xef\xbb\xbf").startswith(
+            b'"educ"'
+        )
     downloads = [
         e
         for e in entries(scene.cast.platform, f"product:{product}")
@@ -303,6 +305,26 @@ def test_a_county_authority_cannot_suspend_another_countys_agreement(client, sce
             agreements.agreement_dict(conn, scene.cast.city, scene.agreement_id)["status"]
             == "active"
         )
+
+
+def test_a_provider_decides_a_data_request_from_its_inbox(app, cast):
+    from sandbox.data.grants import list_grants
+    from sandbox.workflow import requests
+    from tests.workflow_helpers import passed_application, sign
+
+    agreement_id = sign(cast, passed_application(cast))
+    wanted = requests.request_data(
+        cast.platform, cast.operator, agreement_id, "pums", purpose="income by education"
+    )
+    token = rotate_token(cast.platform, None, cast.provider.name)["token"]
+    with new_client(app) as c:
+        csrf = sign_in(c, token)
+        page = c.get("/console/inbox")
+        assert f'id="approve-{wanted}"' in page.text and "income by education" in page.text
+        c.post(f"/console/requests/{wanted}/approve", data={"csrf": csrf})
+        assert f'id="approve-{wanted}"' not in c.get("/console/inbox").text
+    with cast.platform.store.read() as conn:
+        assert [g["agreement"] for g in list_grants(conn, cast.provider)] == [agreement_id]
 
 
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):

@@ -143,3 +143,34 @@ def test_an_agreement_asking_for_review_withholds_even_a_safe_output(cast):
     finally:
         service.close()
     assert outcome.state is JobState.WITHHELD and outcome.product_id is None
+
+
+def test_the_checkers_read_the_held_output_and_the_author_does_not(cast, held):
+    """What a checker votes on (issue 21): every cell with its flags and reasons, the SQL,
+    the datasets and versions; never the author or its organisation; the operator, a
+    rival and an authority of another county are refused."""
+    import json
+
+    from policies.errors import NotFound
+    from sandbox.workflow import held as held_outputs
+
+    agreement_id, job_id = held
+    airlock.appoint_checkers(cast.platform, cast.city, ["r1", "r2"], agreement_id=agreement_id)
+    out = held_outputs.held_output(cast.platform, cast.r1, job_id)
+    assert out["rows"] and out["columns"] == ["educ", "n"]
+    flagged = [cell for row in out["rows"] for cell in row if cell["rules"]]
+    assert flagged and all(cell["reason"] and cell["verdict"] != "pass" for cell in flagged)
+    assert out["sql"].startswith("SELECT") and out["datasets"][0]["name"] == "pums"
+    assert out["datasets"][0]["version"] == 1 and out["review"]["votes"] == []
+    text = json.dumps(out, default=str)
+    assert "OpCo" not in text and '"operator"' not in text
+    for outsider in (cast.operator, cast.rival):
+        with pytest.raises(NotFound):
+            held_outputs.held_output(cast.platform, outsider, job_id)
+    with pytest.raises(PermissionDenied):
+        held_outputs.held_output(cast.platform, cast.other_county, job_id)
+    waiting = held_outputs.held_outputs(cast.platform, cast.r1)
+    assert [(i["job"], i["appointed"], i["voted"]) for i in waiting] == [(job_id, True, False)]
+    assert held_outputs.held_outputs(cast.platform, cast.r3_same_org) == []
+    with pytest.raises(PermissionDenied):
+        held_outputs.held_outputs(cast.platform, cast.operator)

@@ -1,23 +1,25 @@
-"""The authority's pages: an inbox of what waits for it, and the agreements with their
-state and history, suspended or restored with the article shown.
+"""The inbox every role has, and the authority's agreements with their state and history,
+suspended or restored with the article shown.
 
-The same functions as the API's routes: :func:`sandbox.workflow.held.held_outputs`,
-:func:`sandbox.workflow.reading.applications_for`,
-:func:`sandbox.workflow.supervision.notifications_of`,
-:func:`sandbox.workflow.agreements.agreements_for` and ``agreement_dict`` (a county
-authority sees its county only), :func:`~sandbox.workflow.jurisdiction.read_ledger` for an
-agreement's history, and :func:`~sandbox.workflow.agreements.suspend` and ``restore``
-(Art. 24), which check the role, the jurisdiction and the state.
+The same functions as the API's routes: :func:`sandbox.workflow.held.held_outputs` (the
+held outputs a checker, an authority or an auditor may review),
+:func:`sandbox.workflow.lists.list_page` (applications, data requests and agreements as
+their readers may see them: a county authority its county's, a provider those on its
+data), :func:`sandbox.workflow.inbox.inbox_of` (the principal's notifications),
+``agreement_dict`` and :func:`~sandbox.workflow.jurisdiction.read_ledger` for an
+agreement and its history, and :func:`~sandbox.workflow.agreements.suspend` and
+``restore`` (Art. 24), which check the role, the jurisdiction and the state.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
+from policies.errors import PermissionDenied
 from sandbox.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -26,15 +28,27 @@ from sandbox.console.web import (
     redirect,
     render,
 )
-from sandbox.core.principals import Role
-from sandbox.workflow import agreements, held, reading, supervision
+from sandbox.core.principals import Principal, Role
+from sandbox.workflow import agreements, held
+from sandbox.workflow.inbox import inbox_of
 from sandbox.workflow.jurisdiction import read_ledger
+from sandbox.workflow.lists import MAX_PAGE, list_page
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 MAX_ID = 2**53
 REASON_MAX = 2000
-WAITING = ("submitted", "under_review")
+NOTES = 50
+
+
+def listed(platform, me: Principal, kind: str, *states: str) -> list[dict[str, Any]]:
+    """The ``kind`` objects in ``states`` that ``me`` may see; none for a role that sees
+    none of that kind (the list refuses it by name)."""
+    try:
+        items = list_page(platform, me, kind, limit=MAX_PAGE)["items"]
+    except PermissionDenied:
+        return []
+    return [i for i in items if not states or i["status"] in states]
 
 
 @router.get("/inbox")
@@ -44,25 +58,23 @@ def inbox(request: Request, session: CurrentSession) -> Response:
     outputs = []
     if me.role in (Role.REVIEWER, Role.AUTHORITY, Role.AUDITOR):
         outputs = [o for o in held.held_outputs(platform, me) if o["status"] != "approved"]
-    with platform.store.read() as conn:
-        waiting = reading.applications_for(conn, me, WAITING)
-        deals = agreements.agreements_for(conn, me)
     return render(
         request,
         "inbox.html",
         {
             "outputs": outputs,
-            "applications": waiting,
-            "suspended": [a for a in deals if a["status"] == "suspended"],
-            "notifications": list(reversed(supervision.notifications_of(platform, me)))[:50],
+            "applications": listed(platform, me, "applications", "submitted", "under_review"),
+            "requests": listed(platform, me, "requests", "submitted"),
+            "suspended": listed(platform, me, "agreements", "suspended"),
+            "notifications": inbox_of(platform, me, limit=NOTES)["items"],
+            "may_decide": me.role is Role.PROVIDER,
         },
     )
 
 
 @router.get("/agreements")
 def agreements_page(request: Request, session: CurrentSession) -> Response:
-    with request.app.state.platform.store.read() as conn:
-        items = agreements.agreements_for(conn, session.principal)
+    items = listed(request.app.state.platform, session.principal, "agreements")
     return render(request, "agreements.html", {"items": items})
 
 

@@ -1,5 +1,7 @@
 """The provider's pages: its datasets, each version's quality profile as a table and a
-chart, and who uses the data (the grants on it).
+chart, who uses the data (the grants on it), and its decisions on data requests (the
+inbox lists them; :func:`sandbox.workflow.requests.approve` and ``refuse_request`` decide,
+as ``POST /v1/data-requests/{id}/approve`` and ``/refuse`` do).
 
 A provider sees its own datasets (the authority and auditors every one, as the API's
 ``GET /v1/datasets/{name}`` shows them the profile); the grants come from
@@ -11,22 +13,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from policies.errors import NotFound, PermissionDenied
 from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
-from sandbox.console.web import CSP_SVG, PREFIX, ConsoleRoute, CurrentSession, language, render
+from sandbox.console.web import (
+    CSP_SVG,
+    PREFIX,
+    ConsoleRoute,
+    CurrentSession,
+    FormSession,
+    language,
+    redirect,
+    render,
+)
 from sandbox.core.principals import Principal, Role
 from sandbox.data.grants import list_grants
 from sandbox.data.vault import get_version, list_datasets
+from sandbox.workflow import requests as data_requests
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+MAX_ID = 2**53
+REASON_MAX = 2000
 
 
 def _require(viewer: Principal) -> None:
@@ -99,3 +113,26 @@ def dataset_nulls(
         media_type="image/svg+xml",
         headers={"Content-Security-Policy": CSP_SVG},
     )
+
+
+@router.post("/requests/{request_id}/approve")
+def request_approve(
+    request: Request,
+    session: FormSession,
+    request_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+) -> Response:
+    """The dataset's provider approves a data request; the grant follows (Art. 14)."""
+    data_requests.approve(request.app.state.platform, session.principal, request_id)
+    return redirect("/inbox")
+
+
+@router.post("/requests/{request_id}/refuse")
+def request_refuse(
+    request: Request,
+    session: FormSession,
+    request_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
+) -> Response:
+    """The dataset's provider refuses a data request, with the reason (Art. 14)."""
+    data_requests.refuse_request(request.app.state.platform, session.principal, request_id, reason)
+    return redirect("/inbox")

@@ -388,15 +388,3 @@ def active_of(conn: Connection, operator_id: int) -> Sequence[Row]:
         )
         .order_by(agreements.c.id)
     ).all()
-
-
-def agreements_for(conn: Connection, viewer: Principal) -> list[dict]:
-    """Every agreement ``viewer`` may read, newest first: :func:`agreement_dict`'s rule for
-    each (an operator its own, an authority its jurisdiction's, auditors all)."""
-    out = []
-    for agreement_id in conn.execute(select(agreements.c.id).order_by(agreements.c.id.desc())):
-        try:
-            out.append(agreement_dict(conn, viewer, agreement_id.id))
-        except (NotFound, PermissionDenied):
-            continue
-    return out

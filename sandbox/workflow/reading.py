@@ -56,20 +56,3 @@ def application_for(conn: Connection, viewer: Principal, application_id: int) ->
         "security_measures": row.security_measures,
         "incident_plan": row.incident_plan,
     }
-
-
-def applications_for(conn: Connection, viewer: Principal, states: tuple[str, ...]) -> list[dict]:
-    """The applications in ``states`` that ``viewer`` may read (:func:`application_for`'s
-    rule for each), oldest first: what waits for an authority or a reviewer."""
-    ids = conn.execute(
-        select(applications.c.id)
-        .where(applications.c.status.in_(states))
-        .order_by(applications.c.id)
-    ).scalars()
-    out = []
-    for application_id in ids:
-        try:
-            out.append(application_for(conn, viewer, application_id))
-        except (NotFound, PermissionDenied):
-            continue
-    return out
