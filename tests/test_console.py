@@ -243,10 +243,19 @@ def test_votes_stay_sealed_until_both_are_in_and_the_product_reaches_the_operato
         assert product in listing.text
         shown = op.get(f"/console/products/{product}")
         assert shown.status_code == 200 and 'id="verified"' in shown.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text).group(1)
+        op.post(f"/console/products/{product}/deliver", data={"consumer": "consumer", "csrf": csrf})
         download = op.get(f"/console/products/{product}/files/output.csv")
         assert download.status_code == 200 and download.content.lstrip(b"\xef\xbb\xbf").startswith(
             b'"educ"'
         )
+    with new_client(app) as bank:
+        csrf = sign_in(bank, scene.cast.tokens["consumer"])  # lands on its products
+        rated = bank.post(
+            f"/console/products/{product}/feedback",
+            data={"quality": 4, "use": 5, "effect": 3, "comment": "useful", "csrf": csrf},
+        )
+        assert rated.status_code == 200 and 'id="rated"' in rated.text
     downloads = [
         e
         for e in entries(scene.cast.platform, f"product:{product}")

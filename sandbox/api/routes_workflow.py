@@ -51,7 +51,6 @@ from sandbox.workflow import (
     deliveries,
     duties,
     feedback,
-    held,
     notices,
     providers,
     reading,
@@ -491,19 +490,3 @@ def output_review_open(
 ) -> dict[str, Any]:
     """Open the review of a withheld job if none is open yet, and show it (votes sealed)."""
     return airlock.open_review(_platform(request), me, job_id)
-
-
-@router.get("/jobs/{job_id}/review/output")
-def output_review_output(
-    request: Request, me: CurrentPrincipal, job_id: int = PathParam(ge=1, le=MAX_ID)
-) -> dict[str, Any]:
-    """The held output a checker votes on: every cell with its flags and reasons, the SQL,
-    the datasets and versions; never the author (appointed checkers, auditors, a covering
-    authority; Art. 15)."""
-    return held.held_output(_platform(request), me, job_id)
-
-
-@router.get("/held-outputs")
-def held_outputs_list(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """The held outputs you may review, with each review's state and whether you voted."""
-    return held.held_outputs(_platform(request), me)

@@ -1,5 +1,7 @@
 """The operator's pages: submit a SQL job beside the schemas it may use, follow its state,
-read and download its products.
+read, download and deliver its products (:func:`sandbox.workflow.deliveries.deliver`);
+and the consumer's: the products delivered to it, with
+its feedback on the three points of Art. 16 (:func:`sandbox.workflow.feedback.give`).
 
 The same functions as the API's routes: :meth:`JobService.enqueue` (admission refuses at
 once, naming the rule, the article and what to do, shown in place above the editor),
@@ -36,6 +38,7 @@ from sandbox.data.products import list_products, readable_product
 from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
 from sandbox.data.vault import get_version
 from sandbox.run.jobstate import ACTIVE_STATES, job_outcome, list_jobs
+from sandbox.workflow import deliveries, feedback
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -179,8 +182,48 @@ def product_page(
             "preview": preview,
             "total_rows": table.num_rows,
             "files": sorted(set(manifest.get("files", {})) | {MANIFEST, SIGNATURE}),
+            "may_rate": session.principal.role is Role.CONSUMER,
+            "may_deliver": session.principal.role is Role.OPERATOR,
+            "points": feedback.POINTS,
         },
     )
+
+
+@router.post("/products/{product_id}/deliver")
+def product_deliver(
+    request: Request,
+    session: FormSession,
+    product_id: Annotated[str, PathParam(pattern=PRODUCT_ID)],
+    consumer: Annotated[str, Form(max_length=100)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """The operator delivers its product to a named consumer (Art. 15), as the API does."""
+    platform = request.app.state.platform
+    deliveries.deliver(platform, session.principal, product_id, consumer.strip(), note)
+    return redirect(f"/products/{product_id}?delivered=1")
+
+
+@router.post("/products/{product_id}/feedback")
+def product_feedback(
+    request: Request,
+    session: FormSession,
+    product_id: Annotated[str, PathParam(pattern=PRODUCT_ID)],
+    quality: Annotated[int, Form(ge=1, le=5)],
+    use: Annotated[int, Form(ge=1, le=5)],
+    effect: Annotated[int, Form(ge=1, le=5)],
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """A consumer's feedback on a product delivered to it (Art. 16), as the API takes it."""
+    feedback.give(
+        request.app.state.platform,
+        session.principal,
+        product_id,
+        quality=quality,
+        use=use,
+        effect=effect,
+        comment=comment,
+    )
+    return redirect(f"/products/{product_id}?rated=1")
 
 
 @router.get("/products/{product_id}/files/{name}")

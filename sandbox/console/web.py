@@ -65,7 +65,7 @@ HOME = {
     Role.OPERATOR: "/jobs",
     Role.AUDITOR: "/ledger",
     Role.PROVIDER: "/datasets",
-    Role.CONSUMER: "/inbox",
+    Role.CONSUMER: "/products",
 }
 MENU = {
     Role.REVIEWER: ("reviews",),
@@ -73,7 +73,7 @@ MENU = {
     Role.OPERATOR: ("jobs", "products"),
     Role.AUDITOR: ("ledger", "reviews", "jobs", "products"),
     Role.PROVIDER: ("datasets", "inbox"),
-    Role.CONSUMER: ("inbox",),
+    Role.CONSUMER: ("products", "inbox"),
 }
 
 
