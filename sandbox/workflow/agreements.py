@@ -95,22 +95,11 @@ def sign(
     ``report_every`` (month or quarter) makes the operator's usage reports due on that
     schedule (Art. 16, :mod:`sandbox.workflow.reporting`)."""
     check_every(report_every)
-    need_text(
-        {
-            "rights_duties": rights_duties,
-            "security_requirements": security_requirements,
-            "exit_conditions": exit_conditions,
-            "breach_liability": breach_liability,
-        },
-        "Art. 13",
-    )
+    texts = {"rights_duties": rights_duties, "security_requirements": security_requirements,
+             "exit_conditions": exit_conditions, "breach_liability": breach_liability}  # fmt: skip
+    need_text(texts, "Art. 13")
     disposal = Disposal(disposal)
-    start = parse_time(valid_from, "--from")
-    end = parse_time(valid_until, "--until", end=True)
-    if end <= start:
-        raise InputError(
-            "the agreement's term must end after it starts (Art. 13)", article="Art. 13"
-        )
+    start, end = _term(valid_from, valid_until)
     overrides = dict(disclosure or {})
     DisclosureParams().tightened(overrides)  # validates names and values
     with platform.store.transaction() as conn:
@@ -158,6 +147,16 @@ def sign(
         if report_every:
             set_in(conn, agreement_id, report_every)
         return agreement_id
+
+
+def _term(valid_from: str | datetime, valid_until: str | datetime) -> tuple[datetime, datetime]:
+    start = parse_time(valid_from, "--from")
+    end = parse_time(valid_until, "--until", end=True)
+    if end <= start:
+        raise InputError(
+            "the agreement's term must end after it starts (Art. 13)", article="Art. 13"
+        )
+    return start, end
 
 
 def _signable(conn: Connection, authority: Principal, application_id: int) -> tuple[Row, Row]:
