@@ -168,6 +168,24 @@ def test_a_rotated_token_ends_its_sessions(client, scene):
     assert client.get("/console/reviews", follow_redirects=False).status_code == 303
 
 
+def test_a_session_ends_after_api_console_session_hours(platform, cast, monkeypatch):
+    import time
+
+    monkeypatch.setenv("SANDBOX_API_CONSOLE_SESSION_HOURS", "0.0003")  # about a second
+    with new_client(create_app(platform.home)) as c:
+        page = c.get("/console/login")
+        signin = SIGNIN.search(page.text).group(1)
+        answer = c.post(
+            "/console/login",
+            data={"token": cast.tokens["auditor"], "signin": signin},
+            follow_redirects=False,
+        )
+        assert "max-age=1" in _cookie_header(answer, "sbx_session")
+        time.sleep(1.5)
+        c.cookies.set("sbx_session", answer.cookies["sbx_session"], path="/console")
+        assert c.get("/console/ledger", follow_redirects=False).status_code == 303
+
+
 def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(app, cast):
     with new_client(app) as c:
         csrf = sign_in(c, cast.tokens["auditor"])

@@ -74,14 +74,16 @@ def login(
         )
         return _signin_page(request, next, refusal.to_dict(), status=403)
     try:
-        session_id, session = sessions.start(request.app.state.platform, token)
+        platform = request.app.state.platform
+        hours = platform.settings.api.console_session_hours
+        session_id, session = sessions.start(platform, token, hours=hours)
     except AuthError as exc:
         return _signin_page(request, next, exc.to_dict(), status=401)
     target = local_path(next)
     if target == PREFIX + "/":
         target = PREFIX + HOME.get(session.principal.role, "/")
     response = RedirectResponse(target, status_code=303)
-    set_cookie(response, request, COOKIE, session_id, max_age=sessions.SESSION_HOURS * 3600)
+    set_cookie(response, request, COOKIE, session_id, max_age=int(hours * 3600))
     clear_cookie(response, request, SIGNIN_COOKIE)
     return response
 

@@ -124,7 +124,8 @@ class Ingest:
 
 @dataclass(frozen=True)
 class Api:
-    """``[api]``: The HTTP API: body and rate limits, where sources may be read from."""
+    """``[api]``: The HTTP API and its web console: body and rate limits, sessions, where
+    sources may be read from."""
 
     max_body_mb: float = setting(
         1.0,
@@ -144,6 +145,13 @@ class Api:
         "together (token bucket); more is 429",
         positive,
         "a positive whole number",
+    )
+    console_session_hours: float = setting(
+        8.0,
+        "hours a web console sign-in lasts (its session cookie); sign-out, a deactivation "
+        "or a rotated token ends it sooner",
+        positive,
+        "a positive number",
     )
     source_roots: PathList = setting(
         PathList(),

@@ -10,7 +10,7 @@ memory, so every worker process reads the same sessions.
 Every request checks its session again against the store (:func:`session_of`): an
 ended or expired session, a deactivated principal and a rotated token are refused as an
 unknown token is (401), at once. Sign-in and sign-out are ledger entries (Art. 7).
-Known shortcut: the lifetime is :data:`SESSION_HOURS`, not yet a setting.
+A session lasts ``api.console_session_hours`` (:func:`start`'s ``hours``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from policies.errors import AuthError
 from sandbox.core.principals import Principal, authenticate, authenticate_digest, token_digest
 from sandbox.core.store import sessions
 
-SESSION_HOURS = 8
 ARTICLE = "Art. 7"
 
 
@@ -52,7 +51,7 @@ def _ended(message: str = "") -> AuthError:
     )
 
 
-def start(platform, token: str, *, hours: float = SESSION_HOURS) -> tuple[str, Session]:
+def start(platform, token: str, *, hours: float) -> tuple[str, Session]:
     """Open a session for the principal of ``token``; returns the cookie's id and the session.
 
     The token is checked as the API checks a bearer token; only digests are stored.
