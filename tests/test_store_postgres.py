@@ -198,3 +198,17 @@ def test_an_older_postgresql_store_is_refused_then_upgraded(tmp_path, pg_url):
             assert conn.execute(select(principals.c.status)).all() == []
     finally:
         store.dispose()
+
+
+def test_sandbox_backup_refuses_a_postgresql_store_naming_pg_dump(tmp_path, pg_url, monkeypatch):
+    from sandbox.core.platform import Platform
+    from sandbox.data.backup import backup
+
+    monkeypatch.setenv("SANDBOX_STORE_URL", pg_url)
+    platform = Platform.init(tmp_path / "home")
+    try:
+        with pytest.raises(ConfigError, match="pg_dump.*docs/deploy.md"):
+            backup(platform, tmp_path / "backup")
+    finally:
+        platform.close()
+    assert not (tmp_path / "backup").exists()

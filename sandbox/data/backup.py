@@ -126,6 +126,11 @@ def _referenced(store_copy: Path) -> tuple[list[tuple[str, str]], list[str], lis
 
 def backup(platform: Platform, dest: Path) -> BackupReport:
     """Write a consistent backup of ``platform`` to the new or empty folder ``dest``."""
+    if platform.store.is_postgres:
+        raise ConfigError(
+            "the store is PostgreSQL (setting store.url): back it up with pg_dump, then copy "
+            "the shared folder (keys, vault, products); see docs/deploy.md"
+        )
     dest = Path(dest).resolve()
     _require_empty(dest, "backup folder")
     home = platform.home.resolve()
