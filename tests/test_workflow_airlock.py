@@ -174,3 +174,26 @@ def test_the_checkers_read_the_held_output_and_the_author_does_not(cast, held):
     assert held_outputs.held_outputs(cast.platform, cast.r3_same_org) == []
     with pytest.raises(PermissionDenied):
         held_outputs.held_outputs(cast.platform, cast.operator)
+
+
+def test_a_checker_sees_the_authors_earlier_releases_on_the_same_data(cast):
+    """What left before, so a checker may spot a difference: the author's released jobs on
+    the same datasets, with the SQL as it ran; never the author's name."""
+    from sandbox.workflow import held as held_outputs
+
+    agreement_id, _ = granted(cast)
+    service = JobService(cast.platform, spare=False)
+    try:
+        before = service.submit(
+            cast.operator, {"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"}
+        )
+        assert before.state is JobState.RELEASED
+        job_id = service.submit(cast.operator, {"sql": HELD}).job_id
+    finally:
+        service.close()
+    airlock.appoint_checkers(cast.platform, cast.city, ["r1", "r2"], agreement_id=agreement_id)
+    out = held_outputs.held_output(cast.platform, cast.r1, job_id)
+    assert [(e["job"], e["product"]) for e in out["earlier"]] == [
+        (before.job_id, before.product_id)
+    ]
+    assert '"pums"."sex"' in out["earlier"][0]["sql"] and "operator" not in str(out["earlier"])

@@ -80,6 +80,8 @@ ZH: dict[str, str] = {
     "review.reason": "原因",
     "review.summary": "输出检查的完整说明",
     "review.vote": "投票",
+    "review.earlier": "作者此前在相同数据集上的发布（{n}）",
+    "review.earlier_help": "与已发布的表格对照，可发现差分攻击；不显示作者是谁。",
     "review.sealed": "另一名审核员的投票在两票都投出之前保持密封。",
     "review.note": "意见（必填，记入账本）",
     "review.submit": "提交投票",
@@ -283,6 +285,9 @@ EN: dict[str, str] = {
     "review.reason": "why",
     "review.summary": "The output check's full summary",
     "review.vote": "Vote",
+    "review.earlier": "The author's earlier releases on the same datasets ({n})",
+    "review.earlier_help": "Read against what already left, this output may single out "
+    "someone by difference; who the author is stays hidden.",
     "review.sealed": "The other checker's vote stays sealed until both votes are in.",
     "review.note": "Note (required, written to the ledger)",
     "review.submit": "Cast the vote",

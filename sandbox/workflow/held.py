@@ -5,7 +5,8 @@ platform holds back; until now they voted on a table they could not see. Here th
 appointed checkers, auditors and an authority whose jurisdiction covers the job read
 the held output as the release would carry it (suppressed cells empty), every cell's
 verdict with the rules that fired and why, the SQL, the datasets and versions it read,
-and the rules' parameters; with the review's state, whose votes stay sealed until both
+and the rules' parameters; the author's earlier releases on the same datasets (what left
+before, for the differencing a checker may spot); with the review's state, whose votes stay sealed until both
 are in (:func:`.airlock.show`). Never the author: neither its name nor its
 organisation is shown, so a checker judges the table, not who asked. The operator
 never reads this (issue 17, :mod:`sandbox.run.views`: per-cell reasons are for
@@ -28,13 +29,15 @@ from sqlalchemy.engine import Connection, Row
 from policies.errors import NotFound, PermissionDenied
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
-from sandbox.core.store import jobs
+from sandbox.core.store import jobs, products
+from sandbox.data.release import MANIFEST
 from sandbox.run.settle import held_paths
 from sandbox.workflow import airlock
 from sandbox.workflow.jurisdiction import job_place, require_covers
 from sandbox.workflow.tables import output_reviews, output_votes
 
 ARTICLE = "Art. 15"
+EARLIER = 20  # the author's earlier releases on the same datasets shown to a checker
 
 
 def may_review(conn: Connection, viewer: Principal, job: Row) -> None:
@@ -107,10 +110,43 @@ def held_output(platform: Platform, viewer: Principal, job_id: int) -> dict[str,
         "summary": report.get("summary", ""),
         "counts": report.get("counts") or {},
         "why": _why(platform, job_id),
+        "earlier": earlier_releases(platform, row),
         "columns": list(table.column_names),
         "rows": _rows(table, report),
         "review": review,
     }
+
+
+def _datasets(inputs_json: str | None) -> set[str]:
+    return {str(i.get("dataset")) for i in json.loads(inputs_json or "[]")}
+
+
+def earlier_releases(platform: Platform, job: Row, most: int = EARLIER) -> list[dict[str, Any]]:
+    """The author's releases before this job on any of the same datasets, newest first:
+    job, product, time and the SQL as it ran (from the signed manifest, never the text the
+    operator typed, whose comments might name it). A checker reads them to see what this
+    output adds to what already left (differencing), without learning who the author is."""
+    wanted = _datasets(job.inputs_json)
+    with platform.store.read() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.inputs_json, products.c.id.label("product"), products.c.path,
+                   products.c.created_at)
+            .join(products, products.c.job_id == jobs.c.id)
+            .where(jobs.c.operator_id == job.operator_id, jobs.c.status == "released",
+                   jobs.c.id < job.id)
+            .order_by(jobs.c.id.desc())
+        ).all()  # fmt: skip
+    out = []
+    for r in rows:
+        if not wanted & _datasets(r.inputs_json):
+            continue
+        manifest_path = platform.home / r.path / MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        sql = (manifest.get("job") or {}).get("sql")
+        out.append({"job": r.id, "product": r.product, "created_at": r.created_at, "sql": sql})
+        if len(out) >= most:
+            break
+    return out
 
 
 def _why(platform: Platform, job_id: int) -> str:
