@@ -45,8 +45,16 @@ from sandbox.core import storage
 from sandbox.core.platform import Platform
 from sandbox.core.principals import by_id
 from sandbox.core.store import jobs
+from sandbox.run import leases
 from sandbox.run.execution import JobService
-from sandbox.run.jobstate import JobState, next_queued, recover, state_of, transition
+from sandbox.run.jobstate import (
+    JobState,
+    next_queued,
+    recover,
+    recover_gone,
+    state_of,
+    transition,
+)
 
 log = logging.getLogger("sandbox.api.executor")
 
@@ -80,6 +88,7 @@ class Executor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beats: threading.Thread | None = None  # PostgreSQL: the host lease's heartbeat
         self._alive_fd: int | None = None
         self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
         self._next_refresh = 0.0  # monotonic time of the next look for due source pulls
@@ -92,10 +101,13 @@ class Executor:
 
     def _recover_once(self) -> None:
         if self.platform.store.is_postgres:
-            # Other hosts may be running jobs of this store, and the lock files below
-            # see this host's processes only: failing "interrupted" jobs here would
-            # fail theirs. Not done on PostgreSQL (docs/deploy.md, recovery).
-            log.info("store on PostgreSQL: no start-up recovery of interrupted jobs")
+            # The lock files below see this host's processes only: on PostgreSQL the
+            # jobs failed are those of hosts whose lease ran out (sandbox.run.leases),
+            # now and from the heartbeat thread on.
+            leases.beat(self.platform.store.engine)
+            self.recovered = {"failed": recover_gone(self.platform), "queued": []}
+            self._beats = threading.Thread(target=self._beat, name="sandbox-lease", daemon=True)
+            self._beats.start()
             return
         folder = self.platform.home / "run"
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -117,6 +129,20 @@ class Executor:
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
             os.close(gate)
+
+    def _beat(self) -> None:
+        """Renew this process's host lease and fail the jobs of hosts whose lease ran out,
+        every third of ``store.host_lease_s`` (a thread of its own: a job runs in the
+        loop's thread for as long as it takes)."""
+        every = self.platform.settings.store.host_lease_s / 3
+        while not self._stop.wait(every):
+            try:
+                leases.beat(self.platform.store.engine)
+                failed = recover_gone(self.platform)
+                if failed:
+                    log.warning("failed the jobs %s of hosts that are gone", failed)
+            except Exception:  # the heartbeat must outlive a lost connection
+                log.exception("the executor could not renew its host lease")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -226,6 +252,13 @@ class Executor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._beats is not None:
+            self._beats.join(timeout)
+            self._beats = None
+            try:
+                leases.end(self.platform.store.engine)
+            except Exception:  # the lease then runs out by itself
+                log.exception("the executor could not end its host lease")
         if self._alive_fd is not None:
             os.close(self._alive_fd)
             self._alive_fd = None

@@ -461,6 +461,13 @@ class Store:
         store_url,
         "empty, sqlite:///<file> or postgresql://...",
     )
+    host_lease_s: float = setting(
+        30.0,
+        "on PostgreSQL: seconds without a heartbeat after which a server process counts as "
+        "gone and another host fails the jobs it was running (reason interrupted)",
+        lambda v: v >= 2,
+        "a number of seconds, at least 2",
+    )
 
 
 @dataclass(frozen=True)

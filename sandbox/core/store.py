@@ -52,6 +52,7 @@ FEATURE_TABLES: tuple[str, ...] = (
     "sandbox.guard.tables",
     "sandbox.models.tables",
     "sandbox.psi.tables",
+    "sandbox.run.tables",
     "sandbox.verification.tables",
     "sandbox.workflow.tables",
 )

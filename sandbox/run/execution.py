@@ -35,6 +35,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_active
 from sandbox.core.store import jobs
 from sandbox.guard import dp_budget, lineage_audit, person_jobs
 from sandbox.guard.history import difference, history_of
+from sandbox.run import leases
 from sandbox.run.admission import PERSON_JOB, Prepared, prepare
 from sandbox.run.executors import with_numbers
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
@@ -195,6 +196,7 @@ class JobService:
                 if detail["engine"] == "duckdb" and platform.settings.ray.dispatch_jobs:
                     detail["dispatch"] = "ray"
             transition(platform, conn, job_id, operator, JobState.RUNNING, detail)
+            leases.claimed(conn, job_id)  # PostgreSQL: this host's, for recover_gone
         kind = sql_kind(row.kind)
         request = json.loads(row.request_json)
         pinned = {i["dataset"]: i["version"] for i in json.loads(row.inputs_json or "[]")}

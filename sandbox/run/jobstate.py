@@ -31,6 +31,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import inserted_id, jobs
+from sandbox.run.leases import gone_jobs
 from sandbox.run.views import released_report, withheld_report
 from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
@@ -317,3 +318,24 @@ def recover(platform: Platform) -> dict[str, list[int]]:
             ).scalars()
         )
     return {"failed": failed, "queued": queued}
+
+
+def recover_gone(platform: Platform) -> list[int]:
+    """On a PostgreSQL store: fail the jobs whose host's lease ran out (its heartbeats
+    stopped for ``store.host_lease_s``), whatever host looks; the jobs of live hosts,
+    and queued jobs, stay as they are (:mod:`sandbox.run.leases`)."""
+    lease_s = platform.settings.store.host_lease_s
+    with platform.store.transaction() as conn:
+        rows = gone_jobs(conn, lease_s)
+        return _fail_all(
+            platform,
+            conn,
+            rows,
+            {
+                "code": "interrupted",
+                "message": f"the host running the job stopped (no heartbeat for {lease_s:g} s); "
+                "nothing was released; submit it again",
+                "article": "Art. 8",
+            },
+            "Art. 8",
+        )

@@ -1,0 +1,80 @@
+"""Host leases on a PostgreSQL store: which jobs belong to a host that is gone.
+
+Every server process names itself (:func:`host_id`: host name, process id and a random
+tag, new in every process) on each job it claims (:func:`claimed`, in the claim's
+transaction) and renews its lease from a thread of its own (:func:`beat`, the
+database's clock, so the hosts' clocks may differ). A ``running`` or ``checking`` job
+whose host has not beaten for ``store.host_lease_s`` seconds (:func:`gone_jobs`) is
+failed by whichever host looks next (:func:`sandbox.run.jobstate.recover_gone`): its
+worker is gone with its host, and nothing of it was released. A job of a live host is
+never touched, as the lock files of one home (SQLite's recovery) could not tell.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.engine import Connection, Engine
+
+from sandbox.core.store import insert_or, jobs
+from sandbox.run.tables import host_leases, job_hosts
+
+_ID: tuple[int, str] | None = None
+BUSY = ("running", "checking")
+
+
+def host_id() -> str:
+    """This process's name in the leases (a forked process gets its own)."""
+    global _ID
+    if _ID is None or _ID[0] != os.getpid():
+        _ID = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+    return _ID[1]
+
+
+def _now() -> Any:
+    """The database's clock, seconds since 1970 (PostgreSQL)."""
+    return func.extract("epoch", func.clock_timestamp())
+
+
+def claimed(conn: Connection, job_id: int) -> None:
+    """Name this process on the job it claims, in the claim's transaction (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(job_hosts.insert().values(job_id=job_id, host=host_id()))
+
+
+def beat(engine: Engine) -> None:
+    """Renew this process's lease, in a short transaction of its own."""
+    with engine.begin() as conn:
+        now = _now()
+        conn.execute(
+            insert_or(conn, host_leases)
+            .values(host=host_id(), heartbeat=now)
+            .on_conflict_do_update(index_elements=["host"], set_={"heartbeat": now})
+        )
+
+
+def gone_jobs(conn: Connection, lease_s: float) -> list:
+    """(id, operator_id) of the busy jobs whose host's lease ran out (or never began)."""
+    lease = host_leases
+    return list(
+        conn.execute(
+            select(jobs.c.id, jobs.c.operator_id)
+            .join(job_hosts, job_hosts.c.job_id == jobs.c.id)
+            .outerjoin(lease, lease.c.host == job_hosts.c.host)
+            .where(
+                jobs.c.status.in_(BUSY),
+                or_(lease.c.host.is_(None), lease.c.heartbeat < _now() - lease_s),
+            )
+            .order_by(jobs.c.id)
+        )
+    )
+
+
+def end(engine: Engine) -> None:
+    """Give up this process's lease at a clean stop (its jobs have ended or failed)."""
+    with engine.begin() as conn:
+        conn.execute(host_leases.delete().where(host_leases.c.host == host_id()))
