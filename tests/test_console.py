@@ -354,6 +354,28 @@ def test_a_provider_decides_a_data_request_from_its_inbox(app, cast):
         assert [g["agreement"] for g in list_grants(conn, cast.provider)] == [agreement_id]
 
 
+def test_the_classification_editor_names_the_first_problem_and_then_passes(app, cast):
+    token = rotate_token(cast.platform, None, cast.provider.name)["token"]
+    with new_client(app) as c:
+        csrf = sign_in(c, token)
+        page = c.get("/console/datasets/pums/classification")
+        assert page.status_code == 200 and "entity_key: pid" in page.text
+        text = html.unescape(page.text.split('id="classification"', 1)[1])
+        text = text.split(">", 1)[1].split("</textarea>", 1)[0]
+        check = "/console/datasets/pums/classification/check"
+        typo = c.post(
+            check, data={"text": text.replace("educ: dimension", "educ: dimensoin"), "csrf": csrf}
+        )
+        assert 'id="error"' in typo.text and "dimensoin" in html.unescape(typo.text)
+        missing = c.post(
+            check, data={"text": text.replace("  educ: dimension\n", ""), "csrf": csrf}
+        )
+        assert 'id="error"' in missing.text and "educ" in missing.text
+        fixed = c.post(check, data={"text": text, "csrf": csrf})
+        assert 'id="classification-ok"' in fixed.text
+        assert c.post(check, data={"text": text}).status_code == 403  # no CSRF token
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")

@@ -142,3 +142,22 @@ def test_a_job_page_follows_the_state_and_the_auditor_verifies_the_ledger(scene,
     auditor.click("#lang-en")
     auditor.wait_for("h1", "Ledger")
     auditor.shot("auditor-ledger", readme=True)
+
+
+def test_a_provider_fixes_a_classification_error_shown_inline(scene, browser):
+    from sandbox.core.principals import rotate_token
+
+    token = rotate_token(scene.cast.platform, None, scene.cast.provider.name)["token"]
+    page = browser()
+    page.sign_in(token)
+    page.open("/console/datasets/pums")
+    page.wait_for("#nulls-chart")
+    page.click("#edit-classification")
+    box = page.wait_for("#classification")
+    good = box.get_attribute("value")
+    page.type("#classification", good.replace("educ: dimension", "educ: dimensoin"))
+    page.wait_for("#check-result", "dimensoin")  # checked as typed (htmx), shown in place
+    assert page.has("#check-result #error")
+    page.shot("provider-classification", readme=True)
+    page.type("#classification", good)
+    page.wait_for("#classification-ok")

@@ -201,6 +201,12 @@ ZH: dict[str, str] = {
     "ledger.chart_empty": "该范围内没有记录",
     "ledger.chart_alt": "每日、每类账本记录数的柱状图",
     "datasets.title": "我的数据集",
+    "datasets.classify": "编辑分类",
+    "classify.title": "{name} 的字段分类",
+    "classify.help": "修改 YAML 时即按 sandbox dataset register 的同一套规则检查：先检查格式与分类规则，再核对数据集的每个字段都已分类。",
+    "classify.check": "检查",
+    "classify.ok": "✓ 分类有效：{n} 个字段，主体键 {key}。",
+    "classify.save": "检查通过后，用该文件登记新版本（sandbox dataset register --classification，或 API 上传）。",
     "datasets.none": "还没有数据集。",
     "datasets.class": "分类",
     "datasets.type": "类型",
@@ -411,6 +417,15 @@ EN: dict[str, str] = {
     "ledger.chart_empty": "no entries in this range",
     "ledger.chart_alt": "bar chart of ledger entries per day and kind",
     "datasets.title": "My datasets",
+    "datasets.classify": "Edit the classification",
+    "classify.title": "Classification of {name}",
+    "classify.help": "The YAML is checked as you type, by the rules of sandbox dataset "
+    "register: its shape and classes first, then that every column of the dataset is "
+    "classified.",
+    "classify.check": "Check",
+    "classify.ok": "✓ The classification is valid: {n} columns, entity key {key}.",
+    "classify.save": "Once it is valid, register a new version with this file (sandbox "
+    "dataset register --classification, or an upload through the API).",
     "datasets.none": "No datasets yet.",
     "datasets.class": "class",
     "datasets.type": "type",
@@ -430,7 +445,7 @@ def translator(lang: str) -> Callable[..., str]:
     to the key itself (a test keeps both catalogues complete)."""
     table = MESSAGES.get(lang, ZH)
 
-    def t(key: str, **values: object) -> str:
+    def t(key: str, /, **values: object) -> str:
         text = table.get(key) or ZH.get(key) or key
         return text.format(**values) if values else text
 

@@ -1,7 +1,15 @@
 """The provider's pages: its datasets, each version's quality profile as a table and a
-chart, who uses the data (the grants on it), and its decisions on data requests (the
-inbox lists them; :func:`sandbox.workflow.requests.approve` and ``refuse_request`` decide,
-as ``POST /v1/data-requests/{id}/approve`` and ``/refuse`` do).
+chart, who uses the data (the grants on it), a classification editor that checks the
+YAML as it is typed, and its decisions on data requests (the inbox lists them;
+:func:`sandbox.workflow.requests.approve` and ``refuse_request`` decide, as
+``POST /v1/data-requests/{id}/approve`` and ``/refuse`` do).
+
+The editor checks with the functions ``sandbox dataset register`` uses:
+:func:`sandbox.data.vault.parse_classification` (the YAML, then the classification's
+schema, the first problem named with its key or column) and
+:meth:`~policies.classes.Classification.check_against` (every column of the dataset
+classified, none unknown). Known shortcut: it checks, it does not save; a new version is
+registered with the corrected file from the CLI or the API.
 
 A provider sees its own datasets (the authority and auditors every one, as the API's
 ``GET /v1/datasets/{name}`` shows them the profile); the grants come from
@@ -11,13 +19,15 @@ own datasets only. Values never appear: a profile holds counts and rates.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
+import yaml
 from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from policies.errors import NotFound, PermissionDenied
+from policies.errors import ClassificationError, NotFound, PermissionDenied
 from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
@@ -32,7 +42,7 @@ from sandbox.console.web import (
 )
 from sandbox.core.principals import Principal, Role
 from sandbox.data.grants import list_grants
-from sandbox.data.vault import get_version, list_datasets
+from sandbox.data.vault import get_version, list_datasets, parse_classification
 from sandbox.workflow import requests as data_requests
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -41,6 +51,7 @@ READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 MAX_ID = 2**53
 REASON_MAX = 2000
+YAML_MAX = 200_000
 
 
 def _require(viewer: Principal) -> None:
@@ -136,3 +147,33 @@ def request_refuse(
     """The dataset's provider refuses a data request, with the reason (Art. 14)."""
     data_requests.refuse_request(request.app.state.platform, session.principal, request_id, reason)
     return redirect("/inbox")
+
+
+@router.get("/datasets/{name}/classification")
+def classification_page(
+    request: Request,
+    session: CurrentSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+) -> Response:
+    """The editor, holding the latest version's classification as YAML."""
+    found, _grants = _version(request, session.principal, name, None)
+    plain = json.loads(json.dumps(found.classification.to_dict()))  # tuples as lists
+    text = yaml.safe_dump(plain, allow_unicode=True, sort_keys=False, width=88)
+    return render(request, "classification.html", {"d": found, "text": text})
+
+
+@router.post("/datasets/{name}/classification/check")
+def classification_check(
+    request: Request,
+    session: FormSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+    text: Annotated[str, Form(max_length=YAML_MAX)] = "",
+) -> Response:
+    """The editor's check, as it is typed (htmx): valid, or the first problem by name."""
+    found, _grants = _version(request, session.principal, name, None)
+    try:
+        parsed = parse_classification(text)
+        parsed.check_against(list(found.profile.get("columns") or {}))
+    except ClassificationError as exc:
+        return render(request, "classification_check.html", {"error": exc.to_dict()})
+    return render(request, "classification_check.html", {"ok": parsed.to_dict(), "error": None})

@@ -76,10 +76,15 @@ def load_classification(path: Path) -> Classification:
         raise ClassificationError(f"classification file '{path}' not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ClassificationError(f"classification file '{path}' cannot be read: {exc}") from exc
+    return parse_classification(text, f"classification file '{path}'")
+
+
+def parse_classification(text: str, what: str = "the classification") -> Classification:
+    """A classification from its YAML text, checked as ``dataset register`` checks a file."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ClassificationError(f"classification file '{path}' is not valid YAML: {exc}") from exc
+        raise ClassificationError(f"{what} is not valid YAML: {exc}") from exc
     return Classification.from_dict(data)
 
 
