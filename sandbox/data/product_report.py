@@ -103,9 +103,10 @@ def rule_lines(params: Mapping[str, Any]) -> list[dict[str, str]]:
         "(always)",
         "",
         "When a number is suppressed, other numbers may be suppressed with it, so that it "
-        "cannot be worked out by subtraction from totals; numbers are also compared with "
-        "everything published before, and one that would single out a few people by "
-        "subtraction from earlier numbers is suppressed.",
+        "cannot be worked out by subtraction from totals. Unless the platform's operators "
+        "turned it off (it is on by default), numbers are also compared with everything "
+        "published before, and one that would single out a few people by subtraction "
+        "from earlier numbers is suppressed.",
     )
     return lines
 
