@@ -297,6 +297,22 @@ def test_a_refusal_is_shown_in_place_with_its_rule_and_the_sql_kept(client, cast
     assert 'id="error-rule"' in answer.text and "SELECT pid FROM pums" in answer.text
 
 
+def test_the_operator_sees_its_privacy_budget_shares(client, scene):
+    from datetime import UTC, datetime
+
+    from sandbox.guard import dp_admin
+
+    year = datetime.now(UTC).year
+    dp_admin.set_total(scene.cast.platform, scene.cast.city, "person", year, 4.0)
+    dp_admin.set_share(scene.cast.platform, scene.cast.city, scene.agreement_id, year, 1.5)
+    sign_in(client, scene.cast.tokens["operator"])
+    page = client.get("/console/jobs")
+    budget = page.text.split('id="budget"', 1)[1].split("</table>", 1)[0]
+    assert f"<td>{scene.agreement_id}</td><td>person</td><td>{year}</td><td>1.5</td>" in budget
+    sign_in(client, scene.cast.tokens["rival"])
+    assert 'id="budget"' not in client.get("/console/jobs").text
+
+
 def test_a_suspension_by_the_authority_shows_as_a_refusal_on_the_submit_page(app, scene):
     with new_client(app) as city:
         csrf = sign_in(city, scene.cast.tokens["city"])

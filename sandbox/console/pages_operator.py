@@ -7,6 +7,7 @@ The same functions as the API's routes: :meth:`JobService.enqueue` (admission re
 once, naming the rule, the article and what to do, shown in place above the editor),
 :func:`~sandbox.run.jobstate.list_jobs` and :func:`~sandbox.run.jobstate.job_outcome`
 (an operator reads only its own jobs, and a withheld job only as "withheld for review"),
+:func:`~sandbox.guard.dp_views.shares` (its privacy budgets where DP applies),
 :func:`~sandbox.data.products.list_products` and
 :func:`~sandbox.data.products.readable_product` (a suspended agreement stops every read),
 and :func:`~sandbox.data.release.verify_product` before any byte is shown or served; each
@@ -37,6 +38,7 @@ from sandbox.data.grants import grants_of
 from sandbox.data.products import list_products, readable_product
 from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
 from sandbox.data.vault import get_version
+from sandbox.guard import dp_views
 from sandbox.run.jobstate import ACTIVE_STATES, job_outcome, list_jobs
 from sandbox.workflow import deliveries, feedback
 
@@ -87,6 +89,11 @@ def _jobs_page(request: Request, session, sql: str = "", error: dict | None = No
     platform = request.app.state.platform
     with platform.store.read() as conn:
         jobs = list_jobs(conn, session.principal)
+        budget = (
+            dp_views.shares(conn, session.principal)["shares"]
+            if session.principal.role is Role.OPERATOR
+            else []
+        )
     return render(
         request,
         "jobs.html",
@@ -96,6 +103,7 @@ def _jobs_page(request: Request, session, sql: str = "", error: dict | None = No
             "sql": sql,
             "error": error,
             "may_submit": session.principal.role is Role.OPERATOR,
+            "budget": budget,
         },
         status=status,
     )
