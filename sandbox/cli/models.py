@@ -199,3 +199,19 @@ def services_cmd(obj: Context, token, as_json) -> None:
         empty="no scoring services",
     )
     emit(rows, as_json, text)
+
+
+@main.command("demo-loans")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="the folder sandbox demo-data wrote",
+)
+@click.option("--seed", type=int, default=11, show_default=True)
+def demo_loans(data_dir: Path, seed: int) -> None:
+    """Write loans.csv: a synthetic loan book of the demo's enterprises with a default label."""
+    from sandbox.demo.loans import write_loan_book
+
+    click.echo(str(write_loan_book(data_dir, seed)))

@@ -22,6 +22,7 @@ most an output of the operator's own query, never a value.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -50,6 +51,10 @@ def train_task(task: dict) -> dict:
         scores = None
         entities = None
     else:
+        # The interpreter was kept single-threaded until Landlock bound it; scikit-learn's
+        # OpenMP runtime, loaded with its first import below, may use the job's threads
+        # (setting job.threads). (threadpoolctl cannot: it reads /proc, which is closed.)
+        os.environ["OMP_NUM_THREADS"] = str(int(task["threads"]))
         meta, scores = train_on(table, task)
         entities = table.column(ENTITY).cast(pa.string())
     meta["timings"] = {**meta.get("timings", {}), "query_s": round(query_s, 3)}
