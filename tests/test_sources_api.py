@@ -15,7 +15,7 @@ import pytest
 import yaml
 from api_server import ROOT, ApiServer, check_envelope, make_home
 
-from policies.errors import InputError, SourceError
+from policies.errors import InputError, PermissionDenied, SourceError
 from sandbox.client import Client
 
 openpyxl = pytest.importorskip("openpyxl")
@@ -144,6 +144,11 @@ def test_a_source_is_refreshed_and_scheduled_through_the_api(api):
     with pytest.raises(InputError) as err:
         client.refresh("persons")  # uploaded: nothing to read again
     assert "uploaded" in err.value.message
+    other = Client(api["server"].url, api["tokens"]["provider2"])
+    with pytest.raises(PermissionDenied) as err:
+        other.refresh("bureau")  # another provider's dataset: not even its source is shown
+    assert "another provider" in err.value.message and "duckdb" not in err.value.message
+    other.close()
     db.unlink()
     with pytest.raises(SourceError) as err:
         client.refresh("bureau")

@@ -29,7 +29,7 @@ from sandbox.api.routes_datasets import _save, _scrub, _upload_name
 from sandbox.api.sources import CONNECT_FAILED, check_source, uniform_connect_error
 from sandbox.core.principals import Role, require_role
 from sandbox.data.kept_sources import kept_uri
-from sandbox.data.refresh import list_sources, refresh, set_schedule
+from sandbox.data.refresh import list_sources, refresh, set_schedule, source_of
 from sandbox.data.suggestion import MAX_ROWS, suggest_classification
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
@@ -150,6 +150,8 @@ def datasets_refresh(request: Request, me: CurrentPrincipal, name: str = PathPar
     platform = request.app.state.platform
     settings = platform.settings
     require_role(me, Role.PROVIDER, action="refresh datasets", article="Art. 14")
+    with platform.store.read() as conn:
+        source_of(conn, platform, me, name)  # its own provider's, before its URI is looked at
     uri = kept_uri(platform, name)
     if uri is not None:
         check_source(uri, tuple(settings.api.source_roots), tuple(settings.api.source_hosts))

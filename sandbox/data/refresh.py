@@ -46,7 +46,7 @@ _TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 log = logging.getLogger("sandbox.data.refresh")
 
 
-def _source_row(conn, platform: Platform, provider: Principal, name: str):
+def source_of(conn, platform: Platform, provider: Principal, name: str):
     """The dataset row and its kept source row, for its own provider only."""
     get_version(conn, platform, name)  # NotFound with a "did you mean"
     ds = conn.execute(select(datasets).where(datasets.c.name == name)).first()
@@ -69,10 +69,10 @@ def refresh(
     """Pull dataset ``name`` from its source again; dataset, version, changed, rows, sha256."""
     require_role(provider, Role.PROVIDER, action="refresh datasets", article="Art. 14")
     with platform.store.read() as conn:
-        ds, _row = _source_row(conn, platform, provider, name)
+        ds, _row = source_of(conn, platform, provider, name)
         latest = get_version(conn, platform, name)
     uri = kept_uri(platform, name)
-    assert uri is not None  # _source_row checked it
+    assert uri is not None  # source_of checked it
     try:
         result = register(platform, provider, name, uri, latest.classification)
     except SandboxError as exc:
@@ -131,7 +131,7 @@ def set_schedule(
         raise InputError(f"daily time '{daily_at}': write it as HH:MM, 00:00 to 23:59 ({TIMEZONE})")
     daily_at = daily_at.strip() if daily_at is not None else None
     with platform.store.transaction() as conn:
-        ds, _row = _source_row(conn, platform, provider, name)
+        ds, _row = source_of(conn, platform, provider, name)
         conn.execute(
             dataset_sources.update()
             .where(dataset_sources.c.dataset_id == ds.id)
