@@ -34,6 +34,10 @@ def test_the_demo_runs_the_whole_flow(tmp_path, monkeypatch):
         # Art. 13: the tick at the term's end disposes; the home still backs up
         assert "the disposal clause deletes" in text and "lists 0 products" in text
         assert "backup after the disposal" in text
+        # Issue 22: a credit model trained inside and judged; a bank grades 200 enterprises
+        assert "a model with leaves of 2 enterprises -> refused [leaf_size]" in text
+        assert "in an isolated worker: passed" in text
+        assert "grades a batch of 200 enterprises with their consent" in text
         # Suppressed cells are empty in the released file: the demo shows one.
         assert ",," in text
     finally:

@@ -27,6 +27,7 @@ from sandbox.data.vault import get_version, register
 from sandbox.demo.data import DEMO_TABLES, write_demo_data
 from sandbox.demo.ending import demo_ending, demo_provider
 from sandbox.demo.he import demo_he
+from sandbox.demo.models import demo_models
 from sandbox.demo.psi import demo_psi
 from sandbox.demo.verification import demo_verify
 from sandbox.run.execution import JobOutcome, JobService, JobState
@@ -142,6 +143,15 @@ def run_demo(
             reviewers=cast.reviewers,
             consumer=cast.consumer,
             auditor=cast.auditor,
+        )
+        demo_models(
+            platform,
+            echo,
+            authority=cast.authority,
+            providers=cast.providers,
+            reviewers=cast.reviewers,
+            consumer=cast.consumer,
+            folder=home.parent / "loans",
         )
         _supervision(
             platform,
