@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 import yaml
 from api_server import ApiServer
@@ -70,7 +71,9 @@ def test_train_publish_and_grade_remotely_as_on_the_host(served):
     code = world.table.column("credit_code")[0].as_py()
     consent = ["--consent-ref", "LOAN-7", "--purpose", "credit", "--consented-at", "2026-12-01"]
     graded = as_json(
-        remote(server, t["lender"], "score", "call", "sme_credit", "--key", code, *consent, "--json")
+        remote(
+            server, t["lender"], "score", "call", "sme_credit", "--key", code, *consent, "--json"
+        )
     )
     assert graded["results"][0]["code"] in {"a", "b", "c", "d"}
     with Client(server.url, t["lender"]) as api:
@@ -88,6 +91,13 @@ def test_refusals_are_one_line_naming_rule_and_article(served):
         assert refused.exit_code != 0
         assert "consent" in refused.output and "Art. 19" in refused.output
         assert "Traceback" not in refused.output
+    # over HTTP too, an item carries the key and the consent only: a feature is 422
+    answer = httpx.post(
+        f"{server.url}/v1/score/sme_credit",
+        json={"items": [{"key": code, "consent": CONSENT, "capital": 1e6}]},
+        headers={"Authorization": f"Bearer {t['lender']}"},
+    )
+    assert answer.status_code == 422 and "capital" in answer.text and "1000000" not in answer.text
     bad = root / "bad.yaml"
     bad.write_text(yaml.safe_dump({**SOUND, "name": "deep", "params": {"max_depth": 40}}))
     refused = remote(server, t["bank"], "model", "train", "--file", str(bad))
