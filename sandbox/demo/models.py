@@ -174,6 +174,14 @@ def demo_models(
         f"   {authority.name} publishes scoring service {SERVICE['name']}: "
         f"{built['index_rows']:,} enterprises graded a to d ({', '.join(map(str, sizes))})"
     )
+    grades = _grade_batch(platform, echo, consumer)
+    calls.close(platform)
+    return {"auc": ev["auc"], "grades": dict(grades), "verdict": card["verdict"]}
+
+
+def _grade_batch(platform: Platform, echo: Callable[[str], None], consumer: Principal) -> Counter:
+    """The bank grades 200 borrowers, each with its consent record; then one call
+    without consent is refused."""
     with platform.store.read() as conn:
         book = pq.read_table(get_version(conn, platform, "loans").path)
     keys = book.column("credit_code").to_pylist()[:200]
@@ -193,5 +201,4 @@ def demo_models(
         calls.call(platform, consumer, SERVICE["name"], [{"key": keys[0]}])
     except PolicyRefusal as refusal:
         echo(f"   without consent -> refused [{refusal.rule}] ({refusal.article})")
-    calls.close(platform)
-    return {"auc": ev["auc"], "grades": dict(grades), "verdict": card["verdict"]}
+    return grades
