@@ -9,7 +9,9 @@ workflow lists, which page by ``before``) and the other POSTs.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import httpx
 import pytest
@@ -184,3 +186,19 @@ def test_the_client_sends_a_key_so_its_retries_make_one_job(served):
         assert len(api.list_jobs()) == before + 2
         with pytest.raises(Conflict):
             api.submit_job(SQL, idempotency_key="client-key")
+
+
+def test_keys_older_than_a_day_are_swept(tmp_path):
+    from sandbox.api import idempotency
+
+    with idempotency.claim(tmp_path, 7, "old-key", {"sql": "x"}) as slot:
+        slot.job_id = 1
+    folder = tmp_path / "run" / "idempotency"
+    [kept] = list(folder.glob("*.json"))
+    day_ago = time.time() - idempotency.TTL_S - 60
+    os.utime(kept, (day_ago, day_ago))
+    with idempotency.claim(tmp_path, 7, "new-key", {"sql": "y"}) as slot:
+        slot.job_id = 2
+    assert idempotency.sweep(folder) == 1 and not kept.exists()
+    with idempotency.claim(tmp_path, 7, "old-key", {"sql": "other"}) as slot:
+        assert slot.job_id is None  # an expired key is new again

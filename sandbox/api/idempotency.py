@@ -11,7 +11,8 @@ later one with the same key and the same body answers that job as it is now (hea
 Each key is a small JSON file under the home's ``run/idempotency/`` named by the
 principal and the key's SHA-256, locked with ``flock`` while the request runs, so
 two server processes (``--workers N``) answering the same key at once make one job:
-the second waits for the first and replays it. Known shortcut: a server killed after
+the second waits for the first and replays it. Files of keys older than
+:data:`TTL_S` are removed, at most once an hour per process (:func:`sweep`). Known shortcut: a server killed after
 the job is recorded and before the key's file is written leaves the key unknown, and
 a retry then makes a second job.
 """
@@ -35,6 +36,8 @@ from policies.errors import Conflict, InputError
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
 KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, as HTTP header tokens
+SWEEP_EVERY_S = 3600.0
+_swept = {"at": 0.0}
 
 
 @dataclass
@@ -60,6 +63,9 @@ def claim(home: Path, principal_id: int, key: str, body: Any) -> Iterator[Slot]:
         )
     folder = home / "run" / "idempotency"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if time.time() - _swept["at"] > SWEEP_EVERY_S:
+        _swept["at"] = time.time()
+        sweep(folder)
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     fd = os.open(folder / f"{int(principal_id)}-{name}.json", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -83,3 +89,17 @@ def claim(home: Path, principal_id: int, key: str, body: Any) -> Iterator[Slot]:
             os.pwrite(fd, data, 0)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def sweep(folder: Path, now: float | None = None) -> int:
+    """Remove the files of keys last used more than :data:`TTL_S` ago; how many."""
+    limit = (time.time() if now is None else now) - TTL_S
+    removed = 0
+    for path in folder.glob("*.json"):
+        try:
+            if path.stat().st_mtime < limit:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process swept it
+            continue
+    return removed
