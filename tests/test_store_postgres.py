@@ -14,7 +14,7 @@ import time
 import pytest
 from sqlalchemy import func, select, text
 
-from policies.errors import ConfigError, RateLimited
+from policies.errors import ConfigError, IntegrityError, RateLimited
 from sandbox.core import keys, ledger
 from sandbox.core.ledger import Actor
 from sandbox.core.store import Store, jobs, principals
@@ -249,5 +249,37 @@ def test_only_the_jobs_of_a_host_whose_lease_ran_out_are_failed(tmp_path, pg_url
             assert ledger.verify(conn, platform.key.public_key()).entries == 2
             last = ledger.query(conn)[-1]
         assert (last["action"], last["subject"]) == ("job.failed", f"job:{gone}")
+    finally:
+        platform.close()
+
+
+def test_a_rolled_back_postgresql_store_is_caught_by_the_hosts_head_copy(
+    tmp_path, pg_url, monkeypatch
+):
+    """The copy of the signed head in this host's ``run/``: the last entry deleted and
+    the head signed before it put back verifies in the store alone, but not against the
+    copy, which names the rollback."""
+    from sandbox.core.ledger import HEAD_COPY, SYSTEM
+    from sandbox.core.platform import Platform
+    from sandbox.core.store import ledger as ledger_table
+    from sandbox.core.store import ledger_head
+
+    monkeypatch.setenv("SANDBOX_STORE_URL", pg_url)
+    platform = Platform.init(tmp_path / "home")
+    try:
+        for i in range(3):
+            with platform.store.transaction() as conn:
+                platform.record(conn, SYSTEM, "test.entry", f"t:{i}")
+        with platform.store.read() as conn:
+            older = dict(conn.execute(select(ledger_head)).mappings().one())
+        with platform.store.transaction() as conn:
+            platform.record(conn, SYSTEM, "test.entry", "t:last")
+        assert (tmp_path / "home" / HEAD_COPY).exists()
+        with platform.store.engine.begin() as conn:  # someone with the database's password
+            conn.execute(ledger_table.delete().where(ledger_table.c.seq == older["seq"] + 1))
+            conn.execute(ledger_head.update().values(**older))
+        with platform.store.read() as conn:
+            with pytest.raises(IntegrityError, match="rolled back"):
+                ledger.verify(conn, platform.key.public_key())
     finally:
         platform.close()

@@ -49,7 +49,7 @@ from sqlalchemy.engine import Connection, Engine
 from policies.errors import InputError, IntegrityError
 from sandbox.core import keys
 from sandbox.core.canonical import CANONICAL_FORM, canonical, legacy_canonical
-from sandbox.core.store import after_commit, ledger, ledger_head
+from sandbox.core.store import HOME_OF, after_commit, ledger, ledger_head
 
 GENESIS = "0" * 64
 LEDGER_LOCK_KEY = 0x5A4E_4C47  # PostgreSQL's advisory lock of the chain and its head
@@ -169,8 +169,13 @@ def append(
 
 
 def head_copy_path(engine: Engine) -> Path | None:
-    """Where the copy of ``engine``'s signed head lives: ``run/ledger-head.json`` beside
-    the store file. None for a store that is not a file."""
+    """Where the copy of ``engine``'s signed head lives: ``run/ledger-head.json`` in the
+    home the store was opened for (beside the SQLite file; on PostgreSQL, this host's
+    home, whose copy holds the heads this host signed: the store's head only moves
+    forward, so it is never behind any host's copy). None for a store opened without
+    a home that is not a file."""
+    if engine in HOME_OF:
+        return HOME_OF[engine] / HEAD_COPY
     database = engine.url.database
     if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None

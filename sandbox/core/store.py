@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -387,6 +388,12 @@ def inserted_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
+# The home folder each open store serves (its ``run/`` keeps the copy of the ledger's
+# signed head, :func:`sandbox.core.ledger.head_copy_path`): the SQLite file's folder,
+# or for a PostgreSQL store the home of this host, which keeps the heads it signed.
+HOME_OF: weakref.WeakKeyDictionary[Engine, Path] = weakref.WeakKeyDictionary()
+
+
 class Store:
     """A handle on the metadata store. Cheap to create; thread-safe via SQLAlchemy's pool."""
 
@@ -399,6 +406,7 @@ class Store:
         ``url`` is empty. Only SQLite gets the pragmas and ``BEGIN IMMEDIATE``; on
         PostgreSQL a writing transaction takes the store's write lock instead."""
         engine = make_engine(Path(path), url, create)
+        HOME_OF[engine] = Path(path).parent
         store = cls(engine)
         try:
             store._migrate(create)
