@@ -337,7 +337,8 @@ def admit_features(sql: str, scope: QueryScope) -> AdmittedFeatures:
     if column is None:  # pragma: no cover - the twin's first output counts the key
         refuse("features_shape", "the entity key could not be resolved", subject="SELECT")
     engine.expressions[0].replace(exp.alias_(column.copy(), "entity_", quoted=True))
-    engine = engine.group_by(column.copy())
+    # ordered by the key: DuckDB's groups come in any order, and the split must not
+    engine = engine.group_by(column.copy()).order_by(column.copy())
     return AdmittedFeatures(
         entity=key.name,
         outputs=tuple(outputs),

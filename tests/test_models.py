@@ -243,9 +243,14 @@ def test_training_in_the_worker_gives_a_signed_card_and_keeps_the_model_inside(w
     text = json.dumps(card)
     codes = world.table.column("credit_code").to_pylist()
     assert not any(code in text for code in codes[:200])
+    # the same request on the same data gives the same figures (the split is reproducible)
+    again = service.train(platform, world.operator, {**SOUND, "name": "credit_tree_again"})
+    assert again["card"]["evaluation"] == card["evaluation"]
+    assert again["card"]["attacks"] == card["attacks"]
     shown = service.show(platform, world.auditor, SOUND["name"])
     assert shown["status"] == "passed" and shown["signature"] == out["signature"]
-    assert [m["name"] for m in service.list_models(platform, world.operator)] == ["credit_tree"]
+    names = [m["name"] for m in service.list_models(platform, world.operator)]
+    assert names == ["credit_tree", "credit_tree_again"]
 
 
 def test_a_refused_request_is_ledgered_and_a_bad_label_fails_with_its_name(world):
