@@ -269,3 +269,5 @@ def test_a_refused_request_is_ledgered_and_a_bad_label_fails_with_its_name(world
     with pytest.raises(JobFailed, match="the label 'defaulted' must be 0 or 1") as failed:
         service.train(platform, world.operator, bad)
     assert failed.value.code == "label_values"
+    with platform.store.read() as conn:
+        assert ledger.query(conn, action="model.failed")[-1]["details"]["code"] == "label_values"

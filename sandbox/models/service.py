@@ -102,12 +102,20 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
     plan = cast(ModelPlan, prepared.plan)
     _free_name(platform, operator, parsed.name)
     k = prepared.params.min_entities
-    result = _run(platform, prepared, plan, k)
-    meta = json.loads((result.table.schema.metadata or {}).get(b"model", b"{}"))
-    failure = meta.get("failure")
-    if failure in FAILURES:
-        message = FAILURES[failure].format(subject=str(meta.get("subject", ""))[:64])
-        raise JobFailed(message, code=failure, article="Art. 15")
+    try:
+        result = _run(platform, prepared, plan, k)
+        meta = json.loads((result.table.schema.metadata or {}).get(b"model", b"{}"))
+        failure = meta.get("failure")
+        if failure in FAILURES:
+            message = FAILURES[failure].format(subject=str(meta.get("subject", ""))[:64])
+            raise JobFailed(message, code=failure, article="Art. 15")
+    except JobFailed as stopped:
+        with platform.store.transaction() as conn:
+            platform.record(
+                conn, operator.actor, "model.failed", f"model:{parsed.name}",
+                {"code": stopped.code, "message": stopped.message}, "Art. 8",
+            )  # fmt: skip
+        raise
     settings = platform.settings.model
     try:
         arrays = arrays_from_json(meta["arrays"])
