@@ -339,7 +339,10 @@ def _column(
     if kinds & {"date", "datetime"} and "number" in kinds:
         main = "date"  # numbers among dates: serials typed in cells formatted "General"
     else:
-        counts = {k: sum(1 for v in values if v is not None and _kind(v) == k) for k in kinds}
+        counts: dict[str, int] = {}  # in the order the kinds first appear: a tie goes to the first
+        for v in values:
+            if v is not None:
+                counts[_kind(v)] = counts.get(_kind(v), 0) + 1
         main = max(counts, key=lambda k: counts[k])
     fits = {main, "datetime"} if main == "date" else {main}
     r, misfit = next((r, v) for r, v in cells if v is not None and _kind(v) not in fits)
