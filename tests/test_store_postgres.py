@@ -215,8 +215,9 @@ def test_sandbox_backup_refuses_a_postgresql_store_naming_pg_dump(tmp_path, pg_u
 
 
 def test_only_the_jobs_of_a_host_whose_lease_ran_out_are_failed(tmp_path, pg_url, monkeypatch):
-    """``recover_gone``: a running job of a host that stopped beating fails with its
-    reason; one of a host that beats, and a queued job, stay as they are."""
+    """``recover_gone``: a running job, and one not yet admitted, of a host that stopped
+    beating fail with their reason; one of a host that beats, and a queued job, stay as
+    they are."""
     import json
 
     from sandbox.core.platform import Platform
@@ -228,27 +229,36 @@ def test_only_the_jobs_of_a_host_whose_lease_ran_out_are_failed(tmp_path, pg_url
     monkeypatch.setenv("SANDBOX_STORE_HOST_LEASE_S", "5")
     platform = Platform.init(tmp_path / "home")
     try:
-        gone, live, queued = (_queued_job(platform.store) for _ in range(3))
+        gone, live, queued, unadmitted, local = (_queued_job(platform.store) for _ in range(5))
         leases.beat(platform.store.engine)  # this process: a live host
         with platform.store.transaction() as conn:
             conn.execute(jobs.update().where(jobs.c.id.in_([gone, live])).values(status="running"))
             conn.execute(host_leases.insert().values(host="host-b:1:dead", heartbeat=1.0))
             conn.execute(job_hosts.insert().values(job_id=gone, host="host-b:1:dead"))
+            conn.execute(jobs.update().where(jobs.c.id == unadmitted).values(status="submitted"))
+            conn.execute(job_hosts.insert().values(job_id=unadmitted, host="host-b:1:dead"))
+            # a local command's job: its process never held a lease (not a server host)
+            conn.execute(jobs.update().where(jobs.c.id == local).values(status="running"))
+            conn.execute(job_hosts.insert().values(job_id=local, host="laptop:9:cli"))
             leases.claimed(conn, live)
-        assert recover_gone(platform) == [gone]
+        assert recover_gone(platform) == [gone, unadmitted]
         with platform.store.read() as conn:
             rows = {
                 r.id: r for r in conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.reason_json))
             }
-        assert rows[gone].status == "failed"
+        assert rows[gone].status == rows[unadmitted].status == "failed"
         reason = json.loads(rows[gone].reason_json)
         assert reason["code"] == "interrupted" and "no heartbeat for 5 s" in reason["message"]
         assert (rows[live].status, rows[queued].status) == ("running", "queued")
+        assert rows[local].status == "running"
         assert recover_gone(platform) == []  # failed once
         with platform.store.read() as conn:
-            assert ledger.verify(conn, platform.key.public_key()).entries == 2
-            last = ledger.query(conn)[-1]
-        assert (last["action"], last["subject"]) == ("job.failed", f"job:{gone}")
+            assert ledger.verify(conn, platform.key.public_key()).entries == 3
+            last = ledger.query(conn)[-2:]
+        assert [(e["action"], e["subject"]) for e in last] == [
+            ("job.failed", f"job:{gone}"),
+            ("job.failed", f"job:{unadmitted}"),
+        ]
     finally:
         platform.close()
 

@@ -252,13 +252,9 @@ class Executor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._beats is not None:
+        if self._beats is not None:  # the lease runs out by itself (leases.gone_jobs)
             self._beats.join(timeout)
             self._beats = None
-            try:
-                leases.end(self.platform.store.engine)
-            except Exception:  # the lease then runs out by itself
-                log.exception("the executor could not end its host lease")
         if self._alive_fd is not None:
             os.close(self._alive_fd)
             self._alive_fd = None

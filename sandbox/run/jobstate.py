@@ -31,7 +31,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import inserted_id, jobs
-from sandbox.run.leases import gone_jobs
+from sandbox.run.leases import claimed, gone_jobs
 from sandbox.run.views import released_report, withheld_report
 from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
 
@@ -120,6 +120,7 @@ def open_job(platform: Platform, operator: Principal, kind: str, request: Mappin
             )
         )
         job_id = int(inserted_id(inserted))
+        claimed(conn, job_id)  # PostgreSQL: this host admits it (recover_gone)
         platform.record(
             conn,
             operator.actor,

@@ -1,10 +1,10 @@
 """Host leases on a PostgreSQL store: which jobs belong to a host that is gone.
 
 Every server process names itself (:func:`host_id`: host name, process id and a random
-tag, new in every process) on each job it claims (:func:`claimed`, in the claim's
-transaction) and renews its lease from a thread of its own (:func:`beat`, the
+tag, new in every process) on each job it opens and claims (:func:`claimed`, in the
+same transaction) and renews its lease from a thread of its own (:func:`beat`, the
 database's clock, so the hosts' clocks may differ). A ``running`` or ``checking`` job
-whose host has not beaten for ``store.host_lease_s`` seconds (:func:`gone_jobs`) is
+(or ``submitted``, not yet admitted) whose host has not beaten for ``store.host_lease_s`` seconds (:func:`gone_jobs`) is
 failed by whichever host looks next (:func:`sandbox.run.jobstate.recover_gone`): its
 worker is gone with its host, and nothing of it was released. A job of a live host is
 never touched, as the lock files of one home (SQLite's recovery) could not tell.
@@ -17,14 +17,14 @@ import secrets
 import socket
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from sandbox.core.store import insert_or, jobs
 from sandbox.run.tables import host_leases, job_hosts
 
 _ID: tuple[int, str] | None = None
-BUSY = ("running", "checking")
+BUSY = ("submitted", "running", "checking")  # a job between these and its end has a host
 
 
 def host_id() -> str:
@@ -41,9 +41,14 @@ def _now() -> Any:
 
 
 def claimed(conn: Connection, job_id: int) -> None:
-    """Name this process on the job it claims, in the claim's transaction (PostgreSQL)."""
+    """Name this process on the job it opens or claims, in that transaction (PostgreSQL):
+    the host that admits a job may not be the host that runs it."""
     if conn.dialect.name == "postgresql":
-        conn.execute(job_hosts.insert().values(job_id=job_id, host=host_id()))
+        conn.execute(
+            insert_or(conn, job_hosts)
+            .values(job_id=job_id, host=host_id())
+            .on_conflict_do_update(index_elements=["job_id"], set_={"host": host_id()})
+        )
 
 
 def beat(engine: Engine) -> None:
@@ -58,23 +63,17 @@ def beat(engine: Engine) -> None:
 
 
 def gone_jobs(conn: Connection, lease_s: float) -> list:
-    """(id, operator_id) of the busy jobs whose host's lease ran out (or never began)."""
+    """(id, operator_id) of the busy jobs whose host's lease ran out. A process that
+    never held a lease (a local ``sandbox`` command running a job in its own process)
+    is not a server host: its jobs are left alone. A server's lease is kept when it
+    stops, so that a job it left behind is failed once the lease runs out."""
     lease = host_leases
     return list(
         conn.execute(
             select(jobs.c.id, jobs.c.operator_id)
             .join(job_hosts, job_hosts.c.job_id == jobs.c.id)
-            .outerjoin(lease, lease.c.host == job_hosts.c.host)
-            .where(
-                jobs.c.status.in_(BUSY),
-                or_(lease.c.host.is_(None), lease.c.heartbeat < _now() - lease_s),
-            )
+            .join(lease, lease.c.host == job_hosts.c.host)
+            .where(jobs.c.status.in_(BUSY), lease.c.heartbeat < _now() - lease_s)
             .order_by(jobs.c.id)
         )
     )
-
-
-def end(engine: Engine) -> None:
-    """Give up this process's lease at a clean stop (its jobs have ended or failed)."""
-    with engine.begin() as conn:
-        conn.execute(host_leases.delete().where(host_leases.c.host == host_id()))
