@@ -271,3 +271,24 @@ def test_a_refused_request_is_ledgered_and_a_bad_label_fails_with_its_name(world
     assert failed.value.code == "label_values"
     with platform.store.read() as conn:
         assert ledger.query(conn, action="model.failed")[-1]["details"]["code"] == "label_values"
+
+
+def test_the_workers_arrays_are_read_as_untrusted():
+    from sandbox.models.fit import arrays_from_json
+
+    tree = {
+        "children_left": [1, -1, -1],
+        "children_right": [2, -1, -1],
+        "feature": [0, -2, -2],
+        "threshold": [0.5, -2, -2],
+        "entities": [40, 20, 20],
+    }
+    base = {"algorithm": "decision_tree", "n_train": 40, "n_features": 1, "trees": [tree]}
+    assert arrays_from_json(base).trees[0].depth() == 1
+    for bad in (
+        {**tree, "children_left": [7, -1, -1]},  # a child outside the tree
+        {**tree, "entities": [40, 20]},  # arrays of different lengths
+        {**tree, "children_right": [0, -1, -1]},  # a cycle
+    ):
+        with pytest.raises(ValueError):
+            arrays_from_json({**base, "trees": [bad]})

@@ -156,9 +156,13 @@ def arrays_from_json(data: Mapping[str, Any]) -> FittedArrays:
         if len(sizes) != 1 or next(iter(sizes))[0] == 0:
             raise ValueError("a tree's arrays differ in length")
         n = parts["children_left"].size
+        index = np.arange(n)
         for side in ("children_left", "children_right"):
-            if np.any(parts[side] >= n) or np.any(parts[side] < -1):
-                raise ValueError("a tree's children point outside it")
+            child = parts[side]
+            if np.any(child >= n) or np.any((child != -1) & (child <= index)):
+                # scikit-learn numbers a child after its parent: anything else is outside
+                # the tree or a cycle (which would keep the depth check walking forever)
+                raise ValueError("a tree's children point outside it or back up")
         trees.append(TreeArrays(**parts))
     return FittedArrays(
         algorithm=str(data["algorithm"]),
