@@ -293,3 +293,22 @@ def test_a_rolled_back_postgresql_store_is_caught_by_the_hosts_head_copy(
                 ledger.verify(conn, platform.key.public_key())
     finally:
         platform.close()
+
+
+def test_sandbox_settings_shows_the_store_url_without_its_password(tmp_path, pg_url, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from sandbox.cli.app import main
+    from sandbox.core.platform import Platform
+
+    with_password = pg_url.replace("postgresql://postgres@", "postgresql://postgres:S3cret-pw@")
+    monkeypatch.setenv("SANDBOX_STORE_URL", with_password)  # trusted locally: any password
+    Platform.init(tmp_path / "home").close()
+    shown = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "settings", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert "S3cret-pw" not in shown.output
+    rows = {r["name"]: r for r in json.loads(shown.output)}
+    assert rows["store.url"]["value"].startswith("postgresql://postgres:***@")
+    assert rows["store.url"]["source"] != "default"

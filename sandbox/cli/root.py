@@ -31,8 +31,11 @@ def init(obj: Context) -> None:
 @pass_ctx
 def show_settings(obj: Context, as_json: bool) -> None:
     """Show every setting, its value and where the value came from."""
+    from sandbox.core.store import safe_url
+
     s = obj.platform.settings
-    rows = [{"name": k, "value": v, "source": s.sources[k]} for k, v in s.values.items()]
+    shown = {**s.values, "store.url": safe_url(s.store.url) if s.store.url else ""}  # no password
+    rows = [{"name": k, "value": v, "source": s.sources[k]} for k, v in shown.items()]
     emit(
         rows,
         as_json,

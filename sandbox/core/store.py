@@ -256,7 +256,7 @@ def _postgres_begin(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without its password, to name it in an error."""
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -277,7 +277,7 @@ def make_engine(path: Path, url: str, create: bool) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg2")  # the driver installed
         engine = create_engine(parsed, future=True)
     except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"setting store.url: cannot use {_safe_url(url)}: {exc}") from None
+        raise ConfigError(f"setting store.url: cannot use {safe_url(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -414,7 +414,7 @@ class Store:
             engine.dispose()
             raise ConfigError(
                 f"the platform store cannot be opened: {exc.__class__.__name__}"
-                + (f" (setting store.url: {_safe_url(url)})" if url else "")
+                + (f" (setting store.url: {safe_url(url)})" if url else "")
             ) from exc
         except ConfigError:
             engine.dispose()
