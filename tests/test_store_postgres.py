@@ -312,3 +312,29 @@ def test_sandbox_settings_shows_the_store_url_without_its_password(tmp_path, pg_
     rows = {r["name"]: r for r in json.loads(shown.output)}
     assert rows["store.url"]["value"].startswith("postgresql://postgres:***@")
     assert rows["store.url"]["source"] != "default"
+
+
+def test_the_ledger_verifies_while_another_host_appends(hosts):
+    """A read sees one snapshot (REPEATABLE READ on PostgreSQL, as SQLite's WAL read):
+    the chain walked and the head read after it agree while entries commit meanwhile."""
+    first, second, key = hosts
+    with first.transaction() as conn:
+        ledger.append(conn, key, Actor("t", "system"), "test.first", "t:0")
+    done = threading.Event()
+
+    def append() -> None:
+        for i in range(150):
+            with second.transaction() as conn:
+                ledger.append(conn, key, Actor("t", "system"), "test.more", f"t:{i}")
+        done.set()
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    checks = 0
+    while not done.is_set() or checks == 0:
+        with first.read() as conn:
+            report = ledger.verify(conn, key.public_key())
+        assert report.entries == report.head_seq
+        checks += 1
+    thread.join(60)
+    assert checks > 1

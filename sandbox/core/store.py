@@ -459,7 +459,12 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A reading connection that sees one snapshot of the store throughout, as a
+        SQLite read transaction in WAL mode does (PostgreSQL: REPEATABLE READ, so a
+        chain walked and then its head read are of the same moment)."""
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
             yield conn
 
     def dispose(self) -> None:
