@@ -76,6 +76,9 @@ def test_train_publish_and_grade_remotely_as_on_the_host(served):
         )
     )
     assert graded["results"][0]["code"] in {"a", "b", "c", "d"}
+    who = as_json(remote(server, t["auditor"], "score", "who", "--key", code, "--json"))
+    assert [(r["consumer"], r["grade"]) for r in who] == [("lender", graded["results"][0]["code"])]
+    assert who == as_json(host(server, t["auditor"], "score", "who", "--key", code, "--json"))
     with Client(server.url, t["lender"]) as api:
         again = api.grade("sme_credit", [{"key": code}], consent=CONSENT)
         assert again["results"][0]["code"] == graded["results"][0]["code"]

@@ -13,10 +13,11 @@ import pytest
 from model_helpers import BANDS, CONSENT, SOUND, World, make_world
 from sqlalchemy import select
 
-from policies.errors import InputError, NotFound, PolicyRefusal, RateLimited
+from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
 from sandbox.core import ledger, principals
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
+from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 from sandbox.models.tables import score_index
 from sandbox.verification.keys import load_secret, subject_hash
@@ -78,6 +79,12 @@ def test_a_consumer_gets_a_declared_grade_with_consent_and_nothing_more(publishe
     text = str(entries)
     assert entries and not any(c in text for c in codes)  # keyed hashes only
     assert entries[0]["details"]["items"][0]["consent"]["reference"] == CONSENT["reference"]
+    # who graded this enterprise? the auditor holds the key; the store holds its hash only
+    rows = score_audit.who(w.platform, w.auditor, f"  {codes[0]} ")
+    assert [(r["consumer"], r["grade"]) for r in rows] == [("lender", grades[0])]
+    assert rows[0]["consent"]["reference"] == CONSENT["reference"]
+    with pytest.raises(PermissionDenied):
+        score_audit.who(w.platform, w.consumer, codes[0])
 
 
 def test_a_call_without_consent_is_refused(published):

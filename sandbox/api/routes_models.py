@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
+from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 
 router = APIRouter(tags=["models"])
@@ -115,6 +116,17 @@ def reject(
 ) -> dict[str, Any]:
     services.reject(request.app.state.platform, me, name, body.reason)
     return {"name": name, "state": "rejected"}
+
+
+class WhoBody(_Body):
+    key: str = Field(min_length=1, max_length=200)
+    service: str | None = Field(default=None, pattern=NAME)
+
+
+@router.post("/v1/score/who")
+def who(request: Request, me: CurrentPrincipal, body: WhoBody) -> list[dict[str, Any]]:
+    """Who graded this subject? (auditors, the authority; the key in the body, hashed)"""
+    return score_audit.who(request.app.state.platform, me, body.key, body.service)
 
 
 @router.post("/v1/score/{name}")

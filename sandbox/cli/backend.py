@@ -377,6 +377,10 @@ class Backend(abc.ABC):
         """The scoring services the principal may see."""
 
     @abc.abstractmethod
+    def who_scored(self, key: str, service: str | None) -> list[dict]:
+        """The scoring calls about one subject: ts, consumer, service, grade, consent, ledger_seq."""
+
+    @abc.abstractmethod
     def grade(self, service: str, items: list[dict], consent: dict | None) -> dict:
         """request_id, product, versions, results (each code = grade, refused, message)."""
 

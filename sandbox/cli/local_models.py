@@ -47,6 +47,11 @@ class LocalModelCalls:
 
         return list_services(self.platform, self.me)
 
+    def who_scored(self, key, service):
+        from sandbox.models.audit import who
+
+        return who(self.platform, self.me, key, service)
+
     def grade(self, service, items, consent):
         from sandbox.models.calls import call
 

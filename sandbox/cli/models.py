@@ -185,6 +185,28 @@ def call_cmd(
     emit(result, as_json, "\n".join(lines) + f"\n(request {result['request_id']})")
 
 
+@score.command("who")
+@click.option("--key", required=True, help="the subject's key (hashed as at call time)")
+@click.option("--service", help="only this service")
+@as_option
+@json_option
+@pass_ctx
+def who_cmd(obj: Context, key: str, service: str | None, token, as_json) -> None:
+    """Who graded this subject? (auditor, authority)"""
+    with obj.backend(token) as backend:
+        rows = backend.who_scored(key, service)
+    text = table(
+        [
+            (r["ts"], r["consumer"], r["service"], r["grade"] or r["refused"],
+             (r["consent"] or {}).get("reference", "-"), r["ledger_seq"])
+            for r in rows
+        ],
+        ("time", "consumer", "service", "answer", "consent", "ledger"),
+        empty="no scoring call about this subject",
+    )  # fmt: skip
+    emit(rows, as_json, text)
+
+
 @score.command("list")
 @as_option
 @json_option

@@ -349,6 +349,9 @@ class RemoteBackend(Backend):
     def score_services(self):
         return self.client.score_services()
 
+    def who_scored(self, key, service):
+        return self.client.who_scored(key, service)
+
     def grade(self, service, items, consent):
         return self.client.grade(service, items, consent)
 

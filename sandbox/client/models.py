@@ -64,6 +64,14 @@ class ModelCalls:
         """
         return self._json("GET", "/v1/score/services")
 
+    def who_scored(self, key: str, service: str | None = None) -> list[dict]:
+        """Who graded the subject with this key? (auditors, the authority) The key is
+        hashed as at call time, never stored.
+
+        Example: ``[c["consumer"] for c in api.who_scored("91370800MA3C0000X1")]``
+        """
+        return self._json("POST", "/v1/score/who", json={"key": key, "service": service})
+
     def grade(self, service: str, items: list[dict], consent: dict | None = None) -> dict:
         """Grades of up to 1,000 subjects (consumer): each item ``{"key": ..., "consent":
         {...}}``; ``consent`` stands for items without one. Returns request_id, product,

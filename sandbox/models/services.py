@@ -74,8 +74,8 @@ def define(platform: Platform, operator: Principal, data: Mapping[str, Any]) -> 
     """File a service over a passed model of the operator's; it waits for approval."""
     require_role(operator, Role.OPERATOR, action="define scoring services", article="Art. 13")
     definition = ServiceDefinition.from_dict(data)
-    if definition.name == "services":
-        raise InputError("'services' is a reserved name; choose another")
+    if definition.name in ("services", "who"):
+        raise InputError(f"'{definition.name}' is a reserved name; choose another")
     with platform.store.transaction() as conn:
         model = model_row(conn, definition.model)
         if model.operator_id != operator.id:
