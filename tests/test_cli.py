@@ -412,7 +412,8 @@ def test_grant_list_shows_each_grant_with_its_kinds(cli: Cli):
     text = cli.run("grant", "list", token="bank").stdout
     assert text.splitlines()[0].split() == ["grant", "operator", "dataset", "kinds", "columns",
                                             "ends", "(UTC)", "status"]  # fmt: skip
-    assert "sql_aggregate" in text and "2099-01-02 00:00" in text  # --until 2099-01-01: whole day
+    # --until 2099-01-01: the whole day in Beijing, which ends at 16:00 UTC
+    assert "sql_aggregate" in text and "2099-01-01 16:00" in text
     assert cli.run("grant", "list", token="rival").stdout.strip() == "(no grants)"
     assert len(json.loads(cli.run("grant", "list", "--json", token="audit").stdout)) == 1
 
