@@ -49,6 +49,19 @@ def cli(
     )
 
 
+def host(home: Path, token: str, *args: str) -> subprocess.CompletedProcess:
+    """A command on the platform's host itself (no server): the host-only ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env.update(HOLDS_OFF, PYTHONPATH=str(REPO), SANDBOX_HOME=str(home), SANDBOX_TOKEN=token)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
@@ -74,18 +87,13 @@ def test_the_flow_through_the_server(served):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == 1
-    done = cli(
-        server,
-        tokens["authority"],
-        "grant",
-        "add",
-        "--operator",
-        "operator",
-        "--dataset",
-        "persons",
-        "--until",
-        "2099-01-01",
-    )
+    # A direct grant is the host's act only (never through the server); the flow's
+    # agreement-based grants are in tests/test_cli_remote_workflow.py.
+    refused = cli(server, tokens["authority"], "grant", "add", "--operator", "operator",
+                  "--dataset", "persons", "--until", "2099-01-01")  # fmt: skip
+    assert refused.returncode != 0 and "host only" in refused.stderr
+    done = host(root / "home", tokens["authority"], "grant", "add", "--operator", "operator",
+                "--dataset", "persons", "--until", "2099-01-01")  # fmt: skip
     assert done.returncode == 0, done.stderr
     done = cli(server, tokens["operator"], "job", "submit", "--sql", "-", "--json", stdin=SQL)
     assert done.returncode == 0, done.stderr
