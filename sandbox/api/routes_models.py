@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.offerings import Offering, add_offering_routes
 from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 
@@ -47,10 +48,6 @@ class ServiceBody(_Body):
     model: str = Field(pattern=NAME)
     bands: list[BandBody] = Field(min_length=1, max_length=20)
     description: str = Field(default="", max_length=500)
-
-
-class ReasonBody(_Body):
-    reason: str = Field(min_length=1, max_length=2000)
 
 
 class ConsentBody(_Body):
@@ -90,32 +87,20 @@ def model(
     return service.show(request.app.state.platform, me, name)
 
 
-@router.post("/v1/score/services", status_code=201)
-def define(request: Request, me: CurrentPrincipal, body: ServiceBody) -> dict[str, Any]:
-    """Define a scoring service over a passed model (operators)."""
-    return services.define(request.app.state.platform, me, body.model_dump())
-
-
-@router.get("/v1/score/services")
-def list_services(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """Scoring services you may see: consumers the published ones."""
-    return services.list_services(request.app.state.platform, me)
-
-
-@router.post("/v1/score/services/{name}/approve")
-def approve(
-    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)
-) -> dict[str, Any]:
-    """Publish a scoring service: build its grade index (the authority)."""
-    return services.approve(request.app.state.platform, me, name)
-
-
-@router.post("/v1/score/services/{name}/reject")
-def reject(
-    request: Request, me: CurrentPrincipal, body: ReasonBody, name: str = PathParam(pattern=NAME)
-) -> dict[str, Any]:
-    services.reject(request.app.state.platform, me, name, body.reason)
-    return {"name": name, "state": "rejected"}
+add_offering_routes(
+    router,
+    Offering(
+        path="/v1/score/services",
+        noun="scoring service",
+        body=ServiceBody,
+        define=services.define,
+        listing=services.list_services,
+        approve=services.approve,
+        reject=services.reject,
+        built="its grade index",
+        seen_by="Scoring services you may see: consumers the published ones.",
+    ),
+)
 
 
 class WhoBody(_Body):

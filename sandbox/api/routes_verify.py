@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.errors import InputError
 from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.offerings import Offering, add_offering_routes
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
@@ -42,10 +43,6 @@ class DefinitionBody(_Body):
     miss_codes: list[str] | None = Field(default=None, max_length=20)
     person_level: bool | None = None
     description: str = Field(default="", max_length=2000)
-
-
-class ReasonBody(_Body):
-    reason: str = Field(min_length=1, max_length=2000)
 
 
 class ConsentBody(_Body):
@@ -82,32 +79,20 @@ def service(request: Request) -> verification.VerificationService:
     return current
 
 
-@router.post("/products", status_code=201)
-def define(request: Request, me: CurrentPrincipal, body: DefinitionBody) -> dict[str, Any]:
-    """File a product definition (operators, under an agreement covering verification)."""
-    return verify_products.define(request.app.state.platform, me, body.model_dump())
-
-
-@router.get("/products")
-def products(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """Products you may see: consumers the published ones, operators their own."""
-    return verify_products.list_products(request.app.state.platform, me)
-
-
-@router.post("/products/{name}/approve")
-def approve(
-    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=PRODUCT)
-) -> dict[str, Any]:
-    """Publish a product: build its index (the authority)."""
-    return verify_products.approve(request.app.state.platform, me, name)
-
-
-@router.post("/products/{name}/reject")
-def reject(
-    request: Request, me: CurrentPrincipal, body: ReasonBody, name: str = PathParam(pattern=PRODUCT)
-) -> dict[str, Any]:
-    verify_products.reject(request.app.state.platform, me, name, body.reason)
-    return {"name": name, "state": "rejected"}
+add_offering_routes(
+    router,
+    Offering(
+        path="/products",
+        noun="verification product",
+        body=DefinitionBody,
+        define=verify_products.define,
+        listing=verify_products.list_products,
+        approve=verify_products.approve,
+        reject=verify_products.reject,
+        built="its index",
+        seen_by="Products you may see: consumers the published ones, operators their own.",
+    ),
+)
 
 
 @router.get("/products/{name}/stats")
