@@ -17,6 +17,7 @@ import yaml
 
 from policies.errors import InputError
 from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.offerings import add_decisions
 
 
 def _read(path: Path) -> dict:
@@ -117,29 +118,15 @@ def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     emit(out, as_json, f"defined {out['name']} (entities per band: {sizes}); waiting for approval")
 
 
-@score.command("approve")
-@click.argument("name")
-@as_option
-@json_option
-@pass_ctx
-def approve_cmd(obj: Context, name: str, token, as_json) -> None:
-    """Publish a scoring service and build its grade index (authority)."""
-    with obj.backend(token) as backend:
-        out = backend.approve_score_service(name)
-    emit(out, as_json, f"published {name}: {out['index_rows']} subjects graded")
-
-
-@score.command("reject")
-@click.argument("name")
-@click.option("--reason", required=True)
-@as_option
-@json_option
-@pass_ctx
-def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
-    """Reject a defined scoring service (authority)."""
-    with obj.backend(token) as backend:
-        backend.reject_score_service(name, reason)
-    emit({"service": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
+add_decisions(
+    score,
+    noun="scoring service",
+    key="service",
+    approve=lambda backend, name: backend.approve_score_service(name),
+    reject=lambda backend, name, reason: backend.reject_score_service(name, reason),
+    published=lambda name, out: f"published {name}: {out['index_rows']} subjects graded",
+    builds="its grade index",
+)
 
 
 @score.command("call")

@@ -17,6 +17,7 @@ import yaml
 
 from policies.errors import InputError
 from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.offerings import add_decisions
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -58,29 +59,17 @@ def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     )
 
 
-@verify.command("approve")
-@click.argument("name")
-@as_option
-@json_option
-@pass_ctx
-def approve_cmd(obj: Context, name: str, token, as_json) -> None:
-    """Publish a product and build its index (authority)."""
-    with obj.backend(token) as backend:
-        out = backend.approve_verification(name)
-    emit(out, as_json, f"published {name}: {out['index_rows']} index rows from {out['versions']}")
-
-
-@verify.command("reject")
-@click.argument("name")
-@click.option("--reason", required=True)
-@as_option
-@json_option
-@pass_ctx
-def reject_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
-    """Reject a defined product (authority)."""
-    with obj.backend(token) as backend:
-        backend.reject_verification(name, reason)
-    emit({"product": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
+add_decisions(
+    verify,
+    noun="product",
+    key="product",
+    approve=lambda backend, name: backend.approve_verification(name),
+    reject=lambda backend, name, reason: backend.reject_verification(name, reason),
+    published=lambda name, out: (
+        f"published {name}: {out['index_rows']} index rows from {out['versions']}"
+    ),
+    builds="its index",
+)
 
 
 @verify.command("call")
