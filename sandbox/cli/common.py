@@ -109,14 +109,28 @@ class Context:
         self.server = server
         self._platform: Platform | None = None
 
-    @property
-    def platform(self) -> Platform:
+    def host_home(self) -> Path:
+        """The home, for a host-level command that must not open the platform first
+        (``db upgrade``); like :attr:`platform`, it refuses ``--server``."""
         if self.server:
             command = click.get_current_context().command_path
             raise InputError(
                 f"'{command}' runs on the platform's host only; drop --server "
                 "(and SANDBOX_SERVER) to run it there"
             )
+        return self.home
+
+    def product_key(self, key: str | None, fingerprint: str | None):
+        """The platform's public key to verify a product with: ``--key`` (a file or a
+        URL), else the server's (``GET /v1/keys/platform``) with ``--server``, else the
+        home's; returns the key and its fingerprint."""
+        from sandbox.cli.keysource import public_key_from
+
+        return public_key_from(key, self.home, fingerprint, self.server)
+
+    @property
+    def platform(self) -> Platform:
+        self.host_home()
         if self._platform is None:
             from sandbox.core.platform import Platform  # SQLAlchemy: not at the CLI's start
 

@@ -7,7 +7,6 @@ which every server refuses to start without once the software is newer than the 
 
 from __future__ import annotations
 
-from policies.errors import InputError
 from sandbox.cli.common import Context, emit, json_option, main, pass_ctx
 
 
@@ -21,17 +20,13 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(obj: Context, as_json: bool) -> None:
     """Upgrade the store's schema to this software's (back the store up first)."""
-    if obj.server:
-        raise InputError(
-            "'sandbox db upgrade' runs on the platform's host only; drop --server "
-            "(and SANDBOX_SERVER) to run it there"
-        )
+    home = obj.host_home()
     from sandbox.core.platform import STORE_NAME
     from sandbox.core.schema import upgrade
     from sandbox.core.settings import Settings
 
-    settings = Settings.load(obj.home)
-    done = upgrade(obj.home / STORE_NAME, settings.store.url)
+    settings = Settings.load(home)
+    done = upgrade(home / STORE_NAME, settings.store.url)
     data = {"before": done.before, "after": done.after}
     text = (
         f"the store is at schema version {done.after}, as this software"

@@ -177,10 +177,9 @@ def product_verify(
 
     Example: sandbox product verify prod-000001 --key https://HOST/v1/keys/platform
     """
-    from sandbox.cli.keysource import public_key_from
     from sandbox.data.release import verify_product
 
-    public, found = public_key_from(key, obj.home, fingerprint, obj.server)
+    public, found = obj.product_key(key, fingerprint)
     manifest = verify_product(folder, public)
     emit(
         {
