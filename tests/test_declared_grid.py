@@ -91,7 +91,14 @@ def test_the_rows_released_do_not_say_whether_a_group_has_anyone(
     table = _released(platform, provider, make_principal, tmp_path, _firms(10, extra), BY_SECTOR)
     assert table.column("sector").to_pylist() == SECTORS
     last = table.to_pylist()[-1]
-    assert last == {"sector": "S29", "n": None, "staff": None}
+    # the same whether the group has one firm or none: empty cells flagged as suppressed
+    assert last == {
+        "sector": "S29",
+        "n": None,
+        "n_flag": "suppressed",
+        "staff": None,
+        "staff_flag": "suppressed",
+    }
 
 
 def test_margins_list_their_declared_codes_too(platform, provider, make_principal, tmp_path):
