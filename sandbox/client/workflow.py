@@ -262,11 +262,17 @@ class WorkflowCalls:
         return self._json("GET", "/v1/security-records", params=params)
 
     def inspections(self) -> list[dict]:
-        """The inspections you may read, with their state and history (Art. 22)."""
+        """The inspections you may read, with their state and history (Art. 22).
+
+        Example: ``[i["id"] for i in api.inspections() if i["state"] == "open"]``
+        """
         return self._json("GET", "/v1/inspections")
 
     def inspection_step(self, action: str, inspection_id: int, notes: str) -> None:
-        """``rectify`` (the inspected operator) or ``close`` (the inspector)."""
+        """``rectify`` (the inspected operator) or ``close`` (the inspector).
+
+        Example: ``api.inspection_step("rectify", 3, "access logs now kept 180 days")``
+        """
         self._call("POST", f"/v1/inspections/{inspection_id}/{action}", json={"notes": notes})
 
     def data_uses(self) -> dict:
