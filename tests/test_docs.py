@@ -42,7 +42,7 @@ NOT_RUN = re.compile(r"^<!--\s*not-run:\s*\S.*-->\s*$")
 ORDER_LINK = re.compile(r"\]\((docs/[\w-]+\.md)\)")
 # blocks in these languages would be skipped by the test, so they are not allowed
 SHELL_ALIASES = {"bash", "shell", "console", "zsh"}
-TIMEOUT_S = 900
+TIMEOUT_S = 1800  # the whole walkthrough, every guide in order (a guard, not a timing)
 
 
 @dataclass(frozen=True)
