@@ -19,6 +19,18 @@ from sandbox.api.auth import CurrentPrincipal
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
+class ConsentBody(BaseModel):
+    """The subject's consent a call to a verification product or scoring service carries
+    (Art. 19): its reference, who gave it, for what, and when."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = Field(max_length=500)
+    who: str = Field(max_length=500)
+    purpose: str = Field(max_length=500)
+    given_at: str = Field(max_length=40)
+
+
 class RejectionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.offerings import Offering, add_offering_routes
+from sandbox.api.offerings import ConsentBody, Offering, add_offering_routes
 from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 
@@ -48,13 +48,6 @@ class ServiceBody(_Body):
     model: str = Field(pattern=NAME)
     bands: list[BandBody] = Field(min_length=1, max_length=20)
     description: str = Field(default="", max_length=500)
-
-
-class ConsentBody(_Body):
-    reference: str = Field(max_length=500)
-    who: str = Field(max_length=500)
-    purpose: str = Field(max_length=500)
-    given_at: str = Field(max_length=40)
 
 
 class ItemBody(_Body):

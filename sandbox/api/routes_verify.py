@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.errors import InputError
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.offerings import Offering, add_offering_routes
+from sandbox.api.offerings import ConsentBody, Offering, add_offering_routes
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
@@ -43,13 +43,6 @@ class DefinitionBody(_Body):
     miss_codes: list[str] | None = Field(default=None, max_length=20)
     person_level: bool | None = None
     description: str = Field(default="", max_length=2000)
-
-
-class ConsentBody(_Body):
-    reference: str = Field(max_length=500)
-    who: str = Field(max_length=500)
-    purpose: str = Field(max_length=500)
-    given_at: str = Field(max_length=40)
 
 
 class ItemBody(_Body):
