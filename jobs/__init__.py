@@ -40,17 +40,9 @@ def sql_kind(name: str) -> SqlKind:
     kind = get_kind(name)
     if not isinstance(kind, SqlKind):
         raise InputError(
-            f"a {name} job is not submitted as a SQL job; use its own command "
-            f"({_SESSIONS.get(name, 'see sandbox --help')})"
+            f"a {name} job is not submitted as a SQL job; use its own command ({kind.command})"
         )
     return kind
 
-
-_SESSIONS = {
-    "psi_match": "sandbox psi",
-    "he_aggregate": "sandbox he sum",
-    "verification": "sandbox verify define",
-    "model_train": "sandbox model train",
-}
 
 __all__ = ["KINDS", "JobKind", "JobPlan", "SqlKind", "get_kind", "sql_kind"]

@@ -59,6 +59,7 @@ class JobKind(abc.ABC, Generic[PlanT]):
 
     name: ClassVar[str]
     article: ClassVar[str]
+    command: ClassVar[str]  # the command line that submits a request of this kind
 
     @abc.abstractmethod
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:

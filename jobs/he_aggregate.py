@@ -180,6 +180,7 @@ class HeAggregate(JobKind[HePlan]):
 
     name = KIND
     article = "Art. 15"
+    command = "sandbox he sum"
 
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
         return [HeRequest.from_mapping(request).dataset]

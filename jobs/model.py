@@ -398,6 +398,7 @@ class ModelTrain(JobKind[ModelPlan]):
 
     name = KIND
     article = ARTICLE
+    command = "sandbox model train"
 
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
         sql = ModelRequest.from_dict(request).features

@@ -119,6 +119,7 @@ class PsiMatch(JobKind[PsiMatchPlan]):
 
     name = KIND
     article = "Art. 15"
+    command = "sandbox psi"
 
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
         return [parse_ask(request).dataset]

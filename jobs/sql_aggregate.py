@@ -33,6 +33,7 @@ MAX_SQL_BYTES = 64 * 1024
 class SqlAggregate(SqlKind):
     name = "sql_aggregate"
     article = "Art. 15"
+    command = "sandbox job submit"
 
     @staticmethod
     def _sql(request: Mapping[str, Any]) -> str:

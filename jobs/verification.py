@@ -31,6 +31,7 @@ class Verification(JobKind[AdmittedRule]):
 
     name = KIND
     article = "Art. 15"
+    command = "sandbox verify define"
 
     def referenced_datasets(self, request: Mapping[str, Any]) -> list[str]:
         """The definition's dataset, then every other table its rule names."""

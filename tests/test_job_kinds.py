@@ -36,6 +36,19 @@ def test_the_registry_holds_every_kind_a_grant_may_name():
         get_kind("psi_matc")
 
 
+def test_each_kind_names_a_command_the_cli_has():
+    """The command a refusal points to (sql_kind) exists: a renamed command fails here."""
+    from sandbox.cli.app import main
+
+    for kind in KINDS.values():
+        words = kind.command.split()
+        assert words[0] == "sandbox", kind.name
+        command = main
+        for word in words[1:]:
+            assert word in command.commands, f"{kind.name}: no '{word}' in '{kind.command}'"
+            command = command.commands[word]
+
+
 def test_only_sql_kinds_run_as_sql_jobs_and_the_others_say_where_they_run():
     assert isinstance(sql_kind("sql_aggregate"), SqlKind)
     for name, command in [
@@ -107,5 +120,6 @@ def test_verification_names_every_table_its_rule_reads_and_admits_it():
     }
     rule = kind.plan(simple, scope)
     assert isinstance(rule, AdmittedRule) and rule.tables == ("enterprises",)
-    with pytest.raises(PolicyRefusal):
+    with pytest.raises(PolicyRefusal) as refused:  # a key parameter against another column
         kind.plan({**simple, "rule": simple["rule"].replace("e.credit_code", "e.status")}, scope)
+    assert (refused.value.rule, refused.value.article) == ("parameter_position", "Art. 15")
