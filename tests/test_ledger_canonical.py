@@ -8,6 +8,7 @@ import json
 import math
 import sqlite3
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ scalars = (
     | st.integers(min_value=-(2**64), max_value=2**64)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text()
+    | st.text(st.characters(codec=None, categories=["Cs", "Lo", "Ll"]), max_size=3)
 )
 documents = st.recursive(
     scalars,
@@ -54,8 +56,20 @@ def test_the_canonical_form_is_the_rfcs_whichever_path_writes_it(data):
     try:
         expected = rfc8785.dumps(_i_json(data))
     except rfc8785.CanonicalizationError:
-        return  # lone surrogates: the RFC writes none, and neither may the ledger
+        # lone surrogates: the RFC writes none, and neither may the ledger
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical(data)
+        return
     assert canonical(data) == expected
+
+
+def test_a_lone_surrogate_is_refused_on_the_fast_path_too():
+    """json.dumps would write it raw; the ledger's bytes must be UTF-8 the RFC allows."""
+    for data in ({"k": "a\udc00"}, ["\ud800"], "\udfff"):
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical(data)
+    with pytest.raises(UnicodeEncodeError):  # a key: the library's UTF-16 sort refuses it
+        canonical({"\ud800": 1})
 
 
 def test_an_entry_hash_is_recomputed_with_the_rfc_alone(platform):

@@ -23,35 +23,44 @@ def canonical(data: Any) -> bytes:
     admits neither). Data of strings, safe integers, booleans and null only, with no
     key outside the Basic Multilingual Plane, comes out of ``json.dumps`` byte for byte
     as the RFC writes it (a property test holds the two equal), and that is the fast
-    path: the ledger appends an entry for every verification call."""
+    path: the ledger appends an entry for every verification call. A lone surrogate,
+    which neither may write, fails the fast path's UTF-8 encoding and goes to the
+    library, which names it."""
     if _plain(data):
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            return _dumps(data)
+        except UnicodeEncodeError:
+            pass
     return rfc8785.dumps(_i_json(data))
 
 
 def legacy_canonical(data: Any) -> bytes:
     """The canonical form of ledgers begun before RFC 8785 (``json.dumps`` with sorted keys)."""
+    return _dumps(data)
+
+
+def _dumps(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _OUTSIDE_BMP = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")  # sorts apart in UTF-16
 
 
 def _plain(data: Any) -> bool:
-    if isinstance(data, str):
-        return _LONE_SURROGATE.search(data) is None
-    if data is None or isinstance(data, bool):
+    """True when ``json.dumps`` writes ``data`` as the RFC does (floats, unsafe integers
+    and keys that sort apart in UTF-16 are the library's)."""
+    kind = type(data)
+    if kind is str or kind is bool or data is None:
         return True
-    if isinstance(data, int):
+    if kind is int:
         return -SAFE_INTEGER <= data <= SAFE_INTEGER
-    if isinstance(data, list | tuple):
+    if kind is dict:
+        return all(
+            type(k) is str and (k.isascii() or _OUTSIDE_BMP.search(k) is None) for k in data
+        ) and all(_plain(v) for v in data.values())
+    if kind is list or kind is tuple:
         return all(_plain(v) for v in data)
-    if isinstance(data, dict):
-        return all(isinstance(k, str) and _OUTSIDE_BMP.search(k) is None for k in data) and all(
-            _plain(v) for v in data.values()
-        )
-    return False  # floats (written in ECMAScript's number form) and the rest: the library
+    return False
 
 
 def _i_json(data: Any) -> Any:
