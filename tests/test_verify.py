@@ -19,13 +19,14 @@ from verify_helpers import (
     direct_identity,
     direct_social_insurance,
     make_world,
+    sign_agreement,
 )
 
 from connectors.validity import resident_id_check_char
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
 from sandbox.core import ledger
 from sandbox.core.platform import Platform
-from sandbox.core.principals import Role
+from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.demo.data import DEMO_TABLES
 from sandbox.verification import audit as verify_audit
@@ -169,6 +170,30 @@ def test_a_suspended_agreement_withdraws_the_product(world):
     assert (
         verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == "match"
     )
+
+
+def test_a_withdrawal_names_the_products_own_agreement(world):
+    # A second agreement over the same data, ending later: the gate's refusal names the
+    # agreement of the grant that ends last, but the product was made under the first.
+    made = {"city": world.city, "operator": world.operator, "provider": world.provider}
+    with world.platform.store.read() as conn:
+        made.update({n: by_name(conn, n, Role.REVIEWER) for n in ("r1", "r2")})
+    later = sign_agreement(world.platform, made, days=400)
+    agreements.suspend(world.platform, world.city, later, "failed evaluation")
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    assert (
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == "match"
+    )
+    agreements.suspend(world.platform, world.city, world.agreement, "failed evaluation")
+    with pytest.raises(PolicyRefusal):
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    with world.platform.store.read() as conn:
+        withdrawn = ledger.query(conn, action="verify.withdrawn", subject="verification:identity")
+    details = withdrawn[0]["details"]
+    assert details["agreement"] == world.agreement
+    assert details["rule"] == "agreement_suspended"
+    assert f"agreement {world.agreement} " in details["reason"], details
 
 
 def test_definitions_need_an_agreement_covering_verification(world):

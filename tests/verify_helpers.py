@@ -84,7 +84,7 @@ def make_world(platform: Platform, make_principal, tmp: Path, persons: int = 400
     )
 
 
-def sign_agreement(platform: Platform, made: dict) -> int:
+def sign_agreement(platform: Platform, made: dict, days: int = 365) -> int:
     nid = notices.publish(
         platform,
         made["city"],
@@ -117,7 +117,7 @@ def sign_agreement(platform: Platform, made: dict) -> int:
         made["city"],
         aid,
         valid_from=NOW - timedelta(days=1),
-        valid_until=NOW + timedelta(days=365),
+        valid_until=NOW + timedelta(days=days),
         rights_duties="verification only",
         security_requirements="codes only",
         exit_conditions="term end",
