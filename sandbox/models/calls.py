@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jobs.model import KIND
 from jobs.model_bands import NOT_FOUND
@@ -37,6 +36,7 @@ from sandbox.core import ledger as ledger_mod
 from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
+from sandbox.core.store import insert_or
 from sandbox.data.grants import may_run
 from sandbox.models.service import model_row
 from sandbox.models.services import service_row, withdraw
@@ -115,7 +115,7 @@ class ScoreUnit(CallUnit):
         stamp = now_utc()
         values = {"status": standing.value, "reason": reason, "day": day, "updated_at": stamp}
         conn.execute(
-            sqlite_insert(verify_standing)
+            insert_or(conn, verify_standing)
             .values(consumer_id=consumer.id, **values)
             .on_conflict_do_update(index_elements=["consumer_id"], set_=values)
         )
