@@ -203,20 +203,19 @@ def split_options(
 def redact_uri(uri: str) -> str:
     """The URI with any password (in the user-info part or a ``password=`` option) as ``***``.
 
-    Everything else is left exactly as written.
+    Everything else is left exactly as written. The user-info's password ends at the
+    ``@`` before the host, wherever it is: a password may hold ``#``, ``?``, ``/`` or
+    ``@`` unencoded (the drivers take ``#`` and ``@`` so), and none of it may show. A
+    ``password=`` option's value runs to the next ``&``, a ``#`` in it included.
     """
     match = _SCHEME_RE.match(uri)
     if not match:
         return uri
     head, rest = uri[: match.end()], uri[match.end() :]
-    rest, hash_, fragment = rest.partition("#")
+    userinfo = _USERINFO_RE.match(rest)
+    if userinfo and userinfo.group("password") and not _is_port(userinfo.group("password")):
+        rest = f"{userinfo.group('user')}:***@" + rest[userinfo.end("password") + 1 :]
     rest, question, query = rest.partition("?")
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        userinfo, _, hostport = authority.rpartition("@")
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
-            authority = f"{user}:***@{hostport}"
     if query:
         # Only the password's own value changes; every other option stays as written
         # (decoding and encoding the query again would rewrite %20 as + and the like).
@@ -227,4 +226,19 @@ def redact_uri(uri: str) -> str:
                 part = f"{name}=***"
             parts.append(part)
         query = "&".join(parts)
-    return f"{head}{authority}{slash}{path}{question}{query}{hash_}{fragment}"
+    return f"{head}{rest}{question}{query}"
+
+
+# user ":" password "@" host [":" port], then the path, the query or the end; the password
+# is the shortest run that leaves a host there (a later "@" in a query is not the host's).
+_USERINFO_RE = re.compile(
+    r"(?P<user>[^:/?#@]*):(?P<password>.*?)@(?:\[[0-9A-Fa-f:.]*\]|[^/?#@\[\]:]*)(?::[0-9]*)?"
+    r"(?=[/?#]|$)",
+    re.DOTALL,
+)
+
+
+def _is_port(text: str) -> bool:
+    """True when the "password" is a port and a path: ``host:5432/db?query=...@...``."""
+    head = re.split(r"[/?]", text, maxsplit=1)
+    return len(head) == 2 and head[0].isdigit()

@@ -347,6 +347,18 @@ def test_duckdb_is_read_only_and_closed_to_other_files(tmp_path, duckdb_file):
         ("postgresql://app:p@ss@db/x", "postgresql://app:***@db/x"),
         ("duckdb:///data/x.duckdb?table=t", "duckdb:///data/x.duckdb?table=t"),
         ("/data/a:b.csv", "/data/a:b.csv"),
+        # a password holding "#", "?" or "/" unencoded (the drivers take "#" so) hides whole
+        ("mysql://app:pw#SECRET-123@db/x?table=t", "mysql://app:***@db/x?table=t"),
+        ("postgresql://app:pw?SECRET-123@db/x", "postgresql://app:***@db/x"),
+        ("postgresql://app:pw/SECRET-123@db/x", "postgresql://app:***@db/x"),
+        (
+            "postgresql://db/x?password=pw#SECRET-123&table=t",
+            "postgresql://db/x?password=***&table=t",
+        ),
+        # a port, a path and an "@" in the query are no password
+        ("postgresql://db:5432/x?query=a%40b@c", "postgresql://db:5432/x?query=a%40b@c"),
+        ("postgresql://app:s3cret@db/x?query=a@b", "postgresql://app:***@db/x?query=a@b"),
+        ("csv:///data/a:b@c.csv", "csv:///data/a:b@c.csv"),
     ],
 )
 def test_redact_uri(uri, shown):

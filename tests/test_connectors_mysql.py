@@ -216,3 +216,71 @@ def test_a_registered_table_is_refreshed(maria, platform, provider):
     with pytest.raises(SourceError) as err:
         refresh(platform, provider, "daily")
     assert "version 2 stays" in err.value.message and PASSWORD not in err.value.message
+
+
+def test_a_password_never_shows_on_any_path(maria, platform, provider, caplog, tmp_path):
+    """A source's password, one holding "#" as real passwords do (the driver takes it
+    unencoded), appears nowhere but its kept file: not in a message, the ledger, the
+    store, a listing, ``dataset show``, a backup's listing, an inbox or the log."""
+    import datetime as dt
+    import json
+    import logging
+
+    from policies.classes import Classification
+    from sandbox.api.sources import uniform_connect_error
+    from sandbox.cli.local import LocalBackend
+    from sandbox.core import ledger
+    from sandbox.data import backup, vault
+    from sandbox.data.kept_sources import kept_uri
+    from sandbox.data.refresh import list_sources, refresh, run_due, set_schedule
+    from sandbox.data.suggestion import suggest_classification
+    from sandbox.workflow.inbox import inbox_of
+
+    secret = "pw#SECRET-123"
+    con = maria.admin()
+    with con.cursor() as cur:
+        cur.execute("USE civic")
+        cur.execute("CREATE USER 'keeper'@'%%' IDENTIFIED BY %s", (secret,))
+        cur.execute("CREATE TABLE civic.kept AS SELECT CONCAT('P', seq) AS pid, seq % 3 AS county "
+                    "FROM seq_1_to_30")  # fmt: skip
+        cur.execute("GRANT SELECT ON civic.* TO 'keeper'@'%'")
+    full = f"mysql://keeper:{secret}@127.0.0.1:{maria.port}/civic?query=SELECT * FROM kept"
+    caplog.set_level(logging.DEBUG)
+    classes = Classification.from_dict(
+        {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension"}}
+    )
+    vault.register(platform, provider, "kept", full, classes)
+    assert kept_uri(platform, "kept") == full  # the one place it is kept
+    said = [json.dumps(suggest_classification(platform, provider, full, rows=10))]
+    assert refresh(platform, provider, "kept")["changed"] is False
+    with con.cursor() as cur:
+        cur.execute("DROP TABLE civic.kept")
+    con.close()
+    with pytest.raises(SourceError) as err:
+        refresh(platform, provider, "kept")
+    said.append(err.value.message)
+    set_schedule(platform, provider, "kept", "00:00")
+    (failed,) = run_due(platform, dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC))
+    said.append(json.dumps(failed))
+    wrong_host = full.replace(f":{maria.port}/", ":1/")
+    with pytest.raises(SourceError) as err:
+        open_source(wrong_host)
+    said += [err.value.message, uniform_connect_error(err.value, wrong_host).message]
+    said.append(json.dumps(list_sources(platform, provider), default=str))
+    said.append(json.dumps(inbox_of(platform, provider), default=str))
+    backend = LocalBackend(platform, None)
+    backend._me = provider
+    said.append(json.dumps(backend.show_dataset("kept", None), default=str))
+    with platform.store.read() as conn:
+        said.append(json.dumps(ledger.query(conn), default=str))
+        said.append(repr(vault.get_version(conn, platform, "kept")))
+    report = backup.backup(platform, tmp_path / "backup")
+    said += [repr(report), json.dumps(backup.check_backup(tmp_path / "backup"), default=str)]
+    said.append(caplog.text)
+    for text in said:
+        assert secret not in text and "SECRET" not in text, text
+    assert "keeper:***@" in said[0]
+    kept_file = platform.home / "keys" / "sources" / "kept.uri"
+    for path in platform.home.rglob("*"):  # the store, the vault, the logs: all but that file
+        if path.is_file() and path != kept_file:
+            assert b"SECRET" not in path.read_bytes(), path
