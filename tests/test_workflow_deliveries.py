@@ -93,6 +93,19 @@ def test_feedback_only_from_a_recipient_on_three_points(cast, product):
         feedback.give(cast.platform, cast.bank, product, quality=5, use=5, effect=5)
 
 
+def test_feedback_refusals_do_not_tell_which_products_exist(cast, product):
+    # Product ids follow job ids: a consumer probing ids it was not given must get one
+    # answer for another operator's real product and for an id no job ever made.
+    guessed = "prod-999999"
+    answers = []
+    for probe in (product, guessed):
+        with pytest.raises(PermissionDenied) as info:
+            feedback.give(cast.platform, cast.bank, probe, quality=3, use=3, effect=3)
+        answers.append((type(info.value), info.value.code, str(info.value).replace(probe, "?")))
+    assert answers[0] == answers[1], answers
+    assert "Art. 16" in answers[0][2]
+
+
 def test_a_deleted_product_leaves_its_consumers_too(cast, product, tmp_path):
     deliveries.deliver(cast.platform, cast.operator, product, "consumer")
     scheduler.tick(cast.platform, now=NOW + timedelta(days=3))

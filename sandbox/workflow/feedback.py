@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from policies.errors import Conflict, InputError, NotFound, PermissionDenied
+from policies.errors import Conflict, InputError, PermissionDenied
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
-from sandbox.core.store import inserted_id, products
+from sandbox.core.store import inserted_id
 from sandbox.workflow.deliveries import delivered_to
 from sandbox.workflow.tables import feedback, feedback_points, product_dispositions
 
@@ -47,8 +47,8 @@ def give(
     points = _checked({"quality": quality, "use": use, "effect": effect})
     rating = round(sum(points.values()) / len(points))
     with platform.store.transaction() as conn:
-        if conn.execute(select(products.c.id).where(products.c.id == product_id)).first() is None:
-            raise NotFound(f"no product '{product_id}'")
+        # one refusal whether the product exists or not: product ids follow job ids, and a
+        # consumer must not learn which of other operators' jobs made products
         if product_id not in delivered_to(conn, consumer.id):
             raise PermissionDenied(
                 f"product '{product_id}' was not delivered to {consumer.name}; feedback comes "
