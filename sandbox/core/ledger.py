@@ -49,10 +49,9 @@ from sqlalchemy.engine import Connection, Engine
 from policies.errors import InputError, IntegrityError
 from sandbox.core import keys
 from sandbox.core.canonical import CANONICAL_FORM, canonical, legacy_canonical
-from sandbox.core.store import HOME_OF, after_commit, ledger, ledger_head
+from sandbox.core.store import HOME_OF, after_commit, hold_write_lock, ledger, ledger_head
 
 GENESIS = "0" * 64
-LEDGER_LOCK_KEY = 0x5A4E_4C47  # PostgreSQL's advisory lock of the chain and its head
 # The copy of the last signed head, relative to the folder of the store (the home).
 HEAD_COPY = Path("run") / "ledger-head.json"
 HEAD_LOCK = "ledger-head.lock"
@@ -122,12 +121,11 @@ def append(
 ) -> int:
     """Append one entry inside the caller's transaction; return its sequence number.
 
-    On PostgreSQL the entry is written under a transaction-level advisory lock of the
-    ledger's own, taken before the last entry is read and held to the commit, so two
-    hosts never read the same last entry and fork the chain (a writing transaction
-    already holds the store's write lock; this covers an append in any other)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(LEDGER_LOCK_KEY)))
+    The last entry is read under the store's write lock, held to the commit, so two
+    hosts never read the same last entry and fork the chain: a writing transaction
+    took the lock as it began; an append in any other takes it here
+    (:func:`sandbox.core.store.hold_write_lock`, a no-op on SQLite)."""
+    hold_write_lock(conn)
     last = conn.execute(
         select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)
     ).first()

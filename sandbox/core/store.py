@@ -256,6 +256,15 @@ def _postgres_begin(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
+def hold_write_lock(conn: Connection) -> None:
+    """Make sure ``conn``'s transaction holds the store's write lock until it ends. A
+    writing transaction (:meth:`Store.transaction`, the group committer) took it as it
+    began, so this costs nothing there; on PostgreSQL any other transaction takes it
+    now. SQLite needs nothing: a transaction that writes holds the database's lock."""
+    if conn.dialect.name == "postgresql" and not conn.get_execution_options().get("sandbox_write"):
+        conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+
+
 def safe_url(url: str) -> str:
     """``url`` without its password, to name it in an error."""
     try:
