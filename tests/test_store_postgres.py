@@ -55,7 +55,7 @@ def test_a_database_without_a_store_is_refused_naming_sandbox_init(tmp_path, pg_
 
 def test_appends_of_two_hosts_at_once_never_fork_the_ledger(hosts):
     """Eight threads on two stores append 25 entries each, half in the store's writing
-    transactions and half in plain transactions (only the ledger's own lock): the
+    transactions and half in plain transactions (the append takes the write lock): the
     chain has every entry once, in one line, under one signed head."""
     first, second, key = hosts
     errors: list[BaseException] = []
