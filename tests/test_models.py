@@ -292,3 +292,34 @@ def test_the_workers_arrays_are_read_as_untrusted():
     ):
         with pytest.raises(ValueError):
             arrays_from_json({**base, "trees": [bad]})
+
+
+def test_a_crafted_label_cannot_make_the_training_fail_for_one_enterprise(world):
+    """The operator writes the label's expression: one that is 2 (or NULL) for a single
+    enterprise when it defaulted must not turn the training's outcome into the answer."""
+    capital = world.table.column("capital").to_pylist()
+    target = int(np.argmax(capital))
+    assert capital.count(capital[target]) == 1  # the largest capital singles it out
+    outcomes = {}
+    for defaulted in (0, 1):
+        for odd in ("2", "NULL"):
+            label = (
+                f"MAX(CASE WHEN capital = {capital[target]:.0f} AND defaulted = {defaulted} "
+                f"THEN {odd} ELSE defaulted END)"
+            )
+            request = {
+                **SOUND,
+                "name": f"probe_{defaulted}_{'null' if odd == 'NULL' else 'two'}",
+                "features": FEATURES.replace("MAX(defaulted)", label),
+            }
+            try:
+                outcomes[defaulted, odd] = service.train(world.platform, world.operator, request)[
+                    "card"
+                ]["verdict"]
+            except JobFailed as failed:
+                outcomes[defaulted, odd] = failed.code
+    assert outcomes[0, "2"] == outcomes[1, "2"] and outcomes[0, "NULL"] == outcomes[1, "NULL"], (
+        outcomes
+    )
+    # one enterprise's odd label leaves it out; many still fail (the bad_label test above)
+    assert "label_values" not in outcomes.values()

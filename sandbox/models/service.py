@@ -59,7 +59,9 @@ FAILURES = {
     "model.max_entities)",
     "feature_type": "feature '{subject}' is not a number; compute it as a number in the "
     "features query",
-    "label_values": "the label '{subject}' must be 0 or 1 for every entity, never NULL",
+    "label_values": "the label '{subject}' must be 0 or 1 for every entity, never NULL: "
+    "at least the disclosure threshold of entities have another label (fewer are left out "
+    "of training and scoring); correct the label's expression or filter them out in WHERE",
     "too_few_entities": "each value of the label needs enough entities for the held-out "
     "split to hold at least twice the threshold ({subject}) of it",
 }

@@ -46,22 +46,20 @@ def train_task(task: dict) -> dict:
     table = con.sql(task["sql"]).to_arrow_table()
     query_s = time.perf_counter() - started
     meta: dict[str, Any]
+    scored = None
     if table.num_rows > int(task["max_rows"]):
         meta = {"failure": "entities", "subject": str(task["max_rows"])}
-        scores = None
-        entities = None
     else:
         # The interpreter was kept single-threaded until Landlock bound it; scikit-learn's
         # OpenMP runtime, loaded with its first import below, may use the job's threads
         # (setting job.threads). (threadpoolctl cannot: it reads /proc, which is closed.)
         os.environ["OMP_NUM_THREADS"] = str(int(task["threads"]))
-        meta, scores = train_on(table, task)
-        entities = table.column(ENTITY).cast(pa.string())
+        meta, scored = train_on(table, task)
     meta["timings"] = {**meta.get("timings", {}), "query_s": round(query_s, 3)}
-    if scores is None:
+    if scored is None:
         out = pa.table({"entity": pa.array([], pa.string()), "score": pa.array([], pa.float64())})
     else:
-        out = pa.table({"entity": entities, "score": pa.array(scores, pa.float64())})
+        out = scored
     out = out.replace_schema_metadata({"model": json.dumps(meta)})
     with pa.OSFile(RESULT_NAME, "wb") as sink, pa.ipc.new_file(sink, out.schema) as writer:
         writer.write_table(out)
@@ -86,33 +84,45 @@ def _matrix(table: Any, names: list[str]) -> np.ndarray | str:
     return np.column_stack(columns) if columns else np.zeros((table.num_rows, 0))
 
 
-def _labels(table: Any, name: str) -> np.ndarray | None:
+def _labelled(table: Any, name: str, k: int) -> Any | None:
+    """The entities whose label is 0 or 1, or None when the label is not a number or
+    ``k`` or more entities have another label (or none). Fewer are left out of training
+    and scoring: a failure for one entity's label would tell the operator, who wrote the
+    label's expression, whether that entity met a condition of its choosing."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     column = table.column(name)
-    if column.null_count:
+    kind = column.type
+    if not (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    ):
+        return None  # decided by the query's types, never by a value
+    valid = pc.fill_null(pc.is_in(column.cast(pa.float64()), pa.array([0.0, 1.0])), False)
+    if table.num_rows - pc.sum(valid).as_py() >= k:
         return None
-    try:
-        values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if not np.all((values == 0) | (values == 1)):
-        return None
-    return values.astype(np.int64)
+    return table.filter(valid)
 
 
-def train_on(table: Any, task: dict) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Fit, evaluate, attack and score (see the module); the metadata and the scores."""
+def train_on(table: Any, task: dict) -> tuple[dict[str, Any], Any | None]:
+    """Fit, evaluate, attack and score (see the module); the metadata and the scores
+    (``entity``, ``score``) of the entities trained on."""
+    import pyarrow as pa
     from sklearn import __version__ as sklearn_version
     from sklearn.model_selection import train_test_split
 
     k = int(task["min_entities"])
+    labelled = _labelled(table, task["label"], k)
+    if labelled is None:
+        return {"failure": "label_values", "subject": task["label"]}, None
+    table = labelled
     x = _matrix(table, list(task["features"]))
     if isinstance(x, str):
         return {"failure": "feature_type", "subject": x}, None
-    y = _labels(table, task["label"])
-    if y is None:
-        return {"failure": "label_values", "subject": task["label"]}, None
+    y = table.column(task["label"]).cast(pa.float64()).to_numpy().astype(np.int64)
     holdout = float(task["holdout"])
     smallest = min(int(np.sum(y == 0)), int(np.sum(y == 1)))
     if smallest * holdout < 2 * k:
@@ -151,4 +161,5 @@ def train_on(table: Any, task: dict) -> tuple[dict[str, Any], np.ndarray | None]
         "library": {"scikit-learn": sklearn_version},
         "timings": {"fit_s": round(fit_s, 3), "attack_s": round(attack_s, 3)},
     }
-    return meta, scores
+    entities = table.column(ENTITY).cast(pa.string())
+    return meta, pa.table({"entity": entities, "score": pa.array(scores, pa.float64())})
