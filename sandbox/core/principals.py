@@ -28,8 +28,8 @@ from sqlalchemy.engine import Connection
 from policies.errors import AuthError, Conflict, InputError, NotFound, PermissionDenied
 from policies.suggest import did_you_mean
 from policies.workflow import check_jurisdiction
-from sandbox.core.ledger import Actor
-from sandbox.core.store import inserted_id, principals
+from sandbox.core.ledger import Actor, now_utc
+from sandbox.core.store import inserted_id, principals, sessions
 
 TOKEN_PREFIX = "sbx_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -200,7 +200,7 @@ def add_principal(
     The platform itself is the actor (Art. 5: accounts are issued by the platform's
     operator); returns the principal and its token, which is shown once.
     """
-    from sandbox.core.ledger import SYSTEM, now_utc
+    from sandbox.core.ledger import SYSTEM
 
     with platform.store.transaction() as conn:
         principal, token = insert(conn, name, role, org, jurisdiction, now_utc())
@@ -275,7 +275,8 @@ def status_dict(principal: Principal, status: Status) -> dict:
 def set_status(platform, actor: Principal | None, name: str, status: Status, reason: str) -> dict:
     """Deactivate or reactivate ``name``, ledgered with the reason; ``actor`` None is the
     platform's host. From the commit on, the principal's token is refused (401) or
-    accepted again everywhere. Nobody deactivates the last active city authority."""
+    accepted again everywhere; a deactivation also ends its console sessions, which a
+    reactivation does not bring back. Nobody deactivates the last active city authority."""
     text = _reason(reason)
     verb = "deactivate" if status is Status.DEACTIVATED else "reactivate"
     with platform.store.transaction() as conn:
@@ -295,6 +296,12 @@ def set_status(platform, actor: Principal | None, name: str, status: Status, rea
             .where(principals.c.id == target.id)
             .values(status=status.value, active=status is Status.ACTIVE)
         )
+        if status is Status.DEACTIVATED:  # its console sessions end for good (Art. 7)
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.principal_id == target.id, sessions.c.ended_at.is_(None))
+                .values(ended_at=now_utc())
+            )
         platform.record(
             conn,
             who,
