@@ -255,11 +255,7 @@ def test_the_size_rule_sees_a_long_function():
 
 
 # Private names still imported from another module: (importer, module, name). Only shrinks.
-KNOWN_PRIVATE_IMPORTS = {
-    ("sandbox.api.routes_sources", "sandbox.api.routes_datasets", "_save"),
-    ("sandbox.api.routes_sources", "sandbox.api.routes_datasets", "_scrub"),
-    ("sandbox.api.routes_sources", "sandbox.api.routes_datasets", "_upload_name"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 def _private_imports() -> set[tuple[str, str, str]]:

@@ -12,15 +12,14 @@ either (they reach products, not datasets).
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import yaml
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 
-from connectors.postgres import ConnectError
+from connectors.base import ConnectError
 from policies.classes import Classification
 from policies.errors import ClassificationError, InputError, PermissionDenied, SandboxError
 from sandbox.api.auth import CurrentPrincipal
@@ -34,15 +33,22 @@ from sandbox.api.models import (
     Registration,
 )
 from sandbox.api.sources import check_source, uniform_connect_error
+from sandbox.api.uploads import (
+    COPY_CHUNK,
+    WORKBOOK_SUFFIXES,
+    save_upload,
+    scrub,
+    upload_name,
+    upload_suffix,
+    workbook_uri,
+)
 from sandbox.core.principals import Role, require_role
 from sandbox.data.grants import list_grants
 from sandbox.data.vault import get_version, list_datasets, register
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
-UPLOAD_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".xlsx", ".xls"}
 PROFILE_READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
-COPY_CHUNK = 1 << 20
 
 
 def _classification(data: Any) -> Classification:
@@ -110,29 +116,9 @@ def datasets_register_uri(request: Request, body: RegisterByUri, me: CurrentPrin
     except ConnectError as exc:
         raise uniform_connect_error(exc, body.uri) from None
     except SandboxError as exc:
-        _scrub(exc, {str(platform.home): "the platform's home"})
+        scrub(exc, {str(platform.home): "the platform's home"})
         raise
     return _registration(body.name, result)
-
-
-def _scrub(exc: SandboxError, paths: dict[str, str]) -> None:
-    """Replace the server's own paths in ``exc``'s message by what the caller knows.
-
-    A connector names the file it read, which for an upload is a file in the
-    platform's work folder: the caller sees the name it uploaded instead.
-    """
-    message = exc.message
-    for path, shown in sorted(paths.items(), key=lambda item: -len(item[0])):
-        message = message.replace(path, shown)
-    if message != exc.message:
-        exc.message = message
-        exc.args = (message,)
-
-
-async def _save(upload: UploadFile, target: Path) -> None:
-    with open(target, "wb") as out:
-        while chunk := await upload.read(COPY_CHUNK):
-            out.write(chunk)
 
 
 @router.post("/datasets/upload", response_model=Registration, status_code=201)
@@ -155,17 +141,10 @@ async def datasets_register_upload(
 
     require_role(me, Role.PROVIDER, action="register datasets", article="Art. 14")
     platform = request.app.state.platform
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise InputError(
-            f"the uploaded file's name must end in one of {', '.join(sorted(UPLOAD_SUFFIXES))}, "
-            "which tells its kind"
-        )
-    workbook = suffix in (".xlsx", ".xls")
+    suffix = upload_suffix(file.filename, sheet, header)
+    workbook = suffix in WORKBOOK_SUFFIXES
     if text is not None and suffix != ".csv" and not workbook:
         raise InputError("'text' applies to CSV and workbook uploads only")
-    if (sheet is not None or header is not None) and not workbook:
-        raise InputError("'sheet' and 'header' apply to workbook uploads (.xlsx, .xls) only")
     raw = await classification.read(COPY_CHUNK + 1)
     if len(raw) > COPY_CHUNK:
         raise InputError("the classification file is over 1 MiB")
@@ -177,11 +156,10 @@ async def datasets_register_upload(
     work = platform.work_dir()
     try:
         target = work / f"upload{suffix}"
-        await _save(file, target)
+        await save_upload(file, target)
         uri = str(target)
         if workbook:
-            given = {"sheet": sheet, "header": header, "text": text}
-            uri = f"excel://{target}?" + urlencode({k: v for k, v in given.items() if v})
+            uri = workbook_uri(target, sheet=sheet, header=header, text=text)
         elif text is not None:
             uri = f"csv://{target}?text={quote(text, safe=',')}"
         try:
@@ -189,9 +167,9 @@ async def datasets_register_upload(
                 register, platform, me, name, uri, parsed_classification
             )
         except SandboxError as exc:
-            shown = _upload_name(file.filename, suffix)
+            shown = upload_name(file.filename, suffix)
             utf8 = "an upload must be UTF-8: convert the file (e.g. from GBK) before sending it"
-            _scrub(
+            scrub(
                 exc,
                 {
                     # The connector's hints name URI options; an upload has other means.
@@ -210,12 +188,6 @@ async def datasets_register_upload(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _registration(name, result)
-
-
-def _upload_name(filename: str | None, suffix: str) -> str:
-    """The uploaded file as its sender named it (base name, printable, at most 100 chars)."""
-    name = "".join(c for c in Path(filename or "").name if c.isprintable())[:100]
-    return f"the uploaded file '{name or 'upload' + suffix}'"
 
 
 @router.post("/grants", status_code=403, tags=["grants"])

@@ -11,9 +11,7 @@ of ``api.source_hosts``); a failure to connect is answered with one message.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi import Path as PathParam
@@ -21,20 +19,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from connectors import redact_uri
-from connectors.postgres import ConnectError
-from policies.errors import InputError, SandboxError, SourceError
+from connectors.base import ConnectError
+from policies.errors import SandboxError, SourceError
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import NAME
-from sandbox.api.routes_datasets import _save, _scrub, _upload_name
 from sandbox.api.sources import CONNECT_FAILED, check_source, uniform_connect_error
+from sandbox.api.uploads import (
+    WORKBOOK_SUFFIXES,
+    save_upload,
+    scrub,
+    upload_name,
+    upload_suffix,
+    workbook_uri,
+)
 from sandbox.core.principals import Role, require_role
 from sandbox.data.kept_sources import kept_uri
 from sandbox.data.refresh import list_sources, refresh, set_schedule, source_of
 from sandbox.data.suggestion import MAX_ROWS, suggest_classification
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
-
-SUGGEST_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".xlsx", ".xls"}
 
 
 class SuggestRequest(BaseModel):
@@ -66,7 +69,7 @@ def datasets_suggest(request: Request, body: SuggestRequest, me: CurrentPrincipa
     except ConnectError as exc:
         raise uniform_connect_error(exc, body.uri) from None
     except SandboxError as exc:
-        _scrub(exc, {str(platform.home): "the platform's home"})
+        scrub(exc, {str(platform.home): "the platform's home"})
         raise
 
 
@@ -81,27 +84,19 @@ async def datasets_suggest_upload(
 ):
     """Profile an uploaded file and propose its classification; the file is not kept."""
     platform = request.app.state.platform
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in SUGGEST_SUFFIXES:
-        raise InputError(
-            f"the uploaded file's name must end in one of {', '.join(sorted(SUGGEST_SUFFIXES))}"
-        )
-    workbook = suffix in (".xlsx", ".xls")
-    if (sheet is not None or header is not None) and not workbook:
-        raise InputError("'sheet' and 'header' apply to workbook uploads (.xlsx, .xls) only")
+    suffix = upload_suffix(file.filename, sheet, header)
     work = platform.work_dir()
     try:
         target = work / f"upload{suffix}"
-        await _save(file, target)
+        await save_upload(file, target)
         uri = str(target)
-        if workbook and (sheet or header):
-            given = {"sheet": sheet, "header": header}
-            uri = f"excel://{target}?" + urlencode({k: v for k, v in given.items() if v})
+        if suffix in WORKBOOK_SUFFIXES and (sheet or header):
+            uri = workbook_uri(target, sheet=sheet, header=header)
         try:
             return await run_in_threadpool(suggest_classification, platform, me, uri, rows=rows)
         except SandboxError as exc:
-            shown = _upload_name(file.filename, suffix)
-            _scrub(exc, {uri: shown, str(target): shown, str(platform.home): "the platform's home"})
+            shown = upload_name(file.filename, suffix)
+            scrub(exc, {uri: shown, str(target): shown, str(platform.home): "the platform's home"})
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -164,7 +159,7 @@ def datasets_refresh(request: Request, me: CurrentPrincipal, name: str = PathPar
             f"{redact_uri(uri or '')}: {CONNECT_FAILED}"
         ) from None
     except SandboxError as exc:
-        _scrub(exc, {str(platform.home): "the platform's home"})
+        scrub(exc, {str(platform.home): "the platform's home"})
         raise
 
 
