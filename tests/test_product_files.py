@@ -32,7 +32,7 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.data.product_report import md_escape, write_reports
 from sandbox.data.product_table import BOM, FLAGS, integer_types, with_flags
-from sandbox.data.release import PRODUCT_FILES, verify_product
+from sandbox.data.release import PRODUCT_FILES, verify_product, write_files
 from sandbox.run.execution import JobService, JobState
 from tests.test_dp import QUERY as DP_QUERY
 from tests.test_dp import dp_cast  # noqa: F401  (a fixture)
@@ -329,3 +329,25 @@ def test_the_dp_modes_cells_are_flagged_noised_and_the_report_gives_the_interval
     text = " ".join(" ".join(page.text).split())
     half = outcome.report["dp"]["columns"]["n"]["half_width_95"]
     assert "are noised" in text and f"n {half}" in text, text
+
+
+def test_a_product_written_before_the_lock_is_kept_only_for_the_same_output(released):
+    """The release writes the product before the store's write lock, from the output it
+    expects; inside the transaction it keeps those files only if the checks there answer
+    the same table, report and manifest (the time aside), else it writes them again."""
+    platform = released["plain"].platform
+    table = pa.table({"county": COUNTIES[:2], "n": pa.array([50, 50], type=pa.int64())})
+    report = {"params": {"min_entities": 10}, "suppressed_cells": [], "counts": {"cells": 2}}
+    fields = {"measures": {"n": "count_star"}, "verdict": "released", "created_at": "t0"}
+    written = write_files(platform, "prod-999999", table, report, fields)
+    try:
+        assert written.matches(table, dict(report), {**fields, "created_at": "t1"})
+        fewer = table.set_column(1, "n", pa.array([50, None], type=pa.int64()))
+        assert not written.matches(fewer, report, fields)  # a cell suppressed inside
+        held = {**report, "suppressed_cells": [{"row": 1, "column": "n"}]}
+        assert not written.matches(table, held, fields)
+        assert not written.matches(table, report, {**fields, "verdict": "released_with_x"})
+        assert json.loads((written.work / "manifest.json").read_bytes())["created_at"] == "t0"
+    finally:
+        written.discard()
+    assert not written.work.exists()

@@ -14,9 +14,11 @@ Package of every file and column, :mod:`sandbox.data.datapackage`),
 parameters, verdict, and the SHA-256 of every other file) and ``manifest.sig``
 (the platform's Ed25519 signature over the manifest's bytes).
 
-A product is written in a private work folder and renamed into
-``products/<id>`` in one step, so no half product is ever visible; the store
-row and its ledger entry follow in one transaction, and a folder the store
+A product is written in a private work folder (:func:`write_files`, before the
+store's write lock is taken: rendering the reports takes tenths of a second) and
+renamed into ``products/<id>`` in one step (:func:`place_product`, inside the
+release transaction), so no half product is ever visible; the store
+row and its ledger entry follow in that transaction, and a folder the store
 does not know (a crash between the two) is removed when the platform opens
 (the placement intent of :mod:`sandbox.core.storage`). A full disk fails the
 release with ``disk_full`` and keeps nothing of it.
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,39 +120,81 @@ def csv_safe(table: pa.Table) -> tuple[pa.Table, int]:
     return pa.table(columns, names=names), escaped
 
 
-def write_product(
+@dataclass
+class Written:
+    """A product written and signed in a private work folder, not placed yet
+    (:func:`write_files`); ``inputs`` are the table, report and manifest fields it was
+    written from."""
+
+    product_id: str
+    work: Path
+    manifest: dict
+    body: bytes
+    inputs: tuple[pa.Table, Mapping[str, Any], Mapping[str, Any]]
+
+    def matches(
+        self, table: pa.Table, report: Mapping[str, Any], manifest_fields: Mapping[str, Any]
+    ) -> bool:
+        """Whether these would write the same files (the manifest's time aside)."""
+        table0, report0, fields0 = self.inputs
+
+        def timeless(fields: Mapping[str, Any]) -> dict:
+            return {k: v for k, v in fields.items() if k != "created_at"}
+
+        return (
+            table.equals(table0, check_metadata=True)
+            and dict(report) == dict(report0)
+            and timeless(manifest_fields) == timeless(fields0)
+        )
+
+    def discard(self) -> None:
+        """Remove the work folder (nothing, once the product was placed)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_files(
     platform: Platform,
-    conn,
-    *,
     product_id: str,
-    job_id: int,
-    operator,
     table: pa.Table,
     report: Mapping[str, Any],
     manifest_fields: Mapping[str, Any],
-) -> Path:
-    """Write, sign and place a product; record it in the caller's transaction.
-
-    The folder is renamed into place before the caller's transaction commits; if
-    the commit fails the caller removes it, and if the process dies first the
-    placement intent left in ``tmp/`` has it removed when the platform opens.
-    """
+) -> Written:
+    """Write and sign a product in a work folder; no store, no lock (:func:`place_product`
+    places it). A full disk fails with ``disk_full`` and leaves nothing."""
     work = platform.work_dir()
     try:
         storage.fault_point("release.write")
         manifest, body = _write_files(platform, work, product_id, table, report, manifest_fields)
         storage.fault_point("release.written")
-        target = platform.home / "products" / product_id
-        intent = storage.intend(platform.home, Path("products") / product_id)
-        os.replace(work, target)
-        storage.settle_on_commit(conn, intent)
-        storage.fault_point("release.placed")
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, Exception) and storage.is_disk_full(exc):
             raise storage.disk_full(f"product {product_id}") from exc
         raise
-    manifest_sha = hashlib.sha256(body).hexdigest()
+    inputs = (table, dict(report), dict(manifest_fields))
+    return Written(product_id, work, manifest, body, inputs)
+
+
+def place_product(platform: Platform, conn, written: Written, *, job_id: int, operator) -> Path:
+    """Place a written product and record it in the caller's transaction.
+
+    The folder is renamed into place before the caller's transaction commits; if
+    the commit fails the caller removes it, and if the process dies first the
+    placement intent left in ``tmp/`` has it removed when the platform opens.
+    """
+    product_id, manifest = written.product_id, written.manifest
+    try:
+        target = platform.home / "products" / product_id
+        intent = storage.intend(platform.home, Path("products") / product_id)
+        os.replace(written.work, target)
+        storage.settle_on_commit(conn, intent)
+        storage.fault_point("release.placed")
+    except BaseException as exc:
+        written.discard()
+        if isinstance(exc, Exception) and storage.is_disk_full(exc):
+            raise storage.disk_full(f"product {product_id}") from exc
+        raise
+    manifest_sha = hashlib.sha256(written.body).hexdigest()
     conn.execute(
         products.insert().values(
             id=product_id,
@@ -157,7 +202,7 @@ def write_product(
             operator_id=operator.id,
             path=str(Path("products") / product_id),
             manifest_sha256=manifest_sha,
-            verdict=manifest_fields.get("verdict", ""),
+            verdict=manifest.get("verdict", ""),
             created_at=manifest["created_at"],
         )
     )

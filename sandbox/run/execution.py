@@ -336,15 +336,12 @@ class JobService:
         """Release a releasable output; with the differencing defence or the DP mode on,
         the last checks run inside the release transaction (they may withhold it)."""
         finish = self._guard(operator, job_id, prepared, raw)(result)
-        if finish is None:
-            report = report_of(result, prepared.params)
-            manifest = manifest_of(job_id, operator, prepared, result, report)
-            release(
-                self.platform, operator, job_id, result.released, report, manifest,
-                JobState.CHECKING,
-            )  # fmt: skip
-        else:
-            release(self.platform, operator, job_id, None, {}, {}, JobState.CHECKING, finish=finish)
+        report = report_of(result, prepared.params)  # with finish: what is expected to leave
+        manifest = manifest_of(job_id, operator, prepared, result, report)
+        release(
+            self.platform, operator, job_id, result.released, report, manifest,
+            JobState.CHECKING, finish=finish,
+        )  # fmt: skip
 
     # --- issue 11: DP noise, the differencing gate, the budget ---------------------
 

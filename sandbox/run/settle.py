@@ -23,7 +23,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, by_id
 from sandbox.core.store import jobs
-from sandbox.data.release import write_product
+from sandbox.data.release import place_product, write_files
 from sandbox.guard import dp_budget, lineage_audit
 from sandbox.guard.evidence import entity_bitmaps
 from sandbox.guard.history import cell_labels, history_of
@@ -265,14 +265,20 @@ def release(
     platform: Platform,
     operator: Principal,
     job_id: int,
-    table: pa.Table,
+    table: pa.Table | None,
     report: dict,
     manifest: dict,
     expected: JobState,
     details: Mapping[str, Any] | None = None,
     finish: Callable[[Connection], tuple] | None = None,
 ) -> str:
+    """Release ``table`` as a product; with ``finish``, what it answers inside the release
+    transaction is released, and ``table``, ``report`` and ``manifest`` are what is expected
+    (``table`` None: nothing is). The product's files are written and signed before the
+    store's write lock is taken, from what is expected, and again inside the transaction
+    only when ``finish`` answers something else."""
     product_id = f"prod-{job_id:06d}"
+    ready = None if table is None else _written(platform, product_id, table, report, manifest)
     target = None
     try:
         with platform.store.transaction() as conn:
@@ -282,16 +288,12 @@ def release(
                 table, report, manifest, more = finish(conn)
                 details = {**(details or {}), **more}
             shown = released_report(report)  # the product leaves: the operator's view
-            target = write_product(
-                platform,
-                conn,
-                product_id=product_id,
-                job_id=job_id,
-                operator=operator,
-                table=table,
-                report=shown,
-                manifest_fields=released_manifest(manifest, shown),
-            )
+            fields = released_manifest(manifest, shown)
+            if ready is None or not ready.matches(table, shown, fields):
+                if ready is not None:
+                    ready.discard()
+                ready = write_files(platform, product_id, table, shown, fields)
+            target = place_product(platform, conn, ready, job_id=job_id, operator=operator)
             transition(
                 platform,
                 conn,
@@ -303,10 +305,18 @@ def release(
                 product_id=product_id,
             )
     except BaseException:
+        if ready is not None:
+            ready.discard()
         if target is not None:
             shutil.rmtree(target, ignore_errors=True)
         raise
     return product_id
+
+
+def _written(platform: Platform, product_id: str, table: pa.Table, report: dict, manifest: dict):
+    """The product's files as the operator's view of ``report`` makes them (unplaced)."""
+    shown = released_report(report)
+    return write_files(platform, product_id, table, shown, released_manifest(manifest, shown))
 
 
 def withhold(

@@ -86,7 +86,7 @@ def released_report(report: dict[str, Any]) -> dict[str, Any]:
 
 def released_manifest(manifest: dict[str, Any], shown: dict[str, Any]) -> dict[str, Any]:
     """A product manifest's fields with the operator's view of the check and a coarse time
-    (``write_product`` lets these fields override its own ``created_at``)."""
+    (``write_files`` lets these fields override its own ``created_at``)."""
     out = dict(manifest)
     out["created_at"] = coarse_time()
     if "check" in out:
