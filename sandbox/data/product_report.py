@@ -19,6 +19,7 @@ escaped (HTML by Jinja2's autoescape, Markdown by :func:`md_escape`).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 import threading
@@ -246,8 +247,10 @@ def product_salt(table: pa.Table) -> str:
     return str(table.num_rows) + ":" + ",".join(table.column_names)
 
 
-def render(context: Mapping[str, Any], chart: bytes | None) -> tuple[bytes, bytes]:
-    """``report.html`` and ``report.md`` as bytes."""
+@functools.cache
+def _environments() -> tuple[Any, Any]:
+    """The HTML and Markdown Jinja2 environments, made once per process: each keeps its
+    compiled templates, so a release does not compile them again."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     html_env = Environment(
@@ -266,6 +269,12 @@ def render(context: Mapping[str, Any], chart: bytes | None) -> tuple[bytes, byte
     )
     md_env.filters["md"] = md_escape
     md_env.filters["fence"] = md_fence
+    return html_env, md_env
+
+
+def render(context: Mapping[str, Any], chart: bytes | None) -> tuple[bytes, bytes]:
+    """``report.html`` and ``report.md`` as bytes."""
+    html_env, md_env = _environments()
     data = dict(context)
     if chart is not None:
         data["chart_uri"] = "data:image/svg+xml;base64," + base64.b64encode(chart).decode()
