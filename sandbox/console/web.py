@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -170,11 +170,16 @@ def redirect(path: str) -> RedirectResponse:
 
 
 def local_path(value: str | None) -> str:
-    """A ``next`` target inside the console, never another site."""
-    if value and value.startswith(PREFIX + "/") and not value.startswith("//"):
-        if "\\" not in value and "://" not in value:
-            return value
-    return PREFIX + "/"
+    """A ``next`` target inside the console, never another site nor a page outside the
+    console: a path under ``/console/`` with no backslash, control character, ``//`` or
+    dot segment (``..`` would climb out, percent-encoded too), else the console's root."""
+    if not value or not value.startswith(PREFIX + "/") or "://" in value:
+        return PREFIX + "/"
+    path = unquote(value.split("?", 1)[0])
+    segments = path.split("/")
+    if "//" in path or "." in segments or ".." in segments or any(c in value for c in "\\\t\r\n"):
+        return PREFIX + "/"
+    return value
 
 
 def error_page(request: Request, exc: SandboxError) -> Response:
