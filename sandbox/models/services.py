@@ -36,7 +36,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.data.grants import may_run
 from sandbox.models.service import model_row, scores_of
 from sandbox.models.tables import models, score_index, score_services
-from sandbox.verification.products import require_product_authority
+from sandbox.verification.products import Offering, require_product_authority, visible_to
 from sandbox.workflow.tables import agreements
 
 
@@ -44,11 +44,11 @@ def _tables(row) -> list[str]:
     return list(json.loads(row.versions_json))
 
 
+SERVICES = Offering(score_services, "scoring service", "score", "score")
+
+
 def service_row(conn: Connection, name: str):
-    row = conn.execute(select(score_services).where(score_services.c.name == name)).first()
-    if row is None:
-        raise NotFound(f"no scoring service '{name}'")
-    return row
+    return SERVICES.row(conn, name)
 
 
 def _bands(
@@ -116,31 +116,6 @@ def define(platform: Platform, operator: Principal, data: Mapping[str, Any]) -> 
     return {"name": definition.name, "state": ProductState.DEFINED.value, "band_sizes": counts}
 
 
-def move(
-    platform: Platform,
-    conn: Connection,
-    name: str,
-    new: ProductState,
-    actor: Actor,
-    details: Mapping[str, Any],
-    article: str,
-    **values: Any,
-) -> None:
-    row = service_row(conn, name)
-    old = ProductState(row.status)
-    if not may_move(old, new):
-        raise Conflict(f"scoring service '{name}' is {old.value}; it cannot become {new.value}")
-    conn.execute(
-        score_services.update()
-        .where(score_services.c.name == name)
-        .values(status=new.value, updated_at=now_utc(), **values)
-    )
-    platform.record(
-        conn, actor, f"score.{new.value}", f"score:{name}",
-        {"from": old.value, "to": new.value, **details}, article,
-    )  # fmt: skip
-
-
 def approve(platform: Platform, authority: Principal, name: str) -> dict[str, Any]:
     """Publish a defined (or withdrawn) service: the gate again, the grade index built."""
     require_role(authority, Role.AUTHORITY, action="approve scoring services", article="Art. 13")
@@ -162,7 +137,7 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
                 for h, g in zip(scores.column("subject_hash").to_pylist(), grades, strict=True)
             ],
         )
-        move(
+        SERVICES.move(
             platform, conn, name, ProductState.PUBLISHED, authority.actor,
             {"model": definition.model, "index_rows": len(grades), "grades": list(definition.codes)},
             "Art. 13", approved_by=authority.id, index_rows=len(grades),
@@ -171,20 +146,7 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
 
 
 def reject(platform: Platform, authority: Principal, name: str, reason: str) -> None:
-    require_role(authority, Role.AUTHORITY, action="reject scoring services", article="Art. 13")
-    if not reason.strip():
-        raise InputError("a rejection needs a reason (Art. 13)", article="Art. 13")
-    with platform.store.transaction() as conn:
-        require_product_authority(conn, authority, service_row(conn, name), "reject services")
-        move(
-            platform,
-            conn,
-            name,
-            ProductState.REJECTED,
-            authority.actor,
-            {"reason": reason},
-            "Art. 13",
-        )
+    SERVICES.reject(platform, authority, name, reason)
 
 
 def withdraw(platform: Platform, name: str, refusal: PolicyRefusal) -> None:
@@ -192,7 +154,7 @@ def withdraw(platform: Platform, name: str, refusal: PolicyRefusal) -> None:
     with platform.store.transaction() as conn:
         if service_row(conn, name).status != ProductState.PUBLISHED:
             return
-        move(
+        SERVICES.move(
             platform, conn, name, ProductState.WITHDRAWN, SYSTEM,
             {"rule": refusal.rule, "reason": refusal.message}, refusal.article or "Art. 24",
         )  # fmt: skip
@@ -204,11 +166,7 @@ def list_services(platform: Platform, viewer: Principal) -> list[dict[str, Any]]
         rows = conn.execute(select(score_services).order_by(score_services.c.name)).all()
     out = []
     for row in rows:
-        if viewer.role is Role.CONSUMER and row.status != ProductState.PUBLISHED.value:
-            continue
-        if viewer.role is Role.OPERATOR and row.operator_id != viewer.id:
-            continue
-        if viewer.role in (Role.PROVIDER, Role.REVIEWER):
+        if not visible_to(viewer, row):
             continue
         definition = json.loads(row.definition_json)
         out.append(
@@ -241,8 +199,8 @@ def dispose_ended(platform: Platform, actor: Actor = SYSTEM) -> list[str]:
                 select(score_services).where(score_services.c.model == model.name)
             ).all():
                 if svc.status == ProductState.PUBLISHED.value:
-                    move(platform, conn, svc.name, ProductState.WITHDRAWN, actor,
-                         {"reason": "the agreement ended"}, "Art. 13")  # fmt: skip
+                    SERVICES.move(platform, conn, svc.name, ProductState.WITHDRAWN, actor,
+                                  {"reason": "the agreement ended"}, "Art. 13")  # fmt: skip
                 conn.execute(score_index.delete().where(score_index.c.service == svc.name))
             if model.scores_path:
                 (platform.home / model.scores_path).unlink(missing_ok=True)

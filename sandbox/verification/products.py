@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
 
 from jobs import get_kind
@@ -142,11 +143,82 @@ def define(
     }
 
 
+@dataclass(frozen=True)
+class Offering:
+    """A kind of offering that consumers call (verification products, scoring services):
+    its table, with ``name``, ``operator_id``, ``agreement_id``, ``status`` (a
+    :class:`ProductState`) and ``updated_at``; the noun its messages use; the prefixes of
+    its ledger actions (``<action>.<state>``) and targets (``<target>:<name>``)."""
+
+    table: Table
+    noun: str
+    action: str
+    target: str
+
+    def row(self, conn: Connection, name: str):
+        row = conn.execute(select(self.table).where(self.table.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no {self.noun} '{name}'")
+        return row
+
+    def move(
+        self,
+        platform: Platform,
+        conn: Connection,
+        name: str,
+        new: ProductState,
+        actor: Actor,
+        details: Mapping[str, Any],
+        article: str,
+        **values: Any,
+    ) -> None:
+        """One move of the lifecycle, its row updated and one ledger entry."""
+        old = ProductState(self.row(conn, name).status)
+        if not may_move(old, new):
+            raise Conflict(f"{self.noun} '{name}' is {old.value}; it cannot become {new.value}")
+        conn.execute(
+            self.table.update()
+            .where(self.table.c.name == name)
+            .values(status=new.value, updated_at=now_utc(), **values)
+        )
+        platform.record(
+            conn,
+            actor,
+            f"{self.action}.{new.value}",
+            f"{self.target}:{name}",
+            {"from": old.value, "to": new.value, **details},
+            article,
+        )
+
+    def reject(self, platform: Platform, authority: Principal, name: str, reason: str) -> None:
+        """The authority turns a defined offering down, with a reason (Art. 13)."""
+        action = f"reject {self.noun}s"
+        require_role(authority, Role.AUTHORITY, action=action, article="Art. 13")
+        if not reason.strip():
+            raise InputError("a rejection needs a reason (Art. 13)", article="Art. 13")
+        with platform.store.transaction() as conn:
+            require_product_authority(conn, authority, self.row(conn, name), action)
+            self.move(
+                platform, conn, name, ProductState.REJECTED, authority.actor,
+                {"reason": reason}, "Art. 13",
+            )  # fmt: skip
+
+
+def visible_to(viewer: Principal, row) -> bool:
+    """The role rule of every offering's list: consumers see published ones, operators
+    their own, providers and reviewers none, authorities and auditors all."""
+    if viewer.role is Role.CONSUMER:
+        return bool(row.status == ProductState.PUBLISHED.value)
+    if viewer.role is Role.OPERATOR:
+        return bool(row.operator_id == viewer.id)
+    return viewer.role not in (Role.PROVIDER, Role.REVIEWER)
+
+
+PRODUCTS = Offering(verify_products, "verification product", "verify", "verification")
+
+
 def product_row(conn: Connection, name: str):
-    row = conn.execute(select(verify_products).where(verify_products.c.name == name)).first()
-    if row is None:
-        raise NotFound(f"no verification product '{name}'")
-    return row
+    return PRODUCTS.row(conn, name)
 
 
 def move_product(
@@ -159,23 +231,7 @@ def move_product(
     article: str,
     **values: Any,
 ) -> None:
-    row = product_row(conn, name)
-    old = ProductState(row.status)
-    if not may_move(old, new):
-        raise Conflict(f"verification product '{name}' is {old.value}; it cannot become {new}")
-    conn.execute(
-        verify_products.update()
-        .where(verify_products.c.name == name)
-        .values(status=new.value, updated_at=now_utc(), **values)
-    )
-    platform.record(
-        conn,
-        actor,
-        f"verify.{new.value}",
-        f"verification:{name}",
-        {"from": old.value, "to": new.value, **details},
-        article,
-    )
+    PRODUCTS.move(platform, conn, name, new, actor, details, article, **values)
 
 
 def require_product_authority(conn: Connection, authority: Principal, row, action: str) -> None:
@@ -230,22 +286,7 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
 
 
 def reject(platform: Platform, authority: Principal, name: str, reason: str) -> None:
-    require_role(authority, Role.AUTHORITY, action="reject verification products")
-    if not reason.strip():
-        raise InputError("a rejection needs a reason (Art. 13)", article="Art. 13")
-    with platform.store.transaction() as conn:
-        require_product_authority(
-            conn, authority, product_row(conn, name), "reject verification products"
-        )
-        move_product(
-            platform,
-            conn,
-            name,
-            ProductState.REJECTED,
-            authority.actor,
-            {"reason": reason},
-            "Art. 13",
-        )
+    PRODUCTS.reject(platform, authority, name, reason)
 
 
 def list_products(platform: Platform, viewer: Principal) -> list[dict]:
@@ -257,13 +298,7 @@ def list_products(platform: Platform, viewer: Principal) -> list[dict]:
         mine = scope.verifications if scope is not None else None
     out = []
     for row in rows:
-        if mine is not None and row.name not in mine:
-            continue
-        if viewer.role is Role.CONSUMER and row.status != ProductState.PUBLISHED.value:
-            continue
-        if viewer.role is Role.OPERATOR and row.operator_id != viewer.id:
-            continue
-        if viewer.role in (Role.PROVIDER, Role.REVIEWER):
+        if (mine is not None and row.name not in mine) or not visible_to(viewer, row):
             continue
         definition = json.loads(row.definition_json)
         out.append(
