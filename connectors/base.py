@@ -24,6 +24,7 @@ import abc
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import pyarrow as pa
@@ -99,6 +100,74 @@ class Source(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uri}>"
+
+
+class DatabaseSource(Source):
+    """What the database servers' connectors share (PostgreSQL, MySQL): exactly one of
+    ``?table=`` or ``?query=``, a probe of the result's columns at open, and every failure
+    of the open closing the connection and raised as a :class:`SourceError` whose reason
+    shows neither the password nor a value (the connector's :meth:`_reason`)."""
+
+    _conn: Any = None  # the driver's connection and cursor (the drivers ship no types)
+    _cursor: Any = None
+    _select: str
+    _schema: pa.Schema
+
+    def _one_of(self, options: dict[str, str], table: str) -> None:
+        if ("table" in options) == ("query" in options):
+            raise SourceError(f"{self.uri}: give exactly one of ?table={table} or ?query=SELECT...")
+
+    def _prepare(self, options: dict[str, str], driver_error: type[Exception]) -> None:
+        """Set the session up, find the table or take the query, and probe its columns."""
+        try:
+            self._session()
+            inner = self._table_sql(options["table"]) if "table" in options else options["query"]
+            self._select, self._schema = self._probe(inner)
+        except SourceError:
+            self.close()
+            raise
+        except driver_error as exc:
+            self.close()
+            raise SourceError(f"{self.uri}: the query cannot run: {self._reason(exc)}") from None
+
+    def _unique(self, names: Iterable[str]) -> None:
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise SourceError(
+                    f"{self.uri}: the result has two columns named '{name}'; alias one"
+                )
+            seen.add(name)
+
+    @abc.abstractmethod
+    def _session(self) -> None:
+        """Make the session read-only and in UTC."""
+
+    @abc.abstractmethod
+    def _reason(self, exc: Exception) -> str:
+        """The driver's or the server's reason, without the password and without values."""
+
+    @abc.abstractmethod
+    def _table_sql(self, name: str) -> str:
+        """``SELECT * FROM`` the table, or a SourceError naming the tables there are."""
+
+    @abc.abstractmethod
+    def _probe(self, inner: str) -> tuple[str, pa.Schema]:
+        """The select that reads the rows, and their schema, from a ``LIMIT 0`` probe."""
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def close(self) -> None:
+        for name in ("_cursor", "_conn"):
+            held = getattr(self, name)
+            if held is not None:
+                try:
+                    held.close()
+                except Exception:  # noqa: BLE001 - a broken or dropped one is closed anyway
+                    pass
+                setattr(self, name, None)
 
 
 class ConnectError(SourceError):

@@ -52,7 +52,7 @@ import pyarrow as pa
 from policies.classes import did_you_mean
 from policies.errors import SourceError
 
-from .base import DEFAULT_BATCH_ROWS, ConnectError, Source, split_scheme, without_secret
+from .base import DEFAULT_BATCH_ROWS, ConnectError, DatabaseSource, split_scheme, without_secret
 
 OWN_OPTIONS = ("table", "query", "unix_socket")
 DEFAULT_PORT = 3306
@@ -116,17 +116,14 @@ def _arrow_type(field: Any) -> tuple[pa.DataType, bool]:
     return pa.string(), True
 
 
-class MySQLSource(Source):
+class MySQLSource(DatabaseSource):
     """Rows of one table or query of a MySQL-family database."""
 
     def __init__(self, uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS):
         super().__init__(uri, batch_rows=batch_rows)
-        self._conn: Any = None
-        self._cursor: Any = None
         params, options = self._split(uri)
         self._password = params.get("password")
-        if ("table" in options) == ("query" in options):
-            raise SourceError(f"{self.uri}: give exactly one of ?table=name or ?query=SELECT...")
+        self._one_of(options, "name")
         pymysql = _pymysql()
         try:
             self._conn = pymysql.connect(
@@ -137,17 +134,11 @@ class MySQLSource(Source):
             )
         except pymysql.Error as exc:
             raise ConnectError(f"cannot connect to {self.uri}: {self._reason(exc)}") from None
-        try:
-            with self._conn.cursor() as cur:
-                cur.execute("SET time_zone = '+00:00'")
-            inner = self._table_sql(options["table"]) if "table" in options else options["query"]
-            self._select, self._schema = self._probe(inner)
-        except SourceError:
-            self.close()
-            raise
-        except pymysql.Error as exc:
-            self.close()
-            raise SourceError(f"{self.uri}: the query cannot run: {self._reason(exc)}") from None
+        self._prepare(options, pymysql.Error)
+
+    def _session(self) -> None:
+        with self._conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
 
     def _split(self, uri: str) -> tuple[dict[str, Any], dict[str, str]]:
         """PyMySQL's connection arguments and our options, from the URI."""
@@ -212,14 +203,7 @@ class MySQLSource(Source):
         with self._conn.cursor() as cur:
             cur.execute(f"SELECT * FROM ({inner}) AS q LIMIT 0")
             fields = cur._result.fields  # PyMySQL's column descriptions: type, flags, charset
-        names = [f.name for f in fields]
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                raise SourceError(
-                    f"{self.uri}: the result has two columns named '{name}'; alias one"
-                )
-            seen.add(name)
+        self._unique(f.name for f in fields)
         arrow, exprs = [], []
         for field in fields:
             kind, as_text = _arrow_type(field)
@@ -228,10 +212,6 @@ class MySQLSource(Source):
             arrow.append(pa.field(field.name, kind))
         select = "SELECT " + ", ".join(exprs) + f" FROM ({inner}) AS q"
         return select, pa.schema(arrow)
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._schema
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         pymysql = _pymysql()
@@ -263,20 +243,6 @@ class MySQLSource(Source):
                     "such as 0000-00-00?); select it as text or NULL in a ?query="
                 ) from None
         return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
-
-    def close(self) -> None:
-        if self._cursor is not None:
-            try:
-                self._cursor.close()
-            except Exception:  # noqa: BLE001 - closing a broken cursor must not hide the real error
-                pass
-            self._cursor = None
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - a connection the server dropped is closed anyway
-                pass
-            self._conn = None
 
 
 def _convert(values: tuple, kind: pa.DataType) -> list | tuple:

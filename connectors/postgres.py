@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pyarrow as pa
@@ -50,7 +49,7 @@ import pyarrow.csv as pacsv
 from policies.classes import did_you_mean
 from policies.errors import SourceError
 
-from .base import DEFAULT_BATCH_ROWS, ConnectError, Source, quote_ident, split_scheme
+from .base import DEFAULT_BATCH_ROWS, ConnectError, DatabaseSource, quote_ident, split_scheme
 from .base import without_secret as _without
 
 OWN_OPTIONS = ("table", "query")
@@ -151,37 +150,25 @@ def _finish(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-class PostgresSource(Source):
+class PostgresSource(DatabaseSource):
     """Rows of one table or query of a PostgreSQL database."""
 
     def __init__(self, uri: str, *, batch_rows: int = DEFAULT_BATCH_ROWS):
         super().__init__(uri, batch_rows=batch_rows)
-        # psycopg2's connection and cursor (the driver ships no type information)
-        self._conn: Any = None
-        self._cursor: Any = None
         dsn, options, self._password = self._split(uri)
-        if ("table" in options) == ("query" in options):
-            raise SourceError(
-                f"{self.uri}: give exactly one of ?table=schema.name or ?query=SELECT..."
-            )
+        self._one_of(options, "schema.name")
         psycopg2 = _psycopg2()
         try:
             self._conn = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg2.Error as exc:
             # "from None": the driver's own text may quote the connection string.
             raise ConnectError(f"cannot connect to {self.uri}: {self._reason(exc)}") from None
-        try:
-            self._conn.set_session(readonly=True)
-            with self._conn.cursor() as cur:
-                cur.execute("SET TIME ZONE 'UTC'")
-            inner = self._table_sql(options["table"]) if "table" in options else options["query"]
-            self._select, self._schema = self._probe(inner)
-        except SourceError:
-            self.close()
-            raise
-        except psycopg2.Error as exc:
-            self.close()
-            raise SourceError(f"{self.uri}: the query cannot run: {self._reason(exc)}") from None
+        self._prepare(options, psycopg2.Error)
+
+    def _session(self) -> None:
+        self._conn.set_session(readonly=True)
+        with self._conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
 
     def _split(self, uri: str) -> tuple[str, dict[str, str], str | None]:
         """The libpq URI without our own options, our options, and the password (to scrub)."""
@@ -234,21 +221,11 @@ class PostgresSource(Source):
             cur.execute(f"SELECT * FROM ({inner}) AS q LIMIT 0")
             columns = cur.description
         names = [c.name for c in columns]
-        seen = set()
-        for name in names:
-            if name in seen:
-                raise SourceError(
-                    f"{self.uri}: the result has two columns named '{name}'; alias one"
-                )
-            seen.add(name)
+        self._unique(names)
         plans = [_column_plan(c.name, c.type_code, c.precision, c.scale) for c in columns]
         select = "SELECT " + ", ".join(_as_csv(e, t) for e, t in plans) + f" FROM ({inner}) AS q"
         schema = pa.schema([pa.field(n, t) for n, (_, t) in zip(names, plans, strict=True)])
         return select, schema
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._schema
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         psycopg2 = _psycopg2()
@@ -286,14 +263,3 @@ class PostgresSource(Source):
             pipe.close()  # a reader that stops early ends the server's COPY (broken pipe)
             producer.join()
             self.close()
-
-    def close(self) -> None:
-        if self._cursor is not None:
-            try:
-                self._cursor.close()
-            except Exception:  # noqa: BLE001 - closing a broken cursor must not hide the real error
-                pass
-            self._cursor = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
