@@ -120,6 +120,22 @@ def test_the_lifecycle_needs_the_authority_and_a_passed_model(world):
     assert [s["name"] for s in services.list_services(w.platform, w.consumer)] == ["sme_credit"]
 
 
+def test_a_county_authority_lists_only_the_services_of_its_county(published):
+    """The service was made under the city's agreement: a county authority neither
+    lists it nor may reject it (Art. 5); the city authority and the auditor list it."""
+    w = published
+    with w.platform.store.transaction() as conn:
+        county, _ = principals.insert(
+            conn, "rencheng", principals.Role.AUTHORITY, "Rencheng", "370811", now_utc()
+        )
+    assert services.list_services(w.platform, county) == []
+    with pytest.raises(PermissionDenied) as refused:
+        services.reject(w.platform, county, "sme_credit", reason="not ours")
+    assert refused.value.article == "Art. 5"
+    for viewer in (w.city, w.auditor):
+        assert [s["name"] for s in services.list_services(w.platform, viewer)] == ["sme_credit"]
+
+
 def test_the_service_is_withdrawn_when_its_agreement_stops(published):
     w = published
     agreements.suspend(w.platform, w.city, w.agreement, reason="security incident")

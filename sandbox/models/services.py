@@ -37,6 +37,7 @@ from sandbox.data.grants import may_run
 from sandbox.models.service import model_row, scores_of
 from sandbox.models.tables import models, score_index, score_services
 from sandbox.verification.products import Offering, require_product_authority, visible_to
+from sandbox.workflow.jurisdiction import scope_of
 from sandbox.workflow.tables import agreements
 
 
@@ -161,12 +162,15 @@ def withdraw(platform: Platform, name: str, refusal: PolicyRefusal) -> None:
 
 
 def list_services(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
-    """Consumers see published services; operators their own; authorities, auditors all."""
+    """Consumers see published services; operators their own; the city authority and
+    auditors all; a county authority those made under its county's agreements (Art. 5)."""
     with platform.store.read() as conn:
         rows = conn.execute(select(score_services).order_by(score_services.c.name)).all()
+        scope = scope_of(conn, viewer)
+        mine = scope.agreements if scope is not None else None
     out = []
     for row in rows:
-        if not visible_to(viewer, row):
+        if (mine is not None and row.agreement_id not in mine) or not visible_to(viewer, row):
             continue
         definition = json.loads(row.definition_json)
         out.append(
