@@ -351,3 +351,85 @@ def test_a_product_written_before_the_lock_is_kept_only_for_the_same_output(rele
     finally:
         written.discard()
     assert not written.work.exists()
+
+
+def test_no_file_carries_a_suppressed_cells_value_rule_or_contributors(released):
+    """An operator who reads every file of its product, the reports and the package
+    included, learns of the suppressed cells of 泗水县 only where they are: not their
+    true values (3 firms, 123 staff), not the rule that held them, not the firms."""
+    true_staff = re.compile(r"(?<![\w.,])123(?![\w.,])")
+    for product in released.values():
+        report = json.loads(product.read("report.json"))
+        assert report["suppressed_cells"]
+        assert all(set(c) == {"row", "column"} for c in report["suppressed_cells"])
+        assert "cells" not in report  # the check's cell by cell verdicts stay inside
+        for name in json.loads(product.read("manifest.json"))["files"]:
+            text = product.read(name).decode("utf-8", errors="replace")
+            if name == "chart.svg":  # its drawing is numbers; its words are in <text>
+                text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", text))
+            if name == "output.parquet":
+                text = " ".join(map(str, product.table().to_pylist()))
+            assert not true_staff.search(text), (name, true_staff.search(text))
+            assert not re.search(r"\bS000[0-2]\b", text), name  # the small county's firms
+            assert "__" not in text.replace("__init__", ""), name  # no evidence column
+        page = _Page()
+        page.feed(product.read("report.html").decode("utf-8"))
+        held = " ".join(page.text).split("What was held back or changed", 1)[1]
+        held = held.split("The table", 1)[0].lower()
+        assert "泗水县" in held
+        for word in RULE_WORDS:
+            assert word not in held, word
+
+
+def _grid_product(home: Path, rows: list[dict]) -> Product:
+    """A product of ``BY_SECTOR`` over ``rows`` (declared sectors) on a platform of its own."""
+    from tests.test_declared_grid import BY_SECTOR, CLASSIFICATION
+
+    platform = Platform.init(home)
+    for name, role, place in (
+        ("stats", Role.PROVIDER, None),
+        ("city", Role.AUTHORITY, "city"),
+        ("bank", Role.OPERATOR, None),
+    ):
+        with platform.store.transaction() as conn:
+            principals.insert(conn, name, role, name, place, ledger.now_utc())
+    with platform.store.read() as conn:
+        provider, authority, bank = (by_name(conn, n) for n in ("stats", "city", "bank"))
+    path = home.parent / f"{home.name}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    classification = Classification.from_dict(CLASSIFICATION)
+    vault.register(platform, provider, "firms", str(path), classification)
+    add_grant(platform, authority, "bank", "firms", until="2099-01-01")
+    service = JobService(platform, spare=False)
+    try:
+        outcome = service.submit(bank, {"sql": BY_SECTOR})
+    finally:
+        service.close()
+    assert outcome.state is JobState.RELEASED, outcome
+    return Product(platform, outcome.product_id)
+
+
+def test_a_group_of_one_and_an_empty_group_give_the_same_files(tmp_path):
+    """An operator who wants to know whether a declared sector has anyone compares the
+    product with the group empty and with one firm in it: the flags, the table, the
+    chart, the package and the reports' sections on the cells read the same."""
+    from tests.test_declared_grid import _firms
+
+    lone = [{"fid": "LONE", "county": "north", "sector": "S29", "staff": 900}]
+    empty = _grid_product(tmp_path / "empty", _firms(10))
+    one = _grid_product(tmp_path / "one", _firms(10, lone))
+    try:
+        assert empty.table().to_pylist()[-1]["n_flag"] == "suppressed"
+        for name in ("output.csv", "output.parquet", "chart.svg"):
+            assert empty.read(name) == one.read(name), name
+        md = [p.read("report.md").decode("utf-8") for p in (empty, one)]
+        for title in ("What was held back or changed", "The table", "Columns", "Chart"):
+            assert _section(md[0], title) == _section(md[1], title), title
+        package = [json.loads(p.read("datapackage.json"))["resources"] for p in (empty, one)]
+        assert package[0] == package[1]
+        report = [json.loads(p.read("report.json")) for p in (empty, one)]
+        assert report[0]["suppressed_cells"] == report[1]["suppressed_cells"]
+        assert report[0]["counts"] == report[1]["counts"]
+    finally:
+        empty.platform.close()
+        one.platform.close()
