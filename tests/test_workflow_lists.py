@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from policies.errors import InputError, PermissionDenied
 from sandbox.cli.app import main
 from sandbox.workflow import requests
 from sandbox.workflow.lists import list_page
+from sandbox.workflow.tables import data_requests
 from tests.workflow_helpers import (
     COUNTY,
     NOW,
@@ -29,6 +31,15 @@ def cast(platform, make_principal, provider, pums_dataset):
     c = make_cast(platform, make_principal, provider)
     yield c
     verify_ledger(platform)
+
+
+def requests_of(conn, agreement_id: int) -> list[int]:
+    rows = conn.execute(
+        select(data_requests.c.id)
+        .where(data_requests.c.agreement_id == agreement_id)
+        .order_by(data_requests.c.id.desc())
+    )
+    return list(rows.scalars())
 
 
 def ids(cast, who, kind, **filters) -> list[int]:
@@ -54,6 +65,34 @@ def test_each_reader_lists_what_it_may_read(cast):
                       (cast.r1, "requests"), (cast.consumer, "tickets")]:  # fmt: skip
         with pytest.raises(PermissionDenied, match="may not list"):
             list_page(cast.platform, who, kind)
+
+
+def test_a_county_authority_lists_its_county_only(cast):
+    # Every list an authority reads keeps to its jurisdiction (Art. 5): the other county's
+    # authority sees none of this county's applications, agreements or data requests, and
+    # its totals do not count them either (a total is no oracle of another county's work).
+    city_agreement, _ = granted(cast)
+    county_agreement, _ = granted(cast, authority=cast.county, notice_kw={"jurisdiction": COUNTY})
+    with cast.platform.store.read() as conn:
+        county_requests = requests_of(conn, county_agreement)
+        city_requests = requests_of(conn, city_agreement)
+    county_app = list_page(cast.platform, cast.county, "applications")["items"]
+    assert len(county_app) == 1 and county_app[0]["id"] not in ids(
+        cast, cast.other_county, "applications"
+    )
+    assert ids(cast, cast.county, "requests") == county_requests
+    assert set(ids(cast, cast.city, "requests")) == set(county_requests + city_requests)
+    for kind in ("applications", "agreements", "requests"):
+        page = list_page(cast.platform, cast.other_county, kind)
+        assert (page["items"], page["total"]) == ([], 0), kind
+    assert list_page(cast.platform, cast.county, "agreements", status="active")["total"] == 1
+
+
+def test_a_refused_list_names_who_may_list_it(cast):
+    with pytest.raises(PermissionDenied) as info:
+        list_page(cast.platform, cast.consumer, "agreements")
+    assert info.value.article == "Art. 13"
+    assert "listed by: operator, provider, authority, auditor" in str(info.value)
 
 
 def test_open_notices_are_discoverable_and_pages_follow_each_other(cast):

@@ -14,25 +14,32 @@ quality tickets (issue 20, item 4). Who sees which rows follows the single reads
 * quality tickets (Art. 14): the reporter its own, a provider those on its datasets,
   authorities and auditors all.
 
-Other roles are refused by name. Paging is as the inbox's: ``limit`` rows with ids below
-``before``; ``next_before`` names the next page. ``status`` keeps one state.
+Each kind is one row of :data:`KINDS`: its table, and for each role that may list it
+the SQL condition of the rows that role sees (a county authority's are the ids of its
+county, :func:`sandbox.workflow.jurisdiction.scope_of`); other roles are refused by
+name. The store filters, counts and pages (``limit`` rows with ids below ``before``;
+``next_before`` names the next page), so a page reads ``limit`` rows, not the table.
+``status`` keeps one state.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
-from sqlalchemy import Table, select
+from sqlalchemy import ColumnElement, Table, false, func, select, true
 from sqlalchemy.engine import Connection, Row
 
 from policies.errors import InputError, PermissionDenied
-from policies.workflow import NoticeState, covers
+from policies.workflow import NoticeState
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import datasets
 from sandbox.workflow.base import now_or, parse_time
+from sandbox.workflow.jurisdiction import CountyScope, scope_of
 from sandbox.workflow.tables import (
     agreements,
     applications,
@@ -43,145 +50,148 @@ from sandbox.workflow.tables import (
 )
 
 MAX_PAGE = 500
-KINDS = ("notices", "applications", "agreements", "requests", "tickets")
+
+Where = Callable[[Connection, Principal], ColumnElement[bool]]
 
 
-def _refuse(viewer: Principal, what: str, article: str) -> PermissionDenied:
-    return PermissionDenied(
-        f"a {viewer.role.value} may not list {what} ({article})", article=article
+@dataclass
+class _Seen:
+    """What a page's rows are shown with: the store and the time asked about."""
+
+    conn: Connection
+    now: datetime
+
+    @cached_property
+    def dataset_names(self) -> dict[int, str]:
+        return {r.id: r.name for r in self.conn.execute(select(datasets.c.id, datasets.c.name))}
+
+    def name(self, principal_id: int) -> str:
+        return by_id(self.conn, principal_id).name
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One list: its table, who may list it (``None``: everyone) and which rows each
+    reader sees, and how a row is shown."""
+
+    table: Table
+    what: str
+    article: str
+    readers: Mapping[Role, Where] | None
+    show: Callable[[Row, _Seen], dict]
+
+
+def _all(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+    return true()
+
+
+def _own(column: ColumnElement) -> Where:
+    return lambda conn, viewer: column == viewer.id
+
+
+def _county(table: Table, ids: Callable[[CountyScope], set]) -> Where:
+    """An authority's rows: every row for the city, its county's for a county (Art. 5)."""
+
+    def where(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+        scope = scope_of(conn, viewer)
+        return true() if scope is None else table.c.id.in_(ids(scope))
+
+    return where
+
+
+def _on_my_datasets(column: ColumnElement) -> Where:
+    return lambda conn, viewer: column.in_(
+        select(datasets.c.id).where(datasets.c.provider_id == viewer.id)
     )
 
 
-def _covers(viewer: Principal, place: str) -> bool:
-    return covers(viewer.jurisdiction, place)
+def _appointed(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+    return applications.c.id.in_(
+        select(review_appointments.c.application_id).where(
+            review_appointments.c.reviewer_id == viewer.id
+        )
+    )
 
 
-def _my_datasets(conn: Connection, viewer: Principal) -> dict[int, str]:
+def _naming_my_datasets(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+    """The agreements whose scope (a JSON field) names one of the provider's datasets."""
+    mine = set(
+        conn.execute(select(datasets.c.name).where(datasets.c.provider_id == viewer.id)).scalars()
+    )
+    rows = conn.execute(select(agreements.c.id, agreements.c.scope_json))
+    return agreements.c.id.in_(
+        [r.id for r in rows if mine & set(json.loads(r.scope_json)["datasets"])]
+    )
+
+
+def _open(row: Row, now: datetime) -> bool:
+    return row.status == NoticeState.PUBLISHED.value and now < parse_time(row.deadline)
+
+
+def _open_notices(conn: Connection, now: datetime) -> ColumnElement[bool]:
+    """The notices still taking applications (the deadline is a text of any ISO form)."""
     rows = conn.execute(
-        select(datasets.c.id, datasets.c.name).where(datasets.c.provider_id == viewer.id)
+        select(notices.c.id, notices.c.status, notices.c.deadline).where(
+            notices.c.status == NoticeState.PUBLISHED.value
+        )
     )
-    return {r.id: r.name for r in rows}
+    return notices.c.id.in_([r.id for r in rows if _open(r, now)])
 
 
-def _notices(conn: Connection, viewer: Principal, now: datetime) -> Callable[[Row], dict | None]:
-    def see(r: Row) -> dict | None:
-        return {"id": r.id, "title": r.title, "domain": r.domain, "jurisdiction": r.jurisdiction,
-                "datasets": json.loads(r.datasets_json), "deadline": r.deadline,
-                "status": r.status, "open": r.status == NoticeState.PUBLISHED.value
-                and now < parse_time(r.deadline)}  # fmt: skip
-
-    return see
-
-
-def _applications(conn: Connection, viewer: Principal, now) -> Callable[[Row], dict | None]:
-    places = {
-        r.id: r.jurisdiction for r in conn.execute(select(notices.c.id, notices.c.jurisdiction))
-    }
-    appointed = set(
-        conn.execute(
-            select(review_appointments.c.application_id).where(
-                review_appointments.c.reviewer_id == viewer.id
-            )
-        ).scalars()
-    )
-    allowed = {
-        Role.OPERATOR: lambda r: r.operator_id == viewer.id,
-        Role.REVIEWER: lambda r: r.id in appointed,
-        Role.AUTHORITY: lambda r: _covers(viewer, places[r.notice_id]),
-        Role.AUDITOR: lambda r: True,
-    }
-    if viewer.role not in allowed:
-        raise _refuse(viewer, "applications", "Art. 12")
-    rule = allowed[viewer.role]
-
-    def see(r: Row) -> dict | None:
-        if not rule(r):
-            return None
-        return {"id": r.id, "notice": r.notice_id, "operator": by_id(conn, r.operator_id).name,
-                "scenario": r.scenario, "status": r.status, "created_at": r.created_at}  # fmt: skip
-
-    return see
-
-
-def _agreements(conn: Connection, viewer: Principal, now) -> Callable[[Row], dict | None]:
-    mine = set(_my_datasets(conn, viewer).values()) if viewer.role is Role.PROVIDER else set()
-    allowed = {
-        Role.OPERATOR: lambda r: r.operator_id == viewer.id,
-        Role.PROVIDER: lambda r: bool(mine & set(json.loads(r.scope_json)["datasets"])),
-        Role.AUTHORITY: lambda r: _covers(viewer, r.jurisdiction),
-        Role.AUDITOR: lambda r: True,
-    }
-    if viewer.role not in allowed:
-        raise _refuse(viewer, "agreements", "Art. 13")
-    rule = allowed[viewer.role]
-
-    def see(r: Row) -> dict | None:
-        if not rule(r):
-            return None
-        return {"id": r.id, "operator": by_id(conn, r.operator_id).name,
-                "jurisdiction": r.jurisdiction, "status": r.status,
-                "datasets": sorted(json.loads(r.scope_json)["datasets"]),
-                "from": r.valid_from, "until": r.valid_until, "disposal": r.disposal}  # fmt: skip
-
-    return see
+KINDS: dict[str, Kind] = {
+    "notices": Kind(notices, "notices", "Art. 10", None, lambda r, s: {
+        "id": r.id, "title": r.title, "domain": r.domain, "jurisdiction": r.jurisdiction,
+        "datasets": json.loads(r.datasets_json), "deadline": r.deadline, "status": r.status,
+        "open": _open(r, s.now)}),
+    "applications": Kind(applications, "applications", "Art. 12", {
+        Role.OPERATOR: _own(applications.c.operator_id),
+        Role.REVIEWER: _appointed,
+        Role.AUTHORITY: _county(applications, lambda scope: scope.applications),
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "notice": r.notice_id, "operator": s.name(r.operator_id),
+        "scenario": r.scenario, "status": r.status, "created_at": r.created_at}),
+    "agreements": Kind(agreements, "agreements", "Art. 13", {
+        Role.OPERATOR: _own(agreements.c.operator_id),
+        Role.PROVIDER: _naming_my_datasets,
+        Role.AUTHORITY: _county(agreements, lambda scope: scope.agreements),
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "operator": s.name(r.operator_id), "jurisdiction": r.jurisdiction,
+        "status": r.status, "datasets": sorted(json.loads(r.scope_json)["datasets"]),
+        "from": r.valid_from, "until": r.valid_until, "disposal": r.disposal}),
+    "requests": Kind(data_requests, "data requests", "Art. 14", {
+        Role.OPERATOR: _own(data_requests.c.operator_id),
+        Role.PROVIDER: _on_my_datasets(data_requests.c.dataset_id),
+        Role.AUTHORITY: _county(data_requests, lambda scope: scope.data_requests),
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "agreement": r.agreement_id, "operator": s.name(r.operator_id),
+        "dataset": s.dataset_names[r.dataset_id], "purpose": r.purpose, "status": r.status,
+        "reason": r.reason, "grant": r.grant_id}),
+    "tickets": Kind(quality_tickets, "quality tickets", "Art. 14", {
+        Role.OPERATOR: _own(quality_tickets.c.reporter_id),
+        Role.PROVIDER: _on_my_datasets(quality_tickets.c.dataset_id),
+        Role.AUTHORITY: _all,
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "dataset": s.dataset_names[r.dataset_id], "text": r.text,
+        "status": r.status, "answer": r.answer, "fixed_version": r.fixed_version}),
+}  # fmt: skip
 
 
-def _requests(conn: Connection, viewer: Principal, now) -> Callable[[Row], dict | None]:
-    names = {r.id: r.name for r in conn.execute(select(datasets.c.id, datasets.c.name))}
-    mine = set(_my_datasets(conn, viewer)) if viewer.role is Role.PROVIDER else set()
-    places = {
-        r.id: r.jurisdiction
-        for r in conn.execute(select(agreements.c.id, agreements.c.jurisdiction))
-    }
-    allowed = {
-        Role.OPERATOR: lambda r: r.operator_id == viewer.id,
-        Role.PROVIDER: lambda r: r.dataset_id in mine,
-        Role.AUTHORITY: lambda r: _covers(viewer, places[r.agreement_id]),
-        Role.AUDITOR: lambda r: True,
-    }
-    if viewer.role not in allowed:
-        raise _refuse(viewer, "data requests", "Art. 14")
-    rule = allowed[viewer.role]
-
-    def see(r: Row) -> dict | None:
-        if not rule(r):
-            return None
-        return {"id": r.id, "agreement": r.agreement_id, "operator": by_id(conn, r.operator_id).name,
-                "dataset": names[r.dataset_id], "purpose": r.purpose, "status": r.status,
-                "reason": r.reason, "grant": r.grant_id}  # fmt: skip
-
-    return see
-
-
-def _tickets(conn: Connection, viewer: Principal, now) -> Callable[[Row], dict | None]:
-    names = {r.id: r.name for r in conn.execute(select(datasets.c.id, datasets.c.name))}
-    mine = set(_my_datasets(conn, viewer)) if viewer.role is Role.PROVIDER else set()
-    allowed = {
-        Role.OPERATOR: lambda r: r.reporter_id == viewer.id,
-        Role.PROVIDER: lambda r: r.dataset_id in mine,
-        Role.AUTHORITY: lambda r: True,
-        Role.AUDITOR: lambda r: True,
-    }
-    if viewer.role not in allowed:
-        raise _refuse(viewer, "quality tickets", "Art. 14")
-    rule = allowed[viewer.role]
-
-    def see(r: Row) -> dict | None:
-        if not rule(r):
-            return None
-        return {"id": r.id, "dataset": names[r.dataset_id], "text": r.text, "status": r.status,
-                "answer": r.answer, "fixed_version": r.fixed_version}  # fmt: skip
-
-    return see
-
-
-VIEWS: dict[str, tuple[Table, Callable]] = {
-    "notices": (notices, _notices),
-    "applications": (applications, _applications),
-    "agreements": (agreements, _agreements),
-    "requests": (data_requests, _requests),
-    "tickets": (quality_tickets, _tickets),
-}
+def _readable(conn: Connection, viewer: Principal, kind: Kind) -> ColumnElement[bool]:
+    """The rows of ``kind`` the viewer may list, or the refusal naming who may."""
+    if kind.readers is None:
+        return true()
+    if viewer.role not in kind.readers:
+        who = ", ".join(role.value for role in kind.readers)
+        raise PermissionDenied(
+            f"a {viewer.role.value} may not list {kind.what} ({kind.article}); "
+            f"they are listed by: {who}",
+            article=kind.article,
+        )
+    return kind.readers[viewer.role](conn, viewer)
 
 
 def list_page(
@@ -197,24 +207,27 @@ def list_page(
 ) -> dict:
     """One page of ``kind`` as ``viewer`` may see it, newest first: items, total,
     next_before (None on the last page)."""
-    if kind not in VIEWS:
+    if kind not in KINDS:
         raise InputError(f"unknown list '{kind}'; one of: {', '.join(KINDS)}")
     if not 1 <= limit <= MAX_PAGE:
         raise InputError(f"--limit must be between 1 and {MAX_PAGE}, not {limit}")
     if before is not None and before < 1:
         raise InputError(f"--before must be an id (1 or more), not {before}")
-    table, view = VIEWS[kind]
+    listed = KINDS[kind]
+    table = listed.table
     with platform.store.read() as conn:
-        see = view(conn, viewer, now_or(now))
-        seen = []
-        for row in conn.execute(select(table).order_by(table.c.id.desc())).all():
-            item = see(row)
-            if item is None or (status and item["status"] != status):
-                continue
-            if open_only and not item.get("open", False):
-                continue
-            seen.append(item)
-    after = [i for i in seen if before is None or i["id"] < before]
-    page = after[:limit]
-    more = len(after) > limit
-    return {"items": page, "total": len(seen), "next_before": page[-1]["id"] if more else None}
+        seen = _Seen(conn, now_or(now))
+        where = [_readable(conn, viewer, listed)]
+        if status:
+            where.append(table.c.status == status)
+        if open_only:  # only notices are open or closed
+            where.append(_open_notices(conn, seen.now) if table is notices else false())
+        total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+        if before is not None:
+            where.append(table.c.id < before)
+        rows = conn.execute(
+            select(table).where(*where).order_by(table.c.id.desc()).limit(limit + 1)
+        ).all()
+        page = [listed.show(r, seen) for r in rows[:limit]]
+    more = len(rows) > limit
+    return {"items": page, "total": int(total), "next_before": page[-1]["id"] if more else None}
