@@ -2,9 +2,10 @@
 
 Each server process (``--workers N`` makes N) runs one :class:`Executor`: a
 background thread that first recovers the store once, then loops
-runs the oldest queued job (:meth:`JobService.run`) and sleeps briefly when the queue is empty;
-between jobs it pulls the sources that are due and runs the workflow's tick (agreements
-expire at term end and their disposal clauses run, Art. 13). Claims
+runs the oldest queued job (:meth:`JobService.run`) and sleeps briefly when the queue is empty.
+A second thread does the chores: it pulls the sources that are due and runs the workflow's
+tick (agreements expire at term end and their disposal clauses run, Art. 13), so a slow
+pull never holds up a queued job, nor a long job the tick. Claims
 are atomic: :meth:`JobService.run` moves a job from ``queued`` to ``running``
 inside a write transaction (``BEGIN IMMEDIATE``), so two processes never run
 the same job; the loser of a race gets ``None`` and looks again.
@@ -89,6 +90,7 @@ class Executor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._beats: threading.Thread | None = None  # PostgreSQL: the host lease's heartbeat
+        self._chores: threading.Thread | None = None  # scheduled pulls and the workflow tick
         self._alive_fd: int | None = None
         self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
         self._next_refresh = 0.0  # monotonic time of the next look for due source pulls
@@ -98,6 +100,8 @@ class Executor:
         self._recover_once()
         self._thread = threading.Thread(target=self._loop, name="sandbox-executor", daemon=True)
         self._thread.start()
+        self._chores = threading.Thread(target=self._do_chores, name="sandbox-chores", daemon=True)
+        self._chores.start()
 
     def _recover_once(self) -> None:
         if self.platform.store.is_postgres:
@@ -147,8 +151,6 @@ class Executor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._settle()
-            self._refresh_due()
-            self._tick_due()
             try:
                 outcome = self._run_next()
             except Exception:  # the loop must outlive any one job's error
@@ -158,9 +160,18 @@ class Executor:
                 self._wake.wait(self.idle_s)
                 self._wake.clear()
 
+    def _do_chores(self) -> None:
+        """The scheduled pulls and the tick, each when it is due, in a thread of their own:
+        not the job loop's (a pull from a stalled source would hold up every queued job),
+        nor the heartbeat's (it would let this host's lease run out)."""
+        while not self._stop.is_set():
+            self._refresh_due()
+            self._tick_due()
+            self._stop.wait(max(0.0, min(self._next_refresh, self._next_tick) - time.monotonic()))
+
     def _refresh_due(self) -> None:
         """Pull the sources whose daily schedule has come (:func:`sandbox.data.refresh.run_due`),
-        at most every :data:`REFRESH_CHECK_S`; a pull runs in this loop, between jobs."""
+        at most every :data:`REFRESH_CHECK_S`."""
         if time.monotonic() < self._next_refresh:
             return
         self._next_refresh = time.monotonic() + REFRESH_CHECK_S
@@ -175,7 +186,7 @@ class Executor:
     def _tick_due(self) -> None:
         """Expire the agreements whose term has ended and carry out their disposal clauses
         (:func:`sandbox.workflow.scheduler.tick`, then the verification indexes), at most
-        every :data:`sandbox.workflow.scheduler.TICK_EVERY_S`, between jobs."""
+        every :data:`sandbox.workflow.scheduler.TICK_EVERY_S`."""
         from sandbox.models.services import dispose_ended
         from sandbox.verification.disposal import dispose_indexes
         from sandbox.workflow.scheduler import TICK_EVERY_S, tick
@@ -250,8 +261,10 @@ class Executor:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._chores):
+            if thread is not None:
+                thread.join(timeout)
+        self._chores = None
         if self._beats is not None:  # the lease runs out by itself (leases.gone_jobs)
             self._beats.join(timeout)
             self._beats = None
