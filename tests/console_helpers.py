@@ -38,11 +38,12 @@ class Scene:
         return pq.read_table(table_path).to_pylist(), json.loads(meta_path.read_text())["report"]
 
 
-def held_scene(cast: Cast) -> Scene:
-    agreement_id, _grant = granted(cast, review_required=True)
+def submit_and_wait(cast: Cast, sql: str) -> int:
+    """The operator's job, run to its end; returns its id once the platform withheld it
+    (the scene's agreement asks for the output review)."""
     service = JobService(cast.platform, spare=False)
     try:
-        outcome = service.submit(cast.operator, {"sql": HELD_SQL})
+        outcome = service.submit(cast.operator, {"sql": sql})
     finally:
         service.close()
     # A console test's app may already run its executor, which can claim the job first.
@@ -52,8 +53,14 @@ def held_scene(cast: Cast) -> Scene:
         with cast.platform.store.read() as conn:
             outcome = job_outcome(conn, cast.city, outcome.job_id)
     assert outcome.state is JobState.WITHHELD, (outcome.state, outcome.reason)
+    return outcome.job_id
+
+
+def held_scene(cast: Cast) -> Scene:
+    agreement_id, _grant = granted(cast, review_required=True)
+    job_id = submit_and_wait(cast, HELD_SQL)
     airlock.appoint_checkers(cast.platform, cast.city, ["r1", "r2"], agreement_id=agreement_id)
-    return Scene(cast, agreement_id, outcome.job_id)
+    return Scene(cast, agreement_id, job_id)
 
 
 def sign_in(client, token: str, next_path: str = "") -> str:

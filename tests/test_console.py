@@ -22,7 +22,7 @@ from sandbox.console.i18n import EN, LANGUAGES, ZH
 from sandbox.core.principals import Role, Status, rotate_token, set_status
 from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements
-from tests.console_helpers import SIGNIN, Scene, held_scene, sign_in
+from tests.console_helpers import SIGNIN, Scene, held_scene, sign_in, submit_and_wait
 from tests.workflow_helpers import entries, make_cast, verify_ledger
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
@@ -450,3 +450,214 @@ def test_chinese_first_with_an_english_switch(client, cast):
     assert "Ledger" in client.get("/console/ledger").text
     away = client.get("/console/lang/zh?next=https://elsewhere.example/", follow_redirects=False)
     assert away.headers["location"] == "/console/"
+
+
+# --- what an attacker tries ------------------------------------------------------------------
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def _where(location: str) -> tuple[str, str]:
+    """The host and path a browser would go to for this Location (tabs and newlines
+    dropped and backslashes read as slashes, as WHATWG URL parsing does for http)."""
+    from urllib.parse import unquote, urljoin, urlsplit
+
+    cleaned = re.sub(r"[\t\n\r]", "", unquote(location)).replace("\\", "/")
+    went = urlsplit(urljoin("http://testserver/console/login", cleaned))
+    return went.netloc, went.path
+
+
+OFF_SITE = [
+    "https://elsewhere.example/",
+    "//elsewhere.example/console/",
+    "/\\elsewhere.example",
+    "\\\\elsewhere.example",
+    "/console/\\..\\..\\\\elsewhere.example",
+    "/\telsewhere.example/console/",
+    "https:elsewhere.example",
+    "/console/../..//elsewhere.example",
+    "javascript:alert(1)//console/",
+    "/console/%2e%2e/%2e%2e//elsewhere.example",
+    "/console/./../v1/principals",
+]
+
+
+def test_no_next_parameter_sends_the_browser_off_the_console(app, cast):
+    """Open redirects: the language switch's and the sign-in's ``next`` stay on this host."""
+    with new_client(app) as c:
+        for target in OFF_SITE:
+            away = c.get("/console/lang/en", params={"next": target}, follow_redirects=False)
+            assert away.status_code == 303, target
+            host, path = _where(away.headers["location"])
+            assert host == "testserver" and path.startswith("/console/"), target
+            page = c.get("/console/login", params={"next": target})
+            signin = SIGNIN.search(page.text).group(1)
+            answer = c.post(
+                "/console/login",
+                data={"token": cast.tokens["auditor"], "signin": signin, "next": target},
+                follow_redirects=False,
+            )
+            assert answer.status_code == 303, target
+            host, path = _where(answer.headers["location"])
+            assert host == "testserver" and path.startswith("/console/"), target
+
+
+def test_a_copied_cookie_stays_refused_after_the_principal_is_reactivated(app, scene):
+    """Deactivation ends the session for good: a copy of the cookie taken before it does
+    not come back to life when the principal is reactivated (with the same token)."""
+    with new_client(app) as c:
+        sign_in(c, scene.cast.tokens["r1"])
+        stolen = c.cookies.get("sbx_session")
+    set_status(scene.cast.platform, None, "r1", Status.DEACTIVATED, "left the panel")
+    set_status(scene.cast.platform, None, "r1", Status.ACTIVE, "back on the panel")
+    with new_client(app) as thief:
+        thief.cookies.set("sbx_session", stolen, path="/console")
+        assert thief.get("/console/reviews", follow_redirects=False).status_code == 303
+    with new_client(app) as c:  # the token itself works again: a new sign-in is fine
+        sign_in(c, scene.cast.tokens["r1"])
+        assert c.get("/console/reviews").status_code == 200
+
+
+def test_sign_out_and_the_language_switch_need_no_trust_in_another_site(client, cast):
+    """Sign-out is a POST that needs the session's CSRF token (a forged one leaves the
+    session open); the language switch is a link that only sets the language."""
+    csrf = sign_in(client, cast.tokens["auditor"])
+    for data in ({}, {"csrf": "forged"}):
+        refused = client.post("/console/logout", data=data, follow_redirects=False)
+        assert refused.status_code == 403 and "csrf" in refused.text
+        assert client.get("/console/ledger").status_code == 200
+    switched = client.get("/console/lang/en?next=/console/ledger", follow_redirects=False)
+    assert [h for h in switched.headers.get_list("set-cookie") if "sbx_session" in h] == []
+    assert client.get("/console/ledger").status_code == 200
+    out = client.post("/console/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/console/ledger", follow_redirects=False).status_code == 303
+
+
+def test_checkers_not_appointed_and_the_authors_colleague_learn_nothing(app, scene):
+    """A reviewer of the author's organisation and an unappointed one ask for the held
+    output, its verdict and the lists: nothing of it, nor the author, appears."""
+    job = scene.job_id
+    for name in ("r3_same_org", "outsider"):
+        token = scene.cast.tokens.get(name)
+        if token is None:
+            from sandbox.core.principals import add_principal
+
+            _outsider, token = add_principal(
+                scene.cast.platform, name, Role.REVIEWER, org="Elsewhere University"
+            )
+        with new_client(app) as c:
+            csrf = sign_in(c, token)
+            for path in (f"/console/reviews/{job}", f"/console/reviews/{job}/verdict"):
+                page = c.get(path)
+                assert page.status_code == 404, (name, path, page.text[:300])
+                assert "held-table" not in page.text and "OpCo" not in page.text
+            for path in ("/console/reviews", "/console/inbox"):
+                listing = c.get(path)
+                assert listing.status_code == 200
+                assert f"/console/reviews/{job}" not in listing.text, (name, path)
+            voted = c.post(
+                f"/console/reviews/{job}/vote",
+                data={"decision": "approve", "note": "let it out", "csrf": csrf},
+            )
+            assert voted.status_code == 403, (name, voted.text[:300])
+    cast_votes = [e for e in entries(scene.cast.platform, f"job:{job}") if "vote" in e["action"]]
+    assert cast_votes == []
+
+
+def test_the_first_vote_stays_sealed_on_every_page_until_the_second(app, scene):
+    """After r1 votes, r2, the authority and the auditor look everywhere the review is
+    shown: r1's vote and note stay hidden until r2 has voted."""
+    job = scene.job_id
+    secret = "first-checkers-sealed-note"
+    with new_client(app) as r1:
+        csrf = sign_in(r1, scene.cast.tokens["r1"])
+        r1.post(
+            f"/console/reviews/{job}/vote",
+            data={"decision": "reject", "note": secret, "csrf": csrf},
+        )
+    for name in ("r2", "city", "auditor", "operator"):
+        with new_client(app) as c:
+            sign_in(c, scene.cast.tokens[name])
+            for path in (
+                f"/console/reviews/{job}",
+                f"/console/reviews/{job}/verdict",
+                "/console/reviews",
+                "/console/inbox",
+                f"/console/jobs/{job}",
+                f"/console/ledger?subject=job:{job}",
+            ):
+                text = html.unescape(c.get(path).text)
+                assert secret not in text, (name, path)
+                assert "r1</strong>" not in text, (name, path)
+
+
+def test_another_countys_authority_reads_nothing_of_this_county(app, scene):
+    """The other county's authority asks for this county's agreement, held output, jobs
+    and ledger by their ids: refused or absent, never shown."""
+    job, agreement_id = scene.job_id, scene.agreement_id
+    with new_client(app) as c:
+        sign_in(c, scene.cast.tokens["other_county"])
+        for path in (
+            f"/console/agreements/{agreement_id}",
+            f"/console/reviews/{job}",
+            f"/console/reviews/{job}/verdict",
+            f"/console/jobs/{job}",
+        ):
+            page = c.get(path)
+            assert page.status_code in (403, 404), (path, page.status_code)
+            assert "OpCo" not in page.text and "held-table" not in page.text, path
+            assert 'id="error"' in page.text, path  # the refusal is shown, by its rule
+        for path in ("/console/reviews", "/console/inbox", "/console/agreements", "/console/jobs"):
+            listing = c.get(path)
+            assert listing.status_code == 200, path
+            assert f"/console/reviews/{job}" not in listing.text, path
+            assert f"/console/agreements/{agreement_id}" not in listing.text, path
+            assert f"/console/jobs/{job}" not in listing.text, path
+        ledger = c.get(f"/console/ledger?subject=job:{job}")
+        assert ledger.status_code == 200
+        timeline = ledger.text.split('class="list small timeline"', 1)[1]
+        assert f"<code>job:{job}</code>" not in timeline
+
+
+def test_html_in_sql_notes_and_column_names_is_shown_as_text(app, scene):
+    """SQL, a column alias, a vote's note and a suspension's reason carrying markup come
+    back escaped, under the same strict CSP."""
+    with new_client(app) as op:
+        csrf = sign_in(op, scene.cast.tokens["operator"])
+        sql = f"SELECT pid FROM pums -- </textarea>{HOSTILE}"
+        page = op.post("/console/jobs", data={"sql": sql, "csrf": csrf})
+        assert page.status_code == 422 and 'id="error-rule"' in page.text
+        kept = page.text.split('id="sql"', 1)[1].split(">", 1)[1].split("</textarea>", 1)[0]
+        assert "<" not in kept and html.unescape(kept) == sql  # kept in the editor, as text
+    aliased = submit_and_wait(
+        scene.cast, f'SELECT sex AS "{HOSTILE}", COUNT(*) AS n FROM pums GROUP BY sex'
+    )
+    with new_client(app) as r1:
+        csrf = sign_in(r1, scene.cast.tokens["r1"])
+        pages = [r1.get(f"/console/reviews/{scene.job_id}")]
+        held = r1.get(f"/console/reviews/{aliased}")
+        assert held.status_code == 200 and html.escape(HOSTILE) in held.text  # the column
+        pages.append(held)
+        done = r1.post(
+            f"/console/reviews/{scene.job_id}/vote",
+            data={"decision": "reject", "note": HOSTILE, "csrf": csrf},
+        )
+    with new_client(app) as r2:
+        csrf = sign_in(r2, scene.cast.tokens["r2"])
+        done = r2.post(
+            f"/console/reviews/{scene.job_id}/vote",
+            data={"decision": "reject", "note": "no", "csrf": csrf},
+        )
+        assert "&lt;img src=x" in done.text
+        pages.append(done)
+    with new_client(app) as city:
+        csrf = sign_in(city, scene.cast.tokens["city"])
+        city.post(
+            f"/console/agreements/{scene.agreement_id}/suspend",
+            data={"reason": HOSTILE, "csrf": csrf},
+        )
+        pages.append(city.get(f"/console/agreements/{scene.agreement_id}"))
+    for page in pages:
+        assert HOSTILE not in page.text and "<img" not in page.text, page.url
+        assert "unsafe-inline" not in page.headers["content-security-policy"]
