@@ -62,13 +62,6 @@ def _classification(data: Any) -> Classification:
         ) from exc
 
 
-def _registration(name: str, result) -> Registration:
-    v = result.version
-    return Registration(
-        dataset=name, version=v.version, changed=result.changed, rows=v.rows, sha256=v.sha256
-    )
-
-
 @router.get("/datasets", response_model=list[DatasetSummary])
 def datasets_list(request: Request, me: CurrentPrincipal):
     """Every dataset's latest version (names, sizes and hashes; never values)."""
@@ -118,7 +111,7 @@ def datasets_register_uri(request: Request, body: RegisterByUri, me: CurrentPrin
     except SandboxError as exc:
         scrub(exc, {str(platform.home): "the platform's home"})
         raise
-    return _registration(body.name, result)
+    return Registration(**result.summary())
 
 
 @router.post("/datasets/upload", response_model=Registration, status_code=201)
@@ -187,7 +180,7 @@ async def datasets_register_upload(
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _registration(name, result)
+    return Registration(**result.summary())
 
 
 @router.post("/grants", status_code=403, tags=["grants"])

@@ -47,15 +47,7 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
     def register_dataset(self, name, source, classification_path, classification, progress):
         from sandbox.data.vault import register
 
-        result = register(self.platform, self.me, name, source, classification, progress)
-        v = result.version
-        return {
-            "dataset": name,
-            "version": v.version,
-            "changed": result.changed,
-            "rows": v.rows,
-            "sha256": v.sha256,
-        }
+        return register(self.platform, self.me, name, source, classification, progress).summary()
 
     def suggest_classification(self, source, rows):
         from sandbox.data.suggestion import suggest_classification

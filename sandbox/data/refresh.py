@@ -82,15 +82,7 @@ def refresh(
         raise
     status = "changed" if result.changed else "unchanged"
     _record(platform, provider, ds.id, name, trigger, status, result.version.version, None)
-    v = result.version
-    return {
-        "dataset": name,
-        "version": v.version,
-        "changed": result.changed,
-        "rows": v.rows,
-        "sha256": v.sha256,
-        "trigger": trigger,
-    }
+    return {**result.summary(), "trigger": trigger}
 
 
 def _record(

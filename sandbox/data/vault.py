@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,6 +68,17 @@ class DatasetVersion:
 class RegisterResult:
     version: DatasetVersion
     changed: bool
+
+    def summary(self) -> dict[str, Any]:
+        """What a registration or a pull answers: dataset, version, changed, rows, sha256."""
+        v = self.version
+        return {
+            "dataset": v.dataset,
+            "version": v.version,
+            "changed": self.changed,
+            "rows": v.rows,
+            "sha256": v.sha256,
+        }
 
 
 def load_classification(path: Path) -> Classification:
