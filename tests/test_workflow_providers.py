@@ -7,6 +7,7 @@ its operators' incidents. Jobs run in the real JobService on the real pums data.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -174,3 +175,32 @@ def test_suspending_an_agreement_cancels_only_its_own_jobs(cast, service):
     agreements.suspend(cast.platform, cast.city, on_pums_agreement, "audit")
     assert state(service, cast.operator, on_pums.job_id) is JobState.FAILED
     assert state(service, cast.operator, on_farms.job_id) is JobState.QUEUED
+
+
+def test_the_uses_view_shows_no_sql_results_or_other_providers_data(cast, service):
+    # An operator's job reading two providers' data: each provider learns that the job
+    # read its own dataset, never the SQL, the result, the column names chosen, or the
+    # other provider's dataset (Art. 5 gives it the use of its data, not the operator's work).
+    agreement_on(cast, cast.operator, ["pums", "farms"])
+    both = service.submit(
+        cast.operator,
+        {"sql": "SELECT p.sex, COUNT(*) AS hidden_alias FROM pums p JOIN farms f "
+                "ON p.pid = f.pid GROUP BY p.sex"},
+    )  # fmt: skip
+    assert both.state is JobState.RELEASED, both.reason
+    alone = service.submit(cast.operator, {"sql": ON_PUMS})
+    with cast.platform.store.read() as conn:
+        mine = providers.uses_of(conn, cast.provider)
+        theirs = providers.uses_of(conn, cast.farmer)
+    seen = {j["id"]: j for j in mine["jobs"]}
+    assert set(seen) == {both.job_id, alone.job_id}
+    assert seen[both.job_id]["datasets"] == ["pums"]
+    assert [j["datasets"] for j in theirs["jobs"]] == [["farms"]]
+    for job in mine["jobs"] + theirs["jobs"]:
+        assert set(job) == {"id", "kind", "status", "operator", "datasets"}
+    [shared] = [p for p in theirs["products"]]
+    assert shared["id"] == both.product_id and shared["datasets"] == ["farms"]
+    for product in mine["products"]:
+        assert set(product) == {"id", "job", "operator", "datasets", "created_at"}
+    text = json.dumps([mine, theirs])
+    assert "hidden_alias" not in text and "SELECT" not in text and "total" not in text
