@@ -202,3 +202,43 @@ def test_keys_older_than_a_day_are_swept(tmp_path):
     assert idempotency.sweep(folder) == 1 and not kept.exists()
     with idempotency.claim(tmp_path, 7, "old-key", {"sql": "other"}) as slot:
         assert slot.job_id is None  # an expired key is new again
+
+
+def test_a_cursor_tells_nothing_of_another_operators_rows(served):
+    """operator2 pages with the operator's job and product ids as cursors and reads its
+    next links: each page is what its own rows give (an id it cannot read is only a
+    number to compare with), and no next link names an id but its own."""
+    server, tokens = served
+    host_grant(server.home, "operator2", "persons")
+    with Client(server.url, tokens["operator2"]) as api:
+        job = api.wait_job(api.submit_job(SQL).job)
+        assert job.state == "released", job
+        api.submit_job(REFUSED)
+    with Client(server.url, tokens["operator"]) as api:
+        api.wait_job(api.submit_job(SQL).job)  # the operator's ids after operator2's too
+    for path in PAGED:
+        theirs = [r["id"] for r in _get(server, tokens["operator"], path).json()]
+        mine = sorted(r["id"] for r in _get(server, tokens["operator2"], path).json())
+        assert mine and not set(mine) & set(theirs)
+        for after in theirs:
+            page = _get(server, tokens["operator2"], path, after=after, limit=1)
+            assert page.status_code == 200, page.text
+            assert [r["id"] for r in page.json()] == [i for i in mine if i > after][:1]
+        rows, _pages = _all_pages(server, tokens["operator2"], path, 1)
+        assert [r["id"] for r in rows] == mine
+        first = _get(server, tokens["operator2"], path, limit=1)
+        expected = f"{path}?limit=1&after={mine[0]}" if len(mine) > 1 else None
+        assert next_link(first.headers.get("link")) == expected
+
+
+def test_a_key_another_principal_used_is_new_to_you(served):
+    """The same Idempotency-Key from another operator, with another body: a job of its
+    own (202, not the 409 that would say the key was taken), no replay, no foreign id."""
+    server, tokens = served
+    first = _post(server, tokens["operator"], REFUSED, key="shared-key")
+    other = _post(server, tokens["operator2"], SQL, key="shared-key")
+    assert other.status_code == 202, other.text
+    assert "idempotent-replayed" not in other.headers
+    assert other.json()["job"] != first.json()["job"]
+    again = _post(server, tokens["operator2"], SQL, key="shared-key")
+    assert again.json()["job"] == other.json()["job"]  # its own replay, of its own job
