@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from model_helpers import BANDS, CONSENT, SOUND, World, make_world
+from model_helpers import BANDS, CONSENT, FEATURES, SOUND, World, make_world
 from sqlalchemy import select
 
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
@@ -206,3 +207,50 @@ def test_an_ended_agreement_disposes_of_the_model_and_its_service(published):
         assert ledger.query(conn, action="model.disposed")
     assert service.show(w.platform, w.operator, "credit_tree")["status"] == "disposed"
     assert not list((w.platform.home / "models").glob("*.parquet"))
+
+
+def test_two_services_whose_bands_differ_slightly_cannot_single_out_an_enterprise(world):
+    """An operator publishes a regression on capital alone twice, with a bound moved past
+    one enterprise's score: each service's bands hold many enterprises, but a consumer
+    holding both grades would know that enterprise's score, hence its capital, to within
+    a sliver. The second service is refused; every pair of grades stays shared."""
+    w = world
+    request = {
+        "name": "capital_only",
+        "features": FEATURES.replace(
+            "MAX(capital) AS capital, MAX(arrears_months) AS arrears, "
+            "MAX(staff) AS staff, MAX(bill_mean) AS bills, ",
+            "MAX(capital) AS capital, ",
+        ),
+        "label": "defaulted",
+        "algorithm": "logistic_regression",
+    }
+    assert service.train(w.platform, w.operator, request)["card"]["verdict"] == "passed"
+    with w.platform.store.read() as conn:
+        model = service.model_row(conn, "capital_only")
+    scores = np.sort(service.scores_of(w.platform, model.scores_path).column("score").to_numpy())
+    middle = scores.size // 2
+    assert scores[middle - 1] < scores[middle] < scores[middle + 1]  # continuous scores
+    low = float(scores[middle - 1] + scores[middle]) / 2
+    high = float(scores[middle] + scores[middle + 1]) / 2  # (low, high] holds one score
+    for name, upto in (("first", low), ("second", high)):
+        definition = {
+            "name": name,
+            "model": "capital_only",
+            "bands": [{"grade": "low", "upto": upto}, {"grade": "high", "upto": 1.0}],
+        }
+        try:
+            services.define(w.platform, w.operator, definition)
+            services.approve(w.platform, w.city, name)
+        except PolicyRefusal as refused:
+            assert name == "second" and refused.rule == "band_size", refused
+            assert "first" in refused.message
+    with w.platform.store.read() as conn:
+        rows = conn.execute(
+            select(score_index.c.subject_hash, score_index.c.service, score_index.c.grade)
+        ).all()
+    pairs: dict[str, dict[str, str]] = {}
+    for subject, name, grade in rows:
+        pairs.setdefault(subject, {})[name] = grade
+    shared = Counter(tuple(sorted(g.items())) for g in pairs.values())
+    assert min(shared.values()) >= 10, shared

@@ -18,6 +18,7 @@ scores (kept inside at training) and the bands of the definition
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from jobs.model import KIND
-from jobs.model_bands import ServiceDefinition, require_band_sizes
+from jobs.model_bands import ARTICLE, NOT_FOUND, ServiceDefinition, require_band_sizes
 from policies.errors import Conflict, InputError, NotFound, PolicyRefusal
 from policies.verification import ProductState, may_move
 from policies.workflow import AgreementState, Disposal
@@ -67,8 +68,58 @@ def _bands(
         )
     scores = scores_of(platform, model.scores_path)
     bands = definition.band_of(np.asarray(scores.column("score").to_numpy(), dtype=float))
-    counts = require_band_sizes(definition, bands, platform.disclosure_minimums().min_entities)
+    counts = require_band_sizes(definition, bands, _k(platform))
     return scores, bands, counts
+
+
+def _k(platform: Platform) -> int:
+    return platform.disclosure_minimums().min_entities
+
+
+def _require_apart(
+    conn: Connection, definition: ServiceDefinition, hashes: list[str], bands: np.ndarray, k: int
+) -> None:
+    """A consumer may call every service: this one's grades, read with the grades the
+    other services' indexes give the same subjects, must not split a combination of those
+    into a part of fewer than ``k`` subjects (rule ``band_size``). Two services of nearly
+    the same bands (of one model, or of two alike) would otherwise single out the few
+    subjects between their bounds, and with them a sliver of the score."""
+    rows = conn.execute(
+        select(score_index.c.service, score_index.c.subject_hash, score_index.c.grade).where(
+            score_index.c.service != definition.name
+        )
+    ).all()
+    if not rows:
+        return
+    others = sorted({r.service for r in rows})
+    column = {name: i for i, name in enumerate(others)}
+    theirs: dict[str, list[str]] = {}
+    for row in rows:
+        theirs.setdefault(row.subject_hash, [NOT_FOUND] * len(others))[column[row.service]] = (
+            row.grade
+        )
+    mine = dict(zip(hashes, np.asarray(definition.grades, dtype=object)[bands], strict=True))
+    before: Counter[tuple[str, ...]] = Counter()
+    after: Counter[tuple[tuple[str, ...], str]] = Counter()
+    for subject in theirs.keys() | mine.keys():
+        combination = tuple(theirs.get(subject, [NOT_FOUND] * len(others)))
+        before[combination] += 1
+        after[combination, mine.get(subject, NOT_FOUND)] += 1
+    for (combination, grade), count in after.items():
+        if count < k and count < before[combination]:
+            named = [
+                f"'{g}' of {o}" for o, g in zip(others, combination, strict=True) if g != NOT_FOUND
+            ]
+            raise PolicyRefusal(
+                "band_size",
+                f"grade '{grade}' together with the grade {', '.join(named) or 'not_found'} "
+                f"of the scoring services already published would hold fewer than {k} scored "
+                "entities, the disclosure threshold; a consumer calling both would single "
+                f"them out ({ARTICLE})",
+                article=ARTICLE,
+                subject=grade,
+                hint="use the same band bounds as those services, or bounds far from theirs",
+            )
 
 
 def define(platform: Platform, operator: Principal, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +142,10 @@ def define(platform: Platform, operator: Principal, data: Mapping[str, Any]) -> 
                 hint="train it under an agreement whose job kinds include model_train",
             )
         may_run(conn, operator, _tables(model), KIND)
-        counts = _bands(platform, definition, model)[2]
+        scores, bands, counts = _bands(platform, definition, model)
+        _require_apart(
+            conn, definition, scores.column("subject_hash").to_pylist(), bands, _k(platform)
+        )
         if conn.execute(
             select(score_services.c.name).where(score_services.c.name == definition.name)
         ).first():
@@ -129,13 +183,15 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
         model = model_row(conn, definition.model)
         may_run(conn, by_id(conn, row.operator_id), _tables(model), KIND)
         scores, bands, _ = _bands(platform, definition, model)
+        hashes = scores.column("subject_hash").to_pylist()
+        _require_apart(conn, definition, hashes, bands, _k(platform))
         conn.execute(score_index.delete().where(score_index.c.service == name))
         grades = np.asarray(definition.grades, dtype=object)[bands]
         conn.execute(
             score_index.insert(),
             [
                 {"service": name, "subject_hash": h, "grade": g}
-                for h, g in zip(scores.column("subject_hash").to_pylist(), grades, strict=True)
+                for h, g in zip(hashes, grades, strict=True)
             ],
         )
         SERVICES.move(
