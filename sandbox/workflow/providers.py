@@ -32,7 +32,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, jobs, products
 from sandbox.run.jobstate import ACTIVE_STATES, JobState, transition
 from sandbox.workflow.base import create, dataset_row, get, move, need_text
-from sandbox.workflow.inbox import notify
+from sandbox.workflow.inbox import tell_agreement
 from sandbox.workflow.tables import agreements, product_dispositions, provider_holds
 
 ARTICLE = "Art. 24"
@@ -141,19 +141,23 @@ def _set_grants(
         )
 
 
-def _tell(platform, conn, provider: Principal, agreement: Row, kind: str, body: dict) -> None:
-    """The operator and the signing authority learn of the hold (Art. 24)."""
-    for recipient in sorted({agreement.operator_id, agreement.signed_by}):
-        notify(
-            platform,
-            conn,
-            provider.actor,
-            recipient,
-            kind,
-            f"agreement:{agreement.id}",
-            body,
-            ARTICLE,
-        )
+def _new_hold(
+    platform: Platform,
+    conn: Connection,
+    provider: Principal,
+    agreement_id: int,
+    ds: Row,
+    state: HoldState,
+    grant_ids: list[int],
+    reason: str,
+) -> int:
+    """A hold row in ``state`` over the grants it stops; one ledger entry."""
+    values = {"agreement_id": agreement_id, "dataset_id": ds.id, "provider_id": provider.id,
+              "grants_json": json.dumps(grant_ids), "reason": reason}  # fmt: skip
+    details = {"agreement": agreement_id, "dataset": ds.name, "grants": grant_ids,
+               "reason": reason}  # fmt: skip
+    return create(platform, conn, provider_holds, "provider_hold", state, provider.actor,
+                  values, details)  # fmt: skip
 
 
 def suspend_use(
@@ -173,26 +177,13 @@ def suspend_use(
                            f"{held.status} already (hold {held.id})")  # fmt: skip
         stopped = _grants_of(conn, agreement_id, ds.id, GrantStatus.ACTIVE)
         why = f"{provider.name} suspended the use of '{dataset}': {reason}"
-        hold = create(
-            platform,
-            conn,
-            provider_holds,
-            "provider_hold",
-            HoldState.SUSPENDED,
-            provider.actor,
-            {
-                "agreement_id": agreement_id,
-                "dataset_id": ds.id,
-                "provider_id": provider.id,
-                "grants_json": json.dumps(stopped),
-                "reason": reason,
-            },
-            {"agreement": agreement_id, "dataset": dataset, "grants": stopped, "reason": reason},
-        )
+        hold = _new_hold(platform, conn, provider, agreement_id, ds, HoldState.SUSPENDED,
+                         stopped, reason)  # fmt: skip
         _set_grants(platform, conn, provider.actor, stopped, GrantStatus.SUSPENDED, why)
         cancelled = cancel_jobs_using(platform, conn, stopped, why, ARTICLE)
         body = {"hold": hold, "dataset": dataset, "reason": reason, "cancelled_jobs": cancelled}
-        _tell(platform, conn, provider, agreement, "data_use_suspended", body)
+        tell_agreement(platform, conn, provider.actor, agreement, "data_use_suspended", body,
+                       ARTICLE, signer=True)  # fmt: skip
     return {"hold": hold, "status": HoldState.SUSPENDED.value, "grants": stopped,
             "cancelled_jobs": cancelled}  # fmt: skip
 
@@ -218,15 +209,13 @@ def lift_use(
         agreement, ds, held = _held(conn, provider, agreement_id, dataset)
         move(platform, conn, provider_holds, "provider_hold", held.id, HoldState.LIFTED,
              provider.actor, {"reason": reason})  # fmt: skip
-        stopped = [
-            g
-            for g in json.loads(held.grants_json)
-            if g in _grants_of(conn, agreement_id, ds.id, GrantStatus.SUSPENDED)
-        ]
+        still = set(_grants_of(conn, agreement_id, ds.id, GrantStatus.SUSPENDED))
+        stopped = [g for g in json.loads(held.grants_json) if g in still]
         why = f"{provider.name} lifted its suspension of '{dataset}': {reason}"
         _set_grants(platform, conn, provider.actor, stopped, GrantStatus.ACTIVE, why)
         body = {"hold": held.id, "dataset": dataset, "reason": reason}
-        _tell(platform, conn, provider, agreement, "data_use_restored", body)
+        tell_agreement(platform, conn, provider.actor, agreement, "data_use_restored", body,
+                       ARTICLE, signer=True)  # fmt: skip
     return {"hold": held.id, "status": HoldState.LIFTED.value, "grants": stopped}
 
 
@@ -251,27 +240,14 @@ def terminate_use(
                  HoldState.TERMINATED, provider.actor, details)  # fmt: skip
             hold = held.id
         else:
-            hold = create(
-                platform,
-                conn,
-                provider_holds,
-                "provider_hold",
-                HoldState.TERMINATED,
-                provider.actor,
-                {
-                    "agreement_id": agreement_id,
-                    "dataset_id": ds.id,
-                    "provider_id": provider.id,
-                    "grants_json": json.dumps(ended),
-                    "reason": reason,
-                },
-                details,
-            )
+            hold = _new_hold(platform, conn, provider, agreement_id, ds, HoldState.TERMINATED,
+                             ended, reason)  # fmt: skip
         why = f"{provider.name} ended the use of '{dataset}': {reason}"
         _set_grants(platform, conn, provider.actor, ended, GrantStatus.REVOKED, why)
         cancelled = cancel_jobs_using(platform, conn, ended, why, ARTICLE)
         body = {"hold": hold, "dataset": dataset, "reason": reason, "cancelled_jobs": cancelled}
-        _tell(platform, conn, provider, agreement, "data_use_terminated", body)
+        tell_agreement(platform, conn, provider.actor, agreement, "data_use_terminated", body,
+                       ARTICLE, signer=True)  # fmt: skip
     return {"hold": hold, "status": HoldState.TERMINATED.value, "grants": ended,
             "cancelled_jobs": cancelled}  # fmt: skip
 
