@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
-from fastapi import Path as PathParam
+from fastapi import Form, Request
 from fastapi.responses import Response
 
 from policies.errors import PermissionDenied
 from sandbox.console.web import (
-    PREFIX,
-    ConsoleRoute,
     CurrentSession,
     FormSession,
+    Id,
+    console_router,
     redirect,
     render,
 )
@@ -34,9 +33,8 @@ from sandbox.workflow.inbox import inbox_of
 from sandbox.workflow.jurisdiction import read_ledger
 from sandbox.workflow.lists import MAX_PAGE, list_page
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
-MAX_ID = 2**53
 REASON_MAX = 2000
 NOTES = 50
 
@@ -82,7 +80,7 @@ def agreements_page(request: Request, session: CurrentSession) -> Response:
 def agreement_page(
     request: Request,
     session: CurrentSession,
-    agreement_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    agreement_id: Id,
 ) -> Response:
     me = session.principal
     with request.app.state.platform.store.read() as conn:
@@ -101,7 +99,7 @@ def agreement_page(
 def agreement_suspend(
     request: Request,
     session: FormSession,
-    agreement_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    agreement_id: Id,
     reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
 ) -> Response:
     """Suspend as ``POST /v1/agreements/{id}/suspend`` does: jobs stop, reads stop (Art. 24)."""
@@ -114,7 +112,7 @@ def agreement_suspend(
 def agreement_restore(
     request: Request,
     session: FormSession,
-    agreement_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    agreement_id: Id,
     reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
 ) -> Response:
     platform = request.app.state.platform

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
-from fastapi import Path as PathParam
+from fastapi import Form, Request
 from fastapi.responses import Response
 
 from policies.workflow import Vote
 from sandbox.console.web import (
-    PREFIX,
-    ConsoleRoute,
     CurrentSession,
     FormSession,
+    Id,
+    console_router,
     redirect,
     render,
 )
 from sandbox.workflow import airlock, held
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
-MAX_ID = 2**53
 NOTE_MAX = 2000
 
 
@@ -50,9 +48,7 @@ def _flagged(rows: list[list[dict]]) -> list[dict]:
 
 
 @router.get("/reviews/{job_id}")
-def review(
-    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
-) -> Response:
+def review(request: Request, session: CurrentSession, job_id: Id) -> Response:
     platform = request.app.state.platform
     output = held.held_output(platform, session.principal, job_id)
     state = output["review"].get("status")
@@ -77,7 +73,7 @@ def review(
 def vote(
     request: Request,
     session: FormSession,
-    job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    job_id: Id,
     decision: Annotated[Vote, Form()],
     note: Annotated[str, Form(max_length=NOTE_MAX)] = "",
 ) -> Response:
@@ -89,9 +85,7 @@ def vote(
 
 
 @router.get("/reviews/{job_id}/verdict")
-def verdict(
-    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
-) -> Response:
+def verdict(request: Request, session: CurrentSession, job_id: Id) -> Response:
     """The review's state as :func:`airlock.show` tells it (votes unsealed once decided)."""
     result = airlock.show(request.app.state.platform, session.principal, job_id)
     return render(request, "decided.html", {"result": result})

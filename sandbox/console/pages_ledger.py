@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from policies.errors import InputError, IntegrityError
@@ -22,16 +22,15 @@ from sandbox.console.charts import activity_svg, per_day_and_kind
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
     CSP_SVG,
-    PREFIX,
-    ConsoleRoute,
     CurrentSession,
+    console_router,
     language,
     render,
 )
 from sandbox.core import ledger as ledger_mod
 from sandbox.workflow.jurisdiction import read_ledger
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

@@ -20,16 +20,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from policies.errors import NotFound
 from sandbox.console.web import (
-    PREFIX,
-    ConsoleRoute,
     CurrentSession,
     FormSession,
+    Id,
+    console_router,
     redirect,
     render,
 )
@@ -42,9 +42,8 @@ from sandbox.guard import dp_views
 from sandbox.run.jobstate import ACTIVE_STATES, job_outcome, list_jobs
 from sandbox.workflow import deliveries, feedback
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
-MAX_ID = 2**53
 SQL_MAX = 100_000
 PREVIEW_ROWS = 100
 PRODUCT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -141,16 +140,12 @@ def _outcome(request: Request, session, job_id: int) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}")
-def job_page(
-    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
-) -> Response:
+def job_page(request: Request, session: CurrentSession, job_id: Id) -> Response:
     return render(request, "job.html", {"job": _outcome(request, session, job_id)})
 
 
 @router.get("/jobs/{job_id}/state")
-def job_state(
-    request: Request, session: CurrentSession, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]
-) -> Response:
+def job_state(request: Request, session: CurrentSession, job_id: Id) -> Response:
     """The job's state panel, which htmx polls while the job runs."""
     return render(request, "job_state.html", {"job": _outcome(request, session, job_id)})
 

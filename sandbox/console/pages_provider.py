@@ -23,7 +23,7 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
@@ -32,10 +32,10 @@ from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
     CSP_SVG,
-    PREFIX,
-    ConsoleRoute,
     CurrentSession,
     FormSession,
+    Id,
+    console_router,
     language,
     redirect,
     render,
@@ -45,11 +45,10 @@ from sandbox.data.grants import list_grants
 from sandbox.data.vault import get_version, list_datasets, parse_classification
 from sandbox.workflow import requests as data_requests
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
 READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
-MAX_ID = 2**53
 REASON_MAX = 2000
 YAML_MAX = 200_000
 
@@ -130,7 +129,7 @@ def dataset_nulls(
 def request_approve(
     request: Request,
     session: FormSession,
-    request_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    request_id: Id,
 ) -> Response:
     """The dataset's provider approves a data request; the grant follows (Art. 14)."""
     data_requests.approve(request.app.state.platform, session.principal, request_id)
@@ -141,7 +140,7 @@ def request_approve(
 def request_refuse(
     request: Request,
     session: FormSession,
-    request_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    request_id: Id,
     reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
 ) -> Response:
     """The dataset's provider refuses a data request, with the reason (Art. 14)."""

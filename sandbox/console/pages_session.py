@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from policies.errors import AuthError, PermissionDenied
@@ -23,10 +23,10 @@ from sandbox.console.web import (
     LANG_COOKIE,
     PREFIX,
     SIGNIN_COOKIE,
-    ConsoleRoute,
     CurrentSession,
     FormSession,
     clear_cookie,
+    console_router,
     local_path,
     redirect,
     render,
@@ -35,7 +35,7 @@ from sandbox.console.web import (
 )
 from sandbox.core import sessions
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = console_router()
 
 SIGNIN_FORM_S = 30 * 60
 TOKEN_MAX = 200

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -47,6 +48,7 @@ LANG_COOKIE = "sbx_lang"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 HERE = Path(__file__).resolve().parent
+MAX_ID = 2**53  # the largest id a page's address takes, as the API's routes take it
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -219,6 +221,15 @@ class ConsoleRoute(APIRoute):
                 return render(request, "error.html", {"error": bad.to_dict()}, status=422)
 
         return guarded
+
+
+def console_router() -> APIRouter:
+    """A page module's router: under ``/console``, errors shown as pages, not in the
+    API's schema."""
+    return APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]  # a job's, agreement's or request's id
 
 
 class SecurityHeaders:
