@@ -142,3 +142,22 @@ def test_an_address_that_serves_no_key_is_named_in_the_error(served, tmp_path):
     assert down.returncode == 2 and "does not answer" in down.stderr, down.stderr
     for done in (no_pem, missing, down):
         assert "Traceback" not in done.stderr
+
+
+def test_the_key_route_gives_the_public_key_and_nothing_else(served):
+    """Asked with no token, a wrong token, or an auditor's: the same three fields, a
+    public key only (no private key, no path of the host)."""
+    server, root, _folder = served
+    plain = httpx.get(server.url + "/v1/keys/platform")
+    wrong = httpx.get(server.url + "/v1/keys/platform", headers={"Authorization": "Bearer x"})
+    assert plain.status_code == wrong.status_code == 200 and plain.json() == wrong.json()
+    body = plain.json()
+    assert set(body) == {"algorithm", "pem", "fingerprint"}
+    key = serialization.load_pem_public_key(body["pem"].encode())
+    assert body["pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert "PRIVATE" not in plain.text and str(root) not in plain.text
+    assert key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    private = [p for p in (root / "home" / "keys").iterdir() if p.suffix != ".pub"]
+    assert private  # the platform's signing key, which must not be served
+    for path in private:
+        assert path.read_bytes().strip() not in plain.content
