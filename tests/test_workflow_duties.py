@@ -86,3 +86,17 @@ def test_the_command_line_records_and_lists(cast):
         main, [*home, "security", "list", "--as", cast.tokens["auditor"], "--json"]
     )
     assert [r["topic"] for r in json.loads(listed.output)] == ["privacy law"]
+
+
+def test_an_authority_out_of_reach_cannot_tell_who_keeps_records(cast):
+    # A county authority naming operators outside its reach must not learn which of them
+    # keep training or drill records: the refusal is the same with records and without.
+    granted(cast)  # the operator's agreement is the city's
+    duties.record(cast.platform, cast.operator, "drill", held_on=YESTERDAY, topic="t",
+                  attendees=3)  # fmt: skip
+    answers = []
+    for name in ("operator", "rival"):  # with one record; with none
+        with pytest.raises(PermissionDenied) as info:
+            duties.records_of(cast.platform, cast.county, name)
+        answers.append((info.value.code, str(info.value).replace(name, "?")))
+    assert answers[0] == answers[1] and answers[0][0] == "outside_jurisdiction", answers

@@ -108,16 +108,19 @@ def records_of(platform: Platform, viewer: Principal, operator: str | None = Non
         if viewer.role is Role.OPERATOR:
             stmt = stmt.where(security_records.c.operator_id == viewer.id)
         elif operator:
-            stmt = stmt.where(security_records.c.operator_id == by_name(conn, operator).id)
-        rows = conn.execute(stmt).all()
-        if viewer.role is Role.AUTHORITY:
-            if operator and rows and not operator_in_scope(conn, viewer, rows[0].operator_id):
+            named = by_name(conn, operator).id
+            # asked of the operator, not of its records: whether it keeps any is no answer
+            # to an authority out of its reach
+            if viewer.role is Role.AUTHORITY and not operator_in_scope(conn, viewer, named):
                 raise PermissionDenied(
                     f"{viewer.name} may not read the records of {operator}: it holds no "
                     "agreement of its jurisdiction (Art. 5)",
                     article="Art. 5",
                     code="outside_jurisdiction",
                 )
+            stmt = stmt.where(security_records.c.operator_id == named)
+        rows = conn.execute(stmt).all()
+        if viewer.role is Role.AUTHORITY:
             rows = [r for r in rows if operator_in_scope(conn, viewer, r.operator_id)]
         return [
             {"id": r.id, "operator": by_id(conn, r.operator_id).name, "kind": r.kind,
