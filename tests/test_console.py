@@ -120,6 +120,7 @@ def test_a_post_without_its_csrf_token_is_refused(client, scene):
     assert client.get(f"/console/reviews/{scene.job_id}").text.count("vote-form") == 1
     done = client.post(url, data={**vote, "csrf": csrf})
     assert done.status_code == 200 and "1 / 2" in done.text
+    assert 'id="vote-form"' not in done.text  # voted once: no second form
 
 
 def test_every_page_has_a_strict_content_security_policy_and_no_inline_script(client, scene):
@@ -589,6 +590,8 @@ def test_the_first_vote_stays_sealed_on_every_page_until_the_second(app, scene):
             ):
                 text = html.unescape(c.get(path).text)
                 assert secret not in text, (name, path)
+                if path == f"/console/reviews/{job}":  # only the checker still to vote
+                    assert ('id="vote-form"' in text) == (name == "r2"), name
                 assert "r1</strong>" not in text, (name, path)
 
 

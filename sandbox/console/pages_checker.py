@@ -49,14 +49,15 @@ def _flagged(rows: list[list[dict]]) -> list[dict]:
 
 @router.get("/reviews/{job_id}")
 def review(request: Request, session: CurrentSession, job_id: Id) -> Response:
-    platform = request.app.state.platform
-    output = held.held_output(platform, session.principal, job_id)
-    state = output["review"].get("status")
-    items = {i["job"]: i for i in held.held_outputs(platform, session.principal)}
-    mine = items.get(job_id, {})
-    may_vote = bool(mine.get("appointed")) and not mine.get("voted") and state in (None, "pending")
-    if may_vote and state is None:
-        output["review"] = airlock.open_review(platform, session.principal, job_id)
+    platform, me = request.app.state.platform, session.principal
+    output = held.held_output(platform, me, job_id)
+    review = output["review"]  # airlock.show: before the verdict, only my own vote
+    with platform.store.read() as conn:
+        appointed = me.id in airlock.checkers_of(conn, job_id)
+    voted = any(v["checker"] == me.name for v in review["votes"])
+    may_vote = appointed and not voted and review.get("status") in (None, "pending")
+    if may_vote and review.get("status") is None:
+        output["review"] = airlock.open_review(platform, me, job_id)
     return render(
         request,
         "review.html",
