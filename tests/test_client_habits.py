@@ -207,3 +207,22 @@ def test_every_public_method_of_the_client_has_a_docstring_with_an_example():
         "docstring with a line 'Example: ``api.method(...)``' (issue 26)"
     )
     assert len(public) >= 72  # the mixins' methods (workflow, sources, products) too
+
+
+def test_a_handle_fetches_its_product_once_and_is_one_download_in_the_ledger(served):
+    server, tokens, product, _root = served
+    seen: list[httpx.Response] = []
+    with Client(server.url, tokens["auditor"]) as auditor:
+        before = len(auditor.ledger(action="product.download", subject=f"product:{product}"))
+    with Client(server.url, tokens["operator"], hooks=[seen.append]) as api:
+        handle = api.product(product)
+        table = handle.to_arrow()
+        frame = handle.to_pandas()
+        assert handle.file("report.md").startswith(b"# Product")
+        assert set(handle.manifest()["files"]) >= {"output.parquet", "report.md"}
+    assert table.num_rows == len(frame) == 4
+    fetched = [r.request.url.path for r in seen if "/v1/products/" in r.request.url.path]
+    assert fetched == [f"/v1/products/{product}/zip"], fetched
+    with Client(server.url, tokens["auditor"]) as auditor:
+        entries = auditor.ledger(action="product.download", subject=f"product:{product}")
+    assert len(entries) == before + 1 and entries[-1].details["file"] == "zip"

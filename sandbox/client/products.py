@@ -4,8 +4,9 @@ product as a table.
 ``client.product(id)`` is a :class:`ProductHandle`: ``to_arrow()`` and ``to_pandas()``
 read the released table (``output.parquet``) after checking it against the signed
 manifest with the platform's public key (``GET /v1/keys/platform``, or the key you
-pass), so a table changed on its way is refused, not read. Every file fetched is a
-``product.download`` entry in the ledger, as any download is.
+pass), so a table changed on its way is refused, not read. A handle fetches the
+product once, as its zip (one request, one ``product.download`` entry in the ledger,
+as any download is), and answers every method from that.
 
     with Client(API, OPERATOR) as api:
         frame = api.product(job.product).to_pandas()
@@ -17,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TABLE = "output.parquet"
+MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"  # as sandbox.data.release names them
 
 
 class ProductHandle:
@@ -42,10 +45,20 @@ class ProductHandle:
         self._calls = calls
         self.id = product_id
         self._public = public_key
+        self._files: dict[str, bytes] | None = None  # fetched once per handle
         self._manifest: dict | None = None  # checked once per handle
 
     def __repr__(self) -> str:
         return f"ProductHandle({self.id!r})"
+
+    def _fetched(self) -> dict[str, bytes]:
+        """The product's files by name, from its zip (``GET /v1/products/{id}/zip``),
+        fetched on first use: one request and one ledger entry for the handle."""
+        if self._files is None:
+            data = self._calls._call("GET", f"/v1/products/{self.id}/zip").content
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                self._files = {PurePosixPath(n).name: archive.read(n) for n in archive.namelist()}
+        return self._files
 
     def manifest(self) -> dict:
         """The signed manifest, checked here with the platform's key.
@@ -56,10 +69,12 @@ class ProductHandle:
 
         if self._manifest is not None:
             return self._manifest
-        body = self._calls._call("GET", f"/v1/products/{self.id}/files/manifest.json").content
-        signature = self._calls._call("GET", f"/v1/products/{self.id}/files/manifest.sig").text
+        files = self._fetched()
+        if MANIFEST not in files or SIGNATURE not in files:
+            raise IntegrityError(f"product {self.id}: the zip holds no {MANIFEST} or {SIGNATURE}")
         public = self._public or self._calls.platform_key()
-        verify(public, body, signature.strip(), f"product {self.id}: manifest.json")
+        body = files[MANIFEST]
+        verify(public, body, files[SIGNATURE].decode().strip(), f"product {self.id}: {MANIFEST}")
         self._manifest = json.loads(body)
         return self._manifest
 
@@ -71,8 +86,8 @@ class ProductHandle:
         listed = self.manifest().get("files", {})
         if name not in listed:
             raise IntegrityError(f"product {self.id}: {name} is not in the signed manifest")
-        data = self._calls._call("GET", f"/v1/products/{self.id}/files/{name}").content
-        if hashlib.sha256(data).hexdigest() != listed[name]["sha256"]:
+        data = self._fetched().get(name)
+        if data is None or hashlib.sha256(data).hexdigest() != listed[name]["sha256"]:
             raise IntegrityError(f"product {self.id}: {name} does not match the signed manifest")
         return data
 
