@@ -204,3 +204,22 @@ def test_the_uses_view_shows_no_sql_results_or_other_providers_data(cast, servic
         assert set(product) == {"id", "job", "operator", "datasets", "created_at"}
     text = json.dumps([mine, theirs])
     assert "hidden_alias" not in text and "SELECT" not in text and "total" not in text
+
+
+def test_another_providers_refusal_does_not_name_what_was_requested(cast):
+    # A provider probing request and ticket ids it does not decide learns no dataset name
+    # from the refusal: which data an operator asked for or complained about is between
+    # the operator and that data's provider (the lists show a provider its own only).
+    agreement_id = agreement_on(cast, cast.operator, ["pums"])
+    rid = requests.request_data(cast.platform, cast.operator, agreement_id, "pums", purpose="x")
+    ticket = requests.report_quality(cast.platform, cast.operator, "pums", "ages over 120")
+    probes = [
+        lambda: requests.approve(cast.platform, cast.farmer, rid),
+        lambda: requests.refuse_request(cast.platform, cast.farmer, rid, "no"),
+        lambda: requests.answer_quality(cast.platform, cast.farmer, ticket, "fixed"),
+    ]
+    for probe in probes:
+        with pytest.raises(PermissionDenied) as info:
+            probe()
+        assert info.value.code == "not_the_provider" and info.value.article == "Art. 14"
+        assert "pums" not in str(info.value), str(info.value)

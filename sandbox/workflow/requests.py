@@ -87,10 +87,11 @@ def _decider(conn, approver: Principal, req, action: str) -> None:
     agreement = get(conn, agreements, req.agreement_id, "agreement")
     ds = conn.execute(select(datasets).where(datasets.c.id == req.dataset_id)).first()
     if approver.role is Role.PROVIDER:
-        if ds.provider_id != approver.id:
+        if ds.provider_id != approver.id:  # not naming the dataset: it is not the asker's
             raise PermissionDenied(
-                f"dataset '{ds.name}' belongs to another provider; only its "
-                f"provider or the authority may {action} (Art. 14)",
+                f"data request {req.id} is for another provider's dataset; only its "
+                f"provider or the authority may {action} (Art. 14); `sandbox request "
+                "list` shows the requests for your datasets",
                 article="Art. 14",
                 code="not_the_provider",
             )
@@ -216,9 +217,11 @@ def answer_quality(
     with platform.store.transaction() as conn:
         ticket = get(conn, quality_tickets, ticket_id, "quality ticket")
         ds = conn.execute(select(datasets).where(datasets.c.id == ticket.dataset_id)).one()
-        if ds.provider_id != provider.id:
+        if ds.provider_id != provider.id:  # not naming the dataset: it is not the asker's
             raise PermissionDenied(
-                f"dataset '{ds.name}' belongs to another provider (Art. 14)",
+                f"quality ticket {ticket_id} is on another provider's dataset; a provider "
+                "answers the tickets on its own data (Art. 14); `sandbox quality list` "
+                "shows them",
                 article="Art. 14",
                 code="not_the_provider",
             )
