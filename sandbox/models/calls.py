@@ -158,7 +158,8 @@ def _ready(platform: Platform, name: str) -> Published:
     return Published(name, versions, row.approved_by)
 
 
-def _item(platform: Platform, secret: bytes, service: str, item: Any, consent: Any) -> Item:
+def _subject(item: Any, consent: Any) -> tuple[str, Consent]:
+    """An item's normalised key and its consent (required: Art. 19)."""
     if not isinstance(item, Mapping):
         raise InputError('each subject is {"key": "<subject key>", "consent": {...}}')
     extra = sorted(set(item) - ITEM_FIELDS)
@@ -169,35 +170,55 @@ def _item(platform: Platform, secret: bytes, service: str, item: Any, consent: A
             article="Art. 15",
         )
     key = caller_value("key", item.get("key"))
-    given = Consent.from_dict(item.get("consent") or consent)  # required: Art. 19
+    given = Consent.from_dict(item.get("consent") or consent)
     for text in given.to_dict().values():
         if len(key) >= 2 and key in normalise_key(text):
             raise InputError(
                 "the consent's fields must not repeat the subject's key (it would reach "
                 "the ledger); give a reference to your record"
             )
-    subject = subject_hash(secret, (key,))
+    return key, given
+
+
+def _items(
+    platform: Platform, secret: bytes, service: str, items: Sequence[Any], consent: Any
+) -> list[Item]:
+    """Each item checked, then every subject's grade looked up in one read."""
+    subjects = [_subject(item, consent) for item in items]
+    hashes = [subject_hash(secret, (key,)) for key, _ in subjects]
     with platform.store.read() as conn:
-        grade = conn.execute(
-            select(score_index.c.grade).where(
-                score_index.c.service == service, score_index.c.subject_hash == subject
+        grades = dict(
+            conn.execute(
+                select(score_index.c.subject_hash, score_index.c.grade).where(
+                    score_index.c.service == service, score_index.c.subject_hash.in_(set(hashes))
+                )
+            ).all()
+        )
+    out = []
+    for (key, given), subject in zip(subjects, hashes, strict=True):
+        grade = grades.get(subject)
+        values = (
+            ("key", value_hash(secret, "key", key), True),
+            (
+                "consent.reference",
+                value_hash(secret, "consent", normalise_key(given.reference)),
+                False,
+            ),
+        )
+        out.append(
+            Item(
+                subject=(key,),
+                checks=(),
+                subject_hash=subject,
+                key_hash=key_hash(secret, service, (key,)),
+                check_hash=None,
+                consent=given,
+                code=grade or NOT_FOUND,
+                values=values,
+                missed=grade is None,
             )
-        ).scalar()
-    values = (
-        ("key", value_hash(secret, "key", key), True),
-        ("consent.reference", value_hash(secret, "consent", normalise_key(given.reference)), False),
-    )
-    return Item(
-        subject=(key,),
-        checks=(),
-        subject_hash=subject,
-        key_hash=key_hash(secret, service, (key,)),
-        check_hash=None,
-        consent=given,
-        code=grade or NOT_FOUND,
-        values=values,
-        missed=grade is None,
-    )
+        )
+    return out
 
 
 def _unit(platform: Platform) -> tuple[ScoreUnit, GroupCommitter]:
@@ -223,7 +244,7 @@ def call(
         raise InputError(f"a call asks about 1 to {MAX_BATCH} subjects")
     published = _ready(platform, service)
     secret = load_secret(platform.home / "keys")
-    prepared = [_item(platform, secret, service, item, consent) for item in items]
+    prepared = _items(platform, secret, service, items, consent)
     unit, committer = _unit(platform)
     request_id = _secrets.token_hex(8)
     outcome = committer.run(
