@@ -208,3 +208,36 @@ def test_the_commands_on_the_host(platform, make_principal, tmp_path):
     assert done.returncode == 2 and "--daily HH:MM or --off" in done.stderr
     done = cli("dataset", "refresh", "nope")
     assert done.returncode == 1 and "no dataset named 'nope'" in done.stderr
+
+
+def test_a_refusal_does_not_tell_another_provider_whether_a_dataset_has_a_source(
+    platform, provider, make_principal, registered
+):
+    """Ownership is checked before the source is looked at: another provider asking to
+    pull or schedule a dataset with a kept source and one without (an upload) gets the
+    same refusal, and nothing is written."""
+    from policies.errors import SandboxError
+
+    work = platform.work_dir()
+    (work / "upload.csv").write_text("pid,county,n\nP1,c1,1\n")
+    vault.register(platform, provider, "uploaded", str(work / "upload.csv"), CLASSES)
+    other = make_principal("water_utility", Role.PROVIDER)[0]
+    calls = {
+        "refresh": lambda name: refresh(platform, other, name),
+        "schedule": lambda name: set_schedule(platform, other, name, "03:00"),
+        "unschedule": lambda name: set_schedule(platform, other, name, None),
+    }
+    for what, call in calls.items():
+        refusals = []
+        for name in ("payments", "uploaded"):
+            with pytest.raises(SandboxError) as err:
+                call(name)
+            refusals.append((type(err.value), err.value.message.replace(name, "NAME")))
+        assert refusals[0] == refusals[1], what
+        assert refusals[0][0] is PermissionDenied and "another provider" in refusals[0][1]
+    assert list_sources(platform, other) == []
+    with platform.store.read() as conn:
+        written = [e["action"] for e in ledger.query(conn) if e["action"].startswith("dataset.")]
+    assert written == ["dataset.register", "dataset.register"]  # the owner's two only
+    (kept,) = list_sources(platform, provider)
+    assert kept["daily_at"] is None and kept["last_status"] is None

@@ -96,6 +96,37 @@ def test_a_server_side_source_must_be_allowed(api):
     assert "api.source_hosts" in err.value.message and "secret" not in err.value.message
 
 
+def test_a_suggestion_reads_no_file_or_host_the_provider_may_not_register(api):
+    """Every way of naming a file outside api.source_roots (.., an encoded .., a symlink,
+    a forced kind, a relative path) or a host outside api.source_hosts is refused before
+    anything is read, and the refusal quotes nothing of the file."""
+    root, client = api["root"], api["client"]
+    secret = root / "secret.csv"
+    secret.write_text("pid,code\nP1,TOPSECRET-7\nP2,TOPSECRET-7\n", encoding="utf-8")
+    link = root / "data" / "link.csv"
+    link.symlink_to(secret)
+    with duckdb.connect(str(root / "outside.duckdb")) as con:
+        con.execute("CREATE TABLE t AS SELECT 'TOPSECRET-7' AS code")
+    attempts = [
+        f"{root}/data/../secret.csv",
+        f"file://{root}/data/%2E%2E/secret.csv",
+        f"csv://{root}/data/../secret.csv?text=code",
+        str(link),
+        f"duckdb://{root}/data/../outside.duckdb?table=t",
+        "data/../secret.csv",
+        f"{root}/data/../secret.csv?sheet=a",
+        "mysql://u:p@127.0.0.1/civic?table=t",
+        "postgresql://u:p@127.0.0.1/civic?table=t&host=/tmp",
+        f"mysql://u:p@db.example.org/civic?table=t&unix_socket={root}/s.sock",
+    ]
+    for uri in attempts:
+        with pytest.raises(InputError) as err:
+            client.suggest(uri)
+        message = err.value.message
+        assert "api.source_" in message or "absolute path" in message or "option" in message, uri
+        assert "TOPSECRET" not in message, uri
+
+
 def test_the_cli_suggests_through_the_server(api):
     root = api["root"]
     book = _workbook(root / "cli.xlsx")
@@ -153,6 +184,20 @@ def test_a_source_is_refreshed_and_scheduled_through_the_api(api):
     with pytest.raises(SourceError) as err:
         client.refresh("bureau")
     assert "version 2 stays" in err.value.message and "does not exist" in err.value.message
+
+
+def test_another_provider_cannot_tell_a_kept_source_from_an_upload(api):
+    """Over the API too, ownership is checked before the source: the same refusal for a
+    dataset pulled from a file ("bureau") and one uploaded ("persons")."""
+    with Client(api["server"].url, api["tokens"]["provider2"]) as other:
+        for call in (other.refresh, lambda name: other.schedule_refresh(name, "04:00")):
+            refusals = []
+            for name in ("bureau", "persons"):
+                with pytest.raises(PermissionDenied) as err:
+                    call(name)
+                refusals.append(err.value.message.replace(name, "NAME"))
+            assert refusals[0] == refusals[1] and "another provider" in refusals[0]
+        assert other.list_sources() == []
 
 
 def test_the_server_pulls_a_scheduled_source_from_its_loop(tmp_path):
