@@ -397,6 +397,11 @@ def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")
     assert page.status_code == 200 and f"job:{scene.job_id}" in page.text
+    timeline = page.text.split('class="list small timeline"', 1)[1]
+    assert "<code>job.withheld</code>" in timeline  # the filter reached the query:
+    assert "<code>session.start</code>" not in timeline  # no other action is listed
+    assert 'name="action" value="job.withheld"' in page.text
+    assert client.get("/console/ledger?actor=" + "a" * 201).status_code == 422  # too long
     chart = client.get("/console/ledger/chart.svg")
     assert chart.headers["content-type"] == "image/svg+xml"
     assert "unsafe-inline" in chart.headers["content-security-policy"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from policies.errors import InputError, IntegrityError
@@ -69,7 +69,11 @@ def _entries(request: Request, session, filters: dict[str, str]) -> tuple[list[d
     return rows, first, last
 
 
-def _filters(actor: str, action: str, subject: str, since: str, until: str) -> dict[str, str]:
+def _filters(
+    actor: Text = "", action: Text = "", subject: Text = "", since: Day = "", until: Day = ""
+) -> dict[str, str]:
+    """The filters of ``GET /v1/ledger``, from the page's query (a dependency of both
+    the page and its chart)."""
     return {
         "actor": actor.strip(),
         "action": action.strip(),
@@ -79,17 +83,11 @@ def _filters(actor: str, action: str, subject: str, since: str, until: str) -> d
     }
 
 
+Filters = Annotated[dict[str, str], Depends(_filters)]
+
+
 @router.get("/ledger")
-def ledger_page(
-    request: Request,
-    session: CurrentSession,
-    actor: Text = "",
-    action: Text = "",
-    subject: Text = "",
-    since: Day = "",
-    until: Day = "",
-) -> Response:
-    filters = _filters(actor, action, subject, since, until)
+def ledger_page(request: Request, session: CurrentSession, filters: Filters) -> Response:
     rows, first, last = _entries(request, session, filters)
     context: dict[str, Any] = {
         "entries": list(reversed(rows))[:SHOWN],
@@ -103,17 +101,9 @@ def ledger_page(
 
 
 @router.get("/ledger/chart.svg")
-def ledger_chart(
-    request: Request,
-    session: CurrentSession,
-    actor: Text = "",
-    action: Text = "",
-    subject: Text = "",
-    since: Day = "",
-    until: Day = "",
-) -> Response:
+def ledger_chart(request: Request, session: CurrentSession, filters: Filters) -> Response:
     """Entries per day and kind over the filtered range, as an SVG image."""
-    rows, first, last = _entries(request, session, _filters(actor, action, subject, since, until))
+    rows, first, last = _entries(request, session, filters)
     days, series = per_day_and_kind(rows, first, last)
     t = translator(language(request))
     labels = {
