@@ -37,7 +37,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.data.grants import may_run
 from sandbox.models.service import model_row, scores_of
 from sandbox.models.tables import models, score_index, score_services
-from sandbox.verification.products import Offering, require_product_authority, visible_to
+from sandbox.verification.products import Lifecycle, require_product_authority, visible_to
 from sandbox.workflow.jurisdiction import scope_of
 from sandbox.workflow.tables import agreements
 
@@ -46,7 +46,7 @@ def _tables(row) -> list[str]:
     return list(json.loads(row.versions_json))
 
 
-SERVICES = Offering(score_services, "scoring service", "score", "score")
+SERVICES = Lifecycle(score_services, "scoring service", "score", "score")
 
 
 def service_row(conn: Connection, name: str):

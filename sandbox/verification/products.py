@@ -144,9 +144,9 @@ def define(
 
 
 @dataclass(frozen=True)
-class Offering:
-    """A kind of offering that consumers call (verification products, scoring services):
-    its table, with ``name``, ``operator_id``, ``agreement_id``, ``status`` (a
+class Lifecycle:
+    """The lifecycle of a kind of offering that consumers call (verification products,
+    scoring services; not :class:`sandbox.api.offerings.Offering`, their routes): its table, with ``name``, ``operator_id``, ``agreement_id``, ``status`` (a
     :class:`ProductState`) and ``updated_at``; the noun its messages use; the prefixes of
     its ledger actions (``<action>.<state>``) and targets (``<target>:<name>``)."""
 
@@ -214,7 +214,7 @@ def visible_to(viewer: Principal, row) -> bool:
     return viewer.role not in (Role.PROVIDER, Role.REVIEWER)
 
 
-PRODUCTS = Offering(verify_products, "verification product", "verify", "verification")
+PRODUCTS = Lifecycle(verify_products, "verification product", "verify", "verification")
 
 
 def product_row(conn: Connection, name: str):
