@@ -250,9 +250,12 @@ def _header(
             if col in spans and spans.get(seen[name]) == spans[col]:
                 name = f"{name}_{col - spans[col] + 1}"
             else:
+                # the cells, not their text: a data row taken for the header (a workbook
+                # exported without its title row) would put a value in the ledger
                 raise SourceError(
                     f"{where}: cells {cell_name(last, seen[name])} and {cell_name(last, col)} "
-                    f"name two columns '{name}'; give every column its own name"
+                    "give two columns the same name; give every column its own name, or give "
+                    "the header's row with ?header=N"
                 )
         seen.setdefault(name, col)
         out.append((name, col))

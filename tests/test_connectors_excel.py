@@ -216,3 +216,25 @@ def test_a_workbook_through_registration_to_a_released_job(
         classes,
     )  # fmt: skip
     assert counts == {"东区": 100, "西区": 100, "南区": 100}
+
+
+def test_no_refusal_quotes_a_data_cell_whatever_the_options(tmp_path):
+    """A provider (or a refresh of a changed workbook) meets every refusal a data cell can
+    cause; each names the cell and the column, never what the cell holds."""
+    secret = "SECRET-陈某某"
+    cases = [
+        ([("pid", "born"), ("a", dt.date(1990, 1, 2)), ("b", secret)], ""),  # a word among dates
+        ([("pid", "n"), ("a", 1), ("b", 2), ("c", secret)], ""),  # a word among numbers
+        ([("pid", "n"), ("a", True), ("b", secret), ("c", False)], ""),  # a word among booleans
+        ([("pid", "born"), ("a", 45000), ("b", secret)], "?dates=born"),  # option dates
+        ([("pid", "born"), ("a", 45000), ("b", 12)], "?dates=born"),  # a serial out of range
+        ([("pid", "n"), ("a", 1), (None, None), (secret, 3)], ""),  # a row after an empty one
+        ([("pid", "n"), (secret, secret), ("b", 2)], "?header=2"),  # a data row as the header
+        ([("pid", "n"), ("a", 1), ("b", 2), (secret, 3)], "?header=4"),  # no rows under it
+        ([("pid", "n"), ("a", 1), ("b", 2), (secret, 3)], "?text=nn"),  # a column not there
+        ([("pid", "n"), ("a", 1), ("b", 2), (secret, 3)], "?last_row=1"),  # last row too high
+    ]
+    for i, (rows, options) in enumerate(cases):
+        path = workbook(tmp_path / f"w{i}.xlsx", rows)
+        message = refusal(f"excel://{path}{options}")
+        assert "SECRET" not in message and "陈某某" not in message, (i, message)
