@@ -298,6 +298,20 @@ def test_a_refusal_is_shown_in_place_with_its_rule_and_the_sql_kept(client, cast
     assert 'id="error-rule"' in answer.text and "SELECT pid FROM pums" in answer.text
 
 
+def test_the_schema_panel_shows_the_columns_a_sql_job_may_read(client, cast):
+    """Two grants on pums: a narrow one for SQL jobs, then a wider one for PSI only. The
+    panel beside the editor shows the SQL grant's columns, the ones admission checks."""
+    from sandbox.data.grants import add_grant
+
+    until = "2099-12-31"
+    add_grant(cast.platform, cast.city, "operator", "pums", until=until, columns=["educ", "sex"])
+    add_grant(cast.platform, cast.city, "operator", "pums", until=until, job_kinds=["psi_match"])
+    sign_in(client, cast.tokens["operator"])
+    panel = client.get("/console/jobs").text.split('id="schemas"', 1)[1].split("</aside>", 1)[0]
+    assert "<code>educ</code>" in panel and "<code>sex</code>" in panel
+    assert "<code>income</code>" not in panel  # the PSI grant's columns are not the SQL job's
+
+
 def test_the_operator_sees_its_privacy_budget_shares(client, scene):
     from datetime import UTC, datetime
 

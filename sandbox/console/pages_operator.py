@@ -34,7 +34,7 @@ from sandbox.console.web import (
     render,
 )
 from sandbox.core.principals import Principal, Role
-from sandbox.data.grants import grants_of
+from sandbox.data.grants import grants_in_use
 from sandbox.data.products import list_products, readable_product
 from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
 from sandbox.data.vault import get_version
@@ -48,40 +48,36 @@ SQL_MAX = 100_000
 PREVIEW_ROWS = 100
 PRODUCT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+SQL_KIND = "sql_aggregate"  # the kind of a job submitted from the editor
 
 
 def _schemas(platform, operator: Principal) -> list[dict[str, Any]]:
     """The datasets the operator holds a grant in force for, each with its columns and
-    their classes (the columns the grant allows, when it names them)."""
+    their classes: those of the grant a SQL job would run under and be admitted against
+    (:func:`~sandbox.data.grants.grants_in_use`, the columns it allows when it names them)."""
     if operator.role is not Role.OPERATOR:
         return []
     now = datetime.now(UTC)
-    out: dict[str, dict[str, Any]] = {}
+    out = []
     with platform.store.read() as conn:
-        for grant in grants_of(conn, operator.id):
+        for name, grant in sorted(grants_in_use(conn, operator, SQL_KIND, now).items()):
             if grant.status.value != "active" or not grant.valid_from <= now < grant.valid_until:
                 continue
-            version = get_version(conn, platform, grant.dataset)
-            classes = version.classification.to_dict().get("columns") or {}
-            allowed = grant.columns
-            out[grant.dataset] = {
-                "name": grant.dataset,
-                "version": version.version,
-                "rows": version.rows,
-                "entity_key": version.classification.entity_key,
-                "columns": [
-                    {"name": name, "class": _class_name(spec)}
-                    for name, spec in classes.items()
-                    if allowed is None or name in allowed
-                ],
-            }
-    return sorted(out.values(), key=lambda d: d["name"])
-
-
-def _class_name(spec: Any) -> str:
-    if isinstance(spec, dict):
-        return str(spec.get("class") or spec.get("kind") or "")
-    return str(spec)
+            version = get_version(conn, platform, name)
+            out.append(
+                {
+                    "name": name,
+                    "version": version.version,
+                    "rows": version.rows,
+                    "entity_key": version.classification.entity_key,
+                    "columns": [
+                        {"name": column, "class": cls.value}
+                        for column, cls in version.classification.columns.items()
+                        if grant.columns is None or column in grant.columns
+                    ],
+                }
+            )
+    return out
 
 
 def _jobs_page(request: Request, session, sql: str = "", error: dict | None = None, status=200):
