@@ -424,6 +424,18 @@ def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene
     assert 'id="verify-ok"' in verified.text
 
 
+def test_a_form_that_does_not_fit_names_the_field(client, scene):
+    csrf = sign_in(client, scene.cast.tokens["r1"])
+    answer = client.post(
+        f"/console/reviews/{scene.job_id}/vote",
+        data={"decision": "maybe", "note": "x" * 2001, "csrf": csrf},
+    )
+    assert answer.status_code == 422 and 'id="error"' in answer.text
+    message = html.unescape(answer.text.split('class="message">', 1)[1].split("</p>", 1)[0])
+    assert "decision:" in message and "note:" in message and "2000" in message
+    assert "x" * 50 not in message  # the value typed is not echoed
+
+
 def test_a_role_without_the_right_is_refused_with_the_platforms_rule(client, cast):
     sign_in(client, cast.tokens["consumer"])  # its first page is its inbox
     page = client.get("/console/ledger")

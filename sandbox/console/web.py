@@ -205,6 +205,20 @@ def signin_redirect(request: Request, exc: AuthError) -> Response:
     return response
 
 
+def misfit(exc: RequestValidationError) -> str:
+    """What in the form or the address does not fit, field by field (the value typed is
+    never echoed), and what to do."""
+    problems = []
+    for err in exc.errors()[:5]:
+        field = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        problems.append(f"{field or 'the address'}: {err.get('msg', 'invalid')}")
+    return (
+        "the form or address does not fit this page: "
+        + "; ".join(problems)
+        + "; correct it and send it again"
+    )
+
+
 class ConsoleRoute(APIRoute):
     """A console route: our errors become pages, not the API's JSON envelope."""
 
@@ -216,8 +230,8 @@ class ConsoleRoute(APIRoute):
                 return await handler(request)
             except SandboxError as exc:
                 return error_page(request, exc)
-            except RequestValidationError:
-                bad = InvalidRequest("the form or address does not fit this page")
+            except RequestValidationError as exc:
+                bad = InvalidRequest(misfit(exc))
                 return render(request, "error.html", {"error": bad.to_dict()}, status=422)
 
         return guarded
