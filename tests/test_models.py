@@ -321,5 +321,6 @@ def test_a_crafted_label_cannot_make_the_training_fail_for_one_enterprise(world)
     assert outcomes[0, "2"] == outcomes[1, "2"] and outcomes[0, "NULL"] == outcomes[1, "NULL"], (
         outcomes
     )
-    # one enterprise's odd label leaves it out; many still fail (the bad_label test above)
-    assert "label_values" not in outcomes.values()
+    # one enterprise's odd label leaves it out and the model is judged as any other; many
+    # odd labels still fail (the bad_label test above)
+    assert set(outcomes.values()) == {"passed"}, outcomes
