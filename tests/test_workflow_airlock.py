@@ -14,16 +14,13 @@ from sandbox.core.principals import Role
 from sandbox.core.store import jobs
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import airlock
-from tests.workflow_helpers import entries, granted, make_cast, verify_ledger
+from tests.workflow_helpers import (
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    entries,
+    granted,
+)
 
 HELD = "SELECT educ, COUNT(*) AS n FROM pums WHERE age > 85 GROUP BY educ"
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 @pytest.fixture

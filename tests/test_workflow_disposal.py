@@ -30,9 +30,9 @@ from sandbox.workflow.providers import uses_of
 from tests.verify_helpers import IDENTITY, make_world
 from tests.workflow_helpers import (
     NOW,
+    cast_fixture,  # noqa: F401  (the fixture cast)
     entries,
     granted,
-    make_cast,
     passed_application,
     sign,
     verify_ledger,
@@ -40,13 +40,6 @@ from tests.workflow_helpers import (
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
 TERM = timedelta(days=2)
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 @pytest.fixture

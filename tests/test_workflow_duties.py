@@ -14,16 +14,15 @@ from policies.errors import InputError, NotFound, PermissionDenied
 from sandbox.cli.app import main
 from sandbox.workflow import duties
 from sandbox.workflow.base import BEIJING
-from tests.workflow_helpers import COUNTY, NOW, entries, granted, make_cast, verify_ledger
+from tests.workflow_helpers import (
+    COUNTY,
+    NOW,
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    entries,
+    granted,
+)
 
 YESTERDAY = (NOW.astimezone(BEIJING) - timedelta(days=1)).date().isoformat()
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 def test_an_operator_records_trainings_and_drills(cast):

@@ -24,21 +24,13 @@ from tests.workflow_helpers import (
     NOW,
     OTHER_COUNTY,
     apply,
+    cast_fixture,  # noqa: F401  (the fixture cast)
     entries,
     granted,
-    make_cast,
     passed_application,
     publish,
     sign,
-    verify_ledger,
 )
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 def status(platform, table, obj_id):

@@ -13,20 +13,12 @@ from sandbox.workflow.inbox import inbox_of, notifications_of
 from tests.workflow_helpers import (
     NOW,
     apply,
+    cast_fixture,  # noqa: F401  (the fixture cast)
     granted,
-    make_cast,
     passed_application,
     publish,
     sign,
-    verify_ledger,
 )
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 def kinds(cast, who) -> list[str]:

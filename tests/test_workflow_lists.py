@@ -19,18 +19,10 @@ from tests.workflow_helpers import (
     COUNTY,
     NOW,
     apply,
+    cast_fixture,  # noqa: F401  (the fixture cast)
     granted,
-    make_cast,
     publish,
-    verify_ledger,
 )
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 def requests_of(conn, agreement_id: int) -> list[int]:

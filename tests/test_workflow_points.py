@@ -13,14 +13,11 @@ from policies.errors import ClassificationError, PolicyRefusal
 from sandbox.core.store import datasets
 from sandbox.data import vault
 from sandbox.workflow.base import BEIJING, parse_time
-from tests.workflow_helpers import apply, make_cast, publish, verify_ledger
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
+from tests.workflow_helpers import (
+    apply,
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    publish,
+)
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,12 @@ from policies.errors import InputError
 from sandbox.workflow import scheduler, usage
 from sandbox.workflow.inbox import notifications_of
 from sandbox.workflow.reporting import ended_periods
-from tests.workflow_helpers import granted, make_cast, passed_application, sign, verify_ledger
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
+from tests.workflow_helpers import (
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    granted,
+    passed_application,
+    sign,
+)
 
 
 def reminders(cast) -> list[str]:

@@ -19,17 +19,15 @@ from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, airlock, deliveries, feedback, supervision, usage
 from sandbox.workflow.tables import output_reviews, product_dispositions
 from sandbox.workflow.terms import terms_of
-from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger
+from tests.workflow_helpers import (
+    NOW,
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    entries,
+    granted,
+)
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
 HELD = "SELECT educ, COUNT(*) AS n FROM pums WHERE age > 85 GROUP BY educ"
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from verify_helpers import IDENTITY, SOCIAL_INSURANCE, make_world
 
 from sandbox.core import ledger
@@ -17,7 +16,10 @@ from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import deliveries
 from sandbox.workflow.usage import figures
-from tests.workflow_helpers import granted, make_cast, verify_ledger
+from tests.workflow_helpers import (
+    cast_fixture,  # noqa: F401  (the fixture cast)
+    granted,
+)
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
 
@@ -26,13 +28,6 @@ def totals(platform, operator: str) -> dict:
     now = datetime.now(UTC)
     with platform.store.read() as conn:
         return figures(conn, operator, now - timedelta(days=1), now + timedelta(days=1))["totals"]
-
-
-@pytest.fixture
-def cast(platform, make_principal, provider, pums_dataset):
-    c = make_cast(platform, make_principal, provider)
-    yield c
-    verify_ledger(platform)
 
 
 def test_only_the_operators_and_its_consumers_downloads_count(cast, tmp_path):

@@ -6,8 +6,11 @@ the ``platform`` fixture; nothing is inserted behind their back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from policies.workflow import Disposal
 from sandbox.core import ledger
@@ -54,6 +57,15 @@ def make_cast(platform: Platform, make_principal, provider: Principal) -> Cast:
     ]:
         made[name], tokens[name] = make_principal(name, role, org=org, jurisdiction=jur)
     return Cast(platform=platform, provider=provider, tokens=tokens, **made)
+
+
+@pytest.fixture(name="cast")
+def cast_fixture(platform, make_principal, provider, pums_dataset) -> Iterator[Cast]:
+    """The fixture ``cast``: the cast on a platform holding pums; the ledger verifies when
+    the test ends. A test module takes it by importing ``cast_fixture``."""
+    c = make_cast(platform, make_principal, provider)
+    yield c
+    verify_ledger(platform)
 
 
 def publish(cast: Cast, *, by=None, jurisdiction=None, deadline=None, **rule) -> int:
