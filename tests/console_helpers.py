@@ -63,12 +63,20 @@ def held_scene(cast: Cast) -> Scene:
     return Scene(cast, agreement_id, job_id)
 
 
-def sign_in(client, token: str, next_path: str = "") -> str:
-    """Sign in through the form (as a browser does); returns the session's CSRF token."""
+def post_sign_in(client, token: str, next_path: str = "", *, follow: bool = True):
+    """The sign-in form, read and sent back with ``token`` as a browser does; the answer
+    (unfollowed, its 303 and cookies, with ``follow`` False)."""
     page = client.get("/console/login")
     signin = SIGNIN.search(page.text).group(1)
-    answer = client.post(
-        "/console/login", data={"token": token, "signin": signin, "next": next_path}
+    return client.post(
+        "/console/login",
+        data={"token": token, "signin": signin, "next": next_path},
+        follow_redirects=follow,
     )
+
+
+def sign_in(client, token: str, next_path: str = "") -> str:
+    """Sign in through the form (as a browser does); returns the session's CSRF token."""
+    answer = post_sign_in(client, token, next_path)
     assert answer.status_code == 200, answer.text[:500]
     return CSRF.search(answer.text).group(1)

@@ -22,7 +22,14 @@ from sandbox.console.i18n import EN, LANGUAGES, ZH
 from sandbox.core.principals import Role, Status, rotate_token, set_status
 from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements
-from tests.console_helpers import SIGNIN, Scene, held_scene, sign_in, submit_and_wait
+from tests.console_helpers import (
+    SIGNIN,
+    Scene,
+    held_scene,
+    post_sign_in,
+    sign_in,
+    submit_and_wait,
+)
 from tests.workflow_helpers import entries, make_cast, verify_ledger
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
@@ -67,26 +74,14 @@ def _cookie_header(response, name: str) -> str:
 
 def test_sign_in_gives_a_strict_session_cookie(app, cast):
     with new_client(app) as c:
-        page = c.get("/console/login")
-        signin = SIGNIN.search(page.text).group(1)
-        answer = c.post(
-            "/console/login",
-            data={"token": cast.tokens["auditor"], "signin": signin},
-            follow_redirects=False,
-        )
+        answer = post_sign_in(c, cast.tokens["auditor"], follow=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/console/ledger"
     cookie = _cookie_header(answer, "sbx_session")
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
     assert "secure" not in cookie  # plain http here; behind TLS it is Secure (below)
     assert cast.tokens["auditor"] not in answer.headers.get("set-cookie", "")
     with new_client(app, "https://testserver") as c:
-        page = c.get("/console/login")
-        signin = SIGNIN.search(page.text).group(1)
-        answer = c.post(
-            "/console/login",
-            data={"token": cast.tokens["auditor"], "signin": signin},
-            follow_redirects=False,
-        )
+        answer = post_sign_in(c, cast.tokens["auditor"], follow=False)
     assert "; secure" in _cookie_header(answer, "sbx_session")
     [start] = [
         e for e in entries(cast.platform, "principal:auditor") if e["action"] == "session.start"
@@ -174,13 +169,7 @@ def test_a_session_ends_after_api_console_session_hours(platform, cast, monkeypa
 
     monkeypatch.setenv("SANDBOX_API_CONSOLE_SESSION_HOURS", "0.0003")  # about a second
     with new_client(create_app(platform.home)) as c:
-        page = c.get("/console/login")
-        signin = SIGNIN.search(page.text).group(1)
-        answer = c.post(
-            "/console/login",
-            data={"token": cast.tokens["auditor"], "signin": signin},
-            follow_redirects=False,
-        )
+        answer = post_sign_in(c, cast.tokens["auditor"], follow=False)
         assert "max-age=1" in _cookie_header(answer, "sbx_session")
         time.sleep(1.5)
         c.cookies.set("sbx_session", answer.cookies["sbx_session"], path="/console")
