@@ -226,6 +226,8 @@ def test_a_cursor_tells_nothing_of_another_operators_rows(served):
             assert [r["id"] for r in page.json()] == [i for i in mine if i > after][:1]
         rows, _pages = _all_pages(server, tokens["operator2"], path, 1)
         assert [r["id"] for r in rows] == mine
+        rows, _pages = _all_pages(server, tokens["operator"], path, 1)  # across operator2's
+        assert [r["id"] for r in rows] == sorted(theirs)
         first = _get(server, tokens["operator2"], path, limit=1)
         expected = f"{path}?limit=1&after={mine[0]}" if len(mine) > 1 else None
         assert next_link(first.headers.get("link")) == expected

@@ -9,9 +9,9 @@ the same way by sequence number, its ``limit`` (default 1000) always set. The bo
 nothing sees no change. The cursor is the row's id, so a row added while one pages
 lands on a later page and none is served twice.
 
-Known shortcut: the page is cut from the rows the viewer may see, read in full (the
-visibility rules of jobs and products are Python, not SQL); at the platform's sizes
-that is a few milliseconds.
+The store reads from the row after ``after`` and stops one row past the page
+(``limit + 1``: is there a next page?), so a page costs its own rows, not the whole list
+(products: the rows the viewer may not read are skipped on the way, in Python).
 """
 
 from __future__ import annotations
@@ -27,22 +27,23 @@ MAX_LIMIT = 1000
 LimitQuery = Query(default=None, ge=1, le=MAX_LIMIT, description="at most this many rows (a page)")
 
 
-def page(
+def one_more(limit: int | None) -> int | None:
+    """How many rows to read for a page of ``limit``: one more, to know of a next page."""
+    return None if limit is None else limit + 1
+
+
+def cut(
     request: Request,
     response: Response,
     rows: Sequence[dict[str, Any]],
     key: Callable[[dict[str, Any]], Any],
     limit: int | None,
-    after: Any,
 ) -> list[dict[str, Any]]:
-    """The rows after ``after`` (by ``key``), at most ``limit``; sets the ``Link`` header
-    to the next page when there is one."""
-    ordered = sorted(rows, key=key)
-    if after is not None:
-        ordered = [r for r in ordered if key(r) > after]
-    if limit is None or len(ordered) <= limit:
-        return ordered
-    shown = ordered[:limit]
+    """``rows`` read with :func:`one_more`: at most ``limit`` of them, and the ``Link``
+    header to the next page when there were more."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    shown = list(rows[:limit])
     link_next(request, response, limit, key(shown[-1]))
     return shown
 

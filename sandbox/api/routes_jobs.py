@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sandbox.api import idempotency
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID, Job, JobRequest, JobSummary
-from sandbox.api.paging import LimitQuery, page
+from sandbox.api.paging import LimitQuery, cut, one_more
 from sandbox.run.jobstate import ACTIVE_STATES, JobOutcome, job_outcome, list_jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -79,8 +79,8 @@ def jobs_list(
     """Your jobs (the city authority and auditors: every job; a county authority: its county's),
     by id; with ``limit``, one page and a ``Link: <...>; rel="next"`` header to the next."""
     with request.app.state.platform.store.read() as conn:
-        rows = list_jobs(conn, me)
-    return page(request, response, rows, lambda r: r["id"], limit, after)
+        rows = list_jobs(conn, me, after=after, limit=one_more(limit))
+    return cut(request, response, rows, lambda r: r["id"], limit)
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import LedgerEntry, LedgerVerification
-from sandbox.api.paging import link_next
+from sandbox.api.paging import cut, one_more
 from sandbox.core import ledger as ledger_mod
 from sandbox.workflow.jurisdiction import read_ledger
 
@@ -49,13 +49,10 @@ def ledger_read(
             action=action,
             since=since,
             until=until,
-            limit=limit + 1,  # one more: is there a next page?
+            limit=one_more(limit),
             after=after,
         )
-    if len(rows) > limit:
-        rows = rows[:limit]
-        link_next(request, response, limit, rows[-1]["seq"])
-    return rows
+    return cut(request, response, rows, lambda r: r["seq"], limit)
 
 
 @router.get("/ledger/verify", response_model=LedgerVerification)

@@ -21,10 +21,10 @@ from fastapi.responses import FileResponse, Response
 from policies.errors import NotFound
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import Product
-from sandbox.api.paging import LimitQuery, page
+from sandbox.api.paging import LimitQuery, cut, one_more
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
-from sandbox.data.products import list_products, readable_product
+from sandbox.data.products import products_page, readable_product
 from sandbox.data.release import MANIFEST, SIGNATURE, verify_product
 
 router = APIRouter(prefix="/v1", tags=["products"])
@@ -68,8 +68,8 @@ def products_list(
     """Products you may download, by id; with ``limit``, one page and a
     ``Link: <...>; rel="next"`` header to the next."""
     with request.app.state.platform.store.read() as conn:
-        rows = list_products(conn, me)
-    return page(request, response, rows, lambda r: r["id"], limit, after)
+        rows = products_page(conn, me, after=after, limit=one_more(limit))
+    return cut(request, response, rows, lambda r: r["id"], limit)
 
 
 @router.get("/products/{product_id}")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from policies.errors import Conflict, NotFound, PermissionDenied, PolicyRefusal
@@ -103,37 +105,56 @@ def readable_product(conn: Connection, viewer: Principal, product_id: str) -> di
 
 
 def list_products(conn: Connection, viewer: Principal) -> list[dict]:
-    """The products ``viewer`` may read now: an operator's own while the grant (and the
-    agreement) they were made under is in force (:func:`readable_product`'s rule); a
-    county authority's, those of its county."""
+    """The products ``viewer`` may read now, oldest first: an operator's own while the
+    grant (and the agreement) they were made under is in force (:func:`readable_product`'s
+    rule); a county authority's, those of its county."""
+    return list(_readable(conn, viewer, _listing().order_by(products.c.created_at)))
+
+
+def products_page(
+    conn: Connection, viewer: Principal, *, after: str | None, limit: int | None
+) -> list[dict]:
+    """The products ``viewer`` may read now (:func:`list_products`), by id: at most
+    ``limit`` of those after id ``after`` (a page of the API); reading stops there."""
+    stmt = _listing().order_by(products.c.id)
+    if after is not None:
+        stmt = stmt.where(products.c.id > after)
+    return list(islice(_readable(conn, viewer, stmt), limit))
+
+
+def _listing() -> Select:
+    return select(products, jobs.c.kind, jobs.c.inputs_json).join(
+        jobs, jobs.c.id == products.c.job_id
+    )
+
+
+def _readable(conn: Connection, viewer: Principal, stmt: Select) -> Iterator[dict]:
+    """The rows of ``stmt`` that ``viewer`` may read now, as products' rows."""
     _require_reader(viewer)
     scope = scope_of(conn, viewer)
-    rows = conn.execute(
-        select(products, jobs.c.kind, jobs.c.inputs_json)
-        .join(jobs, jobs.c.id == products.c.job_id)
-        .order_by(products.c.created_at)
-    ).mappings()
     allowed: dict[tuple, bool] = {}
     gone = deleted_products(conn)
     delivered = _delivered(conn, viewer)
-    out = []
-    for r in rows:
-        if not _visible(viewer, r["operator_id"], r["id"], delivered) or r["id"] in gone:
-            continue
-        if scope is not None and r["id"] not in scope.products:
-            continue
-        if viewer.role is Role.OPERATOR:
-            key = (r["kind"], r["inputs_json"])
-            if key not in allowed:
-                try:
-                    _still_allowed(conn, viewer, r["kind"], r["inputs_json"])
-                    allowed[key] = True
-                except PolicyRefusal:
-                    allowed[key] = False
-            if not allowed[key]:
+    result = conn.execute(stmt)
+    try:
+        for r in result.mappings():
+            if not _visible(viewer, r["operator_id"], r["id"], delivered) or r["id"] in gone:
                 continue
-        out.append({k: v for k, v in r.items() if k in products.c})
-    return out
+            if scope is not None and r["id"] not in scope.products:
+                continue
+            if viewer.role is Role.OPERATOR:
+                key = (r["kind"], r["inputs_json"])
+                if key not in allowed:
+                    try:
+                        _still_allowed(conn, viewer, r["kind"], r["inputs_json"])
+                        allowed[key] = True
+                    except PolicyRefusal:
+                        allowed[key] = False
+                if not allowed[key]:
+                    continue
+            yield {k: v for k, v in r.items() if k in products.c}
+    finally:
+        result.close()  # a page may stop before the last row
 
 
 def fetch_product(platform: Platform, viewer: Principal, product_id: str, out: Path) -> Path:

@@ -201,9 +201,12 @@ def operator_outcome(outcome: JobOutcome) -> JobOutcome:
     return outcome
 
 
-def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
+def list_jobs(
+    conn: Connection, viewer: Principal, *, after: int | None = None, limit: int | None = None
+) -> list[dict]:
     """An operator's own jobs; every job for the city authority and auditors; a county
-    authority's, those that ran under its county's grants (Art. 5)."""
+    authority's, those that ran under its county's grants (Art. 5). By id; with ``after``
+    and ``limit`` (a page), at most ``limit`` of those after id ``after``."""
     stmt = select(
         jobs.c.id,
         jobs.c.kind,
@@ -220,7 +223,9 @@ def list_jobs(conn: Connection, viewer: Principal) -> list[dict]:
         )
     elif (scope := scope_of(conn, viewer)) is not None:
         stmt = stmt.where(jobs.c.id.in_(scope.jobs))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    if after is not None:
+        stmt = stmt.where(jobs.c.id > after)
+    return [dict(r) for r in conn.execute(stmt.limit(limit)).mappings()]
 
 
 def claim_queued(conn: Connection, job_id: int) -> Any:
