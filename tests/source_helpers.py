@@ -6,6 +6,7 @@ use, the job service runs a count by county, and the product's file is read back
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from policies.classes import Classification
@@ -13,6 +14,13 @@ from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.run.execution import JobService, JobState
+
+
+def read_all(source) -> tuple[pa.Table, list[int]]:
+    """Every row of an open source, and the size of each batch it gave; closes it."""
+    with source:
+        batches = list(source.batches())
+    return pa.Table.from_batches(batches, schema=source.schema), [b.num_rows for b in batches]
 
 
 def release_counts(platform, provider, make_principal, name: str, uri: str, classes: dict) -> dict:

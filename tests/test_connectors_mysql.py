@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pyarrow as pa
 import pytest
 from mariadb_server import SKIP_REASON, MariaDB, binaries
-from source_helpers import release_counts
+from source_helpers import read_all, release_counts
 
 from connectors import open_source
 from policies.errors import InputError, SourceError
@@ -70,12 +70,6 @@ def maria(tmp_path_factory):
 def uri(maria, *, password: str = PASSWORD, scheme: str = "mysql", **options) -> str:
     query = "&".join(f"{k}={quote(v)}" for k, v in options.items())
     return f"{scheme}://reader:{quote(password)}@127.0.0.1:{maria.port}/civic?{query}"
-
-
-def read_all(source):
-    with source:
-        batches = list(source.batches())
-    return pa.Table.from_batches(batches, schema=source.schema), [b.num_rows for b in batches]
 
 
 def test_table_types_are_mapped_and_batches_bounded(maria):

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 import pytest
+from source_helpers import read_all
 
 from connectors import open_source
 from policies.errors import SourceError
@@ -77,12 +78,6 @@ def uri(pg, *, password: str = PASSWORD, **options) -> str:
     socket_dir, db = pg
     query = "&".join(f"{k}={quote(v)}" for k, v in options.items())
     return f"postgresql://reader:{quote(password)}@/{db}?host={quote(str(socket_dir))}&{query}"
-
-
-def read_all(source):
-    with source:
-        batches = list(source.batches())
-    return pa.Table.from_batches(batches, schema=source.schema), [b.num_rows for b in batches]
 
 
 def test_table_types_are_mapped(pg):
