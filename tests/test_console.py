@@ -405,6 +405,14 @@ def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene
     assert "<code>session.start</code>" not in timeline  # no other action is listed
     assert 'name="action" value="job.withheld"' in page.text
     assert client.get("/console/ledger?actor=" + "a" * 201).status_code == 422  # too long
+    for query, named in (
+        ("since=2026-02-30", "since '2026-02-30'"),
+        ("until=12/01/2026", "until '12/01/2026'"),
+        ("since=2026-12-05&until=2026-12-01", "'since' on or before the 'until'"),
+        ("since=2024-01-01&until=2026-01-01", "longer than 366 days"),
+    ):
+        refused = client.get(f"/console/ledger?{query}")
+        assert refused.status_code == 400 and named in html.unescape(refused.text), query
     chart = client.get("/console/ledger/chart.svg")
     assert chart.headers["content-type"] == "image/svg+xml"
     assert "unsafe-inline" in chart.headers["content-security-policy"]

@@ -40,16 +40,25 @@ Text = Annotated[str, Query(max_length=200)]
 Day = Annotated[str, Query(max_length=10)]
 
 
+def _day(value: str, field: str) -> date:
+    """A day typed in a filter; one that is not a date is refused naming the field, as
+    ``GET /v1/ledger`` refuses it (:func:`~sandbox.core.ledger.time_bound`)."""
+    return datetime.fromisoformat(ledger_mod.time_bound(value, field)).date()
+
+
 def _range(since: str, until: str) -> tuple[date, date]:
-    try:
-        last = date.fromisoformat(until) if until else datetime.now(UTC).date()
-        first = date.fromisoformat(since) if since else last - timedelta(days=DEFAULT_DAYS - 1)
-    except ValueError:
-        raise InputError("dates are written YYYY-MM-DD") from None
+    last = _day(until, "until") if until else datetime.now(UTC).date()
+    first = _day(since, "since") if since else last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
-        raise InputError(f"the range starts ({first}) after it ends ({last})")
+        raise InputError(
+            f"the range starts (since {first}) after it ends (until {last}): "
+            "give a 'since' on or before the 'until'"
+        )
     if (last - first).days >= MAX_DAYS:
-        raise InputError(f"the range is longer than {MAX_DAYS} days; choose a shorter one")
+        raise InputError(
+            f"the range from 'since' to 'until' is longer than {MAX_DAYS} days; "
+            "choose a shorter one"
+        )
     return first, last
 
 
