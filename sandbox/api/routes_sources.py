@@ -18,12 +18,11 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from connectors import redact_uri
 from connectors.base import ConnectError
 from policies.errors import SandboxError, SourceError
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import NAME
-from sandbox.api.sources import CONNECT_FAILED, check_source, uniform_connect_error
+from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.api.uploads import (
     WORKBOOK_SUFFIXES,
     save_upload,
@@ -153,10 +152,9 @@ def datasets_refresh(request: Request, me: CurrentPrincipal, name: str = PathPar
     try:
         return refresh(platform, me, name)
     except ConnectError as exc:
-        uniform_connect_error(exc, uri or "")
+        uniform = uniform_connect_error(exc, uri or "").message
         raise SourceError(
-            f"refresh of '{name}' failed, the last version stays: cannot connect to "
-            f"{redact_uri(uri or '')}: {CONNECT_FAILED}"
+            f"refresh of '{name}' failed, the last version stays: {uniform}"
         ) from None
     except SandboxError as exc:
         scrub(exc, {str(platform.home): "the platform's home"})
