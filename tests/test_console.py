@@ -229,6 +229,7 @@ def test_the_operator_never_reads_the_held_output(client, scene):
 
 
 def test_votes_stay_sealed_until_both_are_in_and_the_product_reaches_the_operator(app, scene):
+    held_rows, _report = scene.held()  # the released table has these rows (suppressions empty)
     with new_client(app) as r1:
         csrf = sign_in(r1, scene.cast.tokens["r1"])
         r1.post(
@@ -251,6 +252,10 @@ def test_votes_stay_sealed_until_both_are_in_and_the_product_reaches_the_operato
         assert product in listing.text
         shown = op.get(f"/console/products/{product}")
         assert shown.status_code == 200 and 'id="verified"' in shown.text
+        preview = shown.text.split('id="preview"', 1)[1].split("</table>", 1)[0]
+        assert preview.count("<tr>") == len(held_rows) + 1  # the header, then every row
+        header = re.findall(r"<th>([^<]*)</th>", preview)
+        assert [c for c in header if not c.endswith("_flag")] == list(held_rows[0])
         csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text).group(1)
         op.post(f"/console/products/{product}/deliver", data={"consumer": "consumer", "csrf": csrf})
         download = op.get(f"/console/products/{product}/files/output.csv")

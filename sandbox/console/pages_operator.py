@@ -169,17 +169,18 @@ def product_page(
 ) -> Response:
     """The manifest (verified), the released table's first rows, and the files."""
     row, manifest = _verified(request, session, product_id)
-    table = pq.read_table(request.app.state.platform.home / row["path"] / "output.parquet")
-    preview = table.slice(0, PREVIEW_ROWS).to_pylist()
+    table = pq.ParquetFile(request.app.state.platform.home / row["path"] / "output.parquet")
+    first = next(table.iter_batches(batch_size=PREVIEW_ROWS), None)  # not the whole table
+    preview = first.to_pylist() if first is not None else []
     return render(
         request,
         "product.html",
         {
             "product": row,
             "manifest": manifest,
-            "columns": table.column_names,
+            "columns": table.schema_arrow.names,
             "preview": preview,
-            "total_rows": table.num_rows,
+            "total_rows": table.metadata.num_rows,
             "files": sorted(set(manifest.get("files", {})) | {MANIFEST, SIGNATURE}),
             "may_rate": session.principal.role is Role.CONSUMER,
             "may_deliver": session.principal.role is Role.OPERATOR,
