@@ -178,6 +178,38 @@ def test_rate_limits_hold_across_two_hosts(hosts):
         limiters[0].take(7)
 
 
+def test_a_principal_hammering_two_hosts_at_once_gets_one_allowance(hosts):
+    """Twelve threads on two hosts (two limiters, two stores) draw for one new principal
+    at once, 240 requests in all: the first requests race to make the bucket's row, and
+    then every draw waits for the row's lock, so the allowed requests are one minute's
+    allowance plus what refilled while they ran, not one allowance per host or thread."""
+    from sandbox.api.limits import RateLimiter
+
+    first, second, _key = hosts
+    rate = 30
+    limiters = [RateLimiter(rate, None, first.engine), RateLimiter(rate, None, second.engine)]
+    allowed: list[int] = []
+    start = threading.Barrier(12)
+
+    def hammer(limiter: RateLimiter) -> None:
+        start.wait()
+        for _ in range(20):
+            try:
+                limiter.take(42)
+            except RateLimited:
+                continue
+            allowed.append(1)
+
+    threads = [threading.Thread(target=hammer, args=(limiters[n % 2],)) for n in range(12)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    refill = (time.monotonic() - began) * rate / 60
+    assert rate <= len(allowed) <= rate + refill + 1, (len(allowed), refill)
+
+
 def test_an_older_postgresql_store_is_refused_then_upgraded(tmp_path, pg_url):
     from sandbox.core.schema import upgrade
 

@@ -133,10 +133,21 @@ class RateLimiter:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def take(self, key: int) -> None:
+        if self.engine is not None:  # the row's lock orders the draws: no process lock
+            allowed, wait = self._draw_store(key)
+        else:
+            allowed, wait = self._draw_local(key)
+        if not allowed:
+            error = RateLimited(
+                f"over the rate limit of {self.per_minute} requests per minute per principal "
+                f"(setting api.rate_per_minute); retry in {wait} s"
+            )
+            error.headers = {"Retry-After": str(wait)}
+            raise error
+
+    def _draw_local(self, key: int) -> tuple[bool, int]:
         with self._lock:
-            if self.engine is not None:
-                allowed, wait = self._draw_store(key)
-            elif self.folder is None or key in self._memory:
+            if self.folder is None or key in self._memory:
                 allowed, wait = self._draw(key, self._memory.get(key), self._memory.__setitem__)
             else:
                 try:
@@ -148,13 +159,7 @@ class RateLimiter:
                     # principal's bucket moves to this process's memory (per process,
                     # so N processes allow up to N times the rate until a restart).
                     allowed, wait = self._draw(key, None, self._memory.__setitem__)
-        if not allowed:
-            error = RateLimited(
-                f"over the rate limit of {self.per_minute} requests per minute per principal "
-                f"(setting api.rate_per_minute); retry in {wait} s"
-            )
-            error.headers = {"Retry-After": str(wait)}
-            raise error
+        return allowed, wait
 
     def _draw(
         self, key: int, state: tuple[float, float] | None, store, now: float | None = None
