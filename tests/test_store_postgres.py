@@ -370,3 +370,63 @@ def test_the_ledger_verifies_while_another_host_appends(hosts):
         checks += 1
     thread.join(60)
     assert checks > 1
+
+
+def test_a_live_hosts_running_job_survives_another_hosts_long_write(tmp_path, pg_url, monkeypatch):
+    """A live host runs a job while another host holds the write lock for three leases
+    (a long migration, a slow write) and this host's own request threads all queue
+    behind it (its connection pool taken). Its heartbeat must go on meanwhile: the other
+    host's look for gone hosts, queued on the lock as its heartbeat thread's is, finds
+    nothing when it runs, and the job is still running afterwards."""
+    from sandbox.api.executor import Executor
+    from sandbox.core.platform import Platform
+    from sandbox.run import leases
+    from sandbox.run.execution import JobService
+
+    lease_s = 2.0
+    monkeypatch.setenv("SANDBOX_STORE_URL", pg_url)
+    monkeypatch.setenv("SANDBOX_STORE_HOST_LEASE_S", str(lease_s))
+    platform = Platform.init(tmp_path / "home")
+    other = Store.open(tmp_path / "unused.sqlite", url=pg_url)
+    executor = Executor(platform, JobService(platform, spare=False))
+    try:
+        job = _queued_job(platform.store)
+        with platform.store.transaction() as conn:  # this host claimed it and runs it
+            conn.execute(jobs.update().where(jobs.c.id == job).values(status="running"))
+            leases.claimed(conn, job)
+        executor._recover_once()  # the lease and its heartbeat; the job loop is busy
+        holding = threading.Event()
+        gone: list = []
+
+        def long_write() -> None:
+            with other.transaction():
+                holding.set()
+                time.sleep(3 * lease_s)
+
+        def other_host_looks() -> None:  # the other host's heartbeat thread
+            with other.transaction() as conn:
+                gone.extend(leases.gone_jobs(conn, lease_s))
+
+        def request() -> None:  # one of this host's request threads, queued on the lock
+            with platform.store.transaction():
+                pass
+
+        writer = threading.Thread(target=long_write)
+        writer.start()
+        assert holding.wait(10)
+        threads = [threading.Thread(target=other_host_looks)]
+        threads += [threading.Thread(target=request) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        writer.join(60)
+        for thread in threads:
+            thread.join(60)
+        assert gone == [], "the other host took a live host for gone"
+        with platform.store.read() as conn:
+            status = conn.execute(select(jobs.c.status).where(jobs.c.id == job)).scalar()
+        assert status == "running", "a live host's job was failed as its host gone"
+    finally:
+        executor.stop()
+        executor.service.close()
+        other.dispose()
+        platform.close()

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from policies.errors import SandboxError
 from sandbox.core import storage
@@ -91,10 +92,12 @@ class Executor:
         self._thread: threading.Thread | None = None
         self._beats: threading.Thread | None = None  # PostgreSQL: the host lease's heartbeat
         self._chores: threading.Thread | None = None  # scheduled pulls and the workflow tick
+        self._lease_engine: Engine | None = None  # PostgreSQL: the heartbeat's own connection
         self._alive_fd: int | None = None
         self._unsettled: dict[int, dict] = {}  # job id -> the failure to record
         self._next_refresh = 0.0  # monotonic time of the next look for due source pulls
         self._next_tick = 0.0  # monotonic time of the next workflow tick (expiry, Art. 13)
+        self._next_recover = 0.0  # PostgreSQL: of the next look for jobs of gone hosts
 
     def start(self) -> None:
         self._recover_once()
@@ -107,9 +110,11 @@ class Executor:
         if self.platform.store.is_postgres:
             # The lock files below see this host's processes only: on PostgreSQL the
             # jobs failed are those of hosts whose lease ran out (sandbox.run.leases),
-            # now and from the heartbeat thread on.
-            leases.beat(self.platform.store.engine)
+            # now and from the chores thread on.
+            self._lease_engine = leases.heartbeat_engine(self.platform.store.engine)
+            leases.beat(self._lease_engine)
             self.recovered = {"failed": recover_gone(self.platform), "queued": []}
+            self._next_recover = time.monotonic() + self.platform.settings.store.host_lease_s / 3
             self._beats = threading.Thread(target=self._beat, name="sandbox-lease", daemon=True)
             self._beats.start()
             return
@@ -135,16 +140,16 @@ class Executor:
             os.close(gate)
 
     def _beat(self) -> None:
-        """Renew this process's host lease and fail the jobs of hosts whose lease ran out,
-        every third of ``store.host_lease_s`` (a thread of its own: a job runs in the
-        loop's thread for as long as it takes)."""
+        """Renew this process's host lease every third of ``store.host_lease_s``, on a
+        connection of its own and in a thread that does nothing else: a job runs in the
+        loop's thread for as long as it takes, and the look for gone hosts (a writing
+        transaction, :meth:`_recover_gone_due`) waits for the write lock, which another
+        host may hold for longer than a lease."""
+        assert self._lease_engine is not None  # made by _recover_once before this starts
         every = self.platform.settings.store.host_lease_s / 3
         while not self._stop.wait(every):
             try:
-                leases.beat(self.platform.store.engine)
-                failed = recover_gone(self.platform)
-                if failed:
-                    log.warning("failed the jobs %s of hosts that are gone", failed)
+                leases.beat(self._lease_engine)
             except Exception:  # the heartbeat must outlive a lost connection
                 log.exception("the executor could not renew its host lease")
 
@@ -165,9 +170,26 @@ class Executor:
         not the job loop's (a pull from a stalled source would hold up every queued job),
         nor the heartbeat's (it would let this host's lease run out)."""
         while not self._stop.is_set():
+            self._recover_gone_due()
             self._refresh_due()
             self._tick_due()
-            self._stop.wait(max(0.0, min(self._next_refresh, self._next_tick) - time.monotonic()))
+            due = min(self._next_refresh, self._next_tick)
+            if self._lease_engine is not None:
+                due = min(due, self._next_recover)
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def _recover_gone_due(self) -> None:
+        """On PostgreSQL, every third of ``store.host_lease_s``: fail the jobs of hosts
+        whose lease ran out (:func:`sandbox.run.jobstate.recover_gone`)."""
+        if self._lease_engine is None or time.monotonic() < self._next_recover:
+            return
+        self._next_recover = time.monotonic() + self.platform.settings.store.host_lease_s / 3
+        try:
+            failed = recover_gone(self.platform)
+            if failed:
+                log.warning("failed the jobs %s of hosts that are gone", failed)
+        except Exception:  # the chores must outlive a lost connection
+            log.exception("the executor could not look for the jobs of gone hosts")
 
     def _refresh_due(self) -> None:
         """Pull the sources whose daily schedule has come (:func:`sandbox.data.refresh.run_due`),
@@ -268,6 +290,9 @@ class Executor:
         if self._beats is not None:  # the lease runs out by itself (leases.gone_jobs)
             self._beats.join(timeout)
             self._beats = None
+        if self._lease_engine is not None:
+            self._lease_engine.dispose()
+            self._lease_engine = None
         if self._alive_fd is not None:
             os.close(self._alive_fd)
             self._alive_fd = None

@@ -17,7 +17,7 @@ import secrets
 import socket
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from sandbox.core.store import insert_or, jobs
@@ -51,8 +51,16 @@ def claimed(conn: Connection, job_id: int) -> None:
         )
 
 
+def heartbeat_engine(engine: Engine) -> Engine:
+    """An engine of one connection of its own on ``engine``'s database, for the heartbeat
+    alone: a beat must never wait for a connection of the store's pool, which may all be
+    held by transactions queued on the write lock while another host holds it."""
+    return create_engine(engine.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
 def beat(engine: Engine) -> None:
-    """Renew this process's lease, in a short transaction of its own."""
+    """Renew this process's lease, in a short transaction of its own (not a writing one:
+    it never waits for the store's write lock)."""
     with engine.begin() as conn:
         now = _now()
         conn.execute(
