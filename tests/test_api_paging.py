@@ -18,8 +18,8 @@ import pytest
 from api_server import ApiServer, check_envelope, host_grant, make_home, write_persons
 
 from policies.errors import Conflict
-from sandbox.api.paging import next_link
 from sandbox.client import Client
+from sandbox.client.products import next_link
 
 SQL = "SELECT county, COUNT(*) AS n FROM persons GROUP BY county"
 REFUSED = "SELECT pid FROM persons"  # row level: refused at once, still a job

@@ -54,12 +54,3 @@ def link_next(request: Request, response: Response, limit: int, after: Any) -> N
     kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "after")]
     query = urlencode([*kept, ("limit", limit), ("after", after)])
     response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
-
-
-def next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of a ``Link`` header, or None."""
-    for part in (header or "").split(","):
-        target, _, params = part.partition(";")
-        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
-            return target.strip()[1:-1]
-    return None

@@ -28,7 +28,6 @@ import httpx
 
 from policies.errors import IntegrityError
 from sandbox.api.models import LedgerEntry, LedgerVerification, Product
-from sandbox.api.paging import next_link
 
 if TYPE_CHECKING:
     import pyarrow
@@ -36,6 +35,15 @@ if TYPE_CHECKING:
 
 TABLE = "output.parquet"
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"  # as sandbox.data.release names them
+
+
+def next_link(header: str | None) -> str | None:
+    """The ``rel="next"`` target of a ``Link`` header (:mod:`sandbox.api.paging`), or None."""
+    for part in (header or "").split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
+            return target.strip()[1:-1]
+    return None
 
 
 class ProductHandle:
