@@ -248,13 +248,15 @@ def next_queued(conn: Connection) -> int | None:
     ).scalar()
 
 
-def _fail_all(
+def fail_jobs(
     platform: Platform,
     conn: Connection,
     rows,
     reason: Mapping[str, Any],
     article: str,
 ) -> list[int]:
+    """Fail the jobs of ``rows`` (id, operator_id), in the caller's transaction, with
+    ``reason`` (code, message, article); their ids."""
     failed = []
     for row in rows:
         operator = by_id(conn, row.operator_id)
@@ -287,7 +289,7 @@ def cancel_operator_jobs(
             jobs.c.status.in_([s.value for s in ACTIVE_STATES]),
         )
     ).all()
-    return _fail_all(
+    return fail_jobs(
         platform, conn, rows, {"code": "cancelled", "message": reason, "article": article}, article
     )
 
@@ -306,7 +308,7 @@ def recover(platform: Platform) -> dict[str, list[int]]:
                 )
             )
         ).all()
-        failed = _fail_all(
+        failed = fail_jobs(
             platform,
             conn,
             rows,
@@ -333,7 +335,7 @@ def recover_gone(platform: Platform) -> list[int]:
     lease_s = platform.settings.store.host_lease_s
     with platform.store.transaction() as conn:
         rows = gone_jobs(conn, lease_s)
-        return _fail_all(
+        return fail_jobs(
             platform,
             conn,
             rows,

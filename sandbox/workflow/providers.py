@@ -30,7 +30,7 @@ from sandbox.core.ledger import Actor
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, jobs, products
-from sandbox.run.jobstate import ACTIVE_STATES, JobState, transition
+from sandbox.run.jobstate import ACTIVE_STATES, fail_jobs
 from sandbox.workflow.base import create, dataset_row, get, move, need_text
 from sandbox.workflow.inbox import tell_agreement
 from sandbox.workflow.tables import agreements, product_dispositions, provider_holds
@@ -64,22 +64,8 @@ def cancel_jobs_using(
     """Fail the active jobs that read one of ``grant_ids``, in the caller's transaction;
     the operator's other jobs go on. A worker busy with one finishes, and its result is
     dropped: the job is no longer ``running``."""
-    cancelled = []
-    for row in active_jobs_using(conn, grant_ids):
-        operator = by_id(conn, row.operator_id)
-        message = {"code": "cancelled", "message": reason, "article": article}
-        transition(
-            platform,
-            conn,
-            row.id,
-            operator,
-            JobState.FAILED,
-            {"code": "cancelled", "message": reason},
-            article,
-            reason_json=json.dumps(message),
-        )
-        cancelled.append(row.id)
-    return cancelled
+    why = {"code": "cancelled", "message": reason, "article": article}
+    return fail_jobs(platform, conn, active_jobs_using(conn, grant_ids), why, article)
 
 
 # --- holds --------------------------------------------------------------------------------------
