@@ -254,3 +254,32 @@ def test_two_services_whose_bands_differ_slightly_cannot_single_out_an_enterpris
         pairs.setdefault(subject, {})[name] = grade
     shared = Counter(tuple(sorted(g.items())) for g in pairs.values())
     assert min(shared.values()) >= 10, shared
+
+
+def test_colluding_consumers_get_one_grade_and_the_authority_hears_of_them(published):
+    """Four consumers ask about one enterprise: they get the same grade (nothing more to
+    combine), the subject's daily limit spans them all, and the authority that approved
+    the service is told that several accounts tried one key."""
+    w = published
+    code = _codes(w, 1)[0]
+    colluders = [w.consumer]
+    with w.platform.store.transaction() as conn:
+        for name in ("lender2", "lender3", "lender4"):
+            colluders.append(
+                principals.insert(conn, name, principals.Role.CONSUMER, name, None, now_utc())[0]
+            )
+    answers = []
+    for i in range(4):
+        for consumer in colluders:
+            consent = {**CONSENT, "reference": f"C{i}-{consumer.name}"}
+            result = calls.call(w.platform, consumer, "sme_credit", [{"key": code}], consent)
+            answers.append(result.results[0])
+    grades = [r.code for r in answers if r.code is not None]
+    assert len(set(grades)) == 1
+    assert len(grades) == w.platform.settings.verify.subject_per_day
+    assert {r.refused for r in answers if r.code is None} == {"subject_daily_limit"}
+    with w.platform.store.read() as conn:
+        alerts = [
+            e for e in ledger.query(conn) if e["details"].get("kind") == "value_tried_by_accounts"
+        ]
+    assert alerts and alerts[0]["details"]["accounts"] >= 3

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from jobs.model import KIND
 from jobs.model_bands import NOT_FOUND
@@ -53,6 +54,7 @@ from sandbox.verification.keys import (
 from sandbox.verification.products import MAX_BATCH, WITHDRAWING
 from sandbox.verification.record import CallResult, CallUnit, Item, Limits
 from sandbox.verification.tables import verify_standing
+from sandbox.verification.values import ValueGuard
 from sandbox.workflow.inbox import notify
 
 ITEM_FIELDS = frozenset({"key", "consent"})
@@ -64,7 +66,6 @@ class Published:
 
     name: str
     versions: dict[str, int] = field(default_factory=dict)
-    approved_by: int | None = None
 
 
 class ScoreUnit(CallUnit):
@@ -109,6 +110,10 @@ class ScoreUnit(CallUnit):
         )
         return seq
 
+    def __init__(self, platform: Platform, limits: Limits):
+        super().__init__(platform, limits)
+        self.values = ScoreValues(platform, limits.values)
+
     def _alert(self, conn, consumer, loaded, request_id, standing, reason, day) -> None:
         """The consumer's standing worsened: recorded (the standing every service reads),
         ledgered and sent to the authority that approved the service."""
@@ -123,14 +128,23 @@ class ScoreUnit(CallUnit):
             "kind": "consumer_standing", "consumer": consumer.name, "standing": standing.value,
             "reason": reason, "service": loaded.name, "request_id": request_id,
         }  # fmt: skip
-        self.platform.record(
-            conn, SYSTEM, "score.alert", f"principal:{consumer.name}", details, "Art. 19"
-        )
-        if loaded.approved_by is not None:
-            notify(
-                self.platform, conn, SYSTEM, loaded.approved_by, "scoring_alert",
-                f"principal:{consumer.name}", details, "Art. 19",
-            )  # fmt: skip
+        _tell(self.platform, conn, loaded.name, f"principal:{consumer.name}", details)
+
+
+class ScoreValues(ValueGuard):
+    """Verification's counts per value, its alerts told about the scoring service."""
+
+    def alert(self, conn: Connection, product: str, details: dict) -> None:
+        _tell(self.platform, conn, product, f"score:{product}", details)
+
+
+def _tell(platform: Platform, conn: Connection, service: str, target: str, details: dict) -> None:
+    """A ``score.alert`` ledger entry and a ``scoring_alert`` to the authority that
+    approved the service."""
+    platform.record(conn, SYSTEM, "score.alert", target, details, "Art. 19")
+    approved_by = service_row(conn, service).approved_by
+    if approved_by is not None:
+        notify(platform, conn, SYSTEM, approved_by, "scoring_alert", target, details, "Art. 19")
 
 
 def _ready(platform: Platform, name: str) -> Published:
@@ -155,7 +169,7 @@ def _ready(platform: Platform, name: str) -> Published:
             subject=name,
             hint="the authority may publish it again once the agreement is active",
         )
-    return Published(name, versions, row.approved_by)
+    return Published(name, versions)
 
 
 def _subject(item: Any, consent: Any) -> tuple[str, Consent]:

@@ -168,6 +168,10 @@ class ValueGuard:
             "product": product,
             "request_id": request_id,
         }
+        self.alert(conn, product, details)
+
+    def alert(self, conn: Connection, product: str, details: dict) -> None:
+        """Tell the authority (a scoring service's unit tells its own)."""
         _alert(self.platform, conn, product, details)
 
 
