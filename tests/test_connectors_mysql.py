@@ -228,7 +228,7 @@ def test_a_password_never_shows_on_any_path(maria, platform, provider, caplog, t
     from sandbox.data.kept_sources import kept_uri
     from sandbox.data.refresh import list_sources, refresh, run_due, set_schedule
     from sandbox.data.suggestion import suggest_classification
-    from sandbox.workflow.inbox import inbox_of
+    from sandbox.registry.inbox import inbox_of
 
     secret = "pw#SECRET-123"
     con = maria.admin()

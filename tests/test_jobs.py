@@ -15,6 +15,7 @@ import pytest
 from policies.access import GrantStatus
 from policies.classes import Classification
 from policies.errors import NotFound, PermissionDenied
+from policies.job_states import TRANSITIONS
 from sandbox.core import ledger
 from sandbox.core.keys import load_public
 from sandbox.core.principals import Role
@@ -23,7 +24,6 @@ from sandbox.data.grants import add_grant, set_grant_status
 from sandbox.data.products import list_products
 from sandbox.data.release import verify_product
 from sandbox.run.execution import (
-    TRANSITIONS,
     JobService,
     JobState,
     job_outcome,

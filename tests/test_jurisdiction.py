@@ -26,11 +26,11 @@ from sandbox.core.principals import Role
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.demo.verification import IDENTITY
 from sandbox.guard import dp_views
+from sandbox.registry.jurisdiction import CITY, grant_place, job_place
 from sandbox.run.execution import JobService, JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements, airlock, requests, reviews
-from sandbox.workflow.jurisdiction import CITY, grant_place, job_place
 from tests.api_server import ApiServer, check_envelope
 from tests.verify_helpers import CONSENT, make_world
 from tests.workflow_helpers import COUNTY, Cast, apply, granted, make_cast, publish, sign

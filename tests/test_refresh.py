@@ -19,7 +19,7 @@ from sandbox.core.principals import Role, Status, set_status
 from sandbox.data import vault
 from sandbox.data.kept_sources import kept_uri
 from sandbox.data.refresh import list_sources, refresh, run_due, set_schedule
-from sandbox.workflow.inbox import inbox_of
+from sandbox.registry.inbox import inbox_of
 
 CLASSES = Classification.from_dict(
     {"entity_key": "pid", "columns": {"pid": "identifier", "county": "dimension", "n": "measure"}}

@@ -35,9 +35,9 @@ from sandbox.data.backup import backup, restore, verify_home
 from sandbox.data.grants import add_grant, grants_of
 from sandbox.data.products import fetch_product
 from sandbox.psi.terms import set_terms
+from sandbox.registry.base import BEIJING
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements
-from sandbox.workflow.base import BEIJING
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home
 from tests.conftest import HOLDS_OFF
 from tests.psi_helpers import firm_code, register_firms

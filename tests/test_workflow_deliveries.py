@@ -13,10 +13,10 @@ from policies.errors import Conflict, InputError, NotFound, PermissionDenied, Po
 from sandbox.core import ledger
 from sandbox.core.principals import Role
 from sandbox.data.products import fetch_product, list_products
+from sandbox.registry.inbox import notifications_of
+from sandbox.registry.tables import feedback_points
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, deliveries, feedback, scheduler
-from sandbox.workflow.inbox import notifications_of
-from sandbox.workflow.tables import feedback_points
 from tests.workflow_helpers import NOW, granted, make_cast, verify_ledger
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"

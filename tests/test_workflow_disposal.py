@@ -20,12 +20,12 @@ from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.backup import backup, restore, verify_home
 from sandbox.data.products import list_products, readable_product
+from sandbox.registry.inbox import notifications_of
 from sandbox.run.execution import JobService, JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification.disposal import dispose_indexes
 from sandbox.verification.tables import verify_products as table
 from sandbox.workflow import agreements, applications, notices, reviews, scheduler
-from sandbox.workflow.inbox import notifications_of
 from sandbox.workflow.providers import uses_of
 from tests.verify_helpers import IDENTITY, make_world
 from tests.workflow_helpers import (

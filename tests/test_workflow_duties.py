@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from policies.errors import InputError, NotFound, PermissionDenied
 from sandbox.cli.app import main
+from sandbox.registry.base import BEIJING
 from sandbox.workflow import duties
-from sandbox.workflow.base import BEIJING
 from tests.workflow_helpers import (
     COUNTY,
     NOW,

@@ -16,9 +16,9 @@ import pytest
 from policies.errors import Conflict, InputError, PermissionDenied, PolicyRefusal
 from policies.workflow import AgreementState, ApplicationState, Disposal, RequestState
 from sandbox.data.grants import grants_of
+from sandbox.registry.tables import applications, data_requests
+from sandbox.registry.terms import terms_of
 from sandbox.workflow import agreements, requests, reviews
-from sandbox.workflow.tables import applications, data_requests
-from sandbox.workflow.terms import terms_of
 from tests.workflow_helpers import (
     COUNTY,
     NOW,

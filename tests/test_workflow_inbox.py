@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from policies.errors import InputError
+from sandbox.registry.inbox import inbox_of, notifications_of
 from sandbox.workflow import agreements, requests, reviews, supervision
-from sandbox.workflow.inbox import inbox_of, notifications_of
 from tests.workflow_helpers import (
     NOW,
     apply,

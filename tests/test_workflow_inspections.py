@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from policies.errors import Conflict, InputError, NotFound, PermissionDenied
 from sandbox.cli.app import main
 from sandbox.core.principals import Role
+from sandbox.registry.inbox import notifications_of
 from sandbox.workflow import inspections
-from sandbox.workflow.inbox import notifications_of
 from tests.workflow_helpers import NOW, entries, granted, make_cast, verify_ledger
 
 

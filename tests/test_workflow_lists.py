@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from policies.errors import InputError, PermissionDenied
 from sandbox.cli.app import main
+from sandbox.registry.tables import data_requests
 from sandbox.workflow import requests
 from sandbox.workflow.lists import list_page
-from sandbox.workflow.tables import data_requests
 from tests.workflow_helpers import (
     COUNTY,
     NOW,

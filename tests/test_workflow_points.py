@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from policies.errors import ClassificationError, PolicyRefusal
 from sandbox.core.store import datasets
 from sandbox.data import vault
-from sandbox.workflow.base import BEIJING, parse_time
+from sandbox.registry.base import BEIJING, parse_time
 from tests.workflow_helpers import (
     apply,
     cast_fixture,  # noqa: F401  (the fixture cast)

@@ -50,12 +50,11 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.core.store import grants
 from sandbox.data.grants import may_run
-from sandbox.workflow import agreements, providers, reporting, requests, scheduler, supervision
-from sandbox.workflow.base import parse_time
-from sandbox.workflow.tables import (
+from sandbox.registry.base import parse_time
+from sandbox.registry.tables import (
     agreements as agreements_t,
 )
-from sandbox.workflow.tables import (
+from sandbox.registry.tables import (
     applications,
     data_requests,
     evaluations,
@@ -65,6 +64,7 @@ from sandbox.workflow.tables import (
     report_schedules,
     review_appointments,
 )
+from sandbox.workflow import agreements, providers, reporting, requests, scheduler, supervision
 from tests.workflow_helpers import NOW, make_cast, passed_application, sign, verify_ledger
 
 STATEFUL = {

@@ -16,9 +16,9 @@ from policies.errors import Conflict, NotFound, PermissionDenied, PolicyRefusal
 from policies.workflow import PassRule
 from sandbox.core.principals import Role
 from sandbox.data import vault
+from sandbox.registry.inbox import notifications_of
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, notices, providers, requests, reviews, supervision
-from sandbox.workflow.inbox import notifications_of
 from tests.workflow_helpers import NOW, apply, entries, make_cast, sign, verify_ledger
 
 ON_PUMS = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"

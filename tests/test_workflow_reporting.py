@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policies.errors import InputError
+from sandbox.registry.inbox import notifications_of
 from sandbox.workflow import scheduler, usage
-from sandbox.workflow.inbox import notifications_of
 from sandbox.workflow.reporting import ended_periods
 from tests.workflow_helpers import (
     cast_fixture,  # noqa: F401  (the fixture cast)

@@ -15,10 +15,10 @@ import pytest
 from policies.errors import Conflict, InputError, PermissionDenied, PolicyRefusal
 from policies.workflow import Disposal
 from sandbox.data.grants import add_grant, grants_of, may_run
+from sandbox.registry.tables import output_reviews, product_dispositions
+from sandbox.registry.terms import terms_of
 from sandbox.run.execution import JobService, JobState
 from sandbox.workflow import agreements, airlock, deliveries, feedback, supervision, usage
-from sandbox.workflow.tables import output_reviews, product_dispositions
-from sandbox.workflow.terms import terms_of
 from tests.workflow_helpers import (
     NOW,
     cast_fixture,  # noqa: F401  (the fixture cast)

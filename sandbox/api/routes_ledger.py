@@ -1,7 +1,7 @@
 """The ledger over HTTP: filtered reads for auditors and the authority, and verification.
 
 A county authority reads only the entries of its county
-(:func:`sandbox.workflow.jurisdiction.read_ledger`).
+(:func:`sandbox.registry.jurisdiction.read_ledger`).
 
 ``GET /v1/ledger/verify`` walks the whole hash chain and the signed head, like
 ``sandbox ledger verify``; a broken chain is a 409 ``integrity`` error naming
@@ -17,7 +17,7 @@ from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import LedgerEntry, LedgerVerification
 from sandbox.api.paging import cut, one_more
 from sandbox.core import ledger as ledger_mod
-from sandbox.workflow.jurisdiction import read_ledger
+from sandbox.registry.jurisdiction import read_ledger
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
 

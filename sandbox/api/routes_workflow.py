@@ -44,6 +44,7 @@ from sandbox.api.workflow_models import (
     UsageBody,
     VoteBody,
 )
+from sandbox.registry.inbox import inbox_of
 from sandbox.workflow import (
     agreements,
     airlock,
@@ -59,7 +60,6 @@ from sandbox.workflow import (
     supervision,
     usage,
 )
-from sandbox.workflow.inbox import inbox_of
 from sandbox.workflow.lists import list_page
 
 router = APIRouter(prefix="/v1", tags=["workflow"])

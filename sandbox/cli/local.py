@@ -163,7 +163,7 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
         }
 
     def ledger(self, **filters):
-        from sandbox.workflow.jurisdiction import read_ledger
+        from sandbox.registry.jurisdiction import read_ledger
 
         me = self.me
         with self.platform.store.read() as conn:

@@ -15,7 +15,7 @@ class LocalWorkflowCalls:
     me: Any  # the principal of the token: LocalBackend's property
 
     def inbox(self, limit, before, kind):
-        from sandbox.workflow.inbox import inbox_of
+        from sandbox.registry.inbox import inbox_of
 
         return inbox_of(self.platform, self.me, limit=limit, before=before, kind=kind)
 

@@ -5,8 +5,8 @@ The same functions as the API's routes: :func:`sandbox.workflow.held.held_output
 held outputs a checker, an authority or an auditor may review),
 :func:`sandbox.workflow.lists.list_page` (applications, data requests and agreements as
 their readers may see them: a county authority its county's, a provider those on its
-data), :func:`sandbox.workflow.inbox.inbox_of` (the principal's notifications),
-``agreement_dict`` and :func:`~sandbox.workflow.jurisdiction.read_ledger` for an
+data), :func:`sandbox.registry.inbox.inbox_of` (the principal's notifications),
+``agreement_dict`` and :func:`~sandbox.registry.jurisdiction.read_ledger` for an
 agreement and its history, and :func:`~sandbox.workflow.agreements.suspend` and
 ``restore`` (Art. 24), which check the role, the jurisdiction and the state.
 """
@@ -28,9 +28,9 @@ from sandbox.console.web import (
     render,
 )
 from sandbox.core.principals import Principal, Role
+from sandbox.registry.inbox import inbox_of
+from sandbox.registry.jurisdiction import read_ledger
 from sandbox.workflow import agreements, held
-from sandbox.workflow.inbox import inbox_of
-from sandbox.workflow.jurisdiction import read_ledger
 from sandbox.workflow.lists import MAX_PAGE, list_page
 
 router = console_router()

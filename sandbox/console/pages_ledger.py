@@ -1,7 +1,7 @@
 """The auditor's pages: the ledger as a filterable timeline with a chart of activity per
 day and kind, and ``ledger verify`` from the page.
 
-Entries come from :func:`sandbox.workflow.jurisdiction.read_ledger`, the function of
+Entries come from :func:`sandbox.registry.jurisdiction.read_ledger`, the function of
 ``GET /v1/ledger`` (auditors and the authority; a county authority sees its county's
 entries only); verification is :func:`sandbox.core.ledger.verify`, as
 ``GET /v1/ledger/verify``. The filters are those of the API: actor, action, subject and
@@ -28,7 +28,7 @@ from sandbox.console.web import (
     render,
 )
 from sandbox.core import ledger as ledger_mod
-from sandbox.workflow.jurisdiction import read_ledger
+from sandbox.registry.jurisdiction import read_ledger
 
 router = console_router()
 

@@ -55,7 +55,7 @@ FEATURE_TABLES: tuple[str, ...] = (
     "sandbox.psi.tables",
     "sandbox.run.tables",
     "sandbox.verification.tables",
-    "sandbox.workflow.tables",
+    "sandbox.registry.tables",
 )
 
 # The store's schema versions, oldest first, as Alembic revisions

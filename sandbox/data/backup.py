@@ -49,8 +49,8 @@ from sandbox.core.platform import STORE_NAME, Platform
 from sandbox.core.storage import sha256_file as _sha256
 from sandbox.core.store import dataset_versions, jobs, products
 from sandbox.data.release import verify_product
-from sandbox.workflow.disposal import deleted_products
-from sandbox.workflow.tables import product_dispositions
+from sandbox.registry.disposal import deleted_products
+from sandbox.registry.tables import product_dispositions
 
 MANIFEST = "backup.json"
 SIGNATURE = "backup.sig"

@@ -28,9 +28,9 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import datasets, grants, inserted_id, principals
 from sandbox.data.vault import get_version
-from sandbox.workflow.base import parse_time
-from sandbox.workflow.jurisdiction import grant_place, require_city, require_covers, scope_of
-from sandbox.workflow.terms import terms_of
+from sandbox.registry.base import parse_time
+from sandbox.registry.jurisdiction import grant_place, require_city, require_covers, scope_of
+from sandbox.registry.terms import terms_of
 
 
 def _parse_time(text: str) -> datetime:
@@ -184,7 +184,7 @@ def _check_kinds(extra_aggregates: Sequence[str], job_kinds: Sequence[str]) -> N
 
 def _term(start: str | None, until: str) -> tuple[datetime, datetime]:
     """A grant's term; a bare date as its end takes in the whole of that day
-    (:func:`sandbox.workflow.base.parse_time`, as for agreements and deadlines)."""
+    (:func:`sandbox.registry.base.parse_time`, as for agreements and deadlines)."""
     valid_from = parse_time(start, "--from") if start else datetime.now(UTC)
     valid_until = parse_time(until, "--until", end=True)
     if valid_until <= valid_from:

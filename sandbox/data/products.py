@@ -3,7 +3,7 @@
 A product belongs to the operator whose job made it; the operator may read and
 download it while its grants (and their agreements) are in force; the city
 authority and the auditors may read every product, a county authority the products
-of its county's jobs (Art. 5, 7; :mod:`sandbox.workflow.jurisdiction`). Every read, on the host and
+of its county's jobs (Art. 5, 7; :mod:`sandbox.registry.jurisdiction`). Every read, on the host and
 over the API, passes :func:`readable_product`. Every download is a ledger entry.
 A consumer reads the products an operator delivered to it (Art. 15,
 :mod:`sandbox.workflow.deliveries`) and no other; providers and reviewers read none.
@@ -22,17 +22,25 @@ from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from policies.errors import Conflict, NotFound, PermissionDenied, PolicyRefusal
+from policies.job_states import JobState
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
 from sandbox.core.store import jobs, products
 from sandbox.data.grants import may_run
 from sandbox.data.release import verify_product
-from sandbox.run.jobstate import JobState
-from sandbox.workflow.deliveries import delivered_to
-from sandbox.workflow.disposal import deleted_products, deletion_of
-from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
+from sandbox.registry.disposal import deleted_products, deletion_of
+from sandbox.registry.jurisdiction import job_place, require_covers, scope_of
+from sandbox.registry.tables import deliveries
 
 READERS = (Role.OPERATOR, Role.AUTHORITY, Role.AUDITOR, Role.CONSUMER)
+
+
+def delivered_to(conn: Connection, consumer_id: int) -> set[str]:
+    """The ids of the products delivered to this consumer."""
+    rows = conn.execute(
+        select(deliveries.c.product_id).where(deliveries.c.consumer_id == consumer_id)
+    )
+    return set(rows.scalars())
 
 
 def _require_reader(viewer: Principal) -> None:

@@ -9,7 +9,7 @@ version, changed data makes version n+1. Every pull is ledgered, ``dataset.refre
 value); a failed pull leaves the latest version as it was, and the dataset's source
 row keeps the last status and error, which ``dataset sources`` shows its provider.
 On demand, the failure is also the command's error; on a schedule, the provider finds
-it in the inbox too (``source.refresh_failed``, :mod:`sandbox.workflow.inbox`).
+it in the inbox too (``source.refresh_failed``, :mod:`sandbox.registry.inbox`).
 
 A schedule is a daily time, ``HH:MM`` in :data:`TIMEZONE`. :func:`run_due` pulls every
 source whose time has come today and that has not been pulled by its schedule today;
@@ -108,7 +108,7 @@ def _record(
         action = "dataset.refresh_failed" if error is not None else "dataset.refresh"
         platform.record(conn, provider.actor, action, f"dataset:{name}", details, "Art. 14")
         if error is not None and trigger == "schedule":  # nobody is there to see the error
-            from sandbox.workflow.inbox import notify
+            from sandbox.registry.inbox import notify
 
             notify(platform, conn, SYSTEM, provider.id, "source.refresh_failed",
                    f"dataset:{name}", details, "Art. 14")  # fmt: skip

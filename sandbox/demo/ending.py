@@ -21,10 +21,10 @@ from sandbox.core.principals import Principal
 from sandbox.data.backup import backup, check_backup
 from sandbox.data.grants import may_run
 from sandbox.data.products import list_products
+from sandbox.registry.base import parse_time
+from sandbox.registry.inbox import inbox_of
 from sandbox.verification.disposal import dispose_indexes
 from sandbox.workflow import agreements, providers, scheduler
-from sandbox.workflow.base import parse_time
-from sandbox.workflow.inbox import inbox_of
 
 
 def demo_provider(

@@ -103,7 +103,7 @@ def set_share(
     """Give an agreement its share of a population-year (an authority covering the
     agreement). The shares never exceed the year's total; a share is never set below what
     the agreement has already spent of it."""
-    from sandbox.workflow.base import require_authority
+    from sandbox.registry.base import require_authority
 
     require_role(authority, Role.AUTHORITY, action="share privacy budgets", article=ARTICLE)
     population, year = checked_population(population), budget_year(year)
@@ -183,8 +183,8 @@ def configure(
 ) -> None:
     """Put an agreement's use of ``dataset`` into the DP mode (once): each job spends
     ``per_query`` of the agreement's share of the dataset's population-year."""
-    from sandbox.workflow.base import get, require_authority
-    from sandbox.workflow.tables import agreements
+    from sandbox.registry.base import get, require_authority
+    from sandbox.registry.tables import agreements
 
     require_role(authority, Role.AUTHORITY, action="set privacy budgets", article=ARTICLE)
     per_query = epsilon_of(per_query, "per_query")

@@ -145,7 +145,7 @@ def checked_population(value: Any) -> str:
 
 
 def agreement_row(conn: Connection, agreement_id: Any) -> Row:
-    from sandbox.workflow.tables import agreements
+    from sandbox.registry.tables import agreements
 
     if isinstance(agreement_id, bool) or not isinstance(agreement_id, int):
         raise InputError(

@@ -30,7 +30,7 @@ from sandbox.guard.tables import dp_budgets, dp_charges, dp_population_budgets, 
 def _visible_agreements(conn: Connection, viewer: Principal) -> set[int] | None:
     """The agreements whose shares and spends ``viewer`` sees; None: every one."""
     from policies.workflow import covers
-    from sandbox.workflow.tables import agreements
+    from sandbox.registry.tables import agreements
 
     if viewer.role is Role.AUDITOR or (
         viewer.role is Role.AUTHORITY and viewer.jurisdiction == "city"
@@ -143,8 +143,8 @@ def show(conn: Connection, viewer: Principal, agreement_id: int) -> list[dict]:
     """The agreement's DP mode per dataset (per-query epsilon, bounds): for its operator,
     an authority covering it or an auditor. Its shares and spends: :func:`shares`,
     :func:`spends`."""
-    from sandbox.workflow.base import get, require_authority
-    from sandbox.workflow.tables import agreements
+    from sandbox.registry.base import get, require_authority
+    from sandbox.registry.tables import agreements
 
     row = get(conn, agreements, agreement_id, "agreement")
     if viewer.role is Role.OPERATOR and viewer.id != row.operator_id:

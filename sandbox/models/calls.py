@@ -42,6 +42,7 @@ from sandbox.data.grants import may_run
 from sandbox.models.service import model_row
 from sandbox.models.services import service_row, withdraw
 from sandbox.models.tables import score_calls, score_index
+from sandbox.registry.inbox import notify
 from sandbox.verification.commit import GroupCommitter
 from sandbox.verification.keys import (
     caller_value,
@@ -55,7 +56,6 @@ from sandbox.verification.products import MAX_BATCH, WITHDRAWING
 from sandbox.verification.record import CallResult, CallUnit, Item, Limits
 from sandbox.verification.tables import verify_standing
 from sandbox.verification.values import ValueGuard
-from sandbox.workflow.inbox import notify
 
 ITEM_FIELDS = frozenset({"key", "consent"})
 

@@ -37,9 +37,9 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.data.grants import may_run
 from sandbox.models.service import model_row, scores_of
 from sandbox.models.tables import models, score_index, score_services
+from sandbox.registry.jurisdiction import scope_of
+from sandbox.registry.tables import agreements
 from sandbox.verification.products import Lifecycle, require_product_authority, visible_to
-from sandbox.workflow.jurisdiction import scope_of
-from sandbox.workflow.tables import agreements
 
 
 def _tables(row) -> list[str]:

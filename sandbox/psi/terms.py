@@ -29,9 +29,9 @@ from sandbox.core.store import grants as grants_table
 from sandbox.core.store import inserted_id
 from sandbox.data.vault import get_version
 from sandbox.psi.tables import psi_terms
-from sandbox.workflow.base import require_authority
-from sandbox.workflow.jurisdiction import grant_place, require_covers
-from sandbox.workflow.tables import agreements
+from sandbox.registry.base import require_authority
+from sandbox.registry.jurisdiction import grant_place, require_covers
+from sandbox.registry.tables import agreements
 
 
 def _terms_from_row(row) -> PsiTerms:

@@ -39,7 +39,6 @@ from sandbox.run import leases
 from sandbox.run.admission import PERSON_JOB, Prepared, prepare
 from sandbox.run.executors import with_numbers
 from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
-    TRANSITIONS,
     JobOutcome,
     JobState,
     cancel_operator_jobs,

@@ -1,6 +1,7 @@
 """The job state machine, and reading jobs back.
 
-Job states (README, "The path of a job") and the only allowed transitions::
+Job states (README, "The path of a job"; :mod:`policies.job_states`) and the only
+allowed transitions::
 
     submitted -> refused | queued | failed
     queued    -> running | failed
@@ -20,52 +21,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.errors import Conflict, NotFound, PermissionDenied, SandboxError
+from policies.job_states import ACTIVE_STATES, ARTICLE_OF, JobState, may_transition
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import inserted_id, jobs
+from sandbox.registry.jurisdiction import job_place, require_covers, scope_of
 from sandbox.run.leases import claimed, gone_jobs
 from sandbox.run.views import released_report, withheld_report
-from sandbox.workflow.jurisdiction import job_place, require_covers, scope_of
-
-
-class JobState(StrEnum):
-    SUBMITTED = "submitted"
-    REFUSED = "refused"
-    QUEUED = "queued"
-    RUNNING = "running"
-    CHECKING = "checking"
-    RELEASED = "released"
-    WITHHELD = "withheld"
-    FAILED = "failed"
-
-
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.SUBMITTED: frozenset({JobState.REFUSED, JobState.QUEUED, JobState.FAILED}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.FAILED}),
-    JobState.CHECKING: frozenset({JobState.RELEASED, JobState.WITHHELD, JobState.FAILED}),
-    JobState.WITHHELD: frozenset({JobState.RELEASED}),
-}
-
-ARTICLE_OF = {
-    JobState.REFUSED: "Art. 15",
-    JobState.RELEASED: "Art. 15",
-    JobState.WITHHELD: "Art. 15",
-}
-
-ACTIVE_STATES = (JobState.SUBMITTED, JobState.QUEUED, JobState.RUNNING, JobState.CHECKING)
-
-
-def may_transition(old: JobState, new: JobState) -> bool:
-    return new in TRANSITIONS.get(old, frozenset())
 
 
 def state_of(conn: Connection, job_id: int) -> JobState:

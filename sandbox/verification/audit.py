@@ -19,6 +19,7 @@ from policies.verification import (
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import ledger as ledger_table
+from sandbox.registry.jurisdiction import scope_of
 from sandbox.verification.keys import (
     caller_value,
     load_secret,
@@ -34,7 +35,6 @@ from sandbox.verification.tables import (
     verify_products,
     verify_standing,
 )
-from sandbox.workflow.jurisdiction import scope_of
 
 
 def who(

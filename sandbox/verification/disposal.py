@@ -21,10 +21,10 @@ from policies.verification.common import ProductState
 from policies.workflow import AgreementState, Disposal
 from sandbox.core.ledger import SYSTEM, Actor
 from sandbox.core.platform import Platform
+from sandbox.registry.tables import agreements
 from sandbox.verification.index import FOLDER
 from sandbox.verification.products import move_product
 from sandbox.verification.tables import verify_products
-from sandbox.workflow.tables import agreements
 
 ENDED = (AgreementState.EXPIRED.value, AgreementState.TERMINATED.value)
 

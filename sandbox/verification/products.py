@@ -29,6 +29,9 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.data.grants import may_run
 from sandbox.data.vault import get_version, list_datasets
+from sandbox.registry.base import require_authority
+from sandbox.registry.jurisdiction import require_city, scope_of
+from sandbox.registry.tables import agreements
 from sandbox.verification.index import build
 from sandbox.verification.keys import (
     load_secret,
@@ -37,9 +40,6 @@ from sandbox.verification.tables import (
     verify_products,
     verify_standing,
 )
-from sandbox.workflow.base import require_authority
-from sandbox.workflow.jurisdiction import require_city, scope_of
-from sandbox.workflow.tables import agreements
 
 MAX_BATCH = 1000
 

@@ -49,6 +49,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import dataset_versions, datasets
 from sandbox.data.grants import grants_of, may_run
+from sandbox.registry.terms import terms_of
 from sandbox.verification.commit import GroupCommitter
 from sandbox.verification.index import IndexReader, build
 from sandbox.verification.keys import (
@@ -74,7 +75,6 @@ from sandbox.verification.record import CallResult, CallUnit, Item, Limits, Load
 from sandbox.verification.tables import (
     verify_products,
 )
-from sandbox.workflow.terms import terms_of
 
 
 def _own_cause(

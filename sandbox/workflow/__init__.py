@@ -5,8 +5,8 @@ One small module per object: :mod:`.notices`, :mod:`.applications`,
 quality tickets), :mod:`.supervision` (evaluation, incident, inspection),
 :mod:`.feedback`, :mod:`.usage` and :mod:`.airlock` (output review). Their
 states and rules are pure data in :mod:`policies.workflow`; every move here is
-one ledger entry in the same transaction as the state change (:mod:`.base`).
-
-This package's ``__init__`` imports nothing, so that :mod:`sandbox.core.store` can
-import :mod:`.tables` while it is itself being loaded.
+one ledger entry in the same transaction as the state change
+(:mod:`sandbox.registry.base`). The workflow's tables, and what the layers below it
+read of its decisions (terms, counties, disposals, the inbox), are in
+:mod:`sandbox.registry`.
 """

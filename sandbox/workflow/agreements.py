@@ -4,7 +4,7 @@ An agreement follows a passed review and carries every field Art. 13 names:
 parties, scope (datasets and columns, job kinds, product kinds, disclosure
 parameters), term, rights and duties, security requirements, exit conditions,
 breach liability and the disposal of derived products at expiry
-(:mod:`sandbox.workflow.disposal`). States::
+(:mod:`sandbox.registry.disposal`). States::
 
     active -> suspended -> active | terminated | expired;   active -> expired
 
@@ -13,7 +13,7 @@ that read data under the agreement's grants (the operator's other agreements go
 on) and freezes its held outputs, in the same transaction. At expiry
 (and at termination) the disposal clause runs: the operator's products made
 under the agreement are deleted or handed to the signing authority, each
-recorded. :mod:`sandbox.workflow.terms` gives the job gate
+recorded. :mod:`sandbox.registry.terms` gives the job gate
 (:func:`sandbox.data.grants.may_run`) what it needs to refuse outside an active,
 in-term, in-scope agreement.
 """
@@ -40,7 +40,7 @@ from sandbox.core.ledger import Actor
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import grants
-from sandbox.workflow.base import (
+from sandbox.registry.base import (
     create,
     get,
     move,
@@ -49,17 +49,17 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
-from sandbox.workflow.disposal import dispose_in, expire, products_under
-from sandbox.workflow.inbox import tell_agreement
-from sandbox.workflow.reporting import check_every, set_in
-from sandbox.workflow.tables import (
+from sandbox.registry.disposal import dispose_in, expire, products_under
+from sandbox.registry.inbox import tell_agreement
+from sandbox.registry.tables import (
     agreements,
     applications,
     evaluations,
     notices,
 )
+from sandbox.workflow.reporting import check_every, set_in
 
-# expiry and disposal live in sandbox.workflow.disposal; their callers find them here too
+# expiry and disposal live in sandbox.registry.disposal; their callers find them here too
 __all__ = [
     "active_of",
     "agreement_dict",

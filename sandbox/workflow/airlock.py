@@ -39,10 +39,10 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name
 from sandbox.core.store import grants, inserted_id, jobs
+from sandbox.registry.base import create, get, move, names, need_text, require_authority
+from sandbox.registry.jurisdiction import job_place, require_covers
+from sandbox.registry.tables import agreements, checker_appointments, output_reviews, output_votes
 from sandbox.run.settle import release_held
-from sandbox.workflow.base import create, get, move, names, need_text, require_authority
-from sandbox.workflow.jurisdiction import job_place, require_covers
-from sandbox.workflow.tables import agreements, checker_appointments, output_reviews, output_votes
 
 CHECKERS_NEEDED = 2
 

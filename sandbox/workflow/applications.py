@@ -24,8 +24,8 @@ from policies.workflow import PRODUCT_KINDS, ApplicationState, NoticeState, refu
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.data.vault import get_version
-from sandbox.workflow.base import create, get, need_text, now_or, parse_time
-from sandbox.workflow.tables import applications, notices
+from sandbox.registry.base import create, get, need_text, now_or, parse_time
+from sandbox.registry.tables import applications, notices
 
 
 def _check_kinds(values: Sequence[str], known: Sequence[str], what: str) -> list[str]:

@@ -22,24 +22,16 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import inserted_id, jobs, products
-from sandbox.workflow.disposal import deletion_of
-from sandbox.workflow.inbox import notify
-from sandbox.workflow.tables import deliveries
-
-
-def delivered_to(conn: Connection, consumer_id: int) -> set[str]:
-    """The ids of the products delivered to this consumer."""
-    rows = conn.execute(
-        select(deliveries.c.product_id).where(deliveries.c.consumer_id == consumer_id)
-    )
-    return set(rows.scalars())
+from sandbox.data.grants import may_run
+from sandbox.data.products import delivered_to
+from sandbox.registry.disposal import deletion_of
+from sandbox.registry.inbox import notify
+from sandbox.registry.tables import deliveries
 
 
 def _deliverable(conn: Connection, operator: Principal, product_id: str) -> None:
     """The operator's own released product, not deleted, its grants in force now (the same
     gate as its own download: a suspended or ended agreement delivers nothing, Art. 24)."""
-    from sandbox.data.grants import may_run
-
     row = conn.execute(
         select(products.c.operator_id, jobs.c.kind, jobs.c.inputs_json)
         .join(jobs, jobs.c.id == products.c.job_id)

@@ -22,9 +22,9 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.core.store import inserted_id
-from sandbox.workflow.base import BEIJING, get, need_text
-from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import agreements, security_records
+from sandbox.registry.base import BEIJING, get, need_text
+from sandbox.registry.jurisdiction import operator_in_scope
+from sandbox.registry.tables import agreements, security_records
 
 
 class DutyKind(StrEnum):

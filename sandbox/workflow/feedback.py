@@ -17,8 +17,8 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import inserted_id
-from sandbox.workflow.deliveries import delivered_to
-from sandbox.workflow.tables import feedback, feedback_points, product_dispositions
+from sandbox.data.products import delivered_to
+from sandbox.registry.tables import feedback, feedback_points, product_dispositions
 
 POINTS = ("quality", "use", "effect")  # Art. 16
 

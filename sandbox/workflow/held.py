@@ -31,10 +31,10 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
 from sandbox.core.store import jobs, products
 from sandbox.data.release import MANIFEST
+from sandbox.registry.jurisdiction import job_place, require_covers
+from sandbox.registry.tables import output_reviews, output_votes
 from sandbox.run.settle import held_paths
 from sandbox.workflow import airlock
-from sandbox.workflow.jurisdiction import job_place, require_covers
-from sandbox.workflow.tables import output_reviews, output_votes
 
 ARTICLE = "Art. 15"
 EARLIER = 20  # the author's earlier releases on the same datasets shown to a checker

@@ -27,10 +27,10 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.core.store import datasets, grants, inserted_id
-from sandbox.workflow.base import need_text, parse_time, require_authority
-from sandbox.workflow.inbox import notify
-from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import inspection_progress, inspections
+from sandbox.registry.base import need_text, parse_time, require_authority
+from sandbox.registry.inbox import notify
+from sandbox.registry.jurisdiction import operator_in_scope
+from sandbox.registry.tables import inspection_progress, inspections
 
 ARTICLE = "Art. 22"
 

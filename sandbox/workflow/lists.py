@@ -16,7 +16,7 @@ quality tickets (issue 20, item 4). Who sees which rows follows the single reads
 
 Each kind is one row of :data:`KINDS`: its table, and for each role that may list it
 the SQL condition of the rows that role sees (a county authority's are the ids of its
-county, :func:`sandbox.workflow.jurisdiction.scope_of`); other roles are refused by
+county, :func:`sandbox.registry.jurisdiction.scope_of`); other roles are refused by
 name. The store filters, counts and pages (``limit`` rows with ids below ``before``;
 ``next_before`` names the next page), so a page reads ``limit`` rows, not the table.
 ``status`` keeps one state.
@@ -38,9 +38,9 @@ from policies.workflow import NoticeState
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import datasets
-from sandbox.workflow.base import now_or, parse_time
-from sandbox.workflow.jurisdiction import CountyScope, scope_of
-from sandbox.workflow.tables import (
+from sandbox.registry.base import now_or, parse_time
+from sandbox.registry.jurisdiction import CountyScope, scope_of
+from sandbox.registry.tables import (
     agreements,
     applications,
     data_requests,

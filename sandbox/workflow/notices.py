@@ -18,7 +18,7 @@ from policies.errors import InputError
 from policies.workflow import NoticeState, PassRule
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
-from sandbox.workflow.base import (
+from sandbox.registry.base import (
     create,
     dataset_row,
     get,
@@ -28,7 +28,7 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
-from sandbox.workflow.tables import notices
+from sandbox.registry.tables import notices
 
 
 def publish(

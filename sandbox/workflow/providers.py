@@ -30,10 +30,10 @@ from sandbox.core.ledger import Actor
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, jobs, products
+from sandbox.registry.base import create, dataset_row, get, move, need_text
+from sandbox.registry.inbox import tell_agreement
+from sandbox.registry.tables import agreements, product_dispositions, provider_holds
 from sandbox.run.jobstate import ACTIVE_STATES, fail_jobs
-from sandbox.workflow.base import create, dataset_row, get, move, need_text
-from sandbox.workflow.inbox import tell_agreement
-from sandbox.workflow.tables import agreements, product_dispositions, provider_holds
 
 ARTICLE = "Art. 24"
 OPEN = (HoldState.SUSPENDED.value, HoldState.TERMINATED.value)

@@ -21,9 +21,9 @@ from sqlalchemy.engine import Connection
 
 from policies.errors import NotFound, PermissionDenied
 from sandbox.core.principals import Principal, Role, by_id
+from sandbox.registry.base import get, require_authority
+from sandbox.registry.tables import applications, notices, review_appointments
 from sandbox.workflow.applications import application_dict
-from sandbox.workflow.base import get, require_authority
-from sandbox.workflow.tables import applications, notices, review_appointments
 
 
 def application_for(conn: Connection, viewer: Principal, application_id: int) -> dict:

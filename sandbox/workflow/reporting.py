@@ -23,9 +23,9 @@ from sandbox.core import ledger as ledger_mod
 from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import by_id
-from sandbox.workflow.base import parse_time
-from sandbox.workflow.inbox import notify
-from sandbox.workflow.tables import agreements, report_reminders, report_schedules
+from sandbox.registry.base import parse_time
+from sandbox.registry.inbox import notify
+from sandbox.registry.tables import agreements, report_reminders, report_schedules
 
 EVERY = ("month", "quarter")
 

@@ -28,11 +28,11 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, inserted_id
 from sandbox.data.vault import get_version
-from sandbox.workflow.base import create, dataset_row, get, move, need_text, now_or
-from sandbox.workflow.inbox import notify
+from sandbox.registry.base import create, dataset_row, get, move, need_text, now_or
+from sandbox.registry.inbox import notify
+from sandbox.registry.tables import agreements, data_requests, quality_tickets
+from sandbox.registry.terms import terms_of
 from sandbox.workflow.providers import open_hold
-from sandbox.workflow.tables import agreements, data_requests, quality_tickets
-from sandbox.workflow.terms import terms_of
 
 
 def _agreement_allows(conn, agreement_id: int, dataset: str, columns, now: datetime) -> None:

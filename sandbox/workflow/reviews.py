@@ -28,9 +28,9 @@ from policies.workflow import (
 )
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
-from sandbox.workflow.base import create, get, move, names, require_authority
-from sandbox.workflow.inbox import notify
-from sandbox.workflow.tables import applications, notices, review_appointments
+from sandbox.registry.base import create, get, move, names, require_authority
+from sandbox.registry.inbox import notify
+from sandbox.registry.tables import applications, notices, review_appointments
 
 
 def appoint(

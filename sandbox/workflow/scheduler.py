@@ -1,7 +1,7 @@
 """The platform's tick: what falls due with time alone (Art. 13, 16).
 
 :func:`tick` expires every agreement whose term has ended and carries out its disposal
-clause (:func:`sandbox.workflow.disposal.expire_due`), as the platform itself (the
+clause (:func:`sandbox.registry.disposal.expire_due`), as the platform itself (the
 ledger's actor ``platform``), then reminds operators of the usage reports their
 agreements' schedules made due (:func:`sandbox.workflow.reporting.remind_due`). The
 server's job loop calls it every :data:`TICK_EVERY_S`; a host without a server runs
@@ -17,8 +17,8 @@ from datetime import datetime
 from policies.errors import PermissionDenied
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
-from sandbox.workflow.base import now_or
-from sandbox.workflow.disposal import expire_due
+from sandbox.registry.base import now_or
+from sandbox.registry.disposal import expire_due
 from sandbox.workflow.reporting import remind_due
 
 TICK_EVERY_S = 60.0

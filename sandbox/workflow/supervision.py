@@ -28,10 +28,7 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.core.store import datasets, grants, inserted_id, principals
-from sandbox.run.jobstate import cancel_operator_jobs
-from sandbox.workflow.agreements import active_of, restore_in, suspend_in
-from sandbox.workflow.airlock import freeze
-from sandbox.workflow.base import (
+from sandbox.registry.base import (
     create,
     get,
     move,
@@ -40,10 +37,13 @@ from sandbox.workflow.base import (
     parse_time,
     require_authority,
 )
-from sandbox.workflow.inbox import notifications_of, notify
+from sandbox.registry.inbox import notifications_of, notify
+from sandbox.registry.jurisdiction import operator_in_scope
+from sandbox.registry.tables import agreements, evaluations, incidents
+from sandbox.run.jobstate import cancel_operator_jobs
+from sandbox.workflow.agreements import active_of, restore_in, suspend_in
+from sandbox.workflow.airlock import freeze
 from sandbox.workflow.inspections import inspect
-from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import agreements, evaluations, incidents
 from sandbox.workflow.usage import figures
 
 __all__ = ["evaluate", "inspect", "notifications_of", "notify", "rectify", "report_incident"]

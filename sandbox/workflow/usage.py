@@ -32,8 +32,8 @@ from sandbox.core import ledger as ledger_mod
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import products
-from sandbox.workflow.jurisdiction import operator_in_scope
-from sandbox.workflow.tables import feedback
+from sandbox.registry.jurisdiction import operator_in_scope
+from sandbox.registry.tables import feedback
 
 if TYPE_CHECKING:  # matplotlib is imported where a chart is drawn: it takes ~0.4 s to load
     from matplotlib.figure import Figure

@@ -24,9 +24,9 @@ from sandbox.core.ledger import SYSTEM, Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
 from sandbox.core.store import grants, jobs, products
-from sandbox.workflow.base import get, move, now_or, parse_time, require_authority
-from sandbox.workflow.inbox import tell_agreement
-from sandbox.workflow.tables import agreements, product_dispositions
+from sandbox.registry.base import get, move, now_or, parse_time, require_authority
+from sandbox.registry.inbox import tell_agreement
+from sandbox.registry.tables import agreements, product_dispositions
 
 
 def deleted_products(conn: Connection) -> set[str]:

@@ -10,7 +10,7 @@ decision does; the notification is itself a ledger entry (``notification.sent``)
 :func:`inbox_of` reads one principal's inbox, newest first, a page at a time
 (``limit`` and ``before``, the id the previous page ended at), optionally of one kind.
 Nobody reads another's inbox. The rows live in the workflow's ``notifications`` table
-(:mod:`sandbox.workflow.tables`, registered with the store).
+(:mod:`sandbox.registry.tables`, registered with the store).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, by_id
 from sandbox.core.store import inserted_id
-from sandbox.workflow.tables import notifications
+from sandbox.registry.tables import notifications
 
 MAX_PAGE = 500
 

@@ -45,7 +45,7 @@ from policies.workflow import check_jurisdiction, covers
 from sandbox.core import ledger as ledger_mod
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import grants, jobs, metadata, products
-from sandbox.workflow.tables import (
+from sandbox.registry.tables import (
     agreements,
     applications,
     checker_appointments,

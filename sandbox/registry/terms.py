@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection, Row
 
 from policies.access import AgreementTerms
 from policies.workflow import AgreementState
-from sandbox.workflow.base import parse_time
-from sandbox.workflow.tables import agreements
+from sandbox.registry.base import parse_time
+from sandbox.registry.tables import agreements
 
 
 def terms_from_row(row: Row) -> AgreementTerms:
