@@ -69,10 +69,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import opendp.prelude as dp
+import opendp.measurements as dp_measurements
 import pyarrow as pa
 from opendp.accuracy import discrete_laplacian_scale_to_accuracy
-from opendp.mod import Measurement
+from opendp.domains import atom_domain, vector_domain
+from opendp.metrics import l1_distance
+from opendp.mod import Measurement, enable_features
+from opendp.mod import __version__ as OPENDP_VERSION
 from pyroaring import BitMap
 
 from .disclosure import COUNTS, CellVerdict, CheckResult, OutputVerdict
@@ -83,14 +86,14 @@ from .outputs import EVIDENCE_PREFIX, OutputRole, OutputSpec, evidence_name, gro
 ARTICLE = "Art. 15"
 SUPPORTED = COUNTS | {"sum", "avg"}
 CONFIDENCE = 0.95
-MECHANISM = f"discrete Laplace (OpenDP {dp.__version__} make_laplace on i64, L1)"
+MECHANISM = f"discrete Laplace (OpenDP {OPENDP_VERSION} make_laplace on i64, L1)"
 METADATA_KEY = b"dp"
 
-dp.enable_features("contrib")  # make_laplace is in OpenDP's "contrib" set
+enable_features("contrib")  # make_laplace is in OpenDP's "contrib" set
 
 
 def _space() -> tuple[Any, Any]:
-    return dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64")
+    return vector_domain(atom_domain(T="i64")), l1_distance(T="i64")
 
 
 def laplace(sensitivity: int, epsilon: float) -> tuple[Measurement, float]:
@@ -106,7 +109,7 @@ def laplace(sensitivity: int, epsilon: float) -> tuple[Measurement, float]:
         raise ValueError("the sensitivity must be a positive integer")
     scale = sensitivity / epsilon
     for _ in range(64):
-        measurement = dp.m.make_laplace(*_space(), scale=scale)
+        measurement = dp_measurements.make_laplace(*_space(), scale=scale)
         certify: Any = measurement.map  # OpenDP's privacy map (untyped in its stubs)
         if certify(sensitivity) <= epsilon:
             return measurement, scale
@@ -122,7 +125,7 @@ def discrete_laplace(scale: float, size: int) -> npt.NDArray[np.int64]:
     """
     if not scale > 0:
         raise ValueError("scale must be positive")
-    measurement = dp.m.make_laplace(*_space(), scale=scale)
+    measurement = dp_measurements.make_laplace(*_space(), scale=scale)
     return np.asarray(measurement([0] * size), dtype=np.int64)
 
 
