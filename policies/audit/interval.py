@@ -35,16 +35,16 @@ import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix, csc_array, csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..domains import Classification, Code, ColumnRef, declared_values, domain_of
 from ..errors import ClassificationError
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -240,6 +240,11 @@ def _ancestors(shape: tuple[int, ...], flats: IntArray) -> IntArray:
 
 
 def _build(hc: Hypercube, values: FloatArray, protected: Sequence[int], tol: float) -> _System:
+    # SciPy is imported where a table is audited (here and in _solve), not with the
+    # module: half a second that every command loading the disclosure rules would pay.
+    from scipy.sparse import coo_matrix, csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     shape = hc.shape
     sums, counts = _known_sums(shape, values)
     released, margin = ~np.isnan(values), _margins(shape)
@@ -282,6 +287,9 @@ def _solve(
 ) -> tuple[dict[int, tuple[float, float]], int]:
     """Least and greatest value of each protected cell of one component; programs run.
     With ``params.witness``, an end another optimum already shows past its need."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # imported here: see _build
+    from scipy.sparse import csc_array, csr_matrix
+
     tol, lower = params.tolerance, params.lower_bound
     local = [np.searchsorted(members, system.objectives[f][0]) for f in flats]
     const = np.array([system.objectives[f][1] for f in flats])
