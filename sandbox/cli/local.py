@@ -125,14 +125,14 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
             service.close()
 
     def job(self, job_id):
-        from sandbox.run.execution import job_outcome
+        from sandbox.run.jobstate import job_outcome
 
         me = self.me
         with self.platform.store.read() as conn:
             return outcome_dict(job_outcome(conn, me, job_id))
 
     def list_jobs(self):
-        from sandbox.run.execution import list_jobs
+        from sandbox.run.jobstate import list_jobs
 
         me = self.me
         with self.platform.store.read() as conn:

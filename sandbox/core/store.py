@@ -35,7 +35,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -304,6 +304,9 @@ def insert_or(conn: Connection, table: Table) -> Any:
     """An INSERT on ``table`` that takes ``.on_conflict_do_nothing()`` and
     ``.on_conflict_do_update(...)``, in the dialect of the store ``conn`` is on."""
     if conn.dialect.name == "postgresql":
+        # imported here: a store on SQLite (and every command's start) does without it
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     return sqlite.insert(table)
 
