@@ -29,8 +29,8 @@ from urllib.parse import parse_qsl, unquote_plus
 
 import pyarrow as pa
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 DEFAULT_BATCH_ROWS = 131072
 

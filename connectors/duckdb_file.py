@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import duckdb
 import pyarrow as pa
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 from .base import DEFAULT_BATCH_ROWS, Source, quote_ident, split_options, split_scheme
 

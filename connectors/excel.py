@@ -51,8 +51,8 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 from .base import DEFAULT_BATCH_ROWS, Source, split_options, split_scheme
 

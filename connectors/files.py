@@ -45,8 +45,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 from .base import DEFAULT_BATCH_ROWS, Source, split_options, split_scheme
 

@@ -49,8 +49,8 @@ from urllib.parse import parse_qsl, unquote
 
 import pyarrow as pa
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 from .base import DEFAULT_BATCH_ROWS, ConnectError, DatabaseSource, split_scheme, without_secret
 

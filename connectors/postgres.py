@@ -46,8 +46,8 @@ from urllib.parse import parse_qsl, urlencode
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from policies.classes import did_you_mean
 from policies.errors import SourceError
+from policies.suggest import did_you_mean
 
 from .base import DEFAULT_BATCH_ROWS, ConnectError, DatabaseSource, quote_ident, split_scheme
 from .base import without_secret as _without

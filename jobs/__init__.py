@@ -11,8 +11,8 @@ registry of every kind a grant, an agreement or a job row may name:
 
 from typing import Any
 
-from policies.classes import did_you_mean
 from policies.errors import InputError
+from policies.suggest import did_you_mean
 
 from .base import JobKind, JobPlan, SqlKind
 from .he_aggregate import HeAggregate

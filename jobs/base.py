@@ -27,9 +27,10 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import pyarrow as pa
 
 from policies.admission import QueryScope, TableScope
-from policies.classes import Classification, did_you_mean
+from policies.classes import Classification
 from policies.disclosure import CheckResult, DisclosureParams
 from policies.errors import InputError
+from policies.suggest import did_you_mean
 
 
 class Executor(Protocol):

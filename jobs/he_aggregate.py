@@ -32,9 +32,10 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from policies.admission import QueryScope
-from policies.classes import Classification, ColumnClass, did_you_mean
+from policies.classes import Classification, ColumnClass
 from policies.disclosure import DisclosureParams
 from policies.errors import InputError, PolicyRefusal
+from policies.suggest import did_you_mean
 
 from .base import JobKind, table_of
 

@@ -51,8 +51,9 @@ from policies.admission import (
     check_nesting,
 )
 from policies.admission.shape import parse_one_select
-from policies.classes import ColumnClass, did_you_mean
+from policies.classes import ColumnClass
 from policies.errors import InputError, PolicyRefusal
+from policies.suggest import did_you_mean
 
 from .base import JobKind
 

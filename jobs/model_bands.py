@@ -27,8 +27,8 @@ from typing import Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from policies.classes import did_you_mean
 from policies.errors import InputError, PolicyRefusal
+from policies.suggest import did_you_mean
 
 ARTICLE = "Art. 15"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -29,9 +29,10 @@ from enum import IntEnum
 from typing import Any
 
 from policies.admission import QueryScope
-from policies.classes import Classification, ColumnClass, did_you_mean
+from policies.classes import Classification, ColumnClass
 from policies.errors import InputError, PolicyRefusal
 from policies.psi import PsiAsk, parse_mode
+from policies.suggest import did_you_mean
 
 from .base import JobKind, table_of
 

@@ -42,6 +42,10 @@ class GrantStatus(StrEnum):
 
 JOB_KINDS = ("sql_aggregate", "psi_match", "he_aggregate", "verification", "model_train")
 
+# The aggregate families a grant may add beyond the counts, sums and means every grant
+# allows (the grant's ``aggregates``; SQL admission reads them as QueryScope.extra_aggregates).
+GRANTABLE_FAMILIES = frozenset({"min", "max", "median", "quantile", "stddev", "variance"})
+
 
 @dataclass(frozen=True)
 class Grant:

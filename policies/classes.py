@@ -56,12 +56,10 @@ from pydantic import (
 )
 from sqlglot import exp
 
-# did_you_mean lives in policies.suggest; named here too for the modules importing it from here
-from policies.suggest import did_you_mean as did_you_mean
-
 from .classification_errors import first_problem
 from .domains import Domain, DomainSpec, domain_to_dict
 from .errors import ClassificationError
+from .suggest import did_you_mean
 
 
 class ColumnClass(StrEnum):

@@ -55,13 +55,13 @@ every column and function), :mod:`.grouping` (grouping sets), :mod:`.admit` (the
 pipeline and the whole-query checks).
 """
 
+from ..access import GRANTABLE_FAMILIES
 from .admit import admit
 from .naming import aggregate_argument, unwrap_aggregate
 from .scope import (
     ARTICLE,
     DIALECT,
     FUNCTIONS_FILE,
-    GRANTABLE_FAMILIES,
     AdmittedQuery,
     Clause,
     FunctionPolicy,

@@ -7,8 +7,9 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
 
-from ..classes import ColumnClass, did_you_mean
+from ..classes import ColumnClass
 from ..outputs import OutputColumn, OutputRole, OutputSpec
+from ..suggest import did_you_mean
 from .checker import Checker, compared_with_literal
 from .grouping import group_sets
 from .naming import expand_group_by_all, is_aggregate, name_outputs, unwrap_aggregate

@@ -7,7 +7,8 @@ from typing import NoReturn
 
 from sqlglot import exp
 
-from ..classes import ColumnClass, did_you_mean
+from ..classes import ColumnClass
+from ..suggest import did_you_mean
 from .naming import is_aggregate
 from .scope import (
     Clause,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 from sqlglot import exp
 
+from ..access import GRANTABLE_FAMILIES
 from ..classes import Classification
 from ..errors import ConfigError, PolicyRefusal
 from ..outputs import OutputSpec
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 ARTICLE = "Art. 15"
 DIALECT = "duckdb"
 FUNCTIONS_FILE = Path(__file__).resolve().parent.parent / "sql_functions.yaml"
-
-# Extra aggregate families a scope may grant (QueryScope.extra_aggregates).
-GRANTABLE_FAMILIES = frozenset({"min", "max", "median", "quantile", "stddev", "variance"})
 
 
 @dataclass(frozen=True)

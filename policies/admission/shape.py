@@ -9,7 +9,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import TokenType
 
-from ..classes import did_you_mean
+from ..suggest import did_you_mean
 from .naming import is_aggregate
 from .scope import DIALECT, QueryScope, arg_of, function_name, load_function_policy, refuse_query
 

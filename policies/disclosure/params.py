@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
-from policies.classes import did_you_mean
 from policies.errors import ConfigError, PolicyRefusal
+from policies.suggest import did_you_mean
 
 ARTICLE = "Art. 15"
 COUNTS = frozenset({"count", "count_star", "count_distinct"})

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policies.classes import did_you_mean
 from policies.errors import InputError
+from policies.suggest import did_you_mean
 from policies.verification.common import (
     CODE_PATTERN,
     DEFAULT_MISS_CODES,

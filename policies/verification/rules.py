@@ -11,7 +11,8 @@ from sqlglot import exp
 
 from policies.admission import GRANTABLE_FAMILIES, QueryScope, admit, load_function_policy
 from policies.admission.shape import parse_one_select
-from policies.classes import ColumnClass, did_you_mean
+from policies.classes import ColumnClass
+from policies.suggest import did_you_mean
 from policies.verification.common import DIALECT, refuse
 from policies.verification.definition import Definition
 

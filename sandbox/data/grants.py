@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from policies.access import JOB_KINDS, Grant, GrantStatus, decide
-from policies.admission import GRANTABLE_FAMILIES
-from policies.classes import did_you_mean
+from policies.access import GRANTABLE_FAMILIES, JOB_KINDS, Grant, GrantStatus, decide
 from policies.disclosure import DisclosureParams
 from policies.errors import InputError, PolicyRefusal
+from policies.suggest import did_you_mean
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role

@@ -35,9 +35,10 @@ from sqlalchemy.engine import Connection
 
 from connectors import open_source
 from connectors.quality import profile_parquet
-from policies.classes import Classification, did_you_mean
+from policies.classes import Classification
 from policies.domains import check_values
 from policies.errors import ClassificationError, Conflict, InputError, NotFound, SandboxError
+from policies.suggest import did_you_mean
 from sandbox.core import storage
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform

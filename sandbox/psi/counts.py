@@ -54,7 +54,6 @@ from jobs import get_kind
 from jobs.base import one_table_scope
 from jobs.psi_match import KIND as GATE_KIND
 from jobs.psi_match import ask_request, pack_message, unpack_message
-from policies.classes import did_you_mean
 from policies.domains import Codes
 from policies.errors import (
     Conflict,
@@ -63,6 +62,7 @@ from policies.errors import (
     SandboxError,
 )
 from policies.psi import COUNT_MODE, PsiAsk, PsiMode, PsiTerms, check_count_ask
+from policies.suggest import did_you_mean
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role

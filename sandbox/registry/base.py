@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection, Row
 
-from policies.classes import did_you_mean
 from policies.errors import InputError, NotFound
+from policies.suggest import did_you_mean
 from policies.workflow import article_of, check_jurisdiction, check_transition
 from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.access import JOB_KINDS
-from policies.classes import did_you_mean
 from policies.errors import InputError
+from policies.suggest import did_you_mean
 from policies.workflow import PRODUCT_KINDS, ApplicationState, NoticeState, refuse
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
