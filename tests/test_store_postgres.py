@@ -430,3 +430,29 @@ def test_a_live_hosts_running_job_survives_another_hosts_long_write(tmp_path, pg
         executor.service.close()
         other.dispose()
         platform.close()
+
+
+def test_entity_numbers_copied_into_postgresql_keep_every_awkward_key(tmp_path, pg_url):
+    """The numbering's bulk write on PostgreSQL goes through COPY in CSV: a key holding a
+    comma, a quote, a tab, a line break, a backslash, Chinese text, or nothing at all
+    comes back exactly, with its number; and the chunks add up (more rows than one COPY)."""
+    from sandbox.guard import history
+    from sandbox.guard.tables import entity_numbers
+
+    store = Store.open(tmp_path / "unused.sqlite", create=True, url=pg_url)
+    awkward = ["a,b", 'say "hi"', "tab\there", "two\nlines", "back\\slash", "济宁市", "", "NULL", "\\."]
+    plain = [f"P{n:07d}" for n in range(history.COPY_CHUNK + 5)]
+    keys = sorted(awkward + plain)
+    try:
+        with store.transaction() as conn:
+            history.insert_numbers(conn, (("copy-1", k, i) for i, k in enumerate(keys)))
+        with store.read() as conn:
+            rows = conn.execute(
+                select(entity_numbers.c.entity_key, entity_numbers.c.number).where(
+                    entity_numbers.c.dataset == "copy-1"
+                )
+            ).all()
+        assert dict(rows) == {k: i for i, k in enumerate(keys)}
+        assert all(key is not None for key, _ in rows)  # the empty key is not NULL
+    finally:
+        store.dispose()

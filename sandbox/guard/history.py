@@ -25,9 +25,12 @@ numbers and cells (about a second per million entities); a server keeps them.
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pyroaring import BitMap
@@ -37,7 +40,7 @@ from sqlalchemy.engine import Connection
 from jobs.sql_evidence import NULL_KEY  # NULL entity keys count as one entity together
 from policies.differencing import HistoryIndex
 from sandbox.guard.evidence import entity_bitmaps
-from sandbox.guard.tables import entity_numbers, released_cells, released_request_cells
+from sandbox.guard.tables import released_cells, released_request_cells
 
 
 class History:
@@ -190,20 +193,37 @@ def driver_rows(conn: Connection, sql: str, args: tuple) -> list:
 
 def insert_numbers(conn: Connection, rows: Sequence[tuple[str, str, int]] | Iterator) -> None:
     """Insert (dataset, entity key, number) rows, in key order (the primary key's B-tree
-    fills in order). On SQLite through the driver: a million new keys take seconds, not
-    the twenty that row dictionaries through the SQL layer took; on PostgreSQL through
-    SQLAlchemy's batched multi-row INSERT (one statement per thousand rows)."""
-    if conn.dialect.name != "sqlite":
-        names = ("dataset", "entity_key", "number")
-        values = [dict(zip(names, row, strict=True)) for row in rows]
-        if values:
-            conn.execute(entity_numbers.insert(), values)
+    fills in order), through the driver in ``conn``'s transaction: on SQLite one
+    ``executemany`` (a million new keys take seconds, not the twenty that row dictionaries
+    through the SQL layer took); on PostgreSQL ``COPY`` in CSV, a chunk at a time (three
+    million keys: about 5 s, against 50 s for SQLAlchemy's multi-row INSERTs)."""
+    if conn.dialect.name == "postgresql":
+        _copy_numbers(conn, rows)
         return
     cursor = driver_cursor(conn)
     try:
         cursor.executemany(
             "INSERT INTO entity_numbers (dataset, entity_key, number) VALUES (?, ?, ?)", rows
         )
+    finally:
+        cursor.close()
+
+
+COPY_CHUNK = 200_000  # rows per COPY: a few MB of CSV held at a time
+
+
+def _copy_numbers(conn: Connection, rows: Iterable[tuple[str, str, int]]) -> None:
+    """``COPY entity_numbers FROM STDIN`` in CSV (the csv module quotes a key holding a
+    comma, quote or line break; an empty key is quoted, so it is not read as NULL)."""
+    sql = "COPY entity_numbers (dataset, entity_key, number) FROM STDIN WITH (FORMAT csv)"
+    cursor = driver_cursor(conn)
+    try:
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, COPY_CHUNK)):
+            text = io.StringIO()
+            csv.writer(text, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n").writerows(chunk)
+            text.seek(0)
+            cursor.copy_expert(sql, text)
     finally:
         cursor.close()
 
