@@ -81,3 +81,32 @@ def test_the_flow_from_notice_to_released_job(tmp_path):
         assert c["auditor"].verify_ledger().entries > 20
         for client in c.values():
             client.close()
+
+
+@pytest.mark.parametrize(
+    "body, step",
+    [
+        ("ApplicationBody", "sandbox.workflow.applications:apply"),
+        ("ScoreBody", "sandbox.workflow.reviews:score"),
+        ("AgreementBody", "sandbox.workflow.agreements:sign"),
+    ],
+)
+def test_a_body_passed_whole_names_only_the_steps_keyword_arguments(body, step):
+    """The routes pass these bodies to their step as ``**dict(body)``: a field the step
+    does not take would be a TypeError at every call, so each field must be one of the
+    step's parameters, and every parameter the step requires must be a field."""
+    import importlib
+    import inspect
+
+    from sandbox.api import workflow_models
+
+    module, name = step.split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    fields = set(getattr(workflow_models, body).model_fields)
+    assert fields <= set(parameters), sorted(fields - set(parameters))
+    required = {
+        p.name
+        for p in list(parameters.values())[3:]  # after the platform, the principal and the id
+        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    }
+    assert required <= fields, sorted(required - fields)

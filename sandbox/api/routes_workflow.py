@@ -104,19 +104,8 @@ def application_apply(
     notice_id: int = PathParam(ge=1, le=MAX_ID),
 ):
     """An operator applies under a notice (Art. 10)."""
-    application_id = applications.apply(
-        _platform(request),
-        me,
-        notice_id,
-        scenario=body.scenario,
-        datasets=body.datasets,
-        security_measures=body.security_measures,
-        security_officer=body.security_officer,
-        incident_plan=body.incident_plan,
-        job_kinds=body.job_kinds,
-        product_kinds=body.product_kinds,
-    )
-    return Created(id=application_id)
+    # the body's fields are the step's keyword arguments, one for one (workflow_models)
+    return Created(id=applications.apply(_platform(request), me, notice_id, **dict(body)))
 
 
 @router.post("/applications/{application_id}/reviewers", status_code=201)
@@ -138,15 +127,7 @@ def review_score(
     application_id: int = PathParam(ge=1, le=MAX_ID),
 ):
     """A reviewer scores an application; answers the application's state (Art. 11)."""
-    state = reviews.score(
-        _platform(request),
-        me,
-        application_id,
-        capability=body.capability,
-        scenario=body.scenario,
-        security=body.security,
-        comment=body.comment,
-    )
+    state = reviews.score(_platform(request), me, application_id, **dict(body))
     return State(state=str(getattr(state, "value", state)))
 
 
@@ -166,22 +147,7 @@ def agreement_sign(
     application_id: int = PathParam(ge=1, le=MAX_ID),
 ):
     """The authority signs the agreement of a passed application (Art. 12, 13)."""
-    agreement_id = agreements.sign(
-        _platform(request),
-        me,
-        application_id,
-        valid_from=body.valid_from,
-        valid_until=body.valid_until,
-        rights_duties=body.rights_duties,
-        security_requirements=body.security_requirements,
-        exit_conditions=body.exit_conditions,
-        breach_liability=body.breach_liability,
-        disposal=body.disposal,
-        review_required=body.review_required,
-        disclosure=dict(body.disclosure),
-        aggregates=body.aggregates,
-        report_every=body.report_every,
-    )
+    agreement_id = agreements.sign(_platform(request), me, application_id, **dict(body))
     return Created(id=agreement_id)
 
 
