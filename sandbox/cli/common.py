@@ -179,6 +179,12 @@ def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="print JSON")(fn)
 
 
+def as_principal(fn):
+    """A command acting as a principal: ``--as`` (the token), ``--json``, and the
+    :class:`Context` passed first."""
+    return as_option(json_option(pass_ctx(fn)))
+
+
 def emit(data: Any, as_json: bool, text: str | None = None) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from policies.errors import InputError
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    main,
+    table,
+)
 
 HIDDEN_PROFILE = (
     "(the quality profile is shown to the dataset's provider, the authority and "
@@ -61,9 +67,7 @@ class _Progress:
     type=click.Path(path_type=Path),
     help="YAML: entity_key, columns, formats",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_register(
     obj: Context,
     name: str,
@@ -94,9 +98,7 @@ def dataset_register(
 
 
 @dataset.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
     """List datasets and their latest versions."""
     with obj.backend(token) as backend:
@@ -116,9 +118,7 @@ def dataset_list(obj: Context, token: str | None, as_json: bool) -> None:
 @dataset.command("show")
 @click.argument("name")
 @click.option("--version", type=int, default=None)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_show(
     obj: Context, name: str, version: int | None, token: str | None, as_json: bool
 ) -> None:
@@ -180,9 +180,7 @@ def _overrides(disclosure: tuple[str, ...]) -> dict[str, Any]:
     help="comma-separated job kinds: sql_aggregate, psi_match, he_aggregate, verification",
 )
 @click.option("--disclosure", multiple=True, help="stricter disclosure parameter, NAME=VALUE")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def grant_add(
     obj: Context,
     operator: str,
@@ -232,9 +230,7 @@ def grant_add(
 
 
 @grant.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def grant_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Grants you may see (operators: yours; providers: on your datasets; authority, auditors:
     all), with the job kinds each covers."""

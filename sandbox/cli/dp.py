@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import click
 
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    main,
+    table,
+)
 
 POPULATION = click.Choice(["person", "organisation"])
 
@@ -37,9 +43,7 @@ def budget_group() -> None:
 @click.option("--population", type=POPULATION, default="person", show_default=True)
 @click.option("--year", type=int, required=True, help="the UTC year")
 @click.option("--epsilon", type=float, required=True, help="the year's total epsilon")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def budget_set(
     obj: Context, population: str, year: int, epsilon: float, token: str | None, as_json: bool
 ) -> None:
@@ -70,9 +74,7 @@ def _budget_text(data: dict) -> str:
 
 @budget_group.command("show")
 @click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def budget_show(obj: Context, year: int | None, token: str | None, as_json: bool) -> None:
     """Each population's yearly total, what is shared out and spent (authority, auditor)."""
     with obj.backend(token) as backend:
@@ -85,9 +87,7 @@ def budget_show(obj: Context, year: int | None, token: str | None, as_json: bool
 @click.option("--epsilon", type=float, required=True, help="the agreement's share")
 @click.option("--year", type=int, required=True, help="the UTC year")
 @click.option("--population", type=POPULATION, default="person", show_default=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def share_set(
     obj: Context,
     agreement: int,
@@ -111,9 +111,7 @@ def share_set(
 @dp_group.command("shares")
 @click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
 @click.option("--agreement", type=int, default=None, help="one agreement")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def shares_show(
     obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
 ) -> None:
@@ -136,9 +134,7 @@ def shares_show(
 @dp_group.command("spent")
 @click.option("--year", type=int, default=None, help="one UTC year (default: every year)")
 @click.option("--agreement", type=int, default=None, help="one agreement")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def spent_show(
     obj: Context, year: int | None, agreement: int | None, token: str | None, as_json: bool
 ) -> None:

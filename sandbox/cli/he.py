@@ -14,7 +14,13 @@ from pathlib import Path
 
 import click
 
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    main,
+    table,
+)
 
 
 @main.group("he")
@@ -38,9 +44,7 @@ def _by(values: tuple[str, ...]) -> list[str]:
     help="CSV with a header row: key,value",
 )
 @click.option("--scheme", type=click.Choice(["ckks", "bfv"]), default="ckks", show_default=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def he_sum_command(
     obj: Context,
     dataset: str,

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import click
 
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_option,
+    as_principal,
+    emit,
+    json_option,
+    main,
+    pass_ctx,
+    table,
+)
 
 
 @main.group("inspection")
@@ -19,9 +28,7 @@ def inspection_group() -> None:
 
 
 @inspection_group.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def inspection_list(obj: Context, token, as_json) -> None:
     """Inspections you may read: yours, those you made, or those within your reach."""
     with obj.backend(token) as backend:

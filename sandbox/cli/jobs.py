@@ -15,7 +15,7 @@ import click
 
 from sandbox.cli.common import (
     Context,
-    as_option,
+    as_principal,
     cell_text,
     emit,
     job_exit,
@@ -60,9 +60,7 @@ def _outcome_text(data: dict) -> str:
     type=click.File("r"),
     help="file with one SELECT, or - for standard input",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None:
     """Submit an SQL aggregate job and wait for its outcome."""
     with obj.backend(token) as backend:
@@ -73,9 +71,7 @@ def job_submit(obj: Context, sql_file, token: str | None, as_json: bool) -> None
 
 @job.command("show")
 @click.argument("job_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> None:
     """Status, refusal or check report of a job."""
     with obj.backend(token) as backend:
@@ -84,9 +80,7 @@ def job_show(obj: Context, job_id: int, token: str | None, as_json: bool) -> Non
 
 
 @job.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def job_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Your jobs (authorities and auditors: all jobs)."""
     with obj.backend(token) as backend:
@@ -112,9 +106,7 @@ def product() -> None:
 
 
 @product.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def product_list(obj: Context, token: str | None, as_json: bool) -> None:
     """Products you may download."""
     with obj.backend(token) as backend:
@@ -136,9 +128,7 @@ def product_list(obj: Context, token: str | None, as_json: bool) -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="folder to copy the product into"
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def product_get(obj: Context, product_id: str, out: Path, token: str | None, as_json: bool) -> None:
     """Download a released product (its files, manifest and signature)."""
     with obj.backend(token) as backend:
@@ -203,9 +193,7 @@ def ledger() -> None:
 
 
 @ledger.command("verify")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def ledger_verify(obj: Context, token: str | None, as_json: bool) -> None:
     """Walk the hash chain and check the signed head (host-level, or --server with a token)."""
     with obj.backend(token) as backend:
@@ -225,9 +213,7 @@ def ledger_verify(obj: Context, token: str | None, as_json: bool) -> None:
 @click.option("--since", help="ISO date or time (a time without a zone is UTC)")
 @click.option("--until", help="ISO date or time; a date takes in the whole day")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def ledger_show(obj: Context, actor, subject, action, since, until, limit, token, as_json) -> None:
     """Read ledger entries (auditor or authority)."""
     filters = dict(

@@ -16,7 +16,13 @@ import click
 import yaml
 
 from policies.errors import InputError
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    main,
+    table,
+)
 from sandbox.cli.offerings import add_decisions
 
 
@@ -56,9 +62,7 @@ def model() -> None:
     required=True,
     help="YAML or JSON: name, features, label, algorithm[, params, holdout, seed, description]",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def train_cmd(obj: Context, path: Path, token, as_json) -> None:
     """Train a model in an isolated worker, judge it and sign its card (operator)."""
     with obj.backend(token) as backend:
@@ -68,9 +72,7 @@ def train_cmd(obj: Context, path: Path, token, as_json) -> None:
 
 @model.command("show")
 @click.argument("name")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def show_cmd(obj: Context, name: str, token, as_json) -> None:
     """A model's signed card (its operator, authorities, auditors)."""
     with obj.backend(token) as backend:
@@ -79,9 +81,7 @@ def show_cmd(obj: Context, name: str, token, as_json) -> None:
 
 
 @model.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def list_cmd(obj: Context, token, as_json) -> None:
     """Models you may see."""
     with obj.backend(token) as backend:
@@ -107,9 +107,7 @@ def score() -> None:
     required=True,
     help="YAML or JSON: name, model, bands (each grade, upto)[, description]",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     """Define a scoring service over a passed model (operator); it waits for approval."""
     with obj.backend(token) as backend:
@@ -141,9 +139,7 @@ add_decisions(
 @click.option("--consent-who", default="subject", show_default=True, help="who consented")
 @click.option("--purpose", help="the purpose the subject consented to")
 @click.option("--consented-at", help="when, ISO date")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def call_cmd(
     obj: Context, service, key, batch, consent_ref, consent_who, purpose, consented_at,
     token, as_json,
@@ -175,9 +171,7 @@ def call_cmd(
 @score.command("who")
 @click.option("--key", required=True, help="the subject's key (hashed as at call time)")
 @click.option("--service", help="only this service")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def who_cmd(obj: Context, key: str, service: str | None, token, as_json) -> None:
     """Who graded this subject? (auditor, authority)"""
     with obj.backend(token) as backend:
@@ -195,9 +189,7 @@ def who_cmd(obj: Context, key: str, service: str | None, token, as_json) -> None
 
 
 @score.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def services_cmd(obj: Context, token, as_json) -> None:
     """Scoring services you may see."""
     with obj.backend(token) as backend:

@@ -19,7 +19,7 @@ import click
 
 from policies.errors import InputError
 from policies.psi import PsiMode
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx
+from sandbox.cli.common import Context, as_option, as_principal, emit, json_option, main
 
 MODES = [m.value for m in PsiMode]
 
@@ -151,9 +151,7 @@ def psi_cmd(
     is_flag=True,
     help="demand a consent reference for membership even outside persons",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def psi_terms(
     obj: Context,
     agreement,

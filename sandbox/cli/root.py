@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    json_option,
+    main,
+    pass_ctx,
+    table,
+)
 
 
 @main.command()
@@ -83,9 +91,7 @@ def _lifecycle_text(done: dict) -> str:
 @principal.command("deactivate")
 @click.argument("name")
 @click.option("--reason", required=True, help="why; written to the ledger")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def principal_deactivate(
     obj: Context, name: str, reason: str, token: str | None, as_json: bool
 ) -> None:
@@ -99,9 +105,7 @@ def principal_deactivate(
 @principal.command("reactivate")
 @click.argument("name")
 @click.option("--reason", required=True, help="why; written to the ledger")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def principal_reactivate(
     obj: Context, name: str, reason: str, token: str | None, as_json: bool
 ) -> None:
@@ -114,9 +118,7 @@ def principal_reactivate(
 
 @principal.command("rotate-token")
 @click.argument("name")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def principal_rotate_token(obj: Context, name: str, token: str | None, as_json: bool) -> None:
     """Give a principal a new token, printed once; the old one is refused at once (the
     host, or an authority of the principal's jurisdiction)."""
@@ -131,9 +133,7 @@ def principal_rotate_token(obj: Context, name: str, token: str | None, as_json: 
 
 
 @principal.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def principal_list(obj: Context, token: str | None, as_json: bool) -> None:
     """List principals (authority or auditor)."""
     from sqlalchemy import select

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from policies.errors import InputError
-from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx, table
+from sandbox.cli.common import Context, as_principal, emit, table
 from sandbox.cli.data import dataset
 
 
@@ -25,9 +25,7 @@ from sandbox.cli.data import dataset
     default=None,
     help="write the proposed classification YAML here (default: print it)",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_suggest(
     obj: Context, source: str, rows: int | None, out: Path | None, token: str | None, as_json: bool
 ) -> None:
@@ -47,9 +45,7 @@ def dataset_suggest(
 
 @dataset.command("refresh")
 @click.argument("name")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_refresh(obj: Context, name: str, token: str | None, as_json: bool) -> None:
     """Pull dataset NAME from its source again (a new version only if its data changed)."""
     with obj.backend(token) as backend:
@@ -62,9 +58,7 @@ def dataset_refresh(obj: Context, name: str, token: str | None, as_json: bool) -
 @click.argument("name")
 @click.option("--daily", "daily_at", default=None, help="pull every day at HH:MM (Asia/Shanghai)")
 @click.option("--off", is_flag=True, help="no scheduled pulls")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_schedule(
     obj: Context, name: str, daily_at: str | None, off: bool, token: str | None, as_json: bool
 ) -> None:
@@ -82,9 +76,7 @@ def dataset_schedule(
 
 
 @dataset.command("sources")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def dataset_sources(obj: Context, token: str | None, as_json: bool) -> None:
     """Your datasets that can be pulled again: source, schedule, the last pull and its error."""
     with obj.backend(token) as backend:

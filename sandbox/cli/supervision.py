@@ -14,7 +14,16 @@ from pathlib import Path
 import click
 
 from policies.workflow import Vote
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_option,
+    as_principal,
+    emit,
+    json_option,
+    main,
+    pass_ctx,
+    table,
+)
 from sandbox.cli.jobs import product
 
 # --- data requests and quality (Art. 14) ------------------------------------------------------
@@ -30,9 +39,7 @@ def request_group() -> None:
 @click.option("--dataset", required=True)
 @click.option("--columns", default=None, help="comma-separated (default: the agreement's scope)")
 @click.option("--purpose", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def request_data_cmd(obj: Context, agreement_id, dataset, columns, purpose, token, as_json) -> None:
     """Request a dataset under your agreement (operators)."""
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
@@ -43,9 +50,7 @@ def request_data_cmd(obj: Context, agreement_id, dataset, columns, purpose, toke
 
 @request_group.command("approve")
 @click.argument("request_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def request_approve(obj: Context, request_id, token, as_json) -> None:
     """Approve a data request; creates the grant (the dataset's provider or an authority)."""
     with obj.backend(token) as backend:
@@ -60,9 +65,7 @@ def request_approve(obj: Context, request_id, token, as_json) -> None:
 @request_group.command("refuse")
 @click.argument("request_id", type=int)
 @click.option("--reason", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def request_refuse(obj: Context, request_id, reason, token, as_json) -> None:
     """Refuse a data request with a reason."""
     with obj.backend(token) as backend:
@@ -80,9 +83,7 @@ def quality() -> None:
 @quality.command("report")
 @click.option("--dataset", required=True)
 @click.option("--text", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def quality_report(obj: Context, dataset, text, token, as_json) -> None:
     """Report a data-quality problem (operators)."""
     with obj.backend(token) as backend:
@@ -94,9 +95,7 @@ def quality_report(obj: Context, dataset, text, token, as_json) -> None:
 @click.argument("ticket_id", type=int)
 @click.option("--text", required=True)
 @click.option("--version", type=int, default=None, help="the dataset version that fixes it")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> None:
     """Answer a quality ticket (the dataset's provider)."""
     with obj.backend(token) as backend:
@@ -114,9 +113,7 @@ def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> No
 @click.option("--result", type=click.Choice(["pass", "fail"]), required=True)
 @click.option("--notes", required=True)
 @click.option("--deadline", default=None, help="rectification deadline (required on fail)")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_json) -> None:
     """Evaluate an operator under an agreement; a failure suspends it (authorities)."""
     verdict = dict(passed=result == "pass", notes=notes, deadline=deadline)
@@ -137,9 +134,7 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
 @main.command("rectify")
 @click.option("--agreement", "agreement_id", type=int, required=True)
 @click.option("--notes", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def rectify_cmd(obj: Context, agreement_id, notes, token, as_json) -> None:
     """Accept a rectification: the agreement is restored (authorities)."""
     with obj.backend(token) as backend:
@@ -160,9 +155,7 @@ def incident() -> None:
 @click.option("--operator", required=True)
 @click.option("--kind", type=click.Choice(["leak", "damage", "loss"]), required=True)
 @click.option("--description", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def incident_report(obj: Context, operator, kind, description, token, as_json) -> None:
     """Report a leak, damage or loss: the operator's data use is suspended at once."""
     with obj.backend(token) as backend:
@@ -180,9 +173,7 @@ def incident_report(obj: Context, operator, kind, description, token, as_json) -
 @click.option("--finding", "findings", multiple=True, required=True)
 @click.option("--task", "tasks", multiple=True, help="a rectification task (repeat)")
 @click.option("--deadline", default=None)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_json) -> None:
     """Record an inspection's findings and rectification tasks (authorities). Art. 22."""
     with obj.backend(token) as backend:
@@ -194,9 +185,7 @@ def inspect_cmd(obj: Context, operator, findings, tasks, deadline, token, as_jso
 @click.option("--limit", type=int, default=50, show_default=True, help="at most this many")
 @click.option("--before", type=int, default=None, help="older than this notification id")
 @click.option("--kind", default=None, help="only this kind, e.g. data_request_refused")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
     """Your notifications, newest first: every decision that concerns you (refused
     requests, review results, suspensions, terminations, expiry, quality tickets,
@@ -260,9 +249,7 @@ def security_group() -> None:
 @click.option("--attendees", type=int, required=True, help="how many attended")
 @click.option("--name", "names", multiple=True, help="who attended (repeat)")
 @click.option("--agreement", "agreement_id", type=int, default=None, help="the agreement served")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def security_record(obj: Context, kind, held_on, topic, attendees, names, agreement_id, token,
                     as_json) -> None:  # fmt: skip
     """Record a training or drill you held (operators)."""
@@ -275,9 +262,7 @@ def security_record(obj: Context, kind, held_on, topic, attendees, names, agreem
 
 @security_group.command("list")
 @click.option("--operator", default=None, help="one operator's (authorities, auditors)")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def security_list(obj: Context, operator, token, as_json) -> None:
     """Training and drill records: yours, or those within your reach."""
     with obj.backend(token) as backend:
@@ -300,9 +285,7 @@ def provider_group() -> None:
 
 
 @provider_group.command("uses")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def provider_uses(obj: Context, token, as_json) -> None:
     """The agreements, grants, jobs and products that use your datasets (providers)."""
     with obj.backend(token) as backend:
@@ -368,9 +351,7 @@ _hold_command("terminate", "End the use of your dataset under an agreement for g
 @click.argument("product_id")
 @click.option("--to", "consumer", required=True, help="the consumer's name")
 @click.option("--note", default="", help="what it is for")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def product_deliver(obj: Context, product_id, consumer, note, token, as_json) -> None:
     """Deliver your product to a named consumer, who may then list, download and give
     feedback on it (operators, Art. 15)."""
@@ -386,9 +367,7 @@ def product_deliver(obj: Context, product_id, consumer, note, token, as_json) ->
 @click.option("--use", "use_", type=int, required=True, help="how you used it, 1 to 5")
 @click.option("--effect", type=int, required=True, help="what it did for you, 1 to 5")
 @click.option("--comment", default="")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def feedback_cmd(obj: Context, product_id, quality, use_, effect, comment, token, as_json) -> None:
     """Feedback on a product delivered to you: its quality, use and effect (consumers,
     Art. 16)."""
@@ -412,9 +391,7 @@ def report() -> None:
     default=None,
     help="folder for usage.json, usage.csv, usage.png (default: usage-OPERATOR-PERIOD)",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def report_usage(obj: Context, operator, period, out, token, as_json) -> None:
     """An operator's usage report: jobs, refusals, products, verifications, feedback."""
     folder = out or Path(f"usage-{operator}-{period}")
@@ -444,9 +421,7 @@ def output() -> None:
 @click.option("--agreement", "agreement_id", type=int, default=None)
 @click.option("--job", "job_id", type=int, default=None)
 @click.option("--checker", "checkers", multiple=True, required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def output_appoint(obj: Context, agreement_id, job_id, checkers, token, as_json) -> None:
     """Appoint two checkers for an agreement's (or one job's) held outputs (authorities)."""
     with obj.backend(token) as backend:
@@ -456,9 +431,7 @@ def output_appoint(obj: Context, agreement_id, job_id, checkers, token, as_json)
 
 @output.command("review")
 @click.argument("job_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def output_review(obj: Context, job_id, token, as_json) -> None:
     """Open (if needed) and show the review of a withheld job; votes stay sealed until both."""
     with obj.backend(token) as backend:
@@ -470,9 +443,7 @@ def output_review(obj: Context, job_id, token, as_json) -> None:
 @click.argument("job_id", type=int)
 @click.option("--decision", type=click.Choice([v.value for v in Vote]), required=True)
 @click.option("--reason", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def output_vote(obj: Context, job_id, decision, reason, token, as_json) -> None:
     """Approve, return or reject a held output, with a reason (appointed checkers)."""
     with obj.backend(token) as backend:

@@ -16,7 +16,13 @@ import click
 import yaml
 
 from policies.errors import InputError
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_principal,
+    emit,
+    main,
+    table,
+)
 from sandbox.cli.offerings import add_decisions
 
 
@@ -43,9 +49,7 @@ def verify() -> None:
     required=True,
     help="YAML or JSON: name, dataset, keys, codes, rule[, miss_codes, description]",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     """File a product definition (operator); it waits for the authority's approval."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -89,9 +93,7 @@ add_decisions(
 )
 @click.option("--purpose", help="the purpose the subject consented to")
 @click.option("--consented-at", help="when, ISO date")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def call_cmd(
     obj: Context,
     product,
@@ -135,9 +137,7 @@ def call_cmd(
 
 @verify.command("stats")
 @click.argument("name")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def stats_cmd(obj: Context, name: str, token, as_json) -> None:
     """Calls, codes, refusals, throttled and blocked consumers of a product."""
     with obj.backend(token) as backend:
@@ -148,9 +148,7 @@ def stats_cmd(obj: Context, name: str, token, as_json) -> None:
 @verify.command("who")
 @click.option("--key", "keys", multiple=True, required=True, help="NAME=VALUE of the subject")
 @click.option("--product", help="only this product")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def who_cmd(obj: Context, keys, product, token, as_json) -> None:
     """Who verified this subject? (auditor, authority; the key is hashed, never stored)"""
     subject = _pairs(keys, "--key")
@@ -175,9 +173,7 @@ def who_cmd(obj: Context, keys, product, token, as_json) -> None:
 
 
 @verify.command("list")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def list_cmd(obj: Context, token, as_json) -> None:
     """Products you may see."""
     with obj.backend(token) as backend:
@@ -196,9 +192,7 @@ def list_cmd(obj: Context, token, as_json) -> None:
 @verify.command("unblock")
 @click.argument("consumer")
 @click.option("--reason", required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def unblock_cmd(obj: Context, consumer: str, reason: str, token, as_json) -> None:
     """Lift the enumeration defence's block of a consumer (authority; on the host only)."""
     from sandbox.verification.products import unblock

@@ -18,7 +18,16 @@ import click
 
 from policies.errors import InputError
 from policies.workflow import Aggregate, Disposal
-from sandbox.cli.common import Context, as_option, emit, json_option, main, pass_ctx, table
+from sandbox.cli.common import (
+    Context,
+    as_option,
+    as_principal,
+    emit,
+    json_option,
+    main,
+    pass_ctx,
+    table,
+)
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -78,9 +87,7 @@ def notice() -> None:
     show_default=True,
     help="how reviewers' scores of a dimension combine",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def notice_publish(
     obj: Context,
     title,
@@ -118,9 +125,7 @@ def notice_publish(
 
 @notice.command("show")
 @click.argument("notice_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def notice_show(obj: Context, notice_id: int, token, as_json) -> None:
     """Show a notice (any principal)."""
     with obj.backend(token) as backend:
@@ -146,9 +151,7 @@ def notice_show(obj: Context, notice_id: int, token, as_json) -> None:
 @click.option("--security-measures", required=True, help="text or @file")
 @click.option("--security-officer", default="", help="the named data-security officer (Art. 20)")
 @click.option("--incident-plan", default="", help="incident-response plan, text or @file (Art. 21)")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def apply_cmd(
     obj: Context,
     notice_id,
@@ -188,9 +191,7 @@ def application() -> None:
 
 @application.command("show")
 @click.argument("application_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def application_show(obj: Context, application_id, token, as_json) -> None:
     """An application (its operator, the notice's authority, its reviewers, auditors)."""
     with obj.backend(token) as backend:
@@ -209,9 +210,7 @@ def review() -> None:
 @review.command("appoint")
 @click.argument("application_id", type=int)
 @click.option("--reviewer", "reviewers", multiple=True, required=True)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def review_appoint(obj: Context, application_id, reviewers, token, as_json) -> None:
     """Appoint reviewers to an application (authorities)."""
     with obj.backend(token) as backend:
@@ -229,9 +228,7 @@ def review_appoint(obj: Context, application_id, reviewers, token, as_json) -> N
 @click.option("--scenario", type=int, required=True)
 @click.option("--security", type=int, required=True)
 @click.option("--comment", default="")
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def review_score(
     obj: Context, application_id, capability, scenario, security, comment, token, as_json
 ) -> None:
@@ -248,9 +245,7 @@ def review_score(
 
 @review.command("show")
 @click.argument("application_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def review_show(obj: Context, application_id, token, as_json) -> None:
     """The scores of an application (authorities, auditors)."""
     with obj.backend(token) as backend:
@@ -298,9 +293,7 @@ def agreement() -> None:
     default=None,
     help="usage reports due at the end of each month or quarter (Art. 16)",
 )
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def agreement_sign(
     obj: Context,
     application_id,
@@ -346,9 +339,7 @@ def agreement_sign(
 
 @agreement.command("show")
 @click.argument("agreement_id", type=int)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def agreement_show(obj: Context, agreement_id, token, as_json) -> None:
     """Every field of an agreement (its parties, authorities, auditors)."""
     with obj.backend(token) as backend:
@@ -386,9 +377,7 @@ _agreement_action(
 
 @agreement.command("expire")
 @click.argument("agreement_id", type=int, required=False)
-@as_option
-@json_option
-@pass_ctx
+@as_principal
 def agreement_expire(obj: Context, agreement_id, token, as_json) -> None:
     """Expire agreements whose term ended and carry out their disposal clause. Art. 13."""
     with obj.backend(token) as backend:
