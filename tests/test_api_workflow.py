@@ -89,6 +89,9 @@ def test_the_flow_from_notice_to_released_job(tmp_path):
         ("ApplicationBody", "sandbox.workflow.applications:apply"),
         ("ScoreBody", "sandbox.workflow.reviews:score"),
         ("AgreementBody", "sandbox.workflow.agreements:sign"),
+        ("EvaluationBody", "sandbox.workflow.supervision:evaluate"),
+        ("DataRequestBody", "sandbox.workflow.requests:request_data"),
+        ("FeedbackBody", "sandbox.workflow.feedback:give"),
     ],
 )
 def test_a_body_passed_whole_names_only_the_steps_keyword_arguments(body, step):

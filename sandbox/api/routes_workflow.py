@@ -202,15 +202,7 @@ def agreement_evaluate(
     agreement_id: int = PathParam(ge=1, le=MAX_ID),
 ):
     """The authority evaluates an operator under an agreement (Art. 21)."""
-    evaluation_id = supervision.evaluate(
-        _platform(request),
-        me,
-        agreement_id,
-        passed=body.passed,
-        notes=body.notes,
-        deadline=body.deadline,
-    )
-    return Created(id=evaluation_id)
+    return Created(id=supervision.evaluate(_platform(request), me, agreement_id, **dict(body)))
 
 
 @router.post("/agreements/{agreement_id}/data-requests", response_model=Created, status_code=201)
@@ -221,15 +213,7 @@ def data_request(
     agreement_id: int = PathParam(ge=1, le=MAX_ID),
 ):
     """An operator requests a dataset under its agreement (Art. 14)."""
-    request_id = requests.request_data(
-        _platform(request),
-        me,
-        agreement_id,
-        body.dataset,
-        purpose=body.purpose,
-        columns=body.columns,
-    )
-    return Created(id=request_id)
+    return Created(id=requests.request_data(_platform(request), me, agreement_id, **dict(body)))
 
 
 @router.post("/data-requests/{request_id}/approve", status_code=201)
@@ -275,8 +259,7 @@ def product_feedback(
     product_id: str = PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"),
 ):
     """A consumer the product was delivered to gives feedback on its three points (Art. 16)."""
-    points = body.model_dump(include={"quality", "use", "effect", "comment"})
-    return Created(id=feedback.give(_platform(request), me, product_id, **points))
+    return Created(id=feedback.give(_platform(request), me, product_id, **dict(body)))
 
 
 @router.post("/products/{product_id}/deliveries", response_model=Created, status_code=201)
