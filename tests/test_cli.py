@@ -450,3 +450,35 @@ def test_an_older_home_open_to_others_is_closed_at_the_next_command(cli: Cli):
         assert cli.home.stat().st_mode & 0o777 == 0o700
     finally:
         cli.home.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "args, content, expected",
+    [
+        (("verify", "define"), "name: [unclosed\n", "--file defn.yaml: not YAML or JSON at line"),
+        (("verify", "define"), "- a\n- b\n", "--file defn.yaml: holds list, not a mapping"),
+        (("score", "define"), "", "--file defn.yaml: holds nothing, not a mapping"),
+        (("model", "train"), b"name: \xff\xfe\n", "--file defn.yaml: not UTF-8 text"),
+        (
+            ("verify", "call", "any", "--batch"),
+            '{"keys": {}}\n{oops\n',
+            "--batch defn.yaml, line 2",
+        ),
+        (("score", "call", "any", "--batch"), "[1, 2\n", "--batch defn.yaml, line 1: not JSON"),
+    ],
+)
+def test_a_file_that_does_not_parse_is_named_by_option_and_line(cli: Cli, args, content, expected):
+    """A definition or batch file that is not YAML, JSON or UTF-8 is one error line that
+    names the option, the file and where it goes wrong; before, a traceback."""
+    path = cli.tmp / "defn.yaml"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    option = ("--file",) if args[-1] != "--batch" else ()
+    result = cli.run(*args, *option, str(path), token="bank")
+    assert result.returncode == 2, result.stderr
+    assert expected in _one_error_line(result, "bad_input")
+
+
+def test_a_folder_given_for_a_file_is_named_not_a_traceback(cli: Cli):
+    result = cli.run("verify", "call", "any", "--batch", str(cli.tmp), token="bank")
+    assert result.returncode == 2, result.stderr
+    assert "cannot be read" in _one_error_line(result, "bad_input")

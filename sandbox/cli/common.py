@@ -78,6 +78,56 @@ def job_exit(state: str) -> Exit:
     )
 
 
+def _text_of(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{option} {path.name}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:  # a folder, a file without read permission
+        raise InputError(f"{option} {path}: cannot be read ({exc.strerror}); give a file") from None
+
+
+def read_mapping(path: Path, option: str = "--file") -> dict[str, Any]:
+    """The mapping in a YAML or JSON file; a file that is not one is refused, naming the
+    option, the file and where its text goes wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(_text_of(path, option))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise InputError(
+            f"{option} {path.name}: not YAML or JSON{at} ({problem}); fix the file and run "
+            "the command again"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{option} {path.name}: holds {type(data).__name__ if data is not None else 'nothing'}, "
+            "not a mapping; write one field per line, as 'name: value' (the command's --help "
+            "names the fields)"
+        )
+    return data
+
+
+def read_json_lines(path: Path, option: str = "--batch") -> list[Any]:
+    """One JSON value per non-empty line of ``path``; a line that is not JSON is refused by
+    its number."""
+    items = []
+    for number, line in enumerate(_text_of(path, option).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{option} {path.name}, line {number}: not JSON ({exc.msg}, column {exc.colno}); "
+                "write one JSON object per line"
+            ) from None
+    return items
+
+
 def read_token_file(path: str) -> str:
     """The token in ``path``; refused unless only its owner may read it."""
     file = Path(path)
@@ -245,6 +295,18 @@ class SandboxGroup(click.Group):
             named = f" (rule {rule})" if rule and rule != exc.code else ""
             click.echo(f"error [{exc.code}]: {exc}{named}", err=True)
             ctx.exit(exit_code_of(exc))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own ends: a usage error, --help, an exit status
+        except Exception as exc:  # a fault of ours: one line, not a traceback
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            click.echo(
+                f"error [internal]: {type(exc).__name__}: {exc}; run the command again with "
+                "--debug for the traceback, and report it to the platform's maintainers",
+                err=True,
+            )
+            ctx.exit(Exit.ERROR)
 
 
 @click.group(

@@ -9,11 +9,9 @@ and ``score list``. They parse options, call :meth:`sandbox.cli.common.Context.b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-import yaml
 
 from policies.errors import InputError
 from sandbox.cli.common import (
@@ -21,19 +19,11 @@ from sandbox.cli.common import (
     as_principal,
     emit,
     main,
+    read_json_lines,
+    read_mapping,
     table,
 )
 from sandbox.cli.offerings import add_decisions
-
-
-def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path.name} is not YAML or JSON") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path.name} must hold a mapping")
-    return data
 
 
 def _card_text(card: dict) -> str:
@@ -66,7 +56,7 @@ def model() -> None:
 def train_cmd(obj: Context, path: Path, token, as_json) -> None:
     """Train a model in an isolated worker, judge it and sign its card (operator)."""
     with obj.backend(token) as backend:
-        out = backend.train_model(_read(path))
+        out = backend.train_model(read_mapping(path))
     emit(out, as_json, _card_text(out["card"]))
 
 
@@ -111,7 +101,7 @@ def score() -> None:
 def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     """Define a scoring service over a passed model (operator); it waits for approval."""
     with obj.backend(token) as backend:
-        out = backend.define_score_service(_read(path))
+        out = backend.define_score_service(read_mapping(path))
     sizes = ", ".join(str(n) for n in out["band_sizes"])
     emit(out, as_json, f"defined {out['name']} (entities per band: {sizes}); waiting for approval")
 
@@ -154,7 +144,7 @@ def call_cmd(
             "given_at": consented_at or "",
         }
     if batch is not None:
-        items = [json.loads(line) for line in batch.read_text().splitlines() if line.strip()]
+        items = read_json_lines(batch)
     elif key:
         items = [{"key": key}]
     else:

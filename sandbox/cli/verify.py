@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import click
-import yaml
 
 from policies.errors import InputError
 from sandbox.cli.common import (
@@ -21,6 +20,8 @@ from sandbox.cli.common import (
     as_principal,
     emit,
     main,
+    read_json_lines,
+    read_mapping,
     table,
 )
 from sandbox.cli.offerings import add_decisions
@@ -52,7 +53,7 @@ def verify() -> None:
 @as_principal
 def define_cmd(obj: Context, path: Path, token, as_json) -> None:
     """File a product definition (operator); it waits for the authority's approval."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_mapping(path)
     with obj.backend(token) as backend:
         out = backend.define_verification(data)
     emit(
@@ -116,7 +117,7 @@ def call_cmd(
             "given_at": consented_at or "",
         }
     if batch is not None:
-        items = [json.loads(line) for line in batch.read_text().splitlines() if line.strip()]
+        items = read_json_lines(batch)
     elif keys:
         items = [{"keys": _pairs(keys, "--key")}]
     else:
