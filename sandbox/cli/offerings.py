@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from sandbox.cli.backend import Backend
-from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx
+from sandbox.cli.common import Context, as_principal, emit
 
 
 def add_decisions(
@@ -29,9 +29,7 @@ def add_decisions(
 
     @group.command("approve", help=f"Publish a {noun} and build {builds} (authority).")
     @click.argument("name")
-    @as_option
-    @json_option
-    @pass_ctx
+    @as_principal
     def approve_cmd(obj: Context, name: str, token: str | None, as_json: bool) -> None:
         with obj.backend(token) as backend:
             out = approve(backend, name)
@@ -40,9 +38,7 @@ def add_decisions(
     @group.command("reject", help=f"Reject a defined {noun} (authority).")
     @click.argument("name")
     @click.option("--reason", required=True)
-    @as_option
-    @json_option
-    @pass_ctx
+    @as_principal
     def reject_cmd(obj: Context, name: str, reason: str, token: str | None, as_json: bool) -> None:
         with obj.backend(token) as backend:
             reject(backend, name, reason)
