@@ -111,6 +111,19 @@ def read_mapping(path: Path, option: str = "--file") -> dict[str, Any]:
     return data
 
 
+def definition_option(fields: str):
+    """``--file FILE``, a YAML or JSON mapping of ``fields``: the command is given it read
+    (:func:`read_mapping`) as ``definition``."""
+    return click.option(
+        "--file",
+        "definition",
+        type=click.Path(path_type=Path, exists=True),
+        required=True,
+        help=f"YAML or JSON: {fields}",
+        callback=lambda _ctx, _param, path: read_mapping(path),
+    )
+
+
 def read_json_lines(path: Path, option: str = "--batch") -> list[Any]:
     """One JSON value per non-empty line of ``path``; a line that is not JSON is refused by
     its number."""

@@ -17,10 +17,10 @@ from policies.errors import InputError
 from sandbox.cli.common import (
     Context,
     as_principal,
+    definition_option,
     emit,
     main,
     read_json_lines,
-    read_mapping,
     table,
 )
 from sandbox.cli.offerings import add_decisions
@@ -45,18 +45,12 @@ def model() -> None:
 
 
 @model.command("train")
-@click.option(
-    "--file",
-    "path",
-    type=click.Path(path_type=Path, exists=True),
-    required=True,
-    help="YAML or JSON: name, features, label, algorithm[, params, holdout, seed, description]",
-)
+@definition_option("name, features, label, algorithm[, params, holdout, seed, description]")
 @as_principal
-def train_cmd(obj: Context, path: Path, token, as_json) -> None:
+def train_cmd(obj: Context, definition: dict, token, as_json) -> None:
     """Train a model in an isolated worker, judge it and sign its card (operator)."""
     with obj.backend(token) as backend:
-        out = backend.train_model(read_mapping(path))
+        out = backend.train_model(definition)
     emit(out, as_json, _card_text(out["card"]))
 
 
@@ -90,18 +84,12 @@ def score() -> None:
 
 
 @score.command("define")
-@click.option(
-    "--file",
-    "path",
-    type=click.Path(path_type=Path, exists=True),
-    required=True,
-    help="YAML or JSON: name, model, bands (each grade, upto)[, description]",
-)
+@definition_option("name, model, bands (each grade, upto)[, description]")
 @as_principal
-def define_cmd(obj: Context, path: Path, token, as_json) -> None:
+def define_cmd(obj: Context, definition: dict, token, as_json) -> None:
     """Define a scoring service over a passed model (operator); it waits for approval."""
     with obj.backend(token) as backend:
-        out = backend.define_score_service(read_mapping(path))
+        out = backend.define_score_service(definition)
     sizes = ", ".join(str(n) for n in out["band_sizes"])
     emit(out, as_json, f"defined {out['name']} (entities per band: {sizes}); waiting for approval")
 

@@ -18,10 +18,10 @@ from policies.errors import InputError
 from sandbox.cli.common import (
     Context,
     as_principal,
+    definition_option,
     emit,
     main,
     read_json_lines,
-    read_mapping,
     table,
 )
 from sandbox.cli.offerings import add_decisions
@@ -43,19 +43,12 @@ def verify() -> None:
 
 
 @verify.command("define")
-@click.option(
-    "--file",
-    "path",
-    type=click.Path(path_type=Path, exists=True),
-    required=True,
-    help="YAML or JSON: name, dataset, keys, codes, rule[, miss_codes, description]",
-)
+@definition_option("name, dataset, keys, codes, rule[, miss_codes, description]")
 @as_principal
-def define_cmd(obj: Context, path: Path, token, as_json) -> None:
+def define_cmd(obj: Context, definition: dict, token, as_json) -> None:
     """File a product definition (operator); it waits for the authority's approval."""
-    data = read_mapping(path)
     with obj.backend(token) as backend:
-        out = backend.define_verification(data)
+        out = backend.define_verification(definition)
     emit(
         out,
         as_json,
