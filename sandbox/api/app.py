@@ -36,6 +36,7 @@ from sandbox.api import (
     routes_verify,
     routes_workflow,
 )
+from sandbox.api.docs_page import install as install_docs
 from sandbox.api.errors import REQUEST_ID_HEADER, new_request_id
 from sandbox.api.executor import Executor
 from sandbox.api.limits import BodyCaps, BodyLimitMiddleware, RateLimiter
@@ -143,6 +144,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
     for module in routes:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     install_console(app)  # the web console at /console, on the same platform and gates
+    install_docs(app)  # /docs: Swagger UI on /openapi.json, served from the package
     app.add_middleware(
         BodyLimitMiddleware,
         caps=BodyCaps(settings.api.max_body_mb, settings.api.max_upload_mb),

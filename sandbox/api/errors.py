@@ -111,7 +111,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         exc.status_code, "bad_input" if exc.status_code < 500 else "internal_error"
     )
     if exc.status_code == 404:
-        message = f"no route {request.url.path}; the API's routes are listed at /openapi.json"
+        message = (
+            f"no route {request.url.path}; the API's routes are listed at /openapi.json "
+            "and shown at /docs"
+        )
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     elif exc.status_code >= 500:
