@@ -440,7 +440,17 @@ def test_entity_numbers_copied_into_postgresql_keep_every_awkward_key(tmp_path, 
     from sandbox.guard.tables import entity_numbers
 
     store = Store.open(tmp_path / "unused.sqlite", create=True, url=pg_url)
-    awkward = ["a,b", 'say "hi"', "tab\there", "two\nlines", "back\\slash", "济宁市", "", "NULL", "\\."]
+    awkward = [
+        "a,b",
+        'say "hi"',
+        "tab\there",
+        "two\nlines",
+        "back\\slash",
+        "济宁市",
+        "",
+        "NULL",
+        "\\.",
+    ]
     plain = [f"P{n:07d}" for n in range(history.COPY_CHUNK + 5)]
     keys = sorted(awkward + plain)
     try:
