@@ -68,8 +68,17 @@ class Published:
     versions: dict[str, int] = field(default_factory=dict)
 
 
+class ScoreValues(ValueGuard):
+    """Verification's counts per value, its alerts told about the scoring service."""
+
+    def alert(self, conn: Connection, product: str, details: dict) -> None:
+        _tell(self.platform, conn, product, f"score:{product}", details)
+
+
 class ScoreUnit(CallUnit):
     """Verification's unit of the group commit with the scoring service's own record."""
+
+    guard = ScoreValues  # its alerts go to the authority that approved the service
 
     def _write_call(self, conn, consumer, loaded, request_id, items, results) -> int:
         details = {
@@ -110,10 +119,6 @@ class ScoreUnit(CallUnit):
         )
         return seq
 
-    def __init__(self, platform: Platform, limits: Limits):
-        super().__init__(platform, limits)
-        self.values = ScoreValues(platform, limits.values)
-
     def _alert(self, conn, consumer, loaded, request_id, standing, reason, day) -> None:
         """The consumer's standing worsened: recorded (the standing every service reads),
         ledgered and sent to the authority that approved the service."""
@@ -129,13 +134,6 @@ class ScoreUnit(CallUnit):
             "reason": reason, "service": loaded.name, "request_id": request_id,
         }  # fmt: skip
         _tell(self.platform, conn, loaded.name, f"principal:{consumer.name}", details)
-
-
-class ScoreValues(ValueGuard):
-    """Verification's counts per value, its alerts told about the scoring service."""
-
-    def alert(self, conn: Connection, product: str, details: dict) -> None:
-        _tell(self.platform, conn, product, f"score:{product}", details)
 
 
 def _tell(platform: Platform, conn: Connection, service: str, target: str, details: dict) -> None:

@@ -138,10 +138,12 @@ class CallUnit:
     consumer's standing and allowances and the enumeration defence, then writes the
     counters, the ledger entry and the call rows."""
 
+    guard: type[ValueGuard] = ValueGuard  # the counts per value; a service's own alert
+
     def __init__(self, platform: Platform, limits: Limits):
         self.platform = platform
         self.limits = limits
-        self.values = ValueGuard(platform, limits.values)
+        self.values = self.guard(platform, limits.values)
 
     # -- inside the group commit: limits, defence, ledger
     def record(
