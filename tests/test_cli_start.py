@@ -71,3 +71,29 @@ def test_the_probe_sees_a_heavy_library_when_one_is_loaded(home):
     """The check can fail: submitting a job loads the job service, which needs OpenDP."""
     loaded = _loaded(home, "job", "submit", "--sql", "-", "--as", home[1]["operator"])
     assert "opendp" in loaded
+
+
+def test_an_unexpected_fault_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    """The group's last net: a command that fails with an exception that is not one of
+    ours prints one ``error [internal]`` line and exits 1; ``--debug`` shows the traceback."""
+    from click.testing import CliRunner
+
+    from sandbox.cli.common import main
+
+    @main.command("fault-probe", hidden=True)
+    def fault_probe() -> None:
+        raise ZeroDivisionError("a fault of the test")
+
+    try:
+        runner = CliRunner()
+        home = ["--home", str(tmp_path / "home")]
+        plain = runner.invoke(main, [*home, "fault-probe"])
+        assert plain.exit_code == 1
+        assert plain.output.strip().splitlines() == [
+            "error [internal]: ZeroDivisionError: a fault of the test; run the command again "
+            "with --debug for the traceback, and report it to the platform's maintainers"
+        ]
+        debug = runner.invoke(main, ["--debug", *home, "fault-probe"])
+        assert isinstance(debug.exception, ZeroDivisionError)
+    finally:
+        main.commands.pop("fault-probe", None)
