@@ -62,7 +62,8 @@ from sandbox.core.platform import Platform  # noqa: E402
 from sandbox.psi.setup import SetupSpec, build_bundle  # noqa: E402
 from sandbox.run.engines import ray_pool  # noqa: E402
 from sandbox.run.engines import spark as spark_engine  # noqa: E402
-from sandbox.run.execution import JobService, JobState  # noqa: E402
+from sandbox.run.execution import JobService  # noqa: E402
+from sandbox.run.jobstate import JobState  # noqa: E402
 
 
 def opened(home: Path, **settings: str) -> Platform:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from sandbox.run.execution import JobService, JobState
-from sandbox.run.jobstate import ACTIVE_STATES, job_outcome
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import ACTIVE_STATES, JobState, job_outcome
 from sandbox.run.settle import held_paths
 from sandbox.workflow import airlock
 from tests.workflow_helpers import Cast, granted

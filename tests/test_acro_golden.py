@@ -40,7 +40,8 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.run.settle import held_paths
 from tests.conftest import DATA
 

@@ -25,7 +25,8 @@ from policies.disclosure import hypercube
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.run.views import withheld_report
 
 KEYS = ("region", "sector", "size")

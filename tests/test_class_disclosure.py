@@ -19,7 +19,8 @@ from policies.outputs import OutputColumn, OutputRole, OutputSpec, grouping_mask
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 
 def spec_of(keys: tuple[str, ...], sets: tuple[tuple[str, ...], ...] | None = None) -> OutputSpec:

@@ -17,7 +17,8 @@ from policies.classes import Classification
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 SECTORS = [f"S{i:02d}" for i in range(30)]
 COUNTIES = ["north", "south", "east", "west"]

@@ -17,7 +17,8 @@ from policies.differencing import Condition, DiffVerdict, HistoryIndex, check, c
 from sandbox.core.principals import Role, by_name
 from sandbox.data.grants import add_grant
 from sandbox.guard.history import History, released_count
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 
 @pytest.fixture

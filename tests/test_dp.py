@@ -29,7 +29,8 @@ from sandbox.core import ledger
 from sandbox.core.platform import Platform
 from sandbox.data import vault
 from sandbox.guard import dp_admin, dp_budget, dp_views
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from tests.conftest import PUMS_CLASSIFICATION
 from tests.workflow_helpers import granted, make_cast
 

@@ -24,7 +24,8 @@ from sandbox.core.platform import Platform
 from sandbox.data import vault
 from sandbox.guard import dp_admin, dp_budget, dp_views
 from sandbox.guard.tables import dp_charges
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import airlock, applications, notices, requests, reviews
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 from tests.workflow_helpers import Cast, make_cast, sign

@@ -27,7 +27,7 @@ from sandbox.core.store import jobs
 from sandbox.he import evaluate as he
 from sandbox.psi.setup import SetupSpec, build_bundle
 from sandbox.run.engines import ray_pool
-from sandbox.run.execution import JobState
+from sandbox.run.jobstate import JobState
 from tests.psi_helpers import firm_code
 from tests.ray_helpers import crash, negate
 from tests.test_job_golden import CASES, GoldenPlatform

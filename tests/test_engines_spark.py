@@ -27,7 +27,7 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.run.admission import prepare
 from sandbox.run.engines import spark as spark_engine
-from sandbox.run.execution import JobState
+from sandbox.run.jobstate import JobState
 from tests.test_job_golden import CASES, DATA, GoldenPlatform
 
 pytest.importorskip("pyspark")

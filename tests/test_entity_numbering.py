@@ -29,7 +29,8 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.guard.evidence import entity_bitmaps, fold_entities
 from sandbox.guard.numbering import numbering_for
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.run.runner import Limits, Runner
 
 CLASSIFICATION = {

@@ -33,7 +33,8 @@ from sandbox.core.principals import Principal, Role
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.data.release import verify_product
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.run.views import withheld_report
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 

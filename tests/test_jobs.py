@@ -23,13 +23,8 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant, set_grant_status
 from sandbox.data.products import list_products
 from sandbox.data.release import verify_product
-from sandbox.run.execution import (
-    JobService,
-    JobState,
-    job_outcome,
-    list_jobs,
-    may_transition,
-)
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState, job_outcome, list_jobs, may_transition
 from sandbox.run.views import withheld_report
 from tests.conftest import PUMS_CLASSIFICATION
 

@@ -27,7 +27,8 @@ from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.demo.verification import IDENTITY
 from sandbox.guard import dp_views
 from sandbox.registry.jurisdiction import CITY, grant_place, job_place
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements, airlock, requests, reviews

@@ -28,7 +28,8 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.guard import lineage_audit
 from sandbox.guard.tables import lineage_cells
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 COUNTIES = ["c0", "c1", "c2", "c3"]
 INDUSTRIES = ["i0", "i1", "i2"]

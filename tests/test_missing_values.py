@@ -18,7 +18,8 @@ from policies.disclosure import CellVerdict, DisclosureParams
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 CLASSIFICATION = {
     "entity_key": "pid",

@@ -37,7 +37,8 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.run.views import WITHHELD_SUMMARY, withheld_report
 
 CLASSIFICATION = {

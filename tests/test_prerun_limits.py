@@ -20,7 +20,8 @@ from policies.limits import output_bound
 from sandbox.core.principals import Role
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 
 COUNTIES = ["north", "south", "east", "west"]
 CLASSIFICATION = {

@@ -33,7 +33,8 @@ from sandbox.data.grants import add_grant
 from sandbox.data.product_report import md_escape, write_reports
 from sandbox.data.product_table import BOM, FLAGS, integer_types, with_flags
 from sandbox.data.release import PRODUCT_FILES, verify_product, write_files
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from tests.test_dp import QUERY as DP_QUERY
 from tests.test_dp import dp_cast  # noqa: F401  (a fixture)
 

@@ -24,7 +24,8 @@ from sandbox.data import vault
 from sandbox.data.grants import add_grant, grants_of, set_grant_status
 from sandbox.data.products import fetch_product, list_products
 from sandbox.data.release import PRODUCT_FILES, verify_product
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from tests.conftest import DATA, PUMS_CLASSIFICATION
 
 SQL = "SELECT sex, educ, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex, educ"

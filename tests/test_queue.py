@@ -16,13 +16,8 @@ from sandbox.core.principals import Role
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
 from sandbox.data.release import verify_product
-from sandbox.run.execution import (
-    JobService,
-    JobState,
-    cancel_operator_jobs,
-    recover,
-    transition,
-)
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState, cancel_operator_jobs, recover, transition
 from sandbox.run.settle import release_held
 from sandbox.run.views import withheld_report
 from tests.conftest import PUMS_CLASSIFICATION

@@ -36,7 +36,8 @@ from sandbox.data.grants import add_grant, grants_of
 from sandbox.data.products import fetch_product
 from sandbox.psi.terms import set_terms
 from sandbox.registry.base import BEIJING
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements
 from tests.api_server import ROOT, ApiServer, check_envelope, make_home
 from tests.conftest import HOLDS_OFF

@@ -26,7 +26,8 @@ from sandbox.core.principals import Role, by_name
 from sandbox.core.store import jobs
 from sandbox.data import vault
 from sandbox.data.grants import add_grant
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import airlock
 from tests.conftest import HOLDS_OFF
 

@@ -12,7 +12,8 @@ from policies.errors import Conflict, InputError, PermissionDenied
 from policies.workflow import AirlockState, Vote, airlock_verdict
 from sandbox.core.principals import Role
 from sandbox.core.store import jobs
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import airlock
 from tests.workflow_helpers import (
     cast_fixture,  # noqa: F401  (the fixture cast)

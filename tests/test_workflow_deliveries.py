@@ -15,7 +15,8 @@ from sandbox.core.principals import Role
 from sandbox.data.products import fetch_product, list_products
 from sandbox.registry.inbox import notifications_of
 from sandbox.registry.tables import feedback_points
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements, deliveries, feedback, scheduler
 from tests.workflow_helpers import NOW, granted, make_cast, verify_ledger
 

@@ -21,7 +21,8 @@ from sandbox.data import vault
 from sandbox.data.backup import backup, restore, verify_home
 from sandbox.data.products import list_products, readable_product
 from sandbox.registry.inbox import notifications_of
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification.disposal import dispose_indexes
 from sandbox.verification.tables import verify_products as table

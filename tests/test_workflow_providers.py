@@ -17,7 +17,8 @@ from policies.workflow import PassRule
 from sandbox.core.principals import Role
 from sandbox.data import vault
 from sandbox.registry.inbox import notifications_of
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements, notices, providers, requests, reviews, supervision
 from tests.workflow_helpers import NOW, apply, entries, make_cast, sign, verify_ledger
 

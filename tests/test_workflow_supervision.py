@@ -17,7 +17,8 @@ from policies.workflow import Disposal
 from sandbox.data.grants import add_grant, grants_of, may_run
 from sandbox.registry.tables import output_reviews, product_dispositions
 from sandbox.registry.terms import terms_of
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.workflow import agreements, airlock, deliveries, feedback, supervision, usage
 from tests.workflow_helpers import (
     NOW,

@@ -11,7 +11,8 @@ from verify_helpers import IDENTITY, SOCIAL_INSURANCE, make_world
 
 from sandbox.core import ledger
 from sandbox.data.products import fetch_product
-from sandbox.run.execution import JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobState
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import deliveries

@@ -30,7 +30,8 @@ from sandbox.demo.he import demo_he
 from sandbox.demo.models import demo_models
 from sandbox.demo.psi import demo_psi
 from sandbox.demo.verification import demo_verify
-from sandbox.run.execution import JobOutcome, JobService, JobState
+from sandbox.run.execution import JobService
+from sandbox.run.jobstate import JobOutcome, JobState
 from sandbox.workflow import (
     agreements,
     airlock,

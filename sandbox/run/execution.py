@@ -38,17 +38,14 @@ from sandbox.guard.history import difference, history_of
 from sandbox.run import leases
 from sandbox.run.admission import PERSON_JOB, Prepared, prepare
 from sandbox.run.executors import with_numbers
-from sandbox.run.jobstate import (  # noqa: F401  (re-exported: the job API lives here)
+from sandbox.run.jobstate import (
     JobOutcome,
     JobState,
-    cancel_operator_jobs,
     claim_queued,
     job_outcome,
-    list_jobs,
     may_transition,
     next_queued,
     open_job,
-    recover,
     refuse,
     state_of,
     transition,
