@@ -71,8 +71,10 @@ def test_two_checkers_approve_a_held_output_and_the_operator_gets_the_product(sc
     page.click("#decision-approve")
     page.type("#note", "单元格已逐一核对，抑制合理")
     page.click("#vote-submit")
-    page.wait_for("#review-state")
-    assert "1 / 2" in page.text
+    # the answer page, not the review page still on screen while the vote posts: reading
+    # the old page's body as it is replaced raised a stale-element error under load
+    page.wait_for("body", "1 / 2")
+    assert "1 / 2" in page.el("#review-state").find_element("xpath", "..").text
     page.sign_out()
 
     page.sign_in(tokens["r2"])
