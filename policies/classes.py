@@ -29,6 +29,13 @@ The YAML file looks like::
       birth_date: {range: {from: 1926, to: 2025}}   # a date column's range is of years
     derived:                     # measures the provider derives from measure columns
       monthly_income: income / 12
+    county:                      # the column naming each row's county (Art. 5)
+      column: county
+      codes: {"370811": 任城区, "370812": 兖州区}   # county code -> the column's value
+
+A county authority's agreement reads only the rows of its county: the job reads a slice of
+the snapshot cut by the ``county`` declaration (:mod:`sandbox.data.places`); a dataset
+without one cannot be read under a county agreement at all.
 
 The declared metadata (entity kind, domains, derived measures, membership) is
 what table mode and HE decide from before any run; :mod:`policies.domains`
@@ -85,6 +92,28 @@ Membership = Literal["sensitive", "non_sensitive"]
 
 
 @dataclass(frozen=True)
+class CountyColumn:
+    """Which column names each row's county, and how: ``codes`` maps a county's
+    6-digit code to the column's value for it; empty, the column holds the codes."""
+
+    column: str
+    codes: Mapping[str, str] = field(default_factory=dict)
+
+    def value_of(self, county: str) -> str | None:
+        """The column's value for ``county``; None when the provider declared no value
+        for it (its rows cannot be told apart, so a county job may not read them)."""
+        if not self.codes:
+            return county
+        return self.codes.get(county)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"column": self.column}
+        if self.codes:
+            out["codes"] = dict(self.codes)
+        return out
+
+
+@dataclass(frozen=True)
 class Classification:
     """The provider's statement about each column of one dataset.
 
@@ -102,6 +131,8 @@ class Classification:
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     # the most rows of one grouping set one entity's records can reach (its L0 bound)
     rows_per_entity: int = 1
+    # the column naming each row's county, which a county agreement's jobs are cut by
+    county: CountyColumn | None = None
 
     def class_of(self, column: str) -> ColumnClass:
         return self.columns[column]
@@ -126,6 +157,8 @@ class Classification:
             out["bounds"] = {name: list(pair) for name, pair in self.bounds.items()}
         if self.rows_per_entity != 1:
             out["rows_per_entity"] = self.rows_per_entity
+        if self.county is not None:
+            out["county"] = self.county.to_dict()
         return out
 
     @classmethod
@@ -152,6 +185,11 @@ class Classification:
             membership=parsed.membership,
             bounds={name: (float(lo), float(hi)) for name, (lo, hi) in parsed.bounds.items()},
             rows_per_entity=parsed.rows_per_entity,
+            county=(
+                CountyColumn(parsed.county.column, dict(parsed.county.codes))
+                if parsed.county is not None
+                else None
+            ),
         )
 
     def check_against(self, column_names: Iterable[str]) -> None:
@@ -207,10 +245,50 @@ KEYS = (
     "derived",
     "bounds",
     "rows_per_entity",
+    "county",
 )
 SCHEMA_PATH = Path(__file__).with_name("classification.schema.json")
 FormatName = Literal["cn_resident_id", "cn_credit_code"]  # the keys of FORMATS
 DECLARABLE = (ColumnClass.DIMENSION, ColumnClass.QUASI, ColumnClass.PUBLIC)  # may have a domain
+
+
+class CountySpec(BaseModel):
+    """The ``county`` declaration: the column naming each row's county (Art. 5)."""
+
+    model_config = ConfigDict(extra="forbid", title="County")
+
+    column: str = Field(
+        min_length=1,
+        description="The dimension, quasi or public column that names each row's county.",
+    )
+    codes: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Optional: each county's 6-digit code -> the column's value for it (e.g. "
+            "'370811': 任城区); omitted, the column holds the 6-digit codes themselves."
+        ),
+    )
+
+    @field_validator("codes", mode="before")
+    @classmethod
+    def _codes_as_text(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            return value
+        return {str(code): str(given) for code, given in value.items()}
+
+    @field_validator("codes")
+    @classmethod
+    def _six_digits(cls, value: dict[str, str]) -> dict[str, str]:
+        for code in value:
+            if not (len(code) == 6 and code.isdigit()):
+                raise ValueError(
+                    f"county, codes: '{code}' is not a county's 6-digit code (e.g. 370811)"
+                )
+        if len(set(value.values())) != len(value):
+            raise ValueError("county, codes: two counties have the same value")
+        return value
 
 
 class ClassificationFile(BaseModel):
@@ -297,6 +375,15 @@ class ClassificationFile(BaseModel):
         ),
     )
 
+    county: CountySpec | None = Field(
+        None,
+        description=(
+            "Optional: the column naming each row's county. A county authority's agreement "
+            "reads only its county's rows (Art. 5); without it, no county agreement may read "
+            "the dataset."
+        ),
+    )
+
     @field_validator("entity_kind", "membership", mode="before")
     @classmethod
     def _word_loosely(cls, value: Any) -> Any:
@@ -363,6 +450,19 @@ class ClassificationFile(BaseModel):
                     f"domains, column '{name}': the column is classified "
                     f"'{self.columns[name].value}'; a domain is declared only for dimension, "
                     "quasi or public columns"
+                )
+        if self.county is not None:
+            name = self.county.column
+            if name not in self.columns:
+                raise ValueError(
+                    f"county, column '{name}': the column is not classified; "
+                    + did_you_mean(name, self.columns)
+                )
+            if self.columns[name] not in DECLARABLE:
+                raise ValueError(
+                    f"county, column '{name}': the column is classified "
+                    f"'{self.columns[name].value}'; a county column is a dimension, quasi or "
+                    "public column"
                 )
         for name, text in self.derived.items():
             _check_derived(name, text, self.columns)

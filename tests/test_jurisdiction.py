@@ -34,7 +34,16 @@ from sandbox.verification import service as verification
 from sandbox.workflow import agreements, airlock, requests, reviews
 from tests.api_server import ApiServer, check_envelope
 from tests.verify_helpers import CONSENT, make_world
-from tests.workflow_helpers import COUNTY, Cast, apply, granted, make_cast, publish, sign
+from tests.workflow_helpers import (
+    COUNTY,
+    Cast,
+    apply,
+    granted,
+    make_cast,
+    publish,
+    register_pums_with_counties,
+    sign,
+)
 
 RELEASABLE = "SELECT sex, COUNT(*) AS n, SUM(income) AS total FROM pums GROUP BY sex"
 UNTIL = (datetime.now(UTC) + timedelta(days=90)).date().isoformat()
@@ -99,6 +108,7 @@ def _released(platform, operator) -> tuple[int, str]:
 @pytest.fixture
 def world(platform, make_principal, provider, pums_dataset):
     cast = make_cast(platform, make_principal, provider)
+    register_pums_with_counties(cast)  # a county agreement reads only its county's rows
     city_agreement, city_grant = granted(cast)
     with platform.store.read() as conn:
         city_application = agreements.agreement_dict(conn, cast.city, city_agreement)["application"]

@@ -157,3 +157,34 @@ def verify_ledger(platform: Platform) -> int:
 def entries(platform: Platform, subject: str) -> list[dict]:
     with platform.store.read() as conn:
         return ledger.query(conn, subject=subject)
+
+
+def county_of(pid: int) -> str:
+    """The county each pums person lives in, for tests of county agreements: two of three
+    in ``COUNTY``, the rest in ``OTHER_COUNTY`` (pums itself has no place column)."""
+    return OTHER_COUNTY if pid % 3 == 0 else COUNTY
+
+
+def register_pums_with_counties(cast: Cast):
+    """A new version of pums with a ``county`` column (:func:`county_of`) that its provider
+    declares as the county column (Art. 5): a county agreement's jobs read its rows only."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from policies.classes import Classification
+    from sandbox.data import vault
+    from tests.conftest import DATA, PUMS_CLASSIFICATION
+
+    table = pacsv.read_csv(DATA / "pums_1000_pid.csv")
+    counties = [county_of(int(p)) for p in table.column("pid").to_pylist()]
+    table = table.append_column("county", pa.array(counties))
+    path = cast.platform.home.parent / "pums_with_counties.csv"
+    pacsv.write_csv(table, path)
+    declared = {
+        **PUMS_CLASSIFICATION,
+        "columns": {**PUMS_CLASSIFICATION["columns"], "county": "dimension"},
+        "domains": {"county": {"codes": [COUNTY, OTHER_COUNTY]}},
+        "county": {"column": "county"},
+    }
+    classification = Classification.from_dict(declared)
+    return vault.register(cast.platform, cast.provider, "pums", str(path), classification).version

@@ -63,6 +63,10 @@ class DatasetVersion:
     profile: dict
     provider_id: int
     created_at: str
+    # a county's slice of the version (sandbox.data.places): the county it is cut to and
+    # the whole snapshot it was cut from; None for the version itself
+    county: str | None = None
+    source: Path | None = None
 
 
 @dataclass(frozen=True)

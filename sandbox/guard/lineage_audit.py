@@ -59,7 +59,11 @@ def keys_of(prepared: Any) -> LineageKeys | None:
 
 
 def _snapshot(prepared: Any, keys: LineageKeys) -> str:
-    return str(prepared.versions[keys.dataset].sha256)
+    """The rows the cells sum: the version's sha256, and the county of a county
+    agreement's slice (its cells are sums of other rows than the whole's)."""
+    version = prepared.versions[keys.dataset]
+    county = getattr(version, "county", None)
+    return f"{version.sha256}@{county}" if county else str(version.sha256)
 
 
 def _where(keys: LineageKeys, snapshot: str, measures: list[str]) -> list[Any]:

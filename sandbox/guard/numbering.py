@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -65,6 +65,10 @@ class DatasetVersion(Protocol):
     def path(self) -> Path: ...
     @property
     def classification(self) -> Classification: ...
+    @property
+    def county(self) -> str | None: ...  # a county's slice (sandbox.data.places)
+    @property
+    def source(self) -> Path | None: ...  # the whole snapshot a slice is cut from
 
 
 SCHEMA = pa.schema([("entity_key", pa.string()), ("number", pa.uint32())])
@@ -80,7 +84,23 @@ class Numbering:
 
 
 def numbering_for(platform: Platform, lineage: str, version: DatasetVersion) -> Numbering:
-    """The numbering of every entity of ``version``, numbering it first if needed."""
+    """The numbering of every entity of ``version``, numbering it first if needed.
+
+    A county's slice of a version (:mod:`sandbox.data.places`) is numbered as the whole
+    version is (one numbering per lineage), and gets a row file of its own, in its rows'
+    order, next to the version's."""
+    county = version.county
+    if county and version.source is not None:
+        whole = numbering_for(
+            platform,
+            lineage,
+            replace(version, path=version.source, county=None, source=None),  # type: ignore[type-var]
+        )
+        name = f"v{version.version}-{version.sha256[:16]}-{county}.rows.parquet"
+        target = platform.home / _folder(lineage) / name
+        if not target.exists():
+            _write_rows(platform, version, whole.segments, target)
+        return Numbering(whole.segments, target)
     with platform.store.read() as conn:
         rows = _rows_path(conn, lineage, version.version)
         paths = _segment_paths(platform, conn, lineage)

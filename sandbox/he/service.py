@@ -211,6 +211,7 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
     """The grants gate, the plan and the upload's checks; a refusal is recorded in the
     ledger (``he.refused``) before it is raised. Returns the plan and the dataset version."""
     from sandbox.data.grants import may_run
+    from sandbox.data.places import scoped
     from sandbox.data.vault import get_version
 
     request = upload.request
@@ -224,7 +225,13 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
                 now,
                 columns={request.dataset: [request.key_column, *request.by]},
             )
-            version = get_version(conn, platform, request.dataset)
+            # a county agreement sums its county's rows only (Art. 5)
+            version = scoped(
+                conn,
+                platform,
+                get_version(conn, platform, request.dataset),
+                used[request.dataset].id,
+            )
         params = platform.disclosure_minimums().tightened(used[request.dataset].disclosure)
         scope = replace(one_table_scope(request.dataset, version.classification), disclosure=params)
         plan = get_kind(KIND).plan(request.as_mapping(), scope)

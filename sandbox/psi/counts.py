@@ -68,6 +68,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
+from sandbox.data.places import scoped
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 from sandbox.psi.count_request import column_items, encrypt_column
@@ -154,6 +155,7 @@ def _admit(
     get_kind(GATE_KIND).plan(ask_request(ask), one_table_scope(ask.dataset, classification))
     used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
     used = may_run(conn, operator, [ask.dataset], GATE_KIND, columns={ask.dataset: used_cols})
+    version = scoped(conn, platform, version, used[ask.dataset].id)  # its county's rows (Art. 5)
     terms = terms_for(conn, used[ask.dataset], ask.dataset, ask.column)
     today = used_today(conn, operator, terms) if terms is not None else 0
     terms = check_count_ask(terms, ask, used_today=today)

@@ -65,6 +65,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, require_role
 from sandbox.core.store import inserted_id
 from sandbox.data.grants import may_run
+from sandbox.data.places import scoped
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.psi.sessions import record_refused, session_values, used_today
 from sandbox.psi.setup import (
@@ -94,6 +95,7 @@ def _spec(platform: Platform, version: DatasetVersion, ask: PsiAsk, terms: PsiTe
         structure=settings.psi.data_structure,
         fpr=settings.psi.fpr,
         capacity=settings.psi.max_items,
+        county=version.county,
     )
 
 
@@ -109,6 +111,7 @@ def _admit(
     grant = may_run(conn, operator, [ask.dataset], KIND, columns={ask.dataset: used_cols})[
         ask.dataset
     ]
+    version = scoped(conn, platform, version, grant.id)  # a county's rows only (Art. 5)
     terms = terms_for(conn, grant, ask.dataset, ask.column)
     used = used_today(conn, operator, terms) if terms is not None else 0
     allowed = check_ask(terms, ask, used_today=used, over_persons=plan.over_persons)

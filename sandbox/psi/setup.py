@@ -83,12 +83,13 @@ class SetupSpec:
     structure: str
     fpr: float
     capacity: int
+    county: str | None = None  # a county agreement's slice of the version (Art. 5)
 
     @property
     def name(self) -> str:
         group = f"{self.group_by}>={self.threshold}" if self.group_by else ""
         parts = f"{self.column}|{group}|{self.structure}|{self.fpr:g}|{self.capacity}"
-        return _slug(parts)
+        return _slug(parts + (f"|county={self.county}" if self.county else ""))
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,15 @@ def _grant_places(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     return {r.id: places.get(r.agreement_id, CITY) for r in rows}
 
 
+def agreement_place(conn: Connection, agreement_id: int | None) -> str:
+    """The agreement's jurisdiction; ``city`` for none (a direct grant's product)."""
+    return (
+        CITY
+        if agreement_id is None
+        else _agreement_places(conn, [agreement_id]).get(agreement_id, CITY)
+    )
+
+
 def grant_place(conn: Connection, grant_id: int) -> str:
     """The grant's agreement's jurisdiction; ``city`` for a direct grant."""
     return _grant_places(conn, [grant_id]).get(grant_id, CITY)

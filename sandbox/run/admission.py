@@ -21,6 +21,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal
 from sandbox.core.store import datasets
 from sandbox.data.grants import grants_in_use, grants_of, may_run
+from sandbox.data.places import scoped
 from sandbox.data.vault import DatasetVersion, get_version
 from sandbox.guard import dp_budget
 
@@ -160,6 +161,11 @@ def prepare(
     _refuse_ungranted(conn, operator, kind, request, scope)
     plan = kind.plan(request, scope)
     used = may_run(conn, operator, plan.tables, kind.name, now)
+    # A county agreement's grant reads its county's slice of the snapshot (Art. 5).
+    versions = {
+        **versions,
+        **{t: scoped(conn, platform, versions[t], used[t].id) for t in plan.tables},
+    }
     if plan.kind != "sql_aggregate":
         return Prepared(plan, used, _params(platform, used), versions)
     _refuse_over_the_cap(platform, plan, versions)

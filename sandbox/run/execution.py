@@ -164,6 +164,7 @@ class JobService:
                 "version": prepared.versions[t].version,
                 "sha256": prepared.versions[t].sha256,
                 "grant": prepared.used[t].id,
+                **_cut(prepared.versions[t]),
             }
             for t in prepared.plan.tables
         ]
@@ -440,3 +441,8 @@ class JobService:
     def outcome(self, viewer: Principal, job_id: int) -> JobOutcome:
         with self.platform.store.read() as conn:
             return job_outcome(conn, viewer, job_id)
+
+
+def _cut(version) -> dict:
+    """The county a job's input is cut to (a county agreement's slice, Art. 5), if any."""
+    return {"county": version.county} if version.county else {}

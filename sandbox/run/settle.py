@@ -194,6 +194,7 @@ def manifest_of(
                 "version": versions[t].version,
                 "sha256": versions[t].sha256,
                 "rows": versions[t].rows,
+                **({"county": versions[t].county} if versions[t].county else {}),
             }
             for t in plan.tables
         ],

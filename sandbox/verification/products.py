@@ -28,6 +28,7 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.data.grants import may_run
+from sandbox.data.places import for_agreement
 from sandbox.data.vault import get_version, list_datasets
 from sandbox.registry.base import require_authority
 from sandbox.registry.jurisdiction import require_city, scope_of
@@ -241,8 +242,15 @@ def require_product_authority(conn: Connection, authority: Principal, row, actio
     require_authority(authority, agreement.jurisdiction, action, "Art. 13")
 
 
-def latest_versions(conn: Connection, platform: Platform, tables: Sequence[str]) -> dict:
-    return {t: get_version(conn, platform, t) for t in tables}
+def latest_versions(
+    conn: Connection, platform: Platform, tables: Sequence[str], agreement_id: int | None
+) -> dict:
+    """The newest version of each table, as the product's agreement may read it: a
+    county agreement's index holds its county's rows only (Art. 5)."""
+    return {
+        t: for_agreement(conn, platform, get_version(conn, platform, t), agreement_id)
+        for t in tables
+    }
 
 
 def approve(platform: Platform, authority: Principal, name: str) -> dict[str, Any]:
@@ -260,7 +268,7 @@ def approve(platform: Platform, authority: Principal, name: str) -> dict[str, An
         definition.require_misses()
         rule = admit_definition(conn, platform, definition)
         may_run(conn, by_id(conn, row.operator_id), rule.tables, KIND, columns=rule.columns)
-        versions = latest_versions(conn, platform, rule.tables)
+        versions = latest_versions(conn, platform, rule.tables, row.agreement_id)
     built = build(platform, rule, versions, secret)
     definition.require_misses(built.default_code)  # an unknown subject's code is a miss
     with platform.store.transaction() as conn:

@@ -300,7 +300,7 @@ def refresh(
             return None
         definition = Definition.from_dict(json.loads(row.definition_json))
         rule = admit_definition(conn, platform, definition)
-        versions = latest_versions(conn, platform, rule.tables)
+        versions = latest_versions(conn, platform, rule.tables, row.agreement_id)
         current = json.loads(row.index_versions_json or "{}")
     latest = {t: v.version for t, v in versions.items()}
     if latest != current:
