@@ -151,47 +151,64 @@ def test_the_job_reads_a_read_only_slice_named_in_its_inputs(counties):
     assert {str(c) for c in counties} == {COUNTY}
 
 
-def test_a_dataset_without_a_county_column_is_refused_to_a_county_agreement(cast):
-    """pums as registered first declares no county column: the county's job is refused
-    by name, and the city's job on the same data still runs."""
-    granted(cast)
-    _county_grant(cast)
-    refused = _submit(cast, cast.rival, "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex")
-    assert refused.state is JobState.REFUSED
-    assert refused.reason["rule"] == "county_scope"
-    assert refused.reason["article"] == "Art. 5"
-    assert COUNTY in refused.reason["message"] and "pums" in refused.reason["message"]
-    assert not (cast.platform.home / FOLDER).exists()
-    city = _submit(cast, cast.operator, "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex")
-    assert city.state is JobState.RELEASED, city.reason
+def _register(cast, extra: dict | None = None, place: str | None = None):
+    """pums again, with a ``place`` column of one value when asked, and ``extra``
+    declarations: a new version the county's jobs read from now on."""
+    import pyarrow as pa
 
-
-def test_a_county_the_provider_gave_no_value_is_refused(cast):
-    """A declaration that maps codes to values but names none for the agreement's
-    county: its rows cannot be told apart, so nothing is read."""
     from policies.classes import Classification
     from sandbox.data import vault
     from tests.conftest import PUMS_CLASSIFICATION
 
     table = pacsv.read_csv(DATA / "pums_1000_pid.csv")
-    import pyarrow as pa
-
-    table = table.append_column("place", pa.array(["Liangshan"] * table.num_rows))
-    path = cast.platform.home.parent / "pums_place.csv"
+    columns = dict(PUMS_CLASSIFICATION["columns"])
+    if place is not None:
+        table = table.append_column("place", pa.array([place] * table.num_rows))
+        columns["place"] = "dimension"
+    path = cast.platform.home.parent / f"pums_{place}.csv"
     pacsv.write_csv(table, path)
-    declared = {
-        **PUMS_CLASSIFICATION,
-        "columns": {**PUMS_CLASSIFICATION["columns"], "place": "dimension"},
-        "county": {"column": "place", "codes": {OTHER_COUNTY: "Liangshan"}},
-    }
-    vault.register(
+    declared = {**PUMS_CLASSIFICATION, "columns": columns, **(extra or {})}
+    return vault.register(
         cast.platform, cast.provider, "pums", str(path), Classification.from_dict(declared)
     )
-    _county_grant(cast)
-    refused = _submit(cast, cast.rival, "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex")
+
+
+@pytest.mark.parametrize("declared", ["none", "no value"])
+def test_a_county_data_request_for_data_that_cannot_be_cut_is_refused(cast, declared):
+    """No county column, or none of its values for the agreement's county: the rows
+    cannot be cut to the county, so the data request is refused when filed, by name,
+    and nothing is written."""
+    from sqlalchemy import func, select
+
+    from policies.errors import PolicyRefusal
+    from sandbox.registry.tables import data_requests
+
+    if declared == "no value":
+        _register(cast, {"county": {"column": "place", "codes": {OTHER_COUNTY: "L"}}}, "L")
+    with pytest.raises(PolicyRefusal) as refused:
+        _county_grant(cast)
+    assert refused.value.rule == "county_scope" and refused.value.article == "Art. 5"
+    assert COUNTY in str(refused.value) and "pums" in str(refused.value)
+    if declared == "no value":
+        assert "'place'" in str(refused.value)
+    with cast.platform.store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(data_requests)).scalar_one() == 0
+
+
+def test_a_version_that_drops_the_county_column_stops_only_the_county_jobs(counties):
+    """The provider registers a version without the county declaration after the grant:
+    the county's next job is refused by the job gate (its rows cannot be cut), the city's
+    still runs, and no slice of the new version is written."""
+    cast = counties
+    plain = _register(cast).version
+    sql = "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"
+    refused = _submit(cast, cast.rival, sql)
     assert refused.state is JobState.REFUSED
     assert refused.reason["rule"] == "county_scope"
-    assert "'place'" in refused.reason["message"]
+    assert refused.reason["article"] == "Art. 5"
+    assert not list((cast.platform.home / FOLDER).glob(f"pums.v{plain.version}.*"))
+    city = _submit(cast, cast.operator, sql)
+    assert city.state is JobState.RELEASED, city.reason
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,8 @@ def granted(cast: Cast, **sign_kw) -> tuple[int, int]:
     """An active agreement and an approved grant on pums; returns (agreement, grant)."""
     authority = sign_kw.pop("authority", None)
     notice_kw = sign_kw.pop("notice_kw", {})
+    if authority is not None and authority.jurisdiction != "city":
+        ensure_counties(cast)  # a county agreement reads only data it can cut (Art. 5)
     aid = passed_application(cast, authority=authority, **notice_kw)
     agreement_id = sign(cast, aid, authority=authority, **sign_kw)
     rid = requests.request_data(
@@ -188,3 +190,14 @@ def register_pums_with_counties(cast: Cast):
     }
     classification = Classification.from_dict(declared)
     return vault.register(cast.platform, cast.provider, "pums", str(path), classification).version
+
+
+def ensure_counties(cast: Cast) -> None:
+    """pums with its county column (:func:`register_pums_with_counties`), unless the
+    latest version already declares one."""
+    from sandbox.data.vault import get_version
+
+    with cast.platform.store.read() as conn:
+        declared = get_version(conn, cast.platform, "pums").classification.county
+    if declared is None:
+        register_pums_with_counties(cast)

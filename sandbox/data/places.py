@@ -62,6 +62,15 @@ def for_agreement(
 
 def county_slice(platform: Platform, version: DatasetVersion, county: str) -> DatasetVersion:
     """The rows of ``version`` in ``county``, as a dataset version of their own."""
+    column, value = require_cut(version, county)
+    target = slice_path(platform, version, county)
+    rows = _rows(target) if target.exists() else _write(platform, version, column, value, target)
+    return replace(version, path=target, rows=rows, county=county, source=version.path)
+
+
+def require_cut(version: DatasetVersion, county: str) -> tuple[str, str]:
+    """The county column of ``version`` and its value for ``county``, or the refusal
+    ``county_scope`` (asked again when a data request is filed, to say so early)."""
     declared = version.classification.county
     if declared is None:
         raise PolicyRefusal(
@@ -84,13 +93,7 @@ def county_slice(platform: Platform, version: DatasetVersion, county: str) -> Da
             subject=version.dataset,
             hint="the provider adds the county's code to the classification's county codes",
         )
-    target = slice_path(platform, version, county)
-    rows = (
-        _rows(target)
-        if target.exists()
-        else _write(platform, version, declared.column, value, target)
-    )
-    return replace(version, path=target, rows=rows, county=county, source=version.path)
+    return declared.column, value
 
 
 def slice_path(platform: Platform, version: DatasetVersion, county: str) -> Path:

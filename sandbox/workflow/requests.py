@@ -27,9 +27,11 @@ from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import datasets, grants, inserted_id
+from sandbox.data.places import require_cut
 from sandbox.data.vault import get_version
 from sandbox.registry.base import create, dataset_row, get, move, need_text, now_or
 from sandbox.registry.inbox import notify
+from sandbox.registry.jurisdiction import CITY
 from sandbox.registry.tables import agreements, data_requests, quality_tickets
 from sandbox.registry.terms import terms_of
 from sandbox.workflow.providers import open_hold
@@ -63,6 +65,8 @@ def request_data(
         ds = dataset_row(conn, dataset)
         chosen = sorted(set(columns)) if columns is not None else None
         _agreement_allows(conn, agreement_id, dataset, chosen, now_or(now))
+        if row.jurisdiction != CITY:  # a county agreement reads its county's rows only
+            require_cut(get_version(conn, platform, dataset), row.jurisdiction)
         return create(
             platform,
             conn,
