@@ -343,11 +343,16 @@ READS = [
     ("consumer", "notice", "list", "--open"),
     ("operator2", "agreement", "list"),
     ("provider", "request", "list", "--limit", "1"),
+    ("reviewer", "review", "list"),
+    ("auditor", "evaluation", "list"),
+    ("authority", "incident", "list", "--limit", "1"),
 ]
 
 REFUSALS = [
     ("operator", "provider", "uses"),  # a provider's supervision of its data (Art. 5)
     ("consumer", "agreement", "list"),
+    ("consumer", "incident", "list"),
+    ("operator", "review", "list"),
     (
         "provider2",
         "provider",

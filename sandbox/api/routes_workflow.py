@@ -298,7 +298,16 @@ def inbox(
 def workflow_list(
     request: Request,
     me: CurrentPrincipal,
-    kind: Literal["notices", "applications", "agreements", "requests", "tickets"],
+    kind: Literal[
+        "notices",
+        "applications",
+        "agreements",
+        "requests",
+        "tickets",
+        "reviews",
+        "evaluations",
+        "incidents",
+    ],
     limit: int = Query(default=50, ge=1, le=500),
     before: int | None = Query(default=None, ge=1, le=MAX_ID),
     status: str | None = Query(default=None, max_length=20),

@@ -219,8 +219,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list_workflow(self, kind: str, **filters: Any) -> dict:
-        """A page of notices, applications, agreements, requests or tickets (limit, before,
-        status, open_only): items, total, next_before."""
+        """A page of notices, applications, agreements, requests, tickets, reviews,
+        evaluations or incidents (limit, before, status, open_only): items, total,
+        next_before."""
 
     @abc.abstractmethod
     def record_duty(self, kind: str, fields: dict[str, Any]) -> int:

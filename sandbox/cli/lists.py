@@ -1,4 +1,5 @@
-"""``sandbox notice|application|agreement|request|quality list``: a page of workflow objects.
+"""``sandbox notice|application|agreement|request|quality|review|evaluation|incident list``:
+a page of workflow objects.
 
 Each is one call of :meth:`sandbox.cli.backend.Backend.list_workflow` (on the host, or
 ``GET /v1/workflow/{kind}`` with ``--server``), newest first, with ``--status``,
@@ -12,8 +13,8 @@ from __future__ import annotations
 import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx, table
-from sandbox.cli.supervision import quality, request_group
-from sandbox.cli.workflow import agreement, application, notice
+from sandbox.cli.supervision import evaluation_group, incident, quality, request_group
+from sandbox.cli.workflow import agreement, application, notice, review
 
 # kind -> (group, the columns of the text table, the command's help)
 LISTS = {
@@ -27,6 +28,13 @@ LISTS = {
                  "Data requests you may read (yours; a provider's, those for its data)."),
     "tickets": (quality, ("id", "dataset", "status", "text"),
                 "Quality tickets (yours; a provider's, those on its data; authorities)."),
+    "reviews": (review, ("id", "application", "reviewer", "status"),
+                "Reviews (a reviewer's own appointments; your jurisdiction's; auditors)."),
+    "evaluations": (evaluation_group, ("id", "agreement", "status", "deadline", "notes"),
+                    "Evaluations (an operator's own; your jurisdiction's; auditors)."),
+    "incidents": (incident, ("id", "operator", "kind", "reported_by", "created_at"),
+                  "Incidents (an operator's own; a provider's, of those using its data; "
+                  "authorities within their reach; auditors)."),
 }  # fmt: skip
 
 

@@ -131,6 +131,11 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
     )
 
 
+@main.group("evaluation")
+def evaluation_group() -> None:
+    """Evaluations of operators (Art. 23, 24); ``sandbox evaluate`` records one."""
+
+
 @main.command("rectify")
 @click.option("--agreement", "agreement_id", type=int, required=True)
 @click.option("--notes", required=True)

@@ -222,8 +222,8 @@ class WorkflowCalls:
         status: str | None = None,
         open_only: bool = False,
     ) -> dict:
-        """A page of ``kind`` (notices, applications, agreements, requests, tickets) you may
-        see, newest first: items, total, next_before.
+        """A page of ``kind`` (notices, applications, agreements, requests, tickets, reviews,
+        evaluations, incidents) you may see, newest first: items, total, next_before.
 
         Example: ``api.list_workflow("agreements", status="active", limit=20)["items"]``
         """
