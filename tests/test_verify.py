@@ -32,7 +32,7 @@ from sandbox.demo.data import DEMO_TABLES
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
-from sandbox.workflow import agreements
+from sandbox.workflow import agreements, supervision
 from sandbox.workflow.supervision import notifications_of
 
 RELAXED = """
@@ -194,6 +194,49 @@ def test_a_withdrawal_names_the_products_own_agreement(world):
     assert details["agreement"] == world.agreement
     assert details["rule"] == "agreement_suspended"
     assert f"agreement {world.agreement} " in details["reason"], details
+
+
+def test_an_incident_on_the_products_agreement_is_named_as_its_withdrawal(world):
+    # Issue 20, item 10: the operator's first agreement was terminated, and its grants end
+    # last; the product is made under the second, which an incident then stops. The gate's
+    # refusal judges the grant that ends last ("agreement 1 was terminated"); the
+    # withdrawal names the second agreement and the incident, and the operator is told.
+    made = {"city": world.city, "operator": world.operator, "provider": world.provider}
+    with world.platform.store.read() as conn:
+        made.update({n: by_name(conn, n, Role.REVIEWER) for n in ("r1", "r2")})
+    second = sign_agreement(world.platform, made, days=200)
+    agreements.suspend(world.platform, world.city, world.agreement, "breach")
+    agreements.terminate(world.platform, world.city, world.agreement, "breach confirmed")
+    assert (
+        verify_products.define(world.platform, world.operator, dict(IDENTITY, name="id2"))[
+            "agreement"
+        ]
+        == second
+    )
+    verify_products.approve(world.platform, world.city, "id2")
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    assert verification.call(world.platform, world.consumer, "id2", item, CONSENT).code == "match"
+    incident = supervision.report_incident(
+        world.platform, world.operator, "operator", "leak", "a table left the sandbox"
+    )["incident"]
+    with pytest.raises(PolicyRefusal) as info:
+        verification.call(world.platform, world.consumer, "id2", item, CONSENT)
+    assert f"agreement {world.agreement} was terminated" in str(info.value)  # the gate's own
+    with world.platform.store.read() as conn:
+        [entry] = ledger.query(conn, action="verify.withdrawn", subject="verification:id2")
+    details = entry["details"]
+    assert (details["agreement"], details["rule"]) == (second, "agreement_suspended")
+    event = details["event"]
+    assert (event["action"], event["by"], event["incident"]) == (
+        "agreement.suspended", "operator", incident)  # fmt: skip
+    assert f"agreement {second} is suspended" in details["reason"]
+    assert f"incident {incident} (leak)" in details["reason"]
+    assert f"agreement {world.agreement}" not in details["reason"]
+    [note] = [n for n in notifications_of(world.platform, world.operator)
+              if n["kind"] == "verification_product_withdrawn"]  # fmt: skip
+    assert note["subject"] == "verification:id2"
+    assert (note["body"]["agreement"], note["body"]["event"]["incident"]) == (second, incident)
 
 
 def test_definitions_need_an_agreement_covering_verification(world):
