@@ -346,6 +346,7 @@ READS = [
     ("reviewer", "review", "list"),
     ("auditor", "evaluation", "list"),
     ("authority", "incident", "list", "--limit", "1"),
+    ("consumer", "product", "catalogue"),
 ]
 
 REFUSALS = [

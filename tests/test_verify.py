@@ -33,6 +33,7 @@ from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
 from sandbox.workflow import agreements, supervision
+from sandbox.workflow.catalogue import catalogue
 from sandbox.workflow.supervision import notifications_of
 
 RELAXED = """
@@ -454,3 +455,24 @@ def test_group_commit_batches_concurrent_calls_and_every_call_is_ledgered(world,
 def test_secret_file_is_private(world):
     secret = Path(world.platform.home) / "keys" / "verify.secret"
     assert secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_catalogue_offers_published_verification_products_only(world):
+    # Art. 17: published products are in the catalogue with the datasets they read; a
+    # defined one is not yet, a withdrawn one no more; no code or key value is shown.
+    verify_products.define(world.platform, world.operator, dict(IDENTITY, name="id_pending"))
+    page = catalogue(world.platform, world.consumer2)
+    shown = {e["id"]: e for e in page["items"]}
+    assert set(shown) == {"identity", "si_paid_6_of_12"}
+    assert shown["identity"]["kind"] == "verification"
+    assert shown["identity"]["datasets"] == ["persons"]
+    assert shown["identity"]["title"] == IDENTITY["description"]
+    assert set(shown["identity"]) == {"id", "kind", "title", "operator", "datasets", "released_at"}
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    agreements.suspend(world.platform, world.city, world.agreement, "failed evaluation")
+    with pytest.raises(PolicyRefusal):
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    assert [e["id"] for e in catalogue(world.platform, world.auditor)["items"]] == [
+        "si_paid_6_of_12"
+    ]

@@ -49,6 +49,7 @@ from sandbox.workflow import (
     agreements,
     airlock,
     applications,
+    catalogue,
     deliveries,
     duties,
     feedback,
@@ -316,6 +317,18 @@ def workflow_list(
     """A page of workflow objects the caller may see, newest first (``next_before``)."""
     return list_page(_platform(request), me, kind, limit=limit, before=before, status=status,
                      open_only=open_only)  # fmt: skip
+
+
+@router.get("/catalogue")
+def product_catalogue(
+    request: Request,
+    me: CurrentPrincipal,
+    limit: int = Query(default=50, ge=1, le=500),
+    before: str | None = Query(default=None, max_length=200),
+) -> dict[str, Any]:
+    """The catalogue of released products in force, newest first, for every signed-in
+    principal (Art. 17): ids, kinds, titles, operators, dataset names; never a value."""
+    return catalogue.catalogue(_platform(request), me, limit=limit, before=before)
 
 
 @router.post("/security-records", response_model=Created, status_code=201)

@@ -224,6 +224,11 @@ class Backend(abc.ABC):
         next_before."""
 
     @abc.abstractmethod
+    def catalogue(self, limit: int, before: str | None) -> dict:
+        """A page of the catalogue of released products (Art. 17), newest first: items
+        (id, kind, title, operator, datasets, released_at), total, next_before."""
+
+    @abc.abstractmethod
     def record_duty(self, kind: str, fields: dict[str, Any]) -> int:
         """The new training or drill record's id (held_on, topic, attendees, names, agreement_id)."""
 

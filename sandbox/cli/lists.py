@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx, table
+from sandbox.cli.jobs import product
 from sandbox.cli.supervision import evaluation_group, incident, quality, request_group
 from sandbox.cli.workflow import agreement, application, notice, review
 
@@ -56,6 +57,24 @@ def _add(kind: str, group: click.Group, columns: tuple[str, ...], doc: str) -> N
 
     if kind == "notices":
         click.option("--open", "open_only", is_flag=True, help="only those open now")(command)
+
+
+@product.command("catalogue")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--before", default=None, help="the next page's position, as the last line says")
+@as_option
+@json_option
+@pass_ctx
+def product_catalogue(obj: Context, limit, before, token, as_json) -> None:
+    """The catalogue of released products in force, newest first (everyone, Art. 17):
+    reports, verification products and scoring services, with the datasets they were
+    derived from; never a value."""
+    with obj.backend(token) as backend:
+        page = backend.catalogue(limit, before)
+    columns = ("id", "kind", "operator", "datasets", "released_at", "title")
+    rows = [[_cell(item.get(c)) for c in columns] for item in page["items"]]
+    more = f"\nmore: --before '{page['next_before']}'" if page["next_before"] else ""
+    emit(page, as_json, table(rows, columns, empty="(no products)") + more)
 
 
 def _cell(value) -> str:

@@ -243,6 +243,9 @@ class RemoteBackend(Backend):
     def list_workflow(self, kind, **filters):
         return self.client.list_workflow(kind, **filters)
 
+    def catalogue(self, limit, before):
+        return self.client.catalogue(limit=limit, before=before)
+
     def record_duty(self, kind, fields):
         return self.client.record_duty(kind, **fields)
 

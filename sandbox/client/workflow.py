@@ -234,6 +234,17 @@ class WorkflowCalls:
             params["status"] = status
         return self._json("GET", f"/v1/workflow/{kind}", params=params)
 
+    def catalogue(self, *, limit: int = 50, before: str | None = None) -> dict:
+        """A page of the catalogue of released products (Art. 17), newest first: items
+        (id, kind, title, operator, datasets, released_at), total, next_before.
+
+        Example: ``api.catalogue(limit=20)["items"]``
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self._json("GET", "/v1/catalogue", params=params)
+
     def record_duty(
         self,
         kind: str,
