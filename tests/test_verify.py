@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import select
 from verify_helpers import (
     CONSENT,
     IDENTITY,
@@ -29,10 +31,11 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.demo.data import DEMO_TABLES
+from sandbox.registry.tables import verification_feedback
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
-from sandbox.workflow import agreements, supervision
+from sandbox.workflow import agreements, feedback, supervision, usage
 from sandbox.workflow.catalogue import catalogue
 from sandbox.workflow.supervision import notifications_of
 
@@ -476,3 +479,31 @@ def test_the_catalogue_offers_published_verification_products_only(world):
     assert [e["id"] for e in catalogue(world.platform, world.auditor)["items"]] == [
         "si_paid_6_of_12"
     ]
+
+
+def test_a_consumer_that_called_a_product_gives_feedback_on_it(world):
+    # Art. 16: a verification product reaches a consumer by its calls; that consumer (and
+    # no other) gives feedback on it, and the operator's usage figures count it.
+    with pytest.raises(PermissionDenied) as info:
+        feedback.give(world.platform, world.consumer, "identity", quality=4, use=4, effect=4)
+    assert (info.value.code, info.value.article) == ("not_delivered", "Art. 16")
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    fid = feedback.give(world.platform, world.consumer, "identity", quality=5, use=4, effect=2,
+                        comment="fast answers")  # fmt: skip
+    with world.platform.store.read() as conn:
+        [row] = conn.execute(select(verification_feedback)).all()
+        [entry] = ledger.query(conn, action="feedback.given", subject="verification:identity")
+        now = datetime.now(UTC)
+        facts = usage.figures(conn, "operator", now - timedelta(days=1), now + timedelta(days=1))
+    assert (row.id, row.product, row.consumer_id) == (fid, "identity", world.consumer.id)
+    assert (row.quality, row.use_score, row.effect, row.rating) == (5, 4, 2, 4)
+    assert entry["actor"] == "consumer" and entry["details"]["feedback"] == fid
+    assert facts["totals"]["feedback"] == 1 and facts["mean_rating"] == 4
+    answers = []  # another consumer: one answer for a product it never called and for none
+    for probe in ("identity", "no_such_product"):
+        with pytest.raises(PermissionDenied) as info:
+            feedback.give(world.platform, world.consumer2, probe, quality=3, use=3, effect=3)
+        answers.append((info.value.code, str(info.value).replace(probe, "?")))
+    assert answers[0] == answers[1] and answers[0][0] == "not_delivered"

@@ -300,3 +300,17 @@ report_reminders = Table(  # one reminder per agreement and period a report was 
     Column("created_at", String(40), nullable=False),
     UniqueConstraint("agreement_id", "period"),
 )
+
+verification_feedback = Table(  # Art. 16: a consumer's feedback on a verification product it called
+    "verification_feedback",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("product", String(64), nullable=False),  # the verification product's name
+    Column("consumer_id", Integer, ForeignKey(P), nullable=False),
+    Column("rating", Integer, nullable=False),
+    Column("quality", Integer, nullable=False),
+    Column("use_score", Integer, nullable=False),
+    Column("effect", Integer, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
