@@ -35,7 +35,7 @@ from sandbox.registry.tables import verification_feedback
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
-from sandbox.workflow import agreements, feedback, supervision, usage
+from sandbox.workflow import agreements, consumers, feedback, supervision, usage
 from sandbox.workflow.catalogue import catalogue
 from sandbox.workflow.supervision import notifications_of
 
@@ -507,3 +507,25 @@ def test_a_consumer_that_called_a_product_gives_feedback_on_it(world):
             feedback.give(world.platform, world.consumer2, probe, quality=3, use=3, effect=3)
         answers.append((info.value.code, str(info.value).replace(probe, "?")))
     assert answers[0] == answers[1] and answers[0][0] == "not_delivered"
+
+
+def test_a_consumer_reports_an_incident_on_a_product_that_answered_it(world):
+    # Art. 21: a verification product reaches a consumer by its answers; that consumer may
+    # report its misuse: the operator, the signing authority and the provider are told,
+    # and the product stays published (a consumer's word suspends nothing).
+    with pytest.raises(PermissionDenied) as info:
+        consumers.incident_report(world.platform, world.consumer, "misuse", "x", product="identity")
+    assert info.value.code == "not_delivered"
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    done = consumers.incident_report(world.platform, world.consumer, "misuse",
+                                     "answers resold to a broker", product="identity")  # fmt: skip
+    for told in (world.operator, world.city, world.provider):
+        assert [n["body"]["product"] for n in notifications_of(world.platform, told)
+                if n["kind"] == "incident"] == ["identity"], told.name  # fmt: skip
+    assert not [n for n in notifications_of(world.platform, world.consumer2)]
+    assert done["suspended"] == []
+    assert verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == (
+        "match"
+    )

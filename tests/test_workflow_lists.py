@@ -188,7 +188,7 @@ def test_reviews_evaluations_and_incidents_refuse_other_roles_and_page(cast):
                                (cast.consumer, "reviews", "Art. 12"),
                                (cast.provider, "evaluations", "Art. 23"),
                                (cast.r1, "evaluations", "Art. 23"),
-                               (cast.consumer, "incidents", "Art. 21"),
+                               (cast.consumer, "evaluations", "Art. 23"),
                                (cast.r1, "incidents", "Art. 21")]:  # fmt: skip
         with pytest.raises(PermissionDenied, match="may not list") as info:
             list_page(cast.platform, who, kind)
@@ -225,6 +225,6 @@ def test_reviews_evaluations_and_incidents_from_the_command_line(cast):
     assert "failed" in text and "late" in text
     incidents = json.loads(run("operator", "incident", "list", "--json").output)["items"]
     assert [(i["kind"], i["reported_by"]) for i in incidents] == [("damage", "city")]
-    refused = run("consumer", "incident", "list")
+    refused = run("r1", "incident", "list")
     assert refused.exit_code == 3 and "Art. 21" in refused.output
     assert run("city", "evaluate", "--help").exit_code == 0  # the command stays

@@ -35,6 +35,7 @@ from sandbox.api.workflow_models import (
     IncidentBody,
     InspectionBody,
     NoticeBody,
+    PlanBody,
     QualityBody,
     ReasonBody,
     RectifyBody,
@@ -50,6 +51,7 @@ from sandbox.workflow import (
     airlock,
     applications,
     catalogue,
+    consumers,
     deliveries,
     duties,
     feedback,
@@ -277,10 +279,17 @@ def product_deliver(
 
 @router.post("/incidents", status_code=201)
 def incident_report(request: Request, me: CurrentPrincipal, body: IncidentBody) -> dict[str, Any]:
-    """Report a security incident of an operator (Art. 22)."""
-    return supervision.report_incident(
-        _platform(request), me, body.operator, body.kind, body.description
-    )
+    """Report a security incident (Art. 21): of an operator (``operator``: its data use is
+    suspended at once), or a consumer's on a product that reached it (``product``: its
+    operator, authority and providers are told; nothing is suspended)."""
+    return consumers.incident_report(_platform(request), me, body.kind, body.description,
+                                     operator=body.operator, product=body.product)  # fmt: skip
+
+
+@router.post("/incident-plans", response_model=Created, status_code=201)
+def incident_plan_file(request: Request, me: CurrentPrincipal, body: PlanBody):
+    """A consumer files its incident-response plan (Art. 21); listed at /workflow/plans."""
+    return Created(id=consumers.file_plan(_platform(request), me, body.plan))
 
 
 @router.get("/inbox")
@@ -308,6 +317,7 @@ def workflow_list(
         "reviews",
         "evaluations",
         "incidents",
+        "plans",
     ],
     limit: int = Query(default=50, ge=1, le=500),
     before: int | None = Query(default=None, ge=1, le=MAX_ID),

@@ -14,7 +14,13 @@ import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx, table
 from sandbox.cli.jobs import product
-from sandbox.cli.supervision import evaluation_group, incident, quality, request_group
+from sandbox.cli.supervision import (
+    evaluation_group,
+    incident,
+    quality,
+    request_group,
+    security_group,
+)
 from sandbox.cli.workflow import agreement, application, notice, review
 
 # kind -> (group, the columns of the text table, the command's help)
@@ -35,12 +41,15 @@ LISTS = {
                     "Evaluations (an operator's own; your jurisdiction's; auditors)."),
     "incidents": (incident, ("id", "operator", "kind", "reported_by", "created_at"),
                   "Incidents (an operator's own; a provider's, of those using its data; "
-                  "authorities within their reach; auditors)."),
+                  "authorities within their reach; a consumer's own; auditors)."),
+    "plans": (security_group, ("id", "consumer", "created_at", "plan"),
+              "Consumers' incident-response plans (a consumer's own; authorities, auditors)."),
 }  # fmt: skip
+NAMES = {"plans": "plans"}  # the command's name where the group has a 'list' already
 
 
 def _add(kind: str, group: click.Group, columns: tuple[str, ...], doc: str) -> None:
-    @group.command("list", help=doc)
+    @group.command(NAMES.get(kind, "list"), help=doc)
     @click.option("--status", default=None, help="only this state")
     @click.option("--limit", type=int, default=50, show_default=True)
     @click.option("--before", type=int, default=None, help="ids below this one (next page)")

@@ -231,8 +231,11 @@ class RemoteBackend(Backend):
     def rectify(self, agreement_id, notes):
         self.client.rectify(agreement_id, notes)
 
-    def report_incident(self, operator, kind, description):
-        return self.client.report_incident(operator, kind, description)
+    def report_incident(self, operator, kind, description, product):
+        return self.client.report_incident(operator, kind, description, product=product)
+
+    def file_plan(self, plan):
+        return self.client.file_plan(plan)
 
     def inspect(self, operator, findings, tasks, deadline):
         return self.client.inspect(operator, list(findings), list(tasks), deadline)

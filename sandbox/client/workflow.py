@@ -192,13 +192,24 @@ class WorkflowCalls:
         body = {"consumer": consumer, "note": note}
         return self._json("POST", f"/v1/products/{product_id}/deliveries", json=body)["id"]
 
-    def report_incident(self, operator: str, kind: str, description: str) -> dict:
-        """Report a security incident about an operator.
+    def report_incident(
+        self, operator: str | None, kind: str, description: str, *, product: str | None = None
+    ) -> dict:
+        """Report a security incident about an operator (its data use is suspended), or, as
+        a consumer, about a product that reached you (``product``; operator None).
 
         Example: ``api.report_incident("lucheng_credit", "leak", "a table left the sandbox")``
         """
-        body = {"operator": operator, "kind": kind, "description": description}
+        body = {"operator": operator, "product": product, "kind": kind,
+                "description": description}  # fmt: skip
         return self._json("POST", "/v1/incidents", json=body)
+
+    def file_plan(self, plan: str) -> int:
+        """File your incident-response plan, as a consumer (Art. 21); returns its id.
+
+        Example: ``api.file_plan("stop using the data; call the operator and the authority")``
+        """
+        return self._json("POST", "/v1/incident-plans", json={"plan": plan})["id"]
 
     def inbox(self, *, limit: int = 50, before: int | None = None, kind: str | None = None) -> dict:
         """One page of your inbox, newest first: items, total, next_before (the next page's

@@ -314,3 +314,19 @@ verification_feedback = Table(  # Art. 16: a consumer's feedback on a verificati
     Column("comment", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+
+incident_products = Table(  # Art. 21: the product a consumer's incident report is about
+    "incident_products",
+    metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.id"), primary_key=True),
+    Column("product", String(64), nullable=False),  # a product id or a verification product
+)
+
+consumer_plans = Table(  # Art. 21: a consumer's incident-response plan; the newest is in force
+    "consumer_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("consumer_id", Integer, ForeignKey(P), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)

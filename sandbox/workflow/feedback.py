@@ -65,7 +65,7 @@ def give(
     with platform.store.transaction() as conn:
         if product_id in delivered_to(conn, consumer.id):
             return _on_report(platform, conn, consumer, product_id, points, rating, comment)
-        if _called(conn, consumer.id, product_id):
+        if answered(conn, consumer.id, product_id):
             return _on_verification(platform, conn, consumer, product_id, points, rating, comment)
         raise PermissionDenied(
             f"product '{product_id}' was not delivered to {consumer.name}, nor answered a "
@@ -125,7 +125,7 @@ def _verify_table(name: str) -> Table:
     return metadata.tables[name]
 
 
-def _called(conn: Connection, consumer_id: int, name: str) -> bool:
+def answered(conn: Connection, consumer_id: int, name: str) -> bool:
     """Did a call of this consumer's get an answer from verification product ``name``?"""
     calls = _verify_table("verify_calls")
     answered = conn.execute(

@@ -1,7 +1,8 @@
 """Lists of workflow objects, each as its readers may see it, newest first, a page at a time.
 
 One function, :func:`list_page`, for notices, applications, agreements, data requests,
-quality tickets, reviews, evaluations and incidents (issue 20, item 4). Who sees which
+quality tickets, reviews, evaluations, incidents and consumers' incident plans (issue 20,
+item 4). Who sees which
 rows follows the single reads:
 
 * notices are public calls (Art. 10): everyone, and ``open_only`` keeps those still
@@ -19,10 +20,13 @@ rows follows the single reads:
   scores in its inbox, not each reviewer's);
 * evaluations (Art. 23, 24): the operator those of its agreements, an authority its
   jurisdiction's, auditors all;
-* incidents (Art. 21): the operator those about it, a provider those about operators
+* incidents (Art. 21): the operator those about it, a consumer those it reported
+  (:mod:`sandbox.workflow.consumers`), a provider those about operators
   holding a grant on its data (it is told of them, Art. 5), an authority those about
   operators it reaches (a county authority: operators holding an agreement of its
-  county, the reach of :func:`sandbox.workflow.supervision.report_incident`), auditors all.
+  county, the reach of :func:`sandbox.workflow.supervision.report_incident`), auditors all;
+* consumers' incident-response plans (Art. 21): the consumer its own filings,
+  authorities and auditors all (the plans concern no county: a consumer is the city's).
 
 Each kind is one row of :data:`KINDS`: its table, and for each role that may list it
 the SQL condition of the rows that role sees (a county authority's are the ids of its
@@ -53,8 +57,10 @@ from sandbox.registry.jurisdiction import CountyScope, scope_of
 from sandbox.registry.tables import (
     agreements,
     applications,
+    consumer_plans,
     data_requests,
     evaluations,
+    incident_products,
     incidents,
     notices,
     quality_tickets,
@@ -79,6 +85,11 @@ class _Seen:
 
     def name(self, principal_id: int) -> str:
         return by_id(self.conn, principal_id).name
+
+    @cached_property
+    def incident_products(self) -> dict[int, str]:
+        rows = self.conn.execute(select(incident_products))
+        return {r.incident_id: r.product for r in rows}
 
 
 @dataclass(frozen=True)
@@ -235,13 +246,22 @@ KINDS: dict[str, Kind] = {
         "figures": json.loads(r.figures_json), "created_at": r.created_at}),
     "incidents": Kind(incidents, "incidents", "Art. 21", {
         Role.OPERATOR: _own(incidents.c.operator_id),
+        Role.CONSUMER: _own(incidents.c.reported_by),
         Role.PROVIDER: _about_my_users,
         Role.AUTHORITY: _incidents_in_reach,
         Role.AUDITOR: _all,
     }, lambda r, s: {
         "id": r.id, "operator": s.name(r.operator_id), "reported_by": s.name(r.reported_by),
         "kind": r.kind, "description": r.description,
-        "suspended": json.loads(r.suspended_json)["agreements"], "created_at": r.created_at}),
+        "suspended": json.loads(r.suspended_json)["agreements"],
+        "product": s.incident_products.get(r.id), "created_at": r.created_at}),
+    "plans": Kind(consumer_plans, "consumers' incident plans", "Art. 21", {
+        Role.CONSUMER: _own(consumer_plans.c.consumer_id),
+        Role.AUTHORITY: _all,
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "consumer": s.name(r.consumer_id), "plan": r.plan,
+        "created_at": r.created_at}),
 }  # fmt: skip
 
 
