@@ -137,7 +137,7 @@ def make_world(platform: Platform, make_principal, tmp: Path, n: int = 2500) -> 
     )
 
 
-def sign_agreement(platform: Platform, made: dict) -> int:
+def sign_agreement(platform: Platform, made: dict, days: int = 365) -> int:
     nid = notices.publish(
         platform,
         made["city"],
@@ -170,7 +170,7 @@ def sign_agreement(platform: Platform, made: dict) -> int:
         made["city"],
         aid,
         valid_from=NOW - timedelta(days=1),
-        valid_until=NOW + timedelta(days=365),
+        valid_until=NOW + timedelta(days=days),
         rights_duties="models stay inside; grades only",
         security_requirements="grades only",
         exit_conditions="term end",

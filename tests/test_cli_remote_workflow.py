@@ -343,11 +343,31 @@ READS = [
     ("consumer", "notice", "list", "--open"),
     ("operator2", "agreement", "list"),
     ("provider", "request", "list", "--limit", "1"),
+    ("reviewer", "review", "list"),
+    ("auditor", "evaluation", "list"),
+    ("authority", "incident", "list", "--limit", "1"),
+    ("consumer", "product", "catalogue"),
+    ("authority", "security", "plans"),
 ]
 
 REFUSALS = [
     ("operator", "provider", "uses"),  # a provider's supervision of its data (Art. 5)
     ("consumer", "agreement", "list"),
+    ("reviewer", "incident", "list"),
+    ("operator", "review", "list"),
+    ("operator", "security", "plans"),
+    (
+        "consumer",
+        "incident",
+        "report",
+        "--product",
+        "prod-999999",
+        "--kind",
+        "leak",
+        "--description",
+        "x",
+    ),  # fmt: skip
+    ("operator", "incident", "report", "--kind", "leak", "--description", "x"),  # no --operator
     (
         "provider2",
         "provider",
@@ -595,3 +615,17 @@ def test_application_show_and_the_new_routes_are_documented():
     ]:
         assert f"`{route}" in api, route
     assert "sandbox application show" in (REPO / "docs" / "workflow.md").read_text()
+
+
+def test_a_consumer_files_its_incident_plan_through_the_server(served, tmp_path):
+    server, t, _ = served
+    plan = tmp_path / "plan.txt"
+    plan.write_text("stop use of delivered products; call the operator and the authority")
+    filed = rjson(server, t["consumer"], "security", "plan", "--file", str(plan))
+    listed = rjson(server, t["authority"], "security", "plans")["items"]
+    assert [(p["id"], p["consumer"], p["plan"]) for p in listed][:1] == [
+        (filed["plan"], "consumer", plan.read_text())
+    ]
+    with Client(server.url, t["auditor"]) as api:
+        [entry] = api.ledger(subject=f"incident_plan:{filed['plan']}")
+    assert entry.action == "incident_plan.filed" and entry.actor == "consumer"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from model_helpers import BANDS, CONSENT, FEATURES, SOUND, World, make_world
+from model_helpers import BANDS, CONSENT, FEATURES, SOUND, World, make_world, sign_agreement
 from sqlalchemy import select
 
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
@@ -21,6 +21,7 @@ from sandbox.core.platform import Platform
 from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 from sandbox.models.tables import score_index
+from sandbox.registry.inbox import notifications_of
 from sandbox.verification.keys import load_secret, subject_hash
 from sandbox.workflow import agreements
 
@@ -147,6 +148,33 @@ def test_the_service_is_withdrawn_when_its_agreement_stops(published):
         assert ledger.query(conn, action="score.withdrawn")
     assert services.list_services(w.platform, w.operator)[0]["state"] == "withdrawn"
     assert services.list_services(w.platform, w.consumer) == []
+
+
+def test_a_withdrawal_names_the_services_own_agreement_and_what_stopped_it(published):
+    # Issue 20, item 10: a second agreement of the operator, ending later, was suspended
+    # first; the gate's refusal judges that one (its grant ends last). The service was
+    # made under the first: its withdrawal names the first and the suspension that ended
+    # it, and the operator is told.
+    w = published
+    with w.platform.store.read() as conn:
+        made = {n: principals.by_name(conn, n) for n in ("city", "bank", "provider", "r1", "r2")}
+    later = sign_agreement(w.platform, made, days=400)
+    agreements.suspend(w.platform, w.city, later, reason="unrelated audit")
+    key = [{"key": _codes(w, 1)[0]}]
+    assert calls.call(w.platform, w.consumer, "sme_credit", key, CONSENT).code in "abcd"
+    agreements.suspend(w.platform, w.city, w.agreement, reason="staff leaked a file")
+    with pytest.raises(PolicyRefusal):
+        calls.call(w.platform, w.consumer, "sme_credit", key, CONSENT)
+    with w.platform.store.read() as conn:
+        [entry] = ledger.query(conn, action="score.withdrawn")
+    details = entry["details"]
+    assert (details["agreement"], details["rule"]) == (w.agreement, "agreement_suspended")
+    assert details["event"]["subject"] == f"agreement:{w.agreement}"
+    assert (details["event"]["by"], details["event"]["reason"]) == ("city", "staff leaked a file")
+    assert f"agreement {later}" not in details["reason"] and "staff leaked" in details["reason"]
+    [note] = [n for n in notifications_of(w.platform, w.operator)
+              if n["kind"] == "scoring_service_withdrawn"]  # fmt: skip
+    assert (note["subject"], note["body"]["agreement"]) == ("score:sme_credit", w.agreement)
 
 
 def test_a_guessing_run_cannot_read_a_feature_value_back(published):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import select
 from verify_helpers import (
     CONSENT,
     IDENTITY,
@@ -29,10 +31,12 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Role, by_name
 from sandbox.data import vault
 from sandbox.demo.data import DEMO_TABLES
+from sandbox.registry.tables import verification_feedback
 from sandbox.verification import audit as verify_audit
 from sandbox.verification import products as verify_products
 from sandbox.verification import service as verification
-from sandbox.workflow import agreements
+from sandbox.workflow import agreements, consumers, feedback, supervision, usage
+from sandbox.workflow.catalogue import catalogue
 from sandbox.workflow.supervision import notifications_of
 
 RELAXED = """
@@ -194,6 +198,49 @@ def test_a_withdrawal_names_the_products_own_agreement(world):
     assert details["agreement"] == world.agreement
     assert details["rule"] == "agreement_suspended"
     assert f"agreement {world.agreement} " in details["reason"], details
+
+
+def test_an_incident_on_the_products_agreement_is_named_as_its_withdrawal(world):
+    # Issue 20, item 10: the operator's first agreement was terminated, and its grants end
+    # last; the product is made under the second, which an incident then stops. The gate's
+    # refusal judges the grant that ends last ("agreement 1 was terminated"); the
+    # withdrawal names the second agreement and the incident, and the operator is told.
+    made = {"city": world.city, "operator": world.operator, "provider": world.provider}
+    with world.platform.store.read() as conn:
+        made.update({n: by_name(conn, n, Role.REVIEWER) for n in ("r1", "r2")})
+    second = sign_agreement(world.platform, made, days=200)
+    agreements.suspend(world.platform, world.city, world.agreement, "breach")
+    agreements.terminate(world.platform, world.city, world.agreement, "breach confirmed")
+    assert (
+        verify_products.define(world.platform, world.operator, dict(IDENTITY, name="id2"))[
+            "agreement"
+        ]
+        == second
+    )
+    verify_products.approve(world.platform, world.city, "id2")
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    assert verification.call(world.platform, world.consumer, "id2", item, CONSENT).code == "match"
+    incident = supervision.report_incident(
+        world.platform, world.operator, "operator", "leak", "a table left the sandbox"
+    )["incident"]
+    with pytest.raises(PolicyRefusal) as info:
+        verification.call(world.platform, world.consumer, "id2", item, CONSENT)
+    assert f"agreement {world.agreement} was terminated" in str(info.value)  # the gate's own
+    with world.platform.store.read() as conn:
+        [entry] = ledger.query(conn, action="verify.withdrawn", subject="verification:id2")
+    details = entry["details"]
+    assert (details["agreement"], details["rule"]) == (second, "agreement_suspended")
+    event = details["event"]
+    assert (event["action"], event["by"], event["incident"]) == (
+        "agreement.suspended", "operator", incident)  # fmt: skip
+    assert f"agreement {second} is suspended" in details["reason"]
+    assert f"incident {incident} (leak)" in details["reason"]
+    assert f"agreement {world.agreement}" not in details["reason"]
+    [note] = [n for n in notifications_of(world.platform, world.operator)
+              if n["kind"] == "verification_product_withdrawn"]  # fmt: skip
+    assert note["subject"] == "verification:id2"
+    assert (note["body"]["agreement"], note["body"]["event"]["incident"]) == (second, incident)
 
 
 def test_definitions_need_an_agreement_covering_verification(world):
@@ -411,3 +458,74 @@ def test_group_commit_batches_concurrent_calls_and_every_call_is_ledgered(world,
 def test_secret_file_is_private(world):
     secret = Path(world.platform.home) / "keys" / "verify.secret"
     assert secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_catalogue_offers_published_verification_products_only(world):
+    # Art. 17: published products are in the catalogue with the datasets they read; a
+    # defined one is not yet, a withdrawn one no more; no code or key value is shown.
+    verify_products.define(world.platform, world.operator, dict(IDENTITY, name="id_pending"))
+    page = catalogue(world.platform, world.consumer2)
+    shown = {e["id"]: e for e in page["items"]}
+    assert set(shown) == {"identity", "si_paid_6_of_12"}
+    assert shown["identity"]["kind"] == "verification"
+    assert shown["identity"]["datasets"] == ["persons"]
+    assert shown["identity"]["title"] == IDENTITY["description"]
+    assert set(shown["identity"]) == {"id", "kind", "title", "operator", "datasets", "released_at"}
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    agreements.suspend(world.platform, world.city, world.agreement, "failed evaluation")
+    with pytest.raises(PolicyRefusal):
+        verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    assert [e["id"] for e in catalogue(world.platform, world.auditor)["items"]] == [
+        "si_paid_6_of_12"
+    ]
+
+
+def test_a_consumer_that_called_a_product_gives_feedback_on_it(world):
+    # Art. 16: a verification product reaches a consumer by its calls; that consumer (and
+    # no other) gives feedback on it, and the operator's usage figures count it.
+    with pytest.raises(PermissionDenied) as info:
+        feedback.give(world.platform, world.consumer, "identity", quality=4, use=4, effect=4)
+    assert (info.value.code, info.value.article) == ("not_delivered", "Art. 16")
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    fid = feedback.give(world.platform, world.consumer, "identity", quality=5, use=4, effect=2,
+                        comment="fast answers")  # fmt: skip
+    with world.platform.store.read() as conn:
+        [row] = conn.execute(select(verification_feedback)).all()
+        [entry] = ledger.query(conn, action="feedback.given", subject="verification:identity")
+        now = datetime.now(UTC)
+        facts = usage.figures(conn, "operator", now - timedelta(days=1), now + timedelta(days=1))
+    assert (row.id, row.product, row.consumer_id) == (fid, "identity", world.consumer.id)
+    assert (row.quality, row.use_score, row.effect, row.rating) == (5, 4, 2, 4)
+    assert entry["actor"] == "consumer" and entry["details"]["feedback"] == fid
+    assert facts["totals"]["feedback"] == 1 and facts["mean_rating"] == 4
+    answers = []  # another consumer: one answer for a product it never called and for none
+    for probe in ("identity", "no_such_product"):
+        with pytest.raises(PermissionDenied) as info:
+            feedback.give(world.platform, world.consumer2, probe, quality=3, use=3, effect=3)
+        answers.append((info.value.code, str(info.value).replace(probe, "?")))
+    assert answers[0] == answers[1] and answers[0][0] == "not_delivered"
+
+
+def test_a_consumer_reports_an_incident_on_a_product_that_answered_it(world):
+    # Art. 21: a verification product reaches a consumer by its answers; that consumer may
+    # report its misuse: the operator, the signing authority and the provider are told,
+    # and the product stays published (a consumer's word suspends nothing).
+    with pytest.raises(PermissionDenied) as info:
+        consumers.incident_report(world.platform, world.consumer, "misuse", "x", product="identity")
+    assert info.value.code == "not_delivered"
+    persons = _persons(world)
+    item = [{"keys": {"pid": persons["pid"][1], "name": persons["name"][1]}}]
+    verification.call(world.platform, world.consumer, "identity", item, CONSENT)
+    done = consumers.incident_report(world.platform, world.consumer, "misuse",
+                                     "answers resold to a broker", product="identity")  # fmt: skip
+    for told in (world.operator, world.city, world.provider):
+        assert [n["body"]["product"] for n in notifications_of(world.platform, told)
+                if n["kind"] == "incident"] == ["identity"], told.name  # fmt: skip
+    assert not [n for n in notifications_of(world.platform, world.consumer2)]
+    assert done["suspended"] == []
+    assert verification.call(world.platform, world.consumer, "identity", item, CONSENT).code == (
+        "match"
+    )

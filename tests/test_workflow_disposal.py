@@ -149,6 +149,11 @@ def test_an_ended_agreement_deletes_its_verification_indexes(platform, make_prin
         "verify.withdrawn",
         "verify.index_deleted",
     ]
+    withdrawn = entries(platform, "verification:identity")[-2]["details"]
+    assert (withdrawn["agreement"], withdrawn["event"]["action"]) == (
+        w.agreement,
+        "agreement.expired",
+    )
     assert dispose_indexes(platform) == []  # once
     verify_ledger(platform)
 

@@ -35,6 +35,7 @@ from sandbox.api.workflow_models import (
     IncidentBody,
     InspectionBody,
     NoticeBody,
+    PlanBody,
     QualityBody,
     ReasonBody,
     RectifyBody,
@@ -49,6 +50,8 @@ from sandbox.workflow import (
     agreements,
     airlock,
     applications,
+    catalogue,
+    consumers,
     deliveries,
     duties,
     feedback,
@@ -276,10 +279,17 @@ def product_deliver(
 
 @router.post("/incidents", status_code=201)
 def incident_report(request: Request, me: CurrentPrincipal, body: IncidentBody) -> dict[str, Any]:
-    """Report a security incident of an operator (Art. 22)."""
-    return supervision.report_incident(
-        _platform(request), me, body.operator, body.kind, body.description
-    )
+    """Report a security incident (Art. 21): of an operator (``operator``: its data use is
+    suspended at once), or a consumer's on a product that reached it (``product``: its
+    operator, authority and providers are told; nothing is suspended)."""
+    return consumers.incident_report(_platform(request), me, body.kind, body.description,
+                                     operator=body.operator, product=body.product)  # fmt: skip
+
+
+@router.post("/incident-plans", response_model=Created, status_code=201)
+def incident_plan_file(request: Request, me: CurrentPrincipal, body: PlanBody):
+    """A consumer files its incident-response plan (Art. 21); listed at /workflow/plans."""
+    return Created(id=consumers.file_plan(_platform(request), me, body.plan))
 
 
 @router.get("/inbox")
@@ -298,7 +308,17 @@ def inbox(
 def workflow_list(
     request: Request,
     me: CurrentPrincipal,
-    kind: Literal["notices", "applications", "agreements", "requests", "tickets"],
+    kind: Literal[
+        "notices",
+        "applications",
+        "agreements",
+        "requests",
+        "tickets",
+        "reviews",
+        "evaluations",
+        "incidents",
+        "plans",
+    ],
     limit: int = Query(default=50, ge=1, le=500),
     before: int | None = Query(default=None, ge=1, le=MAX_ID),
     status: str | None = Query(default=None, max_length=20),
@@ -307,6 +327,18 @@ def workflow_list(
     """A page of workflow objects the caller may see, newest first (``next_before``)."""
     return list_page(_platform(request), me, kind, limit=limit, before=before, status=status,
                      open_only=open_only)  # fmt: skip
+
+
+@router.get("/catalogue")
+def product_catalogue(
+    request: Request,
+    me: CurrentPrincipal,
+    limit: int = Query(default=50, ge=1, le=500),
+    before: str | None = Query(default=None, max_length=200),
+) -> dict[str, Any]:
+    """The catalogue of released products in force, newest first, for every signed-in
+    principal (Art. 17): ids, kinds, titles, operators, dataset names; never a value."""
+    return catalogue.catalogue(_platform(request), me, limit=limit, before=before)
 
 
 @router.post("/security-records", response_model=Created, status_code=201)

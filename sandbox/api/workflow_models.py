@@ -115,9 +115,16 @@ class DeliveryBody(Body):
 
 
 class IncidentBody(Body):
-    operator: str = Field(pattern=NAME, max_length=100)
+    """``operator`` (operators and authorities) or ``product`` (consumers), not both."""
+
+    operator: str | None = Field(default=None, pattern=NAME, max_length=100)
+    product: str | None = Field(default=None, max_length=64)
     kind: IncidentKind
     description: str = Field(max_length=TEXT)
+
+
+class PlanBody(Body):
+    plan: str = Field(max_length=TEXT, description="the consumer's incident-response plan")
 
 
 class RectifyBody(Body):

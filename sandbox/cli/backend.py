@@ -204,8 +204,14 @@ class Backend(abc.ABC):
         """Accept a rectification."""
 
     @abc.abstractmethod
-    def report_incident(self, operator: str, kind: str, description: str) -> dict:
-        """incident, suspended, notified."""
+    def report_incident(
+        self, operator: str | None, kind: str, description: str, product: str | None
+    ) -> dict:
+        """incident, suspended, notified (``operator``, or a consumer's ``product``)."""
+
+    @abc.abstractmethod
+    def file_plan(self, plan: str) -> int:
+        """The id of the consumer's incident-response plan just filed (Art. 21)."""
 
     @abc.abstractmethod
     def inspect(
@@ -219,8 +225,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list_workflow(self, kind: str, **filters: Any) -> dict:
-        """A page of notices, applications, agreements, requests or tickets (limit, before,
-        status, open_only): items, total, next_before."""
+        """A page of notices, applications, agreements, requests, tickets, reviews,
+        evaluations, incidents or plans (limit, before, status, open_only): items, total,
+        next_before."""
+
+    @abc.abstractmethod
+    def catalogue(self, limit: int, before: str | None) -> dict:
+        """A page of the catalogue of released products (Art. 17), newest first: items
+        (id, kind, title, operator, datasets, released_at), total, next_before."""
 
     @abc.abstractmethod
     def record_duty(self, kind: str, fields: dict[str, Any]) -> int:

@@ -316,10 +316,17 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
 
         rectify(self.platform, self.me, agreement_id, notes)
 
-    def report_incident(self, operator, kind, description):
-        from sandbox.workflow.supervision import IncidentKind, report_incident
+    def report_incident(self, operator, kind, description, product):
+        from sandbox.workflow.consumers import incident_report
 
-        return report_incident(self.platform, self.me, operator, IncidentKind(kind), description)
+        return incident_report(
+            self.platform, self.me, kind, description, operator=operator, product=product
+        )
+
+    def file_plan(self, plan):
+        from sandbox.workflow.consumers import file_plan
+
+        return file_plan(self.platform, self.me, plan)
 
     def inspect(self, operator, findings, tasks, deadline):
         from sandbox.workflow.supervision import inspect

@@ -24,6 +24,11 @@ class LocalWorkflowCalls:
 
         return list_page(self.platform, self.me, kind, **filters)
 
+    def catalogue(self, limit, before):
+        from sandbox.workflow.catalogue import catalogue
+
+        return catalogue(self.platform, self.me, limit=limit, before=before)
+
     def data_uses(self):
         from sandbox.workflow.providers import uses_of
 

@@ -231,8 +231,11 @@ class RemoteBackend(Backend):
     def rectify(self, agreement_id, notes):
         self.client.rectify(agreement_id, notes)
 
-    def report_incident(self, operator, kind, description):
-        return self.client.report_incident(operator, kind, description)
+    def report_incident(self, operator, kind, description, product):
+        return self.client.report_incident(operator, kind, description, product=product)
+
+    def file_plan(self, plan):
+        return self.client.file_plan(plan)
 
     def inspect(self, operator, findings, tasks, deadline):
         return self.client.inspect(operator, list(findings), list(tasks), deadline)
@@ -242,6 +245,9 @@ class RemoteBackend(Backend):
 
     def list_workflow(self, kind, **filters):
         return self.client.list_workflow(kind, **filters)
+
+    def catalogue(self, limit, before):
+        return self.client.catalogue(limit=limit, before=before)
 
     def record_duty(self, kind, fields):
         return self.client.record_duty(kind, **fields)

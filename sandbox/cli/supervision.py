@@ -131,6 +131,11 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
     )
 
 
+@main.group("evaluation")
+def evaluation_group() -> None:
+    """Evaluations of operators (Art. 23, 24); ``sandbox evaluate`` records one."""
+
+
 @main.command("rectify")
 @click.option("--agreement", "agreement_id", type=int, required=True)
 @click.option("--notes", required=True)
@@ -146,26 +151,35 @@ def rectify_cmd(obj: Context, agreement_id, notes, token, as_json) -> None:
     )
 
 
+# sandbox.workflow.supervision.IncidentKind, named here so the CLI starts without the workflow
+INCIDENT_KINDS = ["leak", "damage", "loss", "misuse"]
+
+
 @main.group()
 def incident() -> None:
     """Security incidents. Art. 21."""
 
 
 @incident.command("report")
-@click.option("--operator", required=True)
-@click.option("--kind", type=click.Choice(["leak", "damage", "loss"]), required=True)
+@click.option("--operator", default=None, help="the operator (operators and authorities)")
+@click.option("--product", default=None, help="a product that reached you (consumers)")
+@click.option("--kind", type=click.Choice(INCIDENT_KINDS), required=True)
 @click.option("--description", required=True)
 @as_principal
-def incident_report(obj: Context, operator, kind, description, token, as_json) -> None:
-    """Report a leak, damage or loss: the operator's data use is suspended at once."""
+def incident_report(obj: Context, operator, product, kind, description, token, as_json) -> None:
+    """Report a leak, damage, loss or misuse. --operator: the operator's data use is
+    suspended at once. --product (consumers): its operator, authority and providers are
+    told, and the authority decides; nothing is suspended on a consumer's word."""
     with obj.backend(token) as backend:
-        data = backend.report_incident(operator, kind, description)
-    emit(
-        data,
-        as_json,
-        f"incident {data['incident']}: agreements suspended: "
-        f"{data['suspended'] or 'none'}; authorities notified",
+        data = backend.report_incident(operator, kind, description, product)
+    told = (
+        f"incident {data['incident']} on product {product}: its operator, authority and "
+        "providers notified; nothing suspended"
+        if product
+        else f"incident {data['incident']}: agreements suspended: "
+        f"{data['suspended'] or 'none'}; authorities notified"
     )
+    emit(data, as_json, told)
 
 
 @main.command("inspect")
@@ -258,6 +272,22 @@ def security_record(obj: Context, kind, held_on, topic, attendees, names, agreem
     with obj.backend(token) as backend:
         rid = backend.record_duty(kind, fields)
     emit({"record": rid, "kind": kind}, as_json, f"{kind} of {held_on} recorded ({rid})")
+
+
+@security_group.command("plan")
+@click.option(
+    "--file",
+    "path",
+    type=click.File("r", encoding="utf-8"),
+    required=True,
+    help="the plan, a text file ('-' for standard input)",
+)
+@as_principal
+def security_plan(obj: Context, path, token, as_json) -> None:  # fmt: skip
+    """File your incident-response plan (consumers, Art. 21); the newest is in force."""
+    with obj.backend(token) as backend:
+        pid = backend.file_plan(path.read())
+    emit({"plan": pid}, as_json, f"incident-response plan {pid} filed")
 
 
 @security_group.command("list")

@@ -192,13 +192,24 @@ class WorkflowCalls:
         body = {"consumer": consumer, "note": note}
         return self._json("POST", f"/v1/products/{product_id}/deliveries", json=body)["id"]
 
-    def report_incident(self, operator: str, kind: str, description: str) -> dict:
-        """Report a security incident about an operator.
+    def report_incident(
+        self, operator: str | None, kind: str, description: str, *, product: str | None = None
+    ) -> dict:
+        """Report a security incident about an operator (its data use is suspended), or, as
+        a consumer, about a product that reached you (``product``; operator None).
 
         Example: ``api.report_incident("lucheng_credit", "leak", "a table left the sandbox")``
         """
-        body = {"operator": operator, "kind": kind, "description": description}
+        body = {"operator": operator, "product": product, "kind": kind,
+                "description": description}  # fmt: skip
         return self._json("POST", "/v1/incidents", json=body)
+
+    def file_plan(self, plan: str) -> int:
+        """File your incident-response plan, as a consumer (Art. 21); returns its id.
+
+        Example: ``api.file_plan("stop using the data; call the operator and the authority")``
+        """
+        return self._json("POST", "/v1/incident-plans", json={"plan": plan})["id"]
 
     def inbox(self, *, limit: int = 50, before: int | None = None, kind: str | None = None) -> dict:
         """One page of your inbox, newest first: items, total, next_before (the next page's
@@ -222,8 +233,8 @@ class WorkflowCalls:
         status: str | None = None,
         open_only: bool = False,
     ) -> dict:
-        """A page of ``kind`` (notices, applications, agreements, requests, tickets) you may
-        see, newest first: items, total, next_before.
+        """A page of ``kind`` (notices, applications, agreements, requests, tickets, reviews,
+        evaluations, incidents) you may see, newest first: items, total, next_before.
 
         Example: ``api.list_workflow("agreements", status="active", limit=20)["items"]``
         """
@@ -233,6 +244,17 @@ class WorkflowCalls:
         if status:
             params["status"] = status
         return self._json("GET", f"/v1/workflow/{kind}", params=params)
+
+    def catalogue(self, *, limit: int = 50, before: str | None = None) -> dict:
+        """A page of the catalogue of released products (Art. 17), newest first: items
+        (id, kind, title, operator, datasets, released_at), total, next_before.
+
+        Example: ``api.catalogue(limit=20)["items"]``
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self._json("GET", "/v1/catalogue", params=params)
 
     def record_duty(
         self,

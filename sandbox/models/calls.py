@@ -40,7 +40,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import insert_or
 from sandbox.data.grants import may_run
 from sandbox.models.service import model_row
-from sandbox.models.services import service_row, withdraw
+from sandbox.models.services import SERVICES, service_row
 from sandbox.models.tables import score_calls, score_index
 from sandbox.registry.inbox import notify
 from sandbox.verification.commit import GroupCommitter
@@ -52,10 +52,11 @@ from sandbox.verification.keys import (
     subject_hash,
     value_hash,
 )
-from sandbox.verification.products import MAX_BATCH, WITHDRAWING
+from sandbox.verification.products import MAX_BATCH
 from sandbox.verification.record import CallResult, CallUnit, Item, Limits
 from sandbox.verification.tables import verify_standing
 from sandbox.verification.values import ValueGuard
+from sandbox.verification.withdrawal import cause_of, withdraw
 
 ITEM_FIELDS = frozenset({"key", "consent"})
 
@@ -155,9 +156,12 @@ def _ready(platform: Platform, name: str) -> Published:
         versions = json.loads(model.versions_json)
         try:
             may_run(conn, by_id(conn, row.operator_id), list(versions), KIND)
-        except PolicyRefusal as refusal:
-            if row.status == ProductState.PUBLISHED and refusal.rule in WITHDRAWING:
-                withdraw(platform, name, refusal)
+        except PolicyRefusal:
+            cause = None
+            if row.status == ProductState.PUBLISHED:
+                cause = cause_of(conn, row.operator_id, row.agreement_id, list(versions), KIND)
+            if cause is not None:
+                withdraw(platform, SERVICES, name, cause)
             raise
     if row.status != ProductState.PUBLISHED:
         raise PolicyRefusal(

@@ -206,17 +206,6 @@ def reject(platform: Platform, authority: Principal, name: str, reason: str) -> 
     SERVICES.reject(platform, authority, name, reason)
 
 
-def withdraw(platform: Platform, name: str, refusal: PolicyRefusal) -> None:
-    """The gate refused a call: the agreement or grant stopped; withdrawn (Art. 24)."""
-    with platform.store.transaction() as conn:
-        if service_row(conn, name).status != ProductState.PUBLISHED:
-            return
-        SERVICES.move(
-            platform, conn, name, ProductState.WITHDRAWN, SYSTEM,
-            {"rule": refusal.rule, "reason": refusal.message}, refusal.article or "Art. 24",
-        )  # fmt: skip
-
-
 def list_services(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
     """Consumers see published services; operators their own; the city authority and
     auditors all; a county authority those made under its county's agreements (Art. 5)."""

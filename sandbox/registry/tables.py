@@ -300,3 +300,33 @@ report_reminders = Table(  # one reminder per agreement and period a report was 
     Column("created_at", String(40), nullable=False),
     UniqueConstraint("agreement_id", "period"),
 )
+
+verification_feedback = Table(  # Art. 16: a consumer's feedback on a verification product it called
+    "verification_feedback",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("product", String(64), nullable=False),  # the verification product's name
+    Column("consumer_id", Integer, ForeignKey(P), nullable=False),
+    Column("rating", Integer, nullable=False),
+    Column("quality", Integer, nullable=False),
+    Column("use_score", Integer, nullable=False),
+    Column("effect", Integer, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+incident_products = Table(  # Art. 21: the product a consumer's incident report is about
+    "incident_products",
+    metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.id"), primary_key=True),
+    Column("product", String(64), nullable=False),  # a product id or a verification product
+)
+
+consumer_plans = Table(  # Art. 21: a consumer's incident-response plan; the newest is in force
+    "consumer_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("consumer_id", Integer, ForeignKey(P), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)

@@ -25,6 +25,7 @@ from sandbox.registry.tables import agreements
 from sandbox.verification.index import FOLDER
 from sandbox.verification.products import move_product
 from sandbox.verification.tables import verify_products
+from sandbox.verification.withdrawal import stopping_event
 
 ENDED = (AgreementState.EXPIRED.value, AgreementState.TERMINATED.value)
 
@@ -43,7 +44,9 @@ def dispose_indexes(platform: Platform, actor: Actor = SYSTEM) -> list[str]:
         for row in rows:
             published = row.status == ProductState.PUBLISHED.value
             if published:
-                reason = {"agreement": row.agreement_id, "reason": f"agreement {row.ended}"}
+                reason = {"agreement": row.agreement_id, "reason": f"agreement {row.ended}",
+                          "event": stopping_event(conn, f"agreement_{row.ended}",
+                                                  row.agreement_id, [])}  # fmt: skip
                 move_product(platform, conn, row.name, ProductState.WITHDRAWN, actor, reason,
                              "Art. 13")  # fmt: skip
             if row.disposal != Disposal.DELETE.value or row.index_path is None:

@@ -29,14 +29,12 @@ import secrets as _secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from policies.access import decide
 from policies.errors import InputError, NotFound, PolicyRefusal, SandboxError
 from policies.verification import (
     AdmittedRule,
@@ -48,8 +46,7 @@ from sandbox.core.ledger import SYSTEM, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.core.store import dataset_versions, datasets
-from sandbox.data.grants import grants_of, may_run
-from sandbox.registry.terms import terms_of
+from sandbox.data.grants import may_run
 from sandbox.verification.commit import GroupCommitter
 from sandbox.verification.index import IndexReader, build
 from sandbox.verification.keys import (
@@ -65,34 +62,16 @@ from sandbox.verification.products import (
     FRESHNESS_S,
     KIND,
     MAX_BATCH,
-    WITHDRAWING,
+    PRODUCTS,
     admit_definition,
     latest_versions,
-    move_product,
     product_row,
 )
 from sandbox.verification.record import CallResult, CallUnit, Item, Limits, Loaded
 from sandbox.verification.tables import (
     verify_products,
 )
-
-
-def _own_cause(
-    conn: Connection,
-    operator: Principal,
-    agreement_id: int,
-    tables: Sequence[str],
-    refusal: PolicyRefusal,
-) -> PolicyRefusal:
-    """Why the product's own agreement no longer allows it: the gate asked of the grants
-    made under that agreement only. The gate's own refusal names the agreement of the
-    grant that ends last, which may be another agreement of the same operator."""
-    own = [g for g in grants_of(conn, operator.id) if g.agreement_id == agreement_id]
-    try:
-        decide(own, operator.id, tables, KIND, datetime.now(UTC), terms_of(conn, [agreement_id]))
-    except PolicyRefusal as cause:
-        return cause
-    return refusal
+from sandbox.verification.withdrawal import cause_of, withdraw
 
 
 class VerificationService:
@@ -148,10 +127,13 @@ class VerificationService:
                 may_run(
                     conn, operator, tables, KIND, columns=loaded.rule.columns if loaded else None
                 )
-            except PolicyRefusal as refusal:
-                if row.status == ProductState.PUBLISHED and refusal.rule in WITHDRAWING:
-                    cause = _own_cause(conn, operator, row.agreement_id, tables, refusal)
-                    self._withdraw(product, row.agreement_id, cause)
+            except PolicyRefusal:
+                cause = None
+                if row.status == ProductState.PUBLISHED:
+                    columns = loaded.rule.columns if loaded else None
+                    cause = cause_of(conn, operator.id, row.agreement_id, tables, KIND, columns)
+                if cause is not None:
+                    withdraw(self.platform, PRODUCTS, product, cause)
                 raise
             if row.status == ProductState.WITHDRAWN:
                 raise PolicyRefusal(
@@ -181,21 +163,6 @@ class VerificationService:
             .group_by(datasets.c.name)
         ).all()
         return {name: version for name, version in rows}
-
-    def _withdraw(self, product: str, agreement_id: int, refusal: PolicyRefusal) -> None:
-        with self.platform.store.transaction() as conn:
-            row = product_row(conn, product)
-            if row.status != ProductState.PUBLISHED:
-                return
-            move_product(
-                self.platform,
-                conn,
-                product,
-                ProductState.WITHDRAWN,
-                SYSTEM,
-                {"rule": refusal.rule, "reason": refusal.message, "agreement": agreement_id},
-                refusal.article or "Art. 24",
-            )
 
     def _rebuild(self, product: str) -> Loaded:
         with self._build_lock:

@@ -1,7 +1,9 @@
 """Lists of workflow objects, each as its readers may see it, newest first, a page at a time.
 
-One function, :func:`list_page`, for notices, applications, agreements, data requests and
-quality tickets (issue 20, item 4). Who sees which rows follows the single reads:
+One function, :func:`list_page`, for notices, applications, agreements, data requests,
+quality tickets, reviews, evaluations, incidents and consumers' incident plans (issue 20,
+item 4). Who sees which
+rows follows the single reads:
 
 * notices are public calls (Art. 10): everyone, and ``open_only`` keeps those still
   taking applications, so operators find them;
@@ -12,14 +14,26 @@ quality tickets (issue 20, item 4). Who sees which rows follows the single reads
 * data requests (Art. 14): the operator its own, a provider those for its datasets, an
   authority those under its jurisdiction's agreements, auditors all;
 * quality tickets (Art. 14): the reporter its own, a provider those on its datasets,
-  authorities and auditors all.
+  authorities and auditors all;
+* reviews (Art. 12): a reviewer its own appointments, an authority those of the
+  applications its jurisdiction covers, auditors all (an applicant learns its combined
+  scores in its inbox, not each reviewer's);
+* evaluations (Art. 23, 24): the operator those of its agreements, an authority its
+  jurisdiction's, auditors all;
+* incidents (Art. 21): the operator those about it, a consumer those it reported
+  (:mod:`sandbox.workflow.consumers`), a provider those about operators
+  holding a grant on its data (it is told of them, Art. 5), an authority those about
+  operators it reaches (a county authority: operators holding an agreement of its
+  county, the reach of :func:`sandbox.workflow.supervision.report_incident`), auditors all;
+* consumers' incident-response plans (Art. 21): the consumer its own filings,
+  authorities and auditors all (the plans concern no county: a consumer is the city's).
 
 Each kind is one row of :data:`KINDS`: its table, and for each role that may list it
 the SQL condition of the rows that role sees (a county authority's are the ids of its
 county, :func:`sandbox.registry.jurisdiction.scope_of`); other roles are refused by
 name. The store filters, counts and pages (``limit`` rows with ids below ``before``;
 ``next_before`` names the next page), so a page reads ``limit`` rows, not the table.
-``status`` keeps one state.
+``status`` keeps one state (incidents have none: they are facts, not a process).
 """
 
 from __future__ import annotations
@@ -37,13 +51,17 @@ from policies.errors import InputError, PermissionDenied
 from policies.workflow import NoticeState
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id
-from sandbox.core.store import datasets
+from sandbox.core.store import datasets, grants
 from sandbox.registry.base import now_or, parse_time
 from sandbox.registry.jurisdiction import CountyScope, scope_of
 from sandbox.registry.tables import (
     agreements,
     applications,
+    consumer_plans,
     data_requests,
+    evaluations,
+    incident_products,
+    incidents,
     notices,
     quality_tickets,
     review_appointments,
@@ -67,6 +85,11 @@ class _Seen:
 
     def name(self, principal_id: int) -> str:
         return by_id(self.conn, principal_id).name
+
+    @cached_property
+    def incident_products(self) -> dict[int, str]:
+        rows = self.conn.execute(select(incident_products))
+        return {r.incident_id: r.product for r in rows}
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,34 @@ def _naming_my_datasets(conn: Connection, viewer: Principal) -> ColumnElement[bo
     )
 
 
+def _of_my_agreements(column: ColumnElement) -> Where:
+    """The rows made under one of the viewer's (an operator's) agreements."""
+    return lambda conn, viewer: column.in_(
+        select(agreements.c.id).where(agreements.c.operator_id == viewer.id)
+    )
+
+
+def _about_my_users(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+    """The incidents of operators holding a grant on one of the provider's datasets: the
+    providers :func:`sandbox.workflow.supervision.report_incident` tells (Art. 5, 21)."""
+    return incidents.c.operator_id.in_(
+        select(grants.c.operator_id)
+        .join(datasets, datasets.c.id == grants.c.dataset_id)
+        .where(datasets.c.provider_id == viewer.id)
+    )
+
+
+def _incidents_in_reach(conn: Connection, viewer: Principal) -> ColumnElement[bool]:
+    """An authority's incidents: every one for the city; for a county, those about the
+    operators holding an agreement of the county (Art. 5)."""
+    scope = scope_of(conn, viewer)
+    if scope is None:
+        return true()
+    return incidents.c.operator_id.in_(
+        select(agreements.c.operator_id).where(agreements.c.id.in_(scope.agreements))
+    )
+
+
 def _open(row: Row, now: datetime) -> bool:
     return row.status == NoticeState.PUBLISHED.value and now < parse_time(row.deadline)
 
@@ -177,6 +228,40 @@ KINDS: dict[str, Kind] = {
     }, lambda r, s: {
         "id": r.id, "dataset": s.dataset_names[r.dataset_id], "text": r.text,
         "status": r.status, "answer": r.answer, "fixed_version": r.fixed_version}),
+    "reviews": Kind(review_appointments, "reviews", "Art. 12", {
+        Role.REVIEWER: _own(review_appointments.c.reviewer_id),
+        Role.AUTHORITY: _county(review_appointments, lambda scope: scope.reviews),
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "application": r.application_id, "reviewer": s.name(r.reviewer_id),
+        "status": r.status, "scores": json.loads(r.scores_json) if r.scores_json else None,
+        "created_at": r.created_at}),
+    "evaluations": Kind(evaluations, "evaluations", "Art. 23", {
+        Role.OPERATOR: _of_my_agreements(evaluations.c.agreement_id),
+        Role.AUTHORITY: _county(evaluations, lambda scope: scope.evaluations),
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "agreement": r.agreement_id, "authority": s.name(r.authority_id),
+        "status": r.status, "notes": r.notes, "deadline": r.deadline,
+        "figures": json.loads(r.figures_json), "created_at": r.created_at}),
+    "incidents": Kind(incidents, "incidents", "Art. 21", {
+        Role.OPERATOR: _own(incidents.c.operator_id),
+        Role.CONSUMER: _own(incidents.c.reported_by),
+        Role.PROVIDER: _about_my_users,
+        Role.AUTHORITY: _incidents_in_reach,
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "operator": s.name(r.operator_id), "reported_by": s.name(r.reported_by),
+        "kind": r.kind, "description": r.description,
+        "suspended": json.loads(r.suspended_json)["agreements"],
+        "product": s.incident_products.get(r.id), "created_at": r.created_at}),
+    "plans": Kind(consumer_plans, "consumers' incident plans", "Art. 21", {
+        Role.CONSUMER: _own(consumer_plans.c.consumer_id),
+        Role.AUTHORITY: _all,
+        Role.AUDITOR: _all,
+    }, lambda r, s: {
+        "id": r.id, "consumer": s.name(r.consumer_id), "plan": r.plan,
+        "created_at": r.created_at}),
 }  # fmt: skip
 
 
@@ -219,6 +304,8 @@ def list_page(
         seen = _Seen(conn, now_or(now))
         where = [_readable(conn, viewer, listed)]
         if status:
+            if "status" not in table.c:
+                raise InputError(f"{listed.what} have no status to filter by; drop --status")
             where.append(table.c.status == status)
         if open_only:  # only notices are open or closed
             where.append(_open_notices(conn, seen.now) if table is notices else false())

@@ -53,6 +53,7 @@ class IncidentKind(StrEnum):
     LEAK = "leak"
     DAMAGE = "damage"
     LOSS = "loss"
+    MISUSE = "misuse"  # a product used beyond its purpose (a consumer's report, Art. 21)
 
 
 def evaluate(

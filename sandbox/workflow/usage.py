@@ -33,7 +33,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_name, require_role
 from sandbox.core.store import products
 from sandbox.registry.jurisdiction import operator_in_scope
-from sandbox.registry.tables import feedback
+from sandbox.registry.tables import feedback, verification_feedback
 
 if TYPE_CHECKING:  # matplotlib is imported where a chart is drawn: it takes ~0.4 s to load
     from matplotlib.figure import Figure
@@ -93,7 +93,9 @@ def _metric(entry: Mapping, operator: str, owned: set[str], services: set[str]) 
     if product in owned and action == "product.download":
         if entry["actor"] == operator or entry.get("role") == Role.CONSUMER.value:
             return "downloads"
-    if action == "feedback.given" and entry["details"].get("product") in owned:
+    if action == "feedback.given" and (
+        entry["details"].get("product") in owned or entry["details"].get("verification") in services
+    ):
         return "feedback"
     return None
 
@@ -132,6 +134,11 @@ def figures(conn: Connection, operator: str, start: datetime, end: datetime) -> 
             )
         ).scalars()
     )
+    ratings += conn.execute(  # Art. 16: on its verification products too
+        select(verification_feedback.c.rating).where(
+            verification_feedback.c.product.in_(sorted(services))
+        )
+    ).scalars()
     return {
         "operator": operator,
         "from": start.isoformat(),
