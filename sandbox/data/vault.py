@@ -63,8 +63,7 @@ class DatasetVersion:
     profile: dict
     provider_id: int
     created_at: str
-    # a county's slice of the version (sandbox.data.places): the county it is cut to and
-    # the whole snapshot it was cut from; None for the version itself
+    # a county's slice (sandbox.data.places): its county, the snapshot it is cut from
     county: str | None = None
     source: Path | None = None
 
