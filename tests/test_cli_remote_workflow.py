@@ -340,6 +340,7 @@ READS = [
     ("authority", "inbox"),
     ("operator2", "inbox", "--limit", "2"),
     ("provider", "provider", "uses"),
+    ("provider", "agreement", "show", "{agreement}"),  # it signed for persons (Art. 13)
     ("consumer", "notice", "list", "--open"),
     ("operator2", "agreement", "list"),
     ("provider", "request", "list", "--limit", "1"),
@@ -352,6 +353,29 @@ READS = [
 
 REFUSALS = [
     ("operator", "provider", "uses"),  # a provider's supervision of its data (Art. 5)
+    # another provider signs for persons; the provider signs twice (its approval signed)
+    (
+        "provider2",
+        "provider",
+        "sign",
+        "--agreement",
+        "{agreement}",
+        "--dataset",
+        "persons",
+        "--terms",
+        "mine now",
+    ),
+    (
+        "provider",
+        "provider",
+        "sign",
+        "--agreement",
+        "{agreement}",
+        "--dataset",
+        "persons",
+        "--terms",
+        "again",
+    ),
     ("consumer", "agreement", "list"),
     ("reviewer", "incident", "list"),
     ("operator", "review", "list"),

@@ -17,6 +17,9 @@ def test_the_demo_runs_the_whole_flow(tmp_path, monkeypatch):
     try:
         assert "application passed (Art. 12)" in text
         assert text.count("-> grant") == 3  # three data requests approved
+        # a provider signs for its own data; the others sign by approving (Art. 4, 13)
+        assert "signs the agreement for its persons on its own terms (Art. 4, 13)" in text
+        assert text.count("the approval is its provider's signature") == 2
         assert "released, product prod-000001" in text
         assert "withheld for review (a person job in table mode)" in text
         assert "reviewer_sdu and reviewer_qfnu review the cells and approve" in text

@@ -216,7 +216,12 @@ def test_an_agreement_carries_every_field_of_art_13(cast):
     with cast.platform.store.read() as conn:
         data = agreements.agreement_dict(conn, cast.operator, agreement_id)
     assert data["status"] == "active"
-    assert data["parties"] == {"authority": "city", "operator": "operator"}
+    assert data["parties"] == {
+        "authority": "city",
+        "operator": "operator",
+        "providers": [{"dataset": "pums", "provider": cast.provider.name, "signed": False,
+                       "signed_at": None, "terms": None}],
+    }  # fmt: skip
     assert data["scope"]["datasets"] == {"pums": ["age", "educ", "income", "pid", "sex"]}
     assert data["scope"]["disclosure"] == {"min_entities": 20}
     for field in (

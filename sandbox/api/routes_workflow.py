@@ -25,6 +25,7 @@ from sandbox.api.workflow_models import (
     AnswerBody,
     ApplicationBody,
     CheckersBody,
+    CountersignBody,
     Created,
     DataRequestBody,
     DeliveryBody,
@@ -52,6 +53,7 @@ from sandbox.workflow import (
     applications,
     catalogue,
     consumers,
+    countersign,
     deliveries,
     duties,
     feedback,
@@ -364,6 +366,17 @@ def provider_uses(request: Request, me: CurrentPrincipal) -> dict[str, Any]:
     """The agreements, grants, jobs and products that use the provider's data (Art. 5)."""
     with _platform(request).store.read() as conn:
         return providers.uses_of(conn, me)
+
+
+@router.post("/agreements/{agreement_id}/countersignatures")
+def agreement_countersign(
+    request: Request,
+    me: CurrentPrincipal,
+    body: CountersignBody,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
+) -> dict[str, Any]:
+    """A provider signs the agreement for its own dataset, with its terms (Art. 4, 13)."""
+    return countersign.countersign(_platform(request), me, agreement_id, body.dataset, body.terms)
 
 
 @router.post("/agreements/{agreement_id}/datasets/{dataset}/{action}")

@@ -74,6 +74,11 @@ class ReasonBody(Body):
     deadline: str | None = Field(default=None, max_length=40)
 
 
+class CountersignBody(Body):
+    dataset: str = Field(pattern=NAME, max_length=100)
+    terms: str = Field(max_length=TEXT)
+
+
 class EvaluationBody(Body):
     passed: bool
     notes: str = Field(max_length=TEXT)

@@ -255,6 +255,10 @@ class Backend(abc.ABC):
         """A provider's datasets and the agreements, grants, jobs and products using them."""
 
     @abc.abstractmethod
+    def countersign(self, agreement_id: int, dataset: str, terms: str) -> dict:
+        """A provider signs an agreement for its own dataset, with its terms."""
+
+    @abc.abstractmethod
     def hold_use(self, action: str, agreement_id: int, dataset: str, reason: str) -> dict:
         """A provider suspends, lifts or terminates the use of its dataset under an agreement."""
 

@@ -36,6 +36,11 @@ class LocalWorkflowCalls:
         with self.platform.store.read() as conn:
             return uses_of(conn, me)
 
+    def countersign(self, agreement_id, dataset, terms):
+        from sandbox.workflow.countersign import countersign
+
+        return countersign(self.platform, self.me, agreement_id, dataset, terms)
+
     def hold_use(self, action, agreement_id, dataset, reason):
         from sandbox.workflow.providers import HOLDS
 

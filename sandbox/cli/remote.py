@@ -264,6 +264,9 @@ class RemoteBackend(Backend):
     def data_uses(self):
         return self.client.data_uses()
 
+    def countersign(self, agreement_id, dataset, terms):
+        return self.client.countersign(agreement_id, dataset, terms)
+
     def hold_use(self, action, agreement_id, dataset, reason):
         return self.client.hold_use(action, agreement_id, dataset, reason)
 

@@ -344,6 +344,18 @@ def provider_uses(obj: Context, token, as_json) -> None:
     emit(uses, as_json, "\n\n".join(lines))
 
 
+@provider_group.command("sign")
+@click.option("--agreement", "agreement_id", type=int, required=True)
+@click.option("--dataset", required=True, help="your dataset in the agreement's scope")
+@click.option("--terms", required=True, help="the conditions you sign for your data on")
+@as_principal
+def provider_sign(obj: Context, agreement_id, dataset, terms, token, as_json) -> None:
+    """Sign an agreement for your own dataset, with your terms (providers). Art. 4, 13."""
+    with obj.backend(token) as backend:
+        signed = backend.countersign(agreement_id, dataset, terms)
+    emit(signed, as_json, f"signed agreement {agreement_id} for {dataset} at {signed['signed_at']}")
+
+
 def _hold_command(action: str, doc: str):
     @provider_group.command(action, help=doc)
     @click.option("--agreement", "agreement_id", type=int, required=True)

@@ -304,6 +304,14 @@ class WorkflowCalls:
         """
         return self._json("GET", "/v1/provider/uses")
 
+    def countersign(self, agreement_id: int, dataset: str, terms: str) -> dict:
+        """Sign the agreement for your dataset in its scope, with your terms (providers).
+
+        Example: ``api.countersign(agreement_id, "persons", "county statistics only")``
+        """
+        path = f"/v1/agreements/{agreement_id}/countersignatures"
+        return self._json("POST", path, json={"dataset": dataset, "terms": terms})
+
     def hold_use(self, action: str, agreement_id: int, dataset: str, reason: str) -> dict:
         """``action``: suspend, lift or terminate the use of your dataset under an agreement.
 

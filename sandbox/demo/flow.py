@@ -36,6 +36,7 @@ from sandbox.workflow import (
     agreements,
     airlock,
     applications,
+    countersign,
     deliveries,
     feedback,
     notices,
@@ -377,6 +378,13 @@ def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
         f"   agreement {agreement_id} signed for one year; at expiry derived products are "
         "deleted (Art. 13)"
     )
+    first = next(iter(GRANTED))
+    signed = countersign.countersign(platform, providers[first], agreement_id, first,
+                                     "county-level indicators only; no linkage with other sources")  # fmt: skip
+    echo(
+        f"   {providers[first].name} signs the agreement for its {first} on its own terms "
+        f'(Art. 4, 13): "{signed["terms"]}"'
+    )
     for table in GRANTED:
         request_id = requests.request_data(
             platform, operator, agreement_id, table, purpose="county-level indicators"
@@ -385,6 +393,7 @@ def _workflow(platform, echo, authority, operator, providers, reviewers) -> int:
         echo(
             f"   data request {request_id} for {table} approved by {providers[table].name} "
             f"-> grant {grant_id} (Art. 14)"
+            + ("" if table == first else "; the approval is its provider's signature (Art. 13)")
         )
     return agreement_id
 

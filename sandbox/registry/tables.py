@@ -239,6 +239,18 @@ provider_holds = Table(
     *_times(),
 )
 
+countersignatures = Table(  # Art. 4, 13: a provider signs the agreement for its dataset
+    "countersignatures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("provider_id", Integer, ForeignKey(P), nullable=False),
+    Column("terms", Text, nullable=False),  # the provider's own conditions, or how it signed
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("agreement_id", "dataset_id", name="one_countersignature_per_dataset"),
+)
+
 deliveries = Table(  # Art. 15: an operator delivers a product to a named consumer
     "deliveries",
     metadata,

@@ -57,6 +57,7 @@ from sandbox.registry.tables import (
     evaluations,
     notices,
 )
+from sandbox.workflow.countersign import names_provider_data, signatures_of
 from sandbox.workflow.reporting import check_every, set_in
 
 # expiry and disposal live in sandbox.registry.disposal; their callers find them here too
@@ -350,7 +351,9 @@ def agreement_dict(conn: Connection, viewer: Principal, agreement_id: int) -> di
         raise NotFound(f"no agreement {agreement_id} that you may read")
     if viewer.role is Role.AUTHORITY:
         require_authority(viewer, row.jurisdiction, "read agreements", "Art. 5")
-    elif viewer.role not in (Role.OPERATOR, Role.AUDITOR):
+    elif viewer.role is Role.PROVIDER and not names_provider_data(conn, viewer, row):
+        raise NotFound(f"no agreement {agreement_id} that you may read")  # not its data
+    elif viewer.role not in (Role.OPERATOR, Role.AUDITOR, Role.PROVIDER):
         raise PermissionDenied(
             f"a {viewer.role.value} may not read agreements (Art. 13)", article="Art. 13"
         )
@@ -360,6 +363,8 @@ def agreement_dict(conn: Connection, viewer: Principal, agreement_id: int) -> di
         "parties": {
             "authority": by_id(conn, row.signed_by).name,
             "operator": by_id(conn, row.operator_id).name,
+            # the providers, each signing for its own datasets (Art. 4, 13)
+            "providers": signatures_of(conn, row),
         },
         "application": row.application_id,
         "jurisdiction": row.jurisdiction,

@@ -34,6 +34,7 @@ from sandbox.registry.inbox import notify
 from sandbox.registry.jurisdiction import CITY
 from sandbox.registry.tables import agreements, data_requests, quality_tickets
 from sandbox.registry.terms import terms_of
+from sandbox.workflow.countersign import sign_by_approval
 from sandbox.workflow.providers import open_hold
 
 
@@ -143,6 +144,7 @@ def approve(
         columns = requested if requested is not None else scope["datasets"].get(ds.name)
         get_version(conn, platform, ds.name)  # the dataset has a version to read
         grant_id = _grant_from(platform, conn, approver, req, ds.name, agreement, columns)
+        sign_by_approval(platform, conn, approver, agreement, ds, request_id)  # Art. 4, 13
         move(
             platform,
             conn,
