@@ -2,9 +2,9 @@
 ``/v1/jobs`` and ``/v1/products`` (``limit``, ``after``, ``Link: rel="next"``), and
 ``Idempotency-Key`` on ``POST /v1/jobs`` (a retried submission makes one job).
 
-``/v1/ledger`` pages the same way by sequence number. Not yet covered (issue 26 asks
-for them on every list and every creating POST): the other lists (datasets, grants,
-workflow lists, which page by ``before``) and the other POSTs.
+``/v1/ledger`` pages the same way by sequence number. Every other POST replays its
+first answer to a key (``tests/test_api_idempotency.py``). Not yet covered: the other
+lists (datasets, grants; the workflow lists page by ``before``).
 """
 
 from __future__ import annotations

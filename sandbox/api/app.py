@@ -41,6 +41,7 @@ from sandbox.api.errors import REQUEST_ID_HEADER, new_request_id
 from sandbox.api.executor import Executor
 from sandbox.api.limits import BodyCaps, BodyLimitMiddleware, RateLimiter
 from sandbox.api.models import ErrorEnvelope
+from sandbox.api.replay import IdempotencyMiddleware
 from sandbox.console import install as install_console
 from sandbox.core.platform import Platform, default_home
 from sandbox.run.execution import JobService
@@ -145,6 +146,7 @@ def create_app(platform_home: Path | str) -> FastAPI:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     install_console(app)  # the web console at /console, on the same platform and gates
     install_docs(app)  # /docs: Swagger UI on /openapi.json, served from the package
+    app.add_middleware(IdempotencyMiddleware, home=home)  # inside the body caps
     app.add_middleware(
         BodyLimitMiddleware,
         caps=BodyCaps(settings.api.max_body_mb, settings.api.max_upload_mb),

@@ -123,6 +123,10 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         # a retried upload sends its files whole: httpx seeks each file to its start
+        if method == "POST":  # one key for the call and all its retries: it acts once
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
+            kwargs["headers"] = headers
         try:
             response = send(lambda: self._http.request(method, path, **kwargs), self.retry)
         except httpx.HTTPError as exc:
