@@ -248,7 +248,7 @@ def test_training_in_the_worker_gives_a_signed_card_and_keeps_the_model_inside(w
     assert again["card"]["evaluation"] == card["evaluation"]
     assert again["card"]["attacks"] == card["attacks"]
     shown = service.show(platform, world.auditor, SOUND["name"])
-    assert shown["status"] == "passed" and shown["signature"] == out["signature"]
+    assert shown["state"] == "passed" and shown["signature"] == out["signature"]
     names = [m["name"] for m in service.list_models(platform, world.operator)]
     assert names == ["credit_tree", "credit_tree_again"]
 

@@ -233,7 +233,7 @@ def test_an_ended_agreement_disposes_of_the_model_and_its_service(published):
     with w.platform.store.read() as conn:
         assert conn.execute(select(score_index)).first() is None
         assert ledger.query(conn, action="model.disposed")
-    assert service.show(w.platform, w.operator, "credit_tree")["status"] == "disposed"
+    assert service.show(w.platform, w.operator, "credit_tree")["state"] == "disposed"
     assert not list((w.platform.home / "models").glob("*.parquet"))
 
 

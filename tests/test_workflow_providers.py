@@ -198,7 +198,7 @@ def test_the_uses_view_shows_no_sql_results_or_other_providers_data(cast, servic
     assert seen[both.job_id]["datasets"] == ["pums"]
     assert [j["datasets"] for j in theirs["jobs"]] == [["farms"]]
     for job in mine["jobs"] + theirs["jobs"]:
-        assert set(job) == {"id", "kind", "status", "operator", "datasets"}
+        assert set(job) == {"id", "kind", "state", "operator", "datasets"}
     [shared] = [p for p in theirs["products"]]
     assert shared["id"] == both.product_id and shared["datasets"] == ["farms"]
     for product in mine["products"]:

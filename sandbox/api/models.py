@@ -138,7 +138,7 @@ class Job(BaseModel):
 class JobSummary(BaseModel):
     id: int
     kind: str
-    status: str
+    state: str  # as ``GET /v1/jobs/{id}`` names it
     product_id: str | None
     created_at: str
     operator_id: int

@@ -89,7 +89,7 @@ def job_list(obj: Context, token: str | None, as_json: bool) -> None:
         rows,
         as_json,
         table(
-            [(r["id"], r["status"], r["product_id"]) for r in rows],
+            [(r["id"], r["state"], r["product_id"]) for r in rows],
             ("job", "state", "product"),
             right=("job",),
             empty="(no jobs)",

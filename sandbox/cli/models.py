@@ -61,7 +61,7 @@ def show_cmd(obj: Context, name: str, token, as_json) -> None:
     """A model's signed card (its operator, authorities, auditors)."""
     with obj.backend(token) as backend:
         out = backend.show_model(name)
-    emit(out, as_json, _card_text(out["card"]) + f"\n  status: {out['status']}")
+    emit(out, as_json, _card_text(out["card"]) + f"\n  state: {out['state']}")
 
 
 @model.command("list")
@@ -71,8 +71,8 @@ def list_cmd(obj: Context, token, as_json) -> None:
     with obj.backend(token) as backend:
         rows = backend.list_models()
     text = table(
-        [(r["name"], r["status"], r["algorithm"], r["auc"], r["created_at"]) for r in rows],
-        ("model", "status", "algorithm", "auc", "trained"),
+        [(r["name"], r["state"], r["algorithm"], r["auc"], r["created_at"]) for r in rows],
+        ("model", "state", "algorithm", "auc", "trained"),
         empty="no models",
     )
     emit(rows, as_json, text)

@@ -329,7 +329,7 @@ def provider_uses(obj: Context, token, as_json) -> None:
             empty="(no agreement uses your datasets)",
         ),
         table(
-            [(j["id"], j["operator"], j["kind"], j["status"], ", ".join(j["datasets"]))
+            [(j["id"], j["operator"], j["kind"], j["state"], ", ".join(j["datasets"]))
              for j in uses["jobs"]],
             ("job", "operator", "kind", "status", "your datasets"),
             right=("job",),

@@ -306,7 +306,7 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
     def iter_jobs(self, page_size: int = 100) -> Iterator[JobSummary]:
         """Your jobs, fetched a page at a time (``limit`` and the next links).
 
-        Example: ``sum(1 for j in api.iter_jobs(page_size=200) if j.status == "released")``
+        Example: ``sum(1 for j in api.iter_jobs(page_size=200) if j.state == "released")``
         """
         for row in self._paged("/v1/jobs", page_size):
             yield _build(JobSummary, row)
@@ -314,7 +314,7 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
     def list_jobs(self) -> list[JobSummary]:
         """Your jobs (an authority: those of its jurisdiction).
 
-        Example: ``[(j.id, j.status) for j in api.list_jobs()]``
+        Example: ``[(j.id, j.state) for j in api.list_jobs()]``
         """
         return [_build(JobSummary, j) for j in self._json("GET", "/v1/jobs")]
 

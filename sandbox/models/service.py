@@ -229,7 +229,7 @@ def show(platform: Platform, viewer: Principal, name: str) -> dict[str, Any]:
     return {
         "name": row.name,
         "operator": operator.name,
-        "status": row.status,
+        "state": row.status,  # as every offering and job names it (issue 26)
         "card": json.loads(row.card_json),
         "signature": row.signature,
     }
@@ -248,7 +248,7 @@ def list_models(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": row.name,
-                "status": row.status,
+                "state": row.status,
                 "algorithm": card["algorithm"],
                 "auc": card["evaluation"].get("auc"),
                 "created_at": row.created_at,

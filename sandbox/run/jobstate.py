@@ -179,7 +179,7 @@ def list_jobs(
     stmt = select(
         jobs.c.id,
         jobs.c.kind,
-        jobs.c.status,
+        jobs.c.status.label("state"),  # one name for a job's state (issue 26)
         jobs.c.product_id,
         jobs.c.created_at,
         jobs.c.operator_id,

@@ -297,7 +297,7 @@ def _jobs_and_products(conn: Connection, grant_datasets: dict[int, str]) -> dict
             continue
         names = sorted({grant_datasets[g] for g in used})
         operator = by_id(conn, job.operator_id).name
-        found_jobs.append({"id": job.id, "kind": job.kind, "status": job.status,
+        found_jobs.append({"id": job.id, "kind": job.kind, "state": job.status,
                            "operator": operator, "datasets": names})  # fmt: skip
         if job.product_id and job.product_id not in disposed:
             product = conn.execute(
