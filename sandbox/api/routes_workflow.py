@@ -39,6 +39,7 @@ from sandbox.api.workflow_models import (
     ReasonBody,
     RectifyBody,
     ReviewersBody,
+    ScheduleBody,
     ScoreBody,
     State,
     UsageBody,
@@ -57,6 +58,7 @@ from sandbox.workflow import (
     reading,
     requests,
     reviews,
+    schedules,
     supervision,
     usage,
 )
@@ -159,6 +161,18 @@ def agreement_show(
     platform = _platform(request)
     with platform.store.read() as conn:
         return agreements.agreement_dict(conn, me, agreement_id)
+
+
+@router.post("/agreements/{agreement_id}/schedules")
+def agreement_schedules(
+    request: Request,
+    me: CurrentPrincipal,
+    body: ScheduleBody,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
+) -> dict[str, Any]:
+    """An authority covering the agreement sets or changes how often trainings, drills and
+    evaluations fall due (Art. 20, 21, 23); answers the agreement's schedules."""
+    return schedules.change(_platform(request), me, agreement_id, body.model_dump())
 
 
 @router.post("/agreements/{agreement_id}/suspend", status_code=204)

@@ -154,6 +154,11 @@ class Backend(abc.ABC):
         """Every field of an agreement."""
 
     @abc.abstractmethod
+    def set_schedules(self, agreement_id: int, everies: dict[str, str | None]) -> dict:
+        """Set or change how often trainings, drills and evaluations fall due (training,
+        drill, evaluation: month, quarter, year or None); the agreement's schedules."""
+
+    @abc.abstractmethod
     def suspend_agreement(self, agreement_id: int, reason: str) -> None:
         """Suspend data use under an agreement."""
 

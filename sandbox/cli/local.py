@@ -253,6 +253,11 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
         with self.platform.store.read() as conn:
             return agreement_dict(conn, me, agreement_id)
 
+    def set_schedules(self, agreement_id, everies):
+        from sandbox.workflow.schedules import change
+
+        return change(self.platform, self.me, agreement_id, everies)
+
     def suspend_agreement(self, agreement_id, reason):
         from sandbox.workflow.agreements import suspend
 

@@ -194,6 +194,9 @@ class RemoteBackend(Backend):
     def agreement(self, agreement_id):
         return self.client.agreement(agreement_id)
 
+    def set_schedules(self, agreement_id, everies):
+        return self.client.set_schedules(agreement_id, **everies)
+
     def suspend_agreement(self, agreement_id, reason):
         self.client.suspend_agreement(agreement_id, reason)
 

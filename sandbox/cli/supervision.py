@@ -213,9 +213,10 @@ def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
 @pass_ctx
 def tick_cmd(obj: Context, as_json) -> None:
     """Host only: expire the agreements whose term has ended and carry out their disposal
-    clauses, as the platform (Art. 13), and remind operators of usage reports due on their
-    agreements' schedules (Art. 16). The server does this every minute; a host without
-    one runs it from cron. Running it again does nothing more."""
+    clauses, as the platform (Art. 13), and remind operators of usage reports, trainings
+    and drills, and authorities of evaluations, due on their agreements' schedules with
+    nothing on record (Art. 16, 20, 21, 23). The server does this every minute; a host
+    without one runs it from cron. Running it again does nothing more."""
     from sandbox.models.services import dispose_ended
     from sandbox.verification.disposal import dispose_indexes
     from sandbox.workflow.scheduler import tick
@@ -227,8 +228,9 @@ def tick_cmd(obj: Context, as_json) -> None:
     text = (
         f"expired agreements: {', '.join(map(str, done['expired'])) or 'none'}; products "
         f"disposed: {disposed}; verification indexes deleted: {len(done['indexes_deleted'])}; "
-        f"usage reports reminded: {len(done['reminded'])}"
-        if done["expired"] or done["indexes_deleted"] or done["reminded"]
+        f"usage reports reminded: {len(done['reminded'])}; trainings, drills and "
+        f"evaluations reminded: {len(done['duties_reminded'])}"
+        if done["expired"] or done["indexes_deleted"] or done["reminded"] or done["duties_reminded"]
         else "nothing is due"
     )
     emit(done, as_json, text)

@@ -86,7 +86,7 @@ class WorkflowCalls:
     def sign_agreement(self, application_id: int, **fields: Any) -> int:
         """valid_from, valid_until, rights_duties, security_requirements, exit_conditions,
         breach_liability, disposal ('delete' or 'hand_over')[, review_required, disclosure,
-        aggregates]
+        aggregates, report_every, training_every, drill_every, evaluate_every]
 
         Example: ``api.sign_agreement(application_id, valid_from=start, valid_until=end,
         rights_duties="...", security_requirements="...", exit_conditions="...",
@@ -101,6 +101,23 @@ class WorkflowCalls:
         Example: ``api.agreement(agreement_id)["status"]``
         """
         return self._json("GET", f"/v1/agreements/{agreement_id}")
+
+    def set_schedules(
+        self,
+        agreement_id: int,
+        *,
+        training: str | None = None,
+        drill: str | None = None,
+        evaluation: str | None = None,
+    ) -> dict:
+        """Set or change how often trainings (Art. 20), drills (Art. 21) and evaluations
+        (Art. 23) fall due under an agreement (month, quarter or year; None: unchanged);
+        returns its schedules with what is due and missing.
+
+        Example: ``api.set_schedules(agreement_id, training="quarter", evaluation="year")``
+        """
+        body = {"training": training, "drill": drill, "evaluation": evaluation}
+        return self._json("POST", f"/v1/agreements/{agreement_id}/schedules", json=body)
 
     def suspend_agreement(self, agreement_id: int, reason: str, deadline: str | None = None):
         """The authority suspends an agreement (its grants stop) until a deadline to rectify.

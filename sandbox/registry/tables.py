@@ -300,3 +300,26 @@ report_reminders = Table(  # one reminder per agreement and period a report was 
     Column("created_at", String(40), nullable=False),
     UniqueConstraint("agreement_id", "period"),
 )
+
+duty_schedules = Table(  # Art. 20, 21, 23: how often trainings, drills, evaluations fall due
+    "duty_schedules",
+    metadata,
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), primary_key=True),
+    Column("duty", String(20), primary_key=True),  # training | drill | evaluation
+    Column("every", String(20), nullable=False),  # month | quarter | year
+    Column("since", String(40), nullable=False),  # periods count from the one holding it
+    Column("set_by", Integer, ForeignKey(P), nullable=False),
+    *_times(),
+)
+
+duty_reminders = Table(  # one reminder per agreement, duty and period found unfiled
+    "duty_reminders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("duty", String(20), nullable=False),
+    Column("period", String(20), nullable=False),
+    Column("recipient_id", Integer, ForeignKey(P), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("agreement_id", "duty", "period"),
+)
