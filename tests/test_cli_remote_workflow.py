@@ -417,6 +417,8 @@ REFUSALS = [
     ("operator", "output", "vote", "1", "--decision", "approve", "--reason", "r"),
     ("operator", "request", "approve", "1"),
     ("auditor", "agreement", "restore", "{agreement}", "--reason", "r"),
+    ("operator2", "agreement", "schedule", "{agreement}", "--drill-every", "year"),
+    ("authority", "agreement", "schedule", "{agreement}"),  # names no schedule
 ]
 
 
@@ -568,6 +570,23 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
     )
     assert incident["suspended"] == [int(agreement)] and incident["notified"]
     assert rjson(server, t["authority"], "inbox")["items"][0]["kind"] == "incident"
+
+
+def test_schedules_set_through_the_server_show_on_both(served, world):
+    server, t, _ = served
+    agreement = str(world["agreement"])
+    args = ["agreement", "schedule", agreement, "--training-every", "quarter"]
+    done = rjson(server, t["authority"], *args, "--evaluate-every", "year")
+    assert [(d, s["every"]) for d, s in done.items()] == [("training", "quarter"),
+                                                          ("evaluation", "year")]  # fmt: skip
+    assert done["training"]["due"] == [] and done["training"]["missing"] == []
+    shown = ["agreement", "show", agreement, "--json"]
+    here, there = host(server, t["operator2"], *shown), remote(server, t["operator2"], *shown)
+    assert there.stdout == here.stdout and json.loads(there.stdout)["schedules"] == done
+    with Client(server.url, t["auditor"]) as api:
+        sets = api.ledger(action="schedule.set", subject=f"agreement:{agreement}")
+    assert [(e.details["duty"], e.article) for e in sets][-2:] == [("training", "Art. 20"),
+                                                                   ("evaluation", "Art. 23")]  # fmt: skip
 
 
 def test_dataset_show_remotely_hides_the_profile_from_operators(served):
