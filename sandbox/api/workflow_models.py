@@ -90,6 +90,10 @@ class EvaluationBody(Body):
     passed: bool
     notes: str = Field(max_length=TEXT)
     deadline: str | None = Field(default=None, max_length=40)
+    materials: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=100, description="the materials it considered"
+    )
+    score: int | None = Field(default=None, ge=-MAX_ID, le=MAX_ID, description="0 to 100")
 
 
 class DataRequestBody(Body):

@@ -6,6 +6,7 @@ from sandbox.cli import (  # noqa: F401  (importing a module registers its comma
     data,
     db,
     dp,
+    duties,
     he,
     inspections,
     jobs,

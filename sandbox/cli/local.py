@@ -309,12 +309,11 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
 
     # --- supervision, feedback, usage ------------------------------------------------------
 
-    def evaluate(self, agreement_id, *, passed, notes, deadline):
+    def evaluate(self, agreement_id, *, passed, notes, deadline, materials, score):
         from sandbox.workflow.supervision import evaluate
 
-        return evaluate(
-            self.platform, self.me, agreement_id, passed=passed, notes=notes, deadline=deadline
-        )
+        verdict = dict(passed=passed, notes=notes, deadline=deadline, score=score)
+        return evaluate(self.platform, self.me, agreement_id, **verdict, materials=materials)
 
     def rectify(self, agreement_id, notes):
         from sandbox.workflow.supervision import rectify

@@ -1,6 +1,8 @@
 """The workflow's commands after the agreement (Art. 14, 16, 21 to 24): data requests,
-quality tickets, evaluations, rectifications, incidents, inspections, the inbox,
-providers' holds on the use of their data, feedback, usage reports and output review. Added to ``sandbox`` by :mod:`sandbox.cli.app`.
+quality tickets, evaluations and their materials, rectifications, incidents, inspections,
+the inbox, providers' holds on the use of their data, feedback, usage reports and output
+review (the security records of Art. 20, 21 are in :mod:`sandbox.cli.duties`). Added to
+``sandbox`` by :mod:`sandbox.cli.app`.
 
 Like :mod:`sandbox.cli.workflow`, each command parses its options, calls
 :meth:`sandbox.cli.common.Context.backend` and prints; the files of a usage report are
@@ -9,6 +11,7 @@ written on this machine either way.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -113,12 +116,21 @@ def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> No
 @click.option("--result", type=click.Choice(["pass", "fail"]), required=True)
 @click.option("--notes", required=True)
 @click.option("--deadline", default=None, help="rectification deadline (required on fail)")
+@click.option(
+    "--material",
+    "materials",
+    type=int,
+    multiple=True,
+    help="a material considered, by id (repeat; 'evaluation materials AGREEMENT')",
+)
+@click.option("--score", type=int, default=None, help="0 to 100")
 @as_principal
-def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_json) -> None:
+def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, materials, score, token,
+                 as_json) -> None:  # fmt: skip
     """Evaluate an operator under an agreement; a failure suspends it (authorities)."""
-    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline)
+    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline, score=score)
     with obj.backend(token) as backend:
-        eid = backend.evaluate(agreement_id, **verdict)
+        eid = backend.evaluate(agreement_id, **verdict, materials=list(materials))
     word = (
         "passed"
         if result == "pass"
@@ -129,6 +141,68 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
         as_json,
         f"evaluation {eid} {word}",
     )
+
+
+@main.group("evaluation")
+def evaluation_group() -> None:
+    """Evaluations and the materials operators submit for them. Art. 23."""
+
+
+@evaluation_group.command("submit")
+@click.argument("agreement_id", type=int)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="a document: self-assessment, security report ... (at most 20 MiB)",
+)
+@click.option("--title", required=True)
+@as_principal
+def evaluation_submit(obj: Context, agreement_id, path, title, token, as_json) -> None:
+    """Submit a material for the evaluation of your agreement (operators)."""
+    with obj.backend(token) as backend:
+        data = backend.submit_material(agreement_id, path, title)
+    emit(data, as_json, f"material {data['id']} submitted for agreement {agreement_id}: "
+         f"{data['filename']} ({data['bytes']} bytes, sha256 {data['sha256']})")  # fmt: skip
+
+
+@evaluation_group.command("materials")
+@click.argument("agreement_id", type=int)
+@as_principal
+def evaluation_materials(obj: Context, agreement_id, token, as_json) -> None:
+    """The materials submitted for an agreement (its operator, its authorities, auditors)."""
+    with obj.backend(token) as backend:
+        rows = backend.materials(agreement_id)
+    emit(rows, as_json, table(
+        [(m["id"], m["title"][:40], m["filename"][:30], m["bytes"], m["submitted_at"][:10],
+          ", ".join(map(str, m["considered_by"])) or "-") for m in rows],
+        ("id", "title", "file", "bytes", "submitted", "evaluations"),
+        right=("id", "bytes"),
+        empty="(no materials)",
+    ))  # fmt: skip
+
+
+@evaluation_group.command("download")
+@click.argument("material_id", type=int)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="the folder to save it in, under its own name")  # fmt: skip
+@as_principal
+def evaluation_download(obj: Context, material_id, out, token, as_json) -> None:
+    """Save a material's file, checked against its recorded SHA-256."""
+    with obj.backend(token) as backend:
+        data = backend.download_material(material_id, out)
+    emit(data, as_json, f"material {material_id} saved to {data['path']}")
+
+
+@evaluation_group.command("show")
+@click.argument("evaluation_id", type=int)
+@as_principal
+def evaluation_show(obj: Context, evaluation_id, token, as_json) -> None:
+    """An evaluation: result, notes, score, figures and the materials it considered."""
+    with obj.backend(token) as backend:
+        data = backend.evaluation(evaluation_id)
+    emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @main.command("rectify")
@@ -234,48 +308,6 @@ def tick_cmd(obj: Context, as_json) -> None:
         else "nothing is due"
     )
     emit(done, as_json, text)
-
-
-# --- security duties: training and drills (Art. 20, 21) ------------------------------------------
-
-
-@main.group("security")
-def security_group() -> None:
-    """Records of staff training (Art. 20) and emergency drills (Art. 21)."""
-
-
-@security_group.command("record")
-@click.option("--kind", type=click.Choice(["training", "drill"]), required=True)
-@click.option("--held-on", required=True, help="the day it was held, ISO date")
-@click.option("--topic", required=True)
-@click.option("--attendees", type=int, required=True, help="how many attended")
-@click.option("--name", "names", multiple=True, help="who attended (repeat)")
-@click.option("--agreement", "agreement_id", type=int, default=None, help="the agreement served")
-@as_principal
-def security_record(obj: Context, kind, held_on, topic, attendees, names, agreement_id, token,
-                    as_json) -> None:  # fmt: skip
-    """Record a training or drill you held (operators)."""
-    fields = {"held_on": held_on, "topic": topic, "attendees": attendees, "names": list(names),
-              "agreement_id": agreement_id}  # fmt: skip
-    with obj.backend(token) as backend:
-        rid = backend.record_duty(kind, fields)
-    emit({"record": rid, "kind": kind}, as_json, f"{kind} of {held_on} recorded ({rid})")
-
-
-@security_group.command("list")
-@click.option("--operator", default=None, help="one operator's (authorities, auditors)")
-@as_principal
-def security_list(obj: Context, operator, token, as_json) -> None:
-    """Training and drill records: yours, or those within your reach."""
-    with obj.backend(token) as backend:
-        rows = backend.duties(operator)
-    emit(rows, as_json, table(
-        [(r["id"], r["operator"], r["kind"], r["held_on"], r["attendees"], r["topic"][:50])
-         for r in rows],
-        ("id", "operator", "kind", "held on", "attended", "topic"),
-        right=("id", "attended"),
-        empty="(no records)",
-    ))  # fmt: skip
 
 
 # --- providers: the use of their data (Art. 4, 5, 13, 24) ---------------------------------------

@@ -323,3 +323,25 @@ duty_reminders = Table(  # one reminder per agreement, duty and period found unf
     Column("created_at", String(40), nullable=False),
     UniqueConstraint("agreement_id", "duty", "period"),
 )
+
+evaluation_materials = Table(  # Art. 23: what an operator submits for its evaluation
+    "evaluation_materials",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("operator_id", Integer, ForeignKey(P), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("filename", String(100), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("path", String(200), nullable=False),  # under the home: materials/<sha256>
+    Column("created_at", String(40), nullable=False),
+)
+
+evaluation_basis = Table(  # Art. 23: the score an evaluation gave and the materials it read
+    "evaluation_basis",
+    metadata,
+    Column("evaluation_id", Integer, ForeignKey("evaluations.id"), primary_key=True),
+    Column("score", Integer),  # 0 to 100, or null: the authority gave none
+    Column("materials_json", Text, nullable=False),  # [material id, ...]
+)
