@@ -22,6 +22,7 @@ import pytest
 from api_server import ApiServer, make_home, write_persons
 from click.testing import CliRunner
 
+from policies.errors import PayloadTooLarge
 from sandbox.cli.app import main
 from sandbox.client import Client
 from sandbox.core.ledger import now_utc
@@ -105,6 +106,9 @@ def served(tmp_path_factory):
     platform = Platform.open(root / "home")
     with platform.store.transaction() as conn:
         _, tokens["reviewer2"] = insert(conn, "reviewer2", Role.REVIEWER, "Uni B", None, now_utc())
+        _, tokens["county"] = insert(
+            conn, "county", Role.AUTHORITY, "Rencheng", "370811", now_utc()
+        )
     platform.close()
     csv, yaml_path = write_persons(root / "data")
     with ApiServer(root / "home") as server:
@@ -461,6 +465,8 @@ REFUSALS = [
     ("operator", "output", "vote", "1", "--decision", "approve", "--reason", "r"),
     ("operator", "request", "approve", "1"),
     ("auditor", "agreement", "restore", "{agreement}", "--reason", "r"),
+    ("operator2", "agreement", "schedule", "{agreement}", "--drill-every", "year"),
+    ("authority", "agreement", "schedule", "{agreement}"),  # names no schedule
 ]
 
 
@@ -612,6 +618,81 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
     )
     assert incident["suspended"] == [int(agreement)] and incident["notified"]
     assert rjson(server, t["authority"], "inbox")["items"][0]["kind"] == "incident"
+
+
+def test_schedules_set_through_the_server_show_on_both(served, world):
+    server, t, _ = served
+    agreement = str(world["agreement"])
+    args = ["agreement", "schedule", agreement, "--training-every", "quarter"]
+    done = rjson(server, t["authority"], *args, "--evaluate-every", "year")
+    assert [(d, s["every"]) for d, s in done.items()] == [("training", "quarter"),
+                                                          ("evaluation", "year")]  # fmt: skip
+    assert done["training"]["due"] == [] and done["training"]["missing"] == []
+    shown = ["agreement", "show", agreement, "--json"]
+    here, there = host(server, t["operator2"], *shown), remote(server, t["operator2"], *shown)
+    assert there.stdout == here.stdout and json.loads(there.stdout)["schedules"] == done
+    with Client(server.url, t["auditor"]) as api:
+        sets = api.ledger(action="schedule.set", subject=f"agreement:{agreement}")
+    assert [(e.details["duty"], e.article) for e in sets][-2:] == [("training", "Art. 20"),
+                                                                   ("evaluation", "Art. 23")]  # fmt: skip
+
+
+def test_evaluation_materials_through_the_server(served, world, tmp_path):
+    """An operator submits a material through the server; lists, downloads, the evaluation
+    that considered it and every refusal print as on the host (Art. 23)."""
+    server, t, _ = served
+    agreement = str(world["agreement"])
+    source = tmp_path / "self-assessment.md"
+    source.write_bytes(b"# Self-assessment\nstaff trained: 12\n")
+    submitted = rjson(server, t["operator2"], "evaluation", "submit", agreement, "--file",
+                      str(source), "--title", "self-assessment")  # fmt: skip
+    assert submitted["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    material = str(submitted["id"])
+    for who in ("operator2", "authority", "auditor"):
+        for args in (["evaluation", "materials", agreement], ["evaluation", "materials",
+                                                              agreement, "--json"]):  # fmt: skip
+            here, there = host(server, t[who], *args), remote(server, t[who], *args)
+            assert here.exit_code == 0, here.output
+            assert (there.exit_code, there.stdout) == (0, here.stdout)
+    saved = {}
+    for way, run in (("host", host), ("remote", remote)):
+        done = run(server, t["authority"], "evaluation", "download", material, "--out",
+                   str(tmp_path / way), "--json")  # fmt: skip
+        assert done.exit_code == 0, done.output
+        saved[way] = json.loads(done.stdout)
+        assert Path(saved[way]["path"]).read_bytes() == source.read_bytes()
+    assert {**saved["remote"], "path": ""} == {**saved["host"], "path": ""}
+    evaluated = rjson(server, t["authority"], "evaluate", "--agreement", agreement, "--result",
+                      "pass", "--notes", "drills kept", "--material", material, "--score", "77")  # fmt: skip
+    shown = ["evaluation", "show", str(evaluated["evaluation"]), "--json"]
+    here, there = host(server, t["operator2"], *shown), remote(server, t["operator2"], *shown)
+    assert there.stdout == here.stdout and json.loads(there.stdout)["score"] == 77
+    assert [m["id"] for m in json.loads(there.stdout)["materials"]] == [int(material)]
+    big = tmp_path / "huge.pdf"
+    with open(big, "wb") as fh:
+        fh.truncate(20 * 1024 * 1024 + 1)  # sparse: refused by its size before it is sent
+    wrong = tmp_path / "tool.exe"
+    wrong.write_bytes(b"MZ")
+    for who, *args in [
+        ("consumer", "evaluation", "materials", agreement),  # a role that reads none
+        ("county", "evaluation", "materials", agreement),  # an authority of another county
+        ("county", "evaluation", "download", material, "--out", str(tmp_path / "c")),
+        ("operator", "evaluation", "download", material, "--out", str(tmp_path / "o")),
+        ("provider", "evaluation", "show", str(evaluated["evaluation"])),
+        ("authority", "evaluation", "submit", agreement, "--file", str(source), "--title", "t"),
+        ("operator2", "evaluation", "submit", agreement, "--file", str(wrong), "--title", "t"),
+        ("operator2", "evaluation", "submit", agreement, "--file", str(big), "--title", "t"),
+        ("authority", "evaluate", "--agreement", agreement, "--result", "pass", "--notes", "n",
+         "--material", "9999"),
+    ]:  # fmt: skip
+        here, there = host(server, t[who], *args), remote(server, t[who], *args)
+        assert here.exit_code in (1, 2, 3) and here.stderr.startswith("error ["), here.output
+        assert (there.exit_code, there.stdout, there.stderr) == (here.exit_code, "", here.stderr)
+    with Client(server.url, t["operator2"]) as api:  # the route's own cap, past the CLI's
+        with pytest.raises(PayloadTooLarge, match="over the limit of 20 MiB") as info:
+            api.submit_material(int(agreement), big, "sent whole")
+        assert info.value.status == 413
+        assert len(api.materials(int(agreement))) == 1
 
 
 def test_dataset_show_remotely_hides_the_profile_from_operators(served):

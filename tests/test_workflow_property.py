@@ -1,11 +1,12 @@
 """Random sequences of workflow actions by random principals (hypothesis).
 
 Each example copies one prepared platform home (principals, the pums dataset,
-three passed applications) and drives up to a dozen actions: sign, request,
-approve, suspend, restore, fail an evaluation, rectify, terminate, report an
-incident, expire, a provider's hold on its data (suspend, lift, terminate), the
-platform's tick, each at a random moment and by a random principal. After every
-action it asserts:
+three passed applications) and drives up to a dozen actions: sign (with schedules of
+reports, trainings, drills and evaluations), request, approve, suspend, restore, pass or
+fail an evaluation, rectify, terminate, report an incident, expire, a provider's hold on
+its data (suspend, lift, terminate), set a duty's schedule (a bad period name among
+them), record a training or drill, the platform's tick, each at a random moment and by
+a random principal. After every action it asserts:
 
 * every object is in a state of its Enum, and replaying its ledger entries by
   allowed moves arrives at exactly that state;
@@ -18,6 +19,9 @@ action it asserts:
 * after a tick at a moment, no agreement whose term ended by then is still active or
   suspended, and each active agreement on a report schedule (half of those signed) was
   reminded of every usage report due by then and not filed;
+* a training, drill or evaluation reminder is sent at most once per agreement, duty and
+  period, by a tick only, and only for a period that had ended by the tick's moment with
+  nothing on record; after a tick every such period of an active agreement was reminded;
 * the ledger verifies.
 """
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,21 +54,36 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import by_name
 from sandbox.core.store import grants
 from sandbox.data.grants import may_run
-from sandbox.registry.base import parse_time
+from sandbox.registry.base import BEIJING, parse_time
 from sandbox.registry.tables import (
     agreements as agreements_t,
 )
 from sandbox.registry.tables import (
     applications,
     data_requests,
+    duty_reminders,
+    duty_schedules,
     evaluations,
+    notifications,
     output_reviews,
     provider_holds,
     report_reminders,
     report_schedules,
     review_appointments,
+    security_records,
 )
-from sandbox.workflow import agreements, providers, reporting, requests, scheduler, supervision
+from sandbox.workflow import (
+    agreements,
+    duties,
+    providers,
+    reporting,
+    requests,
+    scheduler,
+    schedules,
+    supervision,
+)
+from sandbox.workflow.periods import ended_periods, label_of
+from sandbox.workflow.usage import parse_period
 from tests.workflow_helpers import NOW, make_cast, passed_application, sign, verify_ledger
 
 STATEFUL = {
@@ -87,6 +106,7 @@ ACTIONS = [
     "suspend",
     "restore",
     "fail",
+    "pass",
     "rectify",
     "terminate",
     "incident",
@@ -95,6 +115,9 @@ ACTIONS = [
     "lift",
     "end_use",
     "tick",
+    "tick",
+    "schedule",
+    "record",
     "probe",
     "probe",
 ]
@@ -104,9 +127,15 @@ ACTIONS = [
 def template(tmp_path, platform, make_principal, provider, pums_dataset) -> Path:
     cast = make_cast(platform, make_principal, provider)
     apps = [passed_application(cast) for _ in range(3)]
-    # Agreement 1 is in force, with a grant; applications 2 and 3 await signing.
+    # Agreement 1 is in force, with a grant, and months of its trainings and evaluations
+    # have ended already; applications 2 and 3 await signing.
     agreement_id = sign(
-        cast, apps[0], start=NOW - timedelta(days=1), until=NOW + timedelta(days=10)
+        cast,
+        apps[0],
+        start=NOW - timedelta(days=75),
+        until=NOW + timedelta(days=40),
+        training_every="month",
+        evaluate_every="month",
     )
     rid = requests.request_data(platform, cast.operator, agreement_id, "pums", purpose="p")
     requests.approve(platform, cast.provider, rid)
@@ -187,6 +216,65 @@ def tick_is_complete(conn, moment) -> None:
         assert set(reporting.due_of(conn, row, row.every, moment)["missing"]) <= sent, row.id
 
 
+DUE_KINDS = tuple(f"{d.value}_due" for d in schedules.Duty)
+
+
+def reminders_sent(conn) -> set[tuple[int, str, str]]:
+    """(agreement, duty, period) of every duty reminder, each sent exactly once."""
+    keys = [(r.agreement_id, r.duty, r.period) for r in conn.execute(duty_reminders.select())]
+    notes = [
+        (n.subject, n.kind, json.loads(n.body_json)["period"])
+        for n in conn.execute(notifications.select().where(notifications.c.kind.in_(DUE_KINDS)))
+    ]
+    assert len(notes) == len(set(notes)), "a reminder sent twice"
+    assert sorted(notes) == sorted((f"agreement:{a}", f"{d}_due", p) for a, d, p in keys)
+    return set(keys)
+
+
+def ended_and_unfiled(conn, key: tuple[int, str, str], moment) -> bool:
+    """Read from the rows themselves, not through :mod:`sandbox.workflow.schedules`: the
+    agreement is in force, the period is one of its schedule's (at or after the schedule's
+    start) and ended by ``moment`` within the term, and no record of the duty that serves
+    the agreement (an evaluation of it; a training or drill of its operator naming it or
+    none) falls in it."""
+    agreement_id, duty, period = key
+    row = conn.execute(agreements_t.select().where(agreements_t.c.id == agreement_id)).first()
+    plan = conn.execute(duty_schedules.select().where(
+        duty_schedules.c.agreement_id == agreement_id, duty_schedules.c.duty == duty)).first()  # fmt: skip
+    start, end = parse_period(period)
+    begun = max(parse_time(plan.since), parse_time(row.valid_from))
+    if row.status != "active" or not begun < end <= min(moment, parse_time(row.valid_until)):
+        return False
+    if label_of(start.date(), plan.every) != period:
+        return False
+    if duty == "evaluation":
+        stamps = [parse_time(e.created_at) for e in conn.execute(
+            evaluations.select().where(evaluations.c.agreement_id == agreement_id))]  # fmt: skip
+        return not any(start <= t < end for t in stamps)
+    days = [date.fromisoformat(r.held_on) for r in conn.execute(security_records.select())
+            if r.operator_id == row.operator_id and r.kind == duty
+            and r.agreement_id in (None, agreement_id)]  # fmt: skip
+    return not any(start.date() <= d < end.date() for d in days)
+
+
+def duties_are_reminded(conn, moment, before: set) -> None:
+    """After a tick at ``moment``: each reminder it sent was of a period ended by then with
+    nothing on record, of an agreement in force; no such period is left unreminded."""
+    sent = reminders_sent(conn)
+    for key in sent - before:
+        assert ended_and_unfiled(conn, key, moment), key
+    for row in conn.execute(
+        agreements_t.select().add_columns(duty_schedules.c.duty, duty_schedules.c.every,
+                                          duty_schedules.c.since)
+        .join(duty_schedules, duty_schedules.c.agreement_id == agreements_t.c.id)
+        .where(agreements_t.c.status == "active")
+    ):  # fmt: skip
+        begun = max(parse_time(row.since), parse_time(row.valid_from))
+        for period in ended_periods(begun, min(moment, parse_time(row.valid_until)), row.every):
+            key = (row.id, row.duty, period)
+            assert key in sent or not ended_and_unfiled(conn, key, moment), key
+
+
 step = st.tuples(
     st.sampled_from(ACTIONS),
     st.sampled_from(NAMES),
@@ -205,6 +293,7 @@ PROPER = {
     "hold": "stats_bureau",
     "lift": "stats_bureau",
     "end_use": "stats_bureau",
+    "record": "operator",
 }  # the rest: the city authority
 
 
@@ -227,6 +316,9 @@ def act(platform, conn_read, who, action, n, at, start, length, kind):
             start=NOW + timedelta(days=start),
             until=NOW + timedelta(days=start + length),
             report_every="month" if n % 2 else None,
+            training_every="month" if n != 2 else None,
+            drill_every="quarter" if n == 3 else None,
+            evaluate_every="month" if n % 2 else "quarter",
         )
     if action == "request":
         return requests.request_data(platform, who, a, "pums", purpose="p", now=moment)
@@ -246,6 +338,17 @@ def act(platform, conn_read, who, action, n, at, start, length, kind):
             deadline=moment + timedelta(days=length),
             now=moment,
         )
+    if action == "pass":
+        return supervision.evaluate(platform, who, a, passed=True, notes="n", now=moment)
+    if action == "schedule":
+        every = ["month", "quarter", "year", "fortnight"][(n + length) % 4]  # one bad name
+        duty = list(schedules.Duty)[n - 1].value
+        return schedules.change(platform, who, a, {duty: every}, now=moment)
+    if action == "record":
+        held_on = (datetime.now(BEIJING) - timedelta(days=3 * length)).date().isoformat()
+        kind = "training" if n % 2 else "drill"
+        return duties.record(platform, who, kind, held_on=held_on, topic="t", attendees=3,
+                             agreement_id=None if n == 1 else a)  # fmt: skip
     if action == "rectify":
         return supervision.rectify(platform, who, a, "fixed")
     if action == "terminate":
@@ -303,6 +406,7 @@ def test_random_workflows_keep_every_invariant(template, tmp_path_factory, steps
                     gate_is_sound(conn, operator, NOW + timedelta(days=at, hours=n), kind)
                     continue
                 seq_before = ledger.count(conn)
+                sent_before = reminders_sent(conn)
                 try:
                     act(platform, conn, who, action, n, at, start, length, kind)
                     failed = False
@@ -319,7 +423,20 @@ def test_random_workflows_keep_every_invariant(template, tmp_path_factory, steps
                 gate_is_sound(conn, operator, NOW + timedelta(days=at), "sql_aggregate")
                 if action == "tick" and not failed:
                     tick_is_complete(conn, NOW + timedelta(days=at))
+                    duties_are_reminded(conn, NOW + timedelta(days=at), sent_before)
+                else:
+                    assert reminders_sent(conn) == sent_before, action
             before, counts = after, new_counts
+        # The platform's tick twice (nothing is sent twice), when the month of the
+        # evaluations and records made now has ended and the first agreement is in term.
+        last = NOW + timedelta(days=35)
+        for _ in range(2):
+            with platform.store.read() as conn:
+                sent_before = reminders_sent(conn)
+            scheduler.tick(platform, now=last)
+            with platform.store.read() as conn:
+                tick_is_complete(conn, last)
+                duties_are_reminded(conn, last, sent_before)
         verify_ledger(platform)
     finally:
         platform.close()

@@ -63,9 +63,7 @@ def claim(home: Path, principal_id: int, key: str, body: Any) -> Iterator[Slot]:
         )
     folder = home / "run" / "idempotency"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if time.time() - _swept["at"] > SWEEP_EVERY_S:
-        _swept["at"] = time.time()
-        sweep(folder)
+    sweep_now_and_then(folder)
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     fd = os.open(folder / f"{int(principal_id)}-{name}.json", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -89,6 +87,13 @@ def claim(home: Path, principal_id: int, key: str, body: Any) -> Iterator[Slot]:
             os.pwrite(fd, data, 0)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def sweep_now_and_then(folder: Path) -> None:
+    """:func:`sweep`, at most once per :data:`SWEEP_EVERY_S` in this process."""
+    if time.time() - _swept["at"] > SWEEP_EVERY_S:
+        _swept["at"] = time.time()
+        sweep(folder)
 
 
 def sweep(folder: Path, now: float | None = None) -> int:

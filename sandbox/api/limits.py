@@ -41,7 +41,7 @@ from sandbox.core.store import insert_or
 MIB = 1024 * 1024
 UPLOAD_PATH = "/v1/datasets/upload"
 # Bulk bodies that share the upload cap (the route may apply a tighter one of its own).
-BULK_PATHS = frozenset({UPLOAD_PATH, "/v1/he/sum"})
+BULK_PATHS = frozenset({UPLOAD_PATH, "/v1/he/sum", "/v1/evaluation-materials"})
 
 
 def _mib(value: float) -> str:

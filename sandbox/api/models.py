@@ -11,6 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# The headers of an evaluation material's download (GET /v1/evaluation-materials/{id}):
+# the SHA-256 recorded at its submission, and the name it was sent under (URL-quoted).
+MATERIAL_SHA256 = "X-Material-Sha256"
+MATERIAL_NAME = "X-Material-Filename"
 MAX_ID = 2**53
 
 

@@ -35,7 +35,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.api.errors import envelope, new_request_id
-from sandbox.api.idempotency import HEADER, KEY, SWEEP_EVERY_S, TTL_S, _swept, sweep
+from sandbox.api.idempotency import HEADER, KEY, TTL_S, sweep_now_and_then
 
 REPLAYED = "Idempotent-Replayed"
 OWN_KEYS = {"/v1/jobs"}  # routes that keep their own keys (the job as it is now)
@@ -93,9 +93,7 @@ class IdempotencyMiddleware:
 
     def _file(self, caller: bytes, key: str) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if time.time() - _swept["at"] > SWEEP_EVERY_S:  # keys older than TTL_S go
-            _swept["at"] = time.time()
-            sweep(self.folder)
+        sweep_now_and_then(self.folder)  # keys older than TTL_S go
         who = hashlib.sha256(caller).hexdigest()[:16]
         return self.folder / f"r-{who}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 

@@ -19,13 +19,12 @@ from fastapi import Path as PathParam
 
 from policies.workflow import PassRule
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.models import MAX_ID, NAME
+from sandbox.api.models import MAX_ID
 from sandbox.api.workflow_models import (
     AgreementBody,
     AnswerBody,
     ApplicationBody,
     CheckersBody,
-    CountersignBody,
     Created,
     DataRequestBody,
     DeliveryBody,
@@ -41,6 +40,7 @@ from sandbox.api.workflow_models import (
     ReasonBody,
     RectifyBody,
     ReviewersBody,
+    ScheduleBody,
     ScoreBody,
     State,
     UsageBody,
@@ -53,15 +53,14 @@ from sandbox.workflow import (
     applications,
     catalogue,
     consumers,
-    countersign,
     deliveries,
     duties,
     feedback,
     notices,
-    providers,
     reading,
     requests,
     reviews,
+    schedules,
     supervision,
     usage,
 )
@@ -164,6 +163,18 @@ def agreement_show(
     platform = _platform(request)
     with platform.store.read() as conn:
         return agreements.agreement_dict(conn, me, agreement_id)
+
+
+@router.post("/agreements/{agreement_id}/schedules")
+def agreement_schedules(
+    request: Request,
+    me: CurrentPrincipal,
+    body: ScheduleBody,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
+) -> dict[str, Any]:
+    """An authority covering the agreement sets or changes how often trainings, drills and
+    evaluations fall due (Art. 20, 21, 23); answers the agreement's schedules."""
+    return schedules.change(_platform(request), me, agreement_id, body.model_dump())
 
 
 @router.post("/agreements/{agreement_id}/suspend", status_code=204)
@@ -359,38 +370,6 @@ def duty_list(
 ) -> list[dict]:
     """Training and drill records: the operator's own, an authority's reach, auditors all."""
     return duties.records_of(_platform(request), me, operator)
-
-
-@router.get("/provider/uses")
-def provider_uses(request: Request, me: CurrentPrincipal) -> dict[str, Any]:
-    """The agreements, grants, jobs and products that use the provider's data (Art. 5)."""
-    with _platform(request).store.read() as conn:
-        return providers.uses_of(conn, me)
-
-
-@router.post("/agreements/{agreement_id}/countersignatures")
-def agreement_countersign(
-    request: Request,
-    me: CurrentPrincipal,
-    body: CountersignBody,
-    agreement_id: int = PathParam(ge=1, le=MAX_ID),
-) -> dict[str, Any]:
-    """A provider signs the agreement for its own dataset, with its terms (Art. 4, 13)."""
-    return countersign.countersign(_platform(request), me, agreement_id, body.dataset, body.terms)
-
-
-@router.post("/agreements/{agreement_id}/datasets/{dataset}/{action}")
-def provider_hold(
-    request: Request,
-    me: CurrentPrincipal,
-    body: ReasonBody,
-    agreement_id: int = PathParam(ge=1, le=MAX_ID),
-    dataset: str = PathParam(pattern=NAME, max_length=100),
-    action: Literal["suspend", "lift", "terminate"] = PathParam(),
-) -> dict[str, Any]:
-    """A provider suspends, lifts or ends the use of its dataset under an agreement (Art. 24)."""
-    hold = providers.HOLDS[action]
-    return hold(_platform(request), me, agreement_id, dataset, body.reason)
 
 
 # --- the rest of the CLI's workflow commands, so each one runs with --server ------------------

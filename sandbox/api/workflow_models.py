@@ -13,6 +13,7 @@ from sandbox.api.models import MAX_ID, NAME
 from sandbox.workflow.supervision import IncidentKind
 
 TEXT = 10_000
+EVERY = "month, quarter or year"
 Name = Annotated[str, Field(max_length=100)]
 Line = Annotated[str, Field(max_length=TEXT)]
 
@@ -67,6 +68,17 @@ class AgreementBody(Body):
     disclosure: dict[str, float | int | str] = Field(default_factory=dict)
     aggregates: list[str] = Field(default_factory=list, max_length=20)
     report_every: str | None = Field(default=None, max_length=20, description="month or quarter")
+    training_every: str | None = Field(default=None, max_length=20, description=EVERY)
+    drill_every: str | None = Field(default=None, max_length=20, description=EVERY)
+    evaluate_every: str | None = Field(default=None, max_length=20, description=EVERY)
+
+
+class ScheduleBody(Body):
+    """How often each duty falls due under an agreement; a null one stays as it is."""
+
+    training: str | None = Field(default=None, max_length=20, description=EVERY + " (Art. 20)")
+    drill: str | None = Field(default=None, max_length=20, description=EVERY + " (Art. 21)")
+    evaluation: str | None = Field(default=None, max_length=20, description=EVERY + " (Art. 23)")
 
 
 class ReasonBody(Body):
@@ -83,6 +95,10 @@ class EvaluationBody(Body):
     passed: bool
     notes: str = Field(max_length=TEXT)
     deadline: str | None = Field(default=None, max_length=40)
+    materials: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=100, description="the materials it considered"
+    )
+    score: int | None = Field(default=None, ge=-MAX_ID, le=MAX_ID, description="0 to 100")
 
 
 class DataRequestBody(Body):

@@ -154,6 +154,11 @@ class Backend(abc.ABC):
         """Every field of an agreement."""
 
     @abc.abstractmethod
+    def set_schedules(self, agreement_id: int, everies: dict[str, str | None]) -> dict:
+        """Set or change how often trainings, drills and evaluations fall due (training,
+        drill, evaluation: month, quarter, year or None); the agreement's schedules."""
+
+    @abc.abstractmethod
     def suspend_agreement(self, agreement_id: int, reason: str) -> None:
         """Suspend data use under an agreement."""
 
@@ -196,8 +201,33 @@ class Backend(abc.ABC):
     # --- supervision, feedback, usage (Art. 16, 21 to 24) -----------------------------------
 
     @abc.abstractmethod
-    def evaluate(self, agreement_id: int, *, passed: bool, notes: str, deadline: str | None) -> int:
-        """The new evaluation's id."""
+    def evaluate(
+        self,
+        agreement_id: int,
+        *,
+        passed: bool,
+        notes: str,
+        deadline: str | None,
+        materials: list[int],
+        score: int | None,
+    ) -> int:
+        """The new evaluation's id (materials: the ids it considered; score: 0 to 100)."""
+
+    @abc.abstractmethod
+    def evaluation(self, evaluation_id: int) -> dict:
+        """An evaluation: result, notes, score, figures and the materials it considered."""
+
+    @abc.abstractmethod
+    def submit_material(self, agreement_id: int, path: Path, title: str) -> dict:
+        """The operator's evaluation material, kept: id, title, filename, sha256, bytes ..."""
+
+    @abc.abstractmethod
+    def materials(self, agreement_id: int) -> list[dict]:
+        """The materials submitted for an agreement's evaluations."""
+
+    @abc.abstractmethod
+    def download_material(self, material_id: int, out: Path) -> dict:
+        """Save a material as ``out/<its file name>``: material, path, sha256, bytes."""
 
     @abc.abstractmethod
     def rectify(self, agreement_id: int, notes: str) -> None:

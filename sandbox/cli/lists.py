@@ -13,14 +13,9 @@ from __future__ import annotations
 import click
 
 from sandbox.cli.common import Context, as_option, emit, json_option, pass_ctx, table
+from sandbox.cli.duties import security_group
 from sandbox.cli.jobs import product
-from sandbox.cli.supervision import (
-    evaluation_group,
-    incident,
-    quality,
-    request_group,
-    security_group,
-)
+from sandbox.cli.supervision import evaluation_group, incident, quality, request_group
 from sandbox.cli.workflow import agreement, application, notice, review
 
 # kind -> (group, the columns of the text table, the command's help)

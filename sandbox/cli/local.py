@@ -253,6 +253,11 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
         with self.platform.store.read() as conn:
             return agreement_dict(conn, me, agreement_id)
 
+    def set_schedules(self, agreement_id, everies):
+        from sandbox.workflow.schedules import change
+
+        return change(self.platform, self.me, agreement_id, everies)
+
     def suspend_agreement(self, agreement_id, reason):
         from sandbox.workflow.agreements import suspend
 
@@ -304,12 +309,11 @@ class LocalBackend(LocalModelCalls, LocalWorkflowCalls, Backend):
 
     # --- supervision, feedback, usage ------------------------------------------------------
 
-    def evaluate(self, agreement_id, *, passed, notes, deadline):
+    def evaluate(self, agreement_id, *, passed, notes, deadline, materials, score):
         from sandbox.workflow.supervision import evaluate
 
-        return evaluate(
-            self.platform, self.me, agreement_id, passed=passed, notes=notes, deadline=deadline
-        )
+        verdict = dict(passed=passed, notes=notes, deadline=deadline, score=score)
+        return evaluate(self.platform, self.me, agreement_id, **verdict, materials=materials)
 
     def rectify(self, agreement_id, notes):
         from sandbox.workflow.supervision import rectify

@@ -5,9 +5,23 @@ is the domain function, in-process, as every call of that backend."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from policies.errors import Conflict
 from sandbox.core.platform import Platform
+
+
+def saved_material(info: dict, data: bytes, out: Path) -> dict:
+    """Write a downloaded material as ``out/<its file name>``, never over a file there;
+    what ``evaluation download`` prints, on the host and through a server alike."""
+    target = Path(out) / Path(info["filename"]).name
+    if target.exists():
+        raise Conflict(f"{target} exists already; choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return {"material": info["id"], "path": str(target), "sha256": info["sha256"],
+            "bytes": len(data)}  # fmt: skip
 
 
 class LocalWorkflowCalls:
@@ -65,6 +79,28 @@ class LocalWorkflowCalls:
         from sandbox.workflow.duties import records_of
 
         return records_of(self.platform, self.me, operator)
+
+    def evaluation(self, evaluation_id):
+        from sandbox.workflow.evaluations import evaluation_dict
+
+        return evaluation_dict(self.platform, self.me, evaluation_id)
+
+    def submit_material(self, agreement_id, path, title):
+        from sandbox.workflow.evaluations import submit_file
+
+        return submit_file(self.platform, self.me, agreement_id, title=title, path=path)
+
+    def materials(self, agreement_id):
+        from sandbox.workflow.evaluations import materials_of
+
+        return materials_of(self.platform, self.me, agreement_id)
+
+    def download_material(self, material_id, out):
+        from sandbox.workflow.evaluations import material_file
+
+        info, source = material_file(self.platform, self.me, material_id)
+        data = source.read_bytes()
+        return saved_material(info, data, out)
 
     def inspections(self):
         from sandbox.workflow.inspections import inspections_of

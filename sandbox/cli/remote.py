@@ -194,6 +194,9 @@ class RemoteBackend(Backend):
     def agreement(self, agreement_id):
         return self.client.agreement(agreement_id)
 
+    def set_schedules(self, agreement_id, everies):
+        return self.client.set_schedules(agreement_id, **everies)
+
     def suspend_agreement(self, agreement_id, reason):
         self.client.suspend_agreement(agreement_id, reason)
 
@@ -225,8 +228,27 @@ class RemoteBackend(Backend):
 
     # --- supervision, feedback, usage ------------------------------------------------------
 
-    def evaluate(self, agreement_id, *, passed, notes, deadline):
-        return self.client.evaluate(agreement_id, passed=passed, notes=notes, deadline=deadline)
+    def evaluate(self, agreement_id, *, passed, notes, deadline, materials, score):
+        verdict = dict(passed=passed, notes=notes, deadline=deadline, score=score)
+        return self.client.evaluate(agreement_id, **verdict, materials=materials)
+
+    def evaluation(self, evaluation_id):
+        return self.client.evaluation(evaluation_id)
+
+    def submit_material(self, agreement_id, path, title):
+        from sandbox.workflow.evaluations import local_file
+
+        source = local_file(path)  # refused here as on the host, before a byte is sent
+        return self.client.submit_material(agreement_id, source, title)
+
+    def materials(self, agreement_id):
+        return self.client.materials(agreement_id)
+
+    def download_material(self, material_id, out):
+        from sandbox.cli.local_workflow import saved_material
+
+        info, data = self.client.material_content(material_id)
+        return saved_material(info, data, out)
 
     def rectify(self, agreement_id, notes):
         self.client.rectify(agreement_id, notes)

@@ -1,6 +1,8 @@
 """The workflow's commands after the agreement (Art. 14, 16, 21 to 24): data requests,
-quality tickets, evaluations, rectifications, incidents, inspections, the inbox,
-providers' holds on the use of their data, feedback, usage reports and output review. Added to ``sandbox`` by :mod:`sandbox.cli.app`.
+quality tickets, evaluations and their materials, rectifications, incidents, inspections,
+the inbox, providers' holds on the use of their data, feedback, usage reports and output
+review (the security records of Art. 20, 21 are in :mod:`sandbox.cli.duties`). Added to
+``sandbox`` by :mod:`sandbox.cli.app`.
 
 Like :mod:`sandbox.cli.workflow`, each command parses its options, calls
 :meth:`sandbox.cli.common.Context.backend` and prints; the files of a usage report are
@@ -9,6 +11,7 @@ written on this machine either way.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -16,7 +19,6 @@ import click
 from policies.workflow import Vote
 from sandbox.cli.common import (
     Context,
-    as_option,
     as_principal,
     emit,
     json_option,
@@ -113,12 +115,21 @@ def quality_answer(obj: Context, ticket_id, text, version, token, as_json) -> No
 @click.option("--result", type=click.Choice(["pass", "fail"]), required=True)
 @click.option("--notes", required=True)
 @click.option("--deadline", default=None, help="rectification deadline (required on fail)")
+@click.option(
+    "--material",
+    "materials",
+    type=int,
+    multiple=True,
+    help="a material considered, by id (repeat; 'evaluation materials AGREEMENT')",
+)
+@click.option("--score", type=int, default=None, help="0 to 100")
 @as_principal
-def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_json) -> None:
+def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, materials, score, token,
+                 as_json) -> None:  # fmt: skip
     """Evaluate an operator under an agreement; a failure suspends it (authorities)."""
-    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline)
+    verdict = dict(passed=result == "pass", notes=notes, deadline=deadline, score=score)
     with obj.backend(token) as backend:
-        eid = backend.evaluate(agreement_id, **verdict)
+        eid = backend.evaluate(agreement_id, **verdict, materials=list(materials))
     word = (
         "passed"
         if result == "pass"
@@ -133,7 +144,65 @@ def evaluate_cmd(obj: Context, agreement_id, result, notes, deadline, token, as_
 
 @main.group("evaluation")
 def evaluation_group() -> None:
-    """Evaluations of operators (Art. 23, 24); ``sandbox evaluate`` records one."""
+    """Evaluations (``sandbox evaluate`` records one) and the materials operators submit
+    for them. Art. 23, 24."""
+
+
+@evaluation_group.command("submit")
+@click.argument("agreement_id", type=int)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="a document: self-assessment, security report ... (at most 20 MiB)",
+)
+@click.option("--title", required=True)
+@as_principal
+def evaluation_submit(obj: Context, agreement_id, path, title, token, as_json) -> None:
+    """Submit a material for the evaluation of your agreement (operators)."""
+    with obj.backend(token) as backend:
+        data = backend.submit_material(agreement_id, path, title)
+    emit(data, as_json, f"material {data['id']} submitted for agreement {agreement_id}: "
+         f"{data['filename']} ({data['bytes']} bytes, sha256 {data['sha256']})")  # fmt: skip
+
+
+@evaluation_group.command("materials")
+@click.argument("agreement_id", type=int)
+@as_principal
+def evaluation_materials(obj: Context, agreement_id, token, as_json) -> None:
+    """The materials submitted for an agreement (its operator, its authorities, auditors)."""
+    with obj.backend(token) as backend:
+        rows = backend.materials(agreement_id)
+    emit(rows, as_json, table(
+        [(m["id"], m["title"][:40], m["filename"][:30], m["bytes"], m["submitted_at"][:10],
+          ", ".join(map(str, m["considered_by"])) or "-") for m in rows],
+        ("id", "title", "file", "bytes", "submitted", "evaluations"),
+        right=("id", "bytes"),
+        empty="(no materials)",
+    ))  # fmt: skip
+
+
+@evaluation_group.command("download")
+@click.argument("material_id", type=int)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="the folder to save it in, under its own name")  # fmt: skip
+@as_principal
+def evaluation_download(obj: Context, material_id, out, token, as_json) -> None:
+    """Save a material's file, checked against its recorded SHA-256."""
+    with obj.backend(token) as backend:
+        data = backend.download_material(material_id, out)
+    emit(data, as_json, f"material {material_id} saved to {data['path']}")
+
+
+@evaluation_group.command("show")
+@click.argument("evaluation_id", type=int)
+@as_principal
+def evaluation_show(obj: Context, evaluation_id, token, as_json) -> None:
+    """An evaluation: result, notes, score, figures and the materials it considered."""
+    with obj.backend(token) as backend:
+        data = backend.evaluation(evaluation_id)
+    emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @main.command("rectify")
@@ -227,9 +296,10 @@ def inbox_cmd(obj: Context, limit, before, kind, token, as_json) -> None:
 @pass_ctx
 def tick_cmd(obj: Context, as_json) -> None:
     """Host only: expire the agreements whose term has ended and carry out their disposal
-    clauses, as the platform (Art. 13), and remind operators of usage reports due on their
-    agreements' schedules (Art. 16). The server does this every minute; a host without
-    one runs it from cron. Running it again does nothing more."""
+    clauses, as the platform (Art. 13), and remind operators of usage reports, trainings
+    and drills, and authorities of evaluations, due on their agreements' schedules with
+    nothing on record (Art. 16, 20, 21, 23). The server does this every minute; a host
+    without one runs it from cron. Running it again does nothing more."""
     from sandbox.models.services import dispose_ended
     from sandbox.verification.disposal import dispose_indexes
     from sandbox.workflow.scheduler import tick
@@ -241,149 +311,12 @@ def tick_cmd(obj: Context, as_json) -> None:
     text = (
         f"expired agreements: {', '.join(map(str, done['expired'])) or 'none'}; products "
         f"disposed: {disposed}; verification indexes deleted: {len(done['indexes_deleted'])}; "
-        f"usage reports reminded: {len(done['reminded'])}"
-        if done["expired"] or done["indexes_deleted"] or done["reminded"]
+        f"usage reports reminded: {len(done['reminded'])}; trainings, drills and "
+        f"evaluations reminded: {len(done['duties_reminded'])}"
+        if done["expired"] or done["indexes_deleted"] or done["reminded"] or done["duties_reminded"]
         else "nothing is due"
     )
     emit(done, as_json, text)
-
-
-# --- security duties: training and drills (Art. 20, 21) ------------------------------------------
-
-
-@main.group("security")
-def security_group() -> None:
-    """Records of staff training (Art. 20) and emergency drills (Art. 21)."""
-
-
-@security_group.command("record")
-@click.option("--kind", type=click.Choice(["training", "drill"]), required=True)
-@click.option("--held-on", required=True, help="the day it was held, ISO date")
-@click.option("--topic", required=True)
-@click.option("--attendees", type=int, required=True, help="how many attended")
-@click.option("--name", "names", multiple=True, help="who attended (repeat)")
-@click.option("--agreement", "agreement_id", type=int, default=None, help="the agreement served")
-@as_principal
-def security_record(obj: Context, kind, held_on, topic, attendees, names, agreement_id, token,
-                    as_json) -> None:  # fmt: skip
-    """Record a training or drill you held (operators)."""
-    fields = {"held_on": held_on, "topic": topic, "attendees": attendees, "names": list(names),
-              "agreement_id": agreement_id}  # fmt: skip
-    with obj.backend(token) as backend:
-        rid = backend.record_duty(kind, fields)
-    emit({"record": rid, "kind": kind}, as_json, f"{kind} of {held_on} recorded ({rid})")
-
-
-@security_group.command("plan")
-@click.option(
-    "--file",
-    "path",
-    type=click.File("r", encoding="utf-8"),
-    required=True,
-    help="the plan, a text file ('-' for standard input)",
-)
-@as_principal
-def security_plan(obj: Context, path, token, as_json) -> None:  # fmt: skip
-    """File your incident-response plan (consumers, Art. 21); the newest is in force."""
-    with obj.backend(token) as backend:
-        pid = backend.file_plan(path.read())
-    emit({"plan": pid}, as_json, f"incident-response plan {pid} filed")
-
-
-@security_group.command("list")
-@click.option("--operator", default=None, help="one operator's (authorities, auditors)")
-@as_principal
-def security_list(obj: Context, operator, token, as_json) -> None:
-    """Training and drill records: yours, or those within your reach."""
-    with obj.backend(token) as backend:
-        rows = backend.duties(operator)
-    emit(rows, as_json, table(
-        [(r["id"], r["operator"], r["kind"], r["held_on"], r["attendees"], r["topic"][:50])
-         for r in rows],
-        ("id", "operator", "kind", "held on", "attended", "topic"),
-        right=("id", "attended"),
-        empty="(no records)",
-    ))  # fmt: skip
-
-
-# --- providers: the use of their data (Art. 4, 5, 13, 24) ---------------------------------------
-
-
-@main.group("provider")
-def provider_group() -> None:
-    """A provider's supervision of the use of its data. Art. 5, 24."""
-
-
-@provider_group.command("uses")
-@as_principal
-def provider_uses(obj: Context, token, as_json) -> None:
-    """The agreements, grants, jobs and products that use your datasets (providers)."""
-    with obj.backend(token) as backend:
-        uses = backend.data_uses()
-    lines = [
-        table(
-            [(a["id"], a["operator"], a["status"], ", ".join(a["datasets"]), a["until"][:10])
-             for a in uses["agreements"]],
-            ("agreement", "operator", "status", "your datasets", "until"),
-            right=("agreement",),
-            empty="(no agreement uses your datasets)",
-        ),
-        table(
-            [(j["id"], j["operator"], j["kind"], j["state"], ", ".join(j["datasets"]))
-             for j in uses["jobs"]],
-            ("job", "operator", "kind", "status", "your datasets"),
-            right=("job",),
-            empty="(no job read your datasets)",
-        ),
-        table(
-            [(p["id"], p["job"], p["operator"]) for p in uses["products"]],
-            ("product", "job", "operator"),
-            empty="(no product)",
-        ),
-    ]  # fmt: skip
-    emit(uses, as_json, "\n\n".join(lines))
-
-
-@provider_group.command("sign")
-@click.option("--agreement", "agreement_id", type=int, required=True)
-@click.option("--dataset", required=True, help="your dataset in the agreement's scope")
-@click.option("--terms", required=True, help="the conditions you sign for your data on")
-@as_principal
-def provider_sign(obj: Context, agreement_id, dataset, terms, token, as_json) -> None:
-    """Sign an agreement for your own dataset, with your terms (providers). Art. 4, 13."""
-    with obj.backend(token) as backend:
-        signed = backend.countersign(agreement_id, dataset, terms)
-    emit(signed, as_json, f"signed agreement {agreement_id} for {dataset} at {signed['signed_at']}")
-
-
-def _hold_command(action: str, doc: str):
-    @provider_group.command(action, help=doc)
-    @click.option("--agreement", "agreement_id", type=int, required=True)
-    @click.option("--dataset", required=True, help="your dataset in the agreement's scope")
-    @click.option("--reason", required=True)
-    @as_option
-    @json_option
-    @pass_ctx
-    def command(obj: Context, agreement_id, dataset, reason, token, as_json) -> None:
-        with obj.backend(token) as backend:
-            done = backend.hold_use(action, agreement_id, dataset, reason)
-        cancelled = done.get("cancelled_jobs") or []
-        emit(
-            done,
-            as_json,
-            f"the use of {dataset} under agreement {agreement_id} is {done['status']} "
-            f"(hold {done['hold']}; grants {done['grants'] or 'none'}"
-            + (f"; jobs cancelled: {cancelled})" if cancelled else ")"),
-        )
-
-    return command
-
-
-_hold_command("suspend", "Suspend the use of your dataset under an agreement; the jobs reading "
-              "it are cancelled, the operator's others go on (providers).")  # fmt: skip
-_hold_command("lift", "Lift your suspension: the grants it stopped are active again.")
-_hold_command("terminate", "End the use of your dataset under an agreement for good: its grants "
-              "are revoked and no new request for it is approved (providers).")  # fmt: skip
 
 
 # --- feedback and usage (Art. 16) ---------------------------------------------------------------

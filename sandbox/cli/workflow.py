@@ -28,6 +28,9 @@ from sandbox.cli.common import (
     pass_ctx,
     table,
 )
+from sandbox.workflow.periods import EVERY as PERIODS
+
+EVERY = click.Choice(PERIODS)
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -293,6 +296,24 @@ def agreement() -> None:
     default=None,
     help="usage reports due at the end of each month or quarter (Art. 16)",
 )
+@click.option(
+    "--training-every",
+    type=EVERY,
+    default=None,
+    help="staff security training due each month, quarter or year (Art. 20)",
+)
+@click.option(
+    "--drill-every",
+    type=EVERY,
+    default=None,
+    help="an emergency drill due each month, quarter or year (Art. 21)",
+)
+@click.option(
+    "--evaluate-every",
+    type=EVERY,
+    default=None,
+    help="the authority's evaluation due each month, quarter or year (Art. 23)",
+)
 @as_principal
 def agreement_sign(
     obj: Context,
@@ -309,6 +330,9 @@ def agreement_sign(
     aggregates,
     checkers,
     report_every,
+    training_every,
+    drill_every,
+    evaluate_every,
     token,
     as_json,
 ) -> None:
@@ -324,8 +348,9 @@ def agreement_sign(
         disclosure=_pairs(disclosure, "--disclosure"),
         aggregates=[a.strip() for a in aggregates.split(",") if a.strip()],
     )
-    if report_every:
-        terms["report_every"] = report_every
+    everies = {"report_every": report_every, "training_every": training_every,
+               "drill_every": drill_every, "evaluate_every": evaluate_every}  # fmt: skip
+    terms.update({k: v for k, v in everies.items() if v})
     with obj.backend(token) as backend:
         aid = backend.sign_agreement(application_id, **terms, disposal=disposal)
         if checkers:
@@ -345,6 +370,32 @@ def agreement_show(obj: Context, agreement_id, token, as_json) -> None:
     with obj.backend(token) as backend:
         data = backend.agreement(agreement_id)
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def schedules_text(agreement_id: int, schedules: dict) -> str:
+    """One line per schedule: how often, what fell due, what is missing."""
+    lines = [
+        f"{duty} every {s['every']}: due {', '.join(s['due']) or 'none yet'}; missing "
+        f"{', '.join(s['missing']) or 'none'}"
+        for duty, s in schedules.items()
+    ]
+    return "\n".join(lines) or f"agreement {agreement_id} has no schedule"
+
+
+@agreement.command("schedule")
+@click.argument("agreement_id", type=int)
+@click.option("--training-every", type=EVERY, default=None, help="(Art. 20)")
+@click.option("--drill-every", type=EVERY, default=None, help="(Art. 21)")
+@click.option("--evaluate-every", type=EVERY, default=None, help="(Art. 23)")
+@as_principal
+def agreement_schedule(obj: Context, agreement_id, training_every, drill_every, evaluate_every,
+                       token, as_json) -> None:  # fmt: skip
+    """Set or change how often trainings, drills and evaluations fall due under an
+    agreement; the changed ones count from now (authorities covering it)."""
+    everies = {"training": training_every, "drill": drill_every, "evaluation": evaluate_every}
+    with obj.backend(token) as backend:
+        data = backend.set_schedules(agreement_id, everies)
+    emit(data, as_json, schedules_text(agreement_id, data))
 
 
 def _agreement_action(name: str, help_text: str):

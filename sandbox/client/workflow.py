@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from sandbox.api.models import MATERIAL_NAME, MATERIAL_SHA256
+
 
 @dataclass(frozen=True)
 class UsageReport:
@@ -86,7 +88,7 @@ class WorkflowCalls:
     def sign_agreement(self, application_id: int, **fields: Any) -> int:
         """valid_from, valid_until, rights_duties, security_requirements, exit_conditions,
         breach_liability, disposal ('delete' or 'hand_over')[, review_required, disclosure,
-        aggregates]
+        aggregates, report_every, training_every, drill_every, evaluate_every]
 
         Example: ``api.sign_agreement(application_id, valid_from=start, valid_until=end,
         rights_duties="...", security_requirements="...", exit_conditions="...",
@@ -101,6 +103,23 @@ class WorkflowCalls:
         Example: ``api.agreement(agreement_id)["status"]``
         """
         return self._json("GET", f"/v1/agreements/{agreement_id}")
+
+    def set_schedules(
+        self,
+        agreement_id: int,
+        *,
+        training: str | None = None,
+        drill: str | None = None,
+        evaluation: str | None = None,
+    ) -> dict:
+        """Set or change how often trainings (Art. 20), drills (Art. 21) and evaluations
+        (Art. 23) fall due under an agreement (month, quarter or year; None: unchanged);
+        returns its schedules with what is due and missing.
+
+        Example: ``api.set_schedules(agreement_id, training="quarter", evaluation="year")``
+        """
+        body = {"training": training, "drill": drill, "evaluation": evaluation}
+        return self._json("POST", f"/v1/agreements/{agreement_id}/schedules", json=body)
 
     def suspend_agreement(self, agreement_id: int, reason: str, deadline: str | None = None):
         """The authority suspends an agreement (its grants stop) until a deadline to rectify.
@@ -125,12 +144,23 @@ class WorkflowCalls:
         path = f"/v1/agreements/{agreement_id}/terminate"
         return self._json("POST", path, json={"reason": reason})["disposed"]
 
-    def evaluate(self, agreement_id: int, *, passed: bool, notes: str, deadline=None) -> int:
-        """The authority records an evaluation of an agreement's use; returns its id.
+    def evaluate(
+        self,
+        agreement_id: int,
+        *,
+        passed: bool,
+        notes: str,
+        deadline=None,
+        materials: list[int] | None = None,
+        score: int | None = None,
+    ) -> int:
+        """The authority records an evaluation of an agreement's use, naming the materials
+        it considered and a score from 0 to 100 if it gives one; returns its id.
 
-        Example: ``api.evaluate(agreement_id, passed=True, notes="annual check")``
+        Example: ``api.evaluate(agreement_id, passed=True, notes="annual check", materials=[3])``
         """
-        body = {"passed": passed, "notes": notes, "deadline": deadline}
+        body = {"passed": passed, "notes": notes, "deadline": deadline,
+                "materials": list(materials or []), "score": score}  # fmt: skip
         return self._json("POST", f"/v1/agreements/{agreement_id}/evaluations", json=body)["id"]
 
     def request_data(
@@ -282,6 +312,53 @@ class WorkflowCalls:
         """
         params = {"operator": operator} if operator else {}
         return self._json("GET", "/v1/security-records", params=params)
+
+    def evaluation(self, evaluation_id: int) -> dict:
+        """An evaluation: its result, notes, score, figures and the materials it considered
+        (its operator, the authorities covering it, auditors; Art. 23).
+
+        Example: ``api.evaluation(evaluation_id)["score"]``
+        """
+        return self._json("GET", f"/v1/evaluations/{evaluation_id}")
+
+    def submit_material(self, agreement_id: int, path: Path | str, title: str) -> dict:
+        """Submit a file (a self-assessment, a security report ...) for the evaluation of
+        your agreement (Art. 23); returns the material as kept, with its SHA-256.
+
+        Example: ``api.submit_material(agreement_id, "self-assessment.pdf", "2026 review")``
+        """
+        source = Path(path)
+        with open(source, "rb") as fh:
+            files = {"file": (source.name, fh, "application/octet-stream")}
+            data = {"agreement": str(agreement_id), "title": title}
+            return self._json("POST", "/v1/evaluation-materials", data=data, files=files)
+
+    def materials(self, agreement_id: int) -> list[dict]:
+        """The materials submitted for an agreement's evaluations, oldest first.
+
+        Example: ``[m["title"] for m in api.materials(agreement_id)]``
+        """
+        return self._json("GET", f"/v1/agreements/{agreement_id}/materials")
+
+    def material_content(self, material_id: int) -> tuple[dict, bytes]:
+        """A material's file: (id, filename, sha256, bytes) and its content, checked
+        against the SHA-256 the platform recorded.
+
+        Example: ``info, data = api.material_content(material_id)``
+        """
+        import hashlib
+        from urllib.parse import unquote
+
+        from policies.errors import IntegrityError
+
+        response = self._call("GET", f"/v1/evaluation-materials/{material_id}")
+        digest = response.headers.get(MATERIAL_SHA256, "")
+        if hashlib.sha256(response.content).hexdigest() != digest:
+            raise IntegrityError(f"material {material_id}: the file received does not match "
+                                 "its recorded SHA-256")  # fmt: skip
+        info = {"id": material_id, "filename": unquote(response.headers[MATERIAL_NAME]),
+                "sha256": digest, "bytes": len(response.content)}  # fmt: skip
+        return info, response.content
 
     def inspections(self) -> list[dict]:
         """The inspections you may read, with their state and history (Art. 22).

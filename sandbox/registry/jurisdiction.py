@@ -8,8 +8,8 @@ jurisdiction of what it was made under:
 - a notice has its own; an application takes its notice's, a qualification review
   its application's;
 - an agreement has its own (its notice's, fixed at signing); a data request, an
-  evaluation, a privacy budget, PSI terms and a verification product take their
-  agreement's;
+  evaluation, an evaluation material, a privacy budget, PSI terms and a verification
+  product take their agreement's;
 - a grant takes its agreement's. A grant an authority made directly (``grant add``,
   no agreement) is the **city's**, and so are PSI terms set on it;
 - a job takes the jurisdiction of the grants it ran under when they all belong to
@@ -50,6 +50,7 @@ from sandbox.registry.tables import (
     applications,
     checker_appointments,
     data_requests,
+    evaluation_materials,
     evaluations,
     feedback,
     notices,
@@ -206,6 +207,11 @@ class CountyScope:
         return self._ids(evaluations, evaluations.c.agreement_id.in_(self.agreements))
 
     @cached_property
+    def materials(self) -> set[int]:
+        c = evaluation_materials.c
+        return self._ids(evaluation_materials, c.agreement_id.in_(self.agreements))
+
+    @cached_property
     def jobs(self) -> set[int]:
         rows = self.conn.execute(select(jobs.c.id, jobs.c.inputs_json)).all()
         mine = self.grants
@@ -264,6 +270,7 @@ class CountyScope:
         "agreement": ("agreements", int),
         "data_request": ("data_requests", int),
         "evaluation": ("evaluations", int),
+        "material": ("materials", int),
         "grant": ("grants", int),
         "job": ("jobs", int),
         "product": ("products", str),

@@ -342,3 +342,48 @@ consumer_plans = Table(  # Art. 21: a consumer's incident-response plan; the new
     Column("plan", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+
+duty_schedules = Table(  # Art. 20, 21, 23: how often trainings, drills, evaluations fall due
+    "duty_schedules",
+    metadata,
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), primary_key=True),
+    Column("duty", String(20), primary_key=True),  # training | drill | evaluation
+    Column("every", String(20), nullable=False),  # month | quarter | year
+    Column("since", String(40), nullable=False),  # periods count from the one holding it
+    Column("set_by", Integer, ForeignKey(P), nullable=False),
+    *_times(),
+)
+
+duty_reminders = Table(  # one reminder per agreement, duty and period found unfiled
+    "duty_reminders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("duty", String(20), nullable=False),
+    Column("period", String(20), nullable=False),
+    Column("recipient_id", Integer, ForeignKey(P), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("agreement_id", "duty", "period"),
+)
+
+evaluation_materials = Table(  # Art. 23: what an operator submits for its evaluation
+    "evaluation_materials",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agreement_id", Integer, ForeignKey("agreements.id"), nullable=False),
+    Column("operator_id", Integer, ForeignKey(P), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("filename", String(100), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("path", String(200), nullable=False),  # under the home: materials/<sha256>
+    Column("created_at", String(40), nullable=False),
+)
+
+evaluation_basis = Table(  # Art. 23: the score an evaluation gave and the materials it read
+    "evaluation_basis",
+    metadata,
+    Column("evaluation_id", Integer, ForeignKey("evaluations.id"), primary_key=True),
+    Column("score", Integer),  # 0 to 100, or null: the authority gave none
+    Column("materials_json", Text, nullable=False),  # [material id, ...]
+)

@@ -57,6 +57,7 @@ from sandbox.registry.tables import (
     evaluations,
     notices,
 )
+from sandbox.workflow import schedules
 from sandbox.workflow.countersign import names_provider_data, signatures_of
 from sandbox.workflow.reporting import check_every, set_in
 
@@ -91,11 +92,18 @@ def sign(
     disclosure: Mapping | None = None,
     aggregates: Sequence[str] = (),
     report_every: str | None = None,
+    training_every: str | None = None,
+    drill_every: str | None = None,
+    evaluate_every: str | None = None,
 ) -> int:
     """Sign the agreement of a passed application; it is active from signing.
     ``report_every`` (month or quarter) makes the operator's usage reports due on that
-    schedule (Art. 16, :mod:`sandbox.workflow.reporting`)."""
+    schedule (Art. 16, :mod:`sandbox.workflow.reporting`); ``training_every``,
+    ``drill_every`` and ``evaluate_every`` (month, quarter or year) its trainings, drills
+    and evaluations (Art. 20, 21, 23, :mod:`sandbox.workflow.schedules`)."""
     check_every(report_every)
+    duties = schedules.check({"training": training_every, "drill": drill_every,
+                              "evaluation": evaluate_every})  # fmt: skip
     texts = {"rights_duties": rights_duties, "security_requirements": security_requirements,
              "exit_conditions": exit_conditions, "breach_liability": breach_liability}  # fmt: skip
     need_text(texts, "Art. 13")
@@ -106,13 +114,7 @@ def sign(
     with platform.store.transaction() as conn:
         app, notice = _signable(conn, authority, application_id)
         operator = by_id(conn, app.operator_id)
-        scope = {
-            "datasets": json.loads(app.datasets_json),
-            "job_kinds": json.loads(app.job_kinds_json),
-            "product_kinds": json.loads(app.product_kinds_json),
-            "disclosure": overrides,
-            "aggregates": sorted(set(aggregates)),
-        }
+        scope = _scope(app, overrides, aggregates)
         agreement_id = create(
             platform,
             conn,
@@ -143,11 +145,25 @@ def sign(
                 "disposal": disposal.value,
                 "review_required": bool(review_required),
                 "report_every": report_every,
+                "duties_every": {d.value: every for d, every in duties.items()},
             },
         )
         if report_every:
             set_in(conn, agreement_id, report_every)
+        schedules.set_in(conn, agreement_id, duties, start, authority.id)
         return agreement_id
+
+
+def _scope(app: Row, disclosure: dict, aggregates: Sequence[str]) -> dict:
+    """What the agreement covers: the application's datasets and kinds, with the
+    signing's stricter disclosure parameters and extra aggregates."""
+    return {
+        "datasets": json.loads(app.datasets_json),
+        "job_kinds": json.loads(app.job_kinds_json),
+        "product_kinds": json.loads(app.product_kinds_json),
+        "disclosure": disclosure,
+        "aggregates": sorted(set(aggregates)),
+    }
 
 
 def _term(valid_from: str | datetime, valid_until: str | datetime) -> tuple[datetime, datetime]:
@@ -380,6 +396,7 @@ def agreement_dict(conn: Connection, viewer: Principal, agreement_id: int) -> di
         "grants": [
             r.id for r in conn.execute(select(grants.c.id).where(grants.c.agreement_id == row.id))
         ],
+        "schedules": schedules.schedules_of(conn, row, now_or(None)),
     }
 
 

@@ -5,8 +5,9 @@ The operator records each session it held: its kind, the day (not in the future)
 topic, how many attended and who, optionally the agreement it serves. Each record is a
 ledger entry (``security.training`` or ``security.drill``) and cannot be changed. The
 operator reads its own records; an authority those of operators holding an agreement of
-its jurisdiction (as for inspections, Art. 5); auditors all. Known gap: no schedule says
-when the next session is due (issue 20, item 8).
+its jurisdiction (as for inspections, Art. 5); auditors all. When sessions fall due is
+the agreement's schedule (:mod:`sandbox.workflow.schedules`): the tick reminds the
+operator of each period with no record in it.
 """
 
 from __future__ import annotations

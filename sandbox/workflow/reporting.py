@@ -8,16 +8,17 @@ ledger entry by the operator naming the period). The platform's tick
 (:mod:`sandbox.workflow.scheduler`) calls :func:`remind_due`, which sends the operator
 one ``usage_report_due`` notice per agreement and period still unfiled, and records
 it, so ticking again sends nothing twice. :func:`due_of` says what is due and filed.
+The periods are counted by :mod:`sandbox.workflow.periods`, as those of trainings,
+drills and evaluations (:mod:`sandbox.workflow.schedules`) are.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
-from policies.errors import InputError
 from policies.workflow import AgreementState
 from sandbox.core import ledger as ledger_mod
 from sandbox.core.ledger import SYSTEM, now_utc
@@ -26,14 +27,16 @@ from sandbox.core.principals import by_id
 from sandbox.registry.base import parse_time
 from sandbox.registry.inbox import notify
 from sandbox.registry.tables import agreements, report_reminders, report_schedules
+from sandbox.workflow import periods
+from sandbox.workflow.periods import ended_periods
+
+__all__ = ["check_every", "due_of", "ended_periods", "remind_due", "set_in"]
 
 EVERY = ("month", "quarter")
 
 
 def check_every(every: str | None) -> str | None:
-    if every is not None and every not in EVERY:
-        raise InputError(f"--report-every '{every}': month or quarter (Art. 16)", article="Art. 16")
-    return every
+    return periods.check_every(every, "--report-every", EVERY, "Art. 16")
 
 
 def set_in(conn: Connection, agreement_id: int, every: str) -> None:
@@ -43,24 +46,6 @@ def set_in(conn: Connection, agreement_id: int, every: str) -> None:
             agreement_id=agreement_id, every=every, created_at=now_utc()
         )
     )
-
-
-def _label(year: int, month: int, every: str) -> str:
-    return f"{year}-{month:02d}" if every == "month" else f"{year}-Q{(month - 1) // 3 + 1}"
-
-
-def ended_periods(start: datetime, now: datetime, every: str) -> list[str]:
-    """The periods (``2026-07`` or ``2026-Q3``) from the one holding ``start`` that ended
-    by ``now``, in UTC, as ``sandbox report usage --period`` names them."""
-    step = 1 if every == "month" else 3
-    year, month = start.year, start.month if every == "month" else 3 * ((start.month - 1) // 3) + 1
-    out: list[str] = []
-    while True:
-        nxt_year, nxt_month = (year + 1, 1) if month + step > 12 else (year, month + step)
-        if datetime(nxt_year, nxt_month, 1, tzinfo=UTC) > now:
-            return out
-        out.append(_label(year, month, every))
-        year, month = nxt_year, nxt_month
 
 
 def _filed(conn: Connection, operator: str) -> set[str]:

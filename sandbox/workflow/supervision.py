@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -43,6 +44,7 @@ from sandbox.registry.tables import agreements, evaluations, incidents
 from sandbox.run.jobstate import cancel_operator_jobs
 from sandbox.workflow.agreements import active_of, restore_in, suspend_in
 from sandbox.workflow.airlock import freeze
+from sandbox.workflow.evaluations import basis_in, check_score
 from sandbox.workflow.inspections import inspect
 from sandbox.workflow.usage import figures
 
@@ -65,10 +67,15 @@ def evaluate(
     notes: str,
     deadline: str | datetime | None = None,
     now: datetime | None = None,
+    materials: Sequence[int] = (),
+    score: int | None = None,
 ) -> int:
-    """Record an evaluation; a failed one suspends the agreement until rectified."""
+    """Record an evaluation; a failed one suspends the agreement until rectified. It names
+    the materials the operator submitted that it considered, and may give a score from 0
+    to 100 (:mod:`sandbox.workflow.evaluations`)."""
     moment = now_or(now)
     need_text({"notes": notes}, "Art. 23")
+    check_score(score)
     until = None
     if not passed:
         if deadline is None:
@@ -106,31 +113,48 @@ def evaluate(
                 "operator": operator.name,
                 "figures": facts,
                 "deadline": until.isoformat() if until else None,
+                "materials": sorted(set(materials)),
+                "score": score,
             },
         )
+        basis_in(conn, agreement_id, ev, materials, score)
         if not passed:
             assert until is not None  # a failed evaluation has its deadline (checked above)
-            suspend_in(
-                platform,
-                conn,
-                authority.actor,
-                agreement_id,
-                f"failed evaluation {ev}",
-                "Art. 24",
-                until,
-                tell=False,  # the evaluation_failed notice below says it
-            )
-            notify(
-                platform,
-                conn,
-                authority.actor,
-                operator.id,
-                "evaluation_failed",
-                f"agreement:{agreement_id}",
-                {"evaluation": ev, "rectify_by": until.isoformat(), "notes": notes},
-                "Art. 24",
-            )
+            _failed_in(platform, conn, authority, row, ev, until, notes)
         return ev
+
+
+def _failed_in(
+    platform: Platform,
+    conn: Connection,
+    authority: Principal,
+    row,
+    ev: int,
+    until: datetime,
+    notes: str,
+) -> None:
+    """A failed evaluation suspends the agreement until the deadline and tells the
+    operator, in the evaluation's transaction (Art. 24)."""
+    suspend_in(
+        platform,
+        conn,
+        authority.actor,
+        row.id,
+        f"failed evaluation {ev}",
+        "Art. 24",
+        until,
+        tell=False,  # the evaluation_failed notice below says it
+    )
+    notify(
+        platform,
+        conn,
+        authority.actor,
+        row.operator_id,
+        "evaluation_failed",
+        f"agreement:{row.id}",
+        {"evaluation": ev, "rectify_by": until.isoformat(), "notes": notes},
+        "Art. 24",
+    )
 
 
 def rectify(platform: Platform, authority: Principal, agreement_id: int, notes: str) -> None:
