@@ -60,6 +60,7 @@ from sandbox.registry.tables import (
 )
 from sandbox.registry.tables import (
     applications,
+    countersignatures,
     data_requests,
     duty_reminders,
     duty_schedules,
@@ -74,6 +75,7 @@ from sandbox.registry.tables import (
 )
 from sandbox.workflow import (
     agreements,
+    countersign,
     duties,
     providers,
     reporting,
@@ -118,6 +120,7 @@ ACTIONS = [
     "tick",
     "schedule",
     "record",
+    "countersign",
     "probe",
     "probe",
 ]
@@ -294,7 +297,23 @@ PROPER = {
     "lift": "stats_bureau",
     "end_use": "stats_bureau",
     "record": "operator",
+    "countersign": "stats_bureau",
 }  # the rest: the city authority
+
+
+def signatures_are_sound(conn) -> None:
+    """Art. 4, 13: one signature per agreement and dataset, each by the dataset's provider,
+    and every data request its provider approved backed by that provider's signature."""
+    from sandbox.core.store import datasets
+
+    owner = {r.id: r.provider_id for r in conn.execute(datasets.select())}
+    signed = [(r.agreement_id, r.dataset_id, r.provider_id)
+              for r in conn.execute(countersignatures.select())]  # fmt: skip
+    assert len({(a, d) for a, d, _ in signed}) == len(signed)
+    assert all(owner[d] == p for _, d, p in signed)
+    for req in conn.execute(data_requests.select().where(data_requests.c.status == "approved")):
+        if req.decided_by == owner[req.dataset_id]:
+            assert (req.agreement_id, req.dataset_id, req.decided_by) in signed, req.id
 
 
 def latest(conn, table, n: int) -> int:
@@ -349,6 +368,8 @@ def act(platform, conn_read, who, action, n, at, start, length, kind):
         kind = "training" if n % 2 else "drill"
         return duties.record(platform, who, kind, held_on=held_on, topic="t", attendees=3,
                              agreement_id=None if n == 1 else a)  # fmt: skip
+    if action == "countersign":
+        return countersign.countersign(platform, who, a, "pums", "county figures only")
     if action == "rectify":
         return supervision.rectify(platform, who, a, "fixed")
     if action == "terminate":
@@ -421,6 +442,7 @@ def test_random_workflows_keep_every_invariant(template, tmp_path_factory, steps
                     changed = before.get(subject) != state
                     assert new_counts[subject] - counts.get(subject, 0) == int(changed), subject
                 gate_is_sound(conn, operator, NOW + timedelta(days=at), "sql_aggregate")
+                signatures_are_sound(conn)
                 if action == "tick" and not failed:
                     tick_is_complete(conn, NOW + timedelta(days=at))
                     duties_are_reminded(conn, NOW + timedelta(days=at), sent_before)
