@@ -401,6 +401,80 @@ def test_the_classification_editor_names_the_first_problem_and_then_passes(app, 
         assert c.post(check, data={"text": text}).status_code == 403  # no CSRF token
 
 
+def _editor_text(page) -> str:
+    text = html.unescape(page.text.split('id="classification"', 1)[1])
+    return text.split(">", 1)[1].split("</textarea>", 1)[0]
+
+
+def _versions(cast) -> list[int]:
+    from sandbox.data.vault import get_version
+
+    with cast.platform.store.read() as conn:
+        latest = get_version(conn, cast.platform, "pums").version
+    return list(range(1, latest + 1))
+
+
+def test_a_provider_saves_a_corrected_classification_as_a_new_version(app, cast):
+    """Saved through vault.register from the dataset's kept source; a bad classification,
+    a wrong role and a missing CSRF token are refused in place and write nothing."""
+    from sandbox.data.vault import get_version
+
+    token = rotate_token(cast.platform, None, cast.provider.name)["token"]
+    before = len(entries(cast.platform, "dataset:pums"))
+    with new_client(app) as c:
+        csrf = sign_in(c, token)
+        page = c.get("/console/datasets/pums/classification")
+        assert 'id="save"' in page.text and 'id="save-source"' in page.text
+        assert "pums_1000_pid.csv" in html.unescape(page.text)  # the source it reads again
+        text = _editor_text(page)
+        save = "/console/datasets/pums/classification"
+        typo = c.post(
+            save, data={"text": text.replace("educ: dimension", "educ: dimensoin"), "csrf": csrf}
+        )
+        assert typo.status_code == 400 and 'id="error"' in typo.text, typo.text[:300]
+        kept = _editor_text(typo)
+        assert "dimensoin" in kept and "dimensoin" in html.unescape(
+            typo.text.split('id="error"')[1]
+        )
+        hx = c.post(
+            save,
+            data={"text": text.replace("  pid: identifier\n", ""), "csrf": csrf},
+            headers={"HX-Request": "true"},
+        )
+        assert hx.status_code == 200 and 'id="error"' in hx.text and "pid" in hx.text
+        assert c.post(save, data={"text": text}).status_code == 403  # no CSRF token
+        assert _versions(cast) == [1] and len(entries(cast.platform, "dataset:pums")) == before
+        same = c.post(save, data={"text": text, "csrf": csrf})
+        assert 'id="classification-unchanged"' in same.text and _versions(cast) == [1]
+        fixed = text.replace("married: dimension", "married: quasi")
+        saved = c.post(save, data={"text": fixed, "csrf": csrf}, follow_redirects=False)
+        assert saved.status_code == 303
+        assert saved.headers["location"] == "/console/datasets/pums?version=2"
+        shown = c.get(saved.headers["location"])
+        assert 'id="version-2"' in shown.text and 'id="version-1"' in shown.text
+        assert "v2" in shown.text.split("</h1>", 1)[0]
+    with cast.platform.store.read() as conn:
+        new = get_version(conn, cast.platform, "pums")
+        old = get_version(conn, cast.platform, "pums", 1)
+    assert new.version == 2 and new.classification.columns["married"].value == "quasi"
+    assert new.rows == old.rows
+    registered = [
+        e for e in entries(cast.platform, "dataset:pums") if e["action"] == "dataset.register"
+    ]
+    assert (
+        registered[-1]["actor"] == cast.provider.name and registered[-1]["details"]["version"] == 2
+    )
+    with new_client(app) as c:  # the auditor reads the editor but saves nothing
+        csrf = sign_in(c, cast.tokens["auditor"])
+        page = c.get("/console/datasets/pums/classification")
+        assert page.status_code == 200 and 'id="save"' not in page.text
+        refused = c.post(
+            "/console/datasets/pums/classification", data={"text": fixed, "csrf": csrf}
+        )
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    assert _versions(cast) == [1, 2]
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")

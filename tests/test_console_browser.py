@@ -146,7 +146,7 @@ def test_a_job_page_follows_the_state_and_the_auditor_verifies_the_ledger(scene,
     auditor.shot("auditor-ledger", readme=True)
 
 
-def test_a_provider_fixes_a_classification_error_shown_inline(scene, browser):
+def test_a_provider_fixes_a_classification_error_shown_inline_and_saves_it(scene, browser):
     from sandbox.core.principals import rotate_token
 
     token = rotate_token(scene.cast.platform, None, scene.cast.provider.name)["token"]
@@ -161,5 +161,9 @@ def test_a_provider_fixes_a_classification_error_shown_inline(scene, browser):
     page.wait_for("#check-result", "dimensoin")  # checked as typed (htmx), shown in place
     assert page.has("#check-result #error")
     page.shot("provider-classification", readme=True)
-    page.type("#classification", good)
+    page.type("#classification", good.replace("married: dimension", "married: quasi"))
     page.wait_for("#classification-ok")
+    page.click("#save")  # registered again from its source, as a new version
+    page.wait_for("#version-2")
+    assert "v2" in page.el("h1").text
+    page.shot("provider-saved")
