@@ -16,7 +16,13 @@ from fastapi.testclient import TestClient
 
 from policies.classes import ColumnClass
 from policies.disclosure import CellVerdict
-from policies.workflow import AgreementState, AirlockState, ApplicationState, Vote
+from policies.workflow import (
+    AgreementState,
+    AirlockState,
+    ApplicationState,
+    EvaluationState,
+    Vote,
+)
 from sandbox.api.app import create_app
 from sandbox.console.i18n import EN, LANGUAGES, ZH
 from sandbox.core.principals import Role, Status, rotate_token, set_status
@@ -30,7 +36,7 @@ from tests.console_helpers import (
     sign_in,
     submit_and_wait,
 )
-from tests.workflow_helpers import entries, make_cast, verify_ledger
+from tests.workflow_helpers import COUNTY, OTHER_COUNTY, entries, make_cast, verify_ledger
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
 INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.I)
@@ -475,6 +481,114 @@ def test_a_provider_saves_a_corrected_classification_as_a_new_version(app, cast)
     assert _versions(cast) == [1, 2]
 
 
+def _notices(cast) -> list[dict]:
+    from sandbox.workflow.lists import list_page
+
+    return list_page(cast.platform, cast.auditor, "notices")["items"]
+
+
+NOTICE = {
+    "title": "收入统计征集",
+    "domain": "finance",
+    "scenario": "regional income aggregates",
+    "datasets": "pums",
+    "conditions": "licensed",
+    "deadline": "2099-12-31",
+}
+
+
+def test_an_authority_publishes_a_notice_from_the_form(app, cast):
+    """notices.publish decides: a bad or past deadline is shown above the form with the
+    values kept, another role and another county are refused by its rule, a POST
+    without the CSRF token is refused; none of them publishes anything."""
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        page = c.get("/console/notices")
+        assert page.status_code == 200 and 'id="notice-form"' in page.text
+        assert 'value="pums"' in page.text  # the datasets to choose from
+        for deadline, named in (("2026-02-30", "deadline '2026-02-30'"), ("2020-01-01", "future")):
+            bad = c.post("/console/notices", data={**NOTICE, "deadline": deadline, "csrf": csrf})
+            assert bad.status_code == 400 and 'id="error"' in bad.text, bad.text[:300]
+            assert named in html.unescape(bad.text)
+            assert 'value="收入统计征集"' in bad.text and f'value="{deadline}"' in bad.text
+        other = c.post(
+            "/console/notices", data={**NOTICE, "jurisdiction": OTHER_COUNTY, "csrf": csrf}
+        )
+        assert other.status_code == 403 and "Art. 10" in other.text
+        assert c.post("/console/notices", data=NOTICE).status_code == 403  # no CSRF token
+        assert _notices(cast) == []
+        done = c.post("/console/notices", data={**NOTICE, "csrf": csrf}, follow_redirects=False)
+        assert done.status_code == 303
+        listed = c.get(done.headers["location"])
+        [notice] = _notices(cast)
+        assert f'id="notice-{notice["id"]}" class="new"' in listed.text
+    assert notice["jurisdiction"] == COUNTY and notice["datasets"] == ["pums"]
+    assert notice["deadline"].startswith("2099-12-31T16:00")  # the day's end in Beijing
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        assert 'id="notice-form"' not in c.get("/console/notices").text  # reads, publishes not
+        refused = c.post("/console/notices", data={**NOTICE, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "Art. 10" in refused.text
+    assert len(_notices(cast)) == 1
+
+
+def _evaluations(cast) -> list[dict]:
+    from sandbox.workflow.lists import list_page
+
+    return list_page(cast.platform, cast.auditor, "evaluations")["items"]
+
+
+def test_an_authority_records_an_evaluation_from_the_agreement_page(app, cast):
+    from tests.workflow_helpers import granted
+
+    agreement_id, _grant = granted(cast)
+    url = f"/console/agreements/{agreement_id}/evaluate"
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        refused = c.post(url, data={"result": "pass", "notes": "fine", "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["other_county"])
+        refused = c.post(url, data={"result": "pass", "notes": "fine", "csrf": csrf})
+        assert refused.status_code in (403, 404) and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["city"])
+        page = c.get(f"/console/agreements/{agreement_id}")
+        assert 'id="evaluate-form"' in page.text
+        assert c.post(url, data={"result": "pass", "notes": "fine"}).status_code == 403
+        for deadline, named in (("", "deadline"), ("next week", "'next week'")):
+            bad = c.post(
+                url,
+                data={
+                    "result": "fail",
+                    "notes": "logs missing",
+                    "deadline": deadline,
+                    "csrf": csrf,
+                },
+            )
+            assert bad.status_code == 400, bad.text[:300]
+            box = html.unescape(bad.text.split('id="evaluations"', 1)[1])
+            assert 'id="error"' in box and named in box and "logs missing" in box
+        assert _evaluations(cast) == []
+        passed = c.post(url, data={"result": "pass", "notes": "all in order", "csrf": csrf})
+        assert passed.status_code == 200 and "all in order" in passed.text
+        failed = c.post(
+            url,
+            data={
+                "result": "fail",
+                "notes": "logs missing",
+                "deadline": "2099-01-31",
+                "csrf": csrf,
+            },
+        )
+        assert 'id="restore-form"' in failed.text  # suspended (Art. 24)
+    assert [e["status"] for e in _evaluations(cast)] == ["failed", "passed"]
+    with cast.platform.store.read() as conn:
+        shown = agreements.agreement_dict(conn, cast.city, agreement_id)
+    assert shown["status"] == "suspended" and shown["rectify_deadline"].startswith("2099-01-31")
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")
@@ -538,6 +652,7 @@ def test_both_languages_have_every_key_the_templates_name():
         "jobstate.": JobState,
         "airlock.": AirlockState,
         "agrstate.": AgreementState,
+        "evalstate.": EvaluationState,
         "appstate.": ApplicationState,
         "vote.": Vote,
         "role.": Role,

@@ -167,3 +167,26 @@ def test_a_provider_fixes_a_classification_error_shown_inline_and_saves_it(scene
     page.wait_for("#version-2")
     assert "v2" in page.el("h1").text
     page.shot("provider-saved")
+
+
+def test_an_authority_publishes_a_notice_and_records_an_evaluation(scene, browser):
+    city = browser()
+    city.sign_in(scene.cast.tokens["city"])
+    city.click("#nav-notices")
+    city.type("#title", "普惠金融收入统计")
+    city.type("#domain", "金融")
+    city.type("#scenario", "按学历统计收入，用于信贷风险评估")
+    city.click("#ds-pums")
+    city.type("#conditions", "持牌金融数据机构")
+    city.type("#deadline", "2099-12-31")
+    city.click("#publish-submit")
+    city.wait_for("#notices tr.new", "普惠金融收入统计")
+    city.shot("authority-notice")
+    city.open(f"/console/agreements/{scene.agreement_id}")
+    city.click("#eval-fail")
+    city.type("#eval-notes", "安全日志缺失")
+    city.type("#eval-deadline", "2099-01-31")
+    city.click("#evaluate")
+    city.wait_for("#evaluation-list", "安全日志缺失")
+    assert "已暂停" in city.el("#agreement-state").text  # a failed evaluation suspends (Art. 24)
+    city.shot("authority-evaluation")

@@ -21,6 +21,7 @@ from sandbox.console import (
     pages_authority,
     pages_checker,
     pages_ledger,
+    pages_notices,
     pages_operator,
     pages_provider,
     pages_session,
@@ -32,6 +33,7 @@ PAGES = (
     pages_checker,
     pages_operator,
     pages_authority,
+    pages_notices,
     pages_ledger,
     pages_provider,
 )

@@ -71,8 +71,8 @@ HOME = {
 }
 MENU = {
     Role.REVIEWER: ("reviews",),
-    Role.AUTHORITY: ("inbox", "reviews", "agreements", "ledger"),
-    Role.OPERATOR: ("jobs", "products"),
+    Role.AUTHORITY: ("inbox", "notices", "reviews", "agreements", "ledger"),
+    Role.OPERATOR: ("jobs", "products", "notices"),
     Role.AUDITOR: ("ledger", "reviews", "jobs", "products"),
     Role.PROVIDER: ("datasets", "inbox"),
     Role.CONSUMER: ("products", "inbox"),

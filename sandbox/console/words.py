@@ -5,6 +5,30 @@
 from __future__ import annotations
 
 ZH_MORE: dict[str, str] = {
+    "nav.notices": "公告",
+    "notices.title": "征集公告",
+    "notices.publish": "发布公告",
+    "notices.help": "依据第十条、第十一条（Art. 10, 11）：公告写明领域、场景、数据范围、条件和申请截止日期（ISO 日期，北京时间当日结束截止）；区县主管部门只在本辖区发布。评审通过规则取平台默认值，其他规则请用命令行或 API。",
+    "notices.f_title": "标题",
+    "notices.domain": "领域",
+    "notices.datasets": "数据范围",
+    "notices.conditions": "申请条件",
+    "notices.deadline": "申请截止",
+    "notices.jurisdiction": "辖区（留空为全市，或区县代码）",
+    "notices.list": "公告（{n} 条）",
+    "notices.open": "征集中",
+    "notices.closed": "已截止",
+    "eval.title": "评估（{n} 次）",
+    "eval.record": "记录评估",
+    "eval.help": "依据第二十三条、第二十四条（Art. 23, 24）：不合格的评估须给出整改期限，协议随即暂停，运营单位收到通知；整改后恢复。",
+    "eval.result": "结论",
+    "eval.notes": "评估意见",
+    "eval.deadline": "整改期限（不合格时必填，ISO 日期）",
+    "eval.submit": "记录评估",
+    "evalstate.passed": "合格",
+    "evalstate.failed": "不合格",
+    "evalstate.rectified": "已整改",
+    "evalstate.terminated": "已终止",
     "classify.save_button": "保存为新版本",
     "classify.save_from": "保存时，平台从该数据集登记的数据源（{source}）重新读取数据，按此分类登记为新版本，与 sandbox dataset refresh 读取的是同一数据源；若数据源在 v{version} 之后有变动，新版本包含变动后的数据。",
     "classify.no_source": "该数据集是上传登记的，平台不保留可再次读取的数据源，因此这里不能保存：请用 sandbox dataset register {name} 数据文件 --classification 分类文件，或 API 的 POST /v1/datasets/upload，连同修改后的分类重新登记。",
@@ -14,6 +38,34 @@ ZH_MORE: dict[str, str] = {
 }
 
 EN_MORE: dict[str, str] = {
+    "nav.notices": "Notices",
+    "notices.title": "Notices",
+    "notices.publish": "Publish a notice",
+    "notices.help": "Art. 10, 11: a notice names its domain, scenario, datasets in scope, "
+    "conditions and the deadline for applications (an ISO date; it closes at the end of that "
+    "day in Beijing); a county authority publishes within its county. The review's pass rule "
+    "is the platform's default; set another from the CLI or the API.",
+    "notices.f_title": "title",
+    "notices.domain": "domain",
+    "notices.datasets": "datasets in scope",
+    "notices.conditions": "conditions",
+    "notices.deadline": "applications close",
+    "notices.jurisdiction": "jurisdiction (empty: the city, or a county code)",
+    "notices.list": "Notices ({n})",
+    "notices.open": "open",
+    "notices.closed": "closed",
+    "eval.title": "Evaluations ({n})",
+    "eval.record": "Record an evaluation",
+    "eval.help": "Art. 23, 24: a failed evaluation sets a rectification deadline; the "
+    "agreement is suspended at once and the operator is told; a rectification restores it.",
+    "eval.result": "result",
+    "eval.notes": "notes",
+    "eval.deadline": "rectify by (required on fail; an ISO date)",
+    "eval.submit": "Record the evaluation",
+    "evalstate.passed": "passed",
+    "evalstate.failed": "failed",
+    "evalstate.rectified": "rectified",
+    "evalstate.terminated": "terminated",
     "classify.save_button": "Save as a new version",
     "classify.save_from": "Saving reads the data again from the source this dataset was "
     "registered from ({source}), the one sandbox dataset refresh reads, and registers it with "
