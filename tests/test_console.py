@@ -589,6 +589,55 @@ def test_an_authority_records_an_evaluation_from_the_agreement_page(app, cast):
     assert shown["status"] == "suspended" and shown["rectify_deadline"].startswith("2099-01-31")
 
 
+def test_reviewers_score_an_application_from_its_page(app, cast):
+    """reviews.score decides, as for the CLI: a reviewer of the applicant's organisation
+    is refused by the separation-of-duties rule, a score out of range and a second score
+    are refused in place, a POST without the CSRF token is refused; two scores decide."""
+    from sandbox.workflow import reviews
+    from tests.workflow_helpers import apply, publish
+
+    application_id = apply(cast, publish(cast))
+    reviews.appoint(cast.platform, cast.city, application_id, ["r1", "r2"])
+    url = f"/console/applications/{application_id}/score"
+    marks = {"capability": "80", "scenario": "75", "security": "90", "comment": "sound plan"}
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r3_same_org"])
+        refused = c.post(url, data={**marks, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "own_organisation" in refused.text and "Art. 12" in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        assert c.post(url, data={**marks, "csrf": csrf}).status_code == 403
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r1"])
+        listing = c.get("/console/applications")
+        assert f'id="application-{application_id}"' in listing.text
+        page = c.get(f"/console/applications/{application_id}")
+        assert 'id="score-form"' in page.text and "ISO 27001" in page.text
+        bad = c.post(url, data={**marks, "security": "101", "csrf": csrf})
+        assert bad.status_code == 400 and 'id="error"' in bad.text and "Art. 12" in bad.text
+        assert 'value="101"' in bad.text  # the values typed are kept
+        assert c.post(url, data=marks).status_code == 403  # no CSRF token
+        assert [
+            r["status"] for r in reviews.reviews_of(cast.platform, cast.auditor, application_id)
+        ] == ["appointed", "appointed"]
+        done = c.post(url, data={**marks, "csrf": csrf})
+        assert done.status_code == 200 and 'id="my-scores"' in done.text
+        assert 'id="score-form"' not in done.text
+        again = c.post(url, data={**marks, "csrf": csrf})
+        assert again.status_code in (403, 409) and 'id="error"' in again.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r2"])
+        c.post(url, data={**marks, "csrf": csrf})
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["city"])
+        page = c.get(f"/console/applications/{application_id}")
+        assert 'id="scores"' in page.text and "sound plan" not in page.text
+        assert 'id="application-state"' in page.text and "s-passed" in page.text
+    scored = reviews.reviews_of(cast.platform, cast.auditor, application_id)
+    assert [r["scores"]["security"] for r in scored] == [90, 90]
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from sandbox.console import (
+    pages_applications,
     pages_authority,
     pages_checker,
     pages_ledger,
@@ -34,6 +35,7 @@ PAGES = (
     pages_operator,
     pages_authority,
     pages_notices,
+    pages_applications,
     pages_ledger,
     pages_provider,
 )

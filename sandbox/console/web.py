@@ -70,7 +70,7 @@ HOME = {
     Role.CONSUMER: "/products",
 }
 MENU = {
-    Role.REVIEWER: ("reviews",),
+    Role.REVIEWER: ("reviews", "applications"),
     Role.AUTHORITY: ("inbox", "notices", "reviews", "agreements", "ledger"),
     Role.OPERATOR: ("jobs", "products", "notices"),
     Role.AUDITOR: ("ledger", "reviews", "jobs", "products"),

@@ -5,6 +5,25 @@
 from __future__ import annotations
 
 ZH_MORE: dict[str, str] = {
+    "nav.applications": "运营申请",
+    "apps.title": "运营申请",
+    "apps.one": "申请 {id}",
+    "apps.notice": "公告",
+    "apps.job_kinds": "计算类型",
+    "apps.security_measures": "安全措施",
+    "apps.security_officer": "数据安全负责人",
+    "apps.incident_plan": "应急预案",
+    "apps.pass_rule": "通过规则",
+    "apps.my_review": "我的评分",
+    "apps.help": "依据第十二条（Art. 12）：从能力、场景、安全三方面各打 0–100 分；与申请单位同一机构的评审员不得评分；评分提交后不可修改，各评审员的分数互不公开，申请单位只收到结果。",
+    "apps.capability": "能力",
+    "apps.scenario": "场景",
+    "apps.security": "安全",
+    "apps.comment": "意见",
+    "apps.submit": "提交评分",
+    "apps.scored": "已评分",
+    "apps.to_score": "待评分",
+    "apps.scores": "评审评分",
     "nav.notices": "公告",
     "notices.title": "征集公告",
     "notices.publish": "发布公告",
@@ -38,6 +57,27 @@ ZH_MORE: dict[str, str] = {
 }
 
 EN_MORE: dict[str, str] = {
+    "nav.applications": "Applications",
+    "apps.title": "Applications",
+    "apps.one": "Application {id}",
+    "apps.notice": "notice",
+    "apps.job_kinds": "job kinds",
+    "apps.security_measures": "security measures",
+    "apps.security_officer": "data-security officer",
+    "apps.incident_plan": "incident-response plan",
+    "apps.pass_rule": "pass rule",
+    "apps.my_review": "My scores",
+    "apps.help": "Art. 12: score capability, scenario and security, each 0 to 100; a reviewer "
+    "of the applicant's organisation may not score; a score is final, reviewers do not see "
+    "each other's, and the applicant learns only the result.",
+    "apps.capability": "capability",
+    "apps.scenario": "scenario",
+    "apps.security": "security",
+    "apps.comment": "comment",
+    "apps.submit": "Submit the scores",
+    "apps.scored": "scored",
+    "apps.to_score": "to score",
+    "apps.scores": "Reviewers' scores",
     "nav.notices": "Notices",
     "notices.title": "Notices",
     "notices.publish": "Publish a notice",
