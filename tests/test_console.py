@@ -638,6 +638,82 @@ def test_reviewers_score_an_application_from_its_page(app, cast):
     assert [r["scores"]["security"] for r in scored] == [90, 90]
 
 
+def test_the_lineage_of_a_product_links_its_job_grants_versions_votes_and_deliveries(app, scene):
+    from sandbox.data.vault import get_version
+    from sandbox.workflow import airlock, deliveries
+
+    cast, job = scene.cast, scene.job_id
+    airlock.vote(cast.platform, cast.r1, job, Vote.APPROVE, "cells checked")
+    done = airlock.vote(cast.platform, cast.r2, job, Vote.APPROVE, "agreed")
+    product = done["product"]
+    deliveries.deliver(cast.platform, cast.operator, product, "consumer", "for the credit desk")
+    with cast.platform.store.read() as conn:
+        pums = get_version(conn, cast.platform, "pums")
+    url = f"/console/lineage/{product}"
+    for name in ("auditor", "city"):
+        with new_client(app) as c:
+            sign_in(c, cast.tokens[name])
+            found = c.get(f"/console/lineage?product={product}", follow_redirects=False)
+            assert found.status_code == 303 and found.headers["location"] == url
+            page = c.get(url)
+            assert page.status_code == 200, page.text[:300]
+            text = html.unescape(page.text)
+            sql = text.split('id="lineage-sql">', 1)[1].split("</pre>", 1)[0]
+            assert sql.startswith("SELECT") and "GROUP BY" in sql
+            assert 'id="lineage-operator">operator<' in text
+            versions = text.split('id="lineage-versions"', 1)[1].split("</table>", 1)[0]
+            assert f"<td>v{pums.version}</td><td><code>{pums.sha256}</code></td>" in versions
+            assert f"<td>{pums.rows}</td><td>—</td>" in versions  # no county: the whole set
+            assert f'href="/console/agreements/{scene.agreement_id}"' in text
+            assert f'href="/console/jobs/{job}"' in text
+            votes = text.split('id="lineage-votes"', 1)[1].split("</ul>", 1)[0]
+            assert "cells checked" in votes and "agreed" in votes
+            assert "for the credit desk" in text.split('id="lineage-deliveries"', 1)[1]
+            ledger = text.split('id="lineage-ledger"', 1)[1]
+            for action in ("job.queued", "job.withheld", "product.deliver"):
+                assert f"<code>{action}" in ledger, action
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["auditor"])
+        odd = c.get("/console/lineage?product=../../v1/me", follow_redirects=False)
+        assert odd.status_code == 404 and 'id="error"' in odd.text
+    for name in ("operator", "consumer", "r1"):
+        with new_client(app) as c:
+            sign_in(c, cast.tokens[name])
+            refused = c.get(url)
+            assert refused.status_code == 403 and 'id="error"' in refused.text, name
+            assert "cells checked" not in refused.text
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["other_county"])
+        refused = c.get(url)
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "GROUP BY" not in refused.text
+
+
+def test_the_lineage_names_the_county_of_a_countys_slice(app, cast):
+    from sandbox.run.execution import JobService
+    from tests.workflow_helpers import granted
+
+    granted(cast, authority=cast.county)  # pums with its county column, a county agreement
+    service = JobService(cast.platform, spare=False)
+    try:
+        outcome = service.submit(
+            cast.operator, {"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"}
+        )
+    finally:
+        service.close()
+    assert outcome.state is JobState.RELEASED, outcome.reason
+    url = f"/console/lineage/{outcome.product_id}"
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["county"])
+        page = c.get(url)
+        assert page.status_code == 200, page.text[:300]
+        versions = page.text.split('id="lineage-versions"', 1)[1].split("</table>", 1)[0]
+        assert f"<td>{COUNTY}</td>" in versions
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["other_county"])
+        assert c.get(url).status_code == 403
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")

@@ -22,6 +22,7 @@ from sandbox.console import (
     pages_authority,
     pages_checker,
     pages_ledger,
+    pages_lineage,
     pages_notices,
     pages_operator,
     pages_provider,
@@ -37,6 +38,7 @@ PAGES = (
     pages_notices,
     pages_applications,
     pages_ledger,
+    pages_lineage,
     pages_provider,
 )
 

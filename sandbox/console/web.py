@@ -71,9 +71,9 @@ HOME = {
 }
 MENU = {
     Role.REVIEWER: ("reviews", "applications"),
-    Role.AUTHORITY: ("inbox", "notices", "reviews", "agreements", "ledger"),
+    Role.AUTHORITY: ("inbox", "notices", "reviews", "agreements", "ledger", "lineage"),
     Role.OPERATOR: ("jobs", "products", "notices"),
-    Role.AUDITOR: ("ledger", "reviews", "jobs", "products"),
+    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "lineage"),
     Role.PROVIDER: ("datasets", "inbox"),
     Role.CONSUMER: ("products", "inbox"),
 }

@@ -5,6 +5,22 @@
 from __future__ import annotations
 
 ZH_MORE: dict[str, str] = {
+    "nav.lineage": "产品血缘",
+    "lineage.title": "产品血缘",
+    "lineage.show": "查看",
+    "lineage.help": "输入产品编号，查看生成它的任务（SQL、运营单位、时间）、所依据的授权与协议、读取的数据集版本（名称、版本、SHA-256、行数，区县切片注明区县）、输出检查与审核投票、交付记录和审计账本中的相关记录。仅审计监督与主管部门可查看，区县主管部门限本辖区（Art. 5, 7）。",
+    "lineage.job": "生成任务",
+    "lineage.deleted": "该产品已按协议的到期处置条款删除；血缘仍保留，数据集版本取自任务记录。",
+    "lineage.dates": "提交 — 最后更新",
+    "lineage.inputs": "读取的数据集版本",
+    "lineage.county": "区县切片",
+    "lineage.grant": "授权",
+    "lineage.grants": "授权与协议",
+    "lineage.checks": "输出检查与审核",
+    "lineage.params": "检查参数",
+    "lineage.no_review": "无需人工审核",
+    "lineage.deliveries": "交付（{n} 次）",
+    "lineage.entries": "审计账本记录（{n} 条）",
     "nav.applications": "运营申请",
     "apps.title": "运营申请",
     "apps.one": "申请 {id}",
@@ -57,6 +73,27 @@ ZH_MORE: dict[str, str] = {
 }
 
 EN_MORE: dict[str, str] = {
+    "nav.lineage": "Lineage",
+    "lineage.title": "Product lineage",
+    "lineage.show": "Show",
+    "lineage.help": "A product's id gives the job that made it (SQL, operator, dates), the "
+    "grants and agreements it ran under, the dataset versions it read (name, version, SHA-256, "
+    "rows, and the county of a county's slice), the output check and the checkers' votes, its "
+    "deliveries and the ledger's entries about it. Auditors and the authority only; a county "
+    "authority within its county (Art. 5, 7).",
+    "lineage.job": "The job that made it",
+    "lineage.deleted": "The product was deleted by its agreement's disposal clause; its lineage "
+    "stays, with the versions the job recorded.",
+    "lineage.dates": "submitted — last change",
+    "lineage.inputs": "Dataset versions read",
+    "lineage.county": "county slice",
+    "lineage.grant": "grant",
+    "lineage.grants": "Grants and agreements",
+    "lineage.checks": "Output check and review",
+    "lineage.params": "check parameters",
+    "lineage.no_review": "no review required",
+    "lineage.deliveries": "Deliveries ({n})",
+    "lineage.entries": "Ledger entries ({n})",
     "nav.applications": "Applications",
     "apps.title": "Applications",
     "apps.one": "Application {id}",
