@@ -21,6 +21,7 @@ from policies.workflow import (
     AirlockState,
     ApplicationState,
     EvaluationState,
+    InspectionState,
     Vote,
 )
 from sandbox.api.app import create_app
@@ -714,6 +715,62 @@ def test_the_lineage_names_the_county_of_a_countys_slice(app, cast):
         assert c.get(url).status_code == 403
 
 
+def test_an_inspection_from_findings_to_rectification_to_closing(app, cast):
+    """inspections.inspect, rectify and close decide: an authority out of its reach and a
+    consumer are refused, tasks without a deadline and a bad deadline are shown in place
+    with the values kept; the operator answers; only the inspector closes."""
+    from sandbox.workflow.inspections import inspections_of
+    from tests.workflow_helpers import granted
+
+    granted(cast, authority=cast.county)  # the operator holds an agreement of COUNTY
+    record = {"operator": "operator", "findings": "访问日志缺失\nno training record",
+              "tasks": "补齐访问日志", "deadline": "2099-03-31"}  # fmt: skip
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["other_county"])
+        refused = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "Art. 22" in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["consumer"])
+        refused = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        assert c.post("/console/inspections", data=record).status_code == 403  # no CSRF
+        for deadline, named in (("", "--deadline"), ("31.03.2099", "'31.03.2099'")):
+            bad = c.post(
+                "/console/inspections", data={**record, "deadline": deadline, "csrf": csrf}
+            )
+            assert bad.status_code == 400 and named in html.unescape(bad.text), bad.text[:300]
+            assert "补齐访问日志" in bad.text  # the values typed are kept
+        assert inspections_of(cast.platform, cast.auditor) == []
+        done = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert done.status_code == 200
+        [inspection] = inspections_of(cast.platform, cast.auditor)
+        number = inspection["id"]
+        assert inspection["findings"] == ["访问日志缺失", "no training record"]
+        assert f'id="close-{number}"' in done.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        page = c.get("/console/inspections")
+        assert "补齐访问日志" in page.text and f'id="rectify-{number}"' in page.text
+        assert f'id="close-{number}"' not in page.text
+        closing = c.post(f"/console/inspections/{number}/close", data={"notes": "x", "csrf": csrf})
+        assert closing.status_code in (403, 404) and 'id="error"' in closing.text
+        answered = c.post(
+            f"/console/inspections/{number}/rectify", data={"notes": "日志已补齐", "csrf": csrf}
+        )
+        assert answered.status_code == 200 and "日志已补齐" in answered.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        c.post(f"/console/inspections/{number}/close", data={"notes": "核实无误", "csrf": csrf})
+    [closed] = inspections_of(cast.platform, cast.auditor)
+    assert closed["status"] == "closed" and [h["by"] for h in closed["history"]] == [
+        "operator",
+        "county",
+    ]
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")
@@ -778,6 +835,7 @@ def test_both_languages_have_every_key_the_templates_name():
         "airlock.": AirlockState,
         "agrstate.": AgreementState,
         "evalstate.": EvaluationState,
+        "inspstate.": InspectionState,
         "appstate.": ApplicationState,
         "vote.": Vote,
         "role.": Role,

@@ -190,3 +190,30 @@ def test_an_authority_publishes_a_notice_and_records_an_evaluation(scene, browse
     city.wait_for("#evaluation-list", "安全日志缺失")
     assert "已暂停" in city.el("#agreement-state").text  # a failed evaluation suspends (Art. 24)
     city.shot("authority-evaluation")
+
+
+def test_an_inspection_is_recorded_answered_and_closed(scene, browser):
+    auditor = browser()
+    auditor.sign_in(scene.cast.tokens["auditor"])
+    auditor.click("#nav-inspections")
+    auditor.type("#insp-operator", "operator")
+    auditor.type("#insp-findings", "访问日志缺失")
+    auditor.type("#insp-tasks", "补齐访问日志")
+    auditor.type("#insp-deadline", "2099-03-31")
+    auditor.click("#inspect-submit")
+    state = auditor.wait_for("[id$='-state']", "待整改")
+    number = state.get_attribute("id").split("-")[1]
+
+    operator = browser()
+    operator.sign_in(scene.cast.tokens["operator"])
+    operator.click("#nav-inspections")
+    operator.type(f"#rectify-notes-{number}", "日志已补齐")
+    operator.click(f"#rectify-submit-{number}")
+    operator.wait_for(f"#inspection-{number}-state", "已整改")
+    operator.shot("operator-inspection")
+
+    auditor.open("/console/inspections")
+    auditor.type(f"#close-notes-{number}", "核实无误")
+    auditor.click(f"#close-submit-{number}")
+    auditor.wait_for(f"#inspection-{number}-state", "已关闭")
+    assert "日志已补齐" in auditor.el(f"#inspection-{number}-history").text

@@ -21,6 +21,7 @@ from sandbox.console import (
     pages_applications,
     pages_authority,
     pages_checker,
+    pages_inspections,
     pages_ledger,
     pages_lineage,
     pages_notices,
@@ -39,6 +40,7 @@ PAGES = (
     pages_applications,
     pages_ledger,
     pages_lineage,
+    pages_inspections,
     pages_provider,
 )
 

@@ -71,10 +71,18 @@ HOME = {
 }
 MENU = {
     Role.REVIEWER: ("reviews", "applications"),
-    Role.AUTHORITY: ("inbox", "notices", "reviews", "agreements", "ledger", "lineage"),
-    Role.OPERATOR: ("jobs", "products", "notices"),
-    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "lineage"),
-    Role.PROVIDER: ("datasets", "inbox"),
+    Role.AUTHORITY: (
+        "inbox",
+        "notices",
+        "reviews",
+        "agreements",
+        "inspections",
+        "ledger",
+        "lineage",
+    ),
+    Role.OPERATOR: ("jobs", "products", "notices", "inspections"),
+    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "lineage", "inspections"),
+    Role.PROVIDER: ("datasets", "inbox", "inspections"),
     Role.CONSUMER: ("products", "inbox"),
 }
 

@@ -5,6 +5,22 @@
 from __future__ import annotations
 
 ZH_MORE: dict[str, str] = {
+    "nav.inspections": "检查",
+    "insp.title": "监督检查",
+    "insp.help": "依据第二十二条（Art. 22）：主管部门（辖区内）、授权其数据的提供单位和审计监督可检查运营单位，记录发现的问题和整改任务（有任务须给出整改期限）；运营单位完成整改后报告，检查方确认后关闭。",
+    "insp.record": "记录检查",
+    "insp.one": "检查 {id}",
+    "insp.inspector": "检查方",
+    "insp.findings": "发现的问题（每行一条）",
+    "insp.tasks": "整改任务（每行一条）",
+    "insp.deadline": "整改期限（ISO 日期）",
+    "insp.rectify_notes": "整改情况",
+    "insp.rectify": "报告已整改",
+    "insp.close_notes": "关闭意见",
+    "insp.close": "关闭检查",
+    "inspstate.open": "待整改",
+    "inspstate.rectified": "已整改",
+    "inspstate.closed": "已关闭",
     "nav.lineage": "产品血缘",
     "lineage.title": "产品血缘",
     "lineage.show": "查看",
@@ -73,6 +89,25 @@ ZH_MORE: dict[str, str] = {
 }
 
 EN_MORE: dict[str, str] = {
+    "nav.inspections": "Inspections",
+    "insp.title": "Inspections",
+    "insp.help": "Art. 22: an authority (within its reach), a provider whose data the operator "
+    "holds a grant on, and an auditor inspect operators: they record findings and "
+    "rectification tasks (tasks need a deadline); the operator reports them rectified, and the "
+    "inspector closes the inspection.",
+    "insp.record": "Record an inspection",
+    "insp.one": "Inspection {id}",
+    "insp.inspector": "inspector",
+    "insp.findings": "findings (one a line)",
+    "insp.tasks": "rectification tasks (one a line)",
+    "insp.deadline": "rectify by (an ISO date)",
+    "insp.rectify_notes": "what was done",
+    "insp.rectify": "Report rectified",
+    "insp.close_notes": "closing notes",
+    "insp.close": "Close the inspection",
+    "inspstate.open": "open",
+    "inspstate.rectified": "rectified",
+    "inspstate.closed": "closed",
     "nav.lineage": "Lineage",
     "lineage.title": "Product lineage",
     "lineage.show": "Show",
