@@ -16,7 +16,14 @@ from fastapi.testclient import TestClient
 
 from policies.classes import ColumnClass
 from policies.disclosure import CellVerdict
-from policies.workflow import AgreementState, AirlockState, ApplicationState, Vote
+from policies.workflow import (
+    AgreementState,
+    AirlockState,
+    ApplicationState,
+    EvaluationState,
+    InspectionState,
+    Vote,
+)
 from sandbox.api.app import create_app
 from sandbox.console.i18n import EN, LANGUAGES, ZH
 from sandbox.core.principals import Role, Status, rotate_token, set_status
@@ -30,7 +37,7 @@ from tests.console_helpers import (
     sign_in,
     submit_and_wait,
 )
-from tests.workflow_helpers import entries, make_cast, verify_ledger
+from tests.workflow_helpers import COUNTY, OTHER_COUNTY, entries, make_cast, verify_ledger
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
 INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.I)
@@ -401,6 +408,369 @@ def test_the_classification_editor_names_the_first_problem_and_then_passes(app, 
         assert c.post(check, data={"text": text}).status_code == 403  # no CSRF token
 
 
+def _editor_text(page) -> str:
+    text = html.unescape(page.text.split('id="classification"', 1)[1])
+    return text.split(">", 1)[1].split("</textarea>", 1)[0]
+
+
+def _versions(cast) -> list[int]:
+    from sandbox.data.vault import get_version
+
+    with cast.platform.store.read() as conn:
+        latest = get_version(conn, cast.platform, "pums").version
+    return list(range(1, latest + 1))
+
+
+def test_a_provider_saves_a_corrected_classification_as_a_new_version(app, cast):
+    """Saved through vault.register from the dataset's kept source; a bad classification,
+    a wrong role and a missing CSRF token are refused in place and write nothing."""
+    from sandbox.data.vault import get_version
+
+    token = rotate_token(cast.platform, None, cast.provider.name)["token"]
+    before = len(entries(cast.platform, "dataset:pums"))
+    with new_client(app) as c:
+        csrf = sign_in(c, token)
+        page = c.get("/console/datasets/pums/classification")
+        assert 'id="save"' in page.text and 'id="save-source"' in page.text
+        assert "pums_1000_pid.csv" in html.unescape(page.text)  # the source it reads again
+        text = _editor_text(page)
+        save = "/console/datasets/pums/classification"
+        typo = c.post(
+            save, data={"text": text.replace("educ: dimension", "educ: dimensoin"), "csrf": csrf}
+        )
+        assert typo.status_code == 400 and 'id="error"' in typo.text, typo.text[:300]
+        kept = _editor_text(typo)
+        assert "dimensoin" in kept and "dimensoin" in html.unescape(
+            typo.text.split('id="error"')[1]
+        )
+        hx = c.post(
+            save,
+            data={"text": text.replace("  pid: identifier\n", ""), "csrf": csrf},
+            headers={"HX-Request": "true"},
+        )
+        assert hx.status_code == 200 and 'id="error"' in hx.text and "pid" in hx.text
+        assert c.post(save, data={"text": text}).status_code == 403  # no CSRF token
+        assert _versions(cast) == [1] and len(entries(cast.platform, "dataset:pums")) == before
+        same = c.post(save, data={"text": text, "csrf": csrf})
+        assert 'id="classification-unchanged"' in same.text and _versions(cast) == [1]
+        fixed = text.replace("married: dimension", "married: quasi")
+        saved = c.post(save, data={"text": fixed, "csrf": csrf}, follow_redirects=False)
+        assert saved.status_code == 303
+        assert saved.headers["location"] == "/console/datasets/pums?version=2"
+        shown = c.get(saved.headers["location"])
+        assert 'id="version-2"' in shown.text and 'id="version-1"' in shown.text
+        assert "v2" in shown.text.split("</h1>", 1)[0]
+    with cast.platform.store.read() as conn:
+        new = get_version(conn, cast.platform, "pums")
+        old = get_version(conn, cast.platform, "pums", 1)
+    assert new.version == 2 and new.classification.columns["married"].value == "quasi"
+    assert new.rows == old.rows
+    registered = [
+        e for e in entries(cast.platform, "dataset:pums") if e["action"] == "dataset.register"
+    ]
+    assert (
+        registered[-1]["actor"] == cast.provider.name and registered[-1]["details"]["version"] == 2
+    )
+    with new_client(app) as c:  # the auditor reads the editor but saves nothing
+        csrf = sign_in(c, cast.tokens["auditor"])
+        page = c.get("/console/datasets/pums/classification")
+        assert page.status_code == 200 and 'id="save"' not in page.text
+        refused = c.post(
+            "/console/datasets/pums/classification", data={"text": fixed, "csrf": csrf}
+        )
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    assert _versions(cast) == [1, 2]
+
+
+def _notices(cast) -> list[dict]:
+    from sandbox.workflow.lists import list_page
+
+    return list_page(cast.platform, cast.auditor, "notices")["items"]
+
+
+NOTICE = {
+    "title": "收入统计征集",
+    "domain": "finance",
+    "scenario": "regional income aggregates",
+    "datasets": "pums",
+    "conditions": "licensed",
+    "deadline": "2099-12-31",
+}
+
+
+def test_an_authority_publishes_a_notice_from_the_form(app, cast):
+    """notices.publish decides: a bad or past deadline is shown above the form with the
+    values kept, another role and another county are refused by its rule, a POST
+    without the CSRF token is refused; none of them publishes anything."""
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        page = c.get("/console/notices")
+        assert page.status_code == 200 and 'id="notice-form"' in page.text
+        assert 'value="pums"' in page.text  # the datasets to choose from
+        for deadline, named in (("2026-02-30", "deadline '2026-02-30'"), ("2020-01-01", "future")):
+            bad = c.post("/console/notices", data={**NOTICE, "deadline": deadline, "csrf": csrf})
+            assert bad.status_code == 400 and 'id="error"' in bad.text, bad.text[:300]
+            assert named in html.unescape(bad.text)
+            assert 'value="收入统计征集"' in bad.text and f'value="{deadline}"' in bad.text
+        other = c.post(
+            "/console/notices", data={**NOTICE, "jurisdiction": OTHER_COUNTY, "csrf": csrf}
+        )
+        assert other.status_code == 403 and "Art. 10" in other.text
+        assert c.post("/console/notices", data=NOTICE).status_code == 403  # no CSRF token
+        assert _notices(cast) == []
+        done = c.post("/console/notices", data={**NOTICE, "csrf": csrf}, follow_redirects=False)
+        assert done.status_code == 303
+        listed = c.get(done.headers["location"])
+        [notice] = _notices(cast)
+        assert f'id="notice-{notice["id"]}" class="new"' in listed.text
+    assert notice["jurisdiction"] == COUNTY and notice["datasets"] == ["pums"]
+    assert notice["deadline"].startswith("2099-12-31T16:00")  # the day's end in Beijing
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        assert 'id="notice-form"' not in c.get("/console/notices").text  # reads, publishes not
+        refused = c.post("/console/notices", data={**NOTICE, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "Art. 10" in refused.text
+    assert len(_notices(cast)) == 1
+
+
+def _evaluations(cast) -> list[dict]:
+    from sandbox.workflow.lists import list_page
+
+    return list_page(cast.platform, cast.auditor, "evaluations")["items"]
+
+
+def test_an_authority_records_an_evaluation_from_the_agreement_page(app, cast):
+    from tests.workflow_helpers import granted
+
+    agreement_id, _grant = granted(cast)
+    url = f"/console/agreements/{agreement_id}/evaluate"
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        refused = c.post(url, data={"result": "pass", "notes": "fine", "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["other_county"])
+        refused = c.post(url, data={"result": "pass", "notes": "fine", "csrf": csrf})
+        assert refused.status_code in (403, 404) and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["city"])
+        page = c.get(f"/console/agreements/{agreement_id}")
+        assert 'id="evaluate-form"' in page.text
+        assert c.post(url, data={"result": "pass", "notes": "fine"}).status_code == 403
+        for deadline, named in (("", "deadline"), ("next week", "'next week'")):
+            bad = c.post(
+                url,
+                data={
+                    "result": "fail",
+                    "notes": "logs missing",
+                    "deadline": deadline,
+                    "csrf": csrf,
+                },
+            )
+            assert bad.status_code == 400, bad.text[:300]
+            box = html.unescape(bad.text.split('id="evaluations"', 1)[1])
+            assert 'id="error"' in box and named in box and "logs missing" in box
+        assert _evaluations(cast) == []
+        passed = c.post(url, data={"result": "pass", "notes": "all in order", "csrf": csrf})
+        assert passed.status_code == 200 and "all in order" in passed.text
+        failed = c.post(
+            url,
+            data={
+                "result": "fail",
+                "notes": "logs missing",
+                "deadline": "2099-01-31",
+                "csrf": csrf,
+            },
+        )
+        assert 'id="restore-form"' in failed.text  # suspended (Art. 24)
+    assert [e["status"] for e in _evaluations(cast)] == ["failed", "passed"]
+    with cast.platform.store.read() as conn:
+        shown = agreements.agreement_dict(conn, cast.city, agreement_id)
+    assert shown["status"] == "suspended" and shown["rectify_deadline"].startswith("2099-01-31")
+
+
+def test_reviewers_score_an_application_from_its_page(app, cast):
+    """reviews.score decides, as for the CLI: a reviewer of the applicant's organisation
+    is refused by the separation-of-duties rule, a score out of range and a second score
+    are refused in place, a POST without the CSRF token is refused; two scores decide."""
+    from sandbox.workflow import reviews
+    from tests.workflow_helpers import apply, publish
+
+    application_id = apply(cast, publish(cast))
+    reviews.appoint(cast.platform, cast.city, application_id, ["r1", "r2"])
+    url = f"/console/applications/{application_id}/score"
+    marks = {"capability": "80", "scenario": "75", "security": "90", "comment": "sound plan"}
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r3_same_org"])
+        refused = c.post(url, data={**marks, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "own_organisation" in refused.text and "Art. 12" in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        assert c.post(url, data={**marks, "csrf": csrf}).status_code == 403
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r1"])
+        listing = c.get("/console/applications")
+        assert f'id="application-{application_id}"' in listing.text
+        page = c.get(f"/console/applications/{application_id}")
+        assert 'id="score-form"' in page.text and "ISO 27001" in page.text
+        bad = c.post(url, data={**marks, "security": "101", "csrf": csrf})
+        assert bad.status_code == 400 and 'id="error"' in bad.text and "Art. 12" in bad.text
+        assert 'value="101"' in bad.text  # the values typed are kept
+        assert c.post(url, data=marks).status_code == 403  # no CSRF token
+        assert [
+            r["status"] for r in reviews.reviews_of(cast.platform, cast.auditor, application_id)
+        ] == ["appointed", "appointed"]
+        done = c.post(url, data={**marks, "csrf": csrf})
+        assert done.status_code == 200 and 'id="my-scores"' in done.text
+        assert 'id="score-form"' not in done.text
+        again = c.post(url, data={**marks, "csrf": csrf})
+        assert again.status_code in (403, 409) and 'id="error"' in again.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["r2"])
+        c.post(url, data={**marks, "csrf": csrf})
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["city"])
+        page = c.get(f"/console/applications/{application_id}")
+        assert 'id="scores"' in page.text and "sound plan" not in page.text
+        assert 'id="application-state"' in page.text and "s-passed" in page.text
+    scored = reviews.reviews_of(cast.platform, cast.auditor, application_id)
+    assert [r["scores"]["security"] for r in scored] == [90, 90]
+
+
+def test_the_lineage_of_a_product_links_its_job_grants_versions_votes_and_deliveries(app, scene):
+    from sandbox.data.vault import get_version
+    from sandbox.workflow import airlock, deliveries
+
+    cast, job = scene.cast, scene.job_id
+    airlock.vote(cast.platform, cast.r1, job, Vote.APPROVE, "cells checked")
+    done = airlock.vote(cast.platform, cast.r2, job, Vote.APPROVE, "agreed")
+    product = done["product"]
+    deliveries.deliver(cast.platform, cast.operator, product, "consumer", "for the credit desk")
+    with cast.platform.store.read() as conn:
+        pums = get_version(conn, cast.platform, "pums")
+    url = f"/console/lineage/{product}"
+    for name in ("auditor", "city"):
+        with new_client(app) as c:
+            sign_in(c, cast.tokens[name])
+            found = c.get(f"/console/lineage?product={product}", follow_redirects=False)
+            assert found.status_code == 303 and found.headers["location"] == url
+            page = c.get(url)
+            assert page.status_code == 200, page.text[:300]
+            text = html.unescape(page.text)
+            sql = text.split('id="lineage-sql">', 1)[1].split("</pre>", 1)[0]
+            assert sql.startswith("SELECT") and "GROUP BY" in sql
+            assert 'id="lineage-operator">operator<' in text
+            versions = text.split('id="lineage-versions"', 1)[1].split("</table>", 1)[0]
+            assert f"<td>v{pums.version}</td><td><code>{pums.sha256}</code></td>" in versions
+            assert f"<td>{pums.rows}</td><td>—</td>" in versions  # no county: the whole set
+            assert f'href="/console/agreements/{scene.agreement_id}"' in text
+            assert f'href="/console/jobs/{job}"' in text
+            votes = text.split('id="lineage-votes"', 1)[1].split("</ul>", 1)[0]
+            assert "cells checked" in votes and "agreed" in votes
+            assert "for the credit desk" in text.split('id="lineage-deliveries"', 1)[1]
+            ledger = text.split('id="lineage-ledger"', 1)[1]
+            for action in ("job.queued", "job.withheld", "product.deliver"):
+                assert f"<code>{action}" in ledger, action
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["auditor"])
+        odd = c.get("/console/lineage?product=../../v1/me", follow_redirects=False)
+        assert odd.status_code == 404 and 'id="error"' in odd.text
+    for name in ("operator", "consumer", "r1"):
+        with new_client(app) as c:
+            sign_in(c, cast.tokens[name])
+            refused = c.get(url)
+            assert refused.status_code == 403 and 'id="error"' in refused.text, name
+            assert "cells checked" not in refused.text
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["other_county"])
+        refused = c.get(url)
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "GROUP BY" not in refused.text
+
+
+def test_the_lineage_names_the_county_of_a_countys_slice(app, cast):
+    from sandbox.run.execution import JobService
+    from tests.workflow_helpers import granted
+
+    granted(cast, authority=cast.county)  # pums with its county column, a county agreement
+    service = JobService(cast.platform, spare=False)
+    try:
+        outcome = service.submit(
+            cast.operator, {"sql": "SELECT sex, COUNT(*) AS n FROM pums GROUP BY sex"}
+        )
+    finally:
+        service.close()
+    assert outcome.state is JobState.RELEASED, outcome.reason
+    url = f"/console/lineage/{outcome.product_id}"
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["county"])
+        page = c.get(url)
+        assert page.status_code == 200, page.text[:300]
+        versions = page.text.split('id="lineage-versions"', 1)[1].split("</table>", 1)[0]
+        assert f"<td>{COUNTY}</td>" in versions
+    with new_client(app) as c:
+        sign_in(c, cast.tokens["other_county"])
+        assert c.get(url).status_code == 403
+
+
+def test_an_inspection_from_findings_to_rectification_to_closing(app, cast):
+    """inspections.inspect, rectify and close decide: an authority out of its reach and a
+    consumer are refused, tasks without a deadline and a bad deadline are shown in place
+    with the values kept; the operator answers; only the inspector closes."""
+    from sandbox.workflow.inspections import inspections_of
+    from tests.workflow_helpers import granted
+
+    granted(cast, authority=cast.county)  # the operator holds an agreement of COUNTY
+    record = {"operator": "operator", "findings": "访问日志缺失\nno training record",
+              "tasks": "补齐访问日志", "deadline": "2099-03-31"}  # fmt: skip
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["other_county"])
+        refused = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+        assert "Art. 22" in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["consumer"])
+        refused = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert refused.status_code == 403 and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        assert c.post("/console/inspections", data=record).status_code == 403  # no CSRF
+        for deadline, named in (("", "--deadline"), ("31.03.2099", "'31.03.2099'")):
+            bad = c.post(
+                "/console/inspections", data={**record, "deadline": deadline, "csrf": csrf}
+            )
+            assert bad.status_code == 400 and named in html.unescape(bad.text), bad.text[:300]
+            assert "补齐访问日志" in bad.text  # the values typed are kept
+        assert inspections_of(cast.platform, cast.auditor) == []
+        done = c.post("/console/inspections", data={**record, "csrf": csrf})
+        assert done.status_code == 200
+        [inspection] = inspections_of(cast.platform, cast.auditor)
+        number = inspection["id"]
+        assert inspection["findings"] == ["访问日志缺失", "no training record"]
+        assert f'id="close-{number}"' in done.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["operator"])
+        page = c.get("/console/inspections")
+        assert "补齐访问日志" in page.text and f'id="rectify-{number}"' in page.text
+        assert f'id="close-{number}"' not in page.text
+        closing = c.post(f"/console/inspections/{number}/close", data={"notes": "x", "csrf": csrf})
+        assert closing.status_code in (403, 404) and 'id="error"' in closing.text
+        answered = c.post(
+            f"/console/inspections/{number}/rectify", data={"notes": "日志已补齐", "csrf": csrf}
+        )
+        assert answered.status_code == 200 and "日志已补齐" in answered.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["county"])
+        c.post(f"/console/inspections/{number}/close", data={"notes": "核实无误", "csrf": csrf})
+    [closed] = inspections_of(cast.platform, cast.auditor)
+    assert closed["status"] == "closed" and [h["by"] for h in closed["history"]] == [
+        "operator",
+        "county",
+    ]
+
+
 def test_the_auditor_reads_the_ledger_with_a_chart_and_verifies_it(client, scene):
     sign_in(client, scene.cast.tokens["auditor"])
     page = client.get("/console/ledger?action=job.withheld")
@@ -464,6 +834,8 @@ def test_both_languages_have_every_key_the_templates_name():
         "jobstate.": JobState,
         "airlock.": AirlockState,
         "agrstate.": AgreementState,
+        "evalstate.": EvaluationState,
+        "inspstate.": InspectionState,
         "appstate.": ApplicationState,
         "vote.": Vote,
         "role.": Role,

@@ -146,7 +146,7 @@ def test_a_job_page_follows_the_state_and_the_auditor_verifies_the_ledger(scene,
     auditor.shot("auditor-ledger", readme=True)
 
 
-def test_a_provider_fixes_a_classification_error_shown_inline(scene, browser):
+def test_a_provider_fixes_a_classification_error_shown_inline_and_saves_it(scene, browser):
     from sandbox.core.principals import rotate_token
 
     token = rotate_token(scene.cast.platform, None, scene.cast.provider.name)["token"]
@@ -161,5 +161,59 @@ def test_a_provider_fixes_a_classification_error_shown_inline(scene, browser):
     page.wait_for("#check-result", "dimensoin")  # checked as typed (htmx), shown in place
     assert page.has("#check-result #error")
     page.shot("provider-classification", readme=True)
-    page.type("#classification", good)
+    page.type("#classification", good.replace("married: dimension", "married: quasi"))
     page.wait_for("#classification-ok")
+    page.click("#save")  # registered again from its source, as a new version
+    page.wait_for("#version-2")
+    assert "v2" in page.el("h1").text
+    page.shot("provider-saved")
+
+
+def test_an_authority_publishes_a_notice_and_records_an_evaluation(scene, browser):
+    city = browser()
+    city.sign_in(scene.cast.tokens["city"])
+    city.click("#nav-notices")
+    city.type("#title", "普惠金融收入统计")
+    city.type("#domain", "金融")
+    city.type("#scenario", "按学历统计收入，用于信贷风险评估")
+    city.click("#ds-pums")
+    city.type("#conditions", "持牌金融数据机构")
+    city.type("#deadline", "2099-12-31")
+    city.click("#publish-submit")
+    city.wait_for("#notices tr.new", "普惠金融收入统计")
+    city.shot("authority-notice")
+    city.open(f"/console/agreements/{scene.agreement_id}")
+    city.click("#eval-fail")
+    city.type("#eval-notes", "安全日志缺失")
+    city.type("#eval-deadline", "2099-01-31")
+    city.click("#evaluate")
+    city.wait_for("#evaluation-list", "安全日志缺失")
+    assert "已暂停" in city.el("#agreement-state").text  # a failed evaluation suspends (Art. 24)
+    city.shot("authority-evaluation")
+
+
+def test_an_inspection_is_recorded_answered_and_closed(scene, browser):
+    auditor = browser()
+    auditor.sign_in(scene.cast.tokens["auditor"])
+    auditor.click("#nav-inspections")
+    auditor.type("#insp-operator", "operator")
+    auditor.type("#insp-findings", "访问日志缺失")
+    auditor.type("#insp-tasks", "补齐访问日志")
+    auditor.type("#insp-deadline", "2099-03-31")
+    auditor.click("#inspect-submit")
+    state = auditor.wait_for("[id$='-state']", "待整改")
+    number = state.get_attribute("id").split("-")[1]
+
+    operator = browser()
+    operator.sign_in(scene.cast.tokens["operator"])
+    operator.click("#nav-inspections")
+    operator.type(f"#rectify-notes-{number}", "日志已补齐")
+    operator.click(f"#rectify-submit-{number}")
+    operator.wait_for(f"#inspection-{number}-state", "已整改")
+    operator.shot("operator-inspection")
+
+    auditor.open("/console/inspections")
+    auditor.type(f"#close-notes-{number}", "核实无误")
+    auditor.click(f"#close-submit-{number}")
+    auditor.wait_for(f"#inspection-{number}-state", "已关闭")
+    assert "日志已补齐" in auditor.el(f"#inspection-{number}-history").text

@@ -18,9 +18,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from sandbox.console import (
+    pages_applications,
     pages_authority,
     pages_checker,
+    pages_inspections,
     pages_ledger,
+    pages_lineage,
+    pages_notices,
     pages_operator,
     pages_provider,
     pages_session,
@@ -32,7 +36,11 @@ PAGES = (
     pages_checker,
     pages_operator,
     pages_authority,
+    pages_notices,
+    pages_applications,
     pages_ledger,
+    pages_lineage,
+    pages_inspections,
     pages_provider,
 )
 

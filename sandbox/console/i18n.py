@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sandbox.console.words import EN_MORE, ZH_MORE
+
 LANGUAGES = ("zh", "en")
 
 ZH: dict[str, str] = {
@@ -211,7 +213,6 @@ ZH: dict[str, str] = {
     "classify.help": "修改 YAML 时即按 sandbox dataset register 的同一套规则检查：先检查格式与分类规则，再核对数据集的每个字段都已分类。",
     "classify.check": "检查",
     "classify.ok": "✓ 分类有效：{n} 个字段，主体键 {key}。",
-    "classify.save": "检查通过后，用该文件登记新版本（sandbox dataset register --classification，或 API 上传）。",
     "datasets.none": "还没有数据集。",
     "datasets.class": "分类",
     "datasets.type": "类型",
@@ -434,8 +435,6 @@ EN: dict[str, str] = {
     "classified.",
     "classify.check": "Check",
     "classify.ok": "✓ The classification is valid: {n} columns, entity key {key}.",
-    "classify.save": "Once it is valid, register a new version with this file (sandbox "
-    "dataset register --classification, or an upload through the API).",
     "datasets.none": "No datasets yet.",
     "datasets.class": "class",
     "datasets.type": "type",
@@ -447,6 +446,8 @@ EN: dict[str, str] = {
     "datasets.chart_alt": "bar chart of each column's null rate",
 }
 
+ZH |= ZH_MORE
+EN |= EN_MORE
 MESSAGES: dict[str, dict[str, str]] = {"zh": ZH, "en": EN}
 
 

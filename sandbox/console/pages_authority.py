@@ -8,17 +8,19 @@ their readers may see them: a county authority its county's, a provider those on
 data), :func:`sandbox.registry.inbox.inbox_of` (the principal's notifications),
 ``agreement_dict`` and :func:`~sandbox.registry.jurisdiction.read_ledger` for an
 agreement and its history, and :func:`~sandbox.workflow.agreements.suspend` and
-``restore`` (Art. 24), which check the role, the jurisdiction and the state.
+``restore`` (Art. 24), which check the role, the jurisdiction and the state. An
+agreement's evaluations (Art. 23) are listed as ``list_page`` gives them, and recorded from
+its page with :func:`sandbox.workflow.supervision.evaluate`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Form, Request
 from fastapi.responses import Response
 
-from policies.errors import PermissionDenied
+from policies.errors import PermissionDenied, SandboxError
 from sandbox.console.web import (
     CurrentSession,
     FormSession,
@@ -27,10 +29,11 @@ from sandbox.console.web import (
     redirect,
     render,
 )
+from sandbox.core.codes import status_for
 from sandbox.core.principals import Principal, Role
 from sandbox.registry.inbox import inbox_of
 from sandbox.registry.jurisdiction import read_ledger
-from sandbox.workflow import agreements, held
+from sandbox.workflow import agreements, held, supervision
 from sandbox.workflow.lists import MAX_PAGE, list_page
 
 router = console_router()
@@ -76,23 +79,71 @@ def agreements_page(request: Request, session: CurrentSession) -> Response:
     return render(request, "agreements.html", {"items": items})
 
 
+def _agreement(request: Request, me: Principal, agreement_id: int, **extra: Any) -> Response:
+    """The agreement's page: its terms, its evaluations, its history; ``extra`` carries a
+    refusal shown in place and the values typed."""
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        item = agreements.agreement_dict(conn, me, agreement_id)
+        history = []
+        if me.role in (Role.AUTHORITY, Role.AUDITOR):
+            history = read_ledger(conn, me, subject=f"agreement:{agreement_id}", limit=200)
+    evaluations = [e for e in listed(platform, me, "evaluations") if e["agreement"] == agreement_id]
+    status = extra.pop("status", 200)
+    context = {
+        "a": item,
+        "history": history,
+        "evaluations": evaluations,
+        "may_act": me.role is Role.AUTHORITY,
+        "evaluation_form": {},
+        "evaluation_error": None,
+        **extra,
+    }
+    return render(request, "agreement.html", context, status=status)
+
+
 @router.get("/agreements/{agreement_id}")
 def agreement_page(
     request: Request,
     session: CurrentSession,
     agreement_id: Id,
 ) -> Response:
-    me = session.principal
-    with request.app.state.platform.store.read() as conn:
-        item = agreements.agreement_dict(conn, me, agreement_id)
-        history = []
-        if me.role in (Role.AUTHORITY, Role.AUDITOR):
-            history = read_ledger(conn, me, subject=f"agreement:{agreement_id}", limit=200)
-    return render(
-        request,
-        "agreement.html",
-        {"a": item, "history": history, "may_act": me.role is Role.AUTHORITY},
-    )
+    return _agreement(request, session.principal, agreement_id)
+
+
+@router.post("/agreements/{agreement_id}/evaluate")
+def agreement_evaluate(
+    request: Request,
+    session: FormSession,
+    agreement_id: Id,
+    result: Annotated[Literal["pass", "fail"], Form()],
+    notes: Annotated[str, Form(max_length=REASON_MAX)] = "",
+    deadline: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """Record an evaluation as ``sandbox evaluate`` and ``POST /v1/agreements/{id}/evaluations`` do
+    (:func:`sandbox.workflow.supervision.evaluate`, Art. 23): a failed one sets the
+    rectification deadline and suspends the agreement (Art. 24). A refusal is shown in
+    the form, the values typed kept."""
+    try:
+        supervision.evaluate(
+            request.app.state.platform,
+            session.principal,
+            agreement_id,
+            passed=result == "pass",
+            notes=notes.strip(),
+            deadline=deadline.strip() or None,
+        )
+    except SandboxError as exc:
+        typed = {"result": result, "notes": notes, "deadline": deadline}
+        return _agreement(
+            request,
+            session.principal,
+            agreement_id,
+            evaluation_form=typed,
+            evaluation_error=exc.to_dict(),
+            status=status_for(exc),
+        )
+    return redirect(f"/agreements/{agreement_id}?evaluated=1")
 
 
 @router.post("/agreements/{agreement_id}/suspend")

@@ -8,8 +8,14 @@ The editor checks with the functions ``sandbox dataset register`` uses:
 :func:`sandbox.data.vault.parse_classification` (the YAML, then the classification's
 schema, the first problem named with its key or column) and
 :meth:`~policies.classes.Classification.check_against` (every column of the dataset
-classified, none unknown). Known shortcut: it checks, it does not save; a new version is
-registered with the corrected file from the CLI or the API.
+classified, none unknown). Saving registers a new version with
+:func:`sandbox.data.vault.register`, the function of ``sandbox dataset register`` and of
+``POST /v1/datasets``, reading the data again from the source the platform kept for the
+dataset (:func:`sandbox.data.kept_sources.kept_uri`, the one ``sandbox dataset refresh``
+reads). Known shortcut: the vault offers no registration of the same snapshot under
+another classification, so a dataset registered from an upload (no source kept) cannot be
+saved here; the page says so and names the CLI command and the API route that take the
+data again.
 
 A provider sees its own datasets (the authority and auditors every one, as the API's
 ``GET /v1/datasets/{name}`` shows them the profile); the grants come from
@@ -25,13 +31,20 @@ from typing import Annotated, Any
 import yaml
 from fastapi import Form, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
-from policies.errors import ClassificationError, NotFound, PermissionDenied
+from policies.errors import (
+    ClassificationError,
+    InputError,
+    NotFound,
+    PermissionDenied,
+    SandboxError,
+)
 from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
     CSP_SVG,
+    PREFIX,
     CurrentSession,
     FormSession,
     Id,
@@ -40,14 +53,18 @@ from sandbox.console.web import (
     redirect,
     render,
 )
+from sandbox.core.codes import status_for
 from sandbox.core.principals import Principal, Role
 from sandbox.data.grants import list_grants
-from sandbox.data.vault import get_version, list_datasets, parse_classification
+from sandbox.data.kept_sources import kept_uri
+from sandbox.data.refresh import list_sources
+from sandbox.data.vault import get_version, list_datasets, parse_classification, register
 from sandbox.workflow import requests as data_requests
 
 router = console_router()
 
 READERS = (Role.PROVIDER, Role.AUTHORITY, Role.AUDITOR)
+VERSIONS_SHOWN = 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 REASON_MAX = 2000
 YAML_MAX = 200_000
@@ -94,10 +111,21 @@ def dataset_page(
 ) -> Response:
     found, grants = _version(request, session.principal, name, version)
     columns: dict[str, Any] = found.profile.get("columns") or {}
+    platform = request.app.state.platform
+    with platform.store.read() as conn:
+        latest = get_version(conn, platform, name).version
+        first = max(1, latest - VERSIONS_SHOWN + 1)
+        versions = [get_version(conn, platform, name, n) for n in range(latest, first - 1, -1)]
     return render(
         request,
         "dataset.html",
-        {"d": found, "columns": columns, "profile": found.profile, "grants": grants},
+        {
+            "d": found,
+            "columns": columns,
+            "profile": found.profile,
+            "grants": grants,
+            "versions": versions,
+        },
     )
 
 
@@ -155,10 +183,30 @@ def classification_page(
     name: Annotated[str, PathParam(pattern=NAME)],
 ) -> Response:
     """The editor, holding the latest version's classification as YAML."""
-    found, _grants = _version(request, session.principal, name, None)
+    me = session.principal
+    found, _grants = _version(request, me, name, None)
     plain = json.loads(json.dumps(found.classification.to_dict()))  # tuples as lists
     text = yaml.safe_dump(plain, allow_unicode=True, sort_keys=False, width=88)
-    return render(request, "classification.html", {"d": found, "text": text})
+    return render(
+        request,
+        "classification.html",
+        {"d": found, "text": text, "source": _source(request.app.state.platform, me, name)},
+    )
+
+
+def _source(platform, me: Principal, name: str) -> str | None:
+    """The source (its password shown as ***) a save reads the data from again; None for
+    a dataset registered from an upload, or for a reader that is not its provider."""
+    if me.role is not Role.PROVIDER or kept_uri(platform, name) is None:
+        return None
+    return next((s["source"] for s in list_sources(platform, me) if s["dataset"] == name), None)
+
+
+def _checked(found, text: str):
+    """The classification typed, checked as the editor checks it (ClassificationError)."""
+    parsed = parse_classification(text)
+    parsed.check_against(list(found.profile.get("columns") or {}))
+    return parsed
 
 
 @router.post("/datasets/{name}/classification/check")
@@ -171,8 +219,57 @@ def classification_check(
     """The editor's check, as it is typed (htmx): valid, or the first problem by name."""
     found, _grants = _version(request, session.principal, name, None)
     try:
-        parsed = parse_classification(text)
-        parsed.check_against(list(found.profile.get("columns") or {}))
+        parsed = _checked(found, text)
     except ClassificationError as exc:
         return render(request, "classification_check.html", {"error": exc.to_dict()})
     return render(request, "classification_check.html", {"ok": parsed.to_dict(), "error": None})
+
+
+@router.post("/datasets/{name}/classification")
+def classification_save(
+    request: Request,
+    session: FormSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+    text: Annotated[str, Form(max_length=YAML_MAX)] = "",
+) -> Response:
+    """Save the corrected classification as a new version: the editor's check, then
+    :func:`~sandbox.data.vault.register` from the dataset's kept source (as ``sandbox
+    dataset refresh`` reads it). Every refusal is shown in place and writes nothing (the
+    registration checks everything before it writes a byte)."""
+    platform, me = request.app.state.platform, session.principal
+    found, _grants = _version(request, me, name, None)
+    try:
+        result = _register(platform, me, found, text)
+    except SandboxError as exc:
+        if request.headers.get("hx-request"):  # into the editor's result, as the check shows
+            return render(request, "classification_check.html", {"error": exc.to_dict()})
+        context = {"d": found, "text": text, "source": _source(platform, me, name)}
+        context["error"] = exc.to_dict()
+        return render(request, "classification.html", context, status=status_for(exc))
+    if not result.changed:
+        unchanged = {"unchanged": found.version, "error": None}
+        if request.headers.get("hx-request"):
+            return render(request, "classification_check.html", unchanged)
+        context = {"d": found, "text": text, "source": _source(platform, me, name)}
+        return render(request, "classification.html", {**context, **unchanged})
+    target = f"{PREFIX}/datasets/{name}?version={result.version.version}"
+    if request.headers.get("hx-request"):
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+def _register(platform, me: Principal, found, text: str):
+    """The new version, registered from the dataset's kept source with the classification
+    typed (checked first as the editor checks it)."""
+    name = found.dataset
+    uri = kept_uri(platform, name) if me.role is Role.PROVIDER else None
+    if me.role is Role.PROVIDER and uri is None:
+        raise InputError(
+            f"dataset '{name}' was registered from an upload: the platform keeps no source "
+            f"to read it again; register it with the corrected classification: sandbox "
+            f"dataset register {name} DATA_FILE --classification FILE, or POST "
+            "/v1/datasets/upload (Art. 14)",
+            article="Art. 14",
+        )
+    parsed = _checked(found, text)
+    return register(platform, me, name, uri or "", parsed)  # the role is checked there

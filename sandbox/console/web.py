@@ -70,11 +70,19 @@ HOME = {
     Role.CONSUMER: "/products",
 }
 MENU = {
-    Role.REVIEWER: ("reviews",),
-    Role.AUTHORITY: ("inbox", "reviews", "agreements", "ledger"),
-    Role.OPERATOR: ("jobs", "products"),
-    Role.AUDITOR: ("ledger", "reviews", "jobs", "products"),
-    Role.PROVIDER: ("datasets", "inbox"),
+    Role.REVIEWER: ("reviews", "applications"),
+    Role.AUTHORITY: (
+        "inbox",
+        "notices",
+        "reviews",
+        "agreements",
+        "inspections",
+        "ledger",
+        "lineage",
+    ),
+    Role.OPERATOR: ("jobs", "products", "notices", "inspections"),
+    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "lineage", "inspections"),
+    Role.PROVIDER: ("datasets", "inbox", "inspections"),
     Role.CONSUMER: ("products", "inbox"),
 }
 
