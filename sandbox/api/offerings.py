@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -61,8 +62,15 @@ def add_offering_routes(router: APIRouter, offering: Offering) -> None:
 
     define.__annotations__["body"] = o.body  # FastAPI reads the body's model from here
 
-    def listing(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-        return o.listing(request.app.state.platform, me)
+    def listing(
+        request: Request,
+        me: CurrentPrincipal,
+        response: Response,
+        limit: int | None = LimitQuery,
+        after: str | None = AfterQuery,
+    ) -> list[dict[str, Any]]:
+        rows = o.listing(request.app.state.platform, me)
+        return page_of(request, response, rows, "name", limit, after)
 
     def approve(
         request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)

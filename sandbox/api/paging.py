@@ -22,6 +22,8 @@ from urllib.parse import urlencode
 
 from fastapi import Query, Request, Response
 
+from policies.errors import InputError
+
 MAX_LIMIT = 1000
 
 LimitQuery = Query(default=None, ge=1, le=MAX_LIMIT, description="at most this many rows (a page)")
@@ -54,3 +56,42 @@ def link_next(request: Request, response: Response, limit: int, after: Any) -> N
     kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "after")]
     query = urlencode([*kept, ("limit", limit), ("after", after)])
     response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+
+
+AfterQuery = Query(
+    default=None, max_length=200, description="the key (id or name) of the last row seen"
+)
+
+
+def page_of(
+    request: Request,
+    response: Response,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    limit: int | None,
+    after: str | None,
+) -> list[dict[str, Any]]:
+    """A page of a list read whole (a short list: datasets, grants, models ...): without
+    ``limit`` and ``after`` every row in its own order; with them, the rows in the order
+    of ``key`` (an id or a name) after ``after``, at most ``limit``, and the ``Link`` to
+    the next page."""
+    if limit is None and after is None:
+        return list(rows)
+    ordered = sorted(rows, key=lambda r: r[key])
+    if after is not None:
+        pivot = _typed(after, ordered, key)
+        ordered = [r for r in ordered if r[key] > pivot]
+    window = ordered if limit is None else ordered[: limit + 1]
+    return cut(request, response, window, lambda r: r[key], limit)
+
+
+def _typed(after: str, rows: Sequence[dict[str, Any]], key: str) -> Any:
+    """``after`` as the key's type: a number for ids, text for names."""
+    if rows and isinstance(rows[0][key], int):
+        try:
+            return int(after)
+        except ValueError:
+            raise InputError(
+                f"after: the id of the last row seen, a number, not {after!r}"
+            ) from None
+    return after

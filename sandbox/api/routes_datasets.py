@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import yaml
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 
 from connectors.base import ConnectError
@@ -32,6 +32,7 @@ from sandbox.api.models import (
     RegisterByUri,
     Registration,
 )
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.api.uploads import (
     COPY_CHUNK,
@@ -63,10 +64,17 @@ def _classification(data: Any) -> Classification:
 
 
 @router.get("/datasets", response_model=list[DatasetSummary])
-def datasets_list(request: Request, me: CurrentPrincipal):
-    """Every dataset's latest version (names, sizes and hashes; never values)."""
+def datasets_list(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+):
+    """Every dataset's latest version (names, sizes and hashes; never values); with
+    ``limit``, a page by name and a ``Link`` to the next."""
     with request.app.state.platform.store.read() as conn:
-        return list_datasets(conn)
+        return page_of(request, response, list_datasets(conn), "name", limit, after)
 
 
 @router.get("/datasets/{name}", response_model=DatasetDetail)
@@ -196,7 +204,14 @@ def grants_add(me: CurrentPrincipal) -> None:
 
 
 @router.get("/grants", response_model=list[GrantSummary], tags=["grants"])
-def grants_list(request: Request, me: CurrentPrincipal):
-    """The grants the caller may see, with the job kinds each covers (Art. 14)."""
+def grants_list(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+):
+    """The grants the caller may see, with the job kinds each covers (Art. 14); with
+    ``limit``, a page by id."""
     with request.app.state.platform.store.read() as conn:
-        return list_grants(conn, me)
+        return page_of(request, response, list_grants(conn, me), "id", limit, after)

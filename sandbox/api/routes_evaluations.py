@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MATERIAL_NAME, MATERIAL_SHA256, MAX_ID
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.uploads import COPY_CHUNK
 from sandbox.workflow import evaluations
 
@@ -60,11 +61,17 @@ async def material_submit(
 
 @router.get("/agreements/{agreement_id}/materials")
 def material_list(
-    request: Request, me: CurrentPrincipal, agreement_id: int = PathParam(ge=1, le=MAX_ID)
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+    agreement_id: int = PathParam(ge=1, le=MAX_ID),
 ) -> list[dict[str, Any]]:
     """The materials submitted for an agreement's evaluations: its operator, the
-    authorities covering it, auditors."""
-    return evaluations.materials_of(request.app.state.platform, me, agreement_id)
+    authorities covering it, auditors; with ``limit``, a page by id."""
+    rows = evaluations.materials_of(request.app.state.platform, me, agreement_id)
+    return page_of(request, response, rows, "id", limit, after)
 
 
 @router.get(

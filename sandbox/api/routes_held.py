@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.workflow import held
 
 router = APIRouter(prefix="/v1", tags=["workflow"])
@@ -31,6 +32,14 @@ def output_review_output(
 
 
 @router.get("/held-outputs")
-def held_outputs_list(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """The held outputs you may review, with each review's state and whether you voted."""
-    return held.held_outputs(request.app.state.platform, me)
+def held_outputs_list(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+) -> list[dict[str, Any]]:
+    """The held outputs you may review, with each review's state and whether you voted;
+    with ``limit``, a page by job id."""
+    rows = held.held_outputs(request.app.state.platform, me)
+    return page_of(request, response, rows, "job", limit, after)

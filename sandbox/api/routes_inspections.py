@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.workflow import inspections
 
 router = APIRouter(prefix="/v1", tags=["workflow"])
@@ -26,9 +27,17 @@ class NotesBody(BaseModel):
 
 
 @router.get("/inspections")
-def inspection_list(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """The inspections the caller may read, with their state and history."""
-    return inspections.inspections_of(request.app.state.platform, me)
+def inspection_list(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+) -> list[dict[str, Any]]:
+    """The inspections the caller may read, with their state and history; with
+    ``limit``, a page by id."""
+    rows = inspections.inspections_of(request.app.state.platform, me)
+    return page_of(request, response, rows, "id", limit, after)
 
 
 @router.post("/inspections/{inspection_id}/{action}")

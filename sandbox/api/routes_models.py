@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.offerings import ConsentBody, Offering, add_offering_routes
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 
@@ -67,9 +68,17 @@ def train(request: Request, me: CurrentPrincipal, body: TrainBody) -> dict[str, 
 
 
 @router.get("/v1/models")
-def models(request: Request, me: CurrentPrincipal) -> list[dict[str, Any]]:
-    """The models you may see: operators their own; authorities and auditors all."""
-    return service.list_models(request.app.state.platform, me)
+def models(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+) -> list[dict[str, Any]]:
+    """The models you may see: operators their own; authorities and auditors all; with
+    ``limit``, a page by name."""
+    rows = service.list_models(request.app.state.platform, me)
+    return page_of(request, response, rows, "name", limit, after)
 
 
 @router.get("/v1/models/{name}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +22,7 @@ from connectors.base import ConnectError
 from policies.errors import SandboxError, SourceError
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import NAME
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.api.uploads import (
     WORKBOOK_SUFFIXES,
@@ -173,6 +174,14 @@ def datasets_schedule(
 
 
 @router.get("/sources", response_model=list[KeptSource])
-def sources_list(request: Request, me: CurrentPrincipal):
-    """The caller's datasets that can be pulled again, with their schedules and last pulls."""
-    return list_sources(request.app.state.platform, me)
+def sources_list(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+):
+    """The caller's datasets that can be pulled again, with their schedules and last
+    pulls; with ``limit``, a page by dataset name."""
+    rows = list_sources(request.app.state.platform, me)
+    return page_of(request, response, rows, "dataset", limit, after)

@@ -14,12 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
 from policies.workflow import PassRule
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MAX_ID
+from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.workflow_models import (
     AgreementBody,
     AnswerBody,
@@ -137,10 +138,17 @@ def review_score(
 
 @router.get("/applications/{application_id}/reviews")
 def review_list(
-    request: Request, me: CurrentPrincipal, application_id: int = PathParam(ge=1, le=MAX_ID)
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+    application_id: int = PathParam(ge=1, le=MAX_ID),
 ) -> list[dict]:
-    """The reviews of an application, as the viewer may see them."""
-    return reviews.reviews_of(_platform(request), me, application_id)
+    """The reviews of an application, as the viewer may see them; with ``limit``, a page
+    by reviewer."""
+    rows = reviews.reviews_of(_platform(request), me, application_id)
+    return page_of(request, response, rows, "reviewer", limit, after)
 
 
 @router.post("/applications/{application_id}/agreement", response_model=Created, status_code=201)
@@ -366,10 +374,15 @@ def duty_record(request: Request, me: CurrentPrincipal, body: DutyBody):
 def duty_list(
     request: Request,
     me: CurrentPrincipal,
+    response: Response,
     operator: str | None = Query(default=None, max_length=100),
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
 ) -> list[dict]:
-    """Training and drill records: the operator's own, an authority's reach, auditors all."""
-    return duties.records_of(_platform(request), me, operator)
+    """Training and drill records: the operator's own, an authority's reach, auditors all;
+    with ``limit``, a page by id."""
+    rows = duties.records_of(_platform(request), me, operator)
+    return page_of(request, response, rows, "id", limit, after)
 
 
 # --- the rest of the CLI's workflow commands, so each one runs with --server ------------------
