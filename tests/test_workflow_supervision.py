@@ -179,7 +179,9 @@ def test_an_incident_suspends_all_of_the_operators_access_at_once(cast, service)
     [note] = [n for n in notes if n["kind"] == "incident"]
     assert note["subject"] == f"incident:{result['incident']}"
     suspended = [
-        e for e in entries(cast.platform, f"agreement:{first}") if e["details"].get("to") == "suspended"
+        e
+        for e in entries(cast.platform, f"agreement:{first}")
+        if e["details"].get("to") == "suspended"
     ]
     assert suspended[0]["article"] == "Art. 21"
 
