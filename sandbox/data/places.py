@@ -1,7 +1,7 @@
 """A county agreement reads only its county's rows (Art. 5, issue 20 item 3).
 
 An agreement signed by a county authority has that county's jurisdiction, and so has
-every grant made under it (:func:`sandbox.registry.jurisdiction.grant_place`). A job
+every grant made under it (:func:`sandbox.registry.jurisdiction.agreement_place`). A job
 that reads a dataset under such a grant reads a *slice* of the dataset version: the rows
 whose county column (the classification's ``county`` declaration,
 :class:`policies.classes.CountyColumn`) holds that county's value, in the snapshot's row
@@ -34,30 +34,23 @@ from sqlalchemy.engine import Connection
 from policies.errors import PolicyRefusal
 from sandbox.core.platform import Platform
 from sandbox.data.vault import DatasetVersion
-from sandbox.registry.jurisdiction import CITY, agreement_place, grant_place
+from sandbox.registry.jurisdiction import CITY, agreement_place
 
 ARTICLE = "Art. 5"
 FOLDER = "slices"
 
 
 def scoped(
-    conn: Connection, platform: Platform, version: DatasetVersion, grant_id: int | None
-) -> DatasetVersion:
-    """``version`` as the job under ``grant_id`` may read it: whole for a city grant,
-    else its county's slice (written on first use); refused when it cannot be cut."""
-    if grant_id is None:
-        return version
-    place = grant_place(conn, grant_id)
-    return version if place == CITY else county_slice(platform, version, place)
-
-
-def for_agreement(
     conn: Connection, platform: Platform, version: DatasetVersion, agreement_id: int | None
 ) -> DatasetVersion:
-    """``version`` as a product made under ``agreement_id`` may read it (a verification
-    index): whole for a city agreement, else its county's slice."""
+    """``version`` as a job or product under ``agreement_id`` may read it: whole for a
+    city agreement or a direct grant (no agreement: the city's), else its county's slice
+    (written on first use); refused when it cannot be cut."""
     place = agreement_place(conn, agreement_id)
     return version if place == CITY else county_slice(platform, version, place)
+
+
+for_agreement = scoped  # a verification index is read as its product's agreement reads
 
 
 def county_slice(platform: Platform, version: DatasetVersion, county: str) -> DatasetVersion:

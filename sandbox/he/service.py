@@ -230,7 +230,7 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
                 conn,
                 platform,
                 get_version(conn, platform, request.dataset),
-                used[request.dataset].id,
+                used[request.dataset].agreement_id,
             )
         params = platform.disclosure_minimums().tightened(used[request.dataset].disclosure)
         scope = replace(one_table_scope(request.dataset, version.classification), disclosure=params)

@@ -155,7 +155,9 @@ def _admit(
     get_kind(GATE_KIND).plan(ask_request(ask), one_table_scope(ask.dataset, classification))
     used_cols = [ask.column] + ([ask.group_by] if ask.group_by else [])
     used = may_run(conn, operator, [ask.dataset], GATE_KIND, columns={ask.dataset: used_cols})
-    version = scoped(conn, platform, version, used[ask.dataset].id)  # its county's rows (Art. 5)
+    version = scoped(
+        conn, platform, version, used[ask.dataset].agreement_id
+    )  # its county's rows (Art. 5)
     terms = terms_for(conn, used[ask.dataset], ask.dataset, ask.column)
     today = used_today(conn, operator, terms) if terms is not None else 0
     terms = check_count_ask(terms, ask, used_today=today)

@@ -111,7 +111,7 @@ def _admit(
     grant = may_run(conn, operator, [ask.dataset], KIND, columns={ask.dataset: used_cols})[
         ask.dataset
     ]
-    version = scoped(conn, platform, version, grant.id)  # a county's rows only (Art. 5)
+    version = scoped(conn, platform, version, grant.agreement_id)  # a county's rows only (Art. 5)
     terms = terms_for(conn, grant, ask.dataset, ask.column)
     used = used_today(conn, operator, terms) if terms is not None else 0
     allowed = check_ask(terms, ask, used_today=used, over_persons=plan.over_persons)

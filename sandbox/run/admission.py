@@ -164,7 +164,7 @@ def prepare(
     # A county agreement's grant reads its county's slice of the snapshot (Art. 5).
     versions = {
         **versions,
-        **{t: scoped(conn, platform, versions[t], used[t].id) for t in plan.tables},
+        **{t: scoped(conn, platform, versions[t], used[t].agreement_id) for t in plan.tables},
     }
     if plan.kind != "sql_aggregate":
         return Prepared(plan, used, _params(platform, used), versions)
