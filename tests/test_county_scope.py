@@ -228,3 +228,32 @@ def test_bad_county_declarations_are_refused_by_name(county, problem):
     with pytest.raises(ClassificationError) as caught:
         Classification.from_dict({**PUMS_CLASSIFICATION, "county": county})
     assert problem in str(caught.value)
+
+
+def test_a_county_verification_index_and_a_direct_grant_read_as_their_agreement_does(counties):
+    """The verification index of a county's product is built from the county's slice (the
+    versions :func:`latest_versions` hands the index builder), a city product's from the
+    whole snapshot, and a direct grant (no agreement) reads the whole as the city's."""
+    import pyarrow.parquet as pq
+    from sqlalchemy import select
+
+    from sandbox.data.places import scoped
+    from sandbox.data.vault import get_version
+    from sandbox.registry.tables import agreements
+    from sandbox.verification.products import latest_versions
+
+    cast, truth = counties, _truth()
+    with cast.platform.store.read() as conn:
+        rows = conn.execute(select(agreements.c.id, agreements.c.jurisdiction)).all()
+        county = next(r.id for r in rows if r.jurisdiction == COUNTY)
+        city = next(r.id for r in rows if r.jurisdiction == "city")
+        cut = latest_versions(conn, cast.platform, ["pums"], county)["pums"]
+        whole = latest_versions(conn, cast.platform, ["pums"], city)["pums"]
+        direct = scoped(conn, cast.platform, get_version(conn, cast.platform, "pums"), None)
+    mine = [r for r in truth if r["county"] == COUNTY]
+    assert cut.county == COUNTY and cut.rows == len(mine)
+    assert {str(c) for c in pq.read_table(cut.path, columns=["county"]).column(0).to_pylist()} == {
+        COUNTY
+    }
+    assert whole.county is None and whole.rows == len(truth)
+    assert direct.county is None and direct.path == whole.path
