@@ -590,6 +590,41 @@ def test_an_authority_records_an_evaluation_from_the_agreement_page(app, cast):
     assert shown["status"] == "suspended" and shown["rectify_deadline"].startswith("2099-01-31")
 
 
+def agreement_status(cast, agreement_id: int) -> str:
+    with cast.platform.store.read() as conn:
+        return agreements.agreement_dict(conn, cast.city, agreement_id)["status"]
+
+
+def test_an_authority_accepts_a_rectification_from_the_agreement_page(app, cast):
+    """After a failed evaluation the page offers the rectification; supervision.rectify
+    decides: another county's authority and a form without its token are refused, empty
+    notes are refused, and the accepted rectification restores the agreement (Art. 24)."""
+    from sandbox.workflow import supervision
+    from tests.workflow_helpers import granted
+
+    agreement_id, _grant = granted(cast)
+    supervision.evaluate(cast.platform, cast.city, agreement_id, passed=False,
+                         notes="logs missing", deadline="2099-01-31")  # fmt: skip
+    url = f"/console/agreements/{agreement_id}/rectify"
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["other_county"])
+        refused = c.post(url, data={"notes": "checked", "csrf": csrf})
+        assert refused.status_code in (403, 404) and 'id="error"' in refused.text
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["city"])
+        page = c.get(f"/console/agreements/{agreement_id}")
+        assert 'id="rectify-form"' in page.text and 'id="restore-form"' in page.text
+        assert c.post(url, data={"notes": "checked"}).status_code == 403  # no CSRF token
+        empty = c.post(url, data={"notes": "  ", "csrf": csrf})
+        assert empty.status_code == 400 and 'id="error"' in empty.text
+        assert agreement_status(cast, agreement_id) == "suspended"
+        done = c.post(url, data={"notes": "logs restored and checked", "csrf": csrf})
+        assert done.status_code == 200 and 'id="suspend-form"' in done.text
+        assert 'id="rectify-form"' not in done.text
+    assert agreement_status(cast, agreement_id) == "active"
+    assert [e["status"] for e in _evaluations(cast)] == ["rectified"]
+
+
 def test_reviewers_score_an_application_from_its_page(app, cast):
     """reviews.score decides, as for the CLI: a reviewer of the applicant's organisation
     is refused by the separation-of-duties rule, a score out of range and a second score

@@ -159,6 +159,20 @@ def agreement_suspend(
     return redirect(f"/agreements/{agreement_id}")
 
 
+@router.post("/agreements/{agreement_id}/rectify")
+def agreement_rectify(
+    request: Request,
+    session: FormSession,
+    agreement_id: Id,
+    notes: Annotated[str, Form(max_length=REASON_MAX)] = "",
+) -> Response:
+    """Accept the rectification after a failed evaluation, as ``sandbox rectify`` and
+    ``POST /v1/agreements/{id}/rectify`` do (:func:`sandbox.workflow.supervision.rectify`):
+    the evaluation is marked rectified and the agreement restored (Art. 24)."""
+    supervision.rectify(request.app.state.platform, session.principal, agreement_id, notes.strip())
+    return redirect(f"/agreements/{agreement_id}?rectified=1")
+
+
 @router.post("/agreements/{agreement_id}/restore")
 def agreement_restore(
     request: Request,

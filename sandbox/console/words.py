@@ -86,6 +86,9 @@ ZH_MORE: dict[str, str] = {
     "classify.unchanged": "分类与数据都与 v{version} 相同，没有登记新版本。",
     "datasets.versions": "版本",
     "datasets.entity_key": "主体键",
+    "agreements.rectify_notes": "整改核查意见（必填）",
+    "agreements.rectify": "确认已整改并恢复协议",
+    "agreements.rectify_help": "评估未通过的协议在整改后，由主管部门核查并确认，协议随即恢复（Art. 24）。",
 }
 
 EN_MORE: dict[str, str] = {
@@ -191,4 +194,7 @@ EN_MORE: dict[str, str] = {
     "version was registered.",
     "datasets.versions": "Versions",
     "datasets.entity_key": "entity key",
+    "agreements.rectify_notes": "What was checked (required)",
+    "agreements.rectify": "Accept the rectification and restore",
+    "agreements.rectify_help": "After a failed evaluation, the authority checks the rectification and accepts it; the agreement is restored at once (Art. 24).",
 }
