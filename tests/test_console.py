@@ -498,6 +498,61 @@ NOTICE = {
 }
 
 
+def test_an_uploaded_datasets_provider_sends_the_file_again_to_save(app, cast, pums_csv):
+    """A dataset registered from an upload keeps no source: the editor asks for the data
+    file, and the file with the corrected classification is registered as a new version
+    (vault.register, as POST /v1/datasets/upload). No file, a file of an unknown kind and a
+    bad classification are refused in place, naming the file as sent; the auditor cannot."""
+    import shutil
+
+    from sandbox.data.kept_sources import kept_uri
+    from sandbox.data.vault import get_version, register
+
+    work = cast.platform.work_dir()  # as the upload route keeps it: no source is kept
+    copy = work / "upload.csv"
+    shutil.copyfile(pums_csv, copy)
+    with cast.platform.store.read() as conn:
+        first = get_version(conn, cast.platform, "pums").classification
+    register(cast.platform, cast.provider, "pums", str(copy), first)
+    assert kept_uri(cast.platform, "pums") is None
+    token = rotate_token(cast.platform, None, cast.provider.name)["token"]
+    url = "/console/datasets/pums/classification/upload"
+    with new_client(app) as c:
+        csrf = sign_in(c, token)
+        page = c.get("/console/datasets/pums/classification")
+        assert 'id="save-upload"' in page.text and 'id="save"' not in page.text
+        text = _editor_text(page)
+        fixed = text.replace("married: dimension", "married: quasi")
+        data = pums_csv.read_bytes()
+        none = c.post(url, data={"text": fixed, "csrf": csrf})
+        assert none.status_code == 400 and "data file" in html.unescape(none.text)
+        kind = c.post(url, data={"text": fixed, "csrf": csrf},
+                      files={"data": ("pums.txt", data, "text/plain")})  # fmt: skip
+        assert kind.status_code == 400 and "must end in one of" in html.unescape(kind.text)
+        bad = c.post(url, data={"text": fixed.replace("pid: identifier", "pid: idntifier"),
+                                "csrf": csrf}, files={"data": ("pums.csv", data, "text/csv")})  # fmt: skip
+        assert bad.status_code == 400 and "idntifier" in html.unescape(bad.text)
+        assert str(cast.platform.home) not in html.unescape(bad.text)
+        assert _versions(cast) == [1]  # the same file and classification: no new version
+        saved = c.post(url, data={"text": fixed, "csrf": csrf},
+                       files={"data": ("pums.csv", data, "text/csv")}, follow_redirects=False)  # fmt: skip
+        assert saved.status_code == 303, saved.text[:300]
+        assert saved.headers["location"] == "/console/datasets/pums?version=2"
+    with cast.platform.store.read() as conn:
+        assert (
+            get_version(conn, cast.platform, "pums").classification.columns["married"].value
+            == "quasi"
+        )
+    with new_client(app) as c:
+        csrf = sign_in(c, cast.tokens["auditor"])
+        page = c.get("/console/datasets/pums/classification")
+        assert 'id="save-upload"' not in page.text and 'id="save-needs"' not in page.text
+        refused = c.post(url, data={"text": fixed, "csrf": csrf},
+                         files={"data": ("pums.csv", data, "text/csv")})  # fmt: skip
+        assert refused.status_code == 403
+    assert _versions(cast) == [1, 2]
+
+
 def test_an_authority_publishes_a_notice_from_the_form(app, cast):
     """notices.publish decides: a bad or past deadline is shown above the form with the
     values kept, another role and another county are refused by its rule, a POST

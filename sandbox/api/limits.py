@@ -44,6 +44,11 @@ UPLOAD_PATH = "/v1/datasets/upload"
 BULK_PATHS = frozenset({UPLOAD_PATH, "/v1/he/sum", "/v1/evaluation-materials"})
 
 
+def _console_upload(path: str) -> bool:
+    """The console's upload of a dataset's data with its corrected classification."""
+    return path.startswith("/console/datasets/") and path.endswith("/classification/upload")
+
+
 def _mib(value: float) -> str:
     return f"{value:g} MiB"
 
@@ -55,7 +60,7 @@ class BodyCaps:
 
     def for_path(self, path: str) -> tuple[int, str]:
         """(cap in bytes, the words that name it) for a request path."""
-        if path in BULK_PATHS:
+        if path in BULK_PATHS or _console_upload(path):
             return int(
                 self.upload_mb * MIB
             ), f"the upload limit of {_mib(self.upload_mb)} (setting api.max_upload_mb)"

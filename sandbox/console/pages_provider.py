@@ -26,11 +26,13 @@ own datasets only. Values never appear: a profile holds counts and rates.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Annotated, Any
 
 import yaml
-from fastapi import Form, Request
+from fastapi import File, Form, Request, UploadFile
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from policies.errors import (
@@ -40,6 +42,7 @@ from policies.errors import (
     PermissionDenied,
     SandboxError,
 )
+from sandbox.api.uploads import save_upload, scrub, upload_name, upload_suffix
 from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
@@ -190,7 +193,12 @@ def classification_page(
     return render(
         request,
         "classification.html",
-        {"d": found, "text": text, "source": _source(request.app.state.platform, me, name)},
+        {
+            "d": found,
+            "text": text,
+            "source": _source(request.app.state.platform, me, name),
+            "upload": me.role is Role.PROVIDER,  # its provider may send the data again
+        },
     )
 
 
@@ -256,6 +264,46 @@ def classification_save(
     if request.headers.get("hx-request"):
         return Response(status_code=200, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
+
+
+@router.post("/datasets/{name}/classification/upload")
+async def classification_upload(
+    request: Request,
+    session: FormSession,
+    name: Annotated[str, PathParam(pattern=NAME)],
+    text: Annotated[str, Form(max_length=YAML_MAX)] = "",
+    data: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """A dataset registered from an upload keeps no source to read again: its provider
+    sends the data file again with the corrected classification, registered as
+    ``POST /v1/datasets/upload`` registers it (:func:`~sandbox.data.vault.register`, the
+    editor's check first). A refusal is shown in place, naming the file as uploaded, never
+    the server's own paths; nothing is written."""
+    platform, me = request.app.state.platform, session.principal
+    found, _grants = _version(request, me, name, None)
+    work = platform.work_dir()
+    try:
+        if data is None or not data.filename:
+            raise InputError("data: choose the dataset's data file to send again (Art. 14)")
+        suffix = upload_suffix(data.filename, None, None)
+        target = work / f"upload{suffix}"
+        await save_upload(data, target)
+        parsed = _checked(found, text)
+        try:
+            result = await run_in_threadpool(register, platform, me, name, str(target), parsed)
+        except SandboxError as exc:
+            scrub(exc, {str(target): upload_name(data.filename, suffix)})
+            raise
+    except SandboxError as exc:
+        context = {"d": found, "text": text, "source": None, "upload": True}
+        context["error"] = exc.to_dict()
+        return render(request, "classification.html", context, status=status_for(exc))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not result.changed:
+        context = {"d": found, "text": text, "source": None, "upload": True}
+        return render(request, "classification.html", {**context, "unchanged": found.version})
+    return RedirectResponse(f"{PREFIX}/datasets/{name}?version={result.version.version}", 303)
 
 
 def _register(platform, me: Principal, found, text: str):
