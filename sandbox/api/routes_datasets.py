@@ -34,7 +34,9 @@ from sandbox.api.models import (
 )
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.sources import check_source, uniform_connect_error
-from sandbox.api.uploads import (
+from sandbox.core.principals import Role, require_role
+from sandbox.data.grants import list_grants
+from sandbox.data.uploads import (
     COPY_CHUNK,
     WORKBOOK_SUFFIXES,
     save_upload,
@@ -43,8 +45,6 @@ from sandbox.api.uploads import (
     upload_suffix,
     workbook_uri,
 )
-from sandbox.core.principals import Role, require_role
-from sandbox.data.grants import list_grants
 from sandbox.data.vault import get_version, list_datasets, register
 
 router = APIRouter(prefix="/v1", tags=["datasets"])

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import MATERIAL_NAME, MATERIAL_SHA256, MAX_ID
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
-from sandbox.api.uploads import COPY_CHUNK
+from sandbox.data.uploads import COPY_CHUNK
 from sandbox.workflow import evaluations
 
 router = APIRouter(prefix="/v1", tags=["workflow"])

@@ -24,7 +24,11 @@ from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.models import NAME
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.sources import check_source, uniform_connect_error
-from sandbox.api.uploads import (
+from sandbox.core.principals import Role, require_role
+from sandbox.data.kept_sources import kept_uri
+from sandbox.data.refresh import list_sources, refresh, set_schedule, source_of
+from sandbox.data.suggestion import MAX_ROWS, suggest_classification
+from sandbox.data.uploads import (
     WORKBOOK_SUFFIXES,
     save_upload,
     scrub,
@@ -32,10 +36,6 @@ from sandbox.api.uploads import (
     upload_suffix,
     workbook_uri,
 )
-from sandbox.core.principals import Role, require_role
-from sandbox.data.kept_sources import kept_uri
-from sandbox.data.refresh import list_sources, refresh, set_schedule, source_of
-from sandbox.data.suggestion import MAX_ROWS, suggest_classification
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 

@@ -42,7 +42,6 @@ from policies.errors import (
     PermissionDenied,
     SandboxError,
 )
-from sandbox.api.uploads import save_upload, scrub, upload_name, upload_suffix
 from sandbox.console.charts import columns_svg
 from sandbox.console.i18n import translator
 from sandbox.console.web import (
@@ -61,6 +60,7 @@ from sandbox.core.principals import Principal, Role
 from sandbox.data.grants import list_grants
 from sandbox.data.kept_sources import kept_uri
 from sandbox.data.refresh import list_sources
+from sandbox.data.uploads import save_upload, scrub, upload_name, upload_suffix
 from sandbox.data.vault import get_version, list_datasets, parse_classification, register
 from sandbox.workflow import requests as data_requests
 

@@ -1,5 +1,6 @@
-"""Files sent to the API to be read as a source: a dataset's data (``POST
-/v1/datasets/upload``) or a file to profile (``POST /v1/datasets/suggest/upload``).
+"""Files sent to be read as a source: a dataset's data (``POST /v1/datasets/upload``, the
+console's classification editor) or a file to profile (``POST
+/v1/datasets/suggest/upload``).
 
 Both routes take the same kinds of file, save it into a work folder of the platform's
 own, build the URI its connector reads, and keep the server's paths out of an error
@@ -9,15 +10,20 @@ message: the caller sees the name it uploaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlencode
-
-from fastapi import UploadFile
 
 from policies.errors import InputError, SandboxError
 
 UPLOAD_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".xlsx", ".xls"}
 WORKBOOK_SUFFIXES = (".xlsx", ".xls")
 COPY_CHUNK = 1 << 20
+
+
+class Upload(Protocol):
+    """What is read of an uploaded file (a Starlette ``UploadFile``): its chunks."""
+
+    async def read(self, size: int = -1) -> bytes: ...
 
 
 def upload_suffix(filename: str | None, sheet: str | None, header: str | None) -> str:
@@ -38,7 +44,7 @@ def workbook_uri(target: Path, **options: str | None) -> str:
     return f"excel://{target}?" + urlencode({k: v for k, v in options.items() if v})
 
 
-async def save_upload(upload: UploadFile, target: Path) -> None:
+async def save_upload(upload: Upload, target: Path) -> None:
     """Copy the upload to ``target``, a chunk at a time."""
     with open(target, "wb") as out:
         while chunk := await upload.read(COPY_CHUNK):
