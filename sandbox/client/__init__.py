@@ -1,8 +1,10 @@
 """The Python client of the HTTP API: ``Client(base_url, token)``.
 
-One method per route, typed results (the API's own pydantic models of
-:mod:`sandbox.api.models`, so server and client share one schema), and errors raised as the
-platform's own exception tree: the envelope's ``code`` picks the class
+One method per route, with typed keyword parameters (a workflow body is built with the
+API's own model of it, :mod:`sandbox.api.workflow_models`, and refused here as the API would
+refuse it), typed results (the API's own pydantic models of :mod:`sandbox.api.models`, so
+server and client share one schema, and :mod:`sandbox.client.results` for the answers the
+API does not model), and errors raised as the platform's own exception tree: the envelope's ``code`` picks the class
 (:data:`sandbox.core.codes.CODES`), so ``except NotFound`` works the same over
 HTTP as in-process. Each raised error also carries ``status`` and
 ``request_id``. ``hooks`` are called with every :class:`httpx.Response`
@@ -21,11 +23,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from policies.errors import SandboxError
 from sandbox.api.models import (
@@ -56,13 +58,12 @@ LONG_POLL_S = 25.0
 DEFAULT_RETRY = RetryPolicy()  # 4 tries, waits of at most 30 s
 
 
-def _build(cls, data: dict):
-    """A result from a response's JSON: the API's own models (:mod:`sandbox.api.models`)
-    validate it; the client's few shapes of its own take the fields they name."""
-    if hasattr(cls, "model_validate"):
-        return cls.model_validate(data)
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+M = TypeVar("M", bound=BaseModel)
+
+
+def _build(cls: type[M], data: dict[str, Any]) -> M:
+    """A result from a response's JSON, validated by the API's own model of it."""
+    return cls.model_validate(data)
 
 
 __all__ = ["Client", "ProductHandle", "RetryPolicy", "VerifyAnswer", "dumps"]
