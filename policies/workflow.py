@@ -128,6 +128,15 @@ class Aggregate(StrEnum):
     MIN = "min"
 
 
+# What a security incident was (Art. 21); here, not in sandbox.workflow.supervision, so
+# that the API's request bodies (and the client, which builds them) import no workflow.
+class IncidentKind(StrEnum):
+    LEAK = "leak"
+    DAMAGE = "damage"
+    LOSS = "loss"
+    MISUSE = "misuse"  # a product used beyond its purpose (a consumer's report, Art. 21)
+
+
 DIMENSIONS = ("capability", "scenario", "security")  # Art. 12
 PRODUCT_KINDS = ("report", "verification", "psi_match", "he_aggregate", "model")  # Art. 4
 

@@ -177,16 +177,12 @@ def test_no_direct_grant_over_the_api(api):
 def test_grants_listed_by_role_with_their_kinds(api):
     c = api["c"]
     [mine] = c["operator"].list_grants()
-    assert (mine["operator"], mine["dataset"], mine["kinds"]) == (
-        "operator",
-        "persons",
-        ["sql_aggregate"],
-    )
-    assert mine["in_term"] and mine["status"] == "active"
+    assert (mine.operator, mine.dataset, mine.kinds) == ("operator", "persons", ["sql_aggregate"])
+    assert mine.in_term and mine.status == "active"
     assert c["operator2"].list_grants() == []  # another operator's grants stay unseen
-    assert [g["id"] for g in c["authority"].list_grants()] == [mine["id"]]
-    assert [g["id"] for g in c["auditor"].list_grants()] == [mine["id"]]
-    assert [g["id"] for g in c["provider"].list_grants()] == [mine["id"]]  # on its dataset
+    assert [g.id for g in c["authority"].list_grants()] == [mine.id]
+    assert [g.id for g in c["auditor"].list_grants()] == [mine.id]
+    assert [g.id for g in c["provider"].list_grants()] == [mine.id]  # on its dataset
     assert c["provider2"].list_grants() == []
     for name in ("consumer", "reviewer"):
         with pytest.raises(PermissionDenied, match="Art. 14"):

@@ -523,6 +523,12 @@ def test_held_output_quality_usage_and_supervision_remotely(served, world, tmp_p
     assert opened.stdout.strip() == f"job {jid}: pending (0 of 2 votes in)", opened.output
     vote = ["output", "vote", jid, "--decision", "approve", "--reason", "no small cells"]
     assert rjson(server, t["reviewer"], *vote)["status"] == "pending"
+    with Client(server.url, t["reviewer2"]) as api:  # the held output, typed, as checkers see it
+        (listed,) = [h for h in api.held_outputs() if h.job == int(jid)]
+        assert listed.appointed and not listed.voted and listed.votes_in == 1
+        held = api.held_output(int(jid))
+        assert held.job == int(jid) and held.columns and held.review.status == "pending"
+        assert "operator" not in held.to_dict()  # never its author
     approved = remote(server, t["reviewer2"], *vote)
     assert approved.exit_code == 0, approved.output
     assert approved.stdout.startswith(f"job {jid}: approved, product prod-")

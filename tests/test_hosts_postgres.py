@@ -82,7 +82,7 @@ def test_two_hosts_run_each_job_once_share_the_ledger_and_the_rate(tmp_path, pg_
         ]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            states = {j.id: j.status for j in operators[0].list_jobs()}
+            states = {j.id: j.state for j in operators[0].list_jobs()}
             if all(states.get(j) in ("released", "withheld", "failed") for j in submitted):
                 break
             time.sleep(2)

@@ -74,12 +74,12 @@ def test_a_suggestion_for_an_uploaded_workbook_registers_nothing(api):
     root, client = api["root"], api["client"]
     book = _workbook(root / "suggest.xlsx")
     result = client.suggest_upload(book, sheet="人口", header="2")
-    assert result["classification"]["columns"] == {
+    assert result.classification["columns"] == {
         "pid": "identifier", "county": "dimension", "income": "measure"
     }  # fmt: skip
-    assert result["classification"]["domains"] == {"county": {"codes": ["东区", "西区"]}}
-    assert result["evidence"]["county"]["distinct"] == 2
-    assert yaml.safe_load(result["yaml"]) == result["classification"]
+    assert result.classification["domains"] == {"county": {"codes": ["东区", "西区"]}}
+    assert result.evidence["county"]["distinct"] == 2
+    assert yaml.safe_load(result.yaml) == result.classification
     assert [d.name for d in client.list_datasets()] == ["persons"]  # registered above only
     with pytest.raises(SourceError) as err:
         client.suggest_upload(book, sheet="none")
@@ -90,7 +90,7 @@ def test_a_server_side_source_must_be_allowed(api):
     with pytest.raises(InputError) as err:
         api["client"].suggest(str(api["root"] / "persons.xlsx"))
     assert "api.source_roots" in err.value.message
-    assert api["client"].suggest(str(_workbook(api["root"] / "data" / "ok.xlsx")))["rows"] == 61
+    assert api["client"].suggest(str(_workbook(api["root"] / "data" / "ok.xlsx"))).rows == 61
     with pytest.raises(InputError) as err:
         api["client"].suggest("postgresql://u:secret@db.example.org/x?table=t")
     assert "api.source_hosts" in err.value.message and "secret" not in err.value.message
@@ -163,15 +163,15 @@ def test_a_source_is_refreshed_and_scheduled_through_the_api(api):
     db = root / "data" / "bureau.duckdb"
     uri = _db(db, 40)
     client.register_uri("bureau", uri, yaml.safe_load(CLASSES))
-    assert client.refresh("bureau")["changed"] is False
+    assert client.refresh("bureau").changed is False
     _db(db, 50)
     pulled = client.refresh("bureau")
-    assert pulled["version"] == 2 and pulled["rows"] == 50
-    assert client.schedule_refresh("bureau", "03:00")["daily_at"] == "03:00"
+    assert pulled.version == 2 and pulled.rows == 50
+    assert client.schedule_refresh("bureau", "03:00").daily_at == "03:00"
     with pytest.raises(InputError):
         client.schedule_refresh("bureau", "3 am")
-    (kept,) = [s for s in client.list_sources() if s["dataset"] == "bureau"]
-    assert kept["daily_at"] == "03:00" and kept["last_status"] == "changed"
+    (kept,) = [s for s in client.list_sources() if s.dataset == "bureau"]
+    assert kept.daily_at == "03:00" and kept.last_status == "changed"
     with pytest.raises(InputError) as err:
         client.refresh("persons")  # uploaded: nothing to read again
     assert "uploaded" in err.value.message
@@ -224,8 +224,8 @@ def test_the_server_pulls_a_scheduled_source_from_its_loop(tmp_path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             (kept,) = client.list_sources()
-            if kept["last_status"]:
+            if kept.last_status:
                 break
             time.sleep(0.3)
-        assert kept["last_status"] == "changed", server.log()
+        assert kept.last_status == "changed", server.log()
         assert client.show_dataset("bureau").version == 2

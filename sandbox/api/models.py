@@ -174,3 +174,46 @@ class LedgerVerification(BaseModel):
     entries: int
     head_seq: int
     head_hash: str
+
+
+# The answers of the source routes (sandbox.api.routes_sources), here so the client reads
+# them without importing the routes.
+
+
+class Suggestion(BaseModel):
+    """A proposed classification, each column's evidence, and the YAML text to edit."""
+
+    source: str
+    rows: int
+    complete: bool
+    classification: dict[str, Any]
+    evidence: dict[str, dict[str, Any]]
+    notes: list[str]
+    yaml: str
+
+
+class Pull(BaseModel):
+    dataset: str
+    version: int
+    changed: bool
+    rows: int
+    sha256: str
+    trigger: str
+
+
+class Schedule(BaseModel):
+    dataset: str
+    daily_at: str | None
+    timezone: str
+
+
+class KeptSource(BaseModel):
+    """A dataset that can be pulled again: its source (password as ***), schedule, last pull."""
+
+    dataset: str
+    source: str
+    daily_at: str | None
+    timezone: str
+    last_pull_at: str | None
+    last_status: str | None
+    last_error: str | None

@@ -11,7 +11,7 @@ of ``api.source_hosts``); a failure to connect is answered with one message.
 from __future__ import annotations
 
 import shutil
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi import Path as PathParam
@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.base import ConnectError
 from policies.errors import SandboxError, SourceError
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.models import NAME
+from sandbox.api.models import NAME, KeptSource, Pull, Schedule, Suggestion
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.api.sources import check_source, uniform_connect_error
 from sandbox.core.principals import Role, require_role
@@ -44,18 +44,6 @@ class SuggestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     uri: str = Field(min_length=1, max_length=4096)
     rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
-
-
-class Suggestion(BaseModel):
-    """A proposed classification, each column's evidence, and the YAML text to edit."""
-
-    source: str
-    rows: int
-    complete: bool
-    classification: dict[str, Any]
-    evidence: dict[str, dict[str, Any]]
-    notes: list[str]
-    yaml: str
 
 
 @router.post("/datasets/suggest", response_model=Suggestion)
@@ -102,38 +90,11 @@ async def datasets_suggest_upload(
         shutil.rmtree(work, ignore_errors=True)
 
 
-class Pull(BaseModel):
-    dataset: str
-    version: int
-    changed: bool
-    rows: int
-    sha256: str
-    trigger: str
-
-
 class ScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     daily_at: str | None = Field(
         default=None, max_length=5, description="HH:MM in Asia/Shanghai; null: no schedule"
     )
-
-
-class Schedule(BaseModel):
-    dataset: str
-    daily_at: str | None
-    timezone: str
-
-
-class KeptSource(BaseModel):
-    """A dataset that can be pulled again: its source (password as ***), schedule, last pull."""
-
-    dataset: str
-    source: str
-    daily_at: str | None
-    timezone: str
-    last_pull_at: str | None
-    last_status: str | None
-    last_error: str | None
 
 
 @router.post("/datasets/{name}/refresh", response_model=Pull)

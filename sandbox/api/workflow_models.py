@@ -8,9 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.workflow import Aggregate, Disposal, Vote
+from policies.workflow import Aggregate, Disposal, IncidentKind, Vote
 from sandbox.api.models import MAX_ID, NAME
-from sandbox.workflow.supervision import IncidentKind
 
 TEXT = 10_000
 EVERY = "month, quarter or year"

@@ -6,15 +6,41 @@ uploaded, a product's zip and a usage report's files are written on this machine
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from sandbox.cli.backend import Backend, psi_dict
 from sandbox.client import Client
+from sandbox.client.envelope import invalid_request
+from sandbox.client.results import Result
 
 
-def _plain(model) -> dict:
-    """An API model as the JSON the command prints."""
-    return model.model_dump()
+def _plain(value: Any) -> Any:
+    """A typed result as the JSON the command prints: a workflow result as the route sent
+    it, an API model as its fields, a list of them as a list; plain data as it is."""
+    if isinstance(value, Result):
+        return value.to_dict()
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _keywords(method: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """A definition file's fields as the keyword parameters of a client method, refused
+    as the API refuses a body with a field it does not know or without one it needs."""
+    parameters = inspect.signature(method).parameters
+    unknown = [f"{k}: Extra inputs are not permitted" for k in given if k not in parameters]
+    missing = [f"{name}: Field required" for name, p in parameters.items()
+               if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in given]  # fmt: skip
+    if unknown or missing:
+        raise invalid_request(missing + unknown)
+    return given
 
 
 def job_dict(job) -> dict:
@@ -67,21 +93,21 @@ class RemoteBackend(Backend):
 
     def suggest_classification(self, source, rows):
         if Path(source).is_file():  # a file on this machine is sent along, not kept
-            return self.client.suggest_upload(source, rows=rows)
+            return _plain(self.client.suggest_upload(source, rows=rows))
         if (workbook := _local_workbook(source)) is not None:
             path, options = workbook
             sheet, header = options.get("sheet"), options.get("header")
-            return self.client.suggest_upload(path, rows=rows, sheet=sheet, header=header)
-        return self.client.suggest(source, rows=rows)
+            return _plain(self.client.suggest_upload(path, rows=rows, sheet=sheet, header=header))
+        return _plain(self.client.suggest(source, rows=rows))
 
     def refresh_dataset(self, name):
-        return self.client.refresh(name)
+        return _plain(self.client.refresh(name))
 
     def schedule_refresh(self, name, daily_at):
-        return self.client.schedule_refresh(name, daily_at)
+        return _plain(self.client.schedule_refresh(name, daily_at))
 
     def list_sources(self):
-        return self.client.list_sources()
+        return _plain(self.client.list_sources())
 
     def list_datasets(self):
         return [_plain(d) for d in self.client.list_datasets()]
@@ -99,7 +125,7 @@ class RemoteBackend(Backend):
         }
 
     def list_grants(self):
-        return self.client.list_grants()
+        return _plain(self.client.list_grants())
 
     # --- jobs, products, ledger ------------------------------------------------------------
 
@@ -160,16 +186,16 @@ class RemoteBackend(Backend):
         nid = self.client.publish_notice(
             **fields, min_score=pass_score, min_reviewers=min_reviewers, aggregate=aggregate
         )
-        return self.client.notice(nid)
+        return _plain(self.client.notice(nid))
 
     def notice(self, notice_id):
-        return self.client.notice(notice_id)
+        return _plain(self.client.notice(notice_id))
 
     def apply(self, notice_id, **fields):
         return self.client.apply(notice_id, **fields)
 
     def application(self, application_id):
-        return self.client.application(application_id)
+        return _plain(self.client.application(application_id))
 
     def appoint_reviewers(self, application_id, reviewers):
         return self.client.appoint_reviewers(application_id, list(reviewers))
@@ -184,7 +210,7 @@ class RemoteBackend(Backend):
         )
 
     def reviews(self, application_id):
-        return self.client.reviews(application_id)
+        return _plain(self.client.reviews(application_id))
 
     # --- agreements --------------------------------------------------------------------
 
@@ -192,7 +218,7 @@ class RemoteBackend(Backend):
         return self.client.sign_agreement(application_id, **terms, disposal=disposal)
 
     def agreement(self, agreement_id):
-        return self.client.agreement(agreement_id)
+        return _plain(self.client.agreement(agreement_id))
 
     def set_schedules(self, agreement_id, everies):
         return self.client.set_schedules(agreement_id, **everies)
@@ -248,7 +274,7 @@ class RemoteBackend(Backend):
         from sandbox.cli.local_workflow import saved_material
 
         info, data = self.client.material_content(material_id)
-        return saved_material(info, data, out)
+        return saved_material(_plain(info), data, out)
 
     def rectify(self, agreement_id, notes):
         self.client.rectify(agreement_id, notes)
@@ -263,13 +289,13 @@ class RemoteBackend(Backend):
         return self.client.inspect(operator, list(findings), list(tasks), deadline)
 
     def inbox(self, limit, before, kind):
-        return self.client.inbox(limit=limit, before=before, kind=kind)
+        return _plain(self.client.inbox(limit=limit, before=before, kind=kind))
 
     def list_workflow(self, kind, **filters):
-        return self.client.list_workflow(kind, **filters)
+        return _plain(self.client.list_workflow(kind, **filters))
 
     def catalogue(self, limit, before):
-        return self.client.catalogue(limit=limit, before=before)
+        return _plain(self.client.catalogue(limit=limit, before=before))
 
     def record_duty(self, kind, fields):
         return self.client.record_duty(kind, **fields)
@@ -310,10 +336,10 @@ class RemoteBackend(Backend):
         )
 
     def open_review(self, job_id):
-        return self.client.open_review(job_id)
+        return _plain(self.client.open_review(job_id))
 
     def vote(self, job_id, decision, reason):
-        return self.client.vote(job_id, decision, reason)
+        return _plain(self.client.vote(job_id, decision, reason))
 
     # --- PSI and HE -----------------------------------------------------------------------
 
@@ -330,7 +356,8 @@ class RemoteBackend(Backend):
     # --- verification products -----------------------------------------------------------
 
     def define_verification(self, definition):
-        return self.client.define_verification(**definition)
+        define = self.client.define_verification
+        return define(**_keywords(define, definition))
 
     def approve_verification(self, name):
         return self.client.approve_verification(name)
@@ -360,7 +387,7 @@ class RemoteBackend(Backend):
     # --- models and scoring services -------------------------------------------------------
 
     def train_model(self, request):
-        return self.client.train_model(**request)
+        return self.client.train_model(**_keywords(self.client.train_model, request))
 
     def show_model(self, name):
         return self.client.model(name)
@@ -369,7 +396,8 @@ class RemoteBackend(Backend):
         return self.client.models()
 
     def define_score_service(self, definition):
-        return self.client.define_score_service(**definition)
+        define = self.client.define_score_service
+        return define(**_keywords(define, definition))
 
     def approve_score_service(self, name):
         return self.client.approve_score_service(name)

@@ -1,8 +1,10 @@
 """The Python client of the HTTP API: ``Client(base_url, token)``.
 
-One method per route, typed results (the API's own pydantic models of
-:mod:`sandbox.api.models`, so server and client share one schema), and errors raised as the
-platform's own exception tree: the envelope's ``code`` picks the class
+One method per route, with typed keyword parameters (a workflow body is built with the
+API's own model of it, :mod:`sandbox.api.workflow_models`, and refused here as the API would
+refuse it), typed results (the API's own pydantic models of :mod:`sandbox.api.models`, so
+server and client share one schema, and :mod:`sandbox.client.results` for the answers the
+API does not model), and errors raised as the platform's own exception tree: the envelope's ``code`` picks the class
 (:data:`sandbox.core.codes.CODES`), so ``except NotFound`` works the same over
 HTTP as in-process. Each raised error also carries ``status`` and
 ``request_id``. ``hooks`` are called with every :class:`httpx.Response`
@@ -20,17 +22,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from policies.errors import SandboxError
 from sandbox.api.models import (
     DatasetDetail,
     DatasetSummary,
+    GrantSummary,
     Job,
     JobSummary,
     Me,
@@ -43,36 +46,30 @@ from sandbox.client.models import ModelCalls
 from sandbox.client.products import ProductCalls, ProductHandle
 from sandbox.client.retry import RetryPolicy, send
 from sandbox.client.sources import SourceCalls
+from sandbox.client.supervision import SupervisionCalls
+from sandbox.client.verify import VerifyAnswer, VerifyCalls
 from sandbox.client.workflow import WorkflowCalls
+
+if TYPE_CHECKING:
+    from sandbox.client.he import HeResult
+    from sandbox.client.psi import PsiResult
 
 LONG_POLL_S = 25.0
 DEFAULT_RETRY = RetryPolicy()  # 4 tries, waits of at most 30 s
 
 
-def _build(cls, data: dict):
-    """A result from a response's JSON: the API's own models (:mod:`sandbox.api.models`)
-    validate it; the client's few shapes of its own take the fields they name."""
-    if hasattr(cls, "model_validate"):
-        return cls.model_validate(data)
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class VerifyAnswer:
-    """A verification call's answer: ``code`` for one subject, ``results`` for each."""
-
-    request_id: str
-    product: str
-    versions: dict
-    results: list
-    code: str | None = None
+def _build(cls: type[M], data: dict[str, Any]) -> M:
+    """A result from a response's JSON, validated by the API's own model of it."""
+    return cls.model_validate(data)
 
 
 __all__ = ["Client", "ProductHandle", "RetryPolicy", "VerifyAnswer", "dumps"]
 
 
-class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
+class Client(ProductCalls, SourceCalls, WorkflowCalls, SupervisionCalls, VerifyCalls, ModelCalls):
     """A thin, typed wrapper over the routes; thread-safe like :class:`httpx.Client`.
 
     A 429 (over ``api.rate_per_minute``) or a 503 (not ready) is sent again after the
@@ -163,7 +160,7 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         """
         return _build(Me, self._json("GET", "/v1/me"))
 
-    def openapi(self) -> dict:
+    def openapi(self) -> dict[str, Any]:
         """The API's OpenAPI description.
 
         Example: ``sorted(api.openapi()["paths"])``
@@ -260,12 +257,12 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         payload = {"name": name, "uri": uri, "classification": classification}
         return _build(Registration, self._json("POST", "/v1/datasets", json=payload))
 
-    def list_grants(self) -> list[dict]:
+    def list_grants(self) -> list[GrantSummary]:
         """The grants this principal may see, each with the job kinds it covers.
 
-        Example: ``[(g["dataset"], g["kinds"]) for g in api.list_grants()]``
+        Example: ``[(g.dataset, g.kinds) for g in api.list_grants()]``
         """
-        return self._json("GET", "/v1/grants")
+        return [_build(GrantSummary, g) for g in self._json("GET", "/v1/grants")]
 
     # --- jobs -----------------------------------------------------------------
 
@@ -330,7 +327,7 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         *,
         group_by: str | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ):
+    ) -> PsiResult:
         """Match your own ``items`` against a dataset column; the client half runs here.
 
         Returns a :class:`sandbox.client.psi.PsiResult`: ``count`` always, ``items`` (the
@@ -362,16 +359,24 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         agreement: int | None = None,
         grant: int | None = None,
         mode: str = "cardinality",
-        **terms: Any,
+        min_items: int | None = None,
+        max_items: int | None = None,
+        daily_cap: int | None = None,
+        group_dimensions: Sequence[str] = (),
+        group_threshold: int | None = None,
+        consent_required: bool = False,
     ) -> int:
-        """The authority's PSI terms: min_items, max_items, daily_cap, group_dimensions,
-        group_threshold, consent_required.
+        """The authority's PSI terms of an agreement (or a direct grant) on one column;
+        returns their id.
 
         Example: ``api.set_psi_terms("persons", "pid", agreement=3, min_items=100, daily_cap=5)``
         """
-        body = {"dataset": dataset, "column": column, "agreement": agreement, "grant": grant}
-        body.update(mode=mode, **terms)
-        return self._json("POST", "/v1/psi/terms", json=body)["id"]
+        body = {"dataset": dataset, "column": column, "agreement": agreement, "grant": grant,
+                "mode": mode, "min_items": min_items, "max_items": max_items,
+                "daily_cap": daily_cap, "group_dimensions": list(group_dimensions),
+                "group_threshold": group_threshold,
+                "consent_required": consent_required}  # fmt: skip
+        return int(self._json("POST", "/v1/psi/terms", json=body)["id"])
 
     # --- HE aggregate (docs/he.md) ------------------------------------------------
 
@@ -381,11 +386,11 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
         key_column: str,
         by: str | list[str],
         keys: list[str],
-        values: list,
+        values: Sequence[float],
         scheme: str = "ckks",
         *,
-        context=None,
-    ):
+        context: Any = None,
+    ) -> HeResult:
         """Encrypted sums of ``values`` per group of ``by``; the secret key stays here.
 
         Returns a :class:`sandbox.client.he.HeResult` (decrypted sums, subjects per
@@ -408,72 +413,6 @@ class Client(ProductCalls, SourceCalls, WorkflowCalls, ModelCalls):
             timeout=max(600.0, self._http.timeout.read or 0),
         )
         return client_he.decrypt_answer(ctx, response.content)
-
-    # --- verification products (docs/verification.md) ------------------------------
-
-    def define_verification(self, **definition: Any) -> dict:
-        """name, dataset, keys, codes, rule[, miss_codes, person_level, description]
-
-        Example: ``api.define_verification(name="licence_check", dataset="licences",
-        keys=["uscc"], codes={"valid": "status = 'valid'"}, rule="first")``
-        """
-        return self._json("POST", "/v1/verify/products", json=definition)
-
-    def verification_products(self) -> list[dict]:
-        """The verification products you may call or manage.
-
-        Example: ``[p["name"] for p in api.verification_products()]``
-        """
-        return self._json("GET", "/v1/verify/products")
-
-    def approve_verification(self, name: str) -> dict:
-        """The authority approves a defined verification product.
-
-        Example: ``api.approve_verification("licence_check")``
-        """
-        return self._json("POST", f"/v1/verify/products/{name}/approve")
-
-    def reject_verification(self, name: str, reason: str) -> None:
-        """The authority rejects a defined verification product, saying why.
-
-        Example: ``api.reject_verification("licence_check", "keys too broad")``
-        """
-        self._call("POST", f"/v1/verify/products/{name}/reject", json={"reason": reason})
-
-    def verify(
-        self, product: str, keys: dict[str, str], consent: dict | None = None
-    ) -> VerifyAnswer:
-        """One subject: the code (a refused subject raises, e.g. ``subject_daily_limit``).
-
-        Example: ``api.verify("licence_check", {"uscc": "91370800MA3C0000X1"}).code``
-        """
-        body = {"keys": keys, "consent": consent}
-        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
-
-    def verify_batch(
-        self, product: str, items: list[dict], consent: dict | None = None
-    ) -> VerifyAnswer:
-        """Up to 1,000 subjects: ``items`` are ``{"keys": {...}[, "consent": {...}]}``;
-        each result has ``code`` or ``refused``.
-
-        Example: ``api.verify_batch("licence_check", [{"keys": {"uscc": "91370800MA3C0000X1"}}])``
-        """
-        body = {"items": items, "consent": consent}
-        return _build(VerifyAnswer, self._json("POST", f"/v1/verify/{product}", json=body))
-
-    def verification_stats(self, name: str) -> dict:
-        """A verification product's call counts.
-
-        Example: ``api.verification_stats("licence_check")``
-        """
-        return self._json("GET", f"/v1/verify/products/{name}/stats")
-
-    def who_verified(self, keys: dict[str, str], product: str | None = None) -> list[dict]:
-        """Auditors and the authority: the calls about the subject with these keys.
-
-        Example: ``api.who_verified({"uscc": "91370800MA3C0000X1"})``
-        """
-        return self._json("POST", "/v1/verify/who", json={"keys": keys, "product": product})
 
 
 def dumps(obj: Any) -> str:

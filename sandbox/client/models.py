@@ -9,41 +9,59 @@ from typing import Any
 class ModelCalls:
     """``train_model``, ``model``, ``models``; scoring services and ``grade``."""
 
-    def _json(self, method: str, path: str, **kwargs) -> Any:  # pragma: no cover - Client's
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:  # pragma: no cover - Client's
         raise NotImplementedError
 
-    def train_model(self, **request: Any) -> dict:
+    def train_model(
+        self,
+        *,
+        name: str,
+        features: str,
+        label: str,
+        algorithm: str,
+        params: dict[str, float] | None = None,
+        holdout: float = 0.3,
+        seed: int = 1,
+        description: str = "",
+    ) -> dict[str, Any]:
         """Train a model inside and judge it (operator); waits for the training. Returns
         card, signature, card_sha256, timings.
 
         Example: ``api.train_model(name="credit_tree", features="SELECT credit_code, ...
         GROUP BY credit_code", label="defaulted", algorithm="decision_tree")["card"]["verdict"]``
         """
-        return self._json("POST", "/v1/models", json=request)
+        body = {"name": name, "features": features, "label": label, "algorithm": algorithm,
+                "params": dict(params or {}), "holdout": holdout, "seed": seed,
+                "description": description}  # fmt: skip
+        return self._json("POST", "/v1/models", json=body)
 
-    def model(self, name: str) -> dict:
+    def model(self, name: str) -> dict[str, Any]:
         """A model's signed card: name, operator, status, card, signature.
 
         Example: ``api.model("credit_tree")["card"]["evaluation"]["auc"]``
         """
         return self._json("GET", f"/v1/models/{name}")
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[dict[str, Any]]:
         """The models you may see: name, status, algorithm, auc, created_at.
 
         Example: ``[m["name"] for m in api.models() if m["status"] == "passed"]``
         """
         return self._json("GET", "/v1/models")
 
-    def define_score_service(self, **definition: Any) -> dict:
-        """Publish a passed model as a scoring service (operator): name, model, bands.
+    def define_score_service(
+        self, *, name: str, model: str, bands: list[dict[str, Any]], description: str = ""
+    ) -> dict[str, Any]:
+        """Publish a passed model as a scoring service (operator): its bands, each a grade
+        and the highest score (``upto``) it covers.
 
         Example: ``api.define_score_service(name="sme_credit", model="credit_tree",
         bands=[{"grade": "a", "upto": 0.05}, {"grade": "b", "upto": 1.0}])``
         """
-        return self._json("POST", "/v1/score/services", json=definition)
+        body = {"name": name, "model": model, "bands": bands, "description": description}
+        return self._json("POST", "/v1/score/services", json=body)
 
-    def approve_score_service(self, name: str) -> dict:
+    def approve_score_service(self, name: str) -> dict[str, Any]:
         """The authority approves a scoring service: its grade index is built.
 
         Example: ``api.approve_score_service("sme_credit")["index_rows"]``
@@ -57,14 +75,14 @@ class ModelCalls:
         """
         self._json("POST", f"/v1/score/services/{name}/reject", json={"reason": reason})
 
-    def score_services(self) -> list[dict]:
+    def score_services(self) -> list[dict[str, Any]]:
         """The scoring services you may see (consumers: the published ones).
 
         Example: ``[s["name"] for s in api.score_services()]``
         """
         return self._json("GET", "/v1/score/services")
 
-    def who_scored(self, key: str, service: str | None = None) -> list[dict]:
+    def who_scored(self, key: str, service: str | None = None) -> list[dict[str, Any]]:
         """Who graded the subject with this key? (auditors, the authority) The key is
         hashed as at call time, never stored.
 
@@ -72,7 +90,12 @@ class ModelCalls:
         """
         return self._json("POST", "/v1/score/who", json={"key": key, "service": service})
 
-    def grade(self, service: str, items: list[dict], consent: dict | None = None) -> dict:
+    def grade(
+        self,
+        service: str,
+        items: list[dict[str, Any]],
+        consent: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """Grades of up to 1,000 subjects (consumer): each item ``{"key": ..., "consent":
         {...}}``; ``consent`` stands for items without one. Returns request_id, product,
         versions, results (code = the grade or not_found; refused, message).

@@ -198,7 +198,7 @@ class ProductCalls:
         """
         return [Product.model_validate(p) for p in self._json("GET", "/v1/products")]
 
-    def product_manifest(self, product_id: str) -> dict:
+    def product_manifest(self, product_id: str) -> dict[str, Any]:
         """The product's manifest as the server verified it (no check here; see
         :meth:`ProductHandle.manifest` for one).
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from policies.access import GrantStatus
 from policies.errors import Conflict, InputError, NotFound
-from policies.workflow import EvaluationState
+from policies.workflow import EvaluationState, IncidentKind
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
@@ -49,13 +48,6 @@ from sandbox.workflow.inspections import inspect
 from sandbox.workflow.usage import figures
 
 __all__ = ["evaluate", "inspect", "notifications_of", "notify", "rectify", "report_incident"]
-
-
-class IncidentKind(StrEnum):
-    LEAK = "leak"
-    DAMAGE = "damage"
-    LOSS = "loss"
-    MISUSE = "misuse"  # a product used beyond its purpose (a consumer's report, Art. 21)
 
 
 def evaluate(
