@@ -261,3 +261,73 @@ def test_the_name_exports_is_reserved(world):
     with pytest.raises(Exception, match="reserved"):
         service.train(world.platform, world.operator, {**SOUND, "name": "exports"})
 
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from api_server import ApiServer
+
+    root = tmp_path_factory.mktemp("model_export_cli")
+    platform = Platform.init(root / "home")
+
+    def make(name, role, *, org=None, jurisdiction=None):
+        with platform.store.transaction() as conn:
+            return principals.insert(conn, name, role, org or name, jurisdiction, now_utc())
+
+    w = make_world(platform, make, root / "data")
+    platform.close()
+    (root / "train.yaml").write_text(json.dumps(SOUND), encoding="utf-8")  # JSON is YAML
+    with ApiServer(root / "home") as server:
+        yield server, w, root
+
+
+def test_export_through_the_cli_with_a_server_as_on_the_host(served):
+    from click.testing import CliRunner
+
+    from sandbox.cli.app import main
+    from sandbox.client import Client
+
+    server, w, root = served
+    t = w.tokens
+    no_env = {"SANDBOX_SERVER": None, "SANDBOX_TOKEN": None, "SANDBOX_TOKEN_FILE": None}
+
+    def remote(token, *args):
+        return CliRunner().invoke(main, ["--server", server.url, *args, "--as", token], env=no_env)
+
+    def host(token, *args):
+        return CliRunner().invoke(
+            main, ["--home", str(server.home), *args, "--as", token], env=no_env
+        )
+
+    assert remote(t["bank"], "model", "train", "--file", str(root / "train.yaml")).exit_code == 0
+    asked = remote(t["bank"], "model", "export", "credit_tree")
+    assert "requested" in asked.stdout, asked.output
+    wrong = remote(t["bank"], "model", "approve-export", "credit_tree")
+    assert wrong.exit_code != 0 and "Traceback" not in wrong.output
+    approved = remote(t["city"], "model", "approve-export", "credit_tree", "--json")
+    assert approved.exit_code == 0, approved.output
+    product = json.loads(approved.stdout)["product"]
+    listed = json.loads(remote(t["bank"], "product", "list", "--json").stdout)
+    assert product in [p["id"] for p in listed]
+    got = remote(t["bank"], "product", "get", product, "--out", str(root / "got"))
+    assert got.exit_code == 0, got.output
+    folder = root / "got" / product
+    verified = CliRunner().invoke(
+        main, ["--server", server.url, "product", "verify", str(folder), "--json"], env=no_env
+    )
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["files"] == ["card.json", "model.json", "model.onnx"]
+    delivered = remote(t["bank"], "product", "deliver", product, "--to", "lender")
+    assert delivered.exit_code == 0, delivered.output
+    exports = json.loads(remote(t["auditor"], "model", "exports", "--json").stdout)
+    assert exports == json.loads(host(t["auditor"], "model", "exports", "--json").stdout)
+    assert [(e["name"], e["state"], e["product"]) for e in exports] == [
+        ("credit_tree", "approved", product)
+    ]
+    with Client(server.url, t["lender"]) as api:
+        assert product in [p.id for p in api.list_products()]
+    # a model that is not there, and a refusal worded on one line with its article
+    refused = remote(t["bank"], "model", "export", "credit_tree")
+    assert refused.exit_code != 0 and "approved already" in refused.output

@@ -368,6 +368,18 @@ class RemoteBackend(Backend):
     def list_models(self):
         return self.client.models()
 
+    def export_model(self, name):
+        return self.client.export_model(name)
+
+    def approve_model_export(self, name):
+        return self.client.approve_model_export(name)
+
+    def reject_model_export(self, name, reason):
+        self.client.reject_model_export(name, reason)
+
+    def model_exports(self):
+        return self.client.model_exports()
+
     def define_score_service(self, definition):
         return self.client.define_score_service(**definition)
 
