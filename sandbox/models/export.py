@@ -272,8 +272,9 @@ def _write(
     """The product's files in a work folder, the manifest of their hashes, its signature."""
     card, model = found["card"], found["model"]
     description = portable.describe(card, arrays)
-    work = platform.work_dir()
-    (work / "model.onnx").write_bytes(portable.to_onnx(description))
+    model_onnx = portable.to_onnx(description)  # before the work folder: a failure leaves none
+    work = platform.work_dir()  # tmp/, which the platform clears of leftovers when it opens
+    (work / "model.onnx").write_bytes(model_onnx)
     (work / "model.json").write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
     signed = {"card": card, "signature": model.signature}
     (work / "card.json").write_text(json.dumps(signed, indent=2, ensure_ascii=False) + "\n")
