@@ -137,7 +137,9 @@ def make_world(platform: Platform, make_principal, tmp: Path, n: int = 2500) -> 
     )
 
 
-def sign_agreement(platform: Platform, made: dict, days: int = 365) -> int:
+def sign_agreement(
+    platform: Platform, made: dict, days: int = 365, product_kinds: tuple[str, ...] = ("model",)
+) -> int:
     nid = notices.publish(
         platform,
         made["city"],
@@ -160,7 +162,7 @@ def sign_agreement(platform: Platform, made: dict, days: int = 365) -> int:
         security_officer="Wang Li",
         incident_plan="call the authority",
         job_kinds=["model_train"],
-        product_kinds=["model"],
+        product_kinds=list(product_kinds),
     )
     reviews.appoint(platform, made["city"], aid, ["r1", "r2"])
     for r in ("r1", "r2"):

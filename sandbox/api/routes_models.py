@@ -15,10 +15,10 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
-from sandbox.api.offerings import ConsentBody, Offering, add_offering_routes
+from sandbox.api.offerings import ConsentBody, Offering, RejectionBody, add_offering_routes
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.models import audit as score_audit
-from sandbox.models import calls, service, services
+from sandbox.models import calls, export, service, services
 
 router = APIRouter(tags=["models"])
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -79,6 +79,48 @@ def models(
     ``limit``, a page by name."""
     rows = service.list_models(request.app.state.platform, me)
     return page_of(request, response, rows, "name", limit, after)
+
+
+@router.get("/v1/models/exports")
+def model_exports(
+    request: Request,
+    me: CurrentPrincipal,
+    response: Response,
+    limit: int | None = LimitQuery,
+    after: str | None = AfterQuery,
+) -> list[dict[str, Any]]:
+    """The exports of model files you may see: operators their own; authorities and
+    auditors all (a county authority its county's); with ``limit``, a page by name."""
+    rows = export.list_exports(request.app.state.platform, me)
+    return page_of(request, response, rows, "name", limit, after)
+
+
+@router.post("/v1/models/{name}/export", status_code=201)
+def export_model(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    """Ask to export a passed model's file (operators): an authority approves it."""
+    return export.request_export(request.app.state.platform, me, name)
+
+
+@router.post("/v1/models/{name}/export/approve")
+def approve_export(
+    request: Request, me: CurrentPrincipal, name: str = PathParam(pattern=NAME)
+) -> dict[str, Any]:
+    """Approve the export (an authority covering the agreement): the product is written."""
+    return export.approve_export(request.app.state.platform, me, name)
+
+
+@router.post("/v1/models/{name}/export/reject")
+def reject_export(
+    request: Request,
+    me: CurrentPrincipal,
+    body: RejectionBody,
+    name: str = PathParam(pattern=NAME),
+) -> dict[str, Any]:
+    """Reject the export with a reason (an authority covering the agreement)."""
+    export.reject_export(request.app.state.platform, me, name, body.reason)
+    return {"name": name, "state": "rejected"}
 
 
 @router.get("/v1/models/{name}")

@@ -407,6 +407,22 @@ class Backend(abc.ABC):
         """The models the principal may see: name, status, algorithm, auc, created_at."""
 
     @abc.abstractmethod
+    def export_model(self, name: str) -> dict:
+        """Ask to export a passed model's file: name, state, agreement."""
+
+    @abc.abstractmethod
+    def approve_model_export(self, name: str) -> dict:
+        """Approve a model's export: name, state, product."""
+
+    @abc.abstractmethod
+    def reject_model_export(self, name: str, reason: str) -> None:
+        """Reject a model's export."""
+
+    @abc.abstractmethod
+    def model_exports(self) -> list[dict]:
+        """The exports the principal may see: name, state, agreement, product, reason."""
+
+    @abc.abstractmethod
     def define_score_service(self, definition: dict) -> dict:
         """name, state, band_sizes of a defined scoring service."""
 

@@ -27,6 +27,26 @@ class LocalModelCalls:
 
         return list_models(self.platform, self.me)
 
+    def export_model(self, name):
+        from sandbox.models.export import request_export
+
+        return request_export(self.platform, self.me, name)
+
+    def approve_model_export(self, name):
+        from sandbox.models.export import approve_export
+
+        return approve_export(self.platform, self.me, name)
+
+    def reject_model_export(self, name, reason):
+        from sandbox.models.export import reject_export
+
+        reject_export(self.platform, self.me, name, reason)
+
+    def model_exports(self):
+        from sandbox.models.export import list_exports
+
+        return list_exports(self.platform, self.me)
+
     def define_score_service(self, definition):
         from sandbox.models.services import define
 

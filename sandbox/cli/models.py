@@ -1,6 +1,8 @@
 """``sandbox model ...`` and ``sandbox score ...``: models and scoring services (docs/models.md).
 
-``model train`` (operator), ``model show`` and ``model list``; ``score define``
+``model train`` (operator), ``model show`` and ``model list``; ``model export``
+(operator), ``model approve-export`` / ``model reject-export`` (authority) and
+``model exports``; ``score define``
 (operator), ``score approve`` / ``score reject`` (authority), ``score call`` (consumer)
 and ``score list``. They parse options, call :meth:`sandbox.cli.common.Context.backend`
 (:mod:`sandbox.models` on the platform's host, or the routes of ``/v1/models`` and
@@ -74,6 +76,52 @@ def list_cmd(obj: Context, token, as_json) -> None:
         [(r["name"], r["state"], r["algorithm"], r["auc"], r["created_at"]) for r in rows],
         ("model", "state", "algorithm", "auc", "trained"),
         empty="no models",
+    )
+    emit(rows, as_json, text)
+
+
+@model.command("export")
+@click.argument("name")
+@as_principal
+def export_cmd(obj: Context, name: str, token, as_json) -> None:
+    """Ask to export a passed model's file as a product (operator); an authority approves."""
+    with obj.backend(token) as backend:
+        out = backend.export_model(name)
+    emit(out, as_json, f"export of {name} requested under agreement {out['agreement']}; "
+         "waiting for the authority's approval")  # fmt: skip
+
+
+@model.command("approve-export")
+@click.argument("name")
+@as_principal
+def approve_export_cmd(obj: Context, name: str, token, as_json) -> None:
+    """Approve a model's export: its product is written (an authority covering the agreement)."""
+    with obj.backend(token) as backend:
+        out = backend.approve_model_export(name)
+    emit(out, as_json, f"export of {name} approved: product {out['product']}")
+
+
+@model.command("reject-export")
+@click.argument("name")
+@click.option("--reason", required=True)
+@as_principal
+def reject_export_cmd(obj: Context, name: str, reason: str, token, as_json) -> None:
+    """Reject a model's export, saying why (an authority covering the agreement)."""
+    with obj.backend(token) as backend:
+        backend.reject_model_export(name, reason)
+    emit({"name": name, "state": "rejected", "reason": reason}, as_json, f"rejected {name}")
+
+
+@model.command("exports")
+@as_principal
+def exports_cmd(obj: Context, token, as_json) -> None:
+    """Exports of model files you may see."""
+    with obj.backend(token) as backend:
+        rows = backend.model_exports()
+    text = table(
+        [(r["name"], r["state"], r["agreement"], r["product"] or "-") for r in rows],
+        ("model", "state", "agreement", "product"),
+        empty="no model exports",
     )
     emit(rows, as_json, text)
 

@@ -395,6 +395,18 @@ class RemoteBackend(Backend):
     def list_models(self):
         return self.client.models()
 
+    def export_model(self, name):
+        return _plain(self.client.export_model(name))
+
+    def approve_model_export(self, name):
+        return _plain(self.client.approve_model_export(name))
+
+    def reject_model_export(self, name, reason):
+        self.client.reject_model_export(name, reason)
+
+    def model_exports(self):
+        return [_plain(e) for e in self.client.model_exports()]
+
     def define_score_service(self, definition):
         define = self.client.define_score_service
         return define(**_keywords(define, definition))

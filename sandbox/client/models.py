@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandbox.client.results import ModelExport
+
 
 class ModelCalls:
-    """``train_model``, ``model``, ``models``; scoring services and ``grade``."""
+    """``train_model``, ``model``, ``models``; exports; scoring services and ``grade``."""
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:  # pragma: no cover - Client's
         raise NotImplementedError
@@ -48,6 +50,37 @@ class ModelCalls:
         Example: ``[m["name"] for m in api.models() if m["status"] == "passed"]``
         """
         return self._json("GET", "/v1/models")
+
+    def export_model(self, name: str) -> ModelExport:
+        """Ask to export a passed model's file (operator); an authority approves it.
+        Returns name, state (requested), agreement.
+
+        Example: ``api.export_model("credit_tree")["state"]``
+        """
+        return ModelExport.model_validate(self._json("POST", f"/v1/models/{name}/export"))
+
+    def approve_model_export(self, name: str) -> ModelExport:
+        """The authority approves a model's export: the product (model.onnx, model.json,
+        card.json, a signed manifest) is written. Returns name, state, product.
+
+        Example: ``api.approve_model_export("credit_tree")["product"]``
+        """
+        path = f"/v1/models/{name}/export/approve"
+        return ModelExport.model_validate(self._json("POST", path))
+
+    def reject_model_export(self, name: str, reason: str) -> None:
+        """The authority rejects a model's export, saying why.
+
+        Example: ``api.reject_model_export("credit_tree", "not needed outside")``
+        """
+        self._json("POST", f"/v1/models/{name}/export/reject", json={"reason": reason})
+
+    def model_exports(self) -> list[ModelExport]:
+        """The exports you may see: name, state, agreement, product, reason, updated_at.
+
+        Example: ``[e["product"] for e in api.model_exports() if e["state"] == "approved"]``
+        """
+        return [ModelExport.model_validate(e) for e in self._json("GET", "/v1/models/exports")]
 
     def define_score_service(
         self, *, name: str, model: str, bands: list[dict[str, Any]], description: str = ""

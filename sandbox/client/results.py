@@ -240,3 +240,15 @@ __all__ = [
     "Review",
     "Row",
 ]
+
+
+class ModelExport(Result):
+    """A model file's export (Art. 4, 15): asked by the operator, approved or rejected by
+    an authority covering the agreement; ``product`` once written."""
+
+    name: str
+    state: str
+    agreement: int | None = None
+    product: str | None = None
+    reason: str | None = None
+    updated_at: str | None = None

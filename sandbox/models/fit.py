@@ -120,9 +120,32 @@ def _hist_tree(nodes: Any) -> TreeArrays:
     )
 
 
-def arrays_to_json(arrays: FittedArrays) -> dict[str, Any]:
-    """The arrays as JSON (the worker's answer carries them to the platform)."""
-    return {
+def outputs_of(model: Any, algorithm: str) -> dict[str, Any]:
+    """What a tree model answers beyond its structure, for the export of a passed model
+    (:mod:`sandbox.models.portable`): each node's ``value`` (a decision tree's share of
+    label 1 among the node's training entities; a boosted tree's raw contribution, the
+    learning rate applied, at its leaves) and a boosted model's ``baseline`` (its raw
+    score before the first tree). A regression's coefficients are all it has."""
+    if algorithm == "decision_tree":
+        value = np.asarray(model.tree_.value, dtype=float)[:, 0, :]
+        total = value.sum(axis=1)
+        share = np.divide(value[:, 1], total, out=np.zeros_like(total), where=total > 0)
+        return {"values": [share.tolist()], "baseline": 0.0}
+    if algorithm == "gradient_boosting":
+        values = [np.asarray(p[0].nodes["value"], dtype=float).tolist() for p in model._predictors]
+        baseline = float(np.ravel(model._baseline_prediction)[0])
+        return {"values": values, "baseline": baseline}
+    return {"values": [], "baseline": 0.0}
+
+
+def arrays_to_json(
+    arrays: FittedArrays, outputs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The arrays as JSON (the worker's answer carries them to the platform), with the
+    tree outputs of :func:`outputs_of` when given: the card's ``model_sha256`` is the hash
+    of all of it, so it covers the model an export writes."""
+    values = list((outputs or {}).get("values") or [])
+    out = {
         "algorithm": arrays.algorithm,
         "n_train": arrays.n_train,
         "n_features": arrays.n_features,
@@ -135,10 +158,14 @@ def arrays_to_json(arrays: FittedArrays) -> dict[str, Any]:
                 "feature": t.feature.tolist(),
                 "threshold": t.threshold.tolist(),
                 "entities": t.entities.tolist(),
+                **({"value": values[i]} if i < len(values) else {}),
             }
-            for t in arrays.trees
+            for i, t in enumerate(arrays.trees)
         ],
     }
+    if outputs is not None:
+        out["baseline"] = float(outputs.get("baseline", 0.0))
+    return out
 
 
 def arrays_from_json(data: Mapping[str, Any]) -> FittedArrays:

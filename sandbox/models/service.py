@@ -13,10 +13,12 @@
    judged against ``model.attack_max_auc``;
 4. the signed model card (:mod:`sandbox.models.card`), one ledger entry
    ``model.trained`` or ``model.refused`` holding its hash, the ``models`` row; for a
-   passed model the scores, by keyed hash of the entity, under ``models/`` in the home.
+   passed model the scores, by keyed hash of the entity, under ``models/`` in the home,
+   and its numbers (``model_files``, hashing to the card's ``model_sha256``).
 
-Nothing of the model leaves: the operator reads the card. A refused model's card says
-which checks failed and its scores are not kept.
+Nothing of the model leaves here: the operator reads the card. A passed model's file
+leaves only as an export an authority approved (:mod:`sandbox.models.export`). A refused
+model's card says which checks failed and neither its scores nor its numbers are kept.
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.models.card import build_card, sign_card
 from sandbox.models.fit import arrays_from_json
-from sandbox.models.tables import models
+from sandbox.models.tables import model_files, models
 from sandbox.run.admission import Prepared, prepare
 from sandbox.run.runner import Limits, Runner
 from sandbox.verification.keys import load_secret, normalise_key, subject_hash
 
 WORKER = "sandbox.models.worker"
+RESERVED = {"exports"}  # GET /v1/models/exports lists the exports of model files
 MODELS_DIR = "models"
 
 FAILURES = {
@@ -92,6 +95,8 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
     """Train, judge, sign and record one model; returns its card (see the module)."""
     require_role(operator, Role.OPERATOR, action="train models", article="Art. 14")
     parsed = ModelRequest.from_dict(request)
+    if parsed.name in RESERVED:
+        raise InputError(f"'{parsed.name}' is a reserved name; choose another")
     try:
         prepared = admit(platform, operator, request)
     except PolicyRefusal as refusal:
@@ -139,6 +144,7 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
     first = prepared.used.get(plan.tables[0]) if plan.tables else None
     with platform.store.transaction() as conn:
         conn.execute(models.delete().where(models.c.name == parsed.name))
+        _keep_numbers(conn, parsed.name, meta if verdict.value == "passed" else None, card)
         conn.execute(
             models.insert().values(
                 name=parsed.name,
@@ -165,6 +171,18 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
         )  # fmt: skip
     timings = {**meta.get("timings", {}), "total_s": round(result.total_s, 3)}
     return {"card": card, "signature": signature, "card_sha256": digest, "timings": timings}
+
+
+def _keep_numbers(conn, name: str, meta: Mapping[str, Any] | None, card: Mapping) -> None:
+    """A passed model's numbers (``meta`` None: a refused one keeps none), for an export
+    (:mod:`sandbox.models.export`)."""
+    conn.execute(model_files.delete().where(model_files.c.name == name))
+    if meta is not None:
+        conn.execute(
+            model_files.insert().values(
+                name=name, arrays_json=json.dumps(meta["arrays"]), created_at=card["created_at"]
+            )
+        )
 
 
 def _free_name(platform: Platform, operator: Principal, name: str) -> None:

@@ -35,6 +35,7 @@ from sandbox.core.ledger import SYSTEM, Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.data.grants import may_run
+from sandbox.models.export import dispose_exports
 from sandbox.models.service import model_row, scores_of
 from sandbox.models.tables import models, score_index, score_services
 from sandbox.registry.jurisdiction import scope_of
@@ -232,8 +233,9 @@ def list_services(platform: Platform, viewer: Principal) -> list[dict[str, Any]]
 
 def dispose_ended(platform: Platform, actor: Actor = SYSTEM) -> list[str]:
     """Carry out the disposal clause of ended agreements on their models and services:
-    ``delete`` removes the grade index and the scores, withdraws a published service and
-    marks the model disposed (``model.disposed``); idempotent."""
+    ``delete`` removes the grade index, the scores and the model's kept numbers, withdraws
+    a published service, marks the model and its export disposed (``model.disposed``);
+    idempotent."""
     ended = (AgreementState.EXPIRED.value, AgreementState.TERMINATED.value)
     done = []
     with platform.store.transaction() as conn:
@@ -258,6 +260,7 @@ def dispose_ended(platform: Platform, actor: Actor = SYSTEM) -> list[str]:
                 .where(models.c.name == model.name)
                 .values(status="disposed", scores_path=None)
             )
+            dispose_exports(platform, conn, actor, model.name)  # its numbers and its export
             platform.record(conn, actor, "model.disposed", f"model:{model.name}",
                             {"agreement": model.agreement_id}, "Art. 13")  # fmt: skip
             done.append(model.name)

@@ -70,3 +70,30 @@ score_calls = Table(
     Column("ts", String(40), nullable=False),
     Index("ix_score_calls_subject", "subject_hash"),
 )
+
+# A passed model's numbers, kept inside for its export (sandbox.models.export): the
+# worker's arrays with the trees' node values, whose canonical JSON hashes to the card's
+# model_sha256. Deleted with the scores when the agreement's disposal clause runs.
+model_files = Table(
+    "model_files",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("arrays_json", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+# The export of a model file: the operator asks, an authority covering the agreement
+# approves (the product is written then) or rejects; the agreement's end disposes of it.
+model_exports = Table(
+    "model_exports",
+    metadata,
+    Column("name", String(64), primary_key=True),  # the model's
+    Column("operator_id", Integer, ForeignKey(P), nullable=False),
+    Column("agreement_id", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # sandbox.models.export.ExportState
+    Column("reason", Text),  # a rejection's
+    Column("decided_by", Integer, ForeignKey(P)),
+    Column("product_id", String(64)),  # once approved: the product in products/
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)

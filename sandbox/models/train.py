@@ -32,7 +32,14 @@ import numpy as np
 # it reads only the Python installation (scikit-learn comes from there) and its snapshots.
 from jobs.model_checks import rare_value_parameters
 from sandbox.models.attacks import attack
-from sandbox.models.fit import arrays_of, arrays_to_json, evaluate, fit, make_estimator
+from sandbox.models.fit import (
+    arrays_of,
+    arrays_to_json,
+    evaluate,
+    fit,
+    make_estimator,
+    outputs_of,
+)
 from sandbox.run.worker import RESULT_NAME, connect
 
 ENTITY = "entity_"
@@ -153,7 +160,7 @@ def train_on(table: Any, task: dict) -> tuple[dict[str, Any], Any | None]:
     attack_s = time.perf_counter() - t1
     scores = model.predict_proba(x)[:, 1]
     meta = {
-        "arrays": arrays_to_json(arrays),
+        "arrays": arrays_to_json(arrays, outputs_of(model, algorithm)),
         "rare_parameters": rare,
         "evaluation": evaluation,
         "attacks": figures.to_dict(),
