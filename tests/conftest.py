@@ -60,10 +60,51 @@ def data_dir() -> Path:
     return DATA
 
 
+# Test modules run on both stores (issue 24): every test of theirs that builds a
+# ``platform`` runs once on SQLite and once on a PostgreSQL database of its own (marked
+# ``postgres``, so ``make test-fast`` runs the SQLite half only).
+ON_BOTH_STORES = frozenset(
+    {
+        "test_store",
+        "test_jobs",
+        "test_workflow_flow",
+        "test_workflow_countersign",
+        "test_workflow_providers",
+        "test_workflow_supervision",
+        "test_verify",
+        "test_county_scope",
+        "test_workflow_lists",
+        "test_workflow_disposal",
+        "test_workflow_consumers",
+        "test_workflow_schedules",
+    }
+)
+
+
+def pytest_generate_tests(metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "store_kind" in metafunc.fixturenames and module in ON_BOTH_STORES:
+        kinds = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+        metafunc.parametrize("store_kind", kinds, indirect=True)
+
+
 @pytest.fixture
-def platform(tmp_path: Path) -> Platform:
-    """A freshly initialised platform whose home is ``tmp_path / 'home'``."""
-    plat = Platform.init(tmp_path / "home")
+def store_kind(request) -> str:
+    """``sqlite`` (the embedded default), or ``postgres`` for the modules on both stores."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def platform(tmp_path: Path, store_kind: str, request) -> Platform:
+    """A freshly initialised platform whose home is ``tmp_path / 'home'``; its store is a
+    SQLite file, or a fresh PostgreSQL database named in the home's ``sandbox.toml``
+    (so a CLI run in a subprocess on that home reads the same store)."""
+    home = tmp_path / "home"
+    if store_kind == "postgres":
+        url = request.getfixturevalue("pg_server").new_store()
+        home.mkdir(mode=0o700, parents=True)
+        (home / "sandbox.toml").write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    plat = Platform.init(home)
     yield plat
     plat.close()
 

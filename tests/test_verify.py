@@ -54,7 +54,10 @@ subject_lifetime = 100000
 
 
 def reopen(platform: Platform, toml: str) -> Platform:
-    (platform.home / "sandbox.toml").write_text(toml, encoding="utf-8")
+    """The platform again with ``toml``'s settings added to its home's (its store kept)."""
+    path = platform.home / "sandbox.toml"
+    kept = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(kept + "\n" + toml, encoding="utf-8")
     return Platform.open(platform.home)
 
 

@@ -85,6 +85,8 @@ def test_a_deleted_product_leaves_every_list_and_read(cast, service):
 
 
 def test_backup_and_restore_work_after_a_disposal(cast, service, tmp_path):
+    if cast.platform.store.is_postgres:  # refused by design: pg_dump backs up that store
+        pytest.skip("sandbox backup copies a SQLite store; PostgreSQL is backed up with pg_dump")
     _, deleted = released(cast, service)
     scheduler.tick(cast.platform, now=NOW + TERM + timedelta(days=1))
     _, kept = released(cast, service, disposal=Disposal.HAND_OVER)
