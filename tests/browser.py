@@ -111,15 +111,18 @@ class Page:
         self.el(css).click()
 
     def wait_for(self, css: str, text: str | None = None, timeout: float = WAIT_S):
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
-        wait = WebDriverWait(self.driver, timeout)
+        # A form's answer replaces the page while the wait polls it: a node read from the
+        # page before ("does not belong to the document", stale) is a miss, polled again.
+        wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(WebDriverException,))
         if text is None:
             return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
-        return self.el(css)
+        return wait.until(lambda _driver: self.el(css))
 
     def sign_in(self, token: str) -> None:
         self.open("/console/login")
