@@ -182,3 +182,31 @@ def sign_agreement(
     rid = requests.request_data(platform, made["bank"], agreement, DATASET, purpose="credit model")
     requests.approve(platform, made["provider"], rid)
     return agreement
+
+
+def trained_world(folder: Path) -> World:
+    """A platform under ``folder`` with the world of :func:`make_world` and the sound model
+    trained (training takes seconds: a module trains once, each test copies the home)."""
+    from sandbox.core import principals
+    from sandbox.core.ledger import now_utc
+    from sandbox.models import service
+
+    platform = Platform.init(folder / "home")
+
+    def make(name, role, *, org=None, jurisdiction=None):
+        with platform.store.transaction() as conn:
+            return principals.insert(conn, name, role, org or name, jurisdiction, now_utc())
+
+    world = make_world(platform, make, folder / "data")
+    service.train(platform, world.operator, SOUND)
+    platform.close()
+    return world
+
+
+def copied_world(trained: World, folder: Path) -> World:
+    """The trained world on a copy of its home under ``folder``, open (the caller closes)."""
+    import dataclasses
+    import shutil
+
+    shutil.copytree(trained.platform.home, folder / "home")
+    return dataclasses.replace(trained, platform=Platform.open(folder / "home"))

@@ -39,13 +39,15 @@ class PgServer:
         conn.autocommit = True
         return conn
 
-    def new_database(self) -> str:
-        """A fresh, empty database; its ``postgresql://`` URL."""
+    def new_database(self, template: str | None = None) -> str:
+        """A fresh, empty database (or a copy of ``template``); its ``postgresql://`` URL."""
         name = f"store_{next(_numbers)}"
         conn = self.admin()
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {name}")
+                cur.execute(
+                    f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else "")
+                )
         finally:
             conn.close()
         return f"postgresql://{self.user}@/{name}?host={quote(self.socket_dir)}"
@@ -64,14 +66,7 @@ class PgServer:
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
             self._template = url.split("@/", 1)[1].split("?", 1)[0]
-        name = f"store_{next(_numbers)}"
-        conn = self.admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {name} TEMPLATE {self._template}")
-        finally:
-            conn.close()
-        return f"postgresql://{self.user}@/{name}?host={quote(self.socket_dir)}"
+        return self.new_database(template=self._template)
 
     def stop(self) -> None:
         try:

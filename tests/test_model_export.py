@@ -4,15 +4,13 @@ approved; the export is a signed product like any other, and goes with its agree
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import onnx
 import pytest
-from model_helpers import SOUND, World, make_world, sign_agreement
+from model_helpers import SOUND, World, copied_world, make_world, sign_agreement, trained_world
 from sqlalchemy import select
 
 from policies.errors import Conflict, IntegrityError, NotFound, PermissionDenied, PolicyRefusal
@@ -32,25 +30,14 @@ FEATURES = ["capital", "arrears_months", "staff", "bill_mean"]  # SOUND's, in it
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> World:
     """One platform with the sound model trained: each test works on a copy of its home."""
-    tmp = tmp_path_factory.mktemp("model_export")
-    platform = Platform.init(tmp / "home")
-
-    def make(name, role, *, org=None, jurisdiction=None):
-        with platform.store.transaction() as conn:
-            return principals.insert(conn, name, role, org or name, jurisdiction, now_utc())
-
-    w = make_world(platform, make, tmp / "data")
-    service.train(platform, w.operator, SOUND)
-    platform.close()
-    return w
+    return trained_world(tmp_path_factory.mktemp("model_export"))
 
 
 @pytest.fixture
 def world(trained, tmp_path) -> World:
-    shutil.copytree(trained.platform.home, tmp_path / "home")
-    platform = Platform.open(tmp_path / "home")
-    yield dataclasses.replace(trained, platform=platform)
-    platform.close()
+    w = copied_world(trained, tmp_path)
+    yield w
+    w.platform.close()
 
 
 def _exported(w: World) -> str:

@@ -4,20 +4,26 @@ that cannot read a feature value back."""
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from model_helpers import BANDS, CONSENT, FEATURES, SOUND, World, make_world, sign_agreement
+from model_helpers import (
+    BANDS,
+    CONSENT,
+    FEATURES,
+    SOUND,
+    World,
+    copied_world,
+    sign_agreement,
+    trained_world,
+)
 from sqlalchemy import select
 
 from policies.errors import InputError, NotFound, PermissionDenied, PolicyRefusal, RateLimited
 from sandbox.core import ledger, principals
 from sandbox.core.ledger import now_utc
-from sandbox.core.platform import Platform
 from sandbox.models import audit as score_audit
 from sandbox.models import calls, service, services
 from sandbox.models.tables import score_index
@@ -30,28 +36,16 @@ SERVICE = {"name": "sme_credit", "model": SOUND["name"], "bands": BANDS}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> World:
-    """One platform with the model trained (training takes seconds): each test works on
-    a copy of its home."""
-    tmp = tmp_path_factory.mktemp("scoring")
-    platform = Platform.init(tmp / "home")
-
-    def make(name, role, *, org=None, jurisdiction=None):
-        with platform.store.transaction() as conn:
-            return principals.insert(conn, name, role, org or name, jurisdiction, now_utc())
-
-    w = make_world(platform, make, tmp / "data")
-    service.train(platform, w.operator, SOUND)
-    platform.close()
-    return w
+    """One platform with the sound model trained: each test works on a copy of its home."""
+    return trained_world(tmp_path_factory.mktemp("scoring"))
 
 
 @pytest.fixture
 def world(trained, tmp_path) -> World:
-    shutil.copytree(trained.platform.home, tmp_path / "home")
-    platform = Platform.open(tmp_path / "home")
-    yield dataclasses.replace(trained, platform=platform)
-    calls.close(platform)
-    platform.close()
+    w = copied_world(trained, tmp_path)
+    yield w
+    calls.close(w.platform)
+    w.platform.close()
 
 
 @pytest.fixture
