@@ -23,8 +23,8 @@ the entity numbering and the audit across releases tell the slice from the whole
 
 from __future__ import annotations
 
-import hashlib
 import os
+import secrets
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,9 +48,6 @@ def scoped(
     (written on first use); refused when it cannot be cut."""
     place = agreement_place(conn, agreement_id)
     return version if place == CITY else county_slice(platform, version, place)
-
-
-for_agreement = scoped  # a verification index is read as its product's agreement reads
 
 
 def county_slice(platform: Platform, version: DatasetVersion, county: str) -> DatasetVersion:
@@ -108,9 +105,7 @@ def _write(
     """Cut the slice in row order and write it read-only (a part file first, so a crash
     or a second writer never leaves half a slice under the final name)."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = target.with_suffix(
-        f".{os.getpid()}.{hashlib.sha256(os.urandom(8)).hexdigest()[:8]}.part"
-    )
+    part = target.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
     con = duckdb.connect(":memory:", config={"threads": platform.settings.job.threads})
     try:
         con.execute(

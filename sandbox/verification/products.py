@@ -28,7 +28,7 @@ from sandbox.core.ledger import Actor, now_utc
 from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, by_id, by_name, require_role
 from sandbox.data.grants import may_run
-from sandbox.data.places import for_agreement
+from sandbox.data.places import scoped
 from sandbox.data.vault import get_version, list_datasets
 from sandbox.registry.base import require_authority
 from sandbox.registry.jurisdiction import require_city, scope_of
@@ -247,10 +247,7 @@ def latest_versions(
 ) -> dict:
     """The newest version of each table, as the product's agreement may read it: a
     county agreement's index holds its county's rows only (Art. 5)."""
-    return {
-        t: for_agreement(conn, platform, get_version(conn, platform, t), agreement_id)
-        for t in tables
-    }
+    return {t: scoped(conn, platform, get_version(conn, platform, t), agreement_id) for t in tables}
 
 
 def approve(platform: Platform, authority: Principal, name: str) -> dict[str, Any]:
