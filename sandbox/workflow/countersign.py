@@ -64,7 +64,7 @@ def sign_by_approval(
     """A provider approving a data request on its dataset signs for it, unless it did."""
     if approver.role is not Role.PROVIDER or ds.provider_id != approver.id:
         return
-    if _signature(conn, agreement.id, ds.id) is not None:
+    if _signed(conn, agreement.id, ds.id):
         return
     terms = f"signed by approving data request {request_id}"
     _record(platform, conn, approver, agreement, ds, terms, how=f"data_request:{request_id}")
@@ -128,7 +128,7 @@ def _signable(
             f"agreement {agreement_id} is {row.status}; a provider signs an active agreement "
             f"only ({ARTICLE})"
         )
-    if _signature(conn, row.id, ds.id) is not None:
+    if _signed(conn, row.id, ds.id):
         raise Conflict(
             f"{provider.name} has signed agreement {agreement_id} for '{dataset}' already "
             f"({ARTICLE})"
@@ -136,16 +136,16 @@ def _signable(
     return row, ds
 
 
-def _signature(conn: Connection, agreement_id: int, dataset_id: int) -> dict | None:
-    row = conn.execute(
-        select(countersignatures).where(
-            countersignatures.c.agreement_id == agreement_id,
-            countersignatures.c.dataset_id == dataset_id,
-        )
-    ).first()
-    if row is None:
-        return None
-    return {"agreement": row.agreement_id, "terms": row.terms, "signed_at": row.created_at}
+def _signed(conn: Connection, agreement_id: int, dataset_id: int) -> bool:
+    return (
+        conn.execute(
+            select(countersignatures.c.id).where(
+                countersignatures.c.agreement_id == agreement_id,
+                countersignatures.c.dataset_id == dataset_id,
+            )
+        ).first()
+        is not None
+    )
 
 
 def _record(
