@@ -8,7 +8,7 @@ Usage::
     python bench/model.py --quick      # --entities 100000 --requests 1000 --seconds 5
 
 ``train_*``
-    :func:`sandbox.models.service.train` of one model over ``--entities`` enterprises
+    :func:`sandbox.models.training.train` of one model (a ``model_train`` job) over ``--entities`` enterprises
     (one row each, 4 features and a 0/1 label, registered in the vault as Parquet):
     admission, a fresh isolated worker, the features query in DuckDB, the split, the fit,
     the held-out evaluation, the structural checks, the attacks, the signed card and
@@ -57,7 +57,7 @@ from sandbox.core import principals  # noqa: E402
 from sandbox.core.ledger import now_utc  # noqa: E402
 from sandbox.core.platform import Platform  # noqa: E402
 from sandbox.data.vault import get_version  # noqa: E402
-from sandbox.models import service, services  # noqa: E402
+from sandbox.models import services, training  # noqa: E402
 from sandbox.models.fit import make_estimator  # noqa: E402
 
 SETTINGS = """
@@ -167,7 +167,7 @@ def train(platform: Platform, world, args) -> None:
         "params": params,
     }
     started = time.perf_counter()
-    out = service.train(platform, world.operator, request)
+    out = training.train(platform, world.operator, request)
     total = time.perf_counter() - started
     timings = out["timings"]
     figure("train_total_s", total, "s", f"{args.algorithm}, verdict {out['card']['verdict']}")

@@ -34,6 +34,11 @@ def get_kind(name: str) -> JobKind[Any]:
     return KINDS[name]
 
 
+def is_sql_kind(name: str) -> bool:
+    """Whether jobs of this name run as SQL jobs (:class:`sandbox.run.execution.JobService`)."""
+    return isinstance(KINDS.get(name), SqlKind)
+
+
 def sql_kind(name: str) -> SqlKind:
     """The kind of this name if it runs as a SQL job; the others run as sessions of
     their own, and the error says where."""

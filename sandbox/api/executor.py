@@ -42,11 +42,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from jobs.model import KIND as MODEL_KIND
 from policies.errors import SandboxError
 from sandbox.core import storage
 from sandbox.core.platform import Platform
 from sandbox.core.principals import by_id
 from sandbox.core.store import jobs
+from sandbox.models import training
 from sandbox.run import leases
 from sandbox.run.execution import JobService
 from sandbox.run.jobstate import (
@@ -228,9 +230,13 @@ class Executor:
     def _run_next(self):
         with self.platform.store.read() as conn:
             job_id = next_queued(conn)
+            kind = conn.execute(select(jobs.c.kind).where(jobs.c.id == job_id)).scalar()
         if job_id is None:
             return None
         try:
+            if kind == MODEL_KIND:  # a model's training (sandbox.models.training)
+                card, error = training.run(self.platform, job_id)
+                return card or error
             return self.service.run(job_id)
         except Exception as exc:
             # The job's end could not be recorded (a full disk also refuses the store's

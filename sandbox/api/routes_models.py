@@ -1,7 +1,9 @@
 """Models and scoring services over HTTP (数据模型, 数据服务; docs/models.md).
 
-``POST /v1/models`` trains a model inside and answers its signed card once training
-and the checks are done (the request waits, up to ``model.time_limit_s``).
+``POST /v1/models`` trains a model inside as a job of kind ``model_train`` and answers
+its signed card once training and the checks are done (the request waits, up to
+``model.time_limit_s``); with ``?wait=false`` it queues the job for the servers'
+executors and answers 202 with the job's id.
 ``POST /v1/score/{service}`` is the consumers' call: subject keys with consent in,
 grades out. Each route calls the one function the CLI calls.
 """
@@ -10,15 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.auth import CurrentPrincipal
 from sandbox.api.offerings import ConsentBody, Offering, RejectionBody, add_offering_routes
 from sandbox.api.paging import AfterQuery, LimitQuery, page_of
 from sandbox.models import audit as score_audit
-from sandbox.models import calls, export, service, services
+from sandbox.models import calls, export, service, services, training
 
 router = APIRouter(tags=["models"])
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -62,9 +65,26 @@ class ScoreBody(_Body):
 
 
 @router.post("/v1/models", status_code=201)
-def train(request: Request, me: CurrentPrincipal, body: TrainBody) -> dict[str, Any]:
-    """Train a model inside, judge it and sign its card (operators)."""
-    return service.train(request.app.state.platform, me, body.model_dump())
+def train(
+    request: Request,
+    me: CurrentPrincipal,
+    body: TrainBody,
+    wait: bool = Query(
+        default=True,
+        description="true: train in this request and answer the card (201); false: queue the "
+        "training job for the servers' executors and answer its id (202); read it with "
+        "GET /v1/jobs/{id}?wait=S, then the card with GET /v1/models/{name}",
+    ),
+) -> Any:
+    """Train a model inside, judge it and sign its card (operators); a job of kind
+    ``model_train`` either way."""
+    platform = request.app.state.platform
+    if wait:
+        return training.train(platform, me, body.model_dump())
+    job_id = training.enqueue(platform, me, body.model_dump())
+    request.app.state.executor.wake()
+    body_out = {"job": job_id, "state": "queued", "model": body.name}
+    return JSONResponse(body_out, status_code=202)
 
 
 @router.get("/v1/models")

@@ -13,7 +13,7 @@ class LocalModelCalls:
     me: Any
 
     def train_model(self, request):
-        from sandbox.models.service import train
+        from sandbox.models.training import train
 
         return train(self.platform, self.me, request)
 

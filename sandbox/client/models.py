@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.client.results import ModelExport
+from sandbox.client.results import ModelExport, QueuedTraining
 
 
 class ModelCalls:
@@ -36,6 +36,29 @@ class ModelCalls:
                 "params": dict(params or {}), "holdout": holdout, "seed": seed,
                 "description": description}  # fmt: skip
         return self._json("POST", "/v1/models", json=body)
+
+    def queue_model(
+        self,
+        *,
+        name: str,
+        features: str,
+        label: str,
+        algorithm: str,
+        params: dict[str, float] | None = None,
+        holdout: float = 0.3,
+        seed: int = 1,
+        description: str = "",
+    ) -> QueuedTraining:
+        """File a model's training as a queued job (operator); a refusal is raised at once.
+        Returns job, state (queued), model.
+
+        Example: ``api.wait_job(api.queue_model(name="credit_tree", ...).job).state``
+        """
+        body = {"name": name, "features": features, "label": label, "algorithm": algorithm,
+                "params": dict(params or {}), "holdout": holdout, "seed": seed,
+                "description": description}  # fmt: skip
+        answer = self._json("POST", "/v1/models", params={"wait": "false"}, json=body)
+        return QueuedTraining.model_validate(answer)
 
     def model(self, name: str) -> dict[str, Any]:
         """A model's signed card: name, operator, status, card, signature.

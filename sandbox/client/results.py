@@ -242,6 +242,15 @@ __all__ = [
 ]
 
 
+class QueuedTraining(Result):
+    """A model's training left to the servers' executors (``POST /v1/models?wait=false``):
+    its job, read with :meth:`Client.job` until it ends, then the card with :meth:`model`."""
+
+    job: int
+    state: str
+    model: str
+
+
 class ModelExport(Result):
     """A model file's export (Art. 4, 15): asked by the operator, approved or rejected by
     an authority covering the agreement; ``product`` once written."""

@@ -31,7 +31,7 @@ from sandbox.core.platform import Platform
 from sandbox.core.principals import Principal, Role, add_principal
 from sandbox.data.vault import get_version, register
 from sandbox.demo.loans import CLASSIFICATION, loan_book
-from sandbox.models import calls, service, services
+from sandbox.models import calls, services, training
 from sandbox.workflow import agreements, applications, notices, requests, reviews
 
 SOURCES = ("enterprises", "utility_payments", "social_insurance")
@@ -136,7 +136,7 @@ def demo_models(
     agreement = _agreement(platform, authority, operator, {**providers, "loans": credit}, reviewers)
     echo(f"   agreement {agreement} for {operator.name} covers job kind 'model_train'")
     try:
-        service.train(
+        training.train(
             platform,
             operator,
             {
@@ -154,7 +154,7 @@ def demo_models(
         echo(
             f"   a model with leaves of 2 enterprises -> refused [{refusal.rule}] ({refusal.article})"
         )
-    out = service.train(platform, operator, MODEL)
+    out = training.train(platform, operator, MODEL)
     card = out["card"]
     ev = card["evaluation"]
     echo(

@@ -1,7 +1,7 @@
 """Models (数据模型): train inside, judge the model, keep it inside; show and list them.
 
-:func:`train` is the path of one model, synchronous (the caller waits up to
-``model.time_limit_s``):
+:func:`train` is the path of one model, run by its training job
+(:mod:`sandbox.models.training`, kind ``model_train``) in the process that claimed it:
 
 1. admission by the job kind (:class:`jobs.model.ModelTrain`) in the operator's scope
    and the grants gate (:func:`sandbox.run.admission.prepare`, as for every job kind),
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from jobs import get_kind
 from jobs.model import KIND, ModelPlan, ModelRequest, require_leaf_size
@@ -80,49 +81,73 @@ def _limits(platform: Platform) -> Limits:
     )
 
 
-def admit(platform: Platform, operator: Principal, request: Mapping[str, Any]) -> Prepared:
-    """Admission, the grants gate and the leaf size (raises PolicyRefusal)."""
+def admit(
+    platform: Platform,
+    operator: Principal,
+    request: Mapping[str, Any],
+    pinned: Mapping[str, int] | None = None,
+) -> Prepared:
+    """Admission, the grants gate and the leaf size (raises PolicyRefusal); ``pinned``:
+    the dataset versions a queued training was admitted against."""
     kind = get_kind(KIND)
     kind.referenced_datasets(request)  # a malformed request is refused before anything else
     with platform.store.read() as conn:
-        prepared = prepare(conn, platform, operator, kind, request)  # type: ignore[arg-type]
+        prepared = prepare(conn, platform, operator, kind, request, pinned)  # type: ignore[arg-type]
     plan = cast(ModelPlan, prepared.plan)
     require_leaf_size(plan.request, prepared.params.min_entities)
     return prepared
 
 
-def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -> dict[str, Any]:
-    """Train, judge, sign and record one model; returns its card (see the module)."""
+def parsed_request(operator: Principal, request: Mapping[str, Any]) -> ModelRequest:
+    """The request as data, from an operator, under a name that is not reserved."""
     require_role(operator, Role.OPERATOR, action="train models", article="Art. 14")
     parsed = ModelRequest.from_dict(request)
     if parsed.name in RESERVED:
         raise InputError(f"'{parsed.name}' is a reserved name; choose another")
+    return parsed
+
+
+def admit_recorded(
+    platform: Platform,
+    operator: Principal,
+    request: Mapping[str, Any],
+    pinned: Mapping[str, int] | None = None,
+) -> Prepared:
+    """:func:`admit`, a refusal recorded as ``model.refused`` (stage admission) and raised."""
+    name = str(request.get("name", ""))[:64]
     try:
-        prepared = admit(platform, operator, request)
+        return admit(platform, operator, request, pinned)
     except PolicyRefusal as refusal:
         with platform.store.transaction() as conn:
             platform.record(
-                conn, operator.actor, "model.refused", f"model:{parsed.name}",
+                conn, operator.actor, "model.refused", f"model:{name}",
                 {"stage": "admission", **refusal.to_dict()}, refusal.article or "Art. 15",
             )  # fmt: skip
         raise
+
+
+Finish = Callable[[Connection, dict[str, Any]], None]
+
+
+def train(
+    platform: Platform,
+    operator: Principal,
+    request: Mapping[str, Any],
+    *,
+    pinned: Mapping[str, int] | None = None,
+    finish: Finish | None = None,
+) -> dict[str, Any]:
+    """Train, judge, sign and record one model; returns its card (see the module).
+
+    The training job (:mod:`sandbox.models.training`) passes the versions it was
+    queued against and ``finish``, called in the transaction that records the card with
+    the model's name, verdict and card hash (the job's end is written with the card)."""
+    parsed = parsed_request(operator, request)
+    prepared = admit_recorded(platform, operator, request, pinned)
     plan = cast(ModelPlan, prepared.plan)
-    _free_name(platform, operator, parsed.name)
+    require_free_name(platform, operator, parsed.name)
     k = prepared.params.min_entities
-    try:
-        result = _run(platform, prepared, plan, k)
-        meta = json.loads((result.table.schema.metadata or {}).get(b"model", b"{}"))
-        failure = meta.get("failure")
-        if failure in FAILURES:
-            message = FAILURES[failure].format(subject=str(meta.get("subject", ""))[:64])
-            raise JobFailed(message, code=failure, article="Art. 15")
-    except JobFailed as stopped:
-        with platform.store.transaction() as conn:
-            platform.record(
-                conn, operator.actor, "model.failed", f"model:{parsed.name}",
-                {"code": stopped.code, "message": stopped.message}, "Art. 8",
-            )  # fmt: skip
-        raise
+    result, meta = _trained(platform, operator, parsed.name, prepared, k)
     settings = platform.settings.model
     try:
         arrays = arrays_from_json(meta["arrays"])
@@ -169,8 +194,30 @@ def train(platform: Platform, operator: Principal, request: Mapping[str, Any]) -
              "datasets": versions, "algorithm": parsed.algorithm},
             "Art. 15",
         )  # fmt: skip
+        if finish is not None:
+            finish(conn, {"model": parsed.name, "verdict": verdict.value, "card_sha256": digest})
     timings = {**meta.get("timings", {}), "total_s": round(result.total_s, 3)}
     return {"card": card, "signature": signature, "card_sha256": digest, "timings": timings}
+
+
+def _trained(platform: Platform, operator: Principal, name: str, prepared: Prepared, k: int):
+    """The worker's result and the model it describes; a failure it reports is raised
+    with its message, after the ledger entry ``model.failed``."""
+    try:
+        result = _run(platform, prepared, cast(ModelPlan, prepared.plan), k)
+        meta = json.loads((result.table.schema.metadata or {}).get(b"model", b"{}"))
+        failure = meta.get("failure")
+        if failure in FAILURES:
+            message = FAILURES[failure].format(subject=str(meta.get("subject", ""))[:64])
+            raise JobFailed(message, code=failure, article="Art. 15")
+    except JobFailed as stopped:
+        with platform.store.transaction() as conn:
+            platform.record(
+                conn, operator.actor, "model.failed", f"model:{name}",
+                {"code": stopped.code, "message": stopped.message}, "Art. 8",
+            )  # fmt: skip
+        raise
+    return result, meta
 
 
 def _keep_numbers(conn, name: str, meta: Mapping[str, Any] | None, card: Mapping) -> None:
@@ -185,7 +232,7 @@ def _keep_numbers(conn, name: str, meta: Mapping[str, Any] | None, card: Mapping
         )
 
 
-def _free_name(platform: Platform, operator: Principal, name: str) -> None:
+def require_free_name(platform: Platform, operator: Principal, name: str) -> None:
     """A model's name is its own; a refused model of the same operator may be retrained."""
     with platform.store.read() as conn:
         row = conn.execute(select(models).where(models.c.name == name)).first()

@@ -25,7 +25,7 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from jobs import sql_kind
+from jobs import is_sql_kind, sql_kind
 from jobs.base import SqlKind
 from policies.disclosure import CheckResult, OutputVerdict
 from policies.errors import JobFailed, PermissionDenied, PolicyRefusal, SandboxError
@@ -184,7 +184,7 @@ class JobService:
         platform = self.platform
         with platform.store.transaction() as conn:
             row = claim_queued(conn, job_id)
-            if row is None:
+            if row is None or not is_sql_kind(row.kind):  # a model's training: its own path
                 return None
             operator = by_id(conn, row.operator_id)
             detail = {"engine": "duckdb"}
