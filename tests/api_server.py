@@ -166,14 +166,19 @@ columns:
 """
 
 
-def make_home(home: Path, settings_toml: str = "") -> dict[str, str]:
-    """Initialise a platform home and add one principal per role; returns name -> token."""
+def make_home(home: Path, settings_toml: str = "", store_url: str | None = None) -> dict[str, str]:
+    """Initialise a platform home and add one principal per role; returns name -> token.
+    ``store_url``: the home's store is that PostgreSQL database (``[store] url``)."""
     from sandbox.core.ledger import now_utc
     from sandbox.core.platform import Platform
     from sandbox.core.principals import Role, insert
 
+    if store_url is not None:
+        home.mkdir(mode=0o700, parents=True)
+        store = f'[store]\nurl = "{store_url}"\n'
+        (home / "sandbox.toml").write_text(store + settings_toml, encoding="utf-8")
     platform = Platform.init(home)
-    if settings_toml:
+    if settings_toml and store_url is None:
         (home / "sandbox.toml").write_text(settings_toml, encoding="utf-8")
     tokens = {}
     try:

@@ -81,11 +81,27 @@ ON_BOTH_STORES = frozenset(
 )
 
 
+# API test modules on both stores: their servers' homes are made with ``api_store``, the
+# ``store.url`` of a PostgreSQL database of the module's own, or None for SQLite.
+API_ON_BOTH_STORES = frozenset({"test_api", "test_api_workflow", "test_models_queue"})
+
+
 def pytest_generate_tests(metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    kinds = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
     if "store_kind" in metafunc.fixturenames and module in ON_BOTH_STORES:
-        kinds = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
         metafunc.parametrize("store_kind", kinds, indirect=True)
+    if "api_store" in metafunc.fixturenames and module in API_ON_BOTH_STORES:
+        metafunc.parametrize("api_store", kinds, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def api_store(request) -> str | None:
+    """For :func:`api_server.make_home`: None (a SQLite home), or the ``store.url`` of a
+    PostgreSQL database of this module's own (the API modules on both stores)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return request.getfixturevalue("pg_server").new_store()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The HTTP API through the real client against a real uvicorn on 127.0.0.1.
 
-One server per module (``api``): a platform home with one principal per role;
+One server per module and store (``api``; the module runs on SQLite and on PostgreSQL,
+``api_store``): a platform home with one principal per role;
 the provider uploads a dataset, the authority grants it, the operator's job is
 run by the server's executor and released. Then every route is called with
 every role: no route returns data its role may not see. Every error response
@@ -39,9 +40,9 @@ def _hook(response: httpx.Response) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
+def api(tmp_path_factory, api_store):
     root = tmp_path_factory.mktemp("api")
-    tokens = make_home(root / "home")
+    tokens = make_home(root / "home", store_url=api_store)
     server = ApiServer(root / "home").start()
     clients = {name: Client(server.url, token, hooks=[_hook]) for name, token in tokens.items()}
     clients["anonymous"] = Client(server.url, None, hooks=[_hook])

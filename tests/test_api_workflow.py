@@ -20,9 +20,9 @@ from sandbox.core.principals import Role, insert
 NOW = datetime.now(UTC)
 
 
-def test_the_flow_from_notice_to_released_job(tmp_path):
+def test_the_flow_from_notice_to_released_job(tmp_path, api_store):
     home = tmp_path / "home"
-    tokens = make_home(home)
+    tokens = make_home(home, store_url=api_store)
     platform = Platform.open(home)
     with platform.store.transaction() as conn:
         _, tokens["reviewer2"] = insert(conn, "reviewer2", Role.REVIEWER, "Uni B", None, now_utc())

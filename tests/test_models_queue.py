@@ -122,7 +122,11 @@ def test_a_deactivated_operators_queued_training_fails_and_keeps_nothing(world):
 
 
 @pytest.mark.slow
-def test_over_http_wait_false_queues_the_job_for_the_servers_executor(tmp_path):
+def test_over_http_wait_false_queues_the_job_for_the_servers_executor(tmp_path, api_store):
+    if api_store is not None:  # the server's executor claims the job from PostgreSQL
+        (tmp_path / "home").mkdir(mode=0o700)
+        settings = f'[store]\nurl = "{api_store}"\n'
+        (tmp_path / "home" / "sandbox.toml").write_text(settings, encoding="utf-8")
     platform = Platform.init(tmp_path / "home")
 
     def make(name, role, *, org=None, jurisdiction=None):

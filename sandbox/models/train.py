@@ -135,16 +135,17 @@ def train_on(table: Any, task: dict) -> tuple[dict[str, Any], Any | None]:
     if smallest * holdout < 2 * k:
         return {"failure": "too_few_entities", "subject": str(k)}, None
     seed = int(task["seed"])
-    x_tr, x_ho, y_tr, y_ho = train_test_split(
-        x, y, test_size=holdout, stratify=y, random_state=seed
-    )
+    rows = np.arange(y.size)
+    i_tr, i_ho = train_test_split(rows, test_size=holdout, stratify=y, random_state=seed)
+    x_tr, x_ho, y_tr, y_ho = x[i_tr], x[i_ho], y[i_tr], y[i_ho]
     algorithm, params = task["algorithm"], task["params"]
     t0 = time.perf_counter()
     model = fit(algorithm, params, seed, x_tr, y_tr)
     fit_s = time.perf_counter() - t0
     arrays = arrays_of(model, algorithm, int(y_tr.size), int(x.shape[1]))
     rare = rare_value_parameters(arrays, x_tr, k)
-    evaluation = evaluate(y_ho, model.predict_proba(x_ho)[:, 1], k)
+    scores = model.predict_proba(x)[:, 1]  # every entity's, once: the held-out ones among them
+    evaluation = evaluate(y_ho, scores[i_ho], k)
     t1 = time.perf_counter()
     figures = attack(
         lambda: make_estimator(algorithm, params, seed),
@@ -158,7 +159,6 @@ def train_on(table: Any, task: dict) -> tuple[dict[str, Any], Any | None]:
         seed=seed,
     )
     attack_s = time.perf_counter() - t1
-    scores = model.predict_proba(x)[:, 1]
     meta = {
         "arrays": arrays_to_json(arrays, outputs_of(model, algorithm)),
         "rare_parameters": rare,
