@@ -22,7 +22,8 @@ twin (the same outputs, FROM and WHERE without the entity key) to the SQL checke
 column classes, the function allow-lists, the join rules and ``identifier_literal``
 are the jobs' own; every aggregate family may be used (the values stay inside).
 
-The algorithm comes from an allow-list (:data:`ALGORITHMS`) with bounded
+The algorithm comes from an allow-list (:data:`ALGORITHMS`: scikit-learn's logistic
+regression, decision tree and histogram gradient boosting, and LightGBM) with bounded
 hyperparameters; a tree's leaves may never be smaller than the disclosure threshold
 (:func:`require_leaf_size`). The fitted model is judged by :mod:`jobs.model_checks`.
 
@@ -92,8 +93,16 @@ ALGORITHMS: Mapping[str, Mapping[str, Bound]] = {
         "learning_rate": Bound(0.01, 1.0, 0.1),
         "min_samples_leaf": Bound(1, 1_000_000, 50, whole=True),
     },
+    # LightGBM grows a tree leaf by leaf: num_leaves bounds its leaves, max_depth its depth
+    "lightgbm": {
+        "n_estimators": Bound(1, 300, 100, whole=True),
+        "max_depth": Bound(1, 6, 4, whole=True),
+        "num_leaves": Bound(2, 31, 15, whole=True),
+        "learning_rate": Bound(0.01, 1.0, 0.1),
+        "min_samples_leaf": Bound(1, 1_000_000, 50, whole=True),
+    },
 }
-TREE_ALGORITHMS = frozenset({"decision_tree", "gradient_boosting"})
+TREE_ALGORITHMS = frozenset({"decision_tree", "gradient_boosting", "lightgbm"})
 
 
 def refuse(

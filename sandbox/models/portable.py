@@ -37,6 +37,9 @@ FORMAT = "sandbox-model/1"
 OPSET = 15  # ONNX Runtime 1.10 (2021) and later read it
 ML_OPSET = 3  # TreeEnsembleRegressor with double thresholds and weights
 IR_VERSION = 8
+# Boosted trees: a raw score, the baseline plus every tree's leaf, then the sigmoid
+# (LightGBM's baseline is 0: its first tree's leaves hold its starting score).
+BOOSTED = frozenset({"gradient_boosting", "lightgbm"})
 
 
 def describe(card: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def to_onnx(description: Mapping[str, Any]) -> bytes:
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])
     if model["algorithm"] == "logistic_regression":
         nodes, initial = _linear_nodes(model)
-    elif model["algorithm"] == "gradient_boosting":
+    elif model["algorithm"] in BOOSTED:
         sigmoid = helper.make_node("Sigmoid", ["raw"], ["score"])
         nodes, initial = [_tree_node(model, "raw"), sigmoid], []
     else:
@@ -167,7 +170,7 @@ def _tree_node(model: Mapping[str, Any], output: str):
                 leaf_tree.append(t)
                 leaf_node.append(i)
                 leaf_value.append(float(tree["value"][i]))
-    boosted = model["algorithm"] == "gradient_boosting"
+    boosted = model["algorithm"] in BOOSTED
     return helper.make_node(
         "TreeEnsembleRegressor",
         ["features"],
