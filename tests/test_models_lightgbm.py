@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import lightgbm
 import numpy as np
 import pytest
 from model_helpers import DATASET, SOUND, World, credit_table, make_world
@@ -312,6 +313,7 @@ def test_lightgbm_trains_in_the_worker_passes_and_exports_the_platforms_scores(w
     assert (card["algorithm"], card["verdict"]) == ("lightgbm", "passed"), card
     assert card["params"] == PARAMS
     assert 0.55 < card["evaluation"]["auc"] <= 1
+    assert card["library"]["lightgbm"] == lightgbm.__version__  # the card names what made it
     assert service.list_models(w.platform, w.operator)[0]["algorithm"] == "lightgbm"
     memorising = {**LGBM, "name": "memorised", "params": {**PARAMS, "min_samples_leaf": 2}}
     with pytest.raises(PolicyRefusal) as refused:

@@ -165,8 +165,19 @@ def train_on(table: Any, task: dict) -> tuple[dict[str, Any], Any | None]:
         "evaluation": evaluation,
         "attacks": figures.to_dict(),
         "entities": {"train": int(y_tr.size), "holdout": int(y_ho.size)},
-        "library": {"scikit-learn": sklearn_version},
+        "library": _libraries(algorithm, sklearn_version),
         "timings": {"fit_s": round(fit_s, 3), "attack_s": round(attack_s, 3)},
     }
     entities = table.column(ENTITY).cast(pa.string())
     return meta, pa.table({"entity": entities, "score": pa.array(scores, pa.float64())})
+
+
+def _libraries(algorithm: str, sklearn_version: str) -> dict[str, str]:
+    """The libraries the model was made with, for its card: scikit-learn's (the split,
+    the evaluation, the shadow models), and LightGBM's for a LightGBM model."""
+    found = {"scikit-learn": sklearn_version}
+    if algorithm == "lightgbm":
+        import lightgbm
+
+        found["lightgbm"] = lightgbm.__version__
+    return found
