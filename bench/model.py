@@ -82,6 +82,13 @@ PARAMS = {
         "learning_rate": 0.1,
         "min_samples_leaf": 100,
     },
+    "lightgbm": {
+        "n_estimators": 100,
+        "max_depth": 4,
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "min_samples_leaf": 100,
+    },
     "decision_tree": {"max_depth": 6, "min_samples_leaf": 100},
     "logistic_regression": {"C": 1.0, "max_iter": 300},
 }
