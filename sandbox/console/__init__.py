@@ -24,6 +24,7 @@ from sandbox.console import (
     pages_inspections,
     pages_ledger,
     pages_lineage,
+    pages_models,
     pages_notices,
     pages_operator,
     pages_provider,
@@ -42,6 +43,7 @@ PAGES = (
     pages_lineage,
     pages_inspections,
     pages_provider,
+    pages_models,
 )
 
 

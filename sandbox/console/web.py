@@ -79,9 +79,10 @@ MENU = {
         "inspections",
         "ledger",
         "lineage",
+        "models",
     ),
-    Role.OPERATOR: ("jobs", "products", "notices", "inspections"),
-    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "lineage", "inspections"),
+    Role.OPERATOR: ("jobs", "products", "models", "notices", "inspections"),
+    Role.AUDITOR: ("ledger", "reviews", "jobs", "products", "models", "lineage", "inspections"),
     Role.PROVIDER: ("datasets", "inbox", "inspections"),
     Role.CONSUMER: ("products", "inbox"),
 }
