@@ -132,6 +132,21 @@ def test_a_county_authority_lists_only_the_services_of_its_county(published):
         assert [s["name"] for s in services.list_services(w.platform, viewer)] == ["sme_credit"]
 
 
+def test_a_county_authority_neither_lists_nor_reads_the_citys_models(published):
+    """The model was trained under the city's agreement: a county authority neither lists
+    it nor reads its card (Art. 5), as for jobs and services; the city authority does."""
+    w = published
+    with w.platform.store.transaction() as conn:
+        county, _ = principals.insert(
+            conn, "weishan", principals.Role.AUTHORITY, "Weishan", "370826", now_utc()
+        )
+    assert service.list_models(w.platform, county) == []
+    with pytest.raises(NotFound):
+        service.show(w.platform, county, SOUND["name"])
+    assert [m["name"] for m in service.list_models(w.platform, w.city)] == [SOUND["name"]]
+    assert service.show(w.platform, w.city, SOUND["name"])["state"] == "passed"
+
+
 def test_the_service_is_withdrawn_when_its_agreement_stops(published):
     w = published
     agreements.suspend(w.platform, w.city, w.agreement, reason="security incident")

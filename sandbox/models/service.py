@@ -50,6 +50,7 @@ from sandbox.core.principals import Principal, Role, by_id, require_role
 from sandbox.models.card import build_card, sign_card
 from sandbox.models.fit import arrays_from_json
 from sandbox.models.tables import model_files, models
+from sandbox.registry.jurisdiction import CITY, agreement_place
 from sandbox.run.admission import Prepared, prepare
 from sandbox.run.runner import Limits, Runner
 from sandbox.verification.keys import load_secret, normalise_key, subject_hash
@@ -290,7 +291,8 @@ def show(platform: Platform, viewer: Principal, name: str) -> dict[str, Any]:
     with platform.store.read() as conn:
         row = model_row(conn, name)
         operator = by_id(conn, row.operator_id)
-    _may_read(viewer, row.operator_id, name)
+        place = agreement_place(conn, row.agreement_id)
+    _may_read(viewer, row.operator_id, name, place)
     return {
         "name": row.name,
         "operator": operator.name,
@@ -305,9 +307,12 @@ def list_models(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
         raise InputError("models are listed for operators, authorities and auditors")
     with platform.store.read() as conn:
         rows = conn.execute(select(models).order_by(models.c.name)).all()
+        places = {r.name: agreement_place(conn, r.agreement_id) for r in rows}
     out = []
     for row in rows:
         if viewer.role is Role.OPERATOR and row.operator_id != viewer.id:
+            continue
+        if not _covers(viewer, places[row.name]):  # a county authority: its county's (Art. 5)
             continue
         card = json.loads(row.card_json)
         out.append(
@@ -322,8 +327,18 @@ def list_models(platform: Platform, viewer: Principal) -> list[dict[str, Any]]:
     return out
 
 
-def _may_read(viewer: Principal, operator_id: int, name: str) -> None:
-    if viewer.role in (Role.AUTHORITY, Role.AUDITOR):
+def _covers(viewer: Principal, place: str) -> bool:
+    """Whether ``viewer`` reads what was made under an agreement of ``place``: everyone but
+    a county authority, which reads its county's only (Art. 5)."""
+    if viewer.role is not Role.AUTHORITY or viewer.jurisdiction == CITY:
+        return True
+    return viewer.jurisdiction == place
+
+
+def _may_read(viewer: Principal, operator_id: int, name: str, place: str) -> None:
+    if viewer.role is Role.AUTHORITY and _covers(viewer, place):
+        return
+    if viewer.role is Role.AUDITOR:
         return
     if viewer.role is Role.OPERATOR and viewer.id == operator_id:
         return
