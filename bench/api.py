@@ -49,7 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import _results  # noqa: E402
 import httpx  # noqa: E402
 from _results import figure  # noqa: E402
-from api_server import ApiServer, make_home, write_persons  # noqa: E402
+from api_server import ApiServer, host_grant, make_home, write_persons  # noqa: E402
 
 from sandbox.client import Client  # noqa: E402
 from sandbox.core.platform import Platform  # noqa: E402
@@ -61,22 +61,25 @@ SQL = "SELECT county, sex, COUNT(*) AS n, SUM(income) AS income FROM persons GRO
 
 
 def setup(root: Path) -> tuple[Path, dict[str, str]]:
+    """A home with the persons dataset, granted to the operator on the host (the API
+    grants no data use outside the workflow)."""
     home = root / "home"
-    # The bench times submit-to-released: the hold of a person job for the output
-    # checkers comes after the same work, so it is off here.
-    tokens = make_home(home, "[api]\nrate_per_minute = 10000000\n[review]\nperson_jobs = false\n")
+    # The bench times submit-to-released: the hold of a job for the output checkers (a
+    # person job; a group on a column without a declared domain) comes after the same
+    # work, so it is off here.
+    settings = (
+        "[api]\nrate_per_minute = 10000000\n"
+        "[review]\nperson_jobs = false\nundeclared_domains = false\n"
+    )
+    tokens = make_home(home, settings)
     csv, yaml_path = write_persons(root / "data")
     platform = Platform.open(home)
     with platform.store.read() as conn:
         provider = authenticate(conn, tokens["provider"])
     register(platform, provider, "persons", str(csv), load_classification(yaml_path))
     platform.close()
+    host_grant(home, "operator", "persons")
     return home, tokens
-
-
-def grant(url: str, tokens: dict[str, str]) -> None:
-    with Client(url, tokens["authority"]) as c:
-        c.add_grant("operator", "persons", "2099-12-31")
 
 
 def inprocess(home: Path, token: str, runs: int) -> float:
@@ -137,7 +140,6 @@ async def _load(url: str, token: str, job_id: int, total: int, seconds: float, c
 
 def status_rps(home, tokens, workers, args) -> float:
     with ApiServer(home, workers=workers) as server:
-        grant(server.url, tokens)
         with Client(server.url, tokens["operator"]) as c:
             job = c.wait_job(c.submit_job(SQL).job, timeout=60)
         asyncio.run(_load(server.url, tokens["operator"], job.job, 200, 5, args.concurrency))
@@ -191,8 +193,6 @@ def _appends_per_second(home: Path, appends: int) -> float:
 
 def store_figures(root: Path, args) -> None:
     """Jobs per minute and ledger appends per second, SQLite against PostgreSQL."""
-    from api_server import host_grant
-
     try:
         from pg_store import PgServer
 
@@ -208,7 +208,6 @@ def store_figures(root: Path, args) -> None:
                     break
                 os.environ["SANDBOX_STORE_URL"] = server.new_database()
             home, tokens = setup(root / f"store-{kind}")
-            host_grant(home, "operator", "persons")
             found[kind] = (
                 _jobs_per_minute(home, tokens["operator"], args.jobs),
                 _appends_per_second(home, args.jobs * 20),
@@ -238,7 +237,6 @@ def main() -> None:
     ):
         home, tokens = setup(Path(tmp))
         with ApiServer(home) as server:
-            grant(server.url, tokens)
             http_s, _ = over_http(server.url, tokens["operator"], args.runs)
         local_s = inprocess(home, tokens["operator"], args.runs)
         figure("submit_inprocess", local_s * 1000, "ms", fmt=".0f")
