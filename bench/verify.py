@@ -83,12 +83,16 @@ def lookup(body: Body) -> dict:
 """
 
 
-def setup(root: Path, persons: int) -> tuple[Path, dict[str, str], list[tuple[str, str]]]:
+def setup(
+    root: Path, persons: int, store_url: str | None = None, prefix: str = ""
+) -> tuple[Path, dict[str, str], list[tuple[str, str]]]:
+    """A home with the identity product approved; ``store_url`` puts its store on that
+    PostgreSQL database (bench/api.py), ``prefix`` goes before the figure's name."""
     home = root / "home"
+    home.mkdir(mode=0o700, parents=True)
+    store = f'\n[store]\nurl = "{store_url}"\n' if store_url else ""
+    (home / "sandbox.toml").write_text(SETTINGS + store, encoding="utf-8")
     platform = Platform.init(home)
-    (home / "sandbox.toml").write_text(SETTINGS, encoding="utf-8")
-    platform.close()
-    platform = Platform.open(home)
 
     def make(name, role, org=None, jurisdiction=None):
         with platform.store.transaction() as conn:
@@ -97,7 +101,8 @@ def setup(root: Path, persons: int) -> tuple[Path, dict[str, str], list[tuple[st
     world = make_world(platform, make, root / "data", persons=persons)
     verify_products.define(platform, world.operator, IDENTITY)
     built = verify_products.approve(platform, world.city, "identity")
-    figure("index_build", built["build_seconds"], "s", f"{built['index_rows']} rows", fmt=".2f")
+    rows = f"{built['index_rows']} rows"
+    figure(f"{prefix}index_build", built["build_seconds"], "s", rows, fmt=".2f")
     data = world.tables["persons"].to_pydict()
     pairs = list(zip(data["pid"], data["name"], strict=True))
     platform.close()
