@@ -42,6 +42,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from policies.errors import ConfigError
 
 SCHEMA_VERSION = 3
+PG_POOL = 16  # PostgreSQL connections a process keeps open
+PG_OVERFLOW = 24  # more it may open at a peak, closed when returned
 
 # The features whose tables the store holds beside its own. Each module declares its
 # tables on :data:`metadata` when imported; the store imports them by name before it
@@ -284,7 +286,12 @@ def make_engine(path: Path, url: str, create: bool) -> Engine:
         parsed = make_url(url.strip())
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg2")  # the driver installed
-        engine = create_engine(parsed, future=True)
+        if parsed.drivername.startswith("postgresql"):
+            # connections kept for the server's request threads: with the default 5 a
+            # busy server opened and closed a backend for a third of its requests
+            engine = create_engine(parsed, future=True, pool_size=PG_POOL, max_overflow=PG_OVERFLOW)
+        else:
+            engine = create_engine(parsed, future=True)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"setting store.url: cannot use {safe_url(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
