@@ -10,6 +10,7 @@ only. The data is small (2,500 enterprises) and the boosted models have few tree
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ from policies.errors import JobFailed, PolicyRefusal
 from sandbox.core import ledger, principals
 from sandbox.core.ledger import now_utc
 from sandbox.core.platform import Platform
-from sandbox.models import calls, portable, service, services
+from sandbox.data.products import fetch_product
+from sandbox.models import calls, export, portable, service, services
 from sandbox.models.card import verify_card
 from sandbox.models.fit import arrays_to_json
 from sandbox.models.spark_arrays import fitted_arrays, off_the_data, rare_parameters
@@ -157,6 +159,24 @@ def test_a_spark_models_scores_grade_subjects(both: Both, trained):
         score = kept[subject_hash(secret, (normalise_key(code),))]
         expected.append(next(b["grade"] for b in BANDS if score <= b["upto"]))
     assert [r.code for r in result.results] == expected
+
+
+@pytest.mark.parametrize("algorithm", sorted(PARAMS))
+def test_a_spark_model_is_exported_as_a_local_one(both: Both, trained, algorithm, tmp_path):
+    """The approved export's model.onnx and model.json answer what the model scored inside."""
+    w, name = both.world, trained["spark", algorithm]["card"]["name"]
+    export.request_export(both.spark, w.operator, name)
+    product = export.approve_export(both.spark, w.city, name)["product"]
+    folder = fetch_product(both.spark, w.operator, product, tmp_path / "out")
+    description = json.loads((folder / "model.json").read_text())
+    codes = w.table.column("credit_code").to_pylist()[:12]
+    x = np.column_stack([w.table.column(c).to_numpy()[:12] for c in COLUMNS]).astype(float)
+    kept, secret = _kept_scores(both.spark, name), load_secret(both.spark.home / "keys")
+    inside = np.array([kept[subject_hash(secret, (normalise_key(c),))] for c in codes])
+    np.testing.assert_allclose(portable.predict(description, x), inside, atol=1e-12)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"features": x})[0][:, 0], inside, atol=1e-6)
 
 
 def _frame(spark, rounded: bool = False):
