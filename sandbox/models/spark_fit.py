@@ -18,14 +18,18 @@ snapshots as temporary views, ``spark.sql.runSQLOnFiles`` off, cancelled at
 2. the held-out split is drawn on the driver as the worker draws it (stratified,
    the entities ordered by key, the request's seed), so both engines hold out the same
    entities, and joined back to the rows;
-3. the model is fitted by MLlib (:func:`estimator`) on the training rows, read as
-   arrays (:mod:`sandbox.models.spark_arrays`), its split points moved off the data,
-   its rare-value parameters counted, and every entity scored by those arrays.
+3. the model is fitted by MLlib (:func:`estimator`) on the training rows and read
+   as arrays (:mod:`sandbox.models.spark_arrays`); its split points are moved off the
+   data, its rare-value parameters counted and every entity scored by those arrays,
+   by numpy on the executors.
 
-On the driver: the held-out evaluation (:func:`sandbox.models.fit.evaluate`) and the
-attacks (:func:`sandbox.models.attacks.attack`) on a collected sample of
-``model.attack_sample`` members and as many held-out entities, the same ones the
-worker would draw, with scikit-learn shadow models trained like the local path's.
+On the driver: the held-out evaluation (:func:`sandbox.models.fit.evaluate`) over the
+collected held-out scores, and the attacks (:func:`sandbox.models.attacks.attack`) on
+a collected sample of ``model.attack_sample`` members and as many held-out entities
+(the entities the worker would attack, in another order), the target answering from
+its arrays and the shadow models scikit-learn's, trained like the local path's. The
+time limit is Spark's cancellation while Spark works and a check after the fit and
+at the end.
 """
 
 from __future__ import annotations
