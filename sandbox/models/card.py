@@ -59,6 +59,8 @@ def build_card(
         "verdict": verdict.value,
         "approach": APPROACH,
         "library": dict(meta.get("library", {})),
+        # where it was trained, when not the local worker (engine = spark: Spark MLlib)
+        **({"engine": dict(meta["engine"])} if meta.get("engine") else {}),
         "isolation": list(layers),
         "model_sha256": hashlib.sha256(canonical(meta.get("arrays", {}))).hexdigest(),
         "created_at": now_utc(),

@@ -252,6 +252,11 @@ def _run(platform: Platform, prepared: Prepared, plan: ModelPlan, k: int):
         "shadow_models": settings.shadow_models,
     }
     snapshots = {t: prepared.versions[t].path for t in plan.tables}
+    if platform.settings.engine == "spark":  # Spark MLlib on the platform's session
+        from sandbox.models.spark_fit import ALGORITHMS, train_on_spark
+
+        if plan.request.algorithm in ALGORITHMS:
+            return train_on_spark(platform, plan.features.engine_sql, snapshots, extra)
     runner = Runner(_limits(platform), spare=False, worker_module=WORKER)
     try:
         return runner.run(plan.features.engine_sql, snapshots, extra)

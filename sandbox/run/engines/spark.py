@@ -20,13 +20,15 @@ verbatim (they may quote data).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import sqlglot
@@ -237,14 +239,16 @@ class SparkEngine:
 
     # --- a job ------------------------------------------------------------------
 
-    def run(
-        self, sql: str, tables: Mapping[str, Path], max_rows: int, time_s: float | None = None
-    ) -> pa.Table:
-        """Run one admitted statement over the granted snapshots; the raw result.
+    @contextlib.contextmanager
+    def job(self, tables: Mapping[str, Path], time_s: float | None = None) -> Iterator[Any]:
+        """The session for one job, the granted snapshots registered as temporary views
+        under their dataset names (dropped again at the end), nothing else.
 
-        With ``time_s`` (the ``job.time_limit_s`` setting) the job's Spark jobs are
-        cancelled when it has not finished by then, and it fails with ``time_limit``."""
-        translated = spark_sql(sql, tables)
+        With ``time_s`` the job's Spark jobs are cancelled when it has not finished by
+        then, and it fails with ``time_limit``; a session that dies fails it with
+        ``engine_lost``, any other engine failure with ``engine_error``. Jobs hold the
+        engine's lock: one at a time (the views are session-wide). Model training on
+        Spark (:mod:`sandbox.models.spark_fit`) runs inside it too."""
         with self._lock:
             spark = self.session()
             registered: list[str] = []
@@ -267,8 +271,7 @@ class SparkEngine:
                     )
                     spark.read.parquet(*files).createOrReplaceTempView(name)
                     registered.append(name)
-                frame = _folded(spark.sql(translated).limit(max_rows + 1))
-                table = _to_arrow(frame)
+                yield spark
             except JobFailed:
                 raise
             except Exception as exc:
@@ -298,6 +301,19 @@ class SparkEngine:
                             spark.catalog.dropTempView(name)
                         except Exception:
                             pass
+
+    def run(
+        self, sql: str, tables: Mapping[str, Path], max_rows: int, time_s: float | None = None
+    ) -> pa.Table:
+        """Run one admitted statement over the granted snapshots; the raw result.
+
+        With ``time_s`` (the ``job.time_limit_s`` setting) the job's Spark jobs are
+        cancelled when it has not finished by then, and it fails with ``time_limit``
+        (:meth:`job`)."""
+        translated = spark_sql(sql, tables)
+        with self.job(tables, time_s) as spark:
+            frame = _folded(spark.sql(translated).limit(max_rows + 1))
+            table = _to_arrow(frame)
         if table.num_rows > max_rows:
             raise JobFailed(
                 f"the job yields more than {max_rows} output rows, the cap; group more coarsely",
