@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import private_set_intersection.python as psi_lib
-import pyarrow.parquet as pq
 
-from connectors.normalise import normalise
 from jobs.psi_match import (
     BundleKind,
     pack_parts,
@@ -34,6 +32,7 @@ from policies.psi import offered_groups as _offered
 from sandbox.core.ledger import SYSTEM
 from sandbox.core.platform import Platform
 from sandbox.data.vault import DatasetVersion
+from sandbox.psi.column import distinct_items, distinct_items_by_group
 from sandbox.psi.worker import encrypt_shard, merge_raw
 
 KEY_BYTES = 32
@@ -107,21 +106,9 @@ def _read_items(
     snapshot: Path, column: str, group_by: str | None
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Distinct normalised items of the column; per group value too when grouping."""
-    names = [column] + ([group_by] if group_by else [])
-    table = pq.read_table(snapshot, columns=names)
-    values = table.column(column).to_pylist()
     if not group_by:
-        seen: dict[str, None] = {}
-        for value in values:
-            if value is not None and (text := normalise(value)):
-                seen.setdefault(text, None)
-        return list(seen), {}
-    groups: dict[str, dict[str, None]] = {}
-    for value, group in zip(values, table.column(group_by).to_pylist(), strict=True):
-        if value is None or group is None or not (text := normalise(value)):
-            continue
-        groups.setdefault(str(group), {}).setdefault(text, None)
-    return [], {g: list(items) for g, items in groups.items()}
+        return distinct_items(snapshot, column), {}
+    return [], distinct_items_by_group(snapshot, column, group_by)
 
 
 def shards_of(items: list[str], count: int) -> list[list[str]]:
