@@ -18,16 +18,23 @@ STRUCTURES = {
 }
 
 
+def ready() -> None:
+    """Nothing: submitted once per build process so that it starts (and imports the PSI
+    library) while the platform is still reading its column."""
+
+
 def encrypt_shard(key: bytes, fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
-    """The serialised ServerSetup of ``items`` under ``key``."""
+    """The serialised ServerSetup of ``items`` under ``key``: the library's own bytes
+    (its Python wrapper would parse them into a message only for us to serialise it)."""
     server = psi.server.CreateFromKey(key, False)
-    setup = server.CreateSetupMessage(fpr, capacity, items, STRUCTURES[structure])
-    return setup.SerializeToString()
+    setup = server.data.CreateSetupMessage(fpr, capacity, items, STRUCTURES[structure].value)
+    return setup.save()
 
 
-def merge_raw(parts: list[bytes]) -> bytes:
+def merge_raw_messages(parts: list[bytes]) -> bytes:
     """One RAW ServerSetup holding the encrypted elements of every RAW part, sorted
-    (the order the library itself gives, so nothing about the shards shows)."""
+    (the order the library itself gives, so nothing about the shards shows), through
+    the protobuf messages: the general path of :func:`sandbox.psi.raw.merge_raw`."""
     elements: list[bytes] = []
     for blob in parts:
         setup = psi.ServerSetup()
