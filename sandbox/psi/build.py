@@ -26,17 +26,17 @@ from multiprocessing import get_context
 import numpy as np
 
 from policies.errors import JobFailed
-from sandbox.psi.worker import encrypt_shard, merge_raw_messages, ready
+from sandbox.psi.worker import encrypt_items, encrypt_shard, merge_raw_messages, ready, start_build
 
 TASKS_PER_PROCESS = 32  # a process's share of a RAW part, in tasks: a short tail
 MIN_TASK_ITEMS = 1_000  # below this a task's overhead (pickling, a message) shows
 
-Call = tuple[bytes, float, int, str, list[str]]  # the arguments of encrypt_shard
+Call = tuple[float, int, str, list[str]]  # encrypt_items's arguments; the key apart
 
 
 @contextmanager
-def build_pool(processes: int, what: str) -> Iterator[ProcessPoolExecutor | None]:
-    """``processes`` spawned build processes, started now; None for one process.
+def build_pool(processes: int, key: bytes, what: str) -> Iterator[ProcessPoolExecutor | None]:
+    """``processes`` spawned build processes under ``key``, started now; None for one.
 
     Spawn, not fork: the server is threaded, and a forked copy of a threaded process may
     hold locks it can never release. The worker module imports only the PSI library."""
@@ -44,7 +44,12 @@ def build_pool(processes: int, what: str) -> Iterator[ProcessPoolExecutor | None
         yield None
         return
     try:
-        pool = ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=get_context("spawn"),
+            initializer=start_build,
+            initargs=(key,),
+        )
         for _ in range(processes):  # each submit starts one process, now
             pool.submit(ready)
     except (OSError, RuntimeError) as exc:
@@ -81,6 +86,7 @@ def plan_tasks(
 
 
 def run_calls(
+    key: bytes,
     calls: Sequence[Call],
     pool: ProcessPoolExecutor | None,
     *,
@@ -88,17 +94,18 @@ def run_calls(
     ray_address: str,
     what: str,
 ) -> list[bytes]:
-    """``encrypt_shard(*call)`` of every call, in call order: on the pool of ``processes``
-    (the largest calls first), as Ray tasks with ``ray_address``, or here."""
+    """``encrypt_shard(key, *call)`` of every call, in call order: on the pool of
+    ``processes`` under ``key`` (the largest calls first), as Ray tasks with
+    ``ray_address``, or here."""
     if ray_address and len(calls) > 1:  # issue 9: the tasks as Ray tasks
         from sandbox.run.engines.ray_pool import ray_map
 
-        return ray_map(encrypt_shard, calls, ray_address, what=what)
+        return ray_map(encrypt_shard, [(key, *call) for call in calls], ray_address, what=what)
     if pool is None or len(calls) <= 1:
-        return [encrypt_shard(*call) for call in calls]
-    order = sorted(range(len(calls)), key=lambda i: -len(calls[i][4]))
+        return [encrypt_shard(key, *call) for call in calls]
+    order = sorted(range(len(calls)), key=lambda i: -len(calls[i][3]))
     try:
-        futures = {i: pool.submit(encrypt_shard, *calls[i]) for i in order}
+        futures = {i: pool.submit(encrypt_items, *calls[i]) for i in order}
         return [futures[i].result() for i in range(len(calls))]
     except (BrokenProcessPool, OSError, RuntimeError) as exc:
         raise _failed(what, processes) from exc

@@ -141,9 +141,9 @@ def _encrypt_parts(
     total = sum(map(len, parts))
     size = task_items(total, processes) if spread else max(1, max(map(len, parts), default=1))
     tasks = plan_tasks(parts, spec.structure, size)
-    calls = [(key, spec.fpr, spec.capacity, spec.structure, items) for _, items in tasks]
+    calls = [(spec.fpr, spec.capacity, spec.structure, items) for _, items in tasks]
     what = f"the PSI setup of '{spec.dataset}'"
-    blobs = run_calls(calls, pool, processes=processes, ray_address=ray_address, what=what)
+    blobs = run_calls(key, calls, pool, processes=processes, ray_address=ray_address, what=what)
     pieces: list[list[bytes]] = [[] for _ in parts]
     for (index, _), blob in zip(tasks, blobs, strict=True):
         pieces[index].append(blob)
@@ -158,7 +158,8 @@ def build_bundle(
     With ``ray_address`` (the ``ray.address`` setting) the tasks are Ray tasks; else the
     build processes start before the column is read, so their start overlaps it."""
     started = time.perf_counter()
-    with build_pool(1 if ray_address else processes, f"the PSI setup of '{spec.dataset}'") as pool:
+    local = 1 if ray_address else processes
+    with build_pool(local, key, f"the PSI setup of '{spec.dataset}'") as pool:
         kind, labels, parts, meta = _parts_of(spec, snapshot, processes)
         read_s = time.perf_counter() - started
         pieces = _encrypt_parts(key, spec, parts, pool, processes, ray_address)

@@ -9,6 +9,8 @@ stays a part of its own (the client checks each part).
 
 from __future__ import annotations
 
+from typing import Any
+
 import private_set_intersection.python as psi
 
 STRUCTURES = {
@@ -18,9 +20,28 @@ STRUCTURES = {
 }
 
 
+# This build process's server object (:func:`start_build`): made once per process, not
+# once per task (making one costs as much as encrypting 20 items), and gone with the
+# process when the build ends.
+_BUILD: dict[str, Any] = {}
+
+
+def start_build(key: bytes) -> None:
+    """The initializer of a build process: the server object of the column's key."""
+    _BUILD["server"] = psi.server.CreateFromKey(key, False)
+
+
 def ready() -> None:
     """Nothing: submitted once per build process so that it starts (and imports the PSI
     library) while the platform is still reading its column."""
+
+
+def encrypt_items(fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
+    """:func:`encrypt_shard` in a build process, under its key (:func:`start_build`)."""
+    setup = _BUILD["server"].data.CreateSetupMessage(
+        fpr, capacity, items, STRUCTURES[structure].value
+    )
+    return setup.save()
 
 
 def encrypt_shard(key: bytes, fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
