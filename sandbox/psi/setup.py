@@ -135,11 +135,16 @@ def _encrypt_parts(
     processes: int,
     ray_address: str,
 ) -> list[list[bytes]]:
-    """The serialised setups of every part's tasks: RAW parts in small tasks when they
-    are spread over processes or Ray (:func:`plan_tasks`), any other part in one."""
-    spread = pool is not None or bool(ray_address)
+    """The serialised setups of every part's tasks (:func:`plan_tasks`): a RAW part in
+    small tasks on the build processes, in ``processes`` shards as Ray tasks (fewer,
+    larger tasks: each costs more there); any other part, or any part here, in one."""
     total = sum(map(len, parts))
-    size = task_items(total, processes) if spread else max(1, max(map(len, parts), default=1))
+    if pool is not None:
+        size = task_items(total, processes)
+    elif ray_address:
+        size = max(1, -(-total // processes))
+    else:
+        size = max(1, max(map(len, parts), default=1))
     tasks = plan_tasks(parts, spec.structure, size)
     calls = [(spec.fpr, spec.capacity, spec.structure, items) for _, items in tasks]
     what = f"the PSI setup of '{spec.dataset}'"
