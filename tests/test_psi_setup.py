@@ -178,3 +178,13 @@ def _raw_setup(elements: list[bytes]) -> bytes:
     setup = psi_lib.ServerSetup()
     setup.raw.encrypted_elements.extend(elements)
     return setup.SerializeToString()
+
+
+def test_build_processes_have_sessions_of_their_own():
+    """The scheduler shares the CPU between sessions first: two build processes in the
+    server's session got one core's worth on a busy host (issue 23)."""
+    key = psi_lib.server.CreateWithNewKey(False).GetPrivateKeyBytes()
+    with build.build_pool(2, key, "a test") as pool:
+        assert pool is not None
+        sessions = {pool.submit(os.getsid, 0).result() for _ in range(4)}
+    assert os.getsid(0) not in sessions

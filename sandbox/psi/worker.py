@@ -9,6 +9,8 @@ stays a part of its own (the client checks each part).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import private_set_intersection.python as psi
@@ -27,7 +29,16 @@ _BUILD: dict[str, Any] = {}
 
 
 def start_build(key: bytes) -> None:
-    """The initializer of a build process: the server object of the column's key."""
+    """The initializer of a build process: a session of its own, and the server object
+    of the column's key.
+
+    A session of its own, as the job workers have: Linux's scheduler shares the CPU
+    between sessions (autogroups) before it shares it between their processes, so build
+    processes left in the server's session split one session's share between them. On
+    a busy host two of them got one core's worth (issue 23); each in its own session,
+    they get what as many processes get. The pool still ends them with the build."""
+    with contextlib.suppress(OSError):
+        os.setsid()
     _BUILD["server"] = psi.server.CreateFromKey(key, False)
 
 
