@@ -66,7 +66,7 @@ def encrypt_shard(key: bytes, fpr: float, capacity: int, structure: str, items: 
 def merge_raw_messages(parts: list[bytes]) -> bytes:
     """One RAW ServerSetup holding the encrypted elements of every RAW part, sorted
     (the order the library itself gives, so nothing about the shards shows), through
-    the protobuf messages: the general path of :func:`sandbox.psi.raw.merge_raw`."""
+    the protobuf messages: the general path of :func:`sandbox.psi.build.merge_raw`."""
     elements: list[bytes] = []
     for blob in parts:
         setup = psi.ServerSetup()
