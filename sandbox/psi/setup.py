@@ -10,31 +10,24 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import private_set_intersection.python as psi_lib
-import pyarrow.parquet as pq
 
-from connectors.normalise import normalise
 from jobs.psi_match import (
     BundleKind,
     pack_parts,
 )
-from policies.errors import (
-    InputError,
-    JobFailed,
-)
+from policies.errors import InputError
 from policies.psi import offered_groups as _offered
 from sandbox.core.ledger import SYSTEM
 from sandbox.core.platform import Platform
 from sandbox.data.vault import DatasetVersion
-from sandbox.psi.worker import encrypt_shard, merge_raw
+from sandbox.psi.build import build_pool, merge_raw, plan_tasks, run_calls, task_items
+from sandbox.psi.column import distinct_items, distinct_items_by_group
 
 KEY_BYTES = 32
 
@@ -103,27 +96,6 @@ def version_dir(home: Path, dataset: str, version: int) -> Path:
     return home / "psi" / dataset / f"v{version}"
 
 
-def _read_items(
-    snapshot: Path, column: str, group_by: str | None
-) -> tuple[list[str], dict[str, list[str]]]:
-    """Distinct normalised items of the column; per group value too when grouping."""
-    names = [column] + ([group_by] if group_by else [])
-    table = pq.read_table(snapshot, columns=names)
-    values = table.column(column).to_pylist()
-    if not group_by:
-        seen: dict[str, None] = {}
-        for value in values:
-            if value is not None and (text := normalise(value)):
-                seen.setdefault(text, None)
-        return list(seen), {}
-    groups: dict[str, dict[str, None]] = {}
-    for value, group in zip(values, table.column(group_by).to_pylist(), strict=True):
-        if value is None or group is None or not (text := normalise(value)):
-            continue
-        groups.setdefault(str(group), {}).setdefault(text, None)
-    return [], {g: list(items) for g, items in groups.items()}
-
-
 def shards_of(items: list[str], count: int) -> list[list[str]]:
     count = max(1, min(count, len(items)))
     size, extra = divmod(len(items), count)
@@ -135,32 +107,52 @@ def shards_of(items: list[str], count: int) -> list[list[str]]:
     return out
 
 
-def _encrypt_all(
-    key: bytes, spec: SetupSpec, tasks: Sequence[list[str]], processes: int, ray_address: str = ""
-) -> list[bytes]:
-    if ray_address and len(tasks) > 1:  # issue 9: the shards as Ray tasks
-        from sandbox.run.engines.ray_pool import ray_map
+def _parts_of(
+    spec: SetupSpec, snapshot: Path, processes: int
+) -> tuple[BundleKind, list[str], list[list[str]], dict[str, Any]]:
+    """The bundle's kind, its parts' labels and items, and what they are made of."""
+    if spec.group_by is None:
+        items = distinct_items(snapshot, spec.column)
+        # A GCS or Bloom-filter shard stays a part of its own: one per process.
+        shards = [items] if spec.structure == "raw" or not items else shards_of(items, processes)
+        return BundleKind.SHARDS, [""] * len(shards), shards, {"items": len(items)}
+    groups = distinct_items_by_group(snapshot, spec.column, spec.group_by)
+    sizes = {g: len(v) for g, v in groups.items()}
+    offered = _offered(sizes, spec.threshold)
+    meta = {
+        "items": sum(sizes[g] for g in offered),
+        "groups_offered": len(offered),
+        "groups_withheld": len(sizes) - len(offered),
+    }
+    return BundleKind.GROUPS, offered, [groups[g] for g in offered], meta
 
-        calls = [(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
-        return ray_map(encrypt_shard, calls, ray_address, what=f"the PSI setup of '{spec.dataset}'")
-    if processes <= 1 or len(tasks) <= 1:
-        return [encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, t) for t in tasks]
-    # spawn: the server is threaded, and a forked copy of a threaded process may hold
-    # locks it can never release. The worker module imports only the PSI library.
-    try:
-        with ProcessPoolExecutor(
-            max_workers=min(processes, len(tasks)), mp_context=get_context("spawn")
-        ) as pool:
-            futures = [
-                pool.submit(encrypt_shard, key, spec.fpr, spec.capacity, spec.structure, t)
-                for t in tasks
-            ]
-            return [f.result() for f in futures]
-    except (BrokenProcessPool, OSError, RuntimeError) as exc:
-        raise JobFailed(
-            f"the PSI setup of '{spec.dataset}' could not be built in {processes} processes "
-            "(setting psi.build_processes)"
-        ) from exc
+
+def _encrypt_parts(
+    key: bytes,
+    spec: SetupSpec,
+    parts: list[list[str]],
+    pool: ProcessPoolExecutor | None,
+    processes: int,
+    ray_address: str,
+) -> list[list[bytes]]:
+    """The serialised setups of every part's tasks (:func:`plan_tasks`): a RAW part in
+    small tasks on the build processes, in ``processes`` shards as Ray tasks (fewer,
+    larger tasks: each costs more there); any other part, or any part here, in one."""
+    total = sum(map(len, parts))
+    if pool is not None:
+        size = task_items(total, processes)
+    elif ray_address:
+        size = max(1, -(-total // processes))
+    else:
+        size = max(1, max(map(len, parts), default=1))
+    tasks = plan_tasks(parts, spec.structure, size)
+    calls = [(spec.fpr, spec.capacity, spec.structure, items) for _, items in tasks]
+    what = f"the PSI setup of '{spec.dataset}'"
+    blobs = run_calls(key, calls, pool, processes=processes, ray_address=ray_address, what=what)
+    pieces: list[list[bytes]] = [[] for _ in parts]
+    for (index, _), blob in zip(tasks, blobs, strict=True):
+        pieces[index].append(blob)
+    return pieces
 
 
 def build_bundle(
@@ -168,37 +160,25 @@ def build_bundle(
 ) -> tuple[bytes, dict]:
     """The setup bundle of a spec and what it is made of (sizes, never items).
 
-    With ``ray_address`` (the ``ray.address`` setting) the shards are Ray tasks."""
+    With ``ray_address`` (the ``ray.address`` setting) the tasks are Ray tasks; else the
+    build processes start before the column is read, so their start overlaps it."""
     started = time.perf_counter()
-    items, groups = _read_items(snapshot, spec.column, spec.group_by)
-    read_s = time.perf_counter() - started
-    meta: dict[str, Any]
-    if spec.group_by is None:
-        if not items:
-            parts = [("", encrypt_shard(key, spec.fpr, spec.capacity, spec.structure, []))]
-        else:
-            # More shards than processes only when a structure keeps its shards apart.
-            blobs = _encrypt_all(key, spec, shards_of(items, processes), processes, ray_address)
-            if spec.structure == "raw":
-                blobs = [merge_raw(blobs)]
-            parts = [("", b) for b in blobs]
-        kind, meta = BundleKind.SHARDS, {"items": len(items)}
-    else:
-        sizes = {g: len(v) for g, v in groups.items()}
-        offered = _offered(sizes, spec.threshold)
-        blobs = _encrypt_all(key, spec, [groups[g] for g in offered], processes, ray_address)
-        parts = list(zip(offered, blobs, strict=True))
-        kind = BundleKind.GROUPS
-        meta = {
-            "items": sum(sizes[g] for g in offered),
-            "groups_offered": len(offered),
-            "groups_withheld": len(sizes) - len(offered),
-        }
-    bundle = pack_parts(kind, parts)
+    local = 1 if ray_address else processes
+    with build_pool(local, key, f"the PSI setup of '{spec.dataset}'") as pool:
+        kind, labels, parts, meta = _parts_of(spec, snapshot, processes)
+        read_s = time.perf_counter() - started
+        pieces = _encrypt_parts(key, spec, parts, pool, processes, ray_address)
+    encrypt_s = time.perf_counter() - started - read_s
+    # A RAW part in several tasks is merged; one task's bytes are the library's own.
+    blobs = [merge_raw(p) if len(p) > 1 else p[0] for p in pieces]
+    bundle = pack_parts(kind, list(zip(labels, blobs, strict=True)))
     meta.update(
         parts=len(parts),
+        tasks=sum(map(len, pieces)),
         bytes=len(bundle),
         read_s=round(read_s, 3),
+        encrypt_s=round(encrypt_s, 3),
+        merge_s=round(time.perf_counter() - started - read_s - encrypt_s, 3),
         build_s=round(time.perf_counter() - started, 3),
         processes=processes,
         sha256=hashlib.sha256(bundle).hexdigest(),

@@ -9,6 +9,10 @@ stays a part of its own (the client checks each part).
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Any
+
 import private_set_intersection.python as psi
 
 STRUCTURES = {
@@ -18,16 +22,51 @@ STRUCTURES = {
 }
 
 
+# This build process's server object (:func:`start_build`): made once per process, not
+# once per task (making one costs as much as encrypting 20 items), and gone with the
+# process when the build ends.
+_BUILD: dict[str, Any] = {}
+
+
+def start_build(key: bytes) -> None:
+    """The initializer of a build process: a session of its own, and the server object
+    of the column's key.
+
+    A session of its own, as the job workers have: Linux's scheduler shares the CPU
+    between sessions (autogroups) before it shares it between their processes, so build
+    processes left in the server's session split one session's share between them. On
+    a busy host two of them got one core's worth (issue 23); each in its own session,
+    they get what as many processes get. The pool still ends them with the build."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+    _BUILD["server"] = psi.server.CreateFromKey(key, False)
+
+
+def ready() -> None:
+    """Nothing: submitted once per build process so that it starts (and imports the PSI
+    library) while the platform is still reading its column."""
+
+
+def encrypt_items(fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
+    """:func:`encrypt_shard` in a build process, under its key (:func:`start_build`)."""
+    setup = _BUILD["server"].data.CreateSetupMessage(
+        fpr, capacity, items, STRUCTURES[structure].value
+    )
+    return setup.save()
+
+
 def encrypt_shard(key: bytes, fpr: float, capacity: int, structure: str, items: list[str]) -> bytes:
-    """The serialised ServerSetup of ``items`` under ``key``."""
+    """The serialised ServerSetup of ``items`` under ``key``: the library's own bytes
+    (its Python wrapper would parse them into a message only for us to serialise it)."""
     server = psi.server.CreateFromKey(key, False)
-    setup = server.CreateSetupMessage(fpr, capacity, items, STRUCTURES[structure])
-    return setup.SerializeToString()
+    setup = server.data.CreateSetupMessage(fpr, capacity, items, STRUCTURES[structure].value)
+    return setup.save()
 
 
-def merge_raw(parts: list[bytes]) -> bytes:
+def merge_raw_messages(parts: list[bytes]) -> bytes:
     """One RAW ServerSetup holding the encrypted elements of every RAW part, sorted
-    (the order the library itself gives, so nothing about the shards shows)."""
+    (the order the library itself gives, so nothing about the shards shows), through
+    the protobuf messages: the general path of :func:`sandbox.psi.build.merge_raw`."""
     elements: list[bytes] = []
     for blob in parts:
         setup = psi.ServerSetup()
