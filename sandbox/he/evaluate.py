@@ -1,7 +1,8 @@
 """The encrypted evaluation: the group sums computed in ``he.processes`` worker
 processes (``python -m sandbox.he.evaluate``: rlimits, no network), or as Ray tasks
 when ``ray.address`` is set; the answer is one ciphertext with group g's total in
-slot g (the layout is explained in :mod:`sandbox.he.service`).
+slot g (the layout is explained in :mod:`sandbox.he.service`, the arithmetic of a
+share in :mod:`sandbox.he.share`).
 """
 
 from __future__ import annotations
@@ -13,175 +14,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from jobs.he_aggregate import (
-    SLOTS,
-    Scheme,
-)
-from policies.errors import InputError, JobFailed, PolicyRefusal
+from jobs.he_aggregate import Scheme
+from policies.errors import InputError, JobFailed
+from sandbox.he.share import evaluate_share, lane_width
 
-
-def lane_width(n_groups: int) -> int:
-    """Slots between two copies of a group's total in the answer: a power of two >= groups."""
-    return 1 << max(0, (n_groups - 1).bit_length())
-
-
-def evaluate_share(
-    context: bytes,
-    ciphertexts: Sequence[bytes],
-    labels: np.ndarray,
-    shifts: tuple[int, int],
-    width: int,
-    scheme: Scheme,
-    out: Path,
-) -> bool:
-    """The part of the answer that comes from rotation amounts ``shifts`` = [lo, hi).
-
-    The value in slot ``i`` of a ciphertext belongs to group ``g = labels[i]``; it
-    must end in slot ``g`` of the answer. Rotating left by ``r = (i - g) mod width``
-    puts it in a slot congruent to ``g`` modulo ``width``, so for each ``r`` the
-    masked ciphertexts are accumulated (``A_r``: one plaintext 0/1 mask per
-    ciphertext and shift, the only multiplication), the ``A_r`` are rotated into
-    place by Horner's rule (one rotation by 1 per shift), and slots congruent
-    modulo ``width`` are summed (log2(4096 / width) rotations). Slot ``g`` then
-    holds group ``g``'s total and nothing else. Returns False if nothing was
-    saved (no value of this share's shifts).
-    """
-    kit = _Kit.of(context, scheme)
-    accumulators = _accumulate(kit, ciphertexts, labels, shifts, width)
-    if not accumulators:
-        return False
-    total = _fold(kit, accumulators, shifts, width)
-    total.save(str(out))
-    return True
-
-
-@dataclass
-class _Kit:
-    """What one share's evaluation works with: the operator's public context and the
-    SEAL objects made from it once."""
-
-    ctx: Any
-    evaluator: Any
-    galois: Any
-    encoder: Any
-    ckks: bool
-    scale: float | None
-    first: Any
-
-    @classmethod
-    def of(cls, context: bytes, scheme: Scheme) -> _Kit:
-        import tenseal as ts
-        import tenseal.sealapi as sa
-
-        ctx = ts.context_from(context)
-        if ctx.is_private():  # checked by the caller too; the worker never trusts its input
-            raise PolicyRefusal(
-                "he_secret_key_sent", "the context holds a secret key", article="Art. 19"
-            )
-        seal = ctx.seal_context().data
-        ckks = scheme is Scheme.CKKS
-        return cls(
-            ctx=ctx,
-            evaluator=sa.Evaluator(seal),
-            galois=ctx.galois_keys().data,
-            encoder=sa.CKKSEncoder(seal) if ckks else sa.BatchEncoder(seal),
-            ckks=ckks,
-            scale=ctx.global_scale if ckks else None,
-            first=seal.first_parms_id(),
-        )
-
-    def rotate(self, ct, steps: int, out) -> None:
-        if self.ckks:
-            self.evaluator.rotate_vector(ct, steps, self.galois, out)
-        else:
-            self.evaluator.rotate_rows(ct, steps, self.galois, out)
-
-    def load(self, j: int, blob: bytes):
-        """Ciphertext ``j``, refused unless it is a fresh encryption under the context."""
-        import tenseal as ts
-
-        load = ts.ckks_vector_from if self.ckks else ts.bfv_vector_from
-        try:
-            (ct,) = load(self.ctx, bytes(blob)).ciphertext()
-        except Exception as exc:
-            raise InputError(
-                f"ciphertext {j} cannot be read under the uploaded context (malformed)"
-            ) from exc
-        stale = ct.size() != 2 or list(ct.parms_id()) != list(self.first)
-        if stale or (self.ckks and ct.scale != self.scale):
-            raise InputError(f"ciphertext {j} is not a fresh encryption under the uploaded context")
-        return ct
-
-
-def _accumulate(
-    kit: _Kit, ciphertexts: Sequence[bytes], labels: np.ndarray, shifts: tuple[int, int], width: int
-) -> dict[int, Any]:
-    """``A_r`` for each rotation amount r of this share: the sum over ciphertexts of the
-    ciphertext times its 0/1 mask of the slots that must move left by r."""
-    import tenseal.sealapi as sa
-
-    plain, tmp = sa.Plaintext(), sa.Ciphertext()
-    lo, hi = shifts
-    positions = np.arange(SLOTS)
-    accumulators: dict[int, Any] = {}
-    for j, blob in enumerate(ciphertexts):
-        ct = kit.load(j, blob)
-        share = labels[j * SLOTS : (j + 1) * SLOTS]
-        shift = np.where(share >= 0, (positions[: len(share)] - share) % width, -1)
-        for r in np.unique(shift[(shift >= lo) & (shift < hi)]).tolist():
-            mask = shift == r
-            if kit.ckks:
-                kit.encoder.encode(
-                    mask.astype(np.float64).tolist(), ct.parms_id(), kit.scale, plain
-                )
-            else:
-                kit.encoder.encode(mask.astype(np.int64).tolist(), plain)
-            if r not in accumulators:
-                acc = sa.Ciphertext()
-                kit.evaluator.multiply_plain(ct, plain, acc)
-                accumulators[r] = acc
-            else:
-                kit.evaluator.multiply_plain(ct, plain, tmp)
-                kit.evaluator.add_inplace(accumulators[r], tmp)
-    return accumulators
-
-
-def _fold(kit: _Kit, accumulators: dict[int, Any], shifts: tuple[int, int], width: int):
-    """Rotate the ``A_r`` into place by Horner's rule, then sum the slots congruent
-    modulo ``width``: slot g holds group g's total."""
-    import tenseal.sealapi as sa
-
-    tmp = sa.Ciphertext()
-    lo, hi = shifts
-    total = None
-    for r in range(hi - 1, lo - 1, -1):  # Horner: total = sum of A_r rotated left by r - lo
-        if total is not None:
-            kit.rotate(total, 1, tmp)
-            total, tmp = tmp, total
-        acc = accumulators.get(r)
-        if acc is None:
-            continue
-        if kit.ckks:
-            kit.evaluator.rescale_to_next_inplace(acc)
-        if total is None:
-            total = acc
-        else:
-            kit.evaluator.add_inplace(total, acc)
-    if lo:
-        kit.rotate(total, lo, tmp)
-        total, tmp = tmp, total
-    step = width
-    while step < SLOTS:  # sum the slots congruent modulo width
-        kit.rotate(total, step, tmp)
-        kit.evaluator.add_inplace(total, tmp)
-        step *= 2
-    return total
+__all__ = ["evaluate", "evaluate_share", "lane_width", "ray_share"]
 
 
 def _worker_env() -> dict[str, str]:

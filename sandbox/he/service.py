@@ -18,7 +18,8 @@ its list of join keys, and its values encrypted under its own key, packed
    rlimits, no network), each owning a range of rotation amounts: a value in
    slot ``i`` of group ``g`` must move left by ``r = (i - g) mod W`` (``W``: the
    groups rounded up to a power of two), so per ciphertext and ``r`` a plaintext
-   0/1 mask times the ciphertext is accumulated (the only multiplication), the
+   0/1 mask times the ciphertext is accumulated (the only multiplication; CKKS
+   ciphertexts ride a mask two at a time, :mod:`sandbox.he.share`), the
    accumulators are rotated into place by Horner's rule (one rotation by 1 per
    ``r``) and slots congruent modulo ``W`` are summed (log2(4096 / W)
    rotations). The answer is ONE ciphertext with group ``g``'s total in slot
