@@ -11,7 +11,9 @@ its list of join keys, and its values encrypted under its own key, packed
    body carries a SHA-256 of its frames) or not fresh encryptions under the context;
 3. joins the keys to the dataset's snapshot in DuckDB, in this process; keys are
    never logged or ledgered. Keys that match no row, and keys whose rows
-   disagree on the group (ambiguous), join no group;
+   disagree on the group (ambiguous), join no group. With the differencing
+   defence on, each row's entity number comes from the version's numbering
+   (:mod:`sandbox.guard.numbering`);
 4. refuses groups with fewer than ``min_entities`` subjects before anything is
    computed for them;
 5. evaluates in ``he.processes`` worker processes (``python -m sandbox.he.evaluate``,
@@ -121,7 +123,8 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
     timings["check_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     differencing = settings.differencing.enabled
-    groups = join_groups(plan, version.path, upload.keys, entities=differencing)
+    numbers = _numbers(platform, plan.dataset, version) if differencing else None
+    groups = join_groups(plan, version.path, upload.keys, numbers=numbers)
     bitmaps: list = []
     if differencing:
         groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
@@ -321,18 +324,29 @@ def _record_sum(conn, platform, operator, plan: HePlan, version, upload: HeUploa
     )
 
 
+def _numbers(platform, dataset: str, version):
+    """The row file of the version's entity numbers (numbering it first if it is new:
+    the one numbering of the lineage, the SQL jobs' too, so every entity is numbered
+    once)."""
+    from sandbox.guard.numbering import numbering_for
+
+    return numbering_for(platform, dataset, version).rows
+
+
 def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups, list]:
     """Withhold every group whose subjects differ by fewer than ``k`` entities from a
     cell released before (by a job or an HE answer of any operator), or that earlier
     cells would single out (:mod:`policies.differencing`); checked before the
     evaluation so the answer has no slot for them. Returns the groups left and their
     contributors as bitmaps."""
+    from pyroaring import BitMap
+
     from policies.differencing import DiffVerdict, check_cells
     from sandbox.guard.history import history_of
 
     history = history_of(platform)
-    with platform.store.transaction() as conn:  # numbers new entity keys
-        bitmaps = history.bitmaps(conn, dataset, groups.entities)
+    bitmaps = [BitMap(numbers) for numbers in groups.entities]
+    with platform.store.read() as conn:
         findings = check_cells(bitmaps, history.index(conn, dataset), k)
     hit = {s for s, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS}
     return groups.without(hit), [b for s, b in enumerate(bitmaps) if s not in hit]
@@ -341,7 +355,8 @@ def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups,
 def _record_groups(conn, platform, operator, dataset: str, groups: Groups, bitmaps) -> None:
     """Judge the answer's groups again in the transaction that records them: another
     release committed since the first look could make one of them a difference. The
-    entity numbers were committed by the first look, so its bitmaps still hold."""
+    entity numbers are the version's numbering, committed before the join, so its
+    bitmaps still hold."""
     from policies.differencing import DiffVerdict, check_cells
     from sandbox.core.ledger import now_utc
     from sandbox.guard.history import history_of
