@@ -13,16 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jobs.he_aggregate import Scheme
 from policies.errors import InputError, JobFailed
-from sandbox.he.share import evaluate_share, lane_width
+from sandbox.he.share import Loaded, evaluate_share, lane_width
 
-__all__ = ["evaluate", "evaluate_share", "lane_width", "ray_share"]
+__all__ = ["Evaluation", "evaluate", "evaluate_share", "lane_width", "ray_share"]
 
 
 def _worker_env() -> dict[str, str]:
@@ -51,32 +51,103 @@ def evaluate(
     """Run the shares in worker processes and add their answers; returns (answer, timings).
 
     With ``ray_address`` (the ``ray.address`` setting) the shares are Ray tasks instead."""
-    timings: dict[str, float] = {}
-    if n_groups == 0:
-        return None, timings
-    started = time.perf_counter()
-    (work / "context.bin").write_bytes(bytes(context))
-    offsets = []
-    with open(work / "ciphertexts.bin", "wb") as fh:
-        for blob in ciphertexts:
-            offsets.append((fh.tell(), len(blob)))
-            fh.write(blob)
-    np.save(work / "labels.npy", labels)
-    width = lane_width(n_groups)
-    count = max(1, min(processes, width))
-    shares = [(round(width * p / count), round(width * (p + 1) / count)) for p in range(count)]
-    if ray_address:  # issue 9
-        statuses = _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address)
+    with Evaluation(
+        work, context, ciphertexts, scheme, processes, time_limit_s, memory_mb, ray_address
+    ) as evaluation:
+        return evaluation.run(labels, n_groups)
+
+
+class Evaluation:
+    """The encrypted sums of one request, started before its keys are joined.
+
+    The workers start at once: each loads the operator's context, reads and checks its
+    ciphertexts and pairs them (:class:`sandbox.he.share.Loaded`), then waits for its
+    share of the rotation amounts; the platform meanwhile joins the keys to the groups.
+    :meth:`run` hands them the labels and adds their answers; leaving the ``with``
+    block ends any worker still running (the request was refused or failed). With
+    ``ray_address`` nothing starts early: :meth:`run` sends the shares to Ray."""
+
+    def __init__(
+        self,
+        work: Path,
+        context: bytes | memoryview,
+        ciphertexts: Sequence[bytes | memoryview],
+        scheme: Scheme,
+        processes: int,
+        time_limit_s: float,
+        memory_mb: int,
+        ray_address: str = "",
+    ) -> None:
+        self.work, self.context, self.ciphertexts = work, context, ciphertexts
+        self.scheme, self.processes, self.time_limit_s = scheme, processes, time_limit_s
+        self.ray_address = ray_address
+        self.timings: dict[str, float] = {}
+        self.procs: list[subprocess.Popen] = []
+        if ray_address:
+            return
+        started = time.perf_counter()
+        (work / "context.bin").write_bytes(bytes(context))
+        offsets = []
+        with open(work / "ciphertexts.bin", "wb") as fh:
+            for blob in ciphertexts:
+                offsets.append((fh.tell(), len(blob)))
+                fh.write(blob)
+        task = {
+            "scheme": scheme.value,
+            "offsets": offsets,
+            "cpu_s": int(time_limit_s) + 1,
+            "memory_mb": memory_mb,
+        }
+        self.procs = [_start_worker(work, task) for _ in range(max(1, processes))]
+        self.timings["prepare_s"] = time.perf_counter() - started
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End every worker that has not ended."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def run(self, labels: np.ndarray, n_groups: int) -> tuple[bytes | None, dict]:
+        """The answer for these labels (list entry i adds to answer slot ``labels[i]``,
+        -1 to none) and ``n_groups`` answer slots; None when there is no group."""
+        timings = self.timings
+        if n_groups == 0:
+            self.close()
+            return None, timings
+        started = time.perf_counter()
+        width = lane_width(n_groups)
+        count = max(1, min(self.processes, width))
+        shares = [(round(width * p / count), round(width * (p + 1) / count)) for p in range(count)]
+        if self.ray_address:  # issue 9
+            statuses = _on_ray(
+                self.work,
+                self.context,
+                self.ciphertexts,
+                labels,
+                shares,
+                width,
+                self.scheme,
+                self.ray_address,
+            )
+        else:
+            np.save(self.work / "labels.npy", labels)
+            for p, proc in enumerate(self.procs):
+                share = {"shifts": list(shares[p]), "width": width} if p < count else {}
+                _send(proc, {**share, "out": f"share-{p}.bin"})
+            statuses = _collect(self.procs, self.time_limit_s)
+            for phase in ("load_s", "wait_s", "masks_s", "fold_s"):
+                timings[f"worker_{phase}"] = max(
+                    s.get("timings", {}).get(phase, 0.0) for s in statuses
+                )
         timings["evaluate_s"] = time.perf_counter() - started
-        return _add_shares(work, context, statuses, timings)
-    procs = [
-        _start_worker(work, scheme, offsets, share, width, p, time_limit_s, memory_mb)
-        for p, share in enumerate(shares)
-    ]
-    timings["prepare_s"] = time.perf_counter() - started
-    statuses = _collect(procs, time_limit_s)
-    timings["evaluate_s"] = time.perf_counter() - started - timings["prepare_s"]
-    return _add_shares(work, context, statuses, timings)
+        return _add_shares(self.work, self.context, statuses, timings)
 
 
 def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address) -> list[dict]:
@@ -94,26 +165,9 @@ def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_addre
     return statuses
 
 
-def _start_worker(
-    work: Path,
-    scheme: Scheme,
-    offsets: list,
-    share: tuple[int, int],
-    width: int,
-    p: int,
-    time_limit_s: float,
-    memory_mb: int,
-) -> subprocess.Popen:
-    """One limited worker process (``python -m sandbox.he.evaluate``) for one share."""
-    task = {
-        "scheme": scheme.value,
-        "offsets": offsets,
-        "shifts": list(share),
-        "width": width,
-        "out": f"share-{p}.bin",
-        "cpu_s": int(time_limit_s) + 1,
-        "memory_mb": memory_mb,
-    }
+def _start_worker(work: Path, task: dict) -> subprocess.Popen:
+    """One limited worker process (``python -m sandbox.he.evaluate``): it loads the
+    ciphertexts now and reads its share from :func:`_send` later."""
     proc = subprocess.Popen(
         [sys.executable, "-s", "-m", "sandbox.he.evaluate"],
         stdin=subprocess.PIPE,
@@ -126,8 +180,19 @@ def _start_worker(
     )
     assert proc.stdin is not None  # opened with stdin=PIPE
     proc.stdin.write(json.dumps(task) + "\n")
-    proc.stdin.close()
+    proc.stdin.flush()
     return proc
+
+
+def _send(proc: subprocess.Popen, share: dict) -> None:
+    """A worker's share (``shifts``, ``width``, ``out``; none: nothing to do). A worker
+    that already ended (a ciphertext it refused) says why in its status."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(share) + "\n")
+        proc.stdin.flush()  # closed by communicate()
+    except OSError:
+        pass
 
 
 def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
@@ -138,8 +203,7 @@ def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
     try:
         for proc in procs:
             try:
-                out = proc.stdout.read() if proc.stdout else ""
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                out, _ = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise JobFailed(
                     f"the encrypted sums exceeded the time limit of {time_limit_s:g} s "
@@ -204,36 +268,48 @@ def _status(out: str) -> dict | None:
 
 
 def _worker_main() -> None:
-    """``python -m sandbox.he.evaluate``: one share of the evaluation, in its own limited process."""
+    """``python -m sandbox.he.evaluate``: load and check the ciphertexts, then compute
+    the share read from the second line of stdin, in its own limited process."""
     from sandbox.run.isolation import apply_limits, leave_network
 
     task = json.loads(sys.stdin.readline())
     apply_limits(task["cpu_s"], task["memory_mb"], 1024)
     leave_network()
+    timings: dict[str, float] = {}
     try:
-        context = Path("context.bin").read_bytes()
-        labels = np.load("labels.npy")
-        with open("ciphertexts.bin", "rb") as fh:
-            blobs = []
-            for offset, size in task["offsets"]:
-                fh.seek(offset)
-                blobs.append(fh.read(size))
-        saved = evaluate_share(
-            context,
-            blobs,
-            labels,
-            tuple(task["shifts"]),
-            task["width"],
-            Scheme(task["scheme"]),
-            Path(task["out"]),
+        t = time.perf_counter()
+        loaded = Loaded.of(
+            Path("context.bin").read_bytes(), _blobs(task["offsets"]), Scheme(task["scheme"])
         )
-        print(json.dumps({"ok": True, "saved": saved}), flush=True)
+        timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        line = sys.stdin.readline()
+        timings["wait_s"] = time.perf_counter() - t
+        share = json.loads(line) if line.strip() else {}
+        saved = False
+        if "shifts" in share:
+            saved = loaded.share(
+                np.load("labels.npy"),
+                tuple(share["shifts"]),
+                share["width"],
+                Path(share["out"]),
+                timings,
+            )
+        print(json.dumps({"ok": True, "saved": saved, "timings": timings}), flush=True)
     except InputError as exc:
         print(json.dumps({"ok": False, "error": "input", "message": exc.message}), flush=True)
     except MemoryError:
         print(json.dumps({"ok": False, "error": "memory_limit"}), flush=True)
     except Exception as exc:  # the kind only: engine messages never travel back verbatim
         print(json.dumps({"ok": False, "error": type(exc).__name__}), flush=True)
+
+
+def _blobs(offsets: list) -> Iterator[bytes]:
+    """The ciphertexts of ``ciphertexts.bin``, one at a time."""
+    with open("ciphertexts.bin", "rb") as fh:
+        for offset, size in offsets:
+            fh.seek(offset)
+            yield fh.read(size)
 
 
 def ray_share(

@@ -59,7 +59,7 @@ from jobs.he_aggregate import (
     pack,
 )
 from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
-from sandbox.he.evaluate import evaluate
+from sandbox.he.evaluate import Evaluation
 from sandbox.he.groups import Groups, join_groups
 from sandbox.he.upload import HeUpload, load_public_context, parse_upload
 from sandbox.run.jobstate import (
@@ -121,35 +121,26 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
     """Join, difference, evaluate and record one admitted HE request (see he_sum)."""
     settings = platform.settings
     timings["check_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    differencing = settings.differencing.enabled
-    numbers = _numbers(platform, plan.dataset, version) if differencing else None
-    groups = join_groups(plan, version.path, upload.keys, numbers=numbers)
-    bitmaps: list = []
-    if differencing:
-        groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
-    timings["join_s"] = time.perf_counter() - t1
-    if len(groups.released) > SLOTS:
-        raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
     work = platform.work_dir()
     try:
-        answer, eval_timings = evaluate(
+        # the workers read and check the ciphertexts while the keys are joined
+        with Evaluation(
             work,
             upload.context,
             upload.ciphertexts,
-            groups.labels,
-            len(groups.released),
             plan.scheme,
             settings.he.processes,
             settings.job.time_limit_s,
             settings.job.memory_limit_mb,
             settings.ray.address,
-        )
+        ) as evaluation:
+            groups, bitmaps = _groups(platform, plan, version, upload, timings)
+            answer, eval_timings = evaluation.run(groups.labels, len(groups.released))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     timings.update(eval_timings)
     with platform.store.transaction() as conn:
-        if differencing:
+        if settings.differencing.enabled:
             _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
         _record_sum(conn, platform, operator, plan, version, upload, groups)
         transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
@@ -165,6 +156,23 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
     # the answer does not name its job: two answers that hold the same groups are the
     # same bytes (the operator finds the job in its job list)
     return HeAnswer(_header(plan, version, groups), answer, timings)
+
+
+def _groups(platform, plan: HePlan, version, upload: HeUpload, timings: dict):
+    """The join and the differencing defence: the groups the answer holds and their
+    contributors as bitmaps (none when the defence is off)."""
+    settings = platform.settings
+    t1 = time.perf_counter()
+    differencing = settings.differencing.enabled
+    numbers = _numbers(platform, plan.dataset, version) if differencing else None
+    groups = join_groups(plan, version.path, upload.keys, numbers=numbers)
+    bitmaps: list = []
+    if differencing:
+        groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
+    timings["join_s"] = time.perf_counter() - t1
+    if len(groups.released) > SLOTS:
+        raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
+    return groups, bitmaps
 
 
 def _open_job(platform, operator, upload: HeUpload) -> int:

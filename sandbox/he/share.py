@@ -26,7 +26,8 @@ out of a noise budget of about 125 bits (a mask costs about 45).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def lane_width(n_groups: int) -> int:
 
 def evaluate_share(
     context: bytes,
-    ciphertexts: Sequence[bytes],
+    ciphertexts: Iterable[bytes],
     labels: np.ndarray,
     shifts: tuple[int, int],
     width: int,
@@ -63,14 +64,58 @@ def evaluate_share(
     holds group ``g``'s total and nothing else. Returns False if nothing was
     saved (no value of this share's shifts).
     """
-    kit = Kit.of(context, scheme)
-    accumulators = _accumulate(kit, ciphertexts, labels, shifts, width)
-    if not accumulators:
-        return False
-    total = _fold(kit, accumulators, shifts, width)
-    kit.finish(total)
-    total.save(str(out))
-    return True
+    return Loaded.of(context, ciphertexts, scheme).share(labels, shifts, width, out)
+
+
+@dataclass
+class Loaded:
+    """The operator's ciphertexts read and checked under its context, paired (CKKS) into
+    the ciphertexts the masks multiply: all of it before the labels are known, so a
+    worker does it while the platform joins the keys."""
+
+    kit: Kit
+    masked: list  # (first ciphertext's index, z, whether z holds a second ciphertext)
+
+    @classmethod
+    def of(cls, context: bytes, ciphertexts: Iterable[bytes], scheme: Scheme) -> Loaded:
+        kit = Kit.of(context, scheme)
+        masked: list = []
+        held: tuple | None = None  # an even-numbered ciphertext waiting for its partner
+        for j, blob in enumerate(ciphertexts):
+            ct = kit.load(j, blob)
+            if not kit.paired:
+                masked.append((j, ct, False))
+            elif held is None:
+                held = (j, ct)
+            else:
+                masked.append((held[0], kit.pair(held[1], ct), True))
+                held = None
+        if held is not None:
+            masked.append((held[0], held[1], False))
+        return cls(kit, masked)
+
+    def share(
+        self,
+        labels: np.ndarray,
+        shifts: tuple[int, int],
+        width: int,
+        out: Path,
+        timings: dict[str, float] | None = None,
+    ) -> bool:
+        """:func:`evaluate_share` on the loaded ciphertexts; False if nothing was saved.
+        ``timings`` gets the seconds spent on the masks and on the rotations."""
+        timings = {} if timings is None else timings
+        started = time.perf_counter()
+        accumulators = _accumulate(self.kit, self.masked, labels, shifts, width)
+        timings["masks_s"] = time.perf_counter() - started
+        if not accumulators:
+            return False
+        started = time.perf_counter()
+        total = _fold(self.kit, accumulators, shifts, width)
+        self.kit.finish(total)
+        total.save(str(out))
+        timings["fold_s"] = time.perf_counter() - started
+        return True
 
 
 @dataclass
@@ -136,12 +181,9 @@ class Kit:
             self.evaluator.rotate_rows(ct, steps, self.galois, out)
 
     def pair(self, a, b):
-        """``a`` and ``b`` in one ciphertext, ``b`` in the imaginary parts; ``a`` alone
-        when there is no ``b``."""
+        """``a`` and ``b`` in one ciphertext, ``b`` in the imaginary parts."""
         import tenseal.sealapi as sa
 
-        if b is None:
-            return a
         z = sa.Ciphertext()
         self.evaluator.multiply_plain(b, self.iota, z)
         self.evaluator.add_inplace(z, a)
@@ -220,27 +262,20 @@ def _by_shift(labels: np.ndarray, j: int, shifts: tuple[int, int], width: int) -
 
 
 def _accumulate(
-    kit: Kit, ciphertexts: Sequence[bytes], labels: np.ndarray, shifts: tuple[int, int], width: int
+    kit: Kit, masked: list, labels: np.ndarray, shifts: tuple[int, int], width: int
 ) -> dict[int, Any]:
-    """``A_r`` for each rotation amount r of this share: the sum over pairs of
-    ciphertexts of the pair times its mask of the slots that must move left by r."""
+    """``A_r`` for each rotation amount r of this share: the sum over the (paired)
+    ciphertexts of each times its mask of the slots that must move left by r."""
     import tenseal.sealapi as sa
 
     plain, tmp = sa.Plaintext(), sa.Ciphertext()
     lo, hi = shifts
     masks = _Masks(kit)
-    step = 2 if kit.paired else 1
     none: list[list[int]] = [[] for _ in range(hi - lo)]
     accumulators: dict[int, Any] = {}
-    for j in range(0, len(ciphertexts), step):
-        a = kit.load(j, ciphertexts[j])
-        paired = step == 2 and j + 1 < len(ciphertexts)
-        b = kit.load(j + 1, ciphertexts[j + 1]) if paired else None
+    for j, z, paired in masked:
         in_a = _by_shift(labels, j, shifts, width)
         in_b = _by_shift(labels, j + 1, shifts, width) if paired else none
-        if not any(in_a) and not any(in_b):
-            continue
-        z = kit.pair(a, b)
         for k, r in enumerate(range(lo, hi)):
             if not in_a[k] and not in_b[k]:
                 continue
