@@ -154,8 +154,9 @@ def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_addre
     """The shares as Ray tasks; each answer is written where a worker would write it."""
     from sandbox.run.engines.ray_pool import ray_map
 
-    blobs = [bytes(b) for b in ciphertexts]
-    calls = [(bytes(context), blobs, labels, share, width, scheme.value) for share in shares]
+    blobs, context = [bytes(b) for b in ciphertexts], bytes(context)
+    # the same objects in every call: put in Ray's object store once (ray_map)
+    calls = [(context, blobs, labels, share, width, scheme.value) for share in shares]
     answers = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
     statuses = []
     for p, answer in enumerate(answers):
