@@ -12,7 +12,11 @@ It registers a registry of ``--values`` enterprises (``county`` x ``industry``:
 ``client_encrypt_s``   packing 4096 values to a ciphertext, encrypting, serializing the
                        request (public context, keys, ciphertexts)
 ``platform_*``         :func:`sandbox.he.service.he_sum`: checks and context load, the DuckDB
-                       join, the masked sums in ``--processes`` workers, the ledger
+                       join, the masked sums in ``--processes`` workers, the ledger;
+                       ``platform_worker_*`` the slowest worker's phases: ``load`` (read,
+                       check and pair the ciphertexts, during the join), ``wait`` (for
+                       the join), ``masks`` (encode the masks, multiply, add), ``fold``
+                       (the rotations)
 ``platform_repeat_s``  the same request again: the differencing defence numbers a
                        list's entities once (a one-off cost per entity), so this is
                        the steady state
