@@ -101,7 +101,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     upload = parse_upload(body, settings.he.max_values)
     job_id = _open_job(platform, operator, upload)
     try:
-        plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
+        plan, version, ctx = _admit(platform, operator, upload, now or datetime.now(UTC))
     except (PolicyRefusal, InputError) as exc:
         _end_job(platform, operator, job_id, JobState.REFUSED, exc)
         raise
@@ -110,15 +110,18 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         raise
     _start_job(platform, operator, job_id, version)
     try:
-        answer = _run(platform, operator, job_id, upload, plan, version, timings, t0)
+        answer = _run(platform, operator, job_id, upload, (plan, version, ctx), timings, t0)
     except Exception as exc:
         _end_job(platform, operator, job_id, JobState.FAILED, exc)
         raise
     return answer
 
 
-def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAnswer:
-    """Join, difference, evaluate and record one admitted HE request (see he_sum)."""
+def _run(platform, operator, job_id, upload, admitted, timings, t0) -> HeAnswer:
+    """Join, difference, evaluate and record one admitted HE request (see he_sum);
+    ``admitted``: the plan, the dataset version and the context as :func:`_admit` read
+    them."""
+    plan, version, ctx = admitted
     settings = platform.settings
     timings["check_s"] = time.perf_counter() - t0
     work = platform.work_dir()
@@ -133,6 +136,7 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
             settings.job.time_limit_s,
             settings.job.memory_limit_mb,
             settings.ray.address,
+            loaded=ctx,
         ) as evaluation:
             groups, bitmaps = _groups(platform, plan, version, upload, timings)
             answer, eval_timings = evaluation.run(groups.labels, len(groups.released))
@@ -221,7 +225,8 @@ def _end_job(platform, operator, job_id: int, state: JobState, exc: Exception) -
 
 def _admit(platform, operator, upload: HeUpload, now: datetime):
     """The grants gate, the plan and the upload's checks; a refusal is recorded in the
-    ledger (``he.refused``) before it is raised. Returns the plan and the dataset version."""
+    ledger (``he.refused``) before it is raised. Returns the plan, the dataset version and
+    the operator's public context as read."""
     from sandbox.data.grants import may_run
     from sandbox.data.places import scoped
     from sandbox.data.vault import get_version
@@ -267,7 +272,7 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
                 exc.article or "Art. 15",
             )
         raise
-    return plan, version
+    return plan, version, ctx
 
 
 def _header(plan: HePlan, version, groups: Groups) -> dict:
