@@ -228,6 +228,45 @@ def test_the_platform_only_ever_holds_a_public_context(ckks, bfv, tmp_path):
         he_upload.load_public_context(client_he.public_context(ckks), Scheme.BFV)
 
 
+def _decrypt_slots(ctx, answer: bytes, tmp_path) -> np.ndarray:
+    import tenseal.sealapi as sa
+
+    seal = ctx.seal_context().data
+    (tmp_path / "answer.bin").write_bytes(answer)
+    ct, plain = sa.Ciphertext(), sa.Plaintext()
+    ct.load(seal, str(tmp_path / "answer.bin"))
+    sa.Decryptor(seal, ctx.secret_key().data).decrypt(ct, plain)
+    return np.asarray(sa.CKKSEncoder(seal).decode_complex(plain))
+
+
+def test_paired_ckks_ciphertexts_give_the_totals_and_nothing_else(ckks, tmp_path):
+    """Two CKKS ciphertexts ride one mask (sandbox.he.share): three ciphertexts (a pair
+    and one alone) over two workers. Each group's total is in its slot; the lanes no
+    group holds are zero and every imaginary part is zero (the answer's conjugate is
+    added), so the pairing leaves nothing else in the answer."""
+    from sandbox.he import share as he_share
+
+    public = client_he.public_context(ckks)
+    assert he_share.Kit.of(public, Scheme.CKKS).paired
+    rng = np.random.default_rng(17)
+    n = 2 * wire.SLOTS + 1_000
+    values = rng.lognormal(11, 1.5, n).round(2)
+    labels = rng.integers(-1, 5, n).astype(np.int32)  # -1: joins no group
+    ciphertexts = client_he.encrypt_values(ckks, values.tolist(), Scheme.CKKS)
+    assert len(ciphertexts) == 3
+    work = tmp_path / "work"
+    work.mkdir()
+    answer, _ = he_evaluate.evaluate(
+        work, public, ciphertexts, labels, 5, Scheme.CKKS, 2, 300.0, 4096
+    )
+    slots = _decrypt_slots(ckks, answer, tmp_path)
+    expected = np.bincount(labels[labels >= 0], weights=values[labels >= 0], minlength=5)
+    lanes = slots.reshape(-1, 8)  # 5 groups: lanes of width 8, copies every 8 slots
+    assert np.allclose(lanes.real[:, :5], expected, rtol=1e-9)
+    assert np.abs(lanes.real[:, 5:]).max() < 1.0  # noise only, against totals of ~1e8
+    assert np.abs(slots.imag).max() < 1.0
+
+
 def test_duplicate_keys_are_refused_as_a_count(bank, ckks):
     platform, operator, table, _token = bank
     keys = _rows(table, 30) + _rows(table, 2)

@@ -15,11 +15,12 @@ CLI (``sandbox he sum``) carry the bytes.
 from __future__ import annotations
 
 import csv
-import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from jobs.he_aggregate import (
     MAGIC,
@@ -74,10 +75,13 @@ def _check_values(values: Sequence, scheme: Scheme) -> list:
         if sum(abs(v) for v in out) >= BFV_PLAIN_MODULUS // 2:
             raise InputError("the BFV values are too large: their sum would wrap around")
         return out
-    floats = [float(v) for v in values]
-    if any(math.isnan(v) or math.isinf(v) for v in floats):
+    try:
+        floats = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("values must be numbers") from None
+    if floats.ndim != 1 or not np.isfinite(floats).all():
         raise InputError("values must be finite numbers")
-    return floats
+    return floats.tolist()
 
 
 def encrypt_values(ctx, values: Sequence, scheme: Scheme) -> list[bytes]:
@@ -101,12 +105,13 @@ def build_request(
 ) -> bytes:
     """The request body: header, public context, keys (one per line), ciphertexts."""
     scheme = parse_scheme(scheme)
-    keys = [str(k) for k in keys]
+    keys = list(map(str, keys))
     if len(keys) != len(values):
         raise InputError(f"{len(keys)} keys but {len(values)} values: give one value per key")
     if not keys:
         raise InputError("the list of keys is empty")
-    if any("\n" in k or not k for k in keys):
+    text = "\n".join(keys)
+    if min(map(len, keys)) == 0 or text.count("\n") != len(keys) - 1:
         raise InputError("keys must be non-empty and must not contain line breaks")
     duplicates = duplicate_count(keys)
     if duplicates:
@@ -114,7 +119,7 @@ def build_request(
             f"{duplicates} key(s) appear more than once; sum the values of each key first"
         )
     values = _check_values(values, scheme)
-    frames = [public_context(ctx), "\n".join(keys).encode("utf-8")]
+    frames = [public_context(ctx), text.encode("utf-8")]
     frames += encrypt_values(ctx, values, scheme)
     request = HeRequest(dataset, key_column, tuple(by), scheme)
     header = {

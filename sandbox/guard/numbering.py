@@ -16,7 +16,7 @@ entity evidence runs, :func:`segments_for` makes sure every entity key of the
 dataset version it reads has a number:
 
 * the store stays the one numbering (``entity_numbers``, dense, appended; HE
-  answers number their keys there too);
+  answers read a version's row file as the jobs do, :mod:`sandbox.he.groups`);
 * a segment is a copy of the store's rows in a range of numbers
   (``entity_number_segments``), written when a version is numbered, covering
   every number given since the last segment, whoever gave it;

@@ -1,7 +1,8 @@
 """The encrypted evaluation: the group sums computed in ``he.processes`` worker
 processes (``python -m sandbox.he.evaluate``: rlimits, no network), or as Ray tasks
 when ``ray.address`` is set; the answer is one ciphertext with group g's total in
-slot g (the layout is explained in :mod:`sandbox.he.service`).
+slot g (the layout is explained in :mod:`sandbox.he.service`, the arithmetic of a
+share in :mod:`sandbox.he.share`).
 """
 
 from __future__ import annotations
@@ -12,176 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.he_aggregate import (
-    SLOTS,
-    Scheme,
-)
-from policies.errors import InputError, JobFailed, PolicyRefusal
+from jobs.he_aggregate import Scheme
+from policies.errors import InputError, JobFailed
+from sandbox.he.share import Loaded, evaluate_share, lane_width
 
-
-def lane_width(n_groups: int) -> int:
-    """Slots between two copies of a group's total in the answer: a power of two >= groups."""
-    return 1 << max(0, (n_groups - 1).bit_length())
-
-
-def evaluate_share(
-    context: bytes,
-    ciphertexts: Sequence[bytes],
-    labels: np.ndarray,
-    shifts: tuple[int, int],
-    width: int,
-    scheme: Scheme,
-    out: Path,
-) -> bool:
-    """The part of the answer that comes from rotation amounts ``shifts`` = [lo, hi).
-
-    The value in slot ``i`` of a ciphertext belongs to group ``g = labels[i]``; it
-    must end in slot ``g`` of the answer. Rotating left by ``r = (i - g) mod width``
-    puts it in a slot congruent to ``g`` modulo ``width``, so for each ``r`` the
-    masked ciphertexts are accumulated (``A_r``: one plaintext 0/1 mask per
-    ciphertext and shift, the only multiplication), the ``A_r`` are rotated into
-    place by Horner's rule (one rotation by 1 per shift), and slots congruent
-    modulo ``width`` are summed (log2(4096 / width) rotations). Slot ``g`` then
-    holds group ``g``'s total and nothing else. Returns False if nothing was
-    saved (no value of this share's shifts).
-    """
-    kit = _Kit.of(context, scheme)
-    accumulators = _accumulate(kit, ciphertexts, labels, shifts, width)
-    if not accumulators:
-        return False
-    total = _fold(kit, accumulators, shifts, width)
-    total.save(str(out))
-    return True
-
-
-@dataclass
-class _Kit:
-    """What one share's evaluation works with: the operator's public context and the
-    SEAL objects made from it once."""
-
-    ctx: Any
-    evaluator: Any
-    galois: Any
-    encoder: Any
-    ckks: bool
-    scale: float | None
-    first: Any
-
-    @classmethod
-    def of(cls, context: bytes, scheme: Scheme) -> _Kit:
-        import tenseal as ts
-        import tenseal.sealapi as sa
-
-        ctx = ts.context_from(context)
-        if ctx.is_private():  # checked by the caller too; the worker never trusts its input
-            raise PolicyRefusal(
-                "he_secret_key_sent", "the context holds a secret key", article="Art. 19"
-            )
-        seal = ctx.seal_context().data
-        ckks = scheme is Scheme.CKKS
-        return cls(
-            ctx=ctx,
-            evaluator=sa.Evaluator(seal),
-            galois=ctx.galois_keys().data,
-            encoder=sa.CKKSEncoder(seal) if ckks else sa.BatchEncoder(seal),
-            ckks=ckks,
-            scale=ctx.global_scale if ckks else None,
-            first=seal.first_parms_id(),
-        )
-
-    def rotate(self, ct, steps: int, out) -> None:
-        if self.ckks:
-            self.evaluator.rotate_vector(ct, steps, self.galois, out)
-        else:
-            self.evaluator.rotate_rows(ct, steps, self.galois, out)
-
-    def load(self, j: int, blob: bytes):
-        """Ciphertext ``j``, refused unless it is a fresh encryption under the context."""
-        import tenseal as ts
-
-        load = ts.ckks_vector_from if self.ckks else ts.bfv_vector_from
-        try:
-            (ct,) = load(self.ctx, bytes(blob)).ciphertext()
-        except Exception as exc:
-            raise InputError(
-                f"ciphertext {j} cannot be read under the uploaded context (malformed)"
-            ) from exc
-        stale = ct.size() != 2 or list(ct.parms_id()) != list(self.first)
-        if stale or (self.ckks and ct.scale != self.scale):
-            raise InputError(f"ciphertext {j} is not a fresh encryption under the uploaded context")
-        return ct
-
-
-def _accumulate(
-    kit: _Kit, ciphertexts: Sequence[bytes], labels: np.ndarray, shifts: tuple[int, int], width: int
-) -> dict[int, Any]:
-    """``A_r`` for each rotation amount r of this share: the sum over ciphertexts of the
-    ciphertext times its 0/1 mask of the slots that must move left by r."""
-    import tenseal.sealapi as sa
-
-    plain, tmp = sa.Plaintext(), sa.Ciphertext()
-    lo, hi = shifts
-    positions = np.arange(SLOTS)
-    accumulators: dict[int, Any] = {}
-    for j, blob in enumerate(ciphertexts):
-        ct = kit.load(j, blob)
-        share = labels[j * SLOTS : (j + 1) * SLOTS]
-        shift = np.where(share >= 0, (positions[: len(share)] - share) % width, -1)
-        for r in np.unique(shift[(shift >= lo) & (shift < hi)]).tolist():
-            mask = shift == r
-            if kit.ckks:
-                kit.encoder.encode(
-                    mask.astype(np.float64).tolist(), ct.parms_id(), kit.scale, plain
-                )
-            else:
-                kit.encoder.encode(mask.astype(np.int64).tolist(), plain)
-            if r not in accumulators:
-                acc = sa.Ciphertext()
-                kit.evaluator.multiply_plain(ct, plain, acc)
-                accumulators[r] = acc
-            else:
-                kit.evaluator.multiply_plain(ct, plain, tmp)
-                kit.evaluator.add_inplace(accumulators[r], tmp)
-    return accumulators
-
-
-def _fold(kit: _Kit, accumulators: dict[int, Any], shifts: tuple[int, int], width: int):
-    """Rotate the ``A_r`` into place by Horner's rule, then sum the slots congruent
-    modulo ``width``: slot g holds group g's total."""
-    import tenseal.sealapi as sa
-
-    tmp = sa.Ciphertext()
-    lo, hi = shifts
-    total = None
-    for r in range(hi - 1, lo - 1, -1):  # Horner: total = sum of A_r rotated left by r - lo
-        if total is not None:
-            kit.rotate(total, 1, tmp)
-            total, tmp = tmp, total
-        acc = accumulators.get(r)
-        if acc is None:
-            continue
-        if kit.ckks:
-            kit.evaluator.rescale_to_next_inplace(acc)
-        if total is None:
-            total = acc
-        else:
-            kit.evaluator.add_inplace(total, acc)
-    if lo:
-        kit.rotate(total, lo, tmp)
-        total, tmp = tmp, total
-    step = width
-    while step < SLOTS:  # sum the slots congruent modulo width
-        kit.rotate(total, step, tmp)
-        kit.evaluator.add_inplace(total, tmp)
-        step *= 2
-    return total
+__all__ = ["Evaluation", "evaluate", "evaluate_share", "lane_width", "ray_share"]
 
 
 def _worker_env() -> dict[str, str]:
@@ -210,40 +52,116 @@ def evaluate(
     """Run the shares in worker processes and add their answers; returns (answer, timings).
 
     With ``ray_address`` (the ``ray.address`` setting) the shares are Ray tasks instead."""
-    timings: dict[str, float] = {}
-    if n_groups == 0:
-        return None, timings
-    started = time.perf_counter()
-    (work / "context.bin").write_bytes(bytes(context))
-    offsets = []
-    with open(work / "ciphertexts.bin", "wb") as fh:
-        for blob in ciphertexts:
-            offsets.append((fh.tell(), len(blob)))
-            fh.write(blob)
-    np.save(work / "labels.npy", labels)
-    width = lane_width(n_groups)
-    count = max(1, min(processes, width))
-    shares = [(round(width * p / count), round(width * (p + 1) / count)) for p in range(count)]
-    if ray_address:  # issue 9
-        statuses = _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address)
+    with Evaluation(
+        work, context, ciphertexts, scheme, processes, time_limit_s, memory_mb, ray_address
+    ) as evaluation:
+        return evaluation.run(labels, n_groups)
+
+
+class Evaluation:
+    """The encrypted sums of one request, started before its keys are joined.
+
+    The workers start at once: each loads the operator's context, reads and checks its
+    ciphertexts and pairs them (:class:`sandbox.he.share.Loaded`), then waits for its
+    share of the rotation amounts; the platform meanwhile joins the keys to the groups.
+    :meth:`run` hands them the labels and adds their answers; leaving the ``with``
+    block ends any worker still running (the request was refused or failed). With
+    ``ray_address`` nothing starts early: :meth:`run` sends the shares to Ray."""
+
+    def __init__(
+        self,
+        work: Path,
+        context: bytes | memoryview,
+        ciphertexts: Sequence[bytes | memoryview],
+        scheme: Scheme,
+        processes: int,
+        time_limit_s: float,
+        memory_mb: int,
+        ray_address: str = "",
+        loaded: Any = None,
+    ) -> None:
+        """``loaded``: the context as the caller's checks read it (TenSEAL), used to add
+        the shares instead of reading its 30 MB again."""
+        self.work, self.context, self.ciphertexts = work, context, ciphertexts
+        self.loaded = loaded
+        self.scheme, self.processes, self.time_limit_s = scheme, processes, time_limit_s
+        self.ray_address = ray_address
+        self.timings: dict[str, float] = {}
+        self.procs: list[subprocess.Popen] = []
+        if ray_address:
+            return
+        started = time.perf_counter()
+        (work / "context.bin").write_bytes(bytes(context))
+        offsets = []
+        with open(work / "ciphertexts.bin", "wb") as fh:
+            for blob in ciphertexts:
+                offsets.append((fh.tell(), len(blob)))
+                fh.write(blob)
+        task = {
+            "scheme": scheme.value,
+            "offsets": offsets,
+            "cpu_s": int(time_limit_s) + 1,
+            "memory_mb": memory_mb,
+        }
+        self.procs = [_start_worker(work, task) for _ in range(max(1, processes))]
+        self.timings["prepare_s"] = time.perf_counter() - started
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End every worker that has not ended."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def run(self, labels: np.ndarray, n_groups: int) -> tuple[bytes | None, dict]:
+        """The answer for these labels (list entry i adds to answer slot ``labels[i]``,
+        -1 to none) and ``n_groups`` answer slots; None when there is no group."""
+        timings = self.timings
+        if n_groups == 0:
+            self.close()
+            return None, timings
+        started = time.perf_counter()
+        width = lane_width(n_groups)
+        count = max(1, min(self.processes, width))
+        shares = [(round(width * p / count), round(width * (p + 1) / count)) for p in range(count)]
+        if self.ray_address:  # issue 9
+            statuses = _on_ray(
+                self.work,
+                self.context,
+                self.ciphertexts,
+                labels,
+                shares,
+                width,
+                self.scheme,
+                self.ray_address,
+            )
+        else:
+            np.save(self.work / "labels.npy", labels)
+            for p, proc in enumerate(self.procs):
+                share = {"shifts": list(shares[p]), "width": width} if p < count else {}
+                _send(proc, {**share, "out": f"share-{p}.bin"})
+            statuses = _collect(self.procs, self.time_limit_s)
+            for phase in ("load_s", "wait_s", "masks_s", "fold_s"):
+                timings[f"worker_{phase}"] = max(
+                    s.get("timings", {}).get(phase, 0.0) for s in statuses
+                )
         timings["evaluate_s"] = time.perf_counter() - started
-        return _add_shares(work, context, statuses, timings)
-    procs = [
-        _start_worker(work, scheme, offsets, share, width, p, time_limit_s, memory_mb)
-        for p, share in enumerate(shares)
-    ]
-    timings["prepare_s"] = time.perf_counter() - started
-    statuses = _collect(procs, time_limit_s)
-    timings["evaluate_s"] = time.perf_counter() - started - timings["prepare_s"]
-    return _add_shares(work, context, statuses, timings)
+        return _add_shares(self.work, self.context, statuses, timings, self.loaded)
 
 
 def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_address) -> list[dict]:
     """The shares as Ray tasks; each answer is written where a worker would write it."""
     from sandbox.run.engines.ray_pool import ray_map
 
-    blobs = [bytes(b) for b in ciphertexts]
-    calls = [(bytes(context), blobs, labels, share, width, scheme.value) for share in shares]
+    blobs, context = [bytes(b) for b in ciphertexts], bytes(context)
+    # the same objects in every call: put in Ray's object store once (ray_map)
+    calls = [(context, blobs, labels, share, width, scheme.value) for share in shares]
     answers = ray_map(ray_share, calls, ray_address, what="the encrypted group sums")
     statuses = []
     for p, answer in enumerate(answers):
@@ -253,26 +171,9 @@ def _on_ray(work, context, ciphertexts, labels, shares, width, scheme, ray_addre
     return statuses
 
 
-def _start_worker(
-    work: Path,
-    scheme: Scheme,
-    offsets: list,
-    share: tuple[int, int],
-    width: int,
-    p: int,
-    time_limit_s: float,
-    memory_mb: int,
-) -> subprocess.Popen:
-    """One limited worker process (``python -m sandbox.he.evaluate``) for one share."""
-    task = {
-        "scheme": scheme.value,
-        "offsets": offsets,
-        "shifts": list(share),
-        "width": width,
-        "out": f"share-{p}.bin",
-        "cpu_s": int(time_limit_s) + 1,
-        "memory_mb": memory_mb,
-    }
+def _start_worker(work: Path, task: dict) -> subprocess.Popen:
+    """One limited worker process (``python -m sandbox.he.evaluate``): it loads the
+    ciphertexts now and reads its share from :func:`_send` later."""
     proc = subprocess.Popen(
         [sys.executable, "-s", "-m", "sandbox.he.evaluate"],
         stdin=subprocess.PIPE,
@@ -285,8 +186,19 @@ def _start_worker(
     )
     assert proc.stdin is not None  # opened with stdin=PIPE
     proc.stdin.write(json.dumps(task) + "\n")
-    proc.stdin.close()
+    proc.stdin.flush()
     return proc
+
+
+def _send(proc: subprocess.Popen, share: dict) -> None:
+    """A worker's share (``shifts``, ``width``, ``out``; none: nothing to do). A worker
+    that already ended (a ciphertext it refused) says why in its status."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(share) + "\n")
+        proc.stdin.flush()  # closed by communicate()
+    except OSError:
+        pass
 
 
 def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
@@ -297,8 +209,7 @@ def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
     try:
         for proc in procs:
             try:
-                out = proc.stdout.read() if proc.stdout else ""
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                out, _ = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise JobFailed(
                     f"the encrypted sums exceeded the time limit of {time_limit_s:g} s "
@@ -326,13 +237,13 @@ def _collect(procs: list[subprocess.Popen], time_limit_s: float) -> list[dict]:
 
 
 def _add_shares(
-    work: Path, context: bytes | memoryview, statuses: list[dict], timings: dict
+    work: Path, context: bytes | memoryview, statuses: list[dict], timings: dict, loaded: Any
 ) -> tuple[bytes | None, dict]:
     """The answer: the sum of the saved shares ``work/share-<p>.bin``."""
     import tenseal as ts
     import tenseal.sealapi as sa
 
-    ctx = ts.context_from(bytes(context))
+    ctx = loaded if loaded is not None else ts.context_from(bytes(context))
     seal = ctx.seal_context().data
     evaluator = sa.Evaluator(seal)
     answer = None
@@ -363,36 +274,48 @@ def _status(out: str) -> dict | None:
 
 
 def _worker_main() -> None:
-    """``python -m sandbox.he.evaluate``: one share of the evaluation, in its own limited process."""
+    """``python -m sandbox.he.evaluate``: load and check the ciphertexts, then compute
+    the share read from the second line of stdin, in its own limited process."""
     from sandbox.run.isolation import apply_limits, leave_network
 
     task = json.loads(sys.stdin.readline())
     apply_limits(task["cpu_s"], task["memory_mb"], 1024)
     leave_network()
+    timings: dict[str, float] = {}
     try:
-        context = Path("context.bin").read_bytes()
-        labels = np.load("labels.npy")
-        with open("ciphertexts.bin", "rb") as fh:
-            blobs = []
-            for offset, size in task["offsets"]:
-                fh.seek(offset)
-                blobs.append(fh.read(size))
-        saved = evaluate_share(
-            context,
-            blobs,
-            labels,
-            tuple(task["shifts"]),
-            task["width"],
-            Scheme(task["scheme"]),
-            Path(task["out"]),
+        t = time.perf_counter()
+        loaded = Loaded.of(
+            Path("context.bin").read_bytes(), _blobs(task["offsets"]), Scheme(task["scheme"])
         )
-        print(json.dumps({"ok": True, "saved": saved}), flush=True)
+        timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        line = sys.stdin.readline()
+        timings["wait_s"] = time.perf_counter() - t
+        share = json.loads(line) if line.strip() else {}
+        saved = False
+        if "shifts" in share:
+            saved = loaded.share(
+                np.load("labels.npy"),
+                tuple(share["shifts"]),
+                share["width"],
+                Path(share["out"]),
+                timings,
+            )
+        print(json.dumps({"ok": True, "saved": saved, "timings": timings}), flush=True)
     except InputError as exc:
         print(json.dumps({"ok": False, "error": "input", "message": exc.message}), flush=True)
     except MemoryError:
         print(json.dumps({"ok": False, "error": "memory_limit"}), flush=True)
     except Exception as exc:  # the kind only: engine messages never travel back verbatim
         print(json.dumps({"ok": False, "error": type(exc).__name__}), flush=True)
+
+
+def _blobs(offsets: list) -> Iterator[bytes]:
+    """The ciphertexts of ``ciphertexts.bin``, one at a time."""
+    with open("ciphertexts.bin", "rb") as fh:
+        for offset, size in offsets:
+            fh.seek(offset)
+            yield fh.read(size)
 
 
 def ray_share(

@@ -11,14 +11,17 @@ its list of join keys, and its values encrypted under its own key, packed
    body carries a SHA-256 of its frames) or not fresh encryptions under the context;
 3. joins the keys to the dataset's snapshot in DuckDB, in this process; keys are
    never logged or ledgered. Keys that match no row, and keys whose rows
-   disagree on the group (ambiguous), join no group;
+   disagree on the group (ambiguous), join no group. With the differencing
+   defence on, each row's entity number comes from the version's numbering
+   (:mod:`sandbox.guard.numbering`);
 4. refuses groups with fewer than ``min_entities`` subjects before anything is
    computed for them;
 5. evaluates in ``he.processes`` worker processes (``python -m sandbox.he.evaluate``,
    rlimits, no network), each owning a range of rotation amounts: a value in
    slot ``i`` of group ``g`` must move left by ``r = (i - g) mod W`` (``W``: the
    groups rounded up to a power of two), so per ciphertext and ``r`` a plaintext
-   0/1 mask times the ciphertext is accumulated (the only multiplication), the
+   0/1 mask times the ciphertext is accumulated (the only multiplication; CKKS
+   ciphertexts ride a mask two at a time, :mod:`sandbox.he.share`), the
    accumulators are rotated into place by Horner's rule (one rotation by 1 per
    ``r``) and slots congruent modulo ``W`` are summed (log2(4096 / W)
    rotations). The answer is ONE ciphertext with group ``g``'s total in slot
@@ -56,7 +59,7 @@ from jobs.he_aggregate import (
     pack,
 )
 from policies.errors import Conflict, InputError, PolicyRefusal, SandboxError
-from sandbox.he.evaluate import evaluate
+from sandbox.he.evaluate import Evaluation
 from sandbox.he.groups import Groups, join_groups
 from sandbox.he.upload import HeUpload, load_public_context, parse_upload
 from sandbox.run.jobstate import (
@@ -98,7 +101,7 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
     upload = parse_upload(body, settings.he.max_values)
     job_id = _open_job(platform, operator, upload)
     try:
-        plan, version = _admit(platform, operator, upload, now or datetime.now(UTC))
+        plan, version, ctx = _admit(platform, operator, upload, now or datetime.now(UTC))
     except (PolicyRefusal, InputError) as exc:
         _end_job(platform, operator, job_id, JobState.REFUSED, exc)
         raise
@@ -107,45 +110,41 @@ def he_sum(platform, operator, body: bytes, now: datetime | None = None) -> HeAn
         raise
     _start_job(platform, operator, job_id, version)
     try:
-        answer = _run(platform, operator, job_id, upload, plan, version, timings, t0)
+        answer = _run(platform, operator, job_id, upload, (plan, version, ctx), timings, t0)
     except Exception as exc:
         _end_job(platform, operator, job_id, JobState.FAILED, exc)
         raise
     return answer
 
 
-def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAnswer:
-    """Join, difference, evaluate and record one admitted HE request (see he_sum)."""
+def _run(platform, operator, job_id, upload, admitted, timings, t0) -> HeAnswer:
+    """Join, difference, evaluate and record one admitted HE request (see he_sum);
+    ``admitted``: the plan, the dataset version and the context as :func:`_admit` read
+    them."""
+    plan, version, ctx = admitted
     settings = platform.settings
     timings["check_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    differencing = settings.differencing.enabled
-    groups = join_groups(plan, version.path, upload.keys, entities=differencing)
-    bitmaps: list = []
-    if differencing:
-        groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
-    timings["join_s"] = time.perf_counter() - t1
-    if len(groups.released) > SLOTS:
-        raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
     work = platform.work_dir()
     try:
-        answer, eval_timings = evaluate(
+        # the workers read and check the ciphertexts while the keys are joined
+        with Evaluation(
             work,
             upload.context,
             upload.ciphertexts,
-            groups.labels,
-            len(groups.released),
             plan.scheme,
             settings.he.processes,
             settings.job.time_limit_s,
             settings.job.memory_limit_mb,
             settings.ray.address,
-        )
+            loaded=ctx,
+        ) as evaluation:
+            groups, bitmaps = _groups(platform, plan, version, upload, timings)
+            answer, eval_timings = evaluation.run(groups.labels, len(groups.released))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     timings.update(eval_timings)
     with platform.store.transaction() as conn:
-        if differencing:
+        if settings.differencing.enabled:
             _record_groups(conn, platform, operator, plan.dataset, groups, bitmaps)
         _record_sum(conn, platform, operator, plan, version, upload, groups)
         transition(platform, conn, job_id, operator, JobState.CHECKING, {"kind": KIND})
@@ -161,6 +160,23 @@ def _run(platform, operator, job_id, upload, plan, version, timings, t0) -> HeAn
     # the answer does not name its job: two answers that hold the same groups are the
     # same bytes (the operator finds the job in its job list)
     return HeAnswer(_header(plan, version, groups), answer, timings)
+
+
+def _groups(platform, plan: HePlan, version, upload: HeUpload, timings: dict):
+    """The join and the differencing defence: the groups the answer holds and their
+    contributors as bitmaps (none when the defence is off)."""
+    settings = platform.settings
+    t1 = time.perf_counter()
+    differencing = settings.differencing.enabled
+    numbers = _numbers(platform, plan.dataset, version) if differencing else None
+    groups = join_groups(plan, version.path, upload.keys, numbers=numbers)
+    bitmaps: list = []
+    if differencing:
+        groups, bitmaps = _difference(platform, plan.dataset, groups, settings.differencing.k)
+    timings["join_s"] = time.perf_counter() - t1
+    if len(groups.released) > SLOTS:
+        raise InputError(f"{len(groups.released)} groups do not fit one answer of {SLOTS} slots")
+    return groups, bitmaps
 
 
 def _open_job(platform, operator, upload: HeUpload) -> int:
@@ -209,7 +225,8 @@ def _end_job(platform, operator, job_id: int, state: JobState, exc: Exception) -
 
 def _admit(platform, operator, upload: HeUpload, now: datetime):
     """The grants gate, the plan and the upload's checks; a refusal is recorded in the
-    ledger (``he.refused``) before it is raised. Returns the plan and the dataset version."""
+    ledger (``he.refused``) before it is raised. Returns the plan, the dataset version and
+    the operator's public context as read."""
     from sandbox.data.grants import may_run
     from sandbox.data.places import scoped
     from sandbox.data.vault import get_version
@@ -255,7 +272,7 @@ def _admit(platform, operator, upload: HeUpload, now: datetime):
                 exc.article or "Art. 15",
             )
         raise
-    return plan, version
+    return plan, version, ctx
 
 
 def _header(plan: HePlan, version, groups: Groups) -> dict:
@@ -320,18 +337,29 @@ def _record_sum(conn, platform, operator, plan: HePlan, version, upload: HeUploa
     )
 
 
+def _numbers(platform, dataset: str, version):
+    """The row file of the version's entity numbers (numbering it first if it is new:
+    the one numbering of the lineage, the SQL jobs' too, so every entity is numbered
+    once)."""
+    from sandbox.guard.numbering import numbering_for
+
+    return numbering_for(platform, dataset, version).rows
+
+
 def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups, list]:
     """Withhold every group whose subjects differ by fewer than ``k`` entities from a
     cell released before (by a job or an HE answer of any operator), or that earlier
     cells would single out (:mod:`policies.differencing`); checked before the
     evaluation so the answer has no slot for them. Returns the groups left and their
     contributors as bitmaps."""
+    from pyroaring import BitMap
+
     from policies.differencing import DiffVerdict, check_cells
     from sandbox.guard.history import history_of
 
     history = history_of(platform)
-    with platform.store.transaction() as conn:  # numbers new entity keys
-        bitmaps = history.bitmaps(conn, dataset, groups.entities)
+    bitmaps = [BitMap(numbers) for numbers in groups.entities]
+    with platform.store.read() as conn:
         findings = check_cells(bitmaps, history.index(conn, dataset), k)
     hit = {s for s, f in enumerate(findings) if f is not None and f.verdict is DiffVerdict.SUPPRESS}
     return groups.without(hit), [b for s, b in enumerate(bitmaps) if s not in hit]
@@ -340,7 +368,8 @@ def _difference(platform, dataset: str, groups: Groups, k: int) -> tuple[Groups,
 def _record_groups(conn, platform, operator, dataset: str, groups: Groups, bitmaps) -> None:
     """Judge the answer's groups again in the transaction that records them: another
     release committed since the first look could make one of them a difference. The
-    entity numbers were committed by the first look, so its bitmaps still hold."""
+    entity numbers are the version's numbering, committed before the join, so its
+    bitmaps still hold."""
     from policies.differencing import DiffVerdict, check_cells
     from sandbox.core.ledger import now_utc
     from sandbox.guard.history import history_of

@@ -70,7 +70,7 @@ def parse_upload(body: bytes, max_values: int) -> HeUpload:
         raise InputError("the keys frame is not UTF-8 text") from None
     if len(keys) != n:
         raise InputError(f"the header announces {n:,} values but the list has {len(keys):,} keys")
-    if any(not k or len(k) > MAX_KEY_LENGTH for k in keys):
+    if keys and (min(map(len, keys)) < 1 or max(map(len, keys)) > MAX_KEY_LENGTH):
         raise InputError(f"every key must be 1 to {MAX_KEY_LENGTH} characters long")
     expected = math.ceil(n / SLOTS)
     if len(cts) != expected:

@@ -165,6 +165,7 @@ def ray_map(
     task = ray.remote(max_retries=0, num_cpus=1)(fn)
     refs = []
     try:
+        calls = _shared_once(ray, calls)
         refs = [task.remote(*args) for args in calls]
         return ray.get(refs, timeout=timeout_s)
     except rex.GetTimeoutError as exc:
@@ -193,6 +194,44 @@ def ray_map(
             f"{what} failed: the Ray cluster stopped answering (setting ray.address)",
             code="engine_lost",
         ) from exc
+
+
+SHARED_BYTES = 1 << 20  # an argument this large, passed to several tasks, is put once
+
+
+def _shared_once(ray, calls: Sequence[tuple]) -> list[tuple]:
+    """The calls with every large argument that several of them pass (the same object:
+    an HE context and its ciphertexts, for each share) put in the object store once and
+    passed by reference; Ray hands each task the value. Without this each task's
+    arguments are serialized apart, one copy per task."""
+    seen: dict[int, int] = {}
+    for args in calls:
+        for arg in args:
+            seen[id(arg)] = seen.get(id(arg), 0) + 1
+    refs: dict[int, Any] = {}
+    out = []
+    for args in calls:
+        shared = []
+        for arg in args:
+            if seen[id(arg)] > 1 and _size(arg) >= SHARED_BYTES:
+                if id(arg) not in refs:
+                    refs[id(arg)] = ray.put(arg)
+                arg = refs[id(arg)]
+            shared.append(arg)
+        out.append(tuple(shared))
+    return out
+
+
+def _size(arg: Any) -> int:
+    """Bytes an argument carries, roughly: bytes-like objects, arrays, and lists of them."""
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return len(arg)
+    nbytes = getattr(arg, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(arg, list | tuple):
+        return sum(len(a) for a in arg if isinstance(a, bytes | bytearray | memoryview))
+    return 0
 
 
 def run_sql_job(sql: str, tables: dict[str, str], limits: dict[str, Any]) -> tuple:
