@@ -53,7 +53,7 @@ from sandbox.models.tables import model_files, models
 from sandbox.registry.jurisdiction import CITY, agreement_place
 from sandbox.run.admission import Prepared, prepare
 from sandbox.run.runner import Limits, Runner
-from sandbox.verification.keys import load_secret, normalise_key, subject_hash
+from sandbox.verification.keys import load_secret, subject_hashes
 
 WORKER = "sandbox.models.worker"
 RESERVED = {"exports"}  # GET /v1/models/exports lists the exports of model files
@@ -268,7 +268,7 @@ def _keep_scores(platform: Platform, name: str, table: pa.Table) -> str:
     """Each entity's score by the keyed hash of its key (the verification secret, so a
     subject is the same subject in every service); no key is written."""
     secret = load_secret(platform.home / "keys")
-    hashes = [subject_hash(secret, (normalise_key(v),)) for v in table.column("entity").to_pylist()]
+    hashes = subject_hashes(secret, table.column("entity").to_pylist())
     scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=float)
     folder = platform.home / MODELS_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
