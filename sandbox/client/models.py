@@ -32,9 +32,7 @@ class ModelCalls:
         Example: ``api.train_model(name="credit_tree", features="SELECT credit_code, ...
         GROUP BY credit_code", label="defaulted", algorithm="decision_tree")["card"]["verdict"]``
         """
-        body = {"name": name, "features": features, "label": label, "algorithm": algorithm,
-                "params": dict(params or {}), "holdout": holdout, "seed": seed,
-                "description": description}  # fmt: skip
+        body = _training(name, features, label, algorithm, params, holdout, seed, description)
         return self._json("POST", "/v1/models", json=body)
 
     def queue_model(
@@ -54,9 +52,7 @@ class ModelCalls:
 
         Example: ``api.wait_job(api.queue_model(name="credit_tree", ...).job).state``
         """
-        body = {"name": name, "features": features, "label": label, "algorithm": algorithm,
-                "params": dict(params or {}), "holdout": holdout, "seed": seed,
-                "description": description}  # fmt: skip
+        body = _training(name, features, label, algorithm, params, holdout, seed, description)
         answer = self._json("POST", "/v1/models", params={"wait": "false"}, json=body)
         return QueuedTraining.model_validate(answer)
 
@@ -164,3 +160,19 @@ class ModelCalls:
         if consent is not None:
             body["consent"] = consent
         return self._json("POST", f"/v1/score/{service}", json=body)
+
+
+def _training(
+    name: str,
+    features: str,
+    label: str,
+    algorithm: str,
+    params: dict[str, float] | None,
+    holdout: float,
+    seed: int,
+    description: str,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/models``."""
+    return {"name": name, "features": features, "label": label, "algorithm": algorithm,
+            "params": dict(params or {}), "holdout": holdout, "seed": seed,
+            "description": description}  # fmt: skip

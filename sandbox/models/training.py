@@ -38,6 +38,7 @@ from sandbox.core.principals import Principal, by_id, require_active
 from sandbox.core.store import jobs
 from sandbox.models import service
 from sandbox.run import leases
+from sandbox.run.execution import inputs_of
 from sandbox.run.jobstate import (
     JobState,
     claim_queued,
@@ -69,15 +70,7 @@ def enqueue(platform: Platform, operator: Principal, request: Mapping[str, Any])
     except Exception as exc:
         _fail(platform, job_id, exc)
         raise
-    inputs = [
-        {
-            "dataset": t,
-            "version": prepared.versions[t].version,
-            "sha256": prepared.versions[t].sha256,
-            "grant": prepared.used[t].id,
-        }
-        for t in prepared.plan.tables
-    ]
+    inputs = inputs_of(prepared)
     with platform.store.transaction() as conn:
         transition(
             platform, conn, job_id, operator, JobState.QUEUED,

@@ -158,16 +158,7 @@ class JobService:
         except PolicyRefusal as refusal:
             refuse(platform, conn, job_id, operator, refusal)
             return
-        inputs = [
-            {
-                "dataset": t,
-                "version": prepared.versions[t].version,
-                "sha256": prepared.versions[t].sha256,
-                "grant": prepared.used[t].id,
-                **_cut(prepared.versions[t]),
-            }
-            for t in prepared.plan.tables
-        ]
+        inputs = inputs_of(prepared)
         transition(
             platform,
             conn,
@@ -443,6 +434,13 @@ class JobService:
             return job_outcome(conn, viewer, job_id)
 
 
-def _cut(version) -> dict:
-    """The county a job's input is cut to (a county agreement's slice, Art. 5), if any."""
-    return {"county": version.county} if version.county else {}
+def inputs_of(prepared: Prepared) -> list[dict[str, Any]]:
+    """What a queued job was admitted against, one entry per dataset it reads: version,
+    hash, grant, and the county its input is cut to (a county agreement's slice, Art. 5)."""
+    inputs = []
+    for t in prepared.plan.tables:
+        version = prepared.versions[t]
+        entry = {"dataset": t, "version": version.version, "sha256": version.sha256}
+        entry["grant"] = prepared.used[t].id
+        inputs.append({**entry, **({"county": version.county} if version.county else {})})
+    return inputs
