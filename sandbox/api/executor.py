@@ -230,9 +230,9 @@ class Executor:
     def _run_next(self):
         with self.platform.store.read() as conn:
             job_id = next_queued(conn)
+            if job_id is None:  # the idle loop's look: one query, not two
+                return None
             kind = conn.execute(select(jobs.c.kind).where(jobs.c.id == job_id)).scalar()
-        if job_id is None:
-            return None
         try:
             if kind == MODEL_KIND:  # a model's training (sandbox.models.training)
                 card, error = training.run(self.platform, job_id)
