@@ -143,7 +143,12 @@ def _awaited(platform: Platform, operator: Principal, job_id: int) -> dict[str, 
                 article=reason.get("article"),
             )
         time.sleep(0.5)
-    raise JobFailed(f"training job {job_id} did not end in time", code="time_limit")
+    raise JobFailed(
+        f"training job {job_id} did not end within model.time_limit_s and a minute; it may "
+        f"still end: follow it with GET /v1/jobs/{job_id} (sandbox job show {job_id})",
+        code="time_limit",
+        article="Art. 8",
+    )
 
 
 def _fail(platform: Platform, job_id: int, exc: Exception) -> None:
